@@ -1,0 +1,1240 @@
+//! Validation and compilation: the file's sections, checked together, become [`Config`].
+//! Every problem is collected with its location; nothing stops at the first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::diag::{Diagnostics, Sink};
+use crate::file::*;
+use crate::ir::*;
+use crate::router::Router;
+use crate::tree::{Env, Loc, Node, NodeKind, from_node, parse_document, suggest};
+
+const TOP_LEVEL: &[&str] = &[
+    "version",
+    "listeners",
+    "admin",
+    "access_log",
+    "server",
+    "upstreams",
+    "routes",
+    "policies",
+];
+
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+struct Ctx<'a> {
+    sink: Sink<'a>,
+    base_dir: &'a Path,
+    env: Env<'a>,
+}
+
+/// The value node under `key` in a mapping node.
+fn get<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
+    match &node.kind {
+        NodeKind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+/// Location of `key`'s value in a mapping node, or of the mapping itself.
+fn loc(node: &Node, key: &str) -> Loc {
+    get(node, key).map_or(node.loc, |n| n.loc)
+}
+
+/// Location of the `i`th item of the list under `key`.
+fn item_loc(node: &Node, key: &str, i: usize) -> Loc {
+    match get(node, key).map(|n| &n.kind) {
+        Some(NodeKind::Seq(items)) => items.get(i).map_or(loc(node, key), |n| n.loc),
+        _ => loc(node, key),
+    }
+}
+
+fn fnv(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Parses, validates and compiles a config text. `source` names it in diagnostics; relative
+/// paths in it are resolved against `base_dir`.
+pub fn compile(
+    source: &str,
+    text: &str,
+    base_dir: &Path,
+    env: Env<'_>,
+) -> Result<Config, Diagnostics> {
+    let mut cx = Ctx {
+        sink: Sink::new(source, text),
+        base_dir,
+        env,
+    };
+    let root = match parse_document(text) {
+        Ok(n) => n,
+        Err(e) => {
+            cx.sink.de(e);
+            return Err(cx.sink.finish());
+        }
+    };
+    let NodeKind::Map(entries) = &root.kind else {
+        cx.sink.at(
+            root.loc,
+            format!("the config must be a mapping, found {}", root.type_name()),
+            "start with `listeners:`, `upstreams:` and `routes:`",
+        );
+        return Err(cx.sink.finish());
+    };
+
+    // Structural pass: each item on its own, so one bad route doesn't hide another.
+    let mut file = FileConfig::default();
+    let mut listener_nodes = Vec::new();
+    let mut upstream_nodes = BTreeMap::new();
+    let mut route_nodes = Vec::new();
+    let mut policy_nodes = Vec::new();
+    let mut route_count = 0usize;
+    for (k, v) in entries {
+        let key = k.key_text();
+        match key.as_str() {
+            "version" => match from_node::<Option<u32>>(v, cx.env) {
+                Ok(Some(1) | None) => file.version = Some(1),
+                Ok(Some(n)) => cx.sink.at(
+                    v.loc,
+                    format!("unsupported config version {n}"),
+                    "this Portico reads `version: 1`",
+                ),
+                Err(e) => cx.sink.de(e),
+            },
+            "listeners" => each_item(&mut cx, v, |cx, n| {
+                match from_node::<ListenerConfig>(n, cx.env) {
+                    Ok(l) => {
+                        file.listeners.push(l);
+                        listener_nodes.push(n);
+                    }
+                    Err(e) => cx.sink.de(e),
+                }
+            }),
+            "routes" => each_item(&mut cx, v, |cx, n| {
+                route_count += 1;
+                match from_node::<RouteConfig>(n, cx.env) {
+                    Ok(r) => {
+                        file.routes.push(r);
+                        route_nodes.push((route_count, n));
+                    }
+                    Err(e) => cx.sink.de(e),
+                }
+            }),
+            "policies" => each_item(&mut cx, v, |cx, n| {
+                match from_node::<PolicyConfig>(n, cx.env) {
+                    Ok(p) => {
+                        file.policies.push(p);
+                        policy_nodes.push(n);
+                    }
+                    Err(e) => cx.sink.de(e),
+                }
+            }),
+            "upstreams" => match &v.kind {
+                NodeKind::Map(ups) => {
+                    for (name, body) in ups {
+                        match from_node::<UpstreamConfig>(body, cx.env) {
+                            Ok(u) => {
+                                file.upstreams.insert(name.key_text(), u);
+                                upstream_nodes.insert(name.key_text(), (name, body));
+                            }
+                            Err(e) => cx.sink.de(e),
+                        }
+                    }
+                }
+                NodeKind::Null => {}
+                _ => cx.sink.at(
+                    v.loc,
+                    format!(
+                        "`upstreams` must be a mapping of names to upstreams, found {}",
+                        v.type_name()
+                    ),
+                    "write `upstreams:` then `  users: { targets: [\"http://127.0.0.1:9000\"] }`",
+                ),
+            },
+            "admin" => match from_node::<Option<AdminConfig>>(v, cx.env) {
+                Ok(a) => file.admin = a,
+                Err(e) => cx.sink.de(e),
+            },
+            "access_log" => match from_node::<Option<AccessLogConfig>>(v, cx.env) {
+                Ok(a) => file.access_log = a,
+                Err(e) => cx.sink.de(e),
+            },
+            "server" => match from_node::<Option<ServerConfig>>(v, cx.env) {
+                Ok(s) => file.server = s,
+                Err(e) => cx.sink.de(e),
+            },
+            other => cx.sink.at(
+                k.loc,
+                format!("unknown key `{other}`"),
+                suggest(other, TOP_LEVEL),
+            ),
+        }
+    }
+
+    // Semantic pass.
+    let listeners = compile_listeners(&mut cx, &file.listeners, &listener_nodes);
+    let admin = compile_admin(
+        &mut cx,
+        file.admin.as_ref(),
+        get(&root, "admin"),
+        &listeners,
+    );
+    let access_log =
+        compile_access_log(&mut cx, file.access_log.as_ref(), get(&root, "access_log"));
+    let server = compile_server(&mut cx, file.server.as_ref(), get(&root, "server"));
+    let (upstreams, upstream_index) = compile_upstreams(&mut cx, &file.upstreams, &upstream_nodes);
+    let global_policies: Arc<[Policy]> = file
+        .policies
+        .iter()
+        .zip(&policy_nodes)
+        .filter_map(|(p, n)| compile_policy(&mut cx, p, n))
+        .collect();
+    let mut routes = Vec::new();
+    let mut names: HashMap<String, Loc> = HashMap::new();
+    for (cfg, (number, node)) in file.routes.iter().zip(&route_nodes) {
+        let name = cfg
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("route-{number}"));
+        if let Some(first) = names.get(&name) {
+            cx.sink.at(
+                loc(node, "name"),
+                format!("duplicate route name `{name}`"),
+                format!(
+                    "route names must be unique; the first `{name}` is on line {}",
+                    first.line
+                ),
+            );
+            continue;
+        }
+        names.insert(name.clone(), loc(node, "name"));
+        if let Some(r) = compile_route(&mut cx, routes.len(), name, cfg, node, &upstream_index) {
+            routes.push(Arc::new(r));
+        }
+    }
+
+    if !cx.sink.out.is_empty() {
+        return Err(cx.sink.finish());
+    }
+    let router = Router::build(&routes);
+    Ok(Config {
+        source: source.to_owned(),
+        hash: format!("{:016x}", fnv(text.as_bytes(), FNV_START)),
+        listeners,
+        admin,
+        access_log,
+        server,
+        upstreams,
+        routes,
+        router,
+        global_policies,
+        redacted: root.to_redacted_json(),
+    })
+}
+
+fn each_item<'n>(cx: &mut Ctx<'_>, v: &'n Node, mut f: impl FnMut(&mut Ctx<'_>, &'n Node)) {
+    match &v.kind {
+        NodeKind::Seq(items) => items.iter().for_each(|n| f(cx, n)),
+        NodeKind::Null => {}
+        _ => cx.sink.at(
+            v.loc,
+            format!("expected a list, found {}", v.type_name()),
+            "start each item with `- `",
+        ),
+    }
+}
+
+fn resolve(cx: &Ctx<'_>, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cx.base_dir.join(p)
+    }
+}
+
+fn read_file(cx: &mut Ctx<'_>, path: &str, at: Loc) -> Option<Vec<u8>> {
+    let full = resolve(cx, path);
+    match std::fs::read(&full) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            cx.sink.at(
+                at,
+                format!("cannot read `{}`: {e}", full.display()),
+                "check the path; relative paths are resolved from the config file's folder",
+            );
+            None
+        }
+    }
+}
+
+fn parse_addr(cx: &mut Ctx<'_>, s: &str, at: Loc) -> Option<SocketAddr> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            let hint = if s.starts_with("localhost") {
+                "use an IP address, such as `127.0.0.1:8080` (host names are not resolved for listeners)"
+            } else if !s.contains(':') {
+                "add a port, as in `0.0.0.0:8080`"
+            } else {
+                "write `IP:port`, such as `0.0.0.0:8080` or `[::]:8080`"
+            };
+            cx.sink.at(at, format!("invalid address `{s}`"), hint);
+            None
+        }
+    }
+}
+
+fn compile_listeners(cx: &mut Ctx<'_>, cfgs: &[ListenerConfig], nodes: &[&Node]) -> Vec<Listener> {
+    let mut out: Vec<Listener> = Vec::new();
+    for (cfg, node) in cfgs.iter().zip(nodes) {
+        let Some(addr) = parse_addr(cx, &cfg.address, loc(node, "address")) else {
+            continue;
+        };
+        if out.iter().any(|l| l.addr == addr) {
+            cx.sink.at(
+                loc(node, "address"),
+                format!("two listeners on `{addr}`"),
+                "give each listener its own address",
+            );
+            continue;
+        }
+        let name: Arc<str> = cfg.name.clone().unwrap_or_else(|| addr.to_string()).into();
+        if out.iter().any(|l| l.name == name) {
+            cx.sink.at(
+                loc(node, "name"),
+                format!("duplicate listener name `{name}`"),
+                "listener names must be unique",
+            );
+            continue;
+        }
+        let protocols = cfg
+            .protocols
+            .clone()
+            .unwrap_or_else(|| vec![Protocol::Http1, Protocol::Http2]);
+        if protocols.is_empty() {
+            cx.sink.at(
+                loc(node, "protocols"),
+                "`protocols` is empty",
+                "list `http1`, `http2` or both, or remove the key",
+            );
+            continue;
+        }
+        let tls = match &cfg.tls {
+            Some(t) => match compile_listener_tls(cx, t, get(node, "tls").unwrap_or(node)) {
+                Some(t) => Some(t),
+                None => continue,
+            },
+            None => None,
+        };
+        out.push(Listener {
+            name,
+            addr,
+            http1: protocols.contains(&Protocol::Http1),
+            http2: protocols.contains(&Protocol::Http2),
+            tls,
+        });
+    }
+    out
+}
+
+fn compile_listener_tls(
+    cx: &mut Ctx<'_>,
+    cfg: &TlsListenerConfig,
+    node: &Node,
+) -> Option<ListenerTls> {
+    if cfg.certificates.is_empty() {
+        cx.sink.at(
+            loc(node, "certificates"),
+            "`certificates` is empty",
+            "add at least one `{ cert: cert.pem, key: key.pem }`",
+        );
+        return None;
+    }
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let mut certificates = Vec::new();
+    let mut fingerprint = FNV_START;
+    let mut ok = true;
+    for (i, c) in cfg.certificates.iter().enumerate() {
+        let cnode = match get(node, "certificates").map(|n| &n.kind) {
+            Some(NodeKind::Seq(items)) => &items[i],
+            _ => node,
+        };
+        let cert_pem = read_file(cx, &c.cert, loc(cnode, "cert"));
+        let key_pem = read_file(cx, &c.key, loc(cnode, "key"));
+        let (Some(cert_pem), Some(key_pem)) = (cert_pem, key_pem) else {
+            ok = false;
+            continue;
+        };
+        fingerprint = fnv(&key_pem, fnv(&cert_pem, fingerprint));
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+            .filter_map(Result::ok)
+            .collect();
+        if chain.is_empty() {
+            cx.sink.at(
+                loc(cnode, "cert"),
+                format!("no PEM certificate found in `{}`", c.cert),
+                "the file must hold `-----BEGIN CERTIFICATE-----` blocks, leaf first",
+            );
+            ok = false;
+            continue;
+        }
+        let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
+            Ok(k) => k,
+            Err(_) => {
+                cx.sink.at(
+                    loc(cnode, "key"),
+                    format!("no PEM private key found in `{}`", c.key),
+                    "the file must hold a PKCS#8, PKCS#1 (RSA) or SEC1 (EC) private key",
+                );
+                ok = false;
+                continue;
+            }
+        };
+        let mut names: Vec<String> = c
+            .server_names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        if names.is_empty() {
+            if let Ok(ee) = webpki::EndEntityCert::try_from(&chain[0]) {
+                names = ee.valid_dns_names().map(str::to_ascii_lowercase).collect();
+            }
+        }
+        match rustls::sign::CertifiedKey::from_der(chain, key, &provider) {
+            Ok(k) => certificates.push(TlsCertificate {
+                key: Arc::new(k),
+                server_names: names,
+            }),
+            Err(e) => {
+                cx.sink.at(
+                    loc(cnode, "key"),
+                    format!(
+                        "certificate `{}` and key `{}` cannot be used together: {e}",
+                        c.cert, c.key
+                    ),
+                    "check that the key belongs to the certificate",
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(ListenerTls {
+        certificates,
+        fingerprint,
+    })
+}
+
+fn compile_admin(
+    cx: &mut Ctx<'_>,
+    cfg: Option<&AdminConfig>,
+    node: Option<&Node>,
+    listeners: &[Listener],
+) -> Option<SocketAddr> {
+    let text = cfg.map_or(DEFAULT_ADMIN, |a| a.address.as_str());
+    if text == "off" {
+        return None;
+    }
+    let at = node.map_or(Loc { line: 1, column: 1 }, |n| loc(n, "address"));
+    let addr = parse_addr(cx, text, at)?;
+    if listeners.iter().any(|l| l.addr == addr) {
+        cx.sink.at(
+            at,
+            format!("the admin address `{addr}` is also a listener's"),
+            "give the admin listener its own port, or `address: off`",
+        );
+        return None;
+    }
+    Some(addr)
+}
+
+fn compile_access_log(
+    cx: &mut Ctx<'_>,
+    cfg: Option<&AccessLogConfig>,
+    node: Option<&Node>,
+) -> AccessLog {
+    let Some(cfg) = cfg else {
+        return AccessLog::Off;
+    };
+    let buffer = cfg.buffer.unwrap_or(8192);
+    if buffer == 0 {
+        cx.sink.at(
+            node.map_or(Loc::default(), |n| loc(n, "buffer")),
+            "`buffer` must be at least 1",
+            "the default, 8192 lines, suits most loads",
+        );
+    }
+    match cfg.target.as_str() {
+        "off" => AccessLog::Off,
+        "stdout" => AccessLog::Stdout { buffer },
+        "" => {
+            cx.sink.at(
+                node.map_or(Loc::default(), |n| loc(n, "target")),
+                "empty access-log target",
+                "use `stdout`, `off` or a file path",
+            );
+            AccessLog::Off
+        }
+        path => AccessLog::File {
+            path: resolve(cx, path),
+            buffer,
+        },
+    }
+}
+
+fn compile_server(cx: &mut Ctx<'_>, cfg: Option<&ServerConfig>, node: Option<&Node>) -> Server {
+    let default = ServerConfig::default();
+    let cfg = cfg.unwrap_or(&default);
+    let fallback = Node {
+        kind: NodeKind::Null,
+        loc: Loc::default(),
+    };
+    let node = node.unwrap_or(&fallback);
+    let mut trusted = Vec::new();
+    for (i, t) in cfg.trusted_proxies.iter().enumerate() {
+        match Cidr::parse(t) {
+            Some(c) => trusted.push(c),
+            None => cx.sink.at(
+                item_loc(node, "trusted_proxies", i),
+                format!("invalid address or CIDR `{t}`"),
+                "write an address (`10.0.0.1`, `::1`) or a network (`10.0.0.0/8`, `fd00::/8`)",
+            ),
+        }
+    }
+    let request_id_header =
+        match HeaderName::try_from(cfg.request_id_header.as_deref().unwrap_or("x-request-id")) {
+            Ok(h) => h,
+            Err(_) => {
+                cx.sink.at(
+                    loc(node, "request_id_header"),
+                    "invalid header name",
+                    "use letters, digits and `-`, such as `x-request-id`",
+                );
+                HeaderName::from_static("x-request-id")
+            }
+        };
+    let positive = |cx: &mut Ctx<'_>, v: Option<usize>, key: &str, default: usize| -> usize {
+        match v {
+            Some(0) => {
+                cx.sink.at(
+                    loc(node, key),
+                    format!("`{key}` must be greater than 0"),
+                    format!("remove it for the default, {default}"),
+                );
+                default
+            }
+            Some(n) => n,
+            None => default,
+        }
+    };
+    Server {
+        trusted_proxies: trusted,
+        request_id_header,
+        x_forwarded: cfg.x_forwarded.unwrap_or(true),
+        forwarded: cfg.forwarded.unwrap_or(false),
+        max_request_header_bytes: positive(
+            cx,
+            cfg.max_request_header_bytes,
+            "max_request_header_bytes",
+            65536,
+        )
+        .max(8192),
+        max_request_headers: positive(cx, cfg.max_request_headers, "max_request_headers", 100),
+        drain_timeout: cfg.drain_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        client_idle_timeout: cfg
+            .client_idle_timeout
+            .map_or(Duration::from_secs(60), |d| d.0),
+        request_header_timeout: cfg
+            .request_header_timeout
+            .map_or(Duration::from_secs(10), |d| d.0),
+    }
+}
+
+fn compile_upstreams(
+    cx: &mut Ctx<'_>,
+    cfgs: &BTreeMap<String, UpstreamConfig>,
+    nodes: &BTreeMap<String, (&Node, &Node)>,
+) -> (Vec<Arc<Upstream>>, HashMap<String, usize>) {
+    let mut out = Vec::new();
+    let mut index = HashMap::new();
+    // Keep file order so upstream indexes are stable across identical reloads.
+    let mut ordered: Vec<(&String, &UpstreamConfig)> = cfgs.iter().collect();
+    ordered.sort_by_key(|(name, _)| nodes.get(*name).map(|(k, _)| (k.loc.line, k.loc.column)));
+    for (name, cfg) in ordered {
+        let (name_node, node) = nodes[name];
+        // Declared names resolve even when the upstream itself is invalid (reported here), so
+        // routes that use it don't get a second, misleading "unknown upstream" error.
+        index.insert(name.clone(), usize::MAX);
+        if name.is_empty() {
+            cx.sink.at(
+                name_node.loc,
+                "empty upstream name",
+                "name it, as in `users:`",
+            );
+            continue;
+        }
+        if cfg.targets.is_empty() {
+            cx.sink.at(
+                loc(node, "targets"),
+                format!("upstream `{name}` has no targets"),
+                "add one, such as `targets: [\"http://127.0.0.1:9000\"]`",
+            );
+            continue;
+        }
+        let mut targets = Vec::new();
+        let mut fp = fnv(format!("{cfg:?}").as_bytes(), FNV_START);
+        for (i, t) in cfg.targets.iter().enumerate() {
+            if let Some(target) = parse_target(cx, t, item_loc(node, "targets", i)) {
+                targets.push(target);
+            }
+        }
+        if targets.len() != cfg.targets.len() {
+            continue;
+        }
+        let mut tls = UpstreamTls::default();
+        if let Some(t) = &cfg.tls {
+            let tnode = get(node, "tls").unwrap_or(node);
+            if let Some(ca) = &t.ca {
+                let Some(pem) = read_file(cx, ca, loc(tnode, "ca")) else {
+                    continue;
+                };
+                fp = fnv(&pem, fp);
+                let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+                    .filter_map(Result::ok)
+                    .collect();
+                if roots.is_empty() {
+                    cx.sink.at(
+                        loc(tnode, "ca"),
+                        format!("no PEM certificate found in `{ca}`"),
+                        "the CA bundle must hold `-----BEGIN CERTIFICATE-----` blocks",
+                    );
+                    continue;
+                }
+                tls.roots = Some(roots);
+            }
+            if let Some(sn) = &t.server_name {
+                if rustls_pki_types::ServerName::try_from(sn.as_str()).is_err() {
+                    cx.sink.at(
+                        loc(tnode, "server_name"),
+                        format!("invalid server name `{sn}`"),
+                        "use a DNS name such as `api.internal`",
+                    );
+                    continue;
+                }
+                tls.server_name = Some(sn.clone());
+            }
+        }
+        let d = |v: Option<crate::duration::DurationStr>, default: u64| {
+            v.map_or(Duration::from_millis(default), |d| d.0)
+        };
+        index.insert(name.clone(), out.len());
+        out.push(Arc::new(Upstream {
+            name: name.as_str().into(),
+            targets,
+            connect_timeout: d(cfg.connect_timeout, 5_000),
+            request_timeout: d(cfg.request_timeout, 60_000),
+            idle_timeout: d(cfg.idle_timeout, 30_000),
+            pool_max_idle: cfg.pool_max_idle.unwrap_or(128),
+            tls,
+            fingerprint: fp,
+        }));
+    }
+    (out, index)
+}
+
+fn parse_target(cx: &mut Ctx<'_>, t: &str, at: Loc) -> Option<Target> {
+    let hint = "write `http://host:port`, `https://host:port` or `h2c://host:port`";
+    let Some((scheme, rest)) = t.split_once("://") else {
+        cx.sink.at(at, format!("target `{t}` has no scheme"), hint);
+        return None;
+    };
+    let (scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "http" => (Scheme::Http, 80),
+        "https" => (Scheme::Https, 443),
+        "h2c" => (Scheme::H2c, 80),
+        other => {
+            cx.sink
+                .at(at, format!("unsupported target scheme `{other}`"), hint);
+            return None;
+        }
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@']) {
+        cx.sink.at(
+            at,
+            format!("target `{t}` must not have a path, query or user info"),
+            "use a route `rewrite` to change paths; targets are `scheme://host:port`",
+        );
+        return None;
+    }
+    let with_port = if rest
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty())
+        && !rest.ends_with(']')
+    {
+        rest.to_owned()
+    } else {
+        format!("{rest}:{default_port}")
+    };
+    match with_port.parse::<http::uri::Authority>() {
+        Ok(a) if !a.host().is_empty() => Some(Target {
+            scheme,
+            authority: a,
+            display: t.into(),
+        }),
+        _ => {
+            cx.sink.at(at, format!("invalid target `{t}`"), hint);
+            None
+        }
+    }
+}
+
+fn compile_route(
+    cx: &mut Ctx<'_>,
+    index: usize,
+    name: String,
+    cfg: &RouteConfig,
+    node: &Node,
+    upstreams: &HashMap<String, usize>,
+) -> Option<Route> {
+    let errors_before = cx.sink.out.len();
+    let mnode = get(node, "match").unwrap_or(node);
+
+    let mut hosts = Vec::new();
+    for (i, h) in cfg.matches.hosts.iter().enumerate() {
+        let at = item_loc(mnode, "hosts", i);
+        let h = h.to_ascii_lowercase();
+        let (pattern, bare) = match h.strip_prefix("*.") {
+            Some(rest) => (HostPattern::Suffix(format!(".{rest}")), rest.to_owned()),
+            None => (HostPattern::Exact(h.clone()), h.clone()),
+        };
+        if bare.is_empty() || bare.contains(['*', '/', ' ', ':']) {
+            cx.sink.at(at, format!("invalid host `{h}`"), "write a name (`api.example.com`) or a leading wildcard (`*.example.com`), without port");
+        } else {
+            hosts.push(pattern);
+        }
+    }
+
+    let (path, template_params) = match &cfg.matches.path {
+        None => (PathPattern::Any, Vec::new()),
+        Some(p) => {
+            let at = loc(mnode, "path");
+            match compile_path(p) {
+                Ok(pp) => {
+                    let params = match &pp {
+                        PathPattern::Template(t) => t.params.clone(),
+                        _ => Vec::new(),
+                    };
+                    (pp, params)
+                }
+                Err((msg, hint)) => {
+                    cx.sink.at(at, msg, hint);
+                    (PathPattern::Any, Vec::new())
+                }
+            }
+        }
+    };
+
+    let mut methods = Vec::new();
+    for (i, m) in cfg.matches.methods.iter().enumerate() {
+        let upper = m.to_ascii_uppercase();
+        match Method::from_bytes(upper.as_bytes()) {
+            Ok(m) if !methods.contains(&m) => methods.push(m),
+            Ok(_) => {}
+            Err(_) => cx.sink.at(
+                item_loc(mnode, "methods", i),
+                format!("invalid method `{m}`"),
+                "use GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS or another token",
+            ),
+        }
+    }
+
+    let mut headers = Vec::new();
+    for (i, h) in cfg.matches.headers.iter().enumerate() {
+        let at = item_loc(mnode, "headers", i);
+        let Some(test) = compile_value_test(cx, h, at) else {
+            continue;
+        };
+        match HeaderName::try_from(h.name.as_str()) {
+            Ok(name) => headers.push(HeaderCondition { name, test }),
+            Err(_) => cx.sink.at(
+                at,
+                format!("invalid header name `{}`", h.name),
+                "use letters, digits and `-`",
+            ),
+        }
+    }
+    let mut query = Vec::new();
+    for (i, q) in cfg.matches.query.iter().enumerate() {
+        let at = item_loc(mnode, "query", i);
+        if let Some(test) = compile_value_test(cx, q, at) {
+            query.push(QueryCondition {
+                name: q.name.clone(),
+                test,
+            });
+        }
+    }
+
+    let actions = [
+        cfg.upstream.is_some(),
+        cfg.respond.is_some(),
+        cfg.redirect.is_some(),
+    ];
+    let action = match actions.iter().filter(|a| **a).count() {
+        0 => {
+            cx.sink.at(
+                node.loc,
+                format!("route `{name}` has no action"),
+                "add `upstream: NAME`, `respond:` or `redirect:`",
+            );
+            None
+        }
+        1 => compile_action(cx, cfg, node, &path, &template_params, upstreams),
+        _ => {
+            cx.sink.at(
+                node.loc,
+                format!("route `{name}` has more than one of `upstream`, `respond`, `redirect`"),
+                "keep exactly one",
+            );
+            None
+        }
+    };
+    if cfg.rewrite.is_some() && cfg.upstream.is_none() {
+        cx.sink.at(
+            loc(node, "rewrite"),
+            "`rewrite` applies only to routes with an `upstream`",
+            "remove `rewrite`, or route to an upstream",
+        );
+    }
+
+    let mut policies = Vec::new();
+    for (i, p) in cfg.policies.iter().enumerate() {
+        let pnode = match get(node, "policies").map(|n| &n.kind) {
+            Some(NodeKind::Seq(items)) => &items[i],
+            _ => node,
+        };
+        if let Some(p) = compile_policy(cx, p, pnode) {
+            policies.push(p);
+        }
+    }
+
+    if cx.sink.out.len() != errors_before {
+        return None;
+    }
+    Some(Route {
+        index,
+        name: name.into(),
+        hosts,
+        path,
+        methods,
+        headers,
+        query,
+        action: action?,
+        timeout: cfg.timeout.map(|d| d.0),
+        policies: policies.into(),
+    })
+}
+
+fn compile_value_test(cx: &mut Ctx<'_>, v: &ValueMatchConfig, at: Loc) -> Option<ValueTest> {
+    let set = [v.exact.is_some(), v.regex.is_some(), v.present.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if set != 1 {
+        cx.sink.at(
+            at,
+            format!(
+                "condition on `{}` needs exactly one of `exact`, `regex`, `present`",
+                v.name
+            ),
+            "for example `{ name: x-version, exact: \"2\" }`",
+        );
+        return None;
+    }
+    if let Some(e) = &v.exact {
+        return Some(ValueTest::Exact(e.clone()));
+    }
+    if let Some(p) = v.present {
+        return Some(ValueTest::Present(p));
+    }
+    let r = v.regex.as_deref().unwrap_or_default();
+    match regex::RegexBuilder::new(r).size_limit(1 << 20).build() {
+        Ok(re) => Some(ValueTest::Regex(re)),
+        Err(e) => {
+            let first = e.to_string().lines().last().unwrap_or("").trim().to_owned();
+            cx.sink.at(
+                at,
+                format!("invalid regex `{r}`: {first}"),
+                "the syntax is that of the Rust regex crate (RE2-like; no look-around)",
+            );
+            None
+        }
+    }
+}
+
+pub(crate) fn compile_path(p: &PathMatchConfig) -> Result<PathPattern, (String, String)> {
+    let check = |s: &str| -> Result<(), (String, String)> {
+        if !s.starts_with('/') {
+            return Err((
+                format!("path `{s}` must start with `/`"),
+                format!("write `/{s}`"),
+            ));
+        }
+        if s.contains(['?', '#'])
+            || s.bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err((
+                format!("path `{s}` contains a character not allowed in a path"),
+                "match query parameters with `query:`; percent-encode spaces".into(),
+            ));
+        }
+        Ok(())
+    };
+    match p {
+        PathMatchConfig::Exact(s) => {
+            check(s)?;
+            if s.contains(['{', '}']) {
+                return Err((
+                    format!("exact path `{s}` contains `{{`"),
+                    "use `template:` for paths with parameters".into(),
+                ));
+            }
+            Ok(PathPattern::Exact(s.clone()))
+        }
+        PathMatchConfig::Prefix(s) => {
+            check(s)?;
+            if s.contains(['{', '}']) {
+                return Err((
+                    format!("prefix `{s}` contains `{{`"),
+                    "use `template:` for paths with parameters".into(),
+                ));
+            }
+            let trimmed = s.trim_end_matches('/');
+            Ok(PathPattern::Prefix(if trimmed.is_empty() {
+                "/".into()
+            } else {
+                trimmed.into()
+            }))
+        }
+        PathMatchConfig::Template(s) => {
+            check(s)?;
+            let mut segments = Vec::new();
+            let mut params: Vec<String> = Vec::new();
+            let parts: Vec<&str> = s[1..].split('/').collect();
+            for (i, part) in parts.iter().enumerate() {
+                if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                    let (catch_all, name) = match inner.strip_prefix('*') {
+                        Some(n) => (true, n),
+                        None => (false, inner),
+                    };
+                    if name.is_empty()
+                        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    {
+                        return Err((
+                            format!("invalid parameter `{{{inner}}}` in `{s}`"),
+                            "name parameters with letters, digits and `_`, as in `{id}`".into(),
+                        ));
+                    }
+                    if params.iter().any(|p| p == name) {
+                        return Err((
+                            format!("parameter `{name}` appears twice in `{s}`"),
+                            "give each parameter its own name".into(),
+                        ));
+                    }
+                    if catch_all && i + 1 != parts.len() {
+                        return Err((
+                            format!("`{{*{name}}}` must be the last segment of `{s}`"),
+                            "a wildcard takes the rest of the path, so nothing can follow it"
+                                .into(),
+                        ));
+                    }
+                    params.push(name.to_owned());
+                    segments.push(if catch_all {
+                        Segment::CatchAll
+                    } else {
+                        Segment::Param
+                    });
+                } else if part.contains(['{', '}']) {
+                    return Err((
+                        format!("`{part}` in `{s}` mixes text and a parameter"),
+                        "a parameter must be a whole segment, as in `/files/{name}`".into(),
+                    ));
+                } else {
+                    segments.push(Segment::Literal((*part).to_owned()));
+                }
+            }
+            if params.is_empty() {
+                return Err((
+                    format!("template `{s}` has no parameters"),
+                    "use `exact:` for a fixed path".into(),
+                ));
+            }
+            Ok(PathPattern::Template(Template {
+                source: s.clone(),
+                segments,
+                params,
+            }))
+        }
+    }
+}
+
+/// Compiles `/v2/users/{id}` against a route's parameter names.
+fn compile_placeholders(text: &str, params: &[String]) -> Result<PathRewrite, (String, String)> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(RewritePart::Literal(rest[..open].to_owned()));
+        }
+        let Some(close) = rest[open..].find('}') else {
+            return Err((
+                format!("unclosed `{{` in `{text}`"),
+                "close the placeholder, as in `{id}`".into(),
+            ));
+        };
+        let name = &rest[open + 1..open + close];
+        let name = name.strip_prefix('*').unwrap_or(name);
+        match params.iter().position(|p| p == name) {
+            Some(i) => parts.push(RewritePart::Param(i)),
+            None => {
+                let known: Vec<&str> = params.iter().map(String::as_str).collect();
+                let hint = if known.is_empty() {
+                    "the route's path has no parameters; use a `template:` path to capture some"
+                        .to_owned()
+                } else {
+                    suggest(name, &known)
+                };
+                return Err((
+                    format!("`{{{name}}}` is not a parameter of this route's path"),
+                    hint,
+                ));
+            }
+        }
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(RewritePart::Literal(rest.to_owned()));
+    }
+    Ok(PathRewrite { parts })
+}
+
+fn compile_action(
+    cx: &mut Ctx<'_>,
+    cfg: &RouteConfig,
+    node: &Node,
+    path: &PathPattern,
+    params: &[String],
+    upstreams: &HashMap<String, usize>,
+) -> Option<Action> {
+    if let Some(up) = &cfg.upstream {
+        // usize::MAX: the upstream is declared but invalid; its error is already reported and
+        // the config will not be used, but the rest of the route is still checked.
+        let Some(&upstream) = upstreams.get(up) else {
+            let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+            let hint = if known.is_empty() {
+                "define it under `upstreams:`".to_owned()
+            } else {
+                suggest(up, &known)
+            };
+            cx.sink.at(
+                loc(node, "upstream"),
+                format!("unknown upstream `{up}`"),
+                hint,
+            );
+            return None;
+        };
+        let rw = cfg.rewrite.as_ref();
+        let rnode = get(node, "rewrite").unwrap_or(node);
+        let strip_prefix = match (rw.is_some_and(|r| r.strip_prefix), path) {
+            (false, _) => None,
+            (true, PathPattern::Prefix(p)) => Some(if p == "/" { 0 } else { p.len() }),
+            (true, _) => {
+                cx.sink.at(
+                    loc(rnode, "strip_prefix"),
+                    "`strip_prefix` needs a `prefix:` path match",
+                    "use `rewrite.path` with a template to reshape other paths",
+                );
+                return None;
+            }
+        };
+        if strip_prefix.is_some() && rw.is_some_and(|r| r.path.is_some()) {
+            cx.sink.at(
+                loc(rnode, "path"),
+                "`strip_prefix` and `path` cannot both be set",
+                "keep one of them",
+            );
+            return None;
+        }
+        let path_rw = match rw.and_then(|r| r.path.as_deref()) {
+            Some(p) if !p.starts_with('/') => {
+                cx.sink.at(
+                    loc(rnode, "path"),
+                    format!("rewrite path `{p}` must start with `/`"),
+                    format!("write `/{p}`"),
+                );
+                return None;
+            }
+            Some(p) => match compile_placeholders(p, params) {
+                Ok(r) => Some(r),
+                Err((m, h)) => {
+                    cx.sink.at(loc(rnode, "path"), m, h);
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let host = match rw.and_then(|r| r.host.as_deref()) {
+            Some(h) => match HeaderValue::try_from(h) {
+                Ok(v) if !h.is_empty() => Some(v),
+                _ => {
+                    cx.sink.at(
+                        loc(rnode, "host"),
+                        format!("invalid host `{h}`"),
+                        "use a host name, optionally with `:port`",
+                    );
+                    return None;
+                }
+            },
+            None => None,
+        };
+        return Some(Action::Proxy(ProxyAction {
+            upstream,
+            strip_prefix,
+            path: path_rw,
+            host,
+        }));
+    }
+    if let Some(r) = &cfg.respond {
+        let rnode = get(node, "respond").unwrap_or(node);
+        let status = match StatusCode::from_u16(r.status.unwrap_or(200)) {
+            Ok(s) if s.as_u16() >= 200 => s,
+            _ => {
+                cx.sink.at(
+                    loc(rnode, "status"),
+                    format!("invalid status {}", r.status.unwrap_or(0)),
+                    "use a code from 200 to 599",
+                );
+                return None;
+            }
+        };
+        let mut headers = Vec::new();
+        let ct = r
+            .content_type
+            .as_deref()
+            .unwrap_or("text/plain; charset=utf-8");
+        match HeaderValue::try_from(ct) {
+            Ok(v) => headers.push((http::header::CONTENT_TYPE, v)),
+            Err(_) => cx.sink.at(
+                loc(rnode, "content_type"),
+                "invalid content type",
+                "use a media type such as `application/json`",
+            ),
+        }
+        headers.extend(header_pairs(
+            cx,
+            &r.headers,
+            get(rnode, "headers").unwrap_or(rnode),
+        ));
+        return Some(Action::Respond(StaticResponse {
+            status,
+            body: bytes::Bytes::from(r.body.clone().unwrap_or_default()),
+            headers,
+        }));
+    }
+    let r = cfg.redirect.as_ref()?;
+    let rnode = get(node, "redirect").unwrap_or(node);
+    let status = r.status.unwrap_or(302);
+    if ![301, 302, 303, 307, 308].contains(&status) {
+        cx.sink.at(
+            loc(rnode, "status"),
+            format!("{status} is not a redirect status"),
+            "use 301, 302, 303, 307 or 308",
+        );
+        return None;
+    }
+    match compile_placeholders(&r.to, params) {
+        Ok(to) => Some(Action::Redirect(RedirectAction {
+            status: StatusCode::from_u16(status).ok()?,
+            to,
+        })),
+        Err((m, h)) => {
+            cx.sink.at(loc(rnode, "to"), m, h);
+            None
+        }
+    }
+}
+
+fn header_pairs(
+    cx: &mut Ctx<'_>,
+    map: &BTreeMap<String, String>,
+    node: &Node,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    for (k, v) in map {
+        let at = get(node, k).map_or(node.loc, |n| n.loc);
+        match (
+            HeaderName::try_from(k.as_str()),
+            HeaderValue::try_from(v.as_str()),
+        ) {
+            (Ok(n), Ok(v)) => out.push((n, v)),
+            (Err(_), _) => cx.sink.at(
+                at,
+                format!("invalid header name `{k}`"),
+                "use letters, digits and `-`",
+            ),
+            (_, Err(_)) => cx.sink.at(
+                at,
+                format!("invalid value for header `{k}`"),
+                "header values cannot hold control characters or line breaks",
+            ),
+        }
+    }
+    out
+}
+
+fn compile_header_ops(cx: &mut Ctx<'_>, ops: &HeaderOpsConfig, node: &Node) -> HeaderOps {
+    let mut remove = Vec::new();
+    for (i, r) in ops.remove.iter().enumerate() {
+        match HeaderName::try_from(r.as_str()) {
+            Ok(n) => remove.push(n),
+            Err(_) => cx.sink.at(
+                item_loc(node, "remove", i),
+                format!("invalid header name `{r}`"),
+                "use letters, digits and `-`",
+            ),
+        }
+    }
+    HeaderOps {
+        set: header_pairs(cx, &ops.set, get(node, "set").unwrap_or(node)),
+        add: header_pairs(cx, &ops.add, get(node, "add").unwrap_or(node)),
+        remove,
+    }
+}
+
+fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) -> Option<Policy> {
+    let before = cx.sink.out.len();
+    let policy = match p {
+        PolicyConfig::Headers(h) => Policy::Headers(HeadersPolicy {
+            request: compile_header_ops(cx, &h.request, get(node, "request").unwrap_or(node)),
+            response: compile_header_ops(cx, &h.response, get(node, "response").unwrap_or(node)),
+        }),
+    };
+    (cx.sink.out.len() == before).then_some(policy)
+}

@@ -1,0 +1,112 @@
+//! Diagnostics: every problem found in a config file, with where it is and how to fix it.
+
+use std::fmt;
+
+use crate::tree::{DeError, Loc};
+
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    pub file: String,
+    pub loc: Option<Loc>,
+    pub message: String,
+    pub hint: Option<String>,
+    /// The offending source line, shown under the message.
+    pub source_line: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self.loc {
+            Some(l) => write!(
+                f,
+                "{}:{}:{}: error: {}",
+                self.file, l.line, l.column, self.message
+            )?,
+            None => write!(f, "{}: error: {}", self.file, self.message)?,
+        }
+        if let (Some(line), Some(l)) = (&self.source_line, self.loc) {
+            let n = l.line.to_string();
+            write!(
+                f,
+                "\n {n} | {line}\n {} | {}^",
+                " ".repeat(n.len()),
+                " ".repeat(l.column.saturating_sub(1) as usize)
+            )?;
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// All problems found in one file, in file order.
+#[derive(Debug, Clone, Default)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// Collects diagnostics for one file while it is checked.
+pub(crate) struct Sink<'a> {
+    pub file: &'a str,
+    pub text: &'a str,
+    pub out: Vec<Diagnostic>,
+}
+
+impl<'a> Sink<'a> {
+    pub fn new(file: &'a str, text: &'a str) -> Self {
+        Sink {
+            file,
+            text,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn error(&mut self, loc: Option<Loc>, message: impl Into<String>, hint: Option<String>) {
+        let source_line = loc
+            .and_then(|l| self.text.lines().nth(l.line.saturating_sub(1) as usize))
+            .map(str::to_owned);
+        self.out.push(Diagnostic {
+            file: self.file.to_owned(),
+            loc,
+            message: message.into(),
+            hint,
+            source_line,
+        });
+    }
+
+    pub fn at(&mut self, loc: Loc, message: impl Into<String>, hint: impl Into<String>) {
+        self.error(Some(loc), message, Some(hint.into()));
+    }
+
+    pub fn de(&mut self, e: DeError) {
+        self.error(e.loc, e.msg, e.hint);
+    }
+
+    pub fn finish(mut self) -> Diagnostics {
+        self.out
+            .sort_by_key(|d| d.loc.map(|l| (l.line, l.column)).unwrap_or((0, 0)));
+        Diagnostics(self.out)
+    }
+}

@@ -1,0 +1,318 @@
+//! The config file as written: one struct per section, unknown keys rejected.
+//!
+//! These types only describe the file. [`crate::compile`] turns them into runtime types after
+//! checking everything that serde cannot (references, conflicts, value ranges).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::duration::DurationStr;
+
+/// A Portico configuration file.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Schema version of this file. Only `1` exists.
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// Addresses where clients connect.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin listener (health, metrics, active config). Omit for the default, `127.0.0.1:9901`.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Where access-log lines go.
+    #[serde(default)]
+    pub access_log: Option<AccessLogConfig>,
+    /// Settings that apply to every request.
+    #[serde(default)]
+    pub server: Option<ServerConfig>,
+    /// Named groups of backend targets.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes, matched by specificity then declared order.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Policies applied to every route, before the route's own.
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// A name for logs and metrics; defaults to the address.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `host:port` to bind, e.g. `0.0.0.0:8080` or `[::]:8443`.
+    pub address: String,
+    /// HTTP versions served. Default: both. On plain listeners HTTP/2 is h2c with prior knowledge.
+    #[serde(default)]
+    pub protocols: Option<Vec<Protocol>>,
+    /// Serve TLS on this listener.
+    #[serde(default)]
+    pub tls: Option<TlsListenerConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// One or more certificates. With several, the one whose `server_names` (or, if absent, whose
+    /// certificate names) match the client's SNI is chosen; the first is the default.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// SNI names this certificate serves (`*.example.com` allowed). Default: names in the certificate.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `host:port` of the admin listener, or `off`.
+    pub address: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// `stdout`, `off`, or a file path (appended to).
+    pub target: String,
+    /// Lines buffered before new ones are dropped (and counted) instead of slowing requests.
+    #[serde(default)]
+    pub buffer: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Peers (CIDRs or addresses) whose `X-Forwarded-For`/`Forwarded` headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Request-id header, read from the client when present and always sent upstream and back.
+    #[serde(default)]
+    pub request_id_header: Option<String>,
+    /// Add `X-Forwarded-For`, `-Proto` and `-Host` upstream. Default `true`.
+    #[serde(default)]
+    pub x_forwarded: Option<bool>,
+    /// Add an RFC 7239 `Forwarded` header upstream. Default `false`.
+    #[serde(default)]
+    pub forwarded: Option<bool>,
+    /// Largest request head accepted (request line plus headers), in bytes. Default 65536.
+    #[serde(default)]
+    pub max_request_header_bytes: Option<usize>,
+    /// Most header fields accepted in a request. Default 100.
+    #[serde(default)]
+    pub max_request_headers: Option<usize>,
+    /// How long shutdown waits for in-flight requests. Default `30s`.
+    #[serde(default)]
+    pub drain_timeout: Option<DurationStr>,
+    /// Close client connections idle this long between requests. Default `60s`.
+    #[serde(default)]
+    pub client_idle_timeout: Option<DurationStr>,
+    /// Time allowed for a client to send its request head. Default `10s`.
+    #[serde(default)]
+    pub request_header_timeout: Option<DurationStr>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Target URLs: `http://host:port`, `https://host:port` or `h2c://host:port` (HTTP/2 without TLS).
+    pub targets: Vec<String>,
+    /// Time allowed to open a TCP (and TLS) connection. Default `5s`.
+    #[serde(default)]
+    pub connect_timeout: Option<DurationStr>,
+    /// Time allowed from sending the request to receiving the response head. Default `60s`.
+    #[serde(default)]
+    pub request_timeout: Option<DurationStr>,
+    /// Close pooled connections idle this long; keep it below the upstream's own keep-alive
+    /// timeout. Default `30s`.
+    #[serde(default)]
+    pub idle_timeout: Option<DurationStr>,
+    /// Most idle connections kept per target. Default 128.
+    #[serde(default)]
+    pub pool_max_idle: Option<usize>,
+    /// TLS settings for `https://` targets.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM bundle of CAs to trust instead of the built-in web roots.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Name to verify and send as SNI, when it differs from the target's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name, used in logs and metrics. Default `route-N` (N counts from 1).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What requests this route takes. An empty match takes everything.
+    #[serde(default, rename = "match")]
+    pub matches: MatchConfig,
+    /// The upstream that serves this route. Exactly one of `upstream`, `respond`, `redirect`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Answer directly with a fixed response.
+    #[serde(default)]
+    pub respond: Option<RespondConfig>,
+    /// Answer with a redirect.
+    #[serde(default)]
+    pub redirect: Option<RedirectConfig>,
+    /// How the request is changed before it goes upstream.
+    #[serde(default)]
+    pub rewrite: Option<RewriteConfig>,
+    /// Overrides the upstream's `request_timeout` for this route.
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+    /// Policies for this route, run after the global ones.
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Host names (`api.example.com`, `*.example.com`). Empty: any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// The path condition. Absent: any path.
+    #[serde(default)]
+    pub path: Option<PathMatchConfig>,
+    /// Methods accepted. Empty: any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header conditions; all must hold.
+    #[serde(default)]
+    pub headers: Vec<ValueMatchConfig>,
+    /// Query-parameter conditions; all must hold.
+    #[serde(default)]
+    pub query: Vec<ValueMatchConfig>,
+}
+
+/// One of `exact`, `prefix` or `template`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum PathMatchConfig {
+    /// The whole path, e.g. `/healthz`.
+    Exact(String),
+    /// A path prefix on segment boundaries: `/api` matches `/api` and `/api/x`, not `/apix`.
+    Prefix(String),
+    /// Segments with `{param}` captures and an optional final `{*rest}`, e.g. `/users/{id}/orders`.
+    Template(String),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMatchConfig {
+    /// Header or query-parameter name.
+    pub name: String,
+    /// The value must equal this.
+    #[serde(default)]
+    pub exact: Option<String>,
+    /// The value must match this regular expression (anchor it with `^…$` for a full match).
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// `true`: must be present; `false`: must be absent.
+    #[serde(default)]
+    pub present: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RespondConfig {
+    /// Status code. Default 200.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Body text.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Content type of the body. Default `text/plain; charset=utf-8`.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Extra response headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    /// Target URL. `{param}` placeholders take captured path parameters.
+    pub to: String,
+    /// 301, 302, 303, 307 or 308. Default 302.
+    #[serde(default)]
+    pub status: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteConfig {
+    /// Remove the matched prefix (prefix routes only); `/api/users` on prefix `/api` goes up as `/users`.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Replace the path; `{param}` placeholders take captured parameters, e.g. `/v2/users/{id}`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Host header sent upstream. Default: the client's Host.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// A policy in the chain, selected by `type`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PolicyConfig {
+    /// Add, set or remove headers on the request and the response.
+    Headers(HeadersPolicyConfig),
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersPolicyConfig {
+    /// Changes to the request sent upstream.
+    #[serde(default)]
+    pub request: HeaderOpsConfig,
+    /// Changes to the response sent to the client.
+    #[serde(default)]
+    pub response: HeaderOpsConfig,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOpsConfig {
+    /// Replace these headers (or add them when absent).
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Append these values, keeping existing ones.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Remove these headers.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}

@@ -1,0 +1,407 @@
+//! The route table: picks the route for a request in time that does not grow with the number of
+//! routes on the common path.
+//!
+//! Hosts are looked up in a hash map (exact names), then in wildcard suffixes (longest first),
+//! then in the table of routes without hosts. Within a host's table a matchit radix tree finds the
+//! most specific path pattern; its routes, and the prefix routes above it, are pre-sorted at load
+//! time, so a request usually checks one or two routes. Only when none of those accepts the
+//! request (method, header or query conditions) does the table fall back to a scan in
+//! precedence order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+
+use crate::ir::{HostPattern, PathPattern, Route, Segment, Template};
+
+/// What the router needs to know about a request.
+pub struct RequestView<'a> {
+    /// Lower-case host without port, if the request named one.
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+}
+
+pub struct Matched<'r, 'p> {
+    pub route: &'r Arc<Route>,
+    /// Captured template parameters, in the route template's order.
+    pub params: Vec<&'p str>,
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    exact: HashMap<String, Table>,
+    /// (`.example.com`, table), longest suffix first.
+    suffix: Vec<(String, Table)>,
+    any: Table,
+    routes: Vec<Arc<Route>>,
+}
+
+#[derive(Default)]
+struct Table {
+    paths: matchit::Router<usize>,
+    /// Per matchit entry: route indexes in the order they are tried.
+    entries: Vec<Vec<usize>>,
+    patterns: HashMap<String, usize>,
+    /// Every route of the table in precedence order, for the fallback scan.
+    all: Vec<usize>,
+    /// Routes whose pattern matchit could not index; always scanned.
+    unindexed: Vec<usize>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("entries", &self.entries.len())
+            .field("all", &self.all)
+            .finish()
+    }
+}
+
+impl Router {
+    pub fn build(routes: &[Arc<Route>]) -> Router {
+        let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut suffix: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut any = Vec::new();
+        for r in routes {
+            if r.hosts.is_empty() {
+                any.push(r.index);
+            }
+            for h in &r.hosts {
+                match h {
+                    HostPattern::Exact(name) => {
+                        exact.entry(name.clone()).or_default().push(r.index)
+                    }
+                    HostPattern::Suffix(s) => suffix.entry(s.clone()).or_default().push(r.index),
+                }
+            }
+        }
+        let mut suffix: Vec<(String, Table)> = suffix
+            .into_iter()
+            .map(|(s, ids)| (s, Table::build(routes, &ids)))
+            .collect();
+        suffix.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        Router {
+            exact: exact
+                .into_iter()
+                .map(|(h, ids)| (h, Table::build(routes, &ids)))
+                .collect(),
+            suffix,
+            any: Table::build(routes, &any),
+            routes: routes.to_vec(),
+        }
+    }
+
+    /// The route for a request: most specific host, then most specific path, then most
+    /// conditions, then declared order.
+    pub fn find<'r, 'p>(&'r self, req: &RequestView<'p>) -> Option<Matched<'r, 'p>> {
+        if let Some(host) = req.host {
+            if let Some(t) = self.exact.get(host) {
+                if let Some(m) = t.find(&self.routes, req) {
+                    return Some(m);
+                }
+            }
+            for (sfx, t) in &self.suffix {
+                if host.len() > sfx.len() && host.ends_with(sfx.as_str()) {
+                    if let Some(m) = t.find(&self.routes, req) {
+                        return Some(m);
+                    }
+                }
+            }
+        }
+        self.any.find(&self.routes, req)
+    }
+}
+
+/// matchit treats `{` and `}` as syntax; literal braces are doubled.
+fn escape(s: &str) -> String {
+    s.replace('{', "{{").replace('}', "}}")
+}
+
+/// The matchit patterns for a route, with parameters renamed by position (`p0`, `p1`, …) so
+/// routes that differ only in parameter names share an entry instead of conflicting.
+fn patterns(path: &PathPattern) -> Vec<String> {
+    match path {
+        PathPattern::Any => vec!["/".into(), "/{*p0}".into()],
+        PathPattern::Exact(p) => vec![escape(p)],
+        PathPattern::Prefix(p) if p == "/" => vec!["/".into(), "/{*p0}".into()],
+        PathPattern::Prefix(p) => vec![
+            escape(p),
+            format!("{}/", escape(p)),
+            format!("{}/{{*p0}}", escape(p)),
+        ],
+        PathPattern::Template(t) => vec![normalized_template(t)],
+    }
+}
+
+fn normalized_template(t: &Template) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    for seg in &t.segments {
+        out.push('/');
+        match seg {
+            Segment::Literal(l) => out.push_str(&escape(l)),
+            Segment::Param => {
+                out.push_str(&format!("{{p{n}}}"));
+                n += 1;
+            }
+            Segment::CatchAll => {
+                out.push_str(&format!("{{*p{n}}}"));
+                n += 1;
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Rank of a path kind for the fallback order: lower is more specific.
+fn specificity(p: &PathPattern) -> (u8, std::cmp::Reverse<usize>) {
+    match p {
+        PathPattern::Exact(_) => (0, std::cmp::Reverse(0)),
+        PathPattern::Template(t) => (1, std::cmp::Reverse(t.segments.len())),
+        PathPattern::Prefix(s) => (2, std::cmp::Reverse(s.len())),
+        PathPattern::Any => (3, std::cmp::Reverse(0)),
+    }
+}
+
+fn prefix_of(p: &PathPattern) -> Option<&str> {
+    match p {
+        PathPattern::Prefix(s) => Some(s),
+        PathPattern::Any => Some("/"),
+        _ => None,
+    }
+}
+
+impl Table {
+    fn build(routes: &[Arc<Route>], ids: &[usize]) -> Table {
+        let mut t = Table::default();
+        for &id in ids {
+            let mut indexed = true;
+            for pat in patterns(&routes[id].path) {
+                let entry = match t.patterns.get(&pat) {
+                    Some(&e) => e,
+                    None => {
+                        let e = t.entries.len();
+                        if t.paths.insert(pat.clone(), e).is_err() {
+                            indexed = false;
+                            continue;
+                        }
+                        t.entries.push(Vec::new());
+                        t.patterns.insert(pat, e);
+                        e
+                    }
+                };
+                if !t.entries[entry].contains(&id) {
+                    t.entries[entry].push(id);
+                }
+            }
+            if !indexed {
+                t.unindexed.push(id);
+            }
+        }
+        // Own routes of each entry: exact and template before prefix, then more conditions,
+        // then declared order. Then the prefix routes that cover the entry, longest first.
+        let rank = |id: usize| {
+            let r = &routes[id];
+            let kind = u8::from(prefix_of(&r.path).is_some());
+            (kind, std::cmp::Reverse(r.condition_count()), r.index)
+        };
+        let prefixes: Vec<usize> = ids
+            .iter()
+            .copied()
+            .filter(|&id| prefix_of(&routes[id].path).is_some())
+            .collect();
+        for (pat, &e) in &t.patterns {
+            let list = &mut t.entries[e];
+            list.sort_by_key(|&id| rank(id));
+            let lead = match pat.find('{') {
+                Some(i) if pat[i..].starts_with("{{") => pat.as_str(),
+                Some(i) => &pat[..i],
+                None => pat.as_str(),
+            };
+            let mut covering: Vec<usize> = prefixes
+                .iter()
+                .copied()
+                .filter(|id| !list.contains(id))
+                .filter(|&id| {
+                    let p = prefix_of(&routes[id].path).unwrap_or("/");
+                    p == "/" || lead == p || lead.starts_with(&format!("{p}/"))
+                })
+                .collect();
+            covering.sort_by_key(|&id| {
+                let r = &routes[id];
+                (
+                    std::cmp::Reverse(prefix_of(&r.path).map_or(0, str::len)),
+                    std::cmp::Reverse(r.condition_count()),
+                    r.index,
+                )
+            });
+            list.extend(covering);
+        }
+        t.all = ids.to_vec();
+        t.all.sort_by_key(|&id| {
+            let r = &routes[id];
+            (
+                specificity(&r.path),
+                std::cmp::Reverse(r.condition_count()),
+                r.index,
+            )
+        });
+        t
+    }
+
+    fn find<'r, 'p>(
+        &self,
+        routes: &'r [Arc<Route>],
+        req: &RequestView<'p>,
+    ) -> Option<Matched<'r, 'p>> {
+        match self.paths.at(req.path) {
+            Ok(m) => {
+                for &id in &self.entries[*m.value] {
+                    let r = &routes[id];
+                    if accepts(r, req) {
+                        let params = match r.path {
+                            PathPattern::Template(_) => m.params.iter().map(|(_, v)| v).collect(),
+                            _ => Vec::new(),
+                        };
+                        return Some(Matched { route: r, params });
+                    }
+                }
+                self.scan(routes, &self.all, req)
+            }
+            Err(_) if !self.unindexed.is_empty() => self.scan(routes, &self.unindexed, req),
+            Err(_) => None,
+        }
+    }
+
+    fn scan<'r, 'p>(
+        &self,
+        routes: &'r [Arc<Route>],
+        ids: &[usize],
+        req: &RequestView<'p>,
+    ) -> Option<Matched<'r, 'p>> {
+        ids.iter().find_map(|&id| {
+            let r = &routes[id];
+            let params = match_path(&r.path, req.path)?;
+            accepts(r, req).then_some(Matched { route: r, params })
+        })
+    }
+}
+
+/// Matches a path against one route's pattern on its own (the fallback scan and tests).
+pub fn match_path<'p>(pattern: &PathPattern, path: &'p str) -> Option<Vec<&'p str>> {
+    match pattern {
+        PathPattern::Any => Some(Vec::new()),
+        PathPattern::Exact(p) => (p == path).then(Vec::new),
+        PathPattern::Prefix(p) => has_prefix(path, p).then(Vec::new),
+        PathPattern::Template(t) => {
+            let mut params = Vec::new();
+            let mut rest = path.strip_prefix('/')?;
+            for (i, seg) in t.segments.iter().enumerate() {
+                match seg {
+                    Segment::CatchAll => {
+                        params.push(rest);
+                        return Some(params);
+                    }
+                    _ => {
+                        let end = rest.find('/').unwrap_or(rest.len());
+                        let part = &rest[..end];
+                        match seg {
+                            Segment::Literal(l) if l == part => {}
+                            Segment::Param if !part.is_empty() => params.push(part),
+                            _ => return None,
+                        }
+                        rest = &rest[end..];
+                        if i + 1 < t.segments.len() {
+                            rest = rest.strip_prefix('/')?;
+                        }
+                    }
+                }
+            }
+            rest.is_empty().then_some(params)
+        }
+    }
+}
+
+/// Segment-aware prefix test: `/api` covers `/api` and `/api/x`, not `/apix`.
+pub fn has_prefix(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+fn accepts(r: &Route, req: &RequestView<'_>) -> bool {
+    if !r.methods.is_empty() && !r.methods.iter().any(|m| m == req.method) {
+        return false;
+    }
+    for h in &r.headers {
+        // Several values of one header are tested one by one; any may satisfy the condition.
+        let mut values = req.headers.get_all(&h.name).iter().peekable();
+        let ok = if values.peek().is_none() {
+            h.test.accepts(None)
+        } else {
+            values.any(|v| h.test.accepts(Some(v.to_str().unwrap_or(""))))
+        };
+        if !ok {
+            return false;
+        }
+    }
+    for q in &r.query {
+        let value = query_param(req.query, &q.name);
+        if !q.test.accepts(value.as_deref()) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The first value of a query parameter, percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<std::borrow::Cow<'static, str>> {
+    let query = query?;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode(k) == name {
+            return Some(std::borrow::Cow::Owned(decode(v).into_owned()));
+        }
+    }
+    None
+}
+
+fn decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}

@@ -1,0 +1,421 @@
+use std::path::Path;
+
+use http::{HeaderMap, Method};
+use portico_config::router::RequestView;
+use portico_config::{Action, Config, Diagnostics, load_str};
+
+fn env(k: &str) -> Option<String> {
+    match k {
+        "BACKEND" => Some("http://127.0.0.1:9000".into()),
+        "PORT" => Some("8081".into()),
+        _ => None,
+    }
+}
+
+fn load(text: &str) -> Result<Config, Diagnostics> {
+    load_str("test.yaml", text, Path::new("."), &env)
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => panic!("expected errors"),
+        Err(d) => {
+            d.0.iter()
+                .map(|d| {
+                    format!(
+                        "{}:{}: {} | {}",
+                        d.loc.map_or(0, |l| l.line),
+                        d.loc.map_or(0, |l| l.column),
+                        d.message,
+                        d.hint.clone().unwrap_or_default()
+                    )
+                })
+                .collect()
+        }
+    }
+}
+
+const GOOD: &str = r#"
+listeners:
+  - address: 127.0.0.1:${PORT}
+upstreams:
+  users:
+    targets: ["${BACKEND}"]
+  grpc:
+    targets: ["h2c://127.0.0.1:50051"]
+routes:
+  - name: user
+    match: { path: { template: "/users/{id}" }, methods: [get] }
+    upstream: users
+    rewrite: { path: "/v2/users/{id}" }
+  - name: api
+    match: { path: { prefix: /api/ } }
+    upstream: users
+    rewrite: { strip_prefix: true }
+  - name: api-post-v2
+    match:
+      path: { prefix: /api }
+      methods: [POST]
+      headers: [{ name: x-version, exact: "2" }]
+    upstream: grpc
+  - name: host-only
+    match: { hosts: ["*.example.com"], path: { exact: /api/users } }
+    respond: { status: 204 }
+  - name: static
+    match: { path: { exact: /health } }
+    respond: { body: ok }
+  - name: old
+    match: { path: { template: "/old/{*rest}" } }
+    redirect: { to: "/new/{rest}", status: 301 }
+"#;
+
+fn route<'a>(
+    c: &'a Config,
+    host: Option<&str>,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Option<(&'a str, Vec<String>)> {
+    let (path, query) = path
+        .split_once('?')
+        .map_or((path, None), |(p, q)| (p, Some(q)));
+    let view = RequestView {
+        host,
+        path,
+        method: &method,
+        headers,
+        query,
+    };
+    c.router.find(&view).map(|m| {
+        (
+            &*m.route.name,
+            m.params.iter().map(|s| s.to_string()).collect(),
+        )
+    })
+}
+
+#[test]
+fn good_config_compiles_and_routes() {
+    let c = load(GOOD).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listeners[0].addr.port(), 8081);
+    assert_eq!(
+        c.upstreams[0].targets[0].authority.as_str(),
+        "127.0.0.1:9000"
+    );
+    let h = HeaderMap::new();
+    assert_eq!(
+        route(&c, None, Method::GET, "/users/42", &h),
+        Some(("user", vec!["42".into()]))
+    );
+    // The template route accepts GET only; POST falls back to nothing (no prefix covers /users).
+    assert_eq!(route(&c, None, Method::POST, "/users/42", &h), None);
+    assert_eq!(route(&c, None, Method::GET, "/api", &h).unwrap().0, "api");
+    assert_eq!(
+        route(&c, None, Method::GET, "/api/x/y", &h).unwrap().0,
+        "api"
+    );
+    assert_eq!(route(&c, None, Method::GET, "/apix", &h), None);
+    // More conditions win over declared order on the same path.
+    let mut v2 = HeaderMap::new();
+    v2.insert("x-version", "2".parse().unwrap());
+    assert_eq!(
+        route(&c, None, Method::POST, "/api/a", &v2).unwrap().0,
+        "api-post-v2"
+    );
+    assert_eq!(
+        route(&c, None, Method::GET, "/api/a", &v2).unwrap().0,
+        "api"
+    );
+    // Host-specific routes win for their host; other hosts fall through to host-less routes.
+    assert_eq!(
+        route(&c, Some("a.example.com"), Method::GET, "/api/users", &h)
+            .unwrap()
+            .0,
+        "host-only"
+    );
+    assert_eq!(
+        route(&c, Some("a.b.example.com"), Method::GET, "/api/users", &h)
+            .unwrap()
+            .0,
+        "host-only"
+    );
+    assert_eq!(
+        route(&c, Some("example.com"), Method::GET, "/api/users", &h)
+            .unwrap()
+            .0,
+        "api"
+    );
+    assert_eq!(
+        route(&c, Some("a.example.com"), Method::GET, "/health", &h)
+            .unwrap()
+            .0,
+        "static"
+    );
+    assert_eq!(
+        route(&c, None, Method::GET, "/old/a/b", &h),
+        Some(("old", vec!["a/b".into()]))
+    );
+    match &c.routes[5].action {
+        Action::Redirect(r) => {
+            let mut s = String::new();
+            r.to.render(&["a/b"], &mut s);
+            assert_eq!(s, "/new/a/b");
+        }
+        _ => panic!("not a redirect"),
+    }
+}
+
+#[test]
+fn query_and_regex_conditions() {
+    let c = load(
+        r#"
+upstreams: { u: { targets: ["http://127.0.0.1:1"] } }
+routes:
+  - name: debug
+    match: { path: { prefix: / }, query: [{ name: debug, exact: "on" }] }
+    upstream: u
+  - name: beta
+    match: { headers: [{ name: user-agent, regex: "^beta/" }, { name: x-block, present: false }] }
+    upstream: u
+  - name: rest
+    upstream: u
+"#,
+    )
+    .unwrap();
+    let h = HeaderMap::new();
+    assert_eq!(
+        route(&c, None, Method::GET, "/x?a=1&debug=on", &h)
+            .unwrap()
+            .0,
+        "debug"
+    );
+    assert_eq!(
+        route(&c, None, Method::GET, "/x?debug=off", &h).unwrap().0,
+        "rest"
+    );
+    let mut ua = HeaderMap::new();
+    ua.insert("user-agent", "beta/1.0".parse().unwrap());
+    assert_eq!(route(&c, None, Method::GET, "/x", &ua).unwrap().0, "beta");
+    ua.insert("x-block", "1".parse().unwrap());
+    assert_eq!(route(&c, None, Method::GET, "/x", &ua).unwrap().0, "rest");
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_location() {
+    let errs = errors(
+        r#"
+listeners:
+  - address: 127.0.0.1
+  - adress: 127.0.0.1:80
+upstreams:
+  users:
+    targets: ["ftp://x"]
+routes:
+  - match: { path: { prefx: /a } }
+    upstream: users
+  - name: r2
+    upstream: user
+  - name: r3
+    match: { path: { template: "/a/{id}" } }
+    upstream: users
+    rewrite: { path: "/b/{idd}" }
+    timeout: 5 seconds
+unknown_section: 1
+"#,
+    );
+    let text = errs.join("\n");
+    assert!(
+        text.contains("3:14: invalid address `127.0.0.1` | add a port"),
+        "{text}"
+    );
+    assert!(
+        text.contains("4:5: unknown key `adress` | did you mean `address`?"),
+        "{text}"
+    );
+    assert!(
+        text.contains("7:15: unsupported target scheme `ftp`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("9:22: unknown value `prefx` | did you mean `prefix`?"),
+        "{text}"
+    );
+    assert!(
+        text.contains("12:15: unknown upstream `user` | did you mean `users`?"),
+        "{text}"
+    );
+    assert!(text.contains("invalid duration `5 seconds`"), "{text}");
+    assert!(
+        text.contains("18:1: unknown key `unknown_section`"),
+        "{text}"
+    );
+    assert!(errs.len() >= 7, "{text}");
+}
+
+#[test]
+fn semantic_errors() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "routes: [{ name: a, respond: {} }, { name: a, respond: {} }]",
+            "duplicate route name `a`",
+        ),
+        ("routes: [{ name: a }]", "route `a` has no action"),
+        (
+            "routes: [{ respond: {}, redirect: { to: /x } }]",
+            "more than one of",
+        ),
+        (
+            "routes: [{ match: { path: { exact: nope } }, respond: {} }]",
+            "must start with `/`",
+        ),
+        (
+            "routes: [{ match: { path: { template: \"/a/{*r}/b\" } }, respond: {} }]",
+            "must be the last segment",
+        ),
+        (
+            "routes: [{ match: { path: { template: \"/a/x{id}\" } }, respond: {} }]",
+            "mixes text and a parameter",
+        ),
+        (
+            "routes: [{ match: { headers: [{ name: a, exact: b, regex: c }] }, respond: {} }]",
+            "exactly one of",
+        ),
+        (
+            "routes: [{ match: { headers: [{ name: a, regex: \"(\" }] }, respond: {} }]",
+            "invalid regex",
+        ),
+        (
+            "routes: [{ match: { methods: [\"G T\"] }, respond: {} }]",
+            "invalid method",
+        ),
+        (
+            "routes: [{ redirect: { to: /x, status: 200 } }]",
+            "not a redirect status",
+        ),
+        (
+            "routes: [{ respond: {}, rewrite: { host: x } }]",
+            "applies only to routes with an `upstream`",
+        ),
+        ("upstreams: { u: { targets: [] } }", "has no targets"),
+        (
+            "upstreams: { u: { targets: [\"http://a/b\"] } }",
+            "must not have a path",
+        ),
+        (
+            "server: { trusted_proxies: [\"10.0.0.0/99\"] }",
+            "invalid address or CIDR",
+        ),
+        (
+            "listeners: [{ address: \"127.0.0.1:1\" }, { address: \"127.0.0.1:1\" }]",
+            "two listeners",
+        ),
+        (
+            "listeners: [{ address: \"127.0.0.1:9901\" }]",
+            "is also a listener's",
+        ),
+        (
+            "listeners: [{ address: \"127.0.0.1:1\", tls: { certificates: [{ cert: /nonexistent.pem, key: /nonexistent.key }] } }]",
+            "cannot read `/nonexistent.pem`",
+        ),
+        ("version: 2", "unsupported config version 2"),
+        (
+            "listeners: [{ address: \"${NOT_SET}\" }]",
+            "environment variable `NOT_SET` is not set",
+        ),
+        ("policies: [{ type: headerz }]", "did you mean `headers`?"),
+        (
+            "policies: [{ type: headers, request: { set: { \"bad name\": x } } }]",
+            "invalid header name",
+        ),
+        ("routes: [ {", "invalid YAML"),
+        ("- a\n- b", "must be a mapping"),
+    ];
+    for (text, want) in cases {
+        let errs = errors(text).join("\n");
+        assert!(
+            errs.contains(want),
+            "for {text:?}: expected {want:?} in\n{errs}"
+        );
+    }
+}
+
+#[test]
+fn diagnostics_render_file_line_column_snippet_and_hint() {
+    let err = load("routes:\n  - upstream: nope\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("test.yaml:2:15: error: unknown upstream `nope`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(" 2 |   - upstream: nope\n   |               ^"),
+        "{err}"
+    );
+    assert!(err.contains("hint: define it under `upstreams:`"), "{err}");
+}
+
+#[test]
+fn secrets_are_redacted_and_env_not_expanded() {
+    let c = load("upstreams: { u: { targets: [\"${BACKEND}\"] } }\nserver: { request_id_header: x-id }\nextra_token: 1\n").err();
+    assert!(c.is_some());
+    let c = load("upstreams: { u: { targets: [\"${BACKEND}\"] } }\npolicies: [{ type: headers, request: { set: { authorization: \"Bearer ${PORT}\" } } }]\n").unwrap();
+    let shown = c.redacted.to_string();
+    assert!(shown.contains("${BACKEND}"), "{shown}");
+    assert!(!shown.contains("127.0.0.1:9000"), "{shown}");
+}
+
+#[test]
+fn empty_file_is_valid() {
+    let c = load("").unwrap();
+    assert!(c.routes.is_empty());
+    assert_eq!(c.admin.unwrap().to_string(), "127.0.0.1:9901");
+}
+
+#[test]
+fn many_routes_compile() {
+    let mut text =
+        String::from("upstreams: { u: { targets: [\"http://127.0.0.1:1\"] } }\nroutes:\n");
+    for i in 0..10_000 {
+        text.push_str(&format!("  - {{ name: r{i}, match: {{ hosts: [h{}.example.com], path: {{ template: \"/svc{i}/{{id}}/items\" }} }}, upstream: u }}\n", i % 50));
+    }
+    let c = load(&text).unwrap();
+    let h = HeaderMap::new();
+    assert_eq!(
+        route(
+            &c,
+            Some("h7.example.com"),
+            Method::GET,
+            "/svc9957/5/items",
+            &h
+        )
+        .unwrap()
+        .0,
+        "r9957"
+    );
+    assert!(
+        route(
+            &c,
+            Some("h8.example.com"),
+            Method::GET,
+            "/svc9957/5/items",
+            &h
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn json_schema_describes_the_file() {
+    let s = portico_config::json_schema();
+    let text = s.to_string();
+    for key in [
+        "listeners",
+        "upstreams",
+        "routes",
+        "strip_prefix",
+        "trusted_proxies",
+    ] {
+        assert!(text.contains(key), "schema lacks {key}");
+    }
+}
