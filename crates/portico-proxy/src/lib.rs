@@ -1,1 +1,251 @@
+//! Portico's data plane: listeners, the request pipeline, upstream pools, the admin listener,
+//! and the reload and drain machinery around them.
 
+pub mod access_log;
+mod admin;
+pub mod body;
+pub mod client;
+pub mod headers;
+pub mod metrics;
+pub mod problem;
+pub mod proxy;
+pub mod runtime;
+mod server;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::PrometheusHandle;
+use portico_config::Config;
+use tokio::sync::{Notify, watch};
+
+use crate::runtime::Runtime;
+use crate::server::ListenerHandle;
+
+/// Shared by every task of one gateway.
+pub struct Inner {
+    pub(crate) runtime: ArcSwap<Runtime>,
+    /// Also serialises reloads.
+    listeners: tokio::sync::Mutex<Vec<ListenerHandle>>,
+    pub(crate) active_connections: AtomicUsize,
+    pub(crate) connections_idle: Notify,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) draining: AtomicBool,
+    pub(crate) prometheus: PrometheusHandle,
+    pub(crate) last_reload_error: Mutex<Option<String>>,
+    config_path: Option<PathBuf>,
+    admin: std::sync::OnceLock<SocketAddr>,
+    admin_configured: Option<SocketAddr>,
+}
+
+/// A running gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+impl Gateway {
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Gateway {
+        Gateway { inner }
+    }
+
+    /// Binds every listener and the admin port, then starts serving `config`. `config_path`
+    /// is the file reloads read.
+    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Gateway, String> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let prometheus = metrics::install();
+        let admin_configured = config.admin;
+        let runtime = Runtime::build(config, None, 1)?;
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            runtime: ArcSwap::from_pointee(runtime),
+            listeners: tokio::sync::Mutex::new(Vec::new()),
+            active_connections: AtomicUsize::new(0),
+            connections_idle: Notify::new(),
+            shutdown,
+            draining: AtomicBool::new(false),
+            prometheus,
+            last_reload_error: Mutex::new(None),
+            config_path,
+            admin: std::sync::OnceLock::new(),
+            admin_configured,
+        });
+        if let Some(addr) = admin_configured {
+            let bound = admin::bind(addr, inner.clone()).await?;
+            let _ = inner.admin.set(bound);
+        }
+        let gw = Gateway { inner };
+        let cfg = gw.inner.runtime.load_full().config.clone();
+        let mut handles = Vec::new();
+        for l in &cfg.listeners {
+            handles.push(server::bind(l, &cfg.server, &gw.inner).await?);
+        }
+        *gw.inner.listeners.lock().await = handles;
+        record_config_metrics(None, &cfg, 1);
+        Ok(gw)
+    }
+
+    /// The address each listener is bound to, by name (useful with port 0).
+    pub async fn listener_addrs(&self) -> Vec<(Arc<str>, SocketAddr)> {
+        self.inner.listeners.lock().await.iter().map(|h| (h.spec.name.clone(), h.local)).collect()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.inner.admin.get().copied()
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.inner.runtime.load_full()
+    }
+
+    /// Applies a validated config: binds new listeners first (any failure leaves everything as
+    /// it was), then swaps the runtime atomically, then closes listeners that are gone. Returns
+    /// notes about settings that need a restart.
+    pub async fn apply(&self, config: Config) -> Result<Vec<String>, String> {
+        let mut listeners = self.inner.listeners.lock().await;
+        let previous = self.inner.runtime.load_full();
+        let mut notes = Vec::new();
+        if config.admin != self.inner.admin_configured {
+            notes.push(format!(
+                "admin address changed to {}; it takes effect after a restart",
+                config.admin.map_or("off".to_string(), |a| a.to_string())
+            ));
+        }
+        let runtime = Runtime::build(config, Some(&previous), previous.generation + 1)?;
+        let cfg = runtime.config.clone();
+
+        // New listeners and new settings for kept ones, prepared before anything changes.
+        let mut added = Vec::new();
+        let mut updates = Vec::new();
+        for l in &cfg.listeners {
+            match listeners.iter().position(|h| h.spec.addr == l.addr) {
+                Some(i) => updates.push((i, Arc::new(server::Settings::new(l, &cfg.server)?), l.clone())),
+                None => match server::bind(l, &cfg.server, &self.inner).await {
+                    Ok(h) => added.push(h),
+                    Err(e) => {
+                        for h in &added {
+                            let _ = h.stop.send(true);
+                        }
+                        return Err(e);
+                    }
+                },
+            }
+        }
+        for (i, settings, spec) in updates {
+            listeners[i].settings.store(settings);
+            listeners[i].spec = spec;
+        }
+        self.inner.runtime.store(Arc::new(runtime));
+        let kept: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.addr).collect();
+        listeners.retain(|h| {
+            let keep = kept.contains(&h.spec.addr);
+            if !keep {
+                tracing::info!(listener = %h.spec.name, address = %h.local, "listener removed");
+                let _ = h.stop.send(true);
+            }
+            keep
+        });
+        listeners.extend(added);
+        record_config_metrics(Some(&previous.config), &cfg, previous.generation + 1);
+        if let Ok(mut e) = self.inner.last_reload_error.lock() {
+            *e = None;
+        }
+        Ok(notes)
+    }
+
+    /// Re-reads the config file and applies it. A file with errors is rejected whole and the
+    /// running config stays; the errors are returned, logged and shown on `/config`.
+    pub async fn reload_file(&self) -> Result<Vec<String>, String> {
+        let Some(path) = self.inner.config_path.clone() else {
+            return Err("this gateway was not started from a file; nothing to reload".into());
+        };
+        let result = match portico_config::load_file(&path) {
+            Ok(cfg) => self.apply(cfg).await,
+            Err(d) => Err(d.to_string()),
+        };
+        match &result {
+            Ok(notes) => {
+                ::metrics::counter!("portico_config_reloads_total", "result" => "success").increment(1);
+                tracing::info!(file = %path.display(), generation = self.inner.runtime.load().generation, "config reloaded");
+                for n in notes {
+                    tracing::warn!("{n}");
+                }
+            }
+            Err(e) => {
+                ::metrics::counter!("portico_config_reloads_total", "result" => "failure").increment(1);
+                tracing::error!(file = %path.display(), "config reload rejected; the running config stays:\n{e}");
+                if let Ok(mut last) = self.inner.last_reload_error.lock() {
+                    *last = Some(e.clone());
+                }
+            }
+        }
+        result
+    }
+
+    /// Reloads when the config file changes. Watches the folder, not the file: editors replace
+    /// files on save and Kubernetes swaps a symlink.
+    pub fn watch_file(&self) -> Result<(), String> {
+        use notify::Watcher;
+        let Some(path) = self.inner.config_path.clone() else { return Ok(()) };
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if ev.is_ok() {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        watcher.watch(&dir, notify::RecursiveMode::NonRecursive).map_err(|e| e.to_string())?;
+        let gw = self.clone();
+        tokio::spawn(async move {
+            let _watcher = watcher;
+            let mut last = std::fs::read(&path).ok();
+            while rx.recv().await.is_some() {
+                // Let a burst of events (write, rename, chmod) settle.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                while rx.try_recv().is_ok() {}
+                let now = std::fs::read(&path).ok();
+                if now.is_some() && now != last {
+                    last = now;
+                    let _ = gw.reload_file().await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops accepting, lets in-flight requests finish up to the drain timeout, then returns
+    /// the number of connections still open (0 when the drain completed).
+    pub async fn shutdown(&self) -> usize {
+        self.inner.draining.store(true, Ordering::Release);
+        let deadline = self.inner.runtime.load().config.server.drain_timeout;
+        for h in self.inner.listeners.lock().await.iter() {
+            let _ = h.stop.send(true);
+        }
+        let _ = self.inner.shutdown.send(true);
+        let wait = async {
+            loop {
+                let idle = self.inner.connections_idle.notified();
+                if self.inner.active_connections.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait).await;
+        self.inner.active_connections.load(Ordering::Acquire)
+    }
+}
+
+fn record_config_metrics(previous: Option<&Config>, cfg: &Config, generation: u64) {
+    if let Some(p) = previous.filter(|p| p.hash != cfg.hash) {
+        ::metrics::gauge!("portico_config_info", "hash" => p.hash.clone()).set(0.0);
+    }
+    ::metrics::gauge!("portico_config_generation").set(generation as f64);
+    ::metrics::gauge!("portico_config_info", "hash" => cfg.hash.clone()).set(1.0);
+}

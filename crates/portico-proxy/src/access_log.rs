@@ -1,0 +1,154 @@
+//! The access log: one JSON line per request, written by a dedicated thread so the request path
+//! never waits on a disk or a pipe. The channel is bounded; when it is full, lines are dropped
+//! and counted (`portico_access_log_dropped_total`) rather than slowing clients down.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderValue, Method, Uri};
+use portico_config::AccessLog;
+
+/// What is known about a finished request. Cheap to build: the values are reference-counted
+/// copies of what the request already holds; formatting happens on the writer thread.
+pub struct Record {
+    pub time: SystemTime,
+    pub request_id: HeaderValue,
+    pub client_ip: IpAddr,
+    pub listener: Arc<str>,
+    pub method: Method,
+    pub host: Option<HeaderValue>,
+    pub uri: Uri,
+    pub version: http::Version,
+    pub route: Option<Arc<str>>,
+    pub upstream: Option<Arc<str>>,
+    pub status: u16,
+    pub duration: Duration,
+    pub upstream_duration: Option<Duration>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub error: Option<&'static str>,
+    pub complete: bool,
+}
+
+#[derive(Clone)]
+pub struct Sink {
+    tx: SyncSender<Record>,
+    pub target: AccessLog,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sink({:?})", self.target)
+    }
+}
+
+impl Sink {
+    /// Starts the writer for a target; `Ok(None)` for `off`.
+    pub fn start(target: &AccessLog) -> std::io::Result<Option<Sink>> {
+        let (out, buffer): (Box<dyn Write + Send>, usize) = match target {
+            AccessLog::Off => return Ok(None),
+            AccessLog::Stdout { buffer } => (Box::new(std::io::stdout()), *buffer),
+            AccessLog::File { path, buffer } => {
+                let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                (Box::new(f), *buffer)
+            }
+        };
+        let (tx, rx) = sync_channel(buffer);
+        std::thread::Builder::new().name("portico-access-log".into()).spawn(move || writer(rx, out))?;
+        Ok(Some(Sink { tx, target: target.clone() }))
+    }
+
+    pub fn send(&self, r: Record) {
+        match self.tx.try_send(r) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                metrics::counter!("portico_access_log_dropped_total").increment(1);
+            }
+        }
+    }
+}
+
+fn writer(rx: Receiver<Record>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut line = Vec::with_capacity(512);
+    // Block for the first record, then take whatever else is queued, then flush once.
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(r) = next {
+            line.clear();
+            format_record(&r, &mut line);
+            if out.write_all(&line).is_err() {
+                metrics::counter!("portico_access_log_dropped_total").increment(1);
+            }
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+    let _ = out.flush();
+}
+
+pub fn format_record(r: &Record, out: &mut Vec<u8>) {
+    let v = serde_json::json!({
+        "time": rfc3339(r.time),
+        "request_id": r.request_id.to_str().unwrap_or(""),
+        "client_ip": r.client_ip.to_string(),
+        "listener": &*r.listener,
+        "method": r.method.as_str(),
+        "host": r.host.as_ref().and_then(|h| h.to_str().ok()).or(r.uri.host()),
+        "path": r.uri.path(),
+        "query": r.uri.query(),
+        "protocol": format!("{:?}", r.version),
+        "route": r.route.as_deref(),
+        "upstream": r.upstream.as_deref(),
+        "status": r.status,
+        "duration_ms": r.duration.as_secs_f64() * 1000.0,
+        "upstream_duration_ms": r.upstream_duration.map(|d| d.as_secs_f64() * 1000.0),
+        "bytes_in": r.bytes_in,
+        "bytes_out": r.bytes_out,
+        "error": r.error,
+        "complete": r.complete,
+    });
+    let _ = serde_json::to_writer(&mut *out, &v);
+    out.push(b'\n');
+}
+
+/// `2026-11-26T09:48:17.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_format() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_686_497_123);
+        assert_eq!(rfc3339(t), "2026-11-27T06:28:17.123Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

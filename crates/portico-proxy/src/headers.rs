@@ -1,0 +1,327 @@
+//! Header handling that every proxied request and response goes through: hop-by-hop removal
+//! (RFC 9110 §7.6.1), forwarding headers, request ids, host and path normalisation.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use portico_config::{Cidr, canonical_ip};
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Removes hop-by-hop headers, including those the `Connection` header names. `keep_upgrade`
+/// keeps `Upgrade` and `Connection: upgrade` for a WebSocket handshake. `TE: trailers` is kept:
+/// gRPC servers expect it and it only announces what the gateway passes through anyway.
+pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    if h.contains_key(header::CONNECTION) {
+        // Collect first: the listed names are removed from the same map.
+        let listed: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            .collect();
+        for n in listed {
+            h.remove(n);
+        }
+        h.remove(header::CONNECTION);
+    }
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    h.remove(header::TRANSFER_ENCODING);
+    h.remove(header::PROXY_AUTHENTICATE);
+    if !h.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+        h.remove(header::TE);
+    }
+    if keep_upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::UPGRADE);
+    }
+}
+
+/// The client's address: the peer, unless the peer is a trusted proxy, in which case the
+/// right-most `X-Forwarded-For` entry that is not itself trusted.
+pub fn client_ip(peer: IpAddr, h: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let peer = canonical_ip(peer);
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut client = peer;
+    for v in h.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let Ok(v) = v.to_str() else { break };
+        for part in v.rsplit(',') {
+            let Ok(ip) = part.trim().parse::<IpAddr>() else { return client };
+            client = canonical_ip(ip);
+            if !is_trusted(client, trusted) {
+                return client;
+            }
+        }
+    }
+    client
+}
+
+pub fn is_trusted(ip: IpAddr, trusted: &[Cidr]) -> bool {
+    trusted.iter().any(|c| c.contains(ip))
+}
+
+pub struct Forwarding<'a> {
+    pub peer: IpAddr,
+    pub peer_trusted: bool,
+    pub tls: bool,
+    pub host: Option<&'a HeaderValue>,
+    pub x_forwarded: bool,
+    pub forwarded: bool,
+}
+
+/// Sets `X-Forwarded-*` and `Forwarded`. From an untrusted peer, incoming copies are replaced,
+/// so a client cannot claim another address; from a trusted proxy, ours are appended.
+pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
+    let peer = canonical_ip(f.peer);
+    let proto = if f.tls { "https" } else { "http" };
+    if f.x_forwarded {
+        let ip = peer.to_string();
+        match (f.peer_trusted, h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())) {
+            (true, Some(prev)) => {
+                let v = format!("{prev}, {ip}");
+                h.insert(&X_FORWARDED_FOR, HeaderValue::try_from(v).unwrap_or_else(|_| HeaderValue::from_static("")));
+            }
+            _ => {
+                h.insert(&X_FORWARDED_FOR, HeaderValue::try_from(ip).unwrap_or_else(|_| HeaderValue::from_static("")));
+            }
+        }
+        if !(f.peer_trusted && h.contains_key(&X_FORWARDED_PROTO)) {
+            h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        }
+        if !(f.peer_trusted && h.contains_key(&X_FORWARDED_HOST)) {
+            match f.host {
+                Some(host) => h.insert(&X_FORWARDED_HOST, host.clone()),
+                None => h.remove(&X_FORWARDED_HOST),
+            };
+        }
+    } else if !f.peer_trusted {
+        h.remove(&X_FORWARDED_FOR);
+        h.remove(&X_FORWARDED_PROTO);
+        h.remove(&X_FORWARDED_HOST);
+    }
+    if f.forwarded {
+        let node = match peer {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        let mut elem = format!("for={node};proto={proto}");
+        if let Some(host) = f.host.and_then(|h| h.to_str().ok()) {
+            elem.push_str(";host=\"");
+            elem.push_str(host);
+            elem.push('"');
+        }
+        let value = match (f.peer_trusted, h.get(&FORWARDED).and_then(|v| v.to_str().ok())) {
+            (true, Some(prev)) => format!("{prev}, {elem}"),
+            _ => elem,
+        };
+        if let Ok(v) = HeaderValue::try_from(value) {
+            h.insert(&FORWARDED, v);
+        }
+    } else if !f.peer_trusted {
+        h.remove(&FORWARDED);
+    }
+}
+
+/// A request id: the client's if it is sane, else a new one.
+pub fn request_id(h: &HeaderMap, name: &HeaderName) -> HeaderValue {
+    if let Some(v) = h.get(name) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    new_request_id()
+}
+
+/// 32 hex digits: a per-process random prefix and a counter. Unique within the process and,
+/// with overwhelming probability, across processes; no syscall or lock per request.
+pub fn new_request_id() -> HeaderValue {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // Mix the counter so consecutive ids don't look sequential in logs.
+    let mixed = (n ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut buf = [0u8; 32];
+    let hex = b"0123456789abcdef";
+    for (i, byte) in seed.to_be_bytes().iter().chain(mixed.to_be_bytes().iter()).enumerate() {
+        buf[i * 2] = hex[usize::from(byte >> 4)];
+        buf[i * 2 + 1] = hex[usize::from(byte & 0xf)];
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The request's host, lower-cased, without port: from the URI (HTTP/2 `:authority`, absolute
+/// form) or the `Host` header. `buf` holds a lower-cased copy only when one is needed.
+pub fn request_host<'a>(uri: &'a http::Uri, h: &'a HeaderMap, buf: &'a mut String) -> Option<&'a str> {
+    let raw = match uri.host() {
+        Some(host) => host,
+        None => {
+            let v = h.get(header::HOST)?.to_str().ok()?;
+            strip_port(v)
+        }
+    };
+    let raw = raw.strip_suffix('.').unwrap_or(raw);
+    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        *buf = raw.to_ascii_lowercase();
+        Some(buf.as_str())
+    } else {
+        Some(raw)
+    }
+}
+
+fn strip_port(v: &str) -> &str {
+    if v.starts_with('[') {
+        return v.find(']').map_or(v, |i| &v[..=i]);
+    }
+    match v.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => v,
+    }
+}
+
+/// Resolves `.` and `..` segments and merges `//`, so `/api/../admin` routes as `/admin`
+/// (what the upstream would see) rather than slipping past a `/api` route's policies.
+/// Returns `None` when the path needs no change (the common case, no allocation).
+pub fn normalize_path(path: &str) -> Option<String> {
+    let needs = path.contains("//") || path.split('/').any(|s| s == "." || s == ".." || s.eq_ignore_ascii_case("%2e") || s.eq_ignore_ascii_case("%2e%2e") || s.eq_ignore_ascii_case(".%2e") || s.eq_ignore_ascii_case("%2e."));
+    if !needs {
+        return None;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing = false;
+    for (i, s) in segments.iter().enumerate() {
+        let lower = s.to_ascii_lowercase();
+        match lower.as_str() {
+            "" => trailing = i == last,
+            "." | "%2e" => trailing = i == last,
+            ".." | "%2e%2e" | ".%2e" | "%2e." => {
+                out.pop();
+                trailing = i == last;
+            }
+            _ => {
+                out.push(s);
+                trailing = false;
+            }
+        }
+    }
+    let mut p = String::with_capacity(path.len());
+    for s in &out {
+        p.push('/');
+        p.push_str(s);
+    }
+    if trailing || p.is_empty() {
+        p.push('/');
+    }
+    Some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        remove_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none() && h.get(header::UPGRADE).is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.get("x-keep").unwrap(), "1");
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, "gzip".parse().unwrap());
+        h.insert(header::CONNECTION, "Upgrade".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        remove_hop_by_hop(&mut h, true);
+        assert!(h.get(header::TE).is_none());
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn client_ip_through_trusted_proxies() {
+        let trusted = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.1.1.1, 2.2.2.2, 10.0.0.5".parse().unwrap());
+        assert_eq!(client_ip("10.0.0.1".parse().unwrap(), &h, &trusted), "2.2.2.2".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip("3.3.3.3".parse().unwrap(), &h, &trusted), "3.3.3.3".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn forwarding_from_untrusted_replaces() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.insert("forwarded", "for=6.6.6.6".parse().unwrap());
+        let host = HeaderValue::from_static("api.example.com");
+        add_forwarding(&mut h, &Forwarding { peer: "::1".parse().unwrap(), peer_trusted: false, tls: true, host: Some(&host), x_forwarded: true, forwarded: true });
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "::1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "api.example.com");
+        assert_eq!(h.get("forwarded").unwrap(), "for=\"[::1]\";proto=https;host=\"api.example.com\"");
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        add_forwarding(&mut h, &Forwarding { peer: "10.0.0.1".parse().unwrap(), peer_trusted: true, tls: false, host: None, x_forwarded: true, forwarded: false });
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.1");
+    }
+
+    #[test]
+    fn request_ids() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", "abc-123".parse().unwrap());
+        assert_eq!(request_id(&h, &HeaderName::from_static("x-request-id")), "abc-123");
+        h.insert("x-request-id", "has space".parse().unwrap());
+        assert_ne!(request_id(&h, &HeaderName::from_static("x-request-id")), "has space");
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(normalize_path("/a/b"), None);
+        assert_eq!(normalize_path("/api/../admin").as_deref(), Some("/admin"));
+        assert_eq!(normalize_path("/a//b/./c/").as_deref(), Some("/a/b/c/"));
+        assert_eq!(normalize_path("/../../x").as_deref(), Some("/x"));
+        assert_eq!(normalize_path("/a/%2E%2e/b").as_deref(), Some("/b"));
+        assert_eq!(normalize_path("/a/..").as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn hosts() {
+        let mut buf = String::new();
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "API.Example.com:8080".parse().unwrap());
+        let uri: http::Uri = "/x".parse().unwrap();
+        assert_eq!(request_host(&uri, &h, &mut buf), Some("api.example.com"));
+        let mut buf = String::new();
+        h.insert(header::HOST, "[::1]:80".parse().unwrap());
+        assert_eq!(request_host(&uri, &h, &mut buf), Some("[::1]"));
+    }
+}

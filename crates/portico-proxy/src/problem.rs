@@ -1,0 +1,75 @@
+//! Errors the gateway itself answers with, as RFC 9457 `application/problem+json`.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::Body;
+
+/// Why the gateway answered instead of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    NoRoute,
+    BadRequest(&'static str),
+    UpstreamConnect,
+    UpstreamTimeout,
+    UpstreamProtocol,
+    UpstreamUnavailable,
+    Draining,
+}
+
+impl Problem {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Problem::NoRoute => StatusCode::NOT_FOUND,
+            Problem::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Problem::UpstreamConnect | Problem::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Problem::UpstreamUnavailable | Problem::Draining => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable, machine-readable name, also logged.
+    pub fn code(self) -> &'static str {
+        match self {
+            Problem::NoRoute => "no_route",
+            Problem::BadRequest(_) => "bad_request",
+            Problem::UpstreamConnect => "upstream_connect_failed",
+            Problem::UpstreamTimeout => "upstream_timeout",
+            Problem::UpstreamProtocol => "upstream_protocol_error",
+            Problem::UpstreamUnavailable => "upstream_unavailable",
+            Problem::Draining => "draining",
+        }
+    }
+
+    fn detail(self) -> &'static str {
+        match self {
+            Problem::NoRoute => "No route matches this request's host, path, method and headers.",
+            Problem::BadRequest(why) => why,
+            Problem::UpstreamConnect => "The gateway could not connect to the upstream.",
+            Problem::UpstreamTimeout => "The upstream did not answer in time.",
+            Problem::UpstreamProtocol => "The upstream closed the connection or sent an invalid response.",
+            Problem::UpstreamUnavailable => "No upstream target is available.",
+            Problem::Draining => "The gateway is shutting down.",
+        }
+    }
+
+    pub fn response(self, request_id: &HeaderValue, request_id_header: &http::HeaderName) -> Response<Body> {
+        let status = self.status();
+        let body = serde_json::json!({
+            "type": format!("https://portico.dev/problems/{}", self.code().replace('_', "-")),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": self.detail(),
+            "code": self.code(),
+            "request_id": request_id.to_str().unwrap_or(""),
+        });
+        let mut resp = Response::new(Body::full(body.to_string()));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        h.insert(request_id_header.clone(), request_id.clone());
+        if matches!(self, Problem::BadRequest(_)) {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}

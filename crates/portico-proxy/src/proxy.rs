@@ -1,0 +1,456 @@
+//! One request, top to bottom: check, route, request policies, upstream call, response
+//! policies, log. Each phase is a function below, in that order.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use portico_config::router::{Matched, RequestView};
+use portico_config::{Action, Policy, ProxyAction, Route, Scheme, Target};
+
+use crate::access_log::Record;
+use crate::body::Body;
+use crate::client::UpstreamPool;
+use crate::headers;
+use crate::problem::Problem;
+use crate::runtime::Runtime;
+
+/// What the connection knows about itself.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub listener: Arc<str>,
+}
+
+/// The response body type: the body plus the bookkeeping that runs when it ends.
+pub type ResponseBody = LoggedBody;
+
+/// Entry point from hyper, for every request on every listener.
+pub async fn handle(rt: Arc<Runtime>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    let cfg = &rt.config;
+    let request_id = headers::request_id(req.headers(), &cfg.server.request_id_header);
+    let client_ip = headers::client_ip(conn.peer.ip(), req.headers(), &cfg.server.trusted_proxies);
+    let mut rec = Record {
+        time: SystemTime::now(),
+        request_id: request_id.clone(),
+        client_ip,
+        listener: conn.listener.clone(),
+        method: req.method().clone(),
+        host: req.headers().get(header::HOST).cloned(),
+        uri: req.uri().clone(),
+        version: req.version(),
+        route: None,
+        upstream: None,
+        status: 0,
+        duration: Duration::ZERO,
+        upstream_duration: None,
+        bytes_in: 0,
+        bytes_out: 0,
+        error: None,
+        complete: false,
+    };
+    let bytes_in = Arc::new(AtomicU64::new(0));
+    let resp = match process(&rt, &conn, req, &request_id, &mut rec, &bytes_in).await {
+        Ok(r) => r,
+        Err(p) => {
+            rec.error = Some(p.code());
+            Problem::response(p, &request_id, &cfg.server.request_id_header)
+        }
+    };
+    rec.status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let body = LoggedBody { inner: body, bytes: 0, done: Some((rec, start, rt.clone(), bytes_in)) };
+    Ok(Response::from_parts(parts, body))
+}
+
+async fn process(
+    rt: &Arc<Runtime>,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    request_id: &HeaderValue,
+    rec: &mut Record,
+    bytes_in: &Arc<AtomicU64>,
+) -> Result<Response<Body>, Problem> {
+    check_framing(&req)?;
+    let cfg = &rt.config;
+
+    // Route.
+    let normalized = headers::normalize_path(req.uri().path());
+    let path = normalized.as_deref().unwrap_or(req.uri().path());
+    let mut host_buf = String::new();
+    let host = headers::request_host(req.uri(), req.headers(), &mut host_buf);
+    let view = RequestView { host, path, method: req.method(), headers: req.headers(), query: req.uri().query() };
+    let Some(Matched { route, params }) = cfg.router.find(&view) else {
+        return Err(Problem::NoRoute);
+    };
+    let route = route.clone();
+    let params: Vec<String> = if params.is_empty() { Vec::new() } else { params.iter().map(|s| (*s).to_owned()).collect() };
+    rec.route = Some(route.name.clone());
+
+    let mut resp = match &route.action {
+        Action::Respond(r) => {
+            let mut resp = Response::new(Body::full(r.body.clone()));
+            *resp.status_mut() = r.status;
+            for (k, v) in &r.headers {
+                resp.headers_mut().insert(k.clone(), v.clone());
+            }
+            resp
+        }
+        Action::Redirect(r) => {
+            let mut to = String::new();
+            let p: Vec<&str> = params.iter().map(String::as_str).collect();
+            r.to.render(&p, &mut to);
+            let mut resp = Response::new(Body::Empty);
+            *resp.status_mut() = r.status;
+            if let Ok(v) = HeaderValue::try_from(to) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp
+        }
+        Action::Proxy(action) => {
+            let path = normalized.clone();
+            let pool = rt.pools[action.upstream].clone();
+            let target = pool.pick().clone();
+            rec.upstream = Some(target.display.clone());
+            let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+            let upstream_req = build_upstream_request(rt, conn, req, &route, action, &target, path, &params, request_id, upgrade.is_some(), bytes_in)?;
+            let mut resp = call_upstream(&route, &pool, &target, upstream_req, rec).await?;
+            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            headers::remove_hop_by_hop(resp.headers_mut(), switching);
+            if let Some(client_side) = upgrade {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    let upstream_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(tunnel(client_side, upstream_side));
+                }
+            }
+            resp.map(Body::Stream)
+        }
+    };
+    response_policies(cfg.global_policies.iter().chain(route.policies.iter()), &mut resp);
+    resp.headers_mut().insert(cfg.server.request_id_header.clone(), request_id.clone());
+    Ok(resp)
+}
+
+/// Refuses request framing that proxies disagree on (request smuggling). hyper rejects most
+/// malformed heads itself (obs-fold, bad chunk sizes, invalid Content-Length); these are the
+/// shapes it accepts but a gateway must not.
+fn check_framing(req: &Request<Incoming>) -> Result<(), Problem> {
+    if req.version() > Version::HTTP_11 {
+        return Ok(());
+    }
+    let h = req.headers();
+    let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
+    let cl = h.get_all(header::CONTENT_LENGTH).iter().count();
+    if te > 0 && cl > 0 {
+        return Err(Problem::BadRequest("Both Transfer-Encoding and Content-Length are present."));
+    }
+    if cl > 1 {
+        return Err(Problem::BadRequest("Content-Length is repeated."));
+    }
+    if te > 0 {
+        // Only a single, final `chunked` is accepted.
+        let mut codings = h.get_all(header::TRANSFER_ENCODING).iter().flat_map(|v| v.to_str().unwrap_or("?").split(','));
+        let only_chunked = codings.next().is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked")) && codings.next().is_none();
+        if !only_chunked {
+            return Err(Problem::BadRequest("Transfer-Encoding must be exactly `chunked`."));
+        }
+    }
+    Ok(())
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().unwrap_or("").split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_upstream_request(
+    rt: &Runtime,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    route: &Route,
+    action: &ProxyAction,
+    target: &Target,
+    normalized: Option<String>,
+    params: &[String],
+    request_id: &HeaderValue,
+    upgrade: bool,
+    bytes_in: &Arc<AtomicU64>,
+) -> Result<Request<Body>, Problem> {
+    let cfg = &rt.config;
+    let (mut parts, body) = req.into_parts();
+
+    // Path and query.
+    let original_pq = parts.uri.path_and_query().cloned();
+    let path = normalized.as_deref().unwrap_or(parts.uri.path());
+    let query = parts.uri.query();
+    let new_path: Option<String> = if let Some(n) = action.strip_prefix {
+        let rest = &path[n.min(path.len())..];
+        Some(if rest.starts_with('/') { rest.to_owned() } else { format!("/{rest}") })
+    } else if let Some(rw) = &action.path {
+        let p: Vec<&str> = params.iter().map(String::as_str).collect();
+        let mut s = String::new();
+        rw.render(&p, &mut s);
+        Some(s)
+    } else {
+        normalized.clone()
+    };
+    let pq = match new_path {
+        None => original_pq.unwrap_or_else(|| PathAndQuery::from_static("/")),
+        Some(p) => {
+            let full = match query {
+                Some(q) => format!("{p}?{q}"),
+                None => p,
+            };
+            PathAndQuery::try_from(full).map_err(|_| Problem::BadRequest("The rewritten path is not a valid URI path."))?
+        }
+    };
+
+    // Host: the rewrite's, else the client's (Host header, or :authority over HTTP/2).
+    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+
+    let scheme = match target.scheme {
+        Scheme::Https => http::uri::Scheme::HTTPS,
+        Scheme::Http | Scheme::H2c => http::uri::Scheme::HTTP,
+    };
+    parts.uri = Uri::builder()
+        .scheme(scheme)
+        .authority(target.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| Problem::BadRequest("The request URI cannot be forwarded."))?;
+    parts.version = if target.scheme == Scheme::H2c { Version::HTTP_2 } else { Version::HTTP_11 };
+
+    let h = &mut parts.headers;
+    headers::remove_hop_by_hop(h, upgrade);
+    let peer_trusted = headers::is_trusted(conn.peer.ip(), &cfg.server.trusted_proxies);
+    headers::add_forwarding(
+        h,
+        &headers::Forwarding {
+            peer: conn.peer.ip(),
+            peer_trusted,
+            tls: conn.tls,
+            host: client_host.as_ref(),
+            x_forwarded: cfg.server.x_forwarded,
+            forwarded: cfg.server.forwarded,
+        },
+    );
+    match (&action.host, client_host) {
+        (Some(h2), _) => {
+            h.insert(header::HOST, h2.clone());
+        }
+        (None, Some(c)) => {
+            h.insert(header::HOST, c);
+        }
+        (None, None) => {
+            if let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
+                h.insert(header::HOST, v);
+            }
+        }
+    }
+    h.insert(cfg.server.request_id_header.clone(), request_id.clone());
+    for p in cfg.global_policies.iter().chain(route.policies.iter()) {
+        match p {
+            Policy::Headers(hp) => hp.request.apply(h),
+        }
+    }
+
+    let body = if body_is_empty(&parts, &body) { Body::Empty } else { Body::Counted(body, bytes_in.clone()) };
+    Ok(Request::from_parts(parts, body))
+}
+
+fn body_is_empty(parts: &http::request::Parts, body: &Incoming) -> bool {
+    use http_body::Body as _;
+    body.is_end_stream() || (parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0"))
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// Sends the request; retries once on a fresh connection when an idempotent request without a
+/// body hit a pooled connection the upstream had just closed.
+async fn call_upstream(
+    route: &Route,
+    pool: &UpstreamPool,
+    target: &Target,
+    req: Request<Body>,
+    rec: &mut Record,
+) -> Result<Response<Incoming>, Problem> {
+    let timeout = route.timeout.unwrap_or(pool.spec.request_timeout);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let retry_copy = (idempotent(req.method()) && matches!(req.body(), Body::Empty)).then(|| clone_head(&req));
+    let started = Instant::now();
+    let first = tokio::time::timeout_at(deadline, pool.send(target, req)).await;
+    let result = match (first, retry_copy) {
+        (Ok(Err(e)), Some(again)) if is_stale_connection(&e) => {
+            metrics::counter!("portico_upstream_retries_total", "upstream" => pool.spec.name.to_string(), "reason" => "stale_connection").increment(1);
+            tokio::time::timeout_at(deadline, pool.send(target, again)).await
+        }
+        (r, _) => r,
+    };
+    let elapsed = started.elapsed();
+    rec.upstream_duration = Some(elapsed);
+    metrics::histogram!("portico_upstream_duration_seconds", "upstream" => pool.spec.name.to_string()).record(elapsed.as_secs_f64());
+    let problem = match result {
+        Ok(Ok(resp)) => return Ok(resp),
+        Err(_) => Problem::UpstreamTimeout,
+        Ok(Err(e)) if e.is_connect() => {
+            if error_chain_has_timeout(&e) { Problem::UpstreamTimeout } else { Problem::UpstreamConnect }
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(upstream = %pool.spec.name, error = %error_chain(&e), "upstream request failed");
+            Problem::UpstreamProtocol
+        }
+    };
+    metrics::counter!("portico_upstream_errors_total", "upstream" => pool.spec.name.to_string(), "kind" => problem.code()).increment(1);
+    Err(problem)
+}
+
+fn clone_head(req: &Request<Body>) -> Request<Body> {
+    let mut r = Request::new(Body::Empty);
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    r
+}
+
+fn is_stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return false;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(he) = s.downcast_ref::<hyper::Error>() {
+            return he.is_incomplete_message() || he.is_canceled() || he.is_closed();
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(io.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionAborted);
+        }
+        src = s.source();
+    }
+    false
+}
+
+fn error_chain_has_timeout(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    false
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+fn response_policies<'a>(policies: impl DoubleEndedIterator<Item = &'a Policy>, resp: &mut Response<Body>) {
+    for p in policies.rev() {
+        match p {
+            Policy::Headers(hp) => hp.response.apply(resp.headers_mut()),
+        }
+    }
+}
+
+/// Copies bytes both ways between the client and the upstream after a `101 Switching Protocols`.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (c, u) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut c = hyper_util::rt::TokioIo::new(c);
+    let mut u = hyper_util::rt::TokioIo::new(u);
+    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+}
+
+/// The response body, which logs and counts the request when it ends (or is dropped because
+/// the client went away).
+pub struct LoggedBody {
+    inner: Body,
+    bytes: u64,
+    done: Option<(Record, Instant, Arc<Runtime>, Arc<AtomicU64>)>,
+}
+
+impl LoggedBody {
+    fn finish(&mut self, complete: bool) {
+        let Some((mut rec, start, rt, bytes_in)) = self.done.take() else { return };
+        rec.duration = start.elapsed();
+        rec.bytes_out = self.bytes;
+        rec.bytes_in = bytes_in.load(Ordering::Relaxed);
+        rec.complete = complete;
+        crate::metrics::record_request(rec.route.as_deref().unwrap_or(""), &rec.method, rec.status, rec.duration);
+        if let Some(sink) = &rt.access_log {
+            sink.send(rec);
+        }
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                if http_body::Body::is_end_stream(&this.inner) {
+                    this.finish(true);
+                }
+            }
+            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.inner)
+    }
+}

@@ -1,0 +1,43 @@
+//! The state a request reads: the compiled config plus what was built from it (upstream pools,
+//! the access-log sink). Swapped whole on reload; a request keeps the one it started with.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use portico_config::Config;
+
+use crate::access_log::Sink;
+use crate::client::UpstreamPool;
+
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Arc<Config>,
+    /// Same order as `config.upstreams`.
+    pub pools: Vec<Arc<UpstreamPool>>,
+    pub access_log: Option<Sink>,
+    /// 1 for the config loaded at start, +1 per applied reload.
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+}
+
+impl Runtime {
+    /// Builds the runtime for `config`, reusing pools of upstreams whose settings did not change
+    /// (their open connections, and later their health state, survive the reload).
+    pub fn build(config: Config, previous: Option<&Runtime>, generation: u64) -> Result<Runtime, String> {
+        let mut pools = Vec::with_capacity(config.upstreams.len());
+        for up in &config.upstreams {
+            let reused = previous.and_then(|p| {
+                p.pools.iter().find(|pool| pool.spec.name == up.name && pool.spec.fingerprint == up.fingerprint).cloned()
+            });
+            pools.push(match reused {
+                Some(p) => p,
+                None => Arc::new(UpstreamPool::new(up.clone())?),
+            });
+        }
+        let access_log = match previous.and_then(|p| p.access_log.as_ref()) {
+            Some(s) if s.target == config.access_log => Some(s.clone()),
+            _ => Sink::start(&config.access_log).map_err(|e| format!("cannot open the access log: {e}"))?,
+        };
+        Ok(Runtime { config: Arc::new(config), pools, access_log, generation, loaded_at: SystemTime::now() })
+    }
+}

@@ -1,0 +1,159 @@
+//! Client-facing listeners: accept, TLS, HTTP/1.1 and HTTP/2 serving, connection draining.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use portico_config::{Listener, Server};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::Inner;
+use crate::proxy::{ConnInfo, handle};
+
+/// Per-listener settings read at each accept, so a reload can change TLS certificates or
+/// protocols without rebinding.
+pub struct Settings {
+    pub name: Arc<str>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub builder: auto::Builder<TokioExecutor>,
+}
+
+impl Settings {
+    pub fn new(l: &Listener, server: &Server) -> Result<Settings, String> {
+        let tls = match &l.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+                crate::tls::server_config(t, l.http1, l.http2).map_err(|e| format!("listener `{}`: {e}", l.name))?,
+            )),
+            None => None,
+        };
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(server.request_header_timeout)
+            .max_buf_size(server.max_request_header_bytes)
+            .max_headers(server.max_request_headers)
+            .keep_alive(true);
+        b.http2().timer(TokioTimer::new()).max_header_list_size(server.max_request_header_bytes as u32);
+        let b = match (l.http1, l.http2) {
+            (true, false) => b.http1_only(),
+            (false, true) => b.http2_only(),
+            _ => b,
+        };
+        Ok(Settings { name: l.name.clone(), tls, builder: b })
+    }
+}
+
+pub struct ListenerHandle {
+    pub spec: Listener,
+    pub local: SocketAddr,
+    pub settings: Arc<ArcSwap<Settings>>,
+    pub stop: watch::Sender<bool>,
+}
+
+pub async fn bind(l: &Listener, server: &Server, inner: &Arc<Inner>) -> Result<ListenerHandle, String> {
+    let settings = Arc::new(ArcSwap::from_pointee(Settings::new(l, server)?));
+    let listener = TcpListener::bind(l.addr).await.map_err(|e| format!("cannot listen on {}: {e}", l.addr))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(accept_loop(listener, settings.clone(), inner.clone(), stop_rx));
+    tracing::info!(listener = %l.name, address = %local, tls = l.tls.is_some(), "listening");
+    Ok(ListenerHandle { spec: l.clone(), local, settings, stop })
+}
+
+async fn accept_loop(listener: TcpListener, settings: Arc<ArcSwap<Settings>>, inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let s = settings.load_full();
+        tokio::spawn(serve_connection(stream, peer, s, inner.clone()));
+    }
+}
+
+/// Counts a connection in the gauge and the drain tracker for as long as it lives.
+struct ConnGuard {
+    inner: Arc<Inner>,
+    listener: Arc<str>,
+}
+
+impl ConnGuard {
+    fn new(inner: &Arc<Inner>, listener: &Arc<str>) -> ConnGuard {
+        inner.active_connections.fetch_add(1, Ordering::AcqRel);
+        metrics::gauge!("portico_open_connections", "listener" => listener.to_string()).increment(1.0);
+        ConnGuard { inner: inner.clone(), listener: listener.clone() }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        metrics::gauge!("portico_open_connections", "listener" => self.listener.to_string()).decrement(1.0);
+        if self.inner.active_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.connections_idle.notify_waiters();
+        }
+    }
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, s: Arc<Settings>, inner: Arc<Inner>) {
+    let _guard = ConnGuard::new(&inner, &s.name);
+    let shutdown = inner.shutdown.subscribe();
+    match &s.tls {
+        None => {
+            let conn = Arc::new(ConnInfo { peer, tls: false, listener: s.name.clone() });
+            serve_io(TokioIo::new(stream), &s, conn, inner.clone(), shutdown).await;
+        }
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = Arc::new(ConnInfo { peer, tls: true, listener: s.name.clone() });
+            serve_io(TokioIo::new(tls), &s, conn, inner.clone(), shutdown).await;
+        }
+    }
+}
+
+async fn serve_io<I>(io: TokioIo<I>, s: &Settings, conn: Arc<ConnInfo>, inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let rt = inner.runtime.load_full();
+        handle(rt, conn.clone(), req)
+    });
+    let c = s.builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(c);
+    tokio::select! {
+        r = c.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        _ = shutdown.wait_for(|s| *s) => c.as_mut().graceful_shutdown(),
+    }
+    let _ = c.await;
+}
