@@ -105,6 +105,8 @@ fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     [
         "password",
+        "authorization",
+        "cookie",
         "secret",
         "token",
         "api_key",

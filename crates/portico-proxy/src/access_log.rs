@@ -4,8 +4,8 @@
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, Uri};
@@ -52,13 +52,21 @@ impl Sink {
             AccessLog::Off => return Ok(None),
             AccessLog::Stdout { buffer } => (Box::new(std::io::stdout()), *buffer),
             AccessLog::File { path, buffer } => {
-                let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
                 (Box::new(f), *buffer)
             }
         };
         let (tx, rx) = sync_channel(buffer);
-        std::thread::Builder::new().name("portico-access-log".into()).spawn(move || writer(rx, out))?;
-        Ok(Some(Sink { tx, target: target.clone() }))
+        std::thread::Builder::new()
+            .name("portico-access-log".into())
+            .spawn(move || writer(rx, out))?;
+        Ok(Some(Sink {
+            tx,
+            target: target.clone(),
+        }))
     }
 
     pub fn send(&self, r: Record) {
@@ -147,7 +155,7 @@ mod tests {
     fn time_format() {
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_686_497_123);
-        assert_eq!(rfc3339(t), "2026-11-27T06:28:17.123Z");
+        assert_eq!(rfc3339(t), "2026-11-26T09:48:17.123Z");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
     }

@@ -16,31 +16,46 @@ use tokio::net::TcpListener;
 use crate::Inner;
 
 pub async fn bind(addr: SocketAddr, inner: Arc<Inner>) -> Result<SocketAddr, String> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on admin address {addr}: {e}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on admin address {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(address = %local, "admin listening");
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let inner = inner.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| answer(inner.clone(), req));
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
     Ok(local)
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
-async fn answer(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     const JSON: &str = "application/json";
     const TEXT: &str = "text/plain; charset=utf-8";
     let r = match (req.method(), req.uri().path()) {
@@ -55,7 +70,11 @@ async fn answer(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Fu
         (&Method::GET, "/metrics") => {
             let rt = inner.runtime.load();
             metrics::gauge!("portico_config_generation").set(rt.generation as f64);
-            reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", inner.prometheus.render())
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                inner.prometheus.render(),
+            )
         }
         (&Method::GET, "/config") => {
             let rt = inner.runtime.load_full();
@@ -67,14 +86,35 @@ async fn answer(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Fu
                 "last_reload_error": inner.last_reload_error.lock().map(|e| e.clone()).unwrap_or(None),
                 "config": rt.config.redacted,
             });
-            reply(StatusCode::OK, JSON, serde_json::to_vec_pretty(&body).unwrap_or_default())
+            reply(
+                StatusCode::OK,
+                JSON,
+                serde_json::to_vec_pretty(&body).unwrap_or_default(),
+            )
         }
-        (&Method::POST, "/reload") => match crate::Gateway::from_inner(inner.clone()).reload_file().await {
-            Ok(notes) => reply(StatusCode::OK, JSON, serde_json::json!({ "result": "applied", "notes": notes }).to_string()),
-            Err(e) => reply(StatusCode::UNPROCESSABLE_ENTITY, JSON, serde_json::json!({ "result": "rejected", "errors": e }).to_string()),
+        (&Method::POST, "/reload") => match crate::Gateway::from_inner(inner.clone())
+            .reload_file()
+            .await
+        {
+            Ok(notes) => reply(
+                StatusCode::OK,
+                JSON,
+                serde_json::json!({ "result": "applied", "notes": notes }).to_string(),
+            ),
+            Err(e) => reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                JSON,
+                serde_json::json!({ "result": "rejected", "errors": e }).to_string(),
+            ),
         },
-        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload") => reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
-        _ => reply(StatusCode::NOT_FOUND, TEXT, "not found; try /healthz, /readyz, /metrics, /config or POST /reload\n"),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload") => {
+            reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n")
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found; try /healthz, /readyz, /metrics, /config or POST /reload\n",
+        ),
     };
     Ok(r)
 }

@@ -2,12 +2,20 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
+
+/// What is known about a request body as it streams upstream.
+#[derive(Debug, Default)]
+pub struct BodyStats {
+    pub bytes: AtomicU64,
+    /// The client's body was malformed or cut short.
+    pub failed: AtomicBool,
+}
 
 pub enum Body {
     Empty,
@@ -15,7 +23,7 @@ pub enum Body {
     /// A streamed body from the other side, passed through frame by frame (trailers included).
     Stream(Incoming),
     /// A streamed request body whose bytes are counted for the access log.
-    Counted(Incoming, Arc<AtomicU64>),
+    Counted(Incoming, Arc<BodyStats>),
 }
 
 impl Body {
@@ -28,17 +36,24 @@ impl HttpBody for Body {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Stream(s) => Pin::new(s).poll_frame(cx),
-            Body::Counted(s, n) => {
+            Body::Counted(s, stats) => {
                 let r = Pin::new(s).poll_frame(cx);
-                if let Poll::Ready(Some(Ok(f))) = &r {
-                    if let Some(d) = f.data_ref() {
-                        n.fetch_add(d.len() as u64, Ordering::Relaxed);
+                match &r {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(d) = f.data_ref() {
+                            stats.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        }
                     }
+                    Poll::Ready(Some(Err(_))) => stats.failed.store(true, Ordering::Relaxed),
+                    _ => {}
                 }
                 r
             }
@@ -59,5 +74,33 @@ impl HttpBody for Body {
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Stream(s) | Body::Counted(s, _) => s.size_hint(),
         }
+    }
+}
+
+/// A body fed from a channel, for responses produced over time (server-sent events in the demo
+/// and the test servers).
+pub struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl ChannelBody {
+    pub fn new(buffer: usize) -> (tokio::sync::mpsc::Sender<Bytes>, ChannelBody) {
+        let (tx, rx) = tokio::sync::mpsc::channel(buffer);
+        (tx, ChannelBody { rx })
+    }
+}
+
+impl HttpBody for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.get_mut()
+            .rx
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }

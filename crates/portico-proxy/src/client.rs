@@ -26,7 +26,9 @@ pub struct UpstreamPool {
 
 impl std::fmt::Debug for UpstreamPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamPool").field("name", &self.spec.name).finish()
+        f.debug_struct("UpstreamPool")
+            .field("name", &self.spec.name)
+            .finish()
     }
 }
 
@@ -41,28 +43,38 @@ fn http_connector(spec: &Upstream) -> HttpConnector {
 
 impl UpstreamPool {
     pub fn new(spec: Arc<Upstream>) -> Result<UpstreamPool, String> {
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
         let tls = match &spec.tls.roots {
             Some(roots) => {
                 let mut store = rustls::RootCertStore::empty();
                 for r in roots {
-                    store.add(r.clone()).map_err(|e| format!("upstream `{}`: bad CA certificate: {e}", spec.name))?;
+                    store.add(r.clone()).map_err(|e| {
+                        format!("upstream `{}`: bad CA certificate: {e}", spec.name)
+                    })?;
                 }
                 builder.with_root_certificates(store).with_no_client_auth()
             }
             None => builder.with_webpki_roots().with_no_client_auth(),
         };
-        let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
         let https = match &spec.tls.server_name {
             Some(name) => {
-                let name = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|e| e.to_string())?;
+                let name = rustls_pki_types::ServerName::try_from(name.clone())
+                    .map_err(|e| e.to_string())?;
                 https.with_server_name_resolver(FixedServerNameResolver::new(name))
             }
             None => https,
         };
-        let https = https.enable_http1().enable_http2().wrap_connector(http_connector(&spec));
+        let https = https
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http_connector(&spec));
 
         let mut b = Client::builder(TokioExecutor::new());
         b.timer(TokioTimer::new())
@@ -76,13 +88,22 @@ impl UpstreamPool {
             .set_host(false);
         let client = b.build(https);
         let h2c = b.clone().http2_only(true).build(http_connector(&spec));
-        Ok(UpstreamPool { spec, client, h2c, next: AtomicUsize::new(0) })
+        Ok(UpstreamPool {
+            spec,
+            client,
+            h2c,
+            next: AtomicUsize::new(0),
+        })
     }
 
     /// Next target, round robin.
     pub fn pick(&self) -> &Target {
         let n = self.spec.targets.len();
-        let i = if n == 1 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) % n };
+        let i = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
         &self.spec.targets[i]
     }
 

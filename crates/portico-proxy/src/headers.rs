@@ -37,7 +37,10 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     h.remove(&PROXY_CONNECTION);
     h.remove(header::TRANSFER_ENCODING);
     h.remove(header::PROXY_AUTHENTICATE);
-    if !h.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+    if !h
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
         h.remove(header::TE);
     }
     if keep_upgrade {
@@ -58,7 +61,9 @@ pub fn client_ip(peer: IpAddr, h: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
     for v in h.get_all(&X_FORWARDED_FOR).iter().rev() {
         let Ok(v) = v.to_str() else { break };
         for part in v.rsplit(',') {
-            let Ok(ip) = part.trim().parse::<IpAddr>() else { return client };
+            let Ok(ip) = part.trim().parse::<IpAddr>() else {
+                return client;
+            };
             client = canonical_ip(ip);
             if !is_trusted(client, trusted) {
                 return client;
@@ -88,13 +93,22 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
     let proto = if f.tls { "https" } else { "http" };
     if f.x_forwarded {
         let ip = peer.to_string();
-        match (f.peer_trusted, h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())) {
+        match (
+            f.peer_trusted,
+            h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
+        ) {
             (true, Some(prev)) => {
                 let v = format!("{prev}, {ip}");
-                h.insert(&X_FORWARDED_FOR, HeaderValue::try_from(v).unwrap_or_else(|_| HeaderValue::from_static("")));
+                h.insert(
+                    &X_FORWARDED_FOR,
+                    HeaderValue::try_from(v).unwrap_or_else(|_| HeaderValue::from_static("")),
+                );
             }
             _ => {
-                h.insert(&X_FORWARDED_FOR, HeaderValue::try_from(ip).unwrap_or_else(|_| HeaderValue::from_static("")));
+                h.insert(
+                    &X_FORWARDED_FOR,
+                    HeaderValue::try_from(ip).unwrap_or_else(|_| HeaderValue::from_static("")),
+                );
             }
         }
         if !(f.peer_trusted && h.contains_key(&X_FORWARDED_PROTO)) {
@@ -122,7 +136,10 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
             elem.push_str(host);
             elem.push('"');
         }
-        let value = match (f.peer_trusted, h.get(&FORWARDED).and_then(|v| v.to_str().ok())) {
+        let value = match (
+            f.peer_trusted,
+            h.get(&FORWARDED).and_then(|v| v.to_str().ok()),
+        ) {
             (true, Some(prev)) => format!("{prev}, {elem}"),
             _ => elem,
         };
@@ -153,7 +170,11 @@ pub fn new_request_id() -> HeaderValue {
     let seed = *SEED.get_or_init(|| {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
         h.write_u32(std::process::id());
         h.finish()
     });
@@ -162,7 +183,12 @@ pub fn new_request_id() -> HeaderValue {
     let mixed = (n ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut buf = [0u8; 32];
     let hex = b"0123456789abcdef";
-    for (i, byte) in seed.to_be_bytes().iter().chain(mixed.to_be_bytes().iter()).enumerate() {
+    for (i, byte) in seed
+        .to_be_bytes()
+        .iter()
+        .chain(mixed.to_be_bytes().iter())
+        .enumerate()
+    {
         buf[i * 2] = hex[usize::from(byte >> 4)];
         buf[i * 2 + 1] = hex[usize::from(byte & 0xf)];
     }
@@ -171,7 +197,11 @@ pub fn new_request_id() -> HeaderValue {
 
 /// The request's host, lower-cased, without port: from the URI (HTTP/2 `:authority`, absolute
 /// form) or the `Host` header. `buf` holds a lower-cased copy only when one is needed.
-pub fn request_host<'a>(uri: &'a http::Uri, h: &'a HeaderMap, buf: &'a mut String) -> Option<&'a str> {
+pub fn request_host<'a>(
+    uri: &'a http::Uri,
+    h: &'a HeaderMap,
+    buf: &'a mut String,
+) -> Option<&'a str> {
     let raw = match uri.host() {
         Some(host) => host,
         None => {
@@ -202,7 +232,15 @@ fn strip_port(v: &str) -> &str {
 /// (what the upstream would see) rather than slipping past a `/api` route's policies.
 /// Returns `None` when the path needs no change (the common case, no allocation).
 pub fn normalize_path(path: &str) -> Option<String> {
-    let needs = path.contains("//") || path.split('/').any(|s| s == "." || s == ".." || s.eq_ignore_ascii_case("%2e") || s.eq_ignore_ascii_case("%2e%2e") || s.eq_ignore_ascii_case(".%2e") || s.eq_ignore_ascii_case("%2e."));
+    let needs = path.contains("//")
+        || path.split('/').any(|s| {
+            s == "."
+                || s == ".."
+                || s.eq_ignore_ascii_case("%2e")
+                || s.eq_ignore_ascii_case("%2e%2e")
+                || s.eq_ignore_ascii_case(".%2e")
+                || s.eq_ignore_ascii_case("%2e.")
+        });
     if !needs {
         return None;
     }
@@ -250,7 +288,11 @@ mod tests {
         h.insert(header::UPGRADE, "websocket".parse().unwrap());
         h.insert("x-keep", "1".parse().unwrap());
         remove_hop_by_hop(&mut h, false);
-        assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none() && h.get(header::UPGRADE).is_none());
+        assert!(
+            h.get("x-secret").is_none()
+                && h.get("keep-alive").is_none()
+                && h.get(header::UPGRADE).is_none()
+        );
         assert!(h.get(header::CONNECTION).is_none());
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
         assert_eq!(h.get("x-keep").unwrap(), "1");
@@ -268,9 +310,18 @@ mod tests {
     fn client_ip_through_trusted_proxies() {
         let trusted = vec![Cidr::parse("10.0.0.0/8").unwrap()];
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "1.1.1.1, 2.2.2.2, 10.0.0.5".parse().unwrap());
-        assert_eq!(client_ip("10.0.0.1".parse().unwrap(), &h, &trusted), "2.2.2.2".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip("3.3.3.3".parse().unwrap(), &h, &trusted), "3.3.3.3".parse::<IpAddr>().unwrap());
+        h.insert(
+            "x-forwarded-for",
+            "1.1.1.1, 2.2.2.2, 10.0.0.5".parse().unwrap(),
+        );
+        assert_eq!(
+            client_ip("10.0.0.1".parse().unwrap(), &h, &trusted),
+            "2.2.2.2".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip("3.3.3.3".parse().unwrap(), &h, &trusted),
+            "3.3.3.3".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
@@ -279,14 +330,37 @@ mod tests {
         h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
         h.insert("forwarded", "for=6.6.6.6".parse().unwrap());
         let host = HeaderValue::from_static("api.example.com");
-        add_forwarding(&mut h, &Forwarding { peer: "::1".parse().unwrap(), peer_trusted: false, tls: true, host: Some(&host), x_forwarded: true, forwarded: true });
+        add_forwarding(
+            &mut h,
+            &Forwarding {
+                peer: "::1".parse().unwrap(),
+                peer_trusted: false,
+                tls: true,
+                host: Some(&host),
+                x_forwarded: true,
+                forwarded: true,
+            },
+        );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "::1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "api.example.com");
-        assert_eq!(h.get("forwarded").unwrap(), "for=\"[::1]\";proto=https;host=\"api.example.com\"");
+        assert_eq!(
+            h.get("forwarded").unwrap(),
+            "for=\"[::1]\";proto=https;host=\"api.example.com\""
+        );
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
-        add_forwarding(&mut h, &Forwarding { peer: "10.0.0.1".parse().unwrap(), peer_trusted: true, tls: false, host: None, x_forwarded: true, forwarded: false });
+        add_forwarding(
+            &mut h,
+            &Forwarding {
+                peer: "10.0.0.1".parse().unwrap(),
+                peer_trusted: true,
+                tls: false,
+                host: None,
+                x_forwarded: true,
+                forwarded: false,
+            },
+        );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.1");
     }
 
@@ -298,9 +372,15 @@ mod tests {
         assert_eq!(a.len(), 32);
         let mut h = HeaderMap::new();
         h.insert("x-request-id", "abc-123".parse().unwrap());
-        assert_eq!(request_id(&h, &HeaderName::from_static("x-request-id")), "abc-123");
+        assert_eq!(
+            request_id(&h, &HeaderName::from_static("x-request-id")),
+            "abc-123"
+        );
         h.insert("x-request-id", "has space".parse().unwrap());
-        assert_ne!(request_id(&h, &HeaderName::from_static("x-request-id")), "has space");
+        assert_ne!(
+            request_id(&h, &HeaderName::from_static("x-request-id")),
+            "has space"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod access_log;
 mod admin;
 pub mod body;
 pub mod client;
+mod h1guard;
 pub mod headers;
 pub mod metrics;
 pub mod problem;
@@ -92,7 +93,13 @@ impl Gateway {
 
     /// The address each listener is bound to, by name (useful with port 0).
     pub async fn listener_addrs(&self) -> Vec<(Arc<str>, SocketAddr)> {
-        self.inner.listeners.lock().await.iter().map(|h| (h.spec.name.clone(), h.local)).collect()
+        self.inner
+            .listeners
+            .lock()
+            .await
+            .iter()
+            .map(|h| (h.spec.name.clone(), h.local))
+            .collect()
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -124,7 +131,11 @@ impl Gateway {
         let mut updates = Vec::new();
         for l in &cfg.listeners {
             match listeners.iter().position(|h| h.spec.addr == l.addr) {
-                Some(i) => updates.push((i, Arc::new(server::Settings::new(l, &cfg.server)?), l.clone())),
+                Some(i) => updates.push((
+                    i,
+                    Arc::new(server::Settings::new(l, &cfg.server)?),
+                    l.clone(),
+                )),
                 None => match server::bind(l, &cfg.server, &self.inner).await {
                     Ok(h) => added.push(h),
                     Err(e) => {
@@ -170,14 +181,16 @@ impl Gateway {
         };
         match &result {
             Ok(notes) => {
-                ::metrics::counter!("portico_config_reloads_total", "result" => "success").increment(1);
+                ::metrics::counter!("portico_config_reloads_total", "result" => "success")
+                    .increment(1);
                 tracing::info!(file = %path.display(), generation = self.inner.runtime.load().generation, "config reloaded");
                 for n in notes {
                     tracing::warn!("{n}");
                 }
             }
             Err(e) => {
-                ::metrics::counter!("portico_config_reloads_total", "result" => "failure").increment(1);
+                ::metrics::counter!("portico_config_reloads_total", "result" => "failure")
+                    .increment(1);
                 tracing::error!(file = %path.display(), "config reload rejected; the running config stays:\n{e}");
                 if let Ok(mut last) = self.inner.last_reload_error.lock() {
                     *last = Some(e.clone());
@@ -191,8 +204,13 @@ impl Gateway {
     /// files on save and Kubernetes swaps a symlink.
     pub fn watch_file(&self) -> Result<(), String> {
         use notify::Watcher;
-        let Some(path) = self.inner.config_path.clone() else { return Ok(()) };
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let Some(path) = self.inner.config_path.clone() else {
+            return Ok(());
+        };
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             if ev.is_ok() {
@@ -200,7 +218,9 @@ impl Gateway {
             }
         })
         .map_err(|e| e.to_string())?;
-        watcher.watch(&dir, notify::RecursiveMode::NonRecursive).map_err(|e| e.to_string())?;
+        watcher
+            .watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| e.to_string())?;
         let gw = self.clone();
         tokio::spawn(async move {
             let _watcher = watcher;

@@ -46,13 +46,19 @@ impl Problem {
             Problem::BadRequest(why) => why,
             Problem::UpstreamConnect => "The gateway could not connect to the upstream.",
             Problem::UpstreamTimeout => "The upstream did not answer in time.",
-            Problem::UpstreamProtocol => "The upstream closed the connection or sent an invalid response.",
+            Problem::UpstreamProtocol => {
+                "The upstream closed the connection or sent an invalid response."
+            }
             Problem::UpstreamUnavailable => "No upstream target is available.",
             Problem::Draining => "The gateway is shutting down.",
         }
     }
 
-    pub fn response(self, request_id: &HeaderValue, request_id_header: &http::HeaderName) -> Response<Body> {
+    pub fn response(
+        self,
+        request_id: &HeaderValue,
+        request_id_header: &http::HeaderName,
+    ) -> Response<Body> {
         let status = self.status();
         let body = serde_json::json!({
             "type": format!("https://portico.dev/problems/{}", self.code().replace('_', "-")),
@@ -65,7 +71,10 @@ impl Problem {
         let mut resp = Response::new(Body::full(body.to_string()));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         h.insert(request_id_header.clone(), request_id.clone());
         if matches!(self, Problem::BadRequest(_)) {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
@@ -15,7 +15,7 @@ use portico_config::router::{Matched, RequestView};
 use portico_config::{Action, Policy, ProxyAction, Route, Scheme, Target};
 
 use crate::access_log::Record;
-use crate::body::Body;
+use crate::body::{Body, BodyStats};
 use crate::client::UpstreamPool;
 use crate::headers;
 use crate::problem::Problem;
@@ -32,7 +32,11 @@ pub struct ConnInfo {
 pub type ResponseBody = LoggedBody;
 
 /// Entry point from hyper, for every request on every listener.
-pub async fn handle(rt: Arc<Runtime>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+pub async fn handle(
+    rt: Arc<Runtime>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     let cfg = &rt.config;
     let request_id = headers::request_id(req.headers(), &cfg.server.request_id_header);
@@ -56,7 +60,7 @@ pub async fn handle(rt: Arc<Runtime>, conn: Arc<ConnInfo>, req: Request<Incoming
         error: None,
         complete: false,
     };
-    let bytes_in = Arc::new(AtomicU64::new(0));
+    let bytes_in = Arc::new(BodyStats::default());
     let resp = match process(&rt, &conn, req, &request_id, &mut rec, &bytes_in).await {
         Ok(r) => r,
         Err(p) => {
@@ -66,7 +70,11 @@ pub async fn handle(rt: Arc<Runtime>, conn: Arc<ConnInfo>, req: Request<Incoming
     };
     rec.status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
-    let body = LoggedBody { inner: body, bytes: 0, done: Some((rec, start, rt.clone(), bytes_in)) };
+    let body = LoggedBody {
+        inner: body,
+        bytes: 0,
+        done: Some((rec, start, rt.clone(), bytes_in)),
+    };
     Ok(Response::from_parts(parts, body))
 }
 
@@ -76,9 +84,9 @@ async fn process(
     mut req: Request<Incoming>,
     request_id: &HeaderValue,
     rec: &mut Record,
-    bytes_in: &Arc<AtomicU64>,
+    bytes_in: &Arc<BodyStats>,
 ) -> Result<Response<Body>, Problem> {
-    check_framing(&req)?;
+    check_framing(&mut req)?;
     let cfg = &rt.config;
 
     // Route.
@@ -86,12 +94,22 @@ async fn process(
     let path = normalized.as_deref().unwrap_or(req.uri().path());
     let mut host_buf = String::new();
     let host = headers::request_host(req.uri(), req.headers(), &mut host_buf);
-    let view = RequestView { host, path, method: req.method(), headers: req.headers(), query: req.uri().query() };
+    let view = RequestView {
+        host,
+        path,
+        method: req.method(),
+        headers: req.headers(),
+        query: req.uri().query(),
+    };
     let Some(Matched { route, params }) = cfg.router.find(&view) else {
         return Err(Problem::NoRoute);
     };
     let route = route.clone();
-    let params: Vec<String> = if params.is_empty() { Vec::new() } else { params.iter().map(|s| (*s).to_owned()).collect() };
+    let params: Vec<String> = if params.is_empty() {
+        Vec::new()
+    } else {
+        params.iter().map(|s| (*s).to_owned()).collect()
+    };
     rec.route = Some(route.name.clone());
 
     let mut resp = match &route.action {
@@ -120,7 +138,19 @@ async fn process(
             let target = pool.pick().clone();
             rec.upstream = Some(target.display.clone());
             let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-            let upstream_req = build_upstream_request(rt, conn, req, &route, action, &target, path, &params, request_id, upgrade.is_some(), bytes_in)?;
+            let upstream_req = build_upstream_request(
+                rt,
+                conn,
+                req,
+                &route,
+                action,
+                &target,
+                path,
+                &params,
+                request_id,
+                upgrade.is_some(),
+                bytes_in,
+            )?;
             let mut resp = call_upstream(&route, &pool, &target, upstream_req, rec).await?;
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             headers::remove_hop_by_hop(resp.headers_mut(), switching);
@@ -133,33 +163,58 @@ async fn process(
             resp.map(Body::Stream)
         }
     };
-    response_policies(cfg.global_policies.iter().chain(route.policies.iter()), &mut resp);
-    resp.headers_mut().insert(cfg.server.request_id_header.clone(), request_id.clone());
+    response_policies(
+        cfg.global_policies.iter().chain(route.policies.iter()),
+        &mut resp,
+    );
+    resp.headers_mut()
+        .insert(cfg.server.request_id_header.clone(), request_id.clone());
     Ok(resp)
 }
 
 /// Refuses request framing that proxies disagree on (request smuggling). hyper rejects most
 /// malformed heads itself (obs-fold, bad chunk sizes, invalid Content-Length); these are the
 /// shapes it accepts but a gateway must not.
-fn check_framing(req: &Request<Incoming>) -> Result<(), Problem> {
+fn check_framing(req: &mut Request<Incoming>) -> Result<(), Problem> {
     if req.version() > Version::HTTP_11 {
         return Ok(());
+    }
+    // A head the connection guard refused arrives as a marked request (see h1guard).
+    if let Some(mark) = req.headers_mut().remove(crate::h1guard::REJECT_HEADER) {
+        let mark = mark.to_str().unwrap_or("");
+        if let Some((token, code)) = mark.split_once(':') {
+            if token == crate::h1guard::reject_token() {
+                let r = crate::h1guard::Refusal::from_code(code)
+                    .unwrap_or(crate::h1guard::Refusal::TransferCoding);
+                return Err(Problem::BadRequest(r.detail()));
+            }
+        }
     }
     let h = req.headers();
     let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
     let cl = h.get_all(header::CONTENT_LENGTH).iter().count();
     if te > 0 && cl > 0 {
-        return Err(Problem::BadRequest("Both Transfer-Encoding and Content-Length are present."));
+        return Err(Problem::BadRequest(
+            "Both Transfer-Encoding and Content-Length are present.",
+        ));
     }
     if cl > 1 {
         return Err(Problem::BadRequest("Content-Length is repeated."));
     }
     if te > 0 {
         // Only a single, final `chunked` is accepted.
-        let mut codings = h.get_all(header::TRANSFER_ENCODING).iter().flat_map(|v| v.to_str().unwrap_or("?").split(','));
-        let only_chunked = codings.next().is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked")) && codings.next().is_none();
+        let mut codings = h
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','));
+        let only_chunked = codings
+            .next()
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+            && codings.next().is_none();
         if !only_chunked {
-            return Err(Problem::BadRequest("Transfer-Encoding must be exactly `chunked`."));
+            return Err(Problem::BadRequest(
+                "Transfer-Encoding must be exactly `chunked`.",
+            ));
         }
     }
     Ok(())
@@ -168,11 +223,12 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), Problem> {
 fn is_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.to_str().unwrap_or("").split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -187,7 +243,7 @@ fn build_upstream_request(
     params: &[String],
     request_id: &HeaderValue,
     upgrade: bool,
-    bytes_in: &Arc<AtomicU64>,
+    bytes_in: &Arc<BodyStats>,
 ) -> Result<Request<Body>, Problem> {
     let cfg = &rt.config;
     let (mut parts, body) = req.into_parts();
@@ -198,7 +254,11 @@ fn build_upstream_request(
     let query = parts.uri.query();
     let new_path: Option<String> = if let Some(n) = action.strip_prefix {
         let rest = &path[n.min(path.len())..];
-        Some(if rest.starts_with('/') { rest.to_owned() } else { format!("/{rest}") })
+        Some(if rest.starts_with('/') {
+            rest.to_owned()
+        } else {
+            format!("/{rest}")
+        })
     } else if let Some(rw) = &action.path {
         let p: Vec<&str> = params.iter().map(String::as_str).collect();
         let mut s = String::new();
@@ -214,12 +274,18 @@ fn build_upstream_request(
                 Some(q) => format!("{p}?{q}"),
                 None => p,
             };
-            PathAndQuery::try_from(full).map_err(|_| Problem::BadRequest("The rewritten path is not a valid URI path."))?
+            PathAndQuery::try_from(full)
+                .map_err(|_| Problem::BadRequest("The rewritten path is not a valid URI path."))?
         }
     };
 
     // Host: the rewrite's, else the client's (Host header, or :authority over HTTP/2).
-    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
 
     let scheme = match target.scheme {
         Scheme::Https => http::uri::Scheme::HTTPS,
@@ -231,7 +297,11 @@ fn build_upstream_request(
         .path_and_query(pq)
         .build()
         .map_err(|_| Problem::BadRequest("The request URI cannot be forwarded."))?;
-    parts.version = if target.scheme == Scheme::H2c { Version::HTTP_2 } else { Version::HTTP_11 };
+    parts.version = if target.scheme == Scheme::H2c {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
 
     let h = &mut parts.headers;
     headers::remove_hop_by_hop(h, upgrade);
@@ -267,17 +337,28 @@ fn build_upstream_request(
         }
     }
 
-    let body = if body_is_empty(&parts, &body) { Body::Empty } else { Body::Counted(body, bytes_in.clone()) };
+    let body = if body_is_empty(&parts, &body) {
+        Body::Empty
+    } else {
+        Body::Counted(body, bytes_in.clone())
+    };
     Ok(Request::from_parts(parts, body))
 }
 
 fn body_is_empty(parts: &http::request::Parts, body: &Incoming) -> bool {
     use http_body::Body as _;
-    body.is_end_stream() || (parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0"))
+    body.is_end_stream()
+        || (parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v == "0"))
 }
 
 fn idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// Sends the request; retries once on a fresh connection when an idempotent request without a
@@ -291,9 +372,18 @@ async fn call_upstream(
 ) -> Result<Response<Incoming>, Problem> {
     let timeout = route.timeout.unwrap_or(pool.spec.request_timeout);
     let deadline = tokio::time::Instant::now() + timeout;
-    let retry_copy = (idempotent(req.method()) && matches!(req.body(), Body::Empty)).then(|| clone_head(&req));
+    let retry_copy =
+        (idempotent(req.method()) && matches!(req.body(), Body::Empty)).then(|| clone_head(&req));
+    let req_stats = match req.body() {
+        Body::Counted(_, s) => Some(s.clone()),
+        _ => None,
+    };
     let started = Instant::now();
     let first = tokio::time::timeout_at(deadline, pool.send(target, req)).await;
+    let stats = match req_stats {
+        Some(s) => s,
+        None => Arc::new(BodyStats::default()),
+    };
     let result = match (first, retry_copy) {
         (Ok(Err(e)), Some(again)) if is_stale_connection(&e) => {
             metrics::counter!("portico_upstream_retries_total", "upstream" => pool.spec.name.to_string(), "reason" => "stale_connection").increment(1);
@@ -306,9 +396,18 @@ async fn call_upstream(
     metrics::histogram!("portico_upstream_duration_seconds", "upstream" => pool.spec.name.to_string()).record(elapsed.as_secs_f64());
     let problem = match result {
         Ok(Ok(resp)) => return Ok(resp),
+        _ if stats.failed.load(Ordering::Relaxed) => {
+            return Err(Problem::BadRequest(
+                "The request body is malformed (invalid chunked encoding) or was cut short.",
+            ));
+        }
         Err(_) => Problem::UpstreamTimeout,
         Ok(Err(e)) if e.is_connect() => {
-            if error_chain_has_timeout(&e) { Problem::UpstreamTimeout } else { Problem::UpstreamConnect }
+            if error_chain_has_timeout(&e) {
+                Problem::UpstreamTimeout
+            } else {
+                Problem::UpstreamConnect
+            }
         }
         Ok(Err(e)) => {
             tracing::debug!(upstream = %pool.spec.name, error = %error_chain(&e), "upstream request failed");
@@ -338,7 +437,12 @@ fn is_stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
             return he.is_incomplete_message() || he.is_canceled() || he.is_closed();
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(io.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionAborted);
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            );
         }
         src = s.source();
     }
@@ -369,7 +473,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn response_policies<'a>(policies: impl DoubleEndedIterator<Item = &'a Policy>, resp: &mut Response<Body>) {
+fn response_policies<'a>(
+    policies: impl DoubleEndedIterator<Item = &'a Policy>,
+    resp: &mut Response<Body>,
+) {
     for p in policies.rev() {
         match p {
             Policy::Headers(hp) => hp.response.apply(resp.headers_mut()),
@@ -396,17 +503,24 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 pub struct LoggedBody {
     inner: Body,
     bytes: u64,
-    done: Option<(Record, Instant, Arc<Runtime>, Arc<AtomicU64>)>,
+    done: Option<(Record, Instant, Arc<Runtime>, Arc<BodyStats>)>,
 }
 
 impl LoggedBody {
     fn finish(&mut self, complete: bool) {
-        let Some((mut rec, start, rt, bytes_in)) = self.done.take() else { return };
+        let Some((mut rec, start, rt, bytes_in)) = self.done.take() else {
+            return;
+        };
         rec.duration = start.elapsed();
         rec.bytes_out = self.bytes;
-        rec.bytes_in = bytes_in.load(Ordering::Relaxed);
+        rec.bytes_in = bytes_in.bytes.load(Ordering::Relaxed);
         rec.complete = complete;
-        crate::metrics::record_request(rec.route.as_deref().unwrap_or(""), &rec.method, rec.status, rec.duration);
+        crate::metrics::record_request(
+            rec.route.as_deref().unwrap_or(""),
+            &rec.method,
+            rec.status,
+            rec.duration,
+        );
         if let Some(sink) = &rt.access_log {
             sink.send(rec);
         }
@@ -415,7 +529,9 @@ impl LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        self.finish(false);
+        // A body that was empty from the start is never polled; it still completed.
+        let complete = http_body::Body::is_end_stream(&self.inner);
+        self.finish(complete);
     }
 }
 

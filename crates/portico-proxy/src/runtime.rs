@@ -23,11 +23,20 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the runtime for `config`, reusing pools of upstreams whose settings did not change
     /// (their open connections, and later their health state, survive the reload).
-    pub fn build(config: Config, previous: Option<&Runtime>, generation: u64) -> Result<Runtime, String> {
+    pub fn build(
+        config: Config,
+        previous: Option<&Runtime>,
+        generation: u64,
+    ) -> Result<Runtime, String> {
         let mut pools = Vec::with_capacity(config.upstreams.len());
         for up in &config.upstreams {
             let reused = previous.and_then(|p| {
-                p.pools.iter().find(|pool| pool.spec.name == up.name && pool.spec.fingerprint == up.fingerprint).cloned()
+                p.pools
+                    .iter()
+                    .find(|pool| {
+                        pool.spec.name == up.name && pool.spec.fingerprint == up.fingerprint
+                    })
+                    .cloned()
             });
             pools.push(match reused {
                 Some(p) => p,
@@ -36,8 +45,15 @@ impl Runtime {
         }
         let access_log = match previous.and_then(|p| p.access_log.as_ref()) {
             Some(s) if s.target == config.access_log => Some(s.clone()),
-            _ => Sink::start(&config.access_log).map_err(|e| format!("cannot open the access log: {e}"))?,
+            _ => Sink::start(&config.access_log)
+                .map_err(|e| format!("cannot open the access log: {e}"))?,
         };
-        Ok(Runtime { config: Arc::new(config), pools, access_log, generation, loaded_at: SystemTime::now() })
+        Ok(Runtime {
+            config: Arc::new(config),
+            pools,
+            access_log,
+            generation,
+            loaded_at: SystemTime::now(),
+        })
     }
 }

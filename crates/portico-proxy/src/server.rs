@@ -14,12 +14,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::Inner;
+use crate::h1guard::H1Guard;
 use crate::proxy::{ConnInfo, handle};
 
 /// Per-listener settings read at each accept, so a reload can change TLS certificates or
 /// protocols without rebinding.
 pub struct Settings {
     pub name: Arc<str>,
+    /// Guard HTTP/1 framing (see h1guard); off only for HTTP/2-only listeners.
+    pub guard_h1: bool,
+    pub max_head: usize,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub builder: auto::Builder<TokioExecutor>,
 }
@@ -28,7 +32,8 @@ impl Settings {
     pub fn new(l: &Listener, server: &Server) -> Result<Settings, String> {
         let tls = match &l.tls {
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(
-                crate::tls::server_config(t, l.http1, l.http2).map_err(|e| format!("listener `{}`: {e}", l.name))?,
+                crate::tls::server_config(t, l.http1, l.http2)
+                    .map_err(|e| format!("listener `{}`: {e}", l.name))?,
             )),
             None => None,
         };
@@ -39,13 +44,21 @@ impl Settings {
             .max_buf_size(server.max_request_header_bytes)
             .max_headers(server.max_request_headers)
             .keep_alive(true);
-        b.http2().timer(TokioTimer::new()).max_header_list_size(server.max_request_header_bytes as u32);
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(server.max_request_header_bytes as u32);
         let b = match (l.http1, l.http2) {
             (true, false) => b.http1_only(),
             (false, true) => b.http2_only(),
             _ => b,
         };
-        Ok(Settings { name: l.name.clone(), tls, builder: b })
+        Ok(Settings {
+            name: l.name.clone(),
+            guard_h1: l.http1,
+            max_head: server.max_request_header_bytes,
+            tls,
+            builder: b,
+        })
     }
 }
 
@@ -56,17 +69,38 @@ pub struct ListenerHandle {
     pub stop: watch::Sender<bool>,
 }
 
-pub async fn bind(l: &Listener, server: &Server, inner: &Arc<Inner>) -> Result<ListenerHandle, String> {
+pub async fn bind(
+    l: &Listener,
+    server: &Server,
+    inner: &Arc<Inner>,
+) -> Result<ListenerHandle, String> {
     let settings = Arc::new(ArcSwap::from_pointee(Settings::new(l, server)?));
-    let listener = TcpListener::bind(l.addr).await.map_err(|e| format!("cannot listen on {}: {e}", l.addr))?;
+    let listener = TcpListener::bind(l.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", l.addr))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(accept_loop(listener, settings.clone(), inner.clone(), stop_rx));
+    tokio::spawn(accept_loop(
+        listener,
+        settings.clone(),
+        inner.clone(),
+        stop_rx,
+    ));
     tracing::info!(listener = %l.name, address = %local, tls = l.tls.is_some(), "listening");
-    Ok(ListenerHandle { spec: l.clone(), local, settings, stop })
+    Ok(ListenerHandle {
+        spec: l.clone(),
+        local,
+        settings,
+        stop,
+    })
 }
 
-async fn accept_loop(listener: TcpListener, settings: Arc<ArcSwap<Settings>>, inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    settings: Arc<ArcSwap<Settings>>,
+    inner: Arc<Inner>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -96,30 +130,57 @@ struct ConnGuard {
 impl ConnGuard {
     fn new(inner: &Arc<Inner>, listener: &Arc<str>) -> ConnGuard {
         inner.active_connections.fetch_add(1, Ordering::AcqRel);
-        metrics::gauge!("portico_open_connections", "listener" => listener.to_string()).increment(1.0);
-        ConnGuard { inner: inner.clone(), listener: listener.clone() }
+        metrics::gauge!("portico_open_connections", "listener" => listener.to_string())
+            .increment(1.0);
+        ConnGuard {
+            inner: inner.clone(),
+            listener: listener.clone(),
+        }
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        metrics::gauge!("portico_open_connections", "listener" => self.listener.to_string()).decrement(1.0);
+        metrics::gauge!("portico_open_connections", "listener" => self.listener.to_string())
+            .decrement(1.0);
         if self.inner.active_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.inner.connections_idle.notify_waiters();
         }
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, s: Arc<Settings>, inner: Arc<Inner>) {
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    s: Arc<Settings>,
+    inner: Arc<Inner>,
+) {
     let _guard = ConnGuard::new(&inner, &s.name);
     let shutdown = inner.shutdown.subscribe();
     match &s.tls {
         None => {
-            let conn = Arc::new(ConnInfo { peer, tls: false, listener: s.name.clone() });
-            serve_io(TokioIo::new(stream), &s, conn, inner.clone(), shutdown).await;
+            let conn = Arc::new(ConnInfo {
+                peer,
+                tls: false,
+                listener: s.name.clone(),
+            });
+            if s.guard_h1 {
+                serve_io(
+                    TokioIo::new(H1Guard::new(stream, s.max_head)),
+                    &s,
+                    conn,
+                    inner.clone(),
+                    shutdown,
+                )
+                .await;
+            } else {
+                serve_io(TokioIo::new(stream), &s, conn, inner.clone(), shutdown).await;
+            }
         }
         Some(acceptor) => {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                .await
+            {
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -130,14 +191,35 @@ async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, s: Ar
                     return;
                 }
             };
-            let conn = Arc::new(ConnInfo { peer, tls: true, listener: s.name.clone() });
-            serve_io(TokioIo::new(tls), &s, conn, inner.clone(), shutdown).await;
+            let conn = Arc::new(ConnInfo {
+                peer,
+                tls: true,
+                listener: s.name.clone(),
+            });
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            if s.guard_h1 && !h2 {
+                serve_io(
+                    TokioIo::new(H1Guard::new(tls, s.max_head)),
+                    &s,
+                    conn,
+                    inner.clone(),
+                    shutdown,
+                )
+                .await;
+            } else {
+                serve_io(TokioIo::new(tls), &s, conn, inner.clone(), shutdown).await;
+            }
         }
     }
 }
 
-async fn serve_io<I>(io: TokioIo<I>, s: &Settings, conn: Arc<ConnInfo>, inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
-where
+async fn serve_io<I>(
+    io: TokioIo<I>,
+    s: &Settings,
+    conn: Arc<ConnInfo>,
+    inner: Arc<Inner>,
+    mut shutdown: watch::Receiver<bool>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| {

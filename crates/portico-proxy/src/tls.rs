@@ -17,7 +17,9 @@ struct SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let Some(name) = hello.server_name() else { return Some(self.default.clone()) };
+        let Some(name) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
         let name = name.to_ascii_lowercase();
         if let Some(k) = self.exact.get(&name) {
             return Some(k.clone());
@@ -35,7 +37,11 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// A rustls server config for a listener: SNI selection, ALPN for the enabled HTTP versions.
-pub fn server_config(tls: &ListenerTls, http1: bool, http2: bool) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+pub fn server_config(
+    tls: &ListenerTls,
+    http1: bool,
+    http2: bool,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let mut exact = HashMap::new();
     let mut wildcard = Vec::new();
     for c in &tls.certificates {
@@ -49,11 +55,17 @@ pub fn server_config(tls: &ListenerTls, http1: bool, http2: bool) -> Result<Arc<
         }
     }
     wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-    let resolver = SniResolver { exact, wildcard, default: tls.certificates[0].key.clone() };
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+    let resolver = SniResolver {
+        exact,
+        wildcard,
+        default: tls.certificates[0].key.clone(),
+    };
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(resolver));
     if http2 {
         cfg.alpn_protocols.push(b"h2".to_vec());
     }

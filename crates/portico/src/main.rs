@@ -1,1 +1,187 @@
-fn main() {}
+//! The `portico` command: run, validate, print the schema, or run the built-in demo.
+
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "portico", version, about = "Portico, an API gateway.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a config file.
+    Run {
+        /// The config file.
+        #[arg(short, long, default_value = "portico.yaml")]
+        config: PathBuf,
+        /// Runtime worker threads (default: one per core, or TOKIO_WORKER_THREADS).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Don't reload when the config file changes (SIGHUP and POST /reload still work).
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Check a config file; print every error as FILE:LINE:COL with a hint. Exit 0 if valid.
+    Validate {
+        #[arg(short, long, default_value = "portico.yaml")]
+        config: PathBuf,
+    },
+    /// Print the JSON Schema of the config file (for editor completion and checks).
+    Schema,
+    /// Run the built-in demo: the gateway with in-process demo upstreams.
+    Demo {
+        /// Port of the demo gateway.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Validate { config }) => validate(&config),
+        Some(Command::Schema) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&portico_config::json_schema()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Some(Command::Run {
+            config,
+            workers,
+            no_watch,
+        }) => run(workers, Mode::File(config, !no_watch)),
+        Some(Command::Demo { port }) => run(None, Mode::Demo(port)),
+        None => {
+            let default = Path::new("portico.yaml");
+            if default.exists() {
+                run(None, Mode::File(default.to_path_buf(), true))
+            } else {
+                run(None, Mode::Demo(8080))
+            }
+        }
+    }
+}
+
+fn validate(path: &Path) -> ExitCode {
+    match portico_config::load_file(path) {
+        Ok(cfg) => {
+            println!(
+                "{}: valid ({} listeners, {} upstreams, {} routes)",
+                path.display(),
+                cfg.listeners.len(),
+                cfg.upstreams.len(),
+                cfg.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(d) => {
+            eprintln!("{d}");
+            eprintln!(
+                "{} error{} found",
+                d.len(),
+                if d.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Mode {
+    File(PathBuf, bool),
+    Demo(u16),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
+    init_logging();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = workers {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portico: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let (gw, watch) = match mode {
+            Mode::File(path, watch) => {
+                let cfg = match portico_config::load_file(&path) {
+                    Ok(c) => c,
+                    Err(d) => {
+                        eprintln!("{d}");
+                        eprintln!("portico: not started: fix the config and try again (`portico validate -c {}`)", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match portico_proxy::Gateway::start(cfg, Some(path)).await {
+                    Ok(gw) => (gw, watch),
+                    Err(e) => {
+                        eprintln!("portico: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            Mode::Demo(port) => match demo::start(port).await {
+                Ok(gw) => (gw, false),
+                Err(e) => {
+                    eprintln!("portico: demo not started: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        if watch {
+            if let Err(e) = gw.watch_file() {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
+            }
+        }
+        wait_for_signals(&gw).await;
+        let left = gw.shutdown().await;
+        if left > 0 {
+            tracing::warn!(connections = left, "drain timeout reached; closing the remaining connections");
+        } else {
+            tracing::info!("drained; bye");
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signals(gw: &portico_proxy::Gateway) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => { let _ = gw.reload_file().await; }
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); return; }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); return; }
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! A guard in front of hyper on HTTP/1 connections that refuses request framing proxies
+//! disagree on (request smuggling).
+//!
+//! hyper parses strictly but, as RFC 9112 allows, it *accepts* a few ambiguous shapes: a
+//! request with both `Content-Length` and `Transfer-Encoding` (it drops the length), repeated
+//! identical `Content-Length` lines (it keeps one), and bare-LF line endings. A gateway in
+//! front of other proxies must refuse them instead. hyper exposes no hook before it interprets
+//! those headers, so this wrapper follows the connection's message framing, holds each request
+//! head back until it is complete, checks it with httparse (the parser hyper itself uses), and
+//! only then releases it to hyper.
+//!
+//! A refused head is replaced by a synthetic request carrying a per-process secret, which the
+//! request handler answers with a 400 problem response and `Connection: close`. hyper answers
+//! pipelined requests in order, so that 400 is written after any earlier responses and the
+//! bytes after the refused head are never read.
+//!
+//! Bodies are followed (Content-Length, chunked) but not judged: hyper's own decoder rejects a
+//! malformed body. After an `Upgrade`/`CONNECT` request, or on an HTTP/2 preface, the guard
+//! steps aside.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+pub const REJECT_HEADER: &str = "x-portico-reject";
+
+/// The secret that marks a synthetic rejection request as ours, not a client's.
+pub fn reject_token() -> &'static str {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut out = String::new();
+        for i in 0..2u8 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u8(i);
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            out.push_str(&format!("{:016x}", h.finish()));
+        }
+        out
+    })
+}
+
+/// Why a head was refused; the request handler turns it into the problem's detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    LengthAndChunked,
+    RepeatedLength,
+    TransferCoding,
+    BareLf,
+}
+
+impl Refusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::LengthAndChunked => "length-and-chunked",
+            Refusal::RepeatedLength => "repeated-length",
+            Refusal::TransferCoding => "transfer-coding",
+            Refusal::BareLf => "bare-lf",
+        }
+    }
+
+    pub fn from_code(c: &str) -> Option<Refusal> {
+        [
+            Refusal::LengthAndChunked,
+            Refusal::RepeatedLength,
+            Refusal::TransferCoding,
+            Refusal::BareLf,
+        ]
+        .into_iter()
+        .find(|r| r.code() == c)
+    }
+
+    pub fn detail(self) -> &'static str {
+        match self {
+            Refusal::LengthAndChunked => {
+                "The request has both Content-Length and Transfer-Encoding."
+            }
+            Refusal::RepeatedLength => "The request has more than one Content-Length.",
+            Refusal::TransferCoding => "Transfer-Encoding must be exactly `chunked`.",
+            Refusal::BareLf => "The request head has a line ending without CR (bare LF).",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for (the rest of) a request head in `pending`.
+    Head,
+    /// `n` body bytes remain.
+    Length(u64),
+    /// A chunk-size line is being read into `line`.
+    ChunkSize,
+    /// `n` chunk data bytes remain, then CRLF.
+    ChunkData(u64),
+    /// The CRLF after chunk data; `n` bytes of it remain.
+    ChunkEnd(u8),
+    /// Trailer lines after the last chunk, until an empty line.
+    Trailers,
+    /// Not HTTP/1 framing any more (upgrade, HTTP/2) or framing the guard cannot follow:
+    /// everything goes straight to hyper.
+    PassThrough,
+    /// A head was refused; `out` holds the synthetic request, then the stream ends.
+    Refused,
+}
+
+pub struct H1Guard<IO> {
+    io: IO,
+    state: State,
+    /// Bytes read but not yet judged (part of a head, a chunk line or trailers).
+    pending: BytesMut,
+    /// Bytes judged and ready for hyper.
+    out: BytesMut,
+    /// Bytes of the current line when reading chunk sizes and trailers.
+    line: Vec<u8>,
+    max_head: usize,
+    first: bool,
+}
+
+impl<IO> H1Guard<IO> {
+    pub fn new(io: IO, max_head: usize) -> Self {
+        H1Guard {
+            io,
+            state: State::Head,
+            pending: BytesMut::new(),
+            out: BytesMut::new(),
+            line: Vec::new(),
+            max_head,
+            first: true,
+        }
+    }
+
+    fn refuse(&mut self, r: Refusal) {
+        self.state = State::Refused;
+        self.pending.clear();
+        self.out.extend_from_slice(
+            format!(
+                "GET / HTTP/1.1\r\nhost: portico.invalid\r\n{REJECT_HEADER}: {}:{}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                reject_token(),
+                r.code()
+            )
+            .as_bytes(),
+        );
+    }
+
+    /// Moves judged bytes from `pending` to `out` while the framing allows.
+    fn process(&mut self) {
+        loop {
+            if self.pending.is_empty() {
+                return;
+            }
+            match self.state {
+                State::PassThrough | State::Refused => {
+                    if matches!(self.state, State::PassThrough) {
+                        let all = self.pending.split();
+                        self.out.extend_from_slice(&all);
+                    } else {
+                        self.pending.clear();
+                    }
+                    return;
+                }
+                State::Head => {
+                    if self.first && self.pending.len() >= 3 && self.pending.starts_with(b"PRI") {
+                        self.state = State::PassThrough;
+                        continue;
+                    }
+                    // Skip empty lines between requests, as RFC 9112 §2.2 allows.
+                    while self.pending.starts_with(b"\r\n") {
+                        self.out.extend_from_slice(&self.pending.split_to(2));
+                    }
+                    // A bare LF anywhere in the head refuses it at once, even before the head
+                    // is complete (a head ended by LF LF would otherwise never look complete).
+                    let end = find(&self.pending, b"\r\n\r\n");
+                    let scan = end.map_or(self.pending.len(), |e| e + 4);
+                    if has_bare_lf(&self.pending[..scan]) {
+                        self.refuse(Refusal::BareLf);
+                        return;
+                    }
+                    let Some(end) = end else {
+                        if self.pending.len() > self.max_head {
+                            // Too big to judge: hyper refuses it with 431.
+                            self.state = State::PassThrough;
+                            continue;
+                        }
+                        return;
+                    };
+                    let head = self.pending.split_to(end + 4);
+                    self.first = false;
+                    match judge(&head) {
+                        Verdict::Refuse(r) => {
+                            self.refuse(r);
+                            return;
+                        }
+                        Verdict::Pass(next) => {
+                            self.out.extend_from_slice(&head);
+                            self.state = next;
+                        }
+                    }
+                }
+                State::Length(n) => {
+                    let take = (n.min(self.pending.len() as u64)) as usize;
+                    self.out.extend_from_slice(&self.pending.split_to(take));
+                    self.state = if n == take as u64 {
+                        State::Head
+                    } else {
+                        State::Length(n - take as u64)
+                    };
+                }
+                State::ChunkData(n) => {
+                    let take = (n.min(self.pending.len() as u64)) as usize;
+                    self.out.extend_from_slice(&self.pending.split_to(take));
+                    self.state = if n == take as u64 {
+                        State::ChunkEnd(2)
+                    } else {
+                        State::ChunkData(n - take as u64)
+                    };
+                }
+                State::ChunkEnd(k) => {
+                    let take = usize::from(k).min(self.pending.len());
+                    self.out.extend_from_slice(&self.pending.split_to(take));
+                    self.state = if take == usize::from(k) {
+                        State::ChunkSize
+                    } else {
+                        State::ChunkEnd(k - take as u8)
+                    };
+                }
+                State::ChunkSize | State::Trailers => {
+                    let Some(nl) = self.pending.iter().position(|b| *b == b'\n') else {
+                        if self.line.len() + self.pending.len() > 4096 {
+                            self.state = State::PassThrough;
+                            continue;
+                        }
+                        self.line.extend_from_slice(&self.pending);
+                        let all = self.pending.split();
+                        self.out.extend_from_slice(&all);
+                        return;
+                    };
+                    let part = self.pending.split_to(nl + 1);
+                    self.line.extend_from_slice(&part);
+                    self.out.extend_from_slice(&part);
+                    let line = std::mem::take(&mut self.line);
+                    self.state = match self.state {
+                        State::ChunkSize => match chunk_size(&line) {
+                            Some(0) => State::Trailers,
+                            Some(n) => State::ChunkData(n),
+                            // hyper's decoder rejects it; stop following.
+                            None => State::PassThrough,
+                        },
+                        _ if line == b"\r\n" => State::Head,
+                        _ => State::Trailers,
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r\n")?;
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()
+}
+
+enum Verdict {
+    Pass(State),
+    Refuse(Refusal),
+}
+
+/// Every LF must follow a CR.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+fn judge(head: &[u8]) -> Verdict {
+    let mut headers = [httparse::EMPTY_HEADER; 256];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        // Malformed: hyper parses the same bytes with the same parser and refuses them.
+        return Verdict::Pass(State::PassThrough);
+    }
+    let mut lengths = 0;
+    let mut length = 0u64;
+    let mut codings = 0;
+    let mut chunked = false;
+    let mut upgrade = req.method == Some("CONNECT");
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+            match std::str::from_utf8(h.value)
+                .ok()
+                .map(str::trim)
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                Some(n) => length = n,
+                // A list or garbage: hyper refuses or normalises it; refuse here too.
+                None => return Verdict::Refuse(Refusal::RepeatedLength),
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            codings += 1;
+            chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
+        }
+    }
+    if lengths > 0 && codings > 0 {
+        return Verdict::Refuse(Refusal::LengthAndChunked);
+    }
+    if lengths > 1 {
+        return Verdict::Refuse(Refusal::RepeatedLength);
+    }
+    if codings > 1 || (codings == 1 && !chunked) {
+        return Verdict::Refuse(Refusal::TransferCoding);
+    }
+    Verdict::Pass(if upgrade {
+        State::PassThrough
+    } else if chunked {
+        State::ChunkSize
+    } else if length > 0 {
+        State::Length(length)
+    } else {
+        State::Head
+    })
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for H1Guard<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.out.is_empty() {
+                let n = this.out.len().min(buf.remaining());
+                buf.put_slice(&this.out[..n]);
+                this.out.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match this.state {
+                // Don't signal end of stream: hyper would drop the connection without answering
+                // the marked request. It closes the connection itself after the 400
+                // (`connection: close`), so nothing needs to wake this read.
+                State::Refused => return Poll::Pending,
+                // Opaque bytes with nothing held back: read straight into hyper's buffer.
+                State::PassThrough if this.pending.is_empty() => {
+                    return Pin::new(&mut this.io).poll_read(cx, buf);
+                }
+                State::Length(n) | State::ChunkData(n) if this.pending.is_empty() => {
+                    let limit = n.min(buf.remaining() as u64) as usize;
+                    let mut sub = buf.take(limit);
+                    ready!(Pin::new(&mut this.io).poll_read(cx, &mut sub))?;
+                    let got = sub.filled().len();
+                    if got == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    // SAFETY: `sub` filled `got` bytes of `buf`'s unfilled region.
+                    unsafe { buf.assume_init(got) };
+                    buf.advance(got);
+                    this.state = match this.state {
+                        State::Length(_) if n == got as u64 => State::Head,
+                        State::Length(_) => State::Length(n - got as u64),
+                        _ if n == got as u64 => State::ChunkEnd(2),
+                        _ => State::ChunkData(n - got as u64),
+                    };
+                    return Poll::Ready(Ok(()));
+                }
+                _ => {}
+            }
+            let mut tmp = [0u8; 8192];
+            let mut rb = ReadBuf::new(&mut tmp);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                // End of stream: give hyper whatever is held back so it can report it.
+                let rest = this.pending.split();
+                if rest.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                this.out.extend_from_slice(&rest);
+                this.state = State::PassThrough;
+                continue;
+            }
+            this.pending.extend_from_slice(rb.filled());
+            this.process();
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for H1Guard<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    async fn through(input: &[u8]) -> Vec<u8> {
+        let mut g = H1Guard::new(input, 65536);
+        let mut out = Vec::new();
+        g.read_to_end(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn valid_traffic_passes_unchanged() {
+        let input: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPOST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;a=b\r\nabc\r\n0\r\nX-T: 1\r\n\r\nGET /d HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(through(input).await, input);
+    }
+
+    #[tokio::test]
+    async fn bodies_that_look_like_heads_are_not_judged() {
+        let body = b"GET / HTTP/1.1\nContent-Length: 1\nTransfer-Encoding: chunked\n\n";
+        let mut input = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        input.extend_from_slice(body);
+        assert_eq!(through(&input).await, input);
+    }
+
+    #[tokio::test]
+    async fn ambiguous_heads_become_a_marked_request() {
+        for (input, code) in [
+            (&b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..], "length-and-chunked"),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na", "repeated-length"),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n", "transfer-coding"),
+            (b"GET / HTTP/1.1\nHost: x\r\n\r\n", "bare-lf"),
+        ] {
+            let mut g = H1Guard::new(input, 65536);
+            let mut buf = vec![0u8; 4096];
+            let n = g.read(&mut buf).await.unwrap();
+            let out = String::from_utf8(buf[..n].to_vec()).unwrap();
+            assert!(out.contains(&format!("{REJECT_HEADER}: {}:{code}\r\n", reject_token())), "{out}");
+            assert!(out.ends_with("connection: close\r\n\r\n"), "nothing after the marked request: {out}");
+            // After the marked request the guard reads nothing more.
+            assert!(tokio::time::timeout(std::time::Duration::from_millis(20), g.read(&mut buf)).await.is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn http2_preface_passes() {
+        let input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04";
+        assert_eq!(through(input).await, input);
+    }
+}

@@ -1,0 +1,24 @@
+//! Integration tests: a real gateway in front of real servers on ephemeral ports.
+
+mod failures;
+mod protocols;
+mod proxying;
+mod reload;
+mod smuggling;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+
+pub fn req(method: &str, url: &str) -> http::request::Builder {
+    Request::builder().method(method).uri(url)
+}
+
+pub fn empty() -> Full<Bytes> {
+    Full::new(Bytes::new())
+}
+
+/// Config with one listener on an ephemeral port and the given upstreams/routes appended.
+pub fn config(rest: &str) -> String {
+    format!("listeners:\n  - name: main\n    address: \"127.0.0.1:0\"\n{rest}")
+}

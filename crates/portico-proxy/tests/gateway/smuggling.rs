@@ -1,0 +1,174 @@
+//! Request-smuggling shapes, sent over a raw socket: each must get a 400 and a closed
+//! connection, and must never reach the upstream.
+
+use portico_testkit::*;
+
+use crate::config;
+
+async fn setup() -> (TestGateway, Upstream) {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        up.url()
+    )))
+    .await;
+    (gw, up)
+}
+
+const SHAPES: &[(&str, &str)] = &[
+    (
+        "CL and TE",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ),
+    (
+        "duplicate CL",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    ),
+    (
+        "conflicting CL",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    ),
+    (
+        "CL list",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
+    ),
+    (
+        "obs-fold",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n b\r\n\r\n",
+    ),
+    (
+        "bad chunk size",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    ),
+    (
+        "chunk size overflow",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+    ),
+    (
+        "TE not chunked",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    ),
+    (
+        "TE chunked not last",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+    ),
+    (
+        "TE gzip, chunked",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    ),
+    (
+        "TE twice",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ),
+    (
+        "space before colon",
+        "GET / HTTP/1.1\r\nHost: a\r\nContent-Length : 0\r\n\r\n",
+    ),
+    ("bare CR", "GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n"),
+    (
+        "invalid header name",
+        "GET / HTTP/1.1\r\nHost: a\r\nX(y): z\r\n\r\n",
+    ),
+    (
+        "NUL in value",
+        "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n",
+    ),
+    ("bare LF", "GET / HTTP/1.1\nHost: a\n\n"),
+    (
+        "bare LF in one header",
+        "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+    ),
+    (
+        "bare LF in chunk extension",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x\nabc\r\n0\r\n\r\n",
+    ),
+    (
+        "chunk data longer than size",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n",
+    ),
+    (
+        "TE identity",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n",
+    ),
+    (
+        "TE with CL 0",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n0\r\n\r\n",
+    ),
+];
+
+#[tokio::test]
+async fn smuggling_shapes_are_rejected_with_400_and_close() {
+    let (gw, up) = setup().await;
+    let mut failures = Vec::new();
+    for (name, bytes) in SHAPES {
+        let resp = raw(gw.addr, bytes.as_bytes()).await;
+        // `raw` reads to EOF: getting the whole answer back means the connection was closed.
+        if !resp.starts_with("HTTP/1.1 400") {
+            failures.push(format!(
+                "{name}: {:?}",
+                resp.lines().next().unwrap_or("<no response>")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "not rejected:\n{}",
+        failures.join("\n")
+    );
+    // Shapes refused before a body is read never reach the upstream.
+    assert!(
+        up.hits() <= 2,
+        "{} rejected requests reached the upstream",
+        up.hits()
+    );
+}
+
+#[tokio::test]
+async fn refusals_explain_themselves() {
+    let (gw, up) = setup().await;
+    let resp = raw(gw.addr, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("application/problem+json"), "{resp}");
+    assert!(
+        resp.contains("both Content-Length and Transfer-Encoding"),
+        "{resp}"
+    );
+    assert!(
+        resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp}"
+    );
+    // A client cannot forge the guard's mark to get anything but a normal request.
+    let resp = raw(
+        gw.addr,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nx-portico-reject: 00:bare-lf\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        !resp.contains("x-portico-reject"),
+        "the mark is stripped before proxying: {resp}"
+    );
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test]
+async fn valid_chunked_request_is_reserialised() {
+    let (gw, up) = setup().await;
+    let resp = raw(gw.addr, b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"body\":\"abcde\""), "{resp}");
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test]
+async fn pipelined_requests_after_a_bad_one_are_not_processed() {
+    let (gw, up) = setup().await;
+    let resp = raw(gw.addr, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert_eq!(
+        resp.matches("HTTP/1.1").count(),
+        1,
+        "only one response: {resp}"
+    );
+    assert_eq!(up.hits(), 0);
+}
