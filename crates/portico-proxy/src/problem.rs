@@ -61,7 +61,8 @@ impl Problem {
     ) -> Response<Body> {
         let status = self.status();
         let body = serde_json::json!({
-            "type": format!("https://portico.dev/problems/{}", self.code().replace('_', "-")),
+            // A URN, not a URL: it names the problem without pretending to be a page.
+            "type": format!("urn:portico:problem:{}", self.code()),
             "title": status.canonical_reason().unwrap_or("Error"),
             "status": status.as_u16(),
             "detail": self.detail(),

@@ -154,12 +154,11 @@ async fn process(
             let mut resp = call_upstream(&route, &pool, &target, upstream_req, rec).await?;
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             headers::remove_hop_by_hop(resp.headers_mut(), switching);
-            if let Some(client_side) = upgrade {
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_side) = upgrade
+                && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     let upstream_side = hyper::upgrade::on(&mut resp);
                     tokio::spawn(tunnel(client_side, upstream_side));
                 }
-            }
             resp.map(Body::Stream)
         }
     };
@@ -182,13 +181,12 @@ fn check_framing(req: &mut Request<Incoming>) -> Result<(), Problem> {
     // A head the connection guard refused arrives as a marked request (see h1guard).
     if let Some(mark) = req.headers_mut().remove(crate::h1guard::REJECT_HEADER) {
         let mark = mark.to_str().unwrap_or("");
-        if let Some((token, code)) = mark.split_once(':') {
-            if token == crate::h1guard::reject_token() {
+        if let Some((token, code)) = mark.split_once(':')
+            && token == crate::h1guard::reject_token() {
                 let r = crate::h1guard::Refusal::from_code(code)
                     .unwrap_or(crate::h1guard::Refusal::TransferCoding);
                 return Err(Problem::BadRequest(r.detail()));
             }
-        }
     }
     let h = req.headers();
     let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
@@ -452,11 +450,10 @@ fn is_stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
 fn error_chain_has_timeout(e: &hyper_util::client::legacy::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut {
                 return true;
             }
-        }
         src = s.source();
     }
     false

@@ -26,11 +26,10 @@ impl ResolvesServerCert for SniResolver {
         }
         for (sfx, k) in &self.wildcard {
             // A certificate wildcard covers exactly one label.
-            if let Some(label) = name.strip_suffix(sfx.as_str()) {
-                if !label.is_empty() && !label.contains('.') {
+            if let Some(label) = name.strip_suffix(sfx.as_str())
+                && !label.is_empty() && !label.contains('.') {
                     return Some(k.clone());
                 }
-            }
         }
         Some(self.default.clone())
     }
@@ -54,7 +53,7 @@ pub fn server_config(
             }
         }
     }
-    wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
     let resolver = SniResolver {
         exact,
         wildcard,

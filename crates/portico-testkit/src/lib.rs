@@ -155,12 +155,11 @@ impl TestCert {
     /// A rustls server config for an upstream test server.
     pub fn server_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let key = rustls_pki_types::PrivateKeyDer::try_from(
+        let key = rustls_pki_types::PrivateKeyDer::from(
             rustls_pki_types::pem::PemObject::from_pem_slice(self.key_pem.as_bytes())
                 .map(|k: rustls_pki_types::PrivatePkcs8KeyDer| k)
                 .unwrap(),
-        )
-        .unwrap();
+        );
         let mut cfg = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(vec![self.cert_der.clone()], key)

@@ -16,10 +16,10 @@ use tokio::net::TcpListener;
 
 type DemoBody = Either<Full<Bytes>, ChannelBody>;
 
-pub async fn start(port: u16) -> Result<portico_proxy::Gateway, String> {
+pub async fn start(port: u16, admin_port: u16) -> Result<portico_proxy::Gateway, String> {
     let users = serve(users_service).await?;
     let events = serve(events_service).await?;
-    let text = config_text(port, users, events);
+    let text = config_text(port, admin_port, users, events);
     let cfg = portico_config::load_str("<built-in demo>", &text, std::path::Path::new("."), &|k| {
         std::env::var(k).ok()
     })
@@ -35,13 +35,13 @@ pub async fn start(port: u16) -> Result<portico_proxy::Gateway, String> {
     Ok(gw)
 }
 
-fn config_text(port: u16, users: SocketAddr, events: SocketAddr) -> String {
+fn config_text(port: u16, admin_port: u16, users: SocketAddr, events: SocketAddr) -> String {
     format!(
         r#"listeners:
   - name: demo
     address: 127.0.0.1:{port}
 admin:
-  address: 127.0.0.1:9901
+  address: 127.0.0.1:{admin_port}
 access_log:
   target: stdout
 upstreams:

@@ -40,6 +40,9 @@ enum Command {
         /// Port of the demo gateway.
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// Port of the demo's admin listener.
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
     },
 }
 
@@ -59,13 +62,13 @@ fn main() -> ExitCode {
             workers,
             no_watch,
         }) => run(workers, Mode::File(config, !no_watch)),
-        Some(Command::Demo { port }) => run(None, Mode::Demo(port)),
+        Some(Command::Demo { port, admin_port }) => run(None, Mode::Demo(port, admin_port)),
         None => {
             let default = Path::new("portico.yaml");
             if default.exists() {
                 run(None, Mode::File(default.to_path_buf(), true))
             } else {
-                run(None, Mode::Demo(8080))
+                run(None, Mode::Demo(8080, 9901))
             }
         }
     }
@@ -97,7 +100,7 @@ fn validate(path: &Path) -> ExitCode {
 
 enum Mode {
     File(PathBuf, bool),
-    Demo(u16),
+    Demo(u16, u16),
 }
 
 fn init_logging() {
@@ -142,7 +145,7 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
                     }
                 }
             }
-            Mode::Demo(port) => match demo::start(port).await {
+            Mode::Demo(port, admin_port) => match demo::start(port, admin_port).await {
                 Ok(gw) => (gw, false),
                 Err(e) => {
                     eprintln!("portico: demo not started: {e}");
@@ -150,11 +153,10 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
                 }
             },
         };
-        if watch {
-            if let Err(e) = gw.watch_file() {
+        if watch
+            && let Err(e) = gw.watch_file() {
                 tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
             }
-        }
         wait_for_signals(&gw).await;
         let left = gw.shutdown().await;
         if left > 0 {
