@@ -414,9 +414,10 @@ fn compile_listener_tls(
             .map(|n| n.to_ascii_lowercase())
             .collect();
         if names.is_empty()
-            && let Ok(ee) = webpki::EndEntityCert::try_from(&chain[0]) {
-                names = ee.valid_dns_names().map(str::to_ascii_lowercase).collect();
-            }
+            && let Ok(ee) = webpki::EndEntityCert::try_from(&chain[0])
+        {
+            names = ee.valid_dns_names().map(str::to_ascii_lowercase).collect();
+        }
         match rustls::sign::CertifiedKey::from_der(chain, key, &provider) {
             Ok(k) => certificates.push(TlsCertificate {
                 key: Arc::new(k),

@@ -100,14 +100,17 @@ impl Router {
     pub fn find<'r, 'p>(&'r self, req: &RequestView<'p>) -> Option<Matched<'r, 'p>> {
         if let Some(host) = req.host {
             if let Some(t) = self.exact.get(host)
-                && let Some(m) = t.find(&self.routes, req) {
+                && let Some(m) = t.find(&self.routes, req)
+            {
+                return Some(m);
+            }
+            for (sfx, t) in &self.suffix {
+                if host.len() > sfx.len()
+                    && host.ends_with(sfx.as_str())
+                    && let Some(m) = t.find(&self.routes, req)
+                {
                     return Some(m);
                 }
-            for (sfx, t) in &self.suffix {
-                if host.len() > sfx.len() && host.ends_with(sfx.as_str())
-                    && let Some(m) = t.find(&self.routes, req) {
-                        return Some(m);
-                    }
             }
         }
         self.any.find(&self.routes, req)

@@ -155,10 +155,11 @@ async fn process(
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             headers::remove_hop_by_hop(resp.headers_mut(), switching);
             if let Some(client_side) = upgrade
-                && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    let upstream_side = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(tunnel(client_side, upstream_side));
-                }
+                && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            {
+                let upstream_side = hyper::upgrade::on(&mut resp);
+                tokio::spawn(tunnel(client_side, upstream_side));
+            }
             resp.map(Body::Stream)
         }
     };
@@ -182,11 +183,12 @@ fn check_framing(req: &mut Request<Incoming>) -> Result<(), Problem> {
     if let Some(mark) = req.headers_mut().remove(crate::h1guard::REJECT_HEADER) {
         let mark = mark.to_str().unwrap_or("");
         if let Some((token, code)) = mark.split_once(':')
-            && token == crate::h1guard::reject_token() {
-                let r = crate::h1guard::Refusal::from_code(code)
-                    .unwrap_or(crate::h1guard::Refusal::TransferCoding);
-                return Err(Problem::BadRequest(r.detail()));
-            }
+            && token == crate::h1guard::reject_token()
+        {
+            let r = crate::h1guard::Refusal::from_code(code)
+                .unwrap_or(crate::h1guard::Refusal::TransferCoding);
+            return Err(Problem::BadRequest(r.detail()));
+        }
     }
     let h = req.headers();
     let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
@@ -269,6 +271,8 @@ fn build_upstream_request(
         None => original_pq.unwrap_or_else(|| PathAndQuery::from_static("/")),
         Some(p) => {
             let full = match query {
+                // A rewrite may carry its own query; the client's is appended to it.
+                Some(q) if p.contains('?') => format!("{p}&{q}"),
                 Some(q) => format!("{p}?{q}"),
                 None => p,
             };
@@ -451,9 +455,10 @@ fn error_chain_has_timeout(e: &hyper_util::client::legacy::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = src {
         if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
         src = s.source();
     }
     false

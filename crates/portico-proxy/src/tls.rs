@@ -27,9 +27,11 @@ impl ResolvesServerCert for SniResolver {
         for (sfx, k) in &self.wildcard {
             // A certificate wildcard covers exactly one label.
             if let Some(label) = name.strip_suffix(sfx.as_str())
-                && !label.is_empty() && !label.contains('.') {
-                    return Some(k.clone());
-                }
+                && !label.is_empty()
+                && !label.contains('.')
+            {
+                return Some(k.clone());
+            }
         }
         Some(self.default.clone())
     }

@@ -15,7 +15,11 @@ fn workspace() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -29,11 +33,18 @@ fn temp_dir(tag: &str) -> PathBuf {
 fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let status = out.split(' ').nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -43,13 +54,19 @@ fn wait_for(addr: SocketAddr, path: &str) -> (u16, String) {
         if let Some(r) = http_get(addr, path) {
             return r;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "{addr} did not answer");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{addr} did not answer"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
 
@@ -61,7 +78,12 @@ fn every_example_validates() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             let out = bin().arg("validate").arg("-c").arg(&path).output().unwrap();
-            assert!(out.status.success(), "{} is invalid:\n{}", path.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{} is invalid:\n{}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             n += 1;
         }
     }
@@ -72,14 +94,24 @@ fn every_example_validates() {
 fn validate_reports_every_error_with_location_and_exit_1() {
     let dir = temp_dir("validate");
     let path = dir.join("bad.yaml");
-    std::fs::write(&path, "listeners:\n  - adress: 127.0.0.1:80\nroutes:\n  - upstream: nope\n").unwrap();
+    std::fs::write(
+        &path,
+        "listeners:\n  - adress: 127.0.0.1:80\nroutes:\n  - upstream: nope\n",
+    )
+    .unwrap();
     let out = bin().arg("validate").arg("-c").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = path.display().to_string();
-    assert!(err.contains(&format!("{file}:2:5: error: unknown key `adress`")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:2:5: error: unknown key `adress`")),
+        "{err}"
+    );
     assert!(err.contains("hint: did you mean `address`?"), "{err}");
-    assert!(err.contains(&format!("{file}:4:15: error: unknown upstream `nope`")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:4:15: error: unknown upstream `nope`")),
+        "{err}"
+    );
     assert!(err.contains("2 errors found"), "{err}");
 
     let good = dir.join("good.yaml");
@@ -88,7 +120,12 @@ fn validate_reports_every_error_with_location_and_exit_1() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
 
-    let out = bin().arg("validate").arg("-c").arg(dir.join("missing.yaml")).output().unwrap();
+    let out = bin()
+        .arg("validate")
+        .arg("-c")
+        .arg(dir.join("missing.yaml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
 }
@@ -107,9 +144,19 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
     let dir = temp_dir("run");
     let (port, admin) = (free_port(), free_port());
     let path = dir.join("portico.yaml");
-    let cfg = |body: &str| format!("listeners: [{{ address: \"127.0.0.1:{port}\" }}]\nadmin: {{ address: \"127.0.0.1:{admin}\" }}\nroutes:\n  - respond: {{ body: {body} }}\n");
+    let cfg = |body: &str| {
+        format!(
+            "listeners: [{{ address: \"127.0.0.1:{port}\" }}]\nadmin: {{ address: \"127.0.0.1:{admin}\" }}\nroutes:\n  - respond: {{ body: {body} }}\n"
+        )
+    };
     std::fs::write(&path, cfg("first")).unwrap();
-    let mut child = bin().args(["run", "--no-watch", "-c"]).arg(&path).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = bin()
+        .args(["run", "--no-watch", "-c"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(wait_for(addr, "/").1, "first");
 
@@ -117,7 +164,10 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
     signal(&child, "HUP");
     let start = Instant::now();
     while http_get(addr, "/").map(|r| r.1) != Some("second".into()) {
-        assert!(start.elapsed() < Duration::from_secs(10), "SIGHUP did not reload");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not reload"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // A broken file is refused; the running config keeps serving.
@@ -130,7 +180,12 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success());
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(err.contains("config reload rejected"), "{err}");
     assert!(err.contains("invalid YAML"), "{err}");
     assert!(err.contains("drained"), "{err}");
@@ -149,19 +204,39 @@ fn run_refuses_a_bad_config_with_exit_1() {
 #[test]
 fn demo_serves_its_routes() {
     let (port, admin) = (free_port(), free_port());
-    let mut child = bin().args(["demo", "--port", &port.to_string(), "--admin-port", &admin.to_string()]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = bin()
+        .args([
+            "demo",
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            &admin.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert_eq!(wait_for(addr, "/hello"), (200, "hello from portico\n".into()));
+    assert_eq!(
+        wait_for(addr, "/hello"),
+        (200, "hello from portico\n".into())
+    );
     let (status, body) = http_get(addr, "/api/users/7").unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("\"name\":\"User 7\""), "{body}");
     assert_eq!(http_get(addr, "/nowhere").unwrap().0, 404);
-    let (status, body) = http_get(format!("127.0.0.1:{admin}").parse().unwrap(), "/metrics").unwrap();
+    let (status, body) =
+        http_get(format!("127.0.0.1:{admin}").parse().unwrap(), "/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("portico_requests_total"), "{body}");
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert!(out.contains("Portico demo is running"), "{out}");
 }

@@ -158,7 +158,7 @@ routes:
 
     let got = send(
         &c,
-        req("GET", &gw.url("/users/42/orders/a/b"))
+        req("GET", &gw.url("/users/42/orders/a/b?page=2"))
             .header("x-drop", "1")
             .body(empty())
             .unwrap(),
@@ -166,7 +166,7 @@ routes:
     .await;
     let seen = got.json();
     assert_eq!(seen["path"], "/v2/orders/a/b");
-    assert_eq!(seen["query"], "user=42");
+    assert_eq!(seen["query"], "user=42&page=2");
     assert_eq!(seen["headers"]["x-added"], "1");
     assert!(seen["headers"].get("x-drop").is_none());
     assert_eq!(got.header("x-route"), Some("tmpl"));
