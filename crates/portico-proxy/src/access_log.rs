@@ -23,6 +23,8 @@ pub struct Record {
     pub uri: Uri,
     pub version: http::Version,
     pub route: Option<Arc<str>>,
+    /// Index into the runtime's routes, for metrics.
+    pub route_index: Option<usize>,
     pub upstream: Option<Arc<str>>,
     pub status: u16,
     pub duration: Duration,

@@ -9,6 +9,8 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::client::UpstreamBody;
+
 /// What is known about a request body as it streams upstream.
 #[derive(Debug, Default)]
 pub struct BodyStats {
@@ -20,8 +22,8 @@ pub struct BodyStats {
 pub enum Body {
     Empty,
     Full(Option<Bytes>),
-    /// A streamed body from the other side, passed through frame by frame (trailers included).
-    Stream(Incoming),
+    /// An upstream's response, passed through frame by frame (trailers included).
+    Upstream(UpstreamBody),
     /// A streamed request body whose bytes are counted for the access log.
     Counted(Incoming, Arc<BodyStats>),
 }
@@ -43,7 +45,7 @@ impl HttpBody for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Stream(s) => Pin::new(s).poll_frame(cx),
+            Body::Upstream(s) => Pin::new(s).poll_frame(cx),
             Body::Counted(s, stats) => {
                 let r = Pin::new(s).poll_frame(cx);
                 match &r {
@@ -64,7 +66,8 @@ impl HttpBody for Body {
         match self {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
-            Body::Stream(s) | Body::Counted(s, _) => s.is_end_stream(),
+            Body::Upstream(s) => s.is_end_stream(),
+            Body::Counted(s, _) => s.is_end_stream(),
         }
     }
 
@@ -72,7 +75,8 @@ impl HttpBody for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Stream(s) | Body::Counted(s, _) => s.size_hint(),
+            Body::Upstream(s) => s.size_hint(),
+            Body::Counted(s, _) => s.size_hint(),
         }
     }
 }

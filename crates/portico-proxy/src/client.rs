@@ -1,26 +1,71 @@
-//! Upstream connections: one pooled client per upstream, kept across reloads while the
-//! upstream's settings are unchanged.
+//! Upstream connections: Portico's own pool.
 //!
-//! This uses hyper-util's pooled client behind our own type, so the performance work can
-//! replace it with a per-thread pool without touching the request path.
+//! Each target has one shard per worker thread. A request takes an idle HTTP/1.1 connection
+//! from its thread's shard (an uncontended lock: tasks rarely move between threads mid-request)
+//! and the response body puts it back when it ends, so there is no shared pool lock, no
+//! background task and no channel per request. HTTP/2 connections (`h2c://`, or `https://` when
+//! ALPN picks h2) are shared by concurrent requests up to the peer's stream limit; when every
+//! connection is full, another one is opened.
+//!
+//! Stale connections: an idle connection older than `idle_timeout` is never used (and is closed
+//! by a sweep). If the upstream closed a pooled connection before the request was written,
+//! hyper hands the request back and it goes out on a fresh connection; if the connection died
+//! after an idempotent request without a body was written, that request is sent again once.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use hyper_rustls::{ConfigBuilderExt, FixedServerNameResolver, HttpsConnector};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use bytes::Bytes;
+use http::{Method, Request, Response, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portico_config::{Scheme, Target, Upstream};
+use tokio::net::TcpStream;
 
 use crate::body::Body;
 
+/// Why an upstream call failed.
+#[derive(Debug)]
+pub enum CallError {
+    /// No connection could be opened (refused, TLS failure, DNS).
+    Connect(String),
+    /// Opening the connection took longer than `connect_timeout`.
+    ConnectTimeout,
+    /// The connection failed after the request was (at least partly) sent.
+    Request(hyper::Error),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Connect(e) => write!(f, "connect: {e}"),
+            CallError::ConnectTimeout => f.write_str("connect timed out"),
+            CallError::Request(e) => write!(f, "request: {e}"),
+        }
+    }
+}
+
+/// Concurrent requests sent on one HTTP/2 connection before another is opened. Servers
+/// commonly allow 100 or more; when one allows fewer, extra streams wait in hyper for a free
+/// slot rather than fail.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+const PROTO_UNKNOWN: u8 = 0;
+const PROTO_H1: u8 = 1;
+const PROTO_H2: u8 = 2;
+
 pub struct UpstreamPool {
     pub spec: Arc<Upstream>,
-    /// HTTP/1.1 for `http://`; ALPN (h2 or HTTP/1.1) for `https://`.
-    client: Client<HttpsConnector<HttpConnector>, Body>,
-    /// HTTP/2 with prior knowledge for `h2c://`.
-    h2c: Client<HttpConnector, Body>,
+    /// `portico_upstream_duration_seconds` for this upstream, registered once.
+    pub duration: metrics::Histogram,
+    targets: Vec<Arc<TargetPool>>,
+    tls: Option<tokio_rustls::TlsConnector>,
     next: AtomicUsize,
 }
 
@@ -32,85 +77,519 @@ impl std::fmt::Debug for UpstreamPool {
     }
 }
 
-fn http_connector(spec: &Upstream) -> HttpConnector {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(spec.connect_timeout));
-    http.set_keepalive(Some(std::time::Duration::from_secs(60)));
-    http
+struct TargetPool {
+    target: Target,
+    /// For `https://`: what ALPN chose last time, so requests go to an HTTP/2 connection
+    /// without first opening an HTTP/1.1 one.
+    proto: AtomicU8,
+    shards: Box<[Mutex<Shard>]>,
+    /// Held while an HTTP/2 connection is being opened (the slow path only).
+    h2_connect: tokio::sync::Mutex<()>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Idle HTTP/1.1 connections, most recently used last.
+    h1: Vec<IdleH1>,
+    h2: Vec<H2Conn>,
+}
+
+struct IdleH1 {
+    tx: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+struct H2Conn {
+    tx: http2::SendRequest<Body>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// The shard of the current worker thread.
+fn shard_index(shards: usize) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i) % shards
+}
+
+fn shard_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 64)
 }
 
 impl UpstreamPool {
     pub fn new(spec: Arc<Upstream>) -> Result<UpstreamPool, String> {
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-        let tls = match &spec.tls.roots {
-            Some(roots) => {
-                let mut store = rustls::RootCertStore::empty();
-                for r in roots {
-                    store.add(r.clone()).map_err(|e| {
-                        format!("upstream `{}`: bad CA certificate: {e}", spec.name)
-                    })?;
+        let tls = if spec.targets.iter().any(|t| t.scheme == Scheme::Https) {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let builder = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?;
+            let mut roots = rustls::RootCertStore::empty();
+            match &spec.tls.roots {
+                Some(certs) => {
+                    for c in certs {
+                        roots.add(c.clone()).map_err(|e| {
+                            format!("upstream `{}`: bad CA certificate: {e}", spec.name)
+                        })?;
+                    }
                 }
-                builder.with_root_certificates(store).with_no_client_auth()
+                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
             }
-            None => builder.with_webpki_roots().with_no_client_auth(),
+            let mut cfg = builder.with_root_certificates(roots).with_no_client_auth();
+            cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+        } else {
+            None
         };
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http();
-        let https = match &spec.tls.server_name {
-            Some(name) => {
-                let name = rustls_pki_types::ServerName::try_from(name.clone())
-                    .map_err(|e| e.to_string())?;
-                https.with_server_name_resolver(FixedServerNameResolver::new(name))
-            }
-            None => https,
-        };
-        let https = https
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http_connector(&spec));
-
-        let mut b = Client::builder(TokioExecutor::new());
-        b.timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(spec.idle_timeout)
-            .pool_max_idle_per_host(spec.pool_max_idle)
-            // Requests are retried when a pooled connection turns out to be closed before the
-            // request was written (the upstream timed it out as we picked it).
-            .retry_canceled_requests(true)
-            // The proxy sets Host itself (the client's, or the route's rewrite).
-            .set_host(false);
-        let client = b.build(https);
-        let h2c = b.clone().http2_only(true).build(http_connector(&spec));
+        let shards = shard_count();
+        let targets = spec
+            .targets
+            .iter()
+            .map(|t| {
+                Arc::new(TargetPool {
+                    target: t.clone(),
+                    proto: AtomicU8::new(match t.scheme {
+                        Scheme::Http => PROTO_H1,
+                        Scheme::H2c => PROTO_H2,
+                        Scheme::Https => PROTO_UNKNOWN,
+                    }),
+                    shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
+                    h2_connect: tokio::sync::Mutex::new(()),
+                    max_idle: spec.pool_max_idle,
+                    idle_timeout: spec.idle_timeout,
+                })
+            })
+            .collect::<Vec<_>>();
+        // Close idle connections that outlived `idle_timeout`, so they are gone before the
+        // upstream's own keep-alive timeout closes them under us. The sweep ends with the pool.
+        let weak: Vec<Weak<TargetPool>> = targets.iter().map(Arc::downgrade).collect();
+        let period = (spec.idle_timeout / 2).max(Duration::from_millis(100));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(period).await;
+                    let mut alive = false;
+                    for w in &weak {
+                        if let Some(t) = w.upgrade() {
+                            alive = true;
+                            t.sweep();
+                        }
+                    }
+                    if !alive {
+                        return;
+                    }
+                }
+            });
+        }
+        let duration = metrics::histogram!("portico_upstream_duration_seconds", "upstream" => spec.name.to_string());
         Ok(UpstreamPool {
             spec,
-            client,
-            h2c,
+            duration,
+            targets,
+            tls,
             next: AtomicUsize::new(0),
         })
     }
 
     /// Next target, round robin.
-    pub fn pick(&self) -> &Target {
-        let n = self.spec.targets.len();
-        let i = if n == 1 {
+    pub fn pick(&self) -> usize {
+        let n = self.targets.len();
+        if n == 1 {
             0
         } else {
             self.next.fetch_add(1, Ordering::Relaxed) % n
-        };
-        &self.spec.targets[i]
-    }
-
-    pub fn send(&self, target: &Target, req: http::Request<Body>) -> ResponseFuture {
-        match target.scheme {
-            Scheme::H2c => self.h2c.request(req),
-            Scheme::Http | Scheme::Https => self.client.request(req),
         }
     }
+
+    pub fn target(&self, i: usize) -> &Target {
+        &self.targets[i].target
+    }
+
+    /// Sends a request (its URI in absolute form) to target `i`.
+    pub async fn send(
+        &self,
+        i: usize,
+        req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, CallError> {
+        let tp = &self.targets[i];
+        let replay = (is_idempotent(req.method()) && matches!(req.body(), Body::Empty))
+            .then(|| clone_head(&req));
+        let shard = shard_index(tp.shards.len());
+        if tp.proto.load(Ordering::Relaxed) == PROTO_H2 {
+            return self.send_h2(tp, shard, req).await;
+        }
+        let (mut tx, reused) = match tp.take_idle(shard).await {
+            Some(tx) => (tx, true),
+            None => match self.connect(tp).await? {
+                Conn::H1(tx) => (tx, false),
+                Conn::H2(tx) => {
+                    tp.add_h2(shard, tx);
+                    return self.send_h2(tp, shard, req).await;
+                }
+            },
+        };
+        let req = origin_form(req);
+        match tx.try_send_request(req).await {
+            Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard)),
+            Err(mut e) if reused => {
+                // The pooled connection was dead. Retry on a new one if hyper gave the request
+                // back unsent, or if it was sent but may be safely repeated.
+                let again = e.take_message().or(replay.map(origin_form));
+                let Some(req) = again else {
+                    return Err(CallError::Request(e.into_error()));
+                };
+                metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
+                match self.connect(tp).await? {
+                    Conn::H1(mut tx) => match tx.try_send_request(req).await {
+                        Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard)),
+                        Err(e) => Err(CallError::Request(e.into_error())),
+                    },
+                    Conn::H2(tx) => {
+                        tp.add_h2(shard, tx);
+                        self.send_h2(tp, shard, req).await
+                    }
+                }
+            }
+            Err(e) => Err(CallError::Request(e.into_error())),
+        }
+    }
+
+    async fn send_h2(
+        &self,
+        tp: &Arc<TargetPool>,
+        shard: usize,
+        mut req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, CallError> {
+        *req.version_mut() = Version::HTTP_2;
+        let (mut tx, in_flight) = match tp.h2_with_capacity(shard) {
+            Some(c) => c,
+            None => {
+                // One handshake at a time: requests arriving meanwhile wait for it and share
+                // the new connection instead of each opening their own.
+                let _connecting = tp.h2_connect.lock().await;
+                match tp.h2_with_capacity(shard) {
+                    Some(c) => c,
+                    None => match self.connect(tp).await? {
+                        Conn::H2(tx) => tp.add_h2(shard, tx),
+                        Conn::H1(mut tx) => {
+                            // ALPN fell back to HTTP/1.1.
+                            let req = origin_form(req);
+                            return match tx.try_send_request(req).await {
+                                Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard)),
+                                Err(e) => Err(CallError::Request(e.into_error())),
+                            };
+                        }
+                    },
+                }
+            }
+        };
+        match tx.try_send_request(req).await {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                Ok(Response::from_parts(
+                    parts,
+                    UpstreamBody {
+                        inner: body,
+                        back: Back::H2(in_flight),
+                    },
+                ))
+            }
+            Err(e) => {
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                Err(CallError::Request(e.into_error()))
+            }
+        }
+    }
+
+    async fn connect(&self, tp: &TargetPool) -> Result<Conn, CallError> {
+        let t = &tp.target;
+        let connect = async {
+            let tcp = TcpStream::connect(t.authority.as_str())
+                .await
+                .map_err(|e| CallError::Connect(e.to_string()))?;
+            let _ = tcp.set_nodelay(true);
+            match t.scheme {
+                Scheme::Http => handshake_h1(tcp).await.map(Conn::H1),
+                Scheme::H2c => handshake_h2(tcp).await.map(Conn::H2),
+                Scheme::Https => {
+                    let tls = self
+                        .tls
+                        .as_ref()
+                        .ok_or_else(|| CallError::Connect("no TLS client configured".into()))?;
+                    let name = self
+                        .spec
+                        .tls
+                        .server_name
+                        .as_deref()
+                        .unwrap_or(t.authority.host())
+                        .trim_start_matches('[')
+                        .trim_end_matches(']');
+                    let server_name = rustls_pki_types::ServerName::try_from(name.to_owned())
+                        .map_err(|e| CallError::Connect(e.to_string()))?;
+                    let stream = tls
+                        .connect(server_name, tcp)
+                        .await
+                        .map_err(|e| CallError::Connect(format!("TLS: {e}")))?;
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        tp.proto.store(PROTO_H2, Ordering::Relaxed);
+                        handshake_h2(stream).await.map(Conn::H2)
+                    } else {
+                        tp.proto.store(PROTO_H1, Ordering::Relaxed);
+                        handshake_h1(stream).await.map(Conn::H1)
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(self.spec.connect_timeout, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::ConnectTimeout),
+        }
+    }
+}
+
+enum Conn {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+async fn handshake_h1<I>(io: I) -> Result<http1::SendRequest<Body>, CallError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| CallError::Connect(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(tx)
+}
+
+async fn handshake_h2<I>(io: I) -> Result<http2::SendRequest<Body>, CallError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| CallError::Connect(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+        }
+    });
+    Ok(tx)
+}
+
+impl TargetPool {
+    /// A pooled HTTP/1.1 connection that is open, fresh and ready for a request.
+    async fn take_idle(&self, shard: usize) -> Option<http1::SendRequest<Body>> {
+        loop {
+            let mut tx = {
+                let mut s = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    let idle = s.h1.pop()?;
+                    if idle.since.elapsed() < self.idle_timeout && !idle.tx.is_closed() {
+                        break idle.tx;
+                    }
+                }
+            };
+            // Just after its previous response ended, a connection may need a moment to be
+            // ready again; a dead one fails here and the next is tried.
+            if tx.is_ready() || tx.ready().await.is_ok() {
+                return Some(tx);
+            }
+        }
+    }
+
+    fn put_idle(&self, shard: usize, tx: http1::SendRequest<Body>) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut s = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+        if s.h1.len() < self.max_idle {
+            s.h1.push(IdleH1 {
+                tx,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// An HTTP/2 connection with a free stream, with its in-flight count already taken.
+    fn h2_with_capacity(
+        &self,
+        shard: usize,
+    ) -> Option<(http2::SendRequest<Body>, Arc<AtomicUsize>)> {
+        let mut s = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+        s.h2.retain(|c| !c.tx.is_closed());
+        for c in &s.h2 {
+            if c.in_flight.load(Ordering::Relaxed) < H2_STREAMS_PER_CONNECTION {
+                c.in_flight.fetch_add(1, Ordering::Relaxed);
+                return Some((c.tx.clone(), c.in_flight.clone()));
+            }
+        }
+        None
+    }
+
+    fn add_h2(
+        &self,
+        shard: usize,
+        tx: http2::SendRequest<Body>,
+    ) -> (http2::SendRequest<Body>, Arc<AtomicUsize>) {
+        let in_flight = Arc::new(AtomicUsize::new(1));
+        let mut s = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+        s.h2.push(H2Conn {
+            tx: tx.clone(),
+            in_flight: in_flight.clone(),
+        });
+        (tx, in_flight)
+    }
+
+    fn sweep(&self) {
+        for shard in self.shards.iter() {
+            let mut s = shard.lock().unwrap_or_else(|p| p.into_inner());
+            s.h1.retain(|i| i.since.elapsed() < self.idle_timeout && !i.tx.is_closed());
+            s.h2.retain(|c| !c.tx.is_closed());
+        }
+    }
+
+    fn wrap_h1(
+        self: Arc<Self>,
+        resp: Response<Incoming>,
+        tx: http1::SendRequest<Body>,
+        shard: usize,
+    ) -> Response<UpstreamBody> {
+        let (parts, body) = resp.into_parts();
+        let upgrading = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        let mut b = UpstreamBody {
+            inner: body,
+            back: if upgrading {
+                Back::None
+            } else {
+                Back::H1 {
+                    pool: self,
+                    tx,
+                    shard,
+                }
+            },
+        };
+        if b.inner.is_end_stream() {
+            b.release();
+        }
+        Response::from_parts(parts, b)
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn clone_head(req: &Request<Body>) -> Request<Body> {
+    let mut r = Request::new(Body::Empty);
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    r
+}
+
+/// HTTP/1.1 sends the path and query only (`GET /x?y HTTP/1.1`); the host is in `Host`.
+fn origin_form(mut req: Request<Body>) -> Request<Body> {
+    if req.uri().scheme().is_some() {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
+    }
+    *req.version_mut() = Version::HTTP_11;
+    req
+}
+
+enum Back {
+    None,
+    /// Return this HTTP/1.1 connection to its shard when the body ends.
+    H1 {
+        pool: Arc<TargetPool>,
+        tx: http1::SendRequest<Body>,
+        shard: usize,
+    },
+    /// Give this stream back to the HTTP/2 connection's count.
+    H2(Arc<AtomicUsize>),
+}
+
+/// An upstream response body. When it ends, its connection goes back to the pool (HTTP/1.1)
+/// or its stream is counted free (HTTP/2). Dropped early, the HTTP/1.1 connection is closed
+/// (it still carries the rest of that response).
+pub struct UpstreamBody {
+    inner: Incoming,
+    back: Back,
+}
+
+impl UpstreamBody {
+    fn release(&mut self) {
+        match std::mem::replace(&mut self.back, Back::None) {
+            Back::None => {}
+            Back::H1 { pool, tx, shard } => pool.put_idle(shard, tx),
+            Back::H2(n) => {
+                n.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Back::H2(n) = std::mem::replace(&mut self.back, Back::None) {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            Poll::Ready(Some(Err(_))) => this.back = Back::None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[allow(dead_code)]
+fn _send_future_is_send(
+    p: &UpstreamPool,
+    r: Request<Body>,
+) -> impl Future<Output = Result<Response<UpstreamBody>, CallError>> + Send + '_ {
+    p.send(0, r)
 }

@@ -79,6 +79,8 @@ pub fn is_trusted(ip: IpAddr, trusted: &[Cidr]) -> bool {
 
 pub struct Forwarding<'a> {
     pub peer: IpAddr,
+    /// The peer address as a header value, built once per connection.
+    pub peer_value: &'a HeaderValue,
     pub peer_trusted: bool,
     pub tls: bool,
     pub host: Option<&'a HeaderValue>,
@@ -92,23 +94,19 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
     let peer = canonical_ip(f.peer);
     let proto = if f.tls { "https" } else { "http" };
     if f.x_forwarded {
-        let ip = peer.to_string();
         match (
             f.peer_trusted,
             h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
         ) {
             (true, Some(prev)) => {
-                let v = format!("{prev}, {ip}");
+                let v = format!("{prev}, {peer}");
                 h.insert(
                     &X_FORWARDED_FOR,
-                    HeaderValue::try_from(v).unwrap_or_else(|_| HeaderValue::from_static("")),
+                    HeaderValue::try_from(v).unwrap_or_else(|_| f.peer_value.clone()),
                 );
             }
             _ => {
-                h.insert(
-                    &X_FORWARDED_FOR,
-                    HeaderValue::try_from(ip).unwrap_or_else(|_| HeaderValue::from_static("")),
-                );
+                h.insert(&X_FORWARDED_FOR, f.peer_value.clone());
             }
         }
         if !(f.peer_trusted && h.contains_key(&X_FORWARDED_PROTO)) {
@@ -334,6 +332,7 @@ mod tests {
             &mut h,
             &Forwarding {
                 peer: "::1".parse().unwrap(),
+                peer_value: &HeaderValue::from_static("::1"),
                 peer_trusted: false,
                 tls: true,
                 host: Some(&host),
@@ -354,6 +353,7 @@ mod tests {
             &mut h,
             &Forwarding {
                 peer: "10.0.0.1".parse().unwrap(),
+                peer_value: &HeaderValue::from_static("10.0.0.1"),
                 peer_trusted: true,
                 tls: false,
                 host: None,

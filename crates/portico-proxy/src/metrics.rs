@@ -1,7 +1,7 @@
 //! Prometheus metrics: the recorder is installed once per process and rendered by the admin
 //! listener.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -96,8 +96,55 @@ pub fn status_label(code: u16) -> &'static str {
         .map_or("other", String::as_str)
 }
 
-pub fn record_request(route: &str, method: &http::Method, status: u16, d: Duration) {
-    metrics::counter!("portico_requests_total", "route" => route.to_owned(), "method" => method_label(method), "status" => status_label(status)).increment(1);
-    metrics::histogram!("portico_request_duration_seconds", "route" => route.to_owned())
-        .record(d.as_secs_f64());
+/// Per-route handles, registered when a config is applied, so the request path neither
+/// allocates label strings nor hashes label sets for the duration histogram.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    pub name: Arc<str>,
+    pub duration: metrics::Histogram,
+}
+
+impl RouteMetrics {
+    pub fn new(name: Arc<str>) -> RouteMetrics {
+        let duration =
+            metrics::histogram!("portico_request_duration_seconds", "route" => name.to_string());
+        RouteMetrics { name, duration }
+    }
+}
+
+/// Records a finished request. The request counter has a status label known only at the end;
+/// its handle is cached per worker thread, keyed by (config generation, route, method,
+/// status), so only the first request of each combination registers it.
+pub fn record_request(
+    generation: u64,
+    route: Option<(usize, &RouteMetrics)>,
+    method: &http::Method,
+    status: u16,
+    d: Duration,
+) {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static COUNTERS: RefCell<(u64, HashMap<(usize, &'static str, u16), metrics::Counter>)> = RefCell::new((0, HashMap::new()));
+    }
+    let method = method_label(method);
+    let route_index = route.map_or(usize::MAX, |(i, _)| i);
+    COUNTERS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != generation {
+            c.0 = generation;
+            c.1.clear();
+        }
+        c.1.entry((route_index, method, status))
+            .or_insert_with(|| {
+                let name = route.map_or(String::new(), |(_, m)| m.name.to_string());
+                metrics::counter!("portico_requests_total", "route" => name, "method" => method, "status" => status_label(status))
+            })
+            .increment(1);
+    });
+    match route {
+        Some((_, m)) => m.duration.record(d.as_secs_f64()),
+        None => metrics::histogram!("portico_request_duration_seconds", "route" => "")
+            .record(d.as_secs_f64()),
+    }
 }

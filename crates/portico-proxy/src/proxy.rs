@@ -9,14 +9,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use portico_config::router::{Matched, RequestView};
 use portico_config::{Action, Policy, ProxyAction, Route, Scheme, Target};
 
 use crate::access_log::Record;
 use crate::body::{Body, BodyStats};
-use crate::client::UpstreamPool;
+use crate::client::{CallError, UpstreamBody, UpstreamPool};
 use crate::headers;
 use crate::problem::Problem;
 use crate::runtime::Runtime;
@@ -24,6 +24,8 @@ use crate::runtime::Runtime;
 /// What the connection knows about itself.
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's address as a header value (`X-Forwarded-For`), built once per connection.
+    pub peer_value: HeaderValue,
     pub tls: bool,
     pub listener: Arc<str>,
 }
@@ -32,6 +34,20 @@ pub struct ConnInfo {
 pub type ResponseBody = LoggedBody;
 
 /// Entry point from hyper, for every request on every listener.
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool, listener: Arc<str>) -> ConnInfo {
+        let ip = portico_config::canonical_ip(peer.ip()).to_string();
+        let peer_value =
+            HeaderValue::try_from(ip).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ConnInfo {
+            peer,
+            peer_value,
+            tls,
+            listener,
+        }
+    }
+}
+
 pub async fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
@@ -51,6 +67,7 @@ pub async fn handle(
         uri: req.uri().clone(),
         version: req.version(),
         route: None,
+        route_index: None,
         upstream: None,
         status: 0,
         duration: Duration::ZERO,
@@ -111,6 +128,7 @@ async fn process(
         params.iter().map(|s| (*s).to_owned()).collect()
     };
     rec.route = Some(route.name.clone());
+    rec.route_index = Some(route.index);
 
     let mut resp = match &route.action {
         Action::Respond(r) => {
@@ -135,7 +153,8 @@ async fn process(
         Action::Proxy(action) => {
             let path = normalized.clone();
             let pool = rt.pools[action.upstream].clone();
-            let target = pool.pick().clone();
+            let ti = pool.pick();
+            let target = pool.target(ti).clone();
             rec.upstream = Some(target.display.clone());
             let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
             let upstream_req = build_upstream_request(
@@ -151,7 +170,7 @@ async fn process(
                 upgrade.is_some(),
                 bytes_in,
             )?;
-            let mut resp = call_upstream(&route, &pool, &target, upstream_req, rec).await?;
+            let mut resp = call_upstream(&route, &pool, ti, upstream_req, rec).await?;
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             headers::remove_hop_by_hop(resp.headers_mut(), switching);
             if let Some(client_side) = upgrade
@@ -160,7 +179,7 @@ async fn process(
                 let upstream_side = hyper::upgrade::on(&mut resp);
                 tokio::spawn(tunnel(client_side, upstream_side));
             }
-            resp.map(Body::Stream)
+            resp.map(Body::Upstream)
         }
     };
     response_policies(
@@ -312,6 +331,7 @@ fn build_upstream_request(
         h,
         &headers::Forwarding {
             peer: conn.peer.ip(),
+            peer_value: &conn.peer_value,
             peer_trusted,
             tls: conn.tls,
             host: client_host.as_ref(),
@@ -356,123 +376,45 @@ fn body_is_empty(parts: &http::request::Parts, body: &Incoming) -> bool {
             .is_some_and(|v| v == "0"))
 }
 
-fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
-/// Sends the request; retries once on a fresh connection when an idempotent request without a
-/// body hit a pooled connection the upstream had just closed.
+/// Sends the request through the upstream's pool within the route's timeout (which covers
+/// connecting and waiting for the response head).
 async fn call_upstream(
     route: &Route,
     pool: &UpstreamPool,
-    target: &Target,
+    target: usize,
     req: Request<Body>,
     rec: &mut Record,
-) -> Result<Response<Incoming>, Problem> {
+) -> Result<Response<UpstreamBody>, Problem> {
     let timeout = route.timeout.unwrap_or(pool.spec.request_timeout);
-    let deadline = tokio::time::Instant::now() + timeout;
-    let retry_copy =
-        (idempotent(req.method()) && matches!(req.body(), Body::Empty)).then(|| clone_head(&req));
-    let req_stats = match req.body() {
+    let stats = match req.body() {
         Body::Counted(_, s) => Some(s.clone()),
         _ => None,
     };
     let started = Instant::now();
-    let first = tokio::time::timeout_at(deadline, pool.send(target, req)).await;
-    let stats = match req_stats {
-        Some(s) => s,
-        None => Arc::new(BodyStats::default()),
-    };
-    let result = match (first, retry_copy) {
-        (Ok(Err(e)), Some(again)) if is_stale_connection(&e) => {
-            metrics::counter!("portico_upstream_retries_total", "upstream" => pool.spec.name.to_string(), "reason" => "stale_connection").increment(1);
-            tokio::time::timeout_at(deadline, pool.send(target, again)).await
-        }
-        (r, _) => r,
-    };
+    let result = tokio::time::timeout(timeout, pool.send(target, req)).await;
     let elapsed = started.elapsed();
     rec.upstream_duration = Some(elapsed);
-    metrics::histogram!("portico_upstream_duration_seconds", "upstream" => pool.spec.name.to_string()).record(elapsed.as_secs_f64());
+    pool.duration.record(elapsed.as_secs_f64());
     let problem = match result {
         Ok(Ok(resp)) => return Ok(resp),
-        _ if stats.failed.load(Ordering::Relaxed) => {
+        // The client's body broke, not the upstream: that is the client's error.
+        _ if stats.is_some_and(|s| s.failed.load(Ordering::Relaxed)) => {
             return Err(Problem::BadRequest(
                 "The request body is malformed (invalid chunked encoding) or was cut short.",
             ));
         }
-        Err(_) => Problem::UpstreamTimeout,
-        Ok(Err(e)) if e.is_connect() => {
-            if error_chain_has_timeout(&e) {
-                Problem::UpstreamTimeout
-            } else {
-                Problem::UpstreamConnect
-            }
+        Err(_) | Ok(Err(CallError::ConnectTimeout)) => Problem::UpstreamTimeout,
+        Ok(Err(CallError::Connect(e))) => {
+            tracing::debug!(upstream = %pool.spec.name, error = %e, "upstream connect failed");
+            Problem::UpstreamConnect
         }
-        Ok(Err(e)) => {
-            tracing::debug!(upstream = %pool.spec.name, error = %error_chain(&e), "upstream request failed");
+        Ok(Err(CallError::Request(e))) => {
+            tracing::debug!(upstream = %pool.spec.name, error = %e, "upstream request failed");
             Problem::UpstreamProtocol
         }
     };
     metrics::counter!("portico_upstream_errors_total", "upstream" => pool.spec.name.to_string(), "kind" => problem.code()).increment(1);
     Err(problem)
-}
-
-fn clone_head(req: &Request<Body>) -> Request<Body> {
-    let mut r = Request::new(Body::Empty);
-    *r.method_mut() = req.method().clone();
-    *r.uri_mut() = req.uri().clone();
-    *r.version_mut() = req.version();
-    *r.headers_mut() = req.headers().clone();
-    r
-}
-
-fn is_stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
-    if e.is_connect() {
-        return false;
-    }
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(he) = s.downcast_ref::<hyper::Error>() {
-            return he.is_incomplete_message() || he.is_canceled() || he.is_closed();
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionAborted
-            );
-        }
-        src = s.source();
-    }
-    false
-}
-
-fn error_chain_has_timeout(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        src = s.source();
-    }
-    false
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 fn response_policies<'a>(
@@ -517,12 +459,8 @@ impl LoggedBody {
         rec.bytes_out = self.bytes;
         rec.bytes_in = bytes_in.bytes.load(Ordering::Relaxed);
         rec.complete = complete;
-        crate::metrics::record_request(
-            rec.route.as_deref().unwrap_or(""),
-            &rec.method,
-            rec.status,
-            rec.duration,
-        );
+        let route = rec.route_index.map(|i| (i, &rt.route_metrics[i]));
+        crate::metrics::record_request(rt.generation, route, &rec.method, rec.status, rec.duration);
         if let Some(sink) = &rt.access_log {
             sink.send(rec);
         }

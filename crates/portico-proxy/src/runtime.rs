@@ -8,6 +8,7 @@ use portico_config::Config;
 
 use crate::access_log::Sink;
 use crate::client::UpstreamPool;
+use crate::metrics::RouteMetrics;
 
 #[derive(Debug)]
 pub struct Runtime {
@@ -15,6 +16,8 @@ pub struct Runtime {
     /// Same order as `config.upstreams`.
     pub pools: Vec<Arc<UpstreamPool>>,
     pub access_log: Option<Sink>,
+    /// Same order as `config.routes`.
+    pub route_metrics: Vec<RouteMetrics>,
     /// 1 for the config loaded at start, +1 per applied reload.
     pub generation: u64,
     pub loaded_at: SystemTime,
@@ -48,10 +51,16 @@ impl Runtime {
             _ => Sink::start(&config.access_log)
                 .map_err(|e| format!("cannot open the access log: {e}"))?,
         };
+        let route_metrics = config
+            .routes
+            .iter()
+            .map(|r| RouteMetrics::new(r.name.clone()))
+            .collect();
         Ok(Runtime {
             config: Arc::new(config),
             pools,
             access_log,
+            route_metrics,
             generation,
             loaded_at: SystemTime::now(),
         })

@@ -156,60 +156,43 @@ async fn serve_connection(
     inner: Arc<Inner>,
 ) {
     let _guard = ConnGuard::new(&inner, &s.name);
+    let Some(acceptor) = &s.tls else {
+        let conn = Arc::new(ConnInfo::new(peer, false, s.name.clone()));
+        return serve_stream(stream, s.guard_h1, &s, conn, inner).await;
+    };
+    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let conn = Arc::new(ConnInfo::new(peer, true, s.name.clone()));
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve_stream(tls, s.guard_h1 && !h2, &s, conn, inner).await;
+}
+
+/// Serves a (possibly TLS) stream, behind the HTTP/1 framing guard when it may carry HTTP/1.
+async fn serve_stream<I>(io: I, guard: bool, s: &Settings, conn: Arc<ConnInfo>, inner: Arc<Inner>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let shutdown = inner.shutdown.subscribe();
-    match &s.tls {
-        None => {
-            let conn = Arc::new(ConnInfo {
-                peer,
-                tls: false,
-                listener: s.name.clone(),
-            });
-            if s.guard_h1 {
-                serve_io(
-                    TokioIo::new(H1Guard::new(stream, s.max_head)),
-                    &s,
-                    conn,
-                    inner.clone(),
-                    shutdown,
-                )
-                .await;
-            } else {
-                serve_io(TokioIo::new(stream), &s, conn, inner.clone(), shutdown).await;
-            }
-        }
-        Some(acceptor) => {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = Arc::new(ConnInfo {
-                peer,
-                tls: true,
-                listener: s.name.clone(),
-            });
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            if s.guard_h1 && !h2 {
-                serve_io(
-                    TokioIo::new(H1Guard::new(tls, s.max_head)),
-                    &s,
-                    conn,
-                    inner.clone(),
-                    shutdown,
-                )
-                .await;
-            } else {
-                serve_io(TokioIo::new(tls), &s, conn, inner.clone(), shutdown).await;
-            }
-        }
+    if guard {
+        serve_io(
+            TokioIo::new(H1Guard::new(io, s.max_head)),
+            s,
+            conn,
+            inner,
+            shutdown,
+        )
+        .await;
+    } else {
+        serve_io(TokioIo::new(io), s, conn, inner, shutdown).await;
     }
 }
 

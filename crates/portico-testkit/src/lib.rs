@@ -29,6 +29,8 @@ pub fn full(b: impl Into<Bytes>) -> TestBody {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub conns: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -37,6 +39,9 @@ impl Upstream {
     }
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+    pub fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
     }
 }
 
@@ -58,9 +63,12 @@ where
     let addr = l.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let h2 = hits.clone();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c2 = conns.clone();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
+            c2.fetch_add(1, Ordering::SeqCst);
             let handler = handler.clone();
             let hits = h2.clone();
             let acceptor = acceptor.clone();
@@ -84,7 +92,7 @@ where
             });
         }
     });
-    Upstream { addr, hits }
+    Upstream { addr, hits, conns }
 }
 
 /// The request as the echo server saw it.

@@ -386,3 +386,63 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert!(tokio::net::TcpStream::connect(gw.addr).await.is_err());
     assert_eq!(get(&gw.admin_url("/readyz")).await.status, 503);
 }
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_expire_when_idle() {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"], idle_timeout: 300ms }}\nroutes:\n  - upstream: u\n",
+        up.url()
+    )))
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    assert_eq!(
+        up.conns(),
+        1,
+        "sequential requests share one keep-alive connection"
+    );
+    // Idle past idle_timeout: the pooled connection is not used again.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+    assert_eq!(up.conns(), 2);
+}
+
+#[tokio::test]
+async fn http2_upstreams_get_more_connections_when_streams_run_out() {
+    let up = serve(|_req| async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        http::Response::new(full("slow"))
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"h2c://{}\"] }}\nroutes:\n  - upstream: u\n",
+        up.addr
+    )))
+    .await;
+    let c = client(true, &[]);
+    let mut tasks = Vec::new();
+    for _ in 0..150 {
+        let c = c.clone();
+        let url = gw.url("/");
+        tasks.push(tokio::spawn(async move {
+            send(&c, req("GET", &url).body(empty()).unwrap())
+                .await
+                .status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert!(
+        up.conns() >= 2,
+        "150 concurrent streams need more than one connection (100 streams each); got {}",
+        up.conns()
+    );
+    assert!(
+        up.conns() <= 4,
+        "connections are shared, not one per request; got {}",
+        up.conns()
+    );
+}

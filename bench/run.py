@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+"""Portico side by side with nginx and HAProxy on this machine.
+
+One command after `cargo build --release`:
+
+    sudo python3 bench/run.py            # full run, about 8 minutes
+    python3 bench/run.py --quick         # 1 round, short runs, about 2 minutes
+
+Layout (2 cores): core 0 runs the origin (nginx, 1 worker) and the load generator (wrk or
+h2load, 1 thread); core 1 runs the proxy under test, alone, with one worker/thread. Every
+contestant runs once per round per scenario; the order rotates each round; a ratio "vs nginx"
+is taken within a round and the median over rounds is reported. The derived figure to trust
+most on a shared machine is the proxy's CPU time per request.
+
+Results go to bench/results/<UTC time>/: summary.md (the tables) and raw.csv (one row per run).
+See docs/benchmarks.md for the method and the latest numbers.
+"""
+
+import argparse
+import csv
+import datetime
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+ORIGIN_PORT = 19080
+PORTS = {"nginx": 19081, "haproxy": 19082, "portico": 19084, "nginx-log": 19091, "haproxy-log": 19092, "portico-log": 19094}
+
+ORIGIN_CONF = """
+worker_processes 1;
+daemon off;
+pid {run}/origin.pid;
+error_log {run}/origin.error.log warn;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    keepalive_timeout 120s;
+    keepalive_requests 1000000000;
+    client_body_temp_path {run}/origin-tmp;
+    proxy_temp_path {run}/origin-tmp;
+    fastcgi_temp_path {run}/origin-tmp;
+    uwsgi_temp_path {run}/origin-tmp;
+    scgi_temp_path {run}/origin-tmp;
+    open_file_cache max=16;
+    sendfile on;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location = /hello {{ default_type text/plain; return 200 "hello"; }}
+        location = /json {{ default_type application/json; alias {run}/doc.json; }}
+    }}
+    server {{
+        listen 127.0.0.1:{h2port} http2 backlog=4096;
+        location = /hello {{ default_type text/plain; return 200 "hello"; }}
+    }}
+}}
+"""
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {run}/{name}.pid;
+error_log {run}/{name}.error.log warn;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 16384; }}
+http {{
+    access_log {log};
+    client_body_temp_path {run}/{name}-tmp;
+    proxy_temp_path {run}/{name}-tmp;
+    fastcgi_temp_path {run}/{name}-tmp;
+    uwsgi_temp_path {run}/{name}-tmp;
+    scgi_temp_path {run}/{name}-tmp;
+    tcp_nodelay on;
+    keepalive_timeout 120s;
+    keepalive_requests 1000000000;
+    upstream origin {{
+        server 127.0.0.1:{origin};
+        keepalive 1024;
+        keepalive_requests 1000000000;
+        keepalive_timeout 120s;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        {h2listen}
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+        }}
+    }}
+}}
+"""
+
+HAPROXY_CONF = """
+global
+    nbthread 1
+    maxconn 20000
+    {log_global}
+defaults
+    mode http
+    {log_defaults}
+    option http-keep-alive
+    http-reuse always
+    option forwardfor
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+    timeout http-keep-alive 120s
+    maxconn 20000
+frontend fe
+    bind 127.0.0.1:{port} backlog 4096
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    default_backend be
+backend be
+    server origin 127.0.0.1:{origin}
+"""
+
+PORTICO_CONF = """
+listeners:
+  - name: bench
+    address: 127.0.0.1:{port}
+admin: {{ address: "off" }}
+access_log: {{ target: "{log}" }}
+upstreams:
+  origin:
+    targets: ["http://127.0.0.1:{origin}"]
+    pool_max_idle: 2048
+    idle_timeout: 110s
+routes:
+  - name: all
+    upstream: origin
+"""
+
+# name, tool, path, connections, streams
+SCENARIOS = {
+    "hello-c1": ("wrk", "/hello", 1, 1),
+    "hello-c64": ("wrk", "/hello", 64, 1),
+    "hello-c1000": ("wrk", "/hello", 1000, 1),
+    "json16k-c64": ("wrk", "/json", 64, 1),
+    "h2c-c8m8": ("h2load", "/hello", 8, 8),
+}
+
+WRK_LUA = """
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout + summary.errors.status,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max))
+end
+"""
+
+
+def die(msg):
+    sys.exit(f"bench: {msg}")
+
+
+def cpu_ticks(pids):
+    """utime+stime of these processes and their children, in seconds."""
+    total = 0
+    for pid in pids:
+        for p in [pid] + children(pid):
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except (OSError, IndexError):
+                pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid):
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                for c in f.read().split():
+                    out.append(int(c))
+                    out.extend(children(int(c)))
+    except OSError:
+        pass
+    return out
+
+
+def peak_rss_kib(pid):
+    total = 0
+    for p in [pid] + children(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start(cmd, cpu, log, env=None):
+    """Starts a process pinned to `cpu`, in its own session, at high priority when root."""
+    def pre():
+        os.setsid()
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, -20)
+        except PermissionError:
+            pass
+    full = ["taskset", "-c", str(cpu)] + cmd
+    return subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pre, env=env)
+
+
+def wait_port(port, proc, what):
+    for _ in range(200):
+        if port_open(port):
+            return
+        if proc.poll() is not None:
+            die(f"{what} exited at start (see the logs in the scratch folder)")
+        time.sleep(0.05)
+    die(f"{what} did not open port {port}")
+
+
+def load(tool, port, path, conns, streams, seconds, cpu):
+    pre = lambda: os.setpriority(os.PRIO_PROCESS, 0, -20) if os.geteuid() == 0 else None
+    if tool == "wrk":
+        cmd = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", LUA, f"http://127.0.0.1:{port}{path}"]
+        out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pre, timeout=seconds + 30).stdout
+        m = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
+        if not m:
+            return None
+        reqs, dur_us, errs, p50, p99, p999, mx = map(int, m.groups())
+        return {"requests": reqs, "rps": reqs / (dur_us / 1e6), "errors": errs, "p50_us": p50, "p99_us": p99}
+    cmd = ["taskset", "-c", str(cpu), "h2load", "-t1", f"-c{conns}", f"-m{streams}", "-D", str(seconds), f"http://127.0.0.1:{port}{path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pre, timeout=seconds + 30).stdout
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    lat = re.search(r"time for request:\s+([\d.]+)(\w+)\s+([\d.]+)(\w+)\s+([\d.]+)(\w+)", out)
+    if not m or not done:
+        return None
+    unit = {"us": 1, "ms": 1000, "s": 1e6}
+    mean_us = float(lat.group(5)) * unit.get(lat.group(6), 1) if lat else 0
+    return {"requests": int(done.group(1)), "rps": float(m.group(1)), "errors": int(done.group(3)) + int(done.group(4)), "p50_us": mean_us, "p99_us": float("nan")}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("--quick", action="store_true", help="1 round of 2-second runs")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--proxies", default="nginx,haproxy,portico")
+    ap.add_argument("--no-log", action="store_true", help="skip the access-log-on instances")
+    ap.add_argument("--portico", default=os.path.join(ROOT, "target/release/portico"))
+    ap.add_argument("--load-cpu", type=int, default=0)
+    ap.add_argument("--proxy-cpu", type=int, default=1)
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = 1, 2
+    for tool in ["nginx", "haproxy", "wrk", "h2load", "taskset"]:
+        if not shutil.which(tool):
+            die(f"`{tool}` is missing: apt-get install -y nginx-light haproxy wrk nghttp2-client util-linux")
+    if not os.path.exists(args.portico):
+        die(f"{args.portico} not found: run `cargo build --release` first")
+
+    global LUA
+    run = tempfile.mkdtemp(prefix="portico-bench-")
+    LUA = os.path.join(run, "report.lua")
+    with open(LUA, "w") as f:
+        f.write(WRK_LUA)
+    with open(os.path.join(run, "doc.json"), "w") as f:
+        # Exactly 16,384 bytes of JSON.
+        f.write('{"pad":"' + "x" * (16384 - 10) + '"}')
+    os.makedirs(os.path.join(run, "origin-tmp"), exist_ok=True)
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = os.path.join(HERE, "results", stamp)
+    os.makedirs(out_dir, exist_ok=True)
+    procs = {}
+    logf = open(os.path.join(run, "processes.log"), "w")
+
+    def stop_all(*_):
+        for p in procs.values():
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except OSError:
+                pass
+        time.sleep(0.5)
+        for p in procs.values():
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    signal.signal(signal.SIGINT, lambda *a: (stop_all(), sys.exit(130)))
+    try:
+        for port in [ORIGIN_PORT, ORIGIN_PORT + 100] + list(PORTS.values()):
+            if port_open(port):
+                die(f"port {port} is in use")
+        with open(os.path.join(run, "origin.conf"), "w") as f:
+            f.write(ORIGIN_CONF.format(run=run, port=ORIGIN_PORT, h2port=ORIGIN_PORT + 100))
+        procs["origin"] = start(["nginx", "-c", os.path.join(run, "origin.conf"), "-p", run], args.load_cpu, logf)
+        wait_port(ORIGIN_PORT, procs["origin"], "origin")
+
+        contestants = []
+        for proxy in args.proxies.split(","):
+            for logging in ([False] if args.no_log else [False, True]):
+                name = proxy + ("-log" if logging else "")
+                port = PORTS[name]
+                log = os.path.join(run, f"{name}.access.log")
+                if proxy == "nginx":
+                    os.makedirs(os.path.join(run, f"{name}-tmp"), exist_ok=True)
+                    conf = NGINX_CONF.format(run=run, name=name, log=log if logging else "off", origin=ORIGIN_PORT, port=port,
+                                             h2listen="" if logging else f"listen 127.0.0.1:{port + 1000} http2;")
+                    path = os.path.join(run, f"{name}.conf")
+                    open(path, "w").write(conf)
+                    cmd = ["nginx", "-c", path, "-p", run]
+                elif proxy == "haproxy":
+                    conf = HAPROXY_CONF.format(port=port, origin=ORIGIN_PORT,
+                                               log_global="log stdout format raw local0" if logging else "",
+                                               log_defaults="log global\n    option httplog" if logging else "")
+                    path = os.path.join(run, f"{name}.cfg")
+                    open(path, "w").write(conf)
+                    cmd = ["haproxy", "-db", "-f", path]
+                else:
+                    path = os.path.join(run, f"{name}.yaml")
+                    open(path, "w").write(PORTICO_CONF.format(port=port, origin=ORIGIN_PORT, log=log if logging else "off"))
+                    cmd = [args.portico, "run", "--no-watch", "--workers", "1", "-c", path]
+                out = open(log, "w") if proxy == "haproxy" and logging else logf
+                procs[name] = start(cmd, args.proxy_cpu, out, env=dict(os.environ, PORTICO_LOG="warn"))
+                wait_port(port, procs[name], name)
+                h2port = {"nginx": port + 1000, "haproxy": port, "portico": port}[proxy]
+                contestants.append((name, port, h2port, logging))
+
+        rows = []
+        names = [c[0] for c in contestants]
+        scenarios = args.scenarios.split(",")
+        print(f"== {len(contestants)} contestants x {len(scenarios)} scenarios x {args.rounds} rounds; scratch {run}")
+        for r in range(args.rounds):
+            for sc in scenarios:
+                tool, path, conns, streams = SCENARIOS[sc]
+                order = contestants[r % len(contestants):] + contestants[: r % len(contestants)]
+                for name, port, h2port, logging in order:
+                    if tool == "h2load" and logging:
+                        continue
+                    target = h2port if tool == "h2load" else port
+                    secs = max(2, args.seconds - 1) if conns == 1 or tool == "h2load" else args.seconds
+                    before = cpu_ticks([procs[name].pid])
+                    res = load(tool, target, path, conns, streams, secs, args.load_cpu)
+                    used = cpu_ticks([procs[name].pid]) - before
+                    if res is None:
+                        print(f"  r{r + 1} {sc:12} {name:12} FAILED")
+                        continue
+                    res.update({"round": r + 1, "scenario": sc, "proxy": name, "cpu_s": used,
+                                "cpu_us_per_req": used * 1e6 / max(res["requests"], 1)})
+                    rows.append(res)
+                    print(f"  r{r + 1} {sc:12} {name:12} {res['rps']:9.0f} req/s  p50 {res['p50_us']:7.0f} us  p99 {res['p99_us']:7.0f} us  "
+                          f"err {res['errors']}  cpu {res['cpu_us_per_req']:5.1f} us/req")
+                    time.sleep(0.3)
+        rss = {name: peak_rss_kib(procs[name].pid) for name in names}
+    finally:
+        stop_all()
+
+    with open(os.path.join(out_dir, "raw.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["round", "scenario", "proxy", "requests", "rps", "errors", "p50_us", "p99_us", "cpu_s", "cpu_us_per_req"])
+        w.writeheader()
+        w.writerows(rows)
+    summary = summarize(rows, rss, args)
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write(summary)
+    print(summary)
+    print(f"results in {out_dir}")
+
+
+def summarize(rows, rss, args):
+    def med(xs):
+        xs = [x for x in xs if x == x]
+        return statistics.median(xs) if xs else float("nan")
+
+    lines = [f"# Portico vs nginx and HAProxy ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
+             f"{args.rounds} round(s), {args.seconds} s runs; proxy on core {args.proxy_cpu}, origin and load generator on core {args.load_cpu}.",
+             "Ratios are taken against nginx (same logging setting) in the same round; medians over rounds.", "",
+             "| scenario | proxy | req/s | vs nginx | p50 | p99 | CPU µs/req | vs nginx | errors |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for sc in dict.fromkeys(r["scenario"] for r in rows):
+        for proxy in dict.fromkeys(r["proxy"] for r in rows if r["scenario"] == sc):
+            mine = [r for r in rows if r["scenario"] == sc and r["proxy"] == proxy]
+            ref_name = "nginx-log" if proxy.endswith("-log") else "nginx"
+            ratios, cpu_ratios = [], []
+            for r in mine:
+                ref = [x for x in rows if x["scenario"] == sc and x["proxy"] == ref_name and x["round"] == r["round"]]
+                if ref:
+                    ratios.append(r["rps"] / ref[0]["rps"])
+                    cpu_ratios.append(r["cpu_us_per_req"] / max(ref[0]["cpu_us_per_req"], 1e-9))
+            lines.append(f"| {sc} | {proxy} | {med([r['rps'] for r in mine]):.0f} | {med(ratios):.2f} | "
+                         f"{med([r['p50_us'] for r in mine]):.0f} µs | {med([r['p99_us'] for r in mine]):.0f} µs | "
+                         f"{med([r['cpu_us_per_req'] for r in mine]):.1f} | {med(cpu_ratios):.2f} | {sum(r['errors'] for r in mine)} |")
+    lines += ["", "Peak RSS (VmHWM, process tree) at the end of the run:", ""]
+    lines += [f"- {name}: {kib / 1024:.1f} MiB" for name, kib in rss.items()]
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
