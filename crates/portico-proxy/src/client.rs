@@ -56,6 +56,9 @@ impl std::fmt::Display for CallError {
 /// slot rather than fail.
 const H2_STREAMS_PER_CONNECTION: usize = 100;
 
+/// Idle time after which a reused connection might be closed by the upstream under us.
+const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 const PROTO_UNKNOWN: u8 = 0;
 const PROTO_H1: u8 = 1;
 const PROTO_H2: u8 = 2;
@@ -216,22 +219,29 @@ impl UpstreamPool {
         req: Request<Body>,
     ) -> Result<Response<UpstreamBody>, CallError> {
         let tp = &self.targets[i];
-        let replay = (is_idempotent(req.method()) && matches!(req.body(), Body::Empty))
-            .then(|| clone_head(&req));
         let shard = shard_index(tp.shards.len());
         if tp.proto.load(Ordering::Relaxed) == PROTO_H2 {
-            return self.send_h2(tp, shard, req).await;
+            return Box::pin(self.send_h2(tp, shard, req)).await;
         }
-        let (mut tx, reused) = match tp.take_idle(shard).await {
-            Some(tx) => (tx, true),
-            None => match self.connect(tp).await? {
-                Conn::H1(tx) => (tx, false),
+        let (mut tx, reused, idle_for) = match tp.take_idle(shard).await {
+            Some((tx, idle_for)) => (tx, true, idle_for),
+            // Connecting is the rare path: boxed, so its large future does not enlarge every
+            // request's future, which hyper moves around.
+            None => match Box::pin(self.connect(tp)).await? {
+                Conn::H1(tx) => (tx, false, Duration::ZERO),
                 Conn::H2(tx) => {
                     tp.add_h2(shard, tx);
-                    return self.send_h2(tp, shard, req).await;
+                    return Box::pin(self.send_h2(tp, shard, req)).await;
                 }
             },
         };
+        // A connection the upstream closes just as the request is written fails after the
+        // request is gone. That race needs the connection to have sat idle long enough for
+        // the upstream's keep-alive timer to fire, so only then is a copy kept to send again.
+        let replay = (idle_for >= REPLAY_AFTER_IDLE
+            && is_idempotent(req.method())
+            && matches!(req.body(), Body::Empty))
+        .then(|| clone_head(&req));
         let req = origin_form(req);
         match tx.try_send_request(req).await {
             Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard)),
@@ -243,16 +253,19 @@ impl UpstreamPool {
                     return Err(CallError::Request(e.into_error()));
                 };
                 metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
-                match self.connect(tp).await? {
-                    Conn::H1(mut tx) => match tx.try_send_request(req).await {
-                        Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard)),
-                        Err(e) => Err(CallError::Request(e.into_error())),
-                    },
-                    Conn::H2(tx) => {
-                        tp.add_h2(shard, tx);
-                        self.send_h2(tp, shard, req).await
+                Box::pin(async move {
+                    match self.connect(tp).await? {
+                        Conn::H1(mut tx) => match tx.try_send_request(req).await {
+                            Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard)),
+                            Err(e) => Err(CallError::Request(e.into_error())),
+                        },
+                        Conn::H2(tx) => {
+                            tp.add_h2(shard, tx);
+                            self.send_h2(tp, shard, req).await
+                        }
                     }
-                }
+                })
+                .await
             }
             Err(e) => Err(CallError::Request(e.into_error())),
         }
@@ -390,22 +403,24 @@ where
 }
 
 impl TargetPool {
-    /// A pooled HTTP/1.1 connection that is open, fresh and ready for a request.
-    async fn take_idle(&self, shard: usize) -> Option<http1::SendRequest<Body>> {
+    /// A pooled HTTP/1.1 connection that is open, fresh and ready for a request, with how long
+    /// it sat idle.
+    async fn take_idle(&self, shard: usize) -> Option<(http1::SendRequest<Body>, Duration)> {
         loop {
-            let mut tx = {
+            let (mut tx, idle_for) = {
                 let mut s = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
                 loop {
                     let idle = s.h1.pop()?;
-                    if idle.since.elapsed() < self.idle_timeout && !idle.tx.is_closed() {
-                        break idle.tx;
+                    let idle_for = idle.since.elapsed();
+                    if idle_for < self.idle_timeout && !idle.tx.is_closed() {
+                        break (idle.tx, idle_for);
                     }
                 }
             };
             // Just after its previous response ended, a connection may need a moment to be
             // ready again; a dead one fails here and the next is tried.
             if tx.is_ready() || tx.ready().await.is_ok() {
-                return Some(tx);
+                return Some((tx, idle_for));
             }
         }
     }

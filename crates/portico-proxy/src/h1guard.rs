@@ -150,81 +150,64 @@ impl<IO> H1Guard<IO> {
         );
     }
 
-    /// Moves judged bytes from `pending` to `out` while the framing allows.
-    fn process(&mut self) {
-        loop {
-            if self.pending.is_empty() {
-                return;
-            }
+    /// Follows the framing over `input`, the bytes right after those already judged. Returns
+    /// how many leading bytes are judged; any rest is an incomplete head to hold back.
+    fn walk(&mut self, input: &[u8]) -> Walk {
+        let mut i = 0;
+        while i < input.len() {
+            let rest = &input[i..];
             match self.state {
-                State::PassThrough | State::Refused => {
-                    if matches!(self.state, State::PassThrough) {
-                        let all = self.pending.split();
-                        self.out.extend_from_slice(&all);
-                    } else {
-                        self.pending.clear();
-                    }
-                    return;
-                }
+                State::PassThrough | State::Refused => return Walk::Judged(input.len()),
                 State::Head => {
-                    if self.first && self.pending.len() >= 3 && self.pending.starts_with(b"PRI") {
+                    if self.first && b"PRI * HTTP/2.0".starts_with(&rest[..rest.len().min(14)]) {
+                        if rest.len() < 14 {
+                            return Walk::Judged(i);
+                        }
                         self.state = State::PassThrough;
                         continue;
                     }
-                    // Skip empty lines between requests, as RFC 9112 §2.2 allows.
-                    while self.pending.starts_with(b"\r\n") {
-                        self.out.extend_from_slice(&self.pending.split_to(2));
+                    // Empty lines between requests are allowed (RFC 9112 §2.2).
+                    if rest.starts_with(b"\r\n") {
+                        i += 2;
+                        continue;
                     }
                     // A bare LF anywhere in the head refuses it at once, even before the head
                     // is complete (a head ended by LF LF would otherwise never look complete).
-                    let end = find(&self.pending, b"\r\n\r\n");
-                    let scan = end.map_or(self.pending.len(), |e| e + 4);
-                    if has_bare_lf(&self.pending[..scan]) {
-                        self.refuse(Refusal::BareLf);
-                        return;
+                    let end = find(rest, b"\r\n\r\n");
+                    if has_bare_lf(&rest[..end.map_or(rest.len(), |e| e + 4)]) {
+                        return Walk::Refuse(i, Refusal::BareLf);
                     }
                     let Some(end) = end else {
-                        if self.pending.len() > self.max_head {
+                        if rest.len() > self.max_head {
                             // Too big to judge: hyper refuses it with 431.
                             self.state = State::PassThrough;
-                            continue;
+                            return Walk::Judged(input.len());
                         }
-                        return;
+                        return Walk::Judged(i);
                     };
-                    let head = self.pending.split_to(end + 4);
                     self.first = false;
-                    match judge(&head) {
-                        Verdict::Refuse(r) => {
-                            self.refuse(r);
-                            return;
-                        }
+                    match judge(&rest[..end + 4]) {
+                        Verdict::Refuse(r) => return Walk::Refuse(i, r),
                         Verdict::Pass(next) => {
-                            self.out.extend_from_slice(&head);
                             self.state = next;
+                            i += end + 4;
                         }
                     }
                 }
-                State::Length(n) => {
-                    let take = (n.min(self.pending.len() as u64)) as usize;
-                    self.out.extend_from_slice(&self.pending.split_to(take));
-                    self.state = if n == take as u64 {
-                        State::Head
-                    } else {
-                        State::Length(n - take as u64)
-                    };
-                }
-                State::ChunkData(n) => {
-                    let take = (n.min(self.pending.len() as u64)) as usize;
-                    self.out.extend_from_slice(&self.pending.split_to(take));
-                    self.state = if n == take as u64 {
-                        State::ChunkEnd(2)
-                    } else {
-                        State::ChunkData(n - take as u64)
+                State::Length(n) | State::ChunkData(n) => {
+                    let take = n.min(rest.len() as u64);
+                    i += take as usize;
+                    let left = n - take;
+                    self.state = match (self.state_is_length(), left) {
+                        (true, 0) => State::Head,
+                        (true, l) => State::Length(l),
+                        (false, 0) => State::ChunkEnd(2),
+                        (false, l) => State::ChunkData(l),
                     };
                 }
                 State::ChunkEnd(k) => {
-                    let take = usize::from(k).min(self.pending.len());
-                    self.out.extend_from_slice(&self.pending.split_to(take));
+                    let take = usize::from(k).min(rest.len());
+                    i += take;
                     self.state = if take == usize::from(k) {
                         State::ChunkSize
                     } else {
@@ -232,19 +215,16 @@ impl<IO> H1Guard<IO> {
                     };
                 }
                 State::ChunkSize | State::Trailers => {
-                    let Some(nl) = self.pending.iter().position(|b| *b == b'\n') else {
-                        if self.line.len() + self.pending.len() > 4096 {
+                    let Some(nl) = rest.iter().position(|b| *b == b'\n') else {
+                        if self.line.len() + rest.len() > 4096 {
                             self.state = State::PassThrough;
-                            continue;
+                            return Walk::Judged(input.len());
                         }
-                        self.line.extend_from_slice(&self.pending);
-                        let all = self.pending.split();
-                        self.out.extend_from_slice(&all);
-                        return;
+                        self.line.extend_from_slice(rest);
+                        return Walk::Judged(input.len());
                     };
-                    let part = self.pending.split_to(nl + 1);
-                    self.line.extend_from_slice(&part);
-                    self.out.extend_from_slice(&part);
+                    self.line.extend_from_slice(&rest[..=nl]);
+                    i += nl + 1;
                     let line = std::mem::take(&mut self.line);
                     self.state = match self.state {
                         State::ChunkSize => match chunk_size(&line) {
@@ -256,10 +236,24 @@ impl<IO> H1Guard<IO> {
                         _ if line == b"\r\n" => State::Head,
                         _ => State::Trailers,
                     };
+                    self.line = line;
+                    self.line.clear();
                 }
             }
         }
+        Walk::Judged(i)
     }
+
+    fn state_is_length(&self) -> bool {
+        matches!(self.state, State::Length(_))
+    }
+}
+
+enum Walk {
+    /// The first `n` bytes are fine; the rest is an incomplete head.
+    Judged(usize),
+    /// The first `n` bytes are fine; a refused head starts at `n`.
+    Refuse(usize, Refusal),
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -357,46 +351,63 @@ impl<IO: AsyncRead + Unpin> AsyncRead for H1Guard<IO> {
                 // the marked request. It closes the connection itself after the 400
                 // (`connection: close`), so nothing needs to wake this read.
                 State::Refused => return Poll::Pending,
-                // Opaque bytes with nothing held back: read straight into hyper's buffer.
                 State::PassThrough if this.pending.is_empty() => {
                     return Pin::new(&mut this.io).poll_read(cx, buf);
                 }
-                State::Length(n) | State::ChunkData(n) if this.pending.is_empty() => {
-                    let limit = n.min(buf.remaining() as u64) as usize;
-                    let mut sub = buf.take(limit);
-                    ready!(Pin::new(&mut this.io).poll_read(cx, &mut sub))?;
-                    let got = sub.filled().len();
-                    if got == 0 {
-                        return Poll::Ready(Ok(()));
-                    }
-                    // SAFETY: `sub` filled `got` bytes of `buf`'s unfilled region.
-                    unsafe { buf.assume_init(got) };
-                    buf.advance(got);
-                    this.state = match this.state {
-                        State::Length(_) if n == got as u64 => State::Head,
-                        State::Length(_) => State::Length(n - got as u64),
-                        _ if n == got as u64 => State::ChunkEnd(2),
-                        _ => State::ChunkData(n - got as u64),
-                    };
-                    return Poll::Ready(Ok(()));
-                }
                 _ => {}
             }
-            let mut tmp = [0u8; 8192];
+            if this.pending.is_empty() {
+                // The common case: read straight into hyper's buffer and judge the bytes where
+                // they are. Only an incomplete head is copied aside.
+                let before = buf.filled().len();
+                ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+                let got = buf.filled().len() - before;
+                if got == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                let (n, refused) = match this.walk(&buf.filled()[before..]) {
+                    Walk::Judged(n) => (n, None),
+                    Walk::Refuse(n, r) => (n, Some(r)),
+                };
+                if n == got {
+                    return Poll::Ready(Ok(()));
+                }
+                match refused {
+                    Some(r) => this.refuse(r),
+                    None => this.pending.extend_from_slice(&buf.filled()[before + n..]),
+                }
+                buf.set_filled(before + n);
+                if n > 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            // A head that arrived in pieces: gather it aside until it is complete.
+            let mut tmp = [0u8; 4096];
             let mut rb = ReadBuf::new(&mut tmp);
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
             if rb.filled().is_empty() {
-                // End of stream: give hyper whatever is held back so it can report it.
+                // End of stream: give hyper what was held back so it can report it.
                 let rest = this.pending.split();
-                if rest.is_empty() {
-                    return Poll::Ready(Ok(()));
-                }
                 this.out.extend_from_slice(&rest);
                 this.state = State::PassThrough;
+                if this.out.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
                 continue;
             }
             this.pending.extend_from_slice(rb.filled());
-            this.process();
+            let held = this.pending.split();
+            match this.walk(&held) {
+                Walk::Judged(n) => {
+                    this.out.extend_from_slice(&held[..n]);
+                    this.pending.extend_from_slice(&held[n..]);
+                }
+                Walk::Refuse(n, r) => {
+                    this.out.extend_from_slice(&held[..n]);
+                    this.refuse(r);
+                }
+            }
         }
     }
 }
