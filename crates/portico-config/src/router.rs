@@ -213,11 +213,15 @@ impl Table {
             let kind = u8::from(prefix_of(&r.path).is_some());
             (kind, std::cmp::Reverse(r.condition_count()), r.index)
         };
-        let prefixes: Vec<usize> = ids
-            .iter()
-            .copied()
-            .filter(|&id| prefix_of(&routes[id].path).is_some())
-            .collect();
+        // Prefix routes by their prefix, so the routes covering an entry are found by walking
+        // the entry's segment boundaries instead of testing every prefix route (which made
+        // 10,000-route configs quadratic to build).
+        let mut by_prefix: HashMap<&str, Vec<usize>> = HashMap::new();
+        for &id in ids {
+            if let Some(p) = prefix_of(&routes[id].path) {
+                by_prefix.entry(p).or_default().push(id);
+            }
+        }
         for (pat, &e) in &t.patterns {
             let list = &mut t.entries[e];
             list.sort_by_key(|&id| rank(id));
@@ -226,15 +230,25 @@ impl Table {
                 Some(i) => &pat[..i],
                 None => pat.as_str(),
             };
-            let mut covering: Vec<usize> = prefixes
-                .iter()
-                .copied()
-                .filter(|id| !list.contains(id))
-                .filter(|&id| {
-                    let p = prefix_of(&routes[id].path).unwrap_or("/");
-                    p == "/" || lead == p || lead.starts_with(&format!("{p}/"))
-                })
-                .collect();
+            // Every prefix that covers `lead`: "/", each segment boundary, and `lead` itself.
+            let mut covering: Vec<usize> = Vec::new();
+            let trimmed = lead.trim_end_matches('/');
+            let boundaries = lead
+                .match_indices('/')
+                .map(|(i, _)| &lead[..i])
+                .filter(|s| !s.is_empty());
+            for p in std::iter::once("/")
+                .chain(boundaries)
+                .chain(std::iter::once(trimmed))
+            {
+                if let Some(ids) = by_prefix.get(p) {
+                    for &id in ids {
+                        if !list.contains(&id) && !covering.contains(&id) {
+                            covering.push(id);
+                        }
+                    }
+                }
+            }
             covering.sort_by_key(|&id| {
                 let r = &routes[id];
                 (
