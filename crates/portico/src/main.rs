@@ -4,6 +4,7 @@ mod demo;
 
 // mimalloc: measurably cheaper than the system allocator for the many small, short-lived
 // allocations of request handling (see docs/benchmarks.md).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
