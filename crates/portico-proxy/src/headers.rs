@@ -19,15 +19,25 @@ static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// gRPC servers expect it and it only announces what the gateway passes through anyway.
 pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     if h.contains_key(header::CONNECTION) {
-        // Collect first: the listed names are removed from the same map.
-        let listed: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-            .collect();
+        // Names the Connection header lists are removed too. The usual tokens (`keep-alive`,
+        // `close`, `upgrade`) name headers handled below or none, so they cost no parsing and
+        // no allocation; anything else is collected first (it is removed from the same map).
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for v in h.get_all(header::CONNECTION) {
+            for token in v.to_str().unwrap_or("").split(',') {
+                let token = token.trim();
+                if token.is_empty()
+                    || token.eq_ignore_ascii_case("keep-alive")
+                    || token.eq_ignore_ascii_case("close")
+                    || token.eq_ignore_ascii_case("upgrade")
+                {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
+                    listed.push(n);
+                }
+            }
+        }
         for n in listed {
             h.remove(n);
         }
