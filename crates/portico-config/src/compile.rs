@@ -601,7 +601,17 @@ fn compile_upstreams(
         let mut targets = Vec::new();
         let mut fp = fnv(format!("{cfg:?}").as_bytes(), FNV_START);
         for (i, t) in cfg.targets.iter().enumerate() {
-            if let Some(target) = parse_target(cx, t, item_loc(node, "targets", i)) {
+            let at = item_loc(node, "targets", i);
+            if t.weight == Some(0) {
+                cx.sink.at(
+                    at,
+                    "a target's weight must be at least 1",
+                    "remove the target, or give it `weight: 1` or more",
+                );
+                continue;
+            }
+            if let Some(mut target) = parse_target(cx, &t.url, at) {
+                target.weight = t.weight.unwrap_or(1);
                 targets.push(target);
             }
         }
@@ -641,6 +651,11 @@ fn compile_upstreams(
                 tls.server_name = Some(sn.clone());
             }
         }
+        let Some(balance) =
+            compile_balance(cx, cfg.load_balancing.as_ref(), get(node, "load_balancing"))
+        else {
+            continue;
+        };
         let d = |v: Option<crate::duration::DurationStr>, default: u64| {
             v.map_or(Duration::from_millis(default), |d| d.0)
         };
@@ -648,6 +663,7 @@ fn compile_upstreams(
         out.push(Arc::new(Upstream {
             name: name.as_str().into(),
             targets,
+            balance,
             connect_timeout: d(cfg.connect_timeout, 5_000),
             request_timeout: d(cfg.request_timeout, 60_000),
             idle_timeout: d(cfg.idle_timeout, 30_000),
@@ -657,6 +673,58 @@ fn compile_upstreams(
         }));
     }
     (out, index)
+}
+
+fn compile_balance(
+    cx: &mut Ctx<'_>,
+    cfg: Option<&LoadBalancingConfig>,
+    node: Option<&Node>,
+) -> Option<Balance> {
+    let Some(cfg) = cfg else {
+        return Some(Balance::RoundRobin);
+    };
+    let at = node.map_or(Loc::default(), |n| loc(n, "hash_on"));
+    match (cfg.algorithm, &cfg.hash_on) {
+        (Algorithm::RoundRobin, None) => Some(Balance::RoundRobin),
+        (Algorithm::Random, None) => Some(Balance::Random),
+        (Algorithm::LeastRequest, None) => Some(Balance::LeastRequest),
+        (Algorithm::Hash, None) => {
+            cx.sink.at(node.map_or(Loc::default(), |n| n.loc), "`algorithm: hash` needs `hash_on`", "for example `hash_on: { header: x-user-id }`, `{ cookie: session }` or `{ client_ip: true }`");
+            None
+        }
+        (Algorithm::Hash, Some(h)) => {
+            let on = match h {
+                HashOnConfig::Header(name) => match http::HeaderName::try_from(name.as_str()) {
+                    Ok(n) => HashOn::Header(n),
+                    Err(_) => {
+                        cx.sink.at(
+                            at,
+                            format!("invalid header name `{name}`"),
+                            "use letters, digits and `-`",
+                        );
+                        return None;
+                    }
+                },
+                HashOnConfig::Cookie(c) if !c.is_empty() => HashOn::Cookie(c.clone()),
+                HashOnConfig::Query(q) if !q.is_empty() => HashOn::Query(q.clone()),
+                HashOnConfig::ClientIp(true) => HashOn::ClientIp,
+                HashOnConfig::Path(true) => HashOn::Path,
+                _ => {
+                    cx.sink.at(at, "`hash_on` names nothing to hash", "write `{ header: NAME }`, `{ cookie: NAME }`, `{ query: NAME }`, `{ client_ip: true }` or `{ path: true }`");
+                    return None;
+                }
+            };
+            Some(Balance::Hash(on))
+        }
+        (_, Some(_)) => {
+            cx.sink.at(
+                at,
+                "`hash_on` applies only to `algorithm: hash`",
+                "remove `hash_on`, or use `algorithm: hash`",
+            );
+            None
+        }
+    }
 }
 
 fn parse_target(cx: &mut Ctx<'_>, t: &str, at: Loc) -> Option<Target> {
@@ -696,6 +764,7 @@ fn parse_target(cx: &mut Ctx<'_>, t: &str, at: Loc) -> Option<Target> {
     match with_port.parse::<http::uri::Authority>() {
         Ok(a) if !a.host().is_empty() => Some(Target {
             scheme,
+            weight: 1,
             authority: a,
             display: t.into(),
         }),

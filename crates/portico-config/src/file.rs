@@ -135,8 +135,12 @@ pub struct ServerConfig {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Target URLs: `http://host:port`, `https://host:port` or `h2c://host:port` (HTTP/2 without TLS).
-    pub targets: Vec<String>,
+    /// Targets: a URL (`http://host:port`, `https://host:port`, `h2c://host:port` for HTTP/2
+    /// without TLS), or `{ url: URL, weight: N }`.
+    pub targets: Vec<TargetConfig>,
+    /// How a target is chosen for each request. Default `round_robin`.
+    #[serde(default)]
+    pub load_balancing: Option<LoadBalancingConfig>,
     /// Time allowed to open a TCP (and TLS) connection. Default `5s`.
     #[serde(default)]
     pub connect_timeout: Option<DurationStr>,
@@ -153,6 +157,109 @@ pub struct UpstreamConfig {
     /// TLS settings for `https://` targets.
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// A target: a URL, or a URL with a weight.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub url: String,
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightedTarget {
+    url: String,
+    #[serde(default)]
+    weight: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for TargetConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TargetConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a target URL or `{ url: URL, weight: N }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TargetConfig, E> {
+                Ok(TargetConfig {
+                    url: v.to_owned(),
+                    weight: None,
+                })
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<TargetConfig, E> {
+                Ok(TargetConfig {
+                    url: v,
+                    weight: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<TargetConfig, A::Error> {
+                let w =
+                    WeightedTarget::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(TargetConfig {
+                    url: w.url,
+                    weight: w.weight,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for TargetConfig {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Target".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A target URL, or a URL with a weight.",
+            "oneOf": [
+                { "type": "string" },
+                {
+                    "type": "object",
+                    "properties": { "url": { "type": "string" }, "weight": { "type": "integer", "minimum": 1 } },
+                    "required": ["url"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadBalancingConfig {
+    /// `round_robin` (weighted, smooth), `random` (weighted), `least_request` (power of two
+    /// choices over in-flight requests and a peak-EWMA of latency), or `hash` (consistent hashing
+    /// on `hash_on`).
+    pub algorithm: Algorithm,
+    /// For `hash`: what to hash. Requests without it are spread round robin.
+    #[serde(default)]
+    pub hash_on: Option<HashOnConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    RoundRobin,
+    Random,
+    LeastRequest,
+    Hash,
+}
+
+/// One of `header: NAME`, `cookie: NAME`, `query: NAME`, `client_ip: true`, `path: true`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HashOnConfig {
+    Header(String),
+    Cookie(String),
+    Query(String),
+    ClientIp(bool),
+    Path(bool),
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -125,6 +125,7 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 pub struct Upstream {
     pub name: Arc<str>,
     pub targets: Vec<Target>,
+    pub balance: Balance,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
@@ -132,6 +133,23 @@ pub struct Upstream {
     pub tls: UpstreamTls,
     /// Equal fingerprints mean equal settings: a reload keeps that upstream's pools.
     pub fingerprint: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    Random,
+    LeastRequest,
+    Hash(HashOn),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Header(http::HeaderName),
+    Cookie(String),
+    Query(String),
+    ClientIp,
+    Path,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +169,8 @@ pub enum Scheme {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub scheme: Scheme,
+    /// Relative share of requests, at least 1.
+    pub weight: u32,
     /// `host:port`, as written to the upstream request URI.
     pub authority: http::uri::Authority,
     /// The target as written in the file, for logs.

@@ -298,6 +298,30 @@ fn semantic_errors() {
         ),
         ("upstreams: { u: { targets: [] } }", "has no targets"),
         (
+            "upstreams: { u: { targets: [{ url: \"http://a:1\", weight: 0 }] } }",
+            "weight must be at least 1",
+        ),
+        (
+            "upstreams: { u: { targets: [{ url: \"http://a:1\", wieght: 2 }] } }",
+            "did you mean `weight`?",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], load_balancing: { algorithm: hash } } }",
+            "needs `hash_on`",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], load_balancing: { algorithm: random, hash_on: { path: true } } } }",
+            "applies only to `algorithm: hash`",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], load_balancing: { algorithm: least_connections } } }",
+            "expected one of: round_robin, random, least_request, hash",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], load_balancing: { algorithm: hash, hash_on: { header: \"bad name\" } } } }",
+            "invalid header name",
+        ),
+        (
             "upstreams: { u: { targets: [\"http://a/b\"] } }",
             "must not have a path",
         ),

@@ -28,6 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portico_config::{Scheme, Target, Upstream};
 use tokio::net::TcpStream;
 
+use crate::balance::{Balancer, PickContext, TargetLoad};
 use crate::body::Body;
 
 /// Why an upstream call failed.
@@ -65,11 +66,11 @@ const PROTO_H2: u8 = 2;
 
 pub struct UpstreamPool {
     pub spec: Arc<Upstream>,
+    balancer: Balancer,
     /// `portico_upstream_duration_seconds` for this upstream, registered once.
     pub duration: metrics::Histogram,
     targets: Vec<Arc<TargetPool>>,
     tls: Option<tokio_rustls::TlsConnector>,
-    next: AtomicUsize,
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -82,6 +83,7 @@ impl std::fmt::Debug for UpstreamPool {
 
 struct TargetPool {
     target: Target,
+    load: TargetLoad,
     /// For `https://`: what ALPN chose last time, so requests go to an HTTP/2 connection
     /// without first opening an HTTP/1.1 one.
     proto: AtomicU8,
@@ -155,6 +157,7 @@ impl UpstreamPool {
             .map(|t| {
                 Arc::new(TargetPool {
                     target: t.clone(),
+                    load: TargetLoad::default(),
                     proto: AtomicU8::new(match t.scheme {
                         Scheme::Http => PROTO_H1,
                         Scheme::H2c => PROTO_H2,
@@ -190,22 +193,21 @@ impl UpstreamPool {
         }
         let duration = metrics::histogram!("portico_upstream_duration_seconds", "upstream" => spec.name.to_string());
         Ok(UpstreamPool {
+            balancer: Balancer::new(&spec.balance, &spec.targets),
             spec,
             duration,
             targets,
             tls,
-            next: AtomicUsize::new(0),
         })
     }
 
-    /// Next target, round robin.
-    pub fn pick(&self) -> usize {
-        let n = self.targets.len();
-        if n == 1 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % n
+    /// The target for a request, by the upstream's load-balancing algorithm.
+    pub fn pick(&self, ctx: &PickContext<'_>) -> usize {
+        if self.targets.len() == 1 {
+            return 0;
         }
+        let cost = |i: usize| self.targets[i].load.cost(self.spec.targets[i].weight);
+        self.balancer.pick(&self.spec.targets, &cost, ctx)
     }
 
     pub fn target(&self, i: usize) -> &Target {
@@ -214,6 +216,26 @@ impl UpstreamPool {
 
     /// Sends a request (its URI in absolute form) to target `i`.
     pub async fn send(
+        &self,
+        i: usize,
+        req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, CallError> {
+        if !matches!(self.balancer, Balancer::LeastRequest) {
+            return self.send_inner(i, req).await;
+        }
+        // least_request: count the request in flight until its response body is gone, and
+        // feed the target's latency average.
+        let tp = &self.targets[i];
+        tp.load.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = LoadGuard(tp.clone());
+        let started = Instant::now();
+        let mut resp = self.send_inner(i, req).await?;
+        tp.load.observe(started.elapsed());
+        resp.body_mut().load = Some(guard);
+        Ok(resp)
+    }
+
+    async fn send_inner(
         &self,
         i: usize,
         req: Request<Body>,
@@ -308,6 +330,7 @@ impl UpstreamPool {
                     UpstreamBody {
                         inner: body,
                         back: Back::H2(in_flight),
+                        load: None,
                     },
                 ))
             }
@@ -495,6 +518,7 @@ impl TargetPool {
                     shard,
                 }
             },
+            load: None,
         };
         if b.inner.is_end_stream() {
             b.release();
@@ -551,6 +575,16 @@ enum Back {
 pub struct UpstreamBody {
     inner: Incoming,
     back: Back,
+    /// For `least_request`: keeps the request counted in flight while the body lives.
+    load: Option<LoadGuard>,
+}
+
+struct LoadGuard(Arc<TargetPool>);
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.0.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl UpstreamBody {

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 mod admin;
+pub mod balance;
 pub mod body;
 pub mod client;
 mod h1guard;

@@ -158,7 +158,12 @@ async fn process(
         Action::Proxy(action) => {
             let path = normalized.clone();
             let pool = rt.pools[action.upstream].clone();
-            let ti = pool.pick();
+            let ti = pool.pick(&crate::balance::PickContext {
+                headers: req.headers(),
+                client_ip: rec.client_ip,
+                path: normalized.as_deref().unwrap_or(req.uri().path()),
+                query: req.uri().query(),
+            });
             let target = pool.target(ti).clone();
             rec.upstream = Some(target.display.clone());
             let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));

@@ -1,5 +1,6 @@
 //! Integration tests: a real gateway in front of real servers on ephemeral ports.
 
+mod balancing;
 mod failures;
 mod protocols;
 mod proxying;

@@ -1,0 +1,139 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use portico_testkit::*;
+
+use crate::{config, empty, req};
+
+/// An upstream that answers with its own name, to see where each request went.
+async fn named(name: &'static str, delay_ms: u64) -> Upstream {
+    serve(move |_req| async move {
+        if delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        }
+        http::Response::new(full(name))
+    })
+    .await
+}
+
+fn upstream_config(targets: &str, lb: &str) -> String {
+    config(&format!(
+        "upstreams:\n  u:\n    targets: [{targets}]\n{lb}routes:\n  - upstream: u\n"
+    ))
+}
+
+#[tokio::test]
+async fn weighted_round_robin_follows_the_weights() {
+    let (a, b) = (named("a", 0).await, named("b", 0).await);
+    let gw = gateway(&upstream_config(
+        &format!("{{ url: \"{}\", weight: 3 }}, \"{}\"", a.url(), b.url()),
+        "",
+    ))
+    .await;
+    for _ in 0..40 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    assert_eq!((a.hits(), b.hits()), (30, 10));
+}
+
+#[tokio::test]
+async fn random_spreads_over_all_targets() {
+    let (a, b) = (named("a", 0).await, named("b", 0).await);
+    let gw = gateway(&upstream_config(
+        &format!("\"{}\", \"{}\"", a.url(), b.url()),
+        "    load_balancing: { algorithm: random }\n",
+    ))
+    .await;
+    for _ in 0..200 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    // Binomial(200, 0.5): below 60 has a probability of about 1e-8.
+    assert!(
+        a.hits() >= 60 && b.hits() >= 60,
+        "a={} b={}",
+        a.hits(),
+        b.hits()
+    );
+}
+
+#[tokio::test]
+async fn least_request_avoids_a_slow_target() {
+    let (slow, fast) = (named("slow", 300).await, named("fast", 0).await);
+    let gw = gateway(&upstream_config(
+        &format!("\"{}\", \"{}\"", slow.url(), fast.url()),
+        "    load_balancing: { algorithm: least_request }\n",
+    ))
+    .await;
+    let gw = Arc::new(gw);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                assert_eq!(get(&gw.url("/")).await.status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(slow.hits() + fast.hits(), 40);
+    assert!(
+        fast.hits() >= 3 * slow.hits(),
+        "slow={} fast={}",
+        slow.hits(),
+        fast.hits()
+    );
+}
+
+#[tokio::test]
+async fn hashing_keeps_a_key_on_one_target() {
+    let ups = [
+        named("a", 0).await,
+        named("b", 0).await,
+        named("c", 0).await,
+    ];
+    let targets = ups
+        .iter()
+        .map(|u| format!("\"{}\"", u.url()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let gw = gateway(&upstream_config(
+        &targets,
+        "    load_balancing: { algorithm: hash, hash_on: { header: x-user } }\n",
+    ))
+    .await;
+    let c = client(false, &[]);
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for round in 0..3 {
+        for user in 0..20 {
+            let got = send(
+                &c,
+                req("GET", &gw.url("/"))
+                    .header("x-user", format!("user-{user}"))
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await;
+            let served_by = got.text();
+            match seen.get(&format!("user-{user}")) {
+                Some(prev) => assert_eq!(prev, &served_by, "user-{user} moved in round {round}"),
+                None => {
+                    seen.insert(format!("user-{user}"), served_by);
+                }
+            }
+        }
+    }
+    let used: std::collections::HashSet<&String> = seen.values().collect();
+    assert!(used.len() >= 2, "20 users all landed on {used:?}");
+    // Requests without the key are spread round robin.
+    let before: Vec<usize> = ups.iter().map(Upstream::hits).collect();
+    for _ in 0..3 {
+        get(&gw.url("/")).await;
+    }
+    let after: Vec<usize> = ups.iter().map(Upstream::hits).collect();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| a - b == 1),
+        "{before:?} -> {after:?}"
+    );
+}
