@@ -651,6 +651,14 @@ fn compile_upstreams(
                 tls.server_name = Some(sn.clone());
             }
         }
+        if cfg.max_requests == Some(0) {
+            cx.sink.at(
+                loc(node, "max_requests"),
+                "`max_requests` must be at least 1",
+                "remove it for no limit",
+            );
+            continue;
+        }
         let Some(balance) =
             compile_balance(cx, cfg.load_balancing.as_ref(), get(node, "load_balancing"))
         else {
@@ -668,6 +676,7 @@ fn compile_upstreams(
             request_timeout: d(cfg.request_timeout, 60_000),
             idle_timeout: d(cfg.idle_timeout, 30_000),
             pool_max_idle: cfg.pool_max_idle.unwrap_or(128),
+            max_requests: cfg.max_requests.unwrap_or(usize::MAX),
             tls,
             fingerprint: fp,
         }));

@@ -154,6 +154,10 @@ pub struct UpstreamConfig {
     /// Most idle connections kept per target. Default 128.
     #[serde(default)]
     pub pool_max_idle: Option<usize>,
+    /// Circuit breaker: most requests in flight to this upstream at once. Requests over the
+    /// limit get 503 with `Retry-After` immediately instead of queueing. Default: no limit.
+    #[serde(default)]
+    pub max_requests: Option<usize>,
     /// TLS settings for `https://` targets.
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,

@@ -130,6 +130,8 @@ pub struct Upstream {
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
     pub pool_max_idle: usize,
+    /// Circuit breaker: most requests in flight at once (`usize::MAX`: no limit).
+    pub max_requests: usize,
     pub tls: UpstreamTls,
     /// Equal fingerprints mean equal settings: a reload keeps that upstream's pools.
     pub fingerprint: u64,

@@ -298,6 +298,10 @@ fn semantic_errors() {
         ),
         ("upstreams: { u: { targets: [] } }", "has no targets"),
         (
+            "upstreams: { u: { targets: [\"http://a:1\"], max_requests: 0 } }",
+            "`max_requests` must be at least 1",
+        ),
+        (
             "upstreams: { u: { targets: [{ url: \"http://a:1\", weight: 0 }] } }",
             "weight must be at least 1",
         ),

@@ -38,6 +38,8 @@ pub enum CallError {
     Connect(String),
     /// Opening the connection took longer than `connect_timeout`.
     ConnectTimeout,
+    /// The upstream's `max_requests` are all in flight.
+    Overloaded,
     /// The connection failed after the request was (at least partly) sent.
     Request(hyper::Error),
 }
@@ -47,6 +49,7 @@ impl std::fmt::Display for CallError {
         match self {
             CallError::Connect(e) => write!(f, "connect: {e}"),
             CallError::ConnectTimeout => f.write_str("connect timed out"),
+            CallError::Overloaded => f.write_str("max_requests in flight"),
             CallError::Request(e) => write!(f, "request: {e}"),
         }
     }
@@ -66,6 +69,8 @@ const PROTO_H2: u8 = 2;
 
 pub struct UpstreamPool {
     pub spec: Arc<Upstream>,
+    /// Requests in flight, for the `max_requests` circuit breaker.
+    in_flight: Arc<AtomicUsize>,
     balancer: Balancer,
     /// `portico_upstream_duration_seconds` for this upstream, registered once.
     pub duration: metrics::Histogram,
@@ -193,6 +198,7 @@ impl UpstreamPool {
         }
         let duration = metrics::histogram!("portico_upstream_duration_seconds", "upstream" => spec.name.to_string());
         Ok(UpstreamPool {
+            in_flight: Arc::new(AtomicUsize::new(0)),
             balancer: Balancer::new(&spec.balance, &spec.targets),
             spec,
             duration,
@@ -220,18 +226,32 @@ impl UpstreamPool {
         i: usize,
         req: Request<Body>,
     ) -> Result<Response<UpstreamBody>, CallError> {
-        if !matches!(self.balancer, Balancer::LeastRequest) {
-            return self.send_inner(i, req).await;
-        }
-        // least_request: count the request in flight until its response body is gone, and
-        // feed the target's latency average.
-        let tp = &self.targets[i];
-        tp.load.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = LoadGuard(tp.clone());
-        let started = Instant::now();
-        let mut resp = self.send_inner(i, req).await?;
-        tp.load.observe(started.elapsed());
-        resp.body_mut().load = Some(guard);
+        // Circuit breaker: admit the request only while fewer than `max_requests` are in
+        // flight; it stays counted until its response body is gone.
+        let admitted = if self.spec.max_requests == usize::MAX {
+            None
+        } else {
+            if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.spec.max_requests {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                return Err(CallError::Overloaded);
+            }
+            Some(CountGuard(self.in_flight.clone()))
+        };
+        let mut resp = if matches!(self.balancer, Balancer::LeastRequest) {
+            // least_request: count the request on its target until its response body is
+            // gone, and feed the target's latency average.
+            let tp = &self.targets[i];
+            tp.load.in_flight.fetch_add(1, Ordering::Relaxed);
+            let guard = LoadGuard(tp.clone());
+            let started = Instant::now();
+            let mut resp = self.send_inner(i, req).await?;
+            tp.load.observe(started.elapsed());
+            resp.body_mut().load = Some(guard);
+            resp
+        } else {
+            self.send_inner(i, req).await?
+        };
+        resp.body_mut().admitted = admitted;
         Ok(resp)
     }
 
@@ -331,6 +351,7 @@ impl UpstreamPool {
                         inner: body,
                         back: Back::H2(in_flight),
                         load: None,
+                        admitted: None,
                     },
                 ))
             }
@@ -519,6 +540,7 @@ impl TargetPool {
                 }
             },
             load: None,
+            admitted: None,
         };
         if b.inner.is_end_stream() {
             b.release();
@@ -577,6 +599,16 @@ pub struct UpstreamBody {
     back: Back,
     /// For `least_request`: keeps the request counted in flight while the body lives.
     load: Option<LoadGuard>,
+    /// For `max_requests`: keeps the request counted against the circuit breaker.
+    admitted: Option<CountGuard>,
+}
+
+struct CountGuard(Arc<AtomicUsize>);
+
+impl Drop for CountGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 struct LoadGuard(Arc<TargetPool>);

@@ -13,6 +13,8 @@ pub enum Problem {
     UpstreamTimeout,
     UpstreamProtocol,
     UpstreamUnavailable,
+    /// The upstream's circuit breaker (`max_requests`) is open.
+    UpstreamOverloaded,
     Draining,
 }
 
@@ -23,7 +25,9 @@ impl Problem {
             Problem::BadRequest(_) => StatusCode::BAD_REQUEST,
             Problem::UpstreamConnect | Problem::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Problem::UpstreamUnavailable | Problem::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::UpstreamUnavailable | Problem::UpstreamOverloaded | Problem::Draining => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -36,6 +40,7 @@ impl Problem {
             Problem::UpstreamTimeout => "upstream_timeout",
             Problem::UpstreamProtocol => "upstream_protocol_error",
             Problem::UpstreamUnavailable => "upstream_unavailable",
+            Problem::UpstreamOverloaded => "upstream_overloaded",
             Problem::Draining => "draining",
         }
     }
@@ -50,6 +55,9 @@ impl Problem {
                 "The upstream closed the connection or sent an invalid response."
             }
             Problem::UpstreamUnavailable => "No upstream target is available.",
+            Problem::UpstreamOverloaded => {
+                "The upstream has as many requests in flight as it is allowed; retry shortly."
+            }
             Problem::Draining => "The gateway is shutting down.",
         }
     }
@@ -77,6 +85,9 @@ impl Problem {
             HeaderValue::from_static("application/problem+json"),
         );
         h.insert(request_id_header.clone(), request_id.clone());
+        if matches!(self, Problem::UpstreamOverloaded) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if matches!(self, Problem::BadRequest(_)) {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

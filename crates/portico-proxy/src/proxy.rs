@@ -416,6 +416,7 @@ async fn call_upstream(
             ));
         }
         Err(_) | Ok(Err(CallError::ConnectTimeout)) => Problem::UpstreamTimeout,
+        Ok(Err(CallError::Overloaded)) => Problem::UpstreamOverloaded,
         Ok(Err(CallError::Connect(e))) => {
             tracing::debug!(upstream = %pool.spec.name, error = %e, "upstream connect failed");
             Problem::UpstreamConnect

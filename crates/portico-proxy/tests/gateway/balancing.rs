@@ -137,3 +137,51 @@ async fn hashing_keeps_a_key_on_one_target() {
         "{before:?} -> {after:?}"
     );
 }
+
+#[tokio::test]
+async fn circuit_breaker_refuses_requests_over_max_requests_at_once() {
+    let slow = named("slow", 400).await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"], max_requests: 2 }}\nroutes:\n  - upstream: u\n",
+        slow.url()
+    )))
+    .await;
+    let gw = Arc::new(gw);
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let got = get(&gw.url("/")).await;
+            (got, started.elapsed())
+        }));
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for t in tasks {
+        let (got, took) = t.await.unwrap();
+        match got.status.as_u16() {
+            200 => ok += 1,
+            503 => {
+                refused += 1;
+                assert_eq!(got.header("retry-after"), Some("1"));
+                assert_eq!(got.json()["code"], "upstream_overloaded");
+                // Refused at once, not after queueing behind the slow requests.
+                assert!(
+                    took < std::time::Duration::from_millis(300),
+                    "refusal took {took:?}"
+                );
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert_eq!((ok, refused), (2, 4));
+    assert_eq!(slow.hits(), 2);
+    // Once the requests in flight finish, the breaker closes again.
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        m.contains("portico_upstream_errors_total{upstream=\"u\",kind=\"upstream_overloaded\"} 4"),
+        "{m}"
+    );
+}
