@@ -52,6 +52,14 @@ fn loc(node: &Node, key: &str) -> Loc {
     get(node, key).map_or(node.loc, |n| n.loc)
 }
 
+/// The `i`th item node of a route's `split` list (or the route node).
+fn split_item(node: &Node, i: usize) -> Node {
+    match get(node, "split").map(|n| &n.kind) {
+        Some(NodeKind::Seq(items)) => items.get(i).cloned().unwrap_or_else(|| node.clone()),
+        _ => node.clone(),
+    }
+}
+
 /// Location of the `i`th item of the list under `key`.
 fn item_loc(node: &Node, key: &str, i: usize) -> Loc {
     match get(node, key).map(|n| &n.kind) {
@@ -872,6 +880,7 @@ fn compile_route(
 
     let actions = [
         cfg.upstream.is_some(),
+        !cfg.split.is_empty(),
         cfg.respond.is_some(),
         cfg.redirect.is_some(),
     ];
@@ -880,7 +889,7 @@ fn compile_route(
             cx.sink.at(
                 node.loc,
                 format!("route `{name}` has no action"),
-                "add `upstream: NAME`, `respond:` or `redirect:`",
+                "add `upstream: NAME`, `split:`, `respond:` or `redirect:`",
             );
             None
         }
@@ -888,13 +897,15 @@ fn compile_route(
         _ => {
             cx.sink.at(
                 node.loc,
-                format!("route `{name}` has more than one of `upstream`, `respond`, `redirect`"),
+                format!(
+                    "route `{name}` has more than one of `upstream`, `split`, `respond`, `redirect`"
+                ),
                 "keep exactly one",
             );
             None
         }
     };
-    if cfg.rewrite.is_some() && cfg.upstream.is_none() {
+    if cfg.rewrite.is_some() && cfg.upstream.is_none() && cfg.split.is_empty() {
         cx.sink.at(
             loc(node, "rewrite"),
             "`rewrite` applies only to routes with an `upstream`",
@@ -1122,23 +1133,58 @@ fn compile_action(
     params: &[String],
     upstreams: &HashMap<String, usize>,
 ) -> Option<Action> {
-    if let Some(up) = &cfg.upstream {
+    if cfg.upstream.is_some() || !cfg.split.is_empty() {
         // usize::MAX: the upstream is declared but invalid; its error is already reported and
         // the config will not be used, but the rest of the route is still checked.
-        let Some(&upstream) = upstreams.get(up) else {
-            let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
-            let hint = if known.is_empty() {
-                "define it under `upstreams:`".to_owned()
-            } else {
-                suggest(up, &known)
-            };
-            cx.sink.at(
-                loc(node, "upstream"),
-                format!("unknown upstream `{up}`"),
-                hint,
-            );
-            return None;
+        let resolve = |cx: &mut Ctx<'_>, up: &str, at: Loc| -> Option<usize> {
+            let found = upstreams.get(up).copied();
+            if found.is_none() {
+                let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                let hint = if known.is_empty() {
+                    "define it under `upstreams:`".to_owned()
+                } else {
+                    suggest(up, &known)
+                };
+                cx.sink.at(at, format!("unknown upstream `{up}`"), hint);
+            }
+            found
         };
+        let targets: Vec<(usize, u32)> = match &cfg.upstream {
+            Some(up) => vec![(resolve(cx, up, loc(node, "upstream"))?, 1)],
+            None => {
+                let mut list = Vec::new();
+                for (i, part) in cfg.split.iter().enumerate() {
+                    let at = get(&split_item(node, i), "upstream")
+                        .map_or(item_loc(node, "split", i), |n| n.loc);
+                    if list
+                        .iter()
+                        .any(|(_, _, name): &(usize, u32, &str)| *name == part.upstream)
+                    {
+                        cx.sink.at(
+                            at,
+                            format!("upstream `{}` appears twice in `split`", part.upstream),
+                            "give each upstream one entry with the total weight",
+                        );
+                        return None;
+                    }
+                    list.push((
+                        resolve(cx, &part.upstream, at)?,
+                        part.weight,
+                        part.upstream.as_str(),
+                    ));
+                }
+                if list.iter().all(|(_, w, _)| *w == 0) {
+                    cx.sink.at(
+                        loc(node, "split"),
+                        "the weights in `split` are all 0",
+                        "give at least one upstream a weight above 0",
+                    );
+                    return None;
+                }
+                list.into_iter().map(|(u, w, _)| (u, w)).collect()
+            }
+        };
+        let total_weight = targets.iter().map(|(_, w)| *w).sum();
         let rw = cfg.rewrite.as_ref();
         let rnode = get(node, "rewrite").unwrap_or(node);
         let strip_prefix = match (rw.is_some_and(|r| r.strip_prefix), path) {
@@ -1194,7 +1240,8 @@ fn compile_action(
             None => None,
         };
         return Some(Action::Proxy(ProxyAction {
-            upstream,
+            upstreams: targets.into(),
+            total_weight,
             strip_prefix,
             path: path_rw,
             host,

@@ -286,9 +286,13 @@ pub struct RouteConfig {
     /// What requests this route takes. An empty match takes everything.
     #[serde(default, rename = "match")]
     pub matches: MatchConfig,
-    /// The upstream that serves this route. Exactly one of `upstream`, `respond`, `redirect`.
+    /// The upstream that serves this route. Exactly one of `upstream`, `split`, `respond`,
+    /// `redirect`.
     #[serde(default)]
     pub upstream: Option<String>,
+    /// Spread requests over several upstreams by weight (canary releases, migrations).
+    #[serde(default)]
+    pub split: Vec<SplitConfig>,
     /// Answer directly with a fixed response.
     #[serde(default)]
     pub respond: Option<RespondConfig>,
@@ -352,6 +356,15 @@ pub struct ValueMatchConfig {
     /// `true`: must be present; `false`: must be absent.
     #[serde(default)]
     pub present: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// An upstream name.
+    pub upstream: String,
+    /// Relative share of requests (0 stops sending to it). The weights must not all be 0.
+    pub weight: u32,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -273,11 +273,31 @@ pub enum Action {
 
 #[derive(Debug)]
 pub struct ProxyAction {
-    /// Index into [`Config::upstreams`].
-    pub upstream: usize,
+    /// Indexes into [`Config::upstreams`] with their weights (one entry unless the route
+    /// splits traffic).
+    pub upstreams: Box<[(usize, u32)]>,
+    pub total_weight: u32,
     pub strip_prefix: Option<usize>,
     pub path: Option<PathRewrite>,
     pub host: Option<HeaderValue>,
+}
+
+impl ProxyAction {
+    /// The upstream for one request: the only one, or a weighted draw from `r` in
+    /// `0..total_weight`.
+    pub fn upstream(&self, r: impl FnOnce(u32) -> u32) -> usize {
+        if self.upstreams.len() == 1 {
+            return self.upstreams[0].0;
+        }
+        let mut x = r(self.total_weight);
+        for (u, w) in self.upstreams.iter() {
+            if x < *w {
+                return *u;
+            }
+            x -= w;
+        }
+        self.upstreams[0].0
+    }
 }
 
 /// Text with `{param}` placeholders, compiled to parts.

@@ -298,6 +298,22 @@ fn semantic_errors() {
         ),
         ("upstreams: { u: { targets: [] } }", "has no targets"),
         (
+            "upstreams: { a: { targets: [\"http://a:1\"] } }\nroutes: [{ split: [{ upstream: a, weight: 0 }] }]",
+            "the weights in `split` are all 0",
+        ),
+        (
+            "upstreams: { a: { targets: [\"http://a:1\"] } }\nroutes: [{ split: [{ upstream: a, weight: 1 }, { upstream: b, weight: 1 }] }]",
+            "unknown upstream `b`",
+        ),
+        (
+            "upstreams: { a: { targets: [\"http://a:1\"] } }\nroutes: [{ split: [{ upstream: a, weight: 1 }, { upstream: a, weight: 1 }] }]",
+            "appears twice",
+        ),
+        (
+            "upstreams: { a: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: a, split: [{ upstream: a, weight: 1 }] }]",
+            "more than one of",
+        ),
+        (
             "upstreams: { u: { targets: [\"http://a:1\"], max_requests: 0 } }",
             "`max_requests` must be at least 1",
         ),

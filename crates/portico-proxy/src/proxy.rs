@@ -157,7 +157,7 @@ async fn process(
         }
         Action::Proxy(action) => {
             let path = normalized.clone();
-            let pool = rt.pools[action.upstream].clone();
+            let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
             let ti = pool.pick(&crate::balance::PickContext {
                 headers: req.headers(),
                 client_ip: rec.client_ip,

@@ -185,3 +185,24 @@ async fn circuit_breaker_refuses_requests_over_max_requests_at_once() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn a_route_splits_traffic_between_upstreams_by_weight() {
+    let (stable, canary) = (named("stable", 0).await, named("canary", 0).await);
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  stable: {{ targets: [\"{}\"] }}\n  canary: {{ targets: [\"{}\"] }}\nroutes:\n  - split:\n      - {{ upstream: stable, weight: 90 }}\n      - {{ upstream: canary, weight: 10 }}\n",
+        stable.url(),
+        canary.url()
+    )))
+    .await;
+    for _ in 0..1000 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    // Binomial(1000, 0.1): mean 100, sd 9.5; outside 50..150 is beyond 5 sd.
+    assert!(
+        (50..150).contains(&canary.hits()),
+        "canary got {} of 1000",
+        canary.hits()
+    );
+    assert_eq!(stable.hits() + canary.hits(), 1000);
+}
