@@ -924,6 +924,11 @@ fn compile_route(
         }
     }
 
+    let response_headers = match &cfg.deprecation {
+        Some(d) => compile_deprecation(cx, d, get(node, "deprecation").unwrap_or(node)),
+        None => Vec::new(),
+    };
+
     if cx.sink.out.len() != errors_before {
         return None;
     }
@@ -937,8 +942,53 @@ fn compile_route(
         query,
         action: action?,
         timeout: cfg.timeout.map(|d| d.0),
+        response_headers,
         policies: policies.into(),
     })
+}
+
+fn compile_deprecation(
+    cx: &mut Ctx<'_>,
+    d: &DeprecationConfig,
+    node: &Node,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let hint = "write a date (`2026-06-30`) or a UTC time (`2026-06-30T12:00:00Z`)";
+    let mut out = Vec::new();
+    match crate::dates::parse(&d.since) {
+        // RFC 9745: a structured-field date, seconds since the epoch.
+        Some(t) => out.push((
+            HeaderName::from_static("deprecation"),
+            HeaderValue::from_str(&format!("@{t}")).expect("ascii"),
+        )),
+        None => cx.sink.at(
+            loc(node, "since"),
+            format!("invalid date `{}`", d.since),
+            hint,
+        ),
+    }
+    if let Some(s) = &d.sunset {
+        match crate::dates::parse(s) {
+            // RFC 8594: an HTTP-date.
+            Some(t) => out.push((
+                HeaderName::from_static("sunset"),
+                HeaderValue::from_str(&crate::dates::http_date(t)).expect("ascii"),
+            )),
+            None => cx
+                .sink
+                .at(loc(node, "sunset"), format!("invalid date `{s}`"), hint),
+        }
+    }
+    if let Some(link) = &d.link {
+        match HeaderValue::try_from(format!("<{link}>; rel=\"deprecation\"; type=\"text/html\"")) {
+            Ok(v) if !link.contains(['<', '>', ' ']) => out.push((http::header::LINK, v)),
+            _ => cx.sink.at(
+                loc(node, "link"),
+                format!("invalid link `{link}`"),
+                "write an absolute URL",
+            ),
+        }
+    }
+    out
 }
 
 fn compile_value_test(cx: &mut Ctx<'_>, v: &ValueMatchConfig, at: Loc) -> Option<ValueTest> {

@@ -305,6 +305,9 @@ pub struct RouteConfig {
     /// Overrides the upstream's `request_timeout` for this route.
     #[serde(default)]
     pub timeout: Option<DurationStr>,
+    /// Mark the route deprecated: `Deprecation`, `Sunset` and `Link` response headers.
+    #[serde(default)]
+    pub deprecation: Option<DeprecationConfig>,
     /// Policies for this route, run after the global ones.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
@@ -356,6 +359,19 @@ pub struct ValueMatchConfig {
     /// `true`: must be present; `false`: must be absent.
     #[serde(default)]
     pub present: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeprecationConfig {
+    /// When the route was (or will be) deprecated: `2026-06-30` or `2026-06-30T12:00:00Z`.
+    pub since: String,
+    /// When it stops working, same format (RFC 8594 `Sunset`).
+    #[serde(default)]
+    pub sunset: Option<String>,
+    /// A page that explains the deprecation and the way forward.
+    #[serde(default)]
+    pub link: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

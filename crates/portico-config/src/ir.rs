@@ -191,6 +191,8 @@ pub struct Route {
     pub action: Action,
     pub timeout: Option<Duration>,
     pub policies: Arc<[Policy]>,
+    /// Headers added to every response of this route (deprecation notices).
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Route {

@@ -2,6 +2,7 @@
 //! compiled runtime form the proxy reads through an atomic pointer.
 
 pub mod compile;
+pub mod dates;
 pub mod diag;
 pub mod duration;
 pub mod file;

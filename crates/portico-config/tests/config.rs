@@ -298,6 +298,14 @@ fn semantic_errors() {
         ),
         ("upstreams: { u: { targets: [] } }", "has no targets"),
         (
+            "routes: [{ respond: {}, deprecation: { since: \"2026-02-30\" } }]",
+            "invalid date `2026-02-30`",
+        ),
+        (
+            "routes: [{ respond: {}, deprecation: { since: \"2026-01-01\", sunset: \"next year\" } }]",
+            "invalid date `next year`",
+        ),
+        (
             "upstreams: { a: { targets: [\"http://a:1\"] } }\nroutes: [{ split: [{ upstream: a, weight: 0 }] }]",
             "the weights in `split` are all 0",
         ),

@@ -196,6 +196,9 @@ async fn process(
         cfg.global_policies.iter().chain(route.policies.iter()),
         &mut resp,
     );
+    for (name, value) in &route.response_headers {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
     resp.headers_mut()
         .insert(cfg.server.request_id_header.clone(), request_id.clone());
     Ok(resp)

@@ -446,3 +446,23 @@ async fn http2_upstreams_get_more_connections_when_streams_run_out() {
         up.conns()
     );
 }
+
+#[tokio::test]
+async fn deprecated_routes_announce_it() {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - match: {{ path: {{ prefix: /v1 }} }}\n    upstream: u\n    deprecation: {{ since: \"2026-06-30\", sunset: \"2027-01-01\", link: \"https://example.com/migrate\" }}\n  - upstream: u\n",
+        up.url()
+    )))
+    .await;
+    let got = get(&gw.url("/v1/x")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("deprecation"), Some("@1782777600"));
+    assert_eq!(got.header("sunset"), Some("Fri, 01 Jan 2027 00:00:00 GMT"));
+    assert_eq!(
+        got.header("link"),
+        Some("<https://example.com/migrate>; rel=\"deprecation\"; type=\"text/html\"")
+    );
+    let got = get(&gw.url("/v2/x")).await;
+    assert_eq!(got.header("deprecation"), None);
+}
