@@ -685,6 +685,16 @@ fn compile_upstreams(
             idle_timeout: d(cfg.idle_timeout, 30_000),
             pool_max_idle: cfg.pool_max_idle.unwrap_or(128),
             max_requests: cfg.max_requests.unwrap_or(usize::MAX),
+            eject_after_failures: cfg
+                .passive_health
+                .as_ref()
+                .and_then(|p| p.consecutive_failures)
+                .unwrap_or(5),
+            ejection_time: cfg
+                .passive_health
+                .as_ref()
+                .and_then(|p| p.ejection_time)
+                .map_or(Duration::from_secs(10), |d| d.0),
             tls,
             fingerprint: fp,
         }));

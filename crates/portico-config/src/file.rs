@@ -158,9 +158,25 @@ pub struct UpstreamConfig {
     /// limit get 503 with `Retry-After` immediately instead of queueing. Default: no limit.
     #[serde(default)]
     pub max_requests: Option<usize>,
+    /// Passive health checking: targets that keep failing are taken out of rotation for a while.
+    #[serde(default)]
+    pub passive_health: Option<PassiveHealthConfig>,
     /// TLS settings for `https://` targets.
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthConfig {
+    /// Consecutive failures (connect errors, timeouts, broken responses, 502/503/504) that eject
+    /// a target. Default 5; 0 turns passive checking off.
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    /// How long a first ejection lasts; repeated ejections last longer (× 2, × 3, … up to × 10).
+    /// Default `10s`.
+    #[serde(default)]
+    pub ejection_time: Option<DurationStr>,
 }
 
 /// A target: a URL, or a URL with a weight.

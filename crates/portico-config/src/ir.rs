@@ -132,6 +132,9 @@ pub struct Upstream {
     pub pool_max_idle: usize,
     /// Circuit breaker: most requests in flight at once (`usize::MAX`: no limit).
     pub max_requests: usize,
+    /// Consecutive failures that eject a target (0: never).
+    pub eject_after_failures: u32,
+    pub ejection_time: Duration,
     pub tls: UpstreamTls,
     /// Equal fingerprints mean equal settings: a reload keeps that upstream's pools.
     pub fingerprint: u64,

@@ -92,6 +92,24 @@ async fn answer(
                 serde_json::to_vec_pretty(&body).unwrap_or_default(),
             )
         }
+        (&Method::GET, "/upstreams") => {
+            let rt = inner.runtime.load_full();
+            let body: serde_json::Map<String, serde_json::Value> = rt
+                .pools
+                .iter()
+                .map(|p| {
+                    (
+                        p.spec.name.to_string(),
+                        serde_json::json!({ "targets": p.health() }),
+                    )
+                })
+                .collect();
+            reply(
+                StatusCode::OK,
+                JSON,
+                serde_json::to_vec_pretty(&body).unwrap_or_default(),
+            )
+        }
         (&Method::POST, "/reload") => match crate::Gateway::from_inner(inner.clone())
             .reload_file()
             .await
@@ -107,13 +125,13 @@ async fn answer(
                 serde_json::json!({ "result": "rejected", "errors": e }).to_string(),
             ),
         },
-        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload") => {
+        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" | "/reload") => {
             reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n")
         }
         _ => reply(
             StatusCode::NOT_FOUND,
             TEXT,
-            "not found; try /healthz, /readyz, /metrics, /config or POST /reload\n",
+            "not found; try /healthz, /readyz, /metrics, /config, /upstreams or POST /reload\n",
         ),
     };
     Ok(r)

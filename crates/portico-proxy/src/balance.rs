@@ -91,6 +91,11 @@ pub struct TargetLoad {
 /// How fast old latency samples are forgotten.
 const DECAY: Duration = Duration::from_secs(10);
 
+/// Nanoseconds since the first call: a cheap monotonic clock for ejection deadlines.
+pub fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
 fn epoch() -> Instant {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *START.get_or_init(Instant::now)

@@ -12,9 +12,8 @@
 //! hyper hands the request back and it goes out on a fresh connection; if the connection died
 //! after an idempotent request without a body was written, that request is sent again once.
 
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -55,6 +54,9 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// A failed attempt, with the request back when it was never sent (so it may go elsewhere).
+type Failed = (CallError, Option<Request<Body>>);
+
 /// Concurrent requests sent on one HTTP/2 connection before another is opened. Servers
 /// commonly allow 100 or more; when one allows fewer, extra streams wait in hyper for a free
 /// slot rather than fail.
@@ -89,6 +91,7 @@ impl std::fmt::Debug for UpstreamPool {
 struct TargetPool {
     target: Target,
     load: TargetLoad,
+    health: TargetHealth,
     /// For `https://`: what ALPN chose last time, so requests go to an HTTP/2 connection
     /// without first opening an HTTP/1.1 one.
     proto: AtomicU8,
@@ -97,6 +100,15 @@ struct TargetPool {
     h2_connect: tokio::sync::Mutex<()>,
     max_idle: usize,
     idle_timeout: Duration,
+}
+
+/// Passive health of one target.
+#[derive(Default)]
+struct TargetHealth {
+    failures: AtomicU32,
+    ejections: AtomicU32,
+    /// Ejected until this time (`balance::now_ns`), 0 when never ejected.
+    ejected_until: AtomicU64,
 }
 
 #[derive(Default)]
@@ -163,6 +175,7 @@ impl UpstreamPool {
                 Arc::new(TargetPool {
                     target: t.clone(),
                     load: TargetLoad::default(),
+                    health: TargetHealth::default(),
                     proto: AtomicU8::new(match t.scheme {
                         Scheme::Http => PROTO_H1,
                         Scheme::H2c => PROTO_H2,
@@ -213,19 +226,28 @@ impl UpstreamPool {
             return 0;
         }
         let cost = |i: usize| self.targets[i].load.cost(self.spec.targets[i].weight);
-        self.balancer.pick(&self.spec.targets, &cost, ctx)
+        let i = self.balancer.pick(&self.spec.targets, &cost, ctx);
+        // An ejected target's share goes to the next healthy one; when every target is
+        // ejected (panic mode), they all take traffic again rather than none.
+        if self.is_ejected(i) {
+            self.other_target(i).unwrap_or(i)
+        } else {
+            i
+        }
     }
 
     pub fn target(&self, i: usize) -> &Target {
         &self.targets[i].target
     }
 
-    /// Sends a request (its URI in absolute form) to target `i`.
+    /// Sends a request (its URI in absolute form) to target `i`. A request that could not be
+    /// sent there (connection refused, or closed before the request was written) goes to
+    /// another target once. Returns the target that answered.
     pub async fn send(
         &self,
         i: usize,
         req: Request<Body>,
-    ) -> Result<Response<UpstreamBody>, CallError> {
+    ) -> Result<(usize, Response<UpstreamBody>), CallError> {
         // Circuit breaker: admit the request only while fewer than `max_requests` are in
         // flight; it stays counted until its response body is gone.
         let admitted = if self.spec.max_requests == usize::MAX {
@@ -237,29 +259,119 @@ impl UpstreamPool {
             }
             Some(CountGuard(self.in_flight.clone()))
         };
-        let mut resp = if matches!(self.balancer, Balancer::LeastRequest) {
-            // least_request: count the request on its target until its response body is
-            // gone, and feed the target's latency average.
-            let tp = &self.targets[i];
-            tp.load.in_flight.fetch_add(1, Ordering::Relaxed);
-            let guard = LoadGuard(tp.clone());
-            let started = Instant::now();
-            let mut resp = self.send_inner(i, req).await?;
-            tp.load.observe(started.elapsed());
-            resp.body_mut().load = Some(guard);
-            resp
-        } else {
-            self.send_inner(i, req).await?
-        };
-        resp.body_mut().admitted = admitted;
+        let (mut i, mut req, mut failed_over) = (i, req, false);
+        loop {
+            match self.attempt(i, req).await {
+                Ok(mut resp) => {
+                    self.report(i, !matches!(resp.status().as_u16(), 502..=504));
+                    resp.body_mut().admitted = admitted;
+                    return Ok((i, resp));
+                }
+                Err((e, unsent)) => {
+                    self.report(i, false);
+                    match (unsent, failed_over, self.other_target(i)) {
+                        (Some(r), false, Some(j)) => {
+                            metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "other_target").increment(1);
+                            (i, req, failed_over) = (j, r, true);
+                        }
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        i: usize,
+        req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, Failed> {
+        if !matches!(self.balancer, Balancer::LeastRequest) {
+            return self.send_inner(i, req).await;
+        }
+        // least_request: count the request on its target until its response body is gone,
+        // and feed the target's latency average.
+        let tp = &self.targets[i];
+        tp.load.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = LoadGuard(tp.clone());
+        let started = Instant::now();
+        let mut resp = self.send_inner(i, req).await?;
+        tp.load.observe(started.elapsed());
+        resp.body_mut().load = Some(guard);
         Ok(resp)
+    }
+
+    /// Passive health: consecutive failures eject a target for a while (longer each time it
+    /// happens again); a success clears the count. With one target there is nowhere else to
+    /// go, so nothing is ejected.
+    fn report(&self, i: usize, ok: bool) {
+        let h = &self.targets[i].health;
+        if ok {
+            // Reads first: the common case writes nothing shared.
+            if h.failures.load(Ordering::Relaxed) != 0 {
+                h.failures.store(0, Ordering::Relaxed);
+            }
+            if h.ejections.load(Ordering::Relaxed) != 0 {
+                h.ejections.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let limit = self.spec.eject_after_failures;
+        if limit == 0 || self.targets.len() < 2 {
+            return;
+        }
+        if h.failures.fetch_add(1, Ordering::Relaxed) + 1 >= limit {
+            h.failures.store(0, Ordering::Relaxed);
+            let times = (h.ejections.fetch_add(1, Ordering::Relaxed) + 1).min(10);
+            let until =
+                crate::balance::now_ns() + (self.spec.ejection_time * times).as_nanos() as u64;
+            h.ejected_until.store(until, Ordering::Relaxed);
+            let target = self.targets[i].target.display.to_string();
+            tracing::warn!(upstream = %self.spec.name, %target, seconds = (self.spec.ejection_time * times).as_secs_f64(), "target ejected after consecutive failures");
+            metrics::counter!("portico_upstream_ejections_total", "upstream" => self.spec.name.to_string(), "target" => target).increment(1);
+        }
+    }
+
+    fn is_ejected(&self, i: usize) -> bool {
+        let until = self.targets[i].health.ejected_until.load(Ordering::Relaxed);
+        until != 0 && until > crate::balance::now_ns()
+    }
+
+    /// The next target after `i` that is not ejected, or any other one when all are.
+    fn other_target(&self, i: usize) -> Option<usize> {
+        let n = self.targets.len();
+        if n < 2 {
+            return None;
+        }
+        (1..n)
+            .map(|k| (i + k) % n)
+            .find(|&j| !self.is_ejected(j))
+            .or(Some((i + 1) % n))
+    }
+
+    /// Health of each target, for the admin port.
+    pub fn health(&self) -> Vec<serde_json::Value> {
+        self.targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                serde_json::json!({
+                    "target": &*t.target.display,
+                    "weight": t.target.weight,
+                    "ejected": self.is_ejected(i),
+                    "consecutive_failures": t.health.failures.load(Ordering::Relaxed),
+                    "ejections": t.health.ejections.load(Ordering::Relaxed),
+                    "in_flight": t.load.in_flight.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
     }
 
     async fn send_inner(
         &self,
         i: usize,
         req: Request<Body>,
-    ) -> Result<Response<UpstreamBody>, CallError> {
+    ) -> Result<Response<UpstreamBody>, Failed> {
         let tp = &self.targets[i];
         let shard = shard_index(tp.shards.len());
         if tp.proto.load(Ordering::Relaxed) == PROTO_H2 {
@@ -269,9 +381,10 @@ impl UpstreamPool {
             Some((tx, idle_for)) => (tx, true, idle_for),
             // Connecting is the rare path: boxed, so its large future does not enlarge every
             // request's future, which hyper moves around.
-            None => match Box::pin(self.connect(tp)).await? {
-                Conn::H1(tx) => (tx, false, Duration::ZERO),
-                Conn::H2(tx) => {
+            None => match Box::pin(self.connect(tp)).await {
+                Err(e) => return Err((e, Some(req))),
+                Ok(Conn::H1(tx)) => (tx, false, Duration::ZERO),
+                Ok(Conn::H2(tx)) => {
                     tp.add_h2(shard, tx);
                     return Box::pin(self.send_h2(tp, shard, req)).await;
                 }
@@ -292,16 +405,20 @@ impl UpstreamPool {
                 // back unsent, or if it was sent but may be safely repeated.
                 let again = e.take_message().or(replay.map(origin_form));
                 let Some(req) = again else {
-                    return Err(CallError::Request(e.into_error()));
+                    return Err((CallError::Request(e.into_error()), None));
                 };
                 metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
                 Box::pin(async move {
-                    match self.connect(tp).await? {
-                        Conn::H1(mut tx) => match tx.try_send_request(req).await {
+                    match self.connect(tp).await {
+                        Err(e) => Err((e, Some(req))),
+                        Ok(Conn::H1(mut tx)) => match tx.try_send_request(req).await {
                             Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard)),
-                            Err(e) => Err(CallError::Request(e.into_error())),
+                            Err(mut e) => {
+                                let unsent = e.take_message();
+                                Err((CallError::Request(e.into_error()), unsent))
+                            }
                         },
-                        Conn::H2(tx) => {
+                        Ok(Conn::H2(tx)) => {
                             tp.add_h2(shard, tx);
                             self.send_h2(tp, shard, req).await
                         }
@@ -309,7 +426,10 @@ impl UpstreamPool {
                 })
                 .await
             }
-            Err(e) => Err(CallError::Request(e.into_error())),
+            Err(mut e) => {
+                let unsent = e.take_message();
+                Err((CallError::Request(e.into_error()), unsent))
+            }
         }
     }
 
@@ -318,7 +438,7 @@ impl UpstreamPool {
         tp: &Arc<TargetPool>,
         shard: usize,
         mut req: Request<Body>,
-    ) -> Result<Response<UpstreamBody>, CallError> {
+    ) -> Result<Response<UpstreamBody>, Failed> {
         *req.version_mut() = Version::HTTP_2;
         let (mut tx, in_flight) = match tp.h2_with_capacity(shard) {
             Some(c) => c,
@@ -328,14 +448,18 @@ impl UpstreamPool {
                 let _connecting = tp.h2_connect.lock().await;
                 match tp.h2_with_capacity(shard) {
                     Some(c) => c,
-                    None => match self.connect(tp).await? {
-                        Conn::H2(tx) => tp.add_h2(shard, tx),
-                        Conn::H1(mut tx) => {
+                    None => match self.connect(tp).await {
+                        Err(e) => return Err((e, Some(req))),
+                        Ok(Conn::H2(tx)) => tp.add_h2(shard, tx),
+                        Ok(Conn::H1(mut tx)) => {
                             // ALPN fell back to HTTP/1.1.
                             let req = origin_form(req);
                             return match tx.try_send_request(req).await {
                                 Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard)),
-                                Err(e) => Err(CallError::Request(e.into_error())),
+                                Err(mut e) => {
+                                    let unsent = e.take_message();
+                                    Err((CallError::Request(e.into_error()), unsent))
+                                }
                             };
                         }
                     },
@@ -355,9 +479,10 @@ impl UpstreamPool {
                     },
                 ))
             }
-            Err(e) => {
+            Err(mut e) => {
                 in_flight.fetch_sub(1, Ordering::Relaxed);
-                Err(CallError::Request(e.into_error()))
+                let unsent = e.take_message();
+                Err((CallError::Request(e.into_error()), unsent))
             }
         }
     }
@@ -665,12 +790,4 @@ impl HttpBody for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-#[allow(dead_code)]
-fn _send_future_is_send(
-    p: &UpstreamPool,
-    r: Request<Body>,
-) -> impl Future<Output = Result<Response<UpstreamBody>, CallError>> + Send + '_ {
-    p.send(0, r)
 }

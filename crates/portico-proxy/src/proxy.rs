@@ -411,7 +411,12 @@ async fn call_upstream(
     rec.upstream_duration = Some(elapsed);
     pool.duration.record(elapsed.as_secs_f64());
     let problem = match result {
-        Ok(Ok(resp)) => return Ok(resp),
+        Ok(Ok((served_by, resp))) => {
+            if served_by != target {
+                rec.upstream = Some(pool.target(served_by).display.clone());
+            }
+            return Ok(resp);
+        }
         // The client's body broke, not the upstream: that is the client's error.
         _ if stats.is_some_and(|s| s.failed.load(Ordering::Relaxed)) => {
             return Err(Problem::BadRequest(

@@ -31,6 +31,7 @@ pub struct Upstream {
     pub hits: Arc<AtomicUsize>,
     /// Connections accepted.
     pub conns: Arc<AtomicUsize>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Upstream {
@@ -42,6 +43,10 @@ impl Upstream {
     }
     pub fn conns(&self) -> usize {
         self.conns.load(Ordering::SeqCst)
+    }
+    /// Stops the server as if its process died: the listener and every open connection close.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
     }
 }
 
@@ -59,15 +64,35 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<TestBody>> + Send + 'static,
 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_at("127.0.0.1:0".parse().unwrap(), handler, tls).await
+}
+
+/// Like [`serve_with_tls`], on a given address (to bring a stopped server back on its port).
+pub async fn serve_at<F, Fut>(
+    addr: SocketAddr,
+    handler: F,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Upstream
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let l = TcpListener::bind(addr).await.unwrap();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let addr = l.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let h2 = hits.clone();
     let conns = Arc::new(AtomicUsize::new(0));
     let c2 = conns.clone();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let mut accept_stop = stop_rx.clone();
     tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
+        loop {
+            let s = tokio::select! {
+                r = l.accept() => match r { Ok((s, _)) => s, Err(_) => break },
+                _ = accept_stop.wait_for(|s| *s) => break,
+            };
+            let mut conn_stop = stop_rx.clone();
             c2.fetch_add(1, Ordering::SeqCst);
             let handler = handler.clone();
             let hits = h2.clone();
@@ -79,20 +104,32 @@ where
                     async move { Ok::<_, Infallible>(f.await) }
                 });
                 let b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                match acceptor {
-                    Some(a) => {
-                        if let Ok(t) = a.accept(s).await {
-                            let _ = b.serve_connection_with_upgrades(TokioIo::new(t), svc).await;
+                let serve = async move {
+                    match acceptor {
+                        Some(a) => {
+                            if let Ok(t) = a.accept(s).await {
+                                let _ =
+                                    b.serve_connection_with_upgrades(TokioIo::new(t), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = b.serve_connection_with_upgrades(TokioIo::new(s), svc).await;
                         }
                     }
-                    None => {
-                        let _ = b.serve_connection_with_upgrades(TokioIo::new(s), svc).await;
-                    }
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = conn_stop.wait_for(|s| *s) => {}
                 }
             });
         }
     });
-    Upstream { addr, hits, conns }
+    Upstream {
+        addr,
+        hits,
+        conns,
+        stop,
+    }
 }
 
 /// The request as the echo server saw it.

@@ -206,3 +206,57 @@ async fn a_route_splits_traffic_between_upstreams_by_weight() {
     );
     assert_eq!(stable.hits() + canary.hits(), 1000);
 }
+
+#[tokio::test]
+async fn a_dead_target_is_ejected_and_requests_fail_over_without_errors() {
+    let a = named("a", 0).await;
+    let b = named("b", 0).await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u:\n    targets: [\"{}\", \"{}\"]\n    passive_health: {{ consecutive_failures: 3, ejection_time: 500ms }}\nroutes:\n  - upstream: u\n",
+        a.url(),
+        b.url()
+    )))
+    .await;
+    for _ in 0..10 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    assert_eq!((a.hits(), b.hits()), (5, 5));
+    // Target a dies mid-run: its pooled connections close and new ones are refused.
+    a.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    for i in 0..40 {
+        let got = get(&gw.url("/")).await;
+        assert_eq!(
+            (got.status.as_u16(), got.text()),
+            (200, "b".to_string()),
+            "request {i} after a died"
+        );
+    }
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        m.contains(&format!(
+            "portico_upstream_ejections_total{{upstream=\"u\",target=\"{}\"}} 1",
+            a.url()
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains("portico_upstream_retries_total{upstream=\"u\",reason=\"other_target\"}"),
+        "{m}"
+    );
+    let health = get(&gw.admin_url("/upstreams")).await.json();
+    assert_eq!(health["u"]["targets"][0]["ejected"], true, "{health}");
+    assert_eq!(health["u"]["targets"][1]["ejected"], false, "{health}");
+    // It comes back on the same port; after the ejection time it gets traffic again.
+    let a2 = serve_at(
+        a.addr,
+        |_req| async { http::Response::new(full("a")) },
+        None,
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    for _ in 0..10 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    assert!(a2.hits() >= 4, "a got {} of 10 after recovering", a2.hits());
+}
