@@ -112,6 +112,9 @@ impl RouteMetrics {
     }
 }
 
+/// Request counters by (route index, method, status).
+type CounterCache = std::collections::HashMap<(usize, &'static str, u16), metrics::Counter>;
+
 /// Records a finished request. The request counter has a status label known only at the end;
 /// its handle is cached per worker thread, keyed by (config generation, route, method,
 /// status), so only the first request of each combination registers it.
@@ -125,7 +128,7 @@ pub fn record_request(
     use std::cell::RefCell;
     use std::collections::HashMap;
     thread_local! {
-        static COUNTERS: RefCell<(u64, HashMap<(usize, &'static str, u16), metrics::Counter>)> = RefCell::new((0, HashMap::new()));
+        static COUNTERS: RefCell<(u64, CounterCache)> = RefCell::new((0, HashMap::new()));
     }
     let method = method_label(method);
     let route_index = route.map_or(usize::MAX, |(i, _)| i);
