@@ -659,6 +659,73 @@ fn compile_upstreams(
                 tls.server_name = Some(sn.clone());
             }
         }
+        let health_check = match &cfg.health_check {
+            None => None,
+            Some(h) => {
+                let hnode = get(node, "health_check").unwrap_or(node);
+                let path = match &h.path {
+                    None => None,
+                    Some(p) if p.starts_with('/') => {
+                        match http::uri::PathAndQuery::try_from(p.as_str()) {
+                            Ok(pq) => Some(pq),
+                            Err(_) => {
+                                cx.sink.at(
+                                    loc(hnode, "path"),
+                                    format!("invalid path `{p}`"),
+                                    "write a path such as `/healthz`",
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                    Some(p) => {
+                        cx.sink.at(
+                            loc(hnode, "path"),
+                            format!("path `{p}` must start with `/`"),
+                            format!("write `/{p}`"),
+                        );
+                        continue;
+                    }
+                };
+                if let Some(bad) = h
+                    .expected_statuses
+                    .iter()
+                    .find(|s| !(100..600).contains(*s))
+                {
+                    cx.sink.at(
+                        loc(hnode, "expected_statuses"),
+                        format!("{bad} is not an HTTP status"),
+                        "use codes from 100 to 599",
+                    );
+                    continue;
+                }
+                if h.healthy_threshold == Some(0) || h.unhealthy_threshold == Some(0) {
+                    cx.sink.at(
+                        hnode.loc,
+                        "health-check thresholds must be at least 1",
+                        "the defaults are 2 (healthy) and 3 (unhealthy)",
+                    );
+                    continue;
+                }
+                let interval = h.interval.map_or(Duration::from_secs(5), |d| d.0);
+                if interval.is_zero() {
+                    cx.sink.at(
+                        loc(hnode, "interval"),
+                        "`interval` must be more than 0",
+                        "for example `5s`",
+                    );
+                    continue;
+                }
+                Some(HealthCheck {
+                    path,
+                    interval,
+                    timeout: h.timeout.map_or(Duration::from_secs(2), |d| d.0),
+                    expected_statuses: h.expected_statuses.clone(),
+                    healthy_threshold: h.healthy_threshold.unwrap_or(2),
+                    unhealthy_threshold: h.unhealthy_threshold.unwrap_or(3),
+                })
+            }
+        };
         if cfg.max_requests == Some(0) {
             cx.sink.at(
                 loc(node, "max_requests"),
@@ -685,6 +752,7 @@ fn compile_upstreams(
             idle_timeout: d(cfg.idle_timeout, 30_000),
             pool_max_idle: cfg.pool_max_idle.unwrap_or(128),
             max_requests: cfg.max_requests.unwrap_or(usize::MAX),
+            health_check,
             eject_after_failures: cfg
                 .passive_health
                 .as_ref()

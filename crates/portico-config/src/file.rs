@@ -161,9 +161,35 @@ pub struct UpstreamConfig {
     /// Passive health checking: targets that keep failing are taken out of rotation for a while.
     #[serde(default)]
     pub passive_health: Option<PassiveHealthConfig>,
+    /// Active health checking: probe every target in the background.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
     /// TLS settings for `https://` targets.
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path requested with GET; omit for a TCP connect check.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Time between checks of each target. Default `5s`.
+    #[serde(default)]
+    pub interval: Option<DurationStr>,
+    /// Time allowed for one check (connect and response head). Default `2s`.
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+    /// Statuses that count as healthy. Default: 200–399.
+    #[serde(default)]
+    pub expected_statuses: Vec<u16>,
+    /// Consecutive successes that bring an unhealthy target back. Default 2.
+    #[serde(default)]
+    pub healthy_threshold: Option<u32>,
+    /// Consecutive failures that take a target out. Default 3.
+    #[serde(default)]
+    pub unhealthy_threshold: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

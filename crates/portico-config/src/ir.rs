@@ -135,9 +135,32 @@ pub struct Upstream {
     /// Consecutive failures that eject a target (0: never).
     pub eject_after_failures: u32,
     pub ejection_time: Duration,
+    pub health_check: Option<HealthCheck>,
     pub tls: UpstreamTls,
     /// Equal fingerprints mean equal settings: a reload keeps that upstream's pools.
     pub fingerprint: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// `None`: a TCP connect check.
+    pub path: Option<http::uri::PathAndQuery>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Empty: 200–399.
+    pub expected_statuses: Vec<u16>,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+impl HealthCheck {
+    pub fn is_expected(&self, status: u16) -> bool {
+        if self.expected_statuses.is_empty() {
+            (200..400).contains(&status)
+        } else {
+            self.expected_statuses.contains(&status)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

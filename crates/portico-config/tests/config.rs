@@ -298,6 +298,22 @@ fn semantic_errors() {
         ),
         ("upstreams: { u: { targets: [] } }", "has no targets"),
         (
+            "upstreams: { u: { targets: [\"http://a:1\"], health_check: { path: health } } }",
+            "must start with `/`",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], health_check: { path: /h, expected_statuses: [700] } } }",
+            "700 is not an HTTP status",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], health_check: { healthy_threshold: 0 } } }",
+            "thresholds must be at least 1",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], health_check: { intervall: 5s } } }",
+            "did you mean `interval`?",
+        ),
+        (
             "routes: [{ respond: {}, deprecation: { since: \"2026-02-30\" } }]",
             "invalid date `2026-02-30`",
         ),

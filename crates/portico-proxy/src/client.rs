@@ -102,9 +102,13 @@ struct TargetPool {
     idle_timeout: Duration,
 }
 
-/// Passive health of one target.
+/// Health of one target: passive (ejection) and active (checks).
 #[derive(Default)]
 struct TargetHealth {
+    /// Active checks found it unhealthy.
+    down: std::sync::atomic::AtomicBool,
+    check_successes: AtomicU32,
+    check_failures: AtomicU32,
     failures: AtomicU32,
     ejections: AtomicU32,
     /// Ejected until this time (`balance::now_ns`), 0 when never ejected.
@@ -332,9 +336,101 @@ impl UpstreamPool {
         }
     }
 
+    /// Out of rotation: failing its active checks, or ejected by passive checking.
     fn is_ejected(&self, i: usize) -> bool {
-        let until = self.targets[i].health.ejected_until.load(Ordering::Relaxed);
+        let h = &self.targets[i].health;
+        if h.down.load(Ordering::Relaxed) {
+            return true;
+        }
+        let until = h.ejected_until.load(Ordering::Relaxed);
         until != 0 && until > crate::balance::now_ns()
+    }
+
+    /// Starts active health checks, if configured. The task ends when the pool is dropped
+    /// (a reload that changed this upstream).
+    pub fn start_health_checks(self: &Arc<Self>) {
+        let Some(hc) = self.spec.health_check.clone() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(hc.interval).await;
+                let Some(pool) = weak.upgrade() else { return };
+                for i in 0..pool.targets.len() {
+                    let ok = matches!(
+                        tokio::time::timeout(hc.timeout, pool.check(i, &hc)).await,
+                        Ok(true)
+                    );
+                    pool.record_check(i, ok, &hc);
+                }
+            }
+        });
+    }
+
+    /// One check on a fresh connection (never a pooled one, whose health says nothing new).
+    async fn check(&self, i: usize, hc: &portico_config::HealthCheck) -> bool {
+        let tp = &self.targets[i];
+        let Ok(conn) = self.connect(tp).await else {
+            return false;
+        };
+        let Some(path) = &hc.path else { return true };
+        let mut req = Request::new(Body::Empty);
+        req.headers_mut().insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static("portico-health-check"),
+        );
+        if let Ok(host) = http::HeaderValue::from_str(tp.target.authority.as_str()) {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+        let status = match conn {
+            Conn::H1(mut tx) => {
+                *req.uri_mut() = Uri::from(path.clone());
+                tx.send_request(req).await.map(|r| r.status())
+            }
+            Conn::H2(mut tx) => {
+                let scheme = if tp.target.scheme == Scheme::Https {
+                    "https"
+                } else {
+                    "http"
+                };
+                *req.uri_mut() = Uri::builder()
+                    .scheme(scheme)
+                    .authority(tp.target.authority.clone())
+                    .path_and_query(path.clone())
+                    .build()
+                    .unwrap_or_default();
+                *req.version_mut() = Version::HTTP_2;
+                tx.send_request(req).await.map(|r| r.status())
+            }
+        };
+        status.is_ok_and(|s| hc.is_expected(s.as_u16()))
+    }
+
+    fn record_check(&self, i: usize, ok: bool, hc: &portico_config::HealthCheck) {
+        let h = &self.targets[i].health;
+        let target = &self.targets[i].target.display;
+        if ok {
+            h.check_failures.store(0, Ordering::Relaxed);
+            let n = h.check_successes.fetch_add(1, Ordering::Relaxed) + 1;
+            if h.down.load(Ordering::Relaxed) && n >= hc.healthy_threshold {
+                h.down.store(false, Ordering::Relaxed);
+                tracing::info!(upstream = %self.spec.name, %target, "target healthy again");
+            }
+        } else {
+            h.check_successes.store(0, Ordering::Relaxed);
+            let n = h.check_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if !h.down.load(Ordering::Relaxed) && n >= hc.unhealthy_threshold {
+                h.down.store(true, Ordering::Relaxed);
+                tracing::warn!(upstream = %self.spec.name, %target, "target unhealthy: failed its health checks");
+            }
+        }
+        let healthy = if h.down.load(Ordering::Relaxed) {
+            0.0
+        } else {
+            1.0
+        };
+        metrics::gauge!("portico_upstream_target_healthy", "upstream" => self.spec.name.to_string(), "target" => target.to_string()).set(healthy);
     }
 
     /// The next target after `i` that is not ejected, or any other one when all are.
@@ -359,6 +455,7 @@ impl UpstreamPool {
                     "target": &*t.target.display,
                     "weight": t.target.weight,
                     "ejected": self.is_ejected(i),
+                    "healthy": !t.health.down.load(Ordering::Relaxed),
                     "consecutive_failures": t.health.failures.load(Ordering::Relaxed),
                     "ejections": t.health.ejections.load(Ordering::Relaxed),
                     "in_flight": t.load.in_flight.load(Ordering::Relaxed),

@@ -43,7 +43,11 @@ impl Runtime {
             });
             pools.push(match reused {
                 Some(p) => p,
-                None => Arc::new(UpstreamPool::new(up.clone())?),
+                None => {
+                    let pool = Arc::new(UpstreamPool::new(up.clone())?);
+                    pool.start_health_checks();
+                    pool
+                }
             });
         }
         let access_log = match previous.and_then(|p| p.access_log.as_ref()) {

@@ -260,3 +260,61 @@ async fn a_dead_target_is_ejected_and_requests_fail_over_without_errors() {
     }
     assert!(a2.hits() >= 4, "a got {} of 10 after recovering", a2.hits());
 }
+
+#[tokio::test]
+async fn active_health_checks_take_a_target_out_and_bring_it_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sick = Arc::new(AtomicBool::new(false));
+    let s = sick.clone();
+    let a = serve(move |req: http::Request<hyper::body::Incoming>| {
+        let sick = s.load(Ordering::SeqCst);
+        async move {
+            let mut r = http::Response::new(full("a"));
+            if req.uri().path() == "/health" && sick {
+                *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            }
+            r
+        }
+    })
+    .await;
+    let b = named("b", 0).await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u:\n    targets: [\"{}\", \"{}\"]\n    health_check: {{ path: /health, interval: 50ms, timeout: 1s, healthy_threshold: 2, unhealthy_threshold: 2 }}\nroutes:\n  - upstream: u\n",
+        a.url(),
+        b.url()
+    )))
+    .await;
+    let served = |n: usize| {
+        let url = gw.url("/");
+        async move {
+            let mut by = Vec::new();
+            for _ in 0..n {
+                by.push(get(&url).await.text());
+            }
+            by
+        }
+    };
+    assert!(served(10).await.contains(&"a".to_string()));
+    sick.store(true, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(
+        served(20).await.iter().all(|s| s == "b"),
+        "an unhealthy target still got traffic"
+    );
+    let health = get(&gw.admin_url("/upstreams")).await.json();
+    assert_eq!(health["u"]["targets"][0]["healthy"], false, "{health}");
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        m.contains(&format!(
+            "portico_upstream_target_healthy{{upstream=\"u\",target=\"{}\"}} 0",
+            a.url()
+        )),
+        "{m}"
+    );
+    sick.store(false, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(
+        served(10).await.contains(&"a".to_string()),
+        "a recovered target gets traffic again"
+    );
+}
