@@ -726,6 +726,73 @@ fn compile_upstreams(
                 })
             }
         };
+        let retry = match &cfg.retries {
+            None => None,
+            Some(r) => {
+                let rnode = get(node, "retries").unwrap_or(node);
+                let attempts = r.attempts.unwrap_or(2);
+                if !(2..=10).contains(&attempts) {
+                    cx.sink.at(
+                        loc(rnode, "attempts"),
+                        format!("`attempts` is {attempts}; it must be from 2 to 10"),
+                        "it counts the first try: 2 means one retry; remove `retries` for none",
+                    );
+                    continue;
+                }
+                let budget = r.budget_percent.unwrap_or(20);
+                if budget == 0 || budget > 100 {
+                    cx.sink.at(
+                        loc(rnode, "budget_percent"),
+                        format!("`budget_percent` is {budget}; it must be from 1 to 100"),
+                        "20 lets retries add at most a fifth more load",
+                    );
+                    continue;
+                }
+                let on = if r.retry_on.is_empty() {
+                    vec![
+                        RetryOn::Named(RetryCondition::ConnectFailure),
+                        RetryOn::Named(RetryCondition::Reset),
+                        RetryOn::Status(502),
+                        RetryOn::Status(503),
+                        RetryOn::Status(504),
+                    ]
+                } else {
+                    r.retry_on.clone()
+                };
+                if let Some(RetryOn::Status(bad)) = on
+                    .iter()
+                    .find(|o| matches!(o, RetryOn::Status(s) if !(100..600).contains(s)))
+                {
+                    cx.sink.at(
+                        loc(rnode, "retry_on"),
+                        format!("{bad} is not an HTTP status"),
+                        "use codes from 100 to 599, or connect_failure, reset, timeout",
+                    );
+                    continue;
+                }
+                Some(RetryPolicy {
+                    attempts,
+                    on_connect_failure: on
+                        .contains(&RetryOn::Named(RetryCondition::ConnectFailure)),
+                    on_reset: on.contains(&RetryOn::Named(RetryCondition::Reset)),
+                    on_timeout: on.contains(&RetryOn::Named(RetryCondition::Timeout)),
+                    on_statuses: on
+                        .iter()
+                        .filter_map(|o| {
+                            if let RetryOn::Status(s) = o {
+                                Some(*s)
+                            } else {
+                                None
+                            }
+                        })
+                        .collect(),
+                    budget_percent: budget,
+                    backoff: r.backoff.map_or(Duration::from_millis(25), |d| d.0),
+                    attempt_timeout: r.attempt_timeout.map(|d| d.0),
+                    non_idempotent: r.non_idempotent,
+                })
+            }
+        };
         if cfg.max_requests == Some(0) {
             cx.sink.at(
                 loc(node, "max_requests"),
@@ -753,6 +820,7 @@ fn compile_upstreams(
             pool_max_idle: cfg.pool_max_idle.unwrap_or(128),
             max_requests: cfg.max_requests.unwrap_or(usize::MAX),
             health_check,
+            retry,
             eject_after_failures: cfg
                 .passive_health
                 .as_ref()

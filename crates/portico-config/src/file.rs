@@ -164,9 +164,52 @@ pub struct UpstreamConfig {
     /// Active health checking: probe every target in the background.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
+    /// Retrying failed requests, on another target, within a retry budget.
+    #[serde(default)]
+    pub retries: Option<RetriesConfig>,
     /// TLS settings for `https://` targets.
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesConfig {
+    /// Tries per request, the first included. Default 2.
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// What is retried: `connect_failure`, `reset` (connection lost after sending),
+    /// `timeout` (per-attempt), or status codes. Default `[connect_failure, reset, 502, 503, 504]`.
+    #[serde(default)]
+    pub retry_on: Vec<RetryOn>,
+    /// Retries may add at most this share of the upstream's requests. Default 20.
+    #[serde(default)]
+    pub budget_percent: Option<u32>,
+    /// Base back-off before a retry: exponential with full jitter, at most 10 × base. Default `25ms`.
+    #[serde(default)]
+    pub backoff: Option<DurationStr>,
+    /// Time allowed for each attempt (the route's timeout still bounds the whole). Default: none.
+    #[serde(default)]
+    pub attempt_timeout: Option<DurationStr>,
+    /// Also retry methods that are not idempotent (POST, PATCH). Default `false`.
+    #[serde(default)]
+    pub non_idempotent: bool,
+}
+
+/// A condition that triggers a retry: a name or an HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RetryOn {
+    Status(u16),
+    Named(RetryCondition),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryCondition {
+    ConnectFailure,
+    Reset,
+    Timeout,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -136,9 +136,24 @@ pub struct Upstream {
     pub eject_after_failures: u32,
     pub ejection_time: Duration,
     pub health_check: Option<HealthCheck>,
+    pub retry: Option<RetryPolicy>,
     pub tls: UpstreamTls,
     /// Equal fingerprints mean equal settings: a reload keeps that upstream's pools.
     pub fingerprint: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Tries per request, the first included (at least 2).
+    pub attempts: u32,
+    pub on_connect_failure: bool,
+    pub on_reset: bool,
+    pub on_timeout: bool,
+    pub on_statuses: Vec<u16>,
+    pub budget_percent: u32,
+    pub backoff: Duration,
+    pub attempt_timeout: Option<Duration>,
+    pub non_idempotent: bool,
 }
 
 #[derive(Debug, Clone)]

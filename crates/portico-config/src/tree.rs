@@ -505,6 +505,14 @@ impl<'de> Deserializer<'de> for NodeDe<'_, '_> {
     }
 
     fn deserialize_identifier<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+        // YAML 1.1 reads unquoted on/off/yes/no as booleans, keys included.
+        if let NodeKind::Bool(b) = self.node.kind {
+            return Err(DeError {
+                msg: format!("this key is read as the boolean `{b}`"),
+                loc: Some(self.node.loc),
+                hint: Some("YAML reads unquoted `on`, `off`, `yes` and `no` as booleans; quote the key, as in `\"on\":`".into()),
+            });
+        }
         self.deserialize_string(v)
     }
 

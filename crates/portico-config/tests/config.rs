@@ -298,6 +298,22 @@ fn semantic_errors() {
         ),
         ("upstreams: { u: { targets: [] } }", "has no targets"),
         (
+            "upstreams: { u: { targets: [\"http://a:1\"], retries: { attempts: 1 } } }",
+            "it must be from 2 to 10",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], retries: { budget_percent: 0 } } }",
+            "it must be from 1 to 100",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], retries: { retry_on: [999] } } }",
+            "999 is not an HTTP status",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], retries: { on: [503] } } }",
+            "quote the key",
+        ),
+        (
             "upstreams: { u: { targets: [\"http://a:1\"], health_check: { path: health } } }",
             "must start with `/`",
         ),

@@ -54,6 +54,11 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// The retry budget starts with 10 retries' worth (so a quiet upstream can still retry) and
+/// holds at most 100.
+const RETRY_TOKENS_START: u64 = 10_000;
+const RETRY_TOKENS_MAX: u64 = 100_000;
+
 /// A failed attempt, with the request back when it was never sent (so it may go elsewhere).
 type Failed = (CallError, Option<Request<Body>>);
 
@@ -73,6 +78,9 @@ pub struct UpstreamPool {
     pub spec: Arc<Upstream>,
     /// Requests in flight, for the `max_requests` circuit breaker.
     in_flight: Arc<AtomicUsize>,
+    /// Retry budget in thousandths of a retry: each request adds `budget_percent` × 10, each
+    /// retry takes 1,000.
+    retry_tokens: AtomicU64,
     balancer: Balancer,
     /// `portico_upstream_duration_seconds` for this upstream, registered once.
     pub duration: metrics::Histogram,
@@ -216,6 +224,7 @@ impl UpstreamPool {
         let duration = metrics::histogram!("portico_upstream_duration_seconds", "upstream" => spec.name.to_string());
         Ok(UpstreamPool {
             in_flight: Arc::new(AtomicUsize::new(0)),
+            retry_tokens: AtomicU64::new(RETRY_TOKENS_START),
             balancer: Balancer::new(&spec.balance, &spec.targets),
             spec,
             duration,
@@ -303,6 +312,25 @@ impl UpstreamPool {
         tp.load.observe(started.elapsed());
         resp.body_mut().load = Some(guard);
         Ok(resp)
+    }
+
+    /// Credits the retry budget for one request.
+    pub fn earn_retry(&self, percent: u32) {
+        let add = u64::from(percent) * 10;
+        let _ = self
+            .retry_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some((t + add).min(RETRY_TOKENS_MAX))
+            });
+    }
+
+    /// Takes one retry from the budget, if there is one left.
+    pub fn spend_retry(&self) -> bool {
+        self.retry_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                t.checked_sub(1_000)
+            })
+            .is_ok()
     }
 
     /// Passive health: consecutive failures eject a target for a while (longer each time it
@@ -434,7 +462,7 @@ impl UpstreamPool {
     }
 
     /// The next target after `i` that is not ejected, or any other one when all are.
-    fn other_target(&self, i: usize) -> Option<usize> {
+    pub fn other_target(&self, i: usize) -> Option<usize> {
         let n = self.targets.len();
         if n < 2 {
             return None;

@@ -390,7 +390,7 @@ fn body_is_empty(parts: &http::request::Parts, body: &Incoming) -> bool {
 }
 
 /// Sends the request through the upstream's pool within the route's timeout (which covers
-/// connecting and waiting for the response head).
+/// connecting, waiting for the response head and any retries).
 async fn call_upstream(
     route: &Route,
     pool: &UpstreamPool,
@@ -398,23 +398,67 @@ async fn call_upstream(
     req: Request<Body>,
     rec: &mut Record,
 ) -> Result<Response<UpstreamBody>, Problem> {
-    let timeout = route.timeout.unwrap_or(pool.spec.request_timeout);
+    let deadline = tokio::time::Instant::now() + route.timeout.unwrap_or(pool.spec.request_timeout);
     let stats = match req.body() {
         Body::Counted(_, s) => Some(s.clone()),
         _ => None,
     };
     let started = Instant::now();
-    // Boxed: the pool's future is large, and an unboxed one would be copied at every layer of
-    // the request's future (measured: several KB moved per request).
-    let result = tokio::time::timeout(timeout, Box::pin(pool.send(target, req))).await;
+    let (mut req, template) = match &pool.spec.retry {
+        Some(policy) => {
+            pool.earn_retry(policy.budget_percent);
+            replayable(req, policy).await?
+        }
+        None => (req, None),
+    };
+    let mut target = target;
+    let mut attempt = 1;
+    let result = loop {
+        let attempt_deadline = match pool.spec.retry.as_ref().and_then(|p| p.attempt_timeout) {
+            Some(t) => deadline.min(tokio::time::Instant::now() + t),
+            None => deadline,
+        };
+        // Boxed: the pool's future is large, and an unboxed one would be copied at every layer
+        // of the request's future (measured: several KB moved per request).
+        let result =
+            tokio::time::timeout_at(attempt_deadline, Box::pin(pool.send(target, req))).await;
+        let (Some(policy), Some(t)) = (&pool.spec.retry, &template) else {
+            break result;
+        };
+        let reason = match &result {
+            Ok(Ok((_, resp))) if policy.on_statuses.contains(&resp.status().as_u16()) => "status",
+            Ok(Err(CallError::Connect(_) | CallError::ConnectTimeout))
+                if policy.on_connect_failure =>
+            {
+                "connect_failure"
+            }
+            Ok(Err(CallError::Request(_))) if policy.on_reset => "reset",
+            Err(_) if policy.on_timeout && attempt_deadline < deadline => "timeout",
+            _ => break result,
+        };
+        if attempt >= policy.attempts || tokio::time::Instant::now() >= deadline {
+            break result;
+        }
+        if !pool.spend_retry() {
+            metrics::counter!("portico_upstream_retry_budget_exhausted_total", "upstream" => pool.spec.name.to_string()).increment(1);
+            break result;
+        }
+        metrics::counter!("portico_upstream_retries_total", "upstream" => pool.spec.name.to_string(), "reason" => reason).increment(1);
+        // Exponential back-off with full jitter, then another target.
+        let cap = (policy.backoff * 2u32.pow(attempt - 1)).min(policy.backoff * 10);
+        let pause = cap.mul_f64(fastrand::f64());
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + pause)).await;
+        drop(result);
+        target = pool.other_target(target).unwrap_or(target);
+        req = t.build();
+        attempt += 1;
+    };
     let elapsed = started.elapsed();
     rec.upstream_duration = Some(elapsed);
     pool.duration.record(elapsed.as_secs_f64());
     let problem = match result {
         Ok(Ok((served_by, resp))) => {
-            if served_by != target {
-                rec.upstream = Some(pool.target(served_by).display.clone());
-            }
+            rec.upstream = Some(pool.target(served_by).display.clone());
             return Ok(resp);
         }
         // The client's body broke, not the upstream: that is the client's error.
@@ -436,6 +480,89 @@ async fn call_upstream(
     };
     metrics::counter!("portico_upstream_errors_total", "upstream" => pool.spec.name.to_string(), "kind" => problem.code()).increment(1);
     Err(problem)
+}
+
+/// Largest request body kept in memory so the request can be sent again.
+const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
+
+/// What is needed to send a request again.
+struct ReplayTemplate {
+    method: http::Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+    body: Option<bytes::Bytes>,
+}
+
+impl ReplayTemplate {
+    fn build(&self) -> Request<Body> {
+        let mut r = Request::new(match &self.body {
+            Some(b) => Body::full(b.clone()),
+            None => Body::Empty,
+        });
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+/// Makes a request replayable when the retry policy allows it for this method: a body with a
+/// `Content-Length` up to 64 KiB is read first and kept; larger or chunked bodies stream as usual
+/// and are not retried once sent.
+async fn replayable(
+    req: Request<Body>,
+    policy: &portico_config::RetryPolicy,
+) -> Result<(Request<Body>, Option<ReplayTemplate>), Problem> {
+    let idempotent = matches!(
+        *req.method(),
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    );
+    if !idempotent && !policy.non_idempotent {
+        return Ok((req, None));
+    }
+    let (parts, body) = req.into_parts();
+    let body = match body {
+        Body::Counted(incoming, stats) => {
+            let len = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if !len.is_some_and(|l| l <= REPLAY_BODY_LIMIT) {
+                return Ok((
+                    Request::from_parts(parts, Body::Counted(incoming, stats)),
+                    None,
+                ));
+            }
+            use http_body_util::BodyExt;
+            let bytes = incoming
+                .collect()
+                .await
+                .map_err(|_| {
+                    Problem::BadRequest("The request body is malformed or was cut short.")
+                })?
+                .to_bytes();
+            stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
+            Some(bytes)
+        }
+        Body::Full(b) => b,
+        Body::Empty => None,
+        Body::Upstream(_) => return Ok((Request::from_parts(parts, Body::Empty), None)),
+    };
+    let template = ReplayTemplate {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+        body,
+    };
+    Ok((template.build(), Some(template)))
 }
 
 fn response_policies<'a>(

@@ -318,3 +318,115 @@ async fn active_health_checks_take_a_target_out_and_bring_it_back() {
         "a recovered target gets traffic again"
     );
 }
+
+/// An upstream that answers every request with `status` and its name, echoing the body.
+async fn fixed(name: &'static str, status: u16) -> Upstream {
+    serve(
+        move |req: http::Request<hyper::body::Incoming>| async move {
+            use http_body_util::BodyExt;
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let mut r =
+                http::Response::new(full(format!("{name}:{}", String::from_utf8_lossy(&body))));
+            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            r
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn retries_go_to_another_target_and_replay_small_bodies() {
+    let (bad, good) = (fixed("bad", 503).await, fixed("good", 200).await);
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u:\n    targets: [\"{}\", \"{}\"]\n    passive_health: {{ consecutive_failures: 0 }}\n    retries: {{ attempts: 2, retry_on: [503], backoff: 1ms, non_idempotent: true }}\nroutes:\n  - upstream: u\n",
+        bad.url(),
+        good.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    for i in 0..10 {
+        let got = send(
+            &c,
+            req("PUT", &gw.url("/"))
+                .body(format!("payload-{i}").into())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (got.status.as_u16(), got.text()),
+            (200, format!("good:payload-{i}"))
+        );
+    }
+    assert_eq!(
+        bad.hits(),
+        5,
+        "round robin sent every other first try to the failing target"
+    );
+    let got = send(&c, req("POST", &gw.url("/")).body("p".into()).unwrap()).await;
+    assert_eq!(got.status, 200, "POST retried because non_idempotent is on");
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        m.contains("portico_upstream_retries_total{upstream=\"u\",reason=\"status\"}"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn posts_are_not_retried_unless_allowed() {
+    let (bad, good) = (fixed("bad", 503).await, fixed("good", 200).await);
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u:\n    targets: [\"{}\", \"{}\"]\n    passive_health: {{ consecutive_failures: 0 }}\n    retries: {{ attempts: 3, retry_on: [503] }}\nroutes:\n  - upstream: u\n",
+        bad.url(),
+        good.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let statuses: Vec<u16> = futures_util::future::join_all((0..4).map(|_| {
+        let c = c.clone();
+        let url = gw.url("/");
+        async move {
+            send(&c, req("POST", &url).body("x".into()).unwrap())
+                .await
+                .status
+                .as_u16()
+        }
+    }))
+    .await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(bad.hits() + good.hits(), 4);
+}
+
+#[tokio::test]
+async fn the_retry_budget_caps_amplification_when_everything_fails() {
+    let (a, b) = (fixed("a", 503).await, fixed("b", 503).await);
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u:\n    targets: [\"{}\", \"{}\"]\n    passive_health: {{ consecutive_failures: 0 }}\n    retries: {{ attempts: 5, retry_on: [503], budget_percent: 20, backoff: 1ms }}\nroutes:\n  - upstream: u\n",
+        a.url(),
+        b.url()
+    )))
+    .await;
+    for _ in 0..100 {
+        assert_eq!(get(&gw.url("/")).await.status, 503);
+    }
+    let sent = a.hits() + b.hits();
+    // Without a budget: 500. With 20 %: 100 requests + 10 retries to start with + 20 earned.
+    assert!(
+        sent <= 130,
+        "{sent} upstream requests for 100 client requests"
+    );
+    assert!(sent > 100, "some retries happened: {sent}");
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        m.contains("portico_upstream_retry_budget_exhausted_total{upstream=\"u\"}"),
+        "{m}"
+    );
+}
