@@ -534,7 +534,7 @@ async fn replayable(
                 .headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            if !len.is_some_and(|l| l <= REPLAY_BODY_LIMIT) {
+            if len.is_none_or(|l| l > REPLAY_BODY_LIMIT) {
                 return Ok((
                     Request::from_parts(parts, Body::Counted(incoming, stats)),
                     None,
