@@ -1070,6 +1070,39 @@ fn compile_route(
         }
     }
 
+    let mirror = match &cfg.mirror {
+        None => None,
+        Some(m) => {
+            let mnode = get(node, "mirror").unwrap_or(node);
+            let percent = m.percent.unwrap_or(100);
+            if !(1..=100).contains(&percent) {
+                cx.sink.at(
+                    loc(mnode, "percent"),
+                    format!("`percent` is {percent}; it must be from 1 to 100"),
+                    "remove `mirror` to copy nothing",
+                );
+            }
+            match upstreams.get(&m.upstream) {
+                Some(&u) => Some((u, percent)),
+                None => {
+                    let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                    cx.sink.at(
+                        loc(mnode, "upstream"),
+                        format!("unknown upstream `{}`", m.upstream),
+                        suggest(&m.upstream, &known),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    if cfg.mirror.is_some() && cfg.upstream.is_none() && cfg.split.is_empty() {
+        cx.sink.at(
+            loc(node, "mirror"),
+            "`mirror` applies only to routes that proxy (`upstream` or `split`)",
+            "remove `mirror`, or route to an upstream",
+        );
+    }
     let response_headers = match &cfg.deprecation {
         Some(d) => compile_deprecation(cx, d, get(node, "deprecation").unwrap_or(node)),
         None => Vec::new(),
@@ -1089,6 +1122,7 @@ fn compile_route(
         action: action?,
         timeout: cfg.timeout.map(|d| d.0),
         response_headers,
+        mirror,
         policies: policies.into(),
     })
 }

@@ -393,6 +393,9 @@ pub struct RouteConfig {
     /// Mark the route deprecated: `Deprecation`, `Sunset` and `Link` response headers.
     #[serde(default)]
     pub deprecation: Option<DeprecationConfig>,
+    /// Send a copy of requests to another upstream and ignore its answers (shadow traffic).
+    #[serde(default)]
+    pub mirror: Option<MirrorConfig>,
     /// Policies for this route, run after the global ones.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
@@ -444,6 +447,16 @@ pub struct ValueMatchConfig {
     /// `true`: must be present; `false`: must be absent.
     #[serde(default)]
     pub present: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// The upstream that receives the copies.
+    pub upstream: String,
+    /// Share of requests copied, 1–100. Default 100.
+    #[serde(default)]
+    pub percent: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

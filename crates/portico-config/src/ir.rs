@@ -234,6 +234,8 @@ pub struct Route {
     pub policies: Arc<[Policy]>,
     /// Headers added to every response of this route (deprecation notices).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Shadow traffic: (upstream index, percent of requests).
+    pub mirror: Option<(usize, u32)>,
 }
 
 impl Route {

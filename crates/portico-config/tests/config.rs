@@ -298,6 +298,18 @@ fn semantic_errors() {
         ),
         ("upstreams: { u: { targets: [] } }", "has no targets"),
         (
+            "upstreams: { a: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: a, mirror: { upstream: b } }]",
+            "unknown upstream `b`",
+        ),
+        (
+            "upstreams: { a: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: a, mirror: { upstream: a, percent: 0 } }]",
+            "it must be from 1 to 100",
+        ),
+        (
+            "upstreams: { a: { targets: [\"http://a:1\"] } }\nroutes: [{ respond: {}, mirror: { upstream: a } }]",
+            "applies only to routes that proxy",
+        ),
+        (
             "upstreams: { u: { targets: [\"http://a:1\"], retries: { attempts: 1 } } }",
             "it must be from 2 to 10",
         ),

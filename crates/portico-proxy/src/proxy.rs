@@ -180,6 +180,12 @@ async fn process(
                 upgrade.is_some(),
                 bytes_in,
             )?;
+            let upstream_req = match route.mirror {
+                Some((m, percent)) if percent == 100 || fastrand::u32(0..100) < percent => {
+                    mirror(rt, m, upstream_req).await?
+                }
+                _ => upstream_req,
+            };
             let mut resp = call_upstream(&route, &pool, ti, upstream_req, rec).await?;
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             headers::remove_hop_by_hop(resp.headers_mut(), switching);
@@ -407,7 +413,7 @@ async fn call_upstream(
     let (mut req, template) = match &pool.spec.retry {
         Some(policy) => {
             pool.earn_retry(policy.budget_percent);
-            replayable(req, policy).await?
+            replayable(req, policy.non_idempotent).await?
         }
         None => (req, None),
     };
@@ -482,6 +488,64 @@ async fn call_upstream(
     Err(problem)
 }
 
+/// Sends a copy of the request to the mirror upstream in the background and returns the
+/// request to send for real. The client never waits for the mirror, and its answer is read and
+/// dropped. Bodies over 64 KiB, or without a length, are not copied (the request still goes).
+async fn mirror(
+    rt: &Runtime,
+    upstream: usize,
+    req: Request<Body>,
+) -> Result<Request<Body>, Problem> {
+    let (req, template) = replayable(req, true).await?;
+    let Some(template) = template else {
+        return Ok(req);
+    };
+    let pool = rt.pools[upstream].clone();
+    let mut copy = template.build();
+    // Aim the copy at the mirror's own target.
+    let target = pool.pick(&crate::balance::PickContext {
+        headers: copy.headers(),
+        client_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+        path: copy.uri().path(),
+        query: copy.uri().query(),
+    });
+    let t = pool.target(target).clone();
+    let scheme = if t.scheme == portico_config::Scheme::Https {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    };
+    let pq = copy
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if let Ok(uri) = Uri::builder()
+        .scheme(scheme)
+        .authority(t.authority.clone())
+        .path_and_query(pq)
+        .build()
+    {
+        *copy.uri_mut() = uri;
+    }
+    let timeout = pool.spec.request_timeout;
+    tokio::spawn(async move {
+        let outcome = tokio::time::timeout(timeout, async {
+            let (_, resp) = pool.send(target, copy).await.ok()?;
+            use http_body_util::BodyExt;
+            resp.into_body().collect().await.ok().map(|_| ())
+        })
+        .await;
+        let result = if matches!(outcome, Ok(Some(()))) {
+            "sent"
+        } else {
+            "failed"
+        };
+        metrics::counter!("portico_mirror_requests_total", "upstream" => pool.spec.name.to_string(), "result" => result).increment(1);
+    });
+    Ok(req)
+}
+
 /// Largest request body kept in memory so the request can be sent again.
 const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
 
@@ -508,12 +572,12 @@ impl ReplayTemplate {
     }
 }
 
-/// Makes a request replayable when the retry policy allows it for this method: a body with a
+/// Makes a request replayable (for idempotent methods, or any with `any_method`): a body with a
 /// `Content-Length` up to 64 KiB is read first and kept; larger or chunked bodies stream as usual
 /// and are not retried once sent.
 async fn replayable(
     req: Request<Body>,
-    policy: &portico_config::RetryPolicy,
+    any_method: bool,
 ) -> Result<(Request<Body>, Option<ReplayTemplate>), Problem> {
     let idempotent = matches!(
         *req.method(),
@@ -524,7 +588,7 @@ async fn replayable(
             | http::Method::DELETE
             | http::Method::TRACE
     );
-    if !idempotent && !policy.non_idempotent {
+    if !idempotent && !any_method {
         return Ok((req, None));
     }
     let (parts, body) = req.into_parts();

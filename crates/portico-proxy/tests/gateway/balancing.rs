@@ -430,3 +430,69 @@ async fn the_retry_budget_caps_amplification_when_everything_fails() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn mirrored_requests_reach_the_shadow_without_the_client_waiting() {
+    let main = fixed("main", 200).await;
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let shadow = serve(move |req: http::Request<hyper::body::Incoming>| {
+        let seen_tx = seen_tx.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let path = req.uri().path().to_owned();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            // Slow on purpose: the client must not wait for this.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let _ = seen_tx.send(format!("{path} {}", String::from_utf8_lossy(&body)));
+            http::Response::new(full("shadow answer, never seen"))
+        }
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  main: {{ targets: [\"{}\"] }}\n  shadow: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: main\n    mirror: {{ upstream: shadow, percent: 100 }}\n",
+        main.url(),
+        shadow.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let started = std::time::Instant::now();
+    for i in 0..3 {
+        let got = send(
+            &c,
+            req("POST", &gw.url(&format!("/orders/{i}")))
+                .body(format!("order {i}").into())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got.text(), format!("main:order {i}"));
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(400),
+        "the client waited for the mirror: {:?}",
+        started.elapsed()
+    );
+    let mut copies = Vec::new();
+    for _ in 0..3 {
+        copies.push(
+            tokio::time::timeout(std::time::Duration::from_secs(5), seen_rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    copies.sort();
+    assert_eq!(
+        copies,
+        [
+            "/orders/0 order 0",
+            "/orders/1 order 1",
+            "/orders/2 order 2"
+        ]
+    );
+    assert_eq!(main.hits(), 3);
+}
