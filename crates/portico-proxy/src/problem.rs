@@ -62,6 +62,48 @@ impl Problem {
         }
     }
 
+    /// The gRPC status code a gRPC client gets for this problem.
+    pub fn grpc_status(self) -> &'static str {
+        match self {
+            Problem::NoRoute => "12",           // UNIMPLEMENTED
+            Problem::BadRequest(_) => "13",     // INTERNAL: the framing, not the message, was bad
+            Problem::UpstreamTimeout => "4",    // DEADLINE_EXCEEDED
+            Problem::UpstreamOverloaded => "8", // RESOURCE_EXHAUSTED
+            Problem::UpstreamConnect
+            | Problem::UpstreamProtocol
+            | Problem::UpstreamUnavailable
+            | Problem::Draining => "14", // UNAVAILABLE
+        }
+    }
+
+    /// For gRPC clients: a trailers-only gRPC error (HTTP 200, `grpc-status`, `grpc-message`),
+    /// which gRPC libraries report as a status instead of a transport failure.
+    pub fn grpc_response(
+        self,
+        request_id: &HeaderValue,
+        request_id_header: &http::HeaderName,
+    ) -> Response<Body> {
+        let mut resp = Response::new(Body::Empty);
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(
+            http::HeaderName::from_static("grpc-status"),
+            HeaderValue::from_static(self.grpc_status()),
+        );
+        // grpc-message is percent-encoded; these details are plain ASCII except spaces.
+        let msg = format!("{} ({})", self.detail(), self.code())
+            .replace('%', "%25")
+            .replace(' ', "%20");
+        if let Ok(v) = HeaderValue::try_from(msg) {
+            h.insert(http::HeaderName::from_static("grpc-message"), v);
+        }
+        h.insert(request_id_header.clone(), request_id.clone());
+        resp
+    }
+
     pub fn response(
         self,
         request_id: &HeaderValue,

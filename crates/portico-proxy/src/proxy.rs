@@ -83,11 +83,19 @@ pub async fn handle(
         complete: false,
     };
     let bytes_in = Arc::new(BodyStats::default());
+    let is_grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let resp = match process(&rt, &conn, req, &request_id, &mut rec, &bytes_in).await {
         Ok(r) => r,
         Err(p) => {
             rec.error = Some(p.code());
-            Problem::response(p, &request_id, &cfg.server.request_id_header)
+            if is_grpc {
+                p.grpc_response(&request_id, &cfg.server.request_id_header)
+            } else {
+                p.response(&request_id, &cfg.server.request_id_header)
+            }
         }
     };
     rec.status = resp.status().as_u16();
@@ -404,7 +412,16 @@ async fn call_upstream(
     req: Request<Body>,
     rec: &mut Record,
 ) -> Result<Response<UpstreamBody>, Problem> {
-    let deadline = tokio::time::Instant::now() + route.timeout.unwrap_or(pool.spec.request_timeout);
+    let mut budget = route.timeout.unwrap_or(pool.spec.request_timeout);
+    // A gRPC client's own deadline, when shorter, is the one that counts.
+    if let Some(t) = req
+        .headers()
+        .get("grpc-timeout")
+        .and_then(|v| grpc_timeout(v.as_bytes()))
+    {
+        budget = budget.min(t);
+    }
+    let deadline = tokio::time::Instant::now() + budget;
     let stats = match req.body() {
         Body::Counted(_, s) => Some(s.clone()),
         _ => None,
@@ -544,6 +561,24 @@ async fn mirror(
         metrics::counter!("portico_mirror_requests_total", "upstream" => pool.spec.name.to_string(), "result" => result).increment(1);
     });
     Ok(req)
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(v: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Largest request body kept in memory so the request can be sent again.

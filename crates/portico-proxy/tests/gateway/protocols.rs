@@ -325,3 +325,57 @@ async fn grpc_is_proxied_with_trailers() {
         .unwrap();
     assert_eq!(first.status(), ServingStatus::Serving);
 }
+
+#[tokio::test]
+async fn grpc_clients_get_grpc_errors_and_their_deadline_is_honoured() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let slow = serve(|_req| async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        http::Response::new(full("late"))
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  slow: {{ targets: [\"h2c://{}\"] }}\nroutes:\n  - match: {{ path: {{ prefix: /slow }} }}\n    upstream: slow\n    timeout: 30s\n",
+        slow.addr
+    )))
+    .await;
+    // No route: a gRPC status, not an HTTP error the client can't read.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gw.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let err = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("no_route"), "{}", err.message());
+    // The client's grpc-timeout (150 ms) wins over the route's 30 s.
+    let started = std::time::Instant::now();
+    let got = send(
+        &client(true, &[]),
+        req("POST", &gw.url("/slow/Svc/Method"))
+            .header("content-type", "application/grpc")
+            .header("grpc-timeout", "150m")
+            .header("te", "trailers")
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("grpc-status"), Some("4"));
+    assert!(
+        got.header("grpc-message")
+            .unwrap()
+            .contains("upstream_timeout")
+    );
+}
