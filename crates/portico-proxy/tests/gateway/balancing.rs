@@ -496,3 +496,18 @@ async fn mirrored_requests_reach_the_shadow_without_the_client_waiting() {
     );
     assert_eq!(main.hits(), 3);
 }
+
+#[tokio::test]
+async fn targets_named_by_dns_are_resolved_when_connecting() {
+    let up = named("by-name", 0).await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"http://localhost:{}\"] }}\nroutes:\n  - upstream: u\n",
+        up.addr.port()
+    )))
+    .await;
+    let got = get(&gw.url("/")).await;
+    assert_eq!(
+        (got.status.as_u16(), got.text()),
+        (200, "by-name".to_string())
+    );
+}
