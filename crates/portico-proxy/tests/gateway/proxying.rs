@@ -391,7 +391,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 async fn upstream_connections_are_reused_and_expire_when_idle() {
     let up = echo_server().await;
     let gw = gateway(&config(&format!(
-        "upstreams:\n  u: {{ targets: [\"{}\"], idle_timeout: 300ms }}\nroutes:\n  - upstream: u\n",
+        "upstreams:\n  u: {{ targets: [\"{}\"], idle_timeout: 1s }}\nroutes:\n  - upstream: u\n",
         up.url()
     )))
     .await;
@@ -404,7 +404,7 @@ async fn upstream_connections_are_reused_and_expire_when_idle() {
         "sequential requests share one keep-alive connection"
     );
     // Idle past idle_timeout: the pooled connection is not used again.
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(get(&gw.url("/")).await.status, 200);
     assert_eq!(up.conns(), 2);
 }
