@@ -31,6 +31,8 @@ const TOP_LEVEL: &[&str] = &[
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
 struct Ctx<'a> {
+    /// Rate-limit policies compiled so far (the next one's id).
+    rate_limits: usize,
     sink: Sink<'a>,
     base_dir: &'a Path,
     env: Env<'a>,
@@ -86,6 +88,7 @@ pub fn compile(
     env: Env<'_>,
 ) -> Result<Config, Diagnostics> {
     let mut cx = Ctx {
+        rate_limits: 0,
         sink: Sink::new(source, text),
         base_dir,
         env,
@@ -252,6 +255,7 @@ pub fn compile(
         routes,
         router,
         global_policies,
+        rate_limit_policies: cx.rate_limits,
         redacted: root.to_redacted_json(),
     })
 }
@@ -1591,6 +1595,59 @@ fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) -> Option<Pol
             request: compile_header_ops(cx, &h.request, get(node, "request").unwrap_or(node)),
             response: compile_header_ops(cx, &h.response, get(node, "response").unwrap_or(node)),
         }),
+        PolicyConfig::RateLimit(r) => {
+            if r.limits.is_empty() {
+                cx.sink.at(
+                    loc(node, "limits"),
+                    "`limits` is empty",
+                    "add one, such as `{ requests: 100, per: 1m }`",
+                );
+                return None;
+            }
+            let mut limits = Vec::new();
+            for (i, l) in r.limits.iter().enumerate() {
+                let at = item_loc(node, "limits", i);
+                let burst = l.burst.unwrap_or(l.requests);
+                if l.requests == 0 || burst == 0 || l.per.0.is_zero() {
+                    cx.sink.at(
+                        at,
+                        "a limit needs `requests`, `per` and `burst` above 0",
+                        "for example `{ requests: 10, per: 1s, burst: 20 }`",
+                    );
+                    continue;
+                }
+                limits.push(Limit {
+                    requests: l.requests,
+                    per: l.per.0,
+                    burst,
+                });
+            }
+            let key = match r.key.clone().unwrap_or(LimitKeyConfig::ClientIp) {
+                LimitKeyConfig::ClientIp => LimitKey::ClientIp,
+                LimitKeyConfig::Route => LimitKey::Route,
+                LimitKeyConfig::Header(h) => match HeaderName::try_from(h.as_str()) {
+                    Ok(n) => LimitKey::Header(n),
+                    Err(_) => {
+                        cx.sink.at(
+                            loc(node, "key"),
+                            format!("invalid header name `{h}`"),
+                            "use letters, digits and `-`",
+                        );
+                        return None;
+                    }
+                },
+            };
+            let id = cx.rate_limits;
+            cx.rate_limits += 1;
+            let fingerprint = fnv(format!("{key:?}{limits:?}").as_bytes(), FNV_START);
+            Policy::RateLimit(RateLimitPolicy {
+                id,
+                key,
+                limits,
+                hide_headers: r.hide_headers,
+                fingerprint,
+            })
+        }
     };
     (cx.sink.out.len() == before).then_some(policy)
 }

@@ -528,6 +528,41 @@ pub struct RewriteConfig {
 pub enum PolicyConfig {
     /// Add, set or remove headers on the request and the response.
     Headers(HeadersPolicyConfig),
+    /// Limit request rates per key, on this gateway instance.
+    RateLimit(RateLimitPolicyConfig),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicyConfig {
+    /// Who is limited: `client_ip`, `route`, or `{ header: NAME }`. Default `client_ip`.
+    #[serde(default)]
+    pub key: Option<LimitKeyConfig>,
+    /// One or more limits, all enforced (e.g. a per-second burst and a daily quota).
+    pub limits: Vec<LimitConfig>,
+    /// Leave out the `RateLimit` and `RateLimit-Policy` response headers. Default `false`.
+    #[serde(default)]
+    pub hide_headers: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum LimitKeyConfig {
+    ClientIp,
+    Route,
+    Header(String),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Requests allowed per `per`.
+    pub requests: u32,
+    /// The window, e.g. `1s`, `1m`, `24h`.
+    pub per: DurationStr,
+    /// Requests allowed at once before the rate applies. Default: `requests`.
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

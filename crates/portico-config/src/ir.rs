@@ -27,6 +27,8 @@ pub struct Config {
     pub routes: Vec<Arc<Route>>,
     pub router: Router,
     pub global_policies: Arc<[Policy]>,
+    /// How many `rate_limit` policies the config has (their `id`s are `0..n`).
+    pub rate_limit_policies: usize,
     /// The file as JSON, `${VAR}` references unexpanded and secret-named keys redacted.
     pub redacted: serde_json::Value,
 }
@@ -387,6 +389,32 @@ pub struct RedirectAction {
 #[derive(Debug)]
 pub enum Policy {
     Headers(HeadersPolicy),
+    RateLimit(RateLimitPolicy),
+}
+
+#[derive(Debug)]
+pub struct RateLimitPolicy {
+    /// Index of this policy among the config's rate-limit policies (its limiter's slot).
+    pub id: usize,
+    pub key: LimitKey,
+    pub limits: Vec<Limit>,
+    pub hide_headers: bool,
+    /// Equal fingerprints mean equal limits: a reload keeps their counters.
+    pub fingerprint: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    ClientIp,
+    Route,
+    Header(HeaderName),
+}
+
+#[derive(Debug, Clone)]
+pub struct Limit {
+    pub requests: u32,
+    pub per: Duration,
+    pub burst: u32,
 }
 
 #[derive(Debug, Default)]

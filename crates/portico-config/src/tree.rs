@@ -295,20 +295,33 @@ pub fn suggest(got: &str, expected: &[&str]) -> String {
     }
 }
 
-/// Levenshtein distance over bytes; names here are short ASCII identifiers.
+/// Edit distance over bytes, counting a swap of neighbours as one edit (`brust` → `burst`);
+/// names here are short ASCII identifiers.
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
     for i in 1..=a.len() {
-        cur[0] = i;
         for j in 1..=b.len() {
             let cost = usize::from(!a[i - 1].eq_ignore_ascii_case(&b[j - 1]));
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1
+                && j > 1
+                && a[i - 1].eq_ignore_ascii_case(&b[j - 2])
+                && a[i - 2].eq_ignore_ascii_case(&b[j - 1])
+            {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
         }
-        std::mem::swap(&mut prev, &mut cur);
     }
-    prev[b.len()]
+    d[a.len()][b.len()]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -754,6 +767,7 @@ mod tests {
     #[test]
     fn distance() {
         assert_eq!(edit_distance("prefix", "prefx"), 1);
+        assert_eq!(edit_distance("brust", "burst"), 1);
         assert_eq!(
             suggest("prefx", &["exact", "prefix", "template"]),
             "did you mean `prefix`?"

@@ -298,6 +298,22 @@ fn semantic_errors() {
         ),
         ("upstreams: { u: { targets: [] } }", "has no targets"),
         (
+            "policies: [{ type: rate_limit, limits: [] }]",
+            "`limits` is empty",
+        ),
+        (
+            "policies: [{ type: rate_limit, limits: [{ requests: 0, per: 1s }] }]",
+            "above 0",
+        ),
+        (
+            "policies: [{ type: rate_limit, key: client_id, limits: [{ requests: 1, per: 1s }] }]",
+            "did you mean `client_ip`?",
+        ),
+        (
+            "policies: [{ type: rate_limit, limits: [{ requests: 1, per: 1s, brust: 2 }] }]",
+            "did you mean `burst`?",
+        ),
+        (
             "upstreams: { a: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: a, mirror: { upstream: b } }]",
             "unknown upstream `b`",
         ),

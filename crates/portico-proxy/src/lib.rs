@@ -11,6 +11,7 @@ pub mod headers;
 pub mod metrics;
 pub mod problem;
 pub mod proxy;
+pub mod ratelimit;
 pub mod runtime;
 mod server;
 mod tls;

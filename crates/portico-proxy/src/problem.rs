@@ -15,6 +15,8 @@ pub enum Problem {
     UpstreamUnavailable,
     /// The upstream's circuit breaker (`max_requests`) is open.
     UpstreamOverloaded,
+    /// A rate limit refused the request; retry after this many seconds.
+    RateLimited(u64),
     Draining,
 }
 
@@ -22,6 +24,7 @@ impl Problem {
     pub fn status(self) -> StatusCode {
         match self {
             Problem::NoRoute => StatusCode::NOT_FOUND,
+            Problem::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Problem::BadRequest(_) => StatusCode::BAD_REQUEST,
             Problem::UpstreamConnect | Problem::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -35,6 +38,7 @@ impl Problem {
     pub fn code(self) -> &'static str {
         match self {
             Problem::NoRoute => "no_route",
+            Problem::RateLimited(_) => "rate_limited",
             Problem::BadRequest(_) => "bad_request",
             Problem::UpstreamConnect => "upstream_connect_failed",
             Problem::UpstreamTimeout => "upstream_timeout",
@@ -48,6 +52,7 @@ impl Problem {
     fn detail(self) -> &'static str {
         match self {
             Problem::NoRoute => "No route matches this request's host, path, method and headers.",
+            Problem::RateLimited(_) => "Too many requests; retry after the time in Retry-After.",
             Problem::BadRequest(why) => why,
             Problem::UpstreamConnect => "The gateway could not connect to the upstream.",
             Problem::UpstreamTimeout => "The upstream did not answer in time.",
@@ -65,10 +70,10 @@ impl Problem {
     /// The gRPC status code a gRPC client gets for this problem.
     pub fn grpc_status(self) -> &'static str {
         match self {
-            Problem::NoRoute => "12",           // UNIMPLEMENTED
-            Problem::BadRequest(_) => "13",     // INTERNAL: the framing, not the message, was bad
-            Problem::UpstreamTimeout => "4",    // DEADLINE_EXCEEDED
-            Problem::UpstreamOverloaded => "8", // RESOURCE_EXHAUSTED
+            Problem::NoRoute => "12",        // UNIMPLEMENTED
+            Problem::BadRequest(_) => "13",  // INTERNAL: the framing, not the message, was bad
+            Problem::UpstreamTimeout => "4", // DEADLINE_EXCEEDED
+            Problem::UpstreamOverloaded | Problem::RateLimited(_) => "8", // RESOURCE_EXHAUSTED
             Problem::UpstreamConnect
             | Problem::UpstreamProtocol
             | Problem::UpstreamUnavailable
@@ -129,6 +134,9 @@ impl Problem {
         h.insert(request_id_header.clone(), request_id.clone());
         if matches!(self, Problem::UpstreamOverloaded) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Problem::RateLimited(secs) = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         if matches!(self, Problem::BadRequest(_)) {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));

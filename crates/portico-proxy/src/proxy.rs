@@ -143,6 +143,7 @@ async fn process(
     rec.route = Some(route.name.clone());
     rec.route_index = Some(route.index);
 
+    let limit_headers = rate_limits(rt, &route, &req, rec.client_ip)?;
     let mut resp = match &route.action {
         Action::Respond(r) => {
             let mut resp = Response::new(Body::full(r.body.clone()));
@@ -213,9 +214,56 @@ async fn process(
     for (name, value) in &route.response_headers {
         resp.headers_mut().insert(name.clone(), value.clone());
     }
+    for (name, value) in limit_headers {
+        resp.headers_mut().insert(name, value);
+    }
     resp.headers_mut()
         .insert(cfg.server.request_id_header.clone(), request_id.clone());
     Ok(resp)
+}
+
+/// Request phase of the `rate_limit` policies (global first, then the route's): each takes
+/// one request from every one of its limits for the request's key, or refuses it with 429.
+/// Returns the `RateLimit` headers for the response.
+fn rate_limits(
+    rt: &Runtime,
+    route: &Route,
+    req: &Request<Incoming>,
+    client_ip: std::net::IpAddr,
+) -> Result<Vec<(http::HeaderName, HeaderValue)>, Problem> {
+    let mut headers = Vec::new();
+    for p in rt
+        .config
+        .global_policies
+        .iter()
+        .chain(route.policies.iter())
+    {
+        let Policy::RateLimit(rl) = p else { continue };
+        let ip;
+        let key: &str = match &rl.key {
+            portico_config::LimitKey::ClientIp => {
+                ip = client_ip.to_string();
+                &ip
+            }
+            portico_config::LimitKey::Route => &route.name,
+            portico_config::LimitKey::Header(h) => req
+                .headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        };
+        match rt.rate_limiters[rl.id].check(key, !rl.hide_headers) {
+            Ok(allowed) => headers = allowed.headers,
+            Err(wait) => {
+                metrics::counter!("portico_rate_limited_total", "route" => route.name.to_string())
+                    .increment(1);
+                return Err(Problem::RateLimited(
+                    wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                ));
+            }
+        }
+    }
+    Ok(headers)
 }
 
 /// Refuses request framing that proxies disagree on (request smuggling). hyper rejects most
@@ -383,6 +431,8 @@ fn build_upstream_request(
     for p in cfg.global_policies.iter().chain(route.policies.iter()) {
         match p {
             Policy::Headers(hp) => hp.request.apply(h),
+            // Checked before the route's action (see `rate_limits`).
+            Policy::RateLimit(_) => {}
         }
     }
 
@@ -671,6 +721,7 @@ fn response_policies<'a>(
     for p in policies.rev() {
         match p {
             Policy::Headers(hp) => hp.response.apply(resp.headers_mut()),
+            Policy::RateLimit(_) => {}
         }
     }
 }

@@ -9,6 +9,7 @@ use portico_config::Config;
 use crate::access_log::Sink;
 use crate::client::UpstreamPool;
 use crate::metrics::RouteMetrics;
+use crate::ratelimit::Limiters;
 
 #[derive(Debug)]
 pub struct Runtime {
@@ -18,6 +19,8 @@ pub struct Runtime {
     pub access_log: Option<Sink>,
     /// Same order as `config.routes`.
     pub route_metrics: Vec<RouteMetrics>,
+    /// One per `rate_limit` policy, by its `id`.
+    pub rate_limiters: Vec<Arc<Limiters>>,
     /// 1 for the config loaded at start, +1 per applied reload.
     pub generation: u64,
     pub loaded_at: SystemTime,
@@ -55,6 +58,24 @@ impl Runtime {
             _ => Sink::start(&config.access_log)
                 .map_err(|e| format!("cannot open the access log: {e}"))?,
         };
+        // Limiters of unchanged rate-limit policies keep their counters across the reload.
+        let mut rate_limiters: Vec<Option<Arc<Limiters>>> = vec![None; config.rate_limit_policies];
+        for p in config
+            .global_policies
+            .iter()
+            .chain(config.routes.iter().flat_map(|r| r.policies.iter()))
+        {
+            if let portico_config::Policy::RateLimit(rl) = p {
+                let kept = previous.and_then(|prev| {
+                    prev.rate_limiters
+                        .iter()
+                        .find(|l| l.fingerprint == rl.fingerprint)
+                        .cloned()
+                });
+                rate_limiters[rl.id] = Some(kept.unwrap_or_else(|| Limiters::new(rl)));
+            }
+        }
+        let rate_limiters: Vec<Arc<Limiters>> = rate_limiters.into_iter().flatten().collect();
         let route_metrics = config
             .routes
             .iter()
@@ -65,6 +86,7 @@ impl Runtime {
             pools,
             access_log,
             route_metrics,
+            rate_limiters,
             generation,
             loaded_at: SystemTime::now(),
         })

@@ -2,6 +2,7 @@
 
 mod balancing;
 mod failures;
+mod limits;
 mod protocols;
 mod proxying;
 mod reload;

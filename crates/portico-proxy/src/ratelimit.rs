@@ -1,0 +1,123 @@
+//! The local rate limiter: GCRA per key (governor), several limits per policy, counters kept
+//! across reloads for limits that did not change, idle keys forgotten.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+use http::{HeaderName, HeaderValue};
+use portico_config::{Limit, RateLimitPolicy};
+
+type Keyed =
+    RateLimiter<String, DashMapStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+impl std::fmt::Debug for Limiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiters")
+            .field("fingerprint", &self.fingerprint)
+            .field("limits", &self.limits.len())
+            .finish()
+    }
+}
+
+pub struct Limiters {
+    pub fingerprint: u64,
+    limits: Vec<(Limit, Keyed)>,
+}
+
+/// What an allowed request is told about its limits.
+pub struct Allowed {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+impl Limiters {
+    pub fn new(p: &RateLimitPolicy) -> Arc<Limiters> {
+        let limits = p
+            .limits
+            .iter()
+            .map(|l| {
+                let period = l.per / l.requests.max(1);
+                let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+                    .expect("period above zero")
+                    .allow_burst(NonZeroU32::new(l.burst.max(1)).expect("burst above zero"));
+                (
+                    l.clone(),
+                    RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>(),
+                )
+            })
+            .collect();
+        let limiters = Arc::new(Limiters {
+            fingerprint: p.fingerprint,
+            limits,
+        });
+        // Forget keys whose buckets are full again, so memory follows the active clients.
+        let weak: Weak<Limiters> = Arc::downgrade(&limiters);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    let Some(l) = weak.upgrade() else { return };
+                    for (_, k) in &l.limits {
+                        k.retain_recent();
+                        k.shrink_to_fit();
+                    }
+                }
+            });
+        }
+        limiters
+    }
+
+    /// Takes one request from every limit for `key`. `Err(wait)`: refused, retry after `wait`.
+    pub fn check(&self, key: &str, want_headers: bool) -> Result<Allowed, Duration> {
+        let key = key.to_owned();
+        let mut tightest: Option<(usize, u32)> = None;
+        for (i, (_, limiter)) in self.limits.iter().enumerate() {
+            match limiter.check_key(&key) {
+                Ok(snapshot) => {
+                    let left = snapshot.remaining_burst_capacity();
+                    if tightest.is_none_or(|(_, r)| left < r) {
+                        tightest = Some((i, left));
+                    }
+                }
+                Err(not_until) => return Err(not_until.wait_time_from(limiter.clock().now())),
+            }
+        }
+        let mut headers = Vec::new();
+        if want_headers {
+            let policy = self
+                .limits
+                .iter()
+                .enumerate()
+                .map(|(i, (l, _))| {
+                    format!(
+                        "\"limit-{i}\";q={};w={}",
+                        l.requests,
+                        l.per.as_secs().max(1)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Ok(v) = HeaderValue::try_from(policy) {
+                headers.push((RATELIMIT_POLICY.clone(), v));
+            }
+            if let Some((i, left)) = tightest {
+                let l = &self.limits[i].0;
+                // Seconds until the bucket is full again, at the limit's rate.
+                let used = l.burst.saturating_sub(left);
+                let reset =
+                    (l.per.as_secs_f64() * f64::from(used) / f64::from(l.requests)).ceil() as u64;
+                if let Ok(v) = HeaderValue::try_from(format!("\"limit-{i}\";r={left};t={reset}")) {
+                    headers.push((RATELIMIT.clone(), v));
+                }
+            }
+        }
+        Ok(Allowed { headers })
+    }
+}

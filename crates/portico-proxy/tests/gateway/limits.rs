@@ -1,0 +1,133 @@
+use portico_testkit::*;
+
+use crate::{config, empty, req};
+
+fn limited(extra: &str, up: &Upstream) -> String {
+    config(&format!(
+        "server: {{ trusted_proxies: [\"127.0.0.0/8\"] }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: api\n    upstream: u\n    policies:\n      - type: rate_limit\n        limits: [{{ requests: 3, per: 1m }}]\n{extra}",
+        up.url()
+    ))
+}
+
+#[tokio::test]
+async fn requests_over_the_limit_get_429_with_retry_after() {
+    let up = echo_server().await;
+    let gw = gateway(&limited("", &up)).await;
+    for left in [2, 1, 0] {
+        let got = get(&gw.url("/")).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.header("ratelimit-policy"), Some("\"limit-0\";q=3;w=60"));
+        assert!(
+            got.header("ratelimit")
+                .unwrap()
+                .starts_with(&format!("\"limit-0\";r={left};")),
+            "{:?}",
+            got.header("ratelimit")
+        );
+    }
+    let got = get(&gw.url("/")).await;
+    assert_eq!(got.status, 429);
+    assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    assert_eq!(got.json()["code"], "rate_limited");
+    let retry: u64 = got.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (1..=20).contains(&retry),
+        "one request comes back every 20 s: {retry}"
+    );
+    assert_eq!(
+        up.hits(),
+        3,
+        "the refused request never reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn each_client_has_its_own_bucket() {
+    let up = echo_server().await;
+    let gw = gateway(&limited("", &up)).await;
+    let c = client(false, &[]);
+    let from = |ip: &'static str| {
+        let c = c.clone();
+        let url = gw.url("/");
+        async move {
+            send(
+                &c,
+                req("GET", &url)
+                    .header("x-forwarded-for", ip)
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .status
+            .as_u16()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(from("203.0.113.1").await, 200);
+    }
+    assert_eq!(from("203.0.113.1").await, 429);
+    assert_eq!(
+        from("203.0.113.2").await,
+        200,
+        "another client is not affected"
+    );
+}
+
+#[tokio::test]
+async fn counters_of_an_unchanged_limit_survive_a_reload() {
+    let up = echo_server().await;
+    let dir = temp_dir("limits");
+    let text = limited("", &up).replace("\"127.0.0.1:0\"", "\"127.0.0.1:0\"");
+    let gw = gateway_from_file(&dir, &text).await;
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    // Change something else (a new route): the limit is the same, so its counters are kept.
+    std::fs::write(gw.path.as_ref().unwrap(), format!("{text}  - name: other\n    match: {{ path: {{ exact: /other }} }}\n    respond: {{ body: x }}\n")).unwrap();
+    gw.gw.reload_file().await.unwrap();
+    assert_eq!(get(&gw.url("/other")).await.text(), "x");
+    assert_eq!(get(&gw.url("/")).await.status, 429);
+}
+
+#[tokio::test]
+async fn several_limits_and_header_keys() {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n    policies:\n      - type: rate_limit\n        key: {{ header: x-api-key }}\n        limits:\n          - {{ requests: 100, per: 1s, burst: 100 }}\n          - {{ requests: 2, per: 24h }}\n        hide_headers: true\n",
+        up.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let with_key = |k: &'static str| {
+        let c = c.clone();
+        let url = gw.url("/");
+        async move {
+            send(
+                &c,
+                req("GET", &url)
+                    .header("x-api-key", k)
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let got = with_key("alpha").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("ratelimit"), None, "headers hidden");
+    assert_eq!(with_key("alpha").await.status, 200);
+    let refused = with_key("alpha").await;
+    assert_eq!(
+        refused.status, 429,
+        "the daily quota of 2 applies although the per-second limit is far"
+    );
+    assert!(
+        refused
+            .header("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 3600
+    );
+    assert_eq!(with_key("beta").await.status, 200);
+}
