@@ -27,6 +27,8 @@ impl std::fmt::Debug for Limiters {
 pub struct Limiters {
     pub fingerprint: u64,
     limits: Vec<(Limit, Keyed)>,
+    /// `RateLimit-Policy`, the same for every response: built once.
+    policy_header: Option<HeaderValue>,
 }
 
 /// What an allowed request is told about its limits.
@@ -53,9 +55,24 @@ impl Limiters {
                 )
             })
             .collect();
+        let policy = p
+            .limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                format!(
+                    "\"limit-{i}\";q={};w={}",
+                    l.requests,
+                    l.per.as_secs().max(1)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let policy_header = HeaderValue::try_from(policy).ok();
         let limiters = Arc::new(Limiters {
             fingerprint: p.fingerprint,
             limits,
+            policy_header,
         });
         // Forget keys whose buckets are full again, so memory follows the active clients.
         let weak: Weak<Limiters> = Arc::downgrade(&limiters);
@@ -91,21 +108,8 @@ impl Limiters {
         }
         let mut headers = Vec::new();
         if want_headers {
-            let policy = self
-                .limits
-                .iter()
-                .enumerate()
-                .map(|(i, (l, _))| {
-                    format!(
-                        "\"limit-{i}\";q={};w={}",
-                        l.requests,
-                        l.per.as_secs().max(1)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            if let Ok(v) = HeaderValue::try_from(policy) {
-                headers.push((RATELIMIT_POLICY.clone(), v));
+            if let Some(v) = &self.policy_header {
+                headers.push((RATELIMIT_POLICY.clone(), v.clone()));
             }
             if let Some((i, left)) = tightest {
                 let l = &self.limits[i].0;
