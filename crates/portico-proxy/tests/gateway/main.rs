@@ -24,3 +24,10 @@ pub fn empty() -> Full<Bytes> {
 pub fn config(rest: &str) -> String {
     format!("listeners:\n  - name: main\n    address: \"127.0.0.1:0\"\n{rest}")
 }
+
+/// Config with one upstream `u` at `url` and a catch-all route to it.
+pub fn proxy_to(url: &str) -> String {
+    config(&format!(
+        "upstreams:\n  u: {{ targets: [\"{url}\"] }}\nroutes:\n  - upstream: u\n"
+    ))
+}

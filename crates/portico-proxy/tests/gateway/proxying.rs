@@ -1,6 +1,6 @@
 use portico_testkit::*;
 
-use crate::{config, empty, req};
+use crate::{config, empty, proxy_to, req};
 
 #[tokio::test]
 async fn proxies_and_sets_forwarding_headers() {
@@ -240,11 +240,7 @@ async fn large_bodies_stream_in_bounded_memory() {
         r
     })
     .await;
-    let gw = gateway(&config(&format!(
-        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
-        up.url()
-    )))
-    .await;
+    let gw = gateway(&proxy_to(&up.url())).await;
     let before = rss_kib();
     // Upload SIZE bytes with a streamed body (no Content-Length), download SIZE bytes.
     let (tx, rx) = portico_proxy::body::ChannelBody::new(2);
@@ -369,11 +365,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         http::Response::new(full("slow done"))
     })
     .await;
-    let gw = gateway(&config(&format!(
-        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
-        up.url()
-    )))
-    .await;
+    let gw = gateway(&proxy_to(&up.url())).await;
     let url = gw.url("/");
     let inflight = tokio::spawn(async move { get(&url).await });
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -3,15 +3,11 @@
 
 use portico_testkit::*;
 
-use crate::config;
+use crate::proxy_to;
 
 async fn setup() -> (TestGateway, Upstream) {
     let up = echo_server().await;
-    let gw = gateway(&config(&format!(
-        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
-        up.url()
-    )))
-    .await;
+    let gw = gateway(&proxy_to(&up.url())).await;
     (gw, up)
 }
 
