@@ -12,12 +12,10 @@ pub enum Problem {
     UpstreamConnect,
     UpstreamTimeout,
     UpstreamProtocol,
-    UpstreamUnavailable,
     /// The upstream's circuit breaker (`max_requests`) is open.
     UpstreamOverloaded,
     /// A rate limit refused the request; retry after this many seconds.
     RateLimited(u64),
-    Draining,
 }
 
 impl Problem {
@@ -28,9 +26,7 @@ impl Problem {
             Problem::BadRequest(_) => StatusCode::BAD_REQUEST,
             Problem::UpstreamConnect | Problem::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Problem::UpstreamUnavailable | Problem::UpstreamOverloaded | Problem::Draining => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Problem::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -43,9 +39,7 @@ impl Problem {
             Problem::UpstreamConnect => "upstream_connect_failed",
             Problem::UpstreamTimeout => "upstream_timeout",
             Problem::UpstreamProtocol => "upstream_protocol_error",
-            Problem::UpstreamUnavailable => "upstream_unavailable",
             Problem::UpstreamOverloaded => "upstream_overloaded",
-            Problem::Draining => "draining",
         }
     }
 
@@ -59,11 +53,9 @@ impl Problem {
             Problem::UpstreamProtocol => {
                 "The upstream closed the connection or sent an invalid response."
             }
-            Problem::UpstreamUnavailable => "No upstream target is available.",
             Problem::UpstreamOverloaded => {
                 "The upstream has as many requests in flight as it is allowed; retry shortly."
             }
-            Problem::Draining => "The gateway is shutting down.",
         }
     }
 
@@ -74,10 +66,7 @@ impl Problem {
             Problem::BadRequest(_) => "13",  // INTERNAL: the framing, not the message, was bad
             Problem::UpstreamTimeout => "4", // DEADLINE_EXCEEDED
             Problem::UpstreamOverloaded | Problem::RateLimited(_) => "8", // RESOURCE_EXHAUSTED
-            Problem::UpstreamConnect
-            | Problem::UpstreamProtocol
-            | Problem::UpstreamUnavailable
-            | Problem::Draining => "14", // UNAVAILABLE
+            Problem::UpstreamConnect | Problem::UpstreamProtocol => "14", // UNAVAILABLE
         }
     }
 
