@@ -26,20 +26,32 @@ const TOP_LEVEL: &[&str] = &[
     "upstreams",
     "routes",
     "policies",
+    "consumers",
 ];
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     /// Rate-limit policies compiled so far (the next one's id).
-    rate_limits: usize,
-    sink: Sink<'a>,
-    base_dir: &'a Path,
-    env: Env<'a>,
+    pub(crate) rate_limits: usize,
+    /// Basic-auth policies compiled so far (the next one's id).
+    pub(crate) basic_policies: usize,
+    /// JWKS URLs by slot.
+    pub(crate) jwks: Vec<JwksSource>,
+    /// Whether any consumer has an API key / Basic credentials.
+    pub(crate) have_api_keys: bool,
+    pub(crate) have_users: bool,
+    /// Header names `jwt` policies forward claims in.
+    pub(crate) claim_headers: Vec<HeaderName>,
+    /// Whether the global chain authenticates (so route `acl` policies have an identity).
+    pub(crate) global_auth: bool,
+    pub(crate) sink: Sink<'a>,
+    pub(crate) base_dir: &'a Path,
+    pub(crate) env: Env<'a>,
 }
 
 /// The value node under `key` in a mapping node.
-fn get<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
+pub(crate) fn get<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
     match &node.kind {
         NodeKind::Map(entries) => entries
             .iter()
@@ -50,7 +62,7 @@ fn get<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
 }
 
 /// Location of `key`'s value in a mapping node, or of the mapping itself.
-fn loc(node: &Node, key: &str) -> Loc {
+pub(crate) fn loc(node: &Node, key: &str) -> Loc {
     get(node, key).map_or(node.loc, |n| n.loc)
 }
 
@@ -63,7 +75,7 @@ fn split_item(node: &Node, i: usize) -> Node {
 }
 
 /// Location of the `i`th item of the list under `key`.
-fn item_loc(node: &Node, key: &str, i: usize) -> Loc {
+pub(crate) fn item_loc(node: &Node, key: &str, i: usize) -> Loc {
     match get(node, key).map(|n| &n.kind) {
         Some(NodeKind::Seq(items)) => items.get(i).map_or(loc(node, key), |n| n.loc),
         _ => loc(node, key),
@@ -89,6 +101,12 @@ pub fn compile(
 ) -> Result<Config, Diagnostics> {
     let mut cx = Ctx {
         rate_limits: 0,
+        basic_policies: 0,
+        jwks: Vec::new(),
+        have_api_keys: false,
+        have_users: false,
+        claim_headers: Vec::new(),
+        global_auth: false,
         sink: Sink::new(source, text),
         base_dir,
         env,
@@ -115,6 +133,7 @@ pub fn compile(
     let mut upstream_nodes = BTreeMap::new();
     let mut route_nodes = Vec::new();
     let mut policy_nodes = Vec::new();
+    let mut consumer_nodes = Vec::new();
     let mut route_count = 0usize;
     for (k, v) in entries {
         let key = k.key_text();
@@ -152,6 +171,15 @@ pub fn compile(
                     Ok(p) => {
                         file.policies.push(p);
                         policy_nodes.push(n);
+                    }
+                    Err(e) => cx.sink.de(e),
+                }
+            }),
+            "consumers" => each_item(&mut cx, v, |cx, n| {
+                match from_node::<ConsumerConfig>(n, cx.env) {
+                    Ok(c) => {
+                        file.consumers.push(c);
+                        consumer_nodes.push(n);
                     }
                     Err(e) => cx.sink.de(e),
                 }
@@ -208,8 +236,10 @@ pub fn compile(
     );
     let access_log =
         compile_access_log(&mut cx, file.access_log.as_ref(), get(&root, "access_log"));
-    let server = compile_server(&mut cx, file.server.as_ref(), get(&root, "server"));
+    let mut server = compile_server(&mut cx, file.server.as_ref(), get(&root, "server"));
     let (upstreams, upstream_index) = compile_upstreams(&mut cx, &file.upstreams, &upstream_nodes);
+    let consumers = crate::auth::compile_consumers(&mut cx, &file.consumers, &consumer_nodes, &server);
+    cx.global_auth = check_chain(&mut cx, &file.policies, &policy_nodes, false);
     let global_policies: Arc<[Policy]> = file
         .policies
         .iter()
@@ -244,6 +274,13 @@ pub fn compile(
         return Err(cx.sink.finish());
     }
     let router = Router::build(&routes);
+    let mut identity = vec![server.consumer_header.clone(), server.groups_header.clone()];
+    for h in std::mem::take(&mut cx.claim_headers) {
+        if !identity.contains(&h) {
+            identity.push(h);
+        }
+    }
+    server.identity_headers = identity;
     Ok(Config {
         source: source.to_owned(),
         hash: format!("{:016x}", fnv(text.as_bytes(), FNV_START)),
@@ -256,6 +293,8 @@ pub fn compile(
         router,
         global_policies,
         rate_limit_policies: cx.rate_limits,
+        consumers: Arc::new(consumers),
+        jwks: cx.jwks,
         redacted: root.to_redacted_json(),
     })
 }
@@ -272,7 +311,7 @@ fn each_item<'n>(cx: &mut Ctx<'_>, v: &'n Node, mut f: impl FnMut(&mut Ctx<'_>, 
     }
 }
 
-fn resolve(cx: &Ctx<'_>, p: &str) -> PathBuf {
+pub(crate) fn resolve(cx: &Ctx<'_>, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
         p.to_path_buf()
@@ -281,7 +320,7 @@ fn resolve(cx: &Ctx<'_>, p: &str) -> PathBuf {
     }
 }
 
-fn read_file(cx: &mut Ctx<'_>, path: &str, at: Loc) -> Option<Vec<u8>> {
+pub(crate) fn read_file(cx: &mut Ctx<'_>, path: &str, at: Loc) -> Option<Vec<u8>> {
     let full = resolve(cx, path);
     match std::fs::read(&full) {
         Ok(b) => Some(b),
@@ -576,7 +615,56 @@ fn compile_server(cx: &mut Ctx<'_>, cfg: Option<&ServerConfig>, node: Option<&No
         request_header_timeout: cfg
             .request_header_timeout
             .map_or(Duration::from_secs(10), |d| d.0),
+        max_uri_bytes: positive(cx, cfg.max_uri_bytes, "max_uri_bytes", 8192),
+        consumer_header: identity_header(cx, node, "consumer", "x-consumer-name", cfg),
+        groups_header: identity_header(cx, node, "groups", "x-consumer-groups", cfg),
+        identity_headers: Vec::new(),
     }
+}
+
+fn identity_header(
+    cx: &mut Ctx<'_>,
+    node: &Node,
+    key: &str,
+    default: &'static str,
+    cfg: &ServerConfig,
+) -> HeaderName {
+    let set = cfg.identity_headers.as_ref();
+    let name = match key {
+        "consumer" => set.and_then(|s| s.consumer.as_deref()),
+        _ => set.and_then(|s| s.groups.as_deref()),
+    };
+    match name.map(HeaderName::try_from) {
+        None => HeaderName::from_static(default),
+        Some(Ok(h)) => h,
+        Some(Err(_)) => {
+            let at = get(node, "identity_headers").map_or(node.loc, |n| loc(n, key));
+            cx.sink.at(at, "invalid header name", "use letters, digits and `-`");
+            HeaderName::from_static(default)
+        }
+    }
+}
+
+/// Checks the order of a policy chain: an `acl` needs an authentication policy before it
+/// (globally or earlier in the same list). Returns whether the chain authenticates.
+fn check_chain(cx: &mut Ctx<'_>, policies: &[PolicyConfig], nodes: &[&Node], mut auth: bool) -> bool {
+    for (p, n) in policies.iter().zip(nodes) {
+        match p {
+            PolicyConfig::ApiKey(_)
+            | PolicyConfig::BasicAuth(_)
+            | PolicyConfig::Jwt(_)
+            | PolicyConfig::AnyOf(_) => auth = true,
+            PolicyConfig::Acl(a) if !auth && (!a.allow.is_empty() || !a.deny.is_empty() || !a.scopes.is_empty()) => {
+                cx.sink.at(
+                    n.loc,
+                    "this `acl` has no identity to check: no authentication policy runs before it",
+                    "put an `api_key`, `basic_auth`, `jwt` or `any_of` policy before it, in the global `policies` or earlier in this list",
+                );
+            }
+            _ => {}
+        }
+    }
+    auth
 }
 
 fn compile_upstreams(
@@ -1064,11 +1152,16 @@ fn compile_route(
     }
 
     let mut policies = Vec::new();
-    for (i, p) in cfg.policies.iter().enumerate() {
-        let pnode = match get(node, "policies").map(|n| &n.kind) {
+    let policy_nodes: Vec<&Node> = (0..cfg.policies.len())
+        .map(|i| match get(node, "policies").map(|n| &n.kind) {
             Some(NodeKind::Seq(items)) => &items[i],
             _ => node,
-        };
+        })
+        .collect();
+    let global_auth = cx.global_auth;
+    check_chain(cx, &cfg.policies, &policy_nodes, global_auth);
+    for (p, pnode) in cfg.policies.iter().zip(&policy_nodes) {
+        let pnode: &Node = pnode;
         if let Some(p) = compile_policy(cx, p, pnode) {
             policies.push(p);
         }
@@ -1588,9 +1681,17 @@ fn compile_header_ops(cx: &mut Ctx<'_>, ops: &HeaderOpsConfig, node: &Node) -> H
     }
 }
 
-fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) -> Option<Policy> {
+pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) -> Option<Policy> {
     let before = cx.sink.out.len();
     let policy = match p {
+        PolicyConfig::ApiKey(_)
+        | PolicyConfig::BasicAuth(_)
+        | PolicyConfig::Jwt(_)
+        | PolicyConfig::AnyOf(_)
+        | PolicyConfig::Acl(_)
+        | PolicyConfig::IpFilter(_)
+        | PolicyConfig::Cors(_)
+        | PolicyConfig::BodyLimit(_) => crate::auth::compile_policy(cx, p, node)?,
         PolicyConfig::Headers(h) => Policy::Headers(HeadersPolicy {
             request: compile_header_ops(cx, &h.request, get(node, "request").unwrap_or(node)),
             response: compile_header_ops(cx, &h.response, get(node, "response").unwrap_or(node)),
@@ -1625,6 +1726,7 @@ fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) -> Option<Pol
             let key = match r.key.clone().unwrap_or(LimitKeyConfig::ClientIp) {
                 LimitKeyConfig::ClientIp => LimitKey::ClientIp,
                 LimitKeyConfig::Route => LimitKey::Route,
+                LimitKeyConfig::Consumer => LimitKey::Consumer,
                 LimitKeyConfig::Header(h) => match HeaderName::try_from(h.as_str()) {
                     Ok(n) => LimitKey::Header(n),
                     Err(_) => {

@@ -38,6 +38,38 @@ pub struct FileConfig {
     /// Policies applied to every route, before the route's own.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
+    /// API clients and their credentials, for the authentication policies.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Unique name; sent upstream in the consumer header and usable as a rate-limit key.
+    pub name: String,
+    /// Groups, for `acl` policies.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// API keys as SHA-256 digests, `sha256:<hex>` (`portico hash api-key KEY` prints one).
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Basic-auth credentials.
+    #[serde(default)]
+    pub basic_auth: Option<BasicCredentialConfig>,
+    /// Free-form labels, shown on the admin port; not sent anywhere.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BasicCredentialConfig {
+    /// User name. Default: the consumer's name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// An argon2 (`$argon2id$…`) or bcrypt (`$2b$…`) hash (`portico hash password` prints one).
+    pub password_hash: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -130,6 +162,24 @@ pub struct ServerConfig {
     /// Time allowed for a client to send its request head. Default `10s`.
     #[serde(default)]
     pub request_header_timeout: Option<DurationStr>,
+    /// Longest request target (path and query) accepted, in bytes; longer gets 414. Default 8192.
+    #[serde(default)]
+    pub max_uri_bytes: Option<usize>,
+    /// Headers that carry the authenticated identity upstream. Client-sent copies are removed
+    /// from every request.
+    #[serde(default)]
+    pub identity_headers: Option<IdentityHeadersConfig>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeadersConfig {
+    /// The consumer's name. Default `X-Consumer-Name`.
+    #[serde(default)]
+    pub consumer: Option<String>,
+    /// The consumer's groups, comma-separated. Default `X-Consumer-Groups`.
+    #[serde(default)]
+    pub groups: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -530,6 +580,192 @@ pub enum PolicyConfig {
     Headers(HeadersPolicyConfig),
     /// Limit request rates per key, on this gateway instance.
     RateLimit(RateLimitPolicyConfig),
+    /// Require an API key of a consumer.
+    ApiKey(ApiKeyPolicyConfig),
+    /// Require HTTP Basic credentials of a consumer.
+    BasicAuth(BasicAuthPolicyConfig),
+    /// Require a valid JWT from a trusted issuer.
+    Jwt(JwtPolicyConfig),
+    /// Require any one of several authentication methods (the first that succeeds wins).
+    AnyOf(AnyOfPolicyConfig),
+    /// Allow or deny by consumer group and required token scopes.
+    Acl(AclPolicyConfig),
+    /// Allow or deny by client address (after `trusted_proxies`).
+    IpFilter(IpFilterPolicyConfig),
+    /// Cross-origin resource sharing: answer preflights, add CORS response headers.
+    Cors(CorsPolicyConfig),
+    /// Refuse request bodies larger than a limit with 413.
+    BodyLimit(BodyLimitPolicyConfig),
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyPolicyConfig {
+    /// Header that carries the key. Default `X-API-Key`.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Query parameter that may carry the key instead; removed before the request goes upstream.
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthPolicyConfig {
+    /// Realm in the `WWW-Authenticate` challenge. Default `portico`.
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// How long a verified user/password pair is remembered, so a busy client is not
+    /// re-hashed per request. Default `5m`; `0s` turns the cache off.
+    #[serde(default)]
+    pub cache_ttl: Option<DurationStr>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtPolicyConfig {
+    /// Trusted issuers; a token is checked against the one named by its `iss`.
+    pub issuers: Vec<JwtIssuerConfig>,
+    /// Where the token is read, tried in order. Default: `Authorization: Bearer`.
+    #[serde(default)]
+    pub from: Vec<TokenSourceConfig>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`. Default `30s`.
+    #[serde(default)]
+    pub leeway: Option<DurationStr>,
+    /// Refuse tokens without `exp`. Default `true`.
+    #[serde(default)]
+    pub require_exp: Option<bool>,
+    /// Claims that must be present.
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Claim rules: the claim's value (or one of its elements or space-separated words) must be
+    /// one of the listed values, e.g. `{ role: [admin, ops] }`.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Vec<String>>,
+    /// A claim whose value names a consumer (e.g. `sub`); that consumer is then identified.
+    #[serde(default)]
+    pub consumer_claim: Option<String>,
+    /// Claims sent upstream as headers, e.g. `{ sub: X-User-Id }`.
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+    /// Realm in the `WWW-Authenticate` challenge. Default `portico`.
+    #[serde(default)]
+    pub realm: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuerConfig {
+    /// The `iss` value. Required when the policy has more than one issuer.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Algorithms this issuer signs with; tokens with any other `alg` are refused.
+    pub algorithms: Vec<String>,
+    /// Accepted `aud` values; when set, the token's `aud` must contain one.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Keys given in the config. Exactly one of `keys` and `jwks_url`.
+    #[serde(default)]
+    pub keys: Vec<JwtKeyConfig>,
+    /// URL of the issuer's JWKS, fetched in the background.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is fetched again. Default `5m`.
+    #[serde(default)]
+    pub jwks_refresh: Option<DurationStr>,
+    /// Least time between fetches caused by tokens with an unknown `kid`. Default `30s`.
+    #[serde(default)]
+    pub jwks_min_refresh: Option<DurationStr>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// Key id, matched against the token's `kid`.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// PEM file with a public key (RS/PS, ES, EdDSA algorithms).
+    #[serde(default)]
+    pub pem_file: Option<String>,
+    /// A shared secret (HS algorithms); use `${VAR}` to keep it out of the file.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// One place a token may be.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TokenSourceConfig {
+    /// A header; for `Authorization` the `Bearer` scheme is required and stripped.
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// A query parameter; removed before the request goes upstream.
+    Query(String),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnyOfPolicyConfig {
+    /// Two or more of `api_key`, `basic_auth`, `jwt`.
+    pub policies: Vec<PolicyConfig>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AclPolicyConfig {
+    /// The consumer must be in one of these groups.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// The consumer must be in none of these groups.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// The token must carry all these scopes (`scope` or `scp` claim).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Apply only to these methods. Default: all.
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IpFilterPolicyConfig {
+    /// Only these networks may pass (CIDRs or addresses). Empty: all not denied.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// These networks are refused, even when also allowed.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorsPolicyConfig {
+    /// Allowed origins (`https://app.example.com`), `*.example.com` style wildcards, or `*`.
+    pub origins: Vec<String>,
+    /// Allowed methods. Default `GET, HEAD, POST`.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Allowed request headers. Default: those the preflight asks for.
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Response headers the browser may expose to scripts.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Allow cookies and credentials. Not allowed with origin `*`. Default `false`.
+    #[serde(default)]
+    pub credentials: bool,
+    /// How long browsers may cache a preflight answer. Default `10m`.
+    #[serde(default)]
+    pub max_age: Option<DurationStr>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BodyLimitPolicyConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -550,6 +786,8 @@ pub struct RateLimitPolicyConfig {
 pub enum LimitKeyConfig {
     ClientIp,
     Route,
+    /// The authenticated consumer (requests without one share the key `anonymous`).
+    Consumer,
     Header(String),
 }
 

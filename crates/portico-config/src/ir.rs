@@ -29,6 +29,9 @@ pub struct Config {
     pub global_policies: Arc<[Policy]>,
     /// How many `rate_limit` policies the config has (their `id`s are `0..n`).
     pub rate_limit_policies: usize,
+    pub consumers: Arc<Consumers>,
+    /// JWKS URLs the `jwt` policies read, by slot.
+    pub jwks: Vec<JwksSource>,
     /// The file as JSON, `${VAR}` references unexpanded and secret-named keys redacted.
     pub redacted: serde_json::Value,
 }
@@ -75,6 +78,12 @@ pub struct Server {
     pub drain_timeout: Duration,
     pub client_idle_timeout: Duration,
     pub request_header_timeout: Duration,
+    pub max_uri_bytes: usize,
+    pub consumer_header: HeaderName,
+    pub groups_header: HeaderName,
+    /// Every header that carries identity upstream (consumer, groups, forwarded claims):
+    /// removed from each client request before any policy runs.
+    pub identity_headers: Vec<HeaderName>,
 }
 
 /// An IPv4 or IPv6 network. IPv4-mapped IPv6 peers are compared as IPv4.
@@ -390,6 +399,129 @@ pub struct RedirectAction {
 pub enum Policy {
     Headers(HeadersPolicy),
     RateLimit(RateLimitPolicy),
+    /// One authentication method, or several of which any one suffices.
+    Auth(AuthPolicy),
+    Acl(AclPolicy),
+    IpFilter(IpFilterPolicy),
+    Cors(Arc<CorsPolicy>),
+    /// Largest request body, in bytes.
+    BodyLimit(u64),
+}
+
+/// The configured API clients.
+#[derive(Debug, Default)]
+pub struct Consumers {
+    pub list: Vec<Consumer>,
+    pub api_keys: portico_auth::apikey::KeyStore,
+    pub users: portico_auth::basic::Users,
+    pub by_name: std::collections::HashMap<String, usize>,
+}
+
+#[derive(Debug)]
+pub struct Consumer {
+    pub name: Arc<str>,
+    pub groups: Vec<Arc<str>>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// The name and groups as header values, built once.
+    pub name_value: HeaderValue,
+    pub groups_value: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksSource {
+    pub url: String,
+    pub refresh: Duration,
+    pub min_refresh: Duration,
+}
+
+#[derive(Debug)]
+pub struct AuthPolicy {
+    /// Tried in order; the first that accepts the request's credentials wins.
+    pub methods: Vec<AuthMethod>,
+}
+
+#[derive(Debug)]
+pub enum AuthMethod {
+    ApiKey(ApiKeyMethod),
+    Basic(BasicMethod),
+    Jwt(Box<JwtMethod>),
+}
+
+impl AuthMethod {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuthMethod::ApiKey(_) => "api_key",
+            AuthMethod::Basic(_) => "basic_auth",
+            AuthMethod::Jwt(_) => "jwt",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ApiKeyMethod {
+    pub header: HeaderName,
+    pub query: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct BasicMethod {
+    /// `Basic realm="…"`.
+    pub challenge: HeaderValue,
+    pub cache_ttl: Duration,
+    /// Index of this policy among the config's basic-auth policies (its cache's slot).
+    pub id: usize,
+}
+
+#[derive(Debug)]
+pub struct JwtMethod {
+    pub issuers: Vec<portico_auth::jwt::Issuer>,
+    pub sources: Vec<TokenSource>,
+    pub required_claims: Vec<String>,
+    pub rules: Vec<portico_auth::jwt::ClaimRule>,
+    pub consumer_claim: Option<String>,
+    pub forward_claims: Vec<(String, HeaderName)>,
+    /// `Bearer realm="…"`.
+    pub challenge: HeaderValue,
+}
+
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// `Authorization: Bearer …`.
+    Bearer,
+    Header(HeaderName),
+    Cookie(String),
+    Query(String),
+}
+
+#[derive(Debug)]
+pub struct AclPolicy {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub scopes: Vec<String>,
+    /// Empty: every method.
+    pub methods: Vec<Method>,
+}
+
+#[derive(Debug)]
+pub struct IpFilterPolicy {
+    pub allow: Vec<Cidr>,
+    pub deny: Vec<Cidr>,
+}
+
+#[derive(Debug)]
+pub struct CorsPolicy {
+    pub any_origin: bool,
+    /// Lower-case exact origins.
+    pub origins: Vec<String>,
+    /// `*.example.com` patterns as `.example.com` suffixes (with scheme prefix, e.g.
+    /// `https://` + suffix).
+    pub origin_suffixes: Vec<(String, String)>,
+    pub methods: HeaderValue,
+    /// `None`: echo the preflight's `Access-Control-Request-Headers`.
+    pub headers: Option<HeaderValue>,
+    pub expose_headers: Option<HeaderValue>,
+    pub credentials: bool,
+    pub max_age: HeaderValue,
 }
 
 #[derive(Debug)]
@@ -407,6 +539,7 @@ pub struct RateLimitPolicy {
 pub enum LimitKey {
     ClientIp,
     Route,
+    Consumer,
     Header(HeaderName),
 }
 

@@ -1,6 +1,7 @@
 //! Portico's configuration: the file format, its validation with precise locations, and the
 //! compiled runtime form the proxy reads through an atomic pointer.
 
+mod auth;
 pub mod compile;
 pub mod dates;
 pub mod diag;
