@@ -28,6 +28,8 @@ pub struct Record {
     /// Index into the runtime's routes, for metrics.
     pub route_index: Option<usize>,
     pub upstream: Option<Arc<str>>,
+    /// The authenticated consumer's name.
+    pub consumer: Option<Arc<str>>,
     pub status: u16,
     pub duration: Duration,
     pub upstream_duration: Option<Duration>,
@@ -131,6 +133,7 @@ struct Line<'a> {
     protocol: &'a str,
     route: Option<&'a str>,
     upstream: Option<&'a str>,
+    consumer: Option<&'a str>,
     status: u16,
     duration_ms: f64,
     upstream_duration_ms: Option<f64>,
@@ -165,6 +168,7 @@ pub fn format_record(r: &Record, out: &mut Vec<u8>) {
         },
         route: r.route.as_deref(),
         upstream: r.upstream.as_deref(),
+        consumer: r.consumer.as_deref(),
         status: r.status,
         duration_ms: r.duration.as_secs_f64() * 1000.0,
         upstream_duration_ms: r.upstream_duration.map(|d| d.as_secs_f64() * 1000.0),

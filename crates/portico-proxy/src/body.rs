@@ -12,12 +12,46 @@ use hyper::body::Incoming;
 use crate::client::UpstreamBody;
 
 /// What is known about a request body as it streams upstream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BodyStats {
     pub bytes: AtomicU64,
     /// The client's body was malformed or cut short.
     pub failed: AtomicBool,
+    /// Largest body allowed (`body_limit` policy); the stream fails past it.
+    pub limit: AtomicU64,
+    /// The body went past `limit`.
+    pub too_large: AtomicBool,
 }
+
+impl Default for BodyStats {
+    fn default() -> Self {
+        BodyStats {
+            bytes: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            limit: AtomicU64::new(u64::MAX),
+            too_large: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Why a body stream stopped.
+#[derive(Debug)]
+pub enum BodyError {
+    Hyper(hyper::Error),
+    /// The request body went past the route's `body_limit`.
+    TooLarge,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Hyper(e) => e.fmt(f),
+            BodyError::TooLarge => f.write_str("request body larger than the route allows"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
 
 pub enum Body {
     Empty,
@@ -36,28 +70,35 @@ impl Body {
 
 impl HttpBody for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Upstream(s) => Pin::new(s).poll_frame(cx),
+            Body::Upstream(s) => Pin::new(s)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(BodyError::Hyper))),
             Body::Counted(s, stats) => {
                 let r = Pin::new(s).poll_frame(cx);
                 match &r {
                     Poll::Ready(Some(Ok(f))) => {
                         if let Some(d) = f.data_ref() {
-                            stats.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                            let total =
+                                stats.bytes.fetch_add(d.len() as u64, Ordering::Relaxed) + d.len() as u64;
+                            if total > stats.limit.load(Ordering::Relaxed) {
+                                stats.too_large.store(true, Ordering::Relaxed);
+                                return Poll::Ready(Some(Err(BodyError::TooLarge)));
+                            }
                         }
                     }
                     Poll::Ready(Some(Err(_))) => stats.failed.store(true, Ordering::Relaxed),
                     _ => {}
                 }
-                r
+                r.map(|o| o.map(|r| r.map_err(BodyError::Hyper)))
             }
         }
     }

@@ -16,6 +16,16 @@ pub enum Problem {
     UpstreamOverloaded,
     /// A rate limit refused the request; retry after this many seconds.
     RateLimited(u64),
+    /// No acceptable credentials (which part was wrong is never said).
+    Unauthorized,
+    /// Authenticated, or not needing to be, but not allowed.
+    Forbidden,
+    /// Credentials could not be checked (a key set is unreachable).
+    AuthUnavailable,
+    /// The body is larger than the route allows.
+    PayloadTooLarge,
+    /// The request target is longer than `server.max_uri_bytes`.
+    UriTooLong,
 }
 
 impl Problem {
@@ -26,7 +36,11 @@ impl Problem {
             Problem::BadRequest(_) => StatusCode::BAD_REQUEST,
             Problem::UpstreamConnect | Problem::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Problem::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::UpstreamOverloaded | Problem::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::Unauthorized => StatusCode::UNAUTHORIZED,
+            Problem::Forbidden => StatusCode::FORBIDDEN,
+            Problem::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Problem::UriTooLong => StatusCode::URI_TOO_LONG,
         }
     }
 
@@ -40,6 +54,11 @@ impl Problem {
             Problem::UpstreamTimeout => "upstream_timeout",
             Problem::UpstreamProtocol => "upstream_protocol_error",
             Problem::UpstreamOverloaded => "upstream_overloaded",
+            Problem::Unauthorized => "unauthorized",
+            Problem::Forbidden => "forbidden",
+            Problem::AuthUnavailable => "auth_unavailable",
+            Problem::PayloadTooLarge => "payload_too_large",
+            Problem::UriTooLong => "uri_too_long",
         }
     }
 
@@ -56,6 +75,15 @@ impl Problem {
             Problem::UpstreamOverloaded => {
                 "The upstream has as many requests in flight as it is allowed; retry shortly."
             }
+            Problem::Unauthorized => {
+                "Valid credentials are required; none were given or those given were not accepted."
+            }
+            Problem::Forbidden => "The credentials are valid but do not allow this request.",
+            Problem::AuthUnavailable => {
+                "The gateway cannot check credentials right now; retry shortly."
+            }
+            Problem::PayloadTooLarge => "The request body is larger than this route accepts.",
+            Problem::UriTooLong => "The request target is longer than this gateway accepts.",
         }
     }
 
@@ -66,7 +94,10 @@ impl Problem {
             Problem::BadRequest(_) => "13",  // INTERNAL: the framing, not the message, was bad
             Problem::UpstreamTimeout => "4", // DEADLINE_EXCEEDED
             Problem::UpstreamOverloaded | Problem::RateLimited(_) => "8", // RESOURCE_EXHAUSTED
-            Problem::UpstreamConnect | Problem::UpstreamProtocol => "14", // UNAVAILABLE
+            Problem::UpstreamConnect | Problem::UpstreamProtocol | Problem::AuthUnavailable => "14", // UNAVAILABLE
+            Problem::Unauthorized => "16",    // UNAUTHENTICATED
+            Problem::Forbidden => "7",        // PERMISSION_DENIED
+            Problem::PayloadTooLarge | Problem::UriTooLong => "8", // RESOURCE_EXHAUSTED
         }
     }
 
@@ -121,13 +152,13 @@ impl Problem {
             HeaderValue::from_static("application/problem+json"),
         );
         h.insert(request_id_header.clone(), request_id.clone());
-        if matches!(self, Problem::UpstreamOverloaded) {
+        if matches!(self, Problem::UpstreamOverloaded | Problem::AuthUnavailable) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Problem::RateLimited(secs) = self {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
-        if matches!(self, Problem::BadRequest(_)) {
+        if matches!(self, Problem::BadRequest(_) | Problem::PayloadTooLarge) {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp

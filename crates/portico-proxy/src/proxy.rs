@@ -74,6 +74,7 @@ pub async fn handle(
         route: None,
         route_index: None,
         upstream: None,
+        consumer: None,
         status: 0,
         duration: Duration::ZERO,
         upstream_duration: None,
@@ -87,15 +88,22 @@ pub async fn handle(
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let resp = match process(&rt, &conn, req, &request_id, &mut rec, &bytes_in).await {
+    let mut extra = Vec::new();
+    let resp = match process(&rt, &conn, req, &request_id, &mut rec, &bytes_in, &mut extra).await {
         Ok(r) => r,
         Err(p) => {
-            rec.error = Some(p.code());
-            if is_grpc {
+            if rec.error.is_none() {
+                rec.error = Some(p.code());
+            }
+            let mut r = if is_grpc {
                 p.grpc_response(&request_id, &cfg.server.request_id_header)
             } else {
                 p.response(&request_id, &cfg.server.request_id_header)
+            };
+            for (k, v) in extra {
+                r.headers_mut().append(k, v);
             }
+            r
         }
     };
     rec.status = resp.status().as_u16();
@@ -115,23 +123,43 @@ async fn process(
     request_id: &HeaderValue,
     rec: &mut Record,
     bytes_in: &Arc<BodyStats>,
+    extra: &mut Vec<(http::HeaderName, HeaderValue)>,
 ) -> Result<Response<Body>, Problem> {
     check_framing(&mut req)?;
     let cfg = &rt.config;
+    if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > cfg.server.max_uri_bytes {
+        return Err(Problem::UriTooLong);
+    }
+    // Identity headers are set by the gateway only; a client's copies are never passed on.
+    for h in &cfg.server.identity_headers {
+        req.headers_mut().remove(h);
+    }
 
-    // Route.
+    // Route. A CORS preflight is routed as the request it asks about.
+    let preflight = crate::auth::is_preflight(&req);
     let normalized = headers::normalize_path(req.uri().path());
     let path = normalized.as_deref().unwrap_or(req.uri().path());
     let mut host_buf = String::new();
     let host = headers::request_host(req.uri(), req.headers(), &mut host_buf);
-    let view = RequestView {
+    let mut view = RequestView {
         host,
         path,
         method: req.method(),
         headers: req.headers(),
         query: req.uri().query(),
     };
-    let Some(Matched { route, params }) = cfg.router.find(&view) else {
+    let mut found = cfg.router.find(&view);
+    let asked_method = preflight
+        .then(|| req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD))
+        .flatten()
+        .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
+    if found.is_none()
+        && let Some(m) = &asked_method
+    {
+        view.method = m;
+        found = cfg.router.find(&view);
+    }
+    let Some(Matched { route, params }) = found else {
         return Err(Problem::NoRoute);
     };
     let route = route.clone();
@@ -143,7 +171,52 @@ async fn process(
     rec.route = Some(route.name.clone());
     rec.route_index = Some(route.index);
 
-    let limit_headers = rate_limits(rt, &route, &req, rec.client_ip)?;
+    // CORS: preflights are answered here, before any credentials are asked for.
+    let cors = cfg
+        .global_policies
+        .iter()
+        .chain(route.policies.iter())
+        .find_map(|p| match p {
+            Policy::Cors(c) => Some(c.clone()),
+            _ => None,
+        });
+    let origin = cors
+        .as_ref()
+        .and_then(|_| req.headers().get(header::ORIGIN).cloned());
+    if let Some(c) = &cors {
+        let mut h = http::HeaderMap::new();
+        crate::auth::cors_response(c, origin.as_ref(), &mut h);
+        extra.extend(h.into_iter().filter_map(|(k, v)| Some((k?, v))));
+        if preflight {
+            return match crate::auth::preflight(c, &req) {
+                Ok(mut resp) => {
+                    resp.headers_mut()
+                        .insert(cfg.server.request_id_header.clone(), request_id.clone());
+                    Ok(resp)
+                }
+                Err(d) => Err(denied(d, &route, rec, extra)),
+            };
+        }
+    }
+
+    let mut identity = crate::auth::Identity::default();
+    let limit_headers =
+        request_policies(rt, &route, &req, rec, bytes_in, &mut identity, extra).await?;
+    if let Some(c) = identity.consumer.and_then(|c| cfg.consumers.list.get(c)) {
+        rec.consumer = Some(c.name.clone());
+        req.headers_mut()
+            .insert(cfg.server.consumer_header.clone(), c.name_value.clone());
+        if let Some(g) = &c.groups_value {
+            req.headers_mut()
+                .insert(cfg.server.groups_header.clone(), g.clone());
+        }
+    }
+    for (k, v) in identity.headers.drain(..) {
+        req.headers_mut().insert(k, v);
+    }
+    if !identity.strip_query.is_empty() {
+        strip_credentials_from_query(&mut req, &identity.strip_query)?;
+    }
     let mut resp = match &route.action {
         Action::Respond(r) => {
             let mut resp = Response::new(Body::full(r.body.clone()));
@@ -217,53 +290,193 @@ async fn process(
     for (name, value) in limit_headers {
         resp.headers_mut().insert(name, value);
     }
+    if let Some(c) = &cors {
+        crate::auth::cors_response(c, origin.as_ref(), resp.headers_mut());
+    }
     resp.headers_mut()
         .insert(cfg.server.request_id_header.clone(), request_id.clone());
     Ok(resp)
 }
 
-/// Request phase of the `rate_limit` policies (global first, then the route's): each takes
-/// one request from every one of its limits for the request's key, or refuses it with 429.
-/// Returns the `RateLimit` headers for the response.
-fn rate_limits(
+/// Request phase of the chain (global policies first, then the route's, each in order):
+/// authentication, `acl`, `ip_filter`, `rate_limit` and `body_limit`. Returns the `RateLimit`
+/// headers for the response.
+async fn request_policies(
     rt: &Runtime,
     route: &Route,
     req: &Request<Incoming>,
-    client_ip: std::net::IpAddr,
+    rec: &mut Record,
+    bytes_in: &BodyStats,
+    identity: &mut crate::auth::Identity,
+    extra: &mut Vec<(http::HeaderName, HeaderValue)>,
 ) -> Result<Vec<(http::HeaderName, HeaderValue)>, Problem> {
     let mut headers = Vec::new();
+    let client_ip = rec.client_ip;
     for p in rt
         .config
         .global_policies
         .iter()
         .chain(route.policies.iter())
     {
-        let Policy::RateLimit(rl) = p else { continue };
-        let ip;
-        let key: &str = match &rl.key {
-            portico_config::LimitKey::ClientIp => {
-                ip = client_ip.to_string();
-                &ip
+        match p {
+            Policy::Auth(a) => {
+                let r = crate::auth::authenticate(rt, a, req, identity).await;
+                // Credentials in the query never reach the log, accepted or not.
+                redact_logged_query(rec, a);
+                if let Err(d) = r {
+                    return Err(denied(d, route, rec, extra));
+                }
             }
-            portico_config::LimitKey::Route => &route.name,
-            portico_config::LimitKey::Header(h) => req
-                .headers()
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(""),
-        };
-        match rt.rate_limiters[rl.id].check(key, !rl.hide_headers) {
-            Ok(allowed) => headers = allowed.headers,
-            Err(wait) => {
-                metrics::counter!("portico_rate_limited_total", "route" => route.name.to_string())
-                    .increment(1);
-                return Err(Problem::RateLimited(
-                    wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-                ));
+            Policy::Acl(a) => crate::auth::acl(rt, a, req.method(), identity)
+                .map_err(|d| denied(d, route, rec, extra))?,
+            Policy::IpFilter(f) => {
+                crate::auth::ip_filter(f, client_ip).map_err(|d| denied(d, route, rec, extra))?
             }
+            Policy::BodyLimit(max) => {
+                let declared = req
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                if declared.is_some_and(|n| n > *max) {
+                    return Err(Problem::PayloadTooLarge);
+                }
+                // A chunked body is cut off when it passes the limit.
+                bytes_in.limit.fetch_min(*max, Ordering::Relaxed);
+            }
+            Policy::RateLimit(rl) => {
+                let ip;
+                let key: &str = match &rl.key {
+                    portico_config::LimitKey::ClientIp => {
+                        ip = client_ip.to_string();
+                        &ip
+                    }
+                    portico_config::LimitKey::Route => &route.name,
+                    portico_config::LimitKey::Header(h) => req
+                        .headers()
+                        .get(h)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(""),
+                    portico_config::LimitKey::Consumer => identity
+                        .consumer
+                        .and_then(|c| rt.config.consumers.list.get(c))
+                        .map_or("anonymous", |c| &c.name),
+                };
+                match rt.rate_limiters[rl.id].check(key, !rl.hide_headers) {
+                    Ok(allowed) => headers = allowed.headers,
+                    Err(wait) => {
+                        metrics::counter!("portico_rate_limited_total", "route" => route.name.to_string())
+                            .increment(1);
+                        return Err(Problem::RateLimited(
+                            wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                        ));
+                    }
+                }
+            }
+            Policy::Headers(_) | Policy::Cors(_) => {}
         }
     }
     Ok(headers)
+}
+
+/// Turns a denial into its problem, counting it and queuing its response headers.
+fn denied(
+    d: crate::auth::Denial,
+    route: &Route,
+    rec: &mut Record,
+    extra: &mut Vec<(http::HeaderName, HeaderValue)>,
+) -> Problem {
+    use crate::auth::Denial;
+    match d {
+        Denial::Unauthorized { reason, challenges } => {
+            rec.error = Some(reason.code());
+            metrics::counter!("portico_auth_failures_total", "route" => route.name.to_string(), "reason" => reason.code()).increment(1);
+            extra.extend(
+                challenges
+                    .into_iter()
+                    .map(|c| (header::WWW_AUTHENTICATE, c)),
+            );
+            Problem::Unauthorized
+        }
+        Denial::Forbidden { reason, challenge } => {
+            rec.error = Some(reason);
+            metrics::counter!("portico_access_denied_total", "route" => route.name.to_string(), "reason" => reason).increment(1);
+            if let Some(c) = challenge {
+                extra.push((header::WWW_AUTHENTICATE, c));
+            }
+            Problem::Forbidden
+        }
+        Denial::Unavailable => {
+            rec.error = Some("verifier_unavailable");
+            metrics::counter!("portico_auth_failures_total", "route" => route.name.to_string(), "reason" => "verifier_unavailable").increment(1);
+            Problem::AuthUnavailable
+        }
+    }
+}
+
+/// Removes the query parameters an auth policy reads credentials from out of the logged URI.
+fn redact_logged_query(rec: &mut Record, a: &portico_config::AuthPolicy) {
+    let Some(q) = rec.uri.query() else { return };
+    let names: Vec<String> = a
+        .methods
+        .iter()
+        .flat_map(|m| match m {
+            portico_config::AuthMethod::ApiKey(k) => k.query.iter().cloned().collect::<Vec<_>>(),
+            portico_config::AuthMethod::Jwt(j) => j
+                .sources
+                .iter()
+                .filter_map(|s| match s {
+                    portico_config::TokenSource::Query(q) => Some(q.clone()),
+                    _ => None,
+                })
+                .collect(),
+            portico_config::AuthMethod::Basic(_) => Vec::new(),
+        })
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    let stripped = crate::auth::strip_query(q, &names);
+    if stripped.len() == q.len() {
+        return;
+    }
+    let path = rec.uri.path();
+    let pq = if stripped.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{stripped}")
+    };
+    let mut parts = rec.uri.clone().into_parts();
+    if let Ok(pq) = PathAndQuery::try_from(pq) {
+        parts.path_and_query = Some(pq);
+        if let Ok(u) = Uri::from_parts(parts) {
+            rec.uri = u;
+        }
+    }
+}
+
+/// Removes credential query parameters before the request goes upstream.
+fn strip_credentials_from_query(
+    req: &mut Request<Incoming>,
+    names: &[String],
+) -> Result<(), Problem> {
+    let Some(q) = req.uri().query() else {
+        return Ok(());
+    };
+    let stripped = crate::auth::strip_query(q, names);
+    let path = req.uri().path();
+    let pq = if stripped.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{stripped}")
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::try_from(pq)
+            .map_err(|_| Problem::BadRequest("The request URI cannot be forwarded."))?,
+    );
+    *req.uri_mut() = Uri::from_parts(parts)
+        .map_err(|_| Problem::BadRequest("The request URI cannot be forwarded."))?;
+    Ok(())
 }
 
 /// Refuses request framing that proxies disagree on (request smuggling). hyper rejects most
@@ -429,10 +642,8 @@ fn build_upstream_request(
     }
     h.insert(cfg.server.request_id_header.clone(), request_id.clone());
     for p in cfg.global_policies.iter().chain(route.policies.iter()) {
-        match p {
-            Policy::Headers(hp) => hp.request.apply(h),
-            // Checked before the route's action (see `rate_limits`).
-            Policy::RateLimit(_) => {}
+        if let Policy::Headers(hp) = p {
+            hp.request.apply(h);
         }
     }
 
@@ -533,6 +744,12 @@ async fn call_upstream(
         Ok(Ok((served_by, resp))) => {
             rec.upstream = Some(pool.target(served_by).display.clone());
             return Ok(resp);
+        }
+        _ if stats
+            .as_ref()
+            .is_some_and(|s| s.too_large.load(Ordering::Relaxed)) =>
+        {
+            return Err(Problem::PayloadTooLarge);
         }
         // The client's body broke, not the upstream: that is the client's error.
         _ if stats.is_some_and(|s| s.failed.load(Ordering::Relaxed)) => {
@@ -719,9 +936,8 @@ fn response_policies<'a>(
     resp: &mut Response<Body>,
 ) {
     for p in policies.rev() {
-        match p {
-            Policy::Headers(hp) => hp.response.apply(resp.headers_mut()),
-            Policy::RateLimit(_) => {}
+        if let Policy::Headers(hp) = p {
+            hp.response.apply(resp.headers_mut());
         }
     }
 }
@@ -775,12 +991,13 @@ impl Drop for LoggedBody {
 
 impl http_body::Body for LoggedBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = crate::body::BodyError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, crate::body::BodyError>>>
+    {
         use std::task::Poll;
         let this = self.get_mut();
         let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);

@@ -9,7 +9,12 @@ use portico_config::Config;
 use crate::access_log::Sink;
 use crate::client::UpstreamPool;
 use crate::metrics::RouteMetrics;
+use crate::jwks::JwksCache;
 use crate::ratelimit::Limiters;
+use portico_auth::basic::VerifiedCache;
+
+/// Verified Basic credentials remembered per `basic_auth` policy.
+const BASIC_CACHE_ENTRIES: usize = 10_000;
 
 #[derive(Debug)]
 pub struct Runtime {
@@ -21,6 +26,10 @@ pub struct Runtime {
     pub route_metrics: Vec<RouteMetrics>,
     /// One per `rate_limit` policy, by its `id`.
     pub rate_limiters: Vec<Arc<Limiters>>,
+    /// One per JWKS URL, by slot.
+    pub jwks: Vec<Arc<JwksCache>>,
+    /// One per `basic_auth` policy, by its `id`.
+    pub basic_caches: Vec<Arc<VerifiedCache>>,
     /// 1 for the config loaded at start, +1 per applied reload.
     pub generation: u64,
     pub loaded_at: SystemTime,
@@ -76,6 +85,27 @@ impl Runtime {
             }
         }
         let rate_limiters: Vec<Arc<Limiters>> = rate_limiters.into_iter().flatten().collect();
+        // Key sets whose URL and timing did not change are kept, with their keys.
+        let jwks = config
+            .jwks
+            .iter()
+            .map(|src| {
+                previous
+                    .and_then(|p| p.jwks.iter().find(|c| c.source == *src).cloned())
+                    .unwrap_or_else(|| JwksCache::start(src.clone()))
+            })
+            .collect();
+        let mut secret = [0u8; 32];
+        rustls::crypto::aws_lc_rs::default_provider()
+            .secure_random
+            .fill(&mut secret)
+            .map_err(|_| "no secure random numbers available".to_string())?;
+        let mut basic: Vec<_> = basic_methods(&config).collect();
+        basic.sort_by_key(|b| b.id);
+        let basic_caches = basic
+            .iter()
+            .map(|b| Arc::new(VerifiedCache::new(secret, b.cache_ttl, BASIC_CACHE_ENTRIES)))
+            .collect();
         let route_metrics = config
             .routes
             .iter()
@@ -87,8 +117,26 @@ impl Runtime {
             access_log,
             route_metrics,
             rate_limiters,
+            jwks,
+            basic_caches,
             generation,
             loaded_at: SystemTime::now(),
         })
     }
+}
+
+fn basic_methods(config: &Config) -> impl Iterator<Item = &portico_config::BasicMethod> {
+    config
+        .global_policies
+        .iter()
+        .chain(config.routes.iter().flat_map(|r| r.policies.iter()))
+        .filter_map(|p| match p {
+            portico_config::Policy::Auth(a) => Some(a.methods.iter()),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|m| match m {
+            portico_config::AuthMethod::Basic(b) => Some(b),
+            _ => None,
+        })
 }

@@ -21,6 +21,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum HashWhat {
+    /// `sha256:<hex>` of an API key (for `api_keys`).
+    ApiKey {
+        /// The key; omit to read one line from standard input (keeps it out of shell history).
+        key: Option<String>,
+    },
+    /// An argon2id hash of a password (for `basic_auth.password_hash`), read from standard input.
+    Password,
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the gateway with a config file.
     Run {
@@ -41,6 +52,11 @@ enum Command {
     },
     /// Print the JSON Schema of the config file (for editor completion and checks).
     Schema,
+    /// Print the stored form of a credential, for the `consumers` section.
+    Hash {
+        #[command(subcommand)]
+        what: HashWhat,
+    },
     /// Run the built-in demo: the gateway with in-process demo upstreams.
     Demo {
         /// Port of the demo gateway.
@@ -56,6 +72,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Validate { config }) => validate(&config),
+        Some(Command::Hash { what }) => hash(what),
         Some(Command::Schema) => {
             println!(
                 "{}",
@@ -200,4 +217,45 @@ async fn wait_for_signals(gw: &portico_proxy::Gateway) {
             _ = int.recv() => { tracing::info!("SIGINT: draining"); return; }
         }
     }
+}
+
+fn read_secret_line() -> String {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        eprintln!("portico: cannot read standard input");
+        std::process::exit(1);
+    }
+    line.trim_end_matches(['\r', '\n']).to_owned()
+}
+
+fn hash(what: HashWhat) -> std::process::ExitCode {
+    let out = match what {
+        HashWhat::ApiKey { key } => {
+            let key = key.unwrap_or_else(read_secret_line);
+            if key.is_empty() {
+                eprintln!("portico: the key is empty");
+                return std::process::ExitCode::FAILURE;
+            }
+            portico_auth::apikey::digest_string(&key)
+        }
+        HashWhat::Password => {
+            let pw = read_secret_line();
+            if pw.is_empty() {
+                eprintln!("portico: the password is empty");
+                return std::process::ExitCode::FAILURE;
+            }
+            let mut salt = [0u8; 16];
+            if rustls::crypto::aws_lc_rs::default_provider()
+                .secure_random
+                .fill(&mut salt)
+                .is_err()
+            {
+                eprintln!("portico: no secure random numbers available");
+                return std::process::ExitCode::FAILURE;
+            }
+            portico_auth::basic::hash_password(&pw, &salt, false)
+        }
+    };
+    println!("{out}");
+    std::process::ExitCode::SUCCESS
 }

@@ -1,0 +1,419 @@
+//! The identity and access phase: authentication methods, `acl`, `ip_filter`, CORS.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use portico_auth::Failure;
+use portico_auth::jwt::{self, KeySet, Outcome};
+use portico_config::{
+    AclPolicy, ApiKeyMethod, AuthMethod, AuthPolicy, BasicMethod, CorsPolicy, IpFilterPolicy,
+    JwtMethod, TokenSource,
+};
+
+use crate::body::Body;
+use crate::runtime::Runtime;
+
+/// Who the request is, as far as the chain has established.
+#[derive(Debug, Default)]
+pub struct Identity {
+    /// Index into the config's consumers.
+    pub consumer: Option<usize>,
+    /// Scopes granted by a token.
+    pub scopes: Vec<String>,
+    /// Headers to send upstream (forwarded claims).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Query parameters that carried credentials; removed before proxying.
+    pub strip_query: Vec<String>,
+    pub authenticated: bool,
+}
+
+/// Why the chain stopped the request.
+#[derive(Debug)]
+pub enum Denial {
+    /// 401 with these challenges.
+    Unauthorized {
+        reason: Failure,
+        challenges: Vec<HeaderValue>,
+    },
+    /// 403.
+    Forbidden {
+        reason: &'static str,
+        challenge: Option<HeaderValue>,
+    },
+    /// 503: a key set could not be loaded.
+    Unavailable,
+}
+
+/// Runs one authentication policy (any of its methods may succeed).
+pub async fn authenticate<B>(
+    rt: &Runtime,
+    policy: &AuthPolicy,
+    req: &Request<B>,
+    id: &mut Identity,
+) -> Result<(), Denial> {
+    let mut reason = Failure::Missing;
+    let mut presented = false;
+    for m in &policy.methods {
+        let r = match m {
+            AuthMethod::ApiKey(k) => api_key(rt, k, req, id),
+            AuthMethod::Basic(b) => basic(rt, b, req).await,
+            AuthMethod::Jwt(j) => jwt_auth(rt, j, req, id).await,
+        };
+        match r {
+            Ok(consumer) => {
+                id.authenticated = true;
+                if id.consumer.is_none() {
+                    id.consumer = consumer;
+                }
+                return Ok(());
+            }
+            Err(Failure::Unavailable) => return Err(Denial::Unavailable),
+            Err(Failure::Missing) => {}
+            Err(f) => {
+                // The first real failure is the one reported (logs and metrics only).
+                if !presented {
+                    reason = f;
+                    presented = true;
+                }
+            }
+        }
+    }
+    let challenges = policy
+        .methods
+        .iter()
+        .map(|m| match m {
+            AuthMethod::ApiKey(k) => HeaderValue::try_from(format!(
+                "ApiKey header=\"{}\"",
+                k.header.as_str()
+            ))
+            .unwrap_or_else(|_| HeaderValue::from_static("ApiKey")),
+            AuthMethod::Basic(b) => b.challenge.clone(),
+            AuthMethod::Jwt(j) if presented => {
+                // RFC 6750 §3.1: a token was sent but is not acceptable.
+                let mut v = j.challenge.as_bytes().to_vec();
+                v.extend_from_slice(b", error=\"invalid_token\"");
+                HeaderValue::from_bytes(&v).unwrap_or_else(|_| j.challenge.clone())
+            }
+            AuthMethod::Jwt(j) => j.challenge.clone(),
+        })
+        .collect();
+    Err(Denial::Unauthorized { reason, challenges })
+}
+
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// The query with `names` removed.
+pub fn strip_query(query: &str, names: &[String]) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !pair.is_empty() && !names.iter().any(|n| n == k)
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn api_key<B>(
+    rt: &Runtime,
+    m: &ApiKeyMethod,
+    req: &Request<B>,
+    id: &mut Identity,
+) -> Result<Option<usize>, Failure> {
+    let consumers = &rt.config.consumers;
+    let (key, from_query) = match req.headers().get(&m.header) {
+        Some(v) => (v.as_bytes(), false),
+        None => match m.query.as_deref().and_then(|q| query_param(req.uri().query(), q)) {
+            Some(v) => (v.as_bytes(), true),
+            None => return Err(Failure::Missing),
+        },
+    };
+    if key.is_empty() {
+        return Err(Failure::Missing);
+    }
+    let owner = consumers.api_keys.find(key).ok_or(Failure::Unknown)?;
+    if from_query && let Some(q) = &m.query {
+        id.strip_query.push(q.clone());
+    }
+    Ok(Some(owner))
+}
+
+/// At most this many slow password hashes run at once; more wait their turn, so a burst of
+/// wrong passwords cannot take every core.
+static HASH_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+async fn basic<B>(rt: &Runtime, m: &BasicMethod, req: &Request<B>) -> Result<Option<usize>, Failure> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(Failure::Missing);
+    };
+    let (user, password) = portico_auth::basic::parse_authorization(value.as_bytes())?;
+    let cache = rt.basic_caches.get(m.id).filter(|_| !m.cache_ttl.is_zero());
+    if let Some(owner) = cache.and_then(|c| c.get(&user, &password)) {
+        return Ok(Some(owner));
+    }
+    let consumers = rt.config.consumers.clone();
+    let _slot = HASH_SLOTS.acquire().await.map_err(|_| Failure::Unavailable)?;
+    let (user, password, owner) = tokio::task::spawn_blocking(move || {
+        let owner = consumers.users.verify_slow(&user, &password);
+        (user, password, owner)
+    })
+    .await
+    .map_err(|_| Failure::Unavailable)?;
+    let owner = owner.ok_or(Failure::Unknown)?;
+    if let Some(c) = cache {
+        c.put(&user, &password, owner);
+    }
+    Ok(Some(owner))
+}
+
+struct Keys<'a>(&'a Runtime);
+
+impl jwt::KeySource for Keys<'_> {
+    fn jwks(&self, slot: usize) -> Option<Arc<KeySet>> {
+        self.0.jwks.get(slot)?.current()
+    }
+}
+
+fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+fn token<'r, B>(m: &JwtMethod, req: &'r Request<B>, id: &mut Identity) -> Result<&'r str, Failure> {
+    for s in &m.sources {
+        let found = match s {
+            TokenSource::Bearer => match req.headers().get(header::AUTHORIZATION) {
+                Some(v) => {
+                    let v = v.to_str().map_err(|_| Failure::Malformed)?;
+                    match v.split_once(' ') {
+                        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => Some(t.trim()),
+                        // Another scheme (Basic, say) is not a token; another method may want it.
+                        _ => None,
+                    }
+                }
+                None => None,
+            },
+            TokenSource::Header(h) => match req.headers().get(h) {
+                Some(v) => Some(v.to_str().map_err(|_| Failure::Malformed)?.trim()),
+                None => None,
+            },
+            TokenSource::Cookie(c) => cookie(req.headers(), c),
+            TokenSource::Query(q) => {
+                let t = query_param(req.uri().query(), q);
+                if t.is_some() {
+                    id.strip_query.push(q.clone());
+                }
+                t
+            }
+        };
+        if let Some(t) = found.filter(|t| !t.is_empty()) {
+            return Ok(t);
+        }
+    }
+    Err(Failure::Missing)
+}
+
+async fn jwt_auth<B>(
+    rt: &Runtime,
+    m: &JwtMethod,
+    req: &Request<B>,
+    id: &mut Identity,
+) -> Result<Option<usize>, Failure> {
+    let token = token(m, req, id)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut outcome = jwt::verify(token, &m.issuers, &Keys(rt), now);
+    if let Outcome::UnknownKid { slot } = outcome {
+        let refreshed = match rt.jwks.get(slot) {
+            Some(c) => c.refresh_on_demand().await,
+            None => false,
+        };
+        outcome = if refreshed {
+            jwt::verify(token, &m.issuers, &Keys(rt), now)
+        } else {
+            Outcome::Invalid(Failure::KeyUnknown)
+        };
+    }
+    let claims = match outcome {
+        Outcome::Valid { claims, .. } => claims,
+        Outcome::Invalid(Failure::Unavailable) => {
+            // No key set loaded yet (first request after start, or the provider was down):
+            // one on-demand fetch, then verify again.
+            let slot = m.issuers.iter().find_map(|i| match i.keys {
+                jwt::IssuerKeys::Jwks(s) => Some(s),
+                _ => None,
+            });
+            let refreshed = match slot.and_then(|s| rt.jwks.get(s)) {
+                Some(c) => c.refresh_on_demand().await,
+                None => false,
+            };
+            if !refreshed {
+                return Err(Failure::Unavailable);
+            }
+            match jwt::verify(token, &m.issuers, &Keys(rt), now) {
+                Outcome::Valid { claims, .. } => claims,
+                Outcome::Invalid(f) => return Err(f),
+                Outcome::UnknownKid { .. } => return Err(Failure::KeyUnknown),
+            }
+        }
+        Outcome::Invalid(f) => return Err(f),
+        Outcome::UnknownKid { .. } => return Err(Failure::KeyUnknown),
+    };
+    jwt::check_claims(&claims, &m.required_claims, &m.rules)?;
+    for (claim, h) in &m.forward_claims {
+        if let Some(v) = claims.get(claim)
+            && let Ok(v) = HeaderValue::try_from(jwt::claim_header_value(v))
+        {
+            id.headers.push((h.clone(), v));
+        }
+    }
+    id.scopes
+        .extend(jwt::scopes(&claims).into_iter().map(str::to_owned));
+    let consumer = m
+        .consumer_claim
+        .as_ref()
+        .and_then(|c| claims.get(c))
+        .and_then(|v| v.as_str())
+        .and_then(|name| rt.config.consumers.by_name.get(name).copied());
+    Ok(consumer)
+}
+
+pub fn acl(rt: &Runtime, a: &AclPolicy, method: &Method, id: &Identity) -> Result<(), Denial> {
+    if !a.methods.is_empty() && !a.methods.contains(method) {
+        return Ok(());
+    }
+    let groups: &[Arc<str>] = id
+        .consumer
+        .and_then(|c| rt.config.consumers.list.get(c))
+        .map_or(&[], |c| &c.groups);
+    let in_any = |list: &[String]| list.iter().any(|g| groups.iter().any(|h| **h == **g));
+    if in_any(&a.deny) {
+        return Err(Denial::Forbidden {
+            reason: "group_denied",
+            challenge: None,
+        });
+    }
+    if !a.allow.is_empty() && !in_any(&a.allow) {
+        return Err(Denial::Forbidden {
+            reason: "group_not_allowed",
+            challenge: None,
+        });
+    }
+    if let Some(missing) = a.scopes.iter().find(|s| !id.scopes.contains(s)) {
+        let _ = missing;
+        // RFC 6750 §3.1: say which scope the resource needs (not which the token lacks).
+        let challenge = HeaderValue::try_from(format!(
+            "Bearer error=\"insufficient_scope\", scope=\"{}\"",
+            a.scopes.join(" ")
+        ))
+        .ok();
+        return Err(Denial::Forbidden {
+            reason: "scope_missing",
+            challenge,
+        });
+    }
+    Ok(())
+}
+
+pub fn ip_filter(f: &IpFilterPolicy, ip: IpAddr) -> Result<(), Denial> {
+    if f.deny.iter().any(|c| c.contains(ip)) || (!f.allow.is_empty() && !f.allow.iter().any(|c| c.contains(ip))) {
+        return Err(Denial::Forbidden {
+            reason: "ip_denied",
+            challenge: None,
+        });
+    }
+    Ok(())
+}
+
+/// Whether `origin` may make cross-origin requests under `c`.
+pub fn origin_allowed(c: &CorsPolicy, origin: &str) -> bool {
+    if c.any_origin {
+        return true;
+    }
+    let o = origin.to_ascii_lowercase();
+    c.origins.iter().any(|a| *a == o)
+        || c.origin_suffixes.iter().any(|(scheme, suffix)| {
+            o.strip_prefix(scheme.as_str())
+                .is_some_and(|host| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+        })
+}
+
+pub fn is_preflight<B>(req: &Request<B>) -> bool {
+    req.method() == Method::OPTIONS
+        && req.headers().contains_key(header::ORIGIN)
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// The answer to a preflight: 204 with the policy's permissions, or 403 for an origin it does
+/// not allow.
+pub fn preflight<B>(c: &CorsPolicy, req: &Request<B>) -> Result<Response<Body>, Denial> {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|s| origin_allowed(c, s))) else {
+        return Err(Denial::Forbidden {
+            reason: "cors_origin_not_allowed",
+            challenge: None,
+        });
+    };
+    let mut resp = Response::new(Body::Empty);
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    allow_origin(c, h, origin);
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, c.methods.clone());
+    let asked = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned();
+    if let Some(v) = c.headers.clone().or(asked) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+    }
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, c.max_age.clone());
+    h.append(
+        header::VARY,
+        HeaderValue::from_static("Access-Control-Request-Method, Access-Control-Request-Headers"),
+    );
+    Ok(resp)
+}
+
+fn allow_origin(c: &CorsPolicy, h: &mut http::HeaderMap, origin: HeaderValue) {
+    if c.any_origin && !c.credentials {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    } else {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if c.credentials {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+}
+
+/// CORS headers on an actual (non-preflight) response, for an allowed `Origin`.
+pub fn cors_response(c: &CorsPolicy, origin: Option<&HeaderValue>, h: &mut http::HeaderMap) {
+    let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|s| origin_allowed(c, s))) else {
+        return;
+    };
+    allow_origin(c, h, origin.clone());
+    if let Some(e) = &c.expose_headers {
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
+    }
+}
