@@ -32,7 +32,10 @@ pub(crate) fn compile_consumers(
             cx.sink.at(
                 loc(node, "name"),
                 format!("duplicate consumer name `{}`", c.name),
-                format!("consumer names must be unique; consumer #{} already uses it", prev + 1),
+                format!(
+                    "consumer names must be unique; consumer #{} already uses it",
+                    prev + 1
+                ),
             );
             continue;
         }
@@ -81,7 +84,11 @@ pub(crate) fn compile_consumers(
                         );
                     }
                 }
-                Err(e) => cx.sink.at(loc(bnode, "password_hash"), e, "run `portico hash password` and paste its output"),
+                Err(e) => cx.sink.at(
+                    loc(bnode, "password_hash"),
+                    e,
+                    "run `portico hash password` and paste its output",
+                ),
             }
         }
         let groups: Vec<Arc<str>> = c.groups.iter().map(|g| Arc::from(g.as_str())).collect();
@@ -91,7 +98,11 @@ pub(crate) fn compile_consumers(
             match HeaderValue::try_from(c.groups.join(",")) {
                 Ok(v) => Some(v),
                 Err(_) => {
-                    cx.sink.at(loc(node, "groups"), "group names must be valid header text", "use letters, digits, `-`, `_` and `.`");
+                    cx.sink.at(
+                        loc(node, "groups"),
+                        "group names must be valid header text",
+                        "use letters, digits, `-`, `_` and `.`",
+                    );
                     None
                 }
             }
@@ -147,14 +158,22 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         }
         PolicyConfig::Acl(a) => {
             if a.allow.is_empty() && a.deny.is_empty() && a.scopes.is_empty() {
-                cx.sink.at(node.loc, "this `acl` has no rule", "add `allow`, `deny` or `scopes`");
+                cx.sink.at(
+                    node.loc,
+                    "this `acl` has no rule",
+                    "add `allow`, `deny` or `scopes`",
+                );
                 return None;
             }
             let mut methods = Vec::new();
             for (i, m) in a.methods.iter().enumerate() {
                 match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
                     Ok(m) => methods.push(m),
-                    Err(_) => cx.sink.at(item_loc(node, "methods", i), format!("invalid method `{m}`"), "use a method name such as `GET` or `POST`"),
+                    Err(_) => cx.sink.at(
+                        item_loc(node, "methods", i),
+                        format!("invalid method `{m}`"),
+                        "use a method name such as `GET` or `POST`",
+                    ),
                 }
             }
             Policy::Acl(AclPolicy {
@@ -166,7 +185,11 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         }
         PolicyConfig::IpFilter(f) => {
             if f.allow.is_empty() && f.deny.is_empty() {
-                cx.sink.at(node.loc, "this `ip_filter` has no rule", "add `allow` or `deny` networks");
+                cx.sink.at(
+                    node.loc,
+                    "this `ip_filter` has no rule",
+                    "add `allow` or `deny` networks",
+                );
                 return None;
             }
             let mut nets = |key: &str, list: &[String]| -> Vec<Cidr> {
@@ -190,7 +213,11 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         PolicyConfig::Cors(c) => Policy::Cors(Arc::new(compile_cors(cx, c, node)?)),
         PolicyConfig::BodyLimit(b) => {
             if b.max_bytes == 0 {
-                cx.sink.at(loc(node, "max_bytes"), "`max_bytes` must be greater than 0", "to refuse all bodies, match the route on methods without bodies");
+                cx.sink.at(
+                    loc(node, "max_bytes"),
+                    "`max_bytes` must be greater than 0",
+                    "to refuse all bodies, match the route on methods without bodies",
+                );
                 return None;
             }
             Policy::BodyLimit(b.max_bytes)
@@ -204,16 +231,29 @@ fn header_name(cx: &mut Ctx<'_>, name: &str, node: &Node, key: &str) -> Option<H
     match HeaderName::try_from(name) {
         Ok(h) => Some(h),
         Err(_) => {
-            cx.sink.at(loc(node, key), format!("invalid header name `{name}`"), "use letters, digits and `-`");
+            cx.sink.at(
+                loc(node, key),
+                format!("invalid header name `{name}`"),
+                "use letters, digits and `-`",
+            );
             None
         }
     }
 }
 
-fn realm_challenge(cx: &mut Ctx<'_>, scheme: &str, realm: Option<&str>, node: &Node) -> HeaderValue {
+fn realm_challenge(
+    cx: &mut Ctx<'_>,
+    scheme: &str,
+    realm: Option<&str>,
+    node: &Node,
+) -> HeaderValue {
     let realm = realm.unwrap_or("portico");
     if realm.contains(['"', '\\']) {
-        cx.sink.at(loc(node, "realm"), "the realm cannot contain `\"` or `\\`", "use plain words");
+        cx.sink.at(
+            loc(node, "realm"),
+            "the realm cannot contain `\"` or `\\`",
+            "use plain words",
+        );
     }
     HeaderValue::try_from(format!("{scheme} realm=\"{realm}\""))
         .unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
@@ -230,11 +270,23 @@ fn compile_method(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) -> Option<Aut
                 );
                 return None;
             }
-            let header = header_name(cx, k.header.as_deref().unwrap_or("x-api-key"), node, "header")?;
+            let header = header_name(
+                cx,
+                k.header.as_deref().unwrap_or("x-api-key"),
+                node,
+                "header",
+            )?;
             if k.query.as_deref() == Some("") {
-                cx.sink.at(loc(node, "query"), "`query` cannot be empty", "name the parameter, such as `api_key`");
+                cx.sink.at(
+                    loc(node, "query"),
+                    "`query` cannot be empty",
+                    "name the parameter, such as `api_key`",
+                );
             }
-            Some(AuthMethod::ApiKey(ApiKeyMethod { header, query: k.query.clone() }))
+            Some(AuthMethod::ApiKey(ApiKeyMethod {
+                header,
+                query: k.query.clone(),
+            }))
         }
         PolicyConfig::BasicAuth(b) => {
             if !cx.have_users {
@@ -262,7 +314,11 @@ fn compile_method(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) -> Option<Aut
 fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<JwtMethod> {
     let before = cx.sink.out.len();
     if j.issuers.is_empty() {
-        cx.sink.at(loc(node, "issuers"), "`issuers` is empty", "add the issuer whose tokens this route accepts");
+        cx.sink.at(
+            loc(node, "issuers"),
+            "`issuers` is empty",
+            "add the issuer whose tokens this route accepts",
+        );
         return None;
     }
     let leeway = j.leeway.map_or(30, |d| d.0.as_secs());
@@ -278,7 +334,11 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
                 "add `issuer: https://…`",
             ),
             Some(s) if seen.contains(&s.as_str()) => {
-                cx.sink.at(loc(inode, "issuer"), format!("issuer `{s}` is listed twice"), "merge the two entries");
+                cx.sink.at(
+                    loc(inode, "issuer"),
+                    format!("issuer `{s}` is listed twice"),
+                    "merge the two entries",
+                );
             }
             Some(s) => seen.push(s),
             None => {}
@@ -295,7 +355,11 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
         for (k, a) in ic.algorithms.iter().enumerate() {
             match jwt::parse_algorithm(a) {
                 Ok(a) => algs.push(a),
-                Err(e) => cx.sink.at(item_loc(inode, "algorithms", k), e, "`none` is never accepted"),
+                Err(e) => cx.sink.at(
+                    item_loc(inode, "algorithms", k),
+                    e,
+                    "`none` is never accepted",
+                ),
             }
         }
         if algs.is_empty() {
@@ -392,17 +456,30 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
                 IssuerKeys::Static(Arc::new(set))
             }
         };
-        issuers.push(Issuer::new(ic.issuer.clone(), algs, keys, &ic.audiences, leeway, require_exp));
+        issuers.push(Issuer::new(
+            ic.issuer.clone(),
+            algs,
+            keys,
+            &ic.audiences,
+            leeway,
+            require_exp,
+        ));
     }
     let mut sources = Vec::new();
     for (i, s) in j.from.iter().enumerate() {
         let at = item_loc(node, "from", i);
         sources.push(match s {
-            TokenSourceConfig::Header(h) if h.eq_ignore_ascii_case("authorization") => TokenSource::Bearer,
+            TokenSourceConfig::Header(h) if h.eq_ignore_ascii_case("authorization") => {
+                TokenSource::Bearer
+            }
             TokenSourceConfig::Header(h) => match HeaderName::try_from(h.as_str()) {
                 Ok(h) => TokenSource::Header(h),
                 Err(_) => {
-                    cx.sink.at(at, format!("invalid header name `{h}`"), "use letters, digits and `-`");
+                    cx.sink.at(
+                        at,
+                        format!("invalid header name `{h}`"),
+                        "use letters, digits and `-`",
+                    );
                     continue;
                 }
             },
@@ -416,7 +493,10 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
     let rules = j
         .claims
         .iter()
-        .map(|(claim, accepted)| ClaimRule { claim: claim.clone(), accepted: accepted.clone() })
+        .map(|(claim, accepted)| ClaimRule {
+            claim: claim.clone(),
+            accepted: accepted.clone(),
+        })
         .collect();
     let mut forward_claims = Vec::new();
     let fnode = get(node, "forward_claims").unwrap_or(node);
@@ -442,7 +522,11 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
 
 fn compile_cors(cx: &mut Ctx<'_>, c: &CorsPolicyConfig, node: &Node) -> Option<CorsPolicy> {
     if c.origins.is_empty() {
-        cx.sink.at(loc(node, "origins"), "`origins` is empty", "list the web origins allowed, such as `https://app.example.com`, or `*`");
+        cx.sink.at(
+            loc(node, "origins"),
+            "`origins` is empty",
+            "list the web origins allowed, such as `https://app.example.com`, or `*`",
+        );
         return None;
     }
     let mut any_origin = false;
@@ -461,7 +545,11 @@ fn compile_cors(cx: &mut Ctx<'_>, c: &CorsPolicyConfig, node: &Node) -> Option<C
                 origins.push(o);
             }
         } else {
-            cx.sink.at(item_loc(node, "origins", i), format!("`{o}` is not an origin"), "write it with its scheme, such as `https://app.example.com`, or `*`");
+            cx.sink.at(
+                item_loc(node, "origins", i),
+                format!("`{o}` is not an origin"),
+                "write it with its scheme, such as `https://app.example.com`, or `*`",
+            );
         }
     }
     if any_origin && c.credentials {
@@ -476,10 +564,18 @@ fn compile_cors(cx: &mut Ctx<'_>, c: &CorsPolicyConfig, node: &Node) -> Option<C
     } else {
         for (i, m) in c.methods.iter().enumerate() {
             if Method::from_bytes(m.as_bytes()).is_err() {
-                cx.sink.at(item_loc(node, "methods", i), format!("invalid method `{m}`"), "use a method name such as `PUT`");
+                cx.sink.at(
+                    item_loc(node, "methods", i),
+                    format!("invalid method `{m}`"),
+                    "use a method name such as `PUT`",
+                );
             }
         }
-        c.methods.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>().join(", ")
+        c.methods
+            .iter()
+            .map(|m| m.to_ascii_uppercase())
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let list = |cx: &mut Ctx<'_>, key: &str, items: &[String]| -> Option<HeaderValue> {
         if items.is_empty() {
@@ -487,7 +583,11 @@ fn compile_cors(cx: &mut Ctx<'_>, c: &CorsPolicyConfig, node: &Node) -> Option<C
         }
         for (i, h) in items.iter().enumerate() {
             if HeaderName::try_from(h.as_str()).is_err() {
-                cx.sink.at(item_loc(node, key, i), format!("invalid header name `{h}`"), "use letters, digits and `-`");
+                cx.sink.at(
+                    item_loc(node, key, i),
+                    format!("invalid header name `{h}`"),
+                    "use letters, digits and `-`",
+                );
             }
         }
         HeaderValue::try_from(items.join(", ")).ok()

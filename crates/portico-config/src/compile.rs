@@ -238,7 +238,8 @@ pub fn compile(
         compile_access_log(&mut cx, file.access_log.as_ref(), get(&root, "access_log"));
     let mut server = compile_server(&mut cx, file.server.as_ref(), get(&root, "server"));
     let (upstreams, upstream_index) = compile_upstreams(&mut cx, &file.upstreams, &upstream_nodes);
-    let consumers = crate::auth::compile_consumers(&mut cx, &file.consumers, &consumer_nodes, &server);
+    let consumers =
+        crate::auth::compile_consumers(&mut cx, &file.consumers, &consumer_nodes, &server);
     cx.global_auth = check_chain(&mut cx, &file.policies, &policy_nodes, false);
     let global_policies: Arc<[Policy]> = file
         .policies
@@ -639,7 +640,8 @@ fn identity_header(
         Some(Ok(h)) => h,
         Some(Err(_)) => {
             let at = get(node, "identity_headers").map_or(node.loc, |n| loc(n, key));
-            cx.sink.at(at, "invalid header name", "use letters, digits and `-`");
+            cx.sink
+                .at(at, "invalid header name", "use letters, digits and `-`");
             HeaderName::from_static(default)
         }
     }
@@ -647,14 +649,21 @@ fn identity_header(
 
 /// Checks the order of a policy chain: an `acl` needs an authentication policy before it
 /// (globally or earlier in the same list). Returns whether the chain authenticates.
-fn check_chain(cx: &mut Ctx<'_>, policies: &[PolicyConfig], nodes: &[&Node], mut auth: bool) -> bool {
+fn check_chain(
+    cx: &mut Ctx<'_>,
+    policies: &[PolicyConfig],
+    nodes: &[&Node],
+    mut auth: bool,
+) -> bool {
     for (p, n) in policies.iter().zip(nodes) {
         match p {
             PolicyConfig::ApiKey(_)
             | PolicyConfig::BasicAuth(_)
             | PolicyConfig::Jwt(_)
             | PolicyConfig::AnyOf(_) => auth = true,
-            PolicyConfig::Acl(a) if !auth && (!a.allow.is_empty() || !a.deny.is_empty() || !a.scopes.is_empty()) => {
+            PolicyConfig::Acl(a)
+                if !auth && (!a.allow.is_empty() || !a.deny.is_empty() || !a.scopes.is_empty()) =>
+            {
                 cx.sink.at(
                     n.loc,
                     "this `acl` has no identity to check: no authentication policy runs before it",

@@ -85,11 +85,10 @@ pub async fn authenticate<B>(
         .methods
         .iter()
         .map(|m| match m {
-            AuthMethod::ApiKey(k) => HeaderValue::try_from(format!(
-                "ApiKey header=\"{}\"",
-                k.header.as_str()
-            ))
-            .unwrap_or_else(|_| HeaderValue::from_static("ApiKey")),
+            AuthMethod::ApiKey(k) => {
+                HeaderValue::try_from(format!("ApiKey header=\"{}\"", k.header.as_str()))
+                    .unwrap_or_else(|_| HeaderValue::from_static("ApiKey"))
+            }
             AuthMethod::Basic(b) => b.challenge.clone(),
             AuthMethod::Jwt(j) if presented => {
                 // RFC 6750 §3.1: a token was sent but is not acceptable.
@@ -131,7 +130,11 @@ fn api_key<B>(
     let consumers = &rt.config.consumers;
     let (key, from_query) = match req.headers().get(&m.header) {
         Some(v) => (v.as_bytes(), false),
-        None => match m.query.as_deref().and_then(|q| query_param(req.uri().query(), q)) {
+        None => match m
+            .query
+            .as_deref()
+            .and_then(|q| query_param(req.uri().query(), q))
+        {
             Some(v) => (v.as_bytes(), true),
             None => return Err(Failure::Missing),
         },
@@ -150,7 +153,11 @@ fn api_key<B>(
 /// wrong passwords cannot take every core.
 static HASH_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
-async fn basic<B>(rt: &Runtime, m: &BasicMethod, req: &Request<B>) -> Result<Option<usize>, Failure> {
+async fn basic<B>(
+    rt: &Runtime,
+    m: &BasicMethod,
+    req: &Request<B>,
+) -> Result<Option<usize>, Failure> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Err(Failure::Missing);
     };
@@ -160,7 +167,10 @@ async fn basic<B>(rt: &Runtime, m: &BasicMethod, req: &Request<B>) -> Result<Opt
         return Ok(Some(owner));
     }
     let consumers = rt.config.consumers.clone();
-    let _slot = HASH_SLOTS.acquire().await.map_err(|_| Failure::Unavailable)?;
+    let _slot = HASH_SLOTS
+        .acquire()
+        .await
+        .map_err(|_| Failure::Unavailable)?;
     let (user, password, owner) = tokio::task::spawn_blocking(move || {
         let owner = consumers.users.verify_slow(&user, &password);
         (user, password, owner)
@@ -201,7 +211,9 @@ fn token<'r, B>(m: &JwtMethod, req: &'r Request<B>, id: &mut Identity) -> Result
                 Some(v) => {
                     let v = v.to_str().map_err(|_| Failure::Malformed)?;
                     match v.split_once(' ') {
-                        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => Some(t.trim()),
+                        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => {
+                            Some(t.trim())
+                        }
                         // Another scheme (Basic, say) is not a token; another method may want it.
                         _ => None,
                     }
@@ -332,7 +344,9 @@ pub fn acl(rt: &Runtime, a: &AclPolicy, method: &Method, id: &Identity) -> Resul
 }
 
 pub fn ip_filter(f: &IpFilterPolicy, ip: IpAddr) -> Result<(), Denial> {
-    if f.deny.iter().any(|c| c.contains(ip)) || (!f.allow.is_empty() && !f.allow.iter().any(|c| c.contains(ip))) {
+    if f.deny.iter().any(|c| c.contains(ip))
+        || (!f.allow.is_empty() && !f.allow.iter().any(|c| c.contains(ip)))
+    {
         return Err(Denial::Forbidden {
             reason: "ip_denied",
             challenge: None,
@@ -347,7 +361,7 @@ pub fn origin_allowed(c: &CorsPolicy, origin: &str) -> bool {
         return true;
     }
     let o = origin.to_ascii_lowercase();
-    c.origins.iter().any(|a| *a == o)
+    c.origins.contains(&o)
         || c.origin_suffixes.iter().any(|(scheme, suffix)| {
             o.strip_prefix(scheme.as_str())
                 .is_some_and(|host| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
@@ -394,7 +408,10 @@ pub fn preflight<B>(c: &CorsPolicy, req: &Request<B>) -> Result<Response<Body>, 
 
 fn allow_origin(c: &CorsPolicy, h: &mut http::HeaderMap, origin: HeaderValue) {
     if c.any_origin && !c.credentials {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
     } else {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.append(header::VARY, HeaderValue::from_static("Origin"));

@@ -87,8 +87,8 @@ impl HttpBody for Body {
                 match &r {
                     Poll::Ready(Some(Ok(f))) => {
                         if let Some(d) = f.data_ref() {
-                            let total =
-                                stats.bytes.fetch_add(d.len() as u64, Ordering::Relaxed) + d.len() as u64;
+                            let total = stats.bytes.fetch_add(d.len() as u64, Ordering::Relaxed)
+                                + d.len() as u64;
                             if total > stats.limit.load(Ordering::Relaxed) {
                                 stats.too_large.store(true, Ordering::Relaxed);
                                 return Poll::Ready(Some(Err(BodyError::TooLarge)));

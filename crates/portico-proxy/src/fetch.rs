@@ -43,14 +43,22 @@ async fn get_inner(url: &str, max_bytes: usize) -> Result<Bytes, String> {
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let req = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(header::HOST, uri.authority().map_or(host.as_str(), |a| a.as_str()))
+        .header(
+            header::HOST,
+            uri.authority().map_or(host.as_str(), |a| a.as_str()),
+        )
         .header(header::ACCEPT, "application/json")
-        .header(header::USER_AGENT, concat!("portico/", env!("CARGO_PKG_VERSION")))
+        .header(
+            header::USER_AGENT,
+            concat!("portico/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     let resp = if https {
         let name = rustls_pki_types::ServerName::try_from(
-            host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
         )
         .map_err(|e| e.to_string())?;
         let io = tls()

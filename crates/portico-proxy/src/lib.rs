@@ -2,15 +2,15 @@
 //! and the reload and drain machinery around them.
 
 pub mod access_log;
-pub mod auth;
 mod admin;
+pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod client;
 mod fetch;
-pub mod jwks;
 mod h1guard;
 pub mod headers;
+pub mod jwks;
 pub mod metrics;
 pub mod problem;
 pub mod proxy;

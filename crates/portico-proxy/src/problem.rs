@@ -36,7 +36,9 @@ impl Problem {
             Problem::BadRequest(_) => StatusCode::BAD_REQUEST,
             Problem::UpstreamConnect | Problem::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Problem::UpstreamOverloaded | Problem::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::UpstreamOverloaded | Problem::AuthUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Problem::Unauthorized => StatusCode::UNAUTHORIZED,
             Problem::Forbidden => StatusCode::FORBIDDEN,
             Problem::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -95,8 +97,8 @@ impl Problem {
             Problem::UpstreamTimeout => "4", // DEADLINE_EXCEEDED
             Problem::UpstreamOverloaded | Problem::RateLimited(_) => "8", // RESOURCE_EXHAUSTED
             Problem::UpstreamConnect | Problem::UpstreamProtocol | Problem::AuthUnavailable => "14", // UNAVAILABLE
-            Problem::Unauthorized => "16",    // UNAUTHENTICATED
-            Problem::Forbidden => "7",        // PERMISSION_DENIED
+            Problem::Unauthorized => "16", // UNAUTHENTICATED
+            Problem::Forbidden => "7",     // PERMISSION_DENIED
             Problem::PayloadTooLarge | Problem::UriTooLong => "8", // RESOURCE_EXHAUSTED
         }
     }

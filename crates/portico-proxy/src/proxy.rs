@@ -89,7 +89,17 @@ pub async fn handle(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let mut extra = Vec::new();
-    let resp = match process(&rt, &conn, req, &request_id, &mut rec, &bytes_in, &mut extra).await {
+    let resp = match process(
+        &rt,
+        &conn,
+        req,
+        &request_id,
+        &mut rec,
+        &bytes_in,
+        &mut extra,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(p) => {
             if rec.error.is_none() {

@@ -8,8 +8,8 @@ use portico_config::Config;
 
 use crate::access_log::Sink;
 use crate::client::UpstreamPool;
-use crate::metrics::RouteMetrics;
 use crate::jwks::JwksCache;
+use crate::metrics::RouteMetrics;
 use crate::ratelimit::Limiters;
 use portico_auth::basic::VerifiedCache;
 

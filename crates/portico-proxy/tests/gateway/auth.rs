@@ -1,0 +1,866 @@
+//! Identity and access: API keys, Basic, JWT (static keys and JWKS), any_of, ACLs, scopes,
+//! IP filters, CORS, size limits. Tokens are minted with jsonwebtoken, never by hand.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::Request;
+use http_body_util::Full;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portico_testkit::*;
+use serde_json::json;
+
+use crate::{config, empty, req};
+
+const SECRET: &str = "an-hmac-secret-of-more-than-32-bytes!!";
+
+fn keys() -> String {
+    format!("{}/tests/keys", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn pem(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/{name}", keys())).unwrap()
+}
+
+fn encoding_key(alg: Algorithm, key: &str) -> EncodingKey {
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            EncodingKey::from_secret(key.as_bytes())
+        }
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem(key)).unwrap(),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem(key)).unwrap(),
+        _ => EncodingKey::from_rsa_pem(&pem(key)).unwrap(),
+    }
+}
+
+fn mint(alg: Algorithm, key: &str, kid: Option<&str>, claims: serde_json::Value) -> String {
+    let mut h = Header::new(alg);
+    h.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&h, &claims, &encoding_key(alg, key)).unwrap()
+}
+
+fn claims(extra: serde_json::Value) -> serde_json::Value {
+    let mut c = json!({"iss": "https://idp.test", "aud": "api", "sub": "alice", "exp": now() + 300, "iat": now()});
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c
+}
+
+async fn call(gw: &TestGateway, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+    let mut b = req(method, &gw.url(path));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(&client(false, &[]), b.body(empty()).unwrap()).await
+}
+
+fn consumers() -> String {
+    let alice_key = portico_auth::apikey::digest_string("alice-key-1");
+    let bob_key = portico_auth::apikey::digest_string("bob-key-1");
+    let alice_pw = portico_auth::basic::hash_password("alice-pw", &[1; 16], true);
+    format!(
+        "consumers:\n  - name: alice\n    groups: [admins, staff]\n    api_keys: [\"{alice_key}\"]\n    basic_auth: {{ password_hash: \"{alice_pw}\" }}\n  - name: bob\n    groups: [staff]\n    api_keys: [\"{bob_key}\"]\n"
+    )
+}
+
+fn gw_config(up: &Upstream, policies: &str) -> String {
+    config(&format!(
+        "{}upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: api\n    upstream: u\n    policies:\n{policies}",
+        consumers(),
+        up.url()
+    ))
+}
+
+fn assert_401(got: &Got, challenge: &str) {
+    assert_eq!(got.status, 401, "{}", got.text());
+    assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    let body = got.json();
+    assert_eq!(body["code"], "unauthorized");
+    // The same words whatever was wrong: nothing tells a guesser which part failed.
+    assert_eq!(
+        body["detail"],
+        "Valid credentials are required; none were given or those given were not accepted."
+    );
+    let all: Vec<&str> = got
+        .headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(all.iter().any(|c| c.starts_with(challenge)), "{all:?}");
+}
+
+#[tokio::test]
+async fn api_keys_identify_consumers_and_never_travel_upstream() {
+    let up = echo_server().await;
+    let gw = gateway(
+        &gw_config(&up, "      - type: api_key\n        query: api_key\n")
+            .replace("name: api\n", "name: keys\n"),
+    )
+    .await;
+    // Header key; a client-sent consumer header is replaced, never trusted.
+    let got = call(
+        &gw,
+        "GET",
+        "/x",
+        &[
+            ("x-api-key", "alice-key-1"),
+            ("x-consumer-name", "root"),
+            ("x-consumer-groups", "admins"),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let seen = got.json();
+    assert_eq!(seen["headers"]["x-consumer-name"], "alice");
+    assert_eq!(seen["headers"]["x-consumer-groups"], "admins,staff");
+    // Query key: accepted, then removed before the upstream sees the URI.
+    let got = call(&gw, "GET", "/x?a=1&api_key=bob-key-1&b=2", &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["uri"], "/x?a=1&b=2");
+    assert_eq!(got.json()["headers"]["x-consumer-name"], "bob");
+
+    let hits = up.hits();
+    for headers in [
+        vec![],
+        vec![("x-api-key", "alice-key-2")],
+        vec![("x-api-key", "")],
+        vec![("x-consumer-name", "alice")],
+    ] {
+        let got = call(&gw, "GET", "/x", &headers).await;
+        assert_401(&got, "ApiKey");
+    }
+    assert_eq!(up.hits(), hits, "refused requests never reach the upstream");
+    let metrics = get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        metrics.contains(
+            "portico_auth_failures_total{route=\"keys\",reason=\"credentials_unknown\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("{route=\"keys\",reason=\"credentials_missing\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn basic_auth_checks_argon2_and_bcrypt_hashes() {
+    let up = echo_server().await;
+    let bcrypt = bcrypt_hash("carol-pw");
+    let yaml = gw_config(&up, "      - type: basic_auth\n        realm: staff area\n").replace(
+        "consumers:\n",
+        &format!("consumers:\n  - name: carol\n    basic_auth: {{ username: carol, password_hash: \"{bcrypt}\" }}\n"),
+    );
+    let gw = gateway(&yaml).await;
+    use base64::Engine;
+    let basic = |u: &str, p: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    };
+    for _ in 0..3 {
+        // Repeats hit the verified-credentials cache.
+        let got = call(
+            &gw,
+            "GET",
+            "/",
+            &[("authorization", &basic("alice", "alice-pw"))],
+        )
+        .await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.json()["headers"]["x-consumer-name"], "alice");
+    }
+    let got = call(
+        &gw,
+        "GET",
+        "/",
+        &[("authorization", &basic("carol", "carol-pw"))],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["headers"]["x-consumer-name"], "carol");
+    for bad in [
+        basic("alice", "alice-PW"),
+        basic("nobody", "alice-pw"),
+        basic("carol", "alice-pw"),
+        "Basic !!!".into(),
+        "Bearer x".into(),
+    ] {
+        let got = call(&gw, "GET", "/", &[("authorization", &bad)]).await;
+        assert_401(&got, "Basic realm=\"staff area\"");
+    }
+}
+
+fn bcrypt_hash(pw: &str) -> String {
+    // `htpasswd -nbB` writes `$2y$`; cost 4 keeps the test fast.
+    bcrypt::hash_with_salt(pw, 4, [3; 16])
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoY)
+}
+
+fn jwt_route(up: &Upstream, issuer_yaml: &str, extra: &str) -> String {
+    gw_config(
+        up,
+        &format!("      - type: jwt\n        issuers:\n{issuer_yaml}{extra}"),
+    )
+}
+
+fn static_issuers() -> String {
+    let k = keys();
+    format!(
+        "          - issuer: https://idp.test\n            algorithms: [RS256, PS256]\n            audiences: [api]\n            keys: [{{ kid: r1, pem_file: \"{k}/rsa.pub\" }}]\n          - issuer: https://hs.test\n            algorithms: [HS256, HS512]\n            keys: [{{ secret: \"{SECRET}\" }}]\n          - issuer: https://ec.test\n            algorithms: [ES256]\n            keys: [{{ pem_file: \"{k}/ec.pub\" }}]\n          - issuer: https://ed.test\n            algorithms: [EdDSA]\n            keys: [{{ pem_file: \"{k}/ed.pub\" }}]\n"
+    )
+}
+
+#[tokio::test]
+async fn jwt_accepts_each_algorithm_and_refuses_every_bad_token() {
+    let up = echo_server().await;
+    let gw = gateway(&jwt_route(
+        &up,
+        &static_issuers(),
+        "        leeway: 5s\n        forward_claims: { sub: x-user-id }\n        consumer_claim: sub\n",
+    )
+    .replace("name: api\n", "name: tokens\n"))
+    .await;
+    let bearer = |t: &str| format!("Bearer {t}");
+    let good = [
+        mint(Algorithm::RS256, "rsa.key", Some("r1"), claims(json!({}))),
+        mint(Algorithm::PS256, "rsa.key", Some("r1"), claims(json!({}))),
+        mint(
+            Algorithm::HS256,
+            SECRET,
+            None,
+            claims(json!({"iss": "https://hs.test", "aud": null})),
+        ),
+        mint(
+            Algorithm::HS512,
+            SECRET,
+            None,
+            claims(json!({"iss": "https://hs.test", "aud": null})),
+        ),
+        mint(
+            Algorithm::ES256,
+            "ec.key",
+            None,
+            claims(json!({"iss": "https://ec.test", "aud": null})),
+        ),
+        mint(
+            Algorithm::EdDSA,
+            "ed.key",
+            None,
+            claims(json!({"iss": "https://ed.test", "aud": null})),
+        ),
+    ];
+    for t in &good {
+        let got = call(
+            &gw,
+            "GET",
+            "/",
+            &[("authorization", &bearer(t)), ("x-user-id", "mallory")],
+        )
+        .await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(
+            got.json()["headers"]["x-user-id"],
+            "alice",
+            "claim forwarded, spoofed copy gone"
+        );
+        assert_eq!(got.json()["headers"]["x-consumer-name"], "alice");
+    }
+
+    // HS256 signed with the RSA public key's bytes: the classic algorithm-confusion forgery.
+    let pubkey = String::from_utf8(pem("rsa.pub")).unwrap();
+    let confused = mint(Algorithm::HS256, &pubkey, Some("r1"), claims(json!({})));
+    let mut tampered = mint(Algorithm::RS256, "rsa.key", Some("r1"), claims(json!({})));
+    let mut payload: Vec<&str> = tampered.split('.').collect();
+    use base64::Engine;
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(claims(json!({"sub": "admin"})).to_string());
+    payload[1] = &forged;
+    tampered = payload.join(".");
+    let none = {
+        let h = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let c =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims(json!({})).to_string());
+        format!("{h}.{c}.")
+    };
+    let cases = [
+        (
+            "expired",
+            mint(
+                Algorithm::RS256,
+                "rsa.key",
+                Some("r1"),
+                claims(json!({"exp": now() - 60})),
+            ),
+            "token_expired",
+        ),
+        (
+            "not yet valid",
+            mint(
+                Algorithm::RS256,
+                "rsa.key",
+                Some("r1"),
+                claims(json!({"nbf": now() + 600})),
+            ),
+            "token_not_yet_valid",
+        ),
+        (
+            "issued in the future",
+            mint(
+                Algorithm::RS256,
+                "rsa.key",
+                Some("r1"),
+                claims(json!({"iat": now() + 600})),
+            ),
+            "token_not_yet_valid",
+        ),
+        (
+            "no exp",
+            mint(
+                Algorithm::RS256,
+                "rsa.key",
+                Some("r1"),
+                claims(json!({"exp": null})),
+            ),
+            "claim_missing",
+        ),
+        (
+            "wrong audience",
+            mint(
+                Algorithm::RS256,
+                "rsa.key",
+                Some("r1"),
+                claims(json!({"aud": "other"})),
+            ),
+            "audience_not_allowed",
+        ),
+        (
+            "wrong issuer",
+            mint(
+                Algorithm::RS256,
+                "rsa.key",
+                Some("r1"),
+                claims(json!({"iss": "https://evil.test"})),
+            ),
+            "issuer_not_allowed",
+        ),
+        (
+            "wrong key",
+            mint(Algorithm::RS256, "rsa2.key", Some("r1"), claims(json!({}))),
+            "signature_invalid",
+        ),
+        (
+            "unknown kid",
+            mint(Algorithm::RS256, "rsa.key", Some("r9"), claims(json!({}))),
+            "key_unknown",
+        ),
+        ("tampered", tampered, "signature_invalid"),
+        ("alg none", none, "algorithm_not_allowed"),
+        ("HS/RS confusion", confused, "algorithm_not_allowed"),
+        (
+            "alg not pinned",
+            mint(Algorithm::RS512, "rsa.key", Some("r1"), claims(json!({}))),
+            "algorithm_not_allowed",
+        ),
+        ("garbage", "not.a.jwt".into(), "credentials_malformed"),
+    ];
+    for (what, token, _reason) in &cases {
+        let got = call(&gw, "GET", "/", &[("authorization", &bearer(token))]).await;
+        assert_eq!(got.status, 401, "{what}: {}", got.text());
+        assert_401(&got, "Bearer realm=\"portico\", error=\"invalid_token\"");
+    }
+    let got = call(&gw, "GET", "/", &[]).await;
+    assert_401(&got, "Bearer realm=\"portico\"");
+    assert_eq!(
+        got.header("www-authenticate"),
+        Some("Bearer realm=\"portico\""),
+        "no error code without a token"
+    );
+    let metrics = get(&gw.admin_url("/metrics")).await.text();
+    for (what, _, reason) in &cases {
+        assert!(
+            metrics.contains(&format!("route=\"tokens\",reason=\"{reason}\"")),
+            "{what}: {reason} not counted\n{metrics}"
+        );
+    }
+    assert_eq!(up.hits(), good.len());
+}
+
+#[tokio::test]
+async fn jwt_claim_rules_sources_and_scopes() {
+    let up = echo_server().await;
+    let k = keys();
+    let gw = gateway(&gw_config(
+        &up,
+        &format!("      - type: jwt\n        issuers: [{{ algorithms: [RS256], keys: [{{ pem_file: \"{k}/rsa.pub\" }}] }}]\n        from: [{{ header: authorization }}, {{ cookie: session }}, {{ query: access_token }}]\n        required_claims: [email]\n        claims: {{ role: [admin, ops] }}\n      - type: acl\n        scopes: [orders:write]\n        methods: [POST]\n"),
+    ))
+    .await;
+    let t = |c: serde_json::Value| mint(Algorithm::RS256, "rsa.key", None, claims(c));
+    let ok = t(json!({"email": "a@x", "role": ["ops"], "scope": "orders:read orders:write"}));
+    let read_only = t(json!({"email": "a@x", "role": "admin", "scope": "orders:read"}));
+    assert_eq!(
+        call(
+            &gw,
+            "GET",
+            "/",
+            &[("authorization", &format!("Bearer {ok}"))]
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        call(
+            &gw,
+            "GET",
+            "/",
+            &[("cookie", &format!("a=b; session={ok}"))]
+        )
+        .await
+        .status,
+        200
+    );
+    let got = call(&gw, "GET", &format!("/p?access_token={ok}&x=1"), &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["uri"], "/p?x=1", "the token left the query");
+    assert_eq!(
+        call(
+            &gw,
+            "POST",
+            "/",
+            &[("authorization", &format!("Bearer {ok}"))]
+        )
+        .await
+        .status,
+        200
+    );
+    // GET needs no scope; POST needs orders:write.
+    assert_eq!(
+        call(
+            &gw,
+            "GET",
+            "/",
+            &[("authorization", &format!("Bearer {read_only}"))]
+        )
+        .await
+        .status,
+        200
+    );
+    let got = call(
+        &gw,
+        "POST",
+        "/",
+        &[("authorization", &format!("Bearer {read_only}"))],
+    )
+    .await;
+    assert_eq!(got.status, 403);
+    assert_eq!(got.json()["code"], "forbidden");
+    assert_eq!(
+        got.header("www-authenticate"),
+        Some("Bearer error=\"insufficient_scope\", scope=\"orders:write\"")
+    );
+    for bad in [
+        t(json!({"role": "admin"})),
+        t(json!({"email": "a@x", "role": "user"})),
+        t(json!({"email": "a@x"})),
+    ] {
+        assert_eq!(
+            call(
+                &gw,
+                "GET",
+                "/",
+                &[("authorization", &format!("Bearer {bad}"))]
+            )
+            .await
+            .status,
+            401
+        );
+    }
+}
+
+/// A JWKS endpoint whose document can be swapped, counting fetches.
+struct Jwks {
+    up: Upstream,
+    doc: Arc<Mutex<String>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+fn jwk(key_file: &str, kid: &str) -> serde_json::Value {
+    let enc = EncodingKey::from_rsa_pem(&pem(key_file)).unwrap();
+    let mut j = serde_json::to_value(
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, Algorithm::RS256).unwrap(),
+    )
+    .unwrap();
+    j["kid"] = json!(kid);
+    j
+}
+
+async fn jwks_server(keys: serde_json::Value) -> Jwks {
+    let doc = Arc::new(Mutex::new(json!({ "keys": keys }).to_string()));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let (d, f) = (doc.clone(), fetches.clone());
+    let up = serve(move |_req| {
+        let (d, f) = (d.clone(), f.clone());
+        async move {
+            f.fetch_add(1, Ordering::SeqCst);
+            let body = d.lock().unwrap().clone();
+            http::Response::new(full(body))
+        }
+    })
+    .await;
+    Jwks { up, doc, fetches }
+}
+
+#[tokio::test]
+async fn jwks_rotation_is_picked_up_and_unknown_kid_floods_are_bounded() {
+    let up = echo_server().await;
+    let jwks = jwks_server(json!([jwk("rsa.key", "k1")])).await;
+    let gw = gateway(&jwt_route(
+        &up,
+        &format!(
+            "          - issuer: https://idp.test\n            algorithms: [RS256]\n            jwks_url: \"{}/jwks.json\"\n            jwks_min_refresh: 1s\n",
+            jwks.up.url()
+        ),
+        "",
+    ))
+    .await;
+    let call_with = |kid: &str, key: &str| {
+        let t = mint(Algorithm::RS256, key, Some(kid), claims(json!({})));
+        let gw = &gw;
+        async move {
+            call(gw, "GET", "/", &[("authorization", &format!("Bearer {t}"))])
+                .await
+                .status
+        }
+    };
+    assert_eq!(call_with("k1", "rsa.key").await, 200);
+
+    // A flood of made-up kids: at most one extra fetch per `jwks_min_refresh`.
+    let before = jwks.fetches.load(Ordering::SeqCst);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let t = mint(
+            Algorithm::RS256,
+            "rsa.key",
+            Some(&format!("bogus-{i}")),
+            claims(json!({})),
+        );
+        let url = gw.url("/");
+        set.spawn(async move {
+            send(
+                &client(false, &[]),
+                Request::get(url)
+                    .header("authorization", format!("Bearer {t}"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+            .status
+        });
+    }
+    while let Some(s) = set.join_next().await {
+        assert_eq!(s.unwrap(), 401);
+    }
+    let extra = jwks.fetches.load(Ordering::SeqCst) - before;
+    assert!(extra <= 1, "50 unknown kids caused {extra} fetches");
+
+    // Rotation: the provider adds k2 and signs with it; the first k2 token triggers a fetch.
+    *jwks.doc.lock().unwrap() =
+        json!({ "keys": [jwk("rsa.key", "k1"), jwk("rsa2.key", "k2")] }).to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(call_with("k2", "rsa2.key").await, 200);
+    assert_eq!(call_with("k1", "rsa.key").await, 200);
+    // A k2 token signed with the wrong key still fails.
+    assert_eq!(call_with("k2", "rsa.key").await, 401);
+
+    // The provider goes down: the keys already fetched keep working.
+    jwks.up.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(call_with("k1", "rsa.key").await, 200);
+    assert_eq!(call_with("k3", "rsa.key").await, 401);
+}
+
+#[tokio::test]
+async fn unreachable_jwks_fails_closed_with_503() {
+    let up = echo_server().await;
+    let dead = jwks_server(json!([])).await;
+    let url = dead.up.url();
+    dead.up.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let gw = gateway(&jwt_route(
+        &up,
+        &format!("          - algorithms: [RS256]\n            jwks_url: \"{url}/jwks\"\n"),
+        "",
+    ))
+    .await;
+    let t = mint(Algorithm::RS256, "rsa.key", Some("k1"), claims(json!({})));
+    let got = call(
+        &gw,
+        "GET",
+        "/",
+        &[("authorization", &format!("Bearer {t}"))],
+    )
+    .await;
+    assert_eq!(got.status, 503, "{}", got.text());
+    assert_eq!(got.json()["code"], "auth_unavailable");
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn any_of_acl_groups_and_consumer_rate_limits() {
+    let up = echo_server().await;
+    let gw = gateway(&gw_config(
+        &up,
+        &format!(
+            "      - type: any_of\n        policies:\n          - type: api_key\n          - type: jwt\n            issuers: [{{ algorithms: [HS256], keys: [{{ secret: \"{SECRET}\" }}] }}]\n            consumer_claim: sub\n      - type: acl\n        allow: [staff]\n        deny: [banned]\n      - type: acl\n        allow: [admins]\n        methods: [DELETE]\n      - type: rate_limit\n        key: consumer\n        limits: [{{ requests: 3, per: 1m }}]\n"
+        ),
+    ))
+    .await;
+    let t = mint(
+        Algorithm::HS256,
+        SECRET,
+        None,
+        claims(json!({"aud": null, "sub": "bob"})),
+    );
+    let stranger = mint(
+        Algorithm::HS256,
+        SECRET,
+        None,
+        claims(json!({"aud": null, "sub": "nobody"})),
+    );
+    assert_eq!(
+        call(&gw, "GET", "/", &[("x-api-key", "alice-key-1")])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&gw, "DELETE", "/", &[("x-api-key", "alice-key-1")])
+            .await
+            .status,
+        200
+    );
+    let got = call(
+        &gw,
+        "GET",
+        "/",
+        &[("authorization", &format!("Bearer {t}"))],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["headers"]["x-consumer-name"], "bob");
+    let got = call(&gw, "DELETE", "/", &[("x-api-key", "bob-key-1")]).await;
+    assert_eq!(got.status, 403, "bob is not an admin");
+    assert_eq!(got.json()["code"], "forbidden");
+    // A valid token whose subject is no consumer has no groups.
+    assert_eq!(
+        call(
+            &gw,
+            "GET",
+            "/",
+            &[("authorization", &format!("Bearer {stranger}"))]
+        )
+        .await
+        .status,
+        403
+    );
+    // Neither method: both challenges offered.
+    let got = call(&gw, "GET", "/", &[]).await;
+    assert_eq!(got.status, 401);
+    assert_eq!(got.headers.get_all("www-authenticate").iter().count(), 2);
+    // Per-consumer limit: alice has used 2 of 3. Bob's refused DELETE never reached the limiter
+    // (the ACL runs first), so he has used 1.
+    assert_eq!(
+        call(&gw, "GET", "/", &[("x-api-key", "alice-key-1")])
+            .await
+            .status,
+        200
+    );
+    let got = call(&gw, "GET", "/", &[("x-api-key", "alice-key-1")]).await;
+    assert_eq!(got.status, 429, "alice's own limit");
+    assert_eq!(
+        call(&gw, "GET", "/", &[("x-api-key", "bob-key-1")])
+            .await
+            .status,
+        200,
+        "bob's budget is separate"
+    );
+}
+
+#[tokio::test]
+async fn ip_filter_uses_the_resolved_client_address() {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        "server: {{ trusted_proxies: [\"127.0.0.1\"] }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n    policies:\n      - type: ip_filter\n        allow: [\"10.0.0.0/8\", \"2001:db8::/32\", \"127.0.0.1\"]\n        deny: [\"10.6.6.0/24\"]\n",
+        up.url()
+    )))
+    .await;
+    assert_eq!(call(&gw, "GET", "/", &[]).await.status, 200);
+    assert_eq!(
+        call(&gw, "GET", "/", &[("x-forwarded-for", "10.1.2.3")])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&gw, "GET", "/", &[("x-forwarded-for", "2001:db8::7")])
+            .await
+            .status,
+        200
+    );
+    for ip in ["10.6.6.6", "192.168.1.1", "2001:db9::1"] {
+        let got = call(&gw, "GET", "/", &[("x-forwarded-for", ip)]).await;
+        assert_eq!(got.status, 403, "{ip}");
+        assert_eq!(got.json()["code"], "forbidden");
+    }
+    assert_eq!(up.hits(), 3);
+}
+
+#[tokio::test]
+async fn cors_preflights_are_answered_before_auth() {
+    let up = echo_server().await;
+    let yaml = gw_config(
+        &up,
+        "      - type: cors\n        origins: [\"https://app.example.com\", \"https://*.example.org\"]\n        methods: [GET, PUT]\n        expose_headers: [x-request-id]\n        credentials: true\n        max_age: 1h\n      - type: api_key\n",
+    )
+    .replace("    upstream: u\n", "    upstream: u\n    match: { methods: [GET, PUT] }\n");
+    let gw = gateway(&yaml).await;
+    let got = call(
+        &gw,
+        "OPTIONS",
+        "/items",
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "PUT"),
+            ("access-control-request-headers", "content-type, x-api-key"),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, 204);
+    assert_eq!(
+        got.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(got.header("access-control-allow-methods"), Some("GET, PUT"));
+    assert_eq!(
+        got.header("access-control-allow-headers"),
+        Some("content-type, x-api-key")
+    );
+    assert_eq!(got.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(got.header("access-control-max-age"), Some("3600"));
+    assert_eq!(up.hits(), 0, "preflights are answered by the gateway");
+    let got = call(
+        &gw,
+        "OPTIONS",
+        "/items",
+        &[
+            ("origin", "https://a.b.example.org"),
+            ("access-control-request-method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, 204);
+    let got = call(
+        &gw,
+        "OPTIONS",
+        "/items",
+        &[
+            ("origin", "https://evil.com"),
+            ("access-control-request-method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, 403);
+    assert!(got.header("access-control-allow-origin").is_none());
+    // Actual requests: CORS headers on success and on the 401, so the page can read it.
+    let got = call(
+        &gw,
+        "GET",
+        "/items",
+        &[
+            ("origin", "https://app.example.com"),
+            ("x-api-key", "alice-key-1"),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        got.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        got.header("access-control-expose-headers"),
+        Some("x-request-id")
+    );
+    assert!(got.headers.get_all("vary").iter().any(|v| v == "Origin"));
+    let got = call(
+        &gw,
+        "GET",
+        "/items",
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    assert_eq!(got.status, 401);
+    assert_eq!(
+        got.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let got = call(
+        &gw,
+        "GET",
+        "/items",
+        &[("origin", "https://evil.com"), ("x-api-key", "alice-key-1")],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert!(got.header("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn body_and_uri_limits() {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        "server: {{ max_uri_bytes: 100 }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n    policies:\n      - type: body_limit\n        max_bytes: 1000\n",
+        up.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let post = |body: Vec<u8>| req("POST", &gw.url("/")).body(Full::from(body)).unwrap();
+    assert_eq!(send(&c, post(vec![b'a'; 1000])).await.status, 200);
+    let got = send(&c, post(vec![b'a'; 1001])).await;
+    assert_eq!(got.status, 413);
+    assert_eq!(got.json()["code"], "payload_too_large");
+    // Chunked, no length: cut off when it passes the limit.
+    let head = "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_string();
+    let mut raw_req = head.into_bytes();
+    for _ in 0..3 {
+        raw_req.extend_from_slice(b"190\r\n");
+        raw_req.extend_from_slice(&[b'b'; 400]);
+        raw_req.extend_from_slice(b"\r\n");
+    }
+    raw_req.extend_from_slice(b"0\r\n\r\n");
+    let out = raw(gw.addr, &raw_req).await;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    let long = format!("/{}", "x".repeat(100));
+    let got = get(&gw.url(&long)).await;
+    assert_eq!(got.status, 414);
+    assert_eq!(got.json()["code"], "uri_too_long");
+    assert_eq!(get(&gw.url(&long[..99])).await.status, 200);
+}
