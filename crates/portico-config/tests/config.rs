@@ -441,6 +441,95 @@ fn semantic_errors() {
         ),
         ("routes: [ {", "invalid YAML"),
         ("- a\n- b", "must be a mapping"),
+        (
+            "policies: [{ type: api_key }]",
+            "no consumer has an API key",
+        ),
+        (
+            "consumers: [{ name: a, api_keys: [my-plain-key] }]",
+            "API keys are stored as `sha256:<hex>`",
+        ),
+        (
+            "consumers: [{ name: a, api_keys: [\"sha256:abababababababababababababababababababababababababababababababab\"] }, { name: b, api_keys: [\"sha256:abababababababababababababababababababababababababababababababab\"] }]",
+            "also a key of consumer `a`",
+        ),
+        (
+            "consumers: [{ name: a }, { name: a }]",
+            "duplicate consumer name `a`",
+        ),
+        (
+            "consumers: [{ name: a, basic_auth: { password_hash: hunter2 } }]",
+            "never in plain text",
+        ),
+        (
+            "policies: [{ type: basic_auth }]",
+            "no consumer has Basic credentials",
+        ),
+        (
+            "policies: [{ type: jwt, issuers: [] }]",
+            "`issuers` is empty",
+        ),
+        (
+            "policies: [{ type: jwt, issuers: [{ algorithms: [none], keys: [{ secret: x }] }] }]",
+            "`none` is not a supported algorithm",
+        ),
+        (
+            "policies: [{ type: jwt, issuers: [{ algorithms: [HS256, RS256], keys: [{ secret: x }] }] }]",
+            "different kinds of key",
+        ),
+        (
+            "policies: [{ type: jwt, issuers: [{ algorithms: [HS256], keys: [{ secret: short }] }] }]",
+            "at least 32 are required",
+        ),
+        (
+            "policies: [{ type: jwt, issuers: [{ algorithms: [HS256], keys: [{ pem_file: k.pem }] }] }]",
+            "not a PEM key",
+        ),
+        (
+            "policies: [{ type: jwt, issuers: [{ algorithms: [RS256], keys: [{ secret: x }] }] }]",
+            "not a secret",
+        ),
+        (
+            "policies: [{ type: jwt, issuers: [{ algorithms: [RS256] }] }]",
+            "exactly one of `keys` and `jwks_url`",
+        ),
+        (
+            "policies: [{ type: jwt, issuers: [{ algorithms: [HS256], jwks_url: \"https://x/j\" }] }]",
+            "must not publish",
+        ),
+        (
+            "policies: [{ type: jwt, issuers: [{ algorithms: [RS256], jwks_url: \"ftp://x\" }] }]",
+            "is not an http(s) URL",
+        ),
+        (
+            "policies: [{ type: jwt, issuers: [{ algorithms: [RS256], jwks_url: \"https://a/j\" }, { algorithms: [RS256], jwks_url: \"https://b/j\" }] }]",
+            "each needs `issuer`",
+        ),
+        (
+            "policies: [{ type: acl, allow: [admins] }]",
+            "no authentication policy runs before it",
+        ),
+        (
+            "policies: [{ type: any_of, policies: [{ type: ip_filter, allow: [\"10.0.0.0/8\"] }] }]",
+            "at least two authentication policies",
+        ),
+        (
+            "policies: [{ type: ip_filter, allow: [\"10.0.0.0/33\"] }]",
+            "invalid address or CIDR",
+        ),
+        (
+            "policies: [{ type: cors, origins: [\"*\"], credentials: true }]",
+            "cannot be combined with origin `*`",
+        ),
+        (
+            "policies: [{ type: cors, origins: [app.example.com] }]",
+            "is not an origin",
+        ),
+        (
+            "policies: [{ type: body_limit, max_bytes: 0 }]",
+            "`max_bytes` must be greater than 0",
+        ),
+        ("policies: [{ type: jwtt }]", "did you mean `jwt`?"),
     ];
     for (text, want) in cases {
         let errs = errors(text).join("\n");
