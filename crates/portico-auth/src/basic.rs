@@ -132,7 +132,7 @@ fn decoy() -> &'static PasswordHash {
 /// Remembers verified user/password pairs for `ttl`, at most `capacity` of them.
 #[derive(Debug)]
 pub struct VerifiedCache {
-    /// Random per process: the cache keys are useless outside it.
+    /// Random, drawn when the runtime is built: the cache keys are useless outside it.
     secret: [u8; 32],
     ttl: Duration,
     capacity: usize,

@@ -134,8 +134,8 @@ pub enum IssuerKeys {
     Jwks(usize),
 }
 
-/// A rule on one claim: its value (or one element, for arrays; or one word, for
-/// space-separated strings such as `scope`) must be one of `accepted`.
+/// A rule on one claim: its value (or one element, for arrays; or one word, for the
+/// space-separated `scope`/`scp` strings) must be one of `accepted`.
 #[derive(Debug, Clone)]
 pub struct ClaimRule {
     pub claim: String,
@@ -355,17 +355,20 @@ pub fn check_claims(
         let Some(v) = claims.get(&rule.claim) else {
             return Err(Failure::ClaimMissing);
         };
-        if !claim_values(v).any(|s| rule.accepted.iter().any(|a| *a == s)) {
+        let words = matches!(rule.claim.as_str(), "scope" | "scp");
+        if !claim_values(v, words).any(|s| rule.accepted.iter().any(|a| *a == s)) {
             return Err(Failure::ClaimRejected);
         }
     }
     Ok(())
 }
 
-/// The values a claim holds, as strings: array elements, words of a space-separated string,
-/// numbers and booleans in their JSON form.
-pub fn claim_values(v: &Value) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
+/// The values a claim holds, as strings: array elements, the string itself (or, with `words`,
+/// each word of a space-separated string such as `scope`), numbers and booleans in their JSON
+/// form.
+pub fn claim_values(v: &Value, words: bool) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
     let items: Vec<std::borrow::Cow<'_, str>> = match v {
+        Value::String(s) if !words => vec![s.as_str().into()],
         Value::String(s) => s
             .split(' ')
             .filter(|w| !w.is_empty())

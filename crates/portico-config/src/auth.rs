@@ -399,6 +399,18 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
                     );
                     continue;
                 }
+                for (key, d) in [
+                    ("jwks_refresh", ic.jwks_refresh),
+                    ("jwks_min_refresh", ic.jwks_min_refresh),
+                ] {
+                    if d.is_some_and(|d| d.0 < Duration::from_secs(1)) {
+                        cx.sink.at(
+                            loc(inode, key),
+                            format!("`{key}` must be at least 1s"),
+                            "shorter intervals would hammer the identity provider; remove it for the default",
+                        );
+                    }
+                }
                 let src = JwksSource {
                     url: url.clone(),
                     refresh: ic.jwks_refresh.map_or(Duration::from_secs(300), |d| d.0),
@@ -509,7 +521,12 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
         }
     }
     let challenge = realm_challenge(cx, "Bearer", j.realm.as_deref(), node);
+    let id = cx.jwt_policies;
+    cx.jwt_policies += 1;
     (cx.sink.out.len() == before).then_some(JwtMethod {
+        id,
+        token_cache_size: j.token_cache_size.unwrap_or(10_000),
+        forward_token: j.forward_token,
         issuers,
         sources,
         required_claims: j.required_claims.clone(),

@@ -43,6 +43,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) have_users: bool,
     /// Header names `jwt` policies forward claims in.
     pub(crate) claim_headers: Vec<HeaderName>,
+    /// JWT policies compiled so far (the next one's id).
+    pub(crate) jwt_policies: usize,
     /// Whether the global chain authenticates (so route `acl` policies have an identity).
     pub(crate) global_auth: bool,
     pub(crate) sink: Sink<'a>,
@@ -102,6 +104,7 @@ pub fn compile(
     let mut cx = Ctx {
         rate_limits: 0,
         basic_policies: 0,
+        jwt_policies: 0,
         jwks: Vec::new(),
         have_api_keys: false,
         have_users: false,

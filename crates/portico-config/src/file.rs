@@ -645,6 +645,15 @@ pub struct JwtPolicyConfig {
     /// A claim whose value names a consumer (e.g. `sub`); that consumer is then identified.
     #[serde(default)]
     pub consumer_claim: Option<String>,
+    /// Send the token upstream in the header it came in. Default `false`: the header is
+    /// removed once the token is accepted.
+    #[serde(default)]
+    pub forward_token: bool,
+    /// How many verified tokens are remembered, so a client reusing its token is not
+    /// re-verified per request. An entry lasts until the token's `exp` or 5 minutes, whichever
+    /// comes first. Default 10000; 0 turns the cache off.
+    #[serde(default)]
+    pub token_cache_size: Option<usize>,
     /// Claims sent upstream as headers, e.g. `{ sub: X-User-Id }`.
     #[serde(default)]
     pub forward_claims: BTreeMap<String, String>,

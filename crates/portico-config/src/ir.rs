@@ -474,6 +474,10 @@ pub struct BasicMethod {
 
 #[derive(Debug)]
 pub struct JwtMethod {
+    /// Index of this policy among the config's JWT policies (its token cache's slot).
+    pub id: usize,
+    pub token_cache_size: usize,
+    pub forward_token: bool,
     pub issuers: Vec<portico_auth::jwt::Issuer>,
     pub sources: Vec<TokenSource>,
     pub required_claims: Vec<String>,

@@ -530,6 +530,10 @@ fn semantic_errors() {
             "`max_bytes` must be greater than 0",
         ),
         ("policies: [{ type: jwtt }]", "did you mean `jwt`?"),
+        (
+            "policies: [{ type: jwt, issuers: [{ algorithms: [RS256], jwks_url: \"https://a/j\", jwks_min_refresh: 0s }] }]",
+            "`jwks_min_refresh` must be at least 1s",
+        ),
     ];
     for (text, want) in cases {
         let errs = errors(text).join("\n");

@@ -27,6 +27,10 @@ pub struct Identity {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Query parameters that carried credentials; removed before proxying.
     pub strip_query: Vec<String>,
+    /// Headers that carried accepted credentials; removed before proxying.
+    pub strip_headers: Vec<HeaderName>,
+    /// The token header of the JWT method being tried.
+    pending_strip: Option<HeaderName>,
     pub authenticated: bool,
 }
 
@@ -56,10 +60,11 @@ pub async fn authenticate<B>(
 ) -> Result<(), Denial> {
     let mut reason = Failure::Missing;
     let mut presented = false;
+    let mut token_presented = false;
     for m in &policy.methods {
         let r = match m {
             AuthMethod::ApiKey(k) => api_key(rt, k, req, id),
-            AuthMethod::Basic(b) => basic(rt, b, req).await,
+            AuthMethod::Basic(b) => basic(rt, b, req, id).await,
             AuthMethod::Jwt(j) => jwt_auth(rt, j, req, id).await,
         };
         match r {
@@ -73,6 +78,7 @@ pub async fn authenticate<B>(
             Err(Failure::Unavailable) => return Err(Denial::Unavailable),
             Err(Failure::Missing) => {}
             Err(f) => {
+                token_presented |= matches!(m, AuthMethod::Jwt(_));
                 // The first real failure is the one reported (logs and metrics only).
                 if !presented {
                     reason = f;
@@ -90,7 +96,7 @@ pub async fn authenticate<B>(
                     .unwrap_or_else(|_| HeaderValue::from_static("ApiKey"))
             }
             AuthMethod::Basic(b) => b.challenge.clone(),
-            AuthMethod::Jwt(j) if presented => {
+            AuthMethod::Jwt(j) if token_presented => {
                 // RFC 6750 §3.1: a token was sent but is not acceptable.
                 let mut v = j.challenge.as_bytes().to_vec();
                 v.extend_from_slice(b", error=\"invalid_token\"");
@@ -128,6 +134,12 @@ fn api_key<B>(
     id: &mut Identity,
 ) -> Result<Option<usize>, Failure> {
     let consumers = &rt.config.consumers;
+    // A key in the query never goes upstream, whether or not it is the one accepted.
+    if let Some(q) = &m.query
+        && query_param(req.uri().query(), q).is_some()
+    {
+        id.strip_query.push(q.clone());
+    }
     let (key, from_query) = match req.headers().get(&m.header) {
         Some(v) => (v.as_bytes(), false),
         None => match m
@@ -143,8 +155,8 @@ fn api_key<B>(
         return Err(Failure::Missing);
     }
     let owner = consumers.api_keys.find(key).ok_or(Failure::Unknown)?;
-    if from_query && let Some(q) = &m.query {
-        id.strip_query.push(q.clone());
+    if !from_query {
+        id.strip_headers.push(m.header.clone());
     }
     Ok(Some(owner))
 }
@@ -157,6 +169,7 @@ async fn basic<B>(
     rt: &Runtime,
     m: &BasicMethod,
     req: &Request<B>,
+    id: &mut Identity,
 ) -> Result<Option<usize>, Failure> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Err(Failure::Missing);
@@ -164,6 +177,7 @@ async fn basic<B>(
     let (user, password) = portico_auth::basic::parse_authorization(value.as_bytes())?;
     let cache = rt.basic_caches.get(m.id).filter(|_| !m.cache_ttl.is_zero());
     if let Some(owner) = cache.and_then(|c| c.get(&user, &password)) {
+        id.strip_headers.push(header::AUTHORIZATION);
         return Ok(Some(owner));
     }
     let consumers = rt.config.consumers.clone();
@@ -181,6 +195,7 @@ async fn basic<B>(
     if let Some(c) = cache {
         c.put(&user, &password, owner);
     }
+    id.strip_headers.push(header::AUTHORIZATION);
     Ok(Some(owner))
 }
 
@@ -204,7 +219,13 @@ fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
         })
 }
 
-fn token<'r, B>(m: &JwtMethod, req: &'r Request<B>, id: &mut Identity) -> Result<&'r str, Failure> {
+/// The request's token, and the header it came in (removed before proxying unless the policy
+/// forwards tokens).
+fn token<'r, B>(
+    m: &JwtMethod,
+    req: &'r Request<B>,
+    id: &mut Identity,
+) -> Result<(&'r str, Option<HeaderName>), Failure> {
     for s in &m.sources {
         let found = match s {
             TokenSource::Bearer => match req.headers().get(header::AUTHORIZATION) {
@@ -234,10 +255,66 @@ fn token<'r, B>(m: &JwtMethod, req: &'r Request<B>, id: &mut Identity) -> Result
             }
         };
         if let Some(t) = found.filter(|t| !t.is_empty()) {
-            return Ok(t);
+            let carrier = match s {
+                TokenSource::Bearer => Some(header::AUTHORIZATION),
+                TokenSource::Header(h) => Some(h.clone()),
+                TokenSource::Cookie(_) | TokenSource::Query(_) => None,
+            };
+            return Ok((t, carrier));
         }
     }
     Err(Failure::Missing)
+}
+
+/// What a verified token granted, remembered so the same token is not verified again.
+#[derive(Debug, Clone)]
+struct Granted {
+    consumer: Option<usize>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    scopes: Vec<String>,
+    /// Seconds since the epoch after which the entry is void: the token's `exp`, or five
+    /// minutes after verification, whichever is first (so a key withdrawn from a JWKS stops
+    /// working within five minutes).
+    until: u64,
+}
+
+/// Verified tokens of one `jwt` policy, keyed by the whole token text (a key derived from
+/// part of it, such as the signature, would let a changed payload reuse a verification).
+#[derive(Debug)]
+pub struct TokenCache {
+    capacity: usize,
+    entries: std::sync::Mutex<std::collections::HashMap<Box<str>, Granted>>,
+}
+
+/// Longest a verified token is trusted without verifying it again.
+const TOKEN_CACHE_TTL: u64 = 300;
+
+impl TokenCache {
+    pub fn new(capacity: usize) -> TokenCache {
+        TokenCache {
+            capacity,
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn get(&self, token: &str, now: u64) -> Option<Granted> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(token).filter(|g| now < g.until).cloned()
+    }
+
+    fn put(&self, token: &str, g: Granted, now: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity {
+            entries.retain(|_, v| now < v.until);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(token.into(), g);
+    }
 }
 
 async fn jwt_auth<B>(
@@ -246,10 +323,23 @@ async fn jwt_auth<B>(
     req: &Request<B>,
     id: &mut Identity,
 ) -> Result<Option<usize>, Failure> {
-    let token = token(m, req, id)?;
+    let (token, carrier) = token(m, req, id)?;
+    if !m.forward_token
+        && let Some(h) = carrier
+    {
+        // Recorded now, applied only if the request is accepted.
+        id.pending_strip = Some(h);
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let cache = rt.jwt_caches.get(m.id).filter(|c| c.capacity > 0);
+    if let Some(g) = cache.and_then(|c| c.get(token, now)) {
+        id.strip_headers.extend(id.pending_strip.take());
+        id.headers.extend(g.headers);
+        id.scopes.extend(g.scopes);
+        return Ok(g.consumer);
+    }
     let mut outcome = jwt::verify(token, &m.issuers, &Keys(rt), now);
     if let Outcome::UnknownKid { slot } = outcome {
         let refreshed = match rt.jwks.get(slot) {
@@ -267,14 +357,15 @@ async fn jwt_auth<B>(
         Outcome::Invalid(Failure::Unavailable) => {
             // No key set loaded yet (first request after start, or the provider was down):
             // one on-demand fetch, then verify again.
-            let slot = m.issuers.iter().find_map(|i| match i.keys {
-                jwt::IssuerKeys::Jwks(s) => Some(s),
-                _ => None,
-            });
-            let refreshed = match slot.and_then(|s| rt.jwks.get(s)) {
-                Some(c) => c.refresh_on_demand().await,
-                None => false,
-            };
+            let mut refreshed = false;
+            for i in &m.issuers {
+                if let jwt::IssuerKeys::Jwks(s) = i.keys
+                    && let Some(c) = rt.jwks.get(s)
+                    && c.current().is_none()
+                {
+                    refreshed |= c.refresh_on_demand().await;
+                }
+            }
             if !refreshed {
                 return Err(Failure::Unavailable);
             }
@@ -288,21 +379,40 @@ async fn jwt_auth<B>(
         Outcome::UnknownKid { .. } => return Err(Failure::KeyUnknown),
     };
     jwt::check_claims(&claims, &m.required_claims, &m.rules)?;
+    let mut headers = Vec::new();
     for (claim, h) in &m.forward_claims {
         if let Some(v) = claims.get(claim)
             && let Ok(v) = HeaderValue::try_from(jwt::claim_header_value(v))
         {
-            id.headers.push((h.clone(), v));
+            headers.push((h.clone(), v));
         }
     }
-    id.scopes
-        .extend(jwt::scopes(&claims).into_iter().map(str::to_owned));
+    let scopes: Vec<String> = jwt::scopes(&claims)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let consumer = m
         .consumer_claim
         .as_ref()
         .and_then(|c| claims.get(c))
         .and_then(|v| v.as_str())
         .and_then(|name| rt.config.consumers.by_name.get(name).copied());
+    if let Some(c) = cache {
+        let exp = claims
+            .get("exp")
+            .and_then(|e| e.as_f64())
+            .map_or(u64::MAX, |e| e as u64);
+        let g = Granted {
+            consumer,
+            headers: headers.clone(),
+            scopes: scopes.clone(),
+            until: exp.min(now + TOKEN_CACHE_TTL),
+        };
+        c.put(token, g, now);
+    }
+    id.strip_headers.extend(id.pending_strip.take());
+    id.headers.extend(headers);
+    id.scopes.extend(scopes);
     Ok(consumer)
 }
 

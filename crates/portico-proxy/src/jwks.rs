@@ -20,7 +20,7 @@ pub struct JwksCache {
     keys: ArcSwapOption<KeySet>,
     /// When the last on-demand fetch started.
     last_demand: Mutex<Option<Instant>>,
-    /// One fetch at a time; waiters reuse its result.
+    /// One fetch at a time (background and on-demand fetches queue behind each other).
     fetching: tokio::sync::Mutex<()>,
 }
 

@@ -180,6 +180,12 @@ async fn process(
     };
     rec.route = Some(route.name.clone());
     rec.route_index = Some(route.index);
+    // Credentials in the query never reach the log, whatever happens to the request.
+    for p in cfg.global_policies.iter().chain(route.policies.iter()) {
+        if let Policy::Auth(a) = p {
+            redact_logged_query(rec, a);
+        }
+    }
 
     // CORS: preflights are answered here, before any credentials are asked for.
     let cors = cfg
@@ -220,6 +226,9 @@ async fn process(
             req.headers_mut()
                 .insert(cfg.server.groups_header.clone(), g.clone());
         }
+    }
+    for h in identity.strip_headers.drain(..) {
+        req.headers_mut().remove(h);
     }
     for (k, v) in identity.headers.drain(..) {
         req.headers_mut().insert(k, v);
@@ -330,11 +339,15 @@ async fn request_policies(
     {
         match p {
             Policy::Auth(a) => {
-                let r = crate::auth::authenticate(rt, a, req, identity).await;
-                // Credentials in the query never reach the log, accepted or not.
-                redact_logged_query(rec, a);
-                if let Err(d) = r {
+                if let Err(d) = crate::auth::authenticate(rt, a, req, identity).await {
                     return Err(denied(d, route, rec, extra));
+                }
+                if rec.consumer.is_none()
+                    && let Some(c) = identity
+                        .consumer
+                        .and_then(|c| rt.config.consumers.list.get(c))
+                {
+                    rec.consumer = Some(c.name.clone());
                 }
             }
             Policy::Acl(a) => crate::auth::acl(rt, a, req.method(), identity)

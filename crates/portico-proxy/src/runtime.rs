@@ -30,6 +30,8 @@ pub struct Runtime {
     pub jwks: Vec<Arc<JwksCache>>,
     /// One per `basic_auth` policy, by its `id`.
     pub basic_caches: Vec<Arc<VerifiedCache>>,
+    /// One per `jwt` policy, by its `id`.
+    pub jwt_caches: Vec<Arc<crate::auth::TokenCache>>,
     /// 1 for the config loaded at start, +1 per applied reload.
     pub generation: u64,
     pub loaded_at: SystemTime,
@@ -106,6 +108,17 @@ impl Runtime {
             .iter()
             .map(|b| Arc::new(VerifiedCache::new(secret, b.cache_ttl, BASIC_CACHE_ENTRIES)))
             .collect();
+        let mut jwt: Vec<(usize, usize)> = auth_methods(&config)
+            .filter_map(|m| match m {
+                portico_config::AuthMethod::Jwt(j) => Some((j.id, j.token_cache_size)),
+                _ => None,
+            })
+            .collect();
+        jwt.sort_unstable();
+        let jwt_caches = jwt
+            .iter()
+            .map(|(_, size)| Arc::new(crate::auth::TokenCache::new(*size)))
+            .collect();
         let route_metrics = config
             .routes
             .iter()
@@ -119,13 +132,14 @@ impl Runtime {
             rate_limiters,
             jwks,
             basic_caches,
+            jwt_caches,
             generation,
             loaded_at: SystemTime::now(),
         })
     }
 }
 
-fn basic_methods(config: &Config) -> impl Iterator<Item = &portico_config::BasicMethod> {
+fn auth_methods(config: &Config) -> impl Iterator<Item = &portico_config::AuthMethod> {
     config
         .global_policies
         .iter()
@@ -135,8 +149,11 @@ fn basic_methods(config: &Config) -> impl Iterator<Item = &portico_config::Basic
             _ => None,
         })
         .flatten()
-        .filter_map(|m| match m {
-            portico_config::AuthMethod::Basic(b) => Some(b),
-            _ => None,
-        })
+}
+
+fn basic_methods(config: &Config) -> impl Iterator<Item = &portico_config::BasicMethod> {
+    auth_methods(config).filter_map(|m| match m {
+        portico_config::AuthMethod::Basic(b) => Some(b),
+        _ => None,
+    })
 }
