@@ -34,7 +34,55 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ORIGIN_PORT = 19080
-PORTS = {"nginx": 19081, "haproxy": 19082, "portico": 19084, "nginx-log": 19091, "haproxy-log": 19092, "portico-log": 19094}
+PORTS = {"nginx": 19081, "haproxy": 19082, "portico": 19084, "nginx-log": 19091, "haproxy-log": 19092, "portico-log": 19094,
+         "portico-key": 19085, "portico-jwt": 19086, "portico-chain": 19087}
+
+# Portico with policies (`--proxies ...,portico-key,portico-jwt,portico-chain`): the same route
+# with an API key, an RS256 JWT, or the whole chain (JWT + rate limit + access log). Every
+# contestant receives the same request, headers included.
+BENCH_KEY = "bench-api-key-0123456789"
+KEYS_DIR = os.path.join(ROOT, "crates/portico-proxy/tests/keys")
+POLICIES = {
+    "portico-key": """consumers:
+  - name: bench
+    api_keys: ["{key_digest}"]
+policies:
+  - type: api_key
+""",
+    "portico-jwt": """policies:
+  - type: jwt
+    issuers:
+      - issuer: https://bench.test
+        algorithms: [RS256]
+        keys: [{{ pem_file: "{keys}/rsa.pub" }}]
+""",
+    "portico-chain": """policies:
+  - type: jwt
+    issuers:
+      - issuer: https://bench.test
+        algorithms: [RS256]
+        keys: [{{ pem_file: "{keys}/rsa.pub" }}]
+  - type: rate_limit
+    key: client_ip
+    limits: [{{ requests: 100000000, per: 1s }}]
+""",
+}
+
+
+def b64url(b):
+    import base64
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def bench_token():
+    """An RS256 token signed with the test key (openssl does the signing)."""
+    import json
+    head = b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    claims = b64url(json.dumps({"iss": "https://bench.test", "sub": "bench", "exp": int(time.time()) + 86400}).encode())
+    msg = f"{head}.{claims}".encode()
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", os.path.join(KEYS_DIR, "rsa.key")],
+                         input=msg, capture_output=True, check=True).stdout
+    return f"{head}.{claims}.{b64url(sig)}"
 
 ORIGIN_CONF = """
 worker_processes 1;
@@ -154,6 +202,8 @@ SCENARIOS = {
     "h2c-c8m8": ("h2load", "/hello", 8, 8),
 }
 
+H2_HEADERS = []
+
 WRK_LUA = """
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %d %d %d %d %d %d %d\\n", summary.requests, summary.duration,
@@ -245,7 +295,7 @@ def load(tool, port, path, conns, streams, seconds, cpu):
             return None
         reqs, dur_us, errs, p50, p99, p999, mx = map(int, m.groups())
         return {"requests": reqs, "rps": reqs / (dur_us / 1e6), "errors": errs, "p50_us": p50, "p99_us": p99}
-    cmd = ["taskset", "-c", str(cpu), "h2load", "-t1", f"-c{conns}", f"-m{streams}", "-D", str(seconds), f"http://127.0.0.1:{port}{path}"]
+    cmd = ["taskset", "-c", str(cpu), "h2load", "-t1", f"-c{conns}", f"-m{streams}", "-D", str(seconds), *H2_HEADERS, f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pre, timeout=seconds + 30).stdout
     m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
@@ -285,8 +335,12 @@ def main():
     # nginx workers run as an unprivileged user when started by root: let them read the files.
     os.chmod(run, 0o755)
     LUA = os.path.join(run, "report.lua")
+    token = bench_token()
     with open(LUA, "w") as f:
+        f.write(f'wrk.headers["X-API-Key"] = "{BENCH_KEY}"\nwrk.headers["Authorization"] = "Bearer {token}"\n')
         f.write(WRK_LUA)
+    global H2_HEADERS
+    H2_HEADERS = ["-H", f"x-api-key: {BENCH_KEY}", "-H", f"authorization: Bearer {token}"]
     with open(os.path.join(run, "doc.json"), "w") as f:
         # Exactly 16,384 bytes of JSON.
         f.write('{"pad":"' + "x" * (16384 - 10) + '"}')
@@ -323,7 +377,7 @@ def main():
 
         contestants = []
         for proxy in args.proxies.split(","):
-            for logging in ([False] if args.no_log else [False, True]):
+            for logging in ([False] if args.no_log or proxy in POLICIES else [False, True]):
                 name = proxy + ("-log" if logging else "")
                 port = PORTS[name]
                 log = os.path.join(run, f"{name}.access.log")
@@ -343,12 +397,15 @@ def main():
                     cmd = ["haproxy", "-db", "-f", path]
                 else:
                     path = os.path.join(run, f"{name}.yaml")
-                    open(path, "w").write(PORTICO_CONF.format(port=port, origin=ORIGIN_PORT, log=log if logging else "off"))
+                    import hashlib
+                    chain = POLICIES.get(proxy, "").format(keys=KEYS_DIR, key_digest="sha256:" + hashlib.sha256(BENCH_KEY.encode()).hexdigest())
+                    log_on = logging or proxy == "portico-chain"
+                    open(path, "w").write(PORTICO_CONF.format(port=port, origin=ORIGIN_PORT, log=log if log_on else "off") + chain)
                     cmd = [args.portico, "run", "--no-watch", "--workers", "1", "-c", path]
                 out = open(log, "w") if proxy == "haproxy" and logging else logf
                 procs[name] = start(cmd, args.proxy_cpu, out, env=dict(os.environ, PORTICO_LOG="warn"))
                 wait_port(port, procs[name], name)
-                h2port = {"nginx": port + 1000, "haproxy": port, "portico": port}[proxy]
+                h2port = port + 1000 if proxy == "nginx" else port
                 contestants.append((name, port, h2port, logging))
 
         rows = []
