@@ -73,6 +73,30 @@ pub fn hash_password(password: &str, salt: &[u8; 16], cheap: bool) -> String {
         .to_string()
 }
 
+/// An `Authorization` value for HTTP Basic client authentication as OAuth2 servers expect it
+/// (RFC 6749 §2.3.1: id and secret form-encoded, then joined and base64-encoded).
+pub fn authorization_value(id: &str, secret: &str) -> String {
+    let pair = format!("{}:{}", form_encode(id), form_encode(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value: unreserved characters as they
+/// are, everything else as `%XX`.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Splits an `Authorization: Basic …` value into user and password.
 pub fn parse_authorization(value: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Failure> {
     let Some(scheme_end) = value.iter().position(|&b| b == b' ') else {

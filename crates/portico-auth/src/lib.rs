@@ -7,6 +7,7 @@
 pub mod apikey;
 pub mod basic;
 pub mod jwt;
+pub mod mtls;
 
 /// Why a credential was refused. Logged and counted by `code()`; never shown to the client,
 /// which only learns that its credentials were missing or not accepted.

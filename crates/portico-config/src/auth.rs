@@ -107,6 +107,20 @@ pub(crate) fn compile_consumers(
                 }
             }
         };
+        for (i, n) in c.client_cert_names.iter().enumerate() {
+            if let Some(&prev) = out.by_cert_name.get(n) {
+                cx.sink.at(
+                    item_loc(node, "client_cert_names", i),
+                    format!(
+                        "certificate name `{n}` also identifies consumer `{}`",
+                        cfgs.get(prev).map_or("?", |c| c.name.as_str())
+                    ),
+                    "a certificate name must identify one consumer",
+                );
+            } else {
+                out.by_cert_name.insert(n.clone(), index);
+            }
+        }
         out.by_name.insert(c.name.clone(), index);
         out.list.push(Consumer {
             name: Arc::from(c.name.as_str()),
@@ -124,11 +138,13 @@ pub(crate) fn compile_consumers(
 pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) -> Option<Policy> {
     let before = cx.sink.out.len();
     let policy = match p {
-        PolicyConfig::ApiKey(_) | PolicyConfig::BasicAuth(_) | PolicyConfig::Jwt(_) => {
-            Policy::Auth(AuthPolicy {
-                methods: vec![compile_method(cx, p, node)?],
-            })
-        }
+        PolicyConfig::ApiKey(_)
+        | PolicyConfig::BasicAuth(_)
+        | PolicyConfig::Jwt(_)
+        | PolicyConfig::ClientCert(_)
+        | PolicyConfig::Introspection(_) => Policy::Auth(AuthPolicy {
+            methods: vec![compile_method(cx, p, node)?],
+        }),
         PolicyConfig::AnyOf(a) => {
             if a.policies.len() < 2 {
                 cx.sink.at(
@@ -142,7 +158,11 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
             for (i, inner) in a.policies.iter().enumerate() {
                 let n = item(node, "policies", i);
                 match inner {
-                    PolicyConfig::ApiKey(_) | PolicyConfig::BasicAuth(_) | PolicyConfig::Jwt(_) => {
+                    PolicyConfig::ApiKey(_)
+                    | PolicyConfig::BasicAuth(_)
+                    | PolicyConfig::Jwt(_)
+                    | PolicyConfig::ClientCert(_)
+                    | PolicyConfig::Introspection(_) => {
                         if let Some(m) = compile_method(cx, inner, n) {
                             methods.push(m);
                         }
@@ -150,7 +170,7 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                     _ => cx.sink.at(
                         n.loc,
                         "`any_of` holds only authentication policies",
-                        "use `api_key`, `basic_auth` or `jwt` here; put other policies after the `any_of`",
+                        "use `api_key`, `basic_auth`, `jwt` or `client_cert` here; put other policies after the `any_of`",
                     ),
                 }
             }
@@ -307,6 +327,22 @@ fn compile_method(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) -> Option<Aut
             }))
         }
         PolicyConfig::Jwt(j) => compile_jwt(cx, j, node).map(|m| AuthMethod::Jwt(Box::new(m))),
+        PolicyConfig::ClientCert(c) => {
+            let forward_header = match &c.forward_header {
+                Some(h) => {
+                    let h = header_name(cx, h, node, "forward_header")?;
+                    if !cx.claim_headers.contains(&h) {
+                        cx.claim_headers.push(h.clone());
+                    }
+                    Some(h)
+                }
+                None => None,
+            };
+            Some(AuthMethod::ClientCert(ClientCertMethod { forward_header }))
+        }
+        PolicyConfig::Introspection(i) => {
+            compile_introspection(cx, i, node).map(|m| AuthMethod::Introspection(Box::new(m)))
+        }
         _ => None,
     }
 }
@@ -477,8 +513,36 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
             require_exp,
         ));
     }
+    let sources = compile_sources(cx, &j.from, node);
+    let rules = j
+        .claims
+        .iter()
+        .map(|(claim, accepted)| ClaimRule {
+            claim: claim.clone(),
+            accepted: accepted.clone(),
+        })
+        .collect();
+    let forward_claims = compile_forward(cx, &j.forward_claims, node);
+    let challenge = realm_challenge(cx, "Bearer", j.realm.as_deref(), node);
+    let id = cx.jwt_policies;
+    cx.jwt_policies += 1;
+    (cx.sink.out.len() == before).then_some(JwtMethod {
+        id,
+        token_cache_size: j.token_cache_size.unwrap_or(10_000),
+        forward_token: j.forward_token,
+        issuers,
+        sources,
+        required_claims: j.required_claims.clone(),
+        rules,
+        consumer_claim: j.consumer_claim.clone(),
+        forward_claims,
+        challenge,
+    })
+}
+
+fn compile_sources(cx: &mut Ctx<'_>, from: &[TokenSourceConfig], node: &Node) -> Vec<TokenSource> {
     let mut sources = Vec::new();
-    for (i, s) in j.from.iter().enumerate() {
+    for (i, s) in from.iter().enumerate() {
         let at = item_loc(node, "from", i);
         sources.push(match s {
             TokenSourceConfig::Header(h) if h.eq_ignore_ascii_case("authorization") => {
@@ -502,7 +566,61 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
     if sources.is_empty() {
         sources.push(TokenSource::Bearer);
     }
-    let rules = j
+    sources
+}
+
+fn compile_forward(
+    cx: &mut Ctx<'_>,
+    map: &std::collections::BTreeMap<String, String>,
+    node: &Node,
+) -> Vec<(String, HeaderName)> {
+    let mut out = Vec::new();
+    let fnode = get(node, "forward_claims").unwrap_or(node);
+    for (claim, header) in map {
+        if let Some(h) = header_name(cx, header, fnode, claim) {
+            if !cx.claim_headers.contains(&h) {
+                cx.claim_headers.push(h.clone());
+            }
+            out.push((claim.clone(), h));
+        }
+    }
+    out
+}
+
+fn compile_introspection(
+    cx: &mut Ctx<'_>,
+    c: &IntrospectionPolicyConfig,
+    node: &Node,
+) -> Option<IntrospectionMethod> {
+    let before = cx.sink.out.len();
+    let ok = (c.url.starts_with("https://") || c.url.starts_with("http://"))
+        && c.url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+    if !ok {
+        cx.sink.at(
+            loc(node, "url"),
+            format!("`{}` is not an http(s) URL", c.url),
+            "write the endpoint's full URL, such as `https://idp.example.com/oauth2/introspect`",
+        );
+    }
+    if c.client_id.is_empty() || c.client_secret.is_empty() {
+        cx.sink.at(node.loc, "`client_id` and `client_secret` must not be empty", "give the credentials the gateway uses at the authorization server; `${VAR}` keeps the secret out of the file");
+    }
+    let authorization = HeaderValue::try_from(portico_auth::basic::authorization_value(
+        &c.client_id,
+        &c.client_secret,
+    ))
+    .ok();
+    let timeout = c.timeout.map_or(Duration::from_secs(2), |d| d.0);
+    if timeout.is_zero() {
+        cx.sink.at(
+            loc(node, "timeout"),
+            "`timeout` must be greater than 0",
+            "remove it for the default, 2s",
+        );
+    }
+    let sources = compile_sources(cx, &c.from, node);
+    let forward_claims = compile_forward(cx, &c.forward_claims, node);
+    let rules = c
         .claims
         .iter()
         .map(|(claim, accepted)| ClaimRule {
@@ -510,28 +628,19 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
             accepted: accepted.clone(),
         })
         .collect();
-    let mut forward_claims = Vec::new();
-    let fnode = get(node, "forward_claims").unwrap_or(node);
-    for (claim, header) in &j.forward_claims {
-        if let Some(h) = header_name(cx, header, fnode, claim) {
-            if !cx.claim_headers.contains(&h) {
-                cx.claim_headers.push(h.clone());
-            }
-            forward_claims.push((claim.clone(), h));
-        }
-    }
-    let challenge = realm_challenge(cx, "Bearer", j.realm.as_deref(), node);
-    let id = cx.jwt_policies;
-    cx.jwt_policies += 1;
-    (cx.sink.out.len() == before).then_some(JwtMethod {
+    let challenge = realm_challenge(cx, "Bearer", c.realm.as_deref(), node);
+    let id = cx.introspection_policies;
+    cx.introspection_policies += 1;
+    (cx.sink.out.len() == before).then_some(IntrospectionMethod {
         id,
-        token_cache_size: j.token_cache_size.unwrap_or(10_000),
-        forward_token: j.forward_token,
-        issuers,
+        url: c.url.clone(),
+        authorization: authorization?,
         sources,
-        required_claims: j.required_claims.clone(),
+        timeout,
+        cache_size: c.cache_size.unwrap_or(10_000),
+        cache_ttl: c.cache_ttl.map_or(Duration::from_secs(60), |d| d.0),
         rules,
-        consumer_claim: j.consumer_claim.clone(),
+        consumer_claim: c.consumer_claim.clone(),
         forward_claims,
         challenge,
     })

@@ -45,6 +45,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) claim_headers: Vec<HeaderName>,
     /// JWT policies compiled so far (the next one's id).
     pub(crate) jwt_policies: usize,
+    /// Introspection policies compiled so far (the next one's id).
+    pub(crate) introspection_policies: usize,
     /// Whether the global chain authenticates (so route `acl` policies have an identity).
     pub(crate) global_auth: bool,
     pub(crate) sink: Sink<'a>,
@@ -105,6 +107,7 @@ pub fn compile(
         rate_limits: 0,
         basic_policies: 0,
         jwt_policies: 0,
+        introspection_policies: 0,
         jwks: Vec::new(),
         have_api_keys: false,
         have_users: false,
@@ -491,9 +494,46 @@ fn compile_listener_tls(
             }
         }
     }
+    let client_auth = match &cfg.client_certificates {
+        None => None,
+        Some(cc) => {
+            let cnode = get(node, "client_certificates").unwrap_or(node);
+            let pem = read_file(cx, &cc.ca, loc(cnode, "ca"));
+            match pem {
+                None => {
+                    ok = false;
+                    None
+                }
+                Some(pem) => {
+                    fingerprint = fnv(
+                        &pem,
+                        fnv(&[u8::from(cc.required.unwrap_or(true))], fingerprint),
+                    );
+                    let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+                        .filter_map(Result::ok)
+                        .collect();
+                    let mut store = rustls::RootCertStore::empty();
+                    let (added, _) = store.add_parsable_certificates(roots.iter().cloned());
+                    if added == 0 {
+                        cx.sink.at(
+                            loc(cnode, "ca"),
+                            format!("no usable CA certificate in `{}`", cc.ca),
+                            "the file must hold the `-----BEGIN CERTIFICATE-----` blocks of the CAs that issue client certificates",
+                        );
+                        ok = false;
+                    }
+                    Some(ClientAuth {
+                        roots,
+                        required: cc.required.unwrap_or(true),
+                    })
+                }
+            }
+        }
+    };
     ok.then_some(ListenerTls {
         certificates,
         fingerprint,
+        client_auth,
     })
 }
 
@@ -663,6 +703,8 @@ fn check_chain(
             PolicyConfig::ApiKey(_)
             | PolicyConfig::BasicAuth(_)
             | PolicyConfig::Jwt(_)
+            | PolicyConfig::ClientCert(_)
+            | PolicyConfig::Introspection(_)
             | PolicyConfig::AnyOf(_) => auth = true,
             PolicyConfig::Acl(a)
                 if !auth && (!a.allow.is_empty() || !a.deny.is_empty() || !a.scopes.is_empty()) =>
@@ -1699,6 +1741,8 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         PolicyConfig::ApiKey(_)
         | PolicyConfig::BasicAuth(_)
         | PolicyConfig::Jwt(_)
+        | PolicyConfig::ClientCert(_)
+        | PolicyConfig::Introspection(_)
         | PolicyConfig::AnyOf(_)
         | PolicyConfig::Acl(_)
         | PolicyConfig::IpFilter(_)

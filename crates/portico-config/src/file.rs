@@ -57,6 +57,10 @@ pub struct ConsumerConfig {
     /// Basic-auth credentials.
     #[serde(default)]
     pub basic_auth: Option<BasicCredentialConfig>,
+    /// Client-certificate names that identify this consumer: a SAN URI (such as a SPIFFE ID),
+    /// a SAN DNS name, or the subject common name.
+    #[serde(default)]
+    pub client_cert_names: Vec<String>,
     /// Free-form labels, shown on the admin port; not sent anywhere.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
@@ -101,6 +105,20 @@ pub struct TlsListenerConfig {
     /// One or more certificates. With several, the one whose `server_names` (or, if absent, whose
     /// certificate names) match the client's SNI is chosen; the first is the default.
     pub certificates: Vec<CertificateConfig>,
+    /// Ask clients for certificates (mutual TLS).
+    #[serde(default)]
+    pub client_certificates: Option<ClientCertificatesConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificatesConfig {
+    /// PEM file with the CA certificates client certificates must chain to.
+    pub ca: String,
+    /// `true`: the handshake fails without a valid client certificate. `false`: a certificate
+    /// is asked for but optional, and `client_cert` policies decide. Default `true`.
+    #[serde(default)]
+    pub required: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -586,6 +604,10 @@ pub enum PolicyConfig {
     BasicAuth(BasicAuthPolicyConfig),
     /// Require a valid JWT from a trusted issuer.
     Jwt(JwtPolicyConfig),
+    /// Require a verified TLS client certificate (mutual TLS).
+    ClientCert(ClientCertPolicyConfig),
+    /// Check opaque tokens at the issuer's OAuth2 introspection endpoint (RFC 7662).
+    Introspection(IntrospectionPolicyConfig),
     /// Require any one of several authentication methods (the first that succeeds wins).
     AnyOf(AnyOfPolicyConfig),
     /// Allow or deny by consumer group and required token scopes.
@@ -715,8 +737,52 @@ pub enum TokenSourceConfig {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct IntrospectionPolicyConfig {
+    /// The introspection endpoint, `https://…` (or `http://` to a local address).
+    pub url: String,
+    /// The gateway's client id at the authorization server (sent with HTTP Basic).
+    pub client_id: String,
+    /// The gateway's client secret; use `${VAR}` to keep it out of the file.
+    pub client_secret: String,
+    /// Where the token is read, tried in order. Default: `Authorization: Bearer`.
+    #[serde(default)]
+    pub from: Vec<TokenSourceConfig>,
+    /// Time allowed for the endpoint to answer. Default `2s`.
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+    /// How many answers are remembered. Default 10000; 0 asks the endpoint for every request.
+    #[serde(default)]
+    pub cache_size: Option<usize>,
+    /// Longest an answer is remembered; an active token's entry also ends at its `exp`.
+    /// Default `60s`.
+    #[serde(default)]
+    pub cache_ttl: Option<DurationStr>,
+    /// Claim rules on the introspection response, as for `jwt` (`scope` is read word by word).
+    #[serde(default)]
+    pub claims: BTreeMap<String, Vec<String>>,
+    /// A response field whose value names a consumer (e.g. `client_id` or `username`).
+    #[serde(default)]
+    pub consumer_claim: Option<String>,
+    /// Response fields sent upstream as headers, e.g. `{ username: X-User }`.
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+    /// Realm in the `WWW-Authenticate` challenge. Default `portico`.
+    #[serde(default)]
+    pub realm: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertPolicyConfig {
+    /// Send the certificate's hash, subject and names upstream in this header.
+    #[serde(default)]
+    pub forward_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AnyOfPolicyConfig {
-    /// Two or more of `api_key`, `basic_auth`, `jwt`.
+    /// Two or more of `api_key`, `basic_auth`, `jwt`, `client_cert`, `introspection`.
     pub policies: Vec<PolicyConfig>,
 }
 

@@ -51,6 +51,15 @@ pub struct ListenerTls {
     pub certificates: Vec<TlsCertificate>,
     /// Identifies the certificate files' contents, so a reload can tell whether TLS changed.
     pub fingerprint: u64,
+    /// Mutual TLS: the CA client certificates must chain to.
+    pub client_auth: Option<ClientAuth>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    pub roots: Vec<CertificateDer<'static>>,
+    /// Refuse handshakes without a valid certificate.
+    pub required: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -415,6 +424,8 @@ pub struct Consumers {
     pub api_keys: portico_auth::apikey::KeyStore,
     pub users: portico_auth::basic::Users,
     pub by_name: std::collections::HashMap<String, usize>,
+    /// Client-certificate name (SAN URI, SAN DNS name or CN) → consumer.
+    pub by_cert_name: std::collections::HashMap<String, usize>,
 }
 
 #[derive(Debug)]
@@ -445,6 +456,31 @@ pub enum AuthMethod {
     ApiKey(ApiKeyMethod),
     Basic(BasicMethod),
     Jwt(Box<JwtMethod>),
+    ClientCert(ClientCertMethod),
+    Introspection(Box<IntrospectionMethod>),
+}
+
+#[derive(Debug)]
+pub struct IntrospectionMethod {
+    /// Index among the config's introspection policies (its cache's slot).
+    pub id: usize,
+    pub url: String,
+    /// `Basic …` with the client id and secret.
+    pub authorization: HeaderValue,
+    pub sources: Vec<TokenSource>,
+    pub timeout: Duration,
+    pub cache_size: usize,
+    pub cache_ttl: Duration,
+    pub rules: Vec<portico_auth::jwt::ClaimRule>,
+    pub consumer_claim: Option<String>,
+    pub forward_claims: Vec<(String, HeaderName)>,
+    /// `Bearer realm="…"`.
+    pub challenge: HeaderValue,
+}
+
+#[derive(Debug)]
+pub struct ClientCertMethod {
+    pub forward_header: Option<HeaderName>,
 }
 
 impl AuthMethod {
@@ -453,6 +489,8 @@ impl AuthMethod {
             AuthMethod::ApiKey(_) => "api_key",
             AuthMethod::Basic(_) => "basic_auth",
             AuthMethod::Jwt(_) => "jwt",
+            AuthMethod::ClientCert(_) => "client_cert",
+            AuthMethod::Introspection(_) => "introspection",
         }
     }
 }

@@ -531,6 +531,22 @@ fn semantic_errors() {
         ),
         ("policies: [{ type: jwtt }]", "did you mean `jwt`?"),
         (
+            "policies: [{ type: introspection, url: nope, client_id: a, client_secret: b }]",
+            "`nope` is not an http(s) URL",
+        ),
+        (
+            "policies: [{ type: introspection, url: \"https://idp/i\", client_id: \"\", client_secret: b }]",
+            "must not be empty",
+        ),
+        (
+            "consumers: [{ name: a, client_cert_names: [x] }, { name: b, client_cert_names: [x] }]",
+            "certificate name `x` also identifies consumer `a`",
+        ),
+        (
+            "listeners: [{ address: \"127.0.0.1:0\", tls: { certificates: [{ cert: /nonexistent.pem, key: /nonexistent.key }], client_certificates: { ca: /nonexistent-ca.pem } } }]",
+            "cannot read `/nonexistent-ca.pem`",
+        ),
+        (
             "policies: [{ type: jwt, issuers: [{ algorithms: [RS256], jwks_url: \"https://a/j\", jwks_min_refresh: 0s }] }]",
             "`jwks_min_refresh` must be at least 1s",
         ),

@@ -9,8 +9,8 @@ use http::{Method, Request, Response, StatusCode};
 use portico_auth::Failure;
 use portico_auth::jwt::{self, KeySet, Outcome};
 use portico_config::{
-    AclPolicy, ApiKeyMethod, AuthMethod, AuthPolicy, BasicMethod, CorsPolicy, IpFilterPolicy,
-    JwtMethod, TokenSource,
+    AclPolicy, ApiKeyMethod, AuthMethod, AuthPolicy, BasicMethod, ClientCertMethod, CorsPolicy,
+    IntrospectionMethod, IpFilterPolicy, JwtMethod, TokenSource,
 };
 
 use crate::body::Body;
@@ -56,6 +56,7 @@ pub async fn authenticate<B>(
     rt: &Runtime,
     policy: &AuthPolicy,
     req: &Request<B>,
+    cert: Option<&portico_auth::mtls::ClientCert>,
     id: &mut Identity,
 ) -> Result<(), Denial> {
     let mut reason = Failure::Missing;
@@ -66,6 +67,8 @@ pub async fn authenticate<B>(
             AuthMethod::ApiKey(k) => api_key(rt, k, req, id),
             AuthMethod::Basic(b) => basic(rt, b, req, id).await,
             AuthMethod::Jwt(j) => jwt_auth(rt, j, req, id).await,
+            AuthMethod::ClientCert(c) => client_cert(rt, c, cert, id),
+            AuthMethod::Introspection(m) => introspect(rt, m, req, id).await,
         };
         match r {
             Ok(consumer) => {
@@ -78,7 +81,7 @@ pub async fn authenticate<B>(
             Err(Failure::Unavailable) => return Err(Denial::Unavailable),
             Err(Failure::Missing) => {}
             Err(f) => {
-                token_presented |= matches!(m, AuthMethod::Jwt(_));
+                token_presented |= matches!(m, AuthMethod::Jwt(_) | AuthMethod::Introspection(_));
                 // The first real failure is the one reported (logs and metrics only).
                 if !presented {
                     reason = f;
@@ -90,6 +93,8 @@ pub async fn authenticate<B>(
     let challenges = policy
         .methods
         .iter()
+        // A TLS client certificate has no HTTP challenge: it is asked for in the handshake.
+        .filter(|m| !matches!(m, AuthMethod::ClientCert(_)))
         .map(|m| match m {
             AuthMethod::ApiKey(k) => {
                 HeaderValue::try_from(format!("ApiKey header=\"{}\"", k.header.as_str()))
@@ -103,9 +108,135 @@ pub async fn authenticate<B>(
                 HeaderValue::from_bytes(&v).unwrap_or_else(|_| j.challenge.clone())
             }
             AuthMethod::Jwt(j) => j.challenge.clone(),
+            AuthMethod::Introspection(m) if token_presented => {
+                let mut v = m.challenge.as_bytes().to_vec();
+                v.extend_from_slice(b", error=\"invalid_token\"");
+                HeaderValue::from_bytes(&v).unwrap_or_else(|_| m.challenge.clone())
+            }
+            AuthMethod::Introspection(m) => m.challenge.clone(),
+            AuthMethod::ClientCert(_) => HeaderValue::from_static(""),
         })
         .collect();
     Err(Denial::Unauthorized { reason, challenges })
+}
+
+/// The largest introspection answer read.
+const MAX_INTROSPECTION_BYTES: usize = 64 * 1024;
+
+/// An opaque token checked at the authorization server (RFC 7662), answers cached per policy.
+async fn introspect<B>(
+    rt: &Runtime,
+    m: &IntrospectionMethod,
+    req: &Request<B>,
+    id: &mut Identity,
+) -> Result<Option<usize>, Failure> {
+    let (token, carrier) = token(&m.sources, req, id)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let cache = rt.introspection_caches.get(m.id).filter(|c| c.capacity > 0);
+    let granted = match cache.and_then(|c| c.get(token, now)) {
+        Some(g) => g,
+        None => {
+            let form = format!(
+                "token={}&token_type_hint=access_token",
+                portico_auth::basic::form_encode(token)
+            );
+            let answer = crate::fetch::post_form(
+                &m.url,
+                Some(&m.authorization),
+                form,
+                m.timeout,
+                MAX_INTROSPECTION_BYTES,
+            )
+            .await
+            .and_then(|b| {
+                serde_json::from_slice::<jwt::Claims>(&b).map_err(|e| format!("not JSON: {e}"))
+            });
+            let claims = match answer {
+                Ok(c) => {
+                    metrics::counter!("portico_introspection_requests_total", "result" => "ok")
+                        .increment(1);
+                    c
+                }
+                Err(e) => {
+                    metrics::counter!("portico_introspection_requests_total", "result" => "error")
+                        .increment(1);
+                    tracing::warn!(url = %m.url, error = %e, "token introspection failed");
+                    return Err(Failure::Unavailable);
+                }
+            };
+            let g = grant(rt, m, &claims, now);
+            if let Some(c) = cache {
+                c.put(token, g.clone(), now);
+            }
+            g
+        }
+    };
+    if !granted.active {
+        return Err(Failure::Inactive);
+    }
+    if let Some(h) = carrier {
+        id.strip_headers.push(h);
+    }
+    id.headers.extend(granted.headers);
+    id.scopes.extend(granted.scopes);
+    Ok(granted.consumer)
+}
+
+/// What an introspection answer grants (or refuses), and until when it may be reused.
+fn grant(rt: &Runtime, m: &IntrospectionMethod, claims: &jwt::Claims, now: u64) -> Granted {
+    let ttl_end = now + m.cache_ttl.as_secs();
+    let exp = claims.get("exp").and_then(|e| e.as_f64()).map(|e| e as u64);
+    let active = claims.get("active") == Some(&serde_json::Value::Bool(true))
+        && exp.is_none_or(|e| e > now)
+        && jwt::check_claims(claims, &[], &m.rules).is_ok();
+    if !active {
+        return Granted {
+            active: false,
+            consumer: None,
+            headers: Vec::new(),
+            scopes: Vec::new(),
+            until: ttl_end,
+        };
+    }
+    let headers = m
+        .forward_claims
+        .iter()
+        .filter_map(|(claim, h)| {
+            let v = HeaderValue::try_from(jwt::claim_header_value(claims.get(claim)?)).ok()?;
+            Some((h.clone(), v))
+        })
+        .collect();
+    Granted {
+        active: true,
+        consumer: m
+            .consumer_claim
+            .as_ref()
+            .and_then(|c| claims.get(c))
+            .and_then(|v| v.as_str())
+            .and_then(|name| rt.config.consumers.by_name.get(name).copied()),
+        headers,
+        scopes: jwt::scopes(claims).into_iter().map(str::to_owned).collect(),
+        until: exp.map_or(ttl_end, |e| e.min(ttl_end)),
+    }
+}
+
+/// A verified client certificate, mapped to a consumer by its names when one matches.
+fn client_cert(
+    rt: &Runtime,
+    m: &ClientCertMethod,
+    cert: Option<&portico_auth::mtls::ClientCert>,
+    id: &mut Identity,
+) -> Result<Option<usize>, Failure> {
+    let cert = cert.ok_or(Failure::Missing)?;
+    if let Some(h) = &m.forward_header
+        && let Ok(v) = HeaderValue::try_from(cert.header_text())
+    {
+        id.headers.push((h.clone(), v));
+    }
+    let by_name = &rt.config.consumers.by_cert_name;
+    Ok(cert.names().find_map(|n| by_name.get(n).copied()))
 }
 
 fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
@@ -222,11 +353,11 @@ fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
 /// The request's token, and the header it came in (removed before proxying unless the policy
 /// forwards tokens).
 fn token<'r, B>(
-    m: &JwtMethod,
+    sources: &[TokenSource],
     req: &'r Request<B>,
     id: &mut Identity,
 ) -> Result<(&'r str, Option<HeaderName>), Failure> {
-    for s in &m.sources {
+    for s in sources {
         let found = match s {
             TokenSource::Bearer => match req.headers().get(header::AUTHORIZATION) {
                 Some(v) => {
@@ -269,6 +400,8 @@ fn token<'r, B>(
 /// What a verified token granted, remembered so the same token is not verified again.
 #[derive(Debug, Clone)]
 struct Granted {
+    /// `false`: a refused token (introspection said inactive, or a claim rule failed).
+    active: bool,
     consumer: Option<usize>,
     headers: Vec<(HeaderName, HeaderValue)>,
     scopes: Vec<String>,
@@ -323,7 +456,7 @@ async fn jwt_auth<B>(
     req: &Request<B>,
     id: &mut Identity,
 ) -> Result<Option<usize>, Failure> {
-    let (token, carrier) = token(m, req, id)?;
+    let (token, carrier) = token(&m.sources, req, id)?;
     if !m.forward_token
         && let Some(h) = carrier
     {
@@ -403,6 +536,7 @@ async fn jwt_auth<B>(
             .and_then(|e| e.as_f64())
             .map_or(u64::MAX, |e| e as u64);
         let g = Granted {
+            active: true,
             consumer,
             headers: headers.clone(),
             scopes: scopes.clone(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -28,12 +28,33 @@ fn tls() -> tokio_rustls::TlsConnector {
 
 /// GETs `url` and returns the body of a 200 answer, at most `max_bytes` long.
 pub async fn get(url: &str, timeout: Duration, max_bytes: usize) -> Result<Bytes, String> {
-    tokio::time::timeout(timeout, get_inner(url, max_bytes))
+    tokio::time::timeout(timeout, request(url, None, max_bytes))
         .await
         .map_err(|_| format!("no answer within {timeout:?}"))?
 }
 
-async fn get_inner(url: &str, max_bytes: usize) -> Result<Bytes, String> {
+/// POSTs a form (`application/x-www-form-urlencoded`) with an optional `Authorization` value,
+/// and returns the body of a 200 answer.
+pub async fn post_form(
+    url: &str,
+    authorization: Option<&http::HeaderValue>,
+    form: String,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<Bytes, String> {
+    tokio::time::timeout(
+        timeout,
+        request(url, Some((authorization, form)), max_bytes),
+    )
+    .await
+    .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+async fn request(
+    url: &str,
+    form: Option<(Option<&http::HeaderValue>, String)>,
+    max_bytes: usize,
+) -> Result<Bytes, String> {
     let uri: Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     let https = uri.scheme_str() == Some("https");
     let host = uri.host().ok_or("the URL has no host")?.to_owned();
@@ -42,7 +63,13 @@ async fn get_inner(url: &str, max_bytes: usize) -> Result<Bytes, String> {
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let req = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+    let mut b = Request::builder()
+        .method(if form.is_some() {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        })
+        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(
             header::HOST,
             uri.authority().map_or(host.as_str(), |a| a.as_str()),
@@ -51,9 +78,18 @@ async fn get_inner(url: &str, max_bytes: usize) -> Result<Bytes, String> {
         .header(
             header::USER_AGENT,
             concat!("portico/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
+        );
+    let body = match form {
+        Some((auth, text)) => {
+            if let Some(a) = auth {
+                b = b.header(header::AUTHORIZATION, a.clone());
+            }
+            b = b.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            Full::new(Bytes::from(text))
+        }
+        None => Full::new(Bytes::new()),
+    };
+    let req = b.body(body).map_err(|e| e.to_string())?;
     let resp = if https {
         let name = rustls_pki_types::ServerName::try_from(
             host.trim_start_matches('[')
@@ -81,7 +117,7 @@ async fn get_inner(url: &str, max_bytes: usize) -> Result<Bytes, String> {
 
 async fn send<I>(
     io: I,
-    req: Request<Empty<Bytes>>,
+    req: Request<Full<Bytes>>,
 ) -> Result<http::Response<hyper::body::Incoming>, String>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,

@@ -28,6 +28,8 @@ pub struct ConnInfo {
     pub peer_value: HeaderValue,
     pub tls: bool,
     pub listener: Arc<str>,
+    /// The verified client certificate (mutual TLS).
+    pub client_cert: Option<Arc<portico_auth::mtls::ClientCert>>,
 }
 
 /// The response body type: the body plus the bookkeeping that runs when it ends.
@@ -44,6 +46,7 @@ impl ConnInfo {
             peer_value,
             tls,
             listener,
+            client_cert: None,
         }
     }
 }
@@ -217,7 +220,7 @@ async fn process(
 
     let mut identity = crate::auth::Identity::default();
     let limit_headers =
-        request_policies(rt, &route, &req, rec, bytes_in, &mut identity, extra).await?;
+        request_policies(rt, conn, &route, &req, rec, bytes_in, &mut identity, extra).await?;
     if let Some(c) = identity.consumer.and_then(|c| cfg.consumers.list.get(c)) {
         rec.consumer = Some(c.name.clone());
         req.headers_mut()
@@ -320,8 +323,10 @@ async fn process(
 /// Request phase of the chain (global policies first, then the route's, each in order):
 /// authentication, `acl`, `ip_filter`, `rate_limit` and `body_limit`. Returns the `RateLimit`
 /// headers for the response.
+#[allow(clippy::too_many_arguments)]
 async fn request_policies(
     rt: &Runtime,
+    conn: &ConnInfo,
     route: &Route,
     req: &Request<Incoming>,
     rec: &mut Record,
@@ -339,7 +344,8 @@ async fn request_policies(
     {
         match p {
             Policy::Auth(a) => {
-                if let Err(d) = crate::auth::authenticate(rt, a, req, identity).await {
+                let cert = conn.client_cert.as_deref();
+                if let Err(d) = crate::auth::authenticate(rt, a, req, cert, identity).await {
                     return Err(denied(d, route, rec, extra));
                 }
                 if rec.consumer.is_none()
@@ -452,7 +458,17 @@ fn redact_logged_query(rec: &mut Record, a: &portico_config::AuthPolicy) {
                     _ => None,
                 })
                 .collect(),
-            portico_config::AuthMethod::Basic(_) => Vec::new(),
+            portico_config::AuthMethod::Introspection(i) => i
+                .sources
+                .iter()
+                .filter_map(|s| match s {
+                    portico_config::TokenSource::Query(q) => Some(q.clone()),
+                    _ => None,
+                })
+                .collect(),
+            portico_config::AuthMethod::Basic(_) | portico_config::AuthMethod::ClientCert(_) => {
+                Vec::new()
+            }
         })
         .collect();
     if names.is_empty() {

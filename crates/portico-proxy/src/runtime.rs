@@ -32,6 +32,8 @@ pub struct Runtime {
     pub basic_caches: Vec<Arc<VerifiedCache>>,
     /// One per `jwt` policy, by its `id`.
     pub jwt_caches: Vec<Arc<crate::auth::TokenCache>>,
+    /// One per `introspection` policy, by its `id`.
+    pub introspection_caches: Vec<Arc<crate::auth::TokenCache>>,
     /// 1 for the config loaded at start, +1 per applied reload.
     pub generation: u64,
     pub loaded_at: SystemTime,
@@ -119,6 +121,17 @@ impl Runtime {
             .iter()
             .map(|(_, size)| Arc::new(crate::auth::TokenCache::new(*size)))
             .collect();
+        let mut intro: Vec<(usize, usize)> = auth_methods(&config)
+            .filter_map(|m| match m {
+                portico_config::AuthMethod::Introspection(i) => Some((i.id, i.cache_size)),
+                _ => None,
+            })
+            .collect();
+        intro.sort_unstable();
+        let introspection_caches = intro
+            .iter()
+            .map(|(_, size)| Arc::new(crate::auth::TokenCache::new(*size)))
+            .collect();
         let route_metrics = config
             .routes
             .iter()
@@ -133,6 +146,7 @@ impl Runtime {
             jwks,
             basic_caches,
             jwt_caches,
+            introspection_caches,
             generation,
             loaded_at: SystemTime::now(),
         })

@@ -171,7 +171,15 @@ async fn serve_connection(
             return;
         }
     };
-    let conn = Arc::new(ConnInfo::new(peer, true, s.name.clone()));
+    let mut info = ConnInfo::new(peer, true, s.name.clone());
+    // rustls has verified the chain; read the leaf once for the whole connection.
+    if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        match portico_auth::mtls::ClientCert::from_der(leaf) {
+            Ok(c) => info.client_cert = Some(Arc::new(c)),
+            Err(e) => tracing::debug!(%peer, error = %e, "client certificate not readable"),
+        }
+    }
+    let conn = Arc::new(info);
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     serve_stream(tls, s.guard_h1 && !h2, &s, conn, inner).await;
 }

@@ -61,12 +61,29 @@ pub fn server_config(
         wildcard,
         default: tls.certificates[0].key.clone(),
     };
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_cert_resolver(Arc::new(resolver));
+    .with_safe_default_protocol_versions()?;
+    let builder = match &tls.client_auth {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(ca.roots.iter().cloned());
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            );
+            let v = if ca.required {
+                v.build()
+            } else {
+                v.allow_unauthenticated().build()
+            }
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+            builder.with_client_cert_verifier(v)
+        }
+    };
+    let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
     if http2 {
         cfg.alpn_protocols.push(b"h2".to_vec());
     }

@@ -874,3 +874,102 @@ async fn body_and_uri_limits() {
     assert_eq!(got.json()["code"], "uri_too_long");
     assert_eq!(get(&gw.url(&long[..99])).await.status, 200);
 }
+
+/// An RFC 7662 endpoint: `good-*` tokens are active (with scope, username and exp), anything
+/// else inactive; requests without the gateway's client credentials get 401.
+async fn introspection_server() -> (Upstream, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let up = serve(move |req: http::Request<hyper::body::Incoming>| {
+        let c = c.clone();
+        async move {
+            use http_body_util::BodyExt;
+            c.fetch_add(1, Ordering::SeqCst);
+            let auth = req
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let form = String::from_utf8(req.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+            use base64::Engine;
+            let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("gateway:s%26cret"));
+            if auth.as_deref() != Some(expected.as_str()) {
+                let mut r = http::Response::new(full("{\"error\":\"invalid_client\"}"));
+                *r.status_mut() = http::StatusCode::UNAUTHORIZED;
+                return r;
+            }
+            let token = form
+                .split('&')
+                .find_map(|p| p.strip_prefix("token="))
+                .unwrap_or("")
+                .to_owned();
+            let body = if token.starts_with("good-") {
+                let exp = if token == "good-expired" { now() - 5 } else { now() + 600 };
+                json!({"active": true, "username": "alice", "scope": "orders:read", "exp": exp, "client_id": "web"})
+            } else {
+                json!({"active": false})
+            };
+            http::Response::new(full(body.to_string()))
+        }
+    })
+    .await;
+    (up, calls)
+}
+
+#[tokio::test]
+async fn introspection_checks_opaque_tokens_and_caches_answers() {
+    let up = echo_server().await;
+    let (idp, calls) = introspection_server().await;
+    let gw = gateway(&gw_config(
+        &up,
+        &format!(
+            "      - type: introspection\n        url: \"{}/introspect\"\n        client_id: gateway\n        client_secret: \"s&cret\"\n        consumer_claim: username\n        forward_claims: {{ client_id: x-client-id }}\n      - type: acl\n        scopes: [orders:read]\n",
+            idp.url()
+        ),
+    ))
+    .await;
+    let bearer = |t: &str| format!("Bearer {t}");
+    for _ in 0..3 {
+        let got = call(&gw, "GET", "/", &[("authorization", &bearer("good-1"))]).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(got.json()["headers"]["x-consumer-name"], "alice");
+        assert_eq!(got.json()["headers"]["x-client-id"], "web");
+        assert!(got.json()["headers"]["authorization"].is_null());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "answers are cached");
+    for _ in 0..2 {
+        let got = call(&gw, "GET", "/", &[("authorization", &bearer("revoked-1"))]).await;
+        assert_401(&got, "Bearer realm=\"portico\", error=\"invalid_token\"");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "inactive answers are cached too"
+    );
+    let got = call(
+        &gw,
+        "GET",
+        "/",
+        &[("authorization", &bearer("good-expired"))],
+    )
+    .await;
+    assert_eq!(
+        got.status, 401,
+        "an active answer with a past exp is not trusted"
+    );
+    let got = call(&gw, "GET", "/", &[]).await;
+    assert_401(&got, "Bearer realm=\"portico\"");
+    assert_eq!(up.hits(), 3);
+
+    // Wrong client credentials at the endpoint: the gateway cannot check tokens → 503.
+    let gw2 = gateway(&gw_config(
+        &up,
+        &format!(
+            "      - type: introspection\n        url: \"{}/introspect\"\n        client_id: gateway\n        client_secret: wrong\n",
+            idp.url()
+        ),
+    ))
+    .await;
+    let got = call(&gw2, "GET", "/", &[("authorization", &bearer("good-2"))]).await;
+    assert_eq!(got.status, 503);
+    assert_eq!(got.json()["code"], "auth_unavailable");
+}

@@ -4,6 +4,7 @@ mod auth;
 mod balancing;
 mod failures;
 mod limits;
+mod mtls;
 mod protocols;
 mod proxying;
 mod reload;
