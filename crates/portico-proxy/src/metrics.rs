@@ -70,6 +70,22 @@ fn describe() {
         "portico_access_log_dropped_total",
         "Access-log lines dropped because the writer fell behind."
     );
+    metrics::describe_counter!(
+        "portico_auth_failures_total",
+        "Requests refused 401 (or 503 when credentials could not be checked), by route and reason."
+    );
+    metrics::describe_counter!(
+        "portico_access_denied_total",
+        "Requests refused 403 by acl, ip_filter or CORS, by route and reason."
+    );
+    metrics::describe_counter!(
+        "portico_jwks_fetches_total",
+        "JWKS documents fetched, by URL and result (ok, error)."
+    );
+    metrics::describe_counter!(
+        "portico_introspection_requests_total",
+        "Token introspection calls, by result (ok, error)."
+    );
 }
 
 pub fn method_label(m: &http::Method) -> &'static str {
