@@ -27,6 +27,7 @@ const TOP_LEVEL: &[&str] = &[
     "routes",
     "policies",
     "consumers",
+    "redis",
 ];
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
@@ -47,6 +48,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) jwt_policies: usize,
     /// Introspection policies compiled so far (the next one's id).
     pub(crate) introspection_policies: usize,
+    /// Whether the file has a `redis` section (for `store: redis`).
+    pub(crate) have_redis: bool,
     /// Whether the global chain authenticates (so route `acl` policies have an identity).
     pub(crate) global_auth: bool,
     pub(crate) sink: Sink<'a>,
@@ -108,6 +111,7 @@ pub fn compile(
         basic_policies: 0,
         jwt_policies: 0,
         introspection_policies: 0,
+        have_redis: false,
         jwks: Vec::new(),
         have_api_keys: false,
         have_users: false,
@@ -220,6 +224,10 @@ pub fn compile(
                 Ok(a) => file.access_log = a,
                 Err(e) => cx.sink.de(e),
             },
+            "redis" => match from_node::<Option<RedisConfig>>(v, cx.env) {
+                Ok(r) => file.redis = r,
+                Err(e) => cx.sink.de(e),
+            },
             "server" => match from_node::<Option<ServerConfig>>(v, cx.env) {
                 Ok(s) => file.server = s,
                 Err(e) => cx.sink.de(e),
@@ -244,6 +252,8 @@ pub fn compile(
         compile_access_log(&mut cx, file.access_log.as_ref(), get(&root, "access_log"));
     let mut server = compile_server(&mut cx, file.server.as_ref(), get(&root, "server"));
     let (upstreams, upstream_index) = compile_upstreams(&mut cx, &file.upstreams, &upstream_nodes);
+    let redis = compile_redis(&mut cx, file.redis.as_ref(), get(&root, "redis"));
+    cx.have_redis = redis.is_some();
     let consumers =
         crate::auth::compile_consumers(&mut cx, &file.consumers, &consumer_nodes, &server);
     cx.global_auth = check_chain(&mut cx, &file.policies, &policy_nodes, false);
@@ -302,6 +312,7 @@ pub fn compile(
         rate_limit_policies: cx.rate_limits,
         consumers: Arc::new(consumers),
         jwks: cx.jwks,
+        redis,
         redacted: root.to_redacted_json(),
     })
 }
@@ -664,6 +675,40 @@ fn compile_server(cx: &mut Ctx<'_>, cfg: Option<&ServerConfig>, node: Option<&No
         groups_header: identity_header(cx, node, "groups", "x-consumer-groups", cfg),
         identity_headers: Vec::new(),
     }
+}
+
+fn compile_redis(
+    cx: &mut Ctx<'_>,
+    cfg: Option<&RedisConfig>,
+    node: Option<&Node>,
+) -> Option<RedisSettings> {
+    let cfg = cfg?;
+    let node = node?;
+    let ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|p| cfg.url.starts_with(p));
+    if !ok {
+        cx.sink.at(
+            loc(node, "url"),
+            format!("`{}` is not a Redis URL", cfg.url),
+            "write `redis://host:port` (or `rediss://` for TLS), e.g. `redis://127.0.0.1:6379/0`",
+        );
+        return None;
+    }
+    let timeout = cfg.timeout.map_or(Duration::from_millis(50), |d| d.0);
+    if timeout.is_zero() {
+        cx.sink.at(
+            loc(node, "timeout"),
+            "`timeout` must be greater than 0",
+            "remove it for the default, 50ms",
+        );
+        return None;
+    }
+    Some(RedisSettings {
+        url: cfg.url.clone(),
+        timeout,
+        key_prefix: cfg.key_prefix.clone().unwrap_or_else(|| "portico:".into()),
+    })
 }
 
 fn identity_header(
@@ -1795,14 +1840,39 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                     }
                 },
             };
+            let store = match (r.store, r.on_store_failure) {
+                (None | Some(LimitStoreConfig::Local), None) => LimitStore::Local,
+                (None | Some(LimitStoreConfig::Local), Some(_)) => {
+                    cx.sink.at(
+                        loc(node, "on_store_failure"),
+                        "`on_store_failure` applies only with `store: redis`",
+                        "remove it, or add `store: redis`",
+                    );
+                    return None;
+                }
+                (Some(LimitStoreConfig::Redis), f) => {
+                    if !cx.have_redis {
+                        cx.sink.at(
+                            loc(node, "store"),
+                            "`store: redis` needs the top-level `redis` section",
+                            "add `redis: { url: \"redis://127.0.0.1:6379\" }`",
+                        );
+                        return None;
+                    }
+                    LimitStore::Redis {
+                        fail_open: f != Some(StoreFailureConfig::FailClosed),
+                    }
+                }
+            };
             let id = cx.rate_limits;
             cx.rate_limits += 1;
-            let fingerprint = fnv(format!("{key:?}{limits:?}").as_bytes(), FNV_START);
+            let fingerprint = fnv(format!("{key:?}{limits:?}{store:?}").as_bytes(), FNV_START);
             Policy::RateLimit(RateLimitPolicy {
                 id,
                 key,
                 limits,
                 hide_headers: r.hide_headers,
+                store,
                 fingerprint,
             })
         }

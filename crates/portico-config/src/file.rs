@@ -41,6 +41,23 @@ pub struct FileConfig {
     /// API clients and their credentials, for the authentication policies.
     #[serde(default)]
     pub consumers: Vec<ConsumerConfig>,
+    /// The Redis server that `rate_limit` policies with `store: redis` share across instances.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS).
+    pub url: String,
+    /// Time allowed for one rate-limit decision (one script call); past it the policy's
+    /// `on_store_failure` applies. Default `50ms`.
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+    /// Prefix of every key Portico writes. Default `portico:`.
+    #[serde(default)]
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -854,6 +871,28 @@ pub struct RateLimitPolicyConfig {
     /// Leave out the `RateLimit` and `RateLimit-Policy` response headers. Default `false`.
     #[serde(default)]
     pub hide_headers: bool,
+    /// Where counters live: `local` (this instance) or `redis` (shared by every instance using
+    /// the top-level `redis`). Default `local`.
+    #[serde(default)]
+    pub store: Option<LimitStoreConfig>,
+    /// With `store: redis`, what happens when Redis cannot answer in time: `fail_open` (serve,
+    /// limiting on this instance's own counters) or `fail_closed` (503). Default `fail_open`.
+    #[serde(default)]
+    pub on_store_failure: Option<StoreFailureConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitStoreConfig {
+    Local,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreFailureConfig {
+    FailOpen,
+    FailClosed,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

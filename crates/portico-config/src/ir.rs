@@ -32,6 +32,7 @@ pub struct Config {
     pub consumers: Arc<Consumers>,
     /// JWKS URLs the `jwt` policies read, by slot.
     pub jwks: Vec<JwksSource>,
+    pub redis: Option<RedisSettings>,
     /// The file as JSON, `${VAR}` references unexpanded and secret-named keys redacted.
     pub redacted: serde_json::Value,
 }
@@ -566,6 +567,23 @@ pub struct CorsPolicy {
     pub max_age: HeaderValue,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub url: String,
+    pub timeout: Duration,
+    pub key_prefix: String,
+}
+
+/// Where a `rate_limit` policy keeps its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitStore {
+    Local,
+    /// Shared through Redis; `fail_open` says what happens when Redis does not answer.
+    Redis {
+        fail_open: bool,
+    },
+}
+
 #[derive(Debug)]
 pub struct RateLimitPolicy {
     /// Index of this policy among the config's rate-limit policies (its limiter's slot).
@@ -573,6 +591,7 @@ pub struct RateLimitPolicy {
     pub key: LimitKey,
     pub limits: Vec<Limit>,
     pub hide_headers: bool,
+    pub store: LimitStore,
     /// Equal fingerprints mean equal limits: a reload keeps their counters.
     pub fingerprint: u64,
 }

@@ -531,6 +531,22 @@ fn semantic_errors() {
         ),
         ("policies: [{ type: jwtt }]", "did you mean `jwt`?"),
         (
+            "policies: [{ type: rate_limit, store: redis, limits: [{ requests: 1, per: 1s }] }]",
+            "`store: redis` needs the top-level `redis` section",
+        ),
+        (
+            "policies: [{ type: rate_limit, on_store_failure: fail_closed, limits: [{ requests: 1, per: 1s }] }]",
+            "applies only with `store: redis`",
+        ),
+        (
+            "redis: { url: \"http://127.0.0.1:6379\" }",
+            "is not a Redis URL",
+        ),
+        (
+            "policies: [{ type: rate_limit, store: memcached, limits: [{ requests: 1, per: 1s }] }]",
+            "memcached",
+        ),
+        (
             "policies: [{ type: introspection, url: nope, client_id: a, client_secret: b }]",
             "`nope` is not an http(s) URL",
         ),

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod problem;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis_limit;
 pub mod runtime;
 mod server;
 mod tls;

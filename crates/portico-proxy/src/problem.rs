@@ -26,6 +26,8 @@ pub enum Problem {
     PayloadTooLarge,
     /// The request target is longer than `server.max_uri_bytes`.
     UriTooLong,
+    /// A shared rate limit could not be checked (Redis down) and the policy fails closed.
+    RateLimitUnavailable,
 }
 
 impl Problem {
@@ -36,9 +38,9 @@ impl Problem {
             Problem::BadRequest(_) => StatusCode::BAD_REQUEST,
             Problem::UpstreamConnect | Problem::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Problem::UpstreamOverloaded | Problem::AuthUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Problem::UpstreamOverloaded
+            | Problem::AuthUnavailable
+            | Problem::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Problem::Unauthorized => StatusCode::UNAUTHORIZED,
             Problem::Forbidden => StatusCode::FORBIDDEN,
             Problem::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -61,6 +63,7 @@ impl Problem {
             Problem::AuthUnavailable => "auth_unavailable",
             Problem::PayloadTooLarge => "payload_too_large",
             Problem::UriTooLong => "uri_too_long",
+            Problem::RateLimitUnavailable => "rate_limit_unavailable",
         }
     }
 
@@ -86,6 +89,9 @@ impl Problem {
             }
             Problem::PayloadTooLarge => "The request body is larger than this route accepts.",
             Problem::UriTooLong => "The request target is longer than this gateway accepts.",
+            Problem::RateLimitUnavailable => {
+                "The gateway cannot check this route's rate limit right now; retry shortly."
+            }
         }
     }
 
@@ -96,9 +102,12 @@ impl Problem {
             Problem::BadRequest(_) => "13",  // INTERNAL: the framing, not the message, was bad
             Problem::UpstreamTimeout => "4", // DEADLINE_EXCEEDED
             Problem::UpstreamOverloaded | Problem::RateLimited(_) => "8", // RESOURCE_EXHAUSTED
-            Problem::UpstreamConnect | Problem::UpstreamProtocol | Problem::AuthUnavailable => "14", // UNAVAILABLE
-            Problem::Unauthorized => "16", // UNAUTHENTICATED
-            Problem::Forbidden => "7",     // PERMISSION_DENIED
+            Problem::UpstreamConnect
+            | Problem::UpstreamProtocol
+            | Problem::AuthUnavailable
+            | Problem::RateLimitUnavailable => "14", // UNAVAILABLE
+            Problem::Unauthorized => "16",   // UNAUTHENTICATED
+            Problem::Forbidden => "7",       // PERMISSION_DENIED
             Problem::PayloadTooLarge | Problem::UriTooLong => "8", // RESOURCE_EXHAUSTED
         }
     }
@@ -154,7 +163,10 @@ impl Problem {
             HeaderValue::from_static("application/problem+json"),
         );
         h.insert(request_id_header.clone(), request_id.clone());
-        if matches!(self, Problem::UpstreamOverloaded | Problem::AuthUnavailable) {
+        if matches!(
+            self,
+            Problem::UpstreamOverloaded | Problem::AuthUnavailable | Problem::RateLimitUnavailable
+        ) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Problem::RateLimited(secs) = self {

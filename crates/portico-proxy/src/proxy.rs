@@ -390,14 +390,29 @@ async fn request_policies(
                         .and_then(|c| rt.config.consumers.list.get(c))
                         .map_or("anonymous", |c| &c.name),
                 };
-                match rt.rate_limiters[rl.id].check(key, !rl.hide_headers) {
-                    Ok(allowed) => headers = allowed.headers,
-                    Err(wait) => {
+                let limiters = &rt.rate_limiters[rl.id];
+                let decision = match &limiters.shared {
+                    None => match limiters.check(key, !rl.hide_headers) {
+                        Ok(a) => crate::ratelimit::Decision::Allowed(a),
+                        Err(wait) => crate::ratelimit::Decision::Limited(wait),
+                    },
+                    Some(shared) => {
+                        limiters
+                            .check_shared(shared, &route.name, key, !rl.hide_headers)
+                            .await
+                    }
+                };
+                match decision {
+                    crate::ratelimit::Decision::Allowed(allowed) => headers = allowed.headers,
+                    crate::ratelimit::Decision::Limited(wait) => {
                         metrics::counter!("portico_rate_limited_total", "route" => route.name.to_string())
                             .increment(1);
                         return Err(Problem::RateLimited(
                             wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
                         ));
+                    }
+                    crate::ratelimit::Decision::Unavailable => {
+                        return Err(Problem::RateLimitUnavailable);
                     }
                 }
             }

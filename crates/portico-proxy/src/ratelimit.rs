@@ -1,5 +1,6 @@
-//! The local rate limiter: GCRA per key (governor), several limits per policy, counters kept
-//! across reloads for limits that did not change, idle keys forgotten.
+//! Rate limiting: GCRA per key, several limits per policy, counters kept across reloads for
+//! limits that did not change. Local counters are governor's (idle keys forgotten); shared
+//! counters live in Redis, updated by one Lua script per request (see `redis_limit.rs`).
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
@@ -29,6 +30,25 @@ pub struct Limiters {
     limits: Vec<(Limit, Keyed)>,
     /// `RateLimit-Policy`, the same for every response: built once.
     policy_header: Option<HeaderValue>,
+    /// Shared counters, when the policy has `store: redis`; the local ones then serve only
+    /// while Redis is unreachable (fail-open).
+    pub shared: Option<Shared>,
+}
+
+pub struct Shared {
+    pub store: Arc<crate::redis_limit::RedisStore>,
+    pub fail_open: bool,
+    /// (emission interval in µs, burst) per limit, as the script takes them.
+    params: Vec<(u64, u32)>,
+}
+
+/// The outcome of a shared check.
+pub enum Decision {
+    Allowed(Allowed),
+    /// Refused; retry after this long.
+    Limited(Duration),
+    /// Redis did not answer and the policy fails closed.
+    Unavailable,
 }
 
 /// What an allowed request is told about its limits.
@@ -40,7 +60,10 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 impl Limiters {
-    pub fn new(p: &RateLimitPolicy) -> Arc<Limiters> {
+    pub fn new(
+        p: &RateLimitPolicy,
+        redis: Option<&Arc<crate::redis_limit::RedisStore>>,
+    ) -> Arc<Limiters> {
         let limits = p
             .limits
             .iter()
@@ -69,10 +92,26 @@ impl Limiters {
             .collect::<Vec<_>>()
             .join(", ");
         let policy_header = HeaderValue::try_from(policy).ok();
+        let shared = match (p.store, redis) {
+            (portico_config::LimitStore::Redis { fail_open }, Some(store)) => Some(Shared {
+                store: store.clone(),
+                fail_open,
+                params: p
+                    .limits
+                    .iter()
+                    .map(|l| {
+                        let t = (l.per.as_micros() / u128::from(l.requests.max(1))).max(1);
+                        (u64::try_from(t).unwrap_or(u64::MAX), l.burst.max(1))
+                    })
+                    .collect(),
+            }),
+            _ => None,
+        };
         let limiters = Arc::new(Limiters {
             fingerprint: p.fingerprint,
             limits,
             policy_header,
+            shared,
         });
         // Forget keys whose buckets are full again, so memory follows the active clients.
         let weak: Weak<Limiters> = Arc::downgrade(&limiters);
@@ -106,6 +145,49 @@ impl Limiters {
                 Err(not_until) => return Err(not_until.wait_time_from(limiter.clock().now())),
             }
         }
+        Ok(Allowed {
+            headers: self.headers(tightest, want_headers),
+        })
+    }
+
+    /// Takes one request from every limit for `key` in Redis (one round trip). When Redis does
+    /// not answer in time: the local counters (fail-open) or `Unavailable` (fail-closed).
+    pub async fn check_shared(
+        &self,
+        shared: &Shared,
+        policy: &str,
+        key: &str,
+        want_headers: bool,
+    ) -> Decision {
+        match shared
+            .store
+            .take(policy, self.fingerprint, key, &shared.params)
+            .await
+        {
+            Ok(crate::redis_limit::Taken::Allowed(remaining)) => {
+                let tightest = remaining
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, r)| **r)
+                    .map(|(i, r)| (i, *r));
+                Decision::Allowed(Allowed {
+                    headers: self.headers(tightest, want_headers),
+                })
+            }
+            Ok(crate::redis_limit::Taken::Limited(wait)) => Decision::Limited(wait),
+            Err(()) if shared.fail_open => match self.check(key, want_headers) {
+                Ok(a) => Decision::Allowed(a),
+                Err(wait) => Decision::Limited(wait),
+            },
+            Err(()) => Decision::Unavailable,
+        }
+    }
+
+    fn headers(
+        &self,
+        tightest: Option<(usize, u32)>,
+        want_headers: bool,
+    ) -> Vec<(HeaderName, HeaderValue)> {
         let mut headers = Vec::new();
         if want_headers {
             if let Some(v) = &self.policy_header {
@@ -122,6 +204,6 @@ impl Limiters {
                 }
             }
         }
-        Ok(Allowed { headers })
+        headers
     }
 }

@@ -26,6 +26,8 @@ pub struct Runtime {
     pub route_metrics: Vec<RouteMetrics>,
     /// One per `rate_limit` policy, by its `id`.
     pub rate_limiters: Vec<Arc<Limiters>>,
+    /// The shared rate-limit store, when the config has `redis`.
+    pub redis: Option<Arc<crate::redis_limit::RedisStore>>,
     /// One per JWKS URL, by slot.
     pub jwks: Vec<Arc<JwksCache>>,
     /// One per `basic_auth` policy, by its `id`.
@@ -71,6 +73,19 @@ impl Runtime {
             _ => Sink::start(&config.access_log)
                 .map_err(|e| format!("cannot open the access log: {e}"))?,
         };
+        // The Redis connection survives a reload that does not change its settings.
+        let redis = match &config.redis {
+            None => None,
+            Some(s) => Some(
+                match previous
+                    .and_then(|p| p.redis.as_ref())
+                    .filter(|r| r.settings == *s)
+                {
+                    Some(r) => r.clone(),
+                    None => crate::redis_limit::RedisStore::new(s.clone())?,
+                },
+            ),
+        };
         // Limiters of unchanged rate-limit policies keep their counters across the reload.
         let mut rate_limiters: Vec<Option<Arc<Limiters>>> = vec![None; config.rate_limit_policies];
         for p in config
@@ -82,10 +97,18 @@ impl Runtime {
                 let kept = previous.and_then(|prev| {
                     prev.rate_limiters
                         .iter()
-                        .find(|l| l.fingerprint == rl.fingerprint)
+                        .find(|l| {
+                            l.fingerprint == rl.fingerprint
+                                && match (&l.shared, &redis) {
+                                    (Some(s), Some(r)) => Arc::ptr_eq(&s.store, r),
+                                    (None, _) => true,
+                                    (Some(_), None) => false,
+                                }
+                        })
                         .cloned()
                 });
-                rate_limiters[rl.id] = Some(kept.unwrap_or_else(|| Limiters::new(rl)));
+                rate_limiters[rl.id] =
+                    Some(kept.unwrap_or_else(|| Limiters::new(rl, redis.as_ref())));
             }
         }
         let rate_limiters: Vec<Arc<Limiters>> = rate_limiters.into_iter().flatten().collect();
@@ -143,6 +166,7 @@ impl Runtime {
             access_log,
             route_metrics,
             rate_limiters,
+            redis,
             jwks,
             basic_caches,
             jwt_caches,

@@ -2,6 +2,7 @@
 
 mod auth;
 mod balancing;
+mod cluster;
 mod failures;
 mod limits;
 mod mtls;

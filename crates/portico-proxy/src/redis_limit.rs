@@ -1,0 +1,164 @@
+//! Shared rate-limit counters in Redis: one Lua script per request takes one unit from every
+//! limit of a policy atomically (all or none), with Redis's own clock, so every instance sees
+//! the same counters. GCRA: each key holds a "theoretical arrival time" (TAT, µs); a request is
+//! allowed when `max(TAT, now) + T - burst·T <= now`, and moves TAT forward by `T`.
+//!
+//! The connection is a redis-rs `ConnectionManager` (one multiplexed connection, reconnected in
+//! the background). Each call is bounded by `redis.timeout`; a failure flips the store to
+//! "down" (logged once, counted) until a call succeeds again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use portico_config::RedisSettings;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// All limits of one policy, in one atomic step. KEYS: one per limit. ARGV: per limit, the
+/// emission interval T and the burst. Returns `{1, 0, remaining...}` or `{0, wait_us}`.
+const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = #KEYS
+local tats = {}
+local wait = 0
+for i = 1, n do
+  local period = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + period
+  local allow_at = new_tat - burst * period
+  if allow_at > now and allow_at - now > wait then wait = allow_at - now end
+  tats[i] = new_tat
+end
+if wait > 0 then return {0, math.ceil(wait)} end
+local out = {1, 0}
+for i = 1, n do
+  local period = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local ttl_ms = math.ceil((tats[i] - now) / 1000) + 1000
+  redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', ttl_ms)
+  out[#out + 1] = math.floor((burst * period - (tats[i] - now)) / period)
+end
+return out
+"#;
+
+pub struct RedisStore {
+    pub settings: RedisSettings,
+    conn: ConnectionManager,
+    script: redis::Script,
+    up: AtomicBool,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &redact(&self.settings.url))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+pub enum Taken {
+    /// Remaining requests per limit.
+    Allowed(Vec<u32>),
+    Limited(Duration),
+}
+
+impl RedisStore {
+    /// Builds the store; the connection is made on first use, not here, so a gateway starts
+    /// (and fails open or closed) while Redis is down.
+    pub fn new(settings: RedisSettings) -> Result<Arc<RedisStore>, String> {
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| format!("redis `{}`: {e}", redact(&settings.url)))?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout.max(Duration::from_millis(200))))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, cfg)
+            .map_err(|e| format!("redis `{}`: {e}", redact(&settings.url)))?;
+        Ok(Arc::new(RedisStore {
+            settings,
+            conn,
+            script: redis::Script::new(SCRIPT),
+            up: AtomicBool::new(true),
+        }))
+    }
+
+    /// One script call for all `params` (T µs, burst) of a policy and `key`.
+    pub async fn take(
+        &self,
+        policy: &str,
+        fingerprint: u64,
+        key: &str,
+        params: &[(u64, u32)],
+    ) -> Result<Taken, ()> {
+        let mut inv = self.script.prepare_invoke();
+        for (i, (period, burst)) in params.iter().enumerate() {
+            // The `{…}` hash tag keeps a key's limits in one Redis Cluster slot.
+            inv.key(format!(
+                "{}rl:{fingerprint:x}:{{{key}}}:{i}",
+                self.settings.key_prefix
+            ));
+            inv.arg(*period).arg(*burst);
+        }
+        let mut conn = self.conn.clone();
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            self.settings.timeout,
+            inv.invoke_async::<Vec<i64>>(&mut conn),
+        )
+        .await;
+        metrics::histogram!("portico_redis_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let error = match result {
+            Ok(Ok(v)) => {
+                self.mark_up(policy);
+                return Ok(match v.as_slice() {
+                    [1, _, rest @ ..] => Taken::Allowed(
+                        rest.iter()
+                            .map(|r| (*r).clamp(0, i64::from(u32::MAX)) as u32)
+                            .collect(),
+                    ),
+                    [_, wait, ..] => Taken::Limited(Duration::from_micros((*wait).max(0) as u64)),
+                    _ => {
+                        self.mark_down(policy, "unexpected script answer".into());
+                        return Err(());
+                    }
+                });
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", self.settings.timeout),
+        };
+        self.mark_down(policy, error);
+        Err(())
+    }
+
+    fn mark_up(&self, policy: &str) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::warn!(url = %redact(&self.settings.url), policy, "redis is back: rate limits are shared again");
+            metrics::gauge!("portico_redis_up").set(1.0);
+        }
+    }
+
+    fn mark_down(&self, policy: &str, error: String) {
+        metrics::counter!("portico_redis_errors_total").increment(1);
+        if self.up.swap(false, Ordering::Relaxed) {
+            tracing::error!(url = %redact(&self.settings.url), policy, %error, "redis unavailable: rate limits fall back to each policy's on_store_failure");
+            metrics::gauge!("portico_redis_up").set(0.0);
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+}
