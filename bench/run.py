@@ -35,7 +35,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ORIGIN_PORT = 19080
 PORTS = {"nginx": 19081, "haproxy": 19082, "portico": 19084, "nginx-log": 19091, "haproxy-log": 19092, "portico-log": 19094,
-         "portico-key": 19085, "portico-jwt": 19086, "portico-chain": 19087}
+         "portico-key": 19085, "portico-jwt": 19086, "portico-chain": 19087,
+         "portico-rl-local": 19088, "portico-rl-redis": 19089, "portico-rl-batch": 19090}
 
 # Portico with policies (`--proxies ...,portico-key,portico-jwt,portico-chain`): the same route
 # with an API key, an RS256 JWT, or the whole chain (JWT + rate limit + access log). Every
@@ -55,6 +56,27 @@ policies:
       - issuer: https://bench.test
         algorithms: [RS256]
         keys: [{{ pem_file: "{keys}/rsa.pub" }}]
+""",
+    "portico-rl-local": """policies:
+  - type: rate_limit
+    key: client_ip
+    limits: [{{ requests: 100000000, per: 1s }}]
+""",
+    # Needs Redis on 127.0.0.1:6379 (pin it to the load generator's core: taskset -p -c 0 PID).
+    "portico-rl-redis": """redis: {{ url: "redis://127.0.0.1:6379", key_prefix: "portico-bench:" }}
+policies:
+  - type: rate_limit
+    key: client_ip
+    store: redis
+    limits: [{{ requests: 100000000, per: 1s }}]
+""",
+    "portico-rl-batch": """redis: {{ url: "redis://127.0.0.1:6379", key_prefix: "portico-bench:" }}
+policies:
+  - type: rate_limit
+    key: client_ip
+    store: redis
+    batch: 100
+    limits: [{{ requests: 100000000, per: 1s }}]
 """,
     "portico-chain": """policies:
   - type: jwt

@@ -1840,29 +1840,42 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                     }
                 },
             };
-            let store = match (r.store, r.on_store_failure) {
-                (None | Some(LimitStoreConfig::Local), None) => LimitStore::Local,
-                (None | Some(LimitStoreConfig::Local), Some(_)) => {
+            let store = if r.store == Some(LimitStoreConfig::Redis) {
+                if !cx.have_redis {
                     cx.sink.at(
-                        loc(node, "on_store_failure"),
-                        "`on_store_failure` applies only with `store: redis`",
-                        "remove it, or add `store: redis`",
+                        loc(node, "store"),
+                        "`store: redis` needs the top-level `redis` section",
+                        "add `redis: { url: \"redis://127.0.0.1:6379\" }`",
                     );
                     return None;
                 }
-                (Some(LimitStoreConfig::Redis), f) => {
-                    if !cx.have_redis {
+                if r.batch == Some(0) {
+                    cx.sink.at(
+                        loc(node, "batch"),
+                        "`batch` must be at least 1",
+                        "remove it for one round trip per request",
+                    );
+                    return None;
+                }
+                LimitStore::Redis {
+                    fail_open: r.on_store_failure != Some(StoreFailureConfig::FailClosed),
+                    batch: r.batch.unwrap_or(1),
+                }
+            } else {
+                for (key, set) in [
+                    ("on_store_failure", r.on_store_failure.is_some()),
+                    ("batch", r.batch.is_some()),
+                ] {
+                    if set {
                         cx.sink.at(
-                            loc(node, "store"),
-                            "`store: redis` needs the top-level `redis` section",
-                            "add `redis: { url: \"redis://127.0.0.1:6379\" }`",
+                            loc(node, key),
+                            format!("`{key}` applies only with `store: redis`"),
+                            "remove it, or add `store: redis`",
                         );
                         return None;
                     }
-                    LimitStore::Redis {
-                        fail_open: f != Some(StoreFailureConfig::FailClosed),
-                    }
                 }
+                LimitStore::Local
             };
             let id = cx.rate_limits;
             cx.rate_limits += 1;

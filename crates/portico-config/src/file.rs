@@ -879,6 +879,11 @@ pub struct RateLimitPolicyConfig {
     /// limiting on this instance's own counters) or `fail_closed` (503). Default `fail_open`.
     #[serde(default)]
     pub on_store_failure: Option<StoreFailureConfig>,
+    /// With `store: redis`, units taken from Redis at a time per key (a lease spent locally for
+    /// up to 1 s): fewer round trips, at the cost of a key's units sitting with one instance.
+    /// Never admits more than the limit. Default 1 (a round trip per request).
+    #[serde(default)]
+    pub batch: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -578,9 +578,11 @@ pub struct RedisSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitStore {
     Local,
-    /// Shared through Redis; `fail_open` says what happens when Redis does not answer.
+    /// Shared through Redis; `fail_open` says what happens when Redis does not answer;
+    /// `batch` units are taken per round trip.
     Redis {
         fail_open: bool,
+        batch: u32,
     },
 }
 

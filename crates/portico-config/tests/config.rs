@@ -539,6 +539,14 @@ fn semantic_errors() {
             "applies only with `store: redis`",
         ),
         (
+            "policies: [{ type: rate_limit, batch: 5, limits: [{ requests: 1, per: 1s }] }]",
+            "`batch` applies only with `store: redis`",
+        ),
+        (
+            "redis: { url: \"redis://x\" }\npolicies: [{ type: rate_limit, store: redis, batch: 0, limits: [{ requests: 1, per: 1s }] }]",
+            "`batch` must be at least 1",
+        ),
+        (
             "redis: { url: \"http://127.0.0.1:6379\" }",
             "is not a Redis URL",
         ),

@@ -40,7 +40,24 @@ pub struct Shared {
     pub fail_open: bool,
     /// (emission interval in µs, burst) per limit, as the script takes them.
     params: Vec<(u64, u32)>,
+    /// Units taken per round trip; above 1, the extra ones are leased to this instance.
+    batch: u32,
+    leases: std::sync::Mutex<std::collections::HashMap<String, Lease>>,
 }
+
+/// Units taken from Redis for one key and not spent yet.
+struct Lease {
+    units: u32,
+    /// What Redis said remained per limit when the lease was taken.
+    remaining: Vec<u32>,
+    expires: std::time::Instant,
+}
+
+/// How long leased units may be spent: past it they are dropped (the fleet under-admits by them,
+/// never over-admits).
+const LEASE_TTL: Duration = Duration::from_secs(1);
+/// Keys with a lease kept at most; past it, expired leases are swept (then all, if need be).
+const MAX_LEASES: usize = 100_000;
 
 /// The outcome of a shared check.
 pub enum Decision {
@@ -93,9 +110,11 @@ impl Limiters {
             .join(", ");
         let policy_header = HeaderValue::try_from(policy).ok();
         let shared = match (p.store, redis) {
-            (portico_config::LimitStore::Redis { fail_open }, Some(store)) => Some(Shared {
+            (portico_config::LimitStore::Redis { fail_open, batch }, Some(store)) => Some(Shared {
                 store: store.clone(),
                 fail_open,
+                batch,
+                leases: std::sync::Mutex::new(std::collections::HashMap::new()),
                 params: p
                     .limits
                     .iter()
@@ -159,17 +178,55 @@ impl Limiters {
         key: &str,
         want_headers: bool,
     ) -> Decision {
-        match shared
+        if shared.batch > 1 {
+            let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(l) = leases.get_mut(key)
+                && l.units > 0
+                && l.expires > std::time::Instant::now()
+            {
+                l.units -= 1;
+                let units = l.units;
+                let tightest = l
+                    .remaining
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, r)| **r)
+                    .map(|(i, r)| (i, *r + units));
+                return Decision::Allowed(Allowed {
+                    headers: self.headers(tightest, want_headers),
+                });
+            }
+        }
+        let taken = shared
             .store
-            .take(policy, self.fingerprint, key, &shared.params)
-            .await
-        {
-            Ok(crate::redis_limit::Taken::Allowed(remaining)) => {
+            .take(policy, self.fingerprint, key, &shared.params, shared.batch)
+            .await;
+        match taken {
+            Ok(crate::redis_limit::Taken::Allowed { granted, remaining }) => {
+                let leased = granted - 1;
+                if leased > 0 {
+                    let mut leases = shared.leases.lock().unwrap_or_else(|e| e.into_inner());
+                    if leases.len() >= MAX_LEASES {
+                        let now = std::time::Instant::now();
+                        leases.retain(|_, l| l.expires > now && l.units > 0);
+                        if leases.len() >= MAX_LEASES {
+                            leases.clear();
+                        }
+                    }
+                    leases.insert(
+                        key.to_owned(),
+                        Lease {
+                            units: leased,
+                            remaining: remaining.clone(),
+                            expires: std::time::Instant::now() + LEASE_TTL,
+                        },
+                    );
+                }
                 let tightest = remaining
                     .iter()
                     .enumerate()
                     .min_by_key(|(_, r)| **r)
-                    .map(|(i, r)| (i, *r));
+                    .map(|(i, r)| (i, *r + leased));
                 Decision::Allowed(Allowed {
                     headers: self.headers(tightest, want_headers),
                 })

@@ -15,31 +15,39 @@ use portico_config::RedisSettings;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// All limits of one policy, in one atomic step. KEYS: one per limit. ARGV: per limit, the
-/// emission interval T and the burst. Returns `{1, 0, remaining...}` or `{0, wait_us}`.
+/// emission interval T and the burst, then the units wanted (1, or the policy's `batch`).
+/// Grants as many units as every limit has, up to the units wanted: `{granted, 0,
+/// remaining...}`, or `{0, wait_us}` when not even one is there.
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = #KEYS
+local want = tonumber(ARGV[2 * n + 1])
 local tats = {}
+local grant = want
 local wait = 0
 for i = 1, n do
   local period = tonumber(ARGV[2 * i - 1])
   local burst = tonumber(ARGV[2 * i])
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tat < now then tat = now end
-  local new_tat = tat + period
-  local allow_at = new_tat - burst * period
-  if allow_at > now and allow_at - now > wait then wait = allow_at - now end
-  tats[i] = new_tat
+  local available = math.floor((now + burst * period - tat) / period)
+  if available < grant then grant = available end
+  if available < 1 then
+    local w = tat + period - burst * period - now
+    if w > wait then wait = w end
+  end
+  tats[i] = tat
 end
-if wait > 0 then return {0, math.ceil(wait)} end
-local out = {1, 0}
+if grant < 1 then return {0, math.ceil(math.max(wait, 1))} end
+local out = {grant, 0}
 for i = 1, n do
   local period = tonumber(ARGV[2 * i - 1])
   local burst = tonumber(ARGV[2 * i])
-  local ttl_ms = math.ceil((tats[i] - now) / 1000) + 1000
-  redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', ttl_ms)
-  out[#out + 1] = math.floor((burst * period - (tats[i] - now)) / period)
+  local new_tat = tats[i] + grant * period
+  local ttl_ms = math.ceil((new_tat - now) / 1000) + 1000
+  redis.call('SET', KEYS[i], string.format('%.0f', new_tat), 'PX', ttl_ms)
+  out[#out + 1] = math.floor((burst * period - (new_tat - now)) / period)
 end
 return out
 "#;
@@ -68,8 +76,11 @@ fn redact(url: &str) -> String {
 }
 
 pub enum Taken {
-    /// Remaining requests per limit.
-    Allowed(Vec<u32>),
+    /// `granted` units (at least 1), and what remains per limit after them.
+    Allowed {
+        granted: u32,
+        remaining: Vec<u32>,
+    },
     Limited(Duration),
 }
 
@@ -94,13 +105,15 @@ impl RedisStore {
         }))
     }
 
-    /// One script call for all `params` (T µs, burst) of a policy and `key`.
+    /// One script call for all `params` (T µs, burst) of a policy and `key`, asking for `want`
+    /// units.
     pub async fn take(
         &self,
         policy: &str,
         fingerprint: u64,
         key: &str,
         params: &[(u64, u32)],
+        want: u32,
     ) -> Result<Taken, ()> {
         let mut inv = self.script.prepare_invoke();
         for (i, (period, burst)) in params.iter().enumerate() {
@@ -111,6 +124,7 @@ impl RedisStore {
             ));
             inv.arg(*period).arg(*burst);
         }
+        inv.arg(want.max(1));
         let mut conn = self.conn.clone();
         let started = Instant::now();
         let result = tokio::time::timeout(
@@ -124,11 +138,13 @@ impl RedisStore {
             Ok(Ok(v)) => {
                 self.mark_up(policy);
                 return Ok(match v.as_slice() {
-                    [1, _, rest @ ..] => Taken::Allowed(
-                        rest.iter()
+                    [g, _, rest @ ..] if *g >= 1 => Taken::Allowed {
+                        granted: u32::try_from(*g).unwrap_or(1),
+                        remaining: rest
+                            .iter()
                             .map(|r| (*r).clamp(0, i64::from(u32::MAX)) as u32)
                             .collect(),
-                    ),
+                    },
                     [_, wait, ..] => Taken::Limited(Duration::from_micros((*wait).max(0) as u64)),
                     _ => {
                         self.mark_down(policy, "unexpected script answer".into());
