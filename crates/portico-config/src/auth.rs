@@ -242,7 +242,9 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
             }
             Policy::BodyLimit(b.max_bytes)
         }
-        PolicyConfig::Headers(_) | PolicyConfig::RateLimit(_) => return None,
+        PolicyConfig::Headers(_)
+        | PolicyConfig::RateLimit(_)
+        | PolicyConfig::ConcurrencyLimit(_) => return None,
     };
     (cx.sink.out.len() == before).then_some(policy)
 }

@@ -50,6 +50,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) introspection_policies: usize,
     /// Whether the file has a `redis` section (for `store: redis`).
     pub(crate) have_redis: bool,
+    /// Concurrency policies compiled so far (the next one's id).
+    pub(crate) concurrency_limits: usize,
     /// Whether the global chain authenticates (so route `acl` policies have an identity).
     pub(crate) global_auth: bool,
     pub(crate) sink: Sink<'a>,
@@ -112,6 +114,7 @@ pub fn compile(
         jwt_policies: 0,
         introspection_policies: 0,
         have_redis: false,
+        concurrency_limits: 0,
         jwks: Vec::new(),
         have_api_keys: false,
         have_users: false,
@@ -310,6 +313,7 @@ pub fn compile(
         router,
         global_policies,
         rate_limit_policies: cx.rate_limits,
+        concurrency_policies: cx.concurrency_limits,
         consumers: Arc::new(consumers),
         jwks: cx.jwks,
         redis,
@@ -1780,6 +1784,25 @@ fn compile_header_ops(cx: &mut Ctx<'_>, ops: &HeaderOpsConfig, node: &Node) -> H
     }
 }
 
+fn limit_key(cx: &mut Ctx<'_>, k: LimitKeyConfig, node: &Node) -> Option<LimitKey> {
+    Some(match k {
+        LimitKeyConfig::ClientIp => LimitKey::ClientIp,
+        LimitKeyConfig::Route => LimitKey::Route,
+        LimitKeyConfig::Consumer => LimitKey::Consumer,
+        LimitKeyConfig::Header(h) => match HeaderName::try_from(h.as_str()) {
+            Ok(n) => LimitKey::Header(n),
+            Err(_) => {
+                cx.sink.at(
+                    loc(node, "key"),
+                    format!("invalid header name `{h}`"),
+                    "use letters, digits and `-`",
+                );
+                return None;
+            }
+        },
+    })
+}
+
 pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) -> Option<Policy> {
     let before = cx.sink.out.len();
     let policy = match p {
@@ -1793,6 +1816,26 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         | PolicyConfig::IpFilter(_)
         | PolicyConfig::Cors(_)
         | PolicyConfig::BodyLimit(_) => crate::auth::compile_policy(cx, p, node)?,
+        PolicyConfig::ConcurrencyLimit(c) => {
+            if c.max_in_flight == 0 {
+                cx.sink.at(
+                    loc(node, "max_in_flight"),
+                    "`max_in_flight` must be at least 1",
+                    "to refuse every request, use a route with `respond: { status: 503 }`",
+                );
+                return None;
+            }
+            let key = limit_key(cx, c.key.clone().unwrap_or(LimitKeyConfig::Route), node)?;
+            let id = cx.concurrency_limits;
+            cx.concurrency_limits += 1;
+            let fingerprint = fnv(format!("{key:?}{}", c.max_in_flight).as_bytes(), FNV_START);
+            Policy::ConcurrencyLimit(ConcurrencyPolicy {
+                id,
+                max_in_flight: c.max_in_flight,
+                key,
+                fingerprint,
+            })
+        }
         PolicyConfig::Headers(h) => Policy::Headers(HeadersPolicy {
             request: compile_header_ops(cx, &h.request, get(node, "request").unwrap_or(node)),
             response: compile_header_ops(cx, &h.response, get(node, "response").unwrap_or(node)),
@@ -1824,22 +1867,7 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                     burst,
                 });
             }
-            let key = match r.key.clone().unwrap_or(LimitKeyConfig::ClientIp) {
-                LimitKeyConfig::ClientIp => LimitKey::ClientIp,
-                LimitKeyConfig::Route => LimitKey::Route,
-                LimitKeyConfig::Consumer => LimitKey::Consumer,
-                LimitKeyConfig::Header(h) => match HeaderName::try_from(h.as_str()) {
-                    Ok(n) => LimitKey::Header(n),
-                    Err(_) => {
-                        cx.sink.at(
-                            loc(node, "key"),
-                            format!("invalid header name `{h}`"),
-                            "use letters, digits and `-`",
-                        );
-                        return None;
-                    }
-                },
-            };
+            let key = limit_key(cx, r.key.clone().unwrap_or(LimitKeyConfig::ClientIp), node)?;
             let store = if r.store == Some(LimitStoreConfig::Redis) {
                 if !cx.have_redis {
                     cx.sink.at(

@@ -635,6 +635,20 @@ pub enum PolicyConfig {
     Cors(CorsPolicyConfig),
     /// Refuse request bodies larger than a limit with 413.
     BodyLimit(BodyLimitPolicyConfig),
+    /// Cap requests in flight per key; more get 503 at once instead of queueing.
+    ConcurrencyLimit(ConcurrencyLimitPolicyConfig),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyLimitPolicyConfig {
+    /// Requests allowed in flight at once for one key (from the request head until the
+    /// response body ends).
+    pub max_in_flight: u32,
+    /// Who shares the cap: `route`, `client_ip`, `consumer` or `{ header: NAME }`. Default
+    /// `route`.
+    #[serde(default)]
+    pub key: Option<LimitKeyConfig>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

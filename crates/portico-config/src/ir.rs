@@ -29,6 +29,8 @@ pub struct Config {
     pub global_policies: Arc<[Policy]>,
     /// How many `rate_limit` policies the config has (their `id`s are `0..n`).
     pub rate_limit_policies: usize,
+    /// How many `concurrency_limit` policies the config has (their `id`s are `0..n`).
+    pub concurrency_policies: usize,
     pub consumers: Arc<Consumers>,
     /// JWKS URLs the `jwt` policies read, by slot.
     pub jwks: Vec<JwksSource>,
@@ -416,6 +418,17 @@ pub enum Policy {
     Cors(Arc<CorsPolicy>),
     /// Largest request body, in bytes.
     BodyLimit(u64),
+    ConcurrencyLimit(ConcurrencyPolicy),
+}
+
+#[derive(Debug)]
+pub struct ConcurrencyPolicy {
+    /// Index among the config's concurrency policies (its counters' slot).
+    pub id: usize,
+    pub max_in_flight: u32,
+    pub key: LimitKey,
+    /// Equal fingerprints: a reload keeps the in-flight counts.
+    pub fingerprint: u64,
 }
 
 /// The configured API clients.

@@ -531,6 +531,10 @@ fn semantic_errors() {
         ),
         ("policies: [{ type: jwtt }]", "did you mean `jwt`?"),
         (
+            "policies: [{ type: concurrency_limit, max_in_flight: 0 }]",
+            "`max_in_flight` must be at least 1",
+        ),
+        (
             "policies: [{ type: rate_limit, store: redis, limits: [{ requests: 1, per: 1s }] }]",
             "`store: redis` needs the top-level `redis` section",
         ),

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod client;
+pub mod concurrency;
 mod fetch;
 mod h1guard;
 pub mod headers;

@@ -28,6 +28,8 @@ pub enum Problem {
     UriTooLong,
     /// A shared rate limit could not be checked (Redis down) and the policy fails closed.
     RateLimitUnavailable,
+    /// A `concurrency_limit` is full.
+    ConcurrencyLimited,
 }
 
 impl Problem {
@@ -40,7 +42,8 @@ impl Problem {
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Problem::UpstreamOverloaded
             | Problem::AuthUnavailable
-            | Problem::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | Problem::RateLimitUnavailable
+            | Problem::ConcurrencyLimited => StatusCode::SERVICE_UNAVAILABLE,
             Problem::Unauthorized => StatusCode::UNAUTHORIZED,
             Problem::Forbidden => StatusCode::FORBIDDEN,
             Problem::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -64,6 +67,7 @@ impl Problem {
             Problem::PayloadTooLarge => "payload_too_large",
             Problem::UriTooLong => "uri_too_long",
             Problem::RateLimitUnavailable => "rate_limit_unavailable",
+            Problem::ConcurrencyLimited => "concurrency_limited",
         }
     }
 
@@ -92,6 +96,9 @@ impl Problem {
             Problem::RateLimitUnavailable => {
                 "The gateway cannot check this route's rate limit right now; retry shortly."
             }
+            Problem::ConcurrencyLimited => {
+                "As many requests as allowed are already in progress; retry shortly."
+            }
         }
     }
 
@@ -101,7 +108,9 @@ impl Problem {
             Problem::NoRoute => "12",        // UNIMPLEMENTED
             Problem::BadRequest(_) => "13",  // INTERNAL: the framing, not the message, was bad
             Problem::UpstreamTimeout => "4", // DEADLINE_EXCEEDED
-            Problem::UpstreamOverloaded | Problem::RateLimited(_) => "8", // RESOURCE_EXHAUSTED
+            Problem::UpstreamOverloaded | Problem::RateLimited(_) | Problem::ConcurrencyLimited => {
+                "8"
+            } // RESOURCE_EXHAUSTED
             Problem::UpstreamConnect
             | Problem::UpstreamProtocol
             | Problem::AuthUnavailable
@@ -165,7 +174,10 @@ impl Problem {
         h.insert(request_id_header.clone(), request_id.clone());
         if matches!(
             self,
-            Problem::UpstreamOverloaded | Problem::AuthUnavailable | Problem::RateLimitUnavailable
+            Problem::UpstreamOverloaded
+                | Problem::AuthUnavailable
+                | Problem::RateLimitUnavailable
+                | Problem::ConcurrencyLimited
         ) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -92,12 +92,14 @@ pub async fn handle(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let mut extra = Vec::new();
+    let mut guards = Vec::new();
     let resp = match process(
         &rt,
         &conn,
         req,
         &request_id,
         &mut rec,
+        &mut guards,
         &bytes_in,
         &mut extra,
     )
@@ -125,16 +127,21 @@ pub async fn handle(
         inner: body,
         bytes: 0,
         done: Some((rec, start, rt.clone(), bytes_in)),
+        _in_flight: guards,
     };
     Ok(Response::from_parts(parts, body))
 }
 
+// The request's side outputs (log record, held places, problem headers) are separate
+// out-parameters on purpose: each is filled by a different phase.
+#[allow(clippy::too_many_arguments)]
 async fn process(
     rt: &Arc<Runtime>,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
     request_id: &HeaderValue,
     rec: &mut Record,
+    guards: &mut Vec<crate::concurrency::Guard>,
     bytes_in: &Arc<BodyStats>,
     extra: &mut Vec<(http::HeaderName, HeaderValue)>,
 ) -> Result<Response<Body>, Problem> {
@@ -219,8 +226,18 @@ async fn process(
     }
 
     let mut identity = crate::auth::Identity::default();
-    let limit_headers =
-        request_policies(rt, conn, &route, &req, rec, bytes_in, &mut identity, extra).await?;
+    let limit_headers = request_policies(
+        rt,
+        conn,
+        &route,
+        &req,
+        rec,
+        bytes_in,
+        &mut identity,
+        extra,
+        guards,
+    )
+    .await?;
     if let Some(c) = identity.consumer.and_then(|c| cfg.consumers.list.get(c)) {
         rec.consumer = Some(c.name.clone());
         req.headers_mut()
@@ -333,6 +350,7 @@ async fn request_policies(
     bytes_in: &BodyStats,
     identity: &mut crate::auth::Identity,
     extra: &mut Vec<(http::HeaderName, HeaderValue)>,
+    guards: &mut Vec<crate::concurrency::Guard>,
 ) -> Result<Vec<(http::HeaderName, HeaderValue)>, Problem> {
     let mut headers = Vec::new();
     let client_ip = rec.client_ip;
@@ -372,24 +390,20 @@ async fn request_policies(
                 // A chunked body is cut off when it passes the limit.
                 bytes_in.limit.fetch_min(*max, Ordering::Relaxed);
             }
-            Policy::RateLimit(rl) => {
-                let ip;
-                let key: &str = match &rl.key {
-                    portico_config::LimitKey::ClientIp => {
-                        ip = client_ip.to_string();
-                        &ip
+            Policy::ConcurrencyLimit(c) => {
+                let key = key_text(rt, &c.key, route, req, client_ip, identity);
+                match rt.in_flight[c.id].acquire(&key) {
+                    Some(g) => guards.push(g),
+                    None => {
+                        metrics::counter!("portico_concurrency_limited_total", "route" => route.name.to_string())
+                            .increment(1);
+                        return Err(Problem::ConcurrencyLimited);
                     }
-                    portico_config::LimitKey::Route => &route.name,
-                    portico_config::LimitKey::Header(h) => req
-                        .headers()
-                        .get(h)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or(""),
-                    portico_config::LimitKey::Consumer => identity
-                        .consumer
-                        .and_then(|c| rt.config.consumers.list.get(c))
-                        .map_or("anonymous", |c| &c.name),
-                };
+                }
+            }
+            Policy::RateLimit(rl) => {
+                let key = key_text(rt, &rl.key, route, req, client_ip, identity);
+                let key: &str = &key;
                 let limiters = &rt.rate_limiters[rl.id];
                 let decision = match &limiters.shared {
                     None => match limiters.check(key, !rl.hide_headers) {
@@ -420,6 +434,34 @@ async fn request_policies(
         }
     }
     Ok(headers)
+}
+
+/// The text of a limit key for this request.
+fn key_text<'a>(
+    rt: &'a Runtime,
+    key: &portico_config::LimitKey,
+    route: &'a Route,
+    req: &'a Request<Incoming>,
+    client_ip: std::net::IpAddr,
+    identity: &crate::auth::Identity,
+) -> std::borrow::Cow<'a, str> {
+    use std::borrow::Cow;
+    match key {
+        portico_config::LimitKey::ClientIp => Cow::Owned(client_ip.to_string()),
+        portico_config::LimitKey::Route => Cow::Borrowed(&route.name),
+        portico_config::LimitKey::Header(h) => Cow::Borrowed(
+            req.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        ),
+        portico_config::LimitKey::Consumer => Cow::Borrowed(
+            identity
+                .consumer
+                .and_then(|c| rt.config.consumers.list.get(c))
+                .map_or("anonymous", |c| &c.name),
+        ),
+    }
 }
 
 /// Turns a denial into its problem, counting it and queuing its response headers.
@@ -1016,6 +1058,8 @@ pub struct LoggedBody {
     inner: Body,
     bytes: u64,
     done: Option<(Record, Instant, Arc<Runtime>, Arc<BodyStats>)>,
+    /// Places held in `concurrency_limit` policies, released when the body is dropped.
+    _in_flight: Vec<crate::concurrency::Guard>,
 }
 
 impl LoggedBody {

@@ -28,6 +28,8 @@ pub struct Runtime {
     pub rate_limiters: Vec<Arc<Limiters>>,
     /// The shared rate-limit store, when the config has `redis`.
     pub redis: Option<Arc<crate::redis_limit::RedisStore>>,
+    /// One per `concurrency_limit` policy, by its `id`.
+    pub in_flight: Vec<Arc<crate::concurrency::InFlight>>,
     /// One per JWKS URL, by slot.
     pub jwks: Vec<Arc<JwksCache>>,
     /// One per `basic_auth` policy, by its `id`.
@@ -73,6 +75,27 @@ impl Runtime {
             _ => Sink::start(&config.access_log)
                 .map_err(|e| format!("cannot open the access log: {e}"))?,
         };
+        // In-flight counts of unchanged concurrency policies carry over, so a reload does not
+        // briefly double the cap.
+        let mut in_flight: Vec<Option<Arc<crate::concurrency::InFlight>>> =
+            vec![None; config.concurrency_policies];
+        for p in config
+            .global_policies
+            .iter()
+            .chain(config.routes.iter().flat_map(|r| r.policies.iter()))
+        {
+            if let portico_config::Policy::ConcurrencyLimit(c) = p {
+                let kept = previous.and_then(|prev| {
+                    prev.in_flight
+                        .iter()
+                        .find(|f| f.fingerprint == c.fingerprint)
+                        .cloned()
+                });
+                in_flight[c.id] =
+                    Some(kept.unwrap_or_else(|| crate::concurrency::InFlight::new(c)));
+            }
+        }
+        let in_flight = in_flight.into_iter().flatten().collect();
         // The Redis connection survives a reload that does not change its settings.
         let redis = match &config.redis {
             None => None,
@@ -166,6 +189,7 @@ impl Runtime {
             access_log,
             route_metrics,
             rate_limiters,
+            in_flight,
             redis,
             jwks,
             basic_caches,

@@ -131,3 +131,45 @@ async fn several_limits_and_header_keys() {
     );
     assert_eq!(with_key("beta").await.status, 200);
 }
+
+#[tokio::test]
+async fn concurrency_limit_refuses_at_once_over_the_cap() {
+    let up = serve(|_req| async {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        http::Response::new(full("slow"))
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: slow\n    upstream: u\n    policies:\n      - type: concurrency_limit\n        max_in_flight: 2\n",
+        up.url()
+    )))
+    .await;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let url = gw.url("/");
+        set.spawn(async move {
+            let t = std::time::Instant::now();
+            let got = get(&url).await;
+            (got, t.elapsed())
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = set.join_next().await {
+        let (got, took) = r.unwrap();
+        match got.status.as_u16() {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(got.json()["code"], "concurrency_limited");
+                assert_eq!(got.header("retry-after"), Some("1"));
+                assert!(
+                    took < std::time::Duration::from_millis(300),
+                    "refused at once, not queued: {took:?}"
+                );
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert_eq!(ok, 2);
+    // The places are released when the responses end.
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+}
