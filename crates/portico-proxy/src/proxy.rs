@@ -408,7 +408,7 @@ async fn request_policies(
                 let decision = match &limiters.shared {
                     None => match limiters.check(key, !rl.hide_headers) {
                         Ok(a) => crate::ratelimit::Decision::Allowed(a),
-                        Err(wait) => crate::ratelimit::Decision::Limited(wait),
+                        Err((wait, i)) => crate::ratelimit::Decision::Limited(wait, i),
                     },
                     Some(shared) => {
                         limiters
@@ -418,8 +418,9 @@ async fn request_policies(
                 };
                 match decision {
                     crate::ratelimit::Decision::Allowed(allowed) => headers = allowed.headers,
-                    crate::ratelimit::Decision::Limited(wait) => {
-                        metrics::counter!("portico_rate_limited_total", "route" => route.name.to_string())
+                    crate::ratelimit::Decision::Limited(wait, i) => {
+                        // The limit's name as in the RateLimit headers.
+                        metrics::counter!("portico_rate_limited_total", "route" => route.name.to_string(), "limit" => format!("limit-{i}"))
                             .increment(1);
                         return Err(Problem::RateLimited(
                             wait.as_secs() + u64::from(wait.subsec_nanos() > 0),

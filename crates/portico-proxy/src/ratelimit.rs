@@ -62,8 +62,8 @@ const MAX_LEASES: usize = 100_000;
 /// The outcome of a shared check.
 pub enum Decision {
     Allowed(Allowed),
-    /// Refused; retry after this long.
-    Limited(Duration),
+    /// Refused by the limit at this index; retry after this long.
+    Limited(Duration, usize),
     /// Redis did not answer and the policy fails closed.
     Unavailable,
 }
@@ -150,7 +150,8 @@ impl Limiters {
     }
 
     /// Takes one request from every limit for `key`. `Err(wait)`: refused, retry after `wait`.
-    pub fn check(&self, key: &str, want_headers: bool) -> Result<Allowed, Duration> {
+    /// `Err((wait, limit index))` when refused.
+    pub fn check(&self, key: &str, want_headers: bool) -> Result<Allowed, (Duration, usize)> {
         let key = key.to_owned();
         let mut tightest: Option<(usize, u32)> = None;
         for (i, (_, limiter)) in self.limits.iter().enumerate() {
@@ -161,7 +162,9 @@ impl Limiters {
                         tightest = Some((i, left));
                     }
                 }
-                Err(not_until) => return Err(not_until.wait_time_from(limiter.clock().now())),
+                Err(not_until) => {
+                    return Err((not_until.wait_time_from(limiter.clock().now()), i));
+                }
             }
         }
         Ok(Allowed {
@@ -231,10 +234,10 @@ impl Limiters {
                     headers: self.headers(tightest, want_headers),
                 })
             }
-            Ok(crate::redis_limit::Taken::Limited(wait)) => Decision::Limited(wait),
+            Ok(crate::redis_limit::Taken::Limited(wait, i)) => Decision::Limited(wait, i),
             Err(()) if shared.fail_open => match self.check(key, want_headers) {
                 Ok(a) => Decision::Allowed(a),
-                Err(wait) => Decision::Limited(wait),
+                Err((wait, i)) => Decision::Limited(wait, i),
             },
             Err(()) => Decision::Unavailable,
         }

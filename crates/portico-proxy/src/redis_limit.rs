@@ -17,7 +17,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 /// All limits of one policy, in one atomic step. KEYS: one per limit. ARGV: per limit, the
 /// emission interval T and the burst, then the units wanted (1, or the policy's `batch`).
 /// Grants as many units as every limit has, up to the units wanted: `{granted, 0,
-/// remaining...}`, or `{0, wait_us}` when not even one is there.
+/// remaining...}`, or `{0, wait_us, index of the limit that refused}` when not even one is there.
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -26,6 +26,7 @@ local want = tonumber(ARGV[2 * n + 1])
 local tats = {}
 local grant = want
 local wait = 0
+local tightest = -1
 for i = 1, n do
   local period = tonumber(ARGV[2 * i - 1])
   local burst = tonumber(ARGV[2 * i])
@@ -35,11 +36,11 @@ for i = 1, n do
   if available < grant then grant = available end
   if available < 1 then
     local w = tat + period - burst * period - now
-    if w > wait then wait = w end
+    if tightest < 0 or w > wait then wait = w; tightest = i - 1 end
   end
   tats[i] = tat
 end
-if grant < 1 then return {0, math.ceil(math.max(wait, 1))} end
+if grant < 1 then return {0, math.ceil(math.max(wait, 1)), tightest} end
 local out = {grant, 0}
 for i = 1, n do
   local period = tonumber(ARGV[2 * i - 1])
@@ -77,11 +78,9 @@ fn redact(url: &str) -> String {
 
 pub enum Taken {
     /// `granted` units (at least 1), and what remains per limit after them.
-    Allowed {
-        granted: u32,
-        remaining: Vec<u32>,
-    },
-    Limited(Duration),
+    Allowed { granted: u32, remaining: Vec<u32> },
+    /// Refused: wait this long; the index of the limit that refused.
+    Limited(Duration, usize),
 }
 
 impl RedisStore {
@@ -145,7 +144,10 @@ impl RedisStore {
                             .map(|r| (*r).clamp(0, i64::from(u32::MAX)) as u32)
                             .collect(),
                     },
-                    [_, wait, ..] => Taken::Limited(Duration::from_micros((*wait).max(0) as u64)),
+                    [_, wait, rest @ ..] => Taken::Limited(
+                        Duration::from_micros((*wait).max(0) as u64),
+                        rest.first().map_or(0, |i| (*i).max(0) as usize),
+                    ),
                     _ => {
                         self.mark_down(policy, "unexpected script answer".into());
                         return Err(());

@@ -83,6 +83,11 @@ async fn two_gateways_share_one_limit() {
     }
     assert_eq!((ok, limited), (10, 20));
     assert_eq!(up.hits(), 10);
+    let metrics = get(&a.admin_url("/metrics")).await.text();
+    assert!(
+        metrics.contains("portico_rate_limited_total{route=\"shared\",limit=\"limit-0\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -93,7 +93,7 @@ async fn counters_of_an_unchanged_limit_survive_a_reload() {
 async fn several_limits_and_header_keys() {
     let up = echo_server().await;
     let gw = gateway(&config(&format!(
-        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n    policies:\n      - type: rate_limit\n        key: {{ header: x-api-key }}\n        limits:\n          - {{ requests: 100, per: 1s, burst: 100 }}\n          - {{ requests: 2, per: 24h }}\n        hide_headers: true\n",
+        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: quota\n    upstream: u\n    policies:\n      - type: rate_limit\n        key: {{ header: x-api-key }}\n        limits:\n          - {{ requests: 100, per: 1s, burst: 100 }}\n          - {{ requests: 2, per: 24h }}\n        hide_headers: true\n",
         up.url()
     )))
     .await;
@@ -130,6 +130,11 @@ async fn several_limits_and_header_keys() {
             > 3600
     );
     assert_eq!(with_key("beta").await.status, 200);
+    let metrics = get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        metrics.contains("portico_rate_limited_total{route=\"quota\",limit=\"limit-1\"} 1"),
+        "the refusal is counted against the daily limit\n{metrics}"
+    );
 }
 
 #[tokio::test]
