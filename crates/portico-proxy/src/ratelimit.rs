@@ -139,14 +139,24 @@ impl Limiters {
                 loop {
                     tokio::time::sleep(Duration::from_secs(30)).await;
                     let Some(l) = weak.upgrade() else { return };
-                    for (_, k) in &l.limits {
-                        k.retain_recent();
-                        k.shrink_to_fit();
-                    }
+                    l.sweep();
                 }
             });
         }
         limiters
+    }
+
+    /// Forgets keys whose buckets are full again (they would behave the same as new keys).
+    pub fn sweep(&self) {
+        for (_, k) in &self.limits {
+            k.retain_recent();
+            k.shrink_to_fit();
+        }
+    }
+
+    /// Keys with state, summed over the limits.
+    pub fn keys(&self) -> usize {
+        self.limits.iter().map(|(_, k)| k.len()).sum()
     }
 
     /// Takes one request from every limit for `key`. `Err(wait)`: refused, retry after `wait`.
@@ -265,5 +275,69 @@ impl Limiters {
             }
         }
         headers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// One million distinct keys, in waves: each sweep forgets the keys whose buckets refilled,
+    /// so memory stays at one wave's worth instead of growing with every client ever seen.
+    #[test]
+    fn a_million_keys_stay_bounded() {
+        let policy = RateLimitPolicy {
+            id: 0,
+            key: portico_config::LimitKey::ClientIp,
+            limits: vec![Limit {
+                requests: 1,
+                per: Duration::from_millis(20),
+                burst: 1,
+            }],
+            hide_headers: true,
+            store: portico_config::LimitStore::Local,
+            fingerprint: 0,
+        };
+        let l = Limiters::new(&policy, None);
+        let wave = 100_000;
+        let mut after_first = 0;
+        let mut key = String::new();
+        for w in 0..10 {
+            for i in 0..wave {
+                key.clear();
+                use std::fmt::Write;
+                let _ = write!(key, "client-{w}-{i}");
+                assert!(l.check(&key, false).is_ok(), "a new key has its burst");
+            }
+            assert_eq!(l.keys(), wave, "wave {w}: every key has state");
+            // Wait for the buckets to refill (20 ms at this rate), then sweep.
+            for _ in 0..40 {
+                std::thread::sleep(Duration::from_millis(50));
+                l.sweep();
+                if l.keys() == 0 {
+                    break;
+                }
+            }
+            assert_eq!(l.keys(), 0, "wave {w}: refilled keys are forgotten");
+            if w == 0 {
+                after_first = rss_kib();
+            }
+        }
+        let growth = rss_kib().saturating_sub(after_first);
+        assert!(
+            growth < 64 * 1024,
+            "memory grew {growth} KiB over 900,000 more keys"
+        );
     }
 }
