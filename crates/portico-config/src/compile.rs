@@ -1800,6 +1800,30 @@ fn limit_key(cx: &mut Ctx<'_>, k: LimitKeyConfig, node: &Node) -> Option<LimitKe
                 return None;
             }
         },
+        LimitKeyConfig::Claim(c) if c.is_empty() => {
+            cx.sink.at(
+                loc(node, "key"),
+                "the claim name is empty",
+                "name a claim, such as `sub`",
+            );
+            return None;
+        }
+        LimitKeyConfig::Claim(c) => LimitKey::Claim(c),
+        LimitKeyConfig::Composite(parts) => {
+            if parts.len() < 2 {
+                cx.sink.at(
+                    loc(node, "key"),
+                    "a composite key needs at least two parts",
+                    "for one part, write it directly, e.g. `key: consumer`",
+                );
+                return None;
+            }
+            let mut out = Vec::new();
+            for p in parts {
+                out.push(limit_key(cx, p, node)?);
+            }
+            LimitKey::Composite(out)
+        }
     })
 }
 

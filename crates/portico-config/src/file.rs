@@ -922,6 +922,11 @@ pub enum LimitKeyConfig {
     /// The authenticated consumer (requests without one share the key `anonymous`).
     Consumer,
     Header(String),
+    /// A claim of the token a `jwt` or `introspection` policy accepted earlier in the chain
+    /// (requests without one share the empty key).
+    Claim(String),
+    /// Several keys together, e.g. `{ composite: [consumer, route] }`.
+    Composite(Vec<LimitKeyConfig>),
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

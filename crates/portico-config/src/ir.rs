@@ -617,6 +617,8 @@ pub enum LimitKey {
     Route,
     Consumer,
     Header(HeaderName),
+    Claim(String),
+    Composite(Vec<LimitKey>),
 }
 
 #[derive(Debug, Clone)]

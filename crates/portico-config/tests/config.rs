@@ -531,6 +531,10 @@ fn semantic_errors() {
         ),
         ("policies: [{ type: jwtt }]", "did you mean `jwt`?"),
         (
+            "policies: [{ type: rate_limit, key: { composite: [route] }, limits: [{ requests: 1, per: 1s }] }]",
+            "a composite key needs at least two parts",
+        ),
+        (
             "policies: [{ type: concurrency_limit, max_in_flight: 0 }]",
             "`max_in_flight` must be at least 1",
         ),

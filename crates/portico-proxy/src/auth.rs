@@ -32,6 +32,8 @@ pub struct Identity {
     /// The token header of the JWT method being tried.
     pending_strip: Option<HeaderName>,
     pub authenticated: bool,
+    /// The claims of the accepted token (for `claim` limit keys).
+    pub claims: Option<Arc<jwt::Claims>>,
 }
 
 /// Why the chain stopped the request.
@@ -166,7 +168,7 @@ async fn introspect<B>(
                     return Err(Failure::Unavailable);
                 }
             };
-            let g = grant(rt, m, &claims, now);
+            let g = grant(rt, m, Arc::new(claims), now);
             if let Some(c) = cache {
                 c.put(token, g.clone(), now);
             }
@@ -181,11 +183,16 @@ async fn introspect<B>(
     }
     id.headers.extend(granted.headers);
     id.scopes.extend(granted.scopes);
+    if id.claims.is_none() {
+        id.claims = granted.claims;
+    }
     Ok(granted.consumer)
 }
 
 /// What an introspection answer grants (or refuses), and until when it may be reused.
-fn grant(rt: &Runtime, m: &IntrospectionMethod, claims: &jwt::Claims, now: u64) -> Granted {
+fn grant(rt: &Runtime, m: &IntrospectionMethod, claims: Arc<jwt::Claims>, now: u64) -> Granted {
+    let whole = claims.clone();
+    let claims = &*claims;
     let ttl_end = now + m.cache_ttl.as_secs();
     let exp = claims.get("exp").and_then(|e| e.as_f64()).map(|e| e as u64);
     let active = claims.get("active") == Some(&serde_json::Value::Bool(true))
@@ -194,6 +201,7 @@ fn grant(rt: &Runtime, m: &IntrospectionMethod, claims: &jwt::Claims, now: u64) 
     if !active {
         return Granted {
             active: false,
+            claims: None,
             consumer: None,
             headers: Vec::new(),
             scopes: Vec::new(),
@@ -210,6 +218,7 @@ fn grant(rt: &Runtime, m: &IntrospectionMethod, claims: &jwt::Claims, now: u64) 
         .collect();
     Granted {
         active: true,
+        claims: Some(whole),
         consumer: m
             .consumer_claim
             .as_ref()
@@ -402,6 +411,7 @@ fn token<'r, B>(
 struct Granted {
     /// `false`: a refused token (introspection said inactive, or a claim rule failed).
     active: bool,
+    claims: Option<Arc<jwt::Claims>>,
     consumer: Option<usize>,
     headers: Vec<(HeaderName, HeaderValue)>,
     scopes: Vec<String>,
@@ -471,6 +481,9 @@ async fn jwt_auth<B>(
         id.strip_headers.extend(id.pending_strip.take());
         id.headers.extend(g.headers);
         id.scopes.extend(g.scopes);
+        if id.claims.is_none() {
+            id.claims = g.claims;
+        }
         return Ok(g.consumer);
     }
     let mut outcome = jwt::verify(token, &m.issuers, &Keys(rt), now);
@@ -530,13 +543,15 @@ async fn jwt_auth<B>(
         .and_then(|c| claims.get(c))
         .and_then(|v| v.as_str())
         .and_then(|name| rt.config.consumers.by_name.get(name).copied());
+    let exp = claims
+        .get("exp")
+        .and_then(|e| e.as_f64())
+        .map_or(u64::MAX, |e| e as u64);
+    let claims = Arc::new(claims);
     if let Some(c) = cache {
-        let exp = claims
-            .get("exp")
-            .and_then(|e| e.as_f64())
-            .map_or(u64::MAX, |e| e as u64);
         let g = Granted {
             active: true,
+            claims: Some(claims.clone()),
             consumer,
             headers: headers.clone(),
             scopes: scopes.clone(),
@@ -547,6 +562,9 @@ async fn jwt_auth<B>(
     id.strip_headers.extend(id.pending_strip.take());
     id.headers.extend(headers);
     id.scopes.extend(scopes);
+    if id.claims.is_none() {
+        id.claims = Some(claims);
+    }
     Ok(consumer)
 }
 

@@ -462,6 +462,25 @@ fn key_text<'a>(
                 .and_then(|c| rt.config.consumers.list.get(c))
                 .map_or("anonymous", |c| &c.name),
         ),
+        portico_config::LimitKey::Claim(c) => Cow::Owned(
+            identity
+                .claims
+                .as_ref()
+                .and_then(|claims| claims.get(c))
+                .map(portico_auth::jwt::claim_header_value)
+                .unwrap_or_default(),
+        ),
+        portico_config::LimitKey::Composite(parts) => {
+            // Unit separator between parts, so `a` + `bc` and `ab` + `c` stay distinct.
+            let mut out = String::new();
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    out.push('\u{1f}');
+                }
+                out.push_str(&key_text(rt, p, route, req, client_ip, identity));
+            }
+            Cow::Owned(out)
+        }
     }
 }
 

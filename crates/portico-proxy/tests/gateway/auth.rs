@@ -973,3 +973,57 @@ async fn introspection_checks_opaque_tokens_and_caches_answers() {
     assert_eq!(got.status, 503);
     assert_eq!(got.json()["code"], "auth_unavailable");
 }
+
+#[tokio::test]
+async fn rate_limits_keyed_by_claim_and_composite_keys() {
+    let up = echo_server().await;
+    let gw = gateway(&gw_config(
+        &up,
+        &format!(
+            "      - type: jwt\n        issuers: [{{ algorithms: [HS256], keys: [{{ secret: \"{SECRET}\" }}] }}]\n      - type: rate_limit\n        key: {{ composite: [{{ claim: tenant }}, {{ header: x-app }}] }}\n        limits: [{{ requests: 1, per: 1m }}]\n"
+        ),
+    ))
+    .await;
+    let token = |tenant: &str| {
+        mint(
+            Algorithm::HS256,
+            SECRET,
+            None,
+            claims(json!({"aud": null, "tenant": tenant})),
+        )
+    };
+    let (a, b) = (token("acme"), token("globex"));
+    let send_as = |t: String, app: &'static str| {
+        let gw = &gw;
+        async move {
+            call(
+                gw,
+                "GET",
+                "/",
+                &[("authorization", &format!("Bearer {t}")), ("x-app", app)],
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(send_as(a.clone(), "web").await, 200);
+    assert_eq!(
+        send_as(a.clone(), "web").await,
+        429,
+        "same tenant, same app"
+    );
+    assert_eq!(
+        send_as(a.clone(), "mobile").await,
+        200,
+        "same tenant, other app"
+    );
+    assert_eq!(send_as(b.clone(), "web").await, 200, "other tenant");
+    // A second token of the same tenant shares the tenant's budget.
+    let a2 = mint(
+        Algorithm::HS256,
+        SECRET,
+        None,
+        claims(json!({"aud": null, "tenant": "acme", "sub": "bob"})),
+    );
+    assert_eq!(send_as(a2, "web").await, 429);
+}
