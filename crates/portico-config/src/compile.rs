@@ -1876,6 +1876,23 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
             let mut limits = Vec::new();
             for (i, l) in r.limits.iter().enumerate() {
                 let at = item_loc(node, "limits", i);
+                let sliding = l.algorithm == Some(LimitAlgorithmConfig::SlidingWindow);
+                if sliding && l.burst.is_some() {
+                    cx.sink.at(
+                        at,
+                        "`burst` applies to token-bucket limits, not `sliding_window`",
+                        "remove `burst`: a sliding window allows `requests` in any span of `per`",
+                    );
+                    continue;
+                }
+                if sliding && l.per.0 < Duration::from_millis(1) {
+                    cx.sink.at(
+                        at,
+                        "a sliding window must be at least 1ms",
+                        "use a window such as `1m` or `24h`",
+                    );
+                    continue;
+                }
                 let burst = l.burst.unwrap_or(l.requests);
                 if l.requests == 0 || burst == 0 || l.per.0.is_zero() {
                     cx.sink.at(
@@ -1889,6 +1906,7 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                     requests: l.requests,
                     per: l.per.0,
                     burst,
+                    sliding,
                 });
             }
             let key = limit_key(cx, r.key.clone().unwrap_or(LimitKeyConfig::ClientIp), node)?;

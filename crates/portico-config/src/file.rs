@@ -936,9 +936,21 @@ pub struct LimitConfig {
     pub requests: u32,
     /// The window, e.g. `1s`, `1m`, `24h`.
     pub per: DurationStr,
-    /// Requests allowed at once before the rate applies. Default: `requests`.
+    /// Requests allowed at once before the rate applies. Default: `requests`. Token-bucket
+    /// limits only.
     #[serde(default)]
     pub burst: Option<u32>,
+    /// `token_bucket` (GCRA: refills continuously, allows `burst` at once) or `sliding_window`
+    /// (at most `requests` in any span of `per`, for quotas). Default `token_bucket`.
+    #[serde(default)]
+    pub algorithm: Option<LimitAlgorithmConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitAlgorithmConfig {
+    TokenBucket,
+    SlidingWindow,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

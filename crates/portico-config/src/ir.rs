@@ -626,6 +626,8 @@ pub struct Limit {
     pub requests: u32,
     pub per: Duration,
     pub burst: u32,
+    /// A sliding-window quota instead of a token bucket (`burst` is then `requests`).
+    pub sliding: bool,
 }
 
 #[derive(Debug, Default)]

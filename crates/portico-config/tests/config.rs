@@ -531,6 +531,10 @@ fn semantic_errors() {
         ),
         ("policies: [{ type: jwtt }]", "did you mean `jwt`?"),
         (
+            "policies: [{ type: rate_limit, limits: [{ requests: 1, per: 1h, burst: 5, algorithm: sliding_window }] }]",
+            "`burst` applies to token-bucket limits",
+        ),
+        (
             "policies: [{ type: rate_limit, key: { composite: [route] }, limits: [{ requests: 1, per: 1s }] }]",
             "a composite key needs at least two parts",
         ),

@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod redis_limit;
 pub mod runtime;
 mod server;
+pub mod sliding;
 mod tls;
 
 use std::net::SocketAddr;

@@ -25,9 +25,15 @@ impl std::fmt::Debug for Limiters {
     }
 }
 
+/// The local state of one limit.
+enum State {
+    Bucket(Keyed),
+    Window(crate::sliding::SlidingWindow),
+}
+
 pub struct Limiters {
     pub fingerprint: u64,
-    limits: Vec<(Limit, Keyed)>,
+    limits: Vec<(Limit, State)>,
     /// `RateLimit-Policy`, the same for every response: built once.
     policy_header: Option<HeaderValue>,
     /// Shared counters, when the policy has `store: redis`; the local ones then serve only
@@ -38,8 +44,9 @@ pub struct Limiters {
 pub struct Shared {
     pub store: Arc<crate::redis_limit::RedisStore>,
     pub fail_open: bool,
-    /// (emission interval in µs, burst) per limit, as the script takes them.
-    params: Vec<(u64, u32)>,
+    /// Per limit, as the script takes them: (0, emission interval µs, burst) for a token
+    /// bucket, (1, window µs, requests) for a sliding window.
+    params: Vec<(u8, u64, u32)>,
     /// Units taken per round trip; above 1, the extra ones are leased to this instance.
     batch: u32,
     leases: std::sync::Mutex<std::collections::HashMap<String, Lease>>,
@@ -85,13 +92,21 @@ impl Limiters {
             .limits
             .iter()
             .map(|l| {
+                if l.sliding {
+                    return (
+                        l.clone(),
+                        State::Window(crate::sliding::SlidingWindow::new(l.requests, l.per)),
+                    );
+                }
                 let period = l.per / l.requests.max(1);
                 let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
                     .expect("period above zero")
                     .allow_burst(NonZeroU32::new(l.burst.max(1)).expect("burst above zero"));
                 (
                     l.clone(),
-                    RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>(),
+                    State::Bucket(
+                        RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>(),
+                    ),
                 )
             })
             .collect();
@@ -119,8 +134,12 @@ impl Limiters {
                     .limits
                     .iter()
                     .map(|l| {
+                        if l.sliding {
+                            let per = u64::try_from(l.per.as_micros()).unwrap_or(u64::MAX);
+                            return (1, per.max(1), l.requests.max(1));
+                        }
                         let t = (l.per.as_micros() / u128::from(l.requests.max(1))).max(1);
-                        (u64::try_from(t).unwrap_or(u64::MAX), l.burst.max(1))
+                        (0, u64::try_from(t).unwrap_or(u64::MAX), l.burst.max(1))
                     })
                     .collect(),
             }),
@@ -148,15 +167,26 @@ impl Limiters {
 
     /// Forgets keys whose buckets are full again (they would behave the same as new keys).
     pub fn sweep(&self) {
-        for (_, k) in &self.limits {
-            k.retain_recent();
-            k.shrink_to_fit();
+        for (_, state) in &self.limits {
+            match state {
+                State::Bucket(k) => {
+                    k.retain_recent();
+                    k.shrink_to_fit();
+                }
+                State::Window(w) => w.sweep(),
+            }
         }
     }
 
     /// Keys with state, summed over the limits.
     pub fn keys(&self) -> usize {
-        self.limits.iter().map(|(_, k)| k.len()).sum()
+        self.limits
+            .iter()
+            .map(|(_, state)| match state {
+                State::Bucket(k) => k.len(),
+                State::Window(w) => w.len(),
+            })
+            .sum()
     }
 
     /// Takes one request from every limit for `key`. `Err(wait)`: refused, retry after `wait`.
@@ -164,17 +194,18 @@ impl Limiters {
     pub fn check(&self, key: &str, want_headers: bool) -> Result<Allowed, (Duration, usize)> {
         let key = key.to_owned();
         let mut tightest: Option<(usize, u32)> = None;
-        for (i, (_, limiter)) in self.limits.iter().enumerate() {
-            match limiter.check_key(&key) {
-                Ok(snapshot) => {
-                    let left = snapshot.remaining_burst_capacity();
-                    if tightest.is_none_or(|(_, r)| left < r) {
-                        tightest = Some((i, left));
+        for (i, (_, state)) in self.limits.iter().enumerate() {
+            let left = match state {
+                State::Bucket(limiter) => match limiter.check_key(&key) {
+                    Ok(snapshot) => snapshot.remaining_burst_capacity(),
+                    Err(not_until) => {
+                        return Err((not_until.wait_time_from(limiter.clock().now()), i));
                     }
-                }
-                Err(not_until) => {
-                    return Err((not_until.wait_time_from(limiter.clock().now()), i));
-                }
+                },
+                State::Window(w) => w.check(&key).map_err(|wait| (wait, i))?,
+            };
+            if tightest.is_none_or(|(_, r)| left < r) {
+                tightest = Some((i, left));
             }
         }
         Ok(Allowed {
@@ -304,6 +335,7 @@ mod tests {
                 requests: 1,
                 per: Duration::from_millis(20),
                 burst: 1,
+                sliding: false,
             }],
             hide_headers: true,
             store: portico_config::LimitStore::Local,

@@ -14,41 +14,72 @@ use std::time::{Duration, Instant};
 use portico_config::RedisSettings;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-/// All limits of one policy, in one atomic step. KEYS: one per limit. ARGV: per limit, the
-/// emission interval T and the burst, then the units wanted (1, or the policy's `batch`).
+/// All limits of one policy, in one atomic step. KEYS: one per limit. ARGV: per limit a kind
+/// and two numbers — `0, T, burst` for a token bucket (GCRA: the key holds the theoretical
+/// arrival time), `1, window, requests` for a sliding window (a hash: window index, current and
+/// previous counts) — then the units wanted (1, or the policy's `batch`).
 /// Grants as many units as every limit has, up to the units wanted: `{granted, 0,
 /// remaining...}`, or `{0, wait_us, index of the limit that refused}` when not even one is there.
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = #KEYS
-local want = tonumber(ARGV[2 * n + 1])
-local tats = {}
+local want = tonumber(ARGV[3 * n + 1])
+local state = {}
 local grant = want
 local wait = 0
 local tightest = -1
 for i = 1, n do
-  local period = tonumber(ARGV[2 * i - 1])
-  local burst = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat < now then tat = now end
-  local available = math.floor((now + burst * period - tat) / period)
-  if available < grant then grant = available end
-  if available < 1 then
-    local w = tat + period - burst * period - now
-    if tightest < 0 or w > wait then wait = w; tightest = i - 1 end
+  local kind = tonumber(ARGV[3 * i - 2])
+  local a = tonumber(ARGV[3 * i - 1])
+  local b = tonumber(ARGV[3 * i])
+  local available
+  local w
+  if kind == 0 then
+    local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if tat < now then tat = now end
+    available = math.floor((now + b * a - tat) / a)
+    w = tat + a - b * a - now
+    state[i] = tat
+  else
+    local idx = math.floor(now / a)
+    local elapsed = now - idx * a
+    local h = redis.call('HMGET', KEYS[i], 'w', 'c', 'p')
+    local widx = tonumber(h[1] or '-1')
+    local cur = tonumber(h[2] or '0')
+    local prev = tonumber(h[3] or '0')
+    if widx == idx - 1 then prev = cur; cur = 0 elseif widx ~= idx then prev = 0; cur = 0 end
+    local est = prev * (1 - elapsed / a) + cur
+    available = math.floor(b - est)
+    if cur + 1 > b then
+      w = a - elapsed + math.max(0, a * (1 - (b - 1) / cur))
+    elseif prev > 0 then
+      w = math.max(1000, a * (1 - (b - 1 - cur) / prev) - elapsed)
+    else
+      w = 1000
+    end
+    state[i] = {idx, cur, prev, est}
   end
-  tats[i] = tat
+  if available < grant then grant = available end
+  if available < 1 and (tightest < 0 or w > wait) then wait = w; tightest = i - 1 end
 end
 if grant < 1 then return {0, math.ceil(math.max(wait, 1)), tightest} end
 local out = {grant, 0}
 for i = 1, n do
-  local period = tonumber(ARGV[2 * i - 1])
-  local burst = tonumber(ARGV[2 * i])
-  local new_tat = tats[i] + grant * period
-  local ttl_ms = math.ceil((new_tat - now) / 1000) + 1000
-  redis.call('SET', KEYS[i], string.format('%.0f', new_tat), 'PX', ttl_ms)
-  out[#out + 1] = math.floor((burst * period - (new_tat - now)) / period)
+  local kind = tonumber(ARGV[3 * i - 2])
+  local a = tonumber(ARGV[3 * i - 1])
+  local b = tonumber(ARGV[3 * i])
+  if kind == 0 then
+    local new_tat = state[i] + grant * a
+    local ttl_ms = math.ceil((new_tat - now) / 1000) + 1000
+    redis.call('SET', KEYS[i], string.format('%.0f', new_tat), 'PX', ttl_ms)
+    out[#out + 1] = math.floor((b * a - (new_tat - now)) / a)
+  else
+    local s = state[i]
+    redis.call('HSET', KEYS[i], 'w', string.format('%.0f', s[1]), 'c', s[2] + grant, 'p', s[3])
+    redis.call('PEXPIRE', KEYS[i], math.ceil(2 * a / 1000) + 1000)
+    out[#out + 1] = math.max(0, math.floor(b - s[4] - grant))
+  end
 end
 return out
 "#;
@@ -111,17 +142,17 @@ impl RedisStore {
         policy: &str,
         fingerprint: u64,
         key: &str,
-        params: &[(u64, u32)],
+        params: &[(u8, u64, u32)],
         want: u32,
     ) -> Result<Taken, ()> {
         let mut inv = self.script.prepare_invoke();
-        for (i, (period, burst)) in params.iter().enumerate() {
+        for (i, (kind, a, b)) in params.iter().enumerate() {
             // The `{…}` hash tag keeps a key's limits in one Redis Cluster slot.
             inv.key(format!(
                 "{}rl:{fingerprint:x}:{{{key}}}:{i}",
                 self.settings.key_prefix
             ));
-            inv.arg(*period).arg(*burst);
+            inv.arg(*kind).arg(*a).arg(*b);
         }
         inv.arg(want.max(1));
         let mut conn = self.conn.clone();

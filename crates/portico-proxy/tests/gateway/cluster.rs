@@ -261,3 +261,48 @@ async fn local_limit_is_exact_under_concurrency() {
     }
     assert_eq!(ok, 7);
 }
+
+#[tokio::test]
+async fn sliding_window_quotas_locally_and_through_redis() {
+    let up = echo_server().await;
+    let local = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n    policies:\n      - type: rate_limit\n        key: route\n        limits: [{{ requests: 3, per: 1m, algorithm: sliding_window }}]\n",
+        up.url()
+    )))
+    .await;
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            v.push(get(&local.url("/")).await.status.as_u16());
+        }
+        v
+    };
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let got = get(&local.url("/")).await;
+    let retry: u64 = got.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=120).contains(&retry), "{retry}");
+
+    if !shared_redis() {
+        return;
+    }
+    let p = prefix();
+    let yaml = config(&format!(
+        "redis: {{ url: \"redis://127.0.0.1:6379\", key_prefix: \"{p}\" }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n    policies:\n      - type: rate_limit\n        key: route\n        store: redis\n        limits:\n          - {{ requests: 100, per: 1s }}\n          - {{ requests: 5, per: 1h, algorithm: sliding_window }}\n",
+        up.url()
+    ));
+    let a = gateway(&yaml).await;
+    let b = gateway(&yaml).await;
+    let mut ok = 0;
+    for i in 0..12 {
+        let url = if i % 2 == 0 { a.url("/") } else { b.url("/") };
+        let got = get(&url).await;
+        if got.status == 200 {
+            ok += 1;
+        } else {
+            assert_eq!(got.status, 429);
+            let retry: u64 = got.header("retry-after").unwrap().parse().unwrap();
+            assert!(retry > 60, "the hour quota refused it: {retry}");
+        }
+    }
+    assert_eq!(ok, 5, "5 per hour across both instances");
+}
