@@ -1850,13 +1850,52 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                 return None;
             }
             let key = limit_key(cx, c.key.clone().unwrap_or(LimitKeyConfig::Route), node)?;
+            let adaptive = match &c.adaptive {
+                None => None,
+                Some(a) => {
+                    let anode = get(node, "adaptive").unwrap_or(node);
+                    let min = a.min_in_flight.unwrap_or(1);
+                    if key != LimitKey::Route {
+                        cx.sink.at(
+                            loc(node, "key"),
+                            "an `adaptive` cap is kept per route; it cannot be split by key",
+                            "remove `key` (or use `key: route`), or drop `adaptive`",
+                        );
+                        return None;
+                    }
+                    if a.target_latency.0.is_zero() {
+                        cx.sink.at(
+                            loc(anode, "target_latency"),
+                            "`target_latency` must be greater than 0",
+                            "use the latency a healthy upstream stays under, such as `250ms`",
+                        );
+                        return None;
+                    }
+                    if min == 0 || min > c.max_in_flight {
+                        cx.sink.at(
+                            loc(anode, "min_in_flight"),
+                            format!(
+                                "`min_in_flight` must be between 1 and `max_in_flight` ({})",
+                                c.max_in_flight
+                            ),
+                            "remove it for the default, 1",
+                        );
+                        return None;
+                    }
+                    Some((a.target_latency.0, min))
+                }
+            };
             let id = cx.concurrency_limits;
             cx.concurrency_limits += 1;
-            let fingerprint = fnv(format!("{key:?}{}", c.max_in_flight).as_bytes(), FNV_START);
+            let fingerprint = fnv(
+                format!("{key:?}{}{adaptive:?}", c.max_in_flight).as_bytes(),
+                FNV_START,
+            );
             Policy::ConcurrencyLimit(ConcurrencyPolicy {
                 id,
                 max_in_flight: c.max_in_flight,
                 key,
+                adaptive,
                 fingerprint,
             })
         }

@@ -649,6 +649,20 @@ pub struct ConcurrencyLimitPolicyConfig {
     /// `route`.
     #[serde(default)]
     pub key: Option<LimitKeyConfig>,
+    /// Lower the cap while requests take longer than a target, and raise it back when they
+    /// are fast again (load shedding). Key `route` only.
+    #[serde(default)]
+    pub adaptive: Option<AdaptiveConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveConfig {
+    /// Request duration (head to end of response) above which the cap shrinks.
+    pub target_latency: DurationStr,
+    /// The cap never goes below this. Default 1.
+    #[serde(default)]
+    pub min_in_flight: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

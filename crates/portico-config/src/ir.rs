@@ -427,6 +427,8 @@ pub struct ConcurrencyPolicy {
     pub id: usize,
     pub max_in_flight: u32,
     pub key: LimitKey,
+    /// (target latency, minimum cap) when the cap adapts to latency.
+    pub adaptive: Option<(Duration, u32)>,
     /// Equal fingerprints: a reload keeps the in-flight counts.
     pub fingerprint: u64,
 }

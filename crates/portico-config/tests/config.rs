@@ -531,6 +531,14 @@ fn semantic_errors() {
         ),
         ("policies: [{ type: jwtt }]", "did you mean `jwt`?"),
         (
+            "policies: [{ type: concurrency_limit, max_in_flight: 10, key: client_ip, adaptive: { target_latency: 100ms } }]",
+            "cannot be split by key",
+        ),
+        (
+            "policies: [{ type: concurrency_limit, max_in_flight: 10, adaptive: { target_latency: 100ms, min_in_flight: 11 } }]",
+            "`min_in_flight` must be between 1 and `max_in_flight` (10)",
+        ),
+        (
             "policies: [{ type: rate_limit, limits: [{ requests: 1, per: 1h, burst: 5, algorithm: sliding_window }] }]",
             "`burst` applies to token-bucket limits",
         ),

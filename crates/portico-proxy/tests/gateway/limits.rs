@@ -178,3 +178,60 @@ async fn concurrency_limit_refuses_at_once_over_the_cap() {
     // The places are released when the responses end.
     assert_eq!(get(&gw.url("/")).await.status, 200);
 }
+
+#[tokio::test]
+async fn adaptive_concurrency_sheds_load_while_the_upstream_is_slow() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let delay_ms = Arc::new(AtomicU64::new(300));
+    let d = delay_ms.clone();
+    let up = serve(move |_req| {
+        let d = d.clone();
+        async move {
+            let ms = d.load(Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            http::Response::new(full("ok"))
+        }
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: adaptive\n    upstream: u\n    policies:\n      - type: concurrency_limit\n        max_in_flight: 20\n        adaptive: {{ target_latency: 100ms, min_in_flight: 2 }}\n",
+        up.url()
+    )))
+    .await;
+    let wave = |n: usize| {
+        let url = gw.url("/");
+        async move {
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..n {
+                let url = url.clone();
+                set.spawn(async move { get(&url).await.status.as_u16() });
+            }
+            let mut ok = 0;
+            while let Some(s) = set.join_next().await {
+                match s.unwrap() {
+                    200 => ok += 1,
+                    503 => {}
+                    other => panic!("unexpected {other}"),
+                }
+            }
+            ok
+        }
+    };
+    assert_eq!(wave(20).await, 20, "the cap starts at max_in_flight");
+    // Each slow wave shrinks the cap.
+    let mut last = 20;
+    for _ in 0..3 {
+        last = wave(20).await;
+    }
+    assert!(
+        (2..20).contains(&last),
+        "slow upstream: the cap came down to {last}"
+    );
+    // Fast again: the cap grows back.
+    delay_ms.store(0, Ordering::SeqCst);
+    for _ in 0..300 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    assert_eq!(wave(20).await, 20, "recovered to max_in_flight");
+}
