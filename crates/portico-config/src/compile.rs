@@ -688,16 +688,35 @@ fn compile_redis(
 ) -> Option<RedisSettings> {
     let cfg = cfg?;
     let node = node?;
-    let ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
-        .iter()
-        .any(|p| cfg.url.starts_with(p));
-    if !ok {
-        cx.sink.at(
-            loc(node, "url"),
-            format!("`{}` is not a Redis URL", cfg.url),
-            "write `redis://host:port` (or `rediss://` for TLS), e.g. `redis://127.0.0.1:6379/0`",
-        );
-        return None;
+    let urls: Vec<(String, Loc)> = match (&cfg.url, cfg.cluster_nodes.is_empty()) {
+        (Some(u), true) => vec![(u.clone(), loc(node, "url"))],
+        (None, false) => cfg
+            .cluster_nodes
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.clone(), item_loc(node, "cluster_nodes", i)))
+            .collect(),
+        _ => {
+            cx.sink.at(
+                node.loc,
+                "`redis` needs exactly one of `url` and `cluster_nodes`",
+                "give `url: redis://host:6379` for one server, or `cluster_nodes: [...]` for a Redis Cluster",
+            );
+            return None;
+        }
+    };
+    for (u, at) in &urls {
+        let ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+            .iter()
+            .any(|p| u.starts_with(p));
+        if !ok {
+            cx.sink.at(
+                *at,
+                format!("`{u}` is not a Redis URL"),
+                "write `redis://host:port` (or `rediss://` for TLS), e.g. `redis://127.0.0.1:6379/0`",
+            );
+            return None;
+        }
     }
     let timeout = cfg.timeout.map_or(Duration::from_millis(50), |d| d.0);
     if timeout.is_zero() {
@@ -709,7 +728,8 @@ fn compile_redis(
         return None;
     }
     Some(RedisSettings {
-        url: cfg.url.clone(),
+        url: urls[0].0.clone(),
+        cluster_nodes: cfg.cluster_nodes.clone(),
         timeout,
         key_prefix: cfg.key_prefix.clone().unwrap_or_else(|| "portico:".into()),
     })

@@ -49,8 +49,13 @@ pub struct FileConfig {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS).
-    pub url: String,
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS). Exactly one of `url`
+    /// and `cluster_nodes`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Redis Cluster: URLs of some of its nodes; the rest are discovered.
+    #[serde(default)]
+    pub cluster_nodes: Vec<String>,
     /// Time allowed for one rate-limit decision (one script call); past it the policy's
     /// `on_store_failure` applies. Default `50ms`.
     #[serde(default)]

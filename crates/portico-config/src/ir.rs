@@ -584,7 +584,10 @@ pub struct CorsPolicy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
+    /// The server, or (with `cluster`) the first of the seed nodes.
     pub url: String,
+    /// Redis Cluster seed nodes; empty for a single server.
+    pub cluster_nodes: Vec<String>,
     pub timeout: Duration,
     pub key_prefix: String,
 }

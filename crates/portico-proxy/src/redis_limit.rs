@@ -86,7 +86,7 @@ return out
 
 pub struct RedisStore {
     pub settings: RedisSettings,
-    conn: ConnectionManager,
+    conn: Conn,
     script: redis::Script,
     up: AtomicBool,
 }
@@ -107,6 +107,17 @@ fn redact(url: &str) -> String {
     }
 }
 
+enum Conn {
+    /// One server: a multiplexed connection, reconnected in the background.
+    Single(ConnectionManager),
+    /// Redis Cluster: connected on first use (the client follows slot moves and node
+    /// failures itself); a failed attempt is retried on the next request.
+    Cluster {
+        client: redis::cluster::ClusterClient,
+        conn: tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>,
+    },
+}
+
 pub enum Taken {
     /// `granted` units (at least 1), and what remains per limit after them.
     Allowed { granted: u32, remaining: Vec<u32> },
@@ -118,15 +129,33 @@ impl RedisStore {
     /// Builds the store; the connection is made on first use, not here, so a gateway starts
     /// (and fails open or closed) while Redis is down.
     pub fn new(settings: RedisSettings) -> Result<Arc<RedisStore>, String> {
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| format!("redis `{}`: {e}", redact(&settings.url)))?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout.max(Duration::from_millis(200))))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, cfg)
-            .map_err(|e| format!("redis `{}`: {e}", redact(&settings.url)))?;
+        let connect_timeout = settings.timeout.max(Duration::from_millis(200));
+        let conn = if settings.cluster_nodes.is_empty() {
+            let client = redis::Client::open(settings.url.as_str())
+                .map_err(|e| format!("redis `{}`: {e}", redact(&settings.url)))?;
+            let cfg = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(Some(settings.timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(1));
+            Conn::Single(
+                ConnectionManager::new_lazy_with_config(client, cfg)
+                    .map_err(|e| format!("redis `{}`: {e}", redact(&settings.url)))?,
+            )
+        } else {
+            let client = redis::cluster::ClusterClient::builder(
+                settings.cluster_nodes.iter().map(String::as_str),
+            )
+            .connection_timeout(connect_timeout)
+            .response_timeout(settings.timeout)
+            .retries(1)
+            .build()
+            .map_err(|e| format!("redis cluster `{}`: {e}", redact(&settings.url)))?;
+            Conn::Cluster {
+                client,
+                conn: tokio::sync::OnceCell::new(),
+            }
+        };
         Ok(Arc::new(RedisStore {
             settings,
             conn,
@@ -155,12 +184,18 @@ impl RedisStore {
             inv.arg(*kind).arg(*a).arg(*b);
         }
         inv.arg(want.max(1));
-        let mut conn = self.conn.clone();
         let started = Instant::now();
-        let result = tokio::time::timeout(
-            self.settings.timeout,
-            inv.invoke_async::<Vec<i64>>(&mut conn),
-        )
+        let result = tokio::time::timeout(self.settings.timeout, async {
+            match &self.conn {
+                Conn::Single(c) => inv.invoke_async::<Vec<i64>>(&mut c.clone()).await,
+                Conn::Cluster { client, conn } => {
+                    let c = conn
+                        .get_or_try_init(|| client.get_async_connection())
+                        .await?;
+                    inv.invoke_async::<Vec<i64>>(&mut c.clone()).await
+                }
+            }
+        })
         .await;
         metrics::histogram!("portico_redis_duration_seconds")
             .record(started.elapsed().as_secs_f64());

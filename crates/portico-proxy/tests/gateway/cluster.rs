@@ -120,6 +120,10 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start(port: u16) -> Option<OwnRedis> {
+        OwnRedis::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Option<OwnRedis> {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -131,6 +135,7 @@ impl OwnRedis {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .ok()?;
@@ -305,4 +310,97 @@ async fn sliding_window_quotas_locally_and_through_redis() {
         }
     }
     assert_eq!(ok, 5, "5 per hour across both instances");
+}
+
+/// A three-node Redis Cluster on free ports (no replicas), made with `redis-cli --cluster`.
+fn start_cluster() -> Option<(Vec<OwnRedis>, Vec<u16>)> {
+    let dir = temp_dir("redis-cluster");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes = Vec::new();
+    for p in &ports {
+        let conf = dir.join(format!("nodes-{p}.conf"));
+        nodes.push(OwnRedis::start_with(
+            *p,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                conf.to_str()?,
+                "--dir",
+                dir.to_str()?,
+            ],
+        )?);
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let created = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !created.success() {
+        return None;
+    }
+    // Every node must agree the cluster is up before it serves keys.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for p in &ports {
+        loop {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &p.to_string(), "cluster", "info"])
+                .output()
+                .ok()?;
+            if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Some((nodes, ports))
+}
+
+#[tokio::test]
+async fn a_limit_shared_through_redis_cluster() {
+    let Some((_nodes, ports)) = start_cluster() else {
+        require("a Redis Cluster (redis-server and redis-cli)", false);
+        return;
+    };
+    let up = echo_server().await;
+    let nodes = ports
+        .iter()
+        .map(|p| format!("\"redis://127.0.0.1:{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let yaml = config(&format!(
+        "redis: {{ cluster_nodes: [{nodes}], key_prefix: \"{}\", timeout: 500ms }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n    policies:\n      - type: rate_limit\n        key: {{ header: x-tenant }}\n        store: redis\n        on_store_failure: fail_closed\n        limits:\n          - {{ requests: 4, per: 1m }}\n          - {{ requests: 100, per: 1h, algorithm: sliding_window }}\n",
+        prefix(),
+        up.url()
+    ));
+    let a = gateway(&yaml).await;
+    let b = gateway(&yaml).await;
+    let c = client(false, &[]);
+    // Several tenants, so keys land on different nodes; each tenant gets exactly 4.
+    for tenant in ["t1", "t2", "t3", "t4", "t5"] {
+        let mut ok = 0;
+        for i in 0..10 {
+            let gw = if i % 2 == 0 { &a } else { &b };
+            let got = send(
+                &c,
+                crate::req("GET", &gw.url("/"))
+                    .header("x-tenant", tenant)
+                    .body(crate::empty())
+                    .unwrap(),
+            )
+            .await;
+            match got.status.as_u16() {
+                200 => ok += 1,
+                429 => {}
+                s => panic!("{tenant}: unexpected {s}: {}", got.text()),
+            }
+        }
+        assert_eq!(ok, 4, "tenant {tenant}");
+    }
 }
