@@ -112,10 +112,12 @@ enum Conn {
     Single(ConnectionManager),
     /// Redis Cluster: connected on first use (the client follows slot moves and node
     /// failures itself); a failed attempt is retried on the next request.
-    Cluster {
-        client: redis::cluster::ClusterClient,
-        conn: tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>,
-    },
+    Cluster(Box<ClusterConn>),
+}
+
+struct ClusterConn {
+    client: redis::cluster::ClusterClient,
+    conn: tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>,
 }
 
 pub enum Taken {
@@ -151,10 +153,10 @@ impl RedisStore {
             .retries(1)
             .build()
             .map_err(|e| format!("redis cluster `{}`: {e}", redact(&settings.url)))?;
-            Conn::Cluster {
+            Conn::Cluster(Box::new(ClusterConn {
                 client,
                 conn: tokio::sync::OnceCell::new(),
-            }
+            }))
         };
         Ok(Arc::new(RedisStore {
             settings,
@@ -188,9 +190,10 @@ impl RedisStore {
         let result = tokio::time::timeout(self.settings.timeout, async {
             match &self.conn {
                 Conn::Single(c) => inv.invoke_async::<Vec<i64>>(&mut c.clone()).await,
-                Conn::Cluster { client, conn } => {
-                    let c = conn
-                        .get_or_try_init(|| client.get_async_connection())
+                Conn::Cluster(cc) => {
+                    let c = cc
+                        .conn
+                        .get_or_try_init(|| cc.client.get_async_connection())
                         .await?;
                     inv.invoke_async::<Vec<i64>>(&mut c.clone()).await
                 }
