@@ -688,19 +688,35 @@ fn compile_redis(
 ) -> Option<RedisSettings> {
     let cfg = cfg?;
     let node = node?;
-    let urls: Vec<(String, Loc)> = match (&cfg.url, cfg.cluster_nodes.is_empty()) {
-        (Some(u), true) => vec![(u.clone(), loc(node, "url"))],
-        (None, false) => cfg
+    let urls: Vec<(String, Loc)> = match (&cfg.url, cfg.cluster_nodes.is_empty(), &cfg.sentinel) {
+        (Some(u), true, None) => vec![(u.clone(), loc(node, "url"))],
+        (None, false, None) => cfg
             .cluster_nodes
             .iter()
             .enumerate()
             .map(|(i, u)| (u.clone(), item_loc(node, "cluster_nodes", i)))
             .collect(),
+        (None, true, Some(s)) if !s.nodes.is_empty() && !s.master.is_empty() => {
+            let snode = get(node, "sentinel").unwrap_or(node);
+            s.nodes
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.clone(), item_loc(snode, "nodes", i)))
+                .collect()
+        }
+        (None, true, Some(_)) => {
+            cx.sink.at(
+                loc(node, "sentinel"),
+                "`sentinel` needs `nodes` and `master`",
+                "e.g. `sentinel: { nodes: [\"redis://10.0.0.5:26379\"], master: mymaster }`",
+            );
+            return None;
+        }
         _ => {
             cx.sink.at(
                 node.loc,
-                "`redis` needs exactly one of `url` and `cluster_nodes`",
-                "give `url: redis://host:6379` for one server, or `cluster_nodes: [...]` for a Redis Cluster",
+                "`redis` needs exactly one of `url`, `cluster_nodes` and `sentinel`",
+                "give `url: redis://host:6379` for one server, `cluster_nodes: [...]` for a Redis Cluster, or `sentinel: { nodes: [...], master: NAME }`",
             );
             return None;
         }
@@ -730,6 +746,10 @@ fn compile_redis(
     Some(RedisSettings {
         url: urls[0].0.clone(),
         cluster_nodes: cfg.cluster_nodes.clone(),
+        sentinel: cfg
+            .sentinel
+            .as_ref()
+            .map(|s| (s.nodes.clone(), s.master.clone())),
         timeout,
         key_prefix: cfg.key_prefix.clone().unwrap_or_else(|| "portico:".into()),
     })

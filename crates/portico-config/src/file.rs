@@ -48,6 +48,15 @@ pub struct FileConfig {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// Sentinel URLs, `redis://host:26379`.
+    pub nodes: Vec<String>,
+    /// The primary's name in the sentinels' `sentinel monitor` line.
+    pub master: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS). Exactly one of `url`
     /// and `cluster_nodes`.
@@ -56,6 +65,9 @@ pub struct RedisConfig {
     /// Redis Cluster: URLs of some of its nodes; the rest are discovered.
     #[serde(default)]
     pub cluster_nodes: Vec<String>,
+    /// Redis Sentinel: the sentinels and the name of the primary they watch.
+    #[serde(default)]
+    pub sentinel: Option<SentinelConfig>,
     /// Time allowed for one rate-limit decision (one script call); past it the policy's
     /// `on_store_failure` applies. Default `50ms`.
     #[serde(default)]

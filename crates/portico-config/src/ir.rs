@@ -588,6 +588,8 @@ pub struct RedisSettings {
     pub url: String,
     /// Redis Cluster seed nodes; empty for a single server.
     pub cluster_nodes: Vec<String>,
+    /// Sentinel URLs and the primary's name, when the primary is found through Sentinel.
+    pub sentinel: Option<(Vec<String>, String)>,
     pub timeout: Duration,
     pub key_prefix: String,
 }

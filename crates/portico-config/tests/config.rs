@@ -532,7 +532,7 @@ fn semantic_errors() {
         ("policies: [{ type: jwtt }]", "did you mean `jwt`?"),
         (
             "redis: { url: \"redis://a:1\", cluster_nodes: [\"redis://b:1\"] }",
-            "exactly one of `url` and `cluster_nodes`",
+            "exactly one of `url`, `cluster_nodes` and `sentinel`",
         ),
         (
             "policies: [{ type: concurrency_limit, max_in_flight: 10, key: client_ip, adaptive: { target_latency: 100ms } }]",

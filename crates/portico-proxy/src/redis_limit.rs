@@ -113,6 +113,29 @@ enum Conn {
     /// Redis Cluster: connected on first use (the client follows slot moves and node
     /// failures itself); a failed attempt is retried on the next request.
     Cluster(Box<ClusterConn>),
+    /// Through Sentinel: the primary is looked up on first use, and again after any failed
+    /// call (a failover moves it).
+    Sentinel(Box<SentinelConn>),
+}
+
+struct SentinelConn {
+    client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    conn: std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+impl SentinelConn {
+    async fn get(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        if let Some(c) = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(c);
+        }
+        let c = self.client.lock().await.get_async_connection().await?;
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    fn forget(&self) {
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 struct ClusterConn {
@@ -132,7 +155,19 @@ impl RedisStore {
     /// (and fails open or closed) while Redis is down.
     pub fn new(settings: RedisSettings) -> Result<Arc<RedisStore>, String> {
         let connect_timeout = settings.timeout.max(Duration::from_millis(200));
-        let conn = if settings.cluster_nodes.is_empty() {
+        let conn = if let Some((nodes, master)) = &settings.sentinel {
+            let client = redis::sentinel::SentinelClient::build(
+                nodes.iter().map(String::as_str).collect(),
+                master.clone(),
+                None,
+                redis::sentinel::SentinelServerType::Master,
+            )
+            .map_err(|e| format!("redis sentinel `{}`: {e}", redact(&settings.url)))?;
+            Conn::Sentinel(Box::new(SentinelConn {
+                client: tokio::sync::Mutex::new(client),
+                conn: std::sync::Mutex::new(None),
+            }))
+        } else if settings.cluster_nodes.is_empty() {
             let client = redis::Client::open(settings.url.as_str())
                 .map_err(|e| format!("redis `{}`: {e}", redact(&settings.url)))?;
             let cfg = ConnectionManagerConfig::new()
@@ -197,9 +232,22 @@ impl RedisStore {
                         .await?;
                     inv.invoke_async::<Vec<i64>>(&mut c.clone()).await
                 }
+                Conn::Sentinel(sc) => {
+                    let mut c = sc.get().await?;
+                    let r = inv.invoke_async::<Vec<i64>>(&mut c).await;
+                    if r.is_err() {
+                        sc.forget();
+                    }
+                    r
+                }
             }
         })
         .await;
+        if result.is_err()
+            && let Conn::Sentinel(sc) = &self.conn
+        {
+            sc.forget();
+        }
         metrics::histogram!("portico_redis_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         let error = match result {

@@ -404,3 +404,64 @@ async fn a_limit_shared_through_redis_cluster() {
         assert_eq!(ok, 4, "tenant {tenant}");
     }
 }
+
+#[tokio::test]
+async fn a_limit_shared_through_sentinel() {
+    let master_port = free_port();
+    let Some(_master) = OwnRedis::start(master_port) else {
+        require("redis-server (the binary)", false);
+        return;
+    };
+    // A sentinel watching the primary (its config file must be writable: sentinels rewrite it).
+    let dir = temp_dir("sentinel");
+    let sentinel_port = free_port();
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor primary 127.0.0.1 {master_port} 1\n"
+        ),
+    )
+    .unwrap();
+    let Ok(child) = std::process::Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    else {
+        require("redis-server --sentinel", false);
+        return;
+    };
+    let _sentinel = OwnRedis { child };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", sentinel_port)).is_err() {
+        assert!(Instant::now() < deadline, "sentinel did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let up = echo_server().await;
+    let yaml = config(&format!(
+        "redis: {{ sentinel: {{ nodes: [\"redis://127.0.0.1:{sentinel_port}\"], master: primary }}, key_prefix: \"{}\", timeout: 500ms }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n    policies:\n      - type: rate_limit\n        key: route\n        store: redis\n        on_store_failure: fail_closed\n        limits: [{{ requests: 6, per: 1m }}]\n",
+        prefix(),
+        up.url()
+    ));
+    let a = gateway(&yaml).await;
+    let b = gateway(&yaml).await;
+    let mut ok = 0;
+    for i in 0..14 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        match get(&gw.url("/")).await.status.as_u16() {
+            200 => ok += 1,
+            429 => {}
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert_eq!(
+        ok, 6,
+        "the primary found through Sentinel holds one shared limit"
+    );
+    // The counters really are on that primary.
+    let client = redis::Client::open(format!("redis://127.0.0.1:{master_port}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let n: usize = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert!(n > 0);
+}
