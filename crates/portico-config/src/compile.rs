@@ -787,7 +787,18 @@ fn check_chain(
     nodes: &[&Node],
     mut auth: bool,
 ) -> bool {
+    let mut cors_seen = false;
     for (p, n) in policies.iter().zip(nodes) {
+        if let PolicyConfig::Cors(_) = p {
+            if cors_seen {
+                cx.sink.at(
+                    n.loc,
+                    "a second `cors` policy in the same list would never be used",
+                    "merge the two: list every origin, method and header in one `cors` policy",
+                );
+            }
+            cors_seen = true;
+        }
         match p {
             PolicyConfig::ApiKey(_)
             | PolicyConfig::BasicAuth(_)

@@ -950,7 +950,7 @@ pub enum StoreFailureConfig {
 pub enum LimitKeyConfig {
     ClientIp,
     Route,
-    /// The authenticated consumer (requests without one share the key `anonymous`).
+    /// The authenticated consumer (requests without one share one anonymous bucket).
     Consumer,
     Header(String),
     /// A claim of the token a `jwt` or `introspection` policy accepted earlier in the chain

@@ -531,6 +531,10 @@ fn semantic_errors() {
         ),
         ("policies: [{ type: jwtt }]", "did you mean `jwt`?"),
         (
+            "policies: [{ type: cors, origins: [\"*\"] }, { type: cors, origins: [\"*\"] }]",
+            "a second `cors` policy in the same list would never be used",
+        ),
+        (
             "redis: { url: \"redis://a:1\", cluster_nodes: [\"redis://b:1\"] }",
             "exactly one of `url`, `cluster_nodes` and `sentinel`",
         ),

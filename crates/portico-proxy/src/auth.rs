@@ -280,14 +280,19 @@ fn api_key<B>(
     {
         id.strip_query.push(q.clone());
     }
+    // A key in the query is percent-decoded, as route query conditions are (`+` is a space).
+    let decoded;
     let (key, from_query) = match req.headers().get(&m.header) {
         Some(v) => (v.as_bytes(), false),
         None => match m
             .query
             .as_deref()
-            .and_then(|q| query_param(req.uri().query(), q))
+            .and_then(|q| portico_config::router::query_param(req.uri().query(), q))
         {
-            Some(v) => (v.as_bytes(), true),
+            Some(v) => {
+                decoded = v;
+                (decoded.as_bytes(), true)
+            }
             None => return Err(Failure::Missing),
         },
     };

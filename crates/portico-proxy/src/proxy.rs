@@ -456,11 +456,13 @@ fn key_text<'a>(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or(""),
         ),
+        // Consumer names are header text, so they never contain a control character: the
+        // anonymous bucket's key cannot collide with a consumer named `anonymous`.
         portico_config::LimitKey::Consumer => Cow::Borrowed(
             identity
                 .consumer
                 .and_then(|c| rt.config.consumers.list.get(c))
-                .map_or("anonymous", |c| &c.name),
+                .map_or("\u{0}anonymous", |c| &c.name),
         ),
         portico_config::LimitKey::Claim(c) => Cow::Owned(
             identity

@@ -132,7 +132,7 @@ async fn api_keys_identify_consumers_and_never_travel_upstream() {
     );
     assert_eq!(seen["headers"]["x-consumer-groups"], "admins,staff");
     // Query key: accepted, then removed before the upstream sees the URI.
-    let got = call(&gw, "GET", "/x?a=1&api_key=bob-key-1&b=2", &[]).await;
+    let got = call(&gw, "GET", "/x?a=1&api_key=bob%2Dkey%2D1&b=2", &[]).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["uri"], "/x?a=1&b=2");
     assert_eq!(got.json()["headers"]["x-consumer-name"], "bob");
