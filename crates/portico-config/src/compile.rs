@@ -933,6 +933,24 @@ fn compile_upstreams(
                         continue;
                     }
                 };
+                if h.grpc_service.is_some() {
+                    if h.path.is_some() {
+                        cx.sink.at(
+                            loc(hnode, "grpc_service"),
+                            "`grpc_service` and `path` cannot be combined",
+                            "a gRPC health check asks `grpc.health.v1.Health/Check`; remove `path`",
+                        );
+                        continue;
+                    }
+                    if targets.iter().any(|t: &Target| t.scheme == Scheme::Http) {
+                        cx.sink.at(
+                            loc(hnode, "grpc_service"),
+                            "gRPC health checks need HTTP/2 targets",
+                            "write the targets as `h2c://host:port` (or `https://` with HTTP/2)",
+                        );
+                        continue;
+                    }
+                }
                 if let Some(bad) = h
                     .expected_statuses
                     .iter()
@@ -964,6 +982,7 @@ fn compile_upstreams(
                 }
                 Some(HealthCheck {
                     path,
+                    grpc_service: h.grpc_service.clone(),
                     interval,
                     timeout: h.timeout.map_or(Duration::from_secs(2), |d| d.0),
                     expected_statuses: h.expected_statuses.clone(),

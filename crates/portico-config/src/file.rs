@@ -317,9 +317,14 @@ pub enum RetryCondition {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
-    /// Path requested with GET; omit for a TCP connect check.
+    /// Path requested with GET; omit (with `grpc_service`) for a TCP connect check.
     #[serde(default)]
     pub path: Option<String>,
+    /// Use the gRPC health protocol (`grpc.health.v1.Health/Check`) for this service name
+    /// (`""` for the server as a whole) instead of `path`. Targets must speak HTTP/2
+    /// (`h2c://` or `https://`).
+    #[serde(default)]
+    pub grpc_service: Option<String>,
     /// Time between checks of each target. Default `5s`.
     #[serde(default)]
     pub interval: Option<DurationStr>,

@@ -181,8 +181,10 @@ pub struct RetryPolicy {
 
 #[derive(Debug, Clone)]
 pub struct HealthCheck {
-    /// `None`: a TCP connect check.
+    /// `None` (and no `grpc_service`): a TCP connect check.
     pub path: Option<http::uri::PathAndQuery>,
+    /// gRPC health protocol check of this service instead of `path`.
+    pub grpc_service: Option<String>,
     pub interval: Duration,
     pub timeout: Duration,
     /// Empty: 200–399.

@@ -531,6 +531,14 @@ fn semantic_errors() {
         ),
         ("policies: [{ type: jwtt }]", "did you mean `jwt`?"),
         (
+            "upstreams: { u: { targets: [\"http://127.0.0.1:1\"], health_check: { grpc_service: x } } }",
+            "gRPC health checks need HTTP/2 targets",
+        ),
+        (
+            "upstreams: { u: { targets: [\"h2c://127.0.0.1:1\"], health_check: { grpc_service: x, path: /h } } }",
+            "`grpc_service` and `path` cannot be combined",
+        ),
+        (
             "policies: [{ type: cors, origins: [\"*\"] }, { type: cors, origins: [\"*\"] }]",
             "a second `cors` policy in the same list would never be used",
         ),

@@ -402,6 +402,12 @@ impl UpstreamPool {
         let Ok(conn) = self.connect(tp).await else {
             return false;
         };
+        if let Some(service) = &hc.grpc_service {
+            return match conn {
+                Conn::H2(tx) => grpc_health(tx, tp, service).await,
+                Conn::H1(_) => false,
+            };
+        }
         let Some(path) = &hc.path else { return true };
         let mut req = Request::new(Body::Empty);
         req.headers_mut().insert(
@@ -797,6 +803,91 @@ impl TargetPool {
         }
         Response::from_parts(parts, b)
     }
+}
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse`; status 1 is SERVING.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// One `grpc.health.v1.Health/Check` call: healthy when the call succeeds (`grpc-status: 0`)
+/// and the answer is SERVING.
+async fn grpc_health(mut tx: http2::SendRequest<Body>, tp: &TargetPool, service: &str) -> bool {
+    use prost::Message;
+    let msg = HealthCheckRequest {
+        service: service.to_owned(),
+    }
+    .encode_to_vec();
+    // gRPC message framing: not compressed, 4-byte big-endian length, the message.
+    let mut frame = Vec::with_capacity(5 + msg.len());
+    frame.push(0);
+    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&msg);
+    let scheme = if tp.target.scheme == Scheme::Https {
+        "https"
+    } else {
+        "http"
+    };
+    let Ok(uri) = Uri::builder()
+        .scheme(scheme)
+        .authority(tp.target.authority.clone())
+        .path_and_query("/grpc.health.v1.Health/Check")
+        .build()
+    else {
+        return false;
+    };
+    let mut req = Request::new(Body::full(frame));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_2;
+    let h = req.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    h.insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("portico-health-check"),
+    );
+    let Ok(resp) = tx.send_request(req).await else {
+        return false;
+    };
+    if resp.status() != http::StatusCode::OK {
+        return false;
+    }
+    // A trailers-only error answer carries grpc-status in the head.
+    if resp
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|s| s.as_bytes() != b"0")
+    {
+        return false;
+    }
+    use http_body_util::BodyExt;
+    let Ok(collected) = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
+        .collect()
+        .await
+    else {
+        return false;
+    };
+    let ok_status = collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .is_some_and(|s| s.as_bytes() == b"0");
+    let body = collected.to_bytes();
+    ok_status
+        && body.len() >= 5
+        && HealthCheckResponse::decode(&body[5..]).is_ok_and(|r| r.status == 1)
 }
 
 fn is_idempotent(m: &Method) -> bool {

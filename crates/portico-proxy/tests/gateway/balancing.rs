@@ -518,3 +518,28 @@ async fn targets_named_by_dns_are_resolved_when_connecting() {
         (200, "by-name".to_string())
     );
 }
+
+#[tokio::test]
+async fn grpc_health_checks_use_the_grpc_health_protocol() {
+    let grpc = grpc_health().await;
+    let gw = gateway(&crate::config(&format!(
+        "upstreams:\n  serving: {{ targets: [\"h2c://{grpc}\"], health_check: {{ grpc_service: portico.test, interval: 100ms, healthy_threshold: 1, unhealthy_threshold: 1 }} }}\n  unknown: {{ targets: [\"h2c://{grpc}\"], health_check: {{ grpc_service: no.such.Service, interval: 100ms, healthy_threshold: 1, unhealthy_threshold: 1 }} }}\n  whole: {{ targets: [\"h2c://{grpc}\"], health_check: {{ grpc_service: \"\", interval: 100ms, healthy_threshold: 1, unhealthy_threshold: 1 }} }}\nroutes:\n  - upstream: serving\n"
+    )))
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let health = get(&gw.admin_url("/upstreams")).await.json();
+        let state = |u: &str| health[u]["targets"][0]["healthy"].as_bool();
+        if state("serving") == Some(true)
+            && state("whole") == Some(true)
+            && state("unknown") == Some(false)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never settled: {health}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
