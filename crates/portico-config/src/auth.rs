@@ -142,15 +142,15 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         | PolicyConfig::BasicAuth(_)
         | PolicyConfig::Jwt(_)
         | PolicyConfig::ClientCert(_)
-        | PolicyConfig::Introspection(_) => Policy::Auth(AuthPolicy {
-            methods: vec![compile_method(cx, p, node)?],
-        }),
+        | PolicyConfig::Introspection(_) => {
+            Policy::Auth(AuthPolicy::new(vec![compile_method(cx, p, node)?]))
+        }
         PolicyConfig::AnyOf(a) => {
             if a.policies.len() < 2 {
                 cx.sink.at(
                     loc(node, "policies"),
                     "`any_of` needs at least two authentication policies",
-                    "list two or more of `api_key`, `basic_auth`, `jwt`; for one, use it directly",
+                    "list two or more of `api_key`, `basic_auth`, `jwt`, `client_cert`, `introspection`; for one, use it directly",
                 );
                 return None;
             }
@@ -174,7 +174,7 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                     ),
                 }
             }
-            Policy::Auth(AuthPolicy { methods })
+            Policy::Auth(AuthPolicy::new(methods))
         }
         PolicyConfig::Acl(a) => {
             if a.allow.is_empty() && a.deny.is_empty() && a.scopes.is_empty() {
@@ -516,14 +516,7 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
         ));
     }
     let sources = compile_sources(cx, &j.from, node);
-    let rules = j
-        .claims
-        .iter()
-        .map(|(claim, accepted)| ClaimRule {
-            claim: claim.clone(),
-            accepted: accepted.clone(),
-        })
-        .collect();
+    let rules = claim_rules(&j.claims);
     let forward_claims = compile_forward(cx, &j.forward_claims, node);
     let challenge = realm_challenge(cx, "Bearer", j.realm.as_deref(), node);
     let id = cx.jwt_policies;
@@ -540,6 +533,16 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
         forward_claims,
         challenge,
     })
+}
+
+fn claim_rules(claims: &std::collections::BTreeMap<String, Vec<String>>) -> Vec<ClaimRule> {
+    claims
+        .iter()
+        .map(|(claim, accepted)| ClaimRule {
+            claim: claim.clone(),
+            accepted: accepted.clone(),
+        })
+        .collect()
 }
 
 fn compile_sources(cx: &mut Ctx<'_>, from: &[TokenSourceConfig], node: &Node) -> Vec<TokenSource> {
@@ -622,14 +625,7 @@ fn compile_introspection(
     }
     let sources = compile_sources(cx, &c.from, node);
     let forward_claims = compile_forward(cx, &c.forward_claims, node);
-    let rules = c
-        .claims
-        .iter()
-        .map(|(claim, accepted)| ClaimRule {
-            claim: claim.clone(),
-            accepted: accepted.clone(),
-        })
-        .collect();
+    let rules = claim_rules(&c.claims);
     let challenge = realm_challenge(cx, "Bearer", c.realm.as_deref(), node);
     let id = cx.introspection_policies;
     cx.introspection_policies += 1;

@@ -467,6 +467,36 @@ pub struct JwksSource {
 pub struct AuthPolicy {
     /// Tried in order; the first that accepts the request's credentials wins.
     pub methods: Vec<AuthMethod>,
+    /// Query parameters any of the methods reads credentials from (kept out of the access log
+    /// and the upstream request).
+    pub query_params: Vec<String>,
+}
+
+impl AuthPolicy {
+    pub fn new(methods: Vec<AuthMethod>) -> AuthPolicy {
+        let mut query_params: Vec<String> = Vec::new();
+        for m in &methods {
+            let sources: &[TokenSource] = match m {
+                AuthMethod::ApiKey(k) => {
+                    query_params.extend(k.query.iter().cloned());
+                    &[]
+                }
+                AuthMethod::Jwt(j) => &j.sources,
+                AuthMethod::Introspection(i) => &i.sources,
+                AuthMethod::Basic(_) | AuthMethod::ClientCert(_) => &[],
+            };
+            for s in sources {
+                if let TokenSource::Query(q) = s {
+                    query_params.push(q.clone());
+                }
+            }
+        }
+        query_params.dedup();
+        AuthPolicy {
+            methods,
+            query_params,
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -191,9 +191,13 @@ async fn process(
     rec.route = Some(route.name.clone());
     rec.route_index = Some(route.index);
     // Credentials in the query never reach the log, whatever happens to the request.
-    for p in cfg.global_policies.iter().chain(route.policies.iter()) {
-        if let Policy::Auth(a) = p {
-            redact_logged_query(rec, a);
+    if rec.uri.query().is_some() {
+        for p in cfg.global_policies.iter().chain(route.policies.iter()) {
+            if let Policy::Auth(a) = p
+                && let Some(u) = without_params(&rec.uri, &a.query_params)
+            {
+                rec.uri = u;
+            }
         }
     }
 
@@ -253,8 +257,8 @@ async fn process(
     for (k, v) in identity.headers.drain(..) {
         req.headers_mut().insert(k, v);
     }
-    if !identity.strip_query.is_empty() {
-        strip_credentials_from_query(&mut req, &identity.strip_query)?;
+    if let Some(u) = without_params(req.uri(), &identity.strip_query) {
+        *req.uri_mut() = u;
     }
     let mut resp = match &route.action {
         Action::Respond(r) => {
@@ -521,80 +525,25 @@ fn denied(
     }
 }
 
-/// Removes the query parameters an auth policy reads credentials from out of the logged URI.
-fn redact_logged_query(rec: &mut Record, a: &portico_config::AuthPolicy) {
-    let Some(q) = rec.uri.query() else { return };
-    let names: Vec<String> = a
-        .methods
-        .iter()
-        .flat_map(|m| match m {
-            portico_config::AuthMethod::ApiKey(k) => k.query.iter().cloned().collect::<Vec<_>>(),
-            portico_config::AuthMethod::Jwt(j) => j
-                .sources
-                .iter()
-                .filter_map(|s| match s {
-                    portico_config::TokenSource::Query(q) => Some(q.clone()),
-                    _ => None,
-                })
-                .collect(),
-            portico_config::AuthMethod::Introspection(i) => i
-                .sources
-                .iter()
-                .filter_map(|s| match s {
-                    portico_config::TokenSource::Query(q) => Some(q.clone()),
-                    _ => None,
-                })
-                .collect(),
-            portico_config::AuthMethod::Basic(_) | portico_config::AuthMethod::ClientCert(_) => {
-                Vec::new()
-            }
-        })
-        .collect();
+/// `uri` without the query parameters `names`; `None` when it has none of them.
+fn without_params(uri: &Uri, names: &[String]) -> Option<Uri> {
     if names.is_empty() {
-        return;
+        return None;
     }
-    let stripped = crate::auth::strip_query(q, &names);
-    if stripped.len() == q.len() {
-        return;
-    }
-    let path = rec.uri.path();
-    let pq = if stripped.is_empty() {
-        path.to_owned()
-    } else {
-        format!("{path}?{stripped}")
-    };
-    let mut parts = rec.uri.clone().into_parts();
-    if let Ok(pq) = PathAndQuery::try_from(pq) {
-        parts.path_and_query = Some(pq);
-        if let Ok(u) = Uri::from_parts(parts) {
-            rec.uri = u;
-        }
-    }
-}
-
-/// Removes credential query parameters before the request goes upstream.
-fn strip_credentials_from_query(
-    req: &mut Request<Incoming>,
-    names: &[String],
-) -> Result<(), Problem> {
-    let Some(q) = req.uri().query() else {
-        return Ok(());
-    };
+    let q = uri.query()?;
     let stripped = crate::auth::strip_query(q, names);
-    let path = req.uri().path();
+    if stripped.len() == q.len() {
+        return None;
+    }
+    let path = uri.path();
     let pq = if stripped.is_empty() {
         path.to_owned()
     } else {
         format!("{path}?{stripped}")
     };
-    let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query = Some(
-        PathAndQuery::try_from(pq)
-            .map_err(|_| Problem::BadRequest("The request URI cannot be forwarded."))?,
-    );
-    *req.uri_mut() = Uri::from_parts(parts)
-        .map_err(|_| Problem::BadRequest("The request URI cannot be forwarded."))?;
-    Ok(())
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(pq).ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 /// Refuses request framing that proxies disagree on (request smuggling). hyper rejects most

@@ -312,17 +312,7 @@ impl Limiters {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rss_kib() -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0)
-    }
+    use portico_testkit::rss_kib;
 
     /// One million distinct keys, in waves: each sweep forgets the keys whose buckets refilled,
     /// so memory stays at one wave's worth instead of growing with every client ever seen.
