@@ -1066,6 +1066,33 @@ fn compile_upstreams(
             );
             continue;
         }
+        if cfg.max_connections == Some(0) {
+            cx.sink.at(
+                loc(node, "max_connections"),
+                "`max_connections` must be at least 1",
+                "remove it for no limit",
+            );
+            continue;
+        }
+        if cfg.max_pending.is_some() && cfg.max_connections.is_none() {
+            cx.sink.at(
+                loc(node, "max_pending"),
+                "`max_pending` needs `max_connections`",
+                "requests wait for a connection only when `max_connections` caps them; add it or remove `max_pending`",
+            );
+            continue;
+        }
+        if cfg
+            .dns_refresh
+            .is_some_and(|d| d.0 < Duration::from_millis(100))
+        {
+            cx.sink.at(
+                loc(node, "dns_refresh"),
+                "`dns_refresh` must be at least 100ms",
+                "names are resolved again this often; `10s` is the default",
+            );
+            continue;
+        }
         let Some(balance) =
             compile_balance(cx, cfg.load_balancing.as_ref(), get(node, "load_balancing"))
         else {
@@ -1084,6 +1111,10 @@ fn compile_upstreams(
             idle_timeout: d(cfg.idle_timeout, 30_000),
             pool_max_idle: cfg.pool_max_idle.unwrap_or(128),
             max_requests: cfg.max_requests.unwrap_or(usize::MAX),
+            max_connections: cfg.max_connections.unwrap_or(usize::MAX),
+            max_pending: cfg.max_pending.unwrap_or(1024),
+            stream_idle_timeout: Some(d(cfg.stream_idle_timeout, 300_000)).filter(|t| !t.is_zero()),
+            dns_refresh: d(cfg.dns_refresh, 10_000),
             health_check,
             retry,
             eject_after_failures: cfg
@@ -1266,7 +1297,7 @@ fn compile_route(
     let mut headers = Vec::new();
     for (i, h) in cfg.matches.headers.iter().enumerate() {
         let at = item_loc(mnode, "headers", i);
-        let Some(test) = compile_value_test(cx, h, at) else {
+        let Some(test) = compile_value_test(cx, h, at, true) else {
             continue;
         };
         match HeaderName::try_from(h.name.as_str()) {
@@ -1281,7 +1312,7 @@ fn compile_route(
     let mut query = Vec::new();
     for (i, q) in cfg.matches.query.iter().enumerate() {
         let at = item_loc(mnode, "query", i);
-        if let Some(test) = compile_value_test(cx, q, at) {
+        if let Some(test) = compile_value_test(cx, q, at, false) {
             query.push(QueryCondition {
                 name: q.name.clone(),
                 test,
@@ -1441,21 +1472,63 @@ fn compile_deprecation(
     out
 }
 
-fn compile_value_test(cx: &mut Ctx<'_>, v: &ValueMatchConfig, at: Loc) -> Option<ValueTest> {
-    let set = [v.exact.is_some(), v.regex.is_some(), v.present.is_some()]
-        .iter()
-        .filter(|x| **x)
-        .count();
+fn compile_value_test(
+    cx: &mut Ctx<'_>,
+    v: &ValueMatchConfig,
+    at: Loc,
+    header: bool,
+) -> Option<ValueTest> {
+    let set = [
+        v.exact.is_some(),
+        v.regex.is_some(),
+        v.present.is_some(),
+        v.media_type.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
     if set != 1 {
         cx.sink.at(
             at,
             format!(
-                "condition on `{}` needs exactly one of `exact`, `regex`, `present`",
+                "condition on `{}` needs exactly one of `exact`, `regex`, `present`, `media_type`",
                 v.name
             ),
             "for example `{ name: x-version, exact: \"2\" }`",
         );
         return None;
+    }
+    if let Some(m) = &v.media_type {
+        if !header {
+            cx.sink.at(
+                at,
+                format!(
+                    "`media_type` applies to headers, not to the query parameter `{}`",
+                    v.name
+                ),
+                "move the condition to `headers`, or use `exact` or `regex`",
+            );
+            return None;
+        }
+        return match MediaType::parse(m) {
+            Some(mt) if !mt.params.iter().any(|(k, _)| k == "q") => Some(ValueTest::MediaType(mt)),
+            Some(_) => {
+                cx.sink.at(
+                    at,
+                    format!("media type `{m}` names a `q` weight"),
+                    "leave `q` out: any listed type not refused with `q=0` matches",
+                );
+                None
+            }
+            None => {
+                cx.sink.at(
+                    at,
+                    format!("invalid media type `{m}`"),
+                    "write `type/subtype` with optional `; name=value` parameters, e.g. `application/vnd.acme.v2+json` or `application/json; version=2`",
+                );
+                None
+            }
+        };
     }
     if let Some(e) = &v.exact {
         return Some(ValueTest::Exact(e.clone()));

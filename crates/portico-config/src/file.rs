@@ -260,6 +260,21 @@ pub struct UpstreamConfig {
     /// limit get 503 with `Retry-After` immediately instead of queueing. Default: no limit.
     #[serde(default)]
     pub max_requests: Option<usize>,
+    /// Most connections open to each target at once (HTTP/1.1 and HTTP/2). A request that
+    /// finds none free waits for one (see `max_pending`). Default: no limit.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// With `max_connections`: most requests waiting for a connection per target; more get 503
+    /// at once. A request waits at most `connect_timeout`. Default 1024.
+    #[serde(default)]
+    pub max_pending: Option<usize>,
+    /// A streaming response (or request body) that sends nothing for this long is cut off.
+    /// `0s` turns it off. Default `5m`.
+    #[serde(default)]
+    pub stream_idle_timeout: Option<DurationStr>,
+    /// How often targets named by DNS are resolved again. Default `10s`.
+    #[serde(default)]
+    pub dns_refresh: Option<DurationStr>,
     /// Passive health checking: targets that keep failing are taken out of rotation for a while.
     #[serde(default)]
     pub passive_health: Option<PassiveHealthConfig>,
@@ -554,6 +569,11 @@ pub struct ValueMatchConfig {
     /// `true`: must be present; `false`: must be absent.
     #[serde(default)]
     pub present: Option<bool>,
+    /// Headers only: the header is a list of media types (`Accept`, `Content-Type`) and one
+    /// of them is this type, with these parameters, e.g. `application/vnd.acme.v2+json` or
+    /// `application/json; version=2`.
+    #[serde(default)]
+    pub media_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

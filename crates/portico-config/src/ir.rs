@@ -155,6 +155,14 @@ pub struct Upstream {
     pub pool_max_idle: usize,
     /// Circuit breaker: most requests in flight at once (`usize::MAX`: no limit).
     pub max_requests: usize,
+    /// Most connections open per target (`usize::MAX`: no limit).
+    pub max_connections: usize,
+    /// Requests that may wait for a connection per target when `max_connections` are open.
+    pub max_pending: usize,
+    /// Cut off a body that sends nothing for this long.
+    pub stream_idle_timeout: Option<Duration>,
+    /// How often DNS names among the targets are resolved again.
+    pub dns_refresh: Duration,
     /// Consecutive failures that eject a target (0: never).
     pub eject_after_failures: u32,
     pub ejection_time: Duration,
@@ -321,6 +329,7 @@ pub enum ValueTest {
     Exact(String),
     Regex(regex::Regex),
     Present(bool),
+    MediaType(MediaType),
 }
 
 impl ValueTest {
@@ -329,8 +338,75 @@ impl ValueTest {
             (ValueTest::Present(want), v) => *want == v.is_some(),
             (ValueTest::Exact(e), Some(v)) => e == v,
             (ValueTest::Regex(r), Some(v)) => r.is_match(v),
+            (ValueTest::MediaType(m), Some(v)) => m.listed_in(v),
             (_, None) => false,
         }
+    }
+}
+
+/// A media type to look for in a list such as `Accept`: `type/subtype` (lower-cased) and the
+/// parameters it must carry (names lower-cased, values unquoted). `q` is not among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaType {
+    pub essence: String,
+    pub params: Vec<(String, String)>,
+}
+
+impl MediaType {
+    /// Parses `type/subtype; name=value; …`; `None` when it is not of that shape.
+    pub fn parse(s: &str) -> Option<MediaType> {
+        let mut parts = s.split(';');
+        let essence = parts.next()?.trim().to_ascii_lowercase();
+        let (ty, sub) = essence.split_once('/')?;
+        let token = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+*".contains(&b))
+        };
+        if !token(ty) || !token(sub) {
+            return None;
+        }
+        let mut params = Vec::new();
+        for p in parts {
+            let p = p.trim();
+            if p.is_empty() {
+                continue;
+            }
+            let (k, v) = p.split_once('=')?;
+            let k = k.trim().to_ascii_lowercase();
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
+            if !token(&k) {
+                return None;
+            }
+            params.push((k, v.to_owned()));
+        }
+        Some(MediaType { essence, params })
+    }
+
+    /// Whether the comma-separated list `header` names this type with (at least) these
+    /// parameters, in an entry not refused with `q=0`.
+    pub fn listed_in(&self, header: &str) -> bool {
+        header.split(',').any(|entry| {
+            let Some(m) = MediaType::parse(entry) else {
+                return false;
+            };
+            if !m.essence.eq_ignore_ascii_case(&self.essence) {
+                return false;
+            }
+            let refused = m
+                .params
+                .iter()
+                .any(|(k, v)| k == "q" && v.parse::<f32>().is_ok_and(|q| q == 0.0));
+            !refused
+                && self
+                    .params
+                    .iter()
+                    .all(|want| m.params.iter().any(|have| have == want))
+        })
     }
 }
 

@@ -256,6 +256,19 @@ impl de::Error for DeError {
         }
     }
 
+    fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        let exp = exp.to_string();
+        let want = match exp.as_str() {
+            "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more",
+            other => other,
+        };
+        DeError {
+            msg: format!("invalid value: {unexp}, expected {want}"),
+            loc: None,
+            hint: None,
+        }
+    }
+
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
         DeError {
             msg: format!("unknown key `{field}`"),

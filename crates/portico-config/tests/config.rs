@@ -386,6 +386,42 @@ fn semantic_errors() {
             "`max_requests` must be at least 1",
         ),
         (
+            "upstreams: { u: { targets: [\"http://a:1\"], max_connections: 0 } }",
+            "`max_connections` must be at least 1",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], max_pending: 10 } }",
+            "`max_pending` needs `max_connections`",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], max_pending: -1, max_connections: 2 } }",
+            "invalid value: integer `-1`, expected a whole number, 0 or more",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], dns_refresh: 10ms } }",
+            "`dns_refresh` must be at least 100ms",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"], stream_idle_timeout: -5s } }",
+            "invalid duration",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: u, match: { query: [{ name: v, media_type: \"application/json\" }] } }]",
+            "`media_type` applies to headers",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: u, match: { headers: [{ name: accept, media_type: \"json\" }] } }]",
+            "invalid media type `json`",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: u, match: { headers: [{ name: accept, media_type: \"application/json; q=0.5\" }] } }]",
+            "names a `q` weight",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: u, match: { headers: [{ name: accept, media_type: \"application/json\", exact: x }] } }]",
+            "exactly one of `exact`, `regex`, `present`, `media_type`",
+        ),
+        (
             "upstreams: { u: { targets: [{ url: \"http://a:1\", weight: 0 }] } }",
             "weight must be at least 1",
         ),

@@ -40,6 +40,8 @@ pub enum BodyError {
     Hyper(hyper::Error),
     /// The request body went past the route's `body_limit`.
     TooLarge,
+    /// Nothing arrived for the upstream's `stream_idle_timeout`.
+    Idle,
 }
 
 impl std::fmt::Display for BodyError {
@@ -47,11 +49,48 @@ impl std::fmt::Display for BodyError {
         match self {
             BodyError::Hyper(e) => e.fmt(f),
             BodyError::TooLarge => f.write_str("request body larger than the route allows"),
+            BodyError::Idle => f.write_str("stream idle for longer than stream_idle_timeout"),
         }
     }
 }
 
 impl std::error::Error for BodyError {}
+
+/// Cuts off a body that stays silent for too long (`stream_idle_timeout`). The timer is made
+/// only when the body first has to wait, so bodies that arrive at once (most of them) cost
+/// nothing; after that each frame pushes the deadline back.
+#[derive(Default)]
+pub struct IdleTimer {
+    after: Option<std::time::Duration>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleTimer {
+    pub fn new(after: Option<std::time::Duration>) -> IdleTimer {
+        IdleTimer { after, sleep: None }
+    }
+
+    /// Called with each poll's outcome; `true` when the body has been idle too long.
+    pub fn expired<T>(&mut self, cx: &mut Context<'_>, polled: &Poll<T>) -> bool {
+        let Some(after) = self.after else {
+            return false;
+        };
+        match polled {
+            Poll::Ready(_) => {
+                if let Some(s) = &mut self.sleep {
+                    s.as_mut().reset(tokio::time::Instant::now() + after);
+                }
+                false
+            }
+            Poll::Pending => {
+                let s = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+                std::future::Future::poll(s.as_mut(), cx).is_ready()
+            }
+        }
+    }
+}
 
 pub enum Body {
     Empty,
@@ -59,7 +98,7 @@ pub enum Body {
     /// An upstream's response, passed through frame by frame (trailers included).
     Upstream(UpstreamBody),
     /// A streamed request body whose bytes are counted for the access log.
-    Counted(Incoming, Arc<BodyStats>),
+    Counted(Incoming, Arc<BodyStats>, IdleTimer),
 }
 
 impl Body {
@@ -79,11 +118,14 @@ impl HttpBody for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Upstream(s) => Pin::new(s)
-                .poll_frame(cx)
-                .map(|o| o.map(|r| r.map_err(BodyError::Hyper))),
-            Body::Counted(s, stats) => {
+            Body::Upstream(s) => Pin::new(s).poll_frame(cx),
+            Body::Counted(s, stats, idle) => {
                 let r = Pin::new(s).poll_frame(cx);
+                if idle.expired(cx, &r) {
+                    metrics::counter!("portico_stream_idle_timeouts_total", "direction" => "request").increment(1);
+                    stats.failed.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(BodyError::Idle)));
+                }
                 match &r {
                     Poll::Ready(Some(Ok(f))) => {
                         if let Some(d) = f.data_ref() {
@@ -108,7 +150,7 @@ impl HttpBody for Body {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
             Body::Upstream(s) => s.is_end_stream(),
-            Body::Counted(s, _) => s.is_end_stream(),
+            Body::Counted(s, _, _) => s.is_end_stream(),
         }
     }
 
@@ -117,7 +159,7 @@ impl HttpBody for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Upstream(s) => s.size_hint(),
-            Body::Counted(s, _) => s.size_hint(),
+            Body::Counted(s, _, _) => s.size_hint(),
         }
     }
 }

@@ -7,17 +7,24 @@
 //! ALPN picks h2) are shared by concurrent requests up to the peer's stream limit; when every
 //! connection is full, another one is opened.
 //!
+//! Limits: each target has at most `max_connections` open; a request that finds none free
+//! waits (at most `max_pending` of them, for at most `connect_timeout`) for one to come back or
+//! close. Targets named by DNS are resolved again every `dns_refresh`; when an address goes
+//! away, idle connections to it close and busy ones are not reused.
+//!
 //! Stale connections: an idle connection older than `idle_timeout` is never used (and is closed
 //! by a sweep). If the upstream closed a pooled connection before the request was written,
 //! hyper hands the request back and it goes out on a fresh connection; if the connection died
 //! after an idempotent request without a body was written, that request is sent again once.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -28,7 +35,7 @@ use portico_config::{Scheme, Target, Upstream};
 use tokio::net::TcpStream;
 
 use crate::balance::{Balancer, PickContext, TargetLoad};
-use crate::body::Body;
+use crate::body::{Body, BodyError, IdleTimer};
 
 /// Why an upstream call failed.
 #[derive(Debug)]
@@ -39,8 +46,22 @@ pub enum CallError {
     ConnectTimeout,
     /// The upstream's `max_requests` are all in flight.
     Overloaded,
+    /// The target's `max_connections` are open and `max_pending` requests already wait.
+    PendingFull,
+    /// No connection became free within `connect_timeout`.
+    PendingTimeout,
     /// The connection failed after the request was (at least partly) sent.
     Request(hyper::Error),
+}
+
+impl CallError {
+    /// Refused by a limit of ours: says nothing about the target's health.
+    pub fn is_overload(&self) -> bool {
+        matches!(
+            self,
+            CallError::Overloaded | CallError::PendingFull | CallError::PendingTimeout
+        )
+    }
 }
 
 impl std::fmt::Display for CallError {
@@ -49,6 +70,10 @@ impl std::fmt::Display for CallError {
             CallError::Connect(e) => write!(f, "connect: {e}"),
             CallError::ConnectTimeout => f.write_str("connect timed out"),
             CallError::Overloaded => f.write_str("max_requests in flight"),
+            CallError::PendingFull => f.write_str("max_connections open and max_pending waiting"),
+            CallError::PendingTimeout => {
+                f.write_str("no connection became free within connect_timeout")
+            }
             CallError::Request(e) => write!(f, "request: {e}"),
         }
     }
@@ -99,7 +124,8 @@ impl std::fmt::Debug for UpstreamPool {
 struct TargetPool {
     target: Target,
     load: TargetLoad,
-    health: TargetHealth,
+    /// Shared with the pool a reload replaces, when it had this same target.
+    health: Arc<TargetHealth>,
     /// For `https://`: what ALPN chose last time, so requests go to an HTTP/2 connection
     /// without first opening an HTTP/1.1 one.
     proto: AtomicU8,
@@ -108,6 +134,68 @@ struct TargetPool {
     h2_connect: tokio::sync::Mutex<()>,
     max_idle: usize,
     idle_timeout: Duration,
+    stream_idle: Option<Duration>,
+    slots: Arc<Slots>,
+    max_connections: usize,
+    max_pending: usize,
+    /// Where the target is: fixed for an IP literal, resolved (and re-resolved) for a name;
+    /// empty until a name is first resolved.
+    addrs: ArcSwap<Vec<SocketAddr>>,
+    /// Bumped when re-resolution drops an address; connections from before are checked.
+    dns_epoch: AtomicU64,
+    next_addr: AtomicUsize,
+    /// The host to resolve (`None` for an IP literal).
+    dns_name: Option<Box<str>>,
+}
+
+/// Open connections of a target and requests waiting for one.
+struct Slots {
+    open: AtomicUsize,
+    pending: AtomicUsize,
+    /// Signalled when a connection goes back to the pool or closes while someone waits.
+    freed: tokio::sync::Notify,
+    gauge: metrics::Gauge,
+}
+
+impl Slots {
+    fn wake_waiter(&self) {
+        if self.pending.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_one();
+        }
+    }
+}
+
+/// One open connection, counted until the connection's task ends.
+struct ConnSlot(Arc<Slots>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.gauge.decrement(1.0);
+        self.0.wake_waiter();
+    }
+}
+
+/// One request waiting for a connection.
+struct PendingGuard<'a>(&'a Slots);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Which address a connection went to, and the DNS epoch it was last known current in.
+#[derive(Clone, Copy)]
+struct Origin {
+    addr: SocketAddr,
+    epoch: u64,
+}
+
+/// What a request waiting for a connection got.
+enum Waited {
+    Idle(http1::SendRequest<Body>, Origin, Duration),
+    Slot(ConnSlot),
 }
 
 /// Health of one target: passive (ejection) and active (checks).
@@ -133,11 +221,13 @@ struct Shard {
 struct IdleH1 {
     tx: http1::SendRequest<Body>,
     since: Instant,
+    origin: Origin,
 }
 
 struct H2Conn {
     tx: http2::SendRequest<Body>,
     in_flight: Arc<AtomicUsize>,
+    origin: Origin,
 }
 
 /// The shard of the current worker thread.
@@ -156,7 +246,12 @@ fn shard_count() -> usize {
 }
 
 impl UpstreamPool {
-    pub fn new(spec: Arc<Upstream>) -> Result<UpstreamPool, String> {
+    /// A pool for `spec`. When a reload changed the upstream, `previous` is its old pool:
+    /// targets in both keep their health state (ejections, check results).
+    pub fn new(
+        spec: Arc<Upstream>,
+        previous: Option<&UpstreamPool>,
+    ) -> Result<UpstreamPool, String> {
         let tls = if spec.targets.iter().any(|t| t.scheme == Scheme::Https) {
             let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
             let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -184,10 +279,38 @@ impl UpstreamPool {
             .targets
             .iter()
             .map(|t| {
+                let literal = crate::dns::literal(&t.authority);
                 Arc::new(TargetPool {
+                    stream_idle: spec.stream_idle_timeout,
+                    slots: Arc::new(Slots {
+                        open: AtomicUsize::new(0),
+                        pending: AtomicUsize::new(0),
+                        freed: tokio::sync::Notify::new(),
+                        gauge: metrics::gauge!("portico_upstream_connections", "upstream" => spec.name.to_string(), "target" => t.display.to_string()),
+                    }),
+                    max_connections: spec.max_connections,
+                    max_pending: spec.max_pending,
+                    addrs: ArcSwap::from_pointee(literal.into_iter().collect()),
+                    dns_epoch: AtomicU64::new(0),
+                    next_addr: AtomicUsize::new(0),
+                    dns_name: literal
+                        .is_none()
+                        .then(|| t.authority.host().to_owned().into_boxed_str()),
                     target: t.clone(),
                     load: TargetLoad::default(),
-                    health: TargetHealth::default(),
+                    health: previous
+                        .and_then(|p| {
+                            p.targets.iter().find(|o| {
+                                o.target.scheme == t.scheme && o.target.authority == t.authority
+                            })
+                        })
+                        .map_or_else(Default::default, |o| {
+                            // Without active checks nothing would ever bring it back up.
+                            if spec.health_check.is_none() {
+                                o.health.down.store(false, Ordering::Relaxed);
+                            }
+                            o.health.clone()
+                        }),
                     proto: AtomicU8::new(match t.scheme {
                         Scheme::Http => PROTO_H1,
                         Scheme::H2c => PROTO_H2,
@@ -218,6 +341,31 @@ impl UpstreamPool {
                     if !alive {
                         return;
                     }
+                }
+            });
+        }
+        // Names are resolved again every `dns_refresh`; the task ends with the pool.
+        let named: Vec<Weak<TargetPool>> = targets
+            .iter()
+            .filter(|t| t.dns_name.is_some())
+            .map(Arc::downgrade)
+            .collect();
+        if !named.is_empty()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (every, upstream) = (spec.dns_refresh, spec.name.clone());
+            rt.spawn(async move {
+                loop {
+                    let mut alive = false;
+                    for w in &named {
+                        let Some(t) = w.upgrade() else { continue };
+                        alive = true;
+                        t.refresh_dns(&upstream).await;
+                    }
+                    if !alive {
+                        return;
+                    }
+                    tokio::time::sleep(every).await;
                 }
             });
         }
@@ -280,6 +428,7 @@ impl UpstreamPool {
                     resp.body_mut().admitted = admitted;
                     return Ok((i, resp));
                 }
+                Err((e, _)) if e.is_overload() => return Err(e),
                 Err((e, unsent)) => {
                     self.report(i, false);
                     match (unsent, failed_over, self.other_target(i)) {
@@ -399,7 +548,7 @@ impl UpstreamPool {
     /// One check on a fresh connection (never a pooled one, whose health says nothing new).
     async fn check(&self, i: usize, hc: &portico_config::HealthCheck) -> bool {
         let tp = &self.targets[i];
-        let Ok(conn) = self.connect(tp).await else {
+        let Ok((conn, _)) = self.connect(tp, None).await else {
             return false;
         };
         if let Some(service) = &hc.grpc_service {
@@ -493,6 +642,9 @@ impl UpstreamPool {
                     "consecutive_failures": t.health.failures.load(Ordering::Relaxed),
                     "ejections": t.health.ejections.load(Ordering::Relaxed),
                     "in_flight": t.load.in_flight.load(Ordering::Relaxed),
+                    "connections": t.slots.open.load(Ordering::Relaxed),
+                    "pending": t.slots.pending.load(Ordering::Relaxed),
+                    "addresses": t.addrs.load().iter().map(ToString::to_string).collect::<Vec<_>>(),
                 })
             })
             .collect()
@@ -508,17 +660,15 @@ impl UpstreamPool {
         if tp.proto.load(Ordering::Relaxed) == PROTO_H2 {
             return Box::pin(self.send_h2(tp, shard, req)).await;
         }
-        let (mut tx, reused, idle_for) = match tp.take_idle(shard).await {
-            Some((tx, idle_for)) => (tx, true, idle_for),
+        let (mut tx, origin, reused, idle_for) = match tp.take_idle(shard).await {
+            Some((tx, origin, idle_for)) => (tx, origin, true, idle_for),
             // Connecting is the rare path: boxed, so its large future does not enlarge every
             // request's future, which hyper moves around.
-            None => match Box::pin(self.connect(tp)).await {
+            None => match Box::pin(self.open_h1(tp, shard)).await {
                 Err(e) => return Err((e, Some(req))),
-                Ok(Conn::H1(tx)) => (tx, false, Duration::ZERO),
-                Ok(Conn::H2(tx)) => {
-                    tp.add_h2(shard, tx);
-                    return Box::pin(self.send_h2(tp, shard, req)).await;
-                }
+                Ok(Opened::Idle(tx, origin, idle_for)) => (tx, origin, true, idle_for),
+                Ok(Opened::H1(tx, origin)) => (tx, origin, false, Duration::ZERO),
+                Ok(Opened::H2) => return Box::pin(self.send_h2(tp, shard, req)).await,
             },
         };
         // A connection the upstream closes just as the request is written fails after the
@@ -530,7 +680,7 @@ impl UpstreamPool {
         .then(|| clone_head(&req));
         let req = origin_form(req);
         match tx.try_send_request(req).await {
-            Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard)),
+            Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard, origin)),
             Err(mut e) if reused => {
                 // The pooled connection was dead. Retry on a new one if hyper gave the request
                 // back unsent, or if it was sent but may be safely repeated.
@@ -540,17 +690,25 @@ impl UpstreamPool {
                 };
                 metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
                 Box::pin(async move {
-                    match self.connect(tp).await {
+                    let slot = match tp.try_slot() {
+                        Some(s) => s,
+                        None => match self.wait_for_slot(tp, shard, false).await {
+                            Ok(Waited::Slot(s)) => s,
+                            Ok(Waited::Idle(..)) => unreachable!("not asked for"),
+                            Err(e) => return Err((e, Some(req))),
+                        },
+                    };
+                    match self.connect(tp, Some(slot)).await {
                         Err(e) => Err((e, Some(req))),
-                        Ok(Conn::H1(mut tx)) => match tx.try_send_request(req).await {
-                            Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard)),
+                        Ok((Conn::H1(mut tx), origin)) => match tx.try_send_request(req).await {
+                            Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard, origin)),
                             Err(mut e) => {
                                 let unsent = e.take_message();
                                 Err((CallError::Request(e.into_error()), unsent))
                             }
                         },
-                        Ok(Conn::H2(tx)) => {
-                            tp.add_h2(shard, tx);
+                        Ok((Conn::H2(tx), origin)) => {
+                            tp.add_h2(shard, tx, origin);
                             self.send_h2(tp, shard, req).await
                         }
                     }
@@ -560,6 +718,59 @@ impl UpstreamPool {
             Err(mut e) => {
                 let unsent = e.take_message();
                 Err((CallError::Request(e.into_error()), unsent))
+            }
+        }
+    }
+
+    /// A connection for an HTTP/1.1 request when the shard had no idle one: a new one if the
+    /// target is under `max_connections`, else one that comes free while waiting.
+    async fn open_h1(&self, tp: &Arc<TargetPool>, shard: usize) -> Result<Opened, CallError> {
+        let slot = match tp.try_slot() {
+            Some(s) => s,
+            None => match self.wait_for_slot(tp, shard, true).await? {
+                Waited::Idle(tx, origin, idle_for) => {
+                    return Ok(Opened::Idle(tx, origin, idle_for));
+                }
+                Waited::Slot(s) => s,
+            },
+        };
+        match self.connect(tp, Some(slot)).await? {
+            (Conn::H1(tx), origin) => Ok(Opened::H1(tx, origin)),
+            (Conn::H2(tx), origin) => {
+                tp.add_h2(shard, tx, origin);
+                Ok(Opened::H2)
+            }
+        }
+    }
+
+    /// Waits, as one of at most `max_pending`, until the target can open a connection (or,
+    /// with `idle`, until a pooled HTTP/1.1 connection comes back), for at most
+    /// `connect_timeout`.
+    async fn wait_for_slot(
+        &self,
+        tp: &TargetPool,
+        shard: usize,
+        idle: bool,
+    ) -> Result<Waited, CallError> {
+        if tp.slots.pending.fetch_add(1, Ordering::SeqCst) >= tp.max_pending {
+            tp.slots.pending.fetch_sub(1, Ordering::SeqCst);
+            return Err(CallError::PendingFull);
+        }
+        let _waiting = PendingGuard(&tp.slots);
+        let deadline = tokio::time::Instant::now() + self.spec.connect_timeout;
+        loop {
+            // Registered before looking, so a connection freed in between still wakes us.
+            let freed = tp.slots.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if idle && let Some((tx, origin, idle_for)) = tp.take_idle_any(shard).await {
+                return Ok(Waited::Idle(tx, origin, idle_for));
+            }
+            if let Some(s) = tp.try_slot() {
+                return Ok(Waited::Slot(s));
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(CallError::PendingTimeout);
             }
         }
     }
@@ -579,21 +790,40 @@ impl UpstreamPool {
                 let _connecting = tp.h2_connect.lock().await;
                 match tp.h2_with_capacity(shard) {
                     Some(c) => c,
-                    None => match self.connect(tp).await {
-                        Err(e) => return Err((e, Some(req))),
-                        Ok(Conn::H2(tx)) => tp.add_h2(shard, tx),
-                        Ok(Conn::H1(mut tx)) => {
-                            // ALPN fell back to HTTP/1.1.
-                            let req = origin_form(req);
-                            return match tx.try_send_request(req).await {
-                                Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard)),
-                                Err(mut e) => {
-                                    let unsent = e.take_message();
-                                    Err((CallError::Request(e.into_error()), unsent))
+                    None => {
+                        // At `max_connections`, share the least busy connection beyond its
+                        // usual stream count (hyper queues streams the peer cannot take yet);
+                        // wait only when there is none.
+                        let slot = match tp.try_slot() {
+                            Some(s) => Ok(s),
+                            None => match tp.h2_least_busy() {
+                                Some(c) => Err(c),
+                                None => match self.wait_for_slot(tp, shard, false).await {
+                                    Ok(Waited::Slot(s)) => Ok(s),
+                                    Ok(Waited::Idle(..)) => unreachable!("not asked for"),
+                                    Err(e) => return Err((e, Some(req))),
+                                },
+                            },
+                        };
+                        match slot {
+                            Err(shared) => shared,
+                            Ok(slot) => match self.connect(tp, Some(slot)).await {
+                                Err(e) => return Err((e, Some(req))),
+                                Ok((Conn::H2(tx), origin)) => tp.add_h2(shard, tx, origin),
+                                Ok((Conn::H1(mut tx), origin)) => {
+                                    // ALPN fell back to HTTP/1.1.
+                                    let req = origin_form(req);
+                                    return match tx.try_send_request(req).await {
+                                        Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard, origin)),
+                                        Err(mut e) => {
+                                            let unsent = e.take_message();
+                                            Err((CallError::Request(e.into_error()), unsent))
+                                        }
+                                    };
                                 }
-                            };
+                            },
                         }
-                    },
+                    }
                 }
             }
         };
@@ -607,6 +837,7 @@ impl UpstreamPool {
                         back: Back::H2(in_flight),
                         load: None,
                         admitted: None,
+                        idle: IdleTimer::new(tp.stream_idle),
                     },
                 ))
             }
@@ -618,16 +849,58 @@ impl UpstreamPool {
         }
     }
 
-    async fn connect(&self, tp: &TargetPool) -> Result<Conn, CallError> {
+    /// The target's addresses, resolving its name now if that has not happened yet.
+    async fn addresses(&self, tp: &TargetPool) -> Result<Arc<Vec<SocketAddr>>, CallError> {
+        let addrs = tp.addrs.load_full();
+        if !addrs.is_empty() {
+            return Ok(addrs);
+        }
+        tp.refresh_dns(&self.spec.name).await;
+        let addrs = tp.addrs.load_full();
+        if addrs.is_empty() {
+            return Err(CallError::Connect(format!(
+                "cannot resolve `{}`",
+                tp.target.authority.host()
+            )));
+        }
+        Ok(addrs)
+    }
+
+    /// Opens a connection: TCP to the target's addresses in turn (starting from a different
+    /// one each time), then TLS and the HTTP handshake. `slot` counts it against
+    /// `max_connections` for as long as it is open (health checks pass none).
+    async fn connect(
+        &self,
+        tp: &TargetPool,
+        slot: Option<ConnSlot>,
+    ) -> Result<(Conn, Origin), CallError> {
         let t = &tp.target;
         let connect = async {
-            let tcp = TcpStream::connect(t.authority.as_str())
-                .await
-                .map_err(|e| CallError::Connect(e.to_string()))?;
+            let addrs = self.addresses(tp).await?;
+            let epoch = tp.dns_epoch.load(Ordering::Relaxed);
+            let start = tp.next_addr.fetch_add(1, Ordering::Relaxed);
+            let mut last = None;
+            let mut tcp = None;
+            for k in 0..addrs.len() {
+                let addr = addrs[(start + k) % addrs.len()];
+                match TcpStream::connect(addr).await {
+                    Ok(s) => {
+                        tcp = Some((s, addr));
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let Some((tcp, addr)) = tcp else {
+                return Err(CallError::Connect(
+                    last.map_or_else(|| "no address".to_owned(), |e| e.to_string()),
+                ));
+            };
+            let origin = Origin { addr, epoch };
             let _ = tcp.set_nodelay(true);
-            match t.scheme {
-                Scheme::Http => handshake_h1(tcp).await.map(Conn::H1),
-                Scheme::H2c => handshake_h2(tcp).await.map(Conn::H2),
+            let conn = match t.scheme {
+                Scheme::Http => handshake_h1(tcp, slot).await.map(Conn::H1),
+                Scheme::H2c => handshake_h2(tcp, slot).await.map(Conn::H2),
                 Scheme::Https => {
                     let tls = self
                         .tls
@@ -649,13 +922,14 @@ impl UpstreamPool {
                         .map_err(|e| CallError::Connect(format!("TLS: {e}")))?;
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                         tp.proto.store(PROTO_H2, Ordering::Relaxed);
-                        handshake_h2(stream).await.map(Conn::H2)
+                        handshake_h2(stream, slot).await.map(Conn::H2)
                     } else {
                         tp.proto.store(PROTO_H1, Ordering::Relaxed);
-                        handshake_h1(stream).await.map(Conn::H1)
+                        handshake_h1(stream, slot).await.map(Conn::H1)
                     }
                 }
-            }
+            }?;
+            Ok((conn, origin))
         };
         match tokio::time::timeout(self.spec.connect_timeout, connect).await {
             Ok(r) => r,
@@ -664,12 +938,24 @@ impl UpstreamPool {
     }
 }
 
+/// How `open_h1` found a connection.
+enum Opened {
+    /// A pooled one that came back while waiting.
+    Idle(http1::SendRequest<Body>, Origin, Duration),
+    H1(http1::SendRequest<Body>, Origin),
+    /// ALPN chose HTTP/2; the connection is in the shard.
+    H2,
+}
+
 enum Conn {
     H1(http1::SendRequest<Body>),
     H2(http2::SendRequest<Body>),
 }
 
-async fn handshake_h1<I>(io: I) -> Result<http1::SendRequest<Body>, CallError>
+async fn handshake_h1<I>(
+    io: I,
+    slot: Option<ConnSlot>,
+) -> Result<http1::SendRequest<Body>, CallError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -681,11 +967,15 @@ where
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
+        drop(slot);
     });
     Ok(tx)
 }
 
-async fn handshake_h2<I>(io: I) -> Result<http2::SendRequest<Body>, CallError>
+async fn handshake_h2<I>(
+    io: I,
+    slot: Option<ConnSlot>,
+) -> Result<http2::SendRequest<Body>, CallError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -698,44 +988,87 @@ where
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
         }
+        drop(slot);
     });
     Ok(tx)
 }
 
 impl TargetPool {
+    /// Room for one more connection under `max_connections`.
+    fn try_slot(&self) -> Option<ConnSlot> {
+        let s = &self.slots;
+        if s.open.fetch_add(1, Ordering::SeqCst) >= self.max_connections {
+            s.open.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        s.gauge.increment(1.0);
+        Some(ConnSlot(s.clone()))
+    }
+
+    /// Whether a connection still goes to one of the target's addresses.
+    fn is_current(&self, o: &Origin) -> bool {
+        o.epoch == self.dns_epoch.load(Ordering::Relaxed) || self.addrs.load().contains(&o.addr)
+    }
+
     /// A pooled HTTP/1.1 connection that is open, fresh and ready for a request, with how long
     /// it sat idle.
-    async fn take_idle(&self, shard: usize) -> Option<(http1::SendRequest<Body>, Duration)> {
+    async fn take_idle(
+        &self,
+        shard: usize,
+    ) -> Option<(http1::SendRequest<Body>, Origin, Duration)> {
         loop {
-            let (mut tx, idle_for) = {
+            let (mut tx, origin, idle_for) = {
                 let mut s = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
                 loop {
                     let idle = s.h1.pop()?;
                     let idle_for = idle.since.elapsed();
                     if idle_for < self.idle_timeout && !idle.tx.is_closed() {
-                        break (idle.tx, idle_for);
+                        break (idle.tx, idle.origin, idle_for);
                     }
                 }
             };
             // Just after its previous response ended, a connection may need a moment to be
             // ready again; a dead one fails here and the next is tried.
             if tx.is_ready() || tx.ready().await.is_ok() {
-                return Some((tx, idle_for));
+                return Some((tx, origin, idle_for));
             }
         }
     }
 
-    fn put_idle(&self, shard: usize, tx: http1::SendRequest<Body>) {
-        if tx.is_closed() {
+    /// `take_idle` from this thread's shard, then from the others (for requests that waited
+    /// for a connection: the one that came free may be in any shard).
+    async fn take_idle_any(
+        &self,
+        shard: usize,
+    ) -> Option<(http1::SendRequest<Body>, Origin, Duration)> {
+        let n = self.shards.len();
+        for k in 0..n {
+            if let Some(c) = self.take_idle((shard + k) % n).await {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, shard: usize, tx: http1::SendRequest<Body>, origin: Origin) {
+        if tx.is_closed() || !self.is_current(&origin) {
             return;
         }
-        let mut s = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
-        if s.h1.len() < self.max_idle {
+        {
+            let mut s = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+            if s.h1.len() >= self.max_idle {
+                return;
+            }
             s.h1.push(IdleH1 {
                 tx,
                 since: Instant::now(),
+                origin: Origin {
+                    addr: origin.addr,
+                    epoch: self.dns_epoch.load(Ordering::Relaxed),
+                },
             });
         }
+        self.slots.wake_waiter();
     }
 
     /// An HTTP/2 connection with a free stream, with its in-flight count already taken.
@@ -754,16 +1087,38 @@ impl TargetPool {
         None
     }
 
+    /// The open HTTP/2 connection (in any shard) with the fewest streams, its count taken.
+    fn h2_least_busy(&self) -> Option<(http2::SendRequest<Body>, Arc<AtomicUsize>)> {
+        let mut best: Option<(http2::SendRequest<Body>, Arc<AtomicUsize>)> = None;
+        for shard in self.shards.iter() {
+            let s = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for c in s.h2.iter().filter(|c| !c.tx.is_closed()) {
+                let n = c.in_flight.load(Ordering::Relaxed);
+                if best
+                    .as_ref()
+                    .is_none_or(|b| n < b.1.load(Ordering::Relaxed))
+                {
+                    best = Some((c.tx.clone(), c.in_flight.clone()));
+                }
+            }
+        }
+        best.inspect(|b| {
+            b.1.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
     fn add_h2(
         &self,
         shard: usize,
         tx: http2::SendRequest<Body>,
+        origin: Origin,
     ) -> (http2::SendRequest<Body>, Arc<AtomicUsize>) {
         let in_flight = Arc::new(AtomicUsize::new(1));
         let mut s = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
         s.h2.push(H2Conn {
             tx: tx.clone(),
             in_flight: in_flight.clone(),
+            origin,
         });
         (tx, in_flight)
     }
@@ -776,14 +1131,51 @@ impl TargetPool {
         }
     }
 
+    /// Resolves the target's name again. When its addresses change, connections to addresses
+    /// that went away are retired: idle ones close now, HTTP/2 ones take no new streams (their
+    /// open streams finish), busy HTTP/1.1 ones close when their response ends. A failed
+    /// lookup keeps the addresses known so far.
+    async fn refresh_dns(&self, upstream: &str) {
+        let Some(host) = &self.dns_name else { return };
+        let port = self.target.authority.port_u16().unwrap_or(80);
+        match crate::dns::resolve(host, port).await {
+            Ok(new) => {
+                let old = self.addrs.load_full();
+                if *old == new {
+                    return;
+                }
+                let removed = old.iter().any(|a| !new.contains(a));
+                let shown: Vec<String> = new.iter().map(ToString::to_string).collect();
+                self.addrs.store(Arc::new(new));
+                if !old.is_empty() {
+                    tracing::info!(upstream, target = %self.target.display, addresses = ?shown, "target resolved to new addresses");
+                }
+                if removed {
+                    self.dns_epoch.fetch_add(1, Ordering::Relaxed);
+                    for shard in self.shards.iter() {
+                        let mut s = shard.lock().unwrap_or_else(|p| p.into_inner());
+                        s.h1.retain(|i| self.is_current(&i.origin));
+                        s.h2.retain(|c| self.is_current(&c.origin));
+                    }
+                }
+            }
+            Err(e) => {
+                metrics::counter!("portico_upstream_dns_failures_total", "upstream" => upstream.to_owned(), "target" => self.target.display.to_string()).increment(1);
+                tracing::warn!(upstream, target = %self.target.display, error = %e, "cannot resolve target; keeping its known addresses");
+            }
+        }
+    }
+
     fn wrap_h1(
         self: Arc<Self>,
         resp: Response<Incoming>,
         tx: http1::SendRequest<Body>,
         shard: usize,
+        origin: Origin,
     ) -> Response<UpstreamBody> {
         let (parts, body) = resp.into_parts();
         let upgrading = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        let idle = IdleTimer::new(self.stream_idle);
         let mut b = UpstreamBody {
             inner: body,
             back: if upgrading {
@@ -793,10 +1185,12 @@ impl TargetPool {
                     pool: self,
                     tx,
                     shard,
+                    origin,
                 }
             },
             load: None,
             admitted: None,
+            idle,
         };
         if b.inner.is_end_stream() {
             b.release();
@@ -927,6 +1321,7 @@ enum Back {
         pool: Arc<TargetPool>,
         tx: http1::SendRequest<Body>,
         shard: usize,
+        origin: Origin,
     },
     /// Give this stream back to the HTTP/2 connection's count.
     H2(Arc<AtomicUsize>),
@@ -942,6 +1337,7 @@ pub struct UpstreamBody {
     load: Option<LoadGuard>,
     /// For `max_requests`: keeps the request counted against the circuit breaker.
     admitted: Option<CountGuard>,
+    idle: IdleTimer,
 }
 
 struct CountGuard(Arc<AtomicUsize>);
@@ -964,7 +1360,12 @@ impl UpstreamBody {
     fn release(&mut self) {
         match std::mem::replace(&mut self.back, Back::None) {
             Back::None => {}
-            Back::H1 { pool, tx, shard } => pool.put_idle(shard, tx),
+            Back::H1 {
+                pool,
+                tx,
+                shard,
+                origin,
+            } => pool.put_idle(shard, tx, origin),
             Back::H2(n) => {
                 n.fetch_sub(1, Ordering::Relaxed);
             }
@@ -982,21 +1383,28 @@ impl Drop for UpstreamBody {
 
 impl HttpBody for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if this.idle.expired(cx, &r) {
+            // The connection still owes the rest of this response: close it.
+            metrics::counter!("portico_stream_idle_timeouts_total", "direction" => "response")
+                .increment(1);
+            this.back = Back::None;
+            return Poll::Ready(Some(Err(BodyError::Idle)));
+        }
         match &r {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
             Poll::Ready(Some(Err(_))) => this.back = Back::None,
             _ => {}
         }
-        r
+        r.map(|o| o.map(|r| r.map_err(BodyError::Hyper)))
     }
 
     fn is_end_stream(&self) -> bool {

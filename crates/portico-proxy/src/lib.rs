@@ -8,6 +8,7 @@ pub mod balance;
 pub mod body;
 pub mod client;
 pub mod concurrency;
+pub mod dns;
 mod fetch;
 mod h1guard;
 pub mod headers;

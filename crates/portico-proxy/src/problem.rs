@@ -82,7 +82,7 @@ impl Problem {
                 "The upstream closed the connection or sent an invalid response."
             }
             Problem::UpstreamOverloaded => {
-                "The upstream has as many requests in flight as it is allowed; retry shortly."
+                "The upstream is at its configured limit of requests or connections; retry shortly."
             }
             Problem::Unauthorized => {
                 "Valid credentials are required; none were given or those given were not accepted."

@@ -305,6 +305,10 @@ async fn process(
                 upgrade.is_some(),
                 bytes_in,
             )?;
+            let mut upstream_req = upstream_req;
+            if let Body::Counted(_, _, idle) = upstream_req.body_mut() {
+                *idle = crate::body::IdleTimer::new(pool.spec.stream_idle_timeout);
+            }
             let upstream_req = match route.mirror {
                 Some((m, percent)) if percent == 100 || fastrand::u32(0..100) < percent => {
                     mirror(rt, m, upstream_req).await?
@@ -717,7 +721,7 @@ fn build_upstream_request(
     let body = if body_is_empty(&parts, &body) {
         Body::Empty
     } else {
-        Body::Counted(body, bytes_in.clone())
+        Body::Counted(body, bytes_in.clone(), crate::body::IdleTimer::default())
     };
     Ok(Request::from_parts(parts, body))
 }
@@ -751,7 +755,7 @@ async fn call_upstream(
     }
     let deadline = tokio::time::Instant::now() + budget;
     let stats = match req.body() {
-        Body::Counted(_, s) => Some(s.clone()),
+        Body::Counted(_, s, _) => Some(s.clone()),
         _ => None,
     };
     let started = Instant::now();
@@ -825,7 +829,9 @@ async fn call_upstream(
             ));
         }
         Err(_) | Ok(Err(CallError::ConnectTimeout)) => Problem::UpstreamTimeout,
-        Ok(Err(CallError::Overloaded)) => Problem::UpstreamOverloaded,
+        Ok(Err(CallError::Overloaded | CallError::PendingFull | CallError::PendingTimeout)) => {
+            Problem::UpstreamOverloaded
+        }
         Ok(Err(CallError::Connect(e))) => {
             tracing::debug!(upstream = %pool.spec.name, error = %e, "upstream connect failed");
             Problem::UpstreamConnect
@@ -962,14 +968,14 @@ async fn replayable(
     }
     let (parts, body) = req.into_parts();
     let body = match body {
-        Body::Counted(incoming, stats) => {
+        Body::Counted(incoming, stats, idle) => {
             let len = parts
                 .headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if len.is_none_or(|l| l > REPLAY_BODY_LIMIT) {
                 return Ok((
-                    Request::from_parts(parts, Body::Counted(incoming, stats)),
+                    Request::from_parts(parts, Body::Counted(incoming, stats, idle)),
                     None,
                 ));
             }

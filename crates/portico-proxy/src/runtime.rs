@@ -45,7 +45,8 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the runtime for `config`, reusing pools of upstreams whose settings did not change
-    /// (their open connections, and later their health state, survive the reload).
+    /// (their open connections and health state survive the reload); a changed upstream's new
+    /// pool keeps the health state of the targets it still has.
     pub fn build(
         config: Config,
         previous: Option<&Runtime>,
@@ -64,7 +65,9 @@ impl Runtime {
             pools.push(match reused {
                 Some(p) => p,
                 None => {
-                    let pool = Arc::new(UpstreamPool::new(up.clone())?);
+                    let old = previous
+                        .and_then(|p| p.pools.iter().find(|pool| pool.spec.name == up.name));
+                    let pool = Arc::new(UpstreamPool::new(up.clone(), old.map(|p| &**p))?);
                     pool.start_health_checks();
                     pool
                 }

@@ -10,6 +10,7 @@ mod protocols;
 mod proxying;
 mod reload;
 mod smuggling;
+mod traffic;
 
 use bytes::Bytes;
 use http::Request;

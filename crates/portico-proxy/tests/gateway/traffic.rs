@@ -1,0 +1,402 @@
+//! Connection limits, pending requests, stream idle timeouts, media-type version routing, DNS
+//! re-resolution, health kept across reloads, and load-balancing distributions at scale.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portico_testkit::*;
+
+use crate::{config, empty, req};
+
+/// An upstream that answers with its own name after `delay`.
+async fn named(name: &'static str, delay: Duration) -> Upstream {
+    serve(move |_req| async move {
+        tokio::time::sleep(delay).await;
+        http::Response::new(full(name))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn max_connections_queues_requests_and_refuses_past_max_pending() {
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let held = serve(move |_req| {
+        let mut gate = gate.clone();
+        async move {
+            let _ = gate.wait_for(|open| *open).await;
+            http::Response::new(full("held"))
+        }
+    })
+    .await;
+    let gw = Arc::new(
+        gateway(&config(&format!(
+            "upstreams:\n  conn-capped:\n    targets: [\"{}\"]\n    max_connections: 1\n    max_pending: 2\nroutes:\n  - upstream: conn-capped\n",
+            held.url()
+        )))
+        .await,
+    );
+    // One request holds the only connection; two more wait for it.
+    let mut admitted = Vec::new();
+    for _ in 0..3 {
+        let gw = gw.clone();
+        admitted.push(tokio::spawn(async move {
+            get(&gw.url("/")).await.status.as_u16()
+        }));
+    }
+    let waited = Instant::now();
+    loop {
+        let h = get(&gw.admin_url("/upstreams")).await.json();
+        if held.hits() == 1 && h["conn-capped"]["targets"][0]["pending"] == 2 {
+            break;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(5), "{h}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The next one finds the queue full: 503 at once.
+    let got = get(&gw.url("/")).await;
+    assert_eq!(got.status, 503);
+    assert_eq!(got.header("retry-after"), Some("1"));
+    assert_eq!(got.json()["code"], "upstream_overloaded");
+    release.send(true).unwrap();
+    for t in admitted {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    // All three went over the one connection, one after another.
+    assert_eq!((held.hits(), held.conns()), (3, 1));
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        m.contains(&format!(
+            "portico_upstream_connections{{upstream=\"conn-capped\",target=\"{}\"}} 1",
+            held.url()
+        )),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_waits_for_a_connection_at_most_connect_timeout() {
+    let slow = named("slow", Duration::from_secs(2)).await;
+    let gw = Arc::new(
+        gateway(&config(&format!(
+            "upstreams:\n  pend-timeout:\n    targets: [\"{}\"]\n    max_connections: 1\n    connect_timeout: 200ms\nroutes:\n  - upstream: pend-timeout\n",
+            slow.url()
+        )))
+        .await,
+    );
+    let first = {
+        let gw = gw.clone();
+        tokio::spawn(async move { get(&gw.url("/")).await.status.as_u16() })
+    };
+    while slow.hits() < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    let got = get(&gw.url("/")).await;
+    assert_eq!(got.status, 503);
+    assert_eq!(got.json()["code"], "upstream_overloaded");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(first.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn a_silent_stream_is_cut_off_after_stream_idle_timeout() {
+    use http_body_util::BodyExt;
+    let up = serve(|_req| async move {
+        let (tx, body) = portico_proxy::body::ChannelBody::new(1);
+        tokio::spawn(async move {
+            tx.send(bytes::Bytes::from_static(b"data: first\n\n"))
+                .await
+                .unwrap();
+            // Then silence, with the stream still open.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(tx);
+        });
+        http::Response::new(http_body_util::Either::Right(body))
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  idle-stream:\n    targets: [\"{}\"]\n    stream_idle_timeout: 300ms\nroutes:\n  - upstream: idle-stream\n",
+        up.url()
+    )))
+    .await;
+    let resp = client(false, &[])
+        .request(req("GET", &gw.url("/events")).body(empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first.as_ref(), b"data: first\n\n");
+    let started = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("the gateway must cut the stream off");
+    assert!(
+        !matches!(end, Some(Ok(_))),
+        "the stream must end in an error, not look complete: {end:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        m.contains("portico_stream_idle_timeouts_total{direction=\"response\"}"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn accept_media_type_versions_pick_the_route() {
+    let (v1, v2) = (
+        named("v1", Duration::ZERO).await,
+        named("v2", Duration::ZERO).await,
+    );
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  api-v1: {{ targets: ["{}"] }}
+  api-v2: {{ targets: ["{}"] }}
+routes:
+  - match:
+      path: {{ prefix: /things }}
+      headers: [{{ name: accept, media_type: "application/vnd.acme.v2+json" }}]
+    upstream: api-v2
+  - match:
+      path: {{ prefix: /things }}
+      headers: [{{ name: accept, media_type: "application/json; version=2" }}]
+    upstream: api-v2
+  - match: {{ path: {{ prefix: /things }} }}
+    upstream: api-v1
+"#,
+        v1.url(),
+        v2.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let ask = |accept: &'static str| {
+        let c = c.clone();
+        let url = gw.url("/things");
+        async move {
+            send(
+                &c,
+                req("GET", &url)
+                    .header("accept", accept)
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .text()
+        }
+    };
+    assert_eq!(ask("application/vnd.acme.v2+json").await, "v2");
+    assert_eq!(
+        ask("Application/VND.acme.v2+JSON; charset=utf-8").await,
+        "v2"
+    );
+    assert_eq!(
+        ask("text/html, application/vnd.acme.v2+json;q=0.9").await,
+        "v2"
+    );
+    assert_eq!(ask("application/json; version=2").await, "v2");
+    assert_eq!(ask("application/json;version=\"2\";q=0.5").await, "v2");
+    // Not listed, listed with another version, or refused with q=0: version 1.
+    assert_eq!(ask("application/json").await, "v1");
+    assert_eq!(ask("application/json; version=3").await, "v1");
+    assert_eq!(ask("application/vnd.acme.v2+json;q=0").await, "v1");
+    assert_eq!(ask("application/vnd.acme.v1+json").await, "v1");
+}
+
+#[tokio::test]
+async fn targets_named_by_dns_are_re_resolved_and_old_addresses_retired() {
+    let (a, b) = (
+        named("a", Duration::ZERO).await,
+        named("b", Duration::ZERO).await,
+    );
+    // The name stands for a's address first, then for b's.
+    portico_proxy::dns::set_override("moving.portico.test", vec![a.addr]);
+    let gw = gateway(&config(
+        "upstreams:\n  moving:\n    targets: [\"http://moving.portico.test:80\"]\n    dns_refresh: 100ms\nroutes:\n  - upstream: moving\n",
+    ))
+    .await;
+    for _ in 0..5 {
+        assert_eq!(get(&gw.url("/")).await.text(), "a");
+    }
+    portico_proxy::dns::set_override("moving.portico.test", vec![b.addr]);
+    let waited = Instant::now();
+    while get(&gw.url("/")).await.text() != "b" {
+        assert!(
+            waited.elapsed() < Duration::from_secs(5),
+            "never moved to the new address"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a_hits = a.hits();
+    for _ in 0..10 {
+        assert_eq!(get(&gw.url("/")).await.text(), "b");
+    }
+    assert_eq!(a.hits(), a_hits, "the retired address got traffic");
+    let h = get(&gw.admin_url("/upstreams")).await.json();
+    assert_eq!(
+        h["moving"]["targets"][0]["addresses"],
+        serde_json::json!([b.addr.to_string()]),
+        "{h}"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_an_upstream_keeps_its_unchanged_targets_health() {
+    let (a, b) = (
+        named("a", Duration::ZERO).await,
+        named("b", Duration::ZERO).await,
+    );
+    let c = named("c", Duration::ZERO).await;
+    let dir = temp_dir("reload-health");
+    let file = |targets: &str| {
+        config(&format!(
+            "upstreams:\n  kept-health:\n    targets: [{targets}]\n    passive_health: {{ consecutive_failures: 2, ejection_time: 1m }}\nroutes:\n  - upstream: kept-health\n"
+        ))
+    };
+    let gw = gateway_from_file(&dir, &file(&format!("\"{}\", \"{}\"", a.url(), b.url()))).await;
+    a.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..6 {
+        assert_eq!(get(&gw.url("/")).await.text(), "b");
+    }
+    let h = get(&gw.admin_url("/upstreams")).await.json();
+    assert_eq!(h["kept-health"]["targets"][0]["ejected"], true, "{h}");
+    // Add a third target: the upstream changed, a is still the same target and stays out.
+    std::fs::write(
+        gw.path.as_ref().unwrap(),
+        file(&format!(
+            "\"{}\", \"{}\", \"{}\"",
+            a.url(),
+            b.url(),
+            c.url()
+        )) + "\nadmin: { address: \"127.0.0.1:0\" }\n",
+    )
+    .unwrap();
+    gw.gw.reload_file().await.unwrap();
+    let h = get(&gw.admin_url("/upstreams")).await.json();
+    assert_eq!(
+        h["kept-health"]["targets"].as_array().unwrap().len(),
+        3,
+        "{h}"
+    );
+    assert_eq!(h["kept-health"]["targets"][0]["ejected"], true, "{h}");
+    assert_eq!(h["kept-health"]["targets"][2]["ejected"], false, "{h}");
+    let mut seen = HashMap::new();
+    for _ in 0..12 {
+        let got = get(&gw.url("/")).await;
+        assert_eq!(got.status, 200);
+        *seen.entry(got.text()).or_insert(0) += 1;
+    }
+    assert!(!seen.contains_key("a"), "{seen:?}");
+    assert!(seen.contains_key("c"), "{seen:?}");
+}
+
+/// Sends `n` requests through the gateway from 16 concurrent clients, each with its own
+/// `x-key` header, and counts which target answered.
+async fn spread(gw: &TestGateway, path: &str, n: usize) -> HashMap<String, usize> {
+    let counts = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let (url, counts) = (gw.url(path), counts.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client(false, &[]);
+            for i in (w..n).step_by(16) {
+                let got = send(
+                    &c,
+                    req("GET", &url)
+                        .header("x-key", format!("key-{i}"))
+                        .body(empty())
+                        .unwrap(),
+                )
+                .await;
+                assert_eq!(got.status, 200);
+                *counts.lock().unwrap().entry(got.text()).or_insert(0) += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    Arc::try_unwrap(counts).unwrap().into_inner().unwrap()
+}
+
+#[tokio::test]
+async fn ten_thousand_requests_follow_each_algorithm_within_tolerance() {
+    let ups = [
+        named("a", Duration::ZERO).await,
+        named("b", Duration::ZERO).await,
+        named("c", Duration::ZERO).await,
+    ];
+    // Weights 1:2:1 for the weighted algorithms.
+    let weighted = format!(
+        "[\"{}\", {{ url: \"{}\", weight: 2 }}, \"{}\"]",
+        ups[0].url(),
+        ups[1].url(),
+        ups[2].url()
+    );
+    let even = format!(
+        "[\"{}\", \"{}\", \"{}\"]",
+        ups[0].url(),
+        ups[1].url(),
+        ups[2].url()
+    );
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  d-rr: {{ targets: {weighted} }}
+  d-random: {{ targets: {weighted}, load_balancing: {{ algorithm: random }} }}
+  d-least: {{ targets: {even}, load_balancing: {{ algorithm: least_request }} }}
+  d-hash: {{ targets: {weighted}, load_balancing: {{ algorithm: hash, hash_on: {{ header: x-key }} }} }}
+routes:
+  - {{ match: {{ path: {{ prefix: /rr }} }}, upstream: d-rr }}
+  - {{ match: {{ path: {{ prefix: /random }} }}, upstream: d-random }}
+  - {{ match: {{ path: {{ prefix: /least }} }}, upstream: d-least }}
+  - {{ match: {{ path: {{ prefix: /hash }} }}, upstream: d-hash }}
+"#
+    )))
+    .await;
+    const N: usize = 10_000;
+    let share =
+        |c: &HashMap<String, usize>, k: &str| c.get(k).copied().unwrap_or(0) as f64 / N as f64;
+
+    // Smooth weighted round robin is exact: 2,500 / 5,000 / 2,500.
+    let rr = spread(&gw, "/rr", N).await;
+    assert_eq!((rr["a"], rr["b"], rr["c"]), (2_500, 5_000, 2_500), "{rr:?}");
+
+    // Random: each share within 0.02 of its weight (over 4 standard deviations).
+    let random = spread(&gw, "/random", N).await;
+    for (k, want) in [("a", 0.25), ("b", 0.5), ("c", 0.25)] {
+        let got = share(&random, k);
+        assert!(
+            (got - want).abs() < 0.02,
+            "random: {k} got {got}, want {want}: {random:?}"
+        );
+    }
+
+    // Least request over equal, equally fast targets: none starved, none hogging.
+    let least = spread(&gw, "/least", N).await;
+    for k in ["a", "b", "c"] {
+        let got = share(&least, k);
+        assert!(
+            (0.2..0.47).contains(&got),
+            "least_request: {k} got {got}: {least:?}"
+        );
+    }
+
+    // Consistent hashing of 10,000 distinct keys follows the weights within 30% (the ring
+    // places 160 points per unit of weight), and a key always lands on the same target.
+    let hashed = spread(&gw, "/hash", N).await;
+    for (k, want) in [("a", 0.25), ("b", 0.5), ("c", 0.25)] {
+        let got = share(&hashed, k);
+        assert!(
+            (got - want).abs() < want * 0.3,
+            "hash: {k} got {got}, want {want}: {hashed:?}"
+        );
+    }
+    let again = spread(&gw, "/hash", N).await;
+    assert_eq!(hashed, again, "the same keys must land on the same targets");
+}
