@@ -36,7 +36,13 @@ ROOT = os.path.dirname(HERE)
 ORIGIN_PORT = 19080
 PORTS = {"nginx": 19081, "haproxy": 19082, "portico": 19084, "nginx-log": 19091, "haproxy-log": 19092, "portico-log": 19094,
          "portico-key": 19085, "portico-jwt": 19086, "portico-chain": 19087,
-         "portico-rl-local": 19088, "portico-rl-redis": 19089, "portico-rl-batch": 19090}
+         "portico-rl-local": 19088, "portico-rl-redis": 19089, "portico-rl-batch": 19090,
+         "portico-rr2": 19095, "portico-lr2": 19096}
+
+# Two targets (the origin on two ports) balanced round robin or by least request, to measure
+# what the least-request pick costs: `--proxies portico-rr2,portico-lr2`.
+ORIGIN_PORT2 = 19078
+BALANCED = {"portico-rr2": "round_robin", "portico-lr2": "least_request"}
 
 # Portico with policies (`--proxies ...,portico-key,portico-jwt,portico-chain`): the same route
 # with an API key, an RS256 JWT, or the whole chain (JWT + rate limit + access log). Every
@@ -126,6 +132,7 @@ http {{
     sendfile on;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port2} backlog=4096;
         location = /hello {{ default_type text/plain; return 200 "hello"; }}
         location = /json {{ default_type application/json; alias {run}/doc.json; }}
     }}
@@ -393,13 +400,13 @@ def main():
             if port_open(port):
                 die(f"port {port} is in use")
         with open(os.path.join(run, "origin.conf"), "w") as f:
-            f.write(ORIGIN_CONF.format(run=run, port=ORIGIN_PORT, h2port=ORIGIN_PORT + 100))
+            f.write(ORIGIN_CONF.format(run=run, port=ORIGIN_PORT, port2=ORIGIN_PORT2, h2port=ORIGIN_PORT + 100))
         procs["origin"] = start(["nginx", "-c", os.path.join(run, "origin.conf"), "-p", run], args.load_cpu, logf)
         wait_port(ORIGIN_PORT, procs["origin"], "origin")
 
         contestants = []
         for proxy in args.proxies.split(","):
-            for logging in ([False] if args.no_log or proxy in POLICIES else [False, True]):
+            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED else [False, True]):
                 name = proxy + ("-log" if logging else "")
                 port = PORTS[name]
                 log = os.path.join(run, f"{name}.access.log")
@@ -422,7 +429,12 @@ def main():
                     import hashlib
                     chain = POLICIES.get(proxy, "").format(keys=KEYS_DIR, key_digest="sha256:" + hashlib.sha256(BENCH_KEY.encode()).hexdigest())
                     log_on = logging or proxy == "portico-chain"
-                    open(path, "w").write(PORTICO_CONF.format(port=port, origin=ORIGIN_PORT, log=log if log_on else "off") + chain)
+                    conf = PORTICO_CONF.format(port=port, origin=ORIGIN_PORT, log=log if log_on else "off") + chain
+                    if proxy in BALANCED:
+                        conf = conf.replace(f'targets: ["http://127.0.0.1:{ORIGIN_PORT}"]',
+                                            f'targets: ["http://127.0.0.1:{ORIGIN_PORT}", "http://127.0.0.1:{ORIGIN_PORT2}"]\n'
+                                            f'    load_balancing: {{ algorithm: {BALANCED[proxy]} }}')
+                    open(path, "w").write(conf)
                     cmd = [args.portico, "run", "--no-watch", "--workers", "1", "-c", path]
                 out = open(log, "w") if proxy == "haproxy" and logging else logf
                 procs[name] = start(cmd, args.proxy_cpu, out, env=dict(os.environ, PORTICO_LOG="warn"))
