@@ -1187,29 +1187,40 @@ fn compile_balance(
 }
 
 fn parse_target(cx: &mut Ctx<'_>, t: &str, at: Loc) -> Option<Target> {
-    let hint = "write `http://host:port`, `https://host:port` or `h2c://host:port`";
+    match target_from_str(t) {
+        Ok(target) => Some(target),
+        Err((msg, hint)) => {
+            cx.sink.at(at, msg, hint);
+            None
+        }
+    }
+}
+
+/// A target from its URL (weight 1), as in the file: `http://host:port`, `https://host:port`
+/// or `h2c://host:port`. The error is a message and a hint. Also used by the admin API.
+pub fn parse_target_url(t: &str) -> Result<Target, String> {
+    target_from_str(t).map_err(|(msg, hint)| format!("{msg}; {hint}"))
+}
+
+fn target_from_str(t: &str) -> Result<Target, (String, String)> {
+    let hint = || "write `http://host:port`, `https://host:port` or `h2c://host:port`".to_owned();
     let Some((scheme, rest)) = t.split_once("://") else {
-        cx.sink.at(at, format!("target `{t}` has no scheme"), hint);
-        return None;
+        return Err((format!("target `{t}` has no scheme"), hint()));
     };
     let (scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
         "http" => (Scheme::Http, 80),
         "https" => (Scheme::Https, 443),
         "h2c" => (Scheme::H2c, 80),
         other => {
-            cx.sink
-                .at(at, format!("unsupported target scheme `{other}`"), hint);
-            return None;
+            return Err((format!("unsupported target scheme `{other}`"), hint()));
         }
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#', '@']) {
-        cx.sink.at(
-            at,
+        return Err((
             format!("target `{t}` must not have a path, query or user info"),
-            "use a route `rewrite` to change paths; targets are `scheme://host:port`",
-        );
-        return None;
+            "use a route `rewrite` to change paths; targets are `scheme://host:port`".to_owned(),
+        ));
     }
     let with_port = if rest
         .rsplit_once(':')
@@ -1221,16 +1232,13 @@ fn parse_target(cx: &mut Ctx<'_>, t: &str, at: Loc) -> Option<Target> {
         format!("{rest}:{default_port}")
     };
     match with_port.parse::<http::uri::Authority>() {
-        Ok(a) if !a.host().is_empty() => Some(Target {
+        Ok(a) if !a.host().is_empty() => Ok(Target {
             scheme,
             weight: 1,
             authority: a,
             display: t.into(),
         }),
-        _ => {
-            cx.sink.at(at, format!("invalid target `{t}`"), hint);
-            None
-        }
+        _ => Err((format!("invalid target `{t}`"), hint())),
     }
 }
 

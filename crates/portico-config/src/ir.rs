@@ -144,7 +144,7 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: Arc<str>,
     pub targets: Vec<Target>,
@@ -228,7 +228,7 @@ pub enum HashOn {
     Path,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct UpstreamTls {
     pub roots: Option<Vec<CertificateDer<'static>>>,
     pub server_name: Option<String>,

@@ -13,7 +13,7 @@ pub mod tree;
 
 use std::path::Path;
 
-pub use compile::DEFAULT_ADMIN;
+pub use compile::{DEFAULT_ADMIN, parse_target_url};
 pub use diag::{Diagnostic, Diagnostics};
 pub use ir::*;
 

@@ -58,6 +58,15 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     const JSON: &str = "application/json";
     const TEXT: &str = "text/plain; charset=utf-8";
+    if let Some(name) = req
+        .uri()
+        .path()
+        .strip_prefix("/upstreams/")
+        .and_then(|p| p.strip_suffix("/targets"))
+        .map(str::to_owned)
+    {
+        return Ok(targets(inner, req, &name).await);
+    }
     let r = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => reply(StatusCode::OK, TEXT, "ok\n"),
         (&Method::GET, "/readyz") => {
@@ -84,6 +93,7 @@ async fn answer(
                 "generation": rt.generation,
                 "loaded_at": crate::access_log::rfc3339(rt.loaded_at),
                 "last_reload_error": inner.last_reload_error.lock().map(|e| e.clone()).unwrap_or(None),
+                "target_overrides": overrides_json(&inner),
                 "config": rt.config.redacted,
             });
             reply(
@@ -98,9 +108,14 @@ async fn answer(
                 .pools
                 .iter()
                 .map(|p| {
+                    let from = if overridden(&inner, &p.spec.name) {
+                        "admin_api"
+                    } else {
+                        "config"
+                    };
                     (
                         p.spec.name.to_string(),
-                        serde_json::json!({ "targets": p.health() }),
+                        serde_json::json!({ "targets": p.health(), "targets_from": from }),
                     )
                 })
                 .collect();
@@ -131,8 +146,165 @@ async fn answer(
         _ => reply(
             StatusCode::NOT_FOUND,
             TEXT,
-            "not found; try /healthz, /readyz, /metrics, /config, /upstreams or POST /reload\n",
+            "not found; try /healthz, /readyz, /metrics, /config, /upstreams, /upstreams/NAME/targets or POST /reload\n",
         ),
     };
     Ok(r)
+}
+
+fn overridden(inner: &Inner, name: &str) -> bool {
+    inner
+        .target_overrides
+        .lock()
+        .is_ok_and(|o| o.contains_key(name))
+}
+
+fn overrides_json(inner: &Inner) -> serde_json::Value {
+    let o = inner
+        .target_overrides
+        .lock()
+        .map(|o| o.clone())
+        .unwrap_or_default();
+    o.iter()
+        .map(|(name, targets)| (name.clone(), targets_json(targets)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+fn targets_json(targets: &[portico_config::Target]) -> serde_json::Value {
+    targets
+        .iter()
+        .map(|t| serde_json::json!({ "url": &*t.display, "weight": t.weight }))
+        .collect()
+}
+
+/// An RFC 9457 problem answer.
+fn problem(status: StatusCode, title: &str, detail: String) -> Response<Full<Bytes>> {
+    reply(
+        status,
+        "application/problem+json",
+        serde_json::json!({ "type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail })
+            .to_string(),
+    )
+}
+
+/// `/upstreams/NAME/targets`: `GET` the targets in use, `PUT {"targets": [...]}` to replace
+/// them without touching the file, `DELETE` to return to the file's.
+async fn targets(inner: Arc<Inner>, req: Request<Incoming>, name: &str) -> Response<Full<Bytes>> {
+    const JSON: &str = "application/json";
+    let gw = crate::Gateway::from_inner(inner.clone());
+    let current = |inner: &Inner| {
+        let rt = inner.runtime.load_full();
+        rt.pools.iter().find(|p| &*p.spec.name == name).map(|p| {
+            serde_json::json!({
+                "upstream": name,
+                "targets": targets_json(&p.spec.targets),
+                "targets_from": if overridden(inner, name) { "admin_api" } else { "config" },
+            })
+            .to_string()
+        })
+    };
+    let unknown = || {
+        problem(
+            StatusCode::NOT_FOUND,
+            "Unknown upstream",
+            format!("the running config has no upstream `{name}`"),
+        )
+    };
+    let result = match *req.method() {
+        Method::GET => {
+            return match current(&inner) {
+                Some(body) => reply(StatusCode::OK, JSON, body),
+                None => unknown(),
+            };
+        }
+        Method::DELETE => gw.set_targets(name, None).await,
+        Method::PUT => {
+            use http_body_util::BodyExt;
+            let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return problem(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "Body too large",
+                        "send at most 64 KiB".into(),
+                    );
+                }
+            };
+            match parse_targets(&body) {
+                Ok(t) => gw.set_targets(name, Some(t)).await,
+                Err(e) => return problem(StatusCode::BAD_REQUEST, "Invalid targets", e),
+            }
+        }
+        _ => {
+            return reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                "method not allowed; use GET, PUT or DELETE\n",
+            );
+        }
+    };
+    match result {
+        Ok(()) => reply(StatusCode::OK, JSON, current(&inner).unwrap_or_default()),
+        Err(crate::TargetsError::UnknownUpstream) => unknown(),
+        Err(crate::TargetsError::Invalid(e)) => {
+            problem(StatusCode::UNPROCESSABLE_ENTITY, "Targets not applied", e)
+        }
+    }
+}
+
+/// `{"targets": ["http://host:port", {"url": "http://host:port", "weight": 2}, ...]}`, with
+/// the same rules as targets in the file.
+fn parse_targets(body: &[u8]) -> Result<Vec<portico_config::Target>, String> {
+    let hint =
+        r#"send {"targets": ["http://host:port", {"url": "http://host:port", "weight": 2}]}"#;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON ({e}); {hint}"))?;
+    let list = v
+        .get("targets")
+        .and_then(|t| t.as_array())
+        .ok_or_else(|| format!("no `targets` list; {hint}"))?;
+    if list.is_empty() {
+        return Err("`targets` is empty; an upstream needs at least one target".into());
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let (url, weight) = match item {
+            serde_json::Value::String(u) => (u.as_str(), 1),
+            serde_json::Value::Object(o) => {
+                let url = o
+                    .get("url")
+                    .and_then(|u| u.as_str())
+                    .ok_or_else(|| format!("target {i}: no `url`; {hint}"))?;
+                let weight = match o.get("weight") {
+                    None => 1,
+                    Some(w) => w
+                        .as_u64()
+                        .filter(|w| (1..=u64::from(u32::MAX)).contains(w))
+                        .ok_or_else(|| {
+                            format!("target {i}: `weight` must be a whole number of at least 1")
+                        })? as u32,
+                };
+                if let Some(k) = o.keys().find(|k| *k != "url" && *k != "weight") {
+                    return Err(format!(
+                        "target {i}: unknown key `{k}`; a target has `url` and `weight`"
+                    ));
+                }
+                (url, weight)
+            }
+            _ => {
+                return Err(format!(
+                    "target {i}: write a URL string or {{\"url\", \"weight\"}}"
+                ));
+            }
+        };
+        let mut t =
+            portico_config::parse_target_url(url).map_err(|e| format!("target {i}: {e}"))?;
+        t.weight = weight;
+        out.push(t);
+    }
+    Ok(out)
 }

@@ -48,6 +48,8 @@ pub struct Inner {
     pub(crate) draining: AtomicBool,
     pub(crate) prometheus: PrometheusHandle,
     pub(crate) last_reload_error: Mutex<Option<String>>,
+    /// Targets set through the admin API; changed only under the `listeners` lock.
+    pub(crate) target_overrides: Mutex<runtime::TargetOverrides>,
     config_path: Option<PathBuf>,
     admin: std::sync::OnceLock<SocketAddr>,
     admin_configured: Option<SocketAddr>,
@@ -70,7 +72,7 @@ impl Gateway {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let prometheus = metrics::install();
         let admin_configured = config.admin;
-        let runtime = Runtime::build(config, None, 1)?;
+        let runtime = Runtime::build(config, None, 1, &Default::default())?;
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             runtime: ArcSwap::from_pointee(runtime),
@@ -81,6 +83,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             prometheus,
             last_reload_error: Mutex::new(None),
+            target_overrides: Mutex::new(Default::default()),
             config_path,
             admin: std::sync::OnceLock::new(),
             admin_configured,
@@ -132,7 +135,33 @@ impl Gateway {
                 config.admin.map_or("off".to_string(), |a| a.to_string())
             ));
         }
-        let runtime = Runtime::build(config, Some(&previous), previous.generation + 1)?;
+        // Targets set through the admin API outlive file reloads (they are shown on `/config`
+        // and `/upstreams`); those of upstreams the file no longer has are dropped.
+        let mut overrides = self
+            .inner
+            .target_overrides
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default();
+        overrides.retain(|name, targets| {
+            match config.upstreams.iter().find(|u| &*u.name == name) {
+                None => {
+                    notes.push(format!("upstream `{name}` is gone; its targets set through the admin API are dropped"));
+                    false
+                }
+                Some(up) => match check_targets(up, targets) {
+                    Ok(()) => {
+                        notes.push(format!("upstream `{name}` keeps the targets set through the admin API, not the file's (DELETE /upstreams/{name}/targets returns to the file's)"));
+                        true
+                    }
+                    Err(e) => {
+                        notes.push(format!("upstream `{name}`: the targets set through the admin API no longer fit ({e}); the file's apply"));
+                        false
+                    }
+                },
+            }
+        });
+        let runtime = Runtime::build(config, Some(&previous), previous.generation + 1, &overrides)?;
         let cfg = runtime.config.clone();
 
         // New listeners and new settings for kept ones, prepared before anything changes.
@@ -175,7 +204,62 @@ impl Gateway {
         if let Ok(mut e) = self.inner.last_reload_error.lock() {
             *e = None;
         }
+        if let Ok(mut o) = self.inner.target_overrides.lock() {
+            *o = overrides;
+            record_override_metrics(&o);
+        }
         Ok(notes)
+    }
+
+    /// Replaces an upstream's targets without touching the file (`Some`), or returns it to the
+    /// file's targets (`None`). In-flight requests finish on the pool they started with; the
+    /// targets kept keep their health state. The change survives file reloads until undone.
+    pub async fn set_targets(
+        &self,
+        upstream: &str,
+        targets: Option<Vec<portico_config::Target>>,
+    ) -> Result<(), TargetsError> {
+        let _serialised = self.inner.listeners.lock().await;
+        let current = self.inner.runtime.load_full();
+        let Some(up) = current
+            .config
+            .upstreams
+            .iter()
+            .find(|u| &*u.name == upstream)
+        else {
+            return Err(TargetsError::UnknownUpstream);
+        };
+        let mut overrides = self
+            .inner
+            .target_overrides
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default();
+        match targets {
+            Some(t) => {
+                check_targets(up, &t).map_err(TargetsError::Invalid)?;
+                overrides.insert(upstream.to_owned(), t);
+            }
+            None => {
+                overrides.remove(upstream);
+            }
+        }
+        let runtime = current
+            .with_overrides(&overrides)
+            .map_err(TargetsError::Invalid)?;
+        let generation = runtime.generation;
+        self.inner.runtime.store(Arc::new(runtime));
+        ::metrics::gauge!("portico_config_generation").set(generation as f64);
+        if let Ok(mut o) = self.inner.target_overrides.lock() {
+            *o = overrides;
+            record_override_metrics(&o);
+        }
+        tracing::warn!(
+            upstream,
+            generation,
+            "upstream targets changed through the admin API"
+        );
+        Ok(())
     }
 
     /// Re-reads the config file and applies it. A file with errors is rejected whole and the
@@ -277,4 +361,39 @@ fn record_config_metrics(previous: Option<&Config>, cfg: &Config, generation: u6
     }
     ::metrics::gauge!("portico_config_generation").set(generation as f64);
     ::metrics::gauge!("portico_config_info", "hash" => cfg.hash.clone()).set(1.0);
+}
+
+/// Why the admin API refused a target change.
+#[derive(Debug)]
+pub enum TargetsError {
+    UnknownUpstream,
+    Invalid(String),
+}
+
+/// Whether `targets` can serve `up` as its settings stand.
+fn check_targets(
+    up: &portico_config::Upstream,
+    targets: &[portico_config::Target],
+) -> Result<(), String> {
+    if targets.is_empty() {
+        return Err("an upstream needs at least one target".into());
+    }
+    if up
+        .health_check
+        .as_ref()
+        .is_some_and(|h| h.grpc_service.is_some())
+        && targets
+            .iter()
+            .any(|t| t.scheme == portico_config::Scheme::Http)
+    {
+        return Err(
+            "this upstream has gRPC health checks, which need `h2c://` or `https://` targets"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn record_override_metrics(o: &runtime::TargetOverrides) {
+    ::metrics::gauge!("portico_admin_target_overrides").set(o.len() as f64);
 }

@@ -16,14 +16,18 @@ use portico_auth::basic::VerifiedCache;
 /// Verified Basic credentials remembered per `basic_auth` policy.
 const BASIC_CACHE_ENTRIES: usize = 10_000;
 
-#[derive(Debug)]
+/// Targets set through the admin API, by upstream name; they replace the file's targets until
+/// removed.
+pub type TargetOverrides = std::collections::BTreeMap<String, Vec<portico_config::Target>>;
+
+#[derive(Debug, Clone)]
 pub struct Runtime {
     pub config: Arc<Config>,
     /// Same order as `config.upstreams`.
     pub pools: Vec<Arc<UpstreamPool>>,
     pub access_log: Option<Sink>,
     /// Same order as `config.routes`.
-    pub route_metrics: Vec<RouteMetrics>,
+    pub route_metrics: Arc<[RouteMetrics]>,
     /// One per `rate_limit` policy, by its `id`.
     pub rate_limiters: Vec<Arc<Limiters>>,
     /// The shared rate-limit store, when the config has `redis`.
@@ -51,28 +55,9 @@ impl Runtime {
         config: Config,
         previous: Option<&Runtime>,
         generation: u64,
+        overrides: &TargetOverrides,
     ) -> Result<Runtime, String> {
-        let mut pools = Vec::with_capacity(config.upstreams.len());
-        for up in &config.upstreams {
-            let reused = previous.and_then(|p| {
-                p.pools
-                    .iter()
-                    .find(|pool| {
-                        pool.spec.name == up.name && pool.spec.fingerprint == up.fingerprint
-                    })
-                    .cloned()
-            });
-            pools.push(match reused {
-                Some(p) => p,
-                None => {
-                    let old = previous
-                        .and_then(|p| p.pools.iter().find(|pool| pool.spec.name == up.name));
-                    let pool = Arc::new(UpstreamPool::new(up.clone(), old.map(|p| &**p))?);
-                    pool.start_health_checks();
-                    pool
-                }
-            });
-        }
+        let pools = build_pools(&config, previous, overrides)?;
         let access_log = match previous.and_then(|p| p.access_log.as_ref()) {
             Some(s) if s.target == config.access_log => Some(s.clone()),
             _ => Sink::start(&config.access_log)
@@ -185,7 +170,8 @@ impl Runtime {
             .routes
             .iter()
             .map(|r| RouteMetrics::new(r.name.clone()))
-            .collect();
+            .collect::<Vec<_>>()
+            .into();
         Ok(Runtime {
             config: Arc::new(config),
             pools,
@@ -202,6 +188,62 @@ impl Runtime {
             loaded_at: SystemTime::now(),
         })
     }
+
+    /// This runtime with its pools rebuilt for new target overrides (an admin-API change):
+    /// the same config, limiters and caches; unchanged upstreams keep their pools.
+    pub fn with_overrides(&self, overrides: &TargetOverrides) -> Result<Runtime, String> {
+        let mut rt = self.clone();
+        rt.pools = build_pools(&self.config, Some(self), overrides)?;
+        rt.generation += 1;
+        rt.loaded_at = SystemTime::now();
+        Ok(rt)
+    }
+}
+
+/// One pool per upstream: the previous runtime's pool when the upstream (with its effective
+/// targets) is unchanged, else a new one that keeps the health of the targets it shares with
+/// the old pool.
+fn build_pools(
+    config: &Config,
+    previous: Option<&Runtime>,
+    overrides: &TargetOverrides,
+) -> Result<Vec<Arc<UpstreamPool>>, String> {
+    let mut pools = Vec::with_capacity(config.upstreams.len());
+    for up in &config.upstreams {
+        let up = match overrides.get(&*up.name) {
+            None => up.clone(),
+            Some(targets) => {
+                let mut spec = (**up).clone();
+                spec.targets = targets.clone();
+                // Differs from the file's fingerprint and from other target lists'.
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&up.fingerprint, &mut h);
+                for t in targets {
+                    std::hash::Hash::hash(&*t.display, &mut h);
+                    std::hash::Hash::hash(&t.weight, &mut h);
+                }
+                spec.fingerprint = std::hash::Hasher::finish(&h);
+                Arc::new(spec)
+            }
+        };
+        let reused = previous.and_then(|p| {
+            p.pools
+                .iter()
+                .find(|pool| pool.spec.name == up.name && pool.spec.fingerprint == up.fingerprint)
+                .cloned()
+        });
+        pools.push(match reused {
+            Some(p) => p,
+            None => {
+                let old =
+                    previous.and_then(|p| p.pools.iter().find(|pool| pool.spec.name == up.name));
+                let pool = Arc::new(UpstreamPool::new(up, old.map(|p| &**p))?);
+                pool.start_health_checks();
+                pool
+            }
+        });
+    }
+    Ok(pools)
 }
 
 fn auth_methods(config: &Config) -> impl Iterator<Item = &portico_config::AuthMethod> {

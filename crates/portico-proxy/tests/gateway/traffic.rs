@@ -400,3 +400,119 @@ routes:
     let again = spread(&gw, "/hash", N).await;
     assert_eq!(hashed, again, "the same keys must land on the same targets");
 }
+
+async fn admin(gw: &TestGateway, method: &str, path: &str, body: &str) -> Got {
+    let c = client(false, &[]);
+    send(
+        &c,
+        req(method, &gw.admin_url(path))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn targets_swapped_through_the_admin_api_keep_in_flight_requests_and_outlive_reloads() {
+    let a = named("a", Duration::from_millis(400)).await;
+    let b = named("b", Duration::ZERO).await;
+    let dir = temp_dir("admin-targets");
+    let yaml = config(&format!(
+        "upstreams:\n  swapped: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: swapped\n",
+        a.url()
+    ));
+    let gw = Arc::new(gateway_from_file(&dir, &yaml).await);
+    // Requests in flight to a when the targets change.
+    let mut in_flight = Vec::new();
+    for _ in 0..5 {
+        let gw = gw.clone();
+        in_flight.push(tokio::spawn(async move {
+            let got = get(&gw.url("/")).await;
+            (got.status.as_u16(), got.text())
+        }));
+    }
+    while a.hits() < 5 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let put = admin(
+        &gw,
+        "PUT",
+        "/upstreams/swapped/targets",
+        &format!(r#"{{"targets": [{{"url": "{}", "weight": 2}}]}}"#, b.url()),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(put.json()["targets_from"], "admin_api");
+    assert_eq!(put.json()["targets"][0]["weight"], 2);
+    for t in in_flight {
+        assert_eq!(t.await.unwrap(), (200, "a".to_string()));
+    }
+    for _ in 0..5 {
+        assert_eq!(get(&gw.url("/")).await.text(), "b");
+    }
+    // The change is visible where drift is looked for.
+    let shown = get(&gw.admin_url("/config")).await.json();
+    assert_eq!(
+        shown["target_overrides"]["swapped"][0]["url"],
+        b.url(),
+        "{shown}"
+    );
+    let ups = get(&gw.admin_url("/upstreams")).await.json();
+    assert_eq!(ups["swapped"]["targets_from"], "admin_api", "{ups}");
+    // A file reload keeps it, and says so.
+    let notes = gw.gw.reload_file().await.unwrap();
+    assert!(notes.iter().any(|n| n.contains("admin API")), "{notes:?}");
+    assert_eq!(get(&gw.url("/")).await.text(), "b");
+    // DELETE returns to the file's targets.
+    let del = admin(&gw, "DELETE", "/upstreams/swapped/targets", "").await;
+    assert_eq!(del.status, 200);
+    assert_eq!(del.json()["targets_from"], "config");
+    assert_eq!(get(&gw.url("/")).await.text(), "a");
+
+    // Refusals: precise, and nothing changes.
+    for (body, status, needle) in [
+        ("not json", 400, "not JSON"),
+        (r#"{"targets": []}"#, 400, "at least one target"),
+        (
+            r#"{"targets": ["ftp://x:1"]}"#,
+            400,
+            "unsupported target scheme `ftp`",
+        ),
+        (
+            r#"{"targets": [{"url": "http://x:1", "weight": 0}]}"#,
+            400,
+            "at least 1",
+        ),
+        (
+            r#"{"targets": [{"url": "http://x:1", "wieght": 2}]}"#,
+            400,
+            "unknown key `wieght`",
+        ),
+        (
+            r#"{"targets": ["http://x:1/path"]}"#,
+            400,
+            "must not have a path",
+        ),
+    ] {
+        let got = admin(&gw, "PUT", "/upstreams/swapped/targets", body).await;
+        assert_eq!(got.status.as_u16(), status, "{body}: {}", got.text());
+        assert_eq!(got.header("content-type"), Some("application/problem+json"));
+        assert!(
+            got.json()["detail"].as_str().unwrap().contains(needle),
+            "{body}: {}",
+            got.text()
+        );
+    }
+    let got = admin(
+        &gw,
+        "PUT",
+        "/upstreams/nope/targets",
+        r#"{"targets": ["http://x:1"]}"#,
+    )
+    .await;
+    assert_eq!(got.status, 404);
+    assert_eq!(get(&gw.url("/")).await.text(), "a");
+}
