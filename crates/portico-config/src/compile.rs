@@ -1317,6 +1317,27 @@ fn compile_route(
             ),
         }
     }
+    let mut cookies = Vec::new();
+    for (i, c) in cfg.matches.cookies.iter().enumerate() {
+        let at = item_loc(mnode, "cookies", i);
+        if c.media_type.is_some() {
+            cx.sink.at(
+                at,
+                format!(
+                    "`media_type` applies to headers, not to the cookie `{}`",
+                    c.name
+                ),
+                "use `exact`, `regex` or `present`",
+            );
+            continue;
+        }
+        if let Some(test) = compile_value_test(cx, c, at, false) {
+            cookies.push(QueryCondition {
+                name: c.name.clone(),
+                test,
+            });
+        }
+    }
     let mut query = Vec::new();
     for (i, q) in cfg.matches.query.iter().enumerate() {
         let at = item_loc(mnode, "query", i);
@@ -1428,6 +1449,7 @@ fn compile_route(
         methods,
         headers,
         query,
+        cookies,
         action: action?,
         timeout: cfg.timeout.map(|d| d.0),
         response_headers,

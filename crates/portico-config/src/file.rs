@@ -541,6 +541,9 @@ pub struct MatchConfig {
     /// Query-parameter conditions; all must hold.
     #[serde(default)]
     pub query: Vec<ValueMatchConfig>,
+    /// Cookie conditions; all must hold.
+    #[serde(default)]
+    pub cookies: Vec<ValueMatchConfig>,
 }
 
 /// One of `exact`, `prefix` or `template`.

@@ -262,6 +262,8 @@ pub struct Route {
     pub methods: Vec<Method>,
     pub headers: Vec<HeaderCondition>,
     pub query: Vec<QueryCondition>,
+    /// Same shape as query conditions: a cookie name and its test.
+    pub cookies: Vec<QueryCondition>,
     pub action: Action,
     pub timeout: Option<Duration>,
     pub policies: Arc<[Policy]>,
@@ -274,7 +276,10 @@ pub struct Route {
 impl Route {
     /// Number of conditions besides host and path; more conditions rank a route higher.
     pub fn condition_count(&self) -> usize {
-        usize::from(!self.methods.is_empty()) + self.headers.len() + self.query.len()
+        usize::from(!self.methods.is_empty())
+            + self.headers.len()
+            + self.query.len()
+            + self.cookies.len()
     }
 }
 

@@ -373,7 +373,25 @@ fn accepts(r: &Route, req: &RequestView<'_>) -> bool {
             return false;
         }
     }
+    for c in &r.cookies {
+        if !c.test.accepts(cookie(req.headers, &c.name)) {
+            return false;
+        }
+    }
     true
+}
+
+/// The value of a cookie, from any `Cookie` header (`a=1; b=2`).
+pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then(|| v.trim_matches('"'))
+        })
 }
 
 /// The first value of a query parameter, percent-decoded.

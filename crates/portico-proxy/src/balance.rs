@@ -211,14 +211,7 @@ fn hash_key(on: &HashOn, ctx: &PickContext<'_>) -> Option<u64> {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
-}
+use portico_config::router::cookie;
 
 /// FNV-1a then a splitmix64 finish: stable across runs and processes (so every gateway
 /// instance maps a key to the same target) and well spread over the ring.

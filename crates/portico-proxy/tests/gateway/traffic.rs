@@ -516,3 +516,43 @@ async fn targets_swapped_through_the_admin_api_keep_in_flight_requests_and_outli
     assert_eq!(got.status, 404);
     assert_eq!(get(&gw.url("/")).await.text(), "a");
 }
+
+#[tokio::test]
+async fn a_cookie_picks_the_route() {
+    let (stable, beta) = (
+        named("stable", Duration::ZERO).await,
+        named("beta", Duration::ZERO).await,
+    );
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  ck-stable: {{ targets: ["{}"] }}
+  ck-beta: {{ targets: ["{}"] }}
+routes:
+  - match: {{ cookies: [{{ name: channel, exact: beta }}] }}
+    upstream: ck-beta
+  - upstream: ck-stable
+"#,
+        stable.url(),
+        beta.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    for (cookie, want) in [
+        (Some("channel=beta"), "beta"),
+        (Some("a=1; channel=beta; b=2"), "beta"),
+        (Some("a=1; channel=\"beta\""), "beta"),
+        (Some("channel=stable"), "stable"),
+        (Some("xchannel=beta"), "stable"),
+        (None, "stable"),
+    ] {
+        let mut r = req("GET", &gw.url("/"));
+        if let Some(v) = cookie {
+            r = r.header("cookie", v);
+        }
+        assert_eq!(
+            send(&c, r.body(empty()).unwrap()).await.text(),
+            want,
+            "{cookie:?}"
+        );
+    }
+}
