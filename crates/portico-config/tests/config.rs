@@ -410,6 +410,14 @@ fn semantic_errors() {
             "`media_type` applies to headers",
         ),
         (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: u, match: { cookies: [{ name: c, media_type: \"application/json\" }] } }]",
+            "not to the cookie `c`",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: u, match: { cookies: [{ name: c, regex: \"(\" }] } }]",
+            "invalid regex",
+        ),
+        (
             "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: u, match: { headers: [{ name: accept, media_type: \"json\" }] } }]",
             "invalid media type `json`",
         ),
