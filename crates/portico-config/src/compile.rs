@@ -285,7 +285,15 @@ pub fn compile(
             continue;
         }
         names.insert(name.clone(), loc(node, "name"));
-        if let Some(r) = compile_route(&mut cx, routes.len(), name, cfg, node, &upstream_index) {
+        if let Some(r) = compile_route(
+            &mut cx,
+            routes.len(),
+            name,
+            cfg,
+            node,
+            &upstream_index,
+            &upstreams,
+        ) {
             routes.push(Arc::new(r));
         }
     }
@@ -1249,6 +1257,7 @@ fn compile_route(
     cfg: &RouteConfig,
     node: &Node,
     upstreams: &HashMap<String, usize>,
+    upstream_specs: &[Arc<Upstream>],
 ) -> Option<Route> {
     let errors_before = cx.sink.out.len();
     let mnode = get(node, "match").unwrap_or(node);
@@ -1400,6 +1409,18 @@ fn compile_route(
         }
     }
 
+    let transcode = match &cfg.grpc_transcode {
+        None => None,
+        Some(g) => compile_transcode(
+            cx,
+            g,
+            get(node, "grpc_transcode").unwrap_or(node),
+            cfg,
+            upstreams,
+            upstream_specs,
+        ),
+    };
+
     let mirror = match &cfg.mirror {
         None => None,
         Some(m) => {
@@ -1454,8 +1475,92 @@ fn compile_route(
         timeout: cfg.timeout.map(|d| d.0),
         response_headers,
         mirror,
+        transcode,
         policies: policies.into(),
     })
+}
+
+fn compile_transcode(
+    cx: &mut Ctx<'_>,
+    g: &crate::file::GrpcTranscodeConfig,
+    gnode: &Node,
+    route: &RouteConfig,
+    upstreams: &HashMap<String, usize>,
+    upstream_specs: &[Arc<Upstream>],
+) -> Option<Arc<GrpcTranscode>> {
+    if route.upstream.is_none() && route.split.is_empty() {
+        cx.sink.at(
+            gnode.loc,
+            "`grpc_transcode` needs the route to have an `upstream` (or `split`)",
+            "route to the gRPC service's upstream",
+        );
+        return None;
+    }
+    if route
+        .rewrite
+        .as_ref()
+        .is_some_and(|r| r.path.is_some() || r.strip_prefix)
+    {
+        cx.sink.at(
+            gnode.loc,
+            "`grpc_transcode` cannot be combined with a path `rewrite`",
+            "the gRPC call's path is the method's (`/package.Service/Method`); remove the path rewrite",
+        );
+        return None;
+    }
+    let names = route
+        .upstream
+        .iter()
+        .chain(route.split.iter().map(|s| &s.upstream));
+    for name in names {
+        let Some(up) = upstreams.get(name).and_then(|i| upstream_specs.get(*i)) else {
+            continue;
+        };
+        if up.targets.iter().any(|t| t.scheme == Scheme::Http) {
+            cx.sink.at(
+                gnode.loc,
+                format!("upstream `{name}` has `http://` targets; gRPC needs HTTP/2"),
+                "write its targets as `h2c://host:port` (or `https://` for TLS)",
+            );
+            return None;
+        }
+    }
+    let at = loc(gnode, "descriptor_set");
+    let bytes = read_file(cx, &g.descriptor_set, at)?;
+    let options = portico_translate::Options {
+        services: g.services.clone(),
+        call_by_name: g.call_by_name.unwrap_or(true),
+        emit_defaults: g.emit_defaults,
+        ignore_unknown_query: g.ignore_unknown_query,
+    };
+    let transcoder = match portico_translate::Transcoder::new(&bytes, options) {
+        Ok(t) => t,
+        Err(errors) => {
+            for e in errors {
+                cx.sink.at(
+                    at,
+                    format!("`{}`: {e}", g.descriptor_set),
+                    "fix the `google.api.http` annotation in the .proto file and compile the descriptor set again",
+                );
+            }
+            return None;
+        }
+    };
+    let mut forward_headers = Vec::new();
+    for (i, h) in g.forward_headers.iter().enumerate() {
+        match HeaderName::try_from(h.as_str()) {
+            Ok(n) => forward_headers.push(n),
+            Err(_) => cx.sink.at(
+                item_loc(gnode, "forward_headers", i),
+                format!("invalid header name `{h}`"),
+                "header names are tokens such as `x-user-id`",
+            ),
+        }
+    }
+    Some(Arc::new(GrpcTranscode {
+        transcoder,
+        forward_headers,
+    }))
 }
 
 fn compile_deprecation(

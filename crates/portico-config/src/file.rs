@@ -521,6 +521,32 @@ pub struct RouteConfig {
     /// Policies for this route, run after the global ones.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
+    /// Answer REST/JSON requests by calling the upstream's gRPC methods.
+    #[serde(default)]
+    pub grpc_transcode: Option<GrpcTranscodeConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTranscodeConfig {
+    /// A `FileDescriptorSet` (`protoc --include_imports --descriptor_set_out=FILE`).
+    pub descriptor_set: String,
+    /// Only these services (full names, `package.Service`). Default: all.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Also answer `POST /package.Service/Method` with the message as JSON. Default `true`.
+    #[serde(default)]
+    pub call_by_name: Option<bool>,
+    /// Write fields that hold their default value. Default `false`.
+    #[serde(default)]
+    pub emit_defaults: bool,
+    /// Ignore query parameters that name no field, instead of answering 400. Default `false`.
+    #[serde(default)]
+    pub ignore_unknown_query: bool,
+    /// Request headers passed to the gRPC call as metadata. Default: none (the request id
+    /// always goes).
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -271,6 +271,16 @@ pub struct Route {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Shadow traffic: (upstream index, percent of requests).
     pub mirror: Option<(usize, u32)>,
+    /// REST/JSON to gRPC transcoding for this route's requests.
+    pub transcode: Option<Arc<GrpcTranscode>>,
+}
+
+/// A route's gRPC transcoding: the methods and bindings, built when the config loads.
+#[derive(Debug)]
+pub struct GrpcTranscode {
+    pub transcoder: portico_translate::Transcoder,
+    /// Request headers sent along as gRPC metadata.
+    pub forward_headers: Vec<HeaderName>,
 }
 
 impl Route {

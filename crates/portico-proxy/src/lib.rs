@@ -22,6 +22,7 @@ pub mod runtime;
 mod server;
 pub mod sliding;
 mod tls;
+mod transcode;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

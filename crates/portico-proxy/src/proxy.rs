@@ -280,6 +280,14 @@ async fn process(
             }
             resp
         }
+        Action::Proxy(action) if route.transcode.is_some() => {
+            let t = route.transcode.clone().expect("checked");
+            let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
+            crate::transcode::handle(
+                rt, &route, action, &t, req, &path, request_id, bytes_in, rec,
+            )
+            .await?
+        }
         Action::Proxy(action) => {
             let path = normalized.clone();
             let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
@@ -737,7 +745,7 @@ fn body_is_empty(parts: &http::request::Parts, body: &Incoming) -> bool {
 
 /// Sends the request through the upstream's pool within the route's timeout (which covers
 /// connecting, waiting for the response head and any retries).
-async fn call_upstream(
+pub(crate) async fn call_upstream(
     route: &Route,
     pool: &UpstreamPool,
     target: usize,

@@ -19,6 +19,11 @@ use tokio::net::TcpListener;
 
 pub use portico_proxy::Gateway;
 
+mod bookstore;
+pub use bookstore::{
+    bookstore_descriptor_set, grpc_bookstore, protos_dir, write_bookstore_descriptor_set,
+};
+
 pub type TestBody = Either<Full<Bytes>, ChannelBody>;
 
 pub fn full(b: impl Into<Bytes>) -> TestBody {

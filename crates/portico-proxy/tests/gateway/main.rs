@@ -11,6 +11,7 @@ mod proxying;
 mod reload;
 mod smuggling;
 mod traffic;
+mod transcoding;
 
 use bytes::Bytes;
 use http::Request;

@@ -1,0 +1,285 @@
+//! REST/JSON to gRPC transcoding against a real tonic server (the test kit's bookstore).
+
+use portico_testkit::*;
+use serde_json::json;
+
+use crate::{config, req};
+
+async fn bookstore_gateway(extra: &str) -> TestGateway {
+    let grpc = grpc_bookstore().await;
+    let dir = temp_dir("transcode");
+    let pb = write_bookstore_descriptor_set(&dir);
+    gateway(&config(&format!(
+        "upstreams:\n  books: {{ targets: [\"h2c://{grpc}\"] }}\nroutes:\n  - upstream: books\n    grpc_transcode:\n      descriptor_set: \"{}\"\n      forward_headers: [x-user]\n{extra}",
+        pb.display()
+    )))
+    .await
+}
+
+async fn call(gw: &TestGateway, method: &str, path: &str, body: Option<serde_json::Value>) -> Got {
+    let c = client(false, &[]);
+    let mut r = req(method, &gw.url(path)).header("x-user", "ada");
+    let body = match body {
+        Some(b) => {
+            r = r.header("content-type", "application/json");
+            b.to_string()
+        }
+        None => String::new(),
+    };
+    send(
+        &c,
+        r.body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn bindings_map_paths_queries_and_bodies_to_methods() {
+    let gw = bookstore_gateway("").await;
+    // GET without variables; int64 as strings.
+    let got = call(&gw, "GET", "/v1/shelves", None).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.header("content-type"), Some("application/json"));
+    assert_eq!(
+        got.json(),
+        json!({"shelves": [{"id": "1", "theme": "fiction"}, {"id": "2", "theme": "history"}]})
+    );
+    // Path variables, typed by their fields; a forwarded header as metadata.
+    let got = call(&gw, "GET", "/v1/shelves/7/books/moby%20dick", None).await;
+    assert_eq!(
+        got.json(),
+        json!({"shelf": "7", "id": "moby dick", "title": "Title moby dick", "author": "ada"})
+    );
+    // An additional binding with a multi-segment variable.
+    let got = call(&gw, "GET", "/v1/shelves/3/books/9", None).await;
+    assert_eq!(got.json()["id"], "9");
+    let got = call(&gw, "GET", "/v1/shelves/3/books/9/title", None).await;
+    assert_eq!(
+        got.json(),
+        json!("Title 9"),
+        "response_body picks one field"
+    );
+    // body: "shelf"
+    let got = call(&gw, "POST", "/v1/shelves", Some(json!({"theme": "poetry"}))).await;
+    assert_eq!(got.json(), json!({"id": "99", "theme": "poetry"}));
+    // Nested path fields with body: "book".
+    let got = call(
+        &gw,
+        "PATCH",
+        "/v1/shelves/5/books/b1",
+        Some(json!({"title": "New", "genre": "HISTORY"})),
+    )
+    .await;
+    assert_eq!(
+        got.json(),
+        json!({"shelf": "5", "id": "b1", "title": "New", "genre": "HISTORY"})
+    );
+    // A custom method and a `:verb`.
+    let got = call(&gw, "PUBLISH", "/v1/shelves/1/books/2", None).await;
+    assert_eq!(got.json()["title"], "published", "{}", got.text());
+    let got = call(&gw, "POST", "/v1/shelves/1/books/2:archive", None).await;
+    assert_eq!(got.json()["title"], "archived");
+    // Query parameters: repeated, nested, enum by name, int64, bool, Timestamp, wrapper.
+    let got = call(
+        &gw,
+        "GET",
+        "/v1/books:search?query=whales&tags=sea&tags=classic&page.size=20&page.token=abc&genre=FICTION&min_pages=9007199254740993&available=true&published_after=2020-01-02T03:04:05Z&max_results=5",
+        None,
+    )
+    .await;
+    assert_eq!(
+        got.json(),
+        json!({
+            "query": "whales",
+            "tags": ["sea", "classic"],
+            "page": {"size": 20, "token": "abc"},
+            "genre": "FICTION",
+            "minPages": "9007199254740993",
+            "available": true,
+            "publishedAfter": "2020-01-02T03:04:05Z",
+            "maxResults": 5
+        }),
+        "{}",
+        got.text()
+    );
+    // Called by name, without an annotation.
+    let got = call(
+        &gw,
+        "POST",
+        "/bookstore.Bookstore/Unannotated",
+        Some(json!({"text": "hi"})),
+    )
+    .await;
+    assert_eq!(got.json(), json!({"text": "hi"}));
+}
+
+#[tokio::test]
+async fn proto3_json_mapping_round_trips_through_the_service() {
+    let gw = bookstore_gateway("      emit_defaults: false\n").await;
+    let sent = json!({
+        "i32": -5,
+        "i64": "-9223372036854775808",
+        "u64": "18446744073709551615",
+        "dbl": "NaN",
+        "flt": "-Infinity",
+        "flag": true,
+        "text": "ünïcode ✓",
+        "data": "AAEC/w==",
+        "genre": "HISTORY",
+        "many": ["1", "2"],
+        "counts": {"a": 1},
+        "at": "2024-02-29T12:00:00.123456789Z",
+        "took": "1.500s",
+        // Struct numbers are doubles (1 would come back as 1.0).
+        "meta": {"k": [1.5, "two", null, {"x": true}]},
+        "anything": 3.5,
+        "maybe": "42",
+        "mask": "book.title,updateMask",
+        "extra": {"@type": "type.googleapis.com/bookstore.Shelf", "id": "4", "theme": "t"},
+        "nested": {"id": "8"},
+        "snakeCaseName": "camel"
+    });
+    let got = call(&gw, "POST", "/v1/echo", Some(sent.clone())).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json(), sent);
+    // Input accepts proto names and enum numbers; output uses lowerCamelCase and names.
+    let got = call(
+        &gw,
+        "POST",
+        "/v1/echo",
+        Some(json!({"snake_case_name": "x", "genre": 2, "i64": 7, "flag": false})),
+    )
+    .await;
+    assert_eq!(
+        got.json(),
+        json!({"snakeCaseName": "x", "genre": "HISTORY", "i64": "7"})
+    );
+}
+
+#[tokio::test]
+async fn defaults_are_written_when_asked() {
+    let gw = bookstore_gateway("      emit_defaults: true\n").await;
+    let got = call(&gw, "POST", "/v1/echo", Some(json!({}))).await;
+    let v = got.json();
+    assert_eq!(v["i32"], 0);
+    assert_eq!(v["i64"], "0");
+    assert_eq!(v["flag"], false);
+    assert_eq!(v["genre"], "GENRE_UNSPECIFIED");
+    assert_eq!(v["many"], json!([]));
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_field_and_grpc_errors_map_to_http() {
+    let gw = bookstore_gateway("").await;
+    let bad = |got: &Got, field: Option<&str>| {
+        assert_eq!(got.status, 400, "{}", got.text());
+        assert_eq!(got.header("content-type"), Some("application/problem+json"));
+        let v = got.json();
+        assert_eq!(v["code"], "invalid_request_message");
+        assert_eq!(v["field"].as_str(), field, "{v}");
+    };
+    bad(
+        &call(&gw, "POST", "/v1/echo", Some(json!({"i32": "x"}))).await,
+        Some("i32"),
+    );
+    bad(
+        &call(
+            &gw,
+            "POST",
+            "/v1/echo",
+            Some(json!({"nested": {"id": true}})),
+        )
+        .await,
+        Some("nested.id"),
+    );
+    bad(
+        &call(&gw, "POST", "/v1/echo", Some(json!({"nope": 1}))).await,
+        None,
+    );
+    bad(
+        &call(&gw, "GET", "/v1/shelves/abc", None).await,
+        Some("shelf"),
+    );
+    bad(
+        &call(&gw, "GET", "/v1/books:search?available=maybe", None).await,
+        Some("available"),
+    );
+    bad(
+        &call(&gw, "GET", "/v1/books:search?unknown=1", None).await,
+        Some("unknown"),
+    );
+    let got = call(&gw, "POST", "/v1/echo", None).await;
+    assert_eq!(got.status, 200, "an empty body is an empty message");
+    let c = client(false, &[]);
+    let got = send(
+        &c,
+        req("POST", &gw.url("/v1/echo"))
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"{not json",
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 400);
+    assert!(
+        got.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+
+    // No binding: 404; a binding for another method: 405.
+    assert_eq!(call(&gw, "GET", "/v1/nothing", None).await.status, 404);
+    assert_eq!(call(&gw, "DELETE", "/v1/shelves", None).await.status, 405);
+
+    // gRPC statuses become HTTP statuses, with the message and the details.
+    let got = call(&gw, "GET", "/v1/shelves/404", None).await;
+    assert_eq!(got.status, 404);
+    let v = got.json();
+    assert_eq!(v["grpc_code"], "NOT_FOUND");
+    assert_eq!(v["grpc_status"], 5);
+    assert_eq!(v["detail"], "shelf 404 does not exist");
+    for (code, status) in [
+        (3, 400),
+        (7, 403),
+        (8, 429),
+        (14, 503),
+        (16, 401),
+        (12, 501),
+        (13, 500),
+    ] {
+        let got = call(
+            &gw,
+            "POST",
+            "/v1/fail",
+            Some(json!({"code": code, "message": "no"})),
+        )
+        .await;
+        assert_eq!(got.status.as_u16(), status, "gRPC {code}");
+    }
+    let got = call(
+        &gw,
+        "POST",
+        "/v1/fail",
+        Some(json!({"code": 3, "message": "bad shelf: 100% wrong", "with_details": true})),
+    )
+    .await;
+    let v = got.json();
+    assert_eq!(v["detail"], "bad shelf: 100% wrong");
+    assert_eq!(
+        v["details"][0],
+        json!({"@type": "type.googleapis.com/bookstore.FieldViolation", "field": "shelf.theme", "description": "must not be empty"})
+    );
+    assert_eq!(
+        v["details"][1]["@type"],
+        "type.googleapis.com/unknown.Thing"
+    );
+    assert_eq!(v["details"][1]["value"], "AQID");
+
+    // Streaming methods are refused plainly for now.
+    assert_eq!(
+        call(&gw, "GET", "/v1/shelves/1/books", None).await.status,
+        501
+    );
+}

@@ -1,0 +1,11 @@
+//! Protocol translation for Portico, free of I/O: REST/JSON to gRPC transcoding
+//! (`google.api.http` bindings, the proto3 JSON mapping by prost-reflect, gRPC framing and
+//! status mapping). `portico-config` builds transcoders when a config loads, so descriptor and
+//! annotation problems are config errors; `portico-proxy` calls them per request.
+
+pub mod grpc;
+pub mod template;
+mod transcode;
+
+pub use prost_reflect::{DescriptorPool, DynamicMessage};
+pub use transcode::{Call, Method, Options, RequestError, Transcoder};
