@@ -654,6 +654,30 @@ fn semantic_errors() {
             "policies: [{ type: jwt, issuers: [{ algorithms: [RS256], jwks_url: \"https://a/j\", jwks_min_refresh: 0s }] }]",
             "`jwks_min_refresh` must be at least 1s",
         ),
+        (
+            "upstreams: { g: { targets: [\"h2c://a:1\"] } }\nroutes: [{ upstream: g, grpc_transcode: { descriptor_set: /nonexistent.pb } }]",
+            "cannot read `/nonexistent.pb`",
+        ),
+        (
+            "upstreams: { g: { targets: [\"h2c://a:1\"] } }\nroutes: [{ upstream: g, grpc_transcode: { descriptor_set: Cargo.toml } }]",
+            "not a valid descriptor set",
+        ),
+        (
+            "upstreams: { g: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: g, grpc_transcode: { descriptor_set: x.pb } }]",
+            "upstream `g` has `http://` targets; gRPC needs HTTP/2",
+        ),
+        (
+            "upstreams: { g: { targets: [\"h2c://a:1\"] } }\nroutes: [{ upstream: g, rewrite: { path: /x }, grpc_transcode: { descriptor_set: x.pb } }]",
+            "cannot be combined with a path `rewrite`",
+        ),
+        (
+            "routes: [{ respond: { status: 200 }, grpc_transcode: { descriptor_set: x.pb } }]",
+            "needs the route to have an `upstream`",
+        ),
+        (
+            "upstreams: { g: { targets: [\"h2c://a:1\"] } }\nroutes: [{ upstream: g, grpc_transcode: { descriptor_set: x.pb, emit_default: true } }]",
+            "did you mean `emit_defaults`?",
+        ),
     ];
     for (text, want) in cases {
         let errs = errors(text).join("\n");

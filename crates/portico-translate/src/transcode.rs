@@ -180,7 +180,7 @@ impl Transcoder {
         if !errors.is_empty() {
             return Err(errors);
         }
-        bindings.sort_by(|a, b| b.template.specificity().cmp(&a.template.specificity()));
+        bindings.sort_by_key(|b| std::cmp::Reverse(b.template.specificity()));
         let write = SerializeOptions::new()
             .skip_default_fields(!options.emit_defaults)
             .stringify_64_bit_integers(true);

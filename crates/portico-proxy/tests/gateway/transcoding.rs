@@ -283,3 +283,19 @@ async fn bad_requests_name_the_field_and_grpc_errors_map_to_http() {
         501
     );
 }
+
+/// `examples/bookstore.pb` is the test kit's bookstore compiled; this keeps it from drifting.
+/// Regenerate with `PORTICO_WRITE_EXAMPLES=1 cargo test -p portico-proxy --test gateway example_descriptor`.
+#[test]
+fn example_descriptor_set_matches_the_protos() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookstore.pb");
+    let fresh = bookstore_descriptor_set();
+    if std::env::var_os("PORTICO_WRITE_EXAMPLES").is_some() {
+        std::fs::write(&path, &fresh).unwrap();
+    }
+    let committed = std::fs::read(&path).expect("examples/bookstore.pb");
+    assert!(
+        committed == fresh,
+        "examples/bookstore.pb is out of date with crates/portico-testkit/protos; regenerate it (see this test)"
+    );
+}
