@@ -1560,6 +1560,7 @@ fn compile_transcode(
     Some(Arc::new(GrpcTranscode {
         transcoder,
         forward_headers,
+        sse_by_default: g.stream_format == Some(crate::file::StreamFormat::Sse),
     }))
 }
 

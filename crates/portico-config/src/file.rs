@@ -547,6 +547,17 @@ pub struct GrpcTranscodeConfig {
     /// always goes).
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    /// How server-streaming answers are written when `Accept` does not choose: `ndjson`
+    /// (one JSON message per line) or `sse` (server-sent events). Default `ndjson`.
+    #[serde(default)]
+    pub stream_format: Option<StreamFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamFormat {
+    Ndjson,
+    Sse,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

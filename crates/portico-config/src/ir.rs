@@ -281,6 +281,8 @@ pub struct GrpcTranscode {
     pub transcoder: portico_translate::Transcoder,
     /// Request headers sent along as gRPC metadata.
     pub forward_headers: Vec<HeaderName>,
+    /// Server streams as server-sent events unless `Accept` asks for NDJSON (else the reverse).
+    pub sse_by_default: bool,
 }
 
 impl Route {

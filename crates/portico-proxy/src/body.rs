@@ -99,6 +99,9 @@ pub enum Body {
     Upstream(UpstreamBody),
     /// A streamed request body whose bytes are counted for the access log.
     Counted(Incoming, Arc<BodyStats>, IdleTimer),
+    /// A body produced by a translation (a gRPC stream written as JSON lines): the rare case
+    /// that is boxed.
+    Stream(http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>),
 }
 
 impl Body {
@@ -119,6 +122,7 @@ impl HttpBody for Body {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Upstream(s) => Pin::new(s).poll_frame(cx),
+            Body::Stream(s) => Pin::new(s).poll_frame(cx),
             Body::Counted(s, stats, idle) => {
                 let r = Pin::new(s).poll_frame(cx);
                 if idle.expired(cx, &r) {
@@ -150,6 +154,7 @@ impl HttpBody for Body {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
             Body::Upstream(s) => s.is_end_stream(),
+            Body::Stream(s) => s.is_end_stream(),
             Body::Counted(s, _, _) => s.is_end_stream(),
         }
     }
@@ -159,6 +164,7 @@ impl HttpBody for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Upstream(s) => s.size_hint(),
+            Body::Stream(s) => s.size_hint(),
             Body::Counted(s, _, _) => s.size_hint(),
         }
     }

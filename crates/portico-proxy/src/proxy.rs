@@ -1000,7 +1000,9 @@ async fn replayable(
         }
         Body::Full(b) => b,
         Body::Empty => None,
-        Body::Upstream(_) => return Ok((Request::from_parts(parts, Body::Empty), None)),
+        Body::Upstream(_) | Body::Stream(_) => {
+            return Ok((Request::from_parts(parts, Body::Empty), None));
+        }
     };
     let template = ReplayTemplate {
         method: parts.method.clone(),

@@ -55,7 +55,7 @@ pub async fn handle(
     rt: &Runtime,
     route: &Arc<Route>,
     action: &ProxyAction,
-    t: &GrpcTranscode,
+    t: &Arc<GrpcTranscode>,
     req: Request<Incoming>,
     path: &str,
     request_id: &HeaderValue,
@@ -89,18 +89,17 @@ pub async fn handle(
             ));
         }
     };
-    if call.is_streaming() {
-        return Ok(problem(
-            StatusCode::NOT_IMPLEMENTED,
-            "streaming_not_transcoded",
-            format!(
-                "`{}` is a streaming method; streaming calls are not transcoded yet.",
-                call.method.desc.full_name()
-            ),
-            Default::default(),
-            request_id,
-        ));
-    }
+    // Server streams: server-sent events or NDJSON, by `Accept`, else the route's default.
+    let sse = call.is_server_streaming() && {
+        let accept = parts_accept(&req);
+        if accept.contains("text/event-stream") {
+            true
+        } else if accept.contains("application/x-ndjson") || accept.contains("application/jsonl") {
+            false
+        } else {
+            t.sse_by_default
+        }
+    };
     rec.upstream = None;
     let (parts, body) = req.into_parts();
     let limit = bytes_in
@@ -124,7 +123,35 @@ pub async fn handle(
     bytes_in
         .bytes
         .store(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    let frame = match t.transcoder.request(&call, parts.uri.query(), &body) {
+    // A client stream arrives as NDJSON: one message per line, sent as one message each.
+    let framed = if call.is_client_streaming() {
+        let mut all = bytes::BytesMut::new();
+        let mut result = Ok(());
+        for (n, line) in body
+            .split(|b| *b == b'\n')
+            .enumerate()
+            .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+        {
+            match t.transcoder.request(&call, parts.uri.query(), line) {
+                Ok(f) => all.extend_from_slice(&f),
+                Err(RequestError::Invalid { detail, field }) => {
+                    result = Err(RequestError::Invalid {
+                        detail: format!("line {}: {detail}", n + 1),
+                        field,
+                    });
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        result.map(|()| all.freeze())
+    } else {
+        t.transcoder.request(&call, parts.uri.query(), &body)
+    };
+    let frame = match framed {
         Ok(f) => f,
         Err(RequestError::Invalid { detail, field }) => {
             let mut extra = serde_json::Map::new();
@@ -194,6 +221,32 @@ pub async fn handle(
     }
     let resp = crate::proxy::call_upstream(route, &pool, ti, up, rec).await?;
     let (head, body) = resp.into_parts();
+    if call.is_server_streaming()
+        && head.status == StatusCode::OK
+        && !head.headers.contains_key("grpc-status")
+    {
+        let stream = JsonStream {
+            inner: body,
+            transcode: t.clone(),
+            key: call.key(),
+            buf: bytes::BytesMut::new(),
+            sse,
+            done: false,
+            failed: None,
+        };
+        let mut r = Response::new(Body::Stream(http_body_util::BodyExt::boxed_unsync(stream)));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(if sse {
+                "text/event-stream"
+            } else {
+                "application/x-ndjson"
+            }),
+        );
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(r);
+    }
     if head.status != StatusCode::OK {
         tracing::debug!(status = %head.status, "gRPC upstream answered with a non-200 HTTP status");
         return Err(Problem::UpstreamProtocol);
@@ -244,6 +297,19 @@ pub async fn handle(
             request_id,
         ));
     }
+    if call.is_server_streaming() {
+        // A stream that ended at once (trailers-only, OK): no messages.
+        let mut r = Response::new(Body::Empty);
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(if sse {
+                "text/event-stream"
+            } else {
+                "application/x-ndjson"
+            }),
+        );
+        return Ok(r);
+    }
     match t.transcoder.response(&call, &bytes) {
         Ok(json) => {
             let mut r = Response::new(Body::full(json));
@@ -256,6 +322,158 @@ pub async fn handle(
         Err(e) => {
             tracing::warn!(method = %call.method.desc.full_name(), error = %e, "undecodable gRPC response");
             Err(Problem::UpstreamProtocol)
+        }
+    }
+}
+
+fn parts_accept(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
+        .to_ascii_lowercase()
+}
+
+/// A server stream written as JSON as its messages arrive: one line per message (NDJSON) or
+/// one `data:` event per message (SSE). A gRPC error after the stream began cannot change the
+/// status any more, so it becomes a last line (`{"error": {...}}`) or an `event: error`.
+struct JsonStream {
+    inner: crate::client::UpstreamBody,
+    transcode: Arc<GrpcTranscode>,
+    key: portico_translate::CallKey,
+    buf: bytes::BytesMut,
+    sse: bool,
+    done: bool,
+    /// The error line to send once the buffered messages are out.
+    failed: Option<Bytes>,
+}
+
+impl JsonStream {
+    fn line(&self, json: &[u8], event: Option<&str>) -> Bytes {
+        let mut out = Vec::with_capacity(json.len() + 24);
+        if self.sse {
+            if let Some(e) = event {
+                out.extend_from_slice(b"event: ");
+                out.extend_from_slice(e.as_bytes());
+                out.push(b'\n');
+            }
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(json);
+            out.extend_from_slice(b"\n\n");
+        } else {
+            out.extend_from_slice(json);
+            out.push(b'\n');
+        }
+        out.into()
+    }
+
+    fn error_line(&self, code: u32, message: &str) -> Bytes {
+        let e = serde_json::json!({
+            "grpc_status": code,
+            "grpc_code": grpc::code_name(code),
+            "status": grpc::http_status(code),
+            "message": message,
+        });
+        if self.sse {
+            self.line(e.to_string().as_bytes(), Some("error"))
+        } else {
+            self.line(
+                serde_json::json!({ "error": e }).to_string().as_bytes(),
+                None,
+            )
+        }
+    }
+
+    /// The next whole message in the buffer, as JSON.
+    fn next_message(&mut self) -> Option<Result<Bytes, String>> {
+        if self.buf.len() < 5 {
+            return None;
+        }
+        if self.buf[0] != 0 {
+            return Some(Err("compressed gRPC message".into()));
+        }
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if self.buf.len() < 5 + len {
+            return None;
+        }
+        let msg = self.buf.split_to(5 + len);
+        Some(
+            self.transcode
+                .transcoder
+                .message_json(self.key, &msg[5..])
+                .map(|j| self.line(&j, None)),
+        )
+    }
+}
+
+impl http_body::Body for JsonStream {
+    type Data = Bytes;
+    type Error = crate::body::BodyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.next_message() {
+                Some(Ok(line)) => return Poll::Ready(Some(Ok(http_body::Frame::data(line)))),
+                None if this.failed.is_some() => {
+                    this.done = true;
+                    let e = this.failed.take().unwrap_or_default();
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(e))));
+                }
+                Some(Err(e)) => {
+                    this.done = true;
+                    tracing::warn!(error = %e, "undecodable message in a gRPC stream");
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(this.error_line(
+                        13,
+                        "the service sent a message the gateway cannot decode",
+                    )))));
+                }
+                None => {}
+            }
+            match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.done = true;
+                    if !this.buf.is_empty() {
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(
+                            this.error_line(13, "the stream ended inside a message"),
+                        ))));
+                    }
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(d) => this.buf.extend_from_slice(&d),
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            let code = trailers
+                                .get("grpc-status")
+                                .and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
+                                .unwrap_or(2);
+                            if code != 0 {
+                                let msg = trailers
+                                    .get("grpc-message")
+                                    .and_then(|v| v.to_str().ok())
+                                    .and_then(|m| {
+                                        portico_translate::template::percent_decode(m, false)
+                                    })
+                                    .unwrap_or_default();
+                                // Messages before the trailers still go out first.
+                                this.failed = Some(this.error_line(code, &msg));
+                            }
+                        }
+                    }
+                },
+            }
         }
     }
 }

@@ -253,10 +253,65 @@ impl tonic::server::ServerStreamingService<DynamicMessage> for Streaming {
         let pool = self.0.clone();
         Box::pin(async move {
             let shelf = int(req.get_ref(), "shelf");
-            let books: Vec<Result<DynamicMessage, Status>> = (1..=3)
+            let mut books: Vec<Result<DynamicMessage, Status>> = (1..=3)
                 .map(|i| Ok(book(&pool, shelf, &i.to_string(), &format!("Title {i}"))))
                 .collect();
+            // Shelf 13 fails after two books.
+            if shelf == 13 {
+                books.truncate(2);
+                books.push(Err(Status::aborted("shelf 13 is haunted")));
+            }
+            if shelf == 404 {
+                return Err(Status::not_found("no shelf 404"));
+            }
             let s: BoxStream = Box::pin(futures_util::stream::iter(books));
+            Ok(tonic::Response::new(s))
+        })
+    }
+}
+
+/// CountBooks: the number of books sent, and their titles joined.
+#[derive(Clone)]
+struct Counting(DescriptorPool);
+
+impl tonic::server::ClientStreamingService<DynamicMessage> for Counting {
+    type Response = DynamicMessage;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<tonic::Response<DynamicMessage>, Status>> + Send>>;
+    fn call(&mut self, req: tonic::Request<tonic::Streaming<DynamicMessage>>) -> Self::Future {
+        let pool = self.0.clone();
+        Box::pin(async move {
+            let mut stream = req.into_inner();
+            let mut titles = Vec::new();
+            while let Some(b) = stream.message().await? {
+                titles.push(text(&b, "title"));
+            }
+            let mut s = msg(&pool, "bookstore.Shelf");
+            s.set_field_by_name("id", Value::I64(titles.len() as i64));
+            s.set_field_by_name("theme", Value::String(titles.join("+")));
+            Ok(tonic::Response::new(s))
+        })
+    }
+}
+
+/// Chat: every book back, its title upper-cased.
+#[derive(Clone)]
+struct Chatting;
+
+impl tonic::server::StreamingService<DynamicMessage> for Chatting {
+    type Response = DynamicMessage;
+    type ResponseStream = BoxStream;
+    type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<BoxStream>, Status>> + Send>>;
+    fn call(&mut self, req: tonic::Request<tonic::Streaming<DynamicMessage>>) -> Self::Future {
+        Box::pin(async move {
+            let mut input = req.into_inner();
+            let mut out = Vec::new();
+            while let Some(mut b) = input.message().await? {
+                let t = text(&b, "title").to_uppercase();
+                b.set_field_by_name("title", Value::String(t));
+                out.push(Ok(b));
+            }
+            let s: BoxStream = Box::pin(futures_util::stream::iter(out));
             Ok(tonic::Response::new(s))
         })
     }
@@ -289,11 +344,14 @@ pub async fn grpc_bookstore() -> SocketAddr {
                         let mut grpc = tonic::server::Grpc::new(DynCodec {
                             input: desc.input(),
                         });
-                        Ok(if desc.is_server_streaming() {
-                            grpc.server_streaming(Streaming(pool), req).await
-                        } else {
-                            grpc.unary(Unary(pool, method), req).await
-                        })
+                        Ok(
+                            match (desc.is_client_streaming(), desc.is_server_streaming()) {
+                                (true, true) => grpc.streaming(Chatting, req).await,
+                                (true, false) => grpc.client_streaming(Counting(pool), req).await,
+                                (false, true) => grpc.server_streaming(Streaming(pool), req).await,
+                                (false, false) => grpc.unary(Unary(pool, method), req).await,
+                            },
+                        )
                     }
                 });
             tokio::spawn(async move {

@@ -8,4 +8,4 @@ pub mod template;
 mod transcode;
 
 pub use prost_reflect::{DescriptorPool, DynamicMessage};
-pub use transcode::{Call, Method, Options, RequestError, Transcoder};
+pub use transcode::{Call, CallKey, Method, Options, RequestError, Transcoder};

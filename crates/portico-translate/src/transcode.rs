@@ -85,11 +85,36 @@ impl std::fmt::Debug for Transcoder {
 #[derive(Debug)]
 pub struct Call<'t> {
     pub method: &'t Method,
+    index: usize,
     binding: Option<usize>,
     vars: Vec<(Vec<String>, String)>,
 }
 
+/// What a response stream needs to turn each message into JSON, without borrowing the
+/// transcoder.
+#[derive(Debug, Clone, Copy)]
+pub struct CallKey {
+    method: usize,
+    binding: Option<usize>,
+}
+
 impl Call<'_> {
+    pub fn key(&self) -> CallKey {
+        CallKey {
+            method: self.index,
+            binding: self.binding,
+        }
+    }
+
+    /// Streams the client sends (client or bidirectional streaming).
+    pub fn is_client_streaming(&self) -> bool {
+        self.method.desc.is_client_streaming()
+    }
+
+    pub fn is_server_streaming(&self) -> bool {
+        self.method.desc.is_server_streaming()
+    }
+
     pub fn is_streaming(&self) -> bool {
         self.method.desc.is_client_streaming() || self.method.desc.is_server_streaming()
     }
@@ -209,6 +234,7 @@ impl Transcoder {
                 }
                 return Ok(Call {
                     method: &self.methods[b.method],
+                    index: b.method,
                     binding: Some(i),
                     vars: vars.into_iter().map(|(f, v)| (f.to_vec(), v)).collect(),
                 });
@@ -222,6 +248,7 @@ impl Transcoder {
             }
             return Ok(Call {
                 method: &self.methods[m],
+                index: m,
                 binding: None,
                 vars: Vec::new(),
             });
@@ -320,15 +347,15 @@ impl Transcoder {
         let [one] = msgs.as_slice() else {
             return Err(format!("expected one response message, got {}", msgs.len()));
         };
-        let msg = DynamicMessage::decode(call.method.desc.output(), *one)
-            .map_err(|e| format!("undecodable response message: {e}"))?;
-        self.message_json(call, &msg)
+        self.message_json(call.key(), one)
     }
 
-    /// One response message as JSON (also for each message of a stream).
-    pub fn message_json(&self, call: &Call<'_>, msg: &DynamicMessage) -> Result<Vec<u8>, String> {
+    /// One encoded response message as JSON (each message of a stream goes through here).
+    pub fn message_json(&self, key: CallKey, encoded: &[u8]) -> Result<Vec<u8>, String> {
+        let msg = DynamicMessage::decode(self.methods[key.method].desc.output(), encoded)
+            .map_err(|e| format!("undecodable response message: {e}"))?;
         let mut out = Vec::with_capacity(128);
-        let picked = call
+        let picked = key
             .binding
             .and_then(|i| self.bindings[i].response_json.as_deref());
         match picked {

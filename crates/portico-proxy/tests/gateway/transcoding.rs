@@ -276,12 +276,99 @@ async fn bad_requests_name_the_field_and_grpc_errors_map_to_http() {
         "type.googleapis.com/unknown.Thing"
     );
     assert_eq!(v["details"][1]["value"], "AQID");
+}
 
-    // Streaming methods are refused plainly for now.
+async fn call_accepting(
+    gw: &TestGateway,
+    method: &str,
+    path: &str,
+    accept: &str,
+    body: &str,
+) -> Got {
+    let c = client(false, &[]);
+    send(
+        &c,
+        req(method, &gw.url(path))
+            .header("accept", accept)
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
+            .unwrap(),
+    )
+    .await
+}
+
+fn ndjson(got: &Got) -> Vec<serde_json::Value> {
+    got.text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn streams_become_ndjson_or_server_sent_events() {
+    let gw = bookstore_gateway("").await;
+    // Server streaming, NDJSON by default.
+    let got = call_accepting(&gw, "GET", "/v1/shelves/4/books", "*/*", "").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-type"), Some("application/x-ndjson"));
+    let lines = ndjson(&got);
+    assert_eq!(lines.len(), 3, "{}", got.text());
     assert_eq!(
-        call(&gw, "GET", "/v1/shelves/1/books", None).await.status,
-        501
+        lines[2],
+        json!({"shelf": "4", "id": "3", "title": "Title 3"})
     );
+    // SSE when the client asks for it.
+    let got = call_accepting(&gw, "GET", "/v1/shelves/4/books", "text/event-stream", "").await;
+    assert_eq!(got.header("content-type"), Some("text/event-stream"));
+    assert_eq!(got.text().matches("data: {").count(), 3, "{}", got.text());
+    assert!(got.text().ends_with("\n\n"));
+    // An error after the stream began: the messages so far, then the error as the last line.
+    let got = call_accepting(
+        &gw,
+        "GET",
+        "/v1/shelves/13/books",
+        "application/x-ndjson",
+        "",
+    )
+    .await;
+    let lines = ndjson(&got);
+    assert_eq!(lines.len(), 3, "{}", got.text());
+    assert_eq!(lines[1]["id"], "2");
+    assert_eq!(lines[2]["error"]["grpc_code"], "ABORTED");
+    assert_eq!(lines[2]["error"]["message"], "shelf 13 is haunted");
+    let got = call_accepting(&gw, "GET", "/v1/shelves/13/books", "text/event-stream", "").await;
+    assert!(
+        got.text().contains("event: error\ndata: {"),
+        "{}",
+        got.text()
+    );
+    // An error before any message is an ordinary problem.
+    let got = call_accepting(&gw, "GET", "/v1/shelves/404/books", "*/*", "").await;
+    assert_eq!(got.status, 404);
+    assert_eq!(got.json()["grpc_code"], "NOT_FOUND");
+
+    // Client streaming from an NDJSON body.
+    let body = "{\"title\": \"a\"}\n\n{\"title\": \"b\"}\n{\"title\": \"c\"}\n";
+    let got = call_accepting(&gw, "POST", "/v1/books:count", "*/*", body).await;
+    assert_eq!(
+        got.json(),
+        json!({"id": "3", "theme": "a+b+c"}),
+        "{}",
+        got.text()
+    );
+    let body = "{\"title\": \"a\"}\n{\"title\": 5}\n";
+    let got = call_accepting(&gw, "POST", "/v1/books:count", "*/*", body).await;
+    assert_eq!(got.status, 400);
+    assert!(
+        got.json()["detail"].as_str().unwrap().contains("line 2"),
+        "{}",
+        got.text()
+    );
+    // Both ways.
+    let body = "{\"title\": \"x\"}\n{\"title\": \"y\"}";
+    let got = call_accepting(&gw, "POST", "/v1/books:chat", "*/*", body).await;
+    assert_eq!(got.text(), "{\"title\":\"X\"}\n{\"title\":\"Y\"}\n");
 }
 
 /// `examples/bookstore.pb` is the test kit's bookstore compiled; this keeps it from drifting.
