@@ -1409,6 +1409,37 @@ fn compile_route(
         }
     }
 
+    if cfg.grpc_web {
+        if cfg.grpc_transcode.is_some() {
+            cx.sink.at(
+                loc(node, "grpc_web"),
+                "`grpc_web` and `grpc_transcode` cannot be combined on one route",
+                "give gRPC-Web clients their own route (match on their path prefix)",
+            );
+        } else if cfg.upstream.is_none() && cfg.split.is_empty() {
+            cx.sink.at(
+                loc(node, "grpc_web"),
+                "`grpc_web` needs the route to have an `upstream` (or `split`)",
+                "route to the gRPC service's upstream",
+            );
+        } else if let Some(name) = cfg
+            .upstream
+            .iter()
+            .chain(cfg.split.iter().map(|s| &s.upstream))
+            .find(|n| {
+                upstreams
+                    .get(*n)
+                    .and_then(|i| upstream_specs.get(*i))
+                    .is_some_and(|u| u.targets.iter().any(|t| t.scheme == Scheme::Http))
+            })
+        {
+            cx.sink.at(
+                loc(node, "grpc_web"),
+                format!("upstream `{name}` has `http://` targets; gRPC needs HTTP/2"),
+                "write its targets as `h2c://host:port` (or `https://` for TLS)",
+            );
+        }
+    }
     let transcode = match &cfg.grpc_transcode {
         None => None,
         Some(g) => compile_transcode(
@@ -1476,6 +1507,7 @@ fn compile_route(
         response_headers,
         mirror,
         transcode,
+        grpc_web: cfg.grpc_web,
         policies: policies.into(),
     })
 }

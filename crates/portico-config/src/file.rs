@@ -524,6 +524,9 @@ pub struct RouteConfig {
     /// Answer REST/JSON requests by calling the upstream's gRPC methods.
     #[serde(default)]
     pub grpc_transcode: Option<GrpcTranscodeConfig>,
+    /// Bridge gRPC-Web requests (browsers) to the upstream's native gRPC. Default `false`.
+    #[serde(default)]
+    pub grpc_web: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -273,6 +273,8 @@ pub struct Route {
     pub mirror: Option<(usize, u32)>,
     /// REST/JSON to gRPC transcoding for this route's requests.
     pub transcode: Option<Arc<GrpcTranscode>>,
+    /// gRPC-Web requests are bridged to native gRPC.
+    pub grpc_web: bool,
 }
 
 /// A route's gRPC transcoding: the methods and bindings, built when the config loads.

@@ -678,6 +678,14 @@ fn semantic_errors() {
             "upstreams: { g: { targets: [\"h2c://a:1\"] } }\nroutes: [{ upstream: g, grpc_transcode: { descriptor_set: x.pb, emit_default: true } }]",
             "did you mean `emit_defaults`?",
         ),
+        (
+            "upstreams: { g: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: g, grpc_web: true }]",
+            "upstream `g` has `http://` targets; gRPC needs HTTP/2",
+        ),
+        (
+            "upstreams: { g: { targets: [\"h2c://a:1\"] } }\nroutes: [{ upstream: g, grpc_web: true, grpc_transcode: { descriptor_set: x.pb } }]",
+            "`grpc_web` and `grpc_transcode` cannot be combined",
+        ),
     ];
     for (text, want) in cases {
         let errs = errors(text).join("\n");

@@ -10,6 +10,7 @@ pub mod client;
 pub mod concurrency;
 pub mod dns;
 mod fetch;
+mod grpcweb;
 mod h1guard;
 pub mod headers;
 pub mod jwks;

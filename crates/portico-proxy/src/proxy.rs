@@ -300,6 +300,11 @@ async fn process(
             let target = pool.target(ti).clone();
             rec.upstream = Some(target.display.clone());
             let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+            let grpc_web = if route.grpc_web {
+                crate::grpcweb::mode(req.headers())
+            } else {
+                None
+            };
             let upstream_req = build_upstream_request(
                 rt,
                 conn,
@@ -313,7 +318,10 @@ async fn process(
                 upgrade.is_some(),
                 bytes_in,
             )?;
-            let mut upstream_req = upstream_req;
+            let mut upstream_req = match grpc_web {
+                Some(m) => crate::grpcweb::to_grpc(upstream_req, m).await?,
+                None => upstream_req,
+            };
             if let Body::Counted(_, _, idle) = upstream_req.body_mut() {
                 *idle = crate::body::IdleTimer::new(pool.spec.stream_idle_timeout);
             }
@@ -332,7 +340,10 @@ async fn process(
                 let upstream_side = hyper::upgrade::on(&mut resp);
                 tokio::spawn(tunnel(client_side, upstream_side));
             }
-            resp.map(Body::Upstream)
+            match grpc_web {
+                Some(m) => crate::grpcweb::from_grpc(resp, m),
+                None => resp.map(Body::Upstream),
+            }
         }
     };
     response_policies(

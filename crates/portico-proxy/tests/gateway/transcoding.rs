@@ -386,3 +386,86 @@ fn example_descriptor_set_matches_the_protos() {
         "examples/bookstore.pb is out of date with crates/portico-testkit/protos; regenerate it (see this test)"
     );
 }
+
+/// gRPC-Web frames spelled out from the protocol: `[flag][len u32][payload]`, flag 0x80 for
+/// the trailer frame.
+fn web_frames(body: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut b = body;
+    while b.len() >= 5 {
+        let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+        out.push((b[0], b[5..5 + len].to_vec()));
+        b = &b[5 + len..];
+    }
+    assert!(b.is_empty(), "trailing bytes");
+    out
+}
+
+/// Decodes base64 four characters at a time, so independently padded chunks work.
+fn b64_pieces(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    text.as_bytes()
+        .chunks(4)
+        .flat_map(|c| base64::engine::general_purpose::STANDARD.decode(c).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn grpc_web_clients_reach_a_native_grpc_service() {
+    use base64::Engine;
+    let grpc = grpc_bookstore().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  web-books: {{ targets: [\"h2c://{grpc}\"] }}\nroutes:\n  - upstream: web-books\n    grpc_web: true\n"
+    )))
+    .await;
+    // GetShelfRequest { shelf: 7 }: field 1, varint 7.
+    let request = [0u8, 0, 0, 0, 2, 0x08, 0x07];
+    let c = client(false, &[]);
+    let web = |ct: &'static str, body: Vec<u8>| {
+        req("POST", &gw.url("/bookstore.Bookstore/GetShelf"))
+            .header("content-type", ct)
+            .header("x-grpc-web", "1")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap()
+    };
+    // Binary mode, over HTTP/1.1 as browsers often are.
+    let got = send(&c, web("application/grpc-web+proto", request.to_vec())).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        got.header("content-type"),
+        Some("application/grpc-web+proto")
+    );
+    let frames = web_frames(&got.body);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    // Shelf { id: 7, theme: "theme-7" }
+    assert_eq!(
+        frames[0],
+        (0, [&[0x08, 0x07, 0x12, 0x07][..], b"theme-7"].concat())
+    );
+    assert_eq!(frames[1].0, 0x80);
+    let trailers = String::from_utf8(frames[1].1.clone()).unwrap();
+    assert!(trailers.contains("grpc-status: 0\r\n"), "{trailers}");
+
+    // Text mode: base64 both ways.
+    let body = base64::engine::general_purpose::STANDARD.encode(request);
+    let got = send(&c, web("application/grpc-web-text", body.into_bytes())).await;
+    assert_eq!(
+        got.header("content-type"),
+        Some("application/grpc-web-text")
+    );
+    let frames = web_frames(&b64_pieces(&got.text()));
+    assert_eq!(frames[0].1[..2], [0x08, 0x07]);
+    assert_eq!(frames[1].0, 0x80);
+
+    // An error status: trailers-only, readable from the headers.
+    let missing = [0u8, 0, 0, 0, 3, 0x08, 0x94, 0x03]; // shelf 404
+    let got = send(&c, web("application/grpc-web", missing.to_vec())).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("grpc-status"), Some("5"));
+    assert!(
+        got.header("content-type")
+            .is_some_and(|c| c.starts_with("application/grpc-web")),
+        "{:?}",
+        got.header("content-type")
+    );
+}
