@@ -37,7 +37,7 @@ ORIGIN_PORT = 19080
 PORTS = {"nginx": 19081, "haproxy": 19082, "portico": 19084, "nginx-log": 19091, "haproxy-log": 19092, "portico-log": 19094,
          "portico-key": 19085, "portico-jwt": 19086, "portico-chain": 19087,
          "portico-rl-local": 19088, "portico-rl-redis": 19089, "portico-rl-batch": 19090,
-         "portico-rr2": 19095, "portico-lr2": 19096}
+         "portico-rr2": 19095, "portico-lr2": 19096, "portico-grpc": 19097}
 
 # Two targets (the origin on two ports) balanced round robin or by least request, to measure
 # what the least-request pick costs: `--proxies portico-rr2,portico-lr2`.
@@ -135,10 +135,19 @@ http {{
         listen 127.0.0.1:{port2} backlog=4096;
         location = /hello {{ default_type text/plain; return 200 "hello"; }}
         location = /json {{ default_type application/json; alias {run}/doc.json; }}
+        location = /v1/shelves/7 {{ default_type application/json; return 200 '{{"id":"7","theme":"theme-7"}}'; }}
     }}
     server {{
         listen 127.0.0.1:{h2port} http2 backlog=4096;
         location = /hello {{ default_type text/plain; return 200 "hello"; }}
+        # A gRPC answer (Shelf {{ id: 7, theme: "theme-7" }}) for the transcoding contestant:
+        # a static file, POST allowed through the 405 page, grpc-status as a trailer.
+        location = /bookstore.Bookstore/GetShelf {{
+            default_type application/grpc;
+            alias {run}/shelf.grpc;
+            error_page 405 =200 $uri;
+            add_trailer grpc-status 0 always;
+        }}
     }}
 }}
 """
@@ -229,6 +238,9 @@ SCENARIOS = {
     "hello-c1000": ("wrk", "/hello", 1000, 1),
     "json16k-c64": ("wrk", "/json", 64, 1),
     "h2c-c8m8": ("h2load", "/hello", 8, 8),
+    # The same JSON (`{"id":"7","theme":"theme-7"}`), proxied as is by every contestant except
+    # portico-grpc, which transcodes it to a gRPC call to the origin.
+    "shelf-c64": ("wrk", "/v1/shelves/7", 64, 1),
 }
 
 H2_HEADERS = []
@@ -373,6 +385,9 @@ def main():
     with open(os.path.join(run, "doc.json"), "w") as f:
         # Exactly 16,384 bytes of JSON.
         f.write('{"pad":"' + "x" * (16384 - 10) + '"}')
+    with open(os.path.join(run, "shelf.grpc"), "wb") as f:
+        # One gRPC message: not compressed, length 11, Shelf { id: 7, theme: "theme-7" }.
+        f.write(bytes([0, 0, 0, 0, 11, 0x08, 0x07, 0x12, 0x07]) + b"theme-7")
     os.makedirs(os.path.join(run, "origin-tmp"), exist_ok=True)
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -406,7 +421,7 @@ def main():
 
         contestants = []
         for proxy in args.proxies.split(","):
-            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED else [False, True]):
+            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED or proxy == "portico-grpc" else [False, True]):
                 name = proxy + ("-log" if logging else "")
                 port = PORTS[name]
                 log = os.path.join(run, f"{name}.access.log")
@@ -430,6 +445,12 @@ def main():
                     chain = POLICIES.get(proxy, "").format(keys=KEYS_DIR, key_digest="sha256:" + hashlib.sha256(BENCH_KEY.encode()).hexdigest())
                     log_on = logging or proxy == "portico-chain"
                     conf = PORTICO_CONF.format(port=port, origin=ORIGIN_PORT, log=log if log_on else "off") + chain
+                    if proxy == "portico-grpc":
+                        conf = conf.replace(f'targets: ["http://127.0.0.1:{ORIGIN_PORT}"]',
+                                            f'targets: ["h2c://127.0.0.1:{ORIGIN_PORT + 100}"]')
+                        conf = conf.replace("    upstream: origin\n",
+                                            "    upstream: origin\n    grpc_transcode:\n"
+                                            f"      descriptor_set: \"{os.path.join(ROOT, 'examples/bookstore.pb')}\"\n")
                     if proxy in BALANCED:
                         conf = conf.replace(f'targets: ["http://127.0.0.1:{ORIGIN_PORT}"]',
                                             f'targets: ["http://127.0.0.1:{ORIGIN_PORT}", "http://127.0.0.1:{ORIGIN_PORT2}"]\n'

@@ -1557,24 +1557,37 @@ fn compile_transcode(
             return None;
         }
     }
-    let at = loc(gnode, "descriptor_set");
-    let bytes = read_file(cx, &g.descriptor_set, at)?;
     let options = portico_translate::Options {
         services: g.services.clone(),
         call_by_name: g.call_by_name.unwrap_or(true),
         emit_defaults: g.emit_defaults,
         ignore_unknown_query: g.ignore_unknown_query,
     };
-    let transcoder = match portico_translate::Transcoder::new(&bytes, options) {
-        Ok(t) => t,
-        Err(errors) => {
-            for e in errors {
-                cx.sink.at(
-                    at,
-                    format!("`{}`: {e}", g.descriptor_set),
-                    "fix the `google.api.http` annotation in the .proto file and compile the descriptor set again",
-                );
+    let transcoder = match (&g.descriptor_set, g.reflection) {
+        (Some(file), false) => {
+            let at = loc(gnode, "descriptor_set");
+            let bytes = read_file(cx, file, at)?;
+            match portico_translate::Transcoder::new(&bytes, options.clone()) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(errors) => {
+                    for e in errors {
+                        cx.sink.at(
+                            at,
+                            format!("`{file}`: {e}"),
+                            "fix the `google.api.http` annotation in the .proto file and compile the descriptor set again",
+                        );
+                    }
+                    return None;
+                }
             }
+        }
+        (None, true) => None,
+        (Some(_), true) | (None, false) => {
+            cx.sink.at(
+                gnode.loc,
+                "`grpc_transcode` needs exactly one of `descriptor_set` and `reflection: true`",
+                "give a descriptor set file, or let Portico ask the service (gRPC server reflection)",
+            );
             return None;
         }
     };
@@ -1591,6 +1604,7 @@ fn compile_transcode(
     }
     Some(Arc::new(GrpcTranscode {
         transcoder,
+        options,
         forward_headers,
         sse_by_default: g.stream_format == Some(crate::file::StreamFormat::Sse),
     }))

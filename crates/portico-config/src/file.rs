@@ -532,8 +532,14 @@ pub struct RouteConfig {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcTranscodeConfig {
-    /// A `FileDescriptorSet` (`protoc --include_imports --descriptor_set_out=FILE`).
-    pub descriptor_set: String,
+    /// A `FileDescriptorSet` (`protoc --include_imports --descriptor_set_out=FILE`). Exactly
+    /// one of `descriptor_set` and `reflection`.
+    #[serde(default)]
+    pub descriptor_set: Option<String>,
+    /// Ask the upstream for its service definitions (gRPC server reflection, v1 or v1alpha)
+    /// at start and on every reload.
+    #[serde(default)]
+    pub reflection: bool,
     /// Only these services (full names, `package.Service`). Default: all.
     #[serde(default)]
     pub services: Vec<String>,

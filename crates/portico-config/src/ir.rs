@@ -280,7 +280,9 @@ pub struct Route {
 /// A route's gRPC transcoding: the methods and bindings, built when the config loads.
 #[derive(Debug)]
 pub struct GrpcTranscode {
-    pub transcoder: portico_translate::Transcoder,
+    /// From `descriptor_set`; `None` with `reflection` (the runtime fetches it).
+    pub transcoder: Option<Arc<portico_translate::Transcoder>>,
+    pub options: portico_translate::Options,
     /// Request headers sent along as gRPC metadata.
     pub forward_headers: Vec<HeaderName>,
     /// Server streams as server-sent events unless `Accept` asks for NDJSON (else the reverse).

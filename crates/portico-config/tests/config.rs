@@ -686,6 +686,14 @@ fn semantic_errors() {
             "upstreams: { g: { targets: [\"h2c://a:1\"] } }\nroutes: [{ upstream: g, grpc_web: true, grpc_transcode: { descriptor_set: x.pb } }]",
             "`grpc_web` and `grpc_transcode` cannot be combined",
         ),
+        (
+            "upstreams: { g: { targets: [\"h2c://a:1\"] } }\nroutes: [{ upstream: g, grpc_transcode: { services: [a.B] } }]",
+            "needs exactly one of `descriptor_set` and `reflection: true`",
+        ),
+        (
+            "upstreams: { g: { targets: [\"h2c://a:1\"] } }\nroutes: [{ upstream: g, grpc_transcode: { descriptor_set: x.pb, reflection: true } }]",
+            "needs exactly one of `descriptor_set` and `reflection: true`",
+        ),
     ];
     for (text, want) in cases {
         let errs = errors(text).join("\n");

@@ -42,6 +42,9 @@ pub struct Runtime {
     pub jwt_caches: Vec<Arc<crate::auth::TokenCache>>,
     /// One per `introspection` policy, by its `id`.
     pub introspection_caches: Vec<Arc<crate::auth::TokenCache>>,
+    /// By route index: service definitions fetched by gRPC reflection (`grpc_transcode` with
+    /// `reflection: true`), filled in by a background task.
+    pub reflected: Arc<[arc_swap::ArcSwapOption<portico_translate::Transcoder>]>,
     /// 1 for the config loaded at start, +1 per applied reload.
     pub generation: u64,
     pub loaded_at: SystemTime,
@@ -166,6 +169,37 @@ impl Runtime {
             .iter()
             .map(|(_, size)| Arc::new(crate::auth::TokenCache::new(*size)))
             .collect();
+        // Reflected definitions: the previous ones of a route with the same name serve until the
+        // new fetch (started below) succeeds.
+        let reflected: Arc<[arc_swap::ArcSwapOption<portico_translate::Transcoder>]> = config
+            .routes
+            .iter()
+            .map(|r| {
+                let carried = r
+                    .transcode
+                    .as_ref()
+                    .filter(|t| t.transcoder.is_none())
+                    .and(previous)
+                    .and_then(|p| {
+                        let i = p.config.routes.iter().position(|o| o.name == r.name)?;
+                        p.reflected.get(i)?.load_full()
+                    });
+                arc_swap::ArcSwapOption::new(carried)
+            })
+            .collect();
+        for r in &config.routes {
+            if let (Some(t), portico_config::Action::Proxy(a)) = (&r.transcode, &r.action)
+                && t.transcoder.is_none()
+            {
+                crate::transcode::start_reflection(
+                    &reflected,
+                    r.index,
+                    pools[a.upstreams[0].0].clone(),
+                    t.options.clone(),
+                    r.name.clone(),
+                );
+            }
+        }
         let route_metrics = config
             .routes
             .iter()
@@ -184,6 +218,7 @@ impl Runtime {
             basic_caches,
             jwt_caches,
             introspection_caches,
+            reflected,
             generation,
             loaded_at: SystemTime::now(),
         })

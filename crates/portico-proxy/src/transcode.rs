@@ -63,7 +63,26 @@ pub async fn handle(
     rec: &mut Record,
 ) -> Result<Response<Body>, Problem> {
     let cfg = &rt.config;
-    let call = match t.transcoder.route(req.method(), path) {
+    // Definitions from a file are in the config; reflected ones arrive in the runtime.
+    let tr = match &t.transcoder {
+        Some(tr) => tr.clone(),
+        None => match rt.reflected.get(route.index).and_then(|s| s.load_full()) {
+            Some(tr) => tr,
+            None => {
+                let mut r = problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "grpc_definitions_unavailable",
+                    "The gateway has not yet obtained this service's definitions (gRPC reflection); retry shortly.".into(),
+                    Default::default(),
+                    request_id,
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return Ok(r);
+            }
+        },
+    };
+    let call = match tr.route(req.method(), path) {
         Ok(c) => c,
         Err(RequestError::MethodNotAllowed) => {
             let mut r = problem(
@@ -132,7 +151,7 @@ pub async fn handle(
             .enumerate()
             .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
         {
-            match t.transcoder.request(&call, parts.uri.query(), line) {
+            match tr.request(&call, parts.uri.query(), line) {
                 Ok(f) => all.extend_from_slice(&f),
                 Err(RequestError::Invalid { detail, field }) => {
                     result = Err(RequestError::Invalid {
@@ -149,7 +168,7 @@ pub async fn handle(
         }
         result.map(|()| all.freeze())
     } else {
-        t.transcoder.request(&call, parts.uri.query(), &body)
+        tr.request(&call, parts.uri.query(), &body)
     };
     let frame = match framed {
         Ok(f) => f,
@@ -227,7 +246,7 @@ pub async fn handle(
     {
         let stream = JsonStream {
             inner: body,
-            transcode: t.clone(),
+            transcoder: tr.clone(),
             key: call.key(),
             buf: bytes::BytesMut::new(),
             sse,
@@ -278,8 +297,8 @@ pub async fn handle(
         let mut extra = serde_json::Map::new();
         extra.insert("grpc_status".into(), code.into());
         extra.insert("grpc_code".into(), grpc::code_name(code).into());
-        if let Some(d) = status_of("grpc-status-details-bin")
-            .and_then(|v| t.transcoder.status_details(v.as_bytes()))
+        if let Some(d) =
+            status_of("grpc-status-details-bin").and_then(|v| tr.status_details(v.as_bytes()))
         {
             extra.insert("details".into(), d);
         }
@@ -310,7 +329,7 @@ pub async fn handle(
         );
         return Ok(r);
     }
-    match t.transcoder.response(&call, &bytes) {
+    match tr.response(&call, &bytes) {
         Ok(json) => {
             let mut r = Response::new(Body::full(json));
             r.headers_mut().insert(
@@ -341,7 +360,7 @@ fn parts_accept(req: &Request<Incoming>) -> String {
 /// status any more, so it becomes a last line (`{"error": {...}}`) or an `event: error`.
 struct JsonStream {
     inner: crate::client::UpstreamBody,
-    transcode: Arc<GrpcTranscode>,
+    transcoder: Arc<portico_translate::Transcoder>,
     key: portico_translate::CallKey,
     buf: bytes::BytesMut,
     sse: bool,
@@ -400,8 +419,7 @@ impl JsonStream {
         }
         let msg = self.buf.split_to(5 + len);
         Some(
-            self.transcode
-                .transcoder
+            self.transcoder
                 .message_json(self.key, &msg[5..])
                 .map(|j| self.line(&j, None)),
         )
@@ -476,4 +494,197 @@ impl http_body::Body for JsonStream {
             }
         }
     }
+}
+
+/// Reflection answers read at most: a descriptor set is rarely over a few MiB.
+const MAX_REFLECTION_BODY: usize = 32 << 20;
+
+/// Failures of one reflection call.
+enum ReflectError {
+    /// This reflection version is not offered (`UNIMPLEMENTED`, or not found).
+    NotOffered,
+    Failed(String),
+}
+
+/// One reflection exchange: every question in one request stream, every answer read.
+async fn reflection_call(
+    pool: &crate::client::UpstreamPool,
+    path: &'static str,
+    questions: Vec<portico_translate::reflection::Question>,
+) -> Result<Vec<portico_translate::reflection::Answer>, ReflectError> {
+    let headers = http::HeaderMap::new();
+    let i = pool.pick(&crate::balance::PickContext {
+        headers: &headers,
+        client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        path,
+        query: None,
+    });
+    let target = pool.target(i).clone();
+    let scheme = if target.scheme == portico_config::Scheme::Https {
+        "https"
+    } else {
+        "http"
+    };
+    let uri = Uri::builder()
+        .scheme(scheme)
+        .authority(target.authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| ReflectError::Failed(e.to_string()))?;
+    let mut req = Request::new(Body::Full(Some(portico_translate::reflection::requests(
+        questions,
+    ))));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_2;
+    req.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    req.headers_mut()
+        .insert(header::TE, HeaderValue::from_static("trailers"));
+    let exchange = async {
+        let (_, resp) = pool
+            .send(i, req)
+            .await
+            .map_err(|e| ReflectError::Failed(e.to_string()))?;
+        let (head, body) = resp.into_parts();
+        if head.status == StatusCode::NOT_FOUND {
+            return Err(ReflectError::NotOffered);
+        }
+        let collected = http_body_util::Limited::new(body, MAX_REFLECTION_BODY)
+            .collect()
+            .await
+            .map_err(|e| ReflectError::Failed(e.to_string()))?;
+        let code = collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .or_else(|| head.headers.get("grpc-status"))
+            .and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
+        match code {
+            Some(0) => {}
+            Some(12) => return Err(ReflectError::NotOffered),
+            Some(c) => {
+                return Err(ReflectError::Failed(format!(
+                    "reflection answered {}",
+                    grpc::code_name(c)
+                )));
+            }
+            None => return Err(ReflectError::Failed("no grpc-status".into())),
+        }
+        portico_translate::reflection::responses(&collected.to_bytes())
+            .map_err(ReflectError::Failed)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(ReflectError::Failed("no answer within 10s".into())),
+    }
+}
+
+/// Builds a transcoder from the upstream's gRPC server reflection (v1, else v1alpha): the
+/// service list, the files that define those services with their imports, and any import the
+/// server left out, asked for by name.
+pub async fn reflect(
+    pool: &crate::client::UpstreamPool,
+    options: &portico_translate::Options,
+) -> Result<portico_translate::Transcoder, String> {
+    use portico_translate::reflection::{Answer, Files, Question};
+    const PATHS: [&str; 2] = [
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ];
+    let fail = |e: ReflectError| match e {
+        ReflectError::NotOffered => "not offered".to_owned(),
+        ReflectError::Failed(e) => e,
+    };
+    for path in PATHS {
+        let answers =
+            match reflection_call(pool, path, vec![Question::ListServices(String::new())]).await {
+                Err(ReflectError::NotOffered) => continue,
+                Err(e) => return Err(fail(e)),
+                Ok(a) => a,
+            };
+        let mut services = Vec::new();
+        for a in answers {
+            match a {
+                Answer::Services(s) => services.extend(s.service.into_iter().map(|s| s.name)),
+                Answer::Error(e) => return Err(format!("reflection error: {}", e.error_message)),
+                Answer::Files(_) => {}
+            }
+        }
+        services.retain(|s| {
+            !s.starts_with("grpc.reflection.")
+                && (options.services.is_empty() || options.services.contains(s))
+        });
+        if services.is_empty() {
+            return Err("the service lists no services (besides reflection)".into());
+        }
+        let mut files = Files::default();
+        let mut questions: Vec<Question> = services
+            .into_iter()
+            .map(Question::FileContainingSymbol)
+            .collect();
+        // Imports the server did not send are asked for by name, a few rounds at most.
+        for _ in 0..8 {
+            if questions.is_empty() {
+                break;
+            }
+            for a in reflection_call(pool, path, questions).await.map_err(fail)? {
+                match a {
+                    Answer::Files(f) => {
+                        for raw in f.file_descriptor_proto {
+                            files.add(raw)?;
+                        }
+                    }
+                    Answer::Error(e) => {
+                        return Err(format!("reflection error: {}", e.error_message));
+                    }
+                    Answer::Services(_) => {}
+                }
+            }
+            questions = files
+                .missing()
+                .into_iter()
+                .map(Question::FileByFilename)
+                .collect();
+        }
+        let descriptors = files.pool()?;
+        return portico_translate::Transcoder::from_pool(descriptors, options.clone())
+            .map_err(|errors| errors.join("; "));
+    }
+    Err("the upstream offers no gRPC server reflection (v1 or v1alpha)".into())
+}
+
+/// Fetches a route's definitions by reflection in the background, retrying with back-off (1 s
+/// doubling to 30 s) until it succeeds or the runtime is replaced.
+pub fn start_reflection(
+    slots: &Arc<[arc_swap::ArcSwapOption<portico_translate::Transcoder>]>,
+    index: usize,
+    pool: Arc<crate::client::UpstreamPool>,
+    options: portico_translate::Options,
+    route: Arc<str>,
+) {
+    let weak = Arc::downgrade(slots);
+    tokio::spawn(async move {
+        let mut pause = std::time::Duration::from_secs(1);
+        loop {
+            let result = reflect(&pool, &options).await;
+            let Some(slots) = weak.upgrade() else { return };
+            match result {
+                Ok(t) => {
+                    tracing::info!(route = %route, methods = t.methods().len(), "gRPC service definitions loaded by reflection");
+                    ::metrics::counter!("portico_grpc_reflection_total", "route" => route.to_string(), "result" => "ok").increment(1);
+                    slots[index].store(Some(Arc::new(t)));
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(route = %route, error = %e, retry_in = ?pause, "gRPC reflection failed");
+                    ::metrics::counter!("portico_grpc_reflection_total", "route" => route.to_string(), "result" => "error").increment(1);
+                }
+            }
+            drop(slots);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(30));
+        }
+    });
 }

@@ -317,19 +317,154 @@ impl tonic::server::StreamingService<DynamicMessage> for Chatting {
     }
 }
 
-/// Starts the bookstore (h2c) and returns its address.
+/// Which gRPC reflection the bookstore offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reflection {
+    V1,
+    V1Alpha,
+}
+
+/// `FileDescriptorSet` with its files kept as raw bytes (custom options intact).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawSet {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    file: Vec<Vec<u8>>,
+}
+
+/// The `name` field of a serialized `FileDescriptorProto`.
+fn file_name(raw: &[u8]) -> String {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Head {
+        #[prost(string, tag = "1")]
+        name: String,
+    }
+    Head::decode(raw).map(|h| h.name).unwrap_or_default()
+}
+
+/// Answers a reflection stream (the whole request stream read first, which is all a gateway
+/// needs): files by name or by symbol (with their imports, as servers commonly send them) and
+/// the service list, the descriptors served byte for byte as compiled.
+fn reflection_answers(pool: &DescriptorPool, raw: &RawSet, body: &[u8]) -> Vec<u8> {
+    use portico_translate::reflection::{
+        Answer, ErrorResponse, FileDescriptorResponse, ListServiceResponse, Question, Request,
+        Response, ServiceResponse,
+    };
+    let by_name = |name: &str| raw.file.iter().find(|f| file_name(f) == name).cloned();
+    let mut out = Vec::new();
+    for m in portico_translate::grpc::messages(body).unwrap_or_default() {
+        let Ok(req) = Request::decode(m) else {
+            continue;
+        };
+        let answer = match req.question {
+            Some(Question::ListServices(_)) => Answer::Services(ListServiceResponse {
+                service: pool
+                    .services()
+                    .map(|s| ServiceResponse {
+                        name: s.full_name().to_owned(),
+                    })
+                    .collect(),
+            }),
+            Some(Question::FileContainingSymbol(sym)) => {
+                match pool.get_service_by_name(&sym).map(|s| s.parent_file()) {
+                    Some(file) => {
+                        let mut names = vec![file.name().to_owned()];
+                        let mut i = 0;
+                        while i < names.len() {
+                            if let Some(f) = pool.get_file_by_name(&names[i]) {
+                                for d in f.dependencies() {
+                                    if !names.iter().any(|n| n == d.name()) {
+                                        names.push(d.name().to_owned());
+                                    }
+                                }
+                            }
+                            i += 1;
+                        }
+                        Answer::Files(FileDescriptorResponse {
+                            file_descriptor_proto: names
+                                .iter()
+                                .filter_map(|n| by_name(n))
+                                .collect(),
+                        })
+                    }
+                    None => Answer::Error(ErrorResponse {
+                        error_code: 5,
+                        error_message: format!("no symbol {sym}"),
+                    }),
+                }
+            }
+            Some(Question::FileByFilename(name)) => match by_name(&name) {
+                Some(f) => Answer::Files(FileDescriptorResponse {
+                    file_descriptor_proto: vec![f],
+                }),
+                None => Answer::Error(ErrorResponse {
+                    error_code: 5,
+                    error_message: format!("no file {name}"),
+                }),
+            },
+            None => continue,
+        };
+        let resp = Response {
+            answer: Some(answer),
+        };
+        out.extend_from_slice(&portico_translate::grpc::frame(&resp.encode_to_vec()));
+    }
+    out
+}
+
+/// Starts the bookstore (h2c), with gRPC server reflection (v1), and returns its address.
 pub async fn grpc_bookstore() -> SocketAddr {
-    let pool = DescriptorPool::decode(bookstore_descriptor_set().as_slice()).unwrap();
+    grpc_bookstore_with(Reflection::V1).await
+}
+
+/// The bookstore offering only the given reflection version.
+pub async fn grpc_bookstore_with(reflection: Reflection) -> SocketAddr {
+    let set = bookstore_descriptor_set();
+    let raw = std::sync::Arc::new(RawSet::decode(set.as_slice()).unwrap());
+    let pool = DescriptorPool::decode(set.as_slice()).unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             let pool = pool.clone();
+            let raw = raw.clone();
             let svc =
                 hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let pool = pool.clone();
+                    let raw = raw.clone();
                     async move {
                         let path = req.uri().path().to_owned();
+                        let offered = match reflection {
+                            Reflection::V1 => {
+                                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+                            }
+                            Reflection::V1Alpha => {
+                                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+                            }
+                        };
+                        if path == offered {
+                            use http_body_util::BodyExt;
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let answers = reflection_answers(&pool, &raw, &body);
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            let frames = vec![
+                                Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+                                    bytes::Bytes::from(answers),
+                                )),
+                                Ok(http_body::Frame::trailers(trailers)),
+                            ];
+                            let body =
+                                http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+                            let mut r = http::Response::new(tonic::body::Body::new(body));
+                            r.headers_mut()
+                                .insert("content-type", "application/grpc".parse().unwrap());
+                            return Ok::<_, std::convert::Infallible>(r);
+                        }
                         let method = path.rsplit('/').next().unwrap_or_default().to_owned();
                         let desc = pool
                             .get_service_by_name("bookstore.Bookstore")

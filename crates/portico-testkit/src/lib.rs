@@ -21,7 +21,8 @@ pub use portico_proxy::Gateway;
 
 mod bookstore;
 pub use bookstore::{
-    bookstore_descriptor_set, grpc_bookstore, protos_dir, write_bookstore_descriptor_set,
+    Reflection, bookstore_descriptor_set, grpc_bookstore, grpc_bookstore_with, protos_dir,
+    write_bookstore_descriptor_set,
 };
 
 pub type TestBody = Either<Full<Bytes>, ChannelBody>;

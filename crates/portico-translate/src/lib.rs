@@ -4,6 +4,7 @@
 //! annotation problems are config errors; `portico-proxy` calls them per request.
 
 pub mod grpc;
+pub mod reflection;
 pub mod template;
 mod transcode;
 

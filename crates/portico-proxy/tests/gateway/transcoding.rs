@@ -469,3 +469,106 @@ async fn grpc_web_clients_reach_a_native_grpc_service() {
         got.header("content-type")
     );
 }
+
+/// Status and body, with the per-request id taken out of problem bodies.
+fn comparable(got: &Got) -> (u16, serde_json::Value) {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&got.body).unwrap_or(serde_json::Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("request_id");
+    }
+    (got.status.as_u16(), v)
+}
+
+#[tokio::test]
+async fn definitions_from_server_reflection_answer_like_the_descriptor_file() {
+    let file_gw = bookstore_gateway("").await;
+    for version in [Reflection::V1, Reflection::V1Alpha] {
+        let grpc = grpc_bookstore_with(version).await;
+        let gw = gateway(&config(&format!(
+            "upstreams:\n  reflected: {{ targets: [\"h2c://{grpc}\"] }}\nroutes:\n  - upstream: reflected\n    grpc_transcode: {{ reflection: true, forward_headers: [x-user] }}\n"
+        )))
+        .await;
+        // Fetched in the background: until then, 503 with Retry-After.
+        let started = std::time::Instant::now();
+        loop {
+            let got = call(&gw, "GET", "/v1/shelves", None).await;
+            if got.status == 200 {
+                break;
+            }
+            assert_eq!(got.status, 503, "{}", got.text());
+            assert_eq!(got.json()["code"], "grpc_definitions_unavailable");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{version:?} never loaded"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let requests: Vec<(&str, &str, Option<serde_json::Value>)> = vec![
+            ("GET", "/v1/shelves", None),
+            ("GET", "/v1/shelves/7/books/moby", None),
+            ("GET", "/v1/shelves/3/books/9/title", None),
+            ("POST", "/v1/shelves", Some(json!({"theme": "poetry"}))),
+            (
+                "GET",
+                "/v1/books:search?tags=a&tags=b&page.size=2&genre=FICTION",
+                None,
+            ),
+            (
+                "POST",
+                "/v1/echo",
+                Some(
+                    json!({"i64": "5", "at": "2024-01-01T00:00:00Z", "extra": {"@type": "type.googleapis.com/bookstore.Shelf", "id": "1"}}),
+                ),
+            ),
+            ("POST", "/v1/echo", Some(json!({"i32": "x"}))),
+            ("GET", "/v1/shelves/404", None),
+            (
+                "POST",
+                "/v1/fail",
+                Some(json!({"code": 3, "message": "m", "with_details": true})),
+            ),
+            (
+                "POST",
+                "/bookstore.Bookstore/Unannotated",
+                Some(json!({"text": "t"})),
+            ),
+            ("GET", "/v1/nothing", None),
+        ];
+        for (method, path, body) in requests {
+            let a = call(&file_gw, method, path, body.clone()).await;
+            let b = call(&gw, method, path, body).await;
+            assert_eq!(
+                comparable(&a),
+                comparable(&b),
+                "{version:?}: {method} {path}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_without_reflection_leaves_the_route_unavailable() {
+    let plain = serve(|_req| async { http::Response::new(full("not grpc")) }).await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  no-reflection: {{ targets: [\"h2c://{}\"] }}\nroutes:\n  - upstream: no-reflection\n    grpc_transcode: {{ reflection: true }}\n",
+        plain.addr
+    )))
+    .await;
+    let started = std::time::Instant::now();
+    loop {
+        let m = get(&gw.admin_url("/metrics")).await.text();
+        if m.contains("portico_grpc_reflection_total{route=\"route-1\",result=\"error\"}") {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let got = call(&gw, "GET", "/v1/shelves", None).await;
+    assert_eq!(got.status, 503);
+    assert_eq!(got.header("retry-after"), Some("1"));
+    assert_eq!(got.json()["code"], "grpc_definitions_unavailable");
+}
