@@ -572,3 +572,30 @@ async fn an_upstream_without_reflection_leaves_the_route_unavailable() {
     assert_eq!(got.header("retry-after"), Some("1"));
     assert_eq!(got.json()["code"], "grpc_definitions_unavailable");
 }
+
+/// `tests/golden/proto3_json.json`: each request sent to `Echo`, and the JSON that must come
+/// back, for the edge cases of the proto3 JSON mapping.
+#[tokio::test]
+async fn proto3_json_golden_cases() {
+    let gw = bookstore_gateway("").await;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/proto3_json.json");
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(cases.len() >= 10);
+    let mut failures = Vec::new();
+    for case in &cases {
+        let got = call(&gw, "POST", "/v1/echo", Some(case["request"].clone())).await;
+        let body: serde_json::Value = serde_json::from_slice(&got.body).unwrap_or_default();
+        if got.status != 200 || body != case["response"] {
+            failures.push(format!(
+                "{}: got {} {}, want {}",
+                case["name"],
+                got.status,
+                got.text(),
+                case["response"]
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
