@@ -1363,22 +1363,31 @@ fn compile_route(
         !cfg.split.is_empty(),
         cfg.respond.is_some(),
         cfg.redirect.is_some(),
+        cfg.aggregate.is_some(),
     ];
     let action = match actions.iter().filter(|a| **a).count() {
         0 => {
             cx.sink.at(
                 node.loc,
                 format!("route `{name}` has no action"),
-                "add `upstream: NAME`, `split:`, `respond:` or `redirect:`",
+                "add `upstream: NAME`, `split:`, `respond:`, `redirect:` or `aggregate:`",
             );
             None
         }
+        1 if cfg.aggregate.is_some() => compile_aggregate(
+            cx,
+            cfg.aggregate.as_ref().expect("checked"),
+            get(node, "aggregate").unwrap_or(node),
+            &template_params,
+            upstreams,
+        )
+        .map(|a| Action::Aggregate(Box::new(a))),
         1 => compile_action(cx, cfg, node, &path, &template_params, upstreams),
         _ => {
             cx.sink.at(
                 node.loc,
                 format!(
-                    "route `{name}` has more than one of `upstream`, `split`, `respond`, `redirect`"
+                    "route `{name}` has more than one of `upstream`, `split`, `respond`, `redirect`, `aggregate`"
                 ),
                 "keep exactly one",
             );
@@ -2325,4 +2334,207 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         }
     };
     (cx.sink.out.len() == before).then_some(policy)
+}
+
+fn compile_aggregate(
+    cx: &mut Ctx<'_>,
+    cfg: &crate::file::AggregateConfig,
+    node: &Node,
+    params: &[String],
+    upstreams: &HashMap<String, usize>,
+) -> Option<Aggregate> {
+    let errors_before = cx.sink.out.len();
+    if cfg.backends.is_empty() {
+        cx.sink.at(
+            loc(node, "backends"),
+            "`aggregate` needs at least one backend",
+            "list the calls under `backends:`",
+        );
+        return None;
+    }
+    let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
+    let mut backends = Vec::new();
+    for (i, b) in cfg.backends.iter().enumerate() {
+        let bnode = get(node, "backends")
+            .and_then(|n| match &n.kind {
+                NodeKind::Seq(items) => items.get(i),
+                _ => None,
+            })
+            .unwrap_or(node);
+        let at = bnode.loc;
+        if b.name.is_empty() || b.name.contains(['.', '{', '}', '/']) {
+            cx.sink.at(
+                loc(bnode, "name"),
+                format!("invalid backend name `{}`", b.name),
+                "use letters, digits, `-` and `_`",
+            );
+        } else if names[..i].contains(&b.name.as_str()) {
+            cx.sink.at(
+                loc(bnode, "name"),
+                format!("backend name `{}` appears twice", b.name),
+                "names are the keys of the answer; make them unique",
+            );
+        }
+        let upstream = match upstreams.get(&b.upstream) {
+            Some(u) => *u,
+            None => {
+                let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                cx.sink.at(
+                    loc(bnode, "upstream"),
+                    format!("unknown upstream `{}`", b.upstream),
+                    suggest(&b.upstream, &known),
+                );
+                usize::MAX
+            }
+        };
+        let method = match &b.method {
+            None => Method::GET,
+            Some(m) => match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => m,
+                Err(_) => {
+                    cx.sink.at(
+                        loc(bnode, "method"),
+                        format!("invalid method `{m}`"),
+                        "for example GET or POST",
+                    );
+                    Method::GET
+                }
+            },
+        };
+        if !b.path.starts_with('/') {
+            cx.sink.at(
+                loc(bnode, "path"),
+                format!("backend path `{}` must start with `/`", b.path),
+                format!("write `/{}`", b.path),
+            );
+        }
+        let mut parts = Vec::new();
+        let mut after = Vec::new();
+        let mut rest = b.path.as_str();
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(AggregatePart::Literal(rest[..open].to_owned()));
+            }
+            let Some(close) = rest[open..].find('}') else {
+                cx.sink.at(
+                    loc(bnode, "path"),
+                    format!("unclosed `{{` in `{}`", b.path),
+                    "close the placeholder, as in `{id}` or `{user.id}`",
+                );
+                break;
+            };
+            let inner = &rest[open + 1..open + close];
+            match inner.split_once('.') {
+                None => match params.iter().position(|p| p == inner) {
+                    Some(i) => parts.push(AggregatePart::Param(i)),
+                    None => cx.sink.at(
+                        loc(bnode, "path"),
+                        format!("`{{{inner}}}` is not a parameter of this route's path"),
+                        "parameters come from a `template:` path; use `{backend.field}` for a value from another backend's answer",
+                    ),
+                },
+                Some((other, field)) => match names.iter().position(|n| *n == other) {
+                    Some(j) if j == i => cx.sink.at(
+                        loc(bnode, "path"),
+                        format!("backend `{}` uses its own answer", b.name),
+                        "a backend can only use the answers of others",
+                    ),
+                    Some(j) => {
+                        if !after.contains(&j) {
+                            after.push(j);
+                        }
+                        parts.push(AggregatePart::Answer(
+                            j,
+                            field.split('.').map(str::to_owned).collect(),
+                        ));
+                    }
+                    None => cx.sink.at(
+                        loc(bnode, "path"),
+                        format!("`{{{inner}}}` names no backend `{other}`"),
+                        suggest(other, &names),
+                    ),
+                },
+            }
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(AggregatePart::Literal(rest.to_owned()));
+        }
+        let _ = at;
+        backends.push(AggregateBackend {
+            name: b.name.as_str().into(),
+            upstream,
+            method,
+            path: parts,
+            timeout: b.timeout.map(|d| d.0),
+            required: b.required.unwrap_or(true),
+            merge: b.merge,
+            after,
+        });
+    }
+    // Dependencies must not go round in a circle.
+    fn cycle(
+        backends: &[AggregateBackend],
+        at: usize,
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        if let Some(start) = path.iter().position(|p| *p == at) {
+            return Some(path[start..].to_vec());
+        }
+        path.push(at);
+        for d in &backends[at].after {
+            if let Some(c) = cycle(backends, *d, path) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        None
+    }
+    for i in 0..backends.len() {
+        if let Some(c) = cycle(&backends, i, &mut Vec::new()) {
+            let names: Vec<&str> = c.iter().map(|j| &*backends[*j].name).collect();
+            cx.sink.at(
+                loc(node, "backends"),
+                format!(
+                    "backends depend on each other in a circle: {} → {}",
+                    names.join(" → "),
+                    names[0]
+                ),
+                "a backend can use only answers that do not depend on its own",
+            );
+            break;
+        }
+    }
+    let partial_status = match cfg.partial_status.unwrap_or(206) {
+        s @ (200 | 206 | 207) => StatusCode::from_u16(s).expect("valid"),
+        other => {
+            cx.sink.at(
+                loc(node, "partial_status"),
+                format!("`partial_status` is {other}; it must be 200, 206 or 207"),
+                "206 (Partial Content) says clearly that part is missing",
+            );
+            StatusCode::PARTIAL_CONTENT
+        }
+    };
+    let mut forward_headers = Vec::new();
+    for (i, h) in cfg.forward_headers.iter().enumerate() {
+        match HeaderName::try_from(h.as_str()) {
+            Ok(n) => forward_headers.push(n),
+            Err(_) => cx.sink.at(
+                item_loc(node, "forward_headers", i),
+                format!("invalid header name `{h}`"),
+                "header names are tokens such as `authorization`",
+            ),
+        }
+    }
+    if cx.sink.out.len() != errors_before {
+        return None;
+    }
+    Some(Aggregate {
+        backends,
+        partial_status,
+        errors_key: cfg.errors_key.clone().unwrap_or_else(|| "_errors".into()),
+        pass_through_client_errors: cfg.pass_through_client_errors,
+        forward_headers,
+    })
 }

@@ -527,6 +527,52 @@ pub struct RouteConfig {
     /// Bridge gRPC-Web requests (browsers) to the upstream's native gRPC. Default `false`.
     #[serde(default)]
     pub grpc_web: bool,
+    /// Answer with one JSON object composed from several backend calls made concurrently.
+    #[serde(default)]
+    pub aggregate: Option<AggregateConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    /// The backend calls, at least one.
+    pub backends: Vec<AggregateBackendConfig>,
+    /// Status when an optional backend failed: 200, 206 or 207. Default 206.
+    #[serde(default)]
+    pub partial_status: Option<u16>,
+    /// Key of the list of problems of failed optional backends. Default `_errors`.
+    #[serde(default)]
+    pub errors_key: Option<String>,
+    /// When a required backend answers 4xx, answer with its status and body. Default `false`
+    /// (502).
+    #[serde(default)]
+    pub pass_through_client_errors: bool,
+    /// Client request headers sent along to every backend (the request id always goes).
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateBackendConfig {
+    /// Unique name: the key of its result, and how other backends refer to it.
+    pub name: String,
+    pub upstream: String,
+    /// Default GET.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Path and query, with `{param}` from the route's path and `{backend.field}` from an
+    /// earlier backend's answer (which makes this call wait for it).
+    pub path: String,
+    /// Default: the upstream's `request_timeout`.
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+    /// A failed required backend fails the whole answer. Default `true`.
+    #[serde(default)]
+    pub required: Option<bool>,
+    /// Merge the answer's fields into the top level instead of under `name`. Default `false`.
+    #[serde(default)]
+    pub merge: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

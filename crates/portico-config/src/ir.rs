@@ -436,6 +436,42 @@ pub enum Action {
     Proxy(ProxyAction),
     Respond(StaticResponse),
     Redirect(RedirectAction),
+    Aggregate(Box<Aggregate>),
+}
+
+/// A composite route: backend calls made concurrently (or after the ones they depend on) and
+/// merged into one JSON object.
+#[derive(Debug)]
+pub struct Aggregate {
+    /// In the file's order, which is also the order of keys in the answer.
+    pub backends: Vec<AggregateBackend>,
+    pub partial_status: StatusCode,
+    pub errors_key: String,
+    pub pass_through_client_errors: bool,
+    pub forward_headers: Vec<HeaderName>,
+}
+
+#[derive(Debug)]
+pub struct AggregateBackend {
+    pub name: Arc<str>,
+    pub upstream: usize,
+    pub method: Method,
+    pub path: Vec<AggregatePart>,
+    /// `None`: the upstream's `request_timeout`.
+    pub timeout: Option<Duration>,
+    pub required: bool,
+    pub merge: bool,
+    /// Backends whose answers this one's path uses.
+    pub after: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AggregatePart {
+    Literal(String),
+    /// A parameter of the route's path template.
+    Param(usize),
+    /// A value in an earlier backend's answer: its index and the keys (or array indexes) to it.
+    Answer(usize, Vec<String>),
 }
 
 #[derive(Debug)]

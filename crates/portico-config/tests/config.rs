@@ -694,6 +694,42 @@ fn semantic_errors() {
             "upstreams: { g: { targets: [\"h2c://a:1\"] } }\nroutes: [{ upstream: g, grpc_transcode: { descriptor_set: x.pb, reflection: true } }]",
             "needs exactly one of `descriptor_set` and `reflection: true`",
         ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { backends: [{ name: a, upstream: u, path: \"/{b.id}\" }, { name: b, upstream: u, path: \"/{a.id}\" }] } }]",
+            "backends depend on each other in a circle: a → b → a",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { backends: [{ name: a, upstream: u, path: \"/{a.id}\" }] } }]",
+            "backend `a` uses its own answer",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { backends: [{ name: a, upstream: u, path: \"/{usr.id}\" }, { name: user, upstream: u, path: \"/\" }] } }]",
+            "`{usr.id}` names no backend `usr`",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { backends: [{ name: a, upstream: u, path: \"/{id}\" }] } }]",
+            "`{id}` is not a parameter of this route's path",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { partial_status: 500, backends: [{ name: a, upstream: u, path: \"/\" }] } }]",
+            "`partial_status` is 500; it must be 200, 206 or 207",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { backends: [{ name: a, upstream: nope, path: \"/\" }, { name: a, upstream: u, path: x }] } }]",
+            "unknown upstream `nope`",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { backends: [{ name: a, upstream: u, path: \"/\" }, { name: a, upstream: u, path: \"/\" }] } }]",
+            "backend name `a` appears twice",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: u, aggregate: { backends: [{ name: a, upstream: u, path: \"/\" }] } }]",
+            "more than one of `upstream`, `split`, `respond`, `redirect`, `aggregate`",
+        ),
+        (
+            "routes: [{ aggregate: { backends: [] } }]",
+            "`aggregate` needs at least one backend",
+        ),
     ];
     for (text, want) in cases {
         let errs = errors(text).join("\n");

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 mod admin;
+mod aggregate;
 pub mod auth;
 pub mod balance;
 pub mod body;

@@ -280,6 +280,9 @@ async fn process(
             }
             resp
         }
+        Action::Aggregate(a) => {
+            crate::aggregate::handle(rt, a, &req, &params, request_id, rec).await?
+        }
         Action::Proxy(action) if route.transcode.is_some() => {
             let t = route.transcode.clone().expect("checked");
             let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();

@@ -1,0 +1,223 @@
+//! Composite routes against real backends with controlled delays and failures.
+
+use std::time::{Duration, Instant};
+
+use portico_testkit::*;
+use serde_json::json;
+
+use crate::config;
+
+/// A JSON backend: answers `body` with `status` after `delay`; `{path}` and `{query}` in the
+/// body's strings are replaced by the request's.
+async fn backend(status: u16, delay_ms: u64, body: serde_json::Value) -> Upstream {
+    serve(move |req| {
+        let body = body
+            .to_string()
+            .replace("{path}", req.uri().path())
+            .replace("{query}", req.uri().query().unwrap_or(""))
+            .replace(
+                "{user}",
+                req.headers()
+                    .get("x-user")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            );
+        async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let mut r = http::Response::new(full(body));
+            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            r
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn backends_are_called_at_once_and_merged() {
+    let user = backend(200, 300, json!({"id": 7, "name": "Ada", "path": "{path}"})).await;
+    let orders = backend(200, 300, json!([{"total": 3}, {"total": 4}])).await;
+    let prefs = backend(
+        200,
+        300,
+        json!({"theme": "dark", "lang": "en", "who": "{user}"}),
+    )
+    .await;
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  agg-users: {{ targets: ["{}"] }}
+  agg-orders: {{ targets: ["{}"] }}
+  agg-prefs: {{ targets: ["{}"] }}
+routes:
+  - match: {{ path: {{ template: "/mobile/{{id}}/home" }} }}
+    aggregate:
+      forward_headers: [x-user]
+      backends:
+        - {{ name: user, upstream: agg-users, path: "/users/{{id}}" }}
+        - {{ name: orders, upstream: agg-orders, path: "/orders" }}
+        - {{ name: prefs, upstream: agg-prefs, path: "/prefs", merge: true }}
+"#,
+        user.url(),
+        orders.url(),
+        prefs.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let started = Instant::now();
+    let got = send(
+        &c,
+        http::Request::get(gw.url("/mobile/7/home"))
+            .header("x-user", "ada")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.header("portico-aggregation"), Some("complete"));
+    assert_eq!(
+        got.json(),
+        json!({
+            "user": {"id": 7, "name": "Ada", "path": "/users/7"},
+            "orders": [{"total": 3}, {"total": 4}],
+            "theme": "dark", "lang": "en", "who": "ada"
+        })
+    );
+    // Three 300 ms backends in well under the 900 ms they would take one after another.
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(
+        took < Duration::from_millis(750),
+        "not concurrent: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_backend_can_use_an_earlier_answer() {
+    let user = backend(200, 200, json!({"id": "u/7", "tier": 2})).await;
+    let orders = backend(200, 200, json!({"query": "{query}", "path": "{path}"})).await;
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  dep-users: {{ targets: ["{}"] }}
+  dep-orders: {{ targets: ["{}"] }}
+routes:
+  - aggregate:
+      backends:
+        - {{ name: orders, upstream: dep-orders, path: "/tiers/{{user.tier}}/orders?user={{user.id}}" }}
+        - {{ name: user, upstream: dep-users, path: "/me" }}
+"#,
+        user.url(),
+        orders.url()
+    )))
+    .await;
+    let started = Instant::now();
+    let got = get(&gw.url("/")).await;
+    let took = started.elapsed();
+    assert_eq!(
+        got.json()["orders"],
+        json!({"query": "user=u%2F7", "path": "/tiers/2/orders"}),
+        "{}",
+        got.text()
+    );
+    // The dependent call waited for the first.
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+}
+
+#[tokio::test]
+async fn partial_failure_is_reported_honestly() {
+    let ok = backend(200, 0, json!({"fine": true})).await;
+    let broken = backend(500, 0, json!({"oops": 1})).await;
+    let slow = backend(200, 2_000, json!({"late": true})).await;
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  part-ok: {{ targets: ["{}"] }}
+  part-broken: {{ targets: ["{}"] }}
+  part-slow: {{ targets: ["{}"] }}
+routes:
+  - aggregate:
+      backends:
+        - {{ name: main, upstream: part-ok, path: "/" }}
+        - {{ name: extras, upstream: part-broken, path: "/", required: false }}
+        - {{ name: slowpoke, upstream: part-slow, path: "/", required: false, timeout: 200ms }}
+        - {{ name: needs-extras, upstream: part-ok, path: "/x/{{extras.oops}}", required: false }}
+"#,
+        ok.url(),
+        broken.url(),
+        slow.url()
+    )))
+    .await;
+    let started = Instant::now();
+    let got = get(&gw.url("/")).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the slow one was waited for"
+    );
+    assert_eq!(got.status, 206, "{}", got.text());
+    assert_eq!(got.header("portico-aggregation"), Some("partial"));
+    let v = got.json();
+    assert_eq!(v["main"], json!({"fine": true}));
+    assert!(v.get("extras").is_none() && v.get("slowpoke").is_none());
+    let errors = v["_errors"].as_array().unwrap();
+    let by = |name: &str| {
+        errors
+            .iter()
+            .find(|e| e["backend"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("extras")["code"], "backend_error_status");
+    assert_eq!(by("slowpoke")["code"], "upstream_timeout");
+    assert_eq!(by("slowpoke")["status"], 504);
+    assert_eq!(by("needs-extras")["code"], "backend_dependency_failed");
+    assert!(
+        by("extras")["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:portico:problem:")
+    );
+}
+
+#[tokio::test]
+async fn a_required_failure_fails_the_answer() {
+    let ok = backend(200, 0, json!({"fine": true})).await;
+    let missing = backend(404, 0, json!({"error": "no such user"})).await;
+    let slow = backend(200, 2_000, json!({})).await;
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  req-ok: {{ targets: ["{}"] }}
+  req-missing: {{ targets: ["{}"] }}
+  req-slow: {{ targets: ["{}"] }}
+routes:
+  - match: {{ path: {{ prefix: /bad }} }}
+    aggregate:
+      backends:
+        - {{ name: main, upstream: req-ok, path: "/" }}
+        - {{ name: user, upstream: req-missing, path: "/" }}
+  - match: {{ path: {{ prefix: /passed }} }}
+    aggregate:
+      pass_through_client_errors: true
+      backends:
+        - {{ name: main, upstream: req-ok, path: "/" }}
+        - {{ name: user, upstream: req-missing, path: "/" }}
+  - match: {{ path: {{ prefix: /slow }} }}
+    aggregate:
+      backends:
+        - {{ name: main, upstream: req-ok, path: "/" }}
+        - {{ name: late, upstream: req-slow, path: "/", timeout: 200ms }}
+"#,
+        ok.url(),
+        missing.url(),
+        slow.url()
+    )))
+    .await;
+    let got = get(&gw.url("/bad")).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    assert_eq!(got.json()["backend"], "user");
+    let got = get(&gw.url("/passed")).await;
+    assert_eq!(got.status, 404);
+    assert_eq!(got.json(), json!({"error": "no such user"}));
+    let got = get(&gw.url("/slow")).await;
+    assert_eq!(got.status, 504);
+    assert_eq!(got.json()["backend"], "late");
+}
