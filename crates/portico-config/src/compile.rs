@@ -2461,7 +2461,41 @@ fn compile_aggregate(
             parts.push(AggregatePart::Literal(rest.to_owned()));
         }
         let _ = at;
+        let mut shaping = Shaping {
+            extract: b.extract.clone(),
+            rename: b
+                .rename
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ..Shaping::default()
+        };
+        if b.extract
+            .as_deref()
+            .is_some_and(|e| e.is_empty() || e.split('.').any(str::is_empty))
+        {
+            cx.sink.at(
+                loc(bnode, "extract"),
+                "`extract` must be a dotted path such as `data.user`",
+                "names joined by `.`; array indexes are numbers",
+            );
+        }
+        for (key, list) in [("fields", &b.fields), ("exclude", &b.exclude)] {
+            if list.is_empty() {
+                continue;
+            }
+            match portico_translate::shape::Fields::parse(list.iter().map(String::as_str)) {
+                Some(f) if key == "fields" => shaping.keep = Some(f),
+                Some(f) => shaping.drop = Some(f),
+                None => cx.sink.at(
+                    loc(bnode, key),
+                    format!("`{key}` has an empty path"),
+                    "write dotted paths such as `id` or `address.city`",
+                ),
+            }
+        }
         backends.push(AggregateBackend {
+            shaping,
             name: b.name.as_str().into(),
             upstream,
             method,
@@ -2536,5 +2570,6 @@ fn compile_aggregate(
         errors_key: cfg.errors_key.clone().unwrap_or_else(|| "_errors".into()),
         pass_through_client_errors: cfg.pass_through_client_errors,
         forward_headers,
+        sparse_fieldsets: cfg.sparse_fieldsets.unwrap_or(true),
     })
 }

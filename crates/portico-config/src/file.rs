@@ -550,6 +550,9 @@ pub struct AggregateConfig {
     /// Client request headers sent along to every backend (the request id always goes).
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    /// Let clients ask for only some fields of the answer with `?fields=a,b.c`. Default `true`.
+    #[serde(default)]
+    pub sparse_fieldsets: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -573,6 +576,18 @@ pub struct AggregateBackendConfig {
     /// Merge the answer's fields into the top level instead of under `name`. Default `false`.
     #[serde(default)]
     pub merge: bool,
+    /// Use only this part of the answer (a dotted path, e.g. `data.user`).
+    #[serde(default)]
+    pub extract: Option<String>,
+    /// Keep only these fields (dotted paths; through arrays they apply to each element).
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// Remove these fields (dotted paths).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Rename top-level fields of the answer: `{ old: new }`.
+    #[serde(default)]
+    pub rename: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

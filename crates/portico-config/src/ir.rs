@@ -449,6 +449,17 @@ pub struct Aggregate {
     pub errors_key: String,
     pub pass_through_client_errors: bool,
     pub forward_headers: Vec<HeaderName>,
+    pub sparse_fieldsets: bool,
+}
+
+/// How one backend's answer is reshaped before it is merged: extract, then keep, then drop,
+/// then rename.
+#[derive(Debug, Default)]
+pub struct Shaping {
+    pub extract: Option<String>,
+    pub keep: Option<portico_translate::shape::Fields>,
+    pub drop: Option<portico_translate::shape::Fields>,
+    pub rename: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -463,6 +474,7 @@ pub struct AggregateBackend {
     pub merge: bool,
     /// Backends whose answers this one's path uses.
     pub after: Vec<usize>,
+    pub shaping: Shaping,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

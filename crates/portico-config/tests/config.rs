@@ -730,6 +730,10 @@ fn semantic_errors() {
             "routes: [{ aggregate: { backends: [] } }]",
             "`aggregate` needs at least one backend",
         ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { backends: [{ name: a, upstream: u, path: \"/\", fields: [\"a..b\"], extract: \"x.\" }] } }]",
+            "`fields` has an empty path",
+        ),
     ];
     for (text, want) in cases {
         let errs = errors(text).join("\n");

@@ -336,7 +336,10 @@ pub async fn handle(
     let mut out = Map::new();
     let mut errors = Vec::new();
     for (i, b) in a.backends.iter().enumerate() {
-        match done[i].take() {
+        let shaped = done[i]
+            .take()
+            .map(|o| o.and_then(|v| shape(v, &b.shaping, &b.name)));
+        match shaped {
             Some(Ok(Value::Object(o))) if b.merge => out.extend(o),
             Some(Ok(v)) => {
                 out.insert(b.name.to_string(), v);
@@ -346,10 +349,27 @@ pub async fn handle(
         }
     }
     let partial = !errors.is_empty();
-    if partial {
-        out.insert(a.errors_key.clone(), Value::Array(errors));
+    let mut out = Value::Object(out);
+    // `?fields=a,b.c`: the client keeps only what it shows (problems always stay).
+    if a.sparse_fieldsets
+        && let Some(wanted) = req
+            .uri()
+            .query()
+            .and_then(|q| portico_config::router::query_param(Some(q), "fields"))
+    {
+        match portico_translate::shape::Fields::parse(wanted.split(',')) {
+            Some(f) => f.keep(&mut out),
+            None => {
+                return Err(Problem::BadRequest(
+                    "The `fields` parameter must list dotted field paths separated by commas.",
+                ));
+            }
+        }
     }
-    let mut r = Response::new(Body::full(Value::Object(out).to_string()));
+    if partial && let Value::Object(o) = &mut out {
+        o.insert(a.errors_key.clone(), Value::Array(errors));
+    }
+    let mut r = Response::new(Body::full(out.to_string()));
     *r.status_mut() = if partial {
         a.partial_status
     } else {
@@ -365,4 +385,27 @@ pub async fn handle(
         HeaderValue::from_static(if partial { "partial" } else { "complete" }),
     );
     Ok(r)
+}
+
+/// Applies a backend's shaping to its answer.
+fn shape(v: Value, s: &portico_config::Shaping, name: &str) -> Outcome {
+    let mut v = match &s.extract {
+        None => v,
+        Some(path) => portico_translate::shape::extract(v, path).ok_or_else(|| Failure {
+            status: StatusCode::BAD_GATEWAY,
+            code: "backend_shape_mismatch",
+            detail: format!("`{name}` answered without `{path}` to extract"),
+            passed: None,
+        })?,
+    };
+    if let Some(k) = &s.keep {
+        k.keep(&mut v);
+    }
+    if let Some(d) = &s.drop {
+        d.drop_from(&mut v);
+    }
+    if !s.rename.is_empty() {
+        portico_translate::shape::rename(&mut v, &s.rename);
+    }
+    Ok(v)
 }

@@ -5,6 +5,7 @@
 
 pub mod grpc;
 pub mod reflection;
+pub mod shape;
 pub mod template;
 mod transcode;
 

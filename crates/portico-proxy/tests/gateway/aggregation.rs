@@ -221,3 +221,56 @@ routes:
     assert_eq!(got.status, 504);
     assert_eq!(got.json()["backend"], "late");
 }
+
+#[tokio::test]
+async fn answers_are_shaped_per_backend_and_by_the_client() {
+    let user = backend(
+        200,
+        0,
+        json!({"data": {"id": 7, "name": "Ada", "password_hash": "x", "address": {"city": "Paris", "zip": "75001"}}}),
+    )
+    .await;
+    let orders = backend(
+        200,
+        0,
+        json!([{"id": 1, "total": 3, "internal": true}, {"id": 2, "total": 4, "internal": false}]),
+    )
+    .await;
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  shape-users: {{ targets: ["{}"] }}
+  shape-orders: {{ targets: ["{}"] }}
+routes:
+  - aggregate:
+      backends:
+        - name: user
+          upstream: shape-users
+          path: /me
+          extract: data
+          exclude: [password_hash, address.zip]
+          rename: {{ name: full_name }}
+        - {{ name: orders, upstream: shape-orders, path: /orders, fields: [id, total] }}
+"#,
+        user.url(),
+        orders.url()
+    )))
+    .await;
+    let got = get(&gw.url("/")).await;
+    assert_eq!(
+        got.json(),
+        json!({
+            "user": {"id": 7, "full_name": "Ada", "address": {"city": "Paris"}},
+            "orders": [{"id": 1, "total": 3}, {"id": 2, "total": 4}]
+        }),
+        "{}",
+        got.text()
+    );
+    // Sparse fieldsets, through arrays.
+    let got = get(&gw.url("/?fields=user.full_name,orders.total")).await;
+    assert_eq!(
+        got.json(),
+        json!({"user": {"full_name": "Ada"}, "orders": [{"total": 3}, {"total": 4}]})
+    );
+    let got = get(&gw.url("/?fields=user..x")).await;
+    assert_eq!(got.status, 400);
+}
