@@ -31,7 +31,7 @@ struct Failure {
     code: &'static str,
     detail: String,
     /// The backend's own answer, for `pass_through_client_errors`.
-    passed: Option<(StatusCode, bytes::Bytes, Option<HeaderValue>)>,
+    passed: Option<Box<(StatusCode, bytes::Bytes, Option<HeaderValue>)>>,
 }
 
 type Outcome = Result<Value, Failure>;
@@ -178,11 +178,11 @@ async fn call(
                 code: "backend_error_status",
                 detail: format!("answered {}", head.status.as_u16()),
                 passed: head.status.is_client_error().then(|| {
-                    (
+                    Box::new((
                         head.status,
                         bytes.clone(),
                         head.headers.get(header::CONTENT_TYPE).cloned(),
-                    )
+                    ))
                 }),
             });
         }
@@ -307,8 +307,9 @@ pub async fn handle(
         {
             rec.upstream = Some(b.name.clone());
             if a.pass_through_client_errors
-                && let Some((status, body, ct)) = &f.passed
+                && let Some(passed) = &f.passed
             {
+                let (status, body, ct) = &**passed;
                 let mut r = Response::new(Body::full(body.clone()));
                 *r.status_mut() = *status;
                 if let Some(ct) = ct {
