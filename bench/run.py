@@ -37,7 +37,8 @@ ORIGIN_PORT = 19080
 PORTS = {"nginx": 19081, "haproxy": 19082, "portico": 19084, "nginx-log": 19091, "haproxy-log": 19092, "portico-log": 19094,
          "portico-key": 19085, "portico-jwt": 19086, "portico-chain": 19087,
          "portico-rl-local": 19088, "portico-rl-redis": 19089, "portico-rl-batch": 19090,
-         "portico-rr2": 19095, "portico-lr2": 19096, "portico-grpc": 19097}
+         "portico-rr2": 19095, "portico-lr2": 19096, "portico-grpc": 19097,
+         "portico-agg": 19098}
 
 # Two targets (the origin on two ports) balanced round robin or by least request, to measure
 # what the least-request pick costs: `--proxies portico-rr2,portico-lr2`.
@@ -135,6 +136,8 @@ http {{
         listen 127.0.0.1:{port2} backlog=4096;
         location = /hello {{ default_type text/plain; return 200 "hello"; }}
         location = /json {{ default_type application/json; alias {run}/doc.json; }}
+        location = /agg {{ default_type application/json; alias {run}/doc2k.json; }}
+        location = /json2k {{ default_type application/json; alias {run}/doc2k.json; }}
         location = /v1/shelves/7 {{ default_type application/json; return 200 '{{"id":"7","theme":"theme-7"}}'; }}
     }}
     server {{
@@ -241,6 +244,9 @@ SCENARIOS = {
     # The same JSON (`{"id":"7","theme":"theme-7"}`), proxied as is by every contestant except
     # portico-grpc, which transcodes it to a gRPC call to the origin.
     "shelf-c64": ("wrk", "/v1/shelves/7", 64, 1),
+    # A 2 KiB JSON document, proxied as is by every contestant except portico-agg, which
+    # answers with three 2 KiB backend calls made concurrently and merged.
+    "agg-c64": ("wrk", "/agg", 64, 1),
 }
 
 H2_HEADERS = []
@@ -385,6 +391,9 @@ def main():
     with open(os.path.join(run, "doc.json"), "w") as f:
         # Exactly 16,384 bytes of JSON.
         f.write('{"pad":"' + "x" * (16384 - 10) + '"}')
+    with open(os.path.join(run, "doc2k.json"), "w") as f:
+        # Exactly 2,048 bytes of JSON.
+        f.write('{"pad":"' + "y" * (2048 - 10) + '"}')
     with open(os.path.join(run, "shelf.grpc"), "wb") as f:
         # One gRPC message: not compressed, length 11, Shelf { id: 7, theme: "theme-7" }.
         f.write(bytes([0, 0, 0, 0, 11, 0x08, 0x07, 0x12, 0x07]) + b"theme-7")
@@ -421,7 +430,7 @@ def main():
 
         contestants = []
         for proxy in args.proxies.split(","):
-            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED or proxy == "portico-grpc" else [False, True]):
+            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED or proxy in ("portico-grpc", "portico-agg") else [False, True]):
                 name = proxy + ("-log" if logging else "")
                 port = PORTS[name]
                 log = os.path.join(run, f"{name}.access.log")
@@ -451,6 +460,10 @@ def main():
                         conf = conf.replace("    upstream: origin\n",
                                             "    upstream: origin\n    grpc_transcode:\n"
                                             f"      descriptor_set: \"{os.path.join(ROOT, 'examples/bookstore.pb')}\"\n")
+                    if proxy == "portico-agg":
+                        conf = conf.replace("    upstream: origin\n",
+                                            "    aggregate:\n      backends:\n"
+                                            + "".join(f"        - {{ name: b{i}, upstream: origin, path: /json2k }}\n" for i in range(3)))
                     if proxy in BALANCED:
                         conf = conf.replace(f'targets: ["http://127.0.0.1:{ORIGIN_PORT}"]',
                                             f'targets: ["http://127.0.0.1:{ORIGIN_PORT}", "http://127.0.0.1:{ORIGIN_PORT2}"]\n'
