@@ -2174,6 +2174,42 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         | PolicyConfig::IpFilter(_)
         | PolicyConfig::Cors(_)
         | PolicyConfig::BodyLimit(_) => crate::auth::compile_policy(cx, p, node)?,
+        PolicyConfig::Compression(c) => {
+            let mut codings = Vec::new();
+            for a in &c.algorithms {
+                let coding = match a {
+                    crate::file::CodingConfig::Br => Coding::Br,
+                    crate::file::CodingConfig::Zstd => Coding::Zstd,
+                    crate::file::CodingConfig::Gzip => Coding::Gzip,
+                };
+                if !codings.contains(&coding) {
+                    codings.push(coding);
+                }
+            }
+            if codings.is_empty() {
+                codings = vec![Coding::Br, Coding::Zstd, Coding::Gzip];
+            }
+            let mut content_types = Vec::new();
+            for (i, t) in c.content_types.iter().enumerate() {
+                let t = t.trim().to_ascii_lowercase();
+                if t.split_once('/')
+                    .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
+                {
+                    cx.sink.at(
+                        item_loc(node, "content_types", i),
+                        format!("`{t}` is not a media type"),
+                        "write `type/subtype`, or `type/*` for all of a type",
+                    );
+                    return None;
+                }
+                content_types.push(t);
+            }
+            Policy::Compression(Arc::new(CompressionPolicy {
+                codings,
+                min_bytes: c.min_bytes.unwrap_or(1024),
+                content_types,
+            }))
+        }
         PolicyConfig::ConcurrencyLimit(c) => {
             if c.max_in_flight == 0 {
                 cx.sink.at(

@@ -789,6 +789,33 @@ pub enum PolicyConfig {
     BodyLimit(BodyLimitPolicyConfig),
     /// Cap requests in flight per key; more get 503 at once instead of queueing.
     ConcurrencyLimit(ConcurrencyLimitPolicyConfig),
+    /// Compress responses (gzip, brotli, zstd) as the client's `Accept-Encoding` allows.
+    Compression(CompressionPolicyConfig),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionPolicyConfig {
+    /// Codings offered, in order of preference when the client likes several equally.
+    /// Default `[br, zstd, gzip]`.
+    #[serde(default)]
+    pub algorithms: Vec<CodingConfig>,
+    /// Bodies whose `Content-Length` is below this many bytes are sent as they are. Default
+    /// 1024.
+    #[serde(default)]
+    pub min_bytes: Option<u64>,
+    /// Media types compressed (`text/*` covers every `text/` type). Default: text types,
+    /// JSON, JavaScript, XML, SVG, and `+json`/`+xml` types.
+    #[serde(default)]
+    pub content_types: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CodingConfig {
+    Br,
+    Zstd,
+    Gzip,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -566,6 +566,64 @@ pub enum Policy {
     /// Largest request body, in bytes.
     BodyLimit(u64),
     ConcurrencyLimit(ConcurrencyPolicy),
+    Compression(Arc<CompressionPolicy>),
+}
+
+/// Response compression settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressionPolicy {
+    pub codings: Vec<Coding>,
+    pub min_bytes: u64,
+    /// Lower-cased; `text/*` entries end in `/*`.
+    pub content_types: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Br,
+    Zstd,
+    Gzip,
+}
+
+impl Coding {
+    pub fn token(self) -> &'static str {
+        match self {
+            Coding::Br => "br",
+            Coding::Zstd => "zstd",
+            Coding::Gzip => "gzip",
+        }
+    }
+}
+
+impl CompressionPolicy {
+    /// Whether a response of this `Content-Type` is worth compressing.
+    pub fn compresses(&self, content_type: &str) -> bool {
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if self.content_types.is_empty() {
+            return essence.starts_with("text/")
+                || matches!(
+                    essence.as_str(),
+                    "application/json"
+                        | "application/javascript"
+                        | "application/xml"
+                        | "application/x-ndjson"
+                        | "image/svg+xml"
+                )
+                || essence.ends_with("+json")
+                || essence.ends_with("+xml");
+        }
+        self.content_types
+            .iter()
+            .any(|t| match t.strip_suffix("/*") {
+                Some(prefix) => essence.split_once('/').is_some_and(|(ty, _)| ty == prefix),
+                None => *t == essence,
+            })
+    }
 }
 
 #[derive(Debug)]

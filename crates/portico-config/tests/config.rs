@@ -731,6 +731,14 @@ fn semantic_errors() {
             "`aggregate` needs at least one backend",
         ),
         (
+            "policies: [{ type: compression, content_types: [json] }]",
+            "`json` is not a media type",
+        ),
+        (
+            "policies: [{ type: compression, algorithms: [deflate] }]",
+            "unknown value `deflate`",
+        ),
+        (
             "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { backends: [{ name: a, upstream: u, path: \"/\", fields: [\"a..b\"], extract: \"x.\" }] } }]",
             "`fields` has an empty path",
         ),

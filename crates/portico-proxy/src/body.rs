@@ -42,6 +42,8 @@ pub enum BodyError {
     TooLarge,
     /// Nothing arrived for the upstream's `stream_idle_timeout`.
     Idle,
+    /// The response compressor failed.
+    Compress(std::io::Error),
 }
 
 impl std::fmt::Display for BodyError {
@@ -50,6 +52,7 @@ impl std::fmt::Display for BodyError {
             BodyError::Hyper(e) => e.fmt(f),
             BodyError::TooLarge => f.write_str("request body larger than the route allows"),
             BodyError::Idle => f.write_str("stream idle for longer than stream_idle_timeout"),
+            BodyError::Compress(e) => write!(f, "compression: {e}"),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod client;
+mod compress;
 pub mod concurrency;
 pub mod dns;
 mod fetch;

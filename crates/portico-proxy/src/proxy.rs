@@ -260,6 +260,23 @@ async fn process(
     if let Some(u) = without_params(req.uri(), &identity.strip_query) {
         *req.uri_mut() = u;
     }
+    // What compression needs from the request, kept only when a policy asks for it. The
+    // route's policy wins over a global one.
+    let compression = route
+        .policies
+        .iter()
+        .chain(cfg.global_policies.iter())
+        .find_map(|p| match p {
+            Policy::Compression(c) => Some(c.clone()),
+            _ => None,
+        })
+        .map(|c| {
+            let mut accept = http::HeaderMap::new();
+            for v in req.headers().get_all(header::ACCEPT_ENCODING) {
+                accept.append(header::ACCEPT_ENCODING, v.clone());
+            }
+            (c, req.method().clone(), accept)
+        });
     let mut resp = match &route.action {
         Action::Respond(r) => {
             let mut resp = Response::new(Body::full(r.body.clone()));
@@ -353,6 +370,10 @@ async fn process(
         cfg.global_policies.iter().chain(route.policies.iter()),
         &mut resp,
     );
+    // Compression last: it sees the final headers.
+    if let Some((c, method, accept)) = &compression {
+        resp = crate::compress::apply(c, method, accept, resp);
+    }
     for (name, value) in &route.response_headers {
         resp.headers_mut().insert(name.clone(), value.clone());
     }
@@ -461,7 +482,7 @@ async fn request_policies(
                     }
                 }
             }
-            Policy::Headers(_) | Policy::Cors(_) => {}
+            Policy::Headers(_) | Policy::Cors(_) | Policy::Compression(_) => {}
         }
     }
     Ok(headers)

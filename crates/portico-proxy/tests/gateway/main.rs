@@ -4,6 +4,7 @@ mod aggregation;
 mod auth;
 mod balancing;
 mod cluster;
+mod compression;
 mod failures;
 mod limits;
 mod mtls;
