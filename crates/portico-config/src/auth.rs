@@ -245,7 +245,8 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         PolicyConfig::Headers(_)
         | PolicyConfig::RateLimit(_)
         | PolicyConfig::ConcurrencyLimit(_)
-        | PolicyConfig::Compression(_) => return None,
+        | PolicyConfig::Compression(_)
+        | PolicyConfig::JsonTransform(_) => return None,
     };
     (cx.sink.out.len() == before).then_some(policy)
 }

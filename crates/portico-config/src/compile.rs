@@ -2174,6 +2174,51 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         | PolicyConfig::IpFilter(_)
         | PolicyConfig::Cors(_)
         | PolicyConfig::BodyLimit(_) => crate::auth::compile_policy(cx, p, node)?,
+        PolicyConfig::JsonTransform(j) => {
+            let remove = if j.remove.is_empty() {
+                None
+            } else {
+                match portico_translate::shape::Fields::parse(j.remove.iter().map(String::as_str)) {
+                    Some(f) => Some(f),
+                    None => {
+                        cx.sink.at(
+                            loc(node, "remove"),
+                            "`remove` has an empty path",
+                            "write dotted paths such as `debug` or `user.password_hash`",
+                        );
+                        return None;
+                    }
+                }
+            };
+            let mut status = Vec::new();
+            for (from, to) in &j.status {
+                match (StatusCode::from_u16(*from), StatusCode::from_u16(*to)) {
+                    (Ok(f), Ok(t)) if (100..600).contains(from) && (200..600).contains(to) => {
+                        status.push((f, t))
+                    }
+                    _ => {
+                        cx.sink.at(
+                            loc(node, "status"),
+                            format!("`{from}: {to}` is not a status rewrite"),
+                            "map one HTTP status (100–599) to another (200–599), as in `201: 200`",
+                        );
+                        return None;
+                    }
+                }
+            }
+            Policy::JsonTransform(Arc::new(JsonTransformPolicy {
+                sparse_fieldsets: j.sparse_fieldsets,
+                remove,
+                rename: j
+                    .rename
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                set: j.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                status,
+                max_bytes: j.max_bytes.unwrap_or(1 << 20),
+            }))
+        }
         PolicyConfig::Compression(c) => {
             let mut codings = Vec::new();
             for a in &c.algorithms {

@@ -791,6 +791,33 @@ pub enum PolicyConfig {
     ConcurrencyLimit(ConcurrencyLimitPolicyConfig),
     /// Compress responses (gzip, brotli, zstd) as the client's `Accept-Encoding` allows.
     Compression(CompressionPolicyConfig),
+    /// Reshape JSON responses: client sparse fieldsets, removed, renamed and added fields,
+    /// status rewrites.
+    JsonTransform(JsonTransformPolicyConfig),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonTransformPolicyConfig {
+    /// Let clients keep only some fields with `?fields=a,b.c`. Default `false`.
+    #[serde(default)]
+    pub sparse_fieldsets: bool,
+    /// Remove these fields (dotted paths; through arrays they apply to each element).
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Rename top-level fields: `{ old: new }`.
+    #[serde(default)]
+    pub rename: std::collections::BTreeMap<String, String>,
+    /// Set top-level fields to these JSON values.
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Answer with another status: `{ 201: 200 }`.
+    #[serde(default)]
+    pub status: std::collections::BTreeMap<u16, u16>,
+    /// Largest body reshaped (bytes); larger ones, and bodies without a length, pass as they
+    /// are. Default 1048576.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -567,6 +567,28 @@ pub enum Policy {
     BodyLimit(u64),
     ConcurrencyLimit(ConcurrencyPolicy),
     Compression(Arc<CompressionPolicy>),
+    JsonTransform(Arc<JsonTransformPolicy>),
+}
+
+/// Reshaping of JSON responses.
+#[derive(Debug)]
+pub struct JsonTransformPolicy {
+    pub sparse_fieldsets: bool,
+    pub remove: Option<portico_translate::shape::Fields>,
+    pub rename: Vec<(String, String)>,
+    pub set: Vec<(String, serde_json::Value)>,
+    pub status: Vec<(StatusCode, StatusCode)>,
+    pub max_bytes: u64,
+}
+
+impl JsonTransformPolicy {
+    /// Whether the body needs reading (as opposed to a status rewrite only).
+    pub fn touches_body(&self) -> bool {
+        self.sparse_fieldsets
+            || self.remove.is_some()
+            || !self.rename.is_empty()
+            || !self.set.is_empty()
+    }
 }
 
 /// Response compression settings.

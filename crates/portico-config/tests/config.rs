@@ -739,6 +739,14 @@ fn semantic_errors() {
             "unknown value `deflate`",
         ),
         (
+            "policies: [{ type: json_transform, status: { 201: 99 } }]",
+            "`201: 99` is not a status rewrite",
+        ),
+        (
+            "policies: [{ type: json_transform, remove: [\"a..b\"] }]",
+            "`remove` has an empty path",
+        ),
+        (
             "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { backends: [{ name: a, upstream: u, path: \"/\", fields: [\"a..b\"], extract: \"x.\" }] } }]",
             "`fields` has an empty path",
         ),

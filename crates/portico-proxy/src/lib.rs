@@ -26,6 +26,7 @@ mod server;
 pub mod sliding;
 mod tls;
 mod transcode;
+mod transform;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -277,6 +277,18 @@ async fn process(
             }
             (c, req.method().clone(), accept)
         });
+    let json_transform = route
+        .policies
+        .iter()
+        .chain(cfg.global_policies.iter())
+        .find_map(|p| match p {
+            Policy::JsonTransform(j) => Some(j.clone()),
+            _ => None,
+        })
+        .map(|j| {
+            let fields = crate::transform::wanted_fields(&j, req.uri().query());
+            (j, fields)
+        });
     let mut resp = match &route.action {
         Action::Respond(r) => {
             let mut resp = Response::new(Body::full(r.body.clone()));
@@ -370,6 +382,9 @@ async fn process(
         cfg.global_policies.iter().chain(route.policies.iter()),
         &mut resp,
     );
+    if let Some((j, fields)) = &json_transform {
+        resp = crate::transform::apply(j, fields.as_deref(), resp).await;
+    }
     // Compression last: it sees the final headers.
     if let Some((c, method, accept)) = &compression {
         resp = crate::compress::apply(c, method, accept, resp);
@@ -482,7 +497,10 @@ async fn request_policies(
                     }
                 }
             }
-            Policy::Headers(_) | Policy::Cors(_) | Policy::Compression(_) => {}
+            Policy::Headers(_)
+            | Policy::Cors(_)
+            | Policy::Compression(_)
+            | Policy::JsonTransform(_) => {}
         }
     }
     Ok(headers)

@@ -185,3 +185,59 @@ async fn streams_are_compressed_without_waiting_for_the_end() {
             .ends_with("data: second\n\n")
     );
 }
+
+#[tokio::test]
+async fn json_responses_are_reshaped_on_any_route() {
+    let up = serve(|req| async move {
+        let body = serde_json::json!({
+            "id": 7, "userName": "ada", "internal": {"shard": 3}, "debug": true,
+            "orders": [{"id": 1, "total": 3, "cost": 1}, {"id": 2, "total": 4, "cost": 2}]
+        });
+        let mut r = http::Response::new(full(body.to_string()));
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        if req.uri().path() == "/created" {
+            *r.status_mut() = http::StatusCode::CREATED;
+        }
+        r
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  shape-any: {{ targets: ["{}"] }}
+routes:
+  - upstream: shape-any
+    policies:
+      - type: json_transform
+        sparse_fieldsets: true
+        remove: [internal, debug, orders.cost]
+        rename: {{ userName: user_name }}
+        set: {{ api_version: 2, source: portico }}
+        status: {{ 201: 200 }}
+"#,
+        up.url()
+    )))
+    .await;
+    let got = get(&gw.url("/")).await;
+    assert_eq!(
+        got.json(),
+        serde_json::json!({
+            "id": 7, "user_name": "ada", "api_version": 2, "source": "portico",
+            "orders": [{"id": 1, "total": 3}, {"id": 2, "total": 4}]
+        }),
+        "{}",
+        got.text()
+    );
+    assert_eq!(
+        got.header("content-length"),
+        Some(got.body.len().to_string().as_str())
+    );
+    let got = get(&gw.url("/?fields=id,orders.total")).await;
+    assert_eq!(
+        got.json()["orders"],
+        serde_json::json!([{"total": 3}, {"total": 4}])
+    );
+    assert!(got.json().get("user_name").is_none());
+    let got = get(&gw.url("/created")).await;
+    assert_eq!(got.status, 200);
+}
