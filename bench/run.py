@@ -38,7 +38,7 @@ PORTS = {"nginx": 19081, "haproxy": 19082, "portico": 19084, "nginx-log": 19091,
          "portico-key": 19085, "portico-jwt": 19086, "portico-chain": 19087,
          "portico-rl-local": 19088, "portico-rl-redis": 19089, "portico-rl-batch": 19090,
          "portico-rr2": 19095, "portico-lr2": 19096, "portico-grpc": 19097,
-         "portico-agg": 19098}
+         "portico-agg": 19098, "portico-gzip": 19099}
 
 # Two targets (the origin on two ports) balanced round robin or by least request, to measure
 # what the least-request pick costs: `--proxies portico-rr2,portico-lr2`.
@@ -84,6 +84,10 @@ policies:
     store: redis
     batch: 100
     limits: [{{ requests: 100000000, per: 1s }}]
+""",
+    # Compression on (the client sends Accept-Encoding: gzip, see LUA); run with json16k-c64.
+    "portico-gzip": """policies:
+  - {{ type: compression, algorithms: [gzip] }}
 """,
     "portico-chain": """policies:
   - type: jwt
@@ -384,7 +388,9 @@ def main():
     LUA = os.path.join(run, "report.lua")
     token = bench_token()
     with open(LUA, "w") as f:
-        f.write(f'wrk.headers["X-API-Key"] = "{BENCH_KEY}"\nwrk.headers["Authorization"] = "Bearer {token}"\n')
+        # Accept-Encoding too: only contestants with compression on (portico-gzip) use it.
+        f.write(f'wrk.headers["X-API-Key"] = "{BENCH_KEY}"\nwrk.headers["Authorization"] = "Bearer {token}"\n'
+                'wrk.headers["Accept-Encoding"] = "gzip"\n')
         f.write(WRK_LUA)
     global H2_HEADERS
     H2_HEADERS = ["-H", f"x-api-key: {BENCH_KEY}", "-H", f"authorization: Bearer {token}"]
