@@ -2037,11 +2037,21 @@ fn compile_action(
                 "use a media type such as `application/json`",
             ),
         }
+        let mut templated = Vec::new();
         headers.extend(header_pairs(
             cx,
             &r.headers,
             get(rnode, "headers").unwrap_or(rnode),
+            &mut templated,
+            false,
         ));
+        if !templated.is_empty() {
+            cx.sink.at(
+                loc(rnode, "headers"),
+                "`%{…}` variables are not available in `respond` headers",
+                "use them in a `headers` policy, which runs for every request",
+            );
+        }
         return Some(Action::Respond(StaticResponse {
             status,
             body: bytes::Bytes::from(r.body.clone().unwrap_or_default()),
@@ -2071,14 +2081,68 @@ fn compile_action(
     }
 }
 
+/// `%{client_ip}`, `%{request_id}`, `%{route}`, `%{consumer}` in a header value; `None` when
+/// the value has none.
+fn value_template(v: &str) -> Result<Option<Vec<ValuePart>>, String> {
+    if !v.contains("%{") {
+        return Ok(None);
+    }
+    let mut parts = Vec::new();
+    let mut rest = v;
+    while let Some(open) = rest.find("%{") {
+        if open > 0 {
+            parts.push(ValuePart::Literal(rest[..open].to_owned()));
+        }
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed `%{{` in `{v}`"))?;
+        parts.push(match &rest[open + 2..open + close] {
+            "client_ip" => ValuePart::ClientIp,
+            "request_id" => ValuePart::RequestId,
+            "route" => ValuePart::Route,
+            "consumer" => ValuePart::Consumer,
+            other => return Err(format!("unknown variable `%{{{other}}}`")),
+        });
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(ValuePart::Literal(rest.to_owned()));
+    }
+    Ok(Some(parts))
+}
+
 fn header_pairs(
     cx: &mut Ctx<'_>,
     map: &BTreeMap<String, String>,
     node: &Node,
+    templated: &mut Vec<(HeaderName, Vec<ValuePart>, bool)>,
+    append: bool,
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
     for (k, v) in map {
         let at = get(node, k).map_or(node.loc, |n| n.loc);
+        match value_template(v) {
+            Ok(None) => {}
+            Ok(Some(parts)) => {
+                match HeaderName::try_from(k.as_str()) {
+                    Ok(n) => templated.push((n, parts, append)),
+                    Err(_) => cx.sink.at(
+                        at,
+                        format!("invalid header name `{k}`"),
+                        "use letters, digits and `-`",
+                    ),
+                }
+                continue;
+            }
+            Err(e) => {
+                cx.sink.at(
+                    at,
+                    e,
+                    "variables are %{client_ip}, %{request_id}, %{route} and %{consumer}",
+                );
+                continue;
+            }
+        }
         match (
             HeaderName::try_from(k.as_str()),
             HeaderValue::try_from(v.as_str()),
@@ -2111,10 +2175,24 @@ fn compile_header_ops(cx: &mut Ctx<'_>, ops: &HeaderOpsConfig, node: &Node) -> H
             ),
         }
     }
+    let mut templated = Vec::new();
     HeaderOps {
-        set: header_pairs(cx, &ops.set, get(node, "set").unwrap_or(node)),
-        add: header_pairs(cx, &ops.add, get(node, "add").unwrap_or(node)),
+        set: header_pairs(
+            cx,
+            &ops.set,
+            get(node, "set").unwrap_or(node),
+            &mut templated,
+            false,
+        ),
+        add: header_pairs(
+            cx,
+            &ops.add,
+            get(node, "add").unwrap_or(node),
+            &mut templated,
+            true,
+        ),
         remove,
+        templated,
     }
 }
 

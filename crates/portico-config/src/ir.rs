@@ -905,6 +905,26 @@ pub struct HeaderOps {
     pub set: Vec<(HeaderName, HeaderValue)>,
     pub add: Vec<(HeaderName, HeaderValue)>,
     pub remove: Vec<HeaderName>,
+    /// Values with `%{variable}`s, rendered per request: (name, value, append).
+    pub templated: Vec<(HeaderName, Vec<ValuePart>, bool)>,
+}
+
+/// A piece of a header value template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValuePart {
+    Literal(String),
+    ClientIp,
+    RequestId,
+    Route,
+    Consumer,
+}
+
+/// What header value templates can refer to.
+pub struct HeaderVars<'a> {
+    pub client_ip: std::net::IpAddr,
+    pub request_id: &'a str,
+    pub route: &'a str,
+    pub consumer: Option<&'a str>,
 }
 
 impl HeaderOps {
@@ -917,6 +937,30 @@ impl HeaderOps {
         }
         for (name, value) in &self.add {
             headers.append(name.clone(), value.clone());
+        }
+    }
+
+    /// `apply`, then the templated values rendered with `vars`.
+    pub fn apply_with(&self, headers: &mut http::HeaderMap, vars: &HeaderVars<'_>) {
+        self.apply(headers);
+        for (name, parts, append) in &self.templated {
+            let mut v = String::new();
+            for p in parts {
+                match p {
+                    ValuePart::Literal(s) => v.push_str(s),
+                    ValuePart::ClientIp => v.push_str(&vars.client_ip.to_string()),
+                    ValuePart::RequestId => v.push_str(vars.request_id),
+                    ValuePart::Route => v.push_str(vars.route),
+                    ValuePart::Consumer => v.push_str(vars.consumer.unwrap_or("")),
+                }
+            }
+            if let Ok(v) = HeaderValue::try_from(v) {
+                if *append {
+                    headers.append(name.clone(), v);
+                } else {
+                    headers.insert(name.clone(), v);
+                }
+            }
         }
     }
 }

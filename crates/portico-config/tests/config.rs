@@ -747,6 +747,14 @@ fn semantic_errors() {
             "`remove` has an empty path",
         ),
         (
+            "policies: [{ type: headers, request: { set: { x-a: \"%{client}\" } } }]",
+            "unknown variable `%{client}`",
+        ),
+        (
+            "routes: [{ respond: { status: 200, headers: { x-a: \"%{route}\" } } }]",
+            "not available in `respond` headers",
+        ),
+        (
             "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { backends: [{ name: a, upstream: u, path: \"/\", fields: [\"a..b\"], extract: \"x.\" }] } }]",
             "`fields` has an empty path",
         ),

@@ -349,6 +349,7 @@ async fn process(
                 request_id,
                 upgrade.is_some(),
                 bytes_in,
+                rec.client_ip,
             )?;
             let mut upstream_req = match grpc_web {
                 Some(m) => crate::grpcweb::to_grpc(upstream_req, m).await?,
@@ -381,6 +382,12 @@ async fn process(
     response_policies(
         cfg.global_policies.iter().chain(route.policies.iter()),
         &mut resp,
+        &portico_config::HeaderVars {
+            client_ip: rec.client_ip,
+            request_id: request_id.to_str().unwrap_or(""),
+            route: &route.name,
+            consumer: rec.consumer.as_deref(),
+        },
     );
     if let Some((j, fields)) = &json_transform {
         resp = crate::transform::apply(j, fields.as_deref(), resp).await;
@@ -683,6 +690,7 @@ fn build_upstream_request(
     request_id: &HeaderValue,
     upgrade: bool,
     bytes_in: &Arc<BodyStats>,
+    client_ip: std::net::IpAddr,
 ) -> Result<Request<Body>, Problem> {
     let cfg = &rt.config;
     let (mut parts, body) = req.into_parts();
@@ -775,7 +783,21 @@ fn build_upstream_request(
     h.insert(cfg.server.request_id_header.clone(), request_id.clone());
     for p in cfg.global_policies.iter().chain(route.policies.iter()) {
         if let Policy::Headers(hp) = p {
-            hp.request.apply(h);
+            if hp.request.templated.is_empty() {
+                hp.request.apply(h);
+            } else {
+                let consumer = h
+                    .get(&cfg.server.consumer_header)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let vars = portico_config::HeaderVars {
+                    client_ip,
+                    request_id: request_id.to_str().unwrap_or(""),
+                    route: &route.name,
+                    consumer: consumer.as_deref(),
+                };
+                hp.request.apply_with(h, &vars);
+            }
         }
     }
 
@@ -1070,10 +1092,11 @@ async fn replayable(
 fn response_policies<'a>(
     policies: impl DoubleEndedIterator<Item = &'a Policy>,
     resp: &mut Response<Body>,
+    vars: &portico_config::HeaderVars<'_>,
 ) {
     for p in policies.rev() {
         if let Policy::Headers(hp) = p {
-            hp.response.apply(resp.headers_mut());
+            hp.response.apply_with(resp.headers_mut(), vars);
         }
     }
 }

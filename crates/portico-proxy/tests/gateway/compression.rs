@@ -241,3 +241,33 @@ routes:
     let got = get(&gw.url("/created")).await;
     assert_eq!(got.status, 200);
 }
+
+#[tokio::test]
+async fn header_values_can_carry_request_variables() {
+    let echo = echo_server().await;
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  vars-echo: {{ targets: ["{}"] }}
+routes:
+  - name: vars-route
+    upstream: vars-echo
+    policies:
+      - type: headers
+        request:
+          set: {{ x-client: "%{{client_ip}}", x-trace: "id=%{{request_id}};route=%{{route}}" }}
+        response:
+          add: {{ x-served-route: "%{{route}}" }}
+"#,
+        echo.url()
+    )))
+    .await;
+    let got = get(&gw.url("/")).await;
+    let seen = got.json();
+    assert_eq!(seen["headers"]["x-client"], "127.0.0.1");
+    let id = got.header("x-request-id").unwrap().to_owned();
+    assert_eq!(
+        seen["headers"]["x-trace"],
+        format!("id={id};route=vars-route")
+    );
+    assert_eq!(got.header("x-served-route"), Some("vars-route"));
+}
