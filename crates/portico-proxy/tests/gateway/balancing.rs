@@ -141,15 +141,7 @@ async fn hashing_keeps_a_key_on_one_target() {
 #[tokio::test]
 async fn circuit_breaker_refuses_requests_over_max_requests_at_once() {
     // The upstream holds every request until released, so "at once" is checked by order, not time.
-    let (release, gate) = tokio::sync::watch::channel(false);
-    let held = serve(move |_req| {
-        let mut gate = gate.clone();
-        async move {
-            let _ = gate.wait_for(|open| *open).await;
-            http::Response::new(full("held"))
-        }
-    })
-    .await;
+    let (release, held) = crate::held_upstream().await;
     let gw = Arc::new(
         gateway(&config(&format!(
             "upstreams:\n  u: {{ targets: [\"{}\"], max_requests: 2 }}\nroutes:\n  - upstream: u\n",

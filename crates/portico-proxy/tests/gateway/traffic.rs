@@ -20,15 +20,7 @@ async fn named(name: &'static str, delay: Duration) -> Upstream {
 
 #[tokio::test]
 async fn max_connections_queues_requests_and_refuses_past_max_pending() {
-    let (release, gate) = tokio::sync::watch::channel(false);
-    let held = serve(move |_req| {
-        let mut gate = gate.clone();
-        async move {
-            let _ = gate.wait_for(|open| *open).await;
-            http::Response::new(full("held"))
-        }
-    })
-    .await;
+    let (release, held) = crate::held_upstream().await;
     let gw = Arc::new(
         gateway(&config(&format!(
             "upstreams:\n  conn-capped:\n    targets: [\"{}\"]\n    max_connections: 1\n    max_pending: 2\nroutes:\n  - upstream: conn-capped\n",
