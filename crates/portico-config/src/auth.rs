@@ -246,7 +246,8 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         | PolicyConfig::RateLimit(_)
         | PolicyConfig::ConcurrencyLimit(_)
         | PolicyConfig::Compression(_)
-        | PolicyConfig::JsonTransform(_) => return None,
+        | PolicyConfig::JsonTransform(_)
+        | PolicyConfig::Cache(_) => return None,
     };
     (cx.sink.out.len() == before).then_some(policy)
 }

@@ -2252,6 +2252,26 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         | PolicyConfig::IpFilter(_)
         | PolicyConfig::Cors(_)
         | PolicyConfig::BodyLimit(_) => crate::auth::compile_policy(cx, p, node)?,
+        PolicyConfig::Cache(c) => {
+            let max_entries = c.max_entries.unwrap_or(10_000);
+            if max_entries == 0 {
+                cx.sink.at(
+                    loc(node, "max_entries"),
+                    "`max_entries` must be at least 1",
+                    "remove the policy to cache nothing",
+                );
+                return None;
+            }
+            let max_object_bytes = c.max_object_bytes.unwrap_or(1 << 20);
+            Policy::Cache(CachePolicy {
+                max_entries,
+                max_object_bytes,
+                fingerprint: fnv(
+                    format!("cache{max_entries}/{max_object_bytes}").as_bytes(),
+                    FNV_START,
+                ),
+            })
+        }
         PolicyConfig::JsonTransform(j) => {
             let remove = if j.remove.is_empty() {
                 None

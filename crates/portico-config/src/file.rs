@@ -794,6 +794,19 @@ pub enum PolicyConfig {
     /// Reshape JSON responses: client sparse fieldsets, removed, renamed and added fields,
     /// status rewrites.
     JsonTransform(JsonTransformPolicyConfig),
+    /// Keep cacheable responses in memory and answer from there while they are fresh.
+    Cache(CachePolicyConfig),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CachePolicyConfig {
+    /// Most responses kept. Default 10000.
+    #[serde(default)]
+    pub max_entries: Option<u64>,
+    /// Largest response body kept, in bytes. Default 1048576.
+    #[serde(default)]
+    pub max_object_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -568,6 +568,17 @@ pub enum Policy {
     ConcurrencyLimit(ConcurrencyPolicy),
     Compression(Arc<CompressionPolicy>),
     JsonTransform(Arc<JsonTransformPolicy>),
+    Cache(CachePolicy),
+}
+
+/// An in-memory response cache; the store lives in the runtime, found by `fingerprint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachePolicy {
+    pub max_entries: u64,
+    pub max_object_bytes: u64,
+    /// The same settings give the same fingerprint: the store (and its entries) survives a
+    /// reload that keeps them, and policies with equal settings share one store.
+    pub fingerprint: u64,
 }
 
 /// Reshaping of JSON responses.

@@ -755,6 +755,10 @@ fn semantic_errors() {
             "not available in `respond` headers",
         ),
         (
+            "policies: [{ type: cache, max_entries: 0 }]",
+            "`max_entries` must be at least 1",
+        ),
+        (
             "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { backends: [{ name: a, upstream: u, path: \"/\", fields: [\"a..b\"], extract: \"x.\" }] } }]",
             "`fields` has an empty path",
         ),

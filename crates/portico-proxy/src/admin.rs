@@ -140,9 +140,25 @@ async fn answer(
                 serde_json::json!({ "result": "rejected", "errors": e }).to_string(),
             ),
         },
-        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" | "/reload") => {
-            reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n")
+        (&Method::DELETE, "/cache") => {
+            let prefix = req
+                .uri()
+                .query()
+                .and_then(|q| portico_config::router::query_param(Some(q), "prefix"));
+            let rt = inner.runtime.load_full();
+            for c in &rt.response_caches {
+                c.purge(prefix.as_deref());
+            }
+            reply(
+                StatusCode::OK,
+                JSON,
+                serde_json::json!({ "purged": prefix.as_deref().unwrap_or("everything"), "stores": rt.response_caches.len() }).to_string(),
+            )
         }
+        (
+            _,
+            "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" | "/reload" | "/cache",
+        ) => reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
         _ => reply(
             StatusCode::NOT_FOUND,
             TEXT,

@@ -277,6 +277,28 @@ async fn process(
             }
             (c, req.method().clone(), accept)
         });
+    // A `cache` policy: its store, the request as the cache rules see it, and the key.
+    let cache = route
+        .policies
+        .iter()
+        .chain(cfg.global_policies.iter())
+        .find_map(|p| match p {
+            Policy::Cache(c) => rt
+                .response_caches
+                .iter()
+                .find(|s| s.fingerprint == c.fingerprint)
+                .cloned(),
+            _ => None,
+        })
+        .map(|store| {
+            let head = crate::cache::request_head(&req);
+            let mut host_buf = String::new();
+            let host = headers::request_host(req.uri(), req.headers(), &mut host_buf)
+                .unwrap_or("")
+                .to_owned();
+            let key = crate::cache::key(&head, &host);
+            (store, head, key)
+        });
     let json_transform = route
         .policies
         .iter()
@@ -319,6 +341,13 @@ async fn process(
                 rt, &route, action, &t, req, &path, request_id, bytes_in, rec,
             )
             .await?
+        }
+        Action::Proxy(_)
+            if let Some(hit) = cache
+                .as_ref()
+                .and_then(|(store, head, key)| store.lookup(key, head)) =>
+        {
+            hit
         }
         Action::Proxy(action) => {
             let path = normalized.clone();
@@ -373,9 +402,12 @@ async fn process(
                 let upstream_side = hyper::upgrade::on(&mut resp);
                 tokio::spawn(tunnel(client_side, upstream_side));
             }
-            match grpc_web {
-                Some(m) => crate::grpcweb::from_grpc(resp, m),
-                None => resp.map(Body::Upstream),
+            match (grpc_web, &cache) {
+                (Some(m), _) => crate::grpcweb::from_grpc(resp, m),
+                (None, Some((store, head, key))) if !switching => {
+                    store.store(key.clone(), head, resp)
+                }
+                (None, _) => resp.map(Body::Upstream),
             }
         }
     };
@@ -507,7 +539,8 @@ async fn request_policies(
             Policy::Headers(_)
             | Policy::Cors(_)
             | Policy::Compression(_)
-            | Policy::JsonTransform(_) => {}
+            | Policy::JsonTransform(_)
+            | Policy::Cache(_) => {}
         }
     }
     Ok(headers)

@@ -45,6 +45,8 @@ pub struct Runtime {
     /// By route index: service definitions fetched by gRPC reflection (`grpc_transcode` with
     /// `reflection: true`), filled in by a background task.
     pub reflected: Arc<[arc_swap::ArcSwapOption<portico_translate::Transcoder>]>,
+    /// Response stores of `cache` policies, one per distinct setting (kept over reloads).
+    pub response_caches: Vec<Arc<crate::cache::ResponseCache>>,
     /// 1 for the config loaded at start, +1 per applied reload.
     pub generation: u64,
     pub loaded_at: SystemTime,
@@ -200,6 +202,27 @@ impl Runtime {
                 );
             }
         }
+        let mut response_caches: Vec<Arc<crate::cache::ResponseCache>> = Vec::new();
+        for p in config
+            .global_policies
+            .iter()
+            .chain(config.routes.iter().flat_map(|r| r.policies.iter()))
+        {
+            if let portico_config::Policy::Cache(c) = p
+                && !response_caches
+                    .iter()
+                    .any(|s| s.fingerprint == c.fingerprint)
+            {
+                let kept = previous.and_then(|prev| {
+                    prev.response_caches
+                        .iter()
+                        .find(|s| s.fingerprint == c.fingerprint)
+                        .cloned()
+                });
+                response_caches
+                    .push(kept.unwrap_or_else(|| Arc::new(crate::cache::ResponseCache::new(c))));
+            }
+        }
         let route_metrics = config
             .routes
             .iter()
@@ -219,6 +242,7 @@ impl Runtime {
             jwt_caches,
             introspection_caches,
             reflected,
+            response_caches,
             generation,
             loaded_at: SystemTime::now(),
         })

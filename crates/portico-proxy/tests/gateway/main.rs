@@ -3,6 +3,7 @@
 mod aggregation;
 mod auth;
 mod balancing;
+mod caching;
 mod cluster;
 mod compression;
 mod failures;
