@@ -2674,6 +2674,7 @@ fn compile_aggregate(
             }
         }
         backends.push(AggregateBackend {
+            cache_ttl: b.cache_ttl.map(|d| d.0).filter(|d| !d.is_zero()),
             shaping,
             name: b.name.as_str().into(),
             upstream,

@@ -588,6 +588,10 @@ pub struct AggregateBackendConfig {
     /// Rename top-level fields of the answer: `{ old: new }`.
     #[serde(default)]
     pub rename: std::collections::BTreeMap<String, String>,
+    /// Reuse this backend's successful answer for the same path for this long. Default: not
+    /// cached.
+    #[serde(default)]
+    pub cache_ttl: Option<DurationStr>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -475,6 +475,8 @@ pub struct AggregateBackend {
     /// Backends whose answers this one's path uses.
     pub after: Vec<usize>,
     pub shaping: Shaping,
+    /// Successful answers reused for this long, per rendered path.
+    pub cache_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,6 +24,14 @@ use crate::runtime::Runtime;
 /// Largest backend answer read.
 const MAX_BACKEND_BODY: usize = 8 << 20;
 
+/// Backend answers kept by `cache_ttl`: by route, backend, upstream and rendered path, with
+/// their expiry. Bounded; entries also age out by their own TTL.
+fn answer_cache() -> &'static moka::sync::Cache<String, (Value, std::time::Instant)> {
+    static CACHE: std::sync::OnceLock<moka::sync::Cache<String, (Value, std::time::Instant)>> =
+        std::sync::OnceLock::new();
+    CACHE.get_or_init(|| moka::sync::Cache::new(10_000))
+}
+
 /// Why one backend has no answer.
 #[derive(Debug, Clone)]
 struct Failure {
@@ -267,11 +275,31 @@ pub async fn handle(
             let pool = rt.pools[b.upstream].clone();
             let timeout = b.timeout.unwrap_or(pool.spec.request_timeout);
             match render(&b.path, params, &done, &names) {
+                Ok(path)
+                    if b.cache_ttl.is_some() && {
+                        let key = format!(
+                            "{}\u{1f}{}\u{1f}{}\u{1f}{path}",
+                            rec.route.as_deref().unwrap_or(""),
+                            b.name,
+                            pool.spec.name
+                        );
+                        match answer_cache().get(&key) {
+                            Some((v, until)) if until > std::time::Instant::now() => {
+                                done[i] = Some(Ok(v));
+                                true
+                            }
+                            _ => false,
+                        }
+                    } =>
+                {
+                    metrics::counter!("portico_aggregate_cache_hits_total").increment(1);
+                }
                 Ok(path) => {
                     let (method, headers) = (b.method.clone(), headers.clone());
-                    running.spawn(
-                        async move { (i, call(pool, method, path, headers, timeout).await) },
-                    );
+                    running.spawn(async move {
+                        let outcome = call(pool, method, path.clone(), headers, timeout).await;
+                        (i, path, outcome)
+                    });
                 }
                 Err(detail) => {
                     done[i] = Some(Err(Failure {
@@ -287,7 +315,18 @@ pub async fn handle(
             break;
         }
         match running.join_next().await {
-            Some(Ok((i, outcome))) => done[i] = Some(outcome),
+            Some(Ok((i, path, outcome))) => {
+                if let (Some(ttl), Ok(v)) = (a.backends[i].cache_ttl, &outcome) {
+                    let key = format!(
+                        "{}\u{1f}{}\u{1f}{}\u{1f}{path}",
+                        rec.route.as_deref().unwrap_or(""),
+                        a.backends[i].name,
+                        rt.pools[a.backends[i].upstream].spec.name
+                    );
+                    answer_cache().insert(key, (v.clone(), std::time::Instant::now() + ttl));
+                }
+                done[i] = Some(outcome);
+            }
             Some(Err(e)) => {
                 tracing::error!(error = %e, "aggregate backend task failed");
                 return Err(Problem::UpstreamProtocol);

@@ -274,3 +274,36 @@ routes:
     let got = get(&gw.url("/?fields=user..x")).await;
     assert_eq!(got.status, 400);
 }
+
+#[tokio::test]
+async fn a_backend_answer_is_reused_for_its_cache_ttl() {
+    let slow_changing = backend(200, 0, json!({"rates": [1, 2]})).await;
+    let live = backend(200, 0, json!({"now": true})).await;
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  ttl-rates: {{ targets: ["{}"] }}
+  ttl-live: {{ targets: ["{}"] }}
+routes:
+  - name: ttl-route
+    match: {{ path: {{ template: "/t/{{id}}" }} }}
+    aggregate:
+      backends:
+        - {{ name: rates, upstream: ttl-rates, path: "/rates/{{id}}", cache_ttl: 400ms }}
+        - {{ name: live, upstream: ttl-live, path: "/live" }}
+"#,
+        slow_changing.url(),
+        live.url()
+    )))
+    .await;
+    for _ in 0..3 {
+        let got = get(&gw.url("/t/1")).await;
+        assert_eq!(got.json()["rates"], json!({"rates": [1, 2]}));
+    }
+    assert_eq!((slow_changing.hits(), live.hits()), (1, 3));
+    // Another path is another entry; after the TTL the backend is asked again.
+    get(&gw.url("/t/2")).await;
+    assert_eq!(slow_changing.hits(), 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    get(&gw.url("/t/1")).await;
+    assert_eq!(slow_changing.hits(), 3);
+}
