@@ -2540,7 +2540,6 @@ fn compile_aggregate(
                 _ => None,
             })
             .unwrap_or(node);
-        let at = bnode.loc;
         if b.name.is_empty() || b.name.contains(['.', '{', '}', '/']) {
             cx.sink.at(
                 loc(bnode, "name"),
@@ -2639,7 +2638,6 @@ fn compile_aggregate(
         if !rest.is_empty() {
             parts.push(AggregatePart::Literal(rest.to_owned()));
         }
-        let _ = at;
         let mut shaping = Shaping {
             extract: b.extract.clone(),
             rename: b

@@ -215,8 +215,15 @@ async fn call(
     }
 }
 
+/// The `cache_ttl` key of one backend call (unit separators keep the parts apart).
+fn answer_key(route: Option<&str>, backend: &str, upstream: &str, path: &str) -> String {
+    format!(
+        "{}\u{1f}{backend}\u{1f}{upstream}\u{1f}{path}",
+        route.unwrap_or("")
+    )
+}
+
 fn problem_json(a: &Aggregate, i: usize, f: &Failure, request_id: &HeaderValue) -> Value {
-    let _ = a;
     serde_json::json!({
         "type": format!("urn:portico:problem:{}", f.code),
         "title": f.status.canonical_reason().unwrap_or("Error"),
@@ -275,26 +282,20 @@ pub async fn handle(
             let pool = rt.pools[b.upstream].clone();
             let timeout = b.timeout.unwrap_or(pool.spec.request_timeout);
             match render(&b.path, params, &done, &names) {
-                Ok(path)
-                    if b.cache_ttl.is_some() && {
-                        let key = format!(
-                            "{}\u{1f}{}\u{1f}{}\u{1f}{path}",
-                            rec.route.as_deref().unwrap_or(""),
-                            b.name,
-                            pool.spec.name
-                        );
-                        match answer_cache().get(&key) {
-                            Some((v, until)) if until > std::time::Instant::now() => {
-                                done[i] = Some(Ok(v));
-                                true
-                            }
-                            _ => false,
-                        }
-                    } =>
-                {
-                    metrics::counter!("portico_aggregate_cache_hits_total").increment(1);
-                }
                 Ok(path) => {
+                    if b.cache_ttl.is_some()
+                        && let Some((v, until)) = answer_cache().get(&answer_key(
+                            rec.route.as_deref(),
+                            &b.name,
+                            &pool.spec.name,
+                            &path,
+                        ))
+                        && until > std::time::Instant::now()
+                    {
+                        metrics::counter!("portico_aggregate_cache_hits_total").increment(1);
+                        done[i] = Some(Ok(v));
+                        continue;
+                    }
                     let (method, headers) = (b.method.clone(), headers.clone());
                     running.spawn(async move {
                         let outcome = call(pool, method, path.clone(), headers, timeout).await;
@@ -317,11 +318,11 @@ pub async fn handle(
         match running.join_next().await {
             Some(Ok((i, path, outcome))) => {
                 if let (Some(ttl), Ok(v)) = (a.backends[i].cache_ttl, &outcome) {
-                    let key = format!(
-                        "{}\u{1f}{}\u{1f}{}\u{1f}{path}",
-                        rec.route.as_deref().unwrap_or(""),
-                        a.backends[i].name,
-                        rt.pools[a.backends[i].upstream].spec.name
+                    let key = answer_key(
+                        rec.route.as_deref(),
+                        &a.backends[i].name,
+                        &rt.pools[a.backends[i].upstream].spec.name,
+                        &path,
                     );
                     answer_cache().insert(key, (v.clone(), std::time::Instant::now() + ttl));
                 }
