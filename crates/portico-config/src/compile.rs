@@ -2081,8 +2081,8 @@ fn compile_action(
     }
 }
 
-/// `%{client_ip}`, `%{request_id}`, `%{route}`, `%{consumer}` in a header value; `None` when
-/// the value has none.
+/// `%{client_ip}`, `%{request_id}`, `%{route}`, `%{consumer}`, `%{claim.NAME}` in a header
+/// value; `None` when the value has none.
 fn value_template(v: &str) -> Result<Option<Vec<ValuePart>>, String> {
     if !v.contains("%{") {
         return Ok(None);
@@ -2101,7 +2101,10 @@ fn value_template(v: &str) -> Result<Option<Vec<ValuePart>>, String> {
             "request_id" => ValuePart::RequestId,
             "route" => ValuePart::Route,
             "consumer" => ValuePart::Consumer,
-            other => return Err(format!("unknown variable `%{{{other}}}`")),
+            other => match other.strip_prefix("claim.") {
+                Some(c) if !c.is_empty() => ValuePart::Claim(c.to_owned()),
+                _ => return Err(format!("unknown variable `%{{{other}}}`")),
+            },
         });
         rest = &rest[open + close + 1..];
     }
@@ -2138,7 +2141,7 @@ fn header_pairs(
                 cx.sink.at(
                     at,
                     e,
-                    "variables are %{client_ip}, %{request_id}, %{route} and %{consumer}",
+                    "variables are %{client_ip}, %{request_id}, %{route}, %{consumer} and %{claim.NAME}",
                 );
                 continue;
             }

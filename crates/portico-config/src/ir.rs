@@ -930,6 +930,8 @@ pub enum ValuePart {
     RequestId,
     Route,
     Consumer,
+    /// A claim of the request's accepted token (JWT or introspection); empty without one.
+    Claim(String),
 }
 
 /// What header value templates can refer to.
@@ -938,6 +940,7 @@ pub struct HeaderVars<'a> {
     pub request_id: &'a str,
     pub route: &'a str,
     pub consumer: Option<&'a str>,
+    pub claims: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl HeaderOps {
@@ -965,6 +968,11 @@ impl HeaderOps {
                     ValuePart::RequestId => v.push_str(vars.request_id),
                     ValuePart::Route => v.push_str(vars.route),
                     ValuePart::Consumer => v.push_str(vars.consumer.unwrap_or("")),
+                    ValuePart::Claim(c) => match vars.claims.and_then(|m| m.get(c)) {
+                        Some(serde_json::Value::String(s)) => v.push_str(s),
+                        Some(serde_json::Value::Null) | None => {}
+                        Some(other) => v.push_str(&other.to_string()),
+                    },
                 }
             }
             if let Ok(v) = HeaderValue::try_from(v) {

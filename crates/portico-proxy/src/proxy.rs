@@ -379,6 +379,7 @@ async fn process(
                 upgrade.is_some(),
                 bytes_in,
                 rec.client_ip,
+                identity.claims.as_deref(),
             )?;
             let mut upstream_req = match grpc_web {
                 Some(m) => crate::grpcweb::to_grpc(upstream_req, m).await?,
@@ -419,6 +420,7 @@ async fn process(
             request_id: request_id.to_str().unwrap_or(""),
             route: &route.name,
             consumer: rec.consumer.as_deref(),
+            claims: identity.claims.as_deref(),
         },
     );
     if let Some((j, fields)) = &json_transform {
@@ -724,6 +726,7 @@ fn build_upstream_request(
     upgrade: bool,
     bytes_in: &Arc<BodyStats>,
     client_ip: std::net::IpAddr,
+    claims: Option<&portico_auth::jwt::Claims>,
 ) -> Result<Request<Body>, Problem> {
     let cfg = &rt.config;
     let (mut parts, body) = req.into_parts();
@@ -828,6 +831,7 @@ fn build_upstream_request(
                     request_id: request_id.to_str().unwrap_or(""),
                     route: &route.name,
                     consumer: consumer.as_deref(),
+                    claims,
                 };
                 hp.request.apply_with(h, &vars);
             }

@@ -1027,3 +1027,33 @@ async fn rate_limits_keyed_by_claim_and_composite_keys() {
     );
     assert_eq!(send_as(a2, "web").await, 429);
 }
+
+#[tokio::test]
+async fn header_policies_render_token_claims() {
+    let up = echo_server().await;
+    let k = keys();
+    let gw = gateway(&gw_config(
+        &up,
+        &format!("      - type: jwt\n        issuers: [{{ algorithms: [RS256], keys: [{{ pem_file: \"{k}/rsa.pub\" }}] }}]\n      - type: headers\n        request:\n          set: {{ x-tenant: \"t=%{{claim.tenant}}\", x-level: \"%{{claim.level}}\", x-missing: \"[%{{claim.nope}}]\" }}\n        response:\n          set: {{ x-served-for: \"%{{claim.sub}}\" }}\n"),
+    ))
+    .await;
+    let token = mint(
+        Algorithm::RS256,
+        "rsa.key",
+        None,
+        claims(json!({"tenant": "acme", "level": 3})),
+    );
+    let got = call(
+        &gw,
+        "GET",
+        "/",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let h = &got.json()["headers"];
+    assert_eq!(h["x-tenant"], "t=acme");
+    assert_eq!(h["x-level"], "3", "non-string claims are rendered as JSON");
+    assert_eq!(h["x-missing"], "[]", "an absent claim renders empty");
+    assert_eq!(got.header("x-served-for"), Some("alice"));
+}
