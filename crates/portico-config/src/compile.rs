@@ -2266,9 +2266,45 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                 return None;
             }
             let max_object_bytes = c.max_object_bytes.unwrap_or(1 << 20);
+            let key_node = get(node, "key").unwrap_or(node);
+            let key_query = match c.key.as_ref().and_then(|k| k.query.as_ref()) {
+                None => CacheKeyQuery::All,
+                Some(CacheKeyQueryConfig::Word(w)) if w == "all" => CacheKeyQuery::All,
+                Some(CacheKeyQueryConfig::Word(w)) if w == "none" => CacheKeyQuery::None,
+                Some(CacheKeyQueryConfig::Word(w)) => {
+                    cx.sink.at(
+                        loc(key_node, "query"),
+                        format!("`{w}` is not a query key setting"),
+                        "use `all`, `none` or a list of parameter names such as `[page, size]`",
+                    );
+                    return None;
+                }
+                Some(CacheKeyQueryConfig::Names(n)) => {
+                    let mut n = n.clone();
+                    n.sort();
+                    n.dedup();
+                    CacheKeyQuery::Only(n)
+                }
+            };
+            let mut key_headers = Vec::new();
+            for h in c.key.iter().flat_map(|k| &k.headers) {
+                match HeaderName::try_from(h.as_str()) {
+                    Ok(n) => key_headers.push(n),
+                    Err(_) => {
+                        cx.sink.at(
+                            loc(key_node, "headers"),
+                            format!("invalid header name `{h}`"),
+                            "use letters, digits and `-`",
+                        );
+                        return None;
+                    }
+                }
+            }
             Policy::Cache(CachePolicy {
                 max_entries,
                 max_object_bytes,
+                key_query,
+                key_headers,
                 fingerprint: fnv(
                     format!("cache{max_entries}/{max_object_bytes}").as_bytes(),
                     FNV_START,

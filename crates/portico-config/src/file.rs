@@ -811,6 +811,28 @@ pub struct CachePolicyConfig {
     /// Largest response body kept, in bytes. Default 1048576.
     #[serde(default)]
     pub max_object_bytes: Option<u64>,
+    /// What tells two requests' answers apart besides method, host and path.
+    #[serde(default)]
+    pub key: Option<CacheKeyConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CacheKeyConfig {
+    /// Query parameters in the key: `all` (default), `none`, or a list of names (their order
+    /// in the request then does not matter).
+    #[serde(default)]
+    pub query: Option<CacheKeyQueryConfig>,
+    /// Request headers whose values are part of the key.
+    #[serde(default)]
+    pub headers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CacheKeyQueryConfig {
+    Word(String),
+    Names(Vec<String>),
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -578,9 +578,20 @@ pub enum Policy {
 pub struct CachePolicy {
     pub max_entries: u64,
     pub max_object_bytes: u64,
+    pub key_query: CacheKeyQuery,
+    pub key_headers: Vec<HeaderName>,
     /// The same settings give the same fingerprint: the store (and its entries) survives a
     /// reload that keeps them, and policies with equal settings share one store.
     pub fingerprint: u64,
+}
+
+/// Which query parameters are part of a cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheKeyQuery {
+    All,
+    None,
+    /// Only these, sorted by name whatever their order in the request.
+    Only(Vec<String>),
 }
 
 /// Reshaping of JSON responses.

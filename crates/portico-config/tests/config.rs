@@ -759,6 +759,18 @@ fn semantic_errors() {
             "`max_entries` must be at least 1",
         ),
         (
+            "policies: [{ type: cache, key: { query: some } }]",
+            "`some` is not a query key setting",
+        ),
+        (
+            "policies: [{ type: cache, key: { headers: [\"bad header\"] } }]",
+            "invalid header name `bad header`",
+        ),
+        (
+            "policies: [{ type: headers, request: { set: { x-a: \"%{claim.}\" } } }]",
+            "unknown variable `%{claim.}`",
+        ),
+        (
             "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { backends: [{ name: a, upstream: u, path: \"/\", fields: [\"a..b\"], extract: \"x.\" }] } }]",
             "`fields` has an empty path",
         ),

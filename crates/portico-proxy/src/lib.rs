@@ -7,7 +7,7 @@ mod aggregate;
 pub mod auth;
 pub mod balance;
 pub mod body;
-mod cache;
+pub mod cache;
 pub mod client;
 mod compress;
 pub mod concurrency;

@@ -287,16 +287,17 @@ async fn process(
                 .response_caches
                 .iter()
                 .find(|s| s.fingerprint == c.fingerprint)
-                .cloned(),
+                .map(|s| (s.clone(), c)),
             _ => None,
         })
-        .map(|store| {
+        .map(|(store, policy)| {
             let head = crate::cache::request_head(&req);
             let mut host_buf = String::new();
             let host = headers::request_host(req.uri(), req.headers(), &mut host_buf)
                 .unwrap_or("")
                 .to_owned();
-            let key = crate::cache::key(&head, &host);
+            let mut head = head;
+            let key = crate::cache::key(&mut head, &host, policy);
             (store, head, key)
         });
     let json_transform = route
@@ -311,7 +312,24 @@ async fn process(
             let fields = crate::transform::wanted_fields(&j, req.uri().query());
             (j, fields)
         });
+    // A fresh stored answer ends the request here; a stale one is revalidated.
+    let mut revalidating = None;
+    let cached = match (&route.action, &cache) {
+        (Action::Proxy(_), Some((store, head, key))) if route.transcode.is_none() => {
+            match store.lookup(key, head) {
+                crate::cache::Lookup::Hit(resp) => Some(resp),
+                crate::cache::Lookup::Revalidate(entry, conditional) => {
+                    req.headers_mut().extend(conditional);
+                    revalidating = Some(entry);
+                    None
+                }
+                crate::cache::Lookup::Miss => None,
+            }
+        }
+        _ => None,
+    };
     let mut resp = match &route.action {
+        _ if let Some(hit) = cached => hit,
         Action::Respond(r) => {
             let mut resp = Response::new(Body::full(r.body.clone()));
             *resp.status_mut() = r.status;
@@ -341,13 +359,6 @@ async fn process(
                 rt, &route, action, &t, req, &path, request_id, bytes_in, rec,
             )
             .await?
-        }
-        Action::Proxy(_)
-            if let Some(hit) = cache
-                .as_ref()
-                .and_then(|(store, head, key)| store.lookup(key, head)) =>
-        {
-            hit
         }
         Action::Proxy(action) => {
             let path = normalized.clone();
@@ -406,7 +417,7 @@ async fn process(
             match (grpc_web, &cache) {
                 (Some(m), _) => crate::grpcweb::from_grpc(resp, m),
                 (None, Some((store, head, key))) if !switching => {
-                    store.store(key.clone(), head, resp)
+                    store.store(key.clone(), head, resp, revalidating)
                 }
                 (None, _) => resp.map(Body::Upstream),
             }

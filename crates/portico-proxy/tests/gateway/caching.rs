@@ -113,3 +113,176 @@ async fn fresh_answers_come_from_the_cache_and_the_rules_are_kept() {
         Some("hit")
     );
 }
+
+/// An origin that answers conditional requests: `ETag` on `/etag`, `Last-Modified` on `/lm`,
+/// both valid for one second; counts the 304s it sent.
+async fn validating_origin() -> (Upstream, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let not_modified = std::sync::Arc::new(AtomicUsize::new(0));
+    let nm = not_modified.clone();
+    let up = serve(move |req| {
+        let nm = nm.clone();
+        async move {
+            let path = req.uri().path().to_owned();
+            let h = req.headers();
+            let confirmed = match path.as_str() {
+                "/etag" => h.get("if-none-match").is_some_and(|v| v == "\"v7\""),
+                _ => h
+                    .get("if-modified-since")
+                    .is_some_and(|v| v == "Tue, 03 Nov 2026 10:00:00 GMT"),
+            };
+            let mut r = if confirmed {
+                nm.fetch_add(1, Ordering::SeqCst);
+                let mut r = http::Response::new(full(""));
+                *r.status_mut() = http::StatusCode::NOT_MODIFIED;
+                r
+            } else {
+                http::Response::new(full(format!("body of {path}")))
+            };
+            let rh = r.headers_mut();
+            rh.insert("cache-control", "max-age=1".parse().unwrap());
+            rh.insert(
+                "x-origin-said",
+                if confirmed { "304" } else { "200" }.parse().unwrap(),
+            );
+            if path == "/etag" {
+                rh.insert("etag", "\"v7\"".parse().unwrap());
+            } else {
+                rh.insert(
+                    "last-modified",
+                    "Tue, 03 Nov 2026 10:00:00 GMT".parse().unwrap(),
+                );
+            }
+            if !confirmed {
+                rh.insert("content-type", "text/plain".parse().unwrap());
+            }
+            r
+        }
+    })
+    .await;
+    (up, not_modified)
+}
+
+#[tokio::test]
+async fn stale_answers_are_revalidated_with_the_origin() {
+    let (up, not_modified) = validating_origin().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  cached: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: cached\n    policies:\n      - {{ type: cache }}\n",
+        up.url()
+    )))
+    .await;
+    for path in ["/etag", "/lm"] {
+        let first = fetch(&gw, path, &[]).await;
+        assert_eq!(first.header("portico-cache"), Some("miss"), "{path}");
+        assert_eq!(
+            fetch(&gw, path, &[]).await.header("portico-cache"),
+            Some("hit")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        // Stale: the origin is asked whether it changed, says 304, and the client gets the
+        // whole stored answer with the origin's refreshed headers.
+        let before = not_modified.load(std::sync::atomic::Ordering::SeqCst);
+        let again = fetch(&gw, path, &[]).await;
+        assert_eq!(again.status, 200, "{path}");
+        assert_eq!(again.header("portico-cache"), Some("revalidated"), "{path}");
+        assert_eq!(again.text(), format!("body of {path}"));
+        assert_eq!(again.header("x-origin-said"), Some("304"));
+        assert_eq!(again.header("content-type"), Some("text/plain"));
+        assert_eq!(
+            not_modified.load(std::sync::atomic::Ordering::SeqCst),
+            before + 1
+        );
+        // Refreshed: fresh again for the next second.
+        let hits = up.hits();
+        assert_eq!(
+            fetch(&gw, path, &[]).await.header("portico-cache"),
+            Some("hit")
+        );
+        assert_eq!(up.hits(), hits);
+    }
+    // A client's own validator is passed through untouched (the origin's 304 is the client's).
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let mine = fetch(&gw, "/etag", &[("if-none-match", "\"v7\"")]).await;
+    assert_eq!(mine.status, 304);
+    assert_eq!(mine.header("portico-cache"), Some("miss"));
+}
+
+#[tokio::test]
+async fn each_vary_variant_is_kept_side_by_side() {
+    let up = origin().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  cached: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: cached\n    policies:\n      - {{ type: cache }}\n",
+        up.url()
+    )))
+    .await;
+    let langs = ["en", "fr", "de", "it"];
+    for l in langs {
+        let got = fetch(&gw, "/vary", &[("accept-language", l)]).await;
+        assert_eq!(got.header("portico-cache"), Some("miss"), "{l}");
+    }
+    assert_eq!(up.hits(), 4);
+    // Every language is now served from the cache, each with its own body.
+    for l in langs.iter().rev() {
+        let got = fetch(&gw, "/vary", &[("accept-language", l)]).await;
+        assert_eq!(
+            (got.header("portico-cache"), got.text()),
+            (Some("hit"), format!("/vary {l}")),
+        );
+    }
+    assert_eq!(up.hits(), 4);
+    // Past the per-URL bound the oldest variant goes.
+    for i in 0..portico_proxy::cache::MAX_VARIANTS {
+        fetch(&gw, "/vary", &[("accept-language", &format!("x{i}"))]).await;
+    }
+    let en = fetch(&gw, "/vary", &[("accept-language", "en")]).await;
+    assert_eq!(en.header("portico-cache"), Some("miss"));
+}
+
+#[tokio::test]
+async fn the_cache_key_keeps_chosen_query_parameters_and_headers() {
+    let up = origin().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  cached: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: cached\n    policies:\n      - type: cache\n        key: {{ query: [page, size], headers: [x-tenant] }}\n",
+        up.url()
+    )))
+    .await;
+    let status = |g: Got| g.header("portico-cache").map(str::to_owned);
+    let t = [("x-tenant", "a")];
+    assert_eq!(
+        status(fetch(&gw, "/fresh?page=1&size=5&utm=x", &t).await).as_deref(),
+        Some("miss")
+    );
+    // Other parameters and the order of the kept ones do not matter…
+    assert_eq!(
+        status(fetch(&gw, "/fresh?size=5&utm=y&page=1", &t).await).as_deref(),
+        Some("hit")
+    );
+    // …the kept ones' values and the named header's do.
+    assert_eq!(
+        status(fetch(&gw, "/fresh?page=2&size=5", &t).await).as_deref(),
+        Some("miss")
+    );
+    assert_eq!(
+        status(fetch(&gw, "/fresh?page=1&size=5", &[("x-tenant", "b")]).await).as_deref(),
+        Some("miss")
+    );
+    assert_eq!(
+        status(fetch(&gw, "/fresh?page=1&size=5", &[]).await).as_deref(),
+        Some("miss")
+    );
+    assert_eq!(up.hits(), 4);
+    // A purge by path prefix still finds keys with headers in them.
+    let c = client(false, &[]);
+    let purged = send(
+        &c,
+        req("DELETE", &gw.admin_url("/cache?prefix=/fresh"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(purged.status, 200);
+    assert_eq!(
+        status(fetch(&gw, "/fresh?page=1&size=5", &t).await).as_deref(),
+        Some("miss")
+    );
+}
