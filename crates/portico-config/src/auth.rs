@@ -246,6 +246,7 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         | PolicyConfig::RateLimit(_)
         | PolicyConfig::ConcurrencyLimit(_)
         | PolicyConfig::Compression(_)
+        | PolicyConfig::RequestDecompression(_)
         | PolicyConfig::JsonTransform(_)
         | PolicyConfig::Cache(_) => return None,
     };

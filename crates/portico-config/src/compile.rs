@@ -2356,6 +2356,18 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                 max_bytes: j.max_bytes.unwrap_or(1 << 20),
             }))
         }
+        PolicyConfig::RequestDecompression(d) => {
+            let max = d.max_bytes.unwrap_or(8 << 20);
+            if max == 0 {
+                cx.sink.at(
+                    loc(node, "max_bytes"),
+                    "`max_bytes` must be at least 1",
+                    "give the largest decoded body to accept, e.g. 8388608",
+                );
+                return None;
+            }
+            Policy::RequestDecompression(max)
+        }
         PolicyConfig::Compression(c) => {
             let mut codings = Vec::new();
             for a in &c.algorithms {

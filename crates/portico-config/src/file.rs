@@ -795,6 +795,8 @@ pub enum PolicyConfig {
     ConcurrencyLimit(ConcurrencyLimitPolicyConfig),
     /// Compress responses (gzip, brotli, zstd) as the client's `Accept-Encoding` allows.
     Compression(CompressionPolicyConfig),
+    /// Decode compressed request bodies (gzip, deflate, brotli, zstd) before they go upstream.
+    RequestDecompression(RequestDecompressionPolicyConfig),
     /// Reshape JSON responses: client sparse fieldsets, removed, renamed and added fields,
     /// status rewrites.
     JsonTransform(JsonTransformPolicyConfig),
@@ -874,6 +876,14 @@ pub struct CompressionPolicyConfig {
     /// JSON, JavaScript, XML, SVG, and `+json`/`+xml` types.
     #[serde(default)]
     pub content_types: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestDecompressionPolicyConfig {
+    /// Largest decoded body, in bytes; past it the request fails with 413. Default 8388608.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -569,6 +569,8 @@ pub enum Policy {
     BodyLimit(u64),
     ConcurrencyLimit(ConcurrencyPolicy),
     Compression(Arc<CompressionPolicy>),
+    /// Decode compressed request bodies; the decoded body may be at most this many bytes.
+    RequestDecompression(u64),
     JsonTransform(Arc<JsonTransformPolicy>),
     Cache(CachePolicy),
 }

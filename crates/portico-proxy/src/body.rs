@@ -19,8 +19,10 @@ pub struct BodyStats {
     pub failed: AtomicBool,
     /// Largest body allowed (`body_limit` policy); the stream fails past it.
     pub limit: AtomicU64,
-    /// The body went past `limit`.
+    /// The body went past `limit` (or, decoded, past a `request_decompression` limit).
     pub too_large: AtomicBool,
+    /// The body did not decode with the coding its `Content-Encoding` named.
+    pub undecodable: AtomicBool,
 }
 
 impl Default for BodyStats {
@@ -30,6 +32,7 @@ impl Default for BodyStats {
             failed: AtomicBool::new(false),
             limit: AtomicU64::new(u64::MAX),
             too_large: AtomicBool::new(false),
+            undecodable: AtomicBool::new(false),
         }
     }
 }

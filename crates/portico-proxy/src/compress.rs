@@ -242,6 +242,239 @@ impl HttpBody for Compressed {
     }
 }
 
+/// A request body's single coding that a `request_decompression` policy removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestCoding {
+    Gzip,
+    Deflate,
+    Br,
+    Zstd,
+}
+
+impl RequestCoding {
+    /// The coding named by `Content-Encoding`: `None` for none or `identity`; `Err` for a
+    /// coding the gateway cannot remove (or several stacked).
+    pub fn of(h: &HeaderMap) -> Result<Option<RequestCoding>, ()> {
+        let mut all = h.get_all(header::CONTENT_ENCODING).iter();
+        let Some(v) = all.next() else {
+            return Ok(None);
+        };
+        if all.next().is_some() {
+            return Err(());
+        }
+        let v = v.to_str().map_err(|_| ())?.trim();
+        Ok(Some(
+            if v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip") {
+                RequestCoding::Gzip
+            } else if v.eq_ignore_ascii_case("deflate") {
+                RequestCoding::Deflate
+            } else if v.eq_ignore_ascii_case("br") {
+                RequestCoding::Br
+            } else if v.eq_ignore_ascii_case("zstd") {
+                RequestCoding::Zstd
+            } else if v.eq_ignore_ascii_case("identity") || v.is_empty() {
+                return Ok(None);
+            } else {
+                return Err(());
+            },
+        ))
+    }
+}
+
+/// Where a decoder writes: refuses to grow past the decoded-size limit, so a small body that
+/// expands enormously (a "zip bomb") costs at most the limit plus one decoder buffer.
+struct Budget {
+    out: Vec<u8>,
+    left: u64,
+    stats: std::sync::Arc<crate::body::BodyStats>,
+}
+
+impl Write for Budget {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            self.stats
+                .too_large
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(std::io::Error::other("decoded body over the limit"));
+        }
+        self.left -= buf.len() as u64;
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Decoder {
+    Gzip(flate2::write::MultiGzDecoder<Budget>),
+    Deflate(flate2::write::ZlibDecoder<Budget>),
+    Br(Box<brotli::DecompressorWriter<Budget>>),
+    Zstd(zstd::stream::write::Decoder<'static, Budget>),
+}
+
+impl Decoder {
+    fn new(
+        c: RequestCoding,
+        limit: u64,
+        stats: std::sync::Arc<crate::body::BodyStats>,
+    ) -> std::io::Result<Decoder> {
+        let b = Budget {
+            out: Vec::new(),
+            left: limit,
+            stats,
+        };
+        Ok(match c {
+            RequestCoding::Gzip => Decoder::Gzip(flate2::write::MultiGzDecoder::new(b)),
+            RequestCoding::Deflate => Decoder::Deflate(flate2::write::ZlibDecoder::new(b)),
+            RequestCoding::Br => Decoder::Br(Box::new(brotli::DecompressorWriter::new(b, 4096))),
+            RequestCoding::Zstd => Decoder::Zstd(zstd::stream::write::Decoder::new(b)?),
+        })
+    }
+
+    fn budget(&mut self) -> &mut Budget {
+        match self {
+            Decoder::Gzip(d) => d.get_mut(),
+            Decoder::Deflate(d) => d.get_mut(),
+            Decoder::Br(d) => d.get_mut(),
+            Decoder::Zstd(d) => d.get_mut(),
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Decoder::Gzip(d) => d.write_all(data),
+            Decoder::Deflate(d) => d.write_all(data),
+            Decoder::Br(d) => d.write_all(data),
+            Decoder::Zstd(d) => d.write_all(data).and_then(|()| d.flush()),
+        }
+    }
+
+    /// The rest of the output; an error when the input did not end where its format ends.
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Decoder::Gzip(d) => d.finish().map(|b| b.out),
+            Decoder::Deflate(d) => d.finish().map(|b| b.out),
+            Decoder::Br(mut d) => {
+                d.close()?;
+                d.into_inner()
+                    .map(|b| b.out)
+                    .map_err(|_| std::io::Error::other("brotli stream cut short"))
+            }
+            Decoder::Zstd(d) => d.finish().map(|b| b.out),
+        }
+    }
+}
+
+/// Replaces a compressed request body with its decoded stream (no `Content-Encoding`, no
+/// `Content-Length`). Bodies in a coding the gateway cannot decode are refused with 415.
+pub fn decode_request(
+    req: http::Request<Body>,
+    limit: u64,
+    stats: std::sync::Arc<crate::body::BodyStats>,
+) -> Result<http::Request<Body>, crate::problem::Problem> {
+    if matches!(req.body(), Body::Empty) {
+        return Ok(req);
+    }
+    let coding = match RequestCoding::of(req.headers()) {
+        Ok(None) => return Ok(req),
+        Ok(Some(c)) => c,
+        Err(()) => return Err(crate::problem::Problem::UnsupportedEncoding),
+    };
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(stats.clone());
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let decoder = Decoder::new(coding, limit, stats.clone())
+        .map_err(|_| crate::problem::Problem::UnsupportedEncoding)?;
+    metrics::counter!("portico_decompressed_requests_total", "coding" => match coding {
+        RequestCoding::Gzip => "gzip",
+        RequestCoding::Deflate => "deflate",
+        RequestCoding::Br => "br",
+        RequestCoding::Zstd => "zstd",
+    })
+    .increment(1);
+    let body = Decoded {
+        inner: body,
+        decoder: Some(decoder),
+        stats,
+    };
+    Ok(http::Request::from_parts(
+        parts,
+        Body::Stream(http_body_util::BodyExt::boxed_unsync(body)),
+    ))
+}
+
+struct Decoded {
+    inner: Body,
+    /// `None` once the stream is finished.
+    decoder: Option<Decoder>,
+    stats: std::sync::Arc<crate::body::BodyStats>,
+}
+
+impl Decoded {
+    fn fail(&mut self) -> BodyError {
+        self.decoder = None;
+        if self
+            .stats
+            .too_large
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            BodyError::TooLarge
+        } else {
+            self.stats
+                .undecodable
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            BodyError::Compress(std::io::Error::other("request body does not decode"))
+        }
+    }
+}
+
+impl HttpBody for Decoded {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(dec) = this.decoder.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    this.decoder = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(d) = frame.into_data() else { continue };
+                    if dec.write(&d).is_err() {
+                        return Poll::Ready(Some(Err(this.fail())));
+                    }
+                    let out = std::mem::take(&mut dec.budget().out);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out.into()))));
+                    }
+                }
+                Poll::Ready(None) => {
+                    let Ok(out) = this.decoder.take().expect("present").finish() else {
+                        return Poll::Ready(Some(Err(this.fail())));
+                    };
+                    return if out.is_empty() {
+                        Poll::Ready(None)
+                    } else {
+                        Poll::Ready(Some(Ok(Frame::data(out.into()))))
+                    };
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

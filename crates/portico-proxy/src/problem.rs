@@ -30,6 +30,9 @@ pub enum Problem {
     RateLimitUnavailable,
     /// A `concurrency_limit` is full.
     ConcurrencyLimited,
+    /// The request body's `Content-Encoding` is one a `request_decompression` policy cannot
+    /// remove.
+    UnsupportedEncoding,
 }
 
 impl Problem {
@@ -48,6 +51,7 @@ impl Problem {
             Problem::Forbidden => StatusCode::FORBIDDEN,
             Problem::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::UriTooLong => StatusCode::URI_TOO_LONG,
+            Problem::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 
@@ -68,6 +72,7 @@ impl Problem {
             Problem::UriTooLong => "uri_too_long",
             Problem::RateLimitUnavailable => "rate_limit_unavailable",
             Problem::ConcurrencyLimited => "concurrency_limited",
+            Problem::UnsupportedEncoding => "unsupported_content_encoding",
         }
     }
 
@@ -99,6 +104,9 @@ impl Problem {
             Problem::ConcurrencyLimited => {
                 "As many requests as allowed are already in progress; retry shortly."
             }
+            Problem::UnsupportedEncoding => {
+                "The request body's Content-Encoding is not one this route decodes (gzip, deflate, br, zstd, one at a time)."
+            }
         }
     }
 
@@ -118,6 +126,7 @@ impl Problem {
             Problem::Unauthorized => "16",   // UNAUTHENTICATED
             Problem::Forbidden => "7",       // PERMISSION_DENIED
             Problem::PayloadTooLarge | Problem::UriTooLong => "8", // RESOURCE_EXHAUSTED
+            Problem::UnsupportedEncoding => "3", // INVALID_ARGUMENT
         }
     }
 

@@ -392,6 +392,20 @@ async fn process(
                 rec.client_ip,
                 identity.claims.as_deref(),
             )?;
+            // The route's `request_decompression` wins over a global one.
+            let upstream_req = match route
+                .policies
+                .iter()
+                .chain(cfg.global_policies.iter())
+                .find_map(|p| match p {
+                    Policy::RequestDecompression(max) => Some(*max),
+                    _ => None,
+                }) {
+                Some(max) if upgrade.is_none() => {
+                    crate::compress::decode_request(upstream_req, max, bytes_in.clone())?
+                }
+                _ => upstream_req,
+            };
             let mut upstream_req = match grpc_web {
                 Some(m) => crate::grpcweb::to_grpc(upstream_req, m).await?,
                 None => upstream_req,
@@ -552,6 +566,7 @@ async fn request_policies(
             Policy::Headers(_)
             | Policy::Cors(_)
             | Policy::Compression(_)
+            | Policy::RequestDecompression(_)
             | Policy::JsonTransform(_)
             | Policy::Cache(_) => {}
         }
@@ -887,7 +902,8 @@ pub(crate) async fn call_upstream(
     let deadline = tokio::time::Instant::now() + budget;
     let stats = match req.body() {
         Body::Counted(_, s, _) => Some(s.clone()),
-        _ => None,
+        // A decoded body keeps the client body's stats beside it.
+        _ => req.extensions().get::<Arc<BodyStats>>().cloned(),
     };
     let started = Instant::now();
     let (mut req, template) = match &pool.spec.retry {
@@ -952,6 +968,14 @@ pub(crate) async fn call_upstream(
             .is_some_and(|s| s.too_large.load(Ordering::Relaxed)) =>
         {
             return Err(Problem::PayloadTooLarge);
+        }
+        _ if stats
+            .as_ref()
+            .is_some_and(|s| s.undecodable.load(Ordering::Relaxed)) =>
+        {
+            return Err(Problem::BadRequest(
+                "The request body does not decode with the coding its Content-Encoding names.",
+            ));
         }
         // The client's body broke, not the upstream: that is the client's error.
         _ if stats.is_some_and(|s| s.failed.load(Ordering::Relaxed)) => {
@@ -1123,8 +1147,9 @@ async fn replayable(
         }
         Body::Full(b) => b,
         Body::Empty => None,
-        Body::Upstream(_) | Body::Stream(_) => {
-            return Ok((Request::from_parts(parts, Body::Empty), None));
+        // Streams produced by the gateway (a decoded body) are sent once, not replayed.
+        body @ (Body::Upstream(_) | Body::Stream(_)) => {
+            return Ok((Request::from_parts(parts, body), None));
         }
     };
     let template = ReplayTemplate {

@@ -271,3 +271,90 @@ routes:
     );
     assert_eq!(got.header("x-served-route"), Some("vars-route"));
 }
+
+#[tokio::test]
+async fn compressed_request_bodies_are_decoded_within_a_limit() {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  echo: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: echo\n    policies:\n      - {{ type: request_decompression, max_bytes: 100000 }}\n",
+        up.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let post = |coding: Option<&str>, body: Vec<u8>| {
+        let mut r = req("POST", &gw.url("/upload")).header("content-type", "application/json");
+        if let Some(e) = coding {
+            r = r.header("content-encoding", e);
+        }
+        r.body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap()
+    };
+    let plain = doc();
+    let gzip = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(plain.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let deflate = {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(plain.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let br = {
+        let mut out = Vec::new();
+        {
+            let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            w.write_all(plain.as_bytes()).unwrap();
+        }
+        out
+    };
+    let zstd = zstd::encode_all(plain.as_bytes(), 3).unwrap();
+    for (coding, body) in [
+        ("gzip", gzip.clone()),
+        ("x-gzip", gzip.clone()),
+        ("deflate", deflate),
+        ("br", br),
+        ("zstd", zstd),
+    ] {
+        let got = send(&c, post(Some(coding), body.clone())).await;
+        assert_eq!(got.status, 200, "{coding}: {}", got.text());
+        let echo = got.json();
+        assert_eq!(echo["body"], plain.as_str(), "{coding}");
+        assert!(
+            echo["headers"].get("content-encoding").is_none(),
+            "{coding}"
+        );
+        // The same stream cut short is the client's error.
+        let got = send(&c, post(Some(coding), body[..body.len() / 2].to_vec())).await;
+        assert_eq!(got.status, 400, "{coding} cut short: {}", got.text());
+    }
+    // Unencoded bodies pass as they are.
+    let got = send(&c, post(None, plain.clone().into_bytes())).await;
+    assert_eq!(got.json()["body"], plain.as_str());
+
+    // A small body that decodes past the limit: 413, and the upstream never gets it whole.
+    let bomb = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![0u8; 4 << 20]).unwrap();
+        e.finish().unwrap()
+    };
+    assert!(bomb.len() < 10_000);
+    let got = send(&c, post(Some("gzip"), bomb)).await;
+    assert_eq!(got.status, 413, "{}", got.text());
+    assert_eq!(got.json()["code"], "payload_too_large");
+    // Bytes that are not what the header says, or a stream cut short: 400.
+    let got = send(&c, post(Some("gzip"), b"this is not gzip".to_vec())).await;
+    assert_eq!(got.status, 400, "{}", got.text());
+    assert!(
+        got.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not decode")
+    );
+    // Codings the gateway cannot remove: 415.
+    for coding in ["compress", "gzip, br"] {
+        let got = send(&c, post(Some(coding), gzip.clone())).await;
+        assert_eq!(got.status, 415, "{coding}");
+        assert_eq!(got.json()["code"], "unsupported_content_encoding");
+    }
+}
