@@ -1,0 +1,590 @@
+//! XML read into a small tree and mapped to and from JSON, safely.
+//!
+//! Reading refuses what makes XML dangerous to a gateway: a document type declaration (so no
+//! entity is ever defined, expanded or fetched: no XXE, no "billion laughs"), references to
+//! entities other than the five predefined ones, nesting deeper than a limit, and documents
+//! larger than a limit. Only UTF-8 is read.
+//!
+//! The generic JSON mapping (documented in docs/soap.md):
+//! - an element with neither attributes nor child elements is its text, as a string;
+//! - otherwise an object: attributes as `"@name"`, child elements by name, and the element's
+//!   own non-blank text as `"#text"`;
+//! - sibling elements with the same name become an array, in document order;
+//! - namespace prefixes are dropped, unless siblings share a local name in different
+//!   namespaces: those keep their prefix (`"a:item"`, `"b:item"`);
+//! - namespace declarations, comments and processing instructions are left out.
+//!
+//! JSON is written back the same way round (children in key order: JSON objects have none), so
+//! a document in this shape survives both trips.
+
+use std::fmt;
+
+use quick_xml::events::{BytesStart, BytesText, Event};
+use quick_xml::name::ResolveResult;
+use serde_json::{Map, Value};
+
+/// Bounds on what is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deepest element nesting.
+    pub max_depth: usize,
+    /// Largest document, in bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 64,
+            max_bytes: 1 << 20,
+        }
+    }
+}
+
+/// An element: its namespace, names, attributes, children and text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Element {
+    /// Namespace URI, if the element is in one.
+    pub ns: Option<String>,
+    /// The prefix it was written with (`soap` in `soap:Body`).
+    pub prefix: Option<String>,
+    pub name: String,
+    /// Attributes other than namespace declarations.
+    pub attrs: Vec<Attr>,
+    pub children: Vec<Element>,
+    /// All character data directly inside the element, concatenated.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attr {
+    pub ns: Option<String>,
+    pub prefix: Option<String>,
+    pub name: String,
+    pub value: String,
+}
+
+impl Element {
+    /// The first child with this local name (and namespace, when given).
+    pub fn child(&self, ns: Option<&str>, name: &str) -> Option<&Element> {
+        self.children
+            .iter()
+            .find(|c| c.name == name && (ns.is_none() || c.ns.as_deref() == ns))
+    }
+
+    /// An attribute's value by local name (and namespace, when given).
+    pub fn attr(&self, ns: Option<&str>, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.name == name && (ns.is_none() || a.ns.as_deref() == ns))
+            .map(|a| a.value.as_str())
+    }
+
+    /// The text, without surrounding white space.
+    pub fn trimmed_text(&self) -> &str {
+        self.text.trim()
+    }
+}
+
+/// Why a document was not read, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XmlError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for XmlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            f.write_str(&self.message)
+        } else {
+            write!(
+                f,
+                "line {}, column {}: {}",
+                self.line, self.column, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for XmlError {}
+
+fn at(input: &str, offset: usize, message: impl Into<String>) -> XmlError {
+    let before = &input.as_bytes()[..offset.min(input.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+    XmlError {
+        line,
+        column,
+        message: message.into(),
+    }
+}
+
+fn resolved(r: ResolveResult<'_>) -> Result<Option<String>, String> {
+    match r {
+        ResolveResult::Bound(ns) => Ok(Some(String::from_utf8_lossy(ns.as_ref()).into_owned())),
+        ResolveResult::Unbound => Ok(None),
+        ResolveResult::Unknown(p) => Err(format!(
+            "the prefix `{}` is not bound to a namespace",
+            String::from_utf8_lossy(&p)
+        )),
+    }
+}
+
+fn prefix_of(qname: &[u8]) -> Option<String> {
+    let s = String::from_utf8_lossy(qname);
+    s.split_once(':').map(|(p, _)| p.to_owned())
+}
+
+fn start(reader: &quick_xml::NsReader<&[u8]>, e: &BytesStart<'_>) -> Result<Element, String> {
+    let (ns, _) = reader.resolve_element(e.name());
+    let mut el = Element {
+        ns: resolved(ns)?,
+        prefix: prefix_of(e.name().as_ref()),
+        name: String::from_utf8_lossy(e.local_name().as_ref()).into_owned(),
+        ..Element::default()
+    };
+    for a in e.attributes() {
+        let a = a.map_err(|e| e.to_string())?;
+        let key = a.key.as_ref();
+        if key == b"xmlns" || key.starts_with(b"xmlns:") {
+            continue;
+        }
+        let (ns, local) = reader.resolve_attribute(a.key);
+        let value = a.unescape_value().map_err(|e| e.to_string())?.into_owned();
+        el.attrs.push(Attr {
+            ns: resolved(ns)?,
+            prefix: prefix_of(key),
+            name: String::from_utf8_lossy(local.as_ref()).into_owned(),
+            value,
+        });
+    }
+    Ok(el)
+}
+
+/// Reads a whole document into its root element.
+pub fn parse(input: &[u8], limits: &Limits) -> Result<Element, XmlError> {
+    let fail = |m: &str| XmlError {
+        line: 0,
+        column: 0,
+        message: m.to_owned(),
+    };
+    if input.len() > limits.max_bytes {
+        return Err(fail(&format!(
+            "the document is larger than {} bytes",
+            limits.max_bytes
+        )));
+    }
+    let text = std::str::from_utf8(input).map_err(|e| {
+        let off = e.valid_up_to();
+        let s = std::str::from_utf8(&input[..off]).unwrap_or("");
+        at(s, off, "the document is not UTF-8")
+    })?;
+    let mut reader = quick_xml::NsReader::from_reader(text.as_bytes());
+    reader.config_mut().check_end_names = true;
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    loop {
+        let pos = reader.buffer_position() as usize;
+        let event = match reader.read_event() {
+            Ok(x) => x,
+            Err(e) => {
+                return Err(at(text, reader.error_position() as usize, e.to_string()));
+            }
+        };
+        let err = |m: String| at(text, pos, m);
+        match event {
+            Event::DocType(_) => {
+                return Err(err(
+                    "document type declarations (DTDs) are refused: entities are never defined or expanded".into(),
+                ));
+            }
+            Event::Start(e) | Event::Empty(e) if root.is_some() => {
+                let _ = e;
+                return Err(err("content after the root element".into()));
+            }
+            Event::Start(e) => {
+                if stack.len() >= limits.max_depth {
+                    return Err(err(format!(
+                        "elements nest deeper than {} levels",
+                        limits.max_depth
+                    )));
+                }
+                stack.push(start(&reader, &e).map_err(err)?);
+            }
+            Event::Empty(e) => {
+                if stack.len() >= limits.max_depth {
+                    return Err(err(format!(
+                        "elements nest deeper than {} levels",
+                        limits.max_depth
+                    )));
+                }
+                let el = start(&reader, &e).map_err(err)?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(el),
+                    None => root = Some(el),
+                }
+            }
+            Event::End(_) => {
+                let el = stack
+                    .pop()
+                    .ok_or_else(|| err("an end tag without a start".into()))?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(el),
+                    None => root = Some(el),
+                }
+            }
+            Event::Text(t) => {
+                let s = t.xml_content().map_err(|e| err(e.to_string()))?;
+                match stack.last_mut() {
+                    Some(el) => el.text.push_str(&s),
+                    None if s.trim().is_empty() => {}
+                    None => return Err(err("text outside the root element".into())),
+                }
+            }
+            Event::CData(t) => {
+                let s = t.decode().map_err(|e| err(e.to_string()))?;
+                match stack.last_mut() {
+                    Some(el) => el.text.push_str(&s),
+                    None => return Err(err("CDATA outside the root element".into())),
+                }
+            }
+            Event::GeneralRef(r) => {
+                let ch = if r.is_char_ref() {
+                    match r.resolve_char_ref() {
+                        Ok(Some(c)) => c.to_string(),
+                        _ => return Err(err("an invalid character reference".into())),
+                    }
+                } else {
+                    let name = r.decode().map_err(|e| err(e.to_string()))?;
+                    match quick_xml::escape::resolve_predefined_entity(&name) {
+                        Some(s) => s.to_owned(),
+                        None => {
+                            return Err(err(format!(
+                                "the entity `&{name};` is not defined (only &lt; &gt; &amp; &apos; &quot; and character references are)"
+                            )));
+                        }
+                    }
+                };
+                match stack.last_mut() {
+                    Some(el) => el.text.push_str(&ch),
+                    None => return Err(err("a reference outside the root element".into())),
+                }
+            }
+            Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+            Event::Eof => break,
+        }
+    }
+    if let Some(open) = stack.last() {
+        return Err(at(
+            text,
+            text.len(),
+            format!("the document ends inside <{}>", open.name),
+        ));
+    }
+    root.ok_or_else(|| at(text, text.len(), "the document has no root element"))
+}
+
+/// The key an element or attribute gets among siblings: its local name, or `prefix:name`
+/// when siblings share the local name in another namespace (an unprefixed one, in the default
+/// namespace, keeps the bare name).
+fn keys<'a>(
+    items: impl Iterator<Item = (&'a Option<String>, &'a Option<String>, &'a str)> + Clone,
+) -> Vec<String> {
+    items
+        .clone()
+        .map(|(ns, prefix, name)| {
+            let clash = items
+                .clone()
+                .any(|(ns2, _, name2)| name2 == name && ns2 != ns);
+            match (clash, prefix) {
+                (true, Some(p)) => format!("{p}:{name}"),
+                _ => name.to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// `{ "root": value }` for the document's root element.
+pub fn to_json(root: &Element) -> Value {
+    let mut m = Map::new();
+    m.insert(root.name.clone(), element_json(root));
+    Value::Object(m)
+}
+
+/// An element's value in the generic mapping.
+pub fn element_json(el: &Element) -> Value {
+    if el.attrs.is_empty() && el.children.is_empty() {
+        return Value::String(el.text.clone());
+    }
+    let mut m = Map::new();
+    let attr_keys = keys(el.attrs.iter().map(|a| (&a.ns, &a.prefix, a.name.as_str())));
+    for (a, k) in el.attrs.iter().zip(attr_keys) {
+        m.insert(format!("@{k}"), Value::String(a.value.clone()));
+    }
+    let child_keys = keys(
+        el.children
+            .iter()
+            .map(|c| (&c.ns, &c.prefix, c.name.as_str())),
+    );
+    for (c, k) in el.children.iter().zip(child_keys) {
+        let v = element_json(c);
+        // Element values are strings or objects, never arrays: an array means repetition.
+        match m.get_mut(&k) {
+            Some(Value::Array(list)) => list.push(v),
+            Some(prev) => {
+                let first = prev.take();
+                *prev = Value::Array(vec![first, v]);
+            }
+            None => {
+                m.insert(k, v);
+            }
+        }
+    }
+    let text = el.text.trim();
+    if !text.is_empty() {
+        m.insert("#text".into(), Value::String(text.to_owned()));
+    }
+    Value::Object(m)
+}
+
+/// Why JSON could not be written as XML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonToXmlError(pub String);
+
+impl fmt::Display for JsonToXmlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for JsonToXmlError {}
+
+/// Whether `s` can name an element or attribute (a prefix allowed).
+pub fn is_xml_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    (first.is_alphabetic() || first == '_')
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+        && !s.starts_with("xml")
+        && s.split(':').count() <= 2
+        && !s.ends_with(':')
+}
+
+/// Writes JSON in the generic mapping. An object with one key names the root element; any
+/// other value is wrapped in `root`. `namespaces` (prefix, URI) are declared on the root, so
+/// keys such as `"inv:item"` are written in their namespace.
+pub fn from_json(
+    v: &Value,
+    root: &str,
+    namespaces: &[(String, String)],
+) -> Result<String, JsonToXmlError> {
+    let mut w = quick_xml::Writer::new(Vec::new());
+    match v {
+        Value::Object(m) if m.len() == 1 && !m.keys().any(|k| k.starts_with(['@', '#'])) => {
+            let (k, v) = m.iter().next().expect("one key");
+            write_named(&mut w, k, v, k, namespaces)?;
+        }
+        _ => write_named(&mut w, root, v, root, namespaces)?,
+    }
+    Ok(String::from_utf8(w.into_inner()).expect("written from strings"))
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null => Some(String::new()),
+        _ => None,
+    }
+}
+
+fn write_named(
+    w: &mut quick_xml::Writer<Vec<u8>>,
+    name: &str,
+    v: &Value,
+    path: &str,
+    namespaces: &[(String, String)],
+) -> Result<(), JsonToXmlError> {
+    let declare = |start: &mut BytesStart<'_>| {
+        for (prefix, uri) in namespaces {
+            let attr = if prefix.is_empty() {
+                "xmlns".to_owned()
+            } else {
+                format!("xmlns:{prefix}")
+            };
+            start.push_attribute((attr.as_str(), uri.as_str()));
+        }
+    };
+    if !is_xml_name(name) {
+        return Err(JsonToXmlError(format!(
+            "`{path}`: `{name}` is not a valid XML name"
+        )));
+    }
+    match v {
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                if item.is_array() {
+                    return Err(JsonToXmlError(format!(
+                        "`{path}[{i}]`: an array inside an array has no XML form"
+                    )));
+                }
+                write_named(w, name, item, &format!("{path}[{i}]"), namespaces)?;
+            }
+            Ok(())
+        }
+        Value::Object(m) => {
+            let mut start = BytesStart::new(name);
+            declare(&mut start);
+            for (k, v) in m {
+                if let Some(a) = k.strip_prefix('@') {
+                    if !is_xml_name(a) {
+                        return Err(JsonToXmlError(format!(
+                            "`{path}.{k}`: `{a}` is not a valid XML attribute name"
+                        )));
+                    }
+                    let value = scalar(v).ok_or_else(|| {
+                        JsonToXmlError(format!(
+                            "`{path}.{k}`: an attribute's value must be a string, number or boolean"
+                        ))
+                    })?;
+                    start.push_attribute((a, value.as_str()));
+                }
+            }
+            let children: Vec<(&String, &Value)> =
+                m.iter().filter(|(k, _)| !k.starts_with('@')).collect();
+            if children.is_empty() {
+                w.write_event(Event::Empty(start))
+                    .map_err(|e| JsonToXmlError(e.to_string()))?;
+                return Ok(());
+            }
+            w.write_event(Event::Start(start.borrow()))
+                .map_err(|e| JsonToXmlError(e.to_string()))?;
+            for (k, v) in children {
+                if k == "#text" {
+                    let t = scalar(v).ok_or_else(|| {
+                        JsonToXmlError(format!(
+                            "`{path}.#text`: text must be a string, number or boolean"
+                        ))
+                    })?;
+                    w.write_event(Event::Text(BytesText::new(&t)))
+                        .map_err(|e| JsonToXmlError(e.to_string()))?;
+                } else {
+                    write_named(w, k, v, &format!("{path}.{k}"), &[])?;
+                }
+            }
+            w.write_event(Event::End(start.to_end()))
+                .map_err(|e| JsonToXmlError(e.to_string()))?;
+            Ok(())
+        }
+        other => {
+            let t = scalar(other).expect("scalars");
+            let mut start = BytesStart::new(name);
+            declare(&mut start);
+            if t.is_empty() {
+                w.write_event(Event::Empty(start))
+            } else {
+                w.write_event(Event::Start(start.borrow()))
+                    .and_then(|()| w.write_event(Event::Text(BytesText::new(&t))))
+                    .and_then(|()| w.write_event(Event::End(start.to_end())))
+            }
+            .map_err(|e| JsonToXmlError(e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read(s: &str) -> Result<Element, XmlError> {
+        parse(s.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn dangerous_documents_are_refused_with_a_position() {
+        let laughs = "<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;\">]>\n<lolz>&lol2;</lolz>";
+        let e = read(laughs).unwrap_err();
+        assert!(e.message.contains("DTD"), "{e}");
+        assert_eq!(e.line, 2);
+        let xxe = "<!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><r>&x;</r>";
+        assert!(read(xxe).unwrap_err().message.contains("DTD"));
+        // Without a DTD an unknown entity is simply undefined.
+        let e = read("<r>\n  &x;</r>").unwrap_err();
+        assert!(e.message.contains("`&x;` is not defined"), "{e}");
+        assert_eq!((e.line, e.column), (2, 3));
+        let deep = "<a>".repeat(70) + &"</a>".repeat(70);
+        assert!(read(&deep).unwrap_err().message.contains("deeper than 64"));
+        let big = Limits {
+            max_bytes: 10,
+            ..Limits::default()
+        };
+        assert!(parse(b"<a>0123456789</a>", &big).is_err());
+        assert!(read("<a><b></a>").is_err());
+        assert!(
+            read("<a/><b/>")
+                .unwrap_err()
+                .message
+                .contains("after the root")
+        );
+        assert!(read("<a>").unwrap_err().message.contains("ends inside <a>"));
+        assert!(read("").unwrap_err().message.contains("no root"));
+        assert!(read("<p:a/>").unwrap_err().message.contains("`p`"));
+        assert!(parse(b"<a>\xff</a>", &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn entities_character_references_and_cdata_are_text() {
+        let el = read("<a>x &lt; y &amp; &#x41;&#66;<![CDATA[<raw>]]></a>").unwrap();
+        assert_eq!(el.text, "x < y & AB<raw>");
+    }
+
+    #[test]
+    fn json_mapping_follows_the_documented_rules() {
+        let el = read(
+            r#"<order id="7" xmlns="urn:o" xmlns:x="urn:x"><item>a</item><item>b</item><note lang="en">hi</note><x:item>c</x:item><empty/></order>"#,
+        )
+        .unwrap();
+        assert_eq!(
+            to_json(&el),
+            json!({"order": {"@id": "7", "item": ["a", "b"], "note": {"@lang": "en", "#text": "hi"}, "x:item": "c", "empty": ""}})
+        );
+    }
+
+    #[test]
+    fn json_is_written_back_as_xml() {
+        let v = json!({"order": {"@id": 7, "item": ["a", "b"], "note": {"@lang": "en", "#text": "x<y"}, "n": null, "ok": true}});
+        let xml = from_json(&v, "root", &[]).unwrap();
+        // JSON objects have no order: children are written in key order.
+        assert_eq!(
+            xml,
+            r#"<order id="7"><item>a</item><item>b</item><n/><note lang="en">x&lt;y</note><ok>true</ok></order>"#
+        );
+        assert_eq!(
+            from_json(&json!([1, 2]), "list", &[]).unwrap(),
+            "<list>1</list><list>2</list>"
+        );
+        assert_eq!(
+            from_json(&json!({"a": 1, "b": 2}), "root", &[]).unwrap(),
+            "<root><a>1</a><b>2</b></root>"
+        );
+        assert!(
+            from_json(&json!({"bad key": 1}), "r", &[])
+                .unwrap_err()
+                .0
+                .contains("`bad key`")
+        );
+        assert!(
+            from_json(&json!({"a": [[1]]}), "r", &[])
+                .unwrap_err()
+                .0
+                .contains("array inside an array")
+        );
+        assert!(from_json(&json!({"a": {"@x": {}}}), "r", &[]).is_err());
+    }
+}
