@@ -247,6 +247,7 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         | PolicyConfig::ConcurrencyLimit(_)
         | PolicyConfig::Compression(_)
         | PolicyConfig::RequestDecompression(_)
+        | PolicyConfig::XmlJson(_)
         | PolicyConfig::JsonTransform(_)
         | PolicyConfig::Cache(_) => return None,
     };

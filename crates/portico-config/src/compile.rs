@@ -2311,6 +2311,67 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                 ),
             })
         }
+        PolicyConfig::XmlJson(x) => {
+            let dir = |d: Option<XmlDirectionConfig>, default: XmlDirection| match d {
+                None => default,
+                Some(XmlDirectionConfig::JsonToXml) => XmlDirection::JsonToXml,
+                Some(XmlDirectionConfig::XmlToJson) => XmlDirection::XmlToJson,
+                Some(XmlDirectionConfig::None) => XmlDirection::None,
+            };
+            let root = x.root.clone().unwrap_or_else(|| "root".into());
+            if !portico_translate::xml::is_xml_name(&root) || root.contains(':') {
+                cx.sink.at(
+                    loc(node, "root"),
+                    format!("`{root}` is not an XML element name"),
+                    "use letters, digits, `_`, `-` and `.`, starting with a letter",
+                );
+                return None;
+            }
+            for prefix in x.namespaces.keys() {
+                if !prefix.is_empty()
+                    && (!portico_translate::xml::is_xml_name(prefix) || prefix.contains(':'))
+                {
+                    cx.sink.at(
+                        loc(node, "namespaces"),
+                        format!("`{prefix}` is not a namespace prefix"),
+                        "use letters, digits, `_`, `-` and `.`, or `\"\"` for the default namespace",
+                    );
+                    return None;
+                }
+            }
+            let max_bytes = x.max_bytes.unwrap_or(1 << 20);
+            let max_depth = x.max_depth.unwrap_or(64);
+            if max_bytes == 0 || max_depth == 0 {
+                cx.sink.at(
+                    loc(
+                        node,
+                        if max_bytes == 0 {
+                            "max_bytes"
+                        } else {
+                            "max_depth"
+                        },
+                    ),
+                    "the limit must be at least 1",
+                    "leave it out for the default (1048576 bytes, 64 levels)",
+                );
+                return None;
+            }
+            Policy::XmlJson(Arc::new(XmlJsonPolicy {
+                request: dir(x.request, XmlDirection::JsonToXml),
+                response: dir(x.response, XmlDirection::XmlToJson),
+                root,
+                namespaces: x
+                    .namespaces
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                max_bytes,
+                limits: portico_translate::xml::Limits {
+                    max_depth: max_depth as usize,
+                    max_bytes: max_bytes as usize,
+                },
+            }))
+        }
         PolicyConfig::JsonTransform(j) => {
             let remove = if j.remove.is_empty() {
                 None

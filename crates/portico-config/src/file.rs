@@ -800,6 +800,8 @@ pub enum PolicyConfig {
     /// Reshape JSON responses: client sparse fieldsets, removed, renamed and added fields,
     /// status rewrites.
     JsonTransform(JsonTransformPolicyConfig),
+    /// Convert bodies between XML and JSON (the generic mapping), in either direction.
+    XmlJson(XmlJsonPolicyConfig),
     /// Keep cacheable responses in memory and answer from there while they are fresh.
     Cache(CachePolicyConfig),
 }
@@ -876,6 +878,38 @@ pub struct CompressionPolicyConfig {
     /// JSON, JavaScript, XML, SVG, and `+json`/`+xml` types.
     #[serde(default)]
     pub content_types: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct XmlJsonPolicyConfig {
+    /// What happens to request bodies: `json_to_xml` (default), `xml_to_json` or `none`.
+    #[serde(default)]
+    pub request: Option<XmlDirectionConfig>,
+    /// What happens to response bodies: `xml_to_json` (default), `json_to_xml` or `none`.
+    #[serde(default)]
+    pub response: Option<XmlDirectionConfig>,
+    /// Root element for JSON that is not an object with a single key. Default `root`.
+    #[serde(default)]
+    pub root: Option<String>,
+    /// Namespace prefixes declared on the root of XML written from JSON, e.g.
+    /// `{ inv: "urn:inventory" }` (`""` for the default namespace).
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, String>,
+    /// Largest body converted, in bytes. Default 1048576.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Deepest XML nesting read. Default 64.
+    #[serde(default)]
+    pub max_depth: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum XmlDirectionConfig {
+    JsonToXml,
+    XmlToJson,
+    None,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -572,6 +572,7 @@ pub enum Policy {
     /// Decode compressed request bodies; the decoded body may be at most this many bytes.
     RequestDecompression(u64),
     JsonTransform(Arc<JsonTransformPolicy>),
+    XmlJson(Arc<XmlJsonPolicy>),
     Cache(CachePolicy),
 }
 
@@ -594,6 +595,24 @@ pub enum CacheKeyQuery {
     None,
     /// Only these, sorted by name whatever their order in the request.
     Only(Vec<String>),
+}
+
+/// Conversion of bodies between XML and JSON.
+#[derive(Debug)]
+pub struct XmlJsonPolicy {
+    pub request: XmlDirection,
+    pub response: XmlDirection,
+    pub root: String,
+    pub namespaces: Vec<(String, String)>,
+    pub max_bytes: u64,
+    pub limits: portico_translate::xml::Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XmlDirection {
+    JsonToXml,
+    XmlToJson,
+    None,
 }
 
 /// Reshaping of JSON responses.

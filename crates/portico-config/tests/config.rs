@@ -759,6 +759,26 @@ fn semantic_errors() {
             "`max_entries` must be at least 1",
         ),
         (
+            "policies: [{ type: xml_json, root: \"1st\" }]",
+            "`1st` is not an XML element name",
+        ),
+        (
+            "policies: [{ type: xml_json, namespaces: { \"a:b\": \"urn:x\" } }]",
+            "`a:b` is not a namespace prefix",
+        ),
+        (
+            "policies: [{ type: xml_json, max_depth: 0 }]",
+            "the limit must be at least 1",
+        ),
+        (
+            "policies: [{ type: xml_json, request: sideways }]",
+            "sideways",
+        ),
+        (
+            "policies: [{ type: request_decompression, max_bytes: 0 }]",
+            "`max_bytes` must be at least 1",
+        ),
+        (
             "policies: [{ type: cache, key: { query: some } }]",
             "`some` is not a query key setting",
         ),

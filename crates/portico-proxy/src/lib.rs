@@ -28,6 +28,7 @@ pub mod sliding;
 mod tls;
 mod transcode;
 mod transform;
+mod xmljson;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

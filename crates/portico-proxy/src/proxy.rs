@@ -328,6 +328,14 @@ async fn process(
         }
         _ => None,
     };
+    let xml_json = route
+        .policies
+        .iter()
+        .chain(cfg.global_policies.iter())
+        .find_map(|p| match p {
+            Policy::XmlJson(x) => Some(x.clone()),
+            _ => None,
+        });
     let mut resp = match &route.action {
         _ if let Some(hit) = cached => hit,
         Action::Respond(r) => {
@@ -360,7 +368,7 @@ async fn process(
             )
             .await?
         }
-        Action::Proxy(action) => {
+        Action::Proxy(action) => 'proxy: {
             let path = normalized.clone();
             let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
             let ti = pool.pick(&crate::balance::PickContext {
@@ -406,6 +414,16 @@ async fn process(
                 }
                 _ => upstream_req,
             };
+            let upstream_req = match &xml_json {
+                Some(x) if upgrade.is_none() => {
+                    match crate::xmljson::request(x, upstream_req, request_id).await {
+                        Ok(r) => r,
+                        Err(crate::xmljson::Refusal::Problem(p)) => return Err(p),
+                        Err(crate::xmljson::Refusal::Answer(resp)) => break 'proxy *resp,
+                    }
+                }
+                _ => upstream_req,
+            };
             let mut upstream_req = match grpc_web {
                 Some(m) => crate::grpcweb::to_grpc(upstream_req, m).await?,
                 None => upstream_req,
@@ -448,6 +466,9 @@ async fn process(
             claims: identity.claims.as_deref(),
         },
     );
+    if let Some(x) = &xml_json {
+        resp = crate::xmljson::response(x, resp, request_id).await;
+    }
     if let Some((j, fields)) = &json_transform {
         resp = crate::transform::apply(j, fields.as_deref(), resp).await;
     }
@@ -567,6 +588,7 @@ async fn request_policies(
             | Policy::Cors(_)
             | Policy::Compression(_)
             | Policy::RequestDecompression(_)
+            | Policy::XmlJson(_)
             | Policy::JsonTransform(_)
             | Policy::Cache(_) => {}
         }

@@ -23,7 +23,7 @@ const MAX_REQUEST_BODY: u64 = 4 << 20;
 const MAX_RESPONSE_BODY: usize = 16 << 20;
 
 /// An answer of the transcoder's own: a problem with fields beyond the fixed ones.
-fn problem(
+pub(crate) fn problem(
     status: StatusCode,
     code: &str,
     detail: String,

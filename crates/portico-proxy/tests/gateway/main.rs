@@ -15,6 +15,7 @@ mod reload;
 mod smuggling;
 mod traffic;
 mod transcoding;
+mod xml;
 
 use bytes::Bytes;
 use http::Request;

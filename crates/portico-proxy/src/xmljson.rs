@@ -1,0 +1,183 @@
+//! `xml_json` policies: request and response bodies converted between XML and JSON with the
+//! generic mapping of `portico_translate::xml`. Bodies are read whole, up to the policy's
+//! `max_bytes`; anything that is not the expected type passes untouched.
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use portico_config::{XmlDirection, XmlJsonPolicy};
+use portico_translate::xml;
+
+use crate::body::Body;
+
+fn media(h: &http::HeaderMap) -> String {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+pub fn is_json(h: &http::HeaderMap) -> bool {
+    let m = media(h);
+    m == "application/json" || m.ends_with("+json")
+}
+
+pub fn is_xml(h: &http::HeaderMap) -> bool {
+    let m = media(h);
+    m == "application/xml" || m == "text/xml" || m.ends_with("+xml")
+}
+
+/// What a body converts into: the new body and its media type, or why it does not.
+fn convert(
+    p: &XmlJsonPolicy,
+    dir: XmlDirection,
+    body: &[u8],
+) -> Result<(Bytes, &'static str), String> {
+    match dir {
+        XmlDirection::XmlToJson => {
+            let root = xml::parse(body, &p.limits).map_err(|e| e.to_string())?;
+            Ok((xml::to_json(&root).to_string().into(), "application/json"))
+        }
+        XmlDirection::JsonToXml => {
+            let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            let out = xml::from_json(&v, &p.root, &p.namespaces).map_err(|e| e.to_string())?;
+            Ok((out.into(), "application/xml; charset=utf-8"))
+        }
+        XmlDirection::None => unreachable!("not called for `none`"),
+    }
+}
+
+async fn read(body: Body, max: u64) -> Result<Bytes, Option<()>> {
+    match http_body_util::Limited::new(body, max as usize)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Some(())),
+        Err(_) => Err(None),
+    }
+}
+
+/// Why a request body was not converted.
+pub enum Refusal {
+    Problem(crate::problem::Problem),
+    /// A problem with a detail of its own.
+    Answer(Box<Response<Body>>),
+}
+
+/// Converts the request body on its way upstream.
+pub async fn request(
+    p: &XmlJsonPolicy,
+    req: Request<Body>,
+    request_id: &HeaderValue,
+) -> Result<Request<Body>, Refusal> {
+    let wanted = match p.request {
+        XmlDirection::None => return Ok(req),
+        XmlDirection::JsonToXml => is_json(req.headers()),
+        XmlDirection::XmlToJson => is_xml(req.headers()),
+    };
+    if !wanted || req.headers().contains_key(header::CONTENT_ENCODING) {
+        return Ok(req);
+    }
+    let (mut parts, body) = req.into_parts();
+    let bytes = match read(body, p.max_bytes).await {
+        Ok(b) => b,
+        Err(Some(())) => return Err(Refusal::Problem(crate::problem::Problem::PayloadTooLarge)),
+        Err(None) => {
+            return Err(Refusal::Problem(crate::problem::Problem::BadRequest(
+                "The request body is malformed or was cut short.",
+            )));
+        }
+    };
+    let (out, media) = convert(p, p.request, &bytes).map_err(|why| {
+        let (code, what) = match p.request {
+            XmlDirection::JsonToXml => ("invalid_json_body", "JSON"),
+            _ => ("invalid_xml_body", "XML"),
+        };
+        Refusal::Answer(Box::new(crate::transcode::problem(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("The request body is not {what} this route can convert: {why}"),
+            serde_json::Map::new(),
+            request_id,
+        )))
+    })?;
+    metrics::counter!("portico_xml_json_conversions_total", "direction" => "request").increment(1);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    Ok(Request::from_parts(parts, Body::full(out)))
+}
+
+/// Converts the response body on its way to the client.
+pub async fn response(
+    p: &XmlJsonPolicy,
+    resp: Response<Body>,
+    request_id: &HeaderValue,
+) -> Response<Body> {
+    let wanted = match p.response {
+        XmlDirection::None => return resp,
+        XmlDirection::XmlToJson => is_xml(resp.headers()),
+        // Problem documents (the gateway's own errors included) keep their registered type.
+        XmlDirection::JsonToXml => {
+            is_json(resp.headers()) && media(resp.headers()) != "application/problem+json"
+        }
+    };
+    if !wanted || resp.headers().contains_key(header::CONTENT_ENCODING) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let what = if p.response == XmlDirection::XmlToJson {
+        "XML"
+    } else {
+        "JSON"
+    };
+    let bytes = match read(body, p.max_bytes).await {
+        Ok(b) => b,
+        Err(Some(())) => {
+            return crate::transcode::problem(
+                StatusCode::BAD_GATEWAY,
+                "upstream_body_too_large",
+                format!(
+                    "The upstream's {what} body is larger than this route converts ({} bytes).",
+                    p.max_bytes
+                ),
+                serde_json::Map::new(),
+                request_id,
+            );
+        }
+        // The upstream broke off: the client gets the status with an empty body, and the
+        // access log records the failure.
+        Err(None) => return Response::from_parts(parts, Body::Empty),
+    };
+    match convert(p, p.response, &bytes) {
+        Ok((out, media)) => {
+            metrics::counter!("portico_xml_json_conversions_total", "direction" => "response")
+                .increment(1);
+            parts
+                .headers
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+            parts.headers.remove(header::ETAG);
+            Response::from_parts(parts, Body::full(out))
+        }
+        Err(why) => crate::transcode::problem(
+            StatusCode::BAD_GATEWAY,
+            if p.response == XmlDirection::XmlToJson {
+                "upstream_invalid_xml"
+            } else {
+                "upstream_invalid_json"
+            },
+            format!("The upstream's body is not {what} this route can convert: {why}"),
+            serde_json::Map::new(),
+            request_id,
+        ),
+    }
+}
