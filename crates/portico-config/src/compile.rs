@@ -2003,12 +2003,33 @@ fn compile_action(
             },
             None => None,
         };
+        let q = rw.and_then(|r| r.query.as_ref());
+        let query_set: Vec<(String, String)> = q
+            .iter()
+            .flat_map(|q| &q.set)
+            .map(|(k, v)| (encode_query_part(k), encode_query_part(v)))
+            .collect();
+        let query_remove: Vec<String> = q
+            .iter()
+            .flat_map(|q| q.remove.iter().chain(q.set.keys()))
+            .map(|k| encode_query_part(k))
+            .collect();
+        if query_remove.iter().any(String::is_empty) {
+            cx.sink.at(
+                loc(rnode, "query"),
+                "a query parameter name is empty",
+                "name each parameter, e.g. `remove: [debug]`",
+            );
+            return None;
+        }
         return Some(Action::Proxy(ProxyAction {
             upstreams: targets.into(),
             total_weight,
             strip_prefix,
             path: path_rw,
             host,
+            query_remove,
+            query_set,
         }));
     }
     if let Some(r) = &cfg.respond {

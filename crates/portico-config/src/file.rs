@@ -761,6 +761,20 @@ pub struct RewriteConfig {
     /// Host header sent upstream. Default: the client's Host.
     #[serde(default)]
     pub host: Option<String>,
+    /// Query parameters to set or remove before the request goes upstream.
+    #[serde(default)]
+    pub query: Option<QueryRewriteConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRewriteConfig {
+    /// Parameters set to these values (replacing any the client sent).
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Parameters removed.
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 /// A policy in the chain, selected by `type`.

@@ -497,6 +497,23 @@ pub struct ProxyAction {
     pub strip_prefix: Option<usize>,
     pub path: Option<PathRewrite>,
     pub host: Option<HeaderValue>,
+    /// Query parameters removed (by name) before `query_set` is appended.
+    pub query_remove: Vec<String>,
+    /// `name=value` pairs, percent-encoded, appended to the query.
+    pub query_set: Vec<(String, String)>,
+}
+
+/// Percent-encodes a query parameter name or value (everything but RFC 3986 unreserved).
+pub fn encode_query_part(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 impl ProxyAction {

@@ -759,6 +759,10 @@ fn semantic_errors() {
             "`max_entries` must be at least 1",
         ),
         (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ upstream: u, rewrite: { query: { remove: [\"\"] } } }]",
+            "a query parameter name is empty",
+        ),
+        (
             "policies: [{ type: xml_json, root: \"1st\" }]",
             "`1st` is not an XML element name",
         ),

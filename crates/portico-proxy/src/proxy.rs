@@ -798,6 +798,38 @@ fn build_upstream_request(
     } else {
         normalized.clone()
     };
+    // Query parameters set or removed by the rewrite.
+    let rewritten_query: Option<String> = (!action.query_remove.is_empty()).then(|| {
+        let mut out = String::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+            if action.query_remove.iter().any(|r| r == name) {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push('&');
+            }
+            out.push_str(pair);
+        }
+        for (k, v) in &action.query_set {
+            if !out.is_empty() {
+                out.push('&');
+            }
+            out.push_str(k);
+            out.push('=');
+            out.push_str(v);
+        }
+        out
+    });
+    let query = match &rewritten_query {
+        Some(q) if q.is_empty() => None,
+        Some(q) => Some(q.as_str()),
+        None => query,
+    };
+    let new_path = match (new_path, &rewritten_query) {
+        (None, Some(_)) => Some(path.to_owned()),
+        (p, _) => p,
+    };
     let pq = match new_path {
         None => original_pq.unwrap_or_else(|| PathAndQuery::from_static("/")),
         Some(p) => {

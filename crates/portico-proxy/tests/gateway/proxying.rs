@@ -458,3 +458,38 @@ async fn deprecated_routes_announce_it() {
     let got = get(&gw.url("/v2/x")).await;
     assert_eq!(got.header("deprecation"), None);
 }
+
+#[tokio::test]
+async fn query_parameters_are_set_and_removed_before_proxying() {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  echo: {{ targets: ["{}"] }}
+routes:
+  - match: {{ path: {{ prefix: /q }} }}
+    upstream: echo
+    rewrite:
+      query: {{ set: {{ version: "2", "a b": "x&y" }}, remove: [debug] }}
+  - match: {{ path: {{ prefix: /s }} }}
+    upstream: echo
+    rewrite: {{ strip_prefix: true, query: {{ remove: [token] }} }}
+"#,
+        up.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let get = |p: &str| send(&c, req("GET", &gw.url(p)).body(empty()).unwrap());
+    let seen = get("/q/items?debug=1&keep=yes&version=1&debug=2")
+        .await
+        .json();
+    assert_eq!(seen["path"], "/q/items");
+    assert_eq!(seen["query"], "keep=yes&a%20b=x%26y&version=2");
+    // Set parameters arrive even when the client sent no query.
+    assert_eq!(get("/q").await.json()["query"], "a%20b=x%26y&version=2");
+    // With a path rewrite too; removing the only parameter leaves no query at all.
+    let seen = get("/s/x?token=secret").await.json();
+    assert_eq!(
+        (seen["path"].as_str(), seen["query"].as_str()),
+        (Some("/x"), None)
+    );
+}
