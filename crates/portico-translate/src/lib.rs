@@ -8,6 +8,7 @@ pub mod reflection;
 pub mod shape;
 pub mod template;
 mod transcode;
+pub mod wsdl;
 pub mod xml;
 
 pub use prost_reflect::{DescriptorPool, DynamicMessage};

@@ -54,6 +54,9 @@ pub struct Element {
     pub children: Vec<Element>,
     /// All character data directly inside the element, concatenated.
     pub text: String,
+    /// Namespaces declared on this element: (prefix, URI), `""` for the default one. Needed
+    /// to resolve QNames in attribute values (`type="tns:Person"`).
+    pub namespaces: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -149,6 +152,10 @@ fn start(reader: &quick_xml::NsReader<&[u8]>, e: &BytesStart<'_>) -> Result<Elem
         let a = a.map_err(|e| e.to_string())?;
         let key = a.key.as_ref();
         if key == b"xmlns" || key.starts_with(b"xmlns:") {
+            let prefix = key.strip_prefix(b"xmlns:").unwrap_or(b"");
+            let uri = a.unescape_value().map_err(|e| e.to_string())?.into_owned();
+            el.namespaces
+                .push((String::from_utf8_lossy(prefix).into_owned(), uri));
             continue;
         }
         let (ns, local) = reader.resolve_attribute(a.key);

@@ -32,6 +32,15 @@ enum HashWhat {
 }
 
 #[derive(Subcommand)]
+enum SoapWhat {
+    /// List a WSDL's services, SOAP ports and operations with their message fields.
+    Inspect {
+        /// The WSDL file (imported and included files are read relative to it).
+        wsdl: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the gateway with a config file.
     Run {
@@ -57,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         what: HashWhat,
     },
+    /// Work with SOAP services.
+    Soap {
+        #[command(subcommand)]
+        what: SoapWhat,
+    },
     /// Run the built-in demo: the gateway with in-process demo upstreams.
     Demo {
         /// Port of the demo gateway.
@@ -73,6 +87,9 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Validate { config }) => validate(&config),
         Some(Command::Hash { what }) => hash(what),
+        Some(Command::Soap {
+            what: SoapWhat::Inspect { wsdl },
+        }) => soap_inspect(&wsdl),
         Some(Command::Schema) => {
             println!(
                 "{}",
@@ -93,6 +110,21 @@ fn main() -> ExitCode {
             } else {
                 run(None, Mode::Demo(8080, 9901))
             }
+        }
+    }
+}
+
+fn soap_inspect(path: &Path) -> ExitCode {
+    let location = path.to_string_lossy();
+    let mut fetch = |loc: &str| std::fs::read(loc).map_err(|e| format!("cannot read it: {e}"));
+    match portico_translate::wsdl::load(&location, &mut fetch, Default::default()) {
+        Ok(w) => {
+            print!("{}", w.describe());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

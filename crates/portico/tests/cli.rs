@@ -240,3 +240,27 @@ fn demo_serves_its_routes() {
         .unwrap();
     assert!(out.contains("Portico demo is running"), "{out}");
 }
+
+#[test]
+fn soap_inspect_lists_operations_or_says_what_is_wrong() {
+    let wsdl = workspace().join("crates/portico-testkit/soap/split/calculator.wsdl");
+    let out = bin().args(["soap", "inspect"]).arg(&wsdl).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("service CalculatorService"), "{text}");
+    assert!(text.contains("(SOAP 1.1)"), "{text}");
+    assert!(
+        text.contains("Divide  [document, action \"Divide\"]"),
+        "{text}"
+    );
+    let out = bin()
+        .args(["soap", "inspect", "/nonexistent/x.wsdl"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.wsdl: cannot read it"));
+}

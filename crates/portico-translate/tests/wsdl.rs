@@ -1,0 +1,158 @@
+//! WSDL import against the fixtures of the test SOAP service: spyne's own WSDLs (SOAP 1.1 and
+//! 1.2) and a hand-split copy whose types live in imported and included XSD files.
+
+use portico_translate::wsdl::{self, Builtin, QName, Resolved, SoapVersion, Style, TypeRef};
+use portico_translate::xml::Limits;
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/../portico-testkit/soap/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn load(path: &str) -> Result<wsdl::Wsdl, wsdl::WsdlError> {
+    wsdl::load(
+        path,
+        &mut |loc: &str| std::fs::read(loc).map_err(|e| e.to_string()),
+        Limits::default(),
+    )
+}
+
+fn tns(name: &str) -> QName {
+    QName {
+        ns: "urn:portico:test:calc".into(),
+        name: name.into(),
+    }
+}
+
+fn check_calculator(w: &wsdl::Wsdl, version: SoapVersion) {
+    let port = w.port(None, None).unwrap();
+    assert_eq!(port.version, version);
+    assert!(port.address.ends_with(match version {
+        SoapVersion::V11 => "/soap11",
+        SoapVersion::V12 => "/soap12",
+    }));
+    let names: Vec<&str> = port.operations.iter().map(|o| o.name.as_str()).collect();
+    for op in ["Add", "Divide", "Crash", "GetPerson", "Sum", "Echo"] {
+        assert!(names.contains(&op), "{op} in {names:?}");
+    }
+    let add = port.operations.iter().find(|o| o.name == "Add").unwrap();
+    assert_eq!(add.action, "Add");
+    assert_eq!(add.style, Style::Document);
+    assert_eq!(add.input[0].element, Some(tns("Add")));
+    let s = &w.schema;
+    let Some(Resolved::Complex(add_t)) = s.resolve(&s.elements[&tns("Add")].ty) else {
+        panic!("Add is a complex type");
+    };
+    let fields: Vec<(&str, Builtin)> = add_t
+        .fields
+        .iter()
+        .map(|f| (f.name.name.as_str(), s.builtin_of(&f.ty)))
+        .collect();
+    assert_eq!(fields, [("a", Builtin::Integer), ("b", Builtin::Integer)]);
+    assert_eq!(
+        add_t.fields[0].name.ns, "urn:portico:test:calc",
+        "elementFormDefault=qualified"
+    );
+    // Person: every kind of field the tests use.
+    let person_ref = TypeRef::Named(tns("Person"));
+    let Some(Resolved::Complex(person)) = s.resolve(&person_ref) else {
+        panic!("Person")
+    };
+    let kinds: Vec<(&str, Builtin)> = person
+        .fields
+        .iter()
+        .map(|f| (f.name.name.as_str(), s.builtin_of(&f.ty)))
+        .collect();
+    assert_eq!(
+        &kinds[..5],
+        &[
+            ("id", Builtin::Integer),
+            ("name", Builtin::String),
+            ("active", Builtin::Boolean),
+            ("born", Builtin::Date),
+            ("balance", Builtin::Decimal),
+        ]
+    );
+    assert!(
+        person
+            .fields
+            .iter()
+            .any(|f| f.name.name == "nickname" && f.nillable)
+    );
+    assert_eq!(person.attrs[0].name, "kind");
+    let phones = person
+        .fields
+        .iter()
+        .find(|f| f.name.name == "phones")
+        .unwrap();
+    let Some(Resolved::Complex(arr)) = s.resolve(&phones.ty) else {
+        panic!("phones")
+    };
+    assert!(arr.fields[0].repeated());
+    // Echo's color is an enumeration.
+    let Some(Resolved::Complex(echo)) = s.resolve(&s.elements[&tns("Echo")].ty) else {
+        panic!("Echo")
+    };
+    let color = echo.fields.iter().find(|f| f.name.name == "color").unwrap();
+    let Some(Resolved::Simple(st)) = s.resolve(&color.ty) else {
+        panic!("Color")
+    };
+    assert_eq!(st.enumeration, ["red", "green", "blue"]);
+}
+
+#[test]
+fn the_services_own_wsdls_load() {
+    check_calculator(
+        &load(&fixture("calculator11.wsdl")).unwrap(),
+        SoapVersion::V11,
+    );
+    check_calculator(
+        &load(&fixture("calculator12.wsdl")).unwrap(),
+        SoapVersion::V12,
+    );
+}
+
+#[test]
+fn imported_and_included_schemas_are_followed() {
+    let w = load(&fixture("split/calculator.wsdl")).unwrap();
+    check_calculator(&w, SoapVersion::V11);
+    let text = w.describe();
+    assert!(text.contains("service CalculatorService"), "{text}");
+    assert!(text.contains("GetPerson"), "{text}");
+    assert!(text.contains("in:  a: integer?, b: integer?"), "{text}");
+}
+
+#[test]
+fn unusable_wsdls_are_refused_with_the_file_and_reason() {
+    let dir = std::env::temp_dir().join(format!("portico-wsdl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let w = r#"<definitions xmlns="http://schemas.xmlsoap.org/wsdl/" xmlns:xsd="http://www.w3.org/2001/XMLSchema"><types><xsd:schema><xsd:import namespace="urn:x" schemaLocation="missing.xsd"/></xsd:schema></types></definitions>"#;
+    let e = load(&write("a.wsdl", w)).unwrap_err();
+    assert!(e.file.ends_with("missing.xsd"), "{e}");
+    let e = load(&write(
+        "b.wsdl",
+        "<!DOCTYPE d [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><definitions/>",
+    ))
+    .unwrap_err();
+    assert!(e.message.contains("DTD"), "{e}");
+    let e = load(&write(
+        "c.wsdl",
+        r#"<description xmlns="http://www.w3.org/ns/wsdl"/>"#,
+    ))
+    .unwrap_err();
+    assert!(e.message.contains("WSDL 2.0 is not supported"), "{e}");
+    let e = load(&write(
+        "d.wsdl",
+        r#"<definitions xmlns="http://schemas.xmlsoap.org/wsdl/"/>"#,
+    ))
+    .unwrap_err();
+    assert!(e.message.contains("no service with a SOAP port"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
