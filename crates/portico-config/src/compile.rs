@@ -1461,6 +1461,11 @@ fn compile_route(
         ),
     };
 
+    let soap = match &cfg.soap {
+        None => None,
+        Some(s) => compile_soap(cx, s, get(node, "soap").unwrap_or(node), cfg, &path),
+    };
+
     let mirror = match &cfg.mirror {
         None => None,
         Some(m) => {
@@ -1517,8 +1522,125 @@ fn compile_route(
         mirror,
         transcode,
         grpc_web: cfg.grpc_web,
+        soap,
         policies: policies.into(),
     })
+}
+
+fn compile_soap(
+    cx: &mut Ctx<'_>,
+    s: &SoapConfig,
+    snode: &Node,
+    cfg: &RouteConfig,
+    path: &PathPattern,
+) -> Option<Arc<SoapRoute>> {
+    if cfg.upstream.is_none() && cfg.split.is_empty() {
+        cx.sink.at(
+            snode.loc,
+            "`soap` needs the route to have an `upstream` (or `split`)",
+            "route to the SOAP service's upstream",
+        );
+        return None;
+    }
+    if cfg.grpc_transcode.is_some() || cfg.grpc_web || cfg.rewrite.is_some() {
+        cx.sink.at(
+            snode.loc,
+            "`soap` cannot be combined with `grpc_transcode`, `grpc_web` or `rewrite`",
+            "the SOAP endpoint's path comes from the WSDL (or `soap.path`); give other uses their own route",
+        );
+        return None;
+    }
+    let prefix = match path {
+        PathPattern::Prefix(p) => p.trim_end_matches('/').to_owned(),
+        PathPattern::Any => String::new(),
+        _ => {
+            cx.sink.at(
+                snode.loc,
+                "`soap` needs a `prefix:` path match",
+                "match e.g. `path: { prefix: /calculator }`; operations are then `POST /calculator/OPERATION`",
+            );
+            return None;
+        }
+    };
+    let at = loc(snode, "wsdl");
+    let file = resolve(cx, &s.wsdl).to_string_lossy().into_owned();
+    let mut fetch = |loc: &str| {
+        if loc.contains("://") {
+            return Err(
+                "only files are read (fetch remote schemas into files next to the WSDL)".to_owned(),
+            );
+        }
+        std::fs::read(loc).map_err(|e| format!("cannot read it: {e}"))
+    };
+    let wsdl = match portico_translate::wsdl::load(&file, &mut fetch, Default::default()) {
+        Ok(w) => w,
+        Err(e) => {
+            cx.sink.at(
+                at,
+                e.to_string(),
+                "check the file with `portico soap inspect FILE`",
+            );
+            return None;
+        }
+    };
+    let port = match wsdl.port(s.service.as_deref(), s.port.as_deref()) {
+        Ok(p) => p.clone(),
+        Err(m) => {
+            cx.sink
+                .at(snode.loc, m, "name the `service` and `port` to use");
+            return None;
+        }
+    };
+    let path_text = match &s.path {
+        Some(p) => p.clone(),
+        None => {
+            // The path of the address, e.g. `/soap11` in `http://host:8080/soap11`.
+            let after = port.address.split_once("://").map_or("", |(_, r)| r);
+            match after.find('/') {
+                Some(i) => after[i..].to_owned(),
+                None => "/".to_owned(),
+            }
+        }
+    };
+    let Ok(upstream_path) = http::uri::PathAndQuery::try_from(path_text.as_str()) else {
+        cx.sink.at(
+            loc(snode, "path"),
+            format!("`{path_text}` is not a valid path"),
+            "write a path such as `/services/calculator`",
+        );
+        return None;
+    };
+    if !path_text.starts_with('/') {
+        cx.sink.at(
+            loc(snode, "path"),
+            format!("`{path_text}` must start with `/`"),
+            format!("write `/{path_text}`"),
+        );
+        return None;
+    }
+    let max_bytes = s.max_bytes.unwrap_or(4 << 20);
+    if max_bytes == 0 {
+        cx.sink.at(
+            loc(snode, "max_bytes"),
+            "`max_bytes` must be at least 1",
+            "leave it out for the default (4194304)",
+        );
+        return None;
+    }
+    Some(Arc::new(SoapRoute {
+        wsdl: Arc::new(wsdl),
+        port,
+        prefix,
+        path: upstream_path,
+        token: s
+            .ws_security
+            .as_ref()
+            .map(|w| portico_translate::soap::UsernameToken {
+                username: w.username.clone(),
+                password: w.password.clone(),
+            }),
+        max_bytes,
+    }))
 }
 
 fn compile_transcode(

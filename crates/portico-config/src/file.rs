@@ -530,6 +530,40 @@ pub struct RouteConfig {
     /// Answer with one JSON object composed from several backend calls made concurrently.
     #[serde(default)]
     pub aggregate: Option<AggregateConfig>,
+    /// Expose the upstream's SOAP operations, described by its WSDL, as JSON endpoints.
+    #[serde(default)]
+    pub soap: Option<SoapConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SoapConfig {
+    /// The WSDL 1.1 file (relative to the config file); its imports and includes are read
+    /// relative to it.
+    pub wsdl: String,
+    /// The WSDL service to use, when it has several.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The port (SOAP 1.1 or 1.2 endpoint) to use, when the service has several.
+    #[serde(default)]
+    pub port: Option<String>,
+    /// The SOAP endpoint's path on the upstream. Default: the path of the port's address.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A WS-Security UsernameToken (password as text) sent in every request's header.
+    #[serde(default)]
+    pub ws_security: Option<WsSecurityConfig>,
+    /// Largest JSON request and SOAP response read, in bytes. Default 4194304.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WsSecurityConfig {
+    pub username: String,
+    /// Write `${ENV_NAME}` to keep the secret out of the file.
+    pub password: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

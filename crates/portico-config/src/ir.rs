@@ -275,6 +275,21 @@ pub struct Route {
     pub transcode: Option<Arc<GrpcTranscode>>,
     /// gRPC-Web requests are bridged to native gRPC.
     pub grpc_web: bool,
+    /// The upstream's SOAP operations as JSON endpoints.
+    pub soap: Option<Arc<SoapRoute>>,
+}
+
+/// A route's SOAP service: the WSDL read and checked when the config loads.
+#[derive(Debug)]
+pub struct SoapRoute {
+    pub wsdl: Arc<portico_translate::wsdl::Wsdl>,
+    pub port: portico_translate::wsdl::Port,
+    /// The route's path prefix; the operation's name follows it.
+    pub prefix: String,
+    /// The endpoint's path on the upstream.
+    pub path: http::uri::PathAndQuery,
+    pub token: Option<portico_translate::soap::UsernameToken>,
+    pub max_bytes: u64,
 }
 
 /// A route's gRPC transcoding: the methods and bindings, built when the config loads.

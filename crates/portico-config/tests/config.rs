@@ -763,6 +763,18 @@ fn semantic_errors() {
             "a query parameter name is empty",
         ),
         (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ match: { path: { prefix: /s } }, upstream: u, soap: { wsdl: /nonexistent/x.wsdl } }]",
+            "/nonexistent/x.wsdl: cannot read it",
+        ),
+        (
+            "routes: [{ match: { path: { prefix: /s } }, respond: { status: 200 }, soap: { wsdl: x.wsdl } }]",
+            "`soap` needs the route to have an `upstream`",
+        ),
+        (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ match: { path: { exact: /s } }, upstream: u, soap: { wsdl: x.wsdl } }]",
+            "`soap` needs a `prefix:` path match",
+        ),
+        (
             "policies: [{ type: xml_json, root: \"1st\" }]",
             "`1st` is not an XML element name",
         ),

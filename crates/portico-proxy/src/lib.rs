@@ -25,6 +25,7 @@ pub mod redis_limit;
 pub mod runtime;
 mod server;
 pub mod sliding;
+mod soapcall;
 mod tls;
 mod transcode;
 mod transform;

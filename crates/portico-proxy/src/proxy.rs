@@ -360,6 +360,13 @@ async fn process(
         Action::Aggregate(a) => {
             crate::aggregate::handle(rt, a, &req, &params, request_id, rec).await?
         }
+        Action::Proxy(action) if let Some(s) = route.soap.clone() => {
+            let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
+            crate::soapcall::handle(
+                rt, &route, action, &s, req, &path, request_id, bytes_in, rec,
+            )
+            .await?
+        }
         Action::Proxy(action) if route.transcode.is_some() => {
             let t = route.transcode.clone().expect("checked");
             let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();

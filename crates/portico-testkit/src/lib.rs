@@ -20,10 +20,12 @@ use tokio::net::TcpListener;
 pub use portico_proxy::Gateway;
 
 mod bookstore;
+mod soap;
 pub use bookstore::{
     Reflection, bookstore_descriptor_set, grpc_bookstore, grpc_bookstore_with, protos_dir,
     write_bookstore_descriptor_set,
 };
+pub use soap::{SoapServer, soap_dir, soap_server};
 
 pub type TestBody = Either<Full<Bytes>, ChannelBody>;
 

@@ -6,6 +6,7 @@
 pub mod grpc;
 pub mod reflection;
 pub mod shape;
+pub mod soap;
 pub mod template;
 mod transcode;
 pub mod wsdl;

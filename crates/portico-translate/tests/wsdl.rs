@@ -156,3 +156,67 @@ fn unusable_wsdls_are_refused_with_the_file_and_reason() {
     assert!(e.message.contains("no service with a SOAP port"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn envelopes_carry_the_version_action_token_and_nil() {
+    use portico_translate::soap::{UsernameToken, request};
+    let w11 = load(&fixture("calculator11.wsdl")).unwrap();
+    let port = w11.port(None, None).unwrap();
+    let get = port.operations.iter().find(|o| o.name == "Add").unwrap();
+    let token = UsernameToken {
+        username: "gw".into(),
+        password: "a<b&c".into(),
+    };
+    let e = request(
+        &w11.schema,
+        port,
+        get,
+        &serde_json::json!({"a": 1, "b": null}),
+        Some(&token),
+    )
+    .unwrap();
+    assert_eq!(e.content_type, "text/xml; charset=utf-8");
+    assert_eq!(e.soap_action.as_deref(), Some("\"Add\""));
+    assert!(
+        e.body.starts_with(
+            "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\""
+        ),
+        "{}",
+        e.body
+    );
+    assert!(
+        e.body.contains("<wsse:Username>gw</wsse:Username>"),
+        "{}",
+        e.body
+    );
+    assert!(
+        e.body.contains(">a&lt;b&amp;c</wsse:Password>"),
+        "{}",
+        e.body
+    );
+    assert!(
+        e.body
+            .contains("<ns0:Add><ns0:a>1</ns0:a><ns0:b xsi:nil=\"true\"/></ns0:Add>"),
+        "{}",
+        e.body
+    );
+    // The envelope reads back as XML with the operation's element in its namespace.
+    let doc = portico_translate::xml::parse(e.body.as_bytes(), &Limits::default()).unwrap();
+    let body = doc.child(None, "Body").unwrap();
+    assert_eq!(
+        body.children[0].ns.as_deref(),
+        Some("urn:portico:test:calc")
+    );
+
+    let w12 = load(&fixture("calculator12.wsdl")).unwrap();
+    let port = w12.port(None, None).unwrap();
+    let add = port.operations.iter().find(|o| o.name == "Add").unwrap();
+    let e = request(&w12.schema, port, add, &serde_json::json!({}), None).unwrap();
+    assert_eq!(
+        e.content_type,
+        "application/soap+xml; charset=utf-8; action=\"Add\""
+    );
+    assert_eq!(e.soap_action, None);
+    assert!(e.body.contains("http://www.w3.org/2003/05/soap-envelope"));
+    assert!(!e.body.contains("Header"));
+}

@@ -13,6 +13,7 @@ mod protocols;
 mod proxying;
 mod reload;
 mod smuggling;
+mod soap;
 mod traffic;
 mod transcoding;
 mod xml;

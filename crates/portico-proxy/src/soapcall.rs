@@ -1,0 +1,263 @@
+//! Routes with `soap`: `POST {prefix}/{Operation}` with a JSON body becomes a SOAP call to the
+//! upstream, and its envelope (or Fault) comes back as JSON. The WSDL was read at load; here
+//! only the envelope is written and read.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use portico_config::{ProxyAction, Route, SoapRoute};
+use portico_translate::soap::{self, Reply};
+use serde_json::{Map, Value};
+
+use crate::access_log::Record;
+use crate::body::{Body, BodyStats};
+use crate::problem::Problem;
+use crate::runtime::Runtime;
+use crate::transcode::problem;
+
+fn operations_list(s: &SoapRoute) -> String {
+    s.port
+        .operations
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn handle(
+    rt: &Runtime,
+    route: &Arc<Route>,
+    action: &ProxyAction,
+    s: &Arc<SoapRoute>,
+    req: Request<Incoming>,
+    path: &str,
+    request_id: &HeaderValue,
+    bytes_in: &Arc<BodyStats>,
+    rec: &mut Record,
+) -> Result<Response<Body>, Problem> {
+    let cfg = &rt.config;
+    let name = path.get(s.prefix.len()..).unwrap_or("").trim_matches('/');
+    let Some(op) = s.port.operations.iter().find(|o| o.name == name) else {
+        return Ok(problem(
+            StatusCode::NOT_FOUND,
+            "no_soap_operation",
+            format!(
+                "`{name}` is not an operation of this SOAP service; it has {}.",
+                operations_list(s)
+            ),
+            Map::new(),
+            request_id,
+        ));
+    };
+    if req.method() != Method::POST {
+        let mut r = problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "SOAP operations are called with POST, not {}.",
+                req.method()
+            ),
+            Map::new(),
+            request_id,
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return Ok(r);
+    }
+    let (parts, body) = req.into_parts();
+    let limit = bytes_in
+        .limit
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .min(s.max_bytes);
+    let body = match http_body_util::Limited::new(body, limit as usize)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(Problem::PayloadTooLarge);
+        }
+        Err(_) => {
+            return Err(Problem::BadRequest(
+                "The request body is malformed or was cut short.",
+            ));
+        }
+    };
+    bytes_in
+        .bytes
+        .store(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let json: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Map::new())
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Ok(problem(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json_body",
+                    format!("The request body is not valid JSON: {e}"),
+                    Map::new(),
+                    request_id,
+                ));
+            }
+        }
+    };
+    let envelope = match soap::request(&s.wsdl.schema, &s.port, op, &json, s.token.as_ref()) {
+        Ok(e) => e,
+        Err(e) => {
+            let mut extra = Map::new();
+            if !e.path.is_empty() {
+                extra.insert("field".into(), e.path.clone().into());
+            }
+            return Ok(problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_soap_request",
+                format!("The request does not fit operation `{}`: {e}", op.name),
+                extra,
+                request_id,
+            ));
+        }
+    };
+
+    // The SOAP call.
+    let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
+    let ti = pool.pick(&crate::balance::PickContext {
+        headers: &parts.headers,
+        client_ip: rec.client_ip,
+        path,
+        query: parts.uri.query(),
+    });
+    let target = pool.target(ti).clone();
+    rec.upstream = Some(target.display.clone());
+    let scheme = if target.scheme == portico_config::Scheme::Https {
+        "https"
+    } else {
+        "http"
+    };
+    let uri = Uri::builder()
+        .scheme(scheme)
+        .authority(target.authority.clone())
+        .path_and_query(s.path.clone())
+        .build()
+        .map_err(|_| Problem::UpstreamProtocol)?;
+    let mut up = Request::new(Body::Full(Some(Bytes::from(envelope.body))));
+    *up.method_mut() = Method::POST;
+    *up.uri_mut() = uri;
+    let h = up.headers_mut();
+    if let Ok(v) = HeaderValue::try_from(envelope.content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    if let Some(a) = envelope.soap_action
+        && let Ok(v) = HeaderValue::try_from(a)
+    {
+        h.insert(http::HeaderName::from_static("soapaction"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
+        h.insert(header::HOST, v);
+    }
+    h.insert(cfg.server.request_id_header.clone(), request_id.clone());
+    for name in &cfg.server.identity_headers {
+        if let Some(v) = parts.headers.get(name) {
+            h.insert(name.clone(), v.clone());
+        }
+    }
+    let resp = crate::proxy::call_upstream(route, &pool, ti, up, rec).await?;
+    let (head, body) = resp.into_parts();
+    let bytes = match http_body_util::Limited::new(body, s.max_bytes as usize)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Ok(problem(
+                StatusCode::BAD_GATEWAY,
+                "upstream_body_too_large",
+                format!(
+                    "The SOAP answer is larger than this route reads ({} bytes).",
+                    s.max_bytes
+                ),
+                Map::new(),
+                request_id,
+            ));
+        }
+        Err(_) => return Err(Problem::UpstreamProtocol),
+    };
+    let reply = soap::response(
+        &s.wsdl.schema,
+        &s.port,
+        op,
+        &bytes,
+        &portico_translate::xml::Limits {
+            max_depth: 64,
+            max_bytes: s.max_bytes as usize,
+        },
+    );
+    match reply {
+        Ok(Reply::Ok(v)) if head.status.is_success() => {
+            metrics::counter!("portico_soap_calls_total", "result" => "ok").increment(1);
+            let mut r = Response::new(Body::full(v.to_string()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
+        }
+        Ok(Reply::Fault(f)) => {
+            metrics::counter!("portico_soap_calls_total", "result" => "fault").increment(1);
+            let status = if f.is_client() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            let mut extra = Map::new();
+            extra.insert("faultcode".into(), f.code.clone().into());
+            if !f.subcodes.is_empty() {
+                extra.insert("subcodes".into(), f.subcodes.clone().into());
+            }
+            extra.insert("faultstring".into(), f.reason.clone().into());
+            if let Some(a) = &f.actor {
+                extra.insert("faultactor".into(), a.clone().into());
+            }
+            if !f.detail.is_null() {
+                extra.insert("faultdetail".into(), f.detail.clone());
+            }
+            Ok(problem(
+                status,
+                "soap_fault",
+                format!("The SOAP service answered with a fault: {}", f.reason),
+                extra,
+                request_id,
+            ))
+        }
+        Ok(Reply::Ok(_)) => {
+            metrics::counter!("portico_soap_calls_total", "result" => "error").increment(1);
+            Ok(problem(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error_status",
+                format!(
+                    "The SOAP service answered {} without a Fault.",
+                    head.status.as_u16()
+                ),
+                Map::new(),
+                request_id,
+            ))
+        }
+        Err(why) => {
+            metrics::counter!("portico_soap_calls_total", "result" => "error").increment(1);
+            Ok(problem(
+                StatusCode::BAD_GATEWAY,
+                "upstream_invalid_soap",
+                format!(
+                    "The upstream's answer ({}) is not a SOAP envelope this route can read: {why}",
+                    head.status.as_u16()
+                ),
+                Map::new(),
+                request_id,
+            ))
+        }
+    }
+}
