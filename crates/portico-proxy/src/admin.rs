@@ -67,6 +67,11 @@ async fn answer(
     {
         return Ok(targets(inner, req, &name).await);
     }
+    if req.method() == Method::GET
+        && let Some(rest) = req.uri().path().strip_prefix("/openapi")
+    {
+        return Ok(openapi(&inner, rest.trim_start_matches('/')));
+    }
     let r = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => reply(StatusCode::OK, TEXT, "ok\n"),
         (&Method::GET, "/readyz") => {
@@ -162,7 +167,7 @@ async fn answer(
         _ => reply(
             StatusCode::NOT_FOUND,
             TEXT,
-            "not found; try /healthz, /readyz, /metrics, /config, /upstreams, /upstreams/NAME/targets or POST /reload\n",
+            "not found; try /healthz, /readyz, /metrics, /config, /upstreams, /upstreams/NAME/targets, /openapi or POST /reload\n",
         ),
     };
     Ok(r)
@@ -323,4 +328,45 @@ fn parse_targets(body: &[u8]) -> Result<Vec<portico_config::Target>, String> {
         out.push(t);
     }
     Ok(out)
+}
+
+/// `GET /openapi`: the routes with a document; `GET /openapi/ROUTE`: the OpenAPI document of
+/// a `soap` route's JSON side.
+fn openapi(inner: &Inner, name: &str) -> Response<Full<Bytes>> {
+    const JSON: &str = "application/json";
+    let rt = inner.runtime.load_full();
+    let soap_routes = rt.config.routes.iter().filter(|r| r.soap.is_some());
+    if name.is_empty() {
+        let list: serde_json::Map<String, serde_json::Value> = soap_routes
+            .map(|r| (r.name.to_string(), format!("/openapi/{}", r.name).into()))
+            .collect();
+        return reply(
+            StatusCode::OK,
+            JSON,
+            serde_json::to_vec_pretty(&list).unwrap_or_default(),
+        );
+    }
+    let Some((route, s)) = rt
+        .config
+        .routes
+        .iter()
+        .find_map(|r| (&*r.name == name).then_some(r).zip(r.soap.as_ref()))
+    else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "No such document",
+            format!("No `soap` route is named `{name}`; GET /openapi lists them."),
+        );
+    };
+    let doc = portico_translate::openapi::document(
+        &s.wsdl.schema,
+        &s.port,
+        &s.prefix,
+        &format!("{} (Portico route `{}`)", s.port.name, route.name),
+    );
+    reply(
+        StatusCode::OK,
+        JSON,
+        serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+    )
 }

@@ -4,6 +4,7 @@
 //! annotation problems are config errors; `portico-proxy` calls them per request.
 
 pub mod grpc;
+pub mod openapi;
 pub mod reflection;
 pub mod shape;
 pub mod soap;

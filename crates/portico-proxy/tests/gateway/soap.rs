@@ -27,7 +27,8 @@ fn soap_gateway_config(server: &SoapServer) -> String {
         r#"upstreams:
   calc: {{ targets: ["{url}"] }}
 routes:
-  - match: {{ path: {{ prefix: /calc11 }} }}
+  - name: calc11
+    match: {{ path: {{ prefix: /calc11 }} }}
     upstream: calc
     soap: {{ wsdl: "{d}/calculator11.wsdl" }}
   - match: {{ path: {{ prefix: /calc12 }} }}
@@ -204,4 +205,62 @@ async fn requests_are_checked_against_the_schema_before_anything_is_sent() {
     .await;
     assert_eq!(got.status, 400);
     assert_eq!(got.json()["code"], "invalid_json_body");
+}
+
+#[tokio::test]
+async fn the_admin_port_serves_an_openapi_document_per_soap_route() {
+    let Some(server) = soap_server() else { return };
+    let gw = gateway(&soap_gateway_config(&server)).await;
+    let c = client(false, &[]);
+    let get = |p: &str| {
+        send(
+            &c,
+            req("GET", &gw.admin_url(p)).body(crate::empty()).unwrap(),
+        )
+    };
+    let list = get("/openapi").await;
+    assert_eq!(list.status, 200);
+    assert_eq!(list.json()["calc11"], "/openapi/calc11");
+    let doc = get("/openapi/calc11").await.json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let add = &doc["paths"]["/calc11/Add"]["post"];
+    assert_eq!(add["operationId"], "Add");
+    assert_eq!(
+        add["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Add"
+    );
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["Add"]["properties"]["a"]["type"], "integer");
+    assert_eq!(schemas["Add"]["additionalProperties"], false);
+    let person = &schemas["Person"]["properties"];
+    assert_eq!(
+        person["phones"]["type"], "array",
+        "array wrappers are arrays: {person}"
+    );
+    assert_eq!(person["phones"]["items"]["type"], "string");
+    assert_eq!(person["born"]["format"], "date");
+    assert_eq!(person["kind"]["type"], "string");
+    assert_eq!(schemas["Color"]["enum"], json!(["red", "green", "blue"]));
+    // Every reference resolves.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(r)) = o.get("$ref") {
+                    out.push(r.clone());
+                }
+                o.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r.trim_start_matches("#/components/schemas/");
+        assert!(schemas.get(name).is_some(), "{r} does not resolve");
+    }
+    let missing = get("/openapi/nope").await;
+    assert_eq!(missing.status, 404);
 }

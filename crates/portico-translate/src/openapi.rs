@@ -1,0 +1,236 @@
+//! An OpenAPI 3.0 document for the JSON side of a SOAP port, so client teams can generate SDKs
+//! for what the gateway exposes. The schemas follow the same mapping as [`crate::soap`]:
+//! repeatable elements and array wrappers are arrays, `nillable` is `nullable`, `minOccurs` ≥ 1
+//! is `required`, attributes are plain properties.
+
+use serde_json::{Map, Value, json};
+
+use crate::wsdl::{
+    Builtin, ElementDecl, Operation, Port, Resolved, Schema, Style, TypeDef, TypeRef,
+};
+
+fn builtin_schema(b: Builtin) -> Value {
+    match b {
+        Builtin::String | Builtin::Any => json!({"type": "string"}),
+        Builtin::Boolean => json!({"type": "boolean"}),
+        Builtin::Integer => json!({"type": "integer"}),
+        Builtin::Decimal | Builtin::Float => json!({"type": "number"}),
+        Builtin::Date => json!({"type": "string", "format": "date"}),
+        Builtin::DateTime => json!({"type": "string", "format": "date-time"}),
+        Builtin::Time => json!({"type": "string", "format": "time"}),
+        Builtin::Binary => json!({"type": "string", "format": "byte"}),
+    }
+}
+
+struct Gen<'a> {
+    schema: &'a Schema,
+    /// Named types used, emitted under `components.schemas`.
+    used: Vec<crate::wsdl::QName>,
+}
+
+impl Gen<'_> {
+    fn type_schema(&mut self, t: &TypeRef) -> Value {
+        if let Some(item) = wrapped(self.schema, t) {
+            return json!({"type": "array", "items": self.element_one(item)});
+        }
+        match t {
+            TypeRef::Builtin(b) => builtin_schema(*b),
+            TypeRef::Named(q) => {
+                if !self.schema.types.contains_key(q) {
+                    return json!({});
+                }
+                if !self.used.contains(q) {
+                    self.used.push(q.clone());
+                }
+                json!({"$ref": format!("#/components/schemas/{}", q.name)})
+            }
+            TypeRef::Inline(d) => self.def_schema(d),
+        }
+    }
+
+    fn def_schema(&mut self, d: &TypeDef) -> Value {
+        match d {
+            TypeDef::Simple(s) => {
+                let mut v = builtin_schema(self.schema.builtin_of(&s.base));
+                let o = v.as_object_mut().expect("object");
+                if !s.enumeration.is_empty() {
+                    o.insert("enum".into(), json!(s.enumeration));
+                }
+                let num = |x: &Option<String>| x.as_deref().and_then(|x| x.parse::<f64>().ok());
+                if let Some(m) = num(&s.min_inclusive) {
+                    o.insert("minimum".into(), json!(m));
+                }
+                if let Some(m) = num(&s.max_inclusive) {
+                    o.insert("maximum".into(), json!(m));
+                }
+                if let Some(m) = s.min_length {
+                    o.insert("minLength".into(), json!(m));
+                }
+                if let Some(m) = s.max_length {
+                    o.insert("maxLength".into(), json!(m));
+                }
+                v
+            }
+            TypeDef::Complex(c) => {
+                let mut props = Map::new();
+                let mut required = Vec::new();
+                for a in &c.attrs {
+                    let key = if c.fields.iter().any(|f| f.name.name == a.name) {
+                        format!("@{}", a.name)
+                    } else {
+                        a.name.clone()
+                    };
+                    props.insert(key.clone(), self.type_schema(&a.ty));
+                    if a.required {
+                        required.push(key);
+                    }
+                }
+                if let Some(t) = &c.text {
+                    props.insert("#text".into(), self.type_schema(t));
+                }
+                for f in &c.fields {
+                    props.insert(f.name.name.clone(), self.element_value(f));
+                    if f.min > 0 && !f.repeated() {
+                        required.push(f.name.name.clone());
+                    }
+                }
+                let mut o = json!({"type": "object", "properties": props});
+                if !required.is_empty() {
+                    o["required"] = json!(required);
+                }
+                if !c.open {
+                    o["additionalProperties"] = json!(false);
+                }
+                o
+            }
+        }
+    }
+
+    /// The JSON schema of one occurrence of an element (`null` included when nillable).
+    fn element_one(&mut self, d: &ElementDecl) -> Value {
+        let one = self.type_schema(&d.ty);
+        if !d.nillable {
+            return one;
+        }
+        match one {
+            Value::Object(mut o) if !o.contains_key("$ref") => {
+                o.insert("nullable".into(), json!(true));
+                Value::Object(o)
+            }
+            other => json!({"allOf": [other], "nullable": true}),
+        }
+    }
+
+    /// The JSON schema of an element's value, arrays and nulls included.
+    fn element_value(&mut self, d: &ElementDecl) -> Value {
+        let one = self.element_one(d);
+        if d.repeated() {
+            let mut a = json!({"type": "array", "items": one});
+            if d.min > 0 {
+                a["minItems"] = json!(d.min);
+            }
+            if let Some(m) = d.max {
+                a["maxItems"] = json!(m);
+            }
+            return a;
+        }
+        one
+    }
+
+    fn message(&mut self, op: &Operation, output: bool) -> Value {
+        let parts = if output { &op.output } else { &op.input };
+        let elements: Vec<&ElementDecl> = parts
+            .iter()
+            .filter_map(|p| p.element.as_ref())
+            .filter_map(|e| self.schema.elements.get(e))
+            .collect();
+        if op.style == Style::Document && elements.len() == 1 {
+            return self.type_schema(&elements[0].ty);
+        }
+        let mut props = Map::new();
+        for p in parts {
+            let v = match (&p.element, &p.ty) {
+                (Some(e), _) => match self.schema.elements.get(e) {
+                    Some(d) => self.element_value(d),
+                    None => json!({}),
+                },
+                (None, Some(t)) => self.type_schema(t),
+                _ => json!({}),
+            };
+            let key = match (op.style, &p.element) {
+                (Style::Document, Some(e)) => e.name.clone(),
+                _ => p.name.clone(),
+            };
+            props.insert(key, v);
+        }
+        json!({"type": "object", "properties": props})
+    }
+}
+
+fn wrapped<'a>(schema: &'a Schema, t: &'a TypeRef) -> Option<&'a ElementDecl> {
+    match schema.resolve(t)? {
+        Resolved::Complex(c) if c.attrs.is_empty() && c.text.is_none() && c.fields.len() == 1 => {
+            let f = &c.fields[0];
+            f.repeated().then_some(f)
+        }
+        _ => None,
+    }
+}
+
+/// The document for `port`'s operations as `POST {prefix}/{Operation}`.
+pub fn document(schema: &Schema, port: &Port, prefix: &str, title: &str) -> Value {
+    let mut g = Gen {
+        schema,
+        used: Vec::new(),
+    };
+    let problem = json!({"$ref": "#/components/schemas/Problem"});
+    let mut paths = Map::new();
+    for op in &port.operations {
+        let input = g.message(op, false);
+        let output = g.message(op, true);
+        paths.insert(
+            format!("{prefix}/{}", op.name),
+            json!({"post": {
+                "operationId": op.name,
+                "summary": format!("{} ({})", op.name, port.version.label()),
+                "requestBody": {"required": false, "content": {"application/json": {"schema": input}}},
+                "responses": {
+                    "200": {"description": "The operation's answer.", "content": {"application/json": {"schema": output}}},
+                    "400": {"description": "The request does not fit the operation (`invalid_soap_request`), or the service answered with a Client/Sender fault (`soap_fault`).", "content": {"application/problem+json": {"schema": problem}}},
+                    "502": {"description": "The service failed (a Server/Receiver fault, or no readable answer).", "content": {"application/problem+json": {"schema": problem}}},
+                },
+            }}),
+        );
+    }
+    // Named types, including those the first ones refer to.
+    let mut schemas = Map::new();
+    let mut i = 0;
+    while i < g.used.len() {
+        let q = g.used[i].clone();
+        if let Some(def) = schema.types.get(&q) {
+            let s = g.def_schema(def);
+            schemas.insert(q.name.clone(), s);
+        }
+        i += 1;
+    }
+    schemas.insert(
+        "Problem".into(),
+        json!({
+            "type": "object",
+            "description": "RFC 9457 problem details; SOAP faults add faultcode, subcodes, faultstring, faultactor and faultdetail.",
+            "properties": {
+                "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                "detail": {"type": "string"}, "code": {"type": "string"}, "request_id": {"type": "string"},
+                "field": {"type": "string"}, "faultcode": {"type": "string"},
+                "subcodes": {"type": "array", "items": {"type": "string"}},
+                "faultstring": {"type": "string"}, "faultactor": {"type": "string"}, "faultdetail": {}
+            }
+        }),
+    );
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": "1", "description": format!("JSON endpoints for the SOAP port `{}` ({}), generated by Portico from its WSDL.", port.name, port.version.label())},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}
