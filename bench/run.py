@@ -38,7 +38,7 @@ PORTS = {"nginx": 19081, "haproxy": 19082, "portico": 19084, "nginx-log": 19091,
          "portico-key": 19085, "portico-jwt": 19086, "portico-chain": 19087,
          "portico-rl-local": 19088, "portico-rl-redis": 19089, "portico-rl-batch": 19090,
          "portico-rr2": 19095, "portico-lr2": 19096, "portico-grpc": 19097,
-         "portico-agg": 19098, "portico-gzip": 19099}
+         "portico-agg": 19098, "portico-gzip": 19099, "portico-soap": 19100}
 
 # Two targets (the origin on two ports) balanced round robin or by least request, to measure
 # what the least-request pick costs: `--proxies portico-rr2,portico-lr2`.
@@ -142,6 +142,9 @@ http {{
         location = /json {{ default_type application/json; alias {run}/doc.json; }}
         location = /agg {{ default_type application/json; alias {run}/doc2k.json; }}
         location = /json2k {{ default_type application/json; alias {run}/doc2k.json; }}
+        # POST allowed through the 405 page (static files answer GET only).
+        location = /soap/Echo {{ default_type application/json; alias {run}/soap4k.json; error_page 405 =200 $uri; }}
+        location = /soap11 {{ default_type "text/xml; charset=utf-8"; alias {run}/soap4k.xml; error_page 405 =200 $uri; }}
         location = /v1/shelves/7 {{ default_type application/json; return 200 '{{"id":"7","theme":"theme-7"}}'; }}
     }}
     server {{
@@ -251,7 +254,13 @@ SCENARIOS = {
     # A 2 KiB JSON document, proxied as is by every contestant except portico-agg, which
     # answers with three 2 KiB backend calls made concurrently and merged.
     "agg-c64": ("wrk", "/agg", 64, 1),
+    # A 4 KiB JSON POST answered by a 4 KiB JSON document, proxied as is by every contestant
+    # except portico-soap, which turns it into a SOAP 1.1 call (the calculator WSDL's Echo) and
+    # reads a 4 KiB envelope back into JSON.
+    "soap-c64": ("wrk-soap", "/soap/Echo", 64, 1),
 }
+
+SOAP_TEXT = "s" * 4000
 
 H2_HEADERS = []
 
@@ -338,8 +347,9 @@ def wait_port(port, proc, what):
 
 def load(tool, port, path, conns, streams, seconds, cpu):
     pre = lambda: os.setpriority(os.PRIO_PROCESS, 0, -20) if os.geteuid() == 0 else None
-    if tool == "wrk":
-        cmd = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", LUA, f"http://127.0.0.1:{port}{path}"]
+    if tool in ("wrk", "wrk-soap"):
+        script = SOAP_LUA if tool == "wrk-soap" else LUA
+        cmd = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", script, f"http://127.0.0.1:{port}{path}"]
         out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pre, timeout=seconds + 30).stdout
         m = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
         if not m:
@@ -394,6 +404,18 @@ def main():
         f.write(WRK_LUA)
     global H2_HEADERS
     H2_HEADERS = ["-H", f"x-api-key: {BENCH_KEY}", "-H", f"authorization: Bearer {token}"]
+    global SOAP_LUA
+    SOAP_LUA = os.path.join(run, "soap.lua")
+    with open(SOAP_LUA, "w") as f:
+        body = '{"text":"' + SOAP_TEXT + '","count":1,"color":"red"}'
+        f.write(f'wrk.method = "POST"\nwrk.body = \'{body}\'\nwrk.headers["Content-Type"] = "application/json"\n')
+        f.write(WRK_LUA)
+    with open(os.path.join(run, "soap4k.json"), "w") as f:
+        f.write('{"EchoResult":"' + SOAP_TEXT + '"}')
+    with open(os.path.join(run, "soap4k.xml"), "w") as f:
+        f.write("<?xml version='1.0' encoding='UTF-8'?>\n<soap11env:Envelope xmlns:soap11env=\"http://schemas.xmlsoap.org/soap/envelope/\" "
+                "xmlns:tns=\"urn:portico:test:calc\"><soap11env:Body><tns:EchoResponse><tns:EchoResult>" + SOAP_TEXT
+                + "</tns:EchoResult></tns:EchoResponse></soap11env:Body></soap11env:Envelope>")
     with open(os.path.join(run, "doc.json"), "w") as f:
         # Exactly 16,384 bytes of JSON.
         f.write('{"pad":"' + "x" * (16384 - 10) + '"}')
@@ -436,7 +458,7 @@ def main():
 
         contestants = []
         for proxy in args.proxies.split(","):
-            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED or proxy in ("portico-grpc", "portico-agg") else [False, True]):
+            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED or proxy in ("portico-grpc", "portico-agg", "portico-soap") else [False, True]):
                 name = proxy + ("-log" if logging else "")
                 port = PORTS[name]
                 log = os.path.join(run, f"{name}.access.log")
@@ -470,6 +492,11 @@ def main():
                         conf = conf.replace("    upstream: origin\n",
                                             "    aggregate:\n      backends:\n"
                                             + "".join(f"        - {{ name: b{i}, upstream: origin, path: /json2k }}\n" for i in range(3)))
+                    if proxy == "portico-soap":
+                        wsdl = os.path.join(ROOT, "crates/portico-testkit/soap/calculator11.wsdl")
+                        conf = conf.replace("  - name: all\n    upstream: origin\n",
+                                            "  - name: all\n    match: { path: { prefix: /soap } }\n    upstream: origin\n"
+                                            f"    soap: {{ wsdl: \"{wsdl}\" }}\n")
                     if proxy in BALANCED:
                         conf = conf.replace(f'targets: ["http://127.0.0.1:{ORIGIN_PORT}"]',
                                             f'targets: ["http://127.0.0.1:{ORIGIN_PORT}", "http://127.0.0.1:{ORIGIN_PORT2}"]\n'

@@ -1627,7 +1627,86 @@ fn compile_soap(
         );
         return None;
     }
+    let mut bindings: Vec<SoapBinding> = Vec::new();
+    let onode = get(snode, "operations").unwrap_or(snode);
+    for (name, oc) in &s.operations {
+        let at = get(onode, name).map_or(onode.loc, |n| n.loc);
+        let Some(operation) = port.operations.iter().position(|o| &o.name == name) else {
+            cx.sink.at(
+                at,
+                format!("`{name}` is not an operation of port `{}`", port.name),
+                format!(
+                    "the operations are {}",
+                    port.operations
+                        .iter()
+                        .map(|o| o.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            return None;
+        };
+        let method = match http::Method::from_bytes(
+            oc.method
+                .as_deref()
+                .unwrap_or("POST")
+                .to_ascii_uppercase()
+                .as_bytes(),
+        ) {
+            Ok(m) => m,
+            Err(_) => {
+                cx.sink
+                    .at(at, "invalid method", "use GET, POST, PUT, PATCH or DELETE");
+                return None;
+            }
+        };
+        if !oc.path.starts_with('/') {
+            cx.sink.at(
+                at,
+                format!("`{}` must start with `/`", oc.path),
+                format!("write `/{}` (it follows the route's prefix)", oc.path),
+            );
+            return None;
+        }
+        let mut segments = Vec::new();
+        for seg in oc.path.trim_matches('/').split('/') {
+            match seg.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
+                Some(p) if !p.is_empty() && !p.contains(['{', '}']) => {
+                    segments.push(SoapSegment::Param(p.to_owned()))
+                }
+                None if !seg.contains(['{', '}']) => {
+                    segments.push(SoapSegment::Literal(seg.to_owned()))
+                }
+                _ => {
+                    cx.sink.at(
+                        at,
+                        format!("`{seg}` in `{}` is not a segment", oc.path),
+                        "write literal segments and whole-segment parameters such as `/people/{id}`",
+                    );
+                    return None;
+                }
+            }
+        }
+        if bindings
+            .iter()
+            .any(|b| b.method == method && b.segments == segments)
+        {
+            cx.sink.at(
+                at,
+                format!("{method} {} is bound to two operations", oc.path),
+                "give each operation its own method or path",
+            );
+            return None;
+        }
+        bindings.push(SoapBinding {
+            operation,
+            method,
+            segments,
+            path: oc.path.clone(),
+        });
+    }
     Some(Arc::new(SoapRoute {
+        bindings,
         wsdl: Arc::new(wsdl),
         port,
         prefix,

@@ -556,6 +556,20 @@ pub struct SoapConfig {
     /// Largest JSON request and SOAP response read, in bytes. Default 4194304.
     #[serde(default)]
     pub max_bytes: Option<u64>,
+    /// Other methods and paths for operations, e.g. `{ GetPerson: { method: GET, path:
+    /// "/people/{id}" } }`; `{name}` segments and query parameters become input fields.
+    #[serde(default)]
+    pub operations: BTreeMap<String, SoapOperationConfig>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SoapOperationConfig {
+    /// Default `POST`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// After the route's prefix, e.g. `/people/{id}`.
+    pub path: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -290,6 +290,52 @@ pub struct SoapRoute {
     pub path: http::uri::PathAndQuery,
     pub token: Option<portico_translate::soap::UsernameToken>,
     pub max_bytes: u64,
+    /// Configured methods and paths, tried before `POST {prefix}/{Operation}`.
+    pub bindings: Vec<SoapBinding>,
+}
+
+/// `GET /people/{id}` for an operation.
+#[derive(Debug)]
+pub struct SoapBinding {
+    /// Index into the port's operations.
+    pub operation: usize,
+    pub method: http::Method,
+    /// Segments after the prefix: literal text, or `{name}` capturing one segment.
+    pub segments: Vec<SoapSegment>,
+    /// As written, for documents: `/people/{id}`.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SoapSegment {
+    Literal(String),
+    Param(String),
+}
+
+impl SoapBinding {
+    /// The captured parameters when `method` and `rest` (the path after the prefix) match.
+    pub fn matches<'a>(
+        &'a self,
+        method: &http::Method,
+        rest: &'a str,
+    ) -> Option<Vec<(&'a str, &'a str)>> {
+        if *method != self.method {
+            return None;
+        }
+        let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
+        if parts.len() != self.segments.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (seg, part) in self.segments.iter().zip(parts) {
+            match seg {
+                SoapSegment::Literal(l) if l == part => {}
+                SoapSegment::Param(name) if !part.is_empty() => params.push((name.as_str(), part)),
+                _ => return None,
+            }
+        }
+        Some(params)
+    }
 }
 
 /// A route's gRPC transcoding: the methods and bindings, built when the config loads.

@@ -254,6 +254,11 @@ unknown_section: 1
 
 #[test]
 fn semantic_errors() {
+    const WSDL: &str = concat!(
+        "\"",
+        env!("CARGO_MANIFEST_DIR"),
+        "/../portico-testkit/soap/calculator11.wsdl\""
+    );
     let cases: &[(&str, &str)] = &[
         (
             "routes: [{ name: a, respond: {} }, { name: a, respond: {} }]",
@@ -773,6 +778,24 @@ fn semantic_errors() {
         (
             "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ match: { path: { exact: /s } }, upstream: u, soap: { wsdl: x.wsdl } }]",
             "`soap` needs a `prefix:` path match",
+        ),
+        (
+            &format!(
+                "upstreams: {{ u: {{ targets: [\"http://a:1\"] }} }}\nroutes: [{{ match: {{ path: {{ prefix: /s }} }}, upstream: u, soap: {{ wsdl: {WSDL}, operations: {{ Nope: {{ path: /x }} }} }} }}]"
+            ),
+            "`Nope` is not an operation of port `CalculatorService`",
+        ),
+        (
+            &format!(
+                "upstreams: {{ u: {{ targets: [\"http://a:1\"] }} }}\nroutes: [{{ match: {{ path: {{ prefix: /s }} }}, upstream: u, soap: {{ wsdl: {WSDL}, operations: {{ Add: {{ path: \"/a/{{x\" }} }} }} }}]"
+            ),
+            "is not a segment",
+        ),
+        (
+            &format!(
+                "upstreams: {{ u: {{ targets: [\"http://a:1\"] }} }}\nroutes: [{{ match: {{ path: {{ prefix: /s }} }}, upstream: u, soap: {{ wsdl: {WSDL}, service: Other }} }}]"
+            ),
+            "no SOAP port matches",
         ),
         (
             "policies: [{ type: xml_json, root: \"1st\" }]",

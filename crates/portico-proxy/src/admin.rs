@@ -363,6 +363,10 @@ fn openapi(inner: &Inner, name: &str) -> Response<Full<Bytes>> {
         &s.port,
         &s.prefix,
         &format!("{} (Portico route `{}`)", s.port.name, route.name),
+        &s.bindings
+            .iter()
+            .map(|b| (b.operation, b.method.as_str(), b.path.as_str()))
+            .collect::<Vec<_>>(),
     );
     reply(
         StatusCode::OK,

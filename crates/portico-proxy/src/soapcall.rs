@@ -18,6 +18,10 @@ use crate::problem::Problem;
 use crate::runtime::Runtime;
 use crate::transcode::problem;
 
+fn decode(v: &str) -> String {
+    portico_translate::template::percent_decode(v, false).unwrap_or_else(|| v.to_owned())
+}
+
 fn operations_list(s: &SoapRoute) -> String {
     s.port
         .operations
@@ -40,8 +44,23 @@ pub async fn handle(
     rec: &mut Record,
 ) -> Result<Response<Body>, Problem> {
     let cfg = &rt.config;
-    let name = path.get(s.prefix.len()..).unwrap_or("").trim_matches('/');
-    let Some(op) = s.port.operations.iter().find(|o| o.name == name) else {
+    let rest = path.get(s.prefix.len()..).unwrap_or("");
+    // A configured method and path first, then `POST {prefix}/{Operation}`.
+    let bound = s.bindings.iter().find_map(|b| {
+        b.matches(req.method(), rest).map(|params| {
+            let params: Vec<(String, String)> = params
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), decode(v)))
+                .collect();
+            (&s.port.operations[b.operation], params)
+        })
+    });
+    let name = rest.trim_matches('/');
+    let found = match &bound {
+        Some((op, _)) => Some(*op),
+        None => s.port.operations.iter().find(|o| o.name == name),
+    };
+    let Some(op) = found else {
         return Ok(problem(
             StatusCode::NOT_FOUND,
             "no_soap_operation",
@@ -53,7 +72,7 @@ pub async fn handle(
             request_id,
         ));
     };
-    if req.method() != Method::POST {
+    if bound.is_none() && req.method() != Method::POST {
         let mut r = problem(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -90,7 +109,7 @@ pub async fn handle(
     bytes_in
         .bytes
         .store(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    let json: Value = if body.iter().all(u8::is_ascii_whitespace) {
+    let mut json: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Map::new())
     } else {
         match serde_json::from_slice(&body) {
@@ -106,6 +125,34 @@ pub async fn handle(
             }
         }
     };
+    // On a configured binding, query parameters and then path parameters fill in fields.
+    if let Some((_, params)) = &bound
+        && let Value::Object(m) = &mut json
+    {
+        for pair in parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let (k, v) = (decode(&k.replace('+', " ")), decode(&v.replace('+', " ")));
+            match m.get_mut(&k) {
+                Some(Value::Array(a)) => a.push(Value::String(v)),
+                Some(prev) => {
+                    let first = prev.take();
+                    *prev = Value::Array(vec![first, Value::String(v)]);
+                }
+                None => {
+                    m.insert(k, Value::String(v));
+                }
+            }
+        }
+        for (k, v) in params {
+            m.insert(k.clone(), Value::String(v.clone()));
+        }
+    }
     let envelope = match soap::request(&s.wsdl.schema, &s.port, op, &json, s.token.as_ref()) {
         Ok(e) => e,
         Err(e) => {

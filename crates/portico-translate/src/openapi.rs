@@ -177,13 +177,50 @@ fn wrapped<'a>(schema: &'a Schema, t: &'a TypeRef) -> Option<&'a ElementDecl> {
     }
 }
 
-/// The document for `port`'s operations as `POST {prefix}/{Operation}`.
-pub fn document(schema: &Schema, port: &Port, prefix: &str, title: &str) -> Value {
+/// An operation bound to another method and path: (operation index, method, path after the
+/// prefix with `{name}` segments).
+pub type Binding<'a> = (usize, &'a str, &'a str);
+
+/// The input fields of a document-style operation with one part: (name, schema).
+fn input_fields(g: &mut Gen<'_>, op: &Operation) -> Vec<(String, Value)> {
+    let Some(d) = op
+        .input
+        .iter()
+        .filter_map(|p| p.element.as_ref())
+        .find_map(|e| g.schema.elements.get(e))
+    else {
+        return Vec::new();
+    };
+    let Some(Resolved::Complex(c)) = g.schema.resolve(&d.ty) else {
+        return Vec::new();
+    };
+    let fields: Vec<ElementDecl> = c.fields.clone();
+    fields
+        .iter()
+        .map(|f| (f.name.name.clone(), g.element_value(f)))
+        .collect()
+}
+
+/// The document for `port`'s operations as `POST {prefix}/{Operation}`, plus `bindings`.
+pub fn document(
+    schema: &Schema,
+    port: &Port,
+    prefix: &str,
+    title: &str,
+    bindings: &[Binding<'_>],
+) -> Value {
     let mut g = Gen {
         schema,
         used: Vec::new(),
     };
     let problem = json!({"$ref": "#/components/schemas/Problem"});
+    let responses = |output: Value| {
+        json!({
+            "200": {"description": "The operation's answer.", "content": {"application/json": {"schema": output}}},
+            "400": {"description": "The request does not fit the operation (`invalid_soap_request`), or the service answered with a Client/Sender fault (`soap_fault`).", "content": {"application/problem+json": {"schema": problem}}},
+            "502": {"description": "The service failed (a Server/Receiver fault, or no readable answer).", "content": {"application/problem+json": {"schema": problem}}},
+        })
+    };
     let mut paths = Map::new();
     for op in &port.operations {
         let input = g.message(op, false);
@@ -194,13 +231,44 @@ pub fn document(schema: &Schema, port: &Port, prefix: &str, title: &str) -> Valu
                 "operationId": op.name,
                 "summary": format!("{} ({})", op.name, port.version.label()),
                 "requestBody": {"required": false, "content": {"application/json": {"schema": input}}},
-                "responses": {
-                    "200": {"description": "The operation's answer.", "content": {"application/json": {"schema": output}}},
-                    "400": {"description": "The request does not fit the operation (`invalid_soap_request`), or the service answered with a Client/Sender fault (`soap_fault`).", "content": {"application/problem+json": {"schema": problem}}},
-                    "502": {"description": "The service failed (a Server/Receiver fault, or no readable answer).", "content": {"application/problem+json": {"schema": problem}}},
-                },
+                "responses": responses(output),
             }}),
         );
+    }
+    for (i, (index, method, path)) in bindings.iter().enumerate() {
+        let Some(op) = port.operations.get(*index) else {
+            continue;
+        };
+        let method = method.to_ascii_lowercase();
+        let fields = input_fields(&mut g, op);
+        let in_path: Vec<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .collect();
+        let mut parameters = Vec::new();
+        for (name, schema) in &fields {
+            if in_path.contains(&name.as_str()) {
+                parameters
+                    .push(json!({"name": name, "in": "path", "required": true, "schema": schema}));
+            } else if !matches!(method.as_str(), "post" | "put" | "patch") {
+                parameters.push(
+                    json!({"name": name, "in": "query", "required": false, "schema": schema}),
+                );
+            }
+        }
+        let mut item = json!({
+            "operationId": format!("{}_{}", op.name, i + 1),
+            "summary": format!("{} ({})", op.name, port.version.label()),
+            "parameters": parameters,
+            "responses": responses(g.message(op, true)),
+        });
+        if matches!(method.as_str(), "post" | "put" | "patch") {
+            item["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": g.message(op, false)}}});
+        }
+        let entry = paths
+            .entry(format!("{prefix}{path}"))
+            .or_insert_with(|| json!({}));
+        entry[method.as_str()] = item;
     }
     // Named types, including those the first ones refer to.
     let mut schemas = Map::new();

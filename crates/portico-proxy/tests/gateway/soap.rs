@@ -30,7 +30,12 @@ routes:
   - name: calc11
     match: {{ path: {{ prefix: /calc11 }} }}
     upstream: calc
-    soap: {{ wsdl: "{d}/calculator11.wsdl" }}
+    soap:
+      wsdl: "{d}/calculator11.wsdl"
+      operations:
+        GetPerson: {{ method: GET, path: "/people/{{id}}" }}
+        Add: {{ method: GET, path: /add }}
+        Echo: {{ method: PUT, path: "/echo/{{color}}" }}
   - match: {{ path: {{ prefix: /calc12 }} }}
     upstream: calc
     soap: {{ wsdl: "{d}/calculator12.wsdl" }}
@@ -263,4 +268,56 @@ async fn the_admin_port_serves_an_openapi_document_per_soap_route() {
     }
     let missing = get("/openapi/nope").await;
     assert_eq!(missing.status, 404);
+}
+
+#[tokio::test]
+async fn operations_can_have_their_own_methods_and_paths() {
+    let Some(server) = soap_server() else { return };
+    let gw = gateway(&soap_gateway_config(&server)).await;
+    let c = client(false, &[]);
+    let get = |p: &str| send(&c, req("GET", &gw.url(p)).body(crate::empty()).unwrap());
+    // Path parameters and query parameters fill in the fields, typed by the schema.
+    let got = get("/calc11/people/3").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["GetPersonResult"]["name"], "Grace Hopper");
+    let got = get("/calc11/add?a=20&b=22").await;
+    assert_eq!(got.json(), json!({"AddResult": 42}), "{}", got.text());
+    let got = get("/calc11/add?a=x").await;
+    assert_eq!(got.status, 400);
+    assert_eq!(got.json()["field"], "a");
+    let got = send(
+        &c,
+        req("PUT", &gw.url("/calc11/echo/blue"))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from_static(
+                b"{\"text\": \"hi\", \"count\": 1}",
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        got.json(),
+        json!({"EchoResult": "hi blue"}),
+        "{}",
+        got.text()
+    );
+    // The default route of every operation stays.
+    let got = call(&gw, "/calc11/GetPerson", json!({"id": 1})).await;
+    assert_eq!(got.json()["GetPersonResult"]["name"], "Ada Lovelace");
+    // The document shows the bound paths with their parameters.
+    let doc = send(
+        &c,
+        req("GET", &gw.admin_url("/openapi/calc11"))
+            .body(crate::empty())
+            .unwrap(),
+    )
+    .await
+    .json();
+    let people = &doc["paths"]["/calc11/people/{id}"]["get"];
+    assert_eq!(people["parameters"][0]["name"], "id");
+    assert_eq!(people["parameters"][0]["in"], "path");
+    assert_eq!(people["parameters"][0]["schema"]["type"], "integer");
+    let add = &doc["paths"]["/calc11/add"]["get"]["parameters"];
+    assert_eq!(add.as_array().unwrap().len(), 2);
+    assert!(doc["paths"]["/calc11/echo/{color}"]["put"]["requestBody"].is_object());
 }
