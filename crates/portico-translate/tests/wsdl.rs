@@ -220,3 +220,68 @@ fn envelopes_carry_the_version_action_token_and_nil() {
     assert!(e.body.contains("http://www.w3.org/2003/05/soap-envelope"));
     assert!(!e.body.contains("Header"));
 }
+
+/// An rpc/literal service written by hand: parts typed by `type=`, accessors unqualified,
+/// wrapped in an element named after the operation in the binding's namespace.
+const RPC_WSDL: &str = r#"<definitions xmlns="http://schemas.xmlsoap.org/wsdl/"
+    xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:xsd="http://www.w3.org/2001/XMLSchema"
+    xmlns:tns="urn:rpc" targetNamespace="urn:rpc">
+  <types><xsd:schema targetNamespace="urn:rpc">
+    <xsd:complexType name="Point"><xsd:sequence>
+      <xsd:element name="x" type="xsd:int"/><xsd:element name="y" type="xsd:int"/>
+    </xsd:sequence></xsd:complexType>
+  </xsd:schema></types>
+  <message name="MoveIn"><part name="p" type="tns:Point"/><part name="by" type="xsd:int"/></message>
+  <message name="MoveOut"><part name="result" type="tns:Point"/><part name="ok" type="xsd:boolean"/></message>
+  <portType name="Geo"><operation name="Move"><input message="tns:MoveIn"/><output message="tns:MoveOut"/></operation></portType>
+  <binding name="GeoBinding" type="tns:Geo">
+    <soap:binding style="rpc" transport="http://schemas.xmlsoap.org/soap/http"/>
+    <operation name="Move"><soap:operation soapAction="urn:rpc#Move"/>
+      <input><soap:body use="literal" namespace="urn:rpc"/></input>
+      <output><soap:body use="literal" namespace="urn:rpc"/></output>
+    </operation>
+  </binding>
+  <service name="Geo"><port name="GeoPort" binding="tns:GeoBinding"><soap:address location="http://h/geo"/></port></service>
+</definitions>"#;
+
+#[test]
+fn rpc_literal_operations_wrap_their_parts() {
+    use portico_translate::soap::{Reply, request, response};
+    let w = wsdl::load(
+        "rpc.wsdl",
+        &mut |_: &str| Ok(RPC_WSDL.as_bytes().to_vec()),
+        Limits::default(),
+    )
+    .unwrap();
+    let port = w.port(None, None).unwrap();
+    let op = &port.operations[0];
+    assert_eq!(op.style, Style::Rpc);
+    let e = request(
+        &w.schema,
+        port,
+        op,
+        &serde_json::json!({"p": {"x": 1, "y": 2}, "by": 3}),
+        None,
+    )
+    .unwrap();
+    assert_eq!(e.soap_action.as_deref(), Some("\"urn:rpc#Move\""));
+    assert!(
+        e.body
+            .contains("<ns0:Move><p><x>1</x><y>2</y></p><by>3</by></ns0:Move>"),
+        "{}",
+        e.body
+    );
+    let err = request(&w.schema, port, op, &serde_json::json!({"q": 1}), None).unwrap_err();
+    assert_eq!(err.path, "q");
+    let answer = br#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><r:MoveResponse xmlns:r="urn:rpc"><result><x>4</x><y>5</y></result><ok>1</ok></r:MoveResponse></s:Body></s:Envelope>"#;
+    let got = response(&w.schema, port, op, answer, &Limits::default()).unwrap();
+    assert_eq!(
+        got,
+        Reply::Ok(serde_json::json!({"result": {"x": 4, "y": 5}, "ok": true}))
+    );
+    // The other SOAP version's envelope is not this port's answer.
+    let v12 =
+        br#"<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body/></e:Envelope>"#;
+    let why = response(&w.schema, port, op, v12, &Limits::default()).unwrap_err();
+    assert!(why.contains("a SOAP 1.2 envelope"), "{why}");
+}

@@ -321,3 +321,54 @@ async fn operations_can_have_their_own_methods_and_paths() {
     assert_eq!(add.as_array().unwrap().len(), 2);
     assert!(doc["paths"]["/calc11/echo/{color}"]["put"]["requestBody"].is_object());
 }
+
+/// Needs no SOAP service: an upstream that answers with entity attacks or the wrong thing.
+#[tokio::test]
+async fn hostile_or_broken_answers_become_502_problems() {
+    let up = serve(|req| async move {
+        let body = match req.uri().path() {
+            "/xxe/soap11" => "<!DOCTYPE e [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><e>&x;</e>",
+            "/laughs/soap11" => {
+                "<!DOCTYPE l [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;\">]><l>&b;</l>"
+            }
+            "/v12/soap11" => {
+                "<e:Envelope xmlns:e=\"http://www.w3.org/2003/05/soap-envelope\"><e:Body/></e:Envelope>"
+            }
+            _ => "not xml at all",
+        };
+        let mut r = http::Response::new(full(body));
+        r.headers_mut()
+            .insert("content-type", "text/xml".parse().unwrap());
+        r
+    })
+    .await;
+    let wsdl = soap_dir().join("calculator11.wsdl");
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n{}",
+        up.url(),
+        ["xxe", "laughs", "v12", "junk"]
+            .iter()
+            .map(|n| format!(
+                "  - match: {{ path: {{ prefix: /{n} }} }}\n    upstream: u\n    soap: {{ wsdl: \"{}\", path: /{n}/soap11 }}\n",
+                wsdl.display()
+            ))
+            .collect::<String>()
+    )))
+    .await;
+    for (prefix, words) in [
+        ("/xxe", "DTD"),
+        ("/laughs", "DTD"),
+        ("/v12", "a SOAP 1.2 envelope"),
+        ("/junk", "line 1"),
+    ] {
+        let got = call(&gw, &format!("{prefix}/Add"), json!({"a": 1, "b": 2})).await;
+        assert_eq!(got.status, 502, "{prefix}: {}", got.text());
+        assert_eq!(got.json()["code"], "upstream_invalid_soap");
+        assert!(
+            got.json()["detail"].as_str().unwrap().contains(words),
+            "{prefix}: {}",
+            got.text()
+        );
+        assert!(!got.text().contains("root:"));
+    }
+}
