@@ -1563,12 +1563,14 @@ fn compile_soap(
         }
     };
     let at = loc(snode, "wsdl");
-    let file = resolve(cx, &s.wsdl).to_string_lossy().into_owned();
+    let file = if s.wsdl.starts_with("http://") || s.wsdl.starts_with("https://") {
+        s.wsdl.clone()
+    } else {
+        resolve(cx, &s.wsdl).to_string_lossy().into_owned()
+    };
     let mut fetch = |loc: &str| {
-        if loc.contains("://") {
-            return Err(
-                "only files are read (fetch remote schemas into files next to the WSDL)".to_owned(),
-            );
+        if loc.starts_with("http://") || loc.starts_with("https://") {
+            return crate::fetch_url(loc).map_err(|e| format!("cannot fetch it: {e}"));
         }
         std::fs::read(loc).map_err(|e| format!("cannot read it: {e}"))
     };

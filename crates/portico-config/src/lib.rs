@@ -39,6 +39,25 @@ pub fn load_file(path: &Path) -> Result<Config, Diagnostics> {
     load_str(&name, &text, base, &|k| std::env::var(k).ok())
 }
 
+/// Reads a document named by an `http(s)://` URL while a config loads (a WSDL and its
+/// schemas). The config crate does no network I/O of its own: the gateway, which owns an HTTP
+/// client, sets this once at start.
+pub type UrlFetcher = fn(&str) -> Result<Vec<u8>, String>;
+
+static URL_FETCHER: std::sync::OnceLock<UrlFetcher> = std::sync::OnceLock::new();
+
+/// Sets the [`UrlFetcher`]; the first call wins.
+pub fn set_url_fetcher(f: UrlFetcher) {
+    let _ = URL_FETCHER.set(f);
+}
+
+pub(crate) fn fetch_url(url: &str) -> Result<Vec<u8>, String> {
+    match URL_FETCHER.get() {
+        Some(f) => f(url),
+        None => Err("URLs are not fetched here (no HTTP client is set up)".into()),
+    }
+}
+
 /// Compiles config text. `source` names it in diagnostics.
 pub fn load_str(
     source: &str,

@@ -128,3 +128,19 @@ where
     tokio::spawn(conn);
     tx.send_request(req).await.map_err(|e| e.to_string())
 }
+
+/// A GET made while a config loads (a WSDL named by URL), from code that is not async: on its
+/// own thread and runtime, so it works inside and outside the gateway's runtime. 10 s, 16 MiB.
+pub fn get_blocking(url: &str) -> Result<Vec<u8>, String> {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(get(&url, Duration::from_secs(10), 16 << 20))
+            .map(|b| b.to_vec())
+    })
+    .join()
+    .map_err(|_| "the fetch failed".to_owned())?
+}

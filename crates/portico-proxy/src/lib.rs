@@ -13,6 +13,17 @@ mod compress;
 pub mod concurrency;
 pub mod dns;
 mod fetch;
+
+/// Lets configs name documents (WSDLs) by `http(s)://` URL: they are fetched while the config
+/// loads, with the gateway's HTTP client. Call once at start.
+pub fn install_url_fetcher() {
+    portico_config::set_url_fetcher(fetch::get_blocking);
+}
+
+/// A GET of an `http(s)://` URL from code that is not async (10 s, 16 MiB, 200 only).
+pub fn fetch_blocking(url: &str) -> Result<Vec<u8>, String> {
+    fetch::get_blocking(url)
+}
 mod grpcweb;
 mod h1guard;
 pub mod headers;
@@ -276,7 +287,12 @@ impl Gateway {
         let Some(path) = self.inner.config_path.clone() else {
             return Err("this gateway was not started from a file; nothing to reload".into());
         };
-        let result = match portico_config::load_file(&path) {
+        // Loading reads files (and fetches WSDLs named by URL): off the request threads.
+        let file = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || portico_config::load_file(&file))
+            .await
+            .map_err(|e| format!("loading the config failed: {e}"))?;
+        let result = match loaded {
             Ok(cfg) => self.apply(cfg).await,
             Err(d) => Err(d.to_string()),
         };

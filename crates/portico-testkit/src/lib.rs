@@ -273,6 +273,7 @@ fn with_admin(yaml: &str) -> String {
 
 /// Starts a gateway from config text (not backed by a file).
 pub async fn gateway(yaml: &str) -> TestGateway {
+    portico_proxy::install_url_fetcher();
     let text = with_admin(yaml);
     let cfg = portico_config::load_str("test.yaml", &text, std::path::Path::new("."), &|k| {
         std::env::var(k).ok()

@@ -35,8 +35,9 @@ enum HashWhat {
 enum SoapWhat {
     /// List a WSDL's services, SOAP ports and operations with their message fields.
     Inspect {
-        /// The WSDL file (imported and included files are read relative to it).
-        wsdl: PathBuf,
+        /// The WSDL file or `http(s)://` URL (imported and included files are read relative to
+        /// it).
+        wsdl: String,
     },
 }
 
@@ -84,6 +85,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    portico_proxy::install_url_fetcher();
     match cli.command {
         Some(Command::Validate { config }) => validate(&config),
         Some(Command::Hash { what }) => hash(what),
@@ -114,10 +116,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn soap_inspect(path: &Path) -> ExitCode {
-    let location = path.to_string_lossy();
-    let mut fetch = |loc: &str| std::fs::read(loc).map_err(|e| format!("cannot read it: {e}"));
-    match portico_translate::wsdl::load(&location, &mut fetch, Default::default()) {
+fn soap_inspect(location: &str) -> ExitCode {
+    let mut fetch = |loc: &str| {
+        if loc.starts_with("http://") || loc.starts_with("https://") {
+            portico_proxy::fetch_blocking(loc).map_err(|e| format!("cannot fetch it: {e}"))
+        } else {
+            std::fs::read(loc).map_err(|e| format!("cannot read it: {e}"))
+        }
+    };
+    match portico_translate::wsdl::load(location, &mut fetch, Default::default()) {
         Ok(w) => {
             print!("{}", w.describe());
             ExitCode::SUCCESS

@@ -372,3 +372,53 @@ async fn hostile_or_broken_answers_become_502_problems() {
         assert!(!got.text().contains("root:"));
     }
 }
+
+/// Needs no SOAP service: the WSDL and the schemas it imports are served over HTTP and fetched
+/// while the config loads. (Loading blocks its thread, so the file server needs another one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wsdl_named_by_url_is_fetched_with_its_schemas_at_load() {
+    let files = serve(|req| async move {
+        let name = req.uri().path().trim_start_matches('/').to_owned();
+        let dir = soap_dir().join("split");
+        match std::fs::read(dir.join(&name)) {
+            Ok(b) if !name.contains("..") => http::Response::new(full(b)),
+            _ => {
+                let mut r = http::Response::new(full("no such file"));
+                *r.status_mut() = http::StatusCode::NOT_FOUND;
+                r
+            }
+        }
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"http://127.0.0.1:9\"] }}\nroutes:\n  - name: remote\n    match: {{ path: {{ prefix: /r }} }}\n    upstream: u\n    soap: {{ wsdl: \"{}/calculator.wsdl\" }}\n",
+        files.url()
+    )))
+    .await;
+    assert!(
+        files.hits() >= 3,
+        "the WSDL, types.xsd and common.xsd were fetched"
+    );
+    let c = client(false, &[]);
+    let doc = send(
+        &c,
+        req("GET", &gw.admin_url("/openapi/remote"))
+            .body(crate::empty())
+            .unwrap(),
+    )
+    .await
+    .json();
+    assert_eq!(
+        doc["components"]["schemas"]["Color"]["enum"],
+        json!(["red", "green", "blue"])
+    );
+    // A WSDL that is not there is a config error naming the URL.
+    let text = format!(
+        "upstreams:\n  u: {{ targets: [\"http://127.0.0.1:9\"] }}\nroutes:\n  - match: {{ path: {{ prefix: /r }} }}\n    upstream: u\n    soap: {{ wsdl: \"{}/missing.wsdl\" }}\n",
+        files.url()
+    );
+    let err = portico_config::load_str("t.yaml", &text, std::path::Path::new("."), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/missing.wsdl: cannot fetch it"), "{err}");
+}
