@@ -253,6 +253,25 @@ pub struct Target {
     pub display: Arc<str>,
 }
 
+impl Target {
+    /// The absolute URI of `path_and_query` on this target.
+    pub fn uri<T>(&self, path_and_query: T) -> Result<http::Uri, http::Error>
+    where
+        http::uri::PathAndQuery: TryFrom<T>,
+        <http::uri::PathAndQuery as TryFrom<T>>::Error: Into<http::Error>,
+    {
+        http::Uri::builder()
+            .scheme(if self.scheme == Scheme::Https {
+                "https"
+            } else {
+                "http"
+            })
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
 #[derive(Debug)]
 pub struct Route {
     pub index: usize,

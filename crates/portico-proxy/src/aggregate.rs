@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use portico_config::{Aggregate, AggregatePart, Scheme};
+use portico_config::{Aggregate, AggregatePart};
 use serde_json::{Map, Value};
 
 use crate::access_log::Record;
@@ -127,23 +127,13 @@ async fn call(
         query: None,
     });
     let target = pool.target(i).clone();
-    let scheme = if target.scheme == Scheme::Https {
-        "https"
-    } else {
-        "http"
-    };
-    let uri = Uri::builder()
-        .scheme(scheme)
-        .authority(target.authority.clone())
-        .path_and_query(path.as_str())
-        .build()
-        .map_err(|e| {
-            fail(
-                StatusCode::BAD_GATEWAY,
-                "upstream_protocol_error",
-                format!("invalid backend path: {e}"),
-            )
-        })?;
+    let uri = target.uri(path.as_str()).map_err(|e| {
+        fail(
+            StatusCode::BAD_GATEWAY,
+            "upstream_protocol_error",
+            format!("invalid backend path: {e}"),
+        )
+    })?;
     let mut req = Request::new(Body::Empty);
     *req.method_mut() = method;
     *req.uri_mut() = uri;

@@ -203,3 +203,30 @@ impl HttpBody for ChannelBody {
             .map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
+
+/// Reads a client's whole body for a translation (JSON to gRPC or SOAP), at most `max` bytes
+/// or the route's `body_limit` if smaller, and records its size for the access log.
+pub async fn read_client_body(
+    body: Incoming,
+    stats: &BodyStats,
+    max: u64,
+) -> Result<Bytes, crate::problem::Problem> {
+    use http_body_util::BodyExt;
+    let limit = stats.limit.load(Ordering::Relaxed).min(max);
+    let bytes = match http_body_util::Limited::new(body, limit as usize)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(crate::problem::Problem::PayloadTooLarge);
+        }
+        Err(_) => {
+            return Err(crate::problem::Problem::BadRequest(
+                "The request body is malformed or was cut short.",
+            ));
+        }
+    };
+    stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
+    Ok(bytes)
+}

@@ -572,17 +572,7 @@ impl UpstreamPool {
                 tx.send_request(req).await.map(|r| r.status())
             }
             Conn::H2(mut tx) => {
-                let scheme = if tp.target.scheme == Scheme::Https {
-                    "https"
-                } else {
-                    "http"
-                };
-                *req.uri_mut() = Uri::builder()
-                    .scheme(scheme)
-                    .authority(tp.target.authority.clone())
-                    .path_and_query(path.clone())
-                    .build()
-                    .unwrap_or_default();
+                *req.uri_mut() = tp.target.uri(path.clone()).unwrap_or_default();
                 *req.version_mut() = Version::HTTP_2;
                 tx.send_request(req).await.map(|r| r.status())
             }
@@ -1226,17 +1216,7 @@ async fn grpc_health(mut tx: http2::SendRequest<Body>, tp: &TargetPool, service:
     frame.push(0);
     frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     frame.extend_from_slice(&msg);
-    let scheme = if tp.target.scheme == Scheme::Https {
-        "https"
-    } else {
-        "http"
-    };
-    let Ok(uri) = Uri::builder()
-        .scheme(scheme)
-        .authority(tp.target.authority.clone())
-        .path_and_query("/grpc.health.v1.Health/Check")
-        .build()
-    else {
+    let Ok(uri) = tp.target.uri("/grpc.health.v1.Health/Check") else {
         return false;
     };
     let mut req = Request::new(Body::full(frame));

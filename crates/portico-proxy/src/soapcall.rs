@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use portico_config::{ProxyAction, Route, SoapRoute};
@@ -88,27 +88,7 @@ pub async fn handle(
         return Ok(r);
     }
     let (parts, body) = req.into_parts();
-    let limit = bytes_in
-        .limit
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .min(s.max_bytes);
-    let body = match http_body_util::Limited::new(body, limit as usize)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(Problem::PayloadTooLarge);
-        }
-        Err(_) => {
-            return Err(Problem::BadRequest(
-                "The request body is malformed or was cut short.",
-            ));
-        }
-    };
-    bytes_in
-        .bytes
-        .store(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let body = crate::body::read_client_body(body, bytes_in, s.max_bytes).await?;
     let mut json: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Map::new())
     } else {
@@ -180,16 +160,8 @@ pub async fn handle(
     });
     let target = pool.target(ti).clone();
     rec.upstream = Some(target.display.clone());
-    let scheme = if target.scheme == portico_config::Scheme::Https {
-        "https"
-    } else {
-        "http"
-    };
-    let uri = Uri::builder()
-        .scheme(scheme)
-        .authority(target.authority.clone())
-        .path_and_query(s.path.clone())
-        .build()
+    let uri = target
+        .uri(s.path.clone())
         .map_err(|_| Problem::UpstreamProtocol)?;
     let mut up = Request::new(Body::Full(Some(Bytes::from(envelope.body))));
     *up.method_mut() = Method::POST;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use portico_config::{GrpcTranscode, ProxyAction, Route};
@@ -121,27 +121,7 @@ pub async fn handle(
     };
     rec.upstream = None;
     let (parts, body) = req.into_parts();
-    let limit = bytes_in
-        .limit
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .min(MAX_REQUEST_BODY);
-    let body = match http_body_util::Limited::new(body, limit as usize)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(Problem::PayloadTooLarge);
-        }
-        Err(_) => {
-            return Err(Problem::BadRequest(
-                "The request body is malformed or was cut short.",
-            ));
-        }
-    };
-    bytes_in
-        .bytes
-        .store(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let body = crate::body::read_client_body(body, bytes_in, MAX_REQUEST_BODY).await?;
     // A client stream arrives as NDJSON: one message per line, sent as one message each.
     let framed = if call.is_client_streaming() {
         let mut all = bytes::BytesMut::new();
@@ -201,16 +181,8 @@ pub async fn handle(
     });
     let target = pool.target(ti).clone();
     rec.upstream = Some(target.display.clone());
-    let scheme = if target.scheme == portico_config::Scheme::Https {
-        "https"
-    } else {
-        "http"
-    };
-    let uri = Uri::builder()
-        .scheme(scheme)
-        .authority(target.authority.clone())
-        .path_and_query(call.method.path.clone())
-        .build()
+    let uri = target
+        .uri(call.method.path.clone())
         .map_err(|_| Problem::UpstreamProtocol)?;
     let mut up = Request::new(Body::Full(Some(frame)));
     *up.method_mut() = Method::POST;
@@ -520,16 +492,8 @@ async fn reflection_call(
         query: None,
     });
     let target = pool.target(i).clone();
-    let scheme = if target.scheme == portico_config::Scheme::Https {
-        "https"
-    } else {
-        "http"
-    };
-    let uri = Uri::builder()
-        .scheme(scheme)
-        .authority(target.authority.clone())
-        .path_and_query(path)
-        .build()
+    let uri = target
+        .uri(path)
         .map_err(|e| ReflectError::Failed(e.to_string()))?;
     let mut req = Request::new(Body::Full(Some(portico_translate::reflection::requests(
         questions,
