@@ -293,6 +293,7 @@ pub fn compile(
             node,
             &upstream_index,
             &upstreams,
+            &global_policies,
         ) {
             routes.push(Arc::new(r));
         }
@@ -1250,6 +1251,7 @@ fn target_from_str(t: &str) -> Result<Target, (String, String)> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compile_route(
     cx: &mut Ctx<'_>,
     index: usize,
@@ -1258,6 +1260,7 @@ fn compile_route(
     node: &Node,
     upstreams: &HashMap<String, usize>,
     upstream_specs: &[Arc<Upstream>],
+    global_policies: &[Policy],
 ) -> Option<Route> {
     let errors_before = cx.sink.out.len();
     let mnode = get(node, "match").unwrap_or(node);
@@ -1523,6 +1526,7 @@ fn compile_route(
         transcode,
         grpc_web: cfg.grpc_web,
         soap,
+        effective: Effective::resolve(&policies, global_policies),
         policies: policies.into(),
     })
 }

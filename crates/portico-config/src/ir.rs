@@ -296,6 +296,54 @@ pub struct Route {
     pub grpc_web: bool,
     /// The upstream's SOAP operations as JSON endpoints.
     pub soap: Option<Arc<SoapRoute>>,
+    /// The body and response policies that apply, found when the config loads so requests do
+    /// not search the chains.
+    pub effective: Effective,
+}
+
+/// One of each kind of body and response policy a route's requests use: the route's own, else
+/// a global one (CORS: the global one first, as the chain runs).
+#[derive(Debug, Default)]
+pub struct Effective {
+    pub cors: Option<Arc<CorsPolicy>>,
+    pub compression: Option<Arc<CompressionPolicy>>,
+    pub json_transform: Option<Arc<JsonTransformPolicy>>,
+    pub xml_json: Option<Arc<XmlJsonPolicy>>,
+    pub cache: Option<Arc<CachePolicy>>,
+    /// `request_decompression`: the largest decoded body.
+    pub request_decompression: Option<u64>,
+}
+
+impl Effective {
+    pub fn resolve(route: &[Policy], global: &[Policy]) -> Effective {
+        let route_first = || route.iter().chain(global.iter());
+        Effective {
+            cors: global.iter().chain(route.iter()).find_map(|p| match p {
+                Policy::Cors(c) => Some(c.clone()),
+                _ => None,
+            }),
+            compression: route_first().find_map(|p| match p {
+                Policy::Compression(c) => Some(c.clone()),
+                _ => None,
+            }),
+            json_transform: route_first().find_map(|p| match p {
+                Policy::JsonTransform(j) => Some(j.clone()),
+                _ => None,
+            }),
+            xml_json: route_first().find_map(|p| match p {
+                Policy::XmlJson(x) => Some(x.clone()),
+                _ => None,
+            }),
+            cache: route_first().find_map(|p| match p {
+                Policy::Cache(c) => Some(Arc::new(c.clone())),
+                _ => None,
+            }),
+            request_decompression: route_first().find_map(|p| match p {
+                Policy::RequestDecompression(max) => Some(*max),
+                _ => None,
+            }),
+        }
+    }
 }
 
 /// A route's SOAP service: the WSDL read and checked when the config loads.

@@ -202,14 +202,7 @@ async fn process(
     }
 
     // CORS: preflights are answered here, before any credentials are asked for.
-    let cors = cfg
-        .global_policies
-        .iter()
-        .chain(route.policies.iter())
-        .find_map(|p| match p {
-            Policy::Cors(c) => Some(c.clone()),
-            _ => None,
-        });
+    let cors = route.effective.cors.clone();
     let origin = cors
         .as_ref()
         .and_then(|_| req.headers().get(header::ORIGIN).cloned());
@@ -262,33 +255,23 @@ async fn process(
     }
     // What compression needs from the request, kept only when a policy asks for it. The
     // route's policy wins over a global one.
-    let compression = route
-        .policies
-        .iter()
-        .chain(cfg.global_policies.iter())
-        .find_map(|p| match p {
-            Policy::Compression(c) => Some(c.clone()),
-            _ => None,
-        })
-        .map(|c| {
-            let mut accept = http::HeaderMap::new();
-            for v in req.headers().get_all(header::ACCEPT_ENCODING) {
-                accept.append(header::ACCEPT_ENCODING, v.clone());
-            }
-            (c, req.method().clone(), accept)
-        });
+    let compression = route.effective.compression.clone().map(|c| {
+        let mut accept = http::HeaderMap::new();
+        for v in req.headers().get_all(header::ACCEPT_ENCODING) {
+            accept.append(header::ACCEPT_ENCODING, v.clone());
+        }
+        (c, req.method().clone(), accept)
+    });
     // A `cache` policy: its store, the request as the cache rules see it, and the key.
     let cache = route
-        .policies
-        .iter()
-        .chain(cfg.global_policies.iter())
-        .find_map(|p| match p {
-            Policy::Cache(c) => rt
-                .response_caches
+        .effective
+        .cache
+        .as_ref()
+        .and_then(|c| {
+            rt.response_caches
                 .iter()
                 .find(|s| s.fingerprint == c.fingerprint)
-                .map(|s| (s.clone(), c)),
-            _ => None,
+                .map(|s| (s.clone(), c))
         })
         .map(|(store, policy)| {
             let head = crate::cache::request_head(&req);
@@ -300,18 +283,10 @@ async fn process(
             let key = crate::cache::key(&mut head, &host, policy);
             (store, head, key)
         });
-    let json_transform = route
-        .policies
-        .iter()
-        .chain(cfg.global_policies.iter())
-        .find_map(|p| match p {
-            Policy::JsonTransform(j) => Some(j.clone()),
-            _ => None,
-        })
-        .map(|j| {
-            let fields = crate::transform::wanted_fields(&j, req.uri().query());
-            (j, fields)
-        });
+    let json_transform = route.effective.json_transform.clone().map(|j| {
+        let fields = crate::transform::wanted_fields(&j, req.uri().query());
+        (j, fields)
+    });
     // A fresh stored answer ends the request here; a stale one is revalidated.
     let mut revalidating = None;
     let cached = match (&route.action, &cache) {
@@ -328,14 +303,7 @@ async fn process(
         }
         _ => None,
     };
-    let xml_json = route
-        .policies
-        .iter()
-        .chain(cfg.global_policies.iter())
-        .find_map(|p| match p {
-            Policy::XmlJson(x) => Some(x.clone()),
-            _ => None,
-        });
+    let xml_json = route.effective.xml_json.clone();
     let mut resp = match &route.action {
         _ if let Some(hit) = cached => hit,
         Action::Respond(r) => {
@@ -408,14 +376,7 @@ async fn process(
                 identity.claims.as_deref(),
             )?;
             // The route's `request_decompression` wins over a global one.
-            let upstream_req = match route
-                .policies
-                .iter()
-                .chain(cfg.global_policies.iter())
-                .find_map(|p| match p {
-                    Policy::RequestDecompression(max) => Some(*max),
-                    _ => None,
-                }) {
+            let upstream_req = match route.effective.request_decompression {
                 Some(max) if upgrade.is_none() => {
                     crate::compress::decode_request(upstream_req, max, bytes_in.clone())?
                 }
