@@ -1110,6 +1110,16 @@ fn compile_upstreams(
         let d = |v: Option<crate::duration::DurationStr>, default: u64| {
             v.map_or(Duration::from_millis(default), |d| d.0)
         };
+        let pool_max_idle = cfg.pool_max_idle.unwrap_or(128);
+        let preconnect = cfg.preconnect.unwrap_or(0);
+        if preconnect > pool_max_idle || preconnect > cfg.max_connections.unwrap_or(usize::MAX) {
+            cx.sink.at(
+                loc(node, "preconnect"),
+                format!("`preconnect: {preconnect}` is more than the pool keeps"),
+                "keep it at most `pool_max_idle` (default 128) and `max_connections`",
+            );
+            continue;
+        }
         index.insert(name.clone(), out.len());
         out.push(Arc::new(Upstream {
             name: name.as_str().into(),
@@ -1118,7 +1128,8 @@ fn compile_upstreams(
             connect_timeout: d(cfg.connect_timeout, 5_000),
             request_timeout: d(cfg.request_timeout, 60_000),
             idle_timeout: d(cfg.idle_timeout, 30_000),
-            pool_max_idle: cfg.pool_max_idle.unwrap_or(128),
+            pool_max_idle,
+            preconnect,
             max_requests: cfg.max_requests.unwrap_or(usize::MAX),
             max_connections: cfg.max_connections.unwrap_or(usize::MAX),
             max_pending: cfg.max_pending.unwrap_or(1024),

@@ -256,6 +256,10 @@ pub struct UpstreamConfig {
     /// Most idle connections kept per target. Default 128.
     #[serde(default)]
     pub pool_max_idle: Option<usize>,
+    /// Connections opened to each target as soon as the upstream is loaded, before any
+    /// request needs them. Default 0.
+    #[serde(default)]
+    pub preconnect: Option<usize>,
     /// Circuit breaker: most requests in flight to this upstream at once. Requests over the
     /// limit get 503 with `Retry-After` immediately instead of queueing. Default: no limit.
     #[serde(default)]

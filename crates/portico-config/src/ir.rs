@@ -153,6 +153,8 @@ pub struct Upstream {
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
     pub pool_max_idle: usize,
+    /// Connections opened per target when the upstream is loaded.
+    pub preconnect: usize,
     /// Circuit breaker: most requests in flight at once (`usize::MAX`: no limit).
     pub max_requests: usize,
     /// Most connections open per target (`usize::MAX`: no limit).

@@ -818,6 +818,10 @@ fn semantic_errors() {
             "`max_bytes` must be at least 1",
         ),
         (
+            "upstreams: { u: { targets: [\"http://a:1\"], preconnect: 10, pool_max_idle: 5 } }",
+            "`preconnect: 10` is more than the pool keeps",
+        ),
+        (
             "policies: [{ type: cache, key: { query: some } }]",
             "`some` is not a query key setting",
         ),

@@ -239,9 +239,12 @@ fn shard_index(shards: usize) -> usize {
     INDEX.with(|i| *i) % shards
 }
 
+/// One shard per runtime worker (a current-thread runtime has one), so no idle connection
+/// sits in a shard that no thread takes from.
 fn shard_count() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
+    tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_workers())
+        .unwrap_or_else(|_| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .clamp(1, 64)
 }
 
@@ -543,6 +546,52 @@ impl UpstreamPool {
                 }
             }
         });
+    }
+
+    /// Opens `preconnect` connections to each target in the background, so the first burst
+    /// of requests finds them ready instead of each waiting for a handshake. HTTP/2 targets
+    /// get one (it multiplexes). Failures are left to the requests to report.
+    pub fn preconnect(self: &Arc<Self>) {
+        let n = self.spec.preconnect;
+        if n == 0 {
+            return;
+        }
+        for i in 0..self.targets.len() {
+            let pool = Arc::downgrade(self);
+            tokio::spawn(async move {
+                // A few handshakes at a time: a burst of SYNs helps nobody.
+                let mut opened = 0;
+                while opened < n {
+                    let Some(p) = pool.upgrade() else { return };
+                    let tp = p.targets[i].clone();
+                    let batch = (n - opened).min(16);
+                    let mut set = tokio::task::JoinSet::new();
+                    for _ in 0..batch {
+                        let Some(slot) = tp.try_slot() else { break };
+                        let p = p.clone();
+                        let tp = tp.clone();
+                        set.spawn(async move { p.connect(&tp, Some(slot)).await });
+                    }
+                    if set.is_empty() {
+                        return;
+                    }
+                    let shards = tp.shards.len();
+                    while let Some(done) = set.join_next().await {
+                        match done {
+                            Ok(Ok((Conn::H1(tx), origin))) => {
+                                tp.put_idle(opened % shards, tx, origin);
+                                opened += 1;
+                            }
+                            Ok(Ok((Conn::H2(tx), origin))) => {
+                                tp.add_h2(0, tx, origin);
+                                return;
+                            }
+                            _ => return,
+                        }
+                    }
+                }
+            });
+        }
     }
 
     /// One check on a fresh connection (never a pooled one, whose health says nothing new).

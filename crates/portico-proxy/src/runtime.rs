@@ -298,6 +298,7 @@ fn build_pools(
                     previous.and_then(|p| p.pools.iter().find(|pool| pool.spec.name == up.name));
                 let pool = Arc::new(UpstreamPool::new(up, old.map(|p| &**p))?);
                 pool.start_health_checks();
+                pool.preconnect();
                 pool
             }
         });

@@ -548,3 +548,29 @@ routes:
         );
     }
 }
+
+#[tokio::test]
+async fn preconnect_opens_connections_before_the_first_request() {
+    let up = named("warm", Duration::from_millis(50)).await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"], preconnect: 4 }}\nroutes:\n  - upstream: u\n",
+        up.url()
+    )))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.conns() < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(up.conns(), 4, "opened with no request");
+    assert_eq!(up.hits(), 0);
+    // Four requests at once find them ready: no new connection.
+    let c = client(false, &[]);
+    let calls: Vec<_> = (0..4)
+        .map(|_| send(&c, req("GET", &gw.url("/")).body(empty()).unwrap()))
+        .collect();
+    for got in futures_util::future::join_all(calls).await {
+        assert_eq!(got.status, 200);
+    }
+    assert_eq!(up.hits(), 4);
+    assert_eq!(up.conns(), 4, "the preconnected connections served them");
+}
