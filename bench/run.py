@@ -38,7 +38,8 @@ PORTS = {"nginx": 19081, "haproxy": 19082, "portico": 19084, "nginx-log": 19091,
          "portico-key": 19085, "portico-jwt": 19086, "portico-chain": 19087,
          "portico-rl-local": 19088, "portico-rl-redis": 19089, "portico-rl-batch": 19090,
          "portico-rr2": 19095, "portico-lr2": 19096, "portico-grpc": 19097,
-         "portico-agg": 19098, "portico-gzip": 19099, "portico-soap": 19100}
+         "portico-agg": 19098, "portico-gzip": 19099, "portico-soap": 19100,
+         "portico-warm": 19101}
 
 # Two targets (the origin on two ports) balanced round robin or by least request, to measure
 # what the least-request pick costs: `--proxies portico-rr2,portico-lr2`.
@@ -458,7 +459,7 @@ def main():
 
         contestants = []
         for proxy in args.proxies.split(","):
-            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED or proxy in ("portico-grpc", "portico-agg", "portico-soap") else [False, True]):
+            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED or proxy in ("portico-grpc", "portico-agg", "portico-soap", "portico-warm") else [False, True]):
                 name = proxy + ("-log" if logging else "")
                 port = PORTS[name]
                 log = os.path.join(run, f"{name}.access.log")
@@ -497,6 +498,10 @@ def main():
                         conf = conf.replace("  - name: all\n    upstream: origin\n",
                                             "  - name: all\n    match: { path: { prefix: /soap } }\n    upstream: origin\n"
                                             f"    soap: {{ wsdl: \"{wsdl}\" }}\n")
+                    if proxy == "portico-warm":
+                        # Connections to the origin opened at start (`preconnect`), for the
+                        # cold-pool burst at 1,000 client connections.
+                        conf = conf.replace("    pool_max_idle: 2048\n", "    pool_max_idle: 2048\n    preconnect: 1024\n")
                     if proxy in BALANCED:
                         conf = conf.replace(f'targets: ["http://127.0.0.1:{ORIGIN_PORT}"]',
                                             f'targets: ["http://127.0.0.1:{ORIGIN_PORT}", "http://127.0.0.1:{ORIGIN_PORT2}"]\n'
