@@ -1587,7 +1587,13 @@ fn compile_soap(
         if loc.starts_with("http://") || loc.starts_with("https://") {
             return crate::fetch_url(loc).map_err(|e| format!("cannot fetch it: {e}"));
         }
-        std::fs::read(loc).map_err(|e| format!("cannot read it: {e}"))
+        // A size cap, as for fetched documents: `/dev/zero` is a file too.
+        use std::io::Read;
+        let mut buf = Vec::new();
+        std::fs::File::open(loc)
+            .and_then(|f| f.take(16 << 20).read_to_end(&mut buf))
+            .map_err(|e| format!("cannot read it: {e}"))?;
+        Ok(buf)
     };
     let wsdl = match portico_translate::wsdl::load(&file, &mut fetch, Default::default()) {
         Ok(w) => w,

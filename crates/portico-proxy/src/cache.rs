@@ -320,6 +320,24 @@ impl ResponseCache {
         resp
     }
 
+    /// Whether the origin's `304` to a revalidation confirms `entry` (its validators match).
+    /// One that does not cannot be given to the client, who asked unconditionally.
+    pub fn confirms(
+        &self,
+        entry: &Entry,
+        head: &http::request::Parts,
+        resp: &Response<crate::client::UpstreamBody>,
+    ) -> bool {
+        let mut probe = Response::new(());
+        *probe.status_mut() = resp.status();
+        *probe.headers_mut() = resp.headers().clone();
+        let (probe, ()) = probe.into_parts();
+        matches!(
+            entry.policy.after_response(head, &probe, SystemTime::now()),
+            AfterResponse::NotModified(..)
+        )
+    }
+
     /// Drops every entry, or those whose path starts with `prefix`.
     pub fn purge(&self, prefix: Option<&str>) {
         match prefix {

@@ -1320,7 +1320,7 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-fn clone_head(req: &Request<Body>) -> Request<Body> {
+pub(crate) fn clone_head(req: &Request<Body>) -> Request<Body> {
     let mut r = Request::new(Body::Empty);
     *r.method_mut() = req.method().clone();
     *r.uri_mut() = req.uri().clone();

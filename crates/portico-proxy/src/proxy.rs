@@ -304,6 +304,7 @@ async fn process(
         _ => None,
     };
     let xml_json = route.effective.xml_json.clone();
+    let is_head = req.method() == http::Method::HEAD;
     let mut resp = match &route.action {
         _ if let Some(hit) = cached => hit,
         Action::Respond(r) => {
@@ -405,7 +406,23 @@ async fn process(
                 }
                 _ => upstream_req,
             };
+            // A revalidation keeps a plain copy of the request: a 304 that does not confirm
+            // the stored answer is not the client's to see, so the answer is fetched again.
+            let plain = revalidating.as_ref().map(|_| {
+                let mut r = crate::client::clone_head(&upstream_req);
+                r.headers_mut().remove(header::IF_NONE_MATCH);
+                r.headers_mut().remove(header::IF_MODIFIED_SINCE);
+                r
+            });
             let mut resp = call_upstream(&route, &pool, ti, upstream_req, rec).await?;
+            if let (Some(entry), Some(plain), Some((store, head, _))) =
+                (&revalidating, plain, &cache)
+                && resp.status() == StatusCode::NOT_MODIFIED
+                && !store.confirms(entry, head, &resp)
+            {
+                resp = call_upstream(&route, &pool, ti, plain, rec).await?;
+                revalidating = None;
+            }
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             headers::remove_hop_by_hop(resp.headers_mut(), switching);
             if let Some(client_side) = upgrade
@@ -435,7 +452,7 @@ async fn process(
         },
     );
     if let Some(x) = &xml_json {
-        resp = crate::xmljson::response(x, resp, request_id).await;
+        resp = crate::xmljson::response(x, is_head, resp, request_id).await;
     }
     if let Some((j, fields)) = &json_transform {
         resp = crate::transform::apply(j, fields.as_deref(), resp).await;

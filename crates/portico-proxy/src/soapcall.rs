@@ -109,6 +109,8 @@ pub async fn handle(
     if let Some((_, params)) = &bound
         && let Value::Object(m) = &mut json
     {
+        // A query parameter replaces the body's field of that name; repeated, it is a list.
+        let mut from_query: Vec<String> = Vec::new();
         for pair in parts
             .uri
             .query()
@@ -118,6 +120,11 @@ pub async fn handle(
         {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let (k, v) = (decode(&k.replace('+', " ")), decode(&v.replace('+', " ")));
+            if !from_query.contains(&k) {
+                from_query.push(k.clone());
+                m.insert(k, Value::String(v));
+                continue;
+            }
             match m.get_mut(&k) {
                 Some(Value::Array(a)) => a.push(Value::String(v)),
                 Some(prev) => {

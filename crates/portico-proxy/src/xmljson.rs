@@ -82,13 +82,28 @@ pub async fn request(
         return Ok(req);
     }
     let (mut parts, body) = req.into_parts();
+    // What the client's body stream knows when it fails: over `body_limit`, or undecodable.
+    let stats = match &body {
+        Body::Counted(_, s, _) => Some(s.clone()),
+        _ => parts
+            .extensions
+            .get::<std::sync::Arc<crate::body::BodyStats>>()
+            .cloned(),
+    };
     let bytes = match read(body, p.max_bytes).await {
         Ok(b) => b,
         Err(Some(())) => return Err(Refusal::Problem(crate::problem::Problem::PayloadTooLarge)),
         Err(None) => {
-            return Err(Refusal::Problem(crate::problem::Problem::BadRequest(
-                "The request body is malformed or was cut short.",
-            )));
+            use std::sync::atomic::Ordering::Relaxed;
+            return Err(Refusal::Problem(match stats {
+                Some(s) if s.too_large.load(Relaxed) => crate::problem::Problem::PayloadTooLarge,
+                Some(s) if s.undecodable.load(Relaxed) => crate::problem::Problem::BadRequest(
+                    "The request body does not decode with the coding its Content-Encoding names.",
+                ),
+                _ => crate::problem::Problem::BadRequest(
+                    "The request body is malformed or was cut short.",
+                ),
+            }));
         }
     };
     let (out, media) = convert(p, p.request, &bytes).map_err(|why| {
@@ -117,9 +132,19 @@ pub async fn request(
 /// Converts the response body on its way to the client.
 pub async fn response(
     p: &XmlJsonPolicy,
+    head_request: bool,
     resp: Response<Body>,
     request_id: &HeaderValue,
 ) -> Response<Body> {
+    // No body to convert: answers to HEAD, 1xx, 204 and 304.
+    let s = resp.status();
+    if head_request
+        || s.is_informational()
+        || s == StatusCode::NO_CONTENT
+        || s == StatusCode::NOT_MODIFIED
+    {
+        return resp;
+    }
     let wanted = match p.response {
         XmlDirection::None => return resp,
         XmlDirection::XmlToJson => is_xml(resp.headers()),
@@ -153,7 +178,10 @@ pub async fn response(
         }
         // The upstream broke off: the client gets the status with an empty body, and the
         // access log records the failure.
-        Err(None) => return Response::from_parts(parts, Body::Empty),
+        Err(None) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            return Response::from_parts(parts, Body::Empty);
+        }
     };
     match convert(p, p.response, &bytes) {
         Ok((out, media)) => {

@@ -26,12 +26,22 @@ struct Gen<'a> {
     schema: &'a Schema,
     /// Named types used, emitted under `components.schemas`.
     used: Vec<crate::wsdl::QName>,
+    /// Named array wrappers being inlined: one that contains itself becomes a `$ref`.
+    inlining: Vec<crate::wsdl::QName>,
 }
 
 impl Gen<'_> {
     fn type_schema(&mut self, t: &TypeRef) -> Value {
-        if let Some(item) = wrapped(self.schema, t) {
-            return json!({"type": "array", "items": self.element_one(item)});
+        let recursive = matches!(t, TypeRef::Named(q) if self.inlining.contains(q));
+        if !recursive && let Some(item) = wrapped(self.schema, t) {
+            if let TypeRef::Named(q) = t {
+                self.inlining.push(q.clone());
+            }
+            let items = self.element_one(item);
+            if matches!(t, TypeRef::Named(_)) {
+                self.inlining.pop();
+            }
+            return json!({"type": "array", "items": items});
         }
         match t {
             TypeRef::Builtin(b) => builtin_schema(*b),
@@ -212,6 +222,7 @@ pub fn document(
     let mut g = Gen {
         schema,
         used: Vec::new(),
+        inlining: Vec::new(),
     };
     let problem = json!({"$ref": "#/components/schemas/Problem"});
     let responses = |output: Value| {

@@ -162,10 +162,10 @@ fn scalar_text(schema: &Schema, ty: &TypeRef, v: &Value, path: &str) -> Result<S
         }
         (Builtin::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
         (Builtin::Integer, Value::String(s))
-            if !s.is_empty()
-                && s.trim_start_matches(['-', '+'])
-                    .bytes()
-                    .all(|b| b.is_ascii_digit()) =>
+            if {
+                let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+            } =>
         {
             s.clone()
         }
@@ -192,6 +192,12 @@ fn scalar_text(schema: &Schema, ty: &TypeRef, v: &Value, path: &str) -> Result<S
         (_, Value::Bool(b)) => b.to_string(),
         (_, other) => other.to_string(),
     };
+    if !crate::xml::is_xml_text(&text) {
+        return Err(field_err(
+            path,
+            "has a character XML cannot carry (a control character)",
+        ));
+    }
     // Facets of the simple types along the way.
     let mut t = ty.clone();
     for _ in 0..16 {
@@ -686,6 +692,24 @@ pub fn response(
     let mut out = Map::new();
     match op.style {
         Style::Document => {
+            let expected: Vec<&ElementDecl> = op
+                .output
+                .iter()
+                .filter_map(|p| p.element.as_ref().and_then(|e| schema.elements.get(e)))
+                .collect();
+            if !expected.is_empty()
+                && !expected
+                    .iter()
+                    .any(|d| body.child(None, &d.name.name).is_some())
+            {
+                return Err(format!(
+                    "the Body holds {}, not the operation's answer <{}>",
+                    body.children
+                        .first()
+                        .map_or("nothing".to_owned(), |c| format!("<{}>", c.name)),
+                    expected[0].name.name
+                ));
+            }
             for p in &op.output {
                 let Some(decl) = p.element.as_ref().and_then(|e| schema.elements.get(e)) else {
                     continue;

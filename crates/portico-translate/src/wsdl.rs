@@ -320,9 +320,27 @@ impl Scope {
     }
 }
 
-/// `location` relative to the file `base` (a path or an `http(s)://` URL).
+/// `location` relative to the document `base` (a path or an `http(s)://` URL). Against a URL
+/// the result is always a URL on that server (`/x` and `?xsd=1` included), never a local file.
 pub fn resolve_location(base: &str, location: &str) -> String {
-    if location.contains("://") || location.starts_with('/') {
+    if location.contains("://") {
+        return location.to_owned();
+    }
+    if let Some((scheme, rest)) = base.split_once("://") {
+        let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let origin = format!("{scheme}://{}", &rest[..host_end]);
+        let path = &rest[host_end..];
+        let path_only = path.split('?').next().unwrap_or("");
+        return if location.starts_with('/') {
+            format!("{origin}{location}")
+        } else if location.starts_with('?') {
+            format!("{origin}{path_only}{location}")
+        } else {
+            let dir = path_only.rfind('/').map_or("/", |i| &path_only[..=i]);
+            format!("{origin}{dir}{location}")
+        };
+    }
+    if location.starts_with('/') {
         return location.to_owned();
     }
     match base.rfind('/') {
@@ -1000,10 +1018,57 @@ fn flatten_extensions(schema: &mut Schema) -> Result<(), String> {
             }
         }
         if !changed {
-            return Ok(());
+            return flatten_inline(schema);
         }
     }
     Err("type extensions nest too deep (or form a cycle)".into())
+}
+
+/// The same for anonymous types (in global elements and in fields), once the named ones are
+/// flat.
+fn flatten_inline(schema: &mut Schema) -> Result<(), String> {
+    fn walk(def: &mut TypeDef, named: &BTreeMap<QName, TypeDef>) -> Result<(), String> {
+        let TypeDef::Complex(c) = def else {
+            return Ok(());
+        };
+        if let Some(base) = c.base.take() {
+            let Some(TypeDef::Complex(b)) = named.get(&base) else {
+                return Err(format!(
+                    "a type extends `{}`, which no schema declares",
+                    base.name
+                ));
+            };
+            let mut fields = b.fields.clone();
+            fields.append(&mut c.fields);
+            c.fields = fields;
+            let mut attrs = b.attrs.clone();
+            attrs.append(&mut c.attrs);
+            c.attrs = attrs;
+            c.open |= b.open;
+        }
+        for f in &mut c.fields {
+            if let TypeRef::Inline(d) = &mut f.ty {
+                walk(d, named)?;
+            }
+        }
+        Ok(())
+    }
+    let named = schema.types.clone();
+    for def in schema.types.values_mut() {
+        if let TypeDef::Complex(c) = def {
+            for f in &mut c.fields {
+                if let TypeRef::Inline(d) = &mut f.ty {
+                    walk(d, &named)?;
+                }
+            }
+        }
+    }
+    for e in schema.elements.values_mut() {
+        if let TypeRef::Inline(d) = &mut e.ty {
+            walk(d, &named)?;
+        }
+    }
+    Ok(())
 }
 
 impl Wsdl {
@@ -1115,5 +1180,20 @@ impl Wsdl {
                     .join(", ")
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn locations_resolve_against_files_and_urls() {
+        use super::resolve_location as r;
+        assert_eq!(r("/a/b/c.wsdl", "t.xsd"), "/a/b/t.xsd");
+        assert_eq!(r("/a/b/c.wsdl", "/etc/x.xsd"), "/etc/x.xsd");
+        assert_eq!(r("http://h:1/s/c.wsdl", "t.xsd"), "http://h:1/s/t.xsd");
+        assert_eq!(r("http://h/s/c.wsdl", "/dev/zero"), "http://h/dev/zero");
+        assert_eq!(r("http://h/svc?wsdl", "?xsd=1"), "http://h/svc?xsd=1");
+        assert_eq!(r("https://h", "t.xsd"), "https://h/t.xsd");
+        assert_eq!(r("http://h/a.wsdl", "https://o/t.xsd"), "https://o/t.xsd");
     }
 }

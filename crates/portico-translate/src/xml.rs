@@ -299,16 +299,20 @@ pub fn parse(input: &[u8], limits: &Limits) -> Result<Element, XmlError> {
 fn keys<'a>(
     items: impl Iterator<Item = (&'a Option<String>, &'a Option<String>, &'a str)> + Clone,
 ) -> Vec<String> {
+    // One pass to find the local names used in more than one namespace, one to name: linear,
+    // so a document with many siblings costs what it weighs.
+    let mut first_ns: std::collections::HashMap<&str, (&Option<String>, bool)> =
+        std::collections::HashMap::new();
+    for (ns, _, name) in items.clone() {
+        let e = first_ns.entry(name).or_insert((ns, false));
+        if e.0 != ns {
+            e.1 = true;
+        }
+    }
     items
-        .clone()
-        .map(|(ns, prefix, name)| {
-            let clash = items
-                .clone()
-                .any(|(ns2, _, name2)| name2 == name && ns2 != ns);
-            match (clash, prefix) {
-                (true, Some(p)) => format!("{p}:{name}"),
-                _ => name.to_owned(),
-            }
+        .map(|(_, prefix, name)| match (first_ns[name].1, prefix) {
+            (true, Some(p)) => format!("{p}:{name}"),
+            _ => name.to_owned(),
         })
         .collect()
 }
@@ -391,13 +395,31 @@ pub fn from_json(
 ) -> Result<String, JsonToXmlError> {
     let mut w = quick_xml::Writer::new(Vec::new());
     match v {
-        Value::Object(m) if m.len() == 1 && !m.keys().any(|k| k.starts_with(['@', '#'])) => {
+        Value::Object(m)
+            if m.len() == 1
+                && !m.keys().any(|k| k.starts_with(['@', '#']))
+                && !m.values().any(Value::is_array) =>
+        {
             let (k, v) = m.iter().next().expect("one key");
             write_named(&mut w, k, v, k, namespaces)?;
+        }
+        // One root element always: an array's items become `<item>` children of `root`.
+        Value::Array(items) => {
+            let mut wrapped = Map::new();
+            wrapped.insert("item".into(), Value::Array(items.clone()));
+            write_named(&mut w, root, &Value::Object(wrapped), root, namespaces)?;
         }
         _ => write_named(&mut w, root, v, root, namespaces)?,
     }
     Ok(String::from_utf8(w.into_inner()).expect("written from strings"))
+}
+
+/// Whether XML 1.0 can carry `s` (no control characters but tab, newline and carriage
+/// return; no U+FFFE or U+FFFF).
+pub fn is_xml_text(s: &str) -> bool {
+    s.chars().all(|c| {
+        matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+    })
 }
 
 fn scalar(v: &Value) -> Option<String> {
@@ -417,6 +439,13 @@ fn write_named(
     path: &str,
     namespaces: &[(String, String)],
 ) -> Result<(), JsonToXmlError> {
+    if let Value::String(s) = v
+        && !is_xml_text(s)
+    {
+        return Err(JsonToXmlError(format!(
+            "`{path}`: the text has a character XML cannot carry (a control character)"
+        )));
+    }
     let declare = |start: &mut BytesStart<'_>| {
         for (prefix, uri) in namespaces {
             let attr = if prefix.is_empty() {
@@ -459,6 +488,11 @@ fn write_named(
                             "`{path}.{k}`: an attribute's value must be a string, number or boolean"
                         ))
                     })?;
+                    if !is_xml_text(&value) {
+                        return Err(JsonToXmlError(format!(
+                            "`{path}.{k}`: the value has a character XML cannot carry"
+                        )));
+                    }
                     start.push_attribute((a, value.as_str()));
                 }
             }
@@ -478,6 +512,11 @@ fn write_named(
                             "`{path}.#text`: text must be a string, number or boolean"
                         ))
                     })?;
+                    if !is_xml_text(&t) {
+                        return Err(JsonToXmlError(format!(
+                            "`{path}.#text`: the text has a character XML cannot carry"
+                        )));
+                    }
                     w.write_event(Event::Text(BytesText::new(&t)))
                         .map_err(|e| JsonToXmlError(e.to_string()))?;
                 } else {
@@ -572,9 +611,21 @@ mod tests {
             xml,
             r#"<order id="7"><item>a</item><item>b</item><n/><note lang="en">x&lt;y</note><ok>true</ok></order>"#
         );
+        // One root element always: arrays are wrapped.
         assert_eq!(
             from_json(&json!([1, 2]), "list", &[]).unwrap(),
-            "<list>1</list><list>2</list>"
+            "<list><item>1</item><item>2</item></list>"
+        );
+        assert_eq!(
+            from_json(&json!({"a": [1, 2]}), "root", &[]).unwrap(),
+            "<root><a>1</a><a>2</a></root>"
+        );
+        assert_eq!(from_json(&json!([]), "root", &[]).unwrap(), "<root></root>");
+        assert!(
+            from_json(&json!({"a": "x\u{1}y"}), "r", &[])
+                .unwrap_err()
+                .0
+                .contains("cannot carry")
         );
         assert_eq!(
             from_json(&json!({"a": 1, "b": 2}), "root", &[]).unwrap(),

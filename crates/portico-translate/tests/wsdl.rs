@@ -285,3 +285,53 @@ fn rpc_literal_operations_wrap_their_parts() {
     let why = response(&w.schema, port, op, v12, &Limits::default()).unwrap_err();
     assert!(why.contains("a SOAP 1.2 envelope"), "{why}");
 }
+
+#[test]
+fn a_type_that_contains_itself_gives_a_finite_openapi_document() {
+    let text = r#"<definitions xmlns="http://schemas.xmlsoap.org/wsdl/"
+    xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:xsd="http://www.w3.org/2001/XMLSchema"
+    xmlns:tns="urn:t" targetNamespace="urn:t">
+  <types><xsd:schema targetNamespace="urn:t" elementFormDefault="qualified">
+    <xsd:complexType name="Tree"><xsd:sequence>
+      <xsd:element name="Tree" type="tns:Tree" minOccurs="0" maxOccurs="unbounded"/>
+    </xsd:sequence></xsd:complexType>
+    <xsd:complexType name="Base"><xsd:sequence><xsd:element name="id" type="xsd:int"/></xsd:sequence></xsd:complexType>
+    <xsd:element name="Get"><xsd:complexType><xsd:complexContent><xsd:extension base="tns:Base">
+      <xsd:sequence><xsd:element name="depth" type="xsd:int"/></xsd:sequence>
+    </xsd:extension></xsd:complexContent></xsd:complexType></xsd:element>
+    <xsd:element name="GetResponse"><xsd:complexType><xsd:sequence>
+      <xsd:element name="root" type="tns:Tree"/></xsd:sequence></xsd:complexType></xsd:element>
+  </xsd:schema></types>
+  <message name="In"><part name="p" element="tns:Get"/></message>
+  <message name="Out"><part name="p" element="tns:GetResponse"/></message>
+  <portType name="T"><operation name="Get"><input message="tns:In"/><output message="tns:Out"/></operation></portType>
+  <binding name="B" type="tns:T"><soap:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/>
+    <operation name="Get"><soap:operation soapAction="Get"/><input><soap:body use="literal"/></input><output><soap:body use="literal"/></output></operation>
+  </binding>
+  <service name="S"><port name="P" binding="tns:B"><soap:address location="http://h/t"/></port></service>
+</definitions>"#;
+    let w = wsdl::load(
+        "t.wsdl",
+        &mut |_: &str| Ok(text.as_bytes().to_vec()),
+        Limits::default(),
+    )
+    .unwrap();
+    let port = w.port(None, None).unwrap();
+    let doc = portico_translate::openapi::document(&w.schema, port, "/t", "t", &[]);
+    assert!(doc["components"]["schemas"]["Tree"].is_object(), "{doc}");
+    // An anonymous type that extends a named one has the base's fields first.
+    let e = portico_translate::soap::request(
+        &w.schema,
+        port,
+        &port.operations[0],
+        &serde_json::json!({"id": 1, "depth": 2}),
+        None,
+    )
+    .unwrap();
+    assert!(
+        e.body
+            .contains("<ns0:id>1</ns0:id><ns0:depth>2</ns0:depth>"),
+        "{}",
+        e.body
+    );
+}

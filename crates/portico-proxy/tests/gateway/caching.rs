@@ -286,3 +286,47 @@ async fn the_cache_key_keeps_chosen_query_parameters_and_headers() {
         Some("miss")
     );
 }
+
+/// The origin answers a revalidation of `Last-Modified` with a 304 that carries no validator,
+/// which confirms nothing (RFC 9111 §4.3.4): the client, who asked unconditionally, must get
+/// the whole answer, fetched again.
+#[tokio::test]
+async fn a_304_that_confirms_nothing_is_not_passed_to_the_client() {
+    let up = serve(|req| async move {
+        let conditional = req.headers().contains_key("if-modified-since");
+        let mut r = if conditional {
+            let mut r = http::Response::new(full(""));
+            *r.status_mut() = http::StatusCode::NOT_MODIFIED;
+            r
+        } else {
+            let mut r = http::Response::new(full("fresh copy"));
+            r.headers_mut().insert(
+                "last-modified",
+                "Tue, 03 Nov 2026 10:00:00 GMT".parse().unwrap(),
+            );
+            r
+        };
+        r.headers_mut()
+            .insert("cache-control", "max-age=1".parse().unwrap());
+        r
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  cached: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: cached\n    policies:\n      - {{ type: cache }}\n",
+        up.url()
+    )))
+    .await;
+    assert_eq!(
+        fetch(&gw, "/x", &[]).await.header("portico-cache"),
+        Some("miss")
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let got = fetch(&gw, "/x", &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), "fresh copy");
+    assert_eq!(
+        up.hits(),
+        3,
+        "first fetch, the revalidation, the plain fetch again"
+    );
+}

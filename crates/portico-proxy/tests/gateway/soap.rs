@@ -171,6 +171,13 @@ async fn requests_are_checked_against_the_schema_before_anything_is_sent() {
             "numbers[1]",
             "expected an integer",
         ),
+        ("/calc11/Add", json!({"a": "-"}), "a", "expected an integer"),
+        (
+            "/calc11/Echo",
+            json!({"text": "a\u{1}b"}),
+            "text",
+            "cannot carry",
+        ),
     ];
     for (path, body, field, words) in cases {
         let got = call(&gw, path, body.clone()).await;
@@ -301,6 +308,23 @@ async fn operations_can_have_their_own_methods_and_paths() {
         "{}",
         got.text()
     );
+    // A query parameter wins over the body's field of the same name.
+    let got = send(
+        &c,
+        req("PUT", &gw.url("/calc11/echo/red?text=yo"))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from_static(
+                b"{\"text\": \"hi\", \"count\": 2}",
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        got.json(),
+        json!({"EchoResult": "yoyo red"}),
+        "{}",
+        got.text()
+    );
     // The default route of every operation stays.
     let got = call(&gw, "/calc11/GetPerson", json!({"id": 1})).await;
     assert_eq!(got.json()["GetPersonResult"]["name"], "Ada Lovelace");
@@ -331,6 +355,9 @@ async fn hostile_or_broken_answers_become_502_problems() {
             "/laughs/soap11" => {
                 "<!DOCTYPE l [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;\">]><l>&b;</l>"
             }
+            "/other/soap11" => {
+                "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><Surprise/></s:Body></s:Envelope>"
+            }
             "/v12/soap11" => {
                 "<e:Envelope xmlns:e=\"http://www.w3.org/2003/05/soap-envelope\"><e:Body/></e:Envelope>"
             }
@@ -346,7 +373,7 @@ async fn hostile_or_broken_answers_become_502_problems() {
     let gw = gateway(&config(&format!(
         "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n{}",
         up.url(),
-        ["xxe", "laughs", "v12", "junk"]
+        ["xxe", "laughs", "v12", "junk", "other"]
             .iter()
             .map(|n| format!(
                 "  - match: {{ path: {{ prefix: /{n} }} }}\n    upstream: u\n    soap: {{ wsdl: \"{}\", path: /{n}/soap11 }}\n",
@@ -360,6 +387,7 @@ async fn hostile_or_broken_answers_become_502_problems() {
         ("/laughs", "DTD"),
         ("/v12", "a SOAP 1.2 envelope"),
         ("/junk", "line 1"),
+        ("/other", "not the operation's answer <AddResponse>"),
     ] {
         let got = call(&gw, &format!("{prefix}/Add"), json!({"a": 1, "b": 2})).await;
         assert_eq!(got.status, 502, "{prefix}: {}", got.text());

@@ -72,6 +72,13 @@ async fn json_clients_talk_to_an_xml_upstream() {
         got.json(),
         json!({"order": {"@id": "7", "item": ["a", "b"], "total": {"@currency": "EUR", "#text": "9.50"}}})
     );
+    // A HEAD answer has no body to convert: it passes as it is.
+    let got = send(
+        &c,
+        req("HEAD", &gw.url("/doc")).body(crate::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200);
     // A JSON body goes upstream as XML (the origin sends it straight back, so it comes back
     // as the same JSON).
     let sent = json!({"order": {"@id": "8", "item": ["x", "y"], "ext:note": "hi & bye"}});
