@@ -1006,13 +1006,7 @@ fn flatten_extensions(schema: &mut Schema) -> Result<(), String> {
                 continue; // its own base first
             }
             if let Some(TypeDef::Complex(c)) = schema.types.get_mut(&n) {
-                let mut fields = b.fields.clone();
-                fields.append(&mut c.fields);
-                c.fields = fields;
-                let mut attrs = b.attrs.clone();
-                attrs.append(&mut c.attrs);
-                c.attrs = attrs;
-                c.open |= b.open;
+                inherit(c, &b);
                 c.base = None;
                 changed = true;
             }
@@ -1022,6 +1016,17 @@ fn flatten_extensions(schema: &mut Schema) -> Result<(), String> {
         }
     }
     Err("type extensions nest too deep (or form a cycle)".into())
+}
+
+/// A derived type's content: the base's elements and attributes first, then its own.
+fn inherit(c: &mut ComplexType, b: &ComplexType) {
+    let mut fields = b.fields.clone();
+    fields.append(&mut c.fields);
+    c.fields = fields;
+    let mut attrs = b.attrs.clone();
+    attrs.append(&mut c.attrs);
+    c.attrs = attrs;
+    c.open |= b.open;
 }
 
 /// The same for anonymous types (in global elements and in fields), once the named ones are
@@ -1038,13 +1043,7 @@ fn flatten_inline(schema: &mut Schema) -> Result<(), String> {
                     base.name
                 ));
             };
-            let mut fields = b.fields.clone();
-            fields.append(&mut c.fields);
-            c.fields = fields;
-            let mut attrs = b.attrs.clone();
-            attrs.append(&mut c.attrs);
-            c.attrs = attrs;
-            c.open |= b.open;
+            inherit(c, b);
         }
         for f in &mut c.fields {
             if let TypeRef::Inline(d) = &mut f.ty {
