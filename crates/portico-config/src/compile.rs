@@ -2227,16 +2227,18 @@ fn compile_action(
             },
             None => None,
         };
+        // Names and values percent-encoded once, here.
+        use portico_auth::basic::form_encode;
         let q = rw.and_then(|r| r.query.as_ref());
         let query_set: Vec<(String, String)> = q
             .iter()
             .flat_map(|q| &q.set)
-            .map(|(k, v)| (encode_query_part(k), encode_query_part(v)))
+            .map(|(k, v)| (form_encode(k), form_encode(v)))
             .collect();
         let query_remove: Vec<String> = q
             .iter()
             .flat_map(|q| q.remove.iter().chain(q.set.keys()))
-            .map(|k| encode_query_part(k))
+            .map(|k| form_encode(k))
             .collect();
         if query_remove.iter().any(String::is_empty) {
             cx.sink.at(

@@ -633,19 +633,6 @@ pub struct ProxyAction {
     pub query_set: Vec<(String, String)>,
 }
 
-/// Percent-encodes a query parameter name or value (everything but RFC 3986 unreserved).
-pub fn encode_query_part(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 impl ProxyAction {
     /// The upstream for one request: the only one, or a weighted draw from `r` in
     /// `0..total_weight`.

@@ -49,6 +49,12 @@ fn convert(
     }
 }
 
+/// The headers of a converted body.
+fn retype(h: &mut http::HeaderMap, media: &'static str, len: usize) {
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+}
+
 async fn read(body: Body, max: u64) -> Result<Bytes, Option<()>> {
     match http_body_util::Limited::new(body, max as usize)
         .collect()
@@ -120,12 +126,7 @@ pub async fn request(
         )))
     })?;
     metrics::counter!("portico_xml_json_conversions_total", "direction" => "request").increment(1);
-    parts
-        .headers
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    retype(&mut parts.headers, media, out.len());
     Ok(Request::from_parts(parts, Body::full(out)))
 }
 
@@ -187,12 +188,7 @@ pub async fn response(
         Ok((out, media)) => {
             metrics::counter!("portico_xml_json_conversions_total", "direction" => "response")
                 .increment(1);
-            parts
-                .headers
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+            retype(&mut parts.headers, media, out.len());
             parts.headers.remove(header::ETAG);
             Response::from_parts(parts, Body::full(out))
         }

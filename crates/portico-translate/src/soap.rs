@@ -7,7 +7,6 @@
 //! (numbers, booleans, `null` for `xsi:nil`, arrays for repeatable elements even with one
 //! item), and a Fault (1.1 or 1.2) becomes a [`Fault`].
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use quick_xml::events::{BytesStart, BytesText, Event};
@@ -75,9 +74,9 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// Prefixes for the namespaces a request uses, declared once on the envelope.
-struct Prefixes(Vec<String>);
+struct Prefixes<'a>(&'a [String]);
 
-impl Prefixes {
+impl Prefixes<'_> {
     fn of(&self, ns: &str) -> Option<String> {
         self.0
             .iter()
@@ -91,34 +90,6 @@ impl Prefixes {
             _ => local.to_owned(),
         }
     }
-}
-
-fn namespaces_of(schema: &Schema, extra: &str) -> Vec<String> {
-    let mut set = BTreeSet::new();
-    for q in schema.elements.keys() {
-        set.insert(q.ns.clone());
-    }
-    fn walk(t: &crate::wsdl::TypeDef, set: &mut BTreeSet<String>) {
-        if let crate::wsdl::TypeDef::Complex(c) = t {
-            for f in &c.fields {
-                set.insert(f.name.ns.clone());
-                if let TypeRef::Inline(d) = &f.ty {
-                    walk(d, set);
-                }
-            }
-        }
-    }
-    for t in schema.types.values() {
-        walk(t, &mut set);
-    }
-    for e in schema.elements.values() {
-        if let TypeRef::Inline(d) = &e.ty {
-            walk(d, &mut set);
-        }
-    }
-    set.insert(extra.to_owned());
-    set.remove("");
-    set.into_iter().collect()
 }
 
 type Writer = quick_xml::Writer<Vec<u8>>;
@@ -274,7 +245,7 @@ fn kind(v: &Value) -> &'static str {
 
 struct Out<'a> {
     schema: &'a Schema,
-    prefixes: &'a Prefixes,
+    prefixes: &'a Prefixes<'a>,
     w: Writer,
 }
 
@@ -459,7 +430,7 @@ pub fn request(
             ));
         }
     };
-    let prefixes = Prefixes(namespaces_of(schema, &op.rpc_namespace));
+    let prefixes = Prefixes(&port.namespaces);
     let mut out = Out {
         schema,
         prefixes: &prefixes,

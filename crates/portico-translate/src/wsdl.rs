@@ -255,6 +255,9 @@ pub struct Port {
     pub address: String,
     pub version: SoapVersion,
     pub operations: Vec<Operation>,
+    /// Every namespace its envelopes can use (the schemas' and the rpc wrappers'), found once
+    /// at load and declared on each request's envelope.
+    pub namespaces: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -917,11 +920,15 @@ pub fn load(
                 }
                 operations.push(op);
             }
+            let mut namespaces = schema_namespaces(&l.schema);
+            namespaces.extend(operations.iter().map(|o| o.rpc_namespace.clone()));
+            namespaces.remove("");
             out.push(Port {
                 name: pname.clone(),
                 address: address.clone(),
                 version: b.version,
                 operations,
+                namespaces: namespaces.into_iter().collect(),
             });
         }
         if !out.is_empty() {
@@ -949,6 +956,31 @@ impl OrDefaultOp for Option<(String, Style, String)> {
     fn unwrap_or_default_op(self) -> (String, Style, String) {
         self.unwrap_or((String::new(), Style::Document, String::new()))
     }
+}
+
+/// The namespaces of every element the schemas declare, global or local.
+fn schema_namespaces(schema: &Schema) -> std::collections::BTreeSet<String> {
+    fn walk(t: &TypeDef, set: &mut std::collections::BTreeSet<String>) {
+        if let TypeDef::Complex(c) = t {
+            for f in &c.fields {
+                set.insert(f.name.ns.clone());
+                if let TypeRef::Inline(d) = &f.ty {
+                    walk(d, set);
+                }
+            }
+        }
+    }
+    let mut set: std::collections::BTreeSet<String> =
+        schema.elements.keys().map(|q| q.ns.clone()).collect();
+    for t in schema.types.values() {
+        walk(t, &mut set);
+    }
+    for e in schema.elements.values() {
+        if let TypeRef::Inline(d) = &e.ty {
+            walk(d, &mut set);
+        }
+    }
+    set
 }
 
 /// Gives `ref=` elements the type of the global element they name.
