@@ -39,7 +39,7 @@ PORTS = {"nginx": 19081, "haproxy": 19082, "portico": 19084, "nginx-log": 19091,
          "portico-rl-local": 19088, "portico-rl-redis": 19089, "portico-rl-batch": 19090,
          "portico-rr2": 19095, "portico-lr2": 19096, "portico-grpc": 19097,
          "portico-agg": 19098, "portico-gzip": 19099, "portico-soap": 19100,
-         "portico-warm": 19101}
+         "portico-warm": 19101, "floor": 19102}
 
 # Two targets (the origin on two ports) balanced round robin or by least request, to measure
 # what the least-request pick costs: `--proxies portico-rr2,portico-lr2`.
@@ -459,7 +459,7 @@ def main():
 
         contestants = []
         for proxy in args.proxies.split(","):
-            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED or proxy in ("portico-grpc", "portico-agg", "portico-soap", "portico-warm") else [False, True]):
+            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED or proxy in ("portico-grpc", "portico-agg", "portico-soap", "portico-warm", "floor") else [False, True]):
                 name = proxy + ("-log" if logging else "")
                 port = PORTS[name]
                 log = os.path.join(run, f"{name}.access.log")
@@ -477,6 +477,10 @@ def main():
                     path = os.path.join(run, f"{name}.cfg")
                     open(path, "w").write(conf)
                     cmd = ["haproxy", "-db", "-f", path]
+                elif proxy == "floor":
+                    # The smallest hyper proxy (bench/floor): what the HTTP library costs alone.
+                    cmd = [os.path.join(os.path.dirname(args.portico), "portico-floor"),
+                           f"127.0.0.1:{port}", f"127.0.0.1:{ORIGIN_PORT}"]
                 else:
                     path = os.path.join(run, f"{name}.yaml")
                     import hashlib

@@ -424,9 +424,22 @@ impl UpstreamPool {
             Some(CountGuard(self.in_flight.clone()))
         };
         let (mut i, mut req, mut failed_over) = (i, req, false);
+        let least_request = matches!(self.balancer, Balancer::LeastRequest);
         loop {
-            match self.attempt(i, req).await {
+            // least_request: count the request on its target until its response body is
+            // gone, and feed the target's latency average. (Inline rather than a wrapping
+            // future: each layer moves the request and the response once more.)
+            let load = least_request.then(|| {
+                let tp = &self.targets[i];
+                tp.load.in_flight.fetch_add(1, Ordering::Relaxed);
+                (LoadGuard(tp.clone()), Instant::now())
+            });
+            match self.send_inner(i, req).await {
                 Ok(mut resp) => {
+                    if let Some((guard, started)) = load {
+                        self.targets[i].load.observe(started.elapsed());
+                        resp.body_mut().load = Some(guard);
+                    }
                     self.report(i, !matches!(resp.status().as_u16(), 502..=504));
                     resp.body_mut().admitted = admitted;
                     return Ok((i, resp));
@@ -444,26 +457,6 @@ impl UpstreamPool {
                 }
             }
         }
-    }
-
-    async fn attempt(
-        &self,
-        i: usize,
-        req: Request<Body>,
-    ) -> Result<Response<UpstreamBody>, Failed> {
-        if !matches!(self.balancer, Balancer::LeastRequest) {
-            return self.send_inner(i, req).await;
-        }
-        // least_request: count the request on its target until its response body is gone,
-        // and feed the target's latency average.
-        let tp = &self.targets[i];
-        tp.load.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = LoadGuard(tp.clone());
-        let started = Instant::now();
-        let mut resp = self.send_inner(i, req).await?;
-        tp.load.observe(started.elapsed());
-        resp.body_mut().load = Some(guard);
-        Ok(resp)
     }
 
     /// Credits the retry budget for one request.

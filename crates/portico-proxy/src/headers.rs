@@ -18,12 +18,32 @@ static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// keeps `Upgrade` and `Connection: upgrade` for a WebSocket handshake. `TE: trailers` is kept:
 /// gRPC servers expect it and it only announces what the gateway passes through anyway.
 pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    if h.contains_key(header::CONNECTION) {
+    // One pass over the names first: most messages carry none of these, or only
+    // `Connection`, and each `remove` below hashes its name.
+    let (mut connection, mut others) = (false, false);
+    for name in h.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if name == header::TRANSFER_ENCODING
+            || name == header::PROXY_AUTHENTICATE
+            || name == header::TE
+            || name == header::UPGRADE
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+        {
+            others = true;
+        }
+    }
+    if connection {
         // Names the Connection header lists are removed too. The usual tokens (`keep-alive`,
         // `close`, `upgrade`) name headers handled below or none, so they cost no parsing and
         // no allocation; anything else is collected first (it is removed from the same map).
         let mut listed: Vec<HeaderName> = Vec::new();
         for v in h.get_all(header::CONNECTION) {
+            let b = v.as_bytes();
+            if b.eq_ignore_ascii_case(b"keep-alive") || b.eq_ignore_ascii_case(b"close") {
+                continue; // the usual single token, without splitting
+            }
             for token in v.to_str().unwrap_or("").split(',') {
                 let token = token.trim();
                 if token.is_empty()
@@ -43,20 +63,23 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         }
         h.remove(header::CONNECTION);
     }
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(header::TRANSFER_ENCODING);
-    h.remove(header::PROXY_AUTHENTICATE);
-    if !h
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
-    {
-        h.remove(header::TE);
+    if others {
+        h.remove(&KEEP_ALIVE);
+        h.remove(&PROXY_CONNECTION);
+        h.remove(header::TRANSFER_ENCODING);
+        h.remove(header::PROXY_AUTHENTICATE);
+        if !h
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        {
+            h.remove(header::TE);
+        }
+        if !keep_upgrade {
+            h.remove(header::UPGRADE);
+        }
     }
     if keep_upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        h.remove(header::UPGRADE);
     }
 }
 

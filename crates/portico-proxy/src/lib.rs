@@ -330,7 +330,7 @@ impl Gateway {
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if ev.is_ok() {
+            if ev.is_ok_and(|e| is_change(&e.kind)) {
                 let _ = tx.send(());
             }
         })
@@ -420,4 +420,46 @@ fn check_targets(
 
 fn record_override_metrics(o: &runtime::TargetOverrides) {
     ::metrics::gauge!("portico_admin_target_overrides").set(o.len() as f64);
+}
+
+/// Whether a file-system event in the config's folder may have changed the config. Reading
+/// the file is itself an event (open, access, close-without-write): counting those made the
+/// watcher re-read the config every 150 ms forever.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    ) || matches!(
+        kind,
+        EventKind::Access(notify::event::AccessKind::Close(
+            notify::event::AccessMode::Write
+        ))
+    )
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
+
+    #[test]
+    fn reading_the_config_is_not_a_change() {
+        assert!(!super::is_change(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!super::is_change(&EventKind::Access(AccessKind::Read)));
+        assert!(!super::is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(super::is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(super::is_change(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(super::is_change(&EventKind::Modify(ModifyKind::Any)));
+        assert!(super::is_change(&EventKind::Create(CreateKind::File)));
+        assert!(super::is_change(&EventKind::Remove(RemoveKind::File)));
+    }
 }

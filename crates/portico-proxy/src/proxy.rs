@@ -327,21 +327,24 @@ async fn process(
             resp
         }
         Action::Aggregate(a) => {
-            crate::aggregate::handle(rt, a, &req, &params, request_id, rec).await?
+            Box::pin(crate::aggregate::handle(
+                rt, a, &req, &params, request_id, rec,
+            ))
+            .await?
         }
         Action::Proxy(action) if let Some(s) = route.soap.clone() => {
             let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
-            crate::soapcall::handle(
+            Box::pin(crate::soapcall::handle(
                 rt, &route, action, &s, req, &path, request_id, bytes_in, rec,
-            )
+            ))
             .await?
         }
         Action::Proxy(action) if route.transcode.is_some() => {
             let t = route.transcode.clone().expect("checked");
             let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
-            crate::transcode::handle(
+            Box::pin(crate::transcode::handle(
                 rt, &route, action, &t, req, &path, request_id, bytes_in, rec,
-            )
+            ))
             .await?
         }
         Action::Proxy(action) => 'proxy: {
@@ -385,7 +388,7 @@ async fn process(
             };
             let upstream_req = match &xml_json {
                 Some(x) if upgrade.is_none() => {
-                    match crate::xmljson::request(x, upstream_req, request_id).await {
+                    match Box::pin(crate::xmljson::request(x, upstream_req, request_id)).await {
                         Ok(r) => r,
                         Err(crate::xmljson::Refusal::Problem(p)) => return Err(p),
                         Err(crate::xmljson::Refusal::Answer(resp)) => break 'proxy *resp,
@@ -394,7 +397,7 @@ async fn process(
                 _ => upstream_req,
             };
             let mut upstream_req = match grpc_web {
-                Some(m) => crate::grpcweb::to_grpc(upstream_req, m).await?,
+                Some(m) => Box::pin(crate::grpcweb::to_grpc(upstream_req, m)).await?,
                 None => upstream_req,
             };
             if let Body::Counted(_, _, idle) = upstream_req.body_mut() {
@@ -402,7 +405,7 @@ async fn process(
             }
             let upstream_req = match route.mirror {
                 Some((m, percent)) if percent == 100 || fastrand::u32(0..100) < percent => {
-                    mirror(rt, m, upstream_req).await?
+                    Box::pin(mirror(rt, m, upstream_req)).await?
                 }
                 _ => upstream_req,
             };
@@ -452,10 +455,10 @@ async fn process(
         },
     );
     if let Some(x) = &xml_json {
-        resp = crate::xmljson::response(x, is_head, resp, request_id).await;
+        resp = Box::pin(crate::xmljson::response(x, is_head, resp, request_id)).await;
     }
     if let Some((j, fields)) = &json_transform {
-        resp = crate::transform::apply(j, fields.as_deref(), resp).await;
+        resp = Box::pin(crate::transform::apply(j, fields.as_deref(), resp)).await;
     }
     // Compression last: it sees the final headers.
     if let Some((c, method, accept)) = &compression {
@@ -501,7 +504,9 @@ async fn request_policies(
         match p {
             Policy::Auth(a) => {
                 let cert = conn.client_cert.as_deref();
-                if let Err(d) = crate::auth::authenticate(rt, a, req, cert, identity).await {
+                if let Err(d) =
+                    Box::pin(crate::auth::authenticate(rt, a, req, cert, identity)).await
+                {
                     return Err(denied(d, route, rec, extra));
                 }
                 if rec.consumer.is_none()
@@ -549,8 +554,7 @@ async fn request_policies(
                         Err((wait, i)) => crate::ratelimit::Decision::Limited(wait, i),
                     },
                     Some(shared) => {
-                        limiters
-                            .check_shared(shared, &route.name, key, !rl.hide_headers)
+                        Box::pin(limiters.check_shared(shared, &route.name, key, !rl.hide_headers))
                             .await
                     }
                 };
@@ -948,7 +952,7 @@ pub(crate) async fn call_upstream(
     let (mut req, template) = match &pool.spec.retry {
         Some(policy) => {
             pool.earn_retry(policy.budget_percent);
-            replayable(req, policy.non_idempotent).await?
+            Box::pin(replayable(req, policy.non_idempotent)).await?
         }
         None => (req, None),
     };

@@ -225,6 +225,16 @@ fn demo_serves_its_routes() {
     assert_eq!(status, 200);
     assert!(body.contains("\"name\":\"User 7\""), "{body}");
     assert_eq!(http_get(addr, "/nowhere").unwrap().0, 404);
+    // Transparent huge pages are off for the gateway's process (they inflate RSS for many
+    // small per-connection allocations); kernels since 5.0 report it per process.
+    let status_file = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
+    if let Some(line) = status_file
+        .iter()
+        .flat_map(|s| s.lines())
+        .find(|l| l.starts_with("THP_enabled:"))
+    {
+        assert!(line.ends_with('0'), "{line}");
+    }
     let (status, body) =
         http_get(format!("127.0.0.1:{admin}").parse().unwrap(), "/metrics").unwrap();
     assert_eq!(status, 200);

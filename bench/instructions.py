@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Instructions per proxied request, counted by callgrind: nginx, the hyper floor, Portico.
+
+Wall-clock figures on a shared 2-core VM move by ±15 % from run to run; instruction counts
+for a fixed number of requests do not (the same binary and load give the same count). This
+script runs each proxy under `valgrind --tool=callgrind`, sends 2,000 warm-up requests,
+zeroes the counters, sends N more (`h2load --h1`, 64 connections, 5-byte answers from the same
+origin nginx as bench/run.py), dumps the counters and divides. It counts user-space work only:
+syscalls and the kernel's network stack are not in it, so it complements, and does not
+replace, `bench/run.py`'s CPU time per request.
+
+    cargo build --release            # builds portico and bench/floor (portico-floor)
+    python3 bench/instructions.py    # about 2 minutes; needs valgrind, nginx, h2load
+
+Options: `--requests N` (default 20000), `--proxies nginx,floor,portico`, `--keep` (keep the
+callgrind files, to read with `callgrind_annotate --inclusive=yes FILE`).
+"""
+
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as harness  # noqa: E402  (the templates and process helpers of bench/run.py)
+
+PORTS = {"nginx": 19181, "floor": 19182, "portico": 19184}
+ORIGIN = harness.ORIGIN_PORT
+
+
+def h2load(port, n, cpu):
+    out = subprocess.run(["taskset", "-c", str(cpu), "h2load", "--h1", "-n", str(n), "-c", "64", "-t", "1",
+                          f"http://127.0.0.1:{port}/hello"], capture_output=True, text=True, timeout=600)
+    ok = [l for l in out.stdout.splitlines() if l.startswith("status codes:")]
+    if not ok or not ok[0].startswith(f"status codes: {n} 2xx"):
+        harness.die(f"h2load against port {port}: not every request answered 2xx:\n{out.stdout}")
+
+
+def measure(name, cmd, port, n, run, cpu):
+    out = os.path.join(run, f"callgrind.{name}")
+    log = open(os.path.join(run, f"{name}.log"), "w")
+    proc = harness.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"] + cmd, cpu, log,
+                         env=dict(os.environ, PORTICO_LOG="warn"))
+    for _ in range(600):  # valgrind starts slowly
+        if harness.port_open(port):
+            break
+        if proc.poll() is not None:
+            harness.die(f"{name} exited at start (see {run}/{name}.log)")
+        time.sleep(0.1)
+    else:
+        harness.die(f"{name} did not open port {port}")
+    h2load(port, 2000, 1 - cpu)
+    # The valgrind process is the proxy's own process (callgrind runs it in place).
+    subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
+    h2load(port, n, 1 - cpu)
+    subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
+    time.sleep(0.5)
+    proc.terminate()
+    proc.wait(timeout=30)
+    # The dump after zeroing is the largest `.N` part file; its `summary:` line is the total.
+    parts = sorted(glob.glob(f"{out}.*.*"), key=os.path.getsize)
+    if not parts:
+        harness.die(f"no callgrind dump for {name}")
+    for line in open(parts[-1]):
+        if line.startswith("summary:"):
+            return int(line.split()[1]) / n, parts[-1]
+    harness.die(f"no summary in {parts[-1]}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--proxies", default="nginx,floor,portico")
+    ap.add_argument("--portico", default=os.path.join(harness.ROOT, "target/release/portico"))
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    for tool in ("valgrind", "callgrind_control", "nginx", "h2load"):
+        if not shutil.which(tool):
+            harness.die(f"{tool} not found (apt-get install -y valgrind nginx-light nghttp2-client)")
+    run = tempfile.mkdtemp(prefix="portico-instr-")
+    procs = []
+    try:
+        with open(os.path.join(run, "origin.conf"), "w") as f:
+            f.write(harness.ORIGIN_CONF.format(run=run, port=ORIGIN, port2=harness.ORIGIN_PORT2, h2port=ORIGIN + 100))
+        origin = harness.start(["nginx", "-c", os.path.join(run, "origin.conf"), "-p", run], 0, open(os.devnull, "w"))
+        procs.append(origin)
+        harness.wait_port(ORIGIN, origin, "origin")
+        rows = []
+        for name in args.proxies.split(","):
+            port = PORTS[name]
+            if name == "nginx":
+                os.makedirs(os.path.join(run, "nginx-tmp"), exist_ok=True)
+                conf = harness.NGINX_CONF.format(run=run, name="nginx", log="off", origin=ORIGIN, port=port, h2listen="")
+                # One process: callgrind follows the process it starts, not forked workers.
+                conf = "master_process off;\n" + conf
+                path = os.path.join(run, "nginx.conf")
+                open(path, "w").write(conf)
+                cmd = ["nginx", "-c", path, "-p", run]
+            elif name == "floor":
+                cmd = [os.path.join(os.path.dirname(args.portico), "portico-floor"), f"127.0.0.1:{port}", f"127.0.0.1:{ORIGIN}"]
+            else:
+                path = os.path.join(run, "portico.yaml")
+                open(path, "w").write(harness.PORTICO_CONF.format(port=port, origin=ORIGIN, log="off"))
+                cmd = [args.portico, "run", "--no-watch", "--workers", "1", "-c", path]
+            per_req, dump = measure(name, cmd, port, args.requests, run, 1)
+            rows.append((name, per_req, dump))
+            print(f"  {name:8} {per_req:9.0f} instructions/request", flush=True)
+    finally:
+        for p in procs:
+            p.terminate()
+    base = next((r[1] for r in rows if r[0] == "nginx"), None)
+    print(f"\n| proxy | instructions per request | vs nginx |\n|---|---:|---:|")
+    for name, per_req, _ in rows:
+        print(f"| {name} | {per_req:,.0f} | {per_req / base:.2f} |" if base else f"| {name} | {per_req:,.0f} | |")
+    if args.keep:
+        print(f"\ncallgrind files: {run}")
+    else:
+        shutil.rmtree(run, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
