@@ -39,7 +39,7 @@ PORTS = {"nginx": 19081, "haproxy": 19082, "portico": 19084, "nginx-log": 19091,
          "portico-rl-local": 19088, "portico-rl-redis": 19089, "portico-rl-batch": 19090,
          "portico-rr2": 19095, "portico-lr2": 19096, "portico-grpc": 19097,
          "portico-agg": 19098, "portico-gzip": 19099, "portico-soap": 19100,
-         "portico-warm": 19101, "floor": 19102}
+         "portico-warm": 19101, "floor": 19102, "portico-b": 19103}
 
 # Two targets (the origin on two ports) balanced round robin or by least request, to measure
 # what the least-request pick costs: `--proxies portico-rr2,portico-lr2`.
@@ -378,6 +378,8 @@ def main():
     ap.add_argument("--proxies", default="nginx,haproxy,portico")
     ap.add_argument("--no-log", action="store_true", help="skip the access-log-on instances")
     ap.add_argument("--portico", default=os.path.join(ROOT, "target/release/portico"))
+    ap.add_argument("--portico-b", help="a second Portico binary, run as contestant `portico-b` with the "
+                    "plain config: an A/B of two builds in the same rounds")
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--proxy-cpu", type=int, default=1)
     args = ap.parse_args()
@@ -459,7 +461,7 @@ def main():
 
         contestants = []
         for proxy in args.proxies.split(","):
-            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED or proxy in ("portico-grpc", "portico-agg", "portico-soap", "portico-warm", "floor") else [False, True]):
+            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED or proxy in ("portico-grpc", "portico-agg", "portico-soap", "portico-warm", "floor", "portico-b") else [False, True]):
                 name = proxy + ("-log" if logging else "")
                 port = PORTS[name]
                 log = os.path.join(run, f"{name}.access.log")
@@ -511,7 +513,10 @@ def main():
                                             f'targets: ["http://127.0.0.1:{ORIGIN_PORT}", "http://127.0.0.1:{ORIGIN_PORT2}"]\n'
                                             f'    load_balancing: {{ algorithm: {BALANCED[proxy]} }}')
                     open(path, "w").write(conf)
-                    cmd = [args.portico, "run", "--no-watch", "--workers", "1", "-c", path]
+                    binary = args.portico_b if proxy == "portico-b" else args.portico
+                    if not binary:
+                        die("contestant portico-b needs --portico-b PATH")
+                    cmd = [binary, "run", "--no-watch", "--workers", "1", "-c", path]
                 out = open(log, "w") if proxy == "haproxy" and logging else logf
                 procs[name] = start(cmd, args.proxy_cpu, out, env=dict(os.environ, PORTICO_LOG="warn"))
                 wait_port(port, procs[name], name)
@@ -527,7 +532,8 @@ def main():
                 tool, path, conns, streams = SCENARIOS[sc]
                 order = contestants[r % len(contestants):] + contestants[: r % len(contestants)]
                 for name, port, h2port, logging in order:
-                    if tool == "h2load" and logging:
+                    # The floor speaks HTTP/1.1 only.
+                    if tool == "h2load" and (logging or name == "floor"):
                         continue
                     target = h2port if tool == "h2load" else port
                     secs = max(2, args.seconds - 1) if conns == 1 or tool == "h2load" else args.seconds

@@ -326,7 +326,7 @@ pub fn compile(
         consumers: Arc::new(consumers),
         jwks: cx.jwks,
         redis,
-        redacted: root.to_redacted_json(),
+        text: Arc::from(text),
     })
 }
 

@@ -35,8 +35,18 @@ pub struct Config {
     /// JWKS URLs the `jwt` policies read, by slot.
     pub jwks: Vec<JwksSource>,
     pub redis: Option<RedisSettings>,
-    /// The file as JSON, `${VAR}` references unexpanded and secret-named keys redacted.
-    pub redacted: serde_json::Value,
+    /// The text the config was compiled from, for `redacted` (kept instead of the JSON: a
+    /// 10,000-route file is ~1 MiB of text but several of JSON, and few loads are ever shown).
+    pub text: Arc<str>,
+}
+
+impl Config {
+    /// The file as JSON, `${VAR}` references unexpanded and secret-named keys redacted, for
+    /// the admin port. Made on demand from the text, which parsed when the config loaded.
+    pub fn redacted(&self) -> serde_json::Value {
+        crate::tree::parse_document(&self.text)
+            .map_or(serde_json::Value::Null, |root| root.to_redacted_json())
+    }
 }
 
 #[derive(Debug, Clone)]

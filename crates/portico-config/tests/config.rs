@@ -868,7 +868,7 @@ fn secrets_are_redacted_and_env_not_expanded() {
     let c = load("upstreams: { u: { targets: [\"${BACKEND}\"] } }\nserver: { request_id_header: x-id }\nextra_token: 1\n").err();
     assert!(c.is_some());
     let c = load("upstreams: { u: { targets: [\"${BACKEND}\"] } }\npolicies: [{ type: headers, request: { set: { authorization: \"Bearer ${PORT}\" } } }]\n").unwrap();
-    let shown = c.redacted.to_string();
+    let shown = c.redacted().to_string();
     assert!(shown.contains("${BACKEND}"), "{shown}");
     assert!(!shown.contains("127.0.0.1:9000"), "{shown}");
 }

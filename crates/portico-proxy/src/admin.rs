@@ -99,7 +99,7 @@ async fn answer(
                 "loaded_at": crate::access_log::rfc3339(rt.loaded_at),
                 "last_reload_error": inner.last_reload_error.lock().map(|e| e.clone()).unwrap_or(None),
                 "target_overrides": overrides_json(&inner),
-                "config": rt.config.redacted,
+                "config": rt.config.redacted(),
             });
             reply(
                 StatusCode::OK,
