@@ -126,7 +126,7 @@ pub async fn handle(
     let body = LoggedBody {
         inner: body,
         bytes: 0,
-        done: Some((rec, start, rt.clone(), bytes_in)),
+        done: Some(Box::new((rec, start, rt.clone(), bytes_in))),
         _in_flight: guards,
     };
     Ok(Response::from_parts(parts, body))
@@ -151,8 +151,12 @@ async fn process(
         return Err(Problem::UriTooLong);
     }
     // Identity headers are set by the gateway only; a client's copies are never passed on.
-    for h in &cfg.server.identity_headers {
-        req.headers_mut().remove(h);
+    // Names are compared first: a `remove` hashes its name even when the header is absent.
+    let ids = &cfg.server.identity_headers;
+    if req.headers().keys().any(|k| ids.contains(k)) {
+        for h in ids {
+            req.headers_mut().remove(h);
+        }
     }
 
     // Route. A CORS preflight is routed as the request it asks about.
@@ -934,10 +938,12 @@ pub(crate) async fn call_upstream(
     rec: &mut Record,
 ) -> Result<Response<UpstreamBody>, Problem> {
     let mut budget = route.timeout.unwrap_or(pool.spec.request_timeout);
-    // A gRPC client's own deadline, when shorter, is the one that counts.
+    // A gRPC client's own deadline, when shorter, is the one that counts. (A static name:
+    // looking up by `&str` parses the name again on every request.)
+    static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
     if let Some(t) = req
         .headers()
-        .get("grpc-timeout")
+        .get(&GRPC_TIMEOUT)
         .and_then(|v| grpc_timeout(v.as_bytes()))
     {
         budget = budget.min(t);
@@ -1236,16 +1242,19 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 pub struct LoggedBody {
     inner: Body,
     bytes: u64,
-    done: Option<(Record, Instant, Arc<Runtime>, Arc<BodyStats>)>,
+    /// Boxed: the response body is moved several times on its way into hyper's connection,
+    /// and the access record would make every move a few hundred bytes longer.
+    done: Option<Box<(Record, Instant, Arc<Runtime>, Arc<BodyStats>)>>,
     /// Places held in `concurrency_limit` policies, released when the body is dropped.
     _in_flight: Vec<crate::concurrency::Guard>,
 }
 
 impl LoggedBody {
     fn finish(&mut self, complete: bool) {
-        let Some((mut rec, start, rt, bytes_in)) = self.done.take() else {
+        let Some(done) = self.done.take() else {
             return;
         };
+        let (mut rec, start, rt, bytes_in) = *done;
         rec.duration = start.elapsed();
         rec.bytes_out = self.bytes;
         rec.bytes_in = bytes_in.bytes.load(Ordering::Relaxed);
