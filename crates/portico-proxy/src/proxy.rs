@@ -1237,6 +1237,10 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
 }
 
+/// What a finished request is recorded with: its access record, when it started, the config
+/// it ran under and its request body's counters.
+type Finish = (Record, Instant, Arc<Runtime>, Arc<BodyStats>);
+
 /// The response body, which logs and counts the request when it ends (or is dropped because
 /// the client went away).
 pub struct LoggedBody {
@@ -1244,7 +1248,7 @@ pub struct LoggedBody {
     bytes: u64,
     /// Boxed: the response body is moved several times on its way into hyper's connection,
     /// and the access record would make every move a few hundred bytes longer.
-    done: Option<Box<(Record, Instant, Arc<Runtime>, Arc<BodyStats>)>>,
+    done: Option<Box<Finish>>,
     /// Places held in `concurrency_limit` policies, released when the body is dropped.
     _in_flight: Vec<crate::concurrency::Guard>,
 }
