@@ -427,14 +427,14 @@ fn record_override_metrics(o: &runtime::TargetOverrides) {
 /// watcher re-read the config every 150 ms forever.
 fn is_change(kind: &notify::EventKind) -> bool {
     use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
     matches!(
         kind,
-        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
-    ) || matches!(
-        kind,
-        EventKind::Access(notify::event::AccessKind::Close(
-            notify::event::AccessMode::Write
-        ))
+        EventKind::Create(_)
+            | EventKind::Modify(_)
+            | EventKind::Remove(_)
+            | EventKind::Any
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
     )
 }
 

@@ -139,7 +139,7 @@ type CounterCache = std::collections::HashMap<
 /// a worker thread and its keys come from the config, so SipHash's flooding resistance buys
 /// nothing there and cost ~150 instructions per request.
 #[derive(Default)]
-pub struct KeyHasher(u64);
+struct KeyHasher(u64);
 
 impl std::hash::Hasher for KeyHasher {
     fn finish(&self) -> u64 {
