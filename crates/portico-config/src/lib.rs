@@ -8,6 +8,7 @@ pub mod diag;
 pub mod duration;
 pub mod file;
 pub mod ir;
+mod plain_yaml;
 pub mod router;
 pub mod tree;
 

@@ -121,7 +121,7 @@ fn is_secret_key(key: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Reading the YAML document into nodes.
 
-struct RawNode(NodeKind);
+pub(crate) struct RawNode(pub(crate) NodeKind);
 
 impl<'de> Deserialize<'de> for RawNode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -198,6 +198,15 @@ pub fn parse_document(text: &str) -> Result<Node, DeError> {
             loc: Loc { line: 1, column: 1 },
         });
     }
+    if let Some(root) = crate::plain_yaml::read(text) {
+        return Ok(root);
+    }
+    parse_document_reference(text)
+}
+
+/// [`parse_document`] through serde-saphyr's deserializer alone: every YAML feature, and its
+/// error messages.
+pub(crate) fn parse_document_reference(text: &str) -> Result<Node, DeError> {
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! { max_depth: 64, max_nodes: 2_000_000 },
     };
