@@ -20,7 +20,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
@@ -111,9 +112,25 @@ enum State {
     Refused,
 }
 
+/// Tells the request handler whether every request head on the connection so far went
+/// through the guard's checks and passed. While it holds, the handler skips its own framing
+/// checks (and the lookup of the refusal marker, a hashed header name per request); once a
+/// head is refused or the guard steps aside (upgrade, HTTP/2, a head too big or malformed for
+/// hyper to accept), the handler checks every request itself.
+#[derive(Debug)]
+pub struct Checked(AtomicBool);
+
+impl Checked {
+    pub fn all(&self) -> bool {
+        // Relaxed: the guard and the handler run in the same connection task.
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 pub struct H1Guard<IO> {
     io: IO,
     state: State,
+    checked: Arc<Checked>,
     /// Bytes read but not yet judged (part of a head, a chunk line or trailers).
     pending: BytesMut,
     /// Bytes judged and ready for hyper.
@@ -129,6 +146,7 @@ impl<IO> H1Guard<IO> {
         H1Guard {
             io,
             state: State::Head,
+            checked: Arc::new(Checked(AtomicBool::new(true))),
             pending: BytesMut::new(),
             out: BytesMut::new(),
             line: Vec::new(),
@@ -137,8 +155,22 @@ impl<IO> H1Guard<IO> {
         }
     }
 
+    /// The connection's [`Checked`], for the request handler.
+    pub fn checked(&self) -> Arc<Checked> {
+        self.checked.clone()
+    }
+
+    /// Called after every change of state, before any byte judged under the new state reaches
+    /// hyper.
+    fn note_state(&self) {
+        if matches!(self.state, State::PassThrough | State::Refused) {
+            self.checked.0.store(false, Ordering::Relaxed);
+        }
+    }
+
     fn refuse(&mut self, r: Refusal) {
         self.state = State::Refused;
+        self.note_state();
         self.pending.clear();
         self.out.extend_from_slice(
             format!(
@@ -153,6 +185,12 @@ impl<IO> H1Guard<IO> {
     /// Follows the framing over `input`, the bytes right after those already judged. Returns
     /// how many leading bytes are judged; any rest is an incomplete head to hold back.
     fn walk(&mut self, input: &[u8]) -> Walk {
+        let walked = self.walk_states(input);
+        self.note_state();
+        walked
+    }
+
+    fn walk_states(&mut self, input: &[u8]) -> Walk {
         let mut i = 0;
         while i < input.len() {
             let rest = &input[i..];
@@ -188,7 +226,11 @@ impl<IO> H1Guard<IO> {
                     self.first = false;
                     match judge(&rest[..end + 4]) {
                         Verdict::Refuse(r) => return Walk::Refuse(i, r),
-                        Verdict::Pass(next) => {
+                        Verdict::Pass(next, marked) => {
+                            if marked {
+                                // A client's copy of the refusal marker: the handler strips it.
+                                self.checked.0.store(false, Ordering::Relaxed);
+                            }
                             self.state = next;
                             i += end + 4;
                         }
@@ -283,7 +325,9 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 }
 
 enum Verdict {
-    Pass(State),
+    /// The head is fine; the state after it, and whether it carries a header named like the
+    /// refusal marker.
+    Pass(State, bool),
     Refuse(Refusal),
 }
 
@@ -296,13 +340,14 @@ fn judge(head: &[u8]) -> Verdict {
         Ok(httparse::Status::Complete(_))
     ) {
         // Malformed: hyper parses the same bytes with the same parser and refuses them.
-        return Verdict::Pass(State::PassThrough);
+        return Verdict::Pass(State::PassThrough, false);
     }
     let mut lengths = 0;
     let mut length = 0u64;
     let mut codings = 0;
     let mut chunked = false;
     let mut upgrade = req.method == Some("CONNECT");
+    let mut marked = false;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             lengths += 1;
@@ -320,6 +365,8 @@ fn judge(head: &[u8]) -> Verdict {
             chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = true;
+        } else if h.name.eq_ignore_ascii_case(REJECT_HEADER) {
+            marked = true;
         }
     }
     if lengths > 0 && codings > 0 {
@@ -331,7 +378,7 @@ fn judge(head: &[u8]) -> Verdict {
     if codings > 1 || (codings == 1 && !chunked) {
         return Verdict::Refuse(Refusal::TransferCoding);
     }
-    Verdict::Pass(if upgrade {
+    let next = if upgrade {
         State::PassThrough
     } else if chunked {
         State::ChunkSize
@@ -339,7 +386,8 @@ fn judge(head: &[u8]) -> Verdict {
         State::Length(length)
     } else {
         State::Head
-    })
+    };
+    Verdict::Pass(next, marked)
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for H1Guard<IO> {
@@ -401,6 +449,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for H1Guard<IO> {
                 let rest = this.pending.split();
                 this.out.extend_from_slice(&rest);
                 this.state = State::PassThrough;
+                this.note_state();
                 if this.out.is_empty() {
                     return Poll::Ready(Ok(()));
                 }

@@ -30,6 +30,8 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
     /// The verified client certificate (mutual TLS).
     pub client_cert: Option<Arc<portico_auth::mtls::ClientCert>>,
+    /// Set when the HTTP/1 framing guard reads this connection (see `check_framing`).
+    pub framing: Option<Arc<crate::h1guard::Checked>>,
 }
 
 /// The response body type: the body plus the bookkeeping that runs when it ends.
@@ -47,6 +49,7 @@ impl ConnInfo {
             tls,
             listener,
             client_cert: None,
+            framing: None,
         }
     }
 }
@@ -122,7 +125,18 @@ pub async fn handle(
         }
     };
     rec.status = resp.status().as_u16();
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    // A connection whose framing guard has stepped aside — after an `Upgrade` request that
+    // did not switch protocols, say — is not kept alive: the requests after this one would
+    // reach hyper unchecked, and hyper accepts shapes the guard refuses.
+    if rec.version <= Version::HTTP_11
+        && parts.status != StatusCode::SWITCHING_PROTOCOLS
+        && conn.framing.as_ref().is_some_and(|c| !c.all())
+    {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let body = LoggedBody {
         inner: body,
         bytes: 0,
@@ -145,7 +159,7 @@ async fn process(
     bytes_in: &Arc<BodyStats>,
     extra: &mut Vec<(http::HeaderName, HeaderValue)>,
 ) -> Result<Response<Body>, Problem> {
-    check_framing(&mut req)?;
+    check_framing(&mut req, conn)?;
     let cfg = &rt.config;
     if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > cfg.server.max_uri_bytes {
         return Err(Problem::UriTooLong);
@@ -700,8 +714,13 @@ fn without_params(uri: &Uri, names: &[String]) -> Option<Uri> {
 /// Refuses request framing that proxies disagree on (request smuggling). hyper rejects most
 /// malformed heads itself (obs-fold, bad chunk sizes, invalid Content-Length); these are the
 /// shapes it accepts but a gateway must not.
-fn check_framing(req: &mut Request<Incoming>) -> Result<(), Problem> {
+fn check_framing(req: &mut Request<Incoming>, conn: &ConnInfo) -> Result<(), Problem> {
     if req.version() > Version::HTTP_11 {
+        return Ok(());
+    }
+    // The connection's guard checked this head (and all before it) for the same shapes and
+    // refused none: nothing here would find anything.
+    if conn.framing.as_ref().is_some_and(|c| c.all()) {
         return Ok(());
     }
     // A head the connection guard refused arrives as a marked request (see h1guard).

@@ -157,7 +157,7 @@ async fn serve_connection(
 ) {
     let _guard = ConnGuard::new(&inner, &s.name);
     let Some(acceptor) = &s.tls else {
-        let conn = Arc::new(ConnInfo::new(peer, false, s.name.clone()));
+        let conn = ConnInfo::new(peer, false, s.name.clone());
         return serve_stream(stream, s.guard_h1, &s, conn, inner).await;
     };
     // Boxed: a TLS connection's handshake and stream make its future three times the size of
@@ -193,28 +193,22 @@ async fn serve_tls(
             Err(e) => tracing::debug!(%peer, error = %e, "client certificate not readable"),
         }
     }
-    let conn = Arc::new(info);
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve_stream(tls, s.guard_h1 && !h2, s, conn, inner).await;
+    serve_stream(tls, s.guard_h1 && !h2, s, info, inner).await;
 }
 
 /// Serves a (possibly TLS) stream, behind the HTTP/1 framing guard when it may carry HTTP/1.
-async fn serve_stream<I>(io: I, guard: bool, s: &Settings, conn: Arc<ConnInfo>, inner: Arc<Inner>)
+async fn serve_stream<I>(io: I, guard: bool, s: &Settings, mut conn: ConnInfo, inner: Arc<Inner>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let shutdown = inner.shutdown.subscribe();
     if guard {
-        serve_io(
-            TokioIo::new(H1Guard::new(io, s.max_head)),
-            s,
-            conn,
-            inner,
-            shutdown,
-        )
-        .await;
+        let io = H1Guard::new(io, s.max_head);
+        conn.framing = Some(io.checked());
+        serve_io(TokioIo::new(io), s, Arc::new(conn), inner, shutdown).await;
     } else {
-        serve_io(TokioIo::new(io), s, conn, inner, shutdown).await;
+        serve_io(TokioIo::new(io), s, Arc::new(conn), inner, shutdown).await;
     }
 }
 

@@ -168,3 +168,32 @@ async fn pipelined_requests_after_a_bad_one_are_not_processed() {
     );
     assert_eq!(up.hits(), 0);
 }
+
+/// Once the guard steps aside (here after an `Upgrade` request the upstream answers without
+/// switching protocols), it no longer vouches for the heads that follow, and hyper accepts
+/// shapes the guard refuses: the connection is closed after that answer, so a request
+/// pipelined behind it is never read.
+#[tokio::test]
+async fn a_connection_the_guard_stepped_aside_from_is_closed() {
+    let (gw, up) = setup().await;
+    let resp = raw(
+        gw.addr,
+        b"GET /up HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n\
+          POST /smuggled HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp}"
+    );
+    assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "one answer: {resp}");
+    assert_eq!(up.hits(), 1, "only the first request reaches the upstream");
+    // A guarded connection stays open for the next request as usual.
+    let resp = raw(
+        gw.addr,
+        b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp.matches("HTTP/1.1 200").count(), 2, "{resp}");
+}
