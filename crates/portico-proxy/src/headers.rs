@@ -127,18 +127,21 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
     let peer = canonical_ip(f.peer);
     let proto = if f.tls { "https" } else { "http" };
     if f.x_forwarded {
-        match (
-            f.peer_trusted,
-            h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
-        ) {
-            (true, Some(prev)) => {
+        // The client's own value counts only from a trusted peer (no lookup otherwise: the
+        // name is hashed for each).
+        match f
+            .peer_trusted
+            .then(|| h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()))
+            .flatten()
+        {
+            Some(prev) => {
                 let v = format!("{prev}, {peer}");
                 h.insert(
                     &X_FORWARDED_FOR,
                     HeaderValue::try_from(v).unwrap_or_else(|_| f.peer_value.clone()),
                 );
             }
-            _ => {
+            None => {
                 h.insert(&X_FORWARDED_FOR, f.peer_value.clone());
             }
         }
