@@ -115,8 +115,9 @@ enum State {
 /// Tells the request handler whether every request head on the connection so far went
 /// through the guard's checks and passed. While it holds, the handler skips its own framing
 /// checks (and the lookup of the refusal marker, a hashed header name per request); once a
-/// head is refused or the guard steps aside (upgrade, HTTP/2, a head too big or malformed for
-/// hyper to accept), the handler checks every request itself.
+/// head is refused, a client sends a header named like the marker, or the guard steps aside
+/// (upgrade, HTTP/2, a head too big or malformed for hyper to accept), the handler checks
+/// every request itself, and the connection is closed after the current answer.
 #[derive(Debug)]
 pub struct Checked(AtomicBool);
 
