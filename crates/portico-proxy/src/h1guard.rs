@@ -15,7 +15,8 @@
 //! bytes after the refused head are never read.
 //!
 //! Bodies are followed (Content-Length, chunked) but not judged: hyper's own decoder rejects a
-//! malformed body. After an `Upgrade`/`CONNECT` request, or on an HTTP/2 preface, the guard
+//! malformed body. A chunk-size or trailer line the guard cannot follow (longer than 4 KiB, or
+//! a size it cannot read) fails the read, which ends the connection. After an `Upgrade`/`CONNECT` request, or on an HTTP/2 preface, the guard
 //! steps aside.
 
 use std::io;
@@ -28,6 +29,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub const REJECT_HEADER: &str = "x-portico-reject";
+
+/// The longest chunk-size or trailer line the guard follows (with its CRLF).
+const MAX_LINE: usize = 4096;
 
 /// The secret that marks a synthetic rejection request as ours, not a client's.
 pub fn reject_token() -> &'static str {
@@ -110,6 +114,11 @@ enum State {
     PassThrough,
     /// A head was refused; `out` holds the synthetic request, then the stream ends.
     Refused,
+    /// A chunk-size or trailer line the guard cannot follow (over-long, or a size it cannot
+    /// read) in the middle of a body: after the bytes already judged, reading fails and hyper
+    /// ends the connection. Stepping aside instead would let the next head reach hyper
+    /// unchecked while the current answer may already be on its way.
+    Broken,
 }
 
 /// Tells the request handler whether every request head on the connection so far went
@@ -164,7 +173,10 @@ impl<IO> H1Guard<IO> {
     /// Called after every change of state, before any byte judged under the new state reaches
     /// hyper.
     fn note_state(&self) {
-        if matches!(self.state, State::PassThrough | State::Refused) {
+        if matches!(
+            self.state,
+            State::PassThrough | State::Refused | State::Broken
+        ) {
             self.checked.0.store(false, Ordering::Relaxed);
         }
     }
@@ -197,6 +209,7 @@ impl<IO> H1Guard<IO> {
             let rest = &input[i..];
             match self.state {
                 State::PassThrough | State::Refused => return Walk::Judged(input.len()),
+                State::Broken => return Walk::Judged(i),
                 State::Head => {
                     if self.first && b"PRI * HTTP/2.0".starts_with(&rest[..rest.len().min(14)]) {
                         if rest.len() < 14 {
@@ -259,13 +272,17 @@ impl<IO> H1Guard<IO> {
                 }
                 State::ChunkSize | State::Trailers => {
                     let Some(nl) = rest.iter().position(|b| *b == b'\n') else {
-                        if self.line.len() + rest.len() > 4096 {
-                            self.state = State::PassThrough;
-                            return Walk::Judged(input.len());
+                        if self.line.len() + rest.len() > MAX_LINE {
+                            self.state = State::Broken;
+                            return Walk::Judged(i);
                         }
                         self.line.extend_from_slice(rest);
                         return Walk::Judged(input.len());
                     };
+                    if self.line.len() + nl + 1 > MAX_LINE {
+                        self.state = State::Broken;
+                        return Walk::Judged(i);
+                    }
                     self.line.extend_from_slice(&rest[..=nl]);
                     i += nl + 1;
                     let line = std::mem::take(&mut self.line);
@@ -273,8 +290,12 @@ impl<IO> H1Guard<IO> {
                         State::ChunkSize => match chunk_size(&line) {
                             Some(0) => State::Trailers,
                             Some(n) => State::ChunkData(n),
-                            // hyper's decoder rejects it; stop following.
-                            None => State::PassThrough,
+                            // hyper's decoder would reject most of these, but a size the
+                            // guard cannot read is framing it cannot follow: end here.
+                            None => {
+                                self.state = State::Broken;
+                                return Walk::Judged(i - (nl + 1));
+                            }
                         },
                         _ if line == b"\r\n" => State::Head,
                         _ => State::Trailers,
@@ -410,6 +431,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for H1Guard<IO> {
                 // the marked request. It closes the connection itself after the 400
                 // (`connection: close`), so nothing needs to wake this read.
                 State::Refused => return Poll::Pending,
+                State::Broken => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a chunk-size or trailer line is malformed or longer than 4 KiB",
+                    )));
+                }
                 State::PassThrough if this.pending.is_empty() => {
                     return Pin::new(&mut this.io).poll_read(cx, buf);
                 }
@@ -433,6 +460,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for H1Guard<IO> {
                 }
                 match refused {
                     Some(r) => this.refuse(r),
+                    // What follows the judged bytes is never read.
+                    None if matches!(this.state, State::Broken) => {}
                     None => this.pending.extend_from_slice(&buf.filled()[before + n..]),
                 }
                 buf.set_filled(before + n);
@@ -461,7 +490,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for H1Guard<IO> {
             match this.walk(&held) {
                 Walk::Judged(n) => {
                     this.out.extend_from_slice(&held[..n]);
-                    this.pending.extend_from_slice(&held[n..]);
+                    if !matches!(this.state, State::Broken) {
+                        this.pending.extend_from_slice(&held[n..]);
+                    }
                 }
                 Walk::Refuse(n, r) => {
                     this.out.extend_from_slice(&held[..n]);
@@ -545,6 +576,64 @@ mod tests {
             // After the marked request the guard reads nothing more.
             assert!(tokio::time::timeout(std::time::Duration::from_millis(20), g.read(&mut buf)).await.is_err());
         }
+    }
+
+    /// A chunk line the guard cannot follow ends the stream with an error after the bytes
+    /// before it, so nothing behind it (here a head hyper would accept and the guard refuses)
+    /// reaches hyper unchecked.
+    #[tokio::test]
+    async fn unfollowable_chunk_lines_end_the_connection() {
+        let start = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        let smuggled = "POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let long = "a".repeat(MAX_LINE);
+        for (name, rest) in [
+            ("long trailer", format!("0\r\nX-T: {long}\r\n\r\n")),
+            ("long extension", format!("3;{long}\r\nabc\r\n0\r\n\r\n")),
+            (
+                "unreadable size",
+                "0000000000000000003\r\nabc\r\n0\r\n\r\n".to_string(),
+            ),
+        ] {
+            let input = format!("{start}{rest}{smuggled}");
+            // Small reads, so the line arrives in pieces as well.
+            for step in [7, 4096, input.len()] {
+                let chunks: Vec<&[u8]> = input.as_bytes().chunks(step).collect();
+                let mut io = chunked_reader(chunks);
+                let mut g = H1Guard::new(&mut io, 65536);
+                let mut out = Vec::new();
+                let err = g.read_to_end(&mut out).await.expect_err(name);
+                assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{name}");
+                let out = String::from_utf8(out).unwrap();
+                assert!(out.starts_with(start), "{name}/{step}: {out}");
+                assert!(
+                    !out.contains("/s HTTP"),
+                    "{name}/{step}: the next head got through"
+                );
+                assert!(!g.checked().all(), "{name}");
+            }
+        }
+    }
+
+    /// A reader that hands out `chunks` one read at a time.
+    fn chunked_reader(chunks: Vec<&[u8]>) -> impl AsyncRead + Unpin + '_ {
+        struct Chunks<'a>(std::collections::VecDeque<&'a [u8]>);
+        impl AsyncRead for Chunks<'_> {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                if let Some(c) = self.0.pop_front() {
+                    let n = c.len().min(buf.remaining());
+                    buf.put_slice(&c[..n]);
+                    if n < c.len() {
+                        self.0.push_front(&c[n..]);
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+        Chunks(chunks.into())
     }
 
     #[tokio::test]

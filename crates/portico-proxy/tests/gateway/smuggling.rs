@@ -197,3 +197,25 @@ async fn a_connection_the_guard_stepped_aside_from_is_closed() {
     .await;
     assert_eq!(resp.matches("HTTP/1.1 200").count(), 2, "{resp}");
 }
+
+/// A trailer line too long for the guard to follow ends the connection: the request behind
+/// it is never read, though hyper alone would accept both.
+#[tokio::test]
+async fn a_body_the_guard_cannot_follow_ends_the_connection() {
+    let (gw, up) = setup().await;
+    let req = format!(
+        "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Long: {}\r\n\r\n\
+         GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        "a".repeat(5000)
+    );
+    let resp = raw(gw.addr, req.as_bytes()).await;
+    assert!(!resp.contains("smuggled"), "{resp}");
+    assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{resp}");
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("malformed"), "{resp}");
+    assert!(
+        up.hits() <= 1,
+        "{} requests reached the upstream",
+        up.hits()
+    );
+}
