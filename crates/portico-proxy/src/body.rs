@@ -41,6 +41,8 @@ impl Default for BodyStats {
 #[derive(Debug)]
 pub enum BodyError {
     Hyper(hyper::Error),
+    /// The upstream connection failed in the middle of a response body.
+    Upstream(crate::h1conn::ConnError),
     /// The request body went past the route's `body_limit`.
     TooLarge,
     /// Nothing arrived for the upstream's `stream_idle_timeout`.
@@ -53,6 +55,7 @@ impl std::fmt::Display for BodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BodyError::Hyper(e) => e.fmt(f),
+            BodyError::Upstream(e) => e.fmt(f),
             BodyError::TooLarge => f.write_str("request body larger than the route allows"),
             BodyError::Idle => f.write_str("stream idle for longer than stream_idle_timeout"),
             BodyError::Compress(e) => write!(f, "compression: {e}"),

@@ -3,7 +3,9 @@
 //! Each target has one shard per worker thread. A request takes an idle HTTP/1.1 connection
 //! from its thread's shard (an uncontended lock: tasks rarely move between threads mid-request)
 //! and the response body puts it back when it ends, so there is no shared pool lock, no
-//! background task and no channel per request. HTTP/2 connections (`h2c://`, or `https://` when
+//! background task and no channel per request. HTTP/1.1 connections are Portico's own
+//! (`h1conn.rs`), driven by the request that holds them; requests that ask for a protocol
+//! switch get a hyper connection made from a pooled or new socket. HTTP/2 connections (`h2c://`, or `https://` when
 //! ALPN picks h2) are shared by concurrent requests up to the peer's stream limit; when every
 //! connection is full, another one is opened.
 //!
@@ -13,9 +15,10 @@
 //! away, idle connections to it close and busy ones are not reused.
 //!
 //! Stale connections: an idle connection older than `idle_timeout` is never used (and is closed
-//! by a sweep). If the upstream closed a pooled connection before the request was written,
-//! hyper hands the request back and it goes out on a fresh connection; if the connection died
-//! after an idempotent request without a body was written, that request is sent again once.
+//! by a sweep). A pooled connection is checked before use (the upstream has not closed it nor
+//! sent anything unasked). If writing the request fails before any of it was written, it goes
+//! out on a fresh connection; if the connection died after an idempotent request without a
+//! body was written, that request is sent again once.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -36,6 +39,11 @@ use tokio::net::TcpStream;
 
 use crate::balance::{Balancer, PickContext, TargetLoad};
 use crate::body::{Body, BodyError, IdleTimer};
+use crate::h1conn::{self, SendError, Stream};
+
+/// A pooled HTTP/1.1 connection; its slot counts it against `max_connections` while open.
+type H1Conn = h1conn::H1Conn<Option<ConnSlot>>;
+type H1Body = h1conn::ResponseBody<Option<ConnSlot>>;
 
 /// Why an upstream call failed.
 #[derive(Debug)]
@@ -50,8 +58,9 @@ pub enum CallError {
     PendingFull,
     /// No connection became free within `connect_timeout`.
     PendingTimeout,
-    /// The connection failed after the request was (at least partly) sent.
-    Request(hyper::Error),
+    /// The connection failed after the request was (at least partly) sent, or the answer
+    /// was not valid HTTP.
+    Request(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl CallError {
@@ -194,7 +203,7 @@ struct Origin {
 
 /// What a request waiting for a connection got.
 enum Waited {
-    Idle(http1::SendRequest<Body>, Origin, Duration),
+    Idle(H1Conn, Origin, Duration),
     Slot(ConnSlot),
 }
 
@@ -219,7 +228,7 @@ struct Shard {
 }
 
 struct IdleH1 {
-    tx: http1::SendRequest<Body>,
+    conn: H1Conn,
     since: Instant,
     origin: Origin,
 }
@@ -571,8 +580,8 @@ impl UpstreamPool {
                     let shards = tp.shards.len();
                     while let Some(done) = set.join_next().await {
                         match done {
-                            Ok(Ok((Conn::H1(tx), origin))) => {
-                                tp.put_idle(opened % shards, tx, origin);
+                            Ok(Ok((Conn::H1(conn), origin))) => {
+                                tp.put_idle(opened % shards, conn, origin);
                                 opened += 1;
                             }
                             Ok(Ok((Conn::H2(tx), origin))) => {
@@ -609,17 +618,17 @@ impl UpstreamPool {
             req.headers_mut().insert(http::header::HOST, host);
         }
         let status = match conn {
-            Conn::H1(mut tx) => {
+            Conn::H1(conn) => {
                 *req.uri_mut() = Uri::from(path.clone());
-                tx.send_request(req).await.map(|r| r.status())
+                conn.send(req).await.ok().map(|(p, _)| p.status)
             }
             Conn::H2(mut tx) => {
                 *req.uri_mut() = tp.target.uri(path.clone()).unwrap_or_default();
                 *req.version_mut() = Version::HTTP_2;
-                tx.send_request(req).await.map(|r| r.status())
+                tx.send_request(req).await.ok().map(|r| r.status())
             }
         };
-        status.is_ok_and(|s| hc.is_expected(s.as_u16()))
+        status.is_some_and(|s| hc.is_expected(s.as_u16()))
     }
 
     fn record_check(&self, i: usize, ok: bool, hc: &portico_config::HealthCheck) {
@@ -692,17 +701,20 @@ impl UpstreamPool {
         if tp.proto.load(Ordering::Relaxed) == PROTO_H2 {
             return Box::pin(self.send_h2(tp, shard, req)).await;
         }
-        let (mut tx, origin, reused, idle_for) = match tp.take_idle(shard).await {
-            Some((tx, origin, idle_for)) => (tx, origin, true, idle_for),
+        let (conn, origin, reused, idle_for) = match tp.take_idle(shard) {
+            Some((conn, origin, idle_for)) => (conn, origin, true, idle_for),
             // Connecting is the rare path: boxed, so its large future does not enlarge every
             // request's future, which hyper moves around.
             None => match Box::pin(self.open_h1(tp, shard)).await {
                 Err(e) => return Err((e, Some(req))),
-                Ok(Opened::Idle(tx, origin, idle_for)) => (tx, origin, true, idle_for),
-                Ok(Opened::H1(tx, origin)) => (tx, origin, false, Duration::ZERO),
+                Ok(Opened::Idle(conn, origin, idle_for)) => (conn, origin, true, idle_for),
+                Ok(Opened::H1(conn, origin)) => (conn, origin, false, Duration::ZERO),
                 Ok(Opened::H2) => return Box::pin(self.send_h2(tp, shard, req)).await,
             },
         };
+        if req.headers().contains_key(http::header::UPGRADE) {
+            return Box::pin(send_upgrade(conn, req)).await;
+        }
         // A connection the upstream closes just as the request is written fails after the
         // request is gone. That race needs the connection to have sat idle long enough for
         // the upstream's keep-alive timer to fire, so only then is a copy kept to send again.
@@ -710,46 +722,47 @@ impl UpstreamPool {
             && is_idempotent(req.method())
             && matches!(req.body(), Body::Empty))
         .then(|| clone_head(&req));
-        let req = origin_form(req);
-        match tx.try_send_request(req).await {
-            Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard, origin)),
-            Err(mut e) if reused => {
-                // The pooled connection was dead. Retry on a new one if hyper gave the request
-                // back unsent, or if it was sent but may be safely repeated.
-                let again = e.take_message().or(replay.map(origin_form));
+        match conn.send(req).await {
+            Ok((parts, body)) => Ok(tp.clone().wrap_h1(parts, body, shard, origin)),
+            Err(e) if reused => {
+                // The pooled connection was dead. Retry on a new one if nothing of the request
+                // was written, or if it was written but may be safely repeated.
+                let (again, e) = match e {
+                    SendError::Unsent(req, e) => (Some(req), CallError::Request(Box::new(e))),
+                    SendError::Failed(e) => (replay, CallError::Request(Box::new(e))),
+                };
                 let Some(req) = again else {
-                    return Err((CallError::Request(e.into_error()), None));
+                    return Err((e, None));
                 };
                 metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
-                Box::pin(async move {
-                    let slot = match tp.try_slot() {
-                        Some(s) => s,
-                        None => match self.wait_for_slot(tp, shard, false).await {
-                            Ok(Waited::Slot(s)) => s,
-                            Ok(Waited::Idle(..)) => unreachable!("not asked for"),
-                            Err(e) => return Err((e, Some(req))),
-                        },
-                    };
-                    match self.connect(tp, Some(slot)).await {
-                        Err(e) => Err((e, Some(req))),
-                        Ok((Conn::H1(mut tx), origin)) => match tx.try_send_request(req).await {
-                            Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard, origin)),
-                            Err(mut e) => {
-                                let unsent = e.take_message();
-                                Err((CallError::Request(e.into_error()), unsent))
-                            }
-                        },
-                        Ok((Conn::H2(tx), origin)) => {
-                            tp.add_h2(shard, tx, origin);
-                            self.send_h2(tp, shard, req).await
-                        }
-                    }
-                })
-                .await
+                Box::pin(self.send_fresh(tp, shard, req)).await
             }
-            Err(mut e) => {
-                let unsent = e.take_message();
-                Err((CallError::Request(e.into_error()), unsent))
+            Err(SendError::Unsent(req, e)) => Err((CallError::Request(Box::new(e)), Some(req))),
+            Err(SendError::Failed(e)) => Err((CallError::Request(Box::new(e)), None)),
+        }
+    }
+
+    /// Sends on a new connection (after a pooled one turned out dead).
+    async fn send_fresh(
+        &self,
+        tp: &Arc<TargetPool>,
+        shard: usize,
+        req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, Failed> {
+        let slot = match tp.try_slot() {
+            Some(s) => s,
+            None => match self.wait_for_slot(tp, shard, false).await {
+                Ok(Waited::Slot(s)) => s,
+                Ok(Waited::Idle(..)) => unreachable!("not asked for"),
+                Err(e) => return Err((e, Some(req))),
+            },
+        };
+        match self.connect(tp, Some(slot)).await {
+            Err(e) => Err((e, Some(req))),
+            Ok((Conn::H1(conn), origin)) => send_h1(tp, conn, origin, shard, req).await,
+            Ok((Conn::H2(tx), origin)) => {
+                tp.add_h2(shard, tx, origin);
+                self.send_h2(tp, shard, req).await
             }
         }
     }
@@ -760,14 +773,14 @@ impl UpstreamPool {
         let slot = match tp.try_slot() {
             Some(s) => s,
             None => match self.wait_for_slot(tp, shard, true).await? {
-                Waited::Idle(tx, origin, idle_for) => {
-                    return Ok(Opened::Idle(tx, origin, idle_for));
+                Waited::Idle(conn, origin, idle_for) => {
+                    return Ok(Opened::Idle(conn, origin, idle_for));
                 }
                 Waited::Slot(s) => s,
             },
         };
         match self.connect(tp, Some(slot)).await? {
-            (Conn::H1(tx), origin) => Ok(Opened::H1(tx, origin)),
+            (Conn::H1(conn), origin) => Ok(Opened::H1(conn, origin)),
             (Conn::H2(tx), origin) => {
                 tp.add_h2(shard, tx, origin);
                 Ok(Opened::H2)
@@ -795,8 +808,8 @@ impl UpstreamPool {
             let freed = tp.slots.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if idle && let Some((tx, origin, idle_for)) = tp.take_idle_any(shard).await {
-                return Ok(Waited::Idle(tx, origin, idle_for));
+            if idle && let Some((conn, origin, idle_for)) = tp.take_idle_any(shard) {
+                return Ok(Waited::Idle(conn, origin, idle_for));
             }
             if let Some(s) = tp.try_slot() {
                 return Ok(Waited::Slot(s));
@@ -842,16 +855,10 @@ impl UpstreamPool {
                             Ok(slot) => match self.connect(tp, Some(slot)).await {
                                 Err(e) => return Err((e, Some(req))),
                                 Ok((Conn::H2(tx), origin)) => tp.add_h2(shard, tx, origin),
-                                Ok((Conn::H1(mut tx), origin)) => {
+                                Ok((Conn::H1(conn), origin)) => {
                                     // ALPN fell back to HTTP/1.1.
-                                    let req = origin_form(req);
-                                    return match tx.try_send_request(req).await {
-                                        Ok(resp) => Ok(tp.clone().wrap_h1(resp, tx, shard, origin)),
-                                        Err(mut e) => {
-                                            let unsent = e.take_message();
-                                            Err((CallError::Request(e.into_error()), unsent))
-                                        }
-                                    };
+                                    *req.version_mut() = Version::HTTP_11;
+                                    return send_h1(tp, conn, origin, shard, req).await;
                                 }
                             },
                         }
@@ -865,7 +872,7 @@ impl UpstreamPool {
                 Ok(Response::from_parts(
                     parts,
                     UpstreamBody {
-                        inner: body,
+                        inner: Inner::Hyper(body),
                         back: Back::H2(in_flight),
                         load: None,
                         admitted: None,
@@ -876,7 +883,7 @@ impl UpstreamPool {
             Err(mut e) => {
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 let unsent = e.take_message();
-                Err((CallError::Request(e.into_error()), unsent))
+                Err((CallError::Request(Box::new(e.into_error())), unsent))
             }
         }
     }
@@ -931,7 +938,7 @@ impl UpstreamPool {
             let origin = Origin { addr, epoch };
             let _ = tcp.set_nodelay(true);
             let conn = match t.scheme {
-                Scheme::Http => handshake_h1(tcp, slot).await.map(Conn::H1),
+                Scheme::Http => Ok(Conn::H1(H1Conn::new(Stream::Tcp(tcp), slot))),
                 Scheme::H2c => handshake_h2(tcp, slot).await.map(Conn::H2),
                 Scheme::Https => {
                     let tls = self
@@ -957,7 +964,7 @@ impl UpstreamPool {
                         handshake_h2(stream, slot).await.map(Conn::H2)
                     } else {
                         tp.proto.store(PROTO_H1, Ordering::Relaxed);
-                        handshake_h1(stream, slot).await.map(Conn::H1)
+                        Ok(Conn::H1(H1Conn::new(Stream::Tls(Box::new(stream)), slot)))
                     }
                 }
             }?;
@@ -973,35 +980,70 @@ impl UpstreamPool {
 /// How `open_h1` found a connection.
 enum Opened {
     /// A pooled one that came back while waiting.
-    Idle(http1::SendRequest<Body>, Origin, Duration),
-    H1(http1::SendRequest<Body>, Origin),
+    Idle(H1Conn, Origin, Duration),
+    H1(H1Conn, Origin),
     /// ALPN chose HTTP/2; the connection is in the shard.
     H2,
 }
 
 enum Conn {
-    H1(http1::SendRequest<Body>),
+    H1(H1Conn),
     H2(http2::SendRequest<Body>),
 }
 
-async fn handshake_h1<I>(
-    io: I,
-    slot: Option<ConnSlot>,
-) -> Result<http1::SendRequest<Body>, CallError>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (tx, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| CallError::Connect(e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
+/// Sends on a connection just opened (nothing to retry on another).
+async fn send_h1(
+    tp: &Arc<TargetPool>,
+    conn: H1Conn,
+    origin: Origin,
+    shard: usize,
+    req: Request<Body>,
+) -> Result<Response<UpstreamBody>, Failed> {
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return Box::pin(send_upgrade(conn, req)).await;
+    }
+    match conn.send(req).await {
+        Ok((parts, body)) => Ok(tp.clone().wrap_h1(parts, body, shard, origin)),
+        Err(SendError::Unsent(req, e)) => Err((CallError::Request(Box::new(e)), Some(req))),
+        Err(SendError::Failed(e)) => Err((CallError::Request(Box::new(e)), None)),
+    }
+}
+
+/// A request asking for a protocol switch goes over a hyper connection made from the socket,
+/// which hands the switched stream to the tunnel. The connection is not pooled afterwards.
+async fn send_upgrade(conn: H1Conn, req: Request<Body>) -> Result<Response<UpstreamBody>, Failed> {
+    let (io, slot) = conn.into_parts();
+    let mut tx = match http1::Builder::new().handshake(TokioIo::new(io)).await {
+        Ok((tx, conn)) => {
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+                drop(slot);
+            });
+            tx
         }
-        drop(slot);
-    });
-    Ok(tx)
+        Err(e) => return Err((CallError::Connect(e.to_string()), Some(req))),
+    };
+    match tx.try_send_request(origin_form(req)).await {
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            Ok(Response::from_parts(
+                parts,
+                UpstreamBody {
+                    inner: Inner::Hyper(body),
+                    back: Back::None,
+                    load: None,
+                    admitted: None,
+                    idle: IdleTimer::default(),
+                },
+            ))
+        }
+        Err(mut e) => {
+            let unsent = e.take_message();
+            Err((CallError::Request(Box::new(e.into_error())), unsent))
+        }
+    }
 }
 
 async fn handshake_h2<I>(
@@ -1044,46 +1086,28 @@ impl TargetPool {
 
     /// A pooled HTTP/1.1 connection that is open, fresh and ready for a request, with how long
     /// it sat idle.
-    async fn take_idle(
-        &self,
-        shard: usize,
-    ) -> Option<(http1::SendRequest<Body>, Origin, Duration)> {
+    fn take_idle(&self, shard: usize) -> Option<(H1Conn, Origin, Duration)> {
+        let mut s = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let (mut tx, origin, idle_for) = {
-                let mut s = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
-                loop {
-                    let idle = s.h1.pop()?;
-                    let idle_for = idle.since.elapsed();
-                    if idle_for < self.idle_timeout && !idle.tx.is_closed() {
-                        break (idle.tx, idle.origin, idle_for);
-                    }
-                }
-            };
-            // Just after its previous response ended, a connection may need a moment to be
-            // ready again; a dead one fails here and the next is tried.
-            if tx.is_ready() || tx.ready().await.is_ok() {
-                return Some((tx, origin, idle_for));
+            let mut idle = s.h1.pop()?;
+            let idle_for = idle.since.elapsed();
+            // A dead one (closed by the upstream, or out of step) is dropped and the next
+            // one tried.
+            if idle_for < self.idle_timeout && idle.conn.is_reusable() {
+                return Some((idle.conn, idle.origin, idle_for));
             }
         }
     }
 
     /// `take_idle` from this thread's shard, then from the others (for requests that waited
     /// for a connection: the one that came free may be in any shard).
-    async fn take_idle_any(
-        &self,
-        shard: usize,
-    ) -> Option<(http1::SendRequest<Body>, Origin, Duration)> {
+    fn take_idle_any(&self, shard: usize) -> Option<(H1Conn, Origin, Duration)> {
         let n = self.shards.len();
-        for k in 0..n {
-            if let Some(c) = self.take_idle((shard + k) % n).await {
-                return Some(c);
-            }
-        }
-        None
+        (0..n).find_map(|k| self.take_idle((shard + k) % n))
     }
 
-    fn put_idle(&self, shard: usize, tx: http1::SendRequest<Body>, origin: Origin) {
-        if tx.is_closed() || !self.is_current(&origin) {
+    fn put_idle(&self, shard: usize, conn: H1Conn, origin: Origin) {
+        if !self.is_current(&origin) {
             return;
         }
         {
@@ -1092,7 +1116,7 @@ impl TargetPool {
                 return;
             }
             s.h1.push(IdleH1 {
-                tx,
+                conn,
                 since: Instant::now(),
                 origin: Origin {
                     addr: origin.addr,
@@ -1158,7 +1182,9 @@ impl TargetPool {
     fn sweep(&self) {
         for shard in self.shards.iter() {
             let mut s = shard.lock().unwrap_or_else(|p| p.into_inner());
-            s.h1.retain(|i| i.since.elapsed() < self.idle_timeout && !i.tx.is_closed());
+            // Idle connections are not watched: one the upstream closed is found here or when
+            // it is next taken.
+            s.h1.retain_mut(|i| i.since.elapsed() < self.idle_timeout && i.conn.is_reusable());
             s.h2.retain(|c| !c.tx.is_closed());
         }
     }
@@ -1200,31 +1226,24 @@ impl TargetPool {
 
     fn wrap_h1(
         self: Arc<Self>,
-        resp: Response<Incoming>,
-        tx: http1::SendRequest<Body>,
+        parts: http::response::Parts,
+        body: H1Body,
         shard: usize,
         origin: Origin,
     ) -> Response<UpstreamBody> {
-        let (parts, body) = resp.into_parts();
-        let upgrading = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
         let idle = IdleTimer::new(self.stream_idle);
         let mut b = UpstreamBody {
-            inner: body,
-            back: if upgrading {
-                Back::None
-            } else {
-                Back::H1 {
-                    pool: self,
-                    tx,
-                    shard,
-                    origin,
-                }
+            inner: Inner::H1(body),
+            back: Back::H1 {
+                pool: self,
+                shard,
+                origin,
             },
             load: None,
             admitted: None,
             idle,
         };
-        if b.inner.is_end_stream() {
+        if b.is_end_stream() {
             b.release();
         }
         Response::from_parts(parts, b)
@@ -1338,10 +1357,9 @@ fn origin_form(mut req: Request<Body>) -> Request<Body> {
 
 enum Back {
     None,
-    /// Return this HTTP/1.1 connection to its shard when the body ends.
+    /// Return the body's HTTP/1.1 connection to its shard when the body ends.
     H1 {
         pool: Arc<TargetPool>,
-        tx: http1::SendRequest<Body>,
         shard: usize,
         origin: Origin,
     },
@@ -1353,13 +1371,20 @@ enum Back {
 /// or its stream is counted free (HTTP/2). Dropped early, the HTTP/1.1 connection is closed
 /// (it still carries the rest of that response).
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Inner,
     back: Back,
     /// For `least_request`: keeps the request counted in flight while the body lives.
     load: Option<LoadGuard>,
     /// For `max_requests`: keeps the request counted against the circuit breaker.
     admitted: Option<CountGuard>,
     idle: IdleTimer,
+}
+
+enum Inner {
+    /// Read by Portico's own HTTP/1.1 connection.
+    H1(H1Body),
+    /// Read by hyper (HTTP/2, and HTTP/1.1 requests that asked for a protocol switch).
+    Hyper(Incoming),
 }
 
 struct CountGuard(Arc<AtomicUsize>);
@@ -1384,10 +1409,15 @@ impl UpstreamBody {
             Back::None => {}
             Back::H1 {
                 pool,
-                tx,
                 shard,
                 origin,
-            } => pool.put_idle(shard, tx, origin),
+            } => {
+                if let Inner::H1(b) = &mut self.inner
+                    && let Some(conn) = b.take_conn()
+                {
+                    pool.put_idle(shard, conn, origin);
+                }
+            }
             Back::H2(n) => {
                 n.fetch_sub(1, Ordering::Relaxed);
             }
@@ -1412,7 +1442,14 @@ impl HttpBody for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        let r = match &mut this.inner {
+            Inner::H1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(BodyError::Upstream))),
+            Inner::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(BodyError::Hyper))),
+        };
         if this.idle.expired(cx, &r) {
             // The connection still owes the rest of this response: close it.
             metrics::counter!("portico_stream_idle_timeouts_total", "direction" => "response")
@@ -1422,18 +1459,24 @@ impl HttpBody for UpstreamBody {
         }
         match &r {
             Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.is_end_stream() => this.release(),
             Poll::Ready(Some(Err(_))) => this.back = Back::None,
             _ => {}
         }
-        r.map(|o| o.map(|r| r.map_err(BodyError::Hyper)))
+        r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::H1(b) => b.is_end_stream(),
+            Inner::Hyper(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::H1(b) => b.size_hint(),
+            Inner::Hyper(b) => b.size_hint(),
+        }
     }
 }

@@ -25,6 +25,7 @@ pub fn fetch_blocking(url: &str) -> Result<Vec<u8>, String> {
     fetch::get_blocking(url)
 }
 mod grpcweb;
+mod h1conn;
 mod h1guard;
 pub mod headers;
 pub mod jwks;

@@ -1,0 +1,928 @@
+//! Portico's own HTTP/1.1 client connection to an upstream.
+//!
+//! hyper's client connection is a task of its own, fed through a channel: per request that is
+//! a hop between two tasks, and per open connection a task, a 13 KB channel block and two
+//! 8 KiB buffers, whether the connection is busy or idle. This one is driven by whoever holds
+//! it: the request's task writes the request and reads the answer's head, and the response
+//! body reads the rest from the socket as the client takes it. An idle connection is just a
+//! socket and an empty buffer in the pool.
+//!
+//! httparse (the parser hyper uses) reads response heads, chunk sizes and trailers; this
+//! module holds the framing rules around it (RFC 9112 §6): which responses have no body,
+//! `Transfer-Encoding: chunked` before `Content-Length`, a body delimited by the connection's
+//! end, and when a connection may carry another request. It is strict where proxies have
+//! disagreed: a response with both `Content-Length` and `Transfer-Encoding`, or with
+//! differing lengths, is an error, never a guess.
+//!
+//! Requests asking for a protocol switch (`Upgrade`) do not come here: they go to a hyper
+//! connection made from the same socket, which hands the upgraded stream over.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::body::{Body, BodyError};
+
+/// The largest response head (status line and headers) accepted, and the most headers.
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+/// The largest chunk-size line and trailer section accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Reads ask for this much room; a buffer is reused once the frames cut from it are gone.
+const READ_SIZE: usize = 8192;
+/// Request body bytes gathered behind the head before a write.
+const WRITE_BATCH: usize = 16 * 1024;
+
+/// The socket under a connection.
+pub enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An HTTP/1.1 connection to an upstream, ready for a request. `S` rides along for as long as
+/// the connection is open (the pool's count of open connections).
+pub struct H1Conn<S> {
+    io: Stream,
+    /// Bytes read and not consumed yet. Always empty between requests.
+    buf: BytesMut,
+    /// The request head (and body bytes gathered behind it) being written; kept for reuse.
+    out: Vec<u8>,
+    slot: S,
+}
+
+/// Why a request failed on a connection.
+pub enum SendError {
+    /// Nothing of the request was written: it may go out on another connection.
+    Unsent(Request<Body>, io::Error),
+    /// The request was (perhaps partly) written, or the answer was unusable.
+    Failed(ConnError),
+}
+
+/// A failure of the connection or of the upstream's side of the protocol.
+#[derive(Debug)]
+pub enum ConnError {
+    Io(io::Error),
+    /// The upstream sent something that is not a valid HTTP/1.1 answer.
+    Protocol(&'static str),
+    /// The request's body failed while it was being sent.
+    Body(Box<BodyError>),
+    /// The request's body did not match the length it announced.
+    BodyLength,
+}
+
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnError::Io(e) => write!(f, "upstream connection: {e}"),
+            ConnError::Protocol(e) => write!(f, "upstream response: {e}"),
+            ConnError::Body(e) => write!(f, "request body: {e}"),
+            ConnError::BodyLength => f.write_str("request body length differs from its Content-Length"),
+        }
+    }
+}
+
+impl std::error::Error for ConnError {}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Unsent(_, e) => write!(f, "upstream connection: {e}"),
+            SendError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+/// How the request's body goes out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Out {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+impl<S> H1Conn<S> {
+    pub fn new(io: Stream, slot: S) -> Self {
+        H1Conn {
+            io,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            slot,
+        }
+    }
+
+    /// The socket and the pool's count, for a hyper connection (protocol switches).
+    pub fn into_parts(self) -> (Stream, S) {
+        (self.io, self.slot)
+    }
+
+    /// Whether an idle connection can take a request: the upstream has not closed it and has
+    /// sent nothing unasked. Looks without waiting (a read that would block is the good case).
+    pub fn is_reusable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut one = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut one);
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut rb)
+            .is_pending()
+    }
+
+    /// Sends `req` (its URI's path and query go on the request line) and reads the answer's
+    /// head. 1xx answers other than `101` are skipped.
+    pub async fn send(
+        mut self,
+        req: Request<Body>,
+    ) -> Result<(http::response::Parts, ResponseBody<S>), SendError> {
+        let (parts, mut body) = req.into_parts();
+        let out = self.write_head(&parts, &body);
+        let head_only = parts.method == Method::HEAD;
+        let mut sending = Sending {
+            out,
+            written: 0,
+            wrote: false,
+            sent: 0,
+            body_done: out == Out::None || body.is_end_stream(),
+            body_taken: false,
+        };
+        if sending.body_done && out == Out::Chunked {
+            sending.finish_chunked(&mut self.out);
+        }
+        // Write the request; an answer that arrives before the body is all sent ends the
+        // sending (the upstream has decided), and the connection is not reused.
+        let early = std::future::poll_fn(|cx| self.poll_send(cx, &mut sending, &mut body)).await;
+        let early = match early {
+            Ok(early) => early,
+            Err(e) if !sending.wrote && !sending.body_taken => {
+                let ConnError::Io(e) = e else {
+                    return Err(SendError::Failed(e));
+                };
+                return Err(SendError::Unsent(Request::from_parts(parts, body), e));
+            }
+            Err(e) => return Err(SendError::Failed(e)),
+        };
+        drop(body);
+        if self.out.capacity() > 4 * WRITE_BATCH {
+            self.out = Vec::new();
+        }
+        self.out.clear();
+        let mut keep = !early;
+        loop {
+            let (head, shape) = match std::future::poll_fn(|cx| self.poll_head(cx)).await {
+                Ok(h) => h,
+                Err(e) => return Err(SendError::Failed(e)),
+            };
+            let status = head.status;
+            if status.is_informational() {
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(SendError::Failed(ConnError::Protocol(
+                        "101 Switching Protocols to a request that asked for no upgrade",
+                    )));
+                }
+                continue;
+            }
+            keep &= shape.keep_alive;
+            let state = if head_only
+                || status == StatusCode::NO_CONTENT
+                || status == StatusCode::NOT_MODIFIED
+            {
+                State::Done
+            } else {
+                match shape.framing {
+                    Framing::Chunked => State::ChunkSize,
+                    Framing::Length(0) => State::Done,
+                    Framing::Length(n) => State::Length(n),
+                    Framing::Close => {
+                        keep = false;
+                        State::Eof
+                    }
+                }
+            };
+            let mut body = ResponseBody {
+                conn: Some(self),
+                state,
+                keep,
+            };
+            if matches!(body.state, State::Done) {
+                body.finish();
+            }
+            return Ok((head, body));
+        }
+    }
+
+    /// Writes the request line and headers into `self.out` and says how the body goes.
+    fn write_head(&mut self, parts: &http::request::Parts, body: &Body) -> Out {
+        let w = &mut self.out;
+        w.clear();
+        w.extend_from_slice(parts.method.as_str().as_bytes());
+        w.push(b' ');
+        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        w.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
+        w.extend_from_slice(b" HTTP/1.1\r\n");
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(a) = parts.uri.authority()
+        {
+            w.extend_from_slice(b"host: ");
+            w.extend_from_slice(a.as_str().as_bytes());
+            w.extend_from_slice(b"\r\n");
+        }
+        let mut had_length = false;
+        for (name, value) in &parts.headers {
+            // The framing is written from the body below, never copied.
+            if name == header::CONTENT_LENGTH {
+                had_length = true;
+                continue;
+            }
+            if name == header::TRANSFER_ENCODING {
+                continue;
+            }
+            w.extend_from_slice(name.as_str().as_bytes());
+            w.extend_from_slice(b": ");
+            w.extend_from_slice(value.as_bytes());
+            w.extend_from_slice(b"\r\n");
+        }
+        let out = if body.is_end_stream() {
+            // An empty body still says so where a body is expected.
+            if had_length
+                || matches!(parts.method, Method::POST | Method::PUT)
+                || parts.method == Method::PATCH
+            {
+                w.extend_from_slice(b"content-length: 0\r\n");
+            }
+            Out::None
+        } else if let Some(n) = body.size_hint().exact() {
+            w.extend_from_slice(b"content-length: ");
+            w.extend_from_slice(decimal(n, &mut [0u8; 20]));
+            w.extend_from_slice(b"\r\n");
+            if n == 0 { Out::None } else { Out::Length(n) }
+        } else {
+            w.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Out::Chunked
+        };
+        w.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// Moves the request out: fills `out` from the body (up to a batch), writes, repeats.
+    /// While nothing can be written, watches for an early answer (`Ok(true)`).
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        s: &mut Sending,
+        body: &mut Body,
+    ) -> Poll<Result<bool, ConnError>> {
+        loop {
+            while !s.body_done && self.out.len() - s.written < WRITE_BATCH {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        s.body_taken = true;
+                        s.take_frame(frame, &mut self.out)?;
+                    }
+                    Poll::Ready(None) => {
+                        s.body_taken = true;
+                        s.body_done = true;
+                        match s.out {
+                            Out::Length(n) if s.sent != n => {
+                                return Poll::Ready(Err(ConnError::BodyLength));
+                            }
+                            Out::Chunked => s.finish_chunked(&mut self.out),
+                            _ => {}
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(ConnError::Body(Box::new(e)))),
+                    Poll::Pending => break,
+                }
+            }
+            if s.written < self.out.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.out[s.written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(ConnError::Io(io::ErrorKind::WriteZero.into())));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        s.wrote = true;
+                        s.written += n;
+                        if s.written == self.out.len() {
+                            self.out.clear();
+                            s.written = 0;
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ConnError::Io(e))),
+                    Poll::Pending => {}
+                }
+            } else if s.body_done {
+                if let Stream::Tls(_) = self.io {
+                    ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(ConnError::Io)?;
+                }
+                return Poll::Ready(Ok(false));
+            }
+            // Blocked on the body or the socket: an answer may already be coming.
+            match poll_fill(&mut self.io, &mut self.buf, cx) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(ConnError::Io(
+                        io::ErrorKind::UnexpectedEof.into(),
+                    )));
+                }
+                Poll::Ready(Ok(_)) => {
+                    if head_complete(&self.buf) {
+                        return Poll::Ready(Ok(true));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(ConnError::Io(e))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Reads until a whole response head is in the buffer, then parses it.
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(http::response::Parts, Shape), ConnError>> {
+        loop {
+            if !self.buf.is_empty()
+                && let Some(parsed) = parse_head(&mut self.buf)?
+            {
+                return Poll::Ready(Ok(parsed));
+            }
+            if self.buf.len() >= MAX_HEAD {
+                return Poll::Ready(Err(ConnError::Protocol(
+                    "response head larger than 64 KiB",
+                )));
+            }
+            let n = ready!(poll_fill(&mut self.io, &mut self.buf, cx)).map_err(ConnError::Io)?;
+            if n == 0 {
+                return Poll::Ready(Err(ConnError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    if self.buf.is_empty() {
+                        "closed before an answer"
+                    } else {
+                        "closed in the middle of the answer's head"
+                    },
+                ))));
+            }
+        }
+    }
+}
+
+/// Progress of writing one request.
+struct Sending {
+    out: Out,
+    /// Bytes of the connection's `out` buffer already written.
+    written: usize,
+    /// Some of the request reached the socket.
+    wrote: bool,
+    /// Body bytes taken so far.
+    sent: u64,
+    body_done: bool,
+    /// A frame was taken from the body (the request cannot be handed back unsent).
+    body_taken: bool,
+}
+
+impl Sending {
+    fn take_frame(&mut self, frame: Frame<Bytes>, w: &mut Vec<u8>) -> Result<(), ConnError> {
+        match frame.into_data() {
+            Ok(data) => {
+                if data.is_empty() {
+                    return Ok(());
+                }
+                self.sent += data.len() as u64;
+                match self.out {
+                    Out::Length(n) => {
+                        if self.sent > n {
+                            return Err(ConnError::BodyLength);
+                        }
+                        w.extend_from_slice(&data);
+                    }
+                    Out::Chunked => {
+                        let mut size = [0u8; 16];
+                        w.extend_from_slice(hex(data.len(), &mut size));
+                        w.extend_from_slice(b"\r\n");
+                        w.extend_from_slice(&data);
+                        w.extend_from_slice(b"\r\n");
+                    }
+                    Out::None => return Err(ConnError::BodyLength),
+                }
+            }
+            Err(frame) => {
+                // Trailers: sent with a chunked body, dropped otherwise (as hyper does).
+                if let (Ok(trailers), Out::Chunked) = (frame.into_trailers(), self.out) {
+                    w.extend_from_slice(b"0\r\n");
+                    for (name, value) in &trailers {
+                        w.extend_from_slice(name.as_str().as_bytes());
+                        w.extend_from_slice(b": ");
+                        w.extend_from_slice(value.as_bytes());
+                        w.extend_from_slice(b"\r\n");
+                    }
+                    w.extend_from_slice(b"\r\n");
+                    self.out = Out::None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_chunked(&mut self, w: &mut Vec<u8>) {
+        if self.out == Out::Chunked {
+            w.extend_from_slice(b"0\r\n\r\n");
+            self.out = Out::None;
+        }
+    }
+}
+
+/// How a response's body is delimited.
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+struct Shape {
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Parses the head at the start of `buf`, if it is all there, and cuts it off.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Shape)>, ConnError> {
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ConnError::Protocol("more than 128 response headers"));
+        }
+        Err(_) => return Err(ConnError::Protocol("malformed response head")),
+    };
+    let status = StatusCode::from_u16(resp.code.unwrap_or(0))
+        .map_err(|_| ConnError::Protocol("invalid status code"))?;
+    let version = if resp.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut coded = false;
+    let mut close = version == Version::HTTP_10;
+    // Header values point into the head; one shared buffer holds them all.
+    let count = resp.headers.len();
+    // Offsets, not slices: the head is cut off the buffer before values can share it.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let base = buf.as_ptr() as usize;
+    for (k, h) in resp.headers.iter().enumerate() {
+        let n = h.name.as_ptr() as usize - base;
+        let v = h.value.as_ptr() as usize - base;
+        spans[k] = (n as u32, h.name.len() as u32, v as u32, h.value.len() as u32);
+    }
+    if len > MAX_HEAD {
+        return Err(ConnError::Protocol("response head larger than 64 KiB"));
+    }
+    let head = buf.split_to(len).freeze();
+    for &(n, nl, v, vl) in &spans[..count] {
+        let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
+        let name = HeaderName::from_bytes(&head[n..n + nl])
+            .map_err(|_| ConnError::Protocol("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
+            .map_err(|_| ConnError::Protocol("invalid header value"))?;
+        if name == header::CONTENT_LENGTH {
+            let n = content_length(value.as_bytes())
+                .ok_or(ConnError::Protocol("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ConnError::Protocol("differing Content-Length values"));
+            }
+            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            coded = true;
+            // Only the last coding decides whether the body is chunked.
+            chunked = value
+                .as_bytes()
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive")
+                    && version == Version::HTTP_10
+                {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    if coded && length.is_some() {
+        return Err(ConnError::Protocol(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let framing = match (coded, chunked, length) {
+        (true, true, _) => Framing::Chunked,
+        (true, false, _) => Framing::Close,
+        (false, _, Some(n)) => Framing::Length(n),
+        (false, _, None) => Framing::Close,
+    };
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some((
+        parts,
+        Shape {
+            framing,
+            keep_alive: !close,
+        },
+    )))
+}
+
+/// A `Content-Length` value: digits, or a list of equal values (`5, 5`).
+fn content_length(v: &[u8]) -> Option<u64> {
+    let mut out = None;
+    for part in v.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+        if out.is_some_and(|o| o != n) {
+            return None;
+        }
+        out = Some(n);
+    }
+    out
+}
+
+/// Whether `buf` holds a whole head (ends with an empty line).
+fn head_complete(buf: &[u8]) -> bool {
+    memchr::memmem::find(buf, b"\r\n\r\n").is_some()
+}
+
+/// Reads more into `buf`, making room first; `Ok(0)` at the end of the stream.
+fn poll_fill(io: &mut Stream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        // Reclaims the buffer's own allocation when the frames cut from it are gone.
+        buf.reserve(READ_SIZE);
+    }
+    let spare = buf.spare_capacity_mut();
+    let start = spare.as_ptr();
+    let mut rb = ReadBuf::uninit(spare);
+    ready!(Pin::new(io).poll_read(cx, &mut rb))?;
+    assert_eq!(start.cast::<u8>(), rb.filled().as_ptr(), "the reader swapped the buffer");
+    let n = rb.filled().len();
+    // SAFETY: `poll_read` filled (initialised) the first `n` bytes of the spare capacity,
+    // and the assertion above shows it filled this buffer, not one of its own.
+    unsafe { buf.set_len(buf.len() + n) };
+    Poll::Ready(Ok(n))
+}
+
+enum State {
+    /// `n` bytes of body remain.
+    Length(u64),
+    /// A chunk-size line is next.
+    ChunkSize,
+    /// `n` bytes of chunk data remain, then CRLF.
+    ChunkData(u64),
+    /// The CRLF after chunk data.
+    ChunkEnd,
+    /// Trailer lines after the last chunk, up to an empty line.
+    Trailers,
+    /// Everything until the upstream closes.
+    Eof,
+    Done,
+}
+
+/// A response body read straight from its connection. When it has been read to its end, the
+/// connection is ready for another request ([`ResponseBody::take_conn`]).
+pub struct ResponseBody<S> {
+    conn: Option<H1Conn<S>>,
+    state: State,
+    /// The connection may carry another request once this body is read.
+    keep: bool,
+}
+
+impl<S> ResponseBody<S> {
+    /// The connection, once the body has ended and the connection can be reused.
+    pub fn take_conn(&mut self) -> Option<H1Conn<S>> {
+        if matches!(self.state, State::Done) && self.keep {
+            self.conn.take()
+        } else {
+            None
+        }
+    }
+
+    fn finish(&mut self) {
+        self.state = State::Done;
+        // Bytes after the answer were never asked for: the connection is out of step.
+        if self.conn.as_ref().is_some_and(|c| !c.buf.is_empty()) {
+            self.keep = false;
+        }
+        if !self.keep {
+            self.conn = None;
+        }
+    }
+
+    fn fail(&mut self, e: ConnError) -> Poll<Option<Result<Frame<Bytes>, ConnError>>> {
+        self.state = State::Done;
+        self.keep = false;
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl<S: Unpin> HttpBody for ResponseBody<S> {
+    type Data = Bytes;
+    type Error = ConnError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ConnError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let buf = &mut conn.buf;
+            // What the buffer holds decides; `need` is set when more must be read first.
+            let need = match this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(n) | State::ChunkData(n) if !buf.is_empty() => {
+                    let take = n.min(buf.len() as u64);
+                    let data = buf.split_to(take as usize).freeze();
+                    let left = n - take;
+                    let length = matches!(this.state, State::Length(_));
+                    match (length, left) {
+                        (true, 0) => this.finish(),
+                        (true, l) => this.state = State::Length(l),
+                        (false, 0) => this.state = State::ChunkEnd,
+                        (false, l) => this.state = State::ChunkData(l),
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Eof if !buf.is_empty() => {
+                    let data = buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::ChunkSize => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        let _ = buf.split_to(used);
+                        this.state = if size == 0 {
+                            State::Trailers
+                        } else {
+                            State::ChunkData(size)
+                        };
+                        continue;
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => true,
+                    Ok(httparse::Status::Partial) => {
+                        return this.fail(ConnError::Protocol("chunk-size line too long"));
+                    }
+                    Err(_) => return this.fail(ConnError::Protocol("invalid chunk size")),
+                },
+                State::ChunkEnd => {
+                    if buf.len() < 2 {
+                        if buf.first().is_some_and(|b| *b != b'\r') {
+                            return this.fail(ConnError::Protocol("chunk longer than its size"));
+                        }
+                        true
+                    } else if buf.starts_with(b"\r\n") {
+                        let _ = buf.split_to(2);
+                        this.state = State::ChunkSize;
+                        continue;
+                    } else {
+                        return this.fail(ConnError::Protocol("chunk longer than its size"));
+                    }
+                }
+                State::Trailers => {
+                    if buf.starts_with(b"\r\n") {
+                        let _ = buf.split_to(2);
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    let mut slots = [httparse::EMPTY_HEADER; 64];
+                    match httparse::parse_headers(&buf[..], &mut slots) {
+                        Ok(httparse::Status::Complete((used, fields))) => {
+                            let mut trailers = HeaderMap::with_capacity(fields.len());
+                            for f in fields.iter() {
+                                let (Ok(n), Ok(v)) = (
+                                    HeaderName::from_bytes(f.name.as_bytes()),
+                                    HeaderValue::from_bytes(f.value),
+                                ) else {
+                                    return this.fail(ConnError::Protocol("invalid trailer"));
+                                };
+                                trailers.append(n, v);
+                            }
+                            let _ = buf.split_to(used);
+                            this.finish();
+                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() < MAX_TRAILERS => true,
+                        Ok(httparse::Status::Partial) => {
+                            return this.fail(ConnError::Protocol("trailers larger than 16 KiB"));
+                        }
+                        Err(_) => return this.fail(ConnError::Protocol("malformed trailers")),
+                    }
+                }
+                State::Length(_) | State::ChunkData(_) | State::Eof => true,
+            };
+            debug_assert!(need);
+            let n = match ready!(poll_fill(&mut conn.io, &mut conn.buf, cx)) {
+                Ok(n) => n,
+                Err(e) => return this.fail(ConnError::Io(e)),
+            };
+            if n == 0 {
+                if let State::Eof = this.state {
+                    this.keep = false;
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                return this.fail(ConnError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the upstream closed the connection in the middle of the body",
+                )));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// `n` in lowercase hex, without leading zeros.
+fn hex(mut n: usize, out: &mut [u8; 16]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            return &out[i..];
+        }
+    }
+}
+
+/// `n` in decimal.
+fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &out[i..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_lengths() {
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(content_length(b"12"), Some(12));
+        assert_eq!(content_length(b"5, 5"), Some(5));
+        assert_eq!(content_length(b"5, 6"), None);
+        assert_eq!(content_length(b""), None);
+        assert_eq!(content_length(b"+5"), None);
+        assert_eq!(content_length(b"0x5"), None);
+        assert_eq!(content_length(b"99999999999999999999"), None);
+    }
+
+    #[test]
+    fn hex_sizes() {
+        let mut b = [0u8; 16];
+        assert_eq!(hex(0, &mut b), b"0");
+        assert_eq!(hex(255, &mut b), b"ff");
+        assert_eq!(hex(4096, &mut b), b"1000");
+        assert_eq!(decimal(0, &mut [0; 20]), b"0");
+        assert_eq!(decimal(u64::MAX, &mut [0; 20]), u64::MAX.to_string().as_bytes());
+    }
+
+    fn head(bytes: &[u8]) -> Result<Option<(http::response::Parts, Shape)>, ConnError> {
+        parse_head(&mut BytesMut::from(bytes))
+    }
+
+    #[test]
+    fn response_framing() {
+        let (p, s) = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: y\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.status, 200);
+        assert_eq!(p.headers["x"], "y");
+        assert!(matches!(s.framing, Framing::Length(5)) && s.keep_alive);
+        let (_, s) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(s.framing, Framing::Chunked));
+        let (_, s) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(s.framing, Framing::Close));
+        let (_, s) = head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!s.keep_alive);
+        let (p, s) = head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
+        assert_eq!(p.version, Version::HTTP_10);
+        assert!(matches!(s.framing, Framing::Close) && !s.keep_alive);
+        let (_, s) = head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(s.keep_alive);
+        assert!(head(b"HTTP/1.1 200 OK\r\nContent-").unwrap().is_none());
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+            b"HTTP/1.1 200 OK\nContent-Length: 1\n\n",
+            b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+        ] {
+            assert!(head(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
