@@ -42,7 +42,7 @@ use crate::body::{Body, BodyError, IdleTimer};
 use crate::h1conn::{self, SendError, Stream};
 
 /// A pooled HTTP/1.1 connection; its slot counts it against `max_connections` while open.
-type H1Conn = h1conn::H1Conn<Option<ConnSlot>>;
+type H1Conn = Box<h1conn::H1Conn<Option<ConnSlot>>>;
 type H1Body = h1conn::ResponseBody<Option<ConnSlot>>;
 
 /// Why an upstream call failed.
@@ -728,7 +728,7 @@ impl UpstreamPool {
                 // The pooled connection was dead. Retry on a new one if nothing of the request
                 // was written, or if it was written but may be safely repeated.
                 let (again, e) = match e {
-                    SendError::Unsent(req, e) => (Some(req), CallError::Request(Box::new(e))),
+                    SendError::Unsent(req, e) => (Some(*req), CallError::Request(Box::new(e))),
                     SendError::Failed(e) => (replay, CallError::Request(Box::new(e))),
                 };
                 let Some(req) = again else {
@@ -737,7 +737,7 @@ impl UpstreamPool {
                 metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
                 Box::pin(self.send_fresh(tp, shard, req)).await
             }
-            Err(SendError::Unsent(req, e)) => Err((CallError::Request(Box::new(e)), Some(req))),
+            Err(SendError::Unsent(req, e)) => Err((CallError::Request(Box::new(e)), Some(*req))),
             Err(SendError::Failed(e)) => Err((CallError::Request(Box::new(e)), None)),
         }
     }
@@ -938,7 +938,7 @@ impl UpstreamPool {
             let origin = Origin { addr, epoch };
             let _ = tcp.set_nodelay(true);
             let conn = match t.scheme {
-                Scheme::Http => Ok(Conn::H1(H1Conn::new(Stream::Tcp(tcp), slot))),
+                Scheme::Http => Ok(Conn::H1(h1conn::H1Conn::new(Stream::Tcp(tcp), slot))),
                 Scheme::H2c => handshake_h2(tcp, slot).await.map(Conn::H2),
                 Scheme::Https => {
                     let tls = self
@@ -964,7 +964,10 @@ impl UpstreamPool {
                         handshake_h2(stream, slot).await.map(Conn::H2)
                     } else {
                         tp.proto.store(PROTO_H1, Ordering::Relaxed);
-                        Ok(Conn::H1(H1Conn::new(Stream::Tls(Box::new(stream)), slot)))
+                        Ok(Conn::H1(h1conn::H1Conn::new(
+                            Stream::Tls(Box::new(stream)),
+                            slot,
+                        )))
                     }
                 }
             }?;
@@ -1004,7 +1007,7 @@ async fn send_h1(
     }
     match conn.send(req).await {
         Ok((parts, body)) => Ok(tp.clone().wrap_h1(parts, body, shard, origin)),
-        Err(SendError::Unsent(req, e)) => Err((CallError::Request(Box::new(e)), Some(req))),
+        Err(SendError::Unsent(req, e)) => Err((CallError::Request(Box::new(e)), Some(*req))),
         Err(SendError::Failed(e)) => Err((CallError::Request(Box::new(e)), None)),
     }
 }
@@ -1012,7 +1015,7 @@ async fn send_h1(
 /// A request asking for a protocol switch goes over a hyper connection made from the socket,
 /// which hands the switched stream to the tunnel. The connection is not pooled afterwards.
 async fn send_upgrade(conn: H1Conn, req: Request<Body>) -> Result<Response<UpstreamBody>, Failed> {
-    let (io, slot) = conn.into_parts();
+    let (io, slot) = (*conn).into_parts();
     let mut tx = match http1::Builder::new().handshake(TokioIo::new(io)).await {
         Ok((tx, conn)) => {
             tokio::spawn(async move {

@@ -16,6 +16,7 @@ mod smuggling;
 mod soap;
 mod traffic;
 mod transcoding;
+mod upstream_h1;
 mod xml;
 
 use bytes::Bytes;
