@@ -394,7 +394,8 @@ impl<S> H1Conn<S> {
                     return Poll::Ready(Err(ConnError::Io(io::ErrorKind::UnexpectedEof.into())));
                 }
                 Poll::Ready(Ok(_)) => {
-                    if head_complete(&self.buf) {
+                    // A head too large to be one is left for `poll_head` to refuse.
+                    if self.buf.len() > MAX_HEAD || head_complete(&self.buf) {
                         return Poll::Ready(Ok(true));
                     }
                 }
@@ -699,8 +700,11 @@ impl<S> ResponseBody<S> {
         if self.conn.as_ref().is_some_and(|c| !c.buf.is_empty()) {
             self.keep = false;
         }
-        if !self.keep {
-            self.conn = None;
+        match &mut self.conn {
+            Some(_) if !self.keep => self.conn = None,
+            // A large answer grew the buffer: an idle connection keeps only a small one.
+            Some(c) if c.buf.capacity() > 2 * READ_SIZE => c.buf = BytesMut::new(),
+            _ => {}
         }
     }
 
