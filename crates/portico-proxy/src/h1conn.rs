@@ -394,6 +394,9 @@ impl<S> H1Conn<S> {
                     return Poll::Ready(Err(ConnError::Io(io::ErrorKind::UnexpectedEof.into())));
                 }
                 Poll::Ready(Ok(_)) => {
+                    // `100 Continue` (the upstream wants the body) and other interim answers
+                    // do not end the sending.
+                    while skip_interim(&mut self.buf) {}
                     // A head too large to be one is left for `poll_head` to refuse.
                     if self.buf.len() > MAX_HEAD || head_complete(&self.buf) {
                         return Poll::Ready(Ok(true));
@@ -640,6 +643,24 @@ fn content_length(v: &[u8]) -> Option<u64> {
         out = Some(n);
     }
     out
+}
+
+/// Cuts a whole interim (1xx, not 101) answer off the start of `buf`; false when `buf` does
+/// not start with one.
+fn skip_interim(buf: &mut BytesMut) -> bool {
+    let mut slots = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut slots);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len))
+            if resp
+                .code
+                .is_some_and(|c| (100..200).contains(&c) && c != 101) =>
+        {
+            let _ = buf.split_to(len);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Whether `buf` holds a whole head (ends with an empty line).

@@ -243,3 +243,78 @@ async fn an_answer_before_the_whole_request_body_is_passed_on() {
     );
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
 }
+
+/// A client that asks `Expect: 100-continue` and sends its body in pieces: the upstream's own
+/// `100 Continue` must not be taken for its answer (which would stop the body half-way).
+#[tokio::test]
+async fn an_upstreams_100_continue_does_not_cut_the_body_short() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                let end = loop {
+                    if let Some(e) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break e + 4;
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if head.contains("expect: 100-continue") {
+                    let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                }
+                let mut body = got[end..].to_vec();
+                while body.len() < len {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => body.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = format!("got {}", String::from_utf8_lossy(&body));
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                            text.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    let gw = gateway(&proxy_to(&format!("http://{addr}"))).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the gateway answers 100 Continue")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    s.write_all(b"first").await.unwrap();
+    // The rest comes later: by then the upstream's 100 Continue has reached the gateway.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    s.write_all(b"-last").await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("got first-last"), "{text}");
+}
