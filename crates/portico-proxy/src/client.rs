@@ -867,19 +867,11 @@ impl UpstreamPool {
             }
         };
         match tx.try_send_request(req).await {
-            Ok(resp) => {
-                let (parts, body) = resp.into_parts();
-                Ok(Response::from_parts(
-                    parts,
-                    UpstreamBody {
-                        inner: Inner::Hyper(body),
-                        back: Back::H2(in_flight),
-                        load: None,
-                        admitted: None,
-                        idle: IdleTimer::new(tp.stream_idle),
-                    },
-                ))
-            }
+            Ok(resp) => Ok(hyper_response(
+                resp,
+                Back::H2(in_flight),
+                IdleTimer::new(tp.stream_idle),
+            )),
             Err(mut e) => {
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 let unsent = e.take_message();
@@ -1029,24 +1021,23 @@ async fn send_upgrade(conn: H1Conn, req: Request<Body>) -> Result<Response<Upstr
         Err(e) => return Err((CallError::Connect(e.to_string()), Some(req))),
     };
     match tx.try_send_request(origin_form(req)).await {
-        Ok(resp) => {
-            let (parts, body) = resp.into_parts();
-            Ok(Response::from_parts(
-                parts,
-                UpstreamBody {
-                    inner: Inner::Hyper(body),
-                    back: Back::None,
-                    load: None,
-                    admitted: None,
-                    idle: IdleTimer::default(),
-                },
-            ))
-        }
+        Ok(resp) => Ok(hyper_response(resp, Back::None, IdleTimer::default())),
         Err(mut e) => {
             let unsent = e.take_message();
             Err((CallError::Request(Box::new(e.into_error())), unsent))
         }
     }
+}
+
+/// A response read by hyper, with what to do when its body ends.
+fn hyper_response(resp: Response<Incoming>, back: Back, idle: IdleTimer) -> Response<UpstreamBody> {
+    resp.map(|body| UpstreamBody {
+        inner: Inner::Hyper(body),
+        back,
+        load: None,
+        admitted: None,
+        idle,
+    })
 }
 
 async fn handshake_h2<I>(
