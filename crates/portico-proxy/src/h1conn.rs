@@ -36,8 +36,13 @@ const MAX_HEADERS: usize = 128;
 /// The largest chunk-size line and trailer section accepted.
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
-/// Reads ask for this much room; a buffer is reused once the frames cut from it are gone.
+/// Reads ask for at least this much room; a buffer is reused once the frames cut from it are
+/// gone.
 const READ_SIZE: usize = 8192;
+/// The most a read asks for, and the largest frame gathered from a body of known length.
+const READ_MAX: usize = 64 * 1024;
+/// An idle connection keeps a buffer at most this large.
+const IDLE_BUF_MAX: usize = 16 * 1024;
 /// Request body bytes gathered behind the head before a write.
 const WRITE_BATCH: usize = 16 * 1024;
 
@@ -389,7 +394,7 @@ impl<S> H1Conn<S> {
                 return Poll::Ready(Ok(false));
             }
             // Blocked on the body or the socket: an answer may already be coming.
-            match poll_fill(&mut self.io, &mut self.buf, cx) {
+            match poll_fill(&mut self.io, &mut self.buf, READ_SIZE, cx) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(ConnError::Io(io::ErrorKind::UnexpectedEof.into())));
                 }
@@ -422,7 +427,8 @@ impl<S> H1Conn<S> {
             if self.buf.len() >= MAX_HEAD {
                 return Poll::Ready(Err(ConnError::Protocol("response head larger than 64 KiB")));
             }
-            let n = ready!(poll_fill(&mut self.io, &mut self.buf, cx)).map_err(ConnError::Io)?;
+            let n = ready!(poll_fill(&mut self.io, &mut self.buf, READ_SIZE, cx))
+                .map_err(ConnError::Io)?;
             if n == 0 {
                 return Poll::Ready(Err(ConnError::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -668,11 +674,19 @@ fn head_complete(buf: &[u8]) -> bool {
     memchr::memmem::find(buf, b"\r\n\r\n").is_some()
 }
 
-/// Reads more into `buf`, making room first; `Ok(0)` at the end of the stream.
-fn poll_fill(io: &mut Stream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < READ_SIZE / 4 {
-        // Reclaims the buffer's own allocation when the frames cut from it are gone.
-        buf.reserve(READ_SIZE);
+/// Reads more into `buf`, first making room for `want` bytes if less than a quarter of that
+/// is free; `Ok(0)` at the end of the stream.
+fn poll_fill(
+    io: &mut Stream,
+    buf: &mut BytesMut,
+    want: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < want / 4 {
+        // Reclaims the buffer's own allocation when the frames cut from it are gone. A little
+        // more than `want`: a read that fills all the room leaves the socket marked readable,
+        // and the next read (for the next answer) would come back empty first.
+        buf.reserve(want + 512);
     }
     let spare = buf.spare_capacity_mut();
     let start = spare.as_ptr();
@@ -734,7 +748,7 @@ impl<S> ResponseBody<S> {
         match &mut self.conn {
             Some(_) if !self.keep => self.conn = None,
             // A large answer grew the buffer: an idle connection keeps only a small one.
-            Some(c) if c.buf.capacity() > 2 * READ_SIZE => c.buf = BytesMut::new(),
+            Some(c) if c.buf.capacity() > IDLE_BUF_MAX => c.buf = BytesMut::new(),
             _ => {}
         }
     }
@@ -765,6 +779,28 @@ impl<S: Unpin> HttpBody for ResponseBody<S> {
             let need = match this.state {
                 State::Done => return Poll::Ready(None),
                 State::Length(n) | State::ChunkData(n) if !buf.is_empty() => {
+                    // More of a body of known length is due: take what has already arrived,
+                    // without waiting, so a body that came whole leaves as one frame (one
+                    // write to the client) instead of one per read.
+                    if matches!(this.state, State::Length(_))
+                        && (buf.len() as u64) < n
+                        && buf.len() < READ_MAX
+                    {
+                        let want = (n - buf.len() as u64).min((READ_MAX - buf.len()) as u64);
+                        match poll_fill(&mut conn.io, &mut conn.buf, want as usize, cx) {
+                            Poll::Ready(Ok(0)) => {
+                                return this.fail(ConnError::Io(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    "the upstream closed the connection in the middle of the body",
+                                )));
+                            }
+                            Poll::Ready(Ok(_)) => continue,
+                            Poll::Ready(Err(e)) => return this.fail(ConnError::Io(e)),
+                            // Nothing more yet: what is there goes now.
+                            Poll::Pending => {}
+                        }
+                    }
+                    let buf = &mut conn.buf;
                     let take = n.min(buf.len() as u64);
                     let data = buf.split_to(take as usize).freeze();
                     let left = n - take;
@@ -844,7 +880,15 @@ impl<S: Unpin> HttpBody for ResponseBody<S> {
                 State::Length(_) | State::ChunkData(_) | State::Eof => true,
             };
             debug_assert!(need);
-            let n = match ready!(poll_fill(&mut conn.io, &mut conn.buf, cx)) {
+            // A body of known length is read in pieces as large as what remains (up to a
+            // limit).
+            let want = match this.state {
+                State::Length(n) | State::ChunkData(n) => usize::try_from(n)
+                    .unwrap_or(READ_MAX)
+                    .clamp(READ_SIZE, READ_MAX),
+                _ => READ_SIZE,
+            };
+            let n = match ready!(poll_fill(&mut conn.io, &mut conn.buf, want, cx)) {
                 Ok(n) => n,
                 Err(e) => return this.fail(ConnError::Io(e)),
             };
