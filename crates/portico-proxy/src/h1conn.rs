@@ -598,15 +598,35 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Shape
                 .rsplit(|b| *b == b',')
                 .next()
                 .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            // Plain `chunked` describes this connection only and is undone here.
+            if value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
+            {
+                continue;
+            }
         } else if name == header::CONNECTION {
+            let mut only_persistence = true;
             for token in value.as_bytes().split(|b| *b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    close = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    if version == Version::HTTP_10 {
+                        close = false;
+                    }
+                } else {
+                    only_persistence = false;
                 }
             }
+            // `keep-alive` or `close` concern this connection only: nothing for the pipeline
+            // to forward or remove. A list naming other headers stays, so those go too.
+            if only_persistence {
+                continue;
+            }
+        } else if name.as_str() == "keep-alive" {
+            continue;
         }
         headers.append(name, value);
     }
@@ -994,10 +1014,22 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(matches!(s.framing, Framing::Close));
-        let (_, s) = head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n")
+        let (p, s) = head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n")
             .unwrap()
             .unwrap();
         assert!(!s.keep_alive);
+        // Headers about this connection only are consumed; a Connection list naming other
+        // headers is kept so the pipeline removes those too.
+        assert!(p.headers.get("connection").is_none());
+        let (p, s) = head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(s.keep_alive && matches!(s.framing, Framing::Chunked));
+        assert_eq!(p.headers["connection"], "keep-alive, X-Hop");
+        assert!(
+            p.headers.get("keep-alive").is_none() && p.headers.get("transfer-encoding").is_none()
+        );
+        assert_eq!(p.headers["x-hop"], "1");
         let (p, s) = head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
         assert_eq!(p.version, Version::HTTP_10);
         assert!(matches!(s.framing, Framing::Close) && !s.keep_alive);
