@@ -12,8 +12,10 @@ replace, `bench/run.py`'s CPU time per request.
     cargo build --release            # builds portico and bench/floor (portico-floor)
     python3 bench/instructions.py    # about 2 minutes; needs valgrind, nginx, h2load
 
-Options: `--requests N` (default 20000), `--proxies nginx,floor,portico`, `--keep` (keep the
-callgrind files, to read with `callgrind_annotate --inclusive=yes FILE`).
+Options: `--requests N` (default 20000), `--proxies nginx,floor,portico` (add `portico-chain`
+for Portico with the policy chain of bench/run.py: RS256 JWT, local rate limit, metrics,
+access log; then every contestant gets the same `Authorization` and `X-API-Key` headers),
+`--keep` (keep the callgrind files, to read with `callgrind_annotate --inclusive=yes FILE`).
 """
 
 import argparse
@@ -28,12 +30,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as harness  # noqa: E402  (the templates and process helpers of bench/run.py)
 
-PORTS = {"nginx": 19181, "floor": 19182, "portico": 19184}
+PORTS = {"nginx": 19181, "floor": 19182, "portico": 19184, "portico-chain": 19185}
+# Request headers for every contestant (set when the chain is measured).
+HEADERS = []
 ORIGIN = harness.ORIGIN_PORT
 
 
 def h2load(port, n, cpu):
-    out = subprocess.run(["taskset", "-c", str(cpu), "h2load", "--h1", "-n", str(n), "-c", "64", "-t", "1",
+    out = subprocess.run(["taskset", "-c", str(cpu), "h2load", "--h1", "-n", str(n), "-c", "64", "-t", "1", *HEADERS,
                           f"http://127.0.0.1:{port}/hello"], capture_output=True, text=True, timeout=600)
     ok = [l for l in out.stdout.splitlines() if l.startswith("status codes:")]
     if not ok or not ok[0].startswith(f"status codes: {n} 2xx"):
@@ -82,7 +86,10 @@ def main():
         if not shutil.which(tool):
             harness.die(f"{tool} not found (apt-get install -y valgrind nginx-light nghttp2-client)")
     run = tempfile.mkdtemp(prefix="portico-instr-")
+    os.chmod(run, 0o755)
     procs = []
+    if "portico-chain" in args.proxies.split(","):
+        HEADERS.extend(["-H", f"authorization: Bearer {harness.bench_token()}", "-H", f"x-api-key: {harness.BENCH_KEY}"])
     try:
         with open(os.path.join(run, "origin.conf"), "w") as f:
             f.write(harness.ORIGIN_CONF.format(run=run, port=ORIGIN, port2=harness.ORIGIN_PORT2, h2port=ORIGIN + 100))
@@ -103,12 +110,19 @@ def main():
             elif name == "floor":
                 cmd = [os.path.join(os.path.dirname(args.portico), "portico-floor"), f"127.0.0.1:{port}", f"127.0.0.1:{ORIGIN}"]
             else:
-                path = os.path.join(run, "portico.yaml")
-                open(path, "w").write(harness.PORTICO_CONF.format(port=port, origin=ORIGIN, log="off"))
+                import hashlib
+                path = os.path.join(run, f"{name}.yaml")
+                chain = name == "portico-chain"
+                conf = harness.PORTICO_CONF.format(port=port, origin=ORIGIN,
+                                                   log=os.path.join(run, "access.log") if chain else "off")
+                if chain:
+                    conf += harness.POLICIES[name].format(
+                        keys=harness.KEYS_DIR, key_digest="sha256:" + hashlib.sha256(harness.BENCH_KEY.encode()).hexdigest())
+                open(path, "w").write(conf)
                 cmd = [args.portico, "run", "--no-watch", "--workers", "1", "-c", path]
             per_req, dump = measure(name, cmd, port, args.requests, run, 1)
             rows.append((name, per_req, dump))
-            print(f"  {name:8} {per_req:9.0f} instructions/request", flush=True)
+            print(f"  {name:13} {per_req:9.0f} instructions/request", flush=True)
     finally:
         for p in procs:
             p.terminate()

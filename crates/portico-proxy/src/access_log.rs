@@ -92,13 +92,14 @@ const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 fn writer(rx: Receiver<Record>, out: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
     let mut line = Vec::with_capacity(512);
+    let mut reuse = Reuse::default();
     loop {
         let mut wrote = false;
         loop {
             match rx.try_recv() {
                 Ok(r) => {
                     line.clear();
-                    format_record(&r, &mut line);
+                    format_record(&r, &mut line, &mut reuse);
                     if out.write_all(&line).is_err() {
                         metrics::counter!("portico_access_log_dropped_total").increment(1);
                     }
@@ -124,7 +125,7 @@ fn writer(rx: Receiver<Record>, out: Box<dyn Write + Send>) {
 struct Line<'a> {
     time: &'a str,
     request_id: &'a str,
-    client_ip: IpAddr,
+    client_ip: &'a str,
     listener: &'a str,
     method: &'a str,
     host: Option<&'a str>,
@@ -143,12 +144,26 @@ struct Line<'a> {
     complete: bool,
 }
 
-pub fn format_record(r: &Record, out: &mut Vec<u8>) {
-    let time = rfc3339(r.time);
+/// What the writer thread keeps from one line to the next: text that repeats (the time up to
+/// the second, the client address) is formatted once, not per line. Formatting them was a
+/// third of a line's cost.
+#[derive(Default)]
+pub struct Reuse {
+    second: Option<(u64, [u8; 19])>,
+    ip: Option<(IpAddr, String)>,
+}
+
+pub fn format_record(r: &Record, out: &mut Vec<u8>, reuse: &mut Reuse) {
+    let mut time = [0u8; 24];
+    let time = rfc3339_cached(r.time, &mut time, &mut reuse.second);
+    if reuse.ip.as_ref().is_none_or(|(ip, _)| *ip != r.client_ip) {
+        reuse.ip = Some((r.client_ip, r.client_ip.to_string()));
+    }
+    let client_ip = reuse.ip.as_ref().map_or("", |(_, s)| s.as_str());
     let line = Line {
-        time: &time,
+        time,
         request_id: r.request_id.to_str().unwrap_or(""),
-        client_ip: r.client_ip,
+        client_ip,
         listener: &r.listener,
         method: r.method.as_str(),
         host: r
@@ -181,6 +196,34 @@ pub fn format_record(r: &Record, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
+/// `rfc3339` into `buf`, with the part up to the second formatted only when the second changes.
+fn rfc3339_cached<'b>(
+    t: SystemTime,
+    buf: &'b mut [u8; 24],
+    second: &mut Option<(u64, [u8; 19])>,
+) -> &'b str {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let prefix = match second {
+        Some((s, p)) if *s == secs => *p,
+        _ => {
+            let mut p = [0u8; 19];
+            p.copy_from_slice(&rfc3339(t).as_bytes()[..19]);
+            *second = Some((secs, p));
+            p
+        }
+    };
+    buf[..19].copy_from_slice(&prefix);
+    let ms = d.subsec_millis();
+    buf[19] = b'.';
+    buf[20] = b'0' + (ms / 100) as u8;
+    buf[21] = b'0' + (ms / 10 % 10) as u8;
+    buf[22] = b'0' + (ms % 10) as u8;
+    buf[23] = b'Z';
+    // Only ASCII digits and separators were written.
+    std::str::from_utf8(buf).unwrap_or("")
+}
+
 /// `2026-11-26T09:48:17.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
@@ -207,5 +250,16 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-26T09:48:17.123Z");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn cached_time_format_matches() {
+        let mut second = None;
+        let base = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_686_497_000);
+        for ms in [0, 7, 45, 123, 999, 1000, 1001, 61_250, 86_400_005] {
+            let t = base + Duration::from_millis(ms);
+            let mut buf = [0u8; 24];
+            assert_eq!(rfc3339_cached(t, &mut buf, &mut second), rfc3339(t), "{ms}");
+        }
     }
 }

@@ -327,7 +327,7 @@ impl<S> H1Conn<S> {
             Out::None
         } else if let Some(n) = body.size_hint().exact() {
             w.extend_from_slice(b"content-length: ");
-            w.extend_from_slice(decimal(n, &mut [0u8; 20]));
+            w.extend_from_slice(crate::headers::decimal(n, &mut [0u8; 20]).as_bytes());
             w.extend_from_slice(b"\r\n");
             if n == 0 { Out::None } else { Out::Length(n) }
         } else {
@@ -952,19 +952,6 @@ fn hex(mut n: usize, out: &mut [u8; 16]) -> &[u8] {
     }
 }
 
-/// `n` in decimal.
-fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
-    let mut i = out.len();
-    loop {
-        i -= 1;
-        out[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &out[i..];
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -987,11 +974,11 @@ mod tests {
         assert_eq!(hex(0, &mut b), b"0");
         assert_eq!(hex(255, &mut b), b"ff");
         assert_eq!(hex(4096, &mut b), b"1000");
-        assert_eq!(decimal(0, &mut [0; 20]), b"0");
-        assert_eq!(
-            decimal(u64::MAX, &mut [0; 20]),
-            u64::MAX.to_string().as_bytes()
-        );
+        use crate::headers::decimal;
+        assert_eq!(decimal(0, &mut [0; 20]), "0");
+        assert_eq!(decimal(7, &mut [0; 20]), "7");
+        assert_eq!(decimal(1005, &mut [0; 20]), "1005");
+        assert_eq!(decimal(u64::MAX, &mut [0; 20]), u64::MAX.to_string());
     }
 
     fn head(bytes: &[u8]) -> Result<Option<(http::response::Parts, Shape)>, ConnError> {

@@ -516,6 +516,7 @@ async fn request_policies(
 ) -> Result<Vec<(http::HeaderName, HeaderValue)>, Problem> {
     let mut headers = Vec::new();
     let client_ip = rec.client_ip;
+    let client = ClientText::new(client_ip, conn);
     for p in rt
         .config
         .global_policies
@@ -555,7 +556,7 @@ async fn request_policies(
                 bytes_in.limit.fetch_min(*max, Ordering::Relaxed);
             }
             Policy::ConcurrencyLimit(c) => {
-                let key = key_text(rt, &c.key, route, req, client_ip, identity);
+                let key = key_text(rt, &c.key, route, req, &client, identity);
                 match rt.in_flight[c.id].acquire(&key) {
                     Some(g) => guards.push(g),
                     None => {
@@ -566,7 +567,7 @@ async fn request_policies(
                 }
             }
             Policy::RateLimit(rl) => {
-                let key = key_text(rt, &rl.key, route, req, client_ip, identity);
+                let key = key_text(rt, &rl.key, route, req, &client, identity);
                 let key: &str = &key;
                 let limiters = &rt.rate_limiters[rl.id];
                 let decision = match &limiters.shared {
@@ -606,18 +607,42 @@ async fn request_policies(
     Ok(headers)
 }
 
+/// The client's address as text, for limit keys. When the client is the peer (no trusted
+/// proxy in between), the text made once per connection is used: formatting an address per
+/// request cost ~1.3k instructions.
+struct ClientText<'a> {
+    ip: std::net::IpAddr,
+    known: Option<&'a str>,
+}
+
+impl<'a> ClientText<'a> {
+    fn new(ip: std::net::IpAddr, conn: &'a ConnInfo) -> Self {
+        let known = (ip == portico_config::canonical_ip(conn.peer.ip()))
+            .then(|| conn.peer_value.to_str().ok())
+            .flatten();
+        ClientText { ip, known }
+    }
+
+    fn text(&self) -> std::borrow::Cow<'a, str> {
+        match self.known {
+            Some(t) => std::borrow::Cow::Borrowed(t),
+            None => std::borrow::Cow::Owned(self.ip.to_string()),
+        }
+    }
+}
+
 /// The text of a limit key for this request.
 fn key_text<'a>(
     rt: &'a Runtime,
     key: &portico_config::LimitKey,
     route: &'a Route,
     req: &'a Request<Incoming>,
-    client_ip: std::net::IpAddr,
+    client: &ClientText<'a>,
     identity: &crate::auth::Identity,
 ) -> std::borrow::Cow<'a, str> {
     use std::borrow::Cow;
     match key {
-        portico_config::LimitKey::ClientIp => Cow::Owned(client_ip.to_string()),
+        portico_config::LimitKey::ClientIp => client.text(),
         portico_config::LimitKey::Route => Cow::Borrowed(&route.name),
         portico_config::LimitKey::Header(h) => Cow::Borrowed(
             req.headers()
@@ -648,7 +673,7 @@ fn key_text<'a>(
                 if i > 0 {
                     out.push('\u{1f}');
                 }
-                out.push_str(&key_text(rt, p, route, req, client_ip, identity));
+                out.push_str(&key_text(rt, p, route, req, client, identity));
             }
             Cow::Owned(out)
         }

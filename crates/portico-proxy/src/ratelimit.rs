@@ -300,7 +300,15 @@ impl Limiters {
                 let used = l.burst.saturating_sub(left);
                 let reset =
                     (l.per.as_secs_f64() * f64::from(used) / f64::from(l.requests)).ceil() as u64;
-                if let Ok(v) = HeaderValue::try_from(format!("\"limit-{i}\";r={left};t={reset}")) {
+                // Written by hand: `format!` here was ~1k instructions per request.
+                let mut text = String::with_capacity(40);
+                text.push_str("\"limit-");
+                crate::headers::push_decimal(&mut text, i as u64);
+                text.push_str("\";r=");
+                crate::headers::push_decimal(&mut text, u64::from(left));
+                text.push_str(";t=");
+                crate::headers::push_decimal(&mut text, reset);
+                if let Ok(v) = HeaderValue::try_from(text) {
                     headers.push((RATELIMIT.clone(), v));
                 }
             }
