@@ -5,9 +5,9 @@
 //! and the response body puts it back when it ends, so there is no shared pool lock, no
 //! background task and no channel per request. HTTP/1.1 connections are Portico's own
 //! (`h1conn.rs`), driven by the request that holds them; requests that ask for a protocol
-//! switch get a hyper connection made from a pooled or new socket. HTTP/2 connections (`h2c://`, or `https://` when
-//! ALPN picks h2) are shared by concurrent requests up to the peer's stream limit; when every
-//! connection is full, another one is opened.
+//! switch get a hyper connection made from a pooled or new socket. HTTP/2 connections
+//! (`h2c://`, or `https://` when ALPN picks h2) are shared by concurrent requests up to the
+//! peer's stream limit; when every connection is full, another one is opened.
 //!
 //! Limits: each target has at most `max_connections` open; a request that finds none free
 //! waits (at most `max_pending` of them, for at most `connect_timeout`) for one to come back or
