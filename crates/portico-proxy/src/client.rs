@@ -727,18 +727,14 @@ impl UpstreamPool {
             Err(e) if reused => {
                 // The pooled connection was dead. Retry on a new one if nothing of the request
                 // was written, or if it was written but may be safely repeated.
-                let (again, e) = match e {
-                    SendError::Unsent(req, e) => (Some(*req), CallError::Request(Box::new(e))),
-                    SendError::Failed(e) => (replay, CallError::Request(Box::new(e))),
-                };
-                let Some(req) = again else {
+                let (e, unsent) = failed(e);
+                let Some(req) = unsent.or(replay) else {
                     return Err((e, None));
                 };
                 metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
                 Box::pin(self.send_fresh(tp, shard, req)).await
             }
-            Err(SendError::Unsent(req, e)) => Err((CallError::Request(Box::new(e)), Some(*req))),
-            Err(SendError::Failed(e)) => Err((CallError::Request(Box::new(e)), None)),
+            Err(e) => Err(failed(e)),
         }
     }
 
@@ -999,8 +995,15 @@ async fn send_h1(
     }
     match conn.send(req).await {
         Ok((parts, body)) => Ok(tp.clone().wrap_h1(parts, body, shard, origin)),
-        Err(SendError::Unsent(req, e)) => Err((CallError::Request(Box::new(e)), Some(*req))),
-        Err(SendError::Failed(e)) => Err((CallError::Request(Box::new(e)), None)),
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// A failed send as the pool reports it, with the request back when none of it was written.
+fn failed(e: SendError) -> Failed {
+    match e {
+        SendError::Unsent(req, e) => (CallError::Request(Box::new(e)), Some(*req)),
+        SendError::Failed(e) => (CallError::Request(Box::new(e)), None),
     }
 }
 

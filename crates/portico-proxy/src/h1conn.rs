@@ -152,15 +152,6 @@ impl std::fmt::Display for ConnError {
 
 impl std::error::Error for ConnError {}
 
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Unsent(_, e) => write!(f, "upstream connection: {e}"),
-            SendError::Failed(e) => e.fmt(f),
-        }
-    }
-}
-
 /// How the request's body goes out.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Out {
@@ -214,12 +205,10 @@ impl<S> H1Conn<S> {
             written: 0,
             wrote: false,
             sent: 0,
-            body_done: out == Out::None || body.is_end_stream(),
+            // `write_head` says `None` for a body that has ended already.
+            body_done: out == Out::None,
             body_taken: false,
         };
-        if sending.body_done && out == Out::Chunked {
-            sending.finish_chunked(&mut self.out);
-        }
         // Write the request; an answer that arrives before the body is all sent ends the
         // sending (the upstream has decided), and the connection is not reused.
         let early = std::future::poll_fn(|cx| self.poll_send(cx, &mut sending, &mut body)).await;
@@ -318,10 +307,7 @@ impl<S> H1Conn<S> {
         }
         let out = if body.is_end_stream() {
             // An empty body still says so where a body is expected.
-            if had_length
-                || matches!(parts.method, Method::POST | Method::PUT)
-                || parts.method == Method::PATCH
-            {
+            if had_length || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
                 w.extend_from_slice(b"content-length: 0\r\n");
             }
             Out::None
@@ -536,6 +522,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Shape
         }
         Err(_) => return Err(ConnError::Protocol("malformed response head")),
     };
+    if len > MAX_HEAD {
+        return Err(ConnError::Protocol("response head larger than 64 KiB"));
+    }
     let status = StatusCode::from_u16(resp.code.unwrap_or(0))
         .map_err(|_| ConnError::Protocol("invalid status code"))?;
     let version = if resp.version == Some(0) {
@@ -572,9 +561,6 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Shape
         many = resp.headers.iter().map(span).collect();
         &many[..]
     };
-    if len > MAX_HEAD {
-        return Err(ConnError::Protocol("response head larger than 64 KiB"));
-    }
     let head = buf.split_to(len).freeze();
     for &(n, nl, v, vl) in spans {
         let name = HeaderName::from_bytes(&head[n..n + nl])
@@ -674,9 +660,12 @@ fn content_length(v: &[u8]) -> Option<u64> {
 /// Cuts a whole interim (1xx, not 101) answer off the start of `buf`; false when `buf` does
 /// not start with one.
 fn skip_interim(buf: &mut BytesMut) -> bool {
-    let mut slots = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut slots);
-    match resp.parse(buf) {
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
+    {
         Ok(httparse::Status::Complete(len))
             if resp
                 .code
@@ -795,8 +784,9 @@ impl<S: Unpin> HttpBody for ResponseBody<S> {
                 return Poll::Ready(None);
             };
             let buf = &mut conn.buf;
-            // What the buffer holds decides; `need` is set when more must be read first.
-            let need = match this.state {
+            // What the buffer holds decides: each arm answers, moves on, or falls through to
+            // read more.
+            match this.state {
                 State::Done => return Poll::Ready(None),
                 State::Length(n) | State::ChunkData(n) if !buf.is_empty() => {
                     // More of a body of known length is due: take what has already arrived,
@@ -809,10 +799,7 @@ impl<S: Unpin> HttpBody for ResponseBody<S> {
                         let want = (n - buf.len() as u64).min((READ_MAX - buf.len()) as u64);
                         match poll_fill(&mut conn.io, &mut conn.buf, want as usize, cx) {
                             Poll::Ready(Ok(0)) => {
-                                return this.fail(ConnError::Io(io::Error::new(
-                                    io::ErrorKind::UnexpectedEof,
-                                    "the upstream closed the connection in the middle of the body",
-                                )));
+                                return this.fail(cut_short());
                             }
                             Poll::Ready(Ok(_)) => continue,
                             Poll::Ready(Err(e)) => return this.fail(ConnError::Io(e)),
@@ -847,7 +834,7 @@ impl<S: Unpin> HttpBody for ResponseBody<S> {
                         };
                         continue;
                     }
-                    Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => true,
+                    Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {}
                     Ok(httparse::Status::Partial) => {
                         return this.fail(ConnError::Protocol("chunk-size line too long"));
                     }
@@ -858,7 +845,6 @@ impl<S: Unpin> HttpBody for ResponseBody<S> {
                         if buf.first().is_some_and(|b| *b != b'\r') {
                             return this.fail(ConnError::Protocol("chunk longer than its size"));
                         }
-                        true
                     } else if buf.starts_with(b"\r\n") {
                         let _ = buf.split_to(2);
                         this.state = State::ChunkSize;
@@ -890,16 +876,15 @@ impl<S: Unpin> HttpBody for ResponseBody<S> {
                             this.finish();
                             return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                         }
-                        Ok(httparse::Status::Partial) if buf.len() < MAX_TRAILERS => true,
+                        Ok(httparse::Status::Partial) if buf.len() < MAX_TRAILERS => {}
                         Ok(httparse::Status::Partial) => {
                             return this.fail(ConnError::Protocol("trailers larger than 16 KiB"));
                         }
                         Err(_) => return this.fail(ConnError::Protocol("malformed trailers")),
                     }
                 }
-                State::Length(_) | State::ChunkData(_) | State::Eof => true,
-            };
-            debug_assert!(need);
+                State::Length(_) | State::ChunkData(_) | State::Eof => {}
+            }
             // A body of known length is read in pieces as large as what remains (up to a
             // limit).
             let want = match this.state {
@@ -913,15 +898,12 @@ impl<S: Unpin> HttpBody for ResponseBody<S> {
                 Err(e) => return this.fail(ConnError::Io(e)),
             };
             if n == 0 {
+                // The end of a close-delimited body (never reused: `keep` is false).
                 if let State::Eof = this.state {
-                    this.keep = false;
                     this.finish();
                     return Poll::Ready(None);
                 }
-                return this.fail(ConnError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the upstream closed the connection in the middle of the body",
-                )));
+                return this.fail(cut_short());
             }
         }
     }
@@ -937,6 +919,13 @@ impl<S: Unpin> HttpBody for ResponseBody<S> {
             _ => SizeHint::default(),
         }
     }
+}
+
+fn cut_short() -> ConnError {
+    ConnError::Io(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the upstream closed the connection in the middle of the body",
+    ))
 }
 
 /// `n` in lowercase hex, without leading zeros.

@@ -16,8 +16,8 @@
 //!
 //! Bodies are followed (Content-Length, chunked) but not judged: hyper's own decoder rejects a
 //! malformed body. A chunk-size or trailer line the guard cannot follow (longer than 4 KiB, or
-//! a size it cannot read) fails the read, which ends the connection. After an `Upgrade`/`CONNECT` request, or on an HTTP/2 preface, the guard
-//! steps aside.
+//! a size it cannot read) fails the read, which ends the connection. After an
+//! `Upgrade`/`CONNECT` request, or on an HTTP/2 preface, the guard steps aside.
 
 use std::io;
 use std::pin::Pin;

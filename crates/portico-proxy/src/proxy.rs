@@ -516,7 +516,10 @@ async fn request_policies(
 ) -> Result<Vec<(http::HeaderName, HeaderValue)>, Problem> {
     let mut headers = Vec::new();
     let client_ip = rec.client_ip;
-    let client = ClientText::new(client_ip, conn);
+    let client = ClientText {
+        ip: client_ip,
+        conn,
+    };
     for p in rt
         .config
         .global_policies
@@ -612,22 +615,17 @@ async fn request_policies(
 /// request cost ~1.3k instructions.
 struct ClientText<'a> {
     ip: std::net::IpAddr,
-    known: Option<&'a str>,
+    conn: &'a ConnInfo,
 }
 
 impl<'a> ClientText<'a> {
-    fn new(ip: std::net::IpAddr, conn: &'a ConnInfo) -> Self {
-        let known = (ip == portico_config::canonical_ip(conn.peer.ip()))
-            .then(|| conn.peer_value.to_str().ok())
-            .flatten();
-        ClientText { ip, known }
-    }
-
     fn text(&self) -> std::borrow::Cow<'a, str> {
-        match self.known {
-            Some(t) => std::borrow::Cow::Borrowed(t),
-            None => std::borrow::Cow::Owned(self.ip.to_string()),
+        if self.ip == portico_config::canonical_ip(self.conn.peer.ip())
+            && let Ok(t) = self.conn.peer_value.to_str()
+        {
+            return std::borrow::Cow::Borrowed(t);
         }
+        std::borrow::Cow::Owned(self.ip.to_string())
     }
 }
 

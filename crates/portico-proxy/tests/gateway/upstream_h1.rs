@@ -26,17 +26,12 @@ async fn scripted(answer: fn(&str, &str) -> Vec<u8>) -> (SocketAddr, Arc<AtomicU
             count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut got = Vec::new();
-                let mut buf = vec![0u8; 65536];
                 loop {
-                    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                        continue;
+                    let Some(end) = read_head(&mut s, &mut got).await else {
+                        return;
                     };
                     let head = String::from_utf8_lossy(&got[..end]).into_owned();
-                    got.drain(..end + 4);
+                    got.drain(..end);
                     let mut line = head.split(' ');
                     let (method, path) = (line.next().unwrap_or(""), line.next().unwrap_or(""));
                     let out = answer(method, path);
@@ -52,6 +47,21 @@ async fn scripted(answer: fn(&str, &str) -> Vec<u8>) -> (SocketAddr, Arc<AtomicU
         }
     });
     (addr, accepted)
+}
+
+/// Reads until `got` holds a whole request head; its length with the empty line, or `None`
+/// when the client went away first.
+async fn read_head(s: &mut tokio::net::TcpStream, got: &mut Vec<u8>) -> Option<usize> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(e) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(e + 4);
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 fn framings(_method: &str, path: &str) -> Vec<u8> {
@@ -254,16 +264,10 @@ async fn an_upstreams_100_continue_does_not_cut_the_body_short() {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
                 let mut got = Vec::new();
-                let mut buf = [0u8; 4096];
-                let end = loop {
-                    if let Some(e) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break e + 4;
-                    }
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
+                let Some(end) = read_head(&mut s, &mut got).await else {
+                    return;
                 };
+                let mut buf = [0u8; 4096];
                 let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
                 let len: usize = head
                     .lines()
