@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::body::ClientBody;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use portico_config::{Aggregate, AggregatePart};
 use serde_json::{Map, Value};
 
@@ -228,7 +228,7 @@ fn problem_json(a: &Aggregate, i: usize, f: &Failure, request_id: &HeaderValue) 
 pub async fn handle(
     rt: &Runtime,
     a: &Aggregate,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     params: &[String],
     request_id: &HeaderValue,
     rec: &mut Record,

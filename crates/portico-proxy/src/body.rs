@@ -43,6 +43,8 @@ pub enum BodyError {
     Hyper(hyper::Error),
     /// The upstream connection failed in the middle of a response body.
     Upstream(crate::h1conn::ConnError),
+    /// The client's HTTP/1.1 request body was malformed or cut short.
+    Client(crate::h1conn::ConnError),
     /// The request body went past the route's `body_limit`.
     TooLarge,
     /// Nothing arrived for the upstream's `stream_idle_timeout`.
@@ -56,6 +58,7 @@ impl std::fmt::Display for BodyError {
         match self {
             BodyError::Hyper(e) => e.fmt(f),
             BodyError::Upstream(e) => e.fmt(f),
+            BodyError::Client(e) => write!(f, "request body: {e}"),
             BodyError::TooLarge => f.write_str("request body larger than the route allows"),
             BodyError::Idle => f.write_str("stream idle for longer than stream_idle_timeout"),
             BodyError::Compress(e) => write!(f, "compression: {e}"),
@@ -101,13 +104,52 @@ impl IdleTimer {
     }
 }
 
+/// A client's request body: from hyper (HTTP/2) or from Portico's own HTTP/1.1 connection.
+pub enum ClientBody {
+    Hyper(Incoming),
+    H1(crate::h1server::RequestBody),
+}
+
+impl HttpBody for ClientBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(BodyError::Hyper))),
+            ClientBody::H1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(BodyError::Client))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::H1(b) => b.size_hint(),
+        }
+    }
+}
+
 pub enum Body {
     Empty,
     Full(Option<Bytes>),
     /// An upstream's response, passed through frame by frame (trailers included).
     Upstream(UpstreamBody),
     /// A streamed request body whose bytes are counted for the access log.
-    Counted(Incoming, Arc<BodyStats>, IdleTimer),
+    Counted(ClientBody, Arc<BodyStats>, IdleTimer),
     /// A body produced by a translation (a gRPC stream written as JSON lines): the rare case
     /// that is boxed.
     Stream(http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>),
@@ -153,7 +195,7 @@ impl HttpBody for Body {
                     Poll::Ready(Some(Err(_))) => stats.failed.store(true, Ordering::Relaxed),
                     _ => {}
                 }
-                r.map(|o| o.map(|r| r.map_err(BodyError::Hyper)))
+                r
             }
         }
     }
@@ -210,7 +252,7 @@ impl HttpBody for ChannelBody {
 /// Reads a client's whole body for a translation (JSON to gRPC or SOAP), at most `max` bytes
 /// or the route's `body_limit` if smaller, and records its size for the access log.
 pub async fn read_client_body(
-    body: Incoming,
+    body: ClientBody,
     stats: &BodyStats,
     max: u64,
 ) -> Result<Bytes, crate::problem::Problem> {

@@ -62,7 +62,7 @@ fn options() -> CacheOptions {
 }
 
 /// The request as the cache rules see it.
-pub fn request_head(req: &Request<hyper::body::Incoming>) -> http::request::Parts {
+pub fn request_head(req: &Request<crate::body::ClientBody>) -> http::request::Parts {
     let mut r = Request::new(());
     *r.method_mut() = req.method().clone();
     *r.uri_mut() = req.uri().clone();

@@ -246,28 +246,23 @@ impl<S> H1Conn<S> {
                 continue;
             }
             keep &= shape.keep_alive;
-            let state = if head_only
+            let dec = if head_only
                 || status == StatusCode::NO_CONTENT
                 || status == StatusCode::NOT_MODIFIED
             {
-                State::Done
+                Decoder::done()
             } else {
-                match shape.framing {
-                    Framing::Chunked => State::ChunkSize,
-                    Framing::Length(0) => State::Done,
-                    Framing::Length(n) => State::Length(n),
-                    Framing::Close => {
-                        keep = false;
-                        State::Eof
-                    }
+                if shape.framing == BodyFraming::Close {
+                    keep = false;
                 }
+                Decoder::new(shape.framing)
             };
             let mut body = ResponseBody {
                 conn: Some(self),
-                state,
+                dec,
                 keep,
             };
-            if matches!(body.state, State::Done) {
+            if body.dec.is_done() {
                 body.finish();
             }
             return Ok((head, body));
@@ -494,16 +489,8 @@ impl Sending {
     }
 }
 
-/// How a response's body is delimited.
-enum Framing {
-    Length(u64),
-    Chunked,
-    /// Until the upstream closes the connection.
-    Close,
-}
-
 struct Shape {
-    framing: Framing,
+    framing: BodyFraming,
     keep_alive: bool,
 }
 
@@ -538,29 +525,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Shape
     let mut coded = false;
     let mut close = version == Version::HTTP_10;
     // Header values point into the head; one shared buffer holds them all.
-    let count = resp.headers.len();
-    // Offsets, not slices: the head is cut off the buffer before values can share it. Room
-    // for the usual handful of headers on the stack; more go to the heap.
-    let base = buf.as_ptr() as usize;
-    let span = |h: &httparse::Header<'_>| {
-        (
-            h.name.as_ptr() as usize - base,
-            h.name.len(),
-            h.value.as_ptr() as usize - base,
-            h.value.len(),
-        )
-    };
     let mut few = [(0, 0, 0, 0); 24];
-    let many: Vec<(usize, usize, usize, usize)>;
-    let spans = if count <= few.len() {
-        for (slot, h) in few.iter_mut().zip(resp.headers.iter()) {
-            *slot = span(h);
-        }
-        &few[..count]
-    } else {
-        many = resp.headers.iter().map(span).collect();
-        &many[..]
-    };
+    let mut many = Vec::new();
+    let spans = header_spans(buf.as_ptr() as usize, resp.headers, &mut few, &mut many);
     let head = buf.split_to(len).freeze();
     for &(n, nl, v, vl) in spans {
         let name = HeaderName::from_bytes(&head[n..n + nl])
@@ -622,10 +589,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Shape
         ));
     }
     let framing = match (coded, chunked, length) {
-        (true, true, _) => Framing::Chunked,
-        (true, false, _) => Framing::Close,
-        (false, _, Some(n)) => Framing::Length(n),
-        (false, _, None) => Framing::Close,
+        (true, true, _) => BodyFraming::Chunked,
+        (true, false, _) => BodyFraming::Close,
+        (false, _, Some(n)) => BodyFraming::Length(n),
+        (false, _, None) => BodyFraming::Close,
     };
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
@@ -638,6 +605,37 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Shape
             keep_alive: !close,
         },
     )))
+}
+
+/// Where a header's name and value are in a head: offsets from its start and lengths.
+pub type Span = (usize, usize, usize, usize);
+
+/// The headers httparse found in a head starting at address `base`, as offsets, not slices:
+/// the head is cut off its buffer before values can share it. Room for the usual handful of
+/// headers on the stack; more go to the heap.
+pub fn header_spans<'a>(
+    base: usize,
+    headers: &[httparse::Header<'_>],
+    few: &'a mut [Span; 24],
+    many: &'a mut Vec<Span>,
+) -> &'a [Span] {
+    let span = |h: &httparse::Header<'_>| {
+        (
+            h.name.as_ptr() as usize - base,
+            h.name.len(),
+            h.value.as_ptr() as usize - base,
+            h.value.len(),
+        )
+    };
+    if headers.len() <= few.len() {
+        for (slot, h) in few.iter_mut().zip(headers.iter()) {
+            *slot = span(h);
+        }
+        &few[..headers.len()]
+    } else {
+        many.extend(headers.iter().map(span));
+        &many[..]
+    }
 }
 
 /// A `Content-Length` value: digits, or a list of equal values (`5, 5`).
@@ -683,36 +681,62 @@ fn head_complete(buf: &[u8]) -> bool {
     memchr::memmem::find(buf, b"\r\n\r\n").is_some()
 }
 
-/// Reads more into `buf`, first making room for `want` bytes if less than a quarter of that
-/// is free; `Ok(0)` at the end of the stream.
+/// A source of bytes for [`Decoder`]: reads more into `buf`, first making room for `want`
+/// bytes if less than a quarter of that is free; `Ok(0)` at the end of the stream.
+pub trait Fill {
+    fn poll_fill(
+        &mut self,
+        buf: &mut BytesMut,
+        want: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>>;
+}
+
+/// Makes room for `want` bytes in `buf` if less than a quarter of that is free.
+pub fn make_room(buf: &mut BytesMut, want: usize) {
+    if buf.capacity() - buf.len() < want / 4 {
+        // Reclaims the buffer's own allocation when the frames cut from it are gone. A little
+        // more than `want`: a read that fills all the room leaves the socket marked readable,
+        // and the next read (for the next message) would come back empty first.
+        buf.reserve(want + 512);
+    }
+}
+
+impl Fill for Stream {
+    fn poll_fill(
+        &mut self,
+        buf: &mut BytesMut,
+        want: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        make_room(buf, want);
+        let spare = buf.spare_capacity_mut();
+        let start = spare.as_ptr();
+        let mut rb = ReadBuf::uninit(spare);
+        ready!(Pin::new(self).poll_read(cx, &mut rb))?;
+        assert_eq!(
+            start.cast::<u8>(),
+            rb.filled().as_ptr(),
+            "the reader swapped the buffer"
+        );
+        let n = rb.filled().len();
+        // SAFETY: `poll_read` filled (initialised) the first `n` bytes of the spare capacity,
+        // and the assertion above shows it filled this buffer, not one of its own.
+        unsafe { buf.set_len(buf.len() + n) };
+        Poll::Ready(Ok(n))
+    }
+}
+
 fn poll_fill(
     io: &mut Stream,
     buf: &mut BytesMut,
     want: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < want / 4 {
-        // Reclaims the buffer's own allocation when the frames cut from it are gone. A little
-        // more than `want`: a read that fills all the room leaves the socket marked readable,
-        // and the next read (for the next answer) would come back empty first.
-        buf.reserve(want + 512);
-    }
-    let spare = buf.spare_capacity_mut();
-    let start = spare.as_ptr();
-    let mut rb = ReadBuf::uninit(spare);
-    ready!(Pin::new(io).poll_read(cx, &mut rb))?;
-    assert_eq!(
-        start.cast::<u8>(),
-        rb.filled().as_ptr(),
-        "the reader swapped the buffer"
-    );
-    let n = rb.filled().len();
-    // SAFETY: `poll_read` filled (initialised) the first `n` bytes of the spare capacity,
-    // and the assertion above shows it filled this buffer, not one of its own.
-    unsafe { buf.set_len(buf.len() + n) };
-    Poll::Ready(Ok(n))
+    io.poll_fill(buf, want, cx)
 }
 
+#[derive(Clone, Copy)]
 enum State {
     /// `n` bytes of body remain.
     Length(u64),
@@ -724,16 +748,226 @@ enum State {
     ChunkEnd,
     /// Trailer lines after the last chunk, up to an empty line.
     Trailers,
-    /// Everything until the upstream closes.
+    /// Everything until the peer closes.
     Eof,
     Done,
+    /// The body broke (malformed framing, the connection failed).
+    Failed,
+}
+
+/// How a message body is delimited on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    Length(u64),
+    Chunked,
+    /// Until the peer closes the connection (responses only).
+    Close,
+}
+
+/// Reads one message body (RFC 9112 §6, §7.1) out of a connection's buffer and socket, for
+/// either side: the upstream's response bodies and the client's request bodies.
+pub struct Decoder {
+    state: State,
+}
+
+impl Decoder {
+    pub fn new(framing: BodyFraming) -> Decoder {
+        Decoder {
+            state: match framing {
+                BodyFraming::Length(0) => State::Done,
+                BodyFraming::Length(n) => State::Length(n),
+                BodyFraming::Chunked => State::ChunkSize,
+                BodyFraming::Close => State::Eof,
+            },
+        }
+    }
+
+    pub fn done() -> Decoder {
+        Decoder { state: State::Done }
+    }
+
+    /// The body was read to its end (not broken off).
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// Nothing more will come: read to its end, or broken.
+    pub fn is_over(&self) -> bool {
+        matches!(self.state, State::Done | State::Failed)
+    }
+
+    /// Body bytes still due, when the body has a known length.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        match self.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+
+    fn fail(&mut self, e: ConnError) -> Poll<Option<Result<Frame<Bytes>, ConnError>>> {
+        self.state = State::Failed;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    /// The next frame: what `buf` holds first, then what `io` brings.
+    pub fn poll_frame<F: Fill>(
+        &mut self,
+        io: &mut F,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ConnError>>> {
+        loop {
+            // What the buffer holds decides: each arm answers, moves on, or falls through to
+            // read more.
+            match self.state {
+                State::Done | State::Failed => return Poll::Ready(None),
+                State::Length(n) | State::ChunkData(n) if !buf.is_empty() => {
+                    // More of a body of known length is due: take what has already arrived,
+                    // without waiting, so a body that came whole leaves as one frame (one
+                    // write to the client) instead of one per read.
+                    if matches!(self.state, State::Length(_))
+                        && (buf.len() as u64) < n
+                        && buf.len() < READ_MAX
+                    {
+                        let want = (n - buf.len() as u64).min((READ_MAX - buf.len()) as u64);
+                        match io.poll_fill(buf, want as usize, cx) {
+                            Poll::Ready(Ok(0)) => return self.fail(cut_short()),
+                            Poll::Ready(Ok(_)) => continue,
+                            Poll::Ready(Err(e)) => return self.fail(ConnError::Io(e)),
+                            // Nothing more yet: what is there goes now.
+                            Poll::Pending => {}
+                        }
+                    }
+                    let take = n.min(buf.len() as u64);
+                    let data = buf.split_to(take as usize).freeze();
+                    let left = n - take;
+                    let length = matches!(self.state, State::Length(_));
+                    self.state = match (length, left) {
+                        (true, 0) => State::Done,
+                        (true, l) => State::Length(l),
+                        (false, 0) => State::ChunkEnd,
+                        (false, l) => State::ChunkData(l),
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Eof if !buf.is_empty() => {
+                    let data = buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                // The line is checked for a bare LF first: httparse takes one inside a chunk
+                // extension as part of it, where other parsers end the line (smuggling).
+                State::ChunkSize => match memchr::memchr(b'\n', buf) {
+                    None if buf.len() < MAX_CHUNK_LINE => {}
+                    None => return self.fail(ConnError::Protocol("chunk-size line too long")),
+                    Some(nl) if nl >= MAX_CHUNK_LINE => {
+                        return self.fail(ConnError::Protocol("chunk-size line too long"));
+                    }
+                    Some(nl) if nl == 0 || buf[nl - 1] != b'\r' => {
+                        return self.fail(ConnError::Protocol("bare LF in a chunk-size line"));
+                    }
+                    Some(_) => match httparse::parse_chunk_size(buf) {
+                        Ok(httparse::Status::Complete((used, size))) => {
+                            let _ = buf.split_to(used);
+                            self.state = if size == 0 {
+                                State::Trailers
+                            } else {
+                                State::ChunkData(size)
+                            };
+                            continue;
+                        }
+                        Ok(httparse::Status::Partial) | Err(_) => {
+                            return self.fail(ConnError::Protocol("invalid chunk size"));
+                        }
+                    },
+                },
+                State::ChunkEnd => {
+                    if buf.len() < 2 {
+                        if buf.first().is_some_and(|b| *b != b'\r') {
+                            return self.fail(ConnError::Protocol("chunk longer than its size"));
+                        }
+                    } else if buf.starts_with(b"\r\n") {
+                        let _ = buf.split_to(2);
+                        self.state = State::ChunkSize;
+                        continue;
+                    } else {
+                        return self.fail(ConnError::Protocol("chunk longer than its size"));
+                    }
+                }
+                State::Trailers => {
+                    if buf.starts_with(b"\r\n") {
+                        let _ = buf.split_to(2);
+                        self.state = State::Done;
+                        return Poll::Ready(None);
+                    }
+                    let mut slots = [httparse::EMPTY_HEADER; 64];
+                    match httparse::parse_headers(&buf[..], &mut slots) {
+                        Ok(httparse::Status::Complete((used, _))) if used > MAX_TRAILERS => {
+                            return self.fail(ConnError::Protocol("trailers larger than 16 KiB"));
+                        }
+                        Ok(httparse::Status::Complete((used, _))) if has_bare_lf(&buf[..used]) => {
+                            return self.fail(ConnError::Protocol("bare LF in trailers"));
+                        }
+                        Ok(httparse::Status::Complete((used, fields))) => {
+                            let mut trailers = HeaderMap::with_capacity(fields.len());
+                            for f in fields.iter() {
+                                let (Ok(n), Ok(v)) = (
+                                    HeaderName::from_bytes(f.name.as_bytes()),
+                                    HeaderValue::from_bytes(f.value),
+                                ) else {
+                                    return self.fail(ConnError::Protocol("invalid trailer"));
+                                };
+                                trailers.append(n, v);
+                            }
+                            let _ = buf.split_to(used);
+                            self.state = State::Done;
+                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() < MAX_TRAILERS => {}
+                        Ok(httparse::Status::Partial) => {
+                            return self.fail(ConnError::Protocol("trailers larger than 16 KiB"));
+                        }
+                        Err(_) => return self.fail(ConnError::Protocol("malformed trailers")),
+                    }
+                }
+                State::Length(_) | State::ChunkData(_) | State::Eof => {}
+            }
+            // A body of known length is read in pieces as large as what remains (up to a
+            // limit).
+            let want = match self.state {
+                State::Length(n) | State::ChunkData(n) => usize::try_from(n)
+                    .unwrap_or(READ_MAX)
+                    .clamp(READ_SIZE, READ_MAX),
+                _ => READ_SIZE,
+            };
+            let n = match ready!(io.poll_fill(buf, want, cx)) {
+                Ok(n) => n,
+                Err(e) => return self.fail(ConnError::Io(e)),
+            };
+            if n == 0 {
+                // The end of a close-delimited body.
+                if let State::Eof = self.state {
+                    self.state = State::Done;
+                    return Poll::Ready(None);
+                }
+                return self.fail(cut_short());
+            }
+        }
+    }
 }
 
 /// A response body read straight from its connection. When it has been read to its end, the
 /// connection is ready for another request ([`ResponseBody::take_conn`]).
 pub struct ResponseBody<S> {
     conn: Option<Box<H1Conn<S>>>,
-    state: State,
+    dec: Decoder,
     /// The connection may carry another request once this body is read.
     keep: bool,
 }
@@ -741,7 +975,7 @@ pub struct ResponseBody<S> {
 impl<S> ResponseBody<S> {
     /// The connection, once the body has ended and the connection can be reused.
     pub fn take_conn(&mut self) -> Option<Box<H1Conn<S>>> {
-        if matches!(self.state, State::Done) && self.keep {
+        if self.dec.is_done() && self.keep {
             self.conn.take()
         } else {
             None
@@ -749,7 +983,6 @@ impl<S> ResponseBody<S> {
     }
 
     fn finish(&mut self) {
-        self.state = State::Done;
         // Bytes after the answer were never asked for: the connection is out of step.
         if self.conn.as_ref().is_some_and(|c| !c.buf.is_empty()) {
             self.keep = false;
@@ -760,13 +993,6 @@ impl<S> ResponseBody<S> {
             Some(c) if c.buf.capacity() > IDLE_BUF_MAX => c.buf = BytesMut::new(),
             _ => {}
         }
-    }
-
-    fn fail(&mut self, e: ConnError) -> Poll<Option<Result<Frame<Bytes>, ConnError>>> {
-        self.state = State::Done;
-        self.keep = false;
-        self.conn = None;
-        Poll::Ready(Some(Err(e)))
     }
 }
 
@@ -779,157 +1005,45 @@ impl<S: Unpin> HttpBody for ResponseBody<S> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ConnError>>> {
         let this = self.get_mut();
-        loop {
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let buf = &mut conn.buf;
-            // What the buffer holds decides: each arm answers, moves on, or falls through to
-            // read more.
-            match this.state {
-                State::Done => return Poll::Ready(None),
-                State::Length(n) | State::ChunkData(n) if !buf.is_empty() => {
-                    // More of a body of known length is due: take what has already arrived,
-                    // without waiting, so a body that came whole leaves as one frame (one
-                    // write to the client) instead of one per read.
-                    if matches!(this.state, State::Length(_))
-                        && (buf.len() as u64) < n
-                        && buf.len() < READ_MAX
-                    {
-                        let want = (n - buf.len() as u64).min((READ_MAX - buf.len()) as u64);
-                        match poll_fill(&mut conn.io, &mut conn.buf, want as usize, cx) {
-                            Poll::Ready(Ok(0)) => {
-                                return this.fail(cut_short());
-                            }
-                            Poll::Ready(Ok(_)) => continue,
-                            Poll::Ready(Err(e)) => return this.fail(ConnError::Io(e)),
-                            // Nothing more yet: what is there goes now.
-                            Poll::Pending => {}
-                        }
-                    }
-                    let buf = &mut conn.buf;
-                    let take = n.min(buf.len() as u64);
-                    let data = buf.split_to(take as usize).freeze();
-                    let left = n - take;
-                    let length = matches!(this.state, State::Length(_));
-                    match (length, left) {
-                        (true, 0) => this.finish(),
-                        (true, l) => this.state = State::Length(l),
-                        (false, 0) => this.state = State::ChunkEnd,
-                        (false, l) => this.state = State::ChunkData(l),
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                State::Eof if !buf.is_empty() => {
-                    let data = buf.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                State::ChunkSize => match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        let _ = buf.split_to(used);
-                        this.state = if size == 0 {
-                            State::Trailers
-                        } else {
-                            State::ChunkData(size)
-                        };
-                        continue;
-                    }
-                    Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {}
-                    Ok(httparse::Status::Partial) => {
-                        return this.fail(ConnError::Protocol("chunk-size line too long"));
-                    }
-                    Err(_) => return this.fail(ConnError::Protocol("invalid chunk size")),
-                },
-                State::ChunkEnd => {
-                    if buf.len() < 2 {
-                        if buf.first().is_some_and(|b| *b != b'\r') {
-                            return this.fail(ConnError::Protocol("chunk longer than its size"));
-                        }
-                    } else if buf.starts_with(b"\r\n") {
-                        let _ = buf.split_to(2);
-                        this.state = State::ChunkSize;
-                        continue;
-                    } else {
-                        return this.fail(ConnError::Protocol("chunk longer than its size"));
-                    }
-                }
-                State::Trailers => {
-                    if buf.starts_with(b"\r\n") {
-                        let _ = buf.split_to(2);
-                        this.finish();
-                        return Poll::Ready(None);
-                    }
-                    let mut slots = [httparse::EMPTY_HEADER; 64];
-                    match httparse::parse_headers(&buf[..], &mut slots) {
-                        Ok(httparse::Status::Complete((used, fields))) => {
-                            let mut trailers = HeaderMap::with_capacity(fields.len());
-                            for f in fields.iter() {
-                                let (Ok(n), Ok(v)) = (
-                                    HeaderName::from_bytes(f.name.as_bytes()),
-                                    HeaderValue::from_bytes(f.value),
-                                ) else {
-                                    return this.fail(ConnError::Protocol("invalid trailer"));
-                                };
-                                trailers.append(n, v);
-                            }
-                            let _ = buf.split_to(used);
-                            this.finish();
-                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                        }
-                        Ok(httparse::Status::Partial) if buf.len() < MAX_TRAILERS => {}
-                        Ok(httparse::Status::Partial) => {
-                            return this.fail(ConnError::Protocol("trailers larger than 16 KiB"));
-                        }
-                        Err(_) => return this.fail(ConnError::Protocol("malformed trailers")),
-                    }
-                }
-                State::Length(_) | State::ChunkData(_) | State::Eof => {}
-            }
-            // A body of known length is read in pieces as large as what remains (up to a
-            // limit).
-            let want = match this.state {
-                State::Length(n) | State::ChunkData(n) => usize::try_from(n)
-                    .unwrap_or(READ_MAX)
-                    .clamp(READ_SIZE, READ_MAX),
-                _ => READ_SIZE,
-            };
-            let n = match ready!(poll_fill(&mut conn.io, &mut conn.buf, want, cx)) {
-                Ok(n) => n,
-                Err(e) => return this.fail(ConnError::Io(e)),
-            };
-            if n == 0 {
-                // The end of a close-delimited body (never reused: `keep` is false).
-                if let State::Eof = this.state {
-                    this.finish();
-                    return Poll::Ready(None);
-                }
-                return this.fail(cut_short());
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let c = &mut **conn;
+        let r = this.dec.poll_frame(&mut c.io, &mut c.buf, cx);
+        if this.dec.is_over() && r.is_ready() {
+            if this.dec.is_done() {
+                this.finish();
+            } else {
+                this.keep = false;
+                this.conn = None;
             }
         }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
+        self.dec.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Length(n) => SizeHint::with_exact(n),
-            State::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
+        self.dec.size_hint()
     }
+}
+
+/// Whether a line in `b` ends with LF alone.
+fn has_bare_lf(b: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', b).any(|nl| nl == 0 || b[nl - 1] != b'\r')
 }
 
 fn cut_short() -> ConnError {
     ConnError::Io(io::Error::new(
         io::ErrorKind::UnexpectedEof,
-        "the upstream closed the connection in the middle of the body",
+        "the connection closed in the middle of the body",
     ))
 }
 
 /// `n` in lowercase hex, without leading zeros.
-fn hex(mut n: usize, out: &mut [u8; 16]) -> &[u8] {
+pub fn hex(mut n: usize, out: &mut [u8; 16]) -> &[u8] {
     let mut i = out.len();
     loop {
         i -= 1;
@@ -981,15 +1095,15 @@ mod tests {
             .unwrap();
         assert_eq!(p.status, 200);
         assert_eq!(p.headers["x"], "y");
-        assert!(matches!(s.framing, Framing::Length(5)) && s.keep_alive);
+        assert!(matches!(s.framing, BodyFraming::Length(5)) && s.keep_alive);
         let (_, s) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert!(matches!(s.framing, Framing::Chunked));
+        assert!(matches!(s.framing, BodyFraming::Chunked));
         let (_, s) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert!(matches!(s.framing, Framing::Close));
+        assert!(matches!(s.framing, BodyFraming::Close));
         let (p, s) = head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n")
             .unwrap()
             .unwrap();
@@ -1000,7 +1114,7 @@ mod tests {
         let (p, s) = head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert!(s.keep_alive && matches!(s.framing, Framing::Chunked));
+        assert!(s.keep_alive && matches!(s.framing, BodyFraming::Chunked));
         assert_eq!(p.headers["connection"], "keep-alive, X-Hop");
         assert!(
             p.headers.get("keep-alive").is_none() && p.headers.get("transfer-encoding").is_none()
@@ -1008,7 +1122,7 @@ mod tests {
         assert_eq!(p.headers["x-hop"], "1");
         let (p, s) = head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
         assert_eq!(p.version, Version::HTTP_10);
-        assert!(matches!(s.framing, Framing::Close) && !s.keep_alive);
+        assert!(matches!(s.framing, BodyFraming::Close) && !s.keep_alive);
         let (_, s) =
             head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
                 .unwrap()

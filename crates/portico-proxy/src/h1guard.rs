@@ -131,6 +131,15 @@ enum State {
 pub struct Checked(AtomicBool);
 
 impl Checked {
+    /// For connections that check every head themselves (Portico's own HTTP/1.1 server):
+    /// always `all()`.
+    pub fn trusted() -> Arc<Checked> {
+        static TRUSTED: OnceLock<Arc<Checked>> = OnceLock::new();
+        TRUSTED
+            .get_or_init(|| Arc::new(Checked(AtomicBool::new(true))))
+            .clone()
+    }
+
     pub fn all(&self) -> bool {
         // Relaxed: the guard and the handler run in the same connection task.
         self.0.load(Ordering::Relaxed)
@@ -320,12 +329,12 @@ enum Walk {
     Refuse(usize, Refusal),
 }
 
-struct BareLf;
+pub struct BareLf;
 
 /// Where the head at the start of `buf` ends (the offset of its final CRLF CRLF), `None` when
 /// it is not complete yet, or `BareLf` when a line ends without CR. One pass over the line
 /// ends (memchr), since every request head goes through here.
-fn head_end(buf: &[u8]) -> Result<Option<usize>, BareLf> {
+pub fn head_end(buf: &[u8]) -> Result<Option<usize>, BareLf> {
     for nl in memchr::memchr_iter(b'\n', buf) {
         if nl == 0 || buf[nl - 1] != b'\r' {
             return Err(BareLf);

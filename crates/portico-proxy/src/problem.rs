@@ -33,6 +33,13 @@ pub enum Problem {
     /// The request body's `Content-Encoding` is one a `request_decompression` policy cannot
     /// remove.
     UnsupportedEncoding,
+    /// The request head is larger than `server.max_request_header_bytes` or has more than
+    /// `server.max_request_headers` fields.
+    HeadTooLarge,
+    /// The request head did not arrive within `server.request_header_timeout`.
+    HeadTimeout,
+    /// The request line names an HTTP version other than 1.0 and 1.1.
+    HttpVersion,
 }
 
 impl Problem {
@@ -52,6 +59,9 @@ impl Problem {
             Problem::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::UriTooLong => StatusCode::URI_TOO_LONG,
             Problem::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Problem::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Problem::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
+            Problem::HttpVersion => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
         }
     }
 
@@ -73,6 +83,9 @@ impl Problem {
             Problem::RateLimitUnavailable => "rate_limit_unavailable",
             Problem::ConcurrencyLimited => "concurrency_limited",
             Problem::UnsupportedEncoding => "unsupported_content_encoding",
+            Problem::HeadTooLarge => "request_head_too_large",
+            Problem::HeadTimeout => "request_head_timeout",
+            Problem::HttpVersion => "http_version_not_supported",
         }
     }
 
@@ -107,6 +120,11 @@ impl Problem {
             Problem::UnsupportedEncoding => {
                 "The request body's Content-Encoding is not one this route decodes (gzip, deflate, br, zstd, one at a time)."
             }
+            Problem::HeadTooLarge => {
+                "The request head is larger, or has more header fields, than this gateway accepts."
+            }
+            Problem::HeadTimeout => "The request head did not arrive in time.",
+            Problem::HttpVersion => "Only HTTP/1.0, HTTP/1.1 and HTTP/2 are served.",
         }
     }
 
@@ -127,6 +145,9 @@ impl Problem {
             Problem::Forbidden => "7",       // PERMISSION_DENIED
             Problem::PayloadTooLarge | Problem::UriTooLong => "8", // RESOURCE_EXHAUSTED
             Problem::UnsupportedEncoding => "3", // INVALID_ARGUMENT
+            Problem::HeadTooLarge => "8",    // RESOURCE_EXHAUSTED
+            Problem::HeadTimeout => "4",     // DEADLINE_EXCEEDED
+            Problem::HttpVersion => "12",    // UNIMPLEMENTED
         }
     }
 
@@ -193,7 +214,14 @@ impl Problem {
         if let Problem::RateLimited(secs) = self {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
-        if matches!(self, Problem::BadRequest(_) | Problem::PayloadTooLarge) {
+        if matches!(
+            self,
+            Problem::BadRequest(_)
+                | Problem::PayloadTooLarge
+                | Problem::HeadTooLarge
+                | Problem::HeadTimeout
+                | Problem::HttpVersion
+        ) {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::body::ClientBody;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use portico_config::router::{Matched, RequestView};
 use portico_config::{Action, Policy, ProxyAction, Route, Scheme, Target};
 
@@ -57,7 +57,7 @@ impl ConnInfo {
 pub async fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     let cfg = &rt.config;
@@ -152,7 +152,7 @@ pub async fn handle(
 async fn process(
     rt: &Arc<Runtime>,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     request_id: &HeaderValue,
     rec: &mut Record,
     guards: &mut Vec<crate::concurrency::Guard>,
@@ -379,7 +379,7 @@ async fn process(
             });
             let target = pool.target(ti).clone();
             rec.upstream = Some(target.display.clone());
-            let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+            let upgrade = is_upgrade(&req).then(|| ClientUpgrade::of(&mut req));
             let grpc_web = if route.grpc_web {
                 crate::grpcweb::mode(req.headers())
             } else {
@@ -507,7 +507,7 @@ async fn request_policies(
     rt: &Runtime,
     conn: &ConnInfo,
     route: &Route,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     rec: &mut Record,
     bytes_in: &BodyStats,
     identity: &mut crate::auth::Identity,
@@ -634,7 +634,7 @@ fn key_text<'a>(
     rt: &'a Runtime,
     key: &portico_config::LimitKey,
     route: &'a Route,
-    req: &'a Request<Incoming>,
+    req: &'a Request<ClientBody>,
     client: &ClientText<'a>,
     identity: &crate::auth::Identity,
 ) -> std::borrow::Cow<'a, str> {
@@ -737,7 +737,11 @@ fn without_params(uri: &Uri, names: &[String]) -> Option<Uri> {
 /// Refuses request framing that proxies disagree on (request smuggling). hyper rejects most
 /// malformed heads itself (obs-fold, bad chunk sizes, invalid Content-Length); these are the
 /// shapes it accepts but a gateway must not.
-fn check_framing(req: &mut Request<Incoming>, conn: &ConnInfo) -> Result<(), Problem> {
+fn check_framing(req: &mut Request<ClientBody>, conn: &ConnInfo) -> Result<(), Problem> {
+    // A head Portico's own HTTP/1.1 connection refused (see h1server).
+    if let Some(r) = req.extensions().get::<crate::h1server::Refused>() {
+        return Err(Problem::BadRequest(r.0.detail()));
+    }
     if req.version() > Version::HTTP_11 {
         return Ok(());
     }
@@ -787,7 +791,7 @@ fn check_framing(req: &mut Request<Incoming>, conn: &ConnInfo) -> Result<(), Pro
     Ok(())
 }
 
-fn is_upgrade(req: &Request<Incoming>) -> bool {
+fn is_upgrade(req: &Request<ClientBody>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
         && req.headers().get_all(header::CONNECTION).iter().any(|v| {
@@ -802,7 +806,7 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 fn build_upstream_request(
     rt: &Runtime,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     route: &Route,
     action: &ProxyAction,
     target: &Target,
@@ -964,7 +968,7 @@ fn build_upstream_request(
     Ok(Request::from_parts(parts, body))
 }
 
-fn body_is_empty(parts: &http::request::Parts, body: &Incoming) -> bool {
+fn body_is_empty(parts: &http::request::Parts, body: &ClientBody) -> bool {
     use http_body::Body as _;
     body.is_end_stream()
         || (parts
@@ -1268,18 +1272,51 @@ fn response_policies<'a>(
     }
 }
 
+/// The client's side of a protocol switch: hyper's (HTTP/1.1 over TLS) or our own
+/// connection's.
+enum ClientUpgrade {
+    Hyper(hyper::upgrade::OnUpgrade),
+    Own(tokio::sync::oneshot::Receiver<crate::h1server::Upgraded>),
+}
+
+impl ClientUpgrade {
+    fn of(req: &mut Request<ClientBody>) -> ClientUpgrade {
+        match req
+            .extensions_mut()
+            .remove::<crate::h1server::OnUpgrade>()
+            .and_then(|own| own.take())
+        {
+            Some(own) => ClientUpgrade::Own(own),
+            None => ClientUpgrade::Hyper(hyper::upgrade::on(req)),
+        }
+    }
+}
+
 /// Copies bytes both ways between the client and the upstream after a `101 Switching Protocols`.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (c, u) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+async fn tunnel(client: ClientUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let u = match upstream.await {
+        Ok(u) => u,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed");
             return;
         }
     };
-    let mut c = hyper_util::rt::TokioIo::new(c);
     let mut u = hyper_util::rt::TokioIo::new(u);
-    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+    match client {
+        ClientUpgrade::Hyper(c) => match c.await {
+            Ok(c) => {
+                let mut c = hyper_util::rt::TokioIo::new(c);
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        },
+        ClientUpgrade::Own(c) => match c.await {
+            Ok(mut c) => {
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+            }
+            Err(_) => tracing::debug!("upgrade failed: the client connection ended"),
+        },
+    }
 }
 
 /// What a finished request is recorded with: its access record, when it started, the config

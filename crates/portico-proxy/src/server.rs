@@ -23,7 +23,13 @@ pub struct Settings {
     pub name: Arc<str>,
     /// Guard HTTP/1 framing (see h1guard); off only for HTTP/2-only listeners.
     pub guard_h1: bool,
+    /// HTTP/2 is served (prior knowledge on plain listeners, ALPN with TLS).
+    pub h2: bool,
     pub max_head: usize,
+    pub max_headers: usize,
+    /// How long an HTTP/1.1 client has for a request head, and may stay idle between requests.
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub builder: auto::Builder<TokioExecutor>,
 }
@@ -55,7 +61,11 @@ impl Settings {
         Ok(Settings {
             name: l.name.clone(),
             guard_h1: l.http1,
+            h2: l.http2,
             max_head: server.max_request_header_bytes,
+            max_headers: server.max_request_headers,
+            header_timeout: server.request_header_timeout,
+            idle_timeout: server.client_idle_timeout,
             tls,
             builder: b,
         })
@@ -157,7 +167,15 @@ async fn serve_connection(
 ) {
     let _guard = ConnGuard::new(&inner, &s.name);
     let Some(acceptor) = &s.tls else {
-        let conn = ConnInfo::new(peer, false, s.name.clone());
+        let mut conn = ConnInfo::new(peer, false, s.name.clone());
+        if s.guard_h1 {
+            // Plain HTTP/1.1 (and HTTP/2 with prior knowledge, handed on from there): our own
+            // connection, which checks every head itself.
+            conn.framing = Some(crate::h1guard::Checked::trusted());
+            let shutdown = inner.shutdown.subscribe();
+            return crate::h1server::serve(stream, s.clone(), Arc::new(conn), inner, shutdown)
+                .await;
+        }
         return serve_stream(stream, s.guard_h1, &s, conn, inner).await;
     };
     // Boxed: a TLS connection's handshake and stream make its future three times the size of
@@ -212,7 +230,7 @@ where
     }
 }
 
-async fn serve_io<I>(
+pub(crate) async fn serve_io<I>(
     io: TokioIo<I>,
     s: &Settings,
     conn: Arc<ConnInfo>,
@@ -223,7 +241,7 @@ async fn serve_io<I>(
 {
     let service = service_fn(move |req| {
         let rt = inner.runtime.load_full();
-        handle(rt, conn.clone(), req)
+        handle(rt, conn.clone(), req.map(crate::body::ClientBody::Hyper))
     });
     let c = s.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(c);

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use crate::body::ClientBody;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use portico_config::{ProxyAction, Route, SoapRoute};
 use portico_translate::soap::{self, Reply};
 use serde_json::{Map, Value};
@@ -37,7 +37,7 @@ pub async fn handle(
     route: &Arc<Route>,
     action: &ProxyAction,
     s: &Arc<SoapRoute>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     path: &str,
     request_id: &HeaderValue,
     bytes_in: &Arc<BodyStats>,

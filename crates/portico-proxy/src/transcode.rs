@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use crate::body::ClientBody;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use portico_config::{GrpcTranscode, ProxyAction, Route};
 use portico_translate::{RequestError, grpc};
 
@@ -56,7 +56,7 @@ pub async fn handle(
     route: &Arc<Route>,
     action: &ProxyAction,
     t: &Arc<GrpcTranscode>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     path: &str,
     request_id: &HeaderValue,
     bytes_in: &Arc<BodyStats>,
@@ -317,7 +317,7 @@ pub async fn handle(
     }
 }
 
-fn parts_accept(req: &Request<Incoming>) -> String {
+fn parts_accept(req: &Request<ClientBody>) -> String {
     req.headers()
         .get_all(header::ACCEPT)
         .iter()

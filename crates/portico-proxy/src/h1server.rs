@@ -1,0 +1,992 @@
+//! Portico's own HTTP/1.1 server connection, for plain-TCP listeners.
+//!
+//! hyper's server connection keeps a 16 KiB read buffer, an 8 KiB write buffer and a
+//! two-sided dispatcher per client connection, and it accepts request framing a gateway must
+//! refuse, so every head went through httparse twice (once in the framing guard, once in
+//! hyper). This connection parses each head once, with the guard's rules built in: a head
+//! with both `Content-Length` and `Transfer-Encoding`, more than one `Content-Length`, a
+//! `Transfer-Encoding` other than `chunked`, or a bare-LF line ending is answered 400 through
+//! the request handler (so it is logged) and the connection closes after it.
+//!
+//! One task drives the connection: it reads a head, runs the handler, writes the answer (head
+//! and body gathered into as few writes as the body allows), then reads the next head. The
+//! request body reads from the same socket through a shared handle, so it can stream while
+//! the answer is being written (tokio's `TcpStream` reads and writes through `&self`).
+//!
+//! Also here: `100 Continue` when a body that asked for it is first read; `Connection`
+//! keep-alive rules for HTTP/1.0 and 1.1; pipelined requests (answered in order); the
+//! request-head and idle timeouts; an unread request body of up to 64 KiB is drained so the
+//! connection stays usable; a `101 Switching Protocols` hands the socket (and any bytes
+//! already read) to the handler's tunnel; an HTTP/2 prior-knowledge preface hands the
+//! connection to hyper's HTTP/2 server. TLS listeners and HTTP/2 stay on hyper.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+
+use crate::Inner;
+use crate::body::ClientBody;
+use crate::h1conn::{BodyFraming, ConnError, Decoder, Fill, make_room};
+use crate::h1guard::Refusal;
+use crate::problem::Problem;
+use crate::proxy::ConnInfo;
+use crate::server::Settings;
+
+/// Request heads are read in pieces of this size.
+const HEAD_READ: usize = 4096;
+/// An unread request body up to this size is read and dropped after the answer, so the
+/// connection can carry the next request; a larger one closes the connection.
+const DRAIN_MAX: u64 = 64 * 1024;
+/// Body frames up to this size are copied behind the head (one write); larger ones are
+/// written from where they are.
+const COPY_MAX: usize = 4096;
+/// Bytes gathered before a write.
+const WRITE_BATCH: usize = 16 * 1024;
+/// A connection keeps a read buffer at most this large between requests.
+const IDLE_BUF_MAX: usize = 16 * 1024;
+/// After a `Connection: close` answer, how long unread client bytes are read and dropped
+/// before the socket closes, so the client sees the answer rather than a reset.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_MAX: usize = 256 * 1024;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The socket and the read side, shared between the connection's task and the request body.
+struct Shared {
+    io: TcpStream,
+    rd: Mutex<ReadSide>,
+}
+
+struct ReadSide {
+    /// Bytes read and not consumed: the rest of a body, pipelined heads.
+    buf: BytesMut,
+    /// The current request's body.
+    dec: Decoder,
+    /// `100 Continue` is owed before the body's first read: how much of it is written.
+    expect: Option<usize>,
+}
+
+impl Shared {
+    fn read(&self) -> std::sync::MutexGuard<'_, ReadSide> {
+        // A panic while holding the lock leaves nothing half-changed that matters here.
+        self.rd.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads from a socket shared by reference.
+struct Sock<'a>(&'a TcpStream);
+
+impl Fill for Sock<'_> {
+    fn poll_fill(
+        &mut self,
+        buf: &mut BytesMut,
+        want: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        make_room(buf, want);
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read_buf(buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                // Readiness was stale; `try_read_buf` cleared it, so the next poll waits.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Writes all of `bufs[..]` from the front, advancing them; `Ready(Ok(()))` once all are out.
+fn poll_write_all(
+    io: &TcpStream,
+    cx: &mut Context<'_>,
+    parts: &mut [&[u8]],
+) -> Poll<io::Result<()>> {
+    loop {
+        let mut slices = [io::IoSlice::new(&[]); 3];
+        let mut n = 0;
+        for p in parts.iter().filter(|p| !p.is_empty()) {
+            slices[n] = io::IoSlice::new(p);
+            n += 1;
+        }
+        if n == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let wrote = if n == 1 {
+            io.try_write(&slices[0])
+        } else {
+            io.try_write_vectored(&slices[..n])
+        };
+        match wrote {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(mut w) => {
+                for p in parts.iter_mut() {
+                    let k = w.min(p.len());
+                    *p = &p[k..];
+                    w -= k;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready!(io.poll_write_ready(cx))?;
+            }
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// A client's HTTP/1.1 request body, read from the connection's socket as it is polled.
+pub struct RequestBody {
+    /// `None` for a request without a body (no allocation for the common case).
+    shared: Option<Arc<Shared>>,
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = ConnError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ConnError>>> {
+        let Some(sh) = &self.shared else {
+            return Poll::Ready(None);
+        };
+        let mut rd = sh.read();
+        let rd = &mut *rd;
+        if let Some(written) = rd.expect {
+            // The client waits for this before it sends the body (RFC 9110 §10.1.1).
+            let mut rest = [&CONTINUE[written..]];
+            let r = poll_write_all(&sh.io, cx, &mut rest);
+            rd.expect = Some(CONTINUE.len() - rest[0].len());
+            ready!(r).map_err(ConnError::Io)?;
+            rd.expect = None;
+        }
+        rd.dec.poll_frame(&mut Sock(&sh.io), &mut rd.buf, cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_none_or(|sh| sh.read().dec.is_done())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.shared {
+            None => SizeHint::with_exact(0),
+            Some(sh) => sh.read().dec.size_hint(),
+        }
+    }
+}
+
+/// A socket after a protocol switch, with the bytes the client sent behind its request.
+pub struct Upgraded {
+    pre: Bytes,
+    io: TcpStream,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.pre.is_empty() {
+            let n = this.pre.len().min(buf.remaining());
+            buf.put_slice(&this.pre[..n]);
+            this.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// In a request's extensions when it asks for a protocol switch on this connection: the
+/// socket arrives here once the `101` answer is written. (Extensions must be `Clone`; the
+/// first to take the receiver has it.)
+#[derive(Clone)]
+pub struct OnUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl OnUpgrade {
+    pub fn take(&self) -> Option<oneshot::Receiver<Upgraded>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Marks a request whose head was refused (see the module comment); the handler answers 400.
+#[derive(Clone, Copy)]
+pub struct Refused(pub Refusal);
+
+/// What the connection's task tells the shutdown watcher.
+struct Flags {
+    /// Waiting for a head with nothing of it read: the connection can close at once.
+    idle: AtomicBool,
+    /// The gateway is shutting down: answer what is in progress, then close.
+    draining: AtomicBool,
+}
+
+/// Serves one plain-TCP client connection until it closes.
+pub async fn serve(
+    io: TcpStream,
+    s: Arc<Settings>,
+    conn: Arc<ConnInfo>,
+    inner: Arc<Inner>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let flags = Flags {
+        idle: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+    };
+    let run = run(io, &s, conn, &inner, &flags);
+    tokio::pin!(run);
+    tokio::select! {
+        _ = run.as_mut() => return,
+        _ = shutdown.wait_for(|s| *s) => {}
+    }
+    flags.draining.store(true, Ordering::Relaxed);
+    if flags.idle.load(Ordering::Relaxed) {
+        return;
+    }
+    run.await;
+}
+
+/// How reading a head ended.
+enum Read {
+    Head(Box<Parsed>),
+    /// The client closed, timed out while idle, or the socket failed: close quietly.
+    Closed,
+    /// Answer with this problem and close.
+    Refuse(Problem),
+    /// An HTTP/2 prior-knowledge preface.
+    Http2,
+}
+
+struct Parsed {
+    req: Request<ClientBody>,
+    framing: Option<BodyFraming>,
+    keep_alive: bool,
+    expect: bool,
+    /// The client accepts trailers on a chunked answer (`TE: trailers`).
+    trailers: bool,
+    head_only: bool,
+    refused: bool,
+    upgrade: Option<oneshot::Sender<Upgraded>>,
+}
+
+async fn run(io: TcpStream, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner>, flags: &Flags) {
+    let sh = Arc::new(Shared {
+        io,
+        rd: Mutex::new(ReadSide {
+            buf: BytesMut::new(),
+            dec: Decoder::done(),
+            expect: None,
+        }),
+    });
+    let mut out = Vec::new();
+    let mut timer = HeadTimer {
+        sleep: None,
+        phase: None,
+    };
+    let mut first = true;
+    loop {
+        timer.phase = None;
+        let read = std::future::poll_fn(|cx| poll_head(&sh, s, first, flags, &mut timer, cx)).await;
+        first = false;
+        let p = match read {
+            Read::Head(p) => p,
+            Read::Closed => return,
+            Read::Refuse(problem) => {
+                let rt = inner.runtime.load_full();
+                let cfg = &rt.config.server;
+                let id = crate::headers::request_id(&HeaderMap::new(), &cfg.request_id_header);
+                let resp = problem.response(&id, &cfg.request_id_header);
+                let _ = write_response(&sh, &mut out, resp, Version::HTTP_11, false, false, false)
+                    .await;
+                return linger(sh).await;
+            }
+            Read::Http2 => {
+                let Ok(Shared { io, rd }) = Arc::try_unwrap(sh) else {
+                    return;
+                };
+                let pre = rd
+                    .into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .buf
+                    .freeze();
+                let shutdown = inner.shutdown.subscribe();
+                let io = Upgraded { pre, io };
+                return crate::server::serve_io(
+                    hyper_util::rt::TokioIo::new(io),
+                    s,
+                    conn,
+                    inner.clone(),
+                    shutdown,
+                )
+                .await;
+            }
+        };
+        let Parsed {
+            mut req,
+            framing,
+            mut keep_alive,
+            expect,
+            trailers,
+            head_only,
+            refused,
+            upgrade,
+        } = *p;
+        let version = req.version();
+        if let Some(f) = framing {
+            let mut rd = sh.read();
+            rd.dec = Decoder::new(f);
+            rd.expect = (expect && version == Version::HTTP_11).then_some(0);
+            drop(rd);
+            *req.body_mut() = ClientBody::H1(RequestBody {
+                shared: Some(sh.clone()),
+            });
+        }
+        let rt = inner.runtime.load_full();
+        let resp = match crate::proxy::handle(rt, conn.clone(), req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        // The answer goes out now: a `100 Continue` not yet sent never will be.
+        let body_left = {
+            let mut rd = sh.read();
+            rd.expect = None;
+            !rd.dec.is_over()
+        };
+        if refused || flags.draining.load(Ordering::Relaxed) {
+            keep_alive = false;
+        }
+        if body_left && Arc::strong_count(&sh) == 1 {
+            // Nobody will read the rest of the body: drop it if it is small, else close.
+            let small = sh.read().dec.remaining().is_some_and(|n| n <= DRAIN_MAX);
+            keep_alive &= small;
+        }
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
+        let keep = match write_response(
+            &sh, &mut out, resp, version, keep_alive, head_only, trailers,
+        )
+        .await
+        {
+            Ok(keep) => keep,
+            Err(_) => return,
+        };
+        if switching {
+            let Ok(Shared { io, rd }) = Arc::try_unwrap(sh) else {
+                return;
+            };
+            let pre = rd
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .buf
+                .freeze();
+            if let Some(tx) = upgrade {
+                let _ = tx.send(Upgraded { pre, io });
+            }
+            return;
+        }
+        if !keep {
+            return linger(sh).await;
+        }
+        // A body left unread (small enough to keep the connection) is read and dropped.
+        let unread = !sh.read().dec.is_over();
+        if unread {
+            if Arc::strong_count(&sh) > 1 {
+                // Still held (a body streaming somewhere): the connection cannot move on.
+                return;
+            }
+            let drained = tokio::time::timeout(s.header_timeout, drain(&sh)).await;
+            if !matches!(drained, Ok(true)) {
+                return;
+            }
+        }
+        let mut rd = sh.read();
+        if rd.buf.is_empty() && rd.buf.capacity() > IDLE_BUF_MAX {
+            rd.buf = BytesMut::new();
+        }
+        if out.capacity() > IDLE_BUF_MAX {
+            out = Vec::new();
+        }
+    }
+}
+
+/// Reads the rest of an unread request body and drops it; `true` when it ended cleanly.
+async fn drain(sh: &Shared) -> bool {
+    std::future::poll_fn(|cx| {
+        let mut rd = sh.read();
+        let rd = &mut *rd;
+        loop {
+            match ready!(rd.dec.poll_frame(&mut Sock(&sh.io), &mut rd.buf, cx)) {
+                Some(Ok(_)) => continue,
+                Some(Err(_)) => return Poll::Ready(false),
+                None => return Poll::Ready(rd.dec.is_done()),
+            }
+        }
+    })
+    .await
+}
+
+/// Closes the connection after a `Connection: close` answer: ends the sending side, then
+/// reads (and drops) what the client still sends for a while, so that unread bytes do not
+/// make the kernel reset the connection before the client has read the answer.
+async fn linger(sh: Arc<Shared>) {
+    let Ok(Shared { mut io, .. }) = Arc::try_unwrap(sh) else {
+        return;
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_MAX {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// The deadline of the current wait for a head.
+struct HeadTimer {
+    /// Made when a connection first has to wait, then reset.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// What the deadline was set for in this wait (`Some(true)`: idle, nothing of the head
+    /// read yet); `None` until the wait first blocks.
+    phase: Option<bool>,
+}
+
+/// Waits for a whole request head and parses it.
+fn poll_head(
+    sh: &Shared,
+    s: &Settings,
+    first: bool,
+    flags: &Flags,
+    timer: &mut HeadTimer,
+    cx: &mut Context<'_>,
+) -> Poll<Read> {
+    let mut rd = sh.read();
+    let rd = &mut *rd;
+    loop {
+        // Empty lines before a request are allowed (RFC 9112 §2.2).
+        while rd.buf.starts_with(b"\r\n") {
+            rd.buf.advance(2);
+        }
+        if !rd.buf.is_empty() {
+            if first && s.h2 && PREFACE.starts_with(&rd.buf[..rd.buf.len().min(PREFACE.len())]) {
+                if rd.buf.len() >= PREFACE.len() {
+                    return Poll::Ready(Read::Http2);
+                }
+            } else {
+                match crate::h1guard::head_end(&rd.buf) {
+                    // Refused at once, even before the head is complete: a head ended by
+                    // LF LF would otherwise never look complete.
+                    Err(_) => {
+                        return Poll::Ready(Read::Head(Box::new(refused_head(Refusal::BareLf))));
+                    }
+                    Ok(Some(end)) => {
+                        return Poll::Ready(parse(&mut rd.buf, end + 4, s.max_headers));
+                    }
+                    Ok(None) if rd.buf.len() > s.max_head => {
+                        return Poll::Ready(Read::Refuse(Problem::HeadTooLarge));
+                    }
+                    Ok(None) => {}
+                }
+            }
+        }
+        let idle = rd.buf.is_empty() && !first;
+        flags.idle.store(idle, Ordering::Relaxed);
+        if idle && flags.draining.load(Ordering::Relaxed) {
+            return Poll::Ready(Read::Closed);
+        }
+        match Sock(&sh.io).poll_fill(&mut rd.buf, HEAD_READ, cx) {
+            Poll::Ready(Ok(0)) => {
+                flags.idle.store(false, Ordering::Relaxed);
+                return Poll::Ready(Read::Closed);
+            }
+            Poll::Ready(Ok(_)) => {
+                flags.idle.store(false, Ordering::Relaxed);
+                continue;
+            }
+            Poll::Ready(Err(_)) => return Poll::Ready(Read::Closed),
+            Poll::Pending => {}
+        }
+        // Waiting. The idle timeout runs while nothing of the next request has come; the
+        // head timeout from its first byte (from the accept, for a connection's first
+        // request). The deadline is set once per phase, so a client trickling bytes cannot
+        // push it back.
+        if timer.phase != Some(idle) {
+            let after = if idle {
+                s.idle_timeout
+            } else {
+                s.header_timeout
+            };
+            let deadline = tokio::time::Instant::now() + after;
+            match &mut timer.sleep {
+                Some(t) => t.as_mut().reset(deadline),
+                None => timer.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            timer.phase = Some(idle);
+        }
+        if let Some(t) = &mut timer.sleep
+            && std::future::Future::poll(t.as_mut(), cx).is_ready()
+        {
+            flags.idle.store(false, Ordering::Relaxed);
+            return Poll::Ready(if idle || rd.buf.is_empty() {
+                Read::Closed
+            } else {
+                Read::Refuse(Problem::HeadTimeout)
+            });
+        }
+        return Poll::Pending;
+    }
+}
+
+/// A stand-in for a head refused before it could be parsed: the handler answers it with 400.
+fn refused_head(r: Refusal) -> Parsed {
+    let mut req = Request::new(ClientBody::H1(RequestBody { shared: None }));
+    req.extensions_mut().insert(Refused(r));
+    Parsed {
+        req,
+        framing: None,
+        keep_alive: false,
+        expect: false,
+        trailers: false,
+        head_only: false,
+        refused: true,
+        upgrade: None,
+    }
+}
+
+/// Parses the head that makes up the first `len` bytes of `buf` and cuts it off.
+fn parse(buf: &mut BytesMut, len: usize, max_headers: usize) -> Read {
+    let mut stack = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+    let mut heap: Vec<std::mem::MaybeUninit<httparse::Header<'_>>>;
+    let slots = if max_headers <= stack.len() {
+        &mut stack[..max_headers]
+    } else {
+        heap = (0..max_headers)
+            .map(|_| std::mem::MaybeUninit::uninit())
+            .collect();
+        &mut heap[..]
+    };
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(&buf[..len], slots) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => return Read::Refuse(Problem::HeadTooLarge),
+        Err(httparse::Error::Version) => return Read::Refuse(Problem::HttpVersion),
+        Ok(httparse::Status::Partial) | Err(_) => {
+            return Read::Refuse(Problem::BadRequest("The request head is malformed."));
+        }
+    }
+    let Ok(method) = Method::from_bytes(req.method.unwrap_or("").as_bytes()) else {
+        return Read::Refuse(Problem::BadRequest("The request head is malformed."));
+    };
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let base = buf.as_ptr() as usize;
+    let path = req.path.unwrap_or("");
+    let (po, pl) = (path.as_ptr() as usize - base, path.len());
+    let mut few = [(0, 0, 0, 0); 24];
+    let mut many = Vec::new();
+    let spans = crate::h1conn::header_spans(base, req.headers, &mut few, &mut many);
+    let head = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(po..po + pl)) else {
+        return Read::Refuse(Problem::BadRequest(
+            "The request target is not a valid URI.",
+        ));
+    };
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut lengths = 0;
+    let mut length = 0u64;
+    let mut bad_length = false;
+    let mut codings = 0;
+    let mut chunked = false;
+    let mut close = false;
+    let mut keep_alive = false;
+    let mut upgrade_token = false;
+    let mut has_upgrade = false;
+    let mut expect = false;
+    let mut trailers = false;
+    for &(n, nl, v, vl) in spans {
+        let Ok(name) = HeaderName::from_bytes(&head[n..n + nl]) else {
+            return Read::Refuse(Problem::BadRequest("The request head is malformed."));
+        };
+        // SAFETY: httparse accepted this value, and what it accepts (HTAB, SP, visible ASCII,
+        // obs-text) is exactly what `HeaderValue` allows.
+        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(v..v + vl)) };
+        if name == header::CONTENT_LENGTH {
+            lengths += 1;
+            let d = value.as_bytes().trim_ascii();
+            if d.is_empty() || d.len() > 19 || !d.iter().all(u8::is_ascii_digit) {
+                bad_length = true;
+            } else {
+                length = std::str::from_utf8(d).map_or(0, |d| d.parse().unwrap_or(0));
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            codings += 1;
+            chunked = value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked");
+        } else if name == header::CONNECTION {
+            for t in value.as_bytes().split(|b| *b == b',') {
+                let t = t.trim_ascii();
+                close |= t.eq_ignore_ascii_case(b"close");
+                keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                upgrade_token |= t.eq_ignore_ascii_case(b"upgrade");
+            }
+        } else if name == header::UPGRADE {
+            has_upgrade = true;
+        } else if name == header::EXPECT {
+            expect = value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"100-continue");
+        } else if name == header::TE {
+            trailers = value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+        }
+        headers.append(name, value);
+    }
+    // The framing rules of the module comment, the same as the guard's for hyper.
+    let refusal = if lengths > 0 && codings > 0 {
+        Some(Refusal::LengthAndChunked)
+    } else if lengths > 1 || bad_length {
+        Some(Refusal::RepeatedLength)
+    } else if codings > 1 || (codings == 1 && !chunked) {
+        Some(Refusal::TransferCoding)
+    } else {
+        None
+    };
+    let mut out = Request::new(ClientBody::H1(RequestBody { shared: None }));
+    *out.method_mut() = method;
+    *out.uri_mut() = uri;
+    *out.version_mut() = version;
+    *out.headers_mut() = headers;
+    if let Some(r) = refusal {
+        out.extensions_mut().insert(Refused(r));
+        return Read::Head(Box::new(Parsed {
+            head_only: out.method() == Method::HEAD,
+            req: out,
+            framing: None,
+            keep_alive: false,
+            expect: false,
+            trailers: false,
+            refused: true,
+            upgrade: None,
+        }));
+    }
+    let framing = if chunked {
+        // Chunked from an HTTP/1.0 client is faulty framing (RFC 9112 §6.1): read it, then
+        // close.
+        close |= version == Version::HTTP_10;
+        Some(BodyFraming::Chunked)
+    } else if length > 0 {
+        Some(BodyFraming::Length(length))
+    } else {
+        None
+    };
+    let keep_alive = !close && (version == Version::HTTP_11 || keep_alive);
+    let upgrade = if version == Version::HTTP_11 && has_upgrade && upgrade_token {
+        let (tx, rx) = oneshot::channel();
+        out.extensions_mut()
+            .insert(OnUpgrade(Arc::new(Mutex::new(Some(rx)))));
+        Some(tx)
+    } else {
+        None
+    };
+    Read::Head(Box::new(Parsed {
+        head_only: out.method() == Method::HEAD,
+        req: out,
+        framing,
+        keep_alive,
+        expect,
+        trailers,
+        refused: false,
+        upgrade,
+    }))
+}
+
+/// How an answer's body goes out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Out {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (HTTP/1.0 clients, length unknown).
+    Close,
+}
+
+/// Writes an answer: head, then body frames as they come, gathered into few writes. Returns
+/// whether the connection may carry another request.
+async fn write_response<B>(
+    sh: &Shared,
+    out: &mut Vec<u8>,
+    resp: Response<B>,
+    version: Version,
+    keep_alive: bool,
+    head_only: bool,
+    trailers_ok: bool,
+) -> io::Result<bool>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let h = &parts.headers;
+    let mut keep = keep_alive
+        && !h
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v.as_bytes(), b"close"));
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let no_body = head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let declared = h.get(header::CONTENT_LENGTH).and_then(|v| {
+        std::str::from_utf8(v.as_bytes())
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    });
+    let (framing, add_length) = if no_body {
+        (Out::None, None)
+    } else if let Some(n) = declared {
+        (Out::Length(n), None)
+    } else if let Some(n) = body.size_hint().exact() {
+        (Out::Length(n), Some(n))
+    } else if version == Version::HTTP_11 {
+        (Out::Chunked, None)
+    } else {
+        keep = false;
+        (Out::Close, None)
+    };
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in h {
+        // Framing and persistence are this connection's, written below; a protocol switch
+        // keeps its `Connection: upgrade`.
+        if name == header::TRANSFER_ENCODING
+            || (name == header::CONTENT_LENGTH && declared.is_none() && !no_body)
+            || (name == header::CONNECTION && !switching)
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !h.contains_key(header::DATE) {
+        push_date(out);
+    }
+    if !switching {
+        if !keep {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if version == Version::HTTP_10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    match (framing, add_length) {
+        (_, Some(n)) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(crate::headers::decimal(n, &mut [0u8; 20]).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        (Out::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    drop(parts);
+
+    let mut done = framing == Out::None || framing == Out::Length(0);
+    let mut ended = false;
+    let mut sent = 0u64;
+    let mut pos = 0;
+    let mut big: Option<Bytes> = None;
+    let mut tail: &'static [u8] = b"";
+    std::future::poll_fn(|cx| {
+        loop {
+            while !done && big.is_none() && out.len() - pos < WRITE_BATCH {
+                match Pin::new(&mut body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(d) => {
+                            if d.is_empty() {
+                                continue;
+                            }
+                            sent += d.len() as u64;
+                            if let Out::Length(n) = framing
+                                && sent > n
+                            {
+                                return Poll::Ready(Err(io::Error::other(
+                                    "answer body longer than its Content-Length",
+                                )));
+                            }
+                            let chunked = framing == Out::Chunked;
+                            if chunked {
+                                let mut size = [0u8; 16];
+                                out.extend_from_slice(crate::h1conn::hex(d.len(), &mut size));
+                                out.extend_from_slice(b"\r\n");
+                            }
+                            if d.len() <= COPY_MAX {
+                                out.extend_from_slice(&d);
+                                if chunked {
+                                    out.extend_from_slice(b"\r\n");
+                                }
+                            } else {
+                                big = Some(d);
+                                tail = if chunked { b"\r\n" } else { b"" };
+                            }
+                        }
+                        Err(frame) => {
+                            // Trailers go out only on a chunked answer to a client that said
+                            // it takes them (`TE: trailers`), as hyper does.
+                            if let (Ok(t), Out::Chunked) = (frame.into_trailers(), framing)
+                                && !ended
+                            {
+                                ended = true;
+                                out.extend_from_slice(b"0\r\n");
+                                if trailers_ok {
+                                    for (name, value) in &t {
+                                        out.extend_from_slice(name.as_str().as_bytes());
+                                        out.extend_from_slice(b": ");
+                                        out.extend_from_slice(value.as_bytes());
+                                        out.extend_from_slice(b"\r\n");
+                                    }
+                                }
+                                out.extend_from_slice(b"\r\n");
+                            }
+                        }
+                    },
+                    Poll::Ready(None) => {
+                        done = true;
+                        match framing {
+                            Out::Length(n) if sent != n => {
+                                return Poll::Ready(Err(io::Error::other(
+                                    "answer body shorter than its Content-Length",
+                                )));
+                            }
+                            Out::Chunked if !ended => out.extend_from_slice(b"0\r\n\r\n"),
+                            _ => {}
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Err(io::Error::other(e.to_string())));
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if pos < out.len() || big.is_some() {
+                let mut parts = [&out[pos..], big.as_deref().unwrap_or(b""), tail];
+                let r = poll_write_all(&sh.io, cx, &mut parts);
+                let left = [parts[0].len(), parts[1].len(), parts[2].len()];
+                pos = out.len() - left[0];
+                if let Some(b) = &mut big {
+                    b.advance(b.len() - left[1]);
+                }
+                tail = &tail[tail.len() - left[2]..];
+                ready!(r)?;
+                out.clear();
+                pos = 0;
+                big = None;
+                continue;
+            }
+            if done {
+                return Poll::Ready(Ok(()));
+            }
+            return Poll::Pending;
+        }
+    })
+    .await?;
+    if framing == Out::Close {
+        keep = false;
+    }
+    Ok(keep)
+}
+
+/// Whether a comma-separated header value holds `token` (ASCII case ignored).
+fn has_token(v: &[u8], token: &[u8]) -> bool {
+    v.split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Appends a `Date` header for now, formatted once per second per thread.
+fn push_date(out: &mut Vec<u8>) {
+    use std::cell::Cell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static DATE: Cell<(u64, [u8; 29])> = const { Cell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|c| {
+        let (at, mut text) = c.get();
+        if at != secs {
+            let s = httpdate::fmt_http_date(now);
+            if s.len() != text.len() {
+                return;
+            }
+            text.copy_from_slice(s.as_bytes());
+            c.set((secs, text));
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(&text);
+        out.extend_from_slice(b"\r\n");
+    });
+}
