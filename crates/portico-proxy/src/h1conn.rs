@@ -519,7 +519,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Shape
     } else {
         Version::HTTP_11
     };
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    // Room for the request id and response policies' headers, without growing the map.
+    let mut headers = HeaderMap::with_capacity(resp.headers.len() + 4);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut coded = false;

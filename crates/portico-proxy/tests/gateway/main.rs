@@ -4,6 +4,7 @@ mod aggregation;
 mod auth;
 mod balancing;
 mod caching;
+mod client_h1;
 mod cluster;
 mod compression;
 mod failures;
