@@ -338,9 +338,19 @@ async fn run(io: TcpStream, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner
                 let cfg = &rt.config.server;
                 let id = crate::headers::request_id(&HeaderMap::new(), &cfg.request_id_header);
                 let resp = problem.response(&id, &cfg.request_id_header);
-                let _ = write_response(&sh, &mut out, resp, Version::HTTP_11, false, false, false)
-                    .await;
-                return linger(sh).await;
+                // Boxed, like the other rare paths below: a connection's task is as large as
+                // the largest state it can be in, and every connection pays for it.
+                let _ = Box::pin(write_response(
+                    &sh,
+                    &mut out,
+                    resp,
+                    Version::HTTP_11,
+                    false,
+                    false,
+                    false,
+                ))
+                .await;
+                return Box::pin(linger(sh)).await;
             }
             Read::Http2 => {
                 let Ok(Shared { io, rd }) = Arc::try_unwrap(sh) else {
@@ -353,13 +363,13 @@ async fn run(io: TcpStream, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner
                     .freeze();
                 let shutdown = inner.shutdown.subscribe();
                 let io = Upgraded { pre, io };
-                return crate::server::serve_io(
+                return Box::pin(crate::server::serve_io(
                     hyper_util::rt::TokioIo::new(io),
                     s,
                     conn,
                     inner.clone(),
                     shutdown,
-                )
+                ))
                 .await;
             }
         };
@@ -427,7 +437,7 @@ async fn run(io: TcpStream, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner
             return;
         }
         if !keep {
-            return linger(sh).await;
+            return Box::pin(linger(sh)).await;
         }
         // A body left unread (small enough to keep the connection) is read and dropped.
         let unread = !sh.read().dec.is_over();
@@ -436,7 +446,7 @@ async fn run(io: TcpStream, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner
                 // Still held (a body streaming somewhere): the connection cannot move on.
                 return;
             }
-            let drained = tokio::time::timeout(s.header_timeout, drain(&sh)).await;
+            let drained = Box::pin(tokio::time::timeout(s.header_timeout, drain(&sh))).await;
             if !matches!(drained, Ok(true)) {
                 return;
             }
