@@ -703,6 +703,30 @@ pub fn make_room(buf: &mut BytesMut, want: usize) {
     }
 }
 
+/// Reads from `r` into `buf`'s spare room (made first, see [`make_room`]).
+pub fn fill_from<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    want: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    make_room(buf, want);
+    let spare = buf.spare_capacity_mut();
+    let start = spare.as_ptr();
+    let mut rb = ReadBuf::uninit(spare);
+    ready!(Pin::new(r).poll_read(cx, &mut rb))?;
+    assert_eq!(
+        start.cast::<u8>(),
+        rb.filled().as_ptr(),
+        "the reader swapped the buffer"
+    );
+    let n = rb.filled().len();
+    // SAFETY: `poll_read` filled (initialised) the first `n` bytes of the spare capacity,
+    // and the assertion above shows it filled this buffer, not one of its own.
+    unsafe { buf.set_len(buf.len() + n) };
+    Poll::Ready(Ok(n))
+}
+
 impl Fill for Stream {
     fn poll_fill(
         &mut self,
@@ -710,21 +734,7 @@ impl Fill for Stream {
         want: usize,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
-        make_room(buf, want);
-        let spare = buf.spare_capacity_mut();
-        let start = spare.as_ptr();
-        let mut rb = ReadBuf::uninit(spare);
-        ready!(Pin::new(self).poll_read(cx, &mut rb))?;
-        assert_eq!(
-            start.cast::<u8>(),
-            rb.filled().as_ptr(),
-            "the reader swapped the buffer"
-        );
-        let n = rb.filled().len();
-        // SAFETY: `poll_read` filled (initialised) the first `n` bytes of the spare capacity,
-        // and the assertion above shows it filled this buffer, not one of its own.
-        unsafe { buf.set_len(buf.len() + n) };
-        Poll::Ready(Ok(n))
+        fill_from(self, buf, want, cx)
     }
 }
 
@@ -1083,6 +1093,90 @@ mod tests {
         assert_eq!(decimal(7, &mut [0; 20]), "7");
         assert_eq!(decimal(1005, &mut [0; 20]), "1005");
         assert_eq!(decimal(u64::MAX, &mut [0; 20]), u64::MAX.to_string());
+    }
+
+    /// Hands out `pieces` one read at a time.
+    struct Pieces(std::collections::VecDeque<Vec<u8>>);
+
+    impl Fill for Pieces {
+        fn poll_fill(
+            &mut self,
+            buf: &mut BytesMut,
+            _want: usize,
+            _cx: &mut Context<'_>,
+        ) -> Poll<io::Result<usize>> {
+            let p = self.0.pop_front().unwrap_or_default();
+            buf.extend_from_slice(&p);
+            Poll::Ready(Ok(p.len()))
+        }
+    }
+
+    /// Decodes `input` delivered in pieces of `step` bytes: the data, the trailers' count, and
+    /// the error if the body broke.
+    fn decode(framing: BodyFraming, input: &[u8], step: usize) -> (Vec<u8>, usize, Option<String>) {
+        let mut io = Pieces(input.chunks(step).map(<[u8]>::to_vec).collect());
+        let mut buf = BytesMut::new();
+        let mut dec = Decoder::new(framing);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let (mut data, mut trailers) = (Vec::new(), 0);
+        loop {
+            match dec.poll_frame(&mut io, &mut buf, &mut cx) {
+                Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(f) => trailers += f.into_trailers().map_or(0, |t| t.len()),
+                },
+                Poll::Ready(Some(Err(e))) => return (data, trailers, Some(e.to_string())),
+                Poll::Ready(None) => {
+                    // Nothing after the body is taken.
+                    assert!(dec.is_done());
+                    return (data, trailers, None);
+                }
+                Poll::Pending => unreachable!(),
+            }
+        }
+    }
+
+    #[test]
+    fn bodies_decode_the_same_however_they_arrive() {
+        let chunked = b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n";
+        for step in [1, 2, 7, 4096] {
+            assert_eq!(
+                decode(BodyFraming::Chunked, chunked, step),
+                (b"abcde".to_vec(), 2, None),
+                "step {step}"
+            );
+            assert_eq!(
+                decode(BodyFraming::Length(5), b"hello", step),
+                (b"hello".to_vec(), 0, None)
+            );
+        }
+        let long = "a".repeat(MAX_CHUNK_LINE);
+        for (name, input) in [
+            (
+                "bare LF in an extension",
+                "3;x\nabc\r\n0\r\n\r\n".to_string(),
+            ),
+            ("long extension", format!("3;{long}\r\nabc\r\n0\r\n\r\n")),
+            (
+                "long trailers",
+                format!("0\r\nX-T: {}\r\n\r\n", "t".repeat(MAX_TRAILERS)),
+            ),
+            (
+                "bare LF in trailers",
+                "0\r\nX-T: 1\nX-U: 2\r\n\r\n".to_string(),
+            ),
+            (
+                "data longer than its size",
+                "3\r\nabcdef\r\n0\r\n\r\n".to_string(),
+            ),
+            ("unreadable size", "zz\r\nabc\r\n0\r\n\r\n".to_string()),
+            ("cut short", "5\r\nab".to_string()),
+        ] {
+            for step in [1, 7, 4096, input.len()] {
+                let (_, _, err) = decode(BodyFraming::Chunked, input.as_bytes(), step);
+                assert!(err.is_some(), "{name}, step {step}: accepted");
+            }
+        }
     }
 
     fn head(bytes: &[u8]) -> Result<Option<(http::response::Parts, Shape)>, ConnError> {

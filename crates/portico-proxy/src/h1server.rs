@@ -1,24 +1,27 @@
-//! Portico's own HTTP/1.1 server connection, for plain-TCP listeners.
+//! Portico's own HTTP/1.1 server connection, for every HTTP/1.1 client (plain TCP and TLS).
 //!
-//! hyper's server connection keeps a 16 KiB read buffer, an 8 KiB write buffer and a
+//! hyper's server connection kept a 16 KiB read buffer, an 8 KiB write buffer and a
 //! two-sided dispatcher per client connection, and it accepts request framing a gateway must
-//! refuse, so every head went through httparse twice (once in the framing guard, once in
-//! hyper). This connection parses each head once, with the guard's rules built in: a head
-//! with both `Content-Length` and `Transfer-Encoding`, more than one `Content-Length`, a
-//! `Transfer-Encoding` other than `chunked`, or a bare-LF line ending is answered 400 through
-//! the request handler (so it is logged) and the connection closes after it.
+//! refuse, so every head had to go through httparse twice (a framing guard in front of hyper,
+//! then hyper). This connection parses each head once and refuses, while building the
+//! request, the shapes proxies have disagreed on (request smuggling): both `Content-Length`
+//! and `Transfer-Encoding`, more than one `Content-Length` or one that is not a number, a
+//! `Transfer-Encoding` other than one `chunked`, a bare-LF line ending. A refused head is
+//! answered 400 through the request handler (so it is logged) and the connection closes
+//! after it, before anything behind the head is read.
 //!
 //! One task drives the connection: it reads a head, runs the handler, writes the answer (head
 //! and body gathered into as few writes as the body allows), then reads the next head. The
-//! request body reads from the same socket through a shared handle, so it can stream while
-//! the answer is being written (tokio's `TcpStream` reads and writes through `&self`).
+//! request body reads from the same transport through a shared handle, so it can stream while
+//! the answer is being written (tokio's `TcpStream` reads and writes through `&self`; a TLS
+//! stream sits behind a lock held for one poll at a time).
 //!
 //! Also here: `100 Continue` when a body that asked for it is first read; `Connection`
 //! keep-alive rules for HTTP/1.0 and 1.1; pipelined requests (answered in order); the
 //! request-head and idle timeouts; an unread request body of up to 64 KiB is drained so the
-//! connection stays usable; a `101 Switching Protocols` hands the socket (and any bytes
-//! already read) to the handler's tunnel; an HTTP/2 prior-knowledge preface hands the
-//! connection to hyper's HTTP/2 server. TLS listeners and HTTP/2 stay on hyper.
+//! connection stays usable; a `101 Switching Protocols` hands the transport (and any bytes
+//! already read) to the handler's tunnel; an HTTP/2 prior-knowledge preface on plain TCP hands
+//! the connection to hyper's HTTP/2 server. HTTP/2 (by preface or by ALPN) stays on hyper.
 
 use std::io;
 use std::pin::Pin;
@@ -38,7 +41,6 @@ use tokio::sync::{oneshot, watch};
 use crate::Inner;
 use crate::body::ClientBody;
 use crate::h1conn::{BodyFraming, ConnError, Decoder, Fill, make_room};
-use crate::h1guard::Refusal;
 use crate::problem::Problem;
 use crate::proxy::ConnInfo;
 use crate::server::Settings;
@@ -63,9 +65,40 @@ const LINGER_MAX: usize = 256 * 1024;
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// A client connection's transport.
+pub enum Io {
+    /// Read and written through `&self`: the request body and the answer need no lock.
+    Tcp(TcpStream),
+    /// rustls needs `&mut` for both directions: a lock, held for one poll at a time.
+    Tls(Box<Mutex<TlsStream>>),
+}
+
+impl Io {
+    pub fn tls(s: TlsStream) -> Io {
+        Io::Tls(Box::new(Mutex::new(s)))
+    }
+
+    /// The transport alone again (for a protocol switch, a hand-off, or closing).
+    fn into_inner(self) -> Transport {
+        match self {
+            Io::Tcp(t) => Transport::Tcp(t),
+            Io::Tls(m) => {
+                Transport::Tls(Box::new(m.into_inner().unwrap_or_else(|e| e.into_inner())))
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves nothing half-changed that matters here.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The socket and the read side, shared between the connection's task and the request body.
 struct Shared {
-    io: TcpStream,
+    io: Io,
     rd: Mutex<ReadSide>,
 }
 
@@ -80,13 +113,26 @@ struct ReadSide {
 
 impl Shared {
     fn read(&self) -> std::sync::MutexGuard<'_, ReadSide> {
-        // A panic while holding the lock leaves nothing half-changed that matters here.
-        self.rd.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.rd)
+    }
+
+    /// The transport and the bytes read but not consumed, once nothing else holds them.
+    fn into_parts(self: Arc<Self>) -> Option<Upgraded> {
+        let Shared { io, rd } = Arc::try_unwrap(self).ok()?;
+        let pre = rd
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .buf
+            .freeze();
+        Some(Upgraded {
+            pre,
+            io: io.into_inner(),
+        })
     }
 }
 
-/// Reads from a socket shared by reference.
-struct Sock<'a>(&'a TcpStream);
+/// Reads from a transport shared by reference.
+struct Sock<'a>(&'a Io);
 
 impl Fill for Sock<'_> {
     fn poll_fill(
@@ -95,10 +141,14 @@ impl Fill for Sock<'_> {
         want: usize,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
+        let tcp = match self.0 {
+            Io::Tcp(t) => t,
+            Io::Tls(m) => return crate::h1conn::fill_from(&mut *lock(m), buf, want, cx),
+        };
         make_room(buf, want);
         loop {
-            ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read_buf(buf) {
+            ready!(tcp.poll_read_ready(cx))?;
+            match tcp.try_read_buf(buf) {
                 Ok(n) => return Poll::Ready(Ok(n)),
                 // Readiness was stale; `try_read_buf` cleared it, so the next poll waits.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -108,12 +158,22 @@ impl Fill for Sock<'_> {
     }
 }
 
-/// Writes all of `bufs[..]` from the front, advancing them; `Ready(Ok(()))` once all are out.
-fn poll_write_all(
-    io: &TcpStream,
-    cx: &mut Context<'_>,
-    parts: &mut [&[u8]],
-) -> Poll<io::Result<()>> {
+/// Writes all of `parts` from the front, advancing them; `Ready(Ok(()))` once all are out
+/// (and, with TLS, flushed to the socket).
+fn poll_write_all(io: &Io, cx: &mut Context<'_>, parts: &mut [&[u8]]) -> Poll<io::Result<()>> {
+    let io = match io {
+        Io::Tcp(t) => t,
+        Io::Tls(m) => {
+            let mut s = lock(m);
+            while let Some(p) = parts.iter_mut().find(|p| !p.is_empty()) {
+                match ready!(Pin::new(&mut *s).poll_write(cx, p))? {
+                    0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    n => *p = &p[n..],
+                }
+            }
+            return Pin::new(&mut *s).poll_flush(cx);
+        }
+    };
     loop {
         let mut slices = [io::IoSlice::new(&[]); 3];
         let mut n = 0;
@@ -190,10 +250,17 @@ impl HttpBody for RequestBody {
     }
 }
 
-/// A socket after a protocol switch, with the bytes the client sent behind its request.
+/// A client connection's transport on its own.
+enum Transport {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+/// A client connection after a protocol switch (or handed to HTTP/2), with the bytes the
+/// client sent behind its request.
 pub struct Upgraded {
     pre: Bytes,
-    io: TcpStream,
+    io: Transport,
 }
 
 impl AsyncRead for Upgraded {
@@ -209,7 +276,10 @@ impl AsyncRead for Upgraded {
             this.pre.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        match &mut this.io {
+            Transport::Tcp(t) => Pin::new(t).poll_read(cx, buf),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
     }
 }
 
@@ -219,24 +289,80 @@ impl AsyncWrite for Upgraded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        match &mut self.get_mut().io {
+            Transport::Tcp(t) => Pin::new(t).poll_write(cx, buf),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+        }
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        match &mut self.get_mut().io {
+            Transport::Tcp(t) => Pin::new(t).poll_write_vectored(cx, bufs),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+        }
     }
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        match &self.io {
+            Transport::Tcp(t) => t.is_write_vectored(),
+            Transport::Tls(t) => t.is_write_vectored(),
+        }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        match &mut self.get_mut().io {
+            Transport::Tcp(t) => Pin::new(t).poll_flush(cx),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+        }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        match &mut self.get_mut().io {
+            Transport::Tcp(t) => Pin::new(t).poll_shutdown(cx),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
     }
+}
+
+/// Why a request head was refused; the request handler turns it into the problem's detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    LengthAndChunked,
+    RepeatedLength,
+    TransferCoding,
+    BareLf,
+}
+
+impl Refusal {
+    pub fn detail(self) -> &'static str {
+        match self {
+            Refusal::LengthAndChunked => {
+                "The request has both Content-Length and Transfer-Encoding."
+            }
+            Refusal::RepeatedLength => {
+                "The request has more than one Content-Length, or one that is not a number."
+            }
+            Refusal::TransferCoding => "Transfer-Encoding must be exactly `chunked`.",
+            Refusal::BareLf => "The request head has a line ending without CR (bare LF).",
+        }
+    }
+}
+
+struct BareLf;
+
+/// Where the head at the start of `buf` ends (the offset of its final CRLF CRLF), `None` when
+/// it is not complete yet, or `BareLf` when a line ends without CR. One pass over the line
+/// ends (memchr), since every request head goes through here.
+fn head_end(buf: &[u8]) -> Result<Option<usize>, BareLf> {
+    for nl in memchr::memchr_iter(b'\n', buf) {
+        if nl == 0 || buf[nl - 1] != b'\r' {
+            return Err(BareLf);
+        }
+        if nl >= 3 && buf[nl - 3..nl - 1] == *b"\r\n" {
+            return Ok(Some(nl - 3));
+        }
+    }
+    Ok(None)
 }
 
 /// In a request's extensions when it asks for a protocol switch on this connection: the
@@ -265,7 +391,7 @@ struct Flags {
 
 /// Serves one plain-TCP client connection until it closes.
 pub async fn serve(
-    io: TcpStream,
+    io: Io,
     s: Arc<Settings>,
     conn: Arc<ConnInfo>,
     inner: Arc<Inner>,
@@ -311,7 +437,7 @@ struct Parsed {
     upgrade: Option<oneshot::Sender<Upgraded>>,
 }
 
-async fn run(io: TcpStream, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner>, flags: &Flags) {
+async fn run(io: Io, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner>, flags: &Flags) {
     let sh = Arc::new(Shared {
         io,
         rd: Mutex::new(ReadSide {
@@ -353,16 +479,10 @@ async fn run(io: TcpStream, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner
                 return Box::pin(linger(sh)).await;
             }
             Read::Http2 => {
-                let Ok(Shared { io, rd }) = Arc::try_unwrap(sh) else {
+                let Some(io) = sh.into_parts() else {
                     return;
                 };
-                let pre = rd
-                    .into_inner()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .buf
-                    .freeze();
                 let shutdown = inner.shutdown.subscribe();
-                let io = Upgraded { pre, io };
                 return Box::pin(crate::server::serve_io(
                     hyper_util::rt::TokioIo::new(io),
                     s,
@@ -423,16 +543,8 @@ async fn run(io: TcpStream, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner
             Err(_) => return,
         };
         if switching {
-            let Ok(Shared { io, rd }) = Arc::try_unwrap(sh) else {
-                return;
-            };
-            let pre = rd
-                .into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .buf
-                .freeze();
-            if let Some(tx) = upgrade {
-                let _ = tx.send(Upgraded { pre, io });
+            if let (Some(io), Some(tx)) = (sh.into_parts(), upgrade) {
+                let _ = tx.send(io);
             }
             return;
         }
@@ -481,7 +593,7 @@ async fn drain(sh: &Shared) -> bool {
 /// reads (and drops) what the client still sends for a while, so that unread bytes do not
 /// make the kernel reset the connection before the client has read the answer.
 async fn linger(sh: Arc<Shared>) {
-    let Ok(Shared { mut io, .. }) = Arc::try_unwrap(sh) else {
+    let Some(mut io) = sh.into_parts() else {
         return;
     };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -527,12 +639,16 @@ fn poll_head(
             rd.buf.advance(2);
         }
         if !rd.buf.is_empty() {
-            if first && s.h2 && PREFACE.starts_with(&rd.buf[..rd.buf.len().min(PREFACE.len())]) {
+            if first
+                && s.h2
+                && matches!(sh.io, Io::Tcp(_))
+                && PREFACE.starts_with(&rd.buf[..rd.buf.len().min(PREFACE.len())])
+            {
                 if rd.buf.len() >= PREFACE.len() {
                     return Poll::Ready(Read::Http2);
                 }
             } else {
-                match crate::h1guard::head_end(&rd.buf) {
+                match head_end(&rd.buf) {
                     // Refused at once, even before the head is complete: a head ended by
                     // LF LF would otherwise never look complete.
                     Err(_) => {
@@ -710,7 +826,7 @@ fn parse(buf: &mut BytesMut, len: usize, max_headers: usize) -> Read {
         }
         headers.append(name, value);
     }
-    // The framing rules of the module comment, the same as the guard's for hyper.
+    // The framing rules of the module comment.
     let refusal = if lengths > 0 && codings > 0 {
         Some(Refusal::LengthAndChunked)
     } else if lengths > 1 || bad_length {

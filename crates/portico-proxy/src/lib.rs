@@ -26,7 +26,6 @@ pub fn fetch_blocking(url: &str) -> Result<Vec<u8>, String> {
 }
 mod grpcweb;
 mod h1conn;
-mod h1guard;
 mod h1server;
 pub mod headers;
 pub mod jwks;

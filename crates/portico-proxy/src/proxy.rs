@@ -30,8 +30,6 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
     /// The verified client certificate (mutual TLS).
     pub client_cert: Option<Arc<portico_auth::mtls::ClientCert>>,
-    /// Set when the HTTP/1 framing guard reads this connection (see `check_framing`).
-    pub framing: Option<Arc<crate::h1guard::Checked>>,
 }
 
 /// The response body type: the body plus the bookkeeping that runs when it ends.
@@ -49,7 +47,6 @@ impl ConnInfo {
             tls,
             listener,
             client_cert: None,
-            framing: None,
         }
     }
 }
@@ -125,18 +122,7 @@ pub async fn handle(
         }
     };
     rec.status = resp.status().as_u16();
-    let (mut parts, body) = resp.into_parts();
-    // A connection whose framing guard has stepped aside — after an `Upgrade` request that
-    // did not switch protocols, say — is not kept alive: the requests after this one would
-    // reach hyper unchecked, and hyper accepts shapes the guard refuses.
-    if rec.version <= Version::HTTP_11
-        && parts.status != StatusCode::SWITCHING_PROTOCOLS
-        && conn.framing.as_ref().is_some_and(|c| !c.all())
-    {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
+    let (parts, body) = resp.into_parts();
     let body = LoggedBody {
         inner: body,
         bytes: 0,
@@ -159,7 +145,7 @@ async fn process(
     bytes_in: &Arc<BodyStats>,
     extra: &mut Vec<(http::HeaderName, HeaderValue)>,
 ) -> Result<Response<Body>, Problem> {
-    check_framing(&mut req, conn)?;
+    check_framing(&req)?;
     let cfg = &rt.config;
     if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > cfg.server.max_uri_bytes {
         return Err(Problem::UriTooLong);
@@ -734,61 +720,13 @@ fn without_params(uri: &Uri, names: &[String]) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
-/// Refuses request framing that proxies disagree on (request smuggling). hyper rejects most
-/// malformed heads itself (obs-fold, bad chunk sizes, invalid Content-Length); these are the
-/// shapes it accepts but a gateway must not.
-fn check_framing(req: &mut Request<ClientBody>, conn: &ConnInfo) -> Result<(), Problem> {
-    // A head Portico's own HTTP/1.1 connection refused (see h1server).
-    if let Some(r) = req.extensions().get::<crate::h1server::Refused>() {
-        return Err(Problem::BadRequest(r.0.detail()));
+/// Answers a request whose head the HTTP/1.1 connection refused as ambiguous (request
+/// smuggling; see `h1server`) with 400.
+fn check_framing(req: &Request<ClientBody>) -> Result<(), Problem> {
+    match req.extensions().get::<crate::h1server::Refused>() {
+        Some(r) => Err(Problem::BadRequest(r.0.detail())),
+        None => Ok(()),
     }
-    if req.version() > Version::HTTP_11 {
-        return Ok(());
-    }
-    // The connection's guard checked this head (and all before it) for the same shapes and
-    // refused none: nothing here would find anything.
-    if conn.framing.as_ref().is_some_and(|c| c.all()) {
-        return Ok(());
-    }
-    // A head the connection guard refused arrives as a marked request (see h1guard).
-    if let Some(mark) = req.headers_mut().remove(crate::h1guard::REJECT_HEADER) {
-        let mark = mark.to_str().unwrap_or("");
-        if let Some((token, code)) = mark.split_once(':')
-            && token == crate::h1guard::reject_token()
-        {
-            let r = crate::h1guard::Refusal::from_code(code)
-                .unwrap_or(crate::h1guard::Refusal::TransferCoding);
-            return Err(Problem::BadRequest(r.detail()));
-        }
-    }
-    let h = req.headers();
-    let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
-    let cl = h.get_all(header::CONTENT_LENGTH).iter().count();
-    if te > 0 && cl > 0 {
-        return Err(Problem::BadRequest(
-            "Both Transfer-Encoding and Content-Length are present.",
-        ));
-    }
-    if cl > 1 {
-        return Err(Problem::BadRequest("Content-Length is repeated."));
-    }
-    if te > 0 {
-        // Only a single, final `chunked` is accepted.
-        let mut codings = h
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("?").split(','));
-        let only_chunked = codings
-            .next()
-            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
-            && codings.next().is_none();
-        if !only_chunked {
-            return Err(Problem::BadRequest(
-                "Transfer-Encoding must be exactly `chunked`.",
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn is_upgrade(req: &Request<ClientBody>) -> bool {

@@ -14,15 +14,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::Inner;
-use crate::h1guard::H1Guard;
 use crate::proxy::{ConnInfo, handle};
 
 /// Per-listener settings read at each accept, so a reload can change TLS certificates or
 /// protocols without rebinding.
 pub struct Settings {
     pub name: Arc<str>,
-    /// Guard HTTP/1 framing (see h1guard); off only for HTTP/2-only listeners.
-    pub guard_h1: bool,
+    /// HTTP/1.1 is served (by `h1server`); off only for HTTP/2-only listeners.
+    pub http1: bool,
     /// HTTP/2 is served (prior knowledge on plain listeners, ALPN with TLS).
     pub h2: bool,
     pub max_head: usize,
@@ -60,7 +59,7 @@ impl Settings {
         };
         Ok(Settings {
             name: l.name.clone(),
-            guard_h1: l.http1,
+            http1: l.http1,
             h2: l.http2,
             max_head: server.max_request_header_bytes,
             max_headers: server.max_request_headers,
@@ -166,32 +165,33 @@ async fn serve_connection(
     inner: Arc<Inner>,
 ) {
     let _guard = ConnGuard::new(&inner, &s.name);
-    let Some(acceptor) = &s.tls else {
-        let mut conn = ConnInfo::new(peer, false, s.name.clone());
-        if s.guard_h1 {
+    if s.tls.is_none() {
+        let conn = ConnInfo::new(peer, false, s.name.clone());
+        if s.http1 {
             // Plain HTTP/1.1 (and HTTP/2 with prior knowledge, handed on from there): our own
             // connection, which checks every head itself.
-            conn.framing = Some(crate::h1guard::Checked::trusted());
             let shutdown = inner.shutdown.subscribe();
-            return crate::h1server::serve(stream, s.clone(), Arc::new(conn), inner, shutdown)
-                .await;
+            let io = crate::h1server::Io::Tcp(stream);
+            return crate::h1server::serve(io, s.clone(), Arc::new(conn), inner, shutdown).await;
         }
-        return serve_stream(stream, s.guard_h1, &s, conn, inner).await;
-    };
+        return serve_stream(stream, &s, conn, inner).await;
+    }
     // Boxed: a TLS connection's handshake and stream make its future three times the size of
     // a plain one's, and every connection's task is as large as the largest branch it could
     // take (measured: 7.2 KB per plain connection unboxed, 2.2 KB boxed).
-    let tls = Box::pin(serve_tls(stream, peer, acceptor, &s, inner));
+    let tls = Box::pin(serve_tls(stream, peer, s, inner));
     tls.await;
 }
 
 async fn serve_tls(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    acceptor: &tokio_rustls::TlsAcceptor,
-    s: &Settings,
+    s: Arc<Settings>,
     inner: Arc<Inner>,
 ) {
+    let Some(acceptor) = &s.tls else {
+        return;
+    };
     let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
@@ -212,22 +212,22 @@ async fn serve_tls(
         }
     }
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve_stream(tls, s.guard_h1 && !h2, s, info, inner).await;
+    if s.http1 && !h2 {
+        // HTTP/1.1 over TLS: our own connection, as for plain TCP.
+        let shutdown = inner.shutdown.subscribe();
+        let io = crate::h1server::Io::tls(tls);
+        return crate::h1server::serve(io, s.clone(), Arc::new(info), inner, shutdown).await;
+    }
+    serve_stream(tls, &s, info, inner).await;
 }
 
-/// Serves a (possibly TLS) stream, behind the HTTP/1 framing guard when it may carry HTTP/1.
-async fn serve_stream<I>(io: I, guard: bool, s: &Settings, mut conn: ConnInfo, inner: Arc<Inner>)
+/// Serves a (possibly TLS) stream with hyper: HTTP/2 (ALPN `h2`, or an HTTP/2-only listener).
+async fn serve_stream<I>(io: I, s: &Settings, conn: ConnInfo, inner: Arc<Inner>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let shutdown = inner.shutdown.subscribe();
-    if guard {
-        let io = H1Guard::new(io, s.max_head);
-        conn.framing = Some(io.checked());
-        serve_io(TokioIo::new(io), s, Arc::new(conn), inner, shutdown).await;
-    } else {
-        serve_io(TokioIo::new(io), s, Arc::new(conn), inner, shutdown).await;
-    }
+    serve_io(TokioIo::new(io), s, Arc::new(conn), inner, shutdown).await;
 }
 
 pub(crate) async fn serve_io<I>(

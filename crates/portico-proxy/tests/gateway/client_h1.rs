@@ -287,3 +287,62 @@ async fn answers_of_unknown_length_are_chunked_or_end_with_the_connection() {
     assert!(lower.contains("connection: close"), "{text}");
     assert!(text.ends_with("\r\n\r\nhithere"), "{text:?}");
 }
+
+/// HTTP/1.1 over TLS goes through the same connection: pipelining, a chunked body, and a
+/// refused smuggling shape that ends the connection, over a raw TLS stream.
+#[tokio::test]
+async fn tls_clients_get_the_same_connection() {
+    let up = echo_server().await;
+    let dir = temp_dir("h1tls");
+    let c = cert(&["a.test"]);
+    let (cp, kp) = c.write(&dir, "a");
+    let gw = gateway(&format!(
+        "listeners:\n  - name: tls\n    address: \"127.0.0.1:0\"\n    tls:\n      certificates:\n        - {{ cert: \"{}\", key: \"{}\" }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        cp.display(),
+        kp.display(),
+        up.url()
+    ))
+    .await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(c.cert_der.clone()).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let name = rustls_pki_types::ServerName::try_from("a.test").unwrap();
+
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let mut s = connector.connect(name.clone(), tcp).await.unwrap();
+    s.write_all(
+        b"GET /one HTTP/1.1\r\nHost: a.test\r\n\r\n\
+          POST /two HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n\
+          POST /three HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+          GET /never HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => panic!("the connection stayed open after the refusal: {text}"),
+        }
+    }
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert!(
+        text.contains("\"path\":\"/one\"") && text.contains("\"body\":\"abcde\""),
+        "{text}"
+    );
+    assert!(text.contains("HTTP/1.1 400"), "{text}");
+    assert!(
+        text.contains("both Content-Length and Transfer-Encoding"),
+        "{text}"
+    );
+    assert!(!text.contains("/never"), "{text}");
+    assert_eq!(up.hits(), 2);
+}

@@ -133,8 +133,7 @@ async fn refusals_explain_themselves() {
         resp.to_ascii_lowercase().contains("connection: close"),
         "{resp}"
     );
-    // A client cannot forge a refusal: a header named like the TLS guard's mark is just a
-    // header here.
+    // A header named like the marker an earlier version used internally is just a header.
     let resp = raw(
         gw.addr,
         b"GET /x HTTP/1.1\r\nHost: a\r\nx-portico-reject: 00:bare-lf\r\nConnection: close\r\n\r\n",
