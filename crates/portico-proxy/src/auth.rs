@@ -743,7 +743,10 @@ mod tests {
         let b = format!("header.payload-b.{tail}");
         cache.put(&a, granted(1, 100), 0);
         assert_eq!(cache.get(&a, 50).and_then(|g| g.consumer), Some(1));
-        assert!(cache.get(&b, 50).is_none(), "a changed payload is not a hit");
+        assert!(
+            cache.get(&b, 50).is_none(),
+            "a changed payload is not a hit"
+        );
         assert!(cache.get(&a, 100).is_none(), "expired");
         cache.put(&b, granted(2, 100), 0);
         assert_eq!(cache.get(&b, 50).and_then(|g| g.consumer), Some(2));

@@ -389,7 +389,7 @@ struct Flags {
     draining: AtomicBool,
 }
 
-/// Serves one plain-TCP client connection until it closes.
+/// Serves one HTTP/1.1 client connection (plain or TLS) until it closes.
 pub async fn serve(
     io: Io,
     s: Arc<Settings>,
