@@ -46,13 +46,14 @@ const IDLE_BUF_MAX: usize = 16 * 1024;
 /// Request body bytes gathered behind the head before a write.
 const WRITE_BATCH: usize = 16 * 1024;
 
-/// The socket under a connection.
-pub enum Stream {
+/// The socket under a connection: plain, or TLS (`T` is the client's TLS stream here; the
+/// server side uses the same type with its own).
+pub enum Stream<T = tokio_rustls::client::TlsStream<TcpStream>> {
     Tcp(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<T>),
 }
 
-impl AsyncRead for Stream {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -65,7 +66,7 @@ impl AsyncRead for Stream {
     }
 }
 
-impl AsyncWrite for Stream {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -251,10 +251,7 @@ impl HttpBody for RequestBody {
 }
 
 /// A client connection's transport on its own.
-enum Transport {
-    Tcp(TcpStream),
-    Tls(Box<TlsStream>),
-}
+type Transport = crate::h1conn::Stream<TlsStream>;
 
 /// A client connection after a protocol switch (or handed to HTTP/2), with the bytes the
 /// client sent behind its request.
@@ -276,10 +273,7 @@ impl AsyncRead for Upgraded {
             this.pre.advance(n);
             return Poll::Ready(Ok(()));
         }
-        match &mut this.io {
-            Transport::Tcp(t) => Pin::new(t).poll_read(cx, buf),
-            Transport::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
 
@@ -289,38 +283,23 @@ impl AsyncWrite for Upgraded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
-            Transport::Tcp(t) => Pin::new(t).poll_write(cx, buf),
-            Transport::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
-            Transport::Tcp(t) => Pin::new(t).poll_write_vectored(cx, bufs),
-            Transport::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            Transport::Tcp(t) => t.is_write_vectored(),
-            Transport::Tls(t) => t.is_write_vectored(),
-        }
+        self.io.is_write_vectored()
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
-            Transport::Tcp(t) => Pin::new(t).poll_flush(cx),
-            Transport::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
-            Transport::Tcp(t) => Pin::new(t).poll_shutdown(cx),
-            Transport::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
