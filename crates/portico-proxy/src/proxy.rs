@@ -365,7 +365,15 @@ async fn process(
             });
             let target = pool.target(ti).clone();
             rec.upstream = Some(target.display.clone());
-            let upgrade = is_upgrade(&req).then(|| ClientUpgrade::of(&mut req));
+            // The client's side of a protocol switch: the HTTP/1.1 connection hands its
+            // transport over once the `101` is written (HTTP/2 requests never ask).
+            let upgrade = if is_upgrade(&req) {
+                req.extensions_mut()
+                    .remove::<crate::h1server::OnUpgrade>()
+                    .and_then(|own| own.take())
+            } else {
+                None
+            };
             let grpc_web = if route.grpc_web {
                 crate::grpcweb::mode(req.headers())
             } else {
@@ -1210,51 +1218,24 @@ fn response_policies<'a>(
     }
 }
 
-/// The client's side of a protocol switch: hyper's (HTTP/1.1 over TLS) or our own
-/// connection's.
-enum ClientUpgrade {
-    Hyper(hyper::upgrade::OnUpgrade),
-    Own(tokio::sync::oneshot::Receiver<crate::h1server::Upgraded>),
-}
-
-impl ClientUpgrade {
-    fn of(req: &mut Request<ClientBody>) -> ClientUpgrade {
-        match req
-            .extensions_mut()
-            .remove::<crate::h1server::OnUpgrade>()
-            .and_then(|own| own.take())
-        {
-            Some(own) => ClientUpgrade::Own(own),
-            None => ClientUpgrade::Hyper(hyper::upgrade::on(req)),
-        }
-    }
-}
-
 /// Copies bytes both ways between the client and the upstream after a `101 Switching Protocols`.
-async fn tunnel(client: ClientUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let u = match upstream.await {
-        Ok(u) => u,
-        Err(e) => {
+async fn tunnel(
+    client: tokio::sync::oneshot::Receiver<crate::h1server::Upgraded>,
+    upstream: hyper::upgrade::OnUpgrade,
+) {
+    let (mut c, u) = match tokio::join!(client, upstream) {
+        (Ok(c), Ok(u)) => (c, u),
+        (Err(_), _) => {
+            tracing::debug!("upgrade failed: the client connection ended");
+            return;
+        }
+        (_, Err(e)) => {
             tracing::debug!(error = %e, "upgrade failed");
             return;
         }
     };
     let mut u = hyper_util::rt::TokioIo::new(u);
-    match client {
-        ClientUpgrade::Hyper(c) => match c.await {
-            Ok(c) => {
-                let mut c = hyper_util::rt::TokioIo::new(c);
-                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-        },
-        ClientUpgrade::Own(c) => match c.await {
-            Ok(mut c) => {
-                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-            }
-            Err(_) => tracing::debug!("upgrade failed: the client connection ended"),
-        },
-    }
+    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
 }
 
 /// What a finished request is recorded with: its access record, when it started, the config

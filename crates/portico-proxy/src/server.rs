@@ -42,21 +42,12 @@ impl Settings {
             )),
             None => None,
         };
+        // hyper serves HTTP/2 only: HTTP/1.1 clients are `h1server`'s.
         let mut b = auto::Builder::new(TokioExecutor::new());
-        b.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(server.request_header_timeout)
-            .max_buf_size(server.max_request_header_bytes)
-            .max_headers(server.max_request_headers)
-            .keep_alive(true);
         b.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(server.max_request_header_bytes as u32);
-        let b = match (l.http1, l.http2) {
-            (true, false) => b.http1_only(),
-            (false, true) => b.http2_only(),
-            _ => b,
-        };
+        let b = b.http2_only();
         Ok(Settings {
             name: l.name.clone(),
             http1: l.http1,
