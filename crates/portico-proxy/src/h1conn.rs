@@ -728,7 +728,7 @@ pub fn fill_from<R: AsyncRead + Unpin>(
     Poll::Ready(Ok(n))
 }
 
-impl Fill for Stream {
+impl<T: AsyncRead + AsyncWrite + Unpin> Fill for Stream<T> {
     fn poll_fill(
         &mut self,
         buf: &mut BytesMut,

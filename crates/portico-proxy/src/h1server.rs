@@ -12,9 +12,8 @@
 //!
 //! One task drives the connection: it reads a head, runs the handler, writes the answer (head
 //! and body gathered into as few writes as the body allows), then reads the next head. The
-//! request body reads from the same transport through a shared handle, so it can stream while
-//! the answer is being written (tokio's `TcpStream` reads and writes through `&self`; a TLS
-//! stream sits behind a lock held for one poll at a time).
+//! request body reads from the same transport through a shared handle (a lock held for one
+//! poll at a time), so it can stream while the answer is being written.
 //!
 //! Also here: `100 Continue` when a body that asked for it is first read; `Connection`
 //! keep-alive rules for HTTP/1.0 and 1.1; pipelined requests (answered in order); the
@@ -40,7 +39,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::Inner;
 use crate::body::ClientBody;
-use crate::h1conn::{BodyFraming, ConnError, Decoder, Fill, make_room};
+use crate::h1conn::{BodyFraming, ConnError, Decoder, Fill};
 use crate::problem::Problem;
 use crate::proxy::ConnInfo;
 use crate::server::Settings;
@@ -67,42 +66,25 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 
-/// A client connection's transport.
-pub enum Io {
-    /// Read and written through `&self`: the request body and the answer need no lock.
-    Tcp(TcpStream),
-    /// rustls needs `&mut` for both directions: a lock, held for one poll at a time.
-    Tls(Box<Mutex<TlsStream>>),
-}
-
-impl Io {
-    pub fn tls(s: TlsStream) -> Io {
-        Io::Tls(Box::new(Mutex::new(s)))
-    }
-
-    /// The transport alone again (for a protocol switch, a hand-off, or closing).
-    fn into_inner(self) -> Transport {
-        match self {
-            Io::Tcp(t) => Transport::Tcp(t),
-            Io::Tls(m) => {
-                Transport::Tls(Box::new(m.into_inner().unwrap_or_else(|e| e.into_inner())))
-            }
-        }
-    }
-}
+/// A client connection's transport: plain TCP or TLS.
+pub type Transport = crate::h1conn::Stream<TlsStream>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves nothing half-changed that matters here.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The socket and the read side, shared between the connection's task and the request body.
+/// The connection's state, shared between its task and the request body. One lock, held for
+/// one poll at a time: the body reads through it while the task writes the answer through it
+/// (uncontended on one thread). Reads go through tokio's `AsyncRead`, which, after a read that
+/// did not fill the buffer, waits for the next readiness event instead of trying again (an
+/// empty `recvfrom` per request, measured with `try_read` on a shared socket).
 struct Shared {
-    io: Io,
     rd: Mutex<ReadSide>,
 }
 
 struct ReadSide {
+    io: Transport,
     /// Bytes read and not consumed: the rest of a body, pipelined heads.
     buf: BytesMut,
     /// The current request's body.
@@ -118,62 +100,25 @@ impl Shared {
 
     /// The transport and the bytes read but not consumed, once nothing else holds them.
     fn into_parts(self: Arc<Self>) -> Option<Upgraded> {
-        let Shared { io, rd } = Arc::try_unwrap(self).ok()?;
-        let pre = rd
+        let rd = Arc::try_unwrap(self)
+            .ok()?
+            .rd
             .into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .buf
-            .freeze();
+            .unwrap_or_else(|e| e.into_inner());
         Some(Upgraded {
-            pre,
-            io: io.into_inner(),
+            pre: rd.buf.freeze(),
+            io: rd.io,
         })
     }
 }
 
-/// Reads from a transport shared by reference.
-struct Sock<'a>(&'a Io);
-
-impl Fill for Sock<'_> {
-    fn poll_fill(
-        &mut self,
-        buf: &mut BytesMut,
-        want: usize,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<usize>> {
-        let tcp = match self.0 {
-            Io::Tcp(t) => t,
-            Io::Tls(m) => return crate::h1conn::fill_from(&mut *lock(m), buf, want, cx),
-        };
-        make_room(buf, want);
-        loop {
-            ready!(tcp.poll_read_ready(cx))?;
-            match tcp.try_read_buf(buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                // Readiness was stale; `try_read_buf` cleared it, so the next poll waits.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-/// Writes all of `parts` from the front, advancing them; `Ready(Ok(()))` once all are out
-/// (and, with TLS, flushed to the socket).
-fn poll_write_all(io: &Io, cx: &mut Context<'_>, parts: &mut [&[u8]]) -> Poll<io::Result<()>> {
-    let io = match io {
-        Io::Tcp(t) => t,
-        Io::Tls(m) => {
-            let mut s = lock(m);
-            while let Some(p) = parts.iter_mut().find(|p| !p.is_empty()) {
-                match ready!(Pin::new(&mut *s).poll_write(cx, p))? {
-                    0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    n => *p = &p[n..],
-                }
-            }
-            return Pin::new(&mut *s).poll_flush(cx);
-        }
-    };
+/// Writes all of `parts` from the front, advancing them, then flushes (TLS); `Ready(Ok(()))`
+/// once all are out.
+fn poll_write_all(
+    io: &mut Transport,
+    cx: &mut Context<'_>,
+    parts: &mut [&[u8]],
+) -> Poll<io::Result<()>> {
     loop {
         let mut slices = [io::IoSlice::new(&[]); 3];
         let mut n = 0;
@@ -182,26 +127,21 @@ fn poll_write_all(io: &Io, cx: &mut Context<'_>, parts: &mut [&[u8]]) -> Poll<io
             n += 1;
         }
         if n == 0 {
-            return Poll::Ready(Ok(()));
+            return Pin::new(io).poll_flush(cx);
         }
         let wrote = if n == 1 {
-            io.try_write(&slices[0])
+            ready!(Pin::new(&mut *io).poll_write(cx, &slices[0]))?
         } else {
-            io.try_write_vectored(&slices[..n])
+            ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]))?
         };
-        match wrote {
-            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Ok(mut w) => {
-                for p in parts.iter_mut() {
-                    let k = w.min(p.len());
-                    *p = &p[k..];
-                    w -= k;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ready!(io.poll_write_ready(cx))?;
-            }
-            Err(e) => return Poll::Ready(Err(e)),
+        if wrote == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        let mut w = wrote;
+        for p in parts.iter_mut() {
+            let k = w.min(p.len());
+            *p = &p[k..];
+            w -= k;
         }
     }
 }
@@ -228,12 +168,12 @@ impl HttpBody for RequestBody {
         if let Some(written) = rd.expect {
             // The client waits for this before it sends the body (RFC 9110 §10.1.1).
             let mut rest = [&CONTINUE[written..]];
-            let r = poll_write_all(&sh.io, cx, &mut rest);
+            let r = poll_write_all(&mut rd.io, cx, &mut rest);
             rd.expect = Some(CONTINUE.len() - rest[0].len());
             ready!(r).map_err(ConnError::Io)?;
             rd.expect = None;
         }
-        rd.dec.poll_frame(&mut Sock(&sh.io), &mut rd.buf, cx)
+        rd.dec.poll_frame(&mut rd.io, &mut rd.buf, cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -249,9 +189,6 @@ impl HttpBody for RequestBody {
         }
     }
 }
-
-/// A client connection's transport on its own.
-type Transport = crate::h1conn::Stream<TlsStream>;
 
 /// A client connection after a protocol switch (or handed to HTTP/2), with the bytes the
 /// client sent behind its request.
@@ -370,7 +307,7 @@ struct Flags {
 
 /// Serves one HTTP/1.1 client connection (plain or TLS) until it closes.
 pub async fn serve(
-    io: Io,
+    io: Transport,
     s: Arc<Settings>,
     conn: Arc<ConnInfo>,
     inner: Arc<Inner>,
@@ -416,10 +353,10 @@ struct Parsed {
     upgrade: Option<oneshot::Sender<Upgraded>>,
 }
 
-async fn run(io: Io, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner>, flags: &Flags) {
+async fn run(io: Transport, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner>, flags: &Flags) {
     let sh = Arc::new(Shared {
-        io,
         rd: Mutex::new(ReadSide {
+            io,
             buf: BytesMut::new(),
             dec: Decoder::done(),
             expect: None,
@@ -558,7 +495,7 @@ async fn drain(sh: &Shared) -> bool {
         let mut rd = sh.read();
         let rd = &mut *rd;
         loop {
-            match ready!(rd.dec.poll_frame(&mut Sock(&sh.io), &mut rd.buf, cx)) {
+            match ready!(rd.dec.poll_frame(&mut rd.io, &mut rd.buf, cx)) {
                 Some(Ok(_)) => continue,
                 Some(Err(_)) => return Poll::Ready(false),
                 None => return Poll::Ready(rd.dec.is_done()),
@@ -620,7 +557,7 @@ fn poll_head(
         if !rd.buf.is_empty() {
             if first
                 && s.h2
-                && matches!(sh.io, Io::Tcp(_))
+                && matches!(rd.io, Transport::Tcp(_))
                 && PREFACE.starts_with(&rd.buf[..rd.buf.len().min(PREFACE.len())])
             {
                 if rd.buf.len() >= PREFACE.len() {
@@ -648,7 +585,7 @@ fn poll_head(
         if idle && flags.draining.load(Ordering::Relaxed) {
             return Poll::Ready(Read::Closed);
         }
-        match Sock(&sh.io).poll_fill(&mut rd.buf, HEAD_READ, cx) {
+        match rd.io.poll_fill(&mut rd.buf, HEAD_READ, cx) {
             Poll::Ready(Ok(0)) => {
                 flags.idle.store(false, Ordering::Relaxed);
                 return Poll::Ready(Read::Closed);
@@ -1042,7 +979,7 @@ where
             }
             if pos < out.len() || big.is_some() {
                 let mut parts = [&out[pos..], big.as_deref().unwrap_or(b""), tail];
-                let r = poll_write_all(&sh.io, cx, &mut parts);
+                let r = poll_write_all(&mut sh.read().io, cx, &mut parts);
                 let left = [parts[0].len(), parts[1].len(), parts[2].len()];
                 pos = out.len() - left[0];
                 if let Some(b) = &mut big {

@@ -162,7 +162,7 @@ async fn serve_connection(
             // Plain HTTP/1.1 (and HTTP/2 with prior knowledge, handed on from there): our own
             // connection, which checks every head itself.
             let shutdown = inner.shutdown.subscribe();
-            let io = crate::h1server::Io::Tcp(stream);
+            let io = crate::h1server::Transport::Tcp(stream);
             return crate::h1server::serve(io, s.clone(), Arc::new(conn), inner, shutdown).await;
         }
         return serve_stream(stream, &s, conn, inner).await;
@@ -206,7 +206,7 @@ async fn serve_tls(
     if s.http1 && !h2 {
         // HTTP/1.1 over TLS: our own connection, as for plain TCP.
         let shutdown = inner.shutdown.subscribe();
-        let io = crate::h1server::Io::tls(tls);
+        let io = crate::h1server::Transport::Tls(Box::new(tls));
         return crate::h1server::serve(io, s.clone(), Arc::new(info), inner, shutdown).await;
     }
     serve_stream(tls, &s, info, inner).await;
