@@ -468,12 +468,7 @@ impl Sending {
                 // Trailers: sent with a chunked body, dropped otherwise (as hyper does).
                 if let (Ok(trailers), Out::Chunked) = (frame.into_trailers(), self.out) {
                     w.extend_from_slice(b"0\r\n");
-                    for (name, value) in &trailers {
-                        w.extend_from_slice(name.as_str().as_bytes());
-                        w.extend_from_slice(b": ");
-                        w.extend_from_slice(value.as_bytes());
-                        w.extend_from_slice(b"\r\n");
-                    }
+                    push_fields(w, &trailers);
                     w.extend_from_slice(b"\r\n");
                     self.out = Out::None;
                 }
@@ -1052,6 +1047,16 @@ fn cut_short() -> ConnError {
         io::ErrorKind::UnexpectedEof,
         "the connection closed in the middle of the body",
     ))
+}
+
+/// Writes header (or trailer) fields as `name: value` lines.
+pub fn push_fields(w: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
+        w.extend_from_slice(name.as_str().as_bytes());
+        w.extend_from_slice(b": ");
+        w.extend_from_slice(value.as_bytes());
+        w.extend_from_slice(b"\r\n");
+    }
 }
 
 /// `n` in lowercase hex, without leading zeros.

@@ -948,12 +948,7 @@ where
                                 ended = true;
                                 out.extend_from_slice(b"0\r\n");
                                 if trailers_ok {
-                                    for (name, value) in &t {
-                                        out.extend_from_slice(name.as_str().as_bytes());
-                                        out.extend_from_slice(b": ");
-                                        out.extend_from_slice(value.as_bytes());
-                                        out.extend_from_slice(b"\r\n");
-                                    }
+                                    crate::h1conn::push_fields(out, &t);
                                 }
                                 out.extend_from_slice(b"\r\n");
                             }

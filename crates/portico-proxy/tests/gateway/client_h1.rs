@@ -233,7 +233,8 @@ async fn unsupported_versions_and_malformed_heads_get_problems() {
     assert!(text.contains("application/problem+json"), "{text}");
 }
 
-/// An upstream that answers every request with a chunked body ("hi", then "there").
+/// An upstream that answers every request with a chunked body ("hi", then "there") and a
+/// trailer.
 async fn chunked_upstream() -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -245,7 +246,7 @@ async fn chunked_upstream() -> SocketAddr {
                 loop {
                     while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
                         got.drain(..end + 4);
-                        let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n5\r\nthere\r\n0\r\n\r\n";
+                        let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n5\r\nthere\r\n0\r\nX-Trailer: t\r\n\r\n";
                         if s.write_all(answer).await.is_err() {
                             return;
                         }
@@ -274,6 +275,16 @@ async fn answers_of_unknown_length_are_chunked_or_end_with_the_connection() {
     assert!(lower.contains("transfer-encoding: chunked"), "{text}");
     assert!(
         text.ends_with("\r\n\r\n2\r\nhi\r\n5\r\nthere\r\n0\r\n\r\n"),
+        "{text:?}"
+    );
+    // Trailers only for a client that says it takes them.
+    let text = raw(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close, TE\r\n\r\n",
+    )
+    .await;
+    assert!(
+        text.ends_with("5\r\nthere\r\n0\r\nx-trailer: t\r\n\r\n"),
         "{text:?}"
     );
     // HTTP/1.0 has no chunked coding: the body runs to the connection's end.
