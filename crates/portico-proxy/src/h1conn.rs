@@ -376,7 +376,7 @@ impl<S> H1Conn<S> {
                 return Poll::Ready(Ok(false));
             }
             // Blocked on the body or the socket: an answer may already be coming.
-            match poll_fill(&mut self.io, &mut self.buf, READ_SIZE, cx) {
+            match self.io.poll_fill(&mut self.buf, READ_SIZE, cx) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(ConnError::Io(io::ErrorKind::UnexpectedEof.into())));
                 }
@@ -409,8 +409,8 @@ impl<S> H1Conn<S> {
             if self.buf.len() >= MAX_HEAD {
                 return Poll::Ready(Err(ConnError::Protocol("response head larger than 64 KiB")));
             }
-            let n = ready!(poll_fill(&mut self.io, &mut self.buf, READ_SIZE, cx))
-                .map_err(ConnError::Io)?;
+            let n =
+                ready!(self.io.poll_fill(&mut self.buf, READ_SIZE, cx)).map_err(ConnError::Io)?;
             if n == 0 {
                 return Poll::Ready(Err(ConnError::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -732,15 +732,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Fill for Stream<T> {
     ) -> Poll<io::Result<usize>> {
         fill_from(self, buf, want, cx)
     }
-}
-
-fn poll_fill(
-    io: &mut Stream,
-    buf: &mut BytesMut,
-    want: usize,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    io.poll_fill(buf, want, cx)
 }
 
 #[derive(Clone, Copy)]

@@ -331,8 +331,11 @@ pub async fn serve(
 }
 
 /// How reading a head ended.
+// `Head` is large, but it is moved once per request, which costs less than boxing it (an
+// allocation per request).
+#[allow(clippy::large_enum_variant)]
 enum Read {
-    Head(Box<Parsed>),
+    Head(Parsed),
     /// The client closed, timed out while idle, or the socket failed: close quietly.
     Closed,
     /// Answer with this problem and close.
@@ -418,7 +421,7 @@ async fn run(io: Transport, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner
             head_only,
             refused,
             upgrade,
-        } = *p;
+        } = p;
         let version = req.version();
         if let Some(f) = framing {
             let mut rd = sh.read();
@@ -568,7 +571,7 @@ fn poll_head(
                     // Refused at once, even before the head is complete: a head ended by
                     // LF LF would otherwise never look complete.
                     Err(_) => {
-                        return Poll::Ready(Read::Head(Box::new(refused_head(Refusal::BareLf))));
+                        return Poll::Ready(Read::Head(refused_head(Refusal::BareLf)));
                     }
                     Ok(Some(end)) => {
                         return Poll::Ready(parse(&mut rd.buf, end + 4, s.max_headers));
@@ -759,7 +762,7 @@ fn parse(buf: &mut BytesMut, len: usize, max_headers: usize) -> Read {
     *out.headers_mut() = headers;
     if let Some(r) = refusal {
         out.extensions_mut().insert(Refused(r));
-        return Read::Head(Box::new(Parsed {
+        return Read::Head(Parsed {
             head_only: out.method() == Method::HEAD,
             req: out,
             framing: None,
@@ -768,7 +771,7 @@ fn parse(buf: &mut BytesMut, len: usize, max_headers: usize) -> Read {
             trailers: false,
             refused: true,
             upgrade: None,
-        }));
+        });
     }
     let framing = if chunked {
         // Chunked from an HTTP/1.0 client is faulty framing (RFC 9112 §6.1): read it, then
@@ -789,7 +792,7 @@ fn parse(buf: &mut BytesMut, len: usize, max_headers: usize) -> Read {
     } else {
         None
     };
-    Read::Head(Box::new(Parsed {
+    Read::Head(Parsed {
         head_only: out.method() == Method::HEAD,
         req: out,
         framing,
@@ -798,7 +801,7 @@ fn parse(buf: &mut BytesMut, len: usize, max_headers: usize) -> Read {
         trailers,
         refused: false,
         upgrade,
-    }))
+    })
 }
 
 /// How an answer's body goes out.
