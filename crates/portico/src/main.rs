@@ -3,10 +3,13 @@
 mod demo;
 
 // mimalloc: measurably cheaper than the system allocator for the many small, short-lived
-// allocations of request handling (see docs/benchmarks.md).
+// allocations of request handling (see docs/benchmarks.md), through our own adapter
+// (`alloc.rs` says why).
+#[cfg(feature = "mimalloc")]
+mod alloc;
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Mimalloc = alloc::Mimalloc;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
