@@ -416,52 +416,56 @@ impl UpstreamPool {
     /// Sends a request (its URI in absolute form) to target `i`. A request that could not be
     /// sent there (connection refused, or closed before the request was written) goes to
     /// another target once. Returns the target that answered.
-    pub async fn send(
+    pub fn send(
         &self,
         i: usize,
         req: Request<Body>,
-    ) -> Result<(usize, Response<UpstreamBody>), CallError> {
-        // Circuit breaker: admit the request only while fewer than `max_requests` are in
-        // flight; it stays counted until its response body is gone.
-        let admitted = if self.spec.max_requests == usize::MAX {
-            None
-        } else {
-            if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.spec.max_requests {
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
-                return Err(CallError::Overloaded);
-            }
-            Some(CountGuard(self.in_flight.clone()))
-        };
-        let (mut i, mut req, mut failed_over) = (i, req, false);
-        let least_request = matches!(self.balancer, Balancer::LeastRequest);
-        loop {
-            // least_request: count the request on its target until its response body is
-            // gone, and feed the target's latency average. (Inline rather than a wrapping
-            // future: each layer moves the request and the response once more.)
-            let load = least_request.then(|| {
-                let tp = &self.targets[i];
-                tp.load.in_flight.fetch_add(1, Ordering::Relaxed);
-                (LoadGuard(tp.clone()), Instant::now())
-            });
-            match self.send_inner(i, req).await {
-                Ok(mut resp) => {
-                    if let Some((guard, started)) = load {
-                        self.targets[i].load.observe(started.elapsed());
-                        resp.body_mut().load = Some(guard);
-                    }
-                    self.report(i, !matches!(resp.status().as_u16(), 502..=504));
-                    resp.body_mut().admitted = admitted;
-                    return Ok((i, resp));
+    ) -> impl Future<Output = Result<(usize, Response<UpstreamBody>), CallError>> {
+        // Not `async fn`: its parameters would be moved once more, into locals, before the
+        // body runs (hundreds of bytes for a request, on every layer of the request path).
+        async move {
+            // Circuit breaker: admit the request only while fewer than `max_requests` are in
+            // flight; it stays counted until its response body is gone.
+            let admitted = if self.spec.max_requests == usize::MAX {
+                None
+            } else {
+                if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.spec.max_requests {
+                    self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    return Err(CallError::Overloaded);
                 }
-                Err((e, _)) if e.is_overload() => return Err(e),
-                Err((e, unsent)) => {
-                    self.report(i, false);
-                    match (unsent, failed_over, self.other_target(i)) {
-                        (Some(r), false, Some(j)) => {
-                            metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "other_target").increment(1);
-                            (i, req, failed_over) = (j, r, true);
+                Some(CountGuard(self.in_flight.clone()))
+            };
+            let (mut i, mut req, mut failed_over) = (i, req, false);
+            let least_request = matches!(self.balancer, Balancer::LeastRequest);
+            loop {
+                // least_request: count the request on its target until its response body is
+                // gone, and feed the target's latency average. (Inline rather than a wrapping
+                // future: each layer moves the request and the response once more.)
+                let load = least_request.then(|| {
+                    let tp = &self.targets[i];
+                    tp.load.in_flight.fetch_add(1, Ordering::Relaxed);
+                    (LoadGuard(tp.clone()), Instant::now())
+                });
+                match self.send_inner(i, req).await {
+                    Ok(mut resp) => {
+                        if let Some((guard, started)) = load {
+                            self.targets[i].load.observe(started.elapsed());
+                            resp.body_mut().load = Some(guard);
                         }
-                        _ => return Err(e),
+                        self.report(i, !matches!(resp.status().as_u16(), 502..=504));
+                        resp.body_mut().admitted = admitted;
+                        return Ok((i, resp));
+                    }
+                    Err((e, _)) if e.is_overload() => return Err(e),
+                    Err((e, unsent)) => {
+                        self.report(i, false);
+                        match (unsent, failed_over, self.other_target(i)) {
+                            (Some(r), false, Some(j)) => {
+                                metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "other_target").increment(1);
+                                (i, req, failed_over) = (j, r, true);
+                            }
+                            _ => return Err(e),
+                        }
                     }
                 }
             }
@@ -691,50 +695,54 @@ impl UpstreamPool {
             .collect()
     }
 
-    async fn send_inner(
+    fn send_inner(
         &self,
         i: usize,
         req: Request<Body>,
-    ) -> Result<Response<UpstreamBody>, Failed> {
-        let tp = &self.targets[i];
-        let shard = shard_index(tp.shards.len());
-        if tp.proto.load(Ordering::Relaxed) == PROTO_H2 {
-            return Box::pin(self.send_h2(tp, shard, req)).await;
-        }
-        let (conn, origin, reused, idle_for) = match tp.take_idle(shard) {
-            Some((conn, origin, idle_for)) => (conn, origin, true, idle_for),
-            // Connecting is the rare path: boxed, so its large future does not enlarge every
-            // request's future, which hyper moves around.
-            None => match Box::pin(self.open_h1(tp, shard)).await {
-                Err(e) => return Err((e, Some(req))),
-                Ok(Opened::Idle(conn, origin, idle_for)) => (conn, origin, true, idle_for),
-                Ok(Opened::H1(conn, origin)) => (conn, origin, false, Duration::ZERO),
-                Ok(Opened::H2) => return Box::pin(self.send_h2(tp, shard, req)).await,
-            },
-        };
-        if req.headers().contains_key(http::header::UPGRADE) {
-            return Box::pin(send_upgrade(conn, req)).await;
-        }
-        // A connection the upstream closes just as the request is written fails after the
-        // request is gone. That race needs the connection to have sat idle long enough for
-        // the upstream's keep-alive timer to fire, so only then is a copy kept to send again.
-        let replay = (idle_for >= REPLAY_AFTER_IDLE
-            && is_idempotent(req.method())
-            && matches!(req.body(), Body::Empty))
-        .then(|| clone_head(&req));
-        match conn.send(req).await {
-            Ok((parts, body)) => Ok(tp.clone().wrap_h1(parts, body, shard, origin)),
-            Err(e) if reused => {
-                // The pooled connection was dead. Retry on a new one if nothing of the request
-                // was written, or if it was written but may be safely repeated.
-                let (e, unsent) = failed(e);
-                let Some(req) = unsent.or(replay) else {
-                    return Err((e, None));
-                };
-                metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
-                Box::pin(self.send_fresh(tp, shard, req)).await
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Failed>> {
+        // Not `async fn`: its parameters would be moved once more, into locals, before the
+        // body runs (hundreds of bytes for a request, on every layer of the request path).
+        async move {
+            let tp = &self.targets[i];
+            let shard = shard_index(tp.shards.len());
+            if tp.proto.load(Ordering::Relaxed) == PROTO_H2 {
+                return Box::pin(self.send_h2(tp, shard, req)).await;
             }
-            Err(e) => Err(failed(e)),
+            let (conn, origin, reused, idle_for) = match tp.take_idle(shard) {
+                Some((conn, origin, idle_for)) => (conn, origin, true, idle_for),
+                // Connecting is the rare path: boxed, so its large future does not enlarge every
+                // request's future, which hyper moves around.
+                None => match Box::pin(self.open_h1(tp, shard)).await {
+                    Err(e) => return Err((e, Some(req))),
+                    Ok(Opened::Idle(conn, origin, idle_for)) => (conn, origin, true, idle_for),
+                    Ok(Opened::H1(conn, origin)) => (conn, origin, false, Duration::ZERO),
+                    Ok(Opened::H2) => return Box::pin(self.send_h2(tp, shard, req)).await,
+                },
+            };
+            if req.headers().contains_key(http::header::UPGRADE) {
+                return Box::pin(send_upgrade(conn, req)).await;
+            }
+            // A connection the upstream closes just as the request is written fails after the
+            // request is gone. That race needs the connection to have sat idle long enough for
+            // the upstream's keep-alive timer to fire, so only then is a copy kept to send again.
+            let replay = (idle_for >= REPLAY_AFTER_IDLE
+                && is_idempotent(req.method())
+                && matches!(req.body(), Body::Empty))
+            .then(|| clone_head(&req));
+            match conn.send(req).await {
+                Ok((parts, body)) => Ok(tp.clone().wrap_h1(parts, body, shard, origin)),
+                Err(e) if reused => {
+                    // The pooled connection was dead. Retry on a new one if nothing of the request
+                    // was written, or if it was written but may be safely repeated.
+                    let (e, unsent) = failed(e);
+                    let Some(req) = unsent.or(replay) else {
+                        return Err((e, None));
+                    };
+                    metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
+                    Box::pin(self.send_fresh(tp, shard, req)).await
+                }
+                Err(e) => Err(failed(e)),
+            }
         }
     }
 

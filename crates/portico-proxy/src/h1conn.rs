@@ -194,79 +194,84 @@ impl<S> H1Conn<S> {
 
     /// Sends `req` (its URI's path and query go on the request line) and reads the answer's
     /// head. 1xx answers other than `101` are skipped.
-    pub async fn send(
+    pub fn send(
         mut self: Box<Self>,
         req: Request<Body>,
-    ) -> Result<(http::response::Parts, ResponseBody<S>), SendError> {
-        let (parts, mut body) = req.into_parts();
-        let out = self.write_head(&parts, &body);
-        let head_only = parts.method == Method::HEAD;
-        let mut sending = Sending {
-            out,
-            written: 0,
-            wrote: false,
-            sent: 0,
-            // `write_head` says `None` for a body that has ended already.
-            body_done: out == Out::None,
-            body_taken: false,
-        };
-        // Write the request; an answer that arrives before the body is all sent ends the
-        // sending (the upstream has decided), and the connection is not reused.
-        let early = std::future::poll_fn(|cx| self.poll_send(cx, &mut sending, &mut body)).await;
-        let early = match early {
-            Ok(early) => early,
-            Err(e) if !sending.wrote && !sending.body_taken => {
-                let ConnError::Io(e) = e else {
-                    return Err(SendError::Failed(e));
-                };
-                return Err(SendError::Unsent(
-                    Box::new(Request::from_parts(parts, body)),
-                    e,
-                ));
-            }
-            Err(e) => return Err(SendError::Failed(e)),
-        };
-        drop(body);
-        if self.out.capacity() > 4 * WRITE_BATCH {
-            self.out = Vec::new();
-        }
-        self.out.clear();
-        let mut keep = !early;
-        loop {
-            let (head, shape) = match std::future::poll_fn(|cx| self.poll_head(cx)).await {
-                Ok(h) => h,
+    ) -> impl Future<Output = Result<(http::response::Parts, ResponseBody<S>), SendError>> {
+        // Not `async fn`: its parameters would be moved once more, into locals, before the
+        // body runs (hundreds of bytes for a request, on every layer of the request path).
+        async move {
+            let (parts, mut body) = req.into_parts();
+            let out = self.write_head(&parts, &body);
+            let head_only = parts.method == Method::HEAD;
+            let mut sending = Sending {
+                out,
+                written: 0,
+                wrote: false,
+                sent: 0,
+                // `write_head` says `None` for a body that has ended already.
+                body_done: out == Out::None,
+                body_taken: false,
+            };
+            // Write the request; an answer that arrives before the body is all sent ends the
+            // sending (the upstream has decided), and the connection is not reused.
+            let early =
+                std::future::poll_fn(|cx| self.poll_send(cx, &mut sending, &mut body)).await;
+            let early = match early {
+                Ok(early) => early,
+                Err(e) if !sending.wrote && !sending.body_taken => {
+                    let ConnError::Io(e) = e else {
+                        return Err(SendError::Failed(e));
+                    };
+                    return Err(SendError::Unsent(
+                        Box::new(Request::from_parts(parts, body)),
+                        e,
+                    ));
+                }
                 Err(e) => return Err(SendError::Failed(e)),
             };
-            let status = head.status;
-            if status.is_informational() {
-                if status == StatusCode::SWITCHING_PROTOCOLS {
-                    return Err(SendError::Failed(ConnError::Protocol(
-                        "101 Switching Protocols to a request that asked for no upgrade",
-                    )));
-                }
-                continue;
+            drop(body);
+            if self.out.capacity() > 4 * WRITE_BATCH {
+                self.out = Vec::new();
             }
-            keep &= shape.keep_alive;
-            let dec = if head_only
-                || status == StatusCode::NO_CONTENT
-                || status == StatusCode::NOT_MODIFIED
-            {
-                Decoder::done()
-            } else {
-                if shape.framing == BodyFraming::Close {
-                    keep = false;
+            self.out.clear();
+            let mut keep = !early;
+            loop {
+                let (head, shape) = match std::future::poll_fn(|cx| self.poll_head(cx)).await {
+                    Ok(h) => h,
+                    Err(e) => return Err(SendError::Failed(e)),
+                };
+                let status = head.status;
+                if status.is_informational() {
+                    if status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(SendError::Failed(ConnError::Protocol(
+                            "101 Switching Protocols to a request that asked for no upgrade",
+                        )));
+                    }
+                    continue;
                 }
-                Decoder::new(shape.framing)
-            };
-            let mut body = ResponseBody {
-                conn: Some(self),
-                dec,
-                keep,
-            };
-            if body.dec.is_done() {
-                body.finish();
+                keep &= shape.keep_alive;
+                let dec = if head_only
+                    || status == StatusCode::NO_CONTENT
+                    || status == StatusCode::NOT_MODIFIED
+                {
+                    Decoder::done()
+                } else {
+                    if shape.framing == BodyFraming::Close {
+                        keep = false;
+                    }
+                    Decoder::new(shape.framing)
+                };
+                let mut body = ResponseBody {
+                    conn: Some(self),
+                    dec,
+                    keep,
+                };
+                if body.dec.is_done() {
+                    body.finish();
+                }
+                return Ok((head, body));
             }
-            return Ok((head, body));
         }
     }
 

@@ -51,91 +51,96 @@ impl ConnInfo {
     }
 }
 
-pub async fn handle(
+pub fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
     req: Request<ClientBody>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    let start = Instant::now();
-    let cfg = &rt.config;
-    let request_id = headers::request_id(req.headers(), &cfg.server.request_id_header);
-    let client_ip = headers::client_ip(conn.peer.ip(), req.headers(), &cfg.server.trusted_proxies);
-    let mut rec = Record {
-        // Only the access log shows the wall-clock time; skip the clock read without it.
-        time: if rt.access_log.is_some() {
-            SystemTime::now()
-        } else {
-            SystemTime::UNIX_EPOCH
-        },
-        request_id: request_id.clone(),
-        client_ip,
-        listener: conn.listener.clone(),
-        method: req.method().clone(),
-        host: req.headers().get(header::HOST).cloned(),
-        uri: req.uri().clone(),
-        version: req.version(),
-        route: None,
-        route_index: None,
-        upstream: None,
-        consumer: None,
-        status: 0,
-        duration: Duration::ZERO,
-        upstream_duration: None,
-        bytes_in: 0,
-        bytes_out: 0,
-        error: None,
-        complete: false,
-    };
-    let bytes_in = Arc::new(BodyStats::default());
-    let is_grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let mut extra = Vec::new();
-    let mut guards = Vec::new();
-    let resp = match process(
-        &rt,
-        &conn,
-        req,
-        &request_id,
-        &mut rec,
-        &mut guards,
-        &bytes_in,
-        &mut extra,
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(p) => {
-            if rec.error.is_none() {
-                rec.error = Some(p.code());
-            }
-            let mut r = if is_grpc {
-                p.grpc_response(&request_id, &cfg.server.request_id_header)
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {
+    // Not `async fn`: its parameters would be moved once more, into locals, before the
+    // body runs (hundreds of bytes for a request, on every layer of the request path).
+    async move {
+        let start = Instant::now();
+        let cfg = &rt.config;
+        let request_id = headers::request_id(req.headers(), &cfg.server.request_id_header);
+        let client_ip =
+            headers::client_ip(conn.peer.ip(), req.headers(), &cfg.server.trusted_proxies);
+        let mut rec = Record {
+            // Only the access log shows the wall-clock time; skip the clock read without it.
+            time: if rt.access_log.is_some() {
+                SystemTime::now()
             } else {
-                p.response(&request_id, &cfg.server.request_id_header)
-            };
-            for (k, v) in extra {
-                r.headers_mut().append(k, v);
+                SystemTime::UNIX_EPOCH
+            },
+            request_id: request_id.clone(),
+            client_ip,
+            listener: conn.listener.clone(),
+            method: req.method().clone(),
+            host: req.headers().get(header::HOST).cloned(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            route: None,
+            route_index: None,
+            upstream: None,
+            consumer: None,
+            status: 0,
+            duration: Duration::ZERO,
+            upstream_duration: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            error: None,
+            complete: false,
+        };
+        let bytes_in = Arc::new(BodyStats::default());
+        let is_grpc = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let mut extra = Vec::new();
+        let mut guards = Vec::new();
+        let resp = match process(
+            &rt,
+            &conn,
+            req,
+            &request_id,
+            &mut rec,
+            &mut guards,
+            &bytes_in,
+            &mut extra,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(p) => {
+                if rec.error.is_none() {
+                    rec.error = Some(p.code());
+                }
+                let mut r = if is_grpc {
+                    p.grpc_response(&request_id, &cfg.server.request_id_header)
+                } else {
+                    p.response(&request_id, &cfg.server.request_id_header)
+                };
+                for (k, v) in extra {
+                    r.headers_mut().append(k, v);
+                }
+                r
             }
-            r
-        }
-    };
-    rec.status = resp.status().as_u16();
-    let (parts, body) = resp.into_parts();
-    let body = LoggedBody {
-        inner: body,
-        bytes: 0,
-        done: Some(Box::new((rec, start, rt.clone(), bytes_in))),
-        _in_flight: guards,
-    };
-    Ok(Response::from_parts(parts, body))
+        };
+        rec.status = resp.status().as_u16();
+        let (parts, body) = resp.into_parts();
+        let body = LoggedBody {
+            inner: body,
+            bytes: 0,
+            done: Some(Box::new((rec, start, rt.clone(), bytes_in))),
+            _in_flight: guards,
+        };
+        Ok(Response::from_parts(parts, body))
+    }
 }
 
 // The request's side outputs (log record, held places, problem headers) are separate
 // out-parameters on purpose: each is filled by a different phase.
 #[allow(clippy::too_many_arguments)]
-async fn process(
+fn process(
     rt: &Arc<Runtime>,
     conn: &ConnInfo,
     mut req: Request<ClientBody>,
@@ -144,353 +149,357 @@ async fn process(
     guards: &mut Vec<crate::concurrency::Guard>,
     bytes_in: &Arc<BodyStats>,
     extra: &mut Vec<(http::HeaderName, HeaderValue)>,
-) -> Result<Response<Body>, Problem> {
-    check_framing(&req)?;
-    let cfg = &rt.config;
-    if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > cfg.server.max_uri_bytes {
-        return Err(Problem::UriTooLong);
-    }
-    // Identity headers are set by the gateway only; a client's copies are never passed on.
-    // Names are compared first: a `remove` hashes its name even when the header is absent.
-    let ids = &cfg.server.identity_headers;
-    if req.headers().keys().any(|k| ids.contains(k)) {
-        for h in ids {
+) -> impl Future<Output = Result<Response<Body>, Problem>> {
+    // Not `async fn`: its parameters would be moved once more, into locals, before the
+    // body runs (hundreds of bytes for a request, on every layer of the request path).
+    async move {
+        check_framing(&req)?;
+        let cfg = &rt.config;
+        if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > cfg.server.max_uri_bytes {
+            return Err(Problem::UriTooLong);
+        }
+        // Identity headers are set by the gateway only; a client's copies are never passed on.
+        // Names are compared first: a `remove` hashes its name even when the header is absent.
+        let ids = &cfg.server.identity_headers;
+        if req.headers().keys().any(|k| ids.contains(k)) {
+            for h in ids {
+                req.headers_mut().remove(h);
+            }
+        }
+
+        // Route. A CORS preflight is routed as the request it asks about.
+        let preflight = crate::auth::is_preflight(&req);
+        let normalized = headers::normalize_path(req.uri().path());
+        let path = normalized.as_deref().unwrap_or(req.uri().path());
+        let mut host_buf = String::new();
+        let host = headers::request_host(req.uri(), req.headers(), &mut host_buf);
+        let mut view = RequestView {
+            host,
+            path,
+            method: req.method(),
+            headers: req.headers(),
+            query: req.uri().query(),
+        };
+        let mut found = cfg.router.find(&view);
+        let asked_method = preflight
+            .then(|| req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD))
+            .flatten()
+            .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
+        if found.is_none()
+            && let Some(m) = &asked_method
+        {
+            view.method = m;
+            found = cfg.router.find(&view);
+        }
+        let Some(Matched { route, params }) = found else {
+            return Err(Problem::NoRoute);
+        };
+        let route = route.clone();
+        let params: Vec<String> = if params.is_empty() {
+            Vec::new()
+        } else {
+            params.iter().map(|s| (*s).to_owned()).collect()
+        };
+        rec.route = Some(route.name.clone());
+        rec.route_index = Some(route.index);
+        // Credentials in the query never reach the log, whatever happens to the request.
+        if rec.uri.query().is_some() {
+            for p in cfg.global_policies.iter().chain(route.policies.iter()) {
+                if let Policy::Auth(a) = p
+                    && let Some(u) = without_params(&rec.uri, &a.query_params)
+                {
+                    rec.uri = u;
+                }
+            }
+        }
+
+        // CORS: preflights are answered here, before any credentials are asked for.
+        let cors = route.effective.cors.clone();
+        let origin = cors
+            .as_ref()
+            .and_then(|_| req.headers().get(header::ORIGIN).cloned());
+        if let Some(c) = &cors {
+            let mut h = http::HeaderMap::new();
+            crate::auth::cors_response(c, origin.as_ref(), &mut h);
+            extra.extend(h.into_iter().filter_map(|(k, v)| Some((k?, v))));
+            if preflight {
+                return match crate::auth::preflight(c, &req) {
+                    Ok(mut resp) => {
+                        resp.headers_mut()
+                            .insert(cfg.server.request_id_header.clone(), request_id.clone());
+                        Ok(resp)
+                    }
+                    Err(d) => Err(denied(d, &route, rec, extra)),
+                };
+            }
+        }
+
+        let mut identity = crate::auth::Identity::default();
+        let limit_headers = request_policies(
+            rt,
+            conn,
+            &route,
+            &req,
+            rec,
+            bytes_in,
+            &mut identity,
+            extra,
+            guards,
+        )
+        .await?;
+        if let Some(c) = identity.consumer.and_then(|c| cfg.consumers.list.get(c)) {
+            rec.consumer = Some(c.name.clone());
+            req.headers_mut()
+                .insert(cfg.server.consumer_header.clone(), c.name_value.clone());
+            if let Some(g) = &c.groups_value {
+                req.headers_mut()
+                    .insert(cfg.server.groups_header.clone(), g.clone());
+            }
+        }
+        for h in identity.strip_headers.drain(..) {
             req.headers_mut().remove(h);
         }
-    }
-
-    // Route. A CORS preflight is routed as the request it asks about.
-    let preflight = crate::auth::is_preflight(&req);
-    let normalized = headers::normalize_path(req.uri().path());
-    let path = normalized.as_deref().unwrap_or(req.uri().path());
-    let mut host_buf = String::new();
-    let host = headers::request_host(req.uri(), req.headers(), &mut host_buf);
-    let mut view = RequestView {
-        host,
-        path,
-        method: req.method(),
-        headers: req.headers(),
-        query: req.uri().query(),
-    };
-    let mut found = cfg.router.find(&view);
-    let asked_method = preflight
-        .then(|| req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD))
-        .flatten()
-        .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
-    if found.is_none()
-        && let Some(m) = &asked_method
-    {
-        view.method = m;
-        found = cfg.router.find(&view);
-    }
-    let Some(Matched { route, params }) = found else {
-        return Err(Problem::NoRoute);
-    };
-    let route = route.clone();
-    let params: Vec<String> = if params.is_empty() {
-        Vec::new()
-    } else {
-        params.iter().map(|s| (*s).to_owned()).collect()
-    };
-    rec.route = Some(route.name.clone());
-    rec.route_index = Some(route.index);
-    // Credentials in the query never reach the log, whatever happens to the request.
-    if rec.uri.query().is_some() {
-        for p in cfg.global_policies.iter().chain(route.policies.iter()) {
-            if let Policy::Auth(a) = p
-                && let Some(u) = without_params(&rec.uri, &a.query_params)
-            {
-                rec.uri = u;
+        for (k, v) in identity.headers.drain(..) {
+            req.headers_mut().insert(k, v);
+        }
+        if let Some(u) = without_params(req.uri(), &identity.strip_query) {
+            *req.uri_mut() = u;
+        }
+        // What compression needs from the request, kept only when a policy asks for it. The
+        // route's policy wins over a global one.
+        let compression = route.effective.compression.clone().map(|c| {
+            let mut accept = http::HeaderMap::new();
+            for v in req.headers().get_all(header::ACCEPT_ENCODING) {
+                accept.append(header::ACCEPT_ENCODING, v.clone());
             }
-        }
-    }
-
-    // CORS: preflights are answered here, before any credentials are asked for.
-    let cors = route.effective.cors.clone();
-    let origin = cors
-        .as_ref()
-        .and_then(|_| req.headers().get(header::ORIGIN).cloned());
-    if let Some(c) = &cors {
-        let mut h = http::HeaderMap::new();
-        crate::auth::cors_response(c, origin.as_ref(), &mut h);
-        extra.extend(h.into_iter().filter_map(|(k, v)| Some((k?, v))));
-        if preflight {
-            return match crate::auth::preflight(c, &req) {
-                Ok(mut resp) => {
-                    resp.headers_mut()
-                        .insert(cfg.server.request_id_header.clone(), request_id.clone());
-                    Ok(resp)
-                }
-                Err(d) => Err(denied(d, &route, rec, extra)),
-            };
-        }
-    }
-
-    let mut identity = crate::auth::Identity::default();
-    let limit_headers = request_policies(
-        rt,
-        conn,
-        &route,
-        &req,
-        rec,
-        bytes_in,
-        &mut identity,
-        extra,
-        guards,
-    )
-    .await?;
-    if let Some(c) = identity.consumer.and_then(|c| cfg.consumers.list.get(c)) {
-        rec.consumer = Some(c.name.clone());
-        req.headers_mut()
-            .insert(cfg.server.consumer_header.clone(), c.name_value.clone());
-        if let Some(g) = &c.groups_value {
-            req.headers_mut()
-                .insert(cfg.server.groups_header.clone(), g.clone());
-        }
-    }
-    for h in identity.strip_headers.drain(..) {
-        req.headers_mut().remove(h);
-    }
-    for (k, v) in identity.headers.drain(..) {
-        req.headers_mut().insert(k, v);
-    }
-    if let Some(u) = without_params(req.uri(), &identity.strip_query) {
-        *req.uri_mut() = u;
-    }
-    // What compression needs from the request, kept only when a policy asks for it. The
-    // route's policy wins over a global one.
-    let compression = route.effective.compression.clone().map(|c| {
-        let mut accept = http::HeaderMap::new();
-        for v in req.headers().get_all(header::ACCEPT_ENCODING) {
-            accept.append(header::ACCEPT_ENCODING, v.clone());
-        }
-        (c, req.method().clone(), accept)
-    });
-    // A `cache` policy: its store, the request as the cache rules see it, and the key.
-    let cache = route
-        .effective
-        .cache
-        .as_ref()
-        .and_then(|c| {
-            rt.response_caches
-                .iter()
-                .find(|s| s.fingerprint == c.fingerprint)
-                .map(|s| (s.clone(), c))
-        })
-        .map(|(store, policy)| {
-            let head = crate::cache::request_head(&req);
-            let mut host_buf = String::new();
-            let host = headers::request_host(req.uri(), req.headers(), &mut host_buf)
-                .unwrap_or("")
-                .to_owned();
-            let mut head = head;
-            let key = crate::cache::key(&mut head, &host, policy);
-            (store, head, key)
+            (c, req.method().clone(), accept)
         });
-    let json_transform = route.effective.json_transform.clone().map(|j| {
-        let fields = crate::transform::wanted_fields(&j, req.uri().query());
-        (j, fields)
-    });
-    // A fresh stored answer ends the request here; a stale one is revalidated.
-    let mut revalidating = None;
-    let cached = match (&route.action, &cache) {
-        (Action::Proxy(_), Some((store, head, key))) if route.transcode.is_none() => {
-            match store.lookup(key, head) {
-                crate::cache::Lookup::Hit(resp) => Some(resp),
-                crate::cache::Lookup::Revalidate(entry, conditional) => {
-                    req.headers_mut().extend(conditional);
-                    revalidating = Some(entry);
-                    None
-                }
-                crate::cache::Lookup::Miss => None,
-            }
-        }
-        _ => None,
-    };
-    let xml_json = route.effective.xml_json.clone();
-    let is_head = req.method() == http::Method::HEAD;
-    let mut resp = match &route.action {
-        _ if let Some(hit) = cached => hit,
-        Action::Respond(r) => {
-            let mut resp = Response::new(Body::full(r.body.clone()));
-            *resp.status_mut() = r.status;
-            for (k, v) in &r.headers {
-                resp.headers_mut().insert(k.clone(), v.clone());
-            }
-            resp
-        }
-        Action::Redirect(r) => {
-            let mut to = String::new();
-            let p: Vec<&str> = params.iter().map(String::as_str).collect();
-            r.to.render(&p, &mut to);
-            let mut resp = Response::new(Body::Empty);
-            *resp.status_mut() = r.status;
-            if let Ok(v) = HeaderValue::try_from(to) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
-            resp
-        }
-        // The rare branches' futures are boxed here and below (`Box::pin`): hyper copies each
-        // request's future when the request arrives, so one stored inline would make every
-        // request pay to copy the largest of them (measured: half of all `memcpy`).
-        Action::Aggregate(a) => {
-            Box::pin(crate::aggregate::handle(
-                rt, a, &req, &params, request_id, rec,
-            ))
-            .await?
-        }
-        Action::Proxy(action) if let Some(s) = route.soap.clone() => {
-            let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
-            Box::pin(crate::soapcall::handle(
-                rt, &route, action, &s, req, &path, request_id, bytes_in, rec,
-            ))
-            .await?
-        }
-        Action::Proxy(action) if route.transcode.is_some() => {
-            let t = route.transcode.clone().expect("checked");
-            let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
-            Box::pin(crate::transcode::handle(
-                rt, &route, action, &t, req, &path, request_id, bytes_in, rec,
-            ))
-            .await?
-        }
-        Action::Proxy(action) => 'proxy: {
-            let path = normalized.clone();
-            let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
-            let ti = pool.pick(&crate::balance::PickContext {
-                headers: req.headers(),
-                client_ip: rec.client_ip,
-                path: normalized.as_deref().unwrap_or(req.uri().path()),
-                query: req.uri().query(),
+        // A `cache` policy: its store, the request as the cache rules see it, and the key.
+        let cache = route
+            .effective
+            .cache
+            .as_ref()
+            .and_then(|c| {
+                rt.response_caches
+                    .iter()
+                    .find(|s| s.fingerprint == c.fingerprint)
+                    .map(|s| (s.clone(), c))
+            })
+            .map(|(store, policy)| {
+                let head = crate::cache::request_head(&req);
+                let mut host_buf = String::new();
+                let host = headers::request_host(req.uri(), req.headers(), &mut host_buf)
+                    .unwrap_or("")
+                    .to_owned();
+                let mut head = head;
+                let key = crate::cache::key(&mut head, &host, policy);
+                (store, head, key)
             });
-            let target = pool.target(ti).clone();
-            rec.upstream = Some(target.display.clone());
-            // The client's side of a protocol switch: the HTTP/1.1 connection hands its
-            // transport over once the `101` is written (HTTP/2 requests never ask).
-            let upgrade = if is_upgrade(&req) {
-                req.extensions_mut()
-                    .remove::<crate::h1server::OnUpgrade>()
-                    .and_then(|own| own.take())
-            } else {
-                None
-            };
-            let grpc_web = if route.grpc_web {
-                crate::grpcweb::mode(req.headers())
-            } else {
-                None
-            };
-            let upstream_req = build_upstream_request(
-                rt,
-                conn,
-                req,
-                &route,
-                action,
-                &target,
-                path,
-                &params,
-                request_id,
-                upgrade.is_some(),
-                bytes_in,
-                rec.client_ip,
-                identity.claims.as_deref(),
-            )?;
-            // The route's `request_decompression` wins over a global one.
-            let upstream_req = match route.effective.request_decompression {
-                Some(max) if upgrade.is_none() => {
-                    crate::compress::decode_request(upstream_req, max, bytes_in.clone())?
-                }
-                _ => upstream_req,
-            };
-            let upstream_req = match &xml_json {
-                Some(x) if upgrade.is_none() => {
-                    match Box::pin(crate::xmljson::request(x, upstream_req, request_id)).await {
-                        Ok(r) => r,
-                        Err(crate::xmljson::Refusal::Problem(p)) => return Err(p),
-                        Err(crate::xmljson::Refusal::Answer(resp)) => break 'proxy *resp,
+        let json_transform = route.effective.json_transform.clone().map(|j| {
+            let fields = crate::transform::wanted_fields(&j, req.uri().query());
+            (j, fields)
+        });
+        // A fresh stored answer ends the request here; a stale one is revalidated.
+        let mut revalidating = None;
+        let cached = match (&route.action, &cache) {
+            (Action::Proxy(_), Some((store, head, key))) if route.transcode.is_none() => {
+                match store.lookup(key, head) {
+                    crate::cache::Lookup::Hit(resp) => Some(resp),
+                    crate::cache::Lookup::Revalidate(entry, conditional) => {
+                        req.headers_mut().extend(conditional);
+                        revalidating = Some(entry);
+                        None
                     }
+                    crate::cache::Lookup::Miss => None,
                 }
-                _ => upstream_req,
-            };
-            let mut upstream_req = match grpc_web {
-                Some(m) => Box::pin(crate::grpcweb::to_grpc(upstream_req, m)).await?,
-                None => upstream_req,
-            };
-            if let Body::Counted(_, _, idle) = upstream_req.body_mut() {
-                *idle = crate::body::IdleTimer::new(pool.spec.stream_idle_timeout);
             }
-            let upstream_req = match route.mirror {
-                Some((m, percent)) if percent == 100 || fastrand::u32(0..100) < percent => {
-                    Box::pin(mirror(rt, m, upstream_req)).await?
+            _ => None,
+        };
+        let xml_json = route.effective.xml_json.clone();
+        let is_head = req.method() == http::Method::HEAD;
+        let mut resp = match &route.action {
+            _ if let Some(hit) = cached => hit,
+            Action::Respond(r) => {
+                let mut resp = Response::new(Body::full(r.body.clone()));
+                *resp.status_mut() = r.status;
+                for (k, v) in &r.headers {
+                    resp.headers_mut().insert(k.clone(), v.clone());
                 }
-                _ => upstream_req,
-            };
-            // A revalidation keeps a plain copy of the request: a 304 that does not confirm
-            // the stored answer is not the client's to see, so the answer is fetched again.
-            let plain = revalidating.as_ref().map(|_| {
-                let mut r = crate::client::clone_head(&upstream_req);
-                r.headers_mut().remove(header::IF_NONE_MATCH);
-                r.headers_mut().remove(header::IF_MODIFIED_SINCE);
-                r
-            });
-            let mut resp = call_upstream(&route, &pool, ti, upstream_req, rec).await?;
-            if let (Some(entry), Some(plain), Some((store, head, _))) =
-                (&revalidating, plain, &cache)
-                && resp.status() == StatusCode::NOT_MODIFIED
-                && !store.confirms(entry, head, &resp)
-            {
-                resp = call_upstream(&route, &pool, ti, plain, rec).await?;
-                revalidating = None;
+                resp
             }
-            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-            headers::remove_hop_by_hop(resp.headers_mut(), switching);
-            if let Some(client_side) = upgrade
-                && resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            {
-                let upstream_side = hyper::upgrade::on(&mut resp);
-                tokio::spawn(tunnel(client_side, upstream_side));
-            }
-            match (grpc_web, &cache) {
-                (Some(m), _) => crate::grpcweb::from_grpc(resp, m),
-                (None, Some((store, head, key))) if !switching => {
-                    store.store(key.clone(), head, resp, revalidating)
+            Action::Redirect(r) => {
+                let mut to = String::new();
+                let p: Vec<&str> = params.iter().map(String::as_str).collect();
+                r.to.render(&p, &mut to);
+                let mut resp = Response::new(Body::Empty);
+                *resp.status_mut() = r.status;
+                if let Ok(v) = HeaderValue::try_from(to) {
+                    resp.headers_mut().insert(header::LOCATION, v);
                 }
-                (None, _) => resp.map(Body::Upstream),
+                resp
             }
+            // The rare branches' futures are boxed here and below (`Box::pin`): hyper copies each
+            // request's future when the request arrives, so one stored inline would make every
+            // request pay to copy the largest of them (measured: half of all `memcpy`).
+            Action::Aggregate(a) => {
+                Box::pin(crate::aggregate::handle(
+                    rt, a, &req, &params, request_id, rec,
+                ))
+                .await?
+            }
+            Action::Proxy(action) if let Some(s) = route.soap.clone() => {
+                let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
+                Box::pin(crate::soapcall::handle(
+                    rt, &route, action, &s, req, &path, request_id, bytes_in, rec,
+                ))
+                .await?
+            }
+            Action::Proxy(action) if route.transcode.is_some() => {
+                let t = route.transcode.clone().expect("checked");
+                let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
+                Box::pin(crate::transcode::handle(
+                    rt, &route, action, &t, req, &path, request_id, bytes_in, rec,
+                ))
+                .await?
+            }
+            Action::Proxy(action) => 'proxy: {
+                let path = normalized.clone();
+                let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
+                let ti = pool.pick(&crate::balance::PickContext {
+                    headers: req.headers(),
+                    client_ip: rec.client_ip,
+                    path: normalized.as_deref().unwrap_or(req.uri().path()),
+                    query: req.uri().query(),
+                });
+                let target = pool.target(ti).clone();
+                rec.upstream = Some(target.display.clone());
+                // The client's side of a protocol switch: the HTTP/1.1 connection hands its
+                // transport over once the `101` is written (HTTP/2 requests never ask).
+                let upgrade = if is_upgrade(&req) {
+                    req.extensions_mut()
+                        .remove::<crate::h1server::OnUpgrade>()
+                        .and_then(|own| own.take())
+                } else {
+                    None
+                };
+                let grpc_web = if route.grpc_web {
+                    crate::grpcweb::mode(req.headers())
+                } else {
+                    None
+                };
+                let upstream_req = build_upstream_request(
+                    rt,
+                    conn,
+                    req,
+                    &route,
+                    action,
+                    &target,
+                    path,
+                    &params,
+                    request_id,
+                    upgrade.is_some(),
+                    bytes_in,
+                    rec.client_ip,
+                    identity.claims.as_deref(),
+                )?;
+                // The route's `request_decompression` wins over a global one.
+                let upstream_req = match route.effective.request_decompression {
+                    Some(max) if upgrade.is_none() => {
+                        crate::compress::decode_request(upstream_req, max, bytes_in.clone())?
+                    }
+                    _ => upstream_req,
+                };
+                let upstream_req = match &xml_json {
+                    Some(x) if upgrade.is_none() => {
+                        match Box::pin(crate::xmljson::request(x, upstream_req, request_id)).await {
+                            Ok(r) => r,
+                            Err(crate::xmljson::Refusal::Problem(p)) => return Err(p),
+                            Err(crate::xmljson::Refusal::Answer(resp)) => break 'proxy *resp,
+                        }
+                    }
+                    _ => upstream_req,
+                };
+                let mut upstream_req = match grpc_web {
+                    Some(m) => Box::pin(crate::grpcweb::to_grpc(upstream_req, m)).await?,
+                    None => upstream_req,
+                };
+                if let Body::Counted(_, _, idle) = upstream_req.body_mut() {
+                    *idle = crate::body::IdleTimer::new(pool.spec.stream_idle_timeout);
+                }
+                let upstream_req = match route.mirror {
+                    Some((m, percent)) if percent == 100 || fastrand::u32(0..100) < percent => {
+                        Box::pin(mirror(rt, m, upstream_req)).await?
+                    }
+                    _ => upstream_req,
+                };
+                // A revalidation keeps a plain copy of the request: a 304 that does not confirm
+                // the stored answer is not the client's to see, so the answer is fetched again.
+                let plain = revalidating.as_ref().map(|_| {
+                    let mut r = crate::client::clone_head(&upstream_req);
+                    r.headers_mut().remove(header::IF_NONE_MATCH);
+                    r.headers_mut().remove(header::IF_MODIFIED_SINCE);
+                    r
+                });
+                let mut resp = call_upstream(&route, &pool, ti, upstream_req, rec).await?;
+                if let (Some(entry), Some(plain), Some((store, head, _))) =
+                    (&revalidating, plain, &cache)
+                    && resp.status() == StatusCode::NOT_MODIFIED
+                    && !store.confirms(entry, head, &resp)
+                {
+                    resp = call_upstream(&route, &pool, ti, plain, rec).await?;
+                    revalidating = None;
+                }
+                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                headers::remove_hop_by_hop(resp.headers_mut(), switching);
+                if let Some(client_side) = upgrade
+                    && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                {
+                    let upstream_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(tunnel(client_side, upstream_side));
+                }
+                match (grpc_web, &cache) {
+                    (Some(m), _) => crate::grpcweb::from_grpc(resp, m),
+                    (None, Some((store, head, key))) if !switching => {
+                        store.store(key.clone(), head, resp, revalidating)
+                    }
+                    (None, _) => resp.map(Body::Upstream),
+                }
+            }
+        };
+        response_policies(
+            cfg.global_policies.iter().chain(route.policies.iter()),
+            &mut resp,
+            &portico_config::HeaderVars {
+                client_ip: rec.client_ip,
+                request_id: request_id.to_str().unwrap_or(""),
+                route: &route.name,
+                consumer: rec.consumer.as_deref(),
+                claims: identity.claims.as_deref(),
+            },
+        );
+        if let Some(x) = &xml_json {
+            resp = Box::pin(crate::xmljson::response(x, is_head, resp, request_id)).await;
         }
-    };
-    response_policies(
-        cfg.global_policies.iter().chain(route.policies.iter()),
-        &mut resp,
-        &portico_config::HeaderVars {
-            client_ip: rec.client_ip,
-            request_id: request_id.to_str().unwrap_or(""),
-            route: &route.name,
-            consumer: rec.consumer.as_deref(),
-            claims: identity.claims.as_deref(),
-        },
-    );
-    if let Some(x) = &xml_json {
-        resp = Box::pin(crate::xmljson::response(x, is_head, resp, request_id)).await;
+        if let Some((j, fields)) = &json_transform {
+            resp = Box::pin(crate::transform::apply(j, fields.as_deref(), resp)).await;
+        }
+        // Compression last: it sees the final headers.
+        if let Some((c, method, accept)) = &compression {
+            resp = crate::compress::apply(c, method, accept, resp);
+        }
+        for (name, value) in &route.response_headers {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+        for (name, value) in limit_headers {
+            resp.headers_mut().insert(name, value);
+        }
+        if let Some(c) = &cors {
+            crate::auth::cors_response(c, origin.as_ref(), resp.headers_mut());
+        }
+        resp.headers_mut()
+            .insert(cfg.server.request_id_header.clone(), request_id.clone());
+        Ok(resp)
     }
-    if let Some((j, fields)) = &json_transform {
-        resp = Box::pin(crate::transform::apply(j, fields.as_deref(), resp)).await;
-    }
-    // Compression last: it sees the final headers.
-    if let Some((c, method, accept)) = &compression {
-        resp = crate::compress::apply(c, method, accept, resp);
-    }
-    for (name, value) in &route.response_headers {
-        resp.headers_mut().insert(name.clone(), value.clone());
-    }
-    for (name, value) in limit_headers {
-        resp.headers_mut().insert(name, value);
-    }
-    if let Some(c) = &cors {
-        crate::auth::cors_response(c, origin.as_ref(), resp.headers_mut());
-    }
-    resp.headers_mut()
-        .insert(cfg.server.request_id_header.clone(), request_id.clone());
-    Ok(resp)
 }
 
 /// Request phase of the chain (global policies first, then the route's, each in order):
@@ -925,123 +934,129 @@ fn body_is_empty(parts: &http::request::Parts, body: &ClientBody) -> bool {
 
 /// Sends the request through the upstream's pool within the route's timeout (which covers
 /// connecting, waiting for the response head and any retries).
-pub(crate) async fn call_upstream(
+pub(crate) fn call_upstream(
     route: &Route,
     pool: &UpstreamPool,
     target: usize,
     req: Request<Body>,
     rec: &mut Record,
-) -> Result<Response<UpstreamBody>, Problem> {
-    let mut budget = route.timeout.unwrap_or(pool.spec.request_timeout);
-    // A gRPC client's own deadline, when shorter, is the one that counts. (A static name:
-    // looking up by `&str` parses the name again on every request.)
-    static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
-    if let Some(t) = req
-        .headers()
-        .get(&GRPC_TIMEOUT)
-        .and_then(|v| grpc_timeout(v.as_bytes()))
-    {
-        budget = budget.min(t);
-    }
-    let deadline = tokio::time::Instant::now() + budget;
-    let stats = match req.body() {
-        Body::Counted(_, s, _) => Some(s.clone()),
-        // A decoded body keeps the client body's stats beside it.
-        _ => req.extensions().get::<Arc<BodyStats>>().cloned(),
-    };
-    let started = Instant::now();
-    let (mut req, template) = match &pool.spec.retry {
-        Some(policy) => {
-            pool.earn_retry(policy.budget_percent);
-            Box::pin(replayable(req, policy.non_idempotent)).await?
+) -> impl Future<Output = Result<Response<UpstreamBody>, Problem>> {
+    // Not `async fn`: its parameters would be moved once more, into locals, before the
+    // body runs (hundreds of bytes for a request, on every layer of the request path).
+    async move {
+        let mut budget = route.timeout.unwrap_or(pool.spec.request_timeout);
+        // A gRPC client's own deadline, when shorter, is the one that counts. (A static name:
+        // looking up by `&str` parses the name again on every request.)
+        static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+        if let Some(t) = req
+            .headers()
+            .get(&GRPC_TIMEOUT)
+            .and_then(|v| grpc_timeout(v.as_bytes()))
+        {
+            budget = budget.min(t);
         }
-        None => (req, None),
-    };
-    let mut target = target;
-    let mut attempt = 1;
-    let result = loop {
-        let attempt_deadline = match pool.spec.retry.as_ref().and_then(|p| p.attempt_timeout) {
-            Some(t) => deadline.min(tokio::time::Instant::now() + t),
-            None => deadline,
+        let deadline = tokio::time::Instant::now() + budget;
+        let stats = match req.body() {
+            Body::Counted(_, s, _) => Some(s.clone()),
+            // A decoded body keeps the client body's stats beside it.
+            _ => req.extensions().get::<Arc<BodyStats>>().cloned(),
         };
-        // Boxed: the pool's future is large, and an unboxed one would be copied at every layer
-        // of the request's future (measured: several KB moved per request).
-        let result =
-            tokio::time::timeout_at(attempt_deadline, Box::pin(pool.send(target, req))).await;
-        let (Some(policy), Some(t)) = (&pool.spec.retry, &template) else {
-            break result;
-        };
-        let reason = match &result {
-            Ok(Ok((_, resp))) if policy.on_statuses.contains(&resp.status().as_u16()) => "status",
-            Ok(Err(CallError::Connect(_) | CallError::ConnectTimeout))
-                if policy.on_connect_failure =>
-            {
-                "connect_failure"
+        let started = Instant::now();
+        let (mut req, template) = match &pool.spec.retry {
+            Some(policy) => {
+                pool.earn_retry(policy.budget_percent);
+                Box::pin(replayable(req, policy.non_idempotent)).await?
             }
-            Ok(Err(CallError::Request(_))) if policy.on_reset => "reset",
-            Err(_) if policy.on_timeout && attempt_deadline < deadline => "timeout",
-            _ => break result,
+            None => (req, None),
         };
-        if attempt >= policy.attempts || tokio::time::Instant::now() >= deadline {
-            break result;
-        }
-        if !pool.spend_retry() {
-            metrics::counter!("portico_upstream_retry_budget_exhausted_total", "upstream" => pool.spec.name.to_string()).increment(1);
-            break result;
-        }
-        metrics::counter!("portico_upstream_retries_total", "upstream" => pool.spec.name.to_string(), "reason" => reason).increment(1);
-        // Exponential back-off with full jitter, then another target.
-        let cap = (policy.backoff * 2u32.pow(attempt - 1)).min(policy.backoff * 10);
-        let pause = cap.mul_f64(fastrand::f64());
-        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + pause)).await;
-        drop(result);
-        target = pool.other_target(target).unwrap_or(target);
-        req = t.build();
-        attempt += 1;
-    };
-    let elapsed = started.elapsed();
-    rec.upstream_duration = Some(elapsed);
-    pool.duration.record(elapsed.as_secs_f64());
-    let problem = match result {
-        Ok(Ok((served_by, resp))) => {
-            rec.upstream = Some(pool.target(served_by).display.clone());
-            return Ok(resp);
-        }
-        _ if stats
-            .as_ref()
-            .is_some_and(|s| s.too_large.load(Ordering::Relaxed)) =>
-        {
-            return Err(Problem::PayloadTooLarge);
-        }
-        _ if stats
-            .as_ref()
-            .is_some_and(|s| s.undecodable.load(Ordering::Relaxed)) =>
-        {
-            return Err(Problem::BadRequest(
-                "The request body does not decode with the coding its Content-Encoding names.",
-            ));
-        }
-        // The client's body broke, not the upstream: that is the client's error.
-        _ if stats.is_some_and(|s| s.failed.load(Ordering::Relaxed)) => {
-            return Err(Problem::BadRequest(
-                "The request body is malformed (invalid chunked encoding) or was cut short.",
-            ));
-        }
-        Err(_) | Ok(Err(CallError::ConnectTimeout)) => Problem::UpstreamTimeout,
-        Ok(Err(CallError::Overloaded | CallError::PendingFull | CallError::PendingTimeout)) => {
-            Problem::UpstreamOverloaded
-        }
-        Ok(Err(CallError::Connect(e))) => {
-            tracing::debug!(upstream = %pool.spec.name, error = %e, "upstream connect failed");
-            Problem::UpstreamConnect
-        }
-        Ok(Err(CallError::Request(e))) => {
-            tracing::debug!(upstream = %pool.spec.name, error = %e, "upstream request failed");
-            Problem::UpstreamProtocol
-        }
-    };
-    metrics::counter!("portico_upstream_errors_total", "upstream" => pool.spec.name.to_string(), "kind" => problem.code()).increment(1);
-    Err(problem)
+        let mut target = target;
+        let mut attempt = 1;
+        let result = loop {
+            let attempt_deadline = match pool.spec.retry.as_ref().and_then(|p| p.attempt_timeout) {
+                Some(t) => deadline.min(tokio::time::Instant::now() + t),
+                None => deadline,
+            };
+            // Boxed: the pool's future is large, and an unboxed one would be copied at every layer
+            // of the request's future (measured: several KB moved per request).
+            let result =
+                tokio::time::timeout_at(attempt_deadline, Box::pin(pool.send(target, req))).await;
+            let (Some(policy), Some(t)) = (&pool.spec.retry, &template) else {
+                break result;
+            };
+            let reason = match &result {
+                Ok(Ok((_, resp))) if policy.on_statuses.contains(&resp.status().as_u16()) => {
+                    "status"
+                }
+                Ok(Err(CallError::Connect(_) | CallError::ConnectTimeout))
+                    if policy.on_connect_failure =>
+                {
+                    "connect_failure"
+                }
+                Ok(Err(CallError::Request(_))) if policy.on_reset => "reset",
+                Err(_) if policy.on_timeout && attempt_deadline < deadline => "timeout",
+                _ => break result,
+            };
+            if attempt >= policy.attempts || tokio::time::Instant::now() >= deadline {
+                break result;
+            }
+            if !pool.spend_retry() {
+                metrics::counter!("portico_upstream_retry_budget_exhausted_total", "upstream" => pool.spec.name.to_string()).increment(1);
+                break result;
+            }
+            metrics::counter!("portico_upstream_retries_total", "upstream" => pool.spec.name.to_string(), "reason" => reason).increment(1);
+            // Exponential back-off with full jitter, then another target.
+            let cap = (policy.backoff * 2u32.pow(attempt - 1)).min(policy.backoff * 10);
+            let pause = cap.mul_f64(fastrand::f64());
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + pause)).await;
+            drop(result);
+            target = pool.other_target(target).unwrap_or(target);
+            req = t.build();
+            attempt += 1;
+        };
+        let elapsed = started.elapsed();
+        rec.upstream_duration = Some(elapsed);
+        pool.duration.record(elapsed.as_secs_f64());
+        let problem = match result {
+            Ok(Ok((served_by, resp))) => {
+                rec.upstream = Some(pool.target(served_by).display.clone());
+                return Ok(resp);
+            }
+            _ if stats
+                .as_ref()
+                .is_some_and(|s| s.too_large.load(Ordering::Relaxed)) =>
+            {
+                return Err(Problem::PayloadTooLarge);
+            }
+            _ if stats
+                .as_ref()
+                .is_some_and(|s| s.undecodable.load(Ordering::Relaxed)) =>
+            {
+                return Err(Problem::BadRequest(
+                    "The request body does not decode with the coding its Content-Encoding names.",
+                ));
+            }
+            // The client's body broke, not the upstream: that is the client's error.
+            _ if stats.is_some_and(|s| s.failed.load(Ordering::Relaxed)) => {
+                return Err(Problem::BadRequest(
+                    "The request body is malformed (invalid chunked encoding) or was cut short.",
+                ));
+            }
+            Err(_) | Ok(Err(CallError::ConnectTimeout)) => Problem::UpstreamTimeout,
+            Ok(Err(CallError::Overloaded | CallError::PendingFull | CallError::PendingTimeout)) => {
+                Problem::UpstreamOverloaded
+            }
+            Ok(Err(CallError::Connect(e))) => {
+                tracing::debug!(upstream = %pool.spec.name, error = %e, "upstream connect failed");
+                Problem::UpstreamConnect
+            }
+            Ok(Err(CallError::Request(e))) => {
+                tracing::debug!(upstream = %pool.spec.name, error = %e, "upstream request failed");
+                Problem::UpstreamProtocol
+            }
+        };
+        metrics::counter!("portico_upstream_errors_total", "upstream" => pool.spec.name.to_string(), "kind" => problem.code()).increment(1);
+        Err(problem)
+    }
 }
 
 /// Sends a copy of the request to the mirror upstream in the background and returns the
