@@ -317,155 +317,158 @@ fn process(
         };
         let xml_json = route.effective.xml_json.clone();
         let is_head = req.method() == http::Method::HEAD;
-        let mut resp = match &route.action {
-            _ if let Some(hit) = cached => hit,
-            Action::Respond(r) => {
-                let mut resp = Response::new(Body::full(r.body.clone()));
-                *resp.status_mut() = r.status;
-                for (k, v) in &r.headers {
-                    resp.headers_mut().insert(k.clone(), v.clone());
-                }
-                resp
-            }
-            Action::Redirect(r) => {
-                let mut to = String::new();
-                let p: Vec<&str> = params.iter().map(String::as_str).collect();
-                r.to.render(&p, &mut to);
-                let mut resp = Response::new(Body::Empty);
-                *resp.status_mut() = r.status;
-                if let Ok(v) = HeaderValue::try_from(to) {
-                    resp.headers_mut().insert(header::LOCATION, v);
-                }
-                resp
-            }
-            // The rare branches' futures are boxed here and below (`Box::pin`): hyper copies each
-            // request's future when the request arrives, so one stored inline would make every
-            // request pay to copy the largest of them (measured: half of all `memcpy`).
-            Action::Aggregate(a) => {
-                Box::pin(crate::aggregate::handle(
-                    rt, a, &req, &params, request_id, rec,
-                ))
-                .await?
-            }
-            Action::Proxy(action) if let Some(s) = route.soap.clone() => {
-                let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
-                Box::pin(crate::soapcall::handle(
-                    rt, &route, action, &s, req, &path, request_id, bytes_in, rec,
-                ))
-                .await?
-            }
-            Action::Proxy(action) if route.transcode.is_some() => {
-                let t = route.transcode.clone().expect("checked");
-                let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
-                Box::pin(crate::transcode::handle(
-                    rt, &route, action, &t, req, &path, request_id, bytes_in, rec,
-                ))
-                .await?
-            }
-            Action::Proxy(action) => 'proxy: {
-                let path = normalized.clone();
-                let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
-                let ti = pool.pick(&crate::balance::PickContext {
-                    headers: req.headers(),
-                    client_ip: rec.client_ip,
-                    path: normalized.as_deref().unwrap_or(req.uri().path()),
-                    query: req.uri().query(),
-                });
-                let target = pool.target(ti).clone();
-                rec.upstream = Some(target.display.clone());
-                // The client's side of a protocol switch: the HTTP/1.1 connection hands its
-                // transport over once the `101` is written (HTTP/2 requests never ask).
-                let upgrade = if is_upgrade(&req) {
-                    req.extensions_mut()
-                        .remove::<crate::h1server::OnUpgrade>()
-                        .and_then(|own| own.take())
-                } else {
-                    None
-                };
-                let grpc_web = if route.grpc_web {
-                    crate::grpcweb::mode(req.headers())
-                } else {
-                    None
-                };
-                let upstream_req = build_upstream_request(
-                    rt,
-                    conn,
-                    req,
-                    &route,
-                    action,
-                    &target,
-                    path,
-                    &params,
-                    request_id,
-                    upgrade.is_some(),
-                    bytes_in,
-                    rec.client_ip,
-                    identity.claims.as_deref(),
-                )?;
-                // The route's `request_decompression` wins over a global one.
-                let upstream_req = match route.effective.request_decompression {
-                    Some(max) if upgrade.is_none() => {
-                        crate::compress::decode_request(upstream_req, max, bytes_in.clone())?
+        let mut resp =
+            match &route.action {
+                _ if let Some(hit) = cached => hit,
+                Action::Respond(r) => {
+                    let mut resp = Response::new(Body::full(r.body.clone()));
+                    *resp.status_mut() = r.status;
+                    for (k, v) in &r.headers {
+                        resp.headers_mut().insert(k.clone(), v.clone());
                     }
-                    _ => upstream_req,
-                };
-                let upstream_req = match &xml_json {
-                    Some(x) if upgrade.is_none() => {
-                        match Box::pin(crate::xmljson::request(x, upstream_req, request_id)).await {
-                            Ok(r) => r,
-                            Err(crate::xmljson::Refusal::Problem(p)) => return Err(p),
-                            Err(crate::xmljson::Refusal::Answer(resp)) => break 'proxy *resp,
+                    resp
+                }
+                Action::Redirect(r) => {
+                    let mut to = String::new();
+                    let p: Vec<&str> = params.iter().map(String::as_str).collect();
+                    r.to.render(&p, &mut to);
+                    let mut resp = Response::new(Body::Empty);
+                    *resp.status_mut() = r.status;
+                    if let Ok(v) = HeaderValue::try_from(to) {
+                        resp.headers_mut().insert(header::LOCATION, v);
+                    }
+                    resp
+                }
+                // The rare branches' futures are boxed here and below (`Box::pin`): hyper copies each
+                // request's future when the request arrives, so one stored inline would make every
+                // request pay to copy the largest of them (measured: half of all `memcpy`).
+                Action::Aggregate(a) => {
+                    Box::pin(crate::aggregate::handle(
+                        rt, a, &req, &params, request_id, rec,
+                    ))
+                    .await?
+                }
+                Action::Proxy(action) if let Some(s) = route.soap.clone() => {
+                    let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
+                    Box::pin(crate::soapcall::handle(
+                        rt, &route, action, &s, req, &path, request_id, bytes_in, rec,
+                    ))
+                    .await?
+                }
+                Action::Proxy(action) if route.transcode.is_some() => {
+                    let t = route.transcode.clone().expect("checked");
+                    let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
+                    Box::pin(crate::transcode::handle(
+                        rt, &route, action, &t, req, &path, request_id, bytes_in, rec,
+                    ))
+                    .await?
+                }
+                Action::Proxy(action) => 'proxy: {
+                    let path = normalized.clone();
+                    let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
+                    let ti = pool.pick(&crate::balance::PickContext {
+                        headers: req.headers(),
+                        client_ip: rec.client_ip,
+                        path: normalized.as_deref().unwrap_or(req.uri().path()),
+                        query: req.uri().query(),
+                    });
+                    let target = pool.target(ti).clone();
+                    rec.upstream = Some(target.display.clone());
+                    // The client's side of a protocol switch: the HTTP/1.1 connection hands its
+                    // transport over once the `101` is written (HTTP/2 requests never ask).
+                    let upgrade = if is_upgrade(&req) {
+                        req.extensions_mut()
+                            .remove::<crate::h1server::OnUpgrade>()
+                            .and_then(|own| own.take())
+                    } else {
+                        None
+                    };
+                    let grpc_web = if route.grpc_web {
+                        crate::grpcweb::mode(req.headers())
+                    } else {
+                        None
+                    };
+                    // One binding, replaced only by the rare steps: a `let x = match … { _ => x }`
+                    // chain moves the request (360 bytes) at each step even when nothing happens.
+                    let mut upstream_req = build_upstream_request(
+                        rt,
+                        conn,
+                        req,
+                        &route,
+                        action,
+                        &target,
+                        path,
+                        &params,
+                        request_id,
+                        upgrade.is_some(),
+                        bytes_in,
+                        rec.client_ip,
+                        identity.claims.as_deref(),
+                    )?;
+                    // The route's `request_decompression` wins over a global one.
+                    if let Some(max) = route.effective.request_decompression
+                        && upgrade.is_none()
+                    {
+                        upstream_req =
+                            crate::compress::decode_request(upstream_req, max, bytes_in.clone())?;
+                    }
+                    if let Some(x) = &xml_json
+                        && upgrade.is_none()
+                    {
+                        upstream_req =
+                            match Box::pin(crate::xmljson::request(x, upstream_req, request_id))
+                                .await
+                            {
+                                Ok(r) => r,
+                                Err(crate::xmljson::Refusal::Problem(p)) => return Err(p),
+                                Err(crate::xmljson::Refusal::Answer(resp)) => break 'proxy *resp,
+                            };
+                    }
+                    if let Some(m) = grpc_web {
+                        upstream_req = Box::pin(crate::grpcweb::to_grpc(upstream_req, m)).await?;
+                    }
+                    if let Body::Counted(_, _, idle) = upstream_req.body_mut() {
+                        *idle = crate::body::IdleTimer::new(pool.spec.stream_idle_timeout);
+                    }
+                    if let Some((m, percent)) = route.mirror
+                        && (percent == 100 || fastrand::u32(0..100) < percent)
+                    {
+                        upstream_req = Box::pin(mirror(rt, m, upstream_req)).await?;
+                    }
+                    // A revalidation keeps a plain copy of the request: a 304 that does not confirm
+                    // the stored answer is not the client's to see, so the answer is fetched again.
+                    let plain = revalidating.as_ref().map(|_| {
+                        let mut r = crate::client::clone_head(&upstream_req);
+                        r.headers_mut().remove(header::IF_NONE_MATCH);
+                        r.headers_mut().remove(header::IF_MODIFIED_SINCE);
+                        r
+                    });
+                    let mut resp = call_upstream(&route, &pool, ti, upstream_req, rec).await?;
+                    if let (Some(entry), Some(plain), Some((store, head, _))) =
+                        (&revalidating, plain, &cache)
+                        && resp.status() == StatusCode::NOT_MODIFIED
+                        && !store.confirms(entry, head, &resp)
+                    {
+                        resp = call_upstream(&route, &pool, ti, plain, rec).await?;
+                        revalidating = None;
+                    }
+                    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                    headers::remove_hop_by_hop(resp.headers_mut(), switching);
+                    if let Some(client_side) = upgrade
+                        && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        let upstream_side = hyper::upgrade::on(&mut resp);
+                        tokio::spawn(tunnel(client_side, upstream_side));
+                    }
+                    match (grpc_web, &cache) {
+                        (Some(m), _) => crate::grpcweb::from_grpc(resp, m),
+                        (None, Some((store, head, key))) if !switching => {
+                            store.store(key.clone(), head, resp, revalidating)
                         }
+                        (None, _) => resp.map(Body::Upstream),
                     }
-                    _ => upstream_req,
-                };
-                let mut upstream_req = match grpc_web {
-                    Some(m) => Box::pin(crate::grpcweb::to_grpc(upstream_req, m)).await?,
-                    None => upstream_req,
-                };
-                if let Body::Counted(_, _, idle) = upstream_req.body_mut() {
-                    *idle = crate::body::IdleTimer::new(pool.spec.stream_idle_timeout);
                 }
-                let upstream_req = match route.mirror {
-                    Some((m, percent)) if percent == 100 || fastrand::u32(0..100) < percent => {
-                        Box::pin(mirror(rt, m, upstream_req)).await?
-                    }
-                    _ => upstream_req,
-                };
-                // A revalidation keeps a plain copy of the request: a 304 that does not confirm
-                // the stored answer is not the client's to see, so the answer is fetched again.
-                let plain = revalidating.as_ref().map(|_| {
-                    let mut r = crate::client::clone_head(&upstream_req);
-                    r.headers_mut().remove(header::IF_NONE_MATCH);
-                    r.headers_mut().remove(header::IF_MODIFIED_SINCE);
-                    r
-                });
-                let mut resp = call_upstream(&route, &pool, ti, upstream_req, rec).await?;
-                if let (Some(entry), Some(plain), Some((store, head, _))) =
-                    (&revalidating, plain, &cache)
-                    && resp.status() == StatusCode::NOT_MODIFIED
-                    && !store.confirms(entry, head, &resp)
-                {
-                    resp = call_upstream(&route, &pool, ti, plain, rec).await?;
-                    revalidating = None;
-                }
-                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-                headers::remove_hop_by_hop(resp.headers_mut(), switching);
-                if let Some(client_side) = upgrade
-                    && resp.status() == StatusCode::SWITCHING_PROTOCOLS
-                {
-                    let upstream_side = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(tunnel(client_side, upstream_side));
-                }
-                match (grpc_web, &cache) {
-                    (Some(m), _) => crate::grpcweb::from_grpc(resp, m),
-                    (None, Some((store, head, key))) if !switching => {
-                        store.store(key.clone(), head, resp, revalidating)
-                    }
-                    (None, _) => resp.map(Body::Upstream),
-                }
-            }
-        };
+            };
         response_policies(
             cfg.global_policies.iter().chain(route.policies.iter()),
             &mut resp,
@@ -938,7 +941,7 @@ pub(crate) fn call_upstream(
     route: &Route,
     pool: &UpstreamPool,
     target: usize,
-    req: Request<Body>,
+    mut req: Request<Body>,
     rec: &mut Record,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, Problem>> {
     // Not `async fn`: its parameters would be moved once more, into locals, before the
@@ -962,13 +965,12 @@ pub(crate) fn call_upstream(
             _ => req.extensions().get::<Arc<BodyStats>>().cloned(),
         };
         let started = Instant::now();
-        let (mut req, template) = match &pool.spec.retry {
-            Some(policy) => {
-                pool.earn_retry(policy.budget_percent);
-                Box::pin(replayable(req, policy.non_idempotent)).await?
-            }
-            None => (req, None),
-        };
+        // `req` is replaced only with a retry policy (no move of it otherwise).
+        let mut template = None;
+        if let Some(policy) = &pool.spec.retry {
+            pool.earn_retry(policy.budget_percent);
+            (req, template) = Box::pin(replayable(req, policy.non_idempotent)).await?;
+        }
         let mut target = target;
         let mut attempt = 1;
         let result = loop {
