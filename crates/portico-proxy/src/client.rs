@@ -418,8 +418,8 @@ impl UpstreamPool {
     /// another target once. Returns the target that answered.
     pub fn send(
         &self,
-        i: usize,
-        req: Request<Body>,
+        mut i: usize,
+        mut req: Request<Body>,
     ) -> impl Future<Output = Result<(usize, Response<UpstreamBody>), CallError>> {
         // Not `async fn`: its parameters would be moved once more, into locals, before the
         // body runs (hundreds of bytes for a request, on every layer of the request path).
@@ -435,7 +435,8 @@ impl UpstreamPool {
                 }
                 Some(CountGuard(self.in_flight.clone()))
             };
-            let (mut i, mut req, mut failed_over) = (i, req, false);
+            // `i` and `req` are the parameters themselves (no tuple to move the request through).
+            let mut failed_over = false;
             let least_request = matches!(self.balancer, Balancer::LeastRequest);
             loop {
                 // least_request: count the request on its target until its response body is
