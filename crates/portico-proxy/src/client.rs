@@ -416,6 +416,7 @@ impl UpstreamPool {
     /// Sends a request (its URI in absolute form) to target `i`. A request that could not be
     /// sent there (connection refused, or closed before the request was written) goes to
     /// another target once. Returns the target that answered.
+    #[allow(clippy::manual_async_fn)] // see the comment in the body
     pub fn send(
         &self,
         mut i: usize,
@@ -696,6 +697,7 @@ impl UpstreamPool {
             .collect()
     }
 
+    #[allow(clippy::manual_async_fn)] // see the comment in the body
     fn send_inner(
         &self,
         i: usize,

@@ -194,6 +194,7 @@ impl<S> H1Conn<S> {
 
     /// Sends `req` (its URI's path and query go on the request line) and reads the answer's
     /// head. 1xx answers other than `101` are skipped.
+    #[allow(clippy::manual_async_fn)] // see the comment in the body
     pub fn send(
         mut self: Box<Self>,
         req: Request<Body>,

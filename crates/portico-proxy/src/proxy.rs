@@ -51,6 +51,7 @@ impl ConnInfo {
     }
 }
 
+#[allow(clippy::manual_async_fn)] // see the comment in the body
 pub fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
@@ -147,6 +148,7 @@ pub fn handle(
 // The request's side outputs (log record, held places, problem headers) are separate
 // out-parameters on purpose: each is filled by a different phase.
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_async_fn)] // see the comment in the body
 fn process(
     rt: &Arc<Runtime>,
     conn: &ConnInfo,
@@ -944,6 +946,7 @@ fn body_is_empty(parts: &http::request::Parts, body: &ClientBody) -> bool {
 
 /// Sends the request through the upstream's pool within the route's timeout (which covers
 /// connecting, waiting for the response head and any retries).
+#[allow(clippy::manual_async_fn)] // see the comment in the body
 pub(crate) fn call_upstream(
     route: &Route,
     pool: &UpstreamPool,
