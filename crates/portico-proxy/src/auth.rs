@@ -436,8 +436,16 @@ struct Granted {
 pub struct TokenCache {
     capacity: usize,
     hasher: std::collections::hash_map::RandomState,
-    entries: std::sync::Mutex<std::collections::HashMap<u64, (Box<str>, Granted)>>,
+    entries: std::sync::Mutex<Slots>,
 }
+
+/// Cached verifications by slot. The slot is already a keyed hash, so the map does not hash it
+/// again.
+type Slots = std::collections::HashMap<
+    u64,
+    (Box<str>, Granted),
+    std::hash::BuildHasherDefault<crate::metrics::KeyHasher>,
+>;
 
 /// Longest a verified token is trusted without verifying it again.
 const TOKEN_CACHE_TTL: u64 = 300;
@@ -447,7 +455,7 @@ impl TokenCache {
         TokenCache {
             capacity,
             hasher: std::collections::hash_map::RandomState::new(),
-            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+            entries: std::sync::Mutex::new(std::collections::HashMap::default()),
         }
     }
 

@@ -135,11 +135,12 @@ type CounterCache = std::collections::HashMap<
     std::hash::BuildHasherDefault<KeyHasher>,
 >;
 
-/// A multiply-rotate hasher for the counter cache's small integer keys: the map is private to
-/// a worker thread and its keys come from the config, so SipHash's flooding resistance buys
-/// nothing there and cost ~150 instructions per request.
+/// A multiply-rotate hasher for integer keys no client can choose: the counter cache's (private
+/// to a worker thread, keys from the config) and the token caches' slots (already a keyed
+/// SipHash of the token). SipHash's flooding resistance buys nothing there and cost ~150
+/// instructions per lookup.
 #[derive(Default)]
-struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl std::hash::Hasher for KeyHasher {
     fn finish(&self) -> u64 {
