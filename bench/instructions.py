@@ -12,10 +12,12 @@ replace, `bench/run.py`'s CPU time per request.
     cargo build --release            # builds portico and bench/floor (portico-floor)
     python3 bench/instructions.py    # about 2 minutes; needs valgrind, nginx, h2load
 
-Options: `--requests N` (default 20000), `--proxies nginx,floor,portico` (add `portico-chain`
-for Portico with the policy chain of bench/run.py: RS256 JWT, local rate limit, metrics,
-access log; then every contestant gets the same `Authorization` and `X-API-Key` headers),
-`--keep` (keep the callgrind files, to read with `callgrind_annotate --inclusive=yes FILE`).
+Options: `--requests N` (default 20000), `--proxies nginx,floor,portico` (add `haproxy`, and
+`portico-chain` for Portico with the policy chain of bench/run.py: RS256 JWT, local rate limit,
+metrics, access log; then every contestant gets the same `Authorization` and `X-API-Key`
+headers), `--h2` (HTTP/2 clients, prior knowledge: 8 connections x 8 streams, as bench/run.py's
+h2c-c8m8; the floor speaks HTTP/1.1 only and is skipped), `--keep` (keep the callgrind files, to
+read with `callgrind_annotate --inclusive=yes FILE`).
 """
 
 import argparse
@@ -30,33 +32,37 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as harness  # noqa: E402  (the templates and process helpers of bench/run.py)
 
-PORTS = {"nginx": 19181, "floor": 19182, "portico": 19184, "portico-chain": 19185}
+PORTS = {"nginx": 19181, "floor": 19182, "haproxy": 19183, "portico": 19184, "portico-chain": 19185}
 # Request headers for every contestant (set when the chain is measured).
 HEADERS = []
+# h2load's connection options: HTTP/1.1 at 64 connections, or HTTP/2 (--h2).
+CLIENTS = ["--h1", "-c", "64"]
 ORIGIN = harness.ORIGIN_PORT
 
 
 def h2load(port, n, cpu):
-    out = subprocess.run(["taskset", "-c", str(cpu), "h2load", "--h1", "-n", str(n), "-c", "64", "-t", "1", *HEADERS,
+    out = subprocess.run(["taskset", "-c", str(cpu), "h2load", *CLIENTS, "-n", str(n), "-t", "1", *HEADERS,
                           f"http://127.0.0.1:{port}/hello"], capture_output=True, text=True, timeout=600)
     ok = [l for l in out.stdout.splitlines() if l.startswith("status codes:")]
     if not ok or not ok[0].startswith(f"status codes: {n} 2xx"):
         harness.die(f"h2load against port {port}: not every request answered 2xx:\n{out.stdout}")
 
 
-def measure(name, cmd, port, n, run, cpu):
+def measure(name, cmd, port, n, run, cpu, listen=None):
+    listen = listen or port
     out = os.path.join(run, f"callgrind.{name}")
     log = open(os.path.join(run, f"{name}.log"), "w")
-    proc = harness.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"] + cmd, cpu, log,
+    proc = harness.start(["valgrind", "--tool=callgrind", "--compress-strings=no", "--compress-pos=no",
+                                 f"--callgrind-out-file={out}.%p"] + cmd, cpu, log,
                          env=dict(os.environ, PORTICO_LOG="warn"))
     for _ in range(600):  # valgrind starts slowly
-        if harness.port_open(port):
+        if harness.port_open(listen):
             break
         if proc.poll() is not None:
             harness.die(f"{name} exited at start (see {run}/{name}.log)")
         time.sleep(0.1)
     else:
-        harness.die(f"{name} did not open port {port}")
+        harness.die(f"{name} did not open port {listen}")
     h2load(port, 2000, 1 - cpu)
     # The valgrind process is the proxy's own process (callgrind runs it in place).
     subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
@@ -80,8 +86,11 @@ def main():
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--proxies", default="nginx,floor,portico")
     ap.add_argument("--portico", default=os.path.join(harness.ROOT, "target/release/portico"))
+    ap.add_argument("--h2", action="store_true", help="HTTP/2 clients (8 connections x 8 streams)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
+    if args.h2:
+        CLIENTS[:] = ["-c", "8", "-m", "8"]
     for tool in ("valgrind", "callgrind_control", "nginx", "h2load"):
         if not shutil.which(tool):
             harness.die(f"{tool} not found (apt-get install -y valgrind nginx-light nghttp2-client)")
@@ -98,15 +107,28 @@ def main():
         harness.wait_port(ORIGIN, origin, "origin")
         rows = []
         for name in args.proxies.split(","):
+            if args.h2 and name == "floor":
+                continue
             port = PORTS[name]
+            listen = port
             if name == "nginx":
                 os.makedirs(os.path.join(run, "nginx-tmp"), exist_ok=True)
-                conf = harness.NGINX_CONF.format(run=run, name="nginx", log="off", origin=ORIGIN, port=port, h2listen="")
+                # nginx 1.22 speaks HTTP/2 without TLS only on a listener of its own.
+                h2port = port + 1000
+                conf = harness.NGINX_CONF.format(run=run, name="nginx", log="off", origin=ORIGIN, port=listen,
+                                                 h2listen=f"listen 127.0.0.1:{h2port} http2;" if args.h2 else "")
+                if args.h2:
+                    port = h2port
                 # One process: callgrind follows the process it starts, not forked workers.
                 conf = "master_process off;\n" + conf
                 path = os.path.join(run, "nginx.conf")
                 open(path, "w").write(conf)
                 cmd = ["nginx", "-c", path, "-p", run]
+            elif name == "haproxy":
+                # nbthread 1 and no master process: callgrind counts the one process it starts.
+                path = os.path.join(run, "haproxy.cfg")
+                open(path, "w").write(harness.HAPROXY_CONF.format(port=port, origin=ORIGIN, log_global="", log_defaults=""))
+                cmd = ["haproxy", "-db", "-f", path]
             elif name == "floor":
                 cmd = [os.path.join(os.path.dirname(args.portico), "portico-floor"), f"127.0.0.1:{port}", f"127.0.0.1:{ORIGIN}"]
             else:
@@ -120,7 +142,7 @@ def main():
                         keys=harness.KEYS_DIR, key_digest="sha256:" + hashlib.sha256(harness.BENCH_KEY.encode()).hexdigest())
                 open(path, "w").write(conf)
                 cmd = [args.portico, "run", "--no-watch", "--workers", "1", "-c", path]
-            per_req, dump = measure(name, cmd, port, args.requests, run, 1)
+            per_req, dump = measure(name, cmd, port, args.requests, run, 1, listen)
             rows.append((name, per_req, dump))
             print(f"  {name:13} {per_req:9.0f} instructions/request", flush=True)
     finally:

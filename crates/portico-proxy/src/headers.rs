@@ -190,7 +190,9 @@ pub fn request_id(h: &HeaderMap, name: &HeaderName) -> HeaderValue {
     if let Some(v) = h.get(name) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-            return v.clone();
+            let mut v = v.clone();
+            v.set_sensitive(true);
+            return v;
         }
     }
     new_request_id()
@@ -222,7 +224,14 @@ pub fn new_request_id() -> HeaderValue {
     buf[16..].copy_from_slice(&hex16(mixed));
     // SAFETY: 32 lower-case hex digits, all valid in a header value (checking them again
     // cost ~100 instructions per request).
-    unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::copy_from_slice(&buf)) }
+    let mut id =
+        unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::copy_from_slice(&buf)) };
+    // "Never index" for HPACK: an HTTP/2 connection's encoder would otherwise add every new
+    // id to its dynamic table, which then fills with ids that never match again, and each
+    // response walks that chain of same-named entries (~50 value comparisons per response,
+    // measured). HTTP/1.1 writes the value as it is.
+    id.set_sensitive(true);
+    id
 }
 
 /// `n` as 16 lower-case hex digits, most significant first.

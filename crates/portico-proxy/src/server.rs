@@ -232,7 +232,14 @@ pub(crate) async fn serve_io<I>(
 {
     let service = service_fn(move |req| {
         let rt = inner.runtime.load_full();
-        handle(rt, conn.clone(), req.map(crate::body::ClientBody::Hyper))
+        // Boxed: hyper spawns a task per HTTP/2 stream holding this future, and moves it
+        // several times on the way into the task (~6 KB each time: 3.5k instructions of
+        // `memcpy` per request, measured). A box moves as a pointer.
+        Box::pin(handle(
+            rt,
+            conn.clone(),
+            req.map(crate::body::ClientBody::Hyper),
+        ))
     });
     let c = s.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(c);
