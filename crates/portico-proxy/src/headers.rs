@@ -467,12 +467,13 @@ mod tests {
         // One process, one prefix; the counter half differs.
         assert_eq!(a.as_bytes()[..16], b.as_bytes()[..16]);
         assert_eq!(hex16(0x0123_4567_89ab_cdef), *b"0123456789abcdef");
+        // Never indexed by HPACK: one id per response would only churn the table.
+        assert!(a.is_sensitive());
         let mut h = HeaderMap::new();
         h.insert("x-request-id", "abc-123".parse().unwrap());
-        assert_eq!(
-            request_id(&h, &HeaderName::from_static("x-request-id")),
-            "abc-123"
-        );
+        let kept = request_id(&h, &HeaderName::from_static("x-request-id"));
+        assert_eq!(kept, "abc-123");
+        assert!(kept.is_sensitive());
         h.insert("x-request-id", "has space".parse().unwrap());
         assert_ne!(
             request_id(&h, &HeaderName::from_static("x-request-id")),

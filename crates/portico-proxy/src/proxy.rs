@@ -502,9 +502,7 @@ fn process(
         for (name, value) in &route.response_headers {
             resp.headers_mut().insert(name.clone(), value.clone());
         }
-        for (name, value) in limit_headers {
-            resp.headers_mut().insert(name, value);
-        }
+        limit_headers.apply(resp.headers_mut());
         if let Some(c) = &cors {
             crate::auth::cors_response(c, origin.as_ref(), resp.headers_mut());
         }
@@ -528,8 +526,8 @@ async fn request_policies(
     identity: &mut crate::auth::Identity,
     extra: &mut Vec<(http::HeaderName, HeaderValue)>,
     guards: &mut Vec<crate::concurrency::Guard>,
-) -> Result<Vec<(http::HeaderName, HeaderValue)>, Problem> {
-    let mut headers = Vec::new();
+) -> Result<crate::ratelimit::LimitHeaders, Problem> {
+    let mut headers = crate::ratelimit::LimitHeaders::default();
     let client_ip = rec.client_ip;
     let client = ClientText {
         ip: client_ip,

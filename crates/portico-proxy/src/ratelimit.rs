@@ -13,8 +13,26 @@ use governor::{Quota, RateLimiter};
 use http::{HeaderName, HeaderValue};
 use portico_config::{Limit, RateLimitPolicy};
 
-type Keyed =
-    RateLimiter<String, DashMapStateStore<String>, DefaultClock, StateInformationMiddleware>;
+/// A token bucket per key. The map is keyed by `key_hash` of the key's text, not the text:
+/// an owned `String` per check and SipHash again inside the map were ~300 instructions per
+/// request. The hash is already keyed SipHash, so the map's own hasher only has to spread it.
+type Keyed = RateLimiter<
+    u64,
+    DashMapStateStore<u64, std::hash::BuildHasherDefault<crate::metrics::KeyHasher>>,
+    DefaultClock,
+    StateInformationMiddleware,
+>;
+
+/// A key's identity in the local token buckets: SipHash-1-3 under a key made once per process
+/// (kept across reloads, like the buckets). Clients choose the text (an address, a header),
+/// not the hash key, so they cannot make two keys share a bucket short of a 64-bit collision.
+fn key_hash(key: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static HASHER: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    HASHER
+        .get_or_init(std::hash::RandomState::new)
+        .hash_one(key)
+}
 
 impl std::fmt::Debug for Limiters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,7 +95,27 @@ pub enum Decision {
 
 /// What an allowed request is told about its limits.
 pub struct Allowed {
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: LimitHeaders,
+}
+
+/// The `RateLimit-Policy` and `RateLimit` response headers of one policy's decision (none when
+/// the policy hides them). Two fields, not a list: a `Vec` here was an allocation per request.
+#[derive(Default)]
+pub struct LimitHeaders {
+    policy: Option<HeaderValue>,
+    limit: Option<HeaderValue>,
+}
+
+impl LimitHeaders {
+    /// Sets them on a response.
+    pub fn apply(self, to: &mut http::HeaderMap) {
+        if let Some(v) = self.policy {
+            to.insert(RATELIMIT_POLICY.clone(), v);
+        }
+        if let Some(v) = self.limit {
+            to.insert(RATELIMIT.clone(), v);
+        }
+    }
 }
 
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -105,7 +143,12 @@ impl Limiters {
                 (
                     l.clone(),
                     State::Bucket(
-                        RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>(),
+                        RateLimiter::dashmap_with_clock_and_hasher(
+                            quota,
+                            DefaultClock::default(),
+                            Default::default(),
+                        )
+                        .with_middleware::<StateInformationMiddleware>(),
                     ),
                 )
             })
@@ -192,17 +235,17 @@ impl Limiters {
     /// Takes one request from every limit for `key`. `Err(wait)`: refused, retry after `wait`.
     /// `Err((wait, limit index))` when refused.
     pub fn check(&self, key: &str, want_headers: bool) -> Result<Allowed, (Duration, usize)> {
-        let key = key.to_owned();
+        let hashed = key_hash(key);
         let mut tightest: Option<(usize, u32)> = None;
         for (i, (_, state)) in self.limits.iter().enumerate() {
             let left = match state {
-                State::Bucket(limiter) => match limiter.check_key(&key) {
+                State::Bucket(limiter) => match limiter.check_key(&hashed) {
                     Ok(snapshot) => snapshot.remaining_burst_capacity(),
                     Err(not_until) => {
                         return Err((not_until.wait_time_from(limiter.clock().now()), i));
                     }
                 },
-                State::Window(w) => w.check(&key).map_err(|wait| (wait, i))?,
+                State::Window(w) => w.check(key).map_err(|wait| (wait, i))?,
             };
             if tightest.is_none_or(|(_, r)| left < r) {
                 tightest = Some((i, left));
@@ -284,36 +327,37 @@ impl Limiters {
         }
     }
 
-    fn headers(
-        &self,
-        tightest: Option<(usize, u32)>,
-        want_headers: bool,
-    ) -> Vec<(HeaderName, HeaderValue)> {
-        let mut headers = Vec::new();
-        if want_headers {
-            if let Some(v) = &self.policy_header {
-                headers.push((RATELIMIT_POLICY.clone(), v.clone()));
-            }
-            if let Some((i, left)) = tightest {
-                let l = &self.limits[i].0;
-                // Seconds until the bucket is full again, at the limit's rate.
-                let used = l.burst.saturating_sub(left);
-                let reset =
-                    (l.per.as_secs_f64() * f64::from(used) / f64::from(l.requests)).ceil() as u64;
-                // Written by hand: `format!` here was ~1k instructions per request.
-                let mut text = String::with_capacity(40);
-                text.push_str("\"limit-");
-                crate::headers::push_decimal(&mut text, i as u64);
-                text.push_str("\";r=");
-                crate::headers::push_decimal(&mut text, u64::from(left));
-                text.push_str(";t=");
-                crate::headers::push_decimal(&mut text, reset);
-                if let Ok(v) = HeaderValue::try_from(text) {
-                    headers.push((RATELIMIT.clone(), v));
-                }
-            }
+    fn headers(&self, tightest: Option<(usize, u32)>, want_headers: bool) -> LimitHeaders {
+        if !want_headers {
+            return LimitHeaders::default();
         }
-        headers
+        let limit = tightest.and_then(|(i, left)| {
+            let l = &self.limits[i].0;
+            // Seconds until the bucket is full again, at the limit's rate.
+            let used = l.burst.saturating_sub(left);
+            let reset =
+                (l.per.as_secs_f64() * f64::from(used) / f64::from(l.requests)).ceil() as u64;
+            // Written by hand into a buffer on the stack: `format!` here was ~1k instructions
+            // per request, and a `String` turned into a `HeaderValue` two allocations.
+            let mut text = [0u8; 80];
+            let mut n = 0;
+            let mut put = |b: &[u8]| {
+                text[n..n + b.len()].copy_from_slice(b);
+                n += b.len();
+            };
+            let mut digits = [0u8; 20];
+            put(b"\"limit-");
+            put(crate::headers::decimal(i as u64, &mut digits).as_bytes());
+            put(b"\";r=");
+            put(crate::headers::decimal(u64::from(left), &mut digits).as_bytes());
+            put(b";t=");
+            put(crate::headers::decimal(reset, &mut digits).as_bytes());
+            HeaderValue::from_bytes(&text[..n]).ok()
+        });
+        LimitHeaders {
+            policy: self.policy_header.clone(),
+            limit,
+        }
     }
 }
 
