@@ -2,8 +2,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -230,16 +230,26 @@ pub(crate) async fn serve_io<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let streams = Arc::new(Streams::new());
+    let open = streams.clone();
+    let peer = conn.peer;
     let service = service_fn(move |req| {
         let rt = inner.runtime.load_full();
+        let conn = conn.clone();
+        let guard = StreamGuard::new(&open);
         // Boxed: hyper spawns a task per HTTP/2 stream holding this future, and moves it
         // several times on the way into the task (~6 KB each time: 3.5k instructions of
         // `memcpy` per request, measured). A box moves as a pointer.
-        Box::pin(handle(
-            rt,
-            conn.clone(),
-            req.map(crate::body::ClientBody::Hyper),
-        ))
+        Box::pin(async move {
+            let resp = handle(rt, conn, req.map(crate::body::ClientBody::Hyper)).await;
+            // The stream stays open until its body is sent, so the guard goes with the body.
+            resp.map(|r| {
+                r.map(|body| Tracked {
+                    body,
+                    _guard: guard,
+                })
+            })
+        })
     });
     let c = s.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(c);
@@ -251,6 +261,98 @@ pub(crate) async fn serve_io<I>(
             return;
         }
         _ = shutdown.wait_for(|s| *s) => c.as_mut().graceful_shutdown(),
+        () = streams.idle_for(s.idle_timeout) => {
+            tracing::debug!(%peer, "HTTP/2 connection idle; sending GOAWAY");
+            c.as_mut().graceful_shutdown();
+        }
     }
     let _ = c.await;
+}
+
+/// The open streams of one HTTP/2 connection, and since when none has been open: what
+/// `client_idle_timeout` is measured from, as for an HTTP/1.1 connection between requests.
+/// Atomics, not a cell: hyper runs each stream as a task of its own (on this thread, as every
+/// worker is a single-threaded runtime, but the types must be `Send`).
+struct Streams {
+    open: AtomicUsize,
+    /// Milliseconds from `base` to when the last stream ended.
+    idle_since: AtomicU64,
+    base: Instant,
+}
+
+impl Streams {
+    fn new() -> Streams {
+        Streams {
+            open: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
+
+    /// Returns once no stream has been open for `timeout`. One timer per `timeout` while
+    /// streams come and go, not one per stream.
+    async fn idle_for(&self, timeout: Duration) {
+        let mut wait = timeout;
+        loop {
+            tokio::time::sleep(wait).await;
+            if self.open.load(Ordering::Acquire) > 0 {
+                wait = timeout;
+                continue;
+            }
+            let since = self.base + Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
+            match (since + timeout).checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => wait = left,
+                _ => return,
+            }
+        }
+    }
+}
+
+/// One open stream: from the request's arrival until its response body is sent or dropped.
+struct StreamGuard(Arc<Streams>);
+
+impl StreamGuard {
+    fn new(s: &Arc<Streams>) -> StreamGuard {
+        s.open.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(s.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let s = &self.0;
+        // The clock is read only when the last open stream ends (busy connections rarely get
+        // there). Stored before the count drops, so a count of zero never meets an old time.
+        if s.open.load(Ordering::Relaxed) == 1 {
+            let ms = s.base.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+            s.idle_since.store(ms, Ordering::Relaxed);
+        }
+        s.open.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A response body that keeps its stream counted as open until it is done.
+struct Tracked<B> {
+    body: B,
+    _guard: StreamGuard,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }

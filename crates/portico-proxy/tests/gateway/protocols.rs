@@ -373,3 +373,47 @@ async fn grpc_clients_get_grpc_errors_and_their_deadline_is_honoured() {
             .contains("upstream_timeout")
     );
 }
+
+/// `client_idle_timeout` applies to HTTP/2 connections too: no stream open for that long
+/// and the gateway sends GOAWAY and closes. A stream still being answered counts as activity.
+#[tokio::test]
+async fn idle_http2_connections_close_after_client_idle_timeout() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let up = serve(|_req| async move {
+        // Three times the idle timeout: the connection must not count as idle meanwhile.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        http::Response::new(full("slow"))
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "server: {{ client_idle_timeout: 500ms }}\nupstreams:\n  slow: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: slow\n",
+        up.url()
+    )))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let mut conn = tokio::spawn(conn);
+    let get = || {
+        http::Request::builder()
+            .uri(gw.url("/x"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let resp = sender.send_request(get()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Had the slow stream been ignored, GOAWAY would have come a second ago and this
+    // request, on the same connection, would be refused.
+    sender.ready().await.expect("connection still open");
+    let resp = sender.send_request(get()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Now idle: closed by the gateway, without the client doing anything.
+    let ended = tokio::time::timeout(Duration::from_secs(10), &mut conn).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "closed cleanly after being idle: {ended:?}"
+    );
+    assert!(sender.ready().await.is_err(), "no more requests");
+}
