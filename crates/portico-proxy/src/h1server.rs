@@ -319,9 +319,10 @@ pub async fn serve(
     };
     let run = run(io, &s, conn, &inner, &flags);
     tokio::pin!(run);
-    tokio::select! {
-        _ = run.as_mut() => return,
-        _ = shutdown.wait_for(|s| *s) => {}
+    if let crate::server::Either::Left(()) =
+        crate::server::until(run.as_mut(), shutdown.wait_for(|s| *s)).await
+    {
+        return;
     }
     flags.draining.store(true, Ordering::Relaxed);
     if flags.idle.load(Ordering::Relaxed) {

@@ -417,3 +417,32 @@ async fn idle_http2_connections_close_after_client_idle_timeout() {
     );
     assert!(sender.ready().await.is_err(), "no more requests");
 }
+
+/// Shutdown reaches HTTP/2 connections too: an idle one gets GOAWAY and closes at once.
+#[tokio::test]
+async fn shutdown_closes_idle_http2_connections() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let gw = gateway(&config("routes:\n  - respond: { status: 200, body: ok }\n")).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            http::Request::builder()
+                .uri(gw.url("/"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let left = tokio::time::timeout(Duration::from_secs(10), gw.gw.shutdown())
+        .await
+        .expect("drained without waiting for the drain timeout");
+    assert_eq!(left, 0, "no connection left open");
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "closed cleanly: {ended:?}");
+}
