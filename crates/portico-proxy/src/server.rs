@@ -7,6 +7,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use futures_util::task::AtomicWaker;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -371,7 +372,7 @@ pub(crate) async fn until<F: Future, S: Future>(
     let flag = Arc::new(SignalWaker {
         // Set, so the first poll polls `signal` and registers its waker.
         woken: AtomicBool::new(true),
-        task: std::sync::Mutex::new(None),
+        task: AtomicWaker::new(),
     });
     let mut main = std::pin::pin!(main);
     let mut signal = std::pin::pin!(signal);
@@ -379,12 +380,7 @@ pub(crate) async fn until<F: Future, S: Future>(
         if let Poll::Ready(v) = main.as_mut().poll(cx) {
             return Poll::Ready(Either::Left(v));
         }
-        {
-            let mut task = flag.task.lock().unwrap_or_else(|e| e.into_inner());
-            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *task = Some(cx.waker().clone());
-            }
-        }
+        flag.task.register(cx.waker());
         if flag.woken.swap(false, Ordering::AcqRel) {
             let waker = Waker::from(flag.clone());
             if let Poll::Ready(v) = signal.as_mut().poll(&mut Context::from_waker(&waker)) {
@@ -406,7 +402,7 @@ pub(crate) enum Either<A, B> {
 /// the task.
 struct SignalWaker {
     woken: AtomicBool,
-    task: std::sync::Mutex<Option<Waker>>,
+    task: AtomicWaker,
 }
 
 impl std::task::Wake for SignalWaker {
@@ -416,9 +412,7 @@ impl std::task::Wake for SignalWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        if let Some(w) = self.task.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            w.wake_by_ref();
-        }
+        self.task.wake();
     }
 }
 
