@@ -224,8 +224,9 @@ pub fn new_request_id() -> HeaderValue {
     buf[16..].copy_from_slice(&hex16(mixed));
     // SAFETY: 32 lower-case hex digits, all valid in a header value (checking them again
     // cost ~100 instructions per request).
-    let mut id =
-        unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::copy_from_slice(&buf)) };
+    // `from_owner`: the id is cloned into the upstream request, the response and the access
+    // record, and a `Bytes` copied from a slice allocates a second time at its first clone.
+    let mut id = unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::from_owner(buf)) };
     // "Never index" for HPACK: an HTTP/2 connection's encoder would otherwise add every new
     // id to its dynamic table, which then fills with ids that never match again, and each
     // response walks that chain of same-named entries (~50 value comparisons per response,

@@ -1281,18 +1281,22 @@ pub struct LoggedBody {
 
 impl LoggedBody {
     fn finish(&mut self, complete: bool) {
-        let Some(done) = self.done.take() else {
+        let Some(mut done) = self.done.take() else {
             return;
         };
-        let (mut rec, start, rt, bytes_in) = *done;
+        let (rec, start, rt, bytes_in) = &mut *done;
         rec.duration = start.elapsed();
         rec.bytes_out = self.bytes;
         rec.bytes_in = bytes_in.bytes.load(Ordering::Relaxed);
         rec.complete = complete;
         let route = rec.route_index.map(|i| (i, &rt.route_metrics[i]));
         crate::metrics::record_request(rt.generation, route, &rec.method, rec.status, rec.duration);
-        if let Some(sink) = &rt.access_log {
-            sink.send(rec);
+        // The record leaves its box only for the access log (a 376-byte move otherwise).
+        if rt.access_log.is_some() {
+            let (rec, _, rt, _) = *done;
+            if let Some(sink) = &rt.access_log {
+                sink.send(rec);
+            }
         }
     }
 }
