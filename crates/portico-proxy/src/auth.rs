@@ -375,7 +375,7 @@ fn token<'r, B>(
         let found = match s {
             TokenSource::Bearer => match req.headers().get(header::AUTHORIZATION) {
                 Some(v) => {
-                    let v = v.to_str().map_err(|_| Failure::Malformed)?;
+                    let v = crate::headers::text(v).ok_or(Failure::Malformed)?;
                     match v.split_once(' ') {
                         Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => {
                             Some(t.trim())
@@ -387,7 +387,7 @@ fn token<'r, B>(
                 None => None,
             },
             TokenSource::Header(h) => match req.headers().get(h) {
-                Some(v) => Some(v.to_str().map_err(|_| Failure::Malformed)?.trim()),
+                Some(v) => Some(crate::headers::text(v).ok_or(Failure::Malformed)?.trim()),
                 None => None,
             },
             TokenSource::Cookie(c) => cookie(req.headers(), c),
