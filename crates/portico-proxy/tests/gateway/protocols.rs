@@ -378,7 +378,6 @@ async fn grpc_clients_get_grpc_errors_and_their_deadline_is_honoured() {
 /// and the gateway sends GOAWAY and closes. A stream still being answered counts as activity.
 #[tokio::test]
 async fn idle_http2_connections_close_after_client_idle_timeout() {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let up = serve(|_req| async move {
         // Three times the idle timeout: the connection must not count as idle meanwhile.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -390,18 +389,8 @@ async fn idle_http2_connections_close_after_client_idle_timeout() {
         up.url()
     )))
     .await;
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    let mut conn = tokio::spawn(conn);
-    let get = || {
-        http::Request::builder()
-            .uri(gw.url("/x"))
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap()
-    };
+    let (mut sender, mut conn) = h2_connection(gw.addr).await;
+    let get = || h2_get(&gw.url("/x"));
     let resp = sender.send_request(get()).await.unwrap();
     assert_eq!(resp.status(), 200);
     // Had the slow stream been ignored, GOAWAY would have come a second ago and this
@@ -421,23 +410,9 @@ async fn idle_http2_connections_close_after_client_idle_timeout() {
 /// Shutdown reaches HTTP/2 connections too: an idle one gets GOAWAY and closes at once.
 #[tokio::test]
 async fn shutdown_closes_idle_http2_connections() {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let gw = gateway(&config("routes:\n  - respond: { status: 200, body: ok }\n")).await;
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
-    let resp = sender
-        .send_request(
-            http::Request::builder()
-                .uri(gw.url("/"))
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let (mut sender, conn) = h2_connection(gw.addr).await;
+    let resp = sender.send_request(h2_get(&gw.url("/"))).await.unwrap();
     assert_eq!(resp.status(), 200);
     let left = tokio::time::timeout(Duration::from_secs(10), gw.gw.shutdown())
         .await
@@ -445,4 +420,28 @@ async fn shutdown_closes_idle_http2_connections() {
     assert_eq!(left, 0, "no connection left open");
     let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
     assert!(matches!(ended, Ok(Ok(Ok(())))), "closed cleanly: {ended:?}");
+}
+
+/// One HTTP/2 connection (prior knowledge) of our own, to watch when the gateway closes it:
+/// the task driving it ends then.
+async fn h2_connection(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+fn h2_get(url: &str) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    http::Request::builder()
+        .uri(url)
+        .body(http_body_util::Empty::new())
+        .unwrap()
 }
