@@ -663,6 +663,39 @@ fn compile_server(cx: &mut Ctx<'_>, cfg: Option<&ServerConfig>, node: Option<&No
             None => default,
         }
     };
+    // Zero would close every connection the moment it waits (idle) or refuse every request
+    // head (408); neither is a way to turn the timeout off.
+    let nonzero = |cx: &mut Ctx<'_>,
+                   v: Option<Duration>,
+                   key: &str,
+                   (d, default): (Duration, &str)| {
+        match v {
+            Some(v) if v.is_zero() => {
+                cx.sink.at(
+                    loc(node, key),
+                    format!("`{key}` must be longer than 0s"),
+                    format!(
+                        "remove it for the default, {default}, or give a longer duration such as 1h"
+                    ),
+                );
+                d
+            }
+            Some(v) => v,
+            None => d,
+        }
+    };
+    let client_idle_timeout = nonzero(
+        cx,
+        cfg.client_idle_timeout.as_ref().map(|d| d.0),
+        "client_idle_timeout",
+        (Duration::from_secs(60), "60s"),
+    );
+    let request_header_timeout = nonzero(
+        cx,
+        cfg.request_header_timeout.as_ref().map(|d| d.0),
+        "request_header_timeout",
+        (Duration::from_secs(10), "10s"),
+    );
     Server {
         trusted_proxies: trusted,
         request_id_header,
@@ -677,12 +710,8 @@ fn compile_server(cx: &mut Ctx<'_>, cfg: Option<&ServerConfig>, node: Option<&No
         .max(8192),
         max_request_headers: positive(cx, cfg.max_request_headers, "max_request_headers", 100),
         drain_timeout: cfg.drain_timeout.map_or(Duration::from_secs(30), |d| d.0),
-        client_idle_timeout: cfg
-            .client_idle_timeout
-            .map_or(Duration::from_secs(60), |d| d.0),
-        request_header_timeout: cfg
-            .request_header_timeout
-            .map_or(Duration::from_secs(10), |d| d.0),
+        client_idle_timeout,
+        request_header_timeout,
         max_uri_bytes: positive(cx, cfg.max_uri_bytes, "max_uri_bytes", 8192),
         consumer_header: identity_header(cx, node, "consumer", "x-consumer-name", cfg),
         groups_header: identity_header(cx, node, "groups", "x-consumer-groups", cfg),

@@ -578,6 +578,14 @@ fn semantic_errors() {
             "policies: [{ type: body_limit, max_bytes: 0 }]",
             "`max_bytes` must be greater than 0",
         ),
+        (
+            "server: { client_idle_timeout: 0s }",
+            "`client_idle_timeout` must be longer than 0s",
+        ),
+        (
+            "server: { request_header_timeout: 0ms }",
+            "`request_header_timeout` must be longer than 0s",
+        ),
         ("policies: [{ type: jwtt }]", "did you mean `jwt`?"),
         (
             "upstreams: { u: { targets: [\"http://127.0.0.1:1\"], health_check: { grpc_service: x } } }",
