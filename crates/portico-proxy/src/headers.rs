@@ -351,14 +351,8 @@ fn needs_normalizing(path: &str) -> bool {
         })
 }
 
-/// Appends `n` in decimal, without the formatting machinery (which costs ~100s of
-/// instructions per number on the request path).
-pub fn push_decimal(out: &mut String, n: u64) {
-    let mut buf = [0u8; 20];
-    out.push_str(decimal(n, &mut buf));
-}
-
-/// `n` in decimal, written into the end of `buf`.
+/// `n` in decimal, written into the end of `buf`, without the formatting machinery (which
+/// costs ~100s of instructions per number on the request path).
 pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
     let mut i = buf.len();
     loop {

@@ -363,8 +363,8 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
 /// Drives `main` until it finishes, or until `signal` does (shutdown, an idle timeout),
 /// whichever is first. Unlike `select!`, `signal` is polled only when its own waker has fired:
 /// `select!` polls every branch on every wake-up of the task, and a connection's task wakes
-/// several times per request (polling a `watch` receiver's `wait_for` each time was ~800
-/// instructions per request, measured).
+/// several times per request (polling a `watch` receiver's `wait_for` each time cost ~250
+/// instructions per request on HTTP/1.1 and ~600 on HTTP/2, measured).
 pub(crate) async fn until<F: Future, S: Future>(
     main: F,
     signal: S,
