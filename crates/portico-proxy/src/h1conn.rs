@@ -115,6 +115,8 @@ pub struct H1Conn<S> {
     buf: BytesMut,
     /// The request head (and body bytes gathered behind it) being written; kept for reuse.
     out: Vec<u8>,
+    /// Header names of the previous response.
+    names: Names,
     slot: S,
 }
 
@@ -169,6 +171,7 @@ impl<S> H1Conn<S> {
             io,
             buf: BytesMut::new(),
             out: Vec::new(),
+            names: Names::default(),
             slot,
         })
     }
@@ -408,7 +411,7 @@ impl<S> H1Conn<S> {
     ) -> Poll<Result<(http::response::Parts, Shape), ConnError>> {
         loop {
             if !self.buf.is_empty()
-                && let Some(parsed) = parse_head(&mut self.buf)?
+                && let Some(parsed) = parse_head(&mut self.buf, &mut self.names)?
             {
                 return Poll::Ready(Ok(parsed));
             }
@@ -497,7 +500,10 @@ struct Shape {
 }
 
 /// Parses the head at the start of `buf`, if it is all there, and cuts it off.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Shape)>, ConnError> {
+fn parse_head(
+    buf: &mut BytesMut,
+    names: &mut Names,
+) -> Result<Option<(http::response::Parts, Shape)>, ConnError> {
     let mut slots =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
@@ -532,8 +538,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Shape
     let mut many = Vec::new();
     let spans = header_spans(buf.as_ptr() as usize, resp.headers, &mut few, &mut many);
     let head = buf.split_to(len).freeze();
-    for &(n, nl, v, vl) in spans {
-        let name = HeaderName::from_bytes(&head[n..n + nl])
+    for (i, &(n, nl, v, vl)) in spans.iter().enumerate() {
+        let name = names
+            .get(i, &head[n..n + nl])
             .map_err(|_| ConnError::Protocol("invalid header name"))?;
         // SAFETY: httparse accepted this value, and what it accepts (HTAB, SP, visible ASCII,
         // obs-text) is exactly what `HeaderValue` allows; checking every byte again was
@@ -611,6 +618,56 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Shape
 }
 
 /// Where a header's name and value are in a head: offsets from its start and lengths.
+/// The header names of the previous head read on a connection, in order, with their bytes as
+/// sent. A client or an upstream sends the same names in the same order head after head, so
+/// a name is usually found here by one byte comparison. `HeaderName::from_bytes` costs
+/// ~150 instructions per name (a lookup of the standard names, and an allocation for any
+/// other name, such as `x-request-id`), and a name taken from here costs a clone (a copy,
+/// or a reference count for a custom name).
+#[derive(Default)]
+pub struct Names {
+    /// (offset in `raw`, length, name) per header of the previous head.
+    names: Vec<(u16, u16, HeaderName)>,
+    raw: Vec<u8>,
+}
+
+/// Names remembered per connection at most, and their bytes: enough for the usual head,
+/// bounded for a client that sends a hundred headers.
+const NAMES_MAX: usize = 32;
+const NAMES_RAW_MAX: usize = 1024;
+
+impl Names {
+    /// The name of the `i`-th header of the head being read, sent as `raw`. Names are asked
+    /// for in order, starting from 0 for each head.
+    pub fn get(
+        &mut self,
+        i: usize,
+        raw: &[u8],
+    ) -> Result<HeaderName, http::header::InvalidHeaderName> {
+        if let Some((at, len, name)) = self.names.get(i)
+            && self
+                .raw
+                .get(usize::from(*at)..usize::from(*at) + usize::from(*len))
+                == Some(raw)
+        {
+            return Ok(name.clone());
+        }
+        let name = HeaderName::from_bytes(raw)?;
+        // The heads differ from here on: forget the rest and remember this one instead.
+        if let Some((at, _, _)) = self.names.get(i) {
+            self.raw.truncate(usize::from(*at));
+        }
+        self.names.truncate(i);
+        if self.names.len() == i && i < NAMES_MAX && self.raw.len() + raw.len() <= NAMES_RAW_MAX {
+            // Both fit in u16: the bounds above are far below.
+            self.names
+                .push((self.raw.len() as u16, raw.len() as u16, name.clone()));
+            self.raw.extend_from_slice(raw);
+        }
+        Ok(name)
+    }
+}
+
 pub type Span = (usize, usize, usize, usize);
 
 /// The headers httparse found in a head starting at address `base`, as offsets, not slices:
@@ -1073,6 +1130,44 @@ pub fn hex(mut n: usize, out: &mut [u8; 16]) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// Names come from the previous head when the bytes match at the same position, and are
+    /// parsed (and remembered) otherwise; the answer is always what `from_bytes` gives.
+    #[test]
+    fn names_are_remembered_per_position() {
+        let mut names = Names::default();
+        let heads: [&[&[u8]]; 6] = [
+            &[b"Server", b"Content-Type", b"X-Request-Id"],
+            &[b"Server", b"Content-Type", b"X-Request-Id"],
+            &[b"server", b"X-Request-Id", b"Content-Type", b"Via"],
+            &[b"server", b"X-Request-Id"],
+            &[b"server", b"X-Request-Id", b"Content-Type", b"Via"],
+            &[],
+        ];
+        for head in heads {
+            for (i, raw) in head.iter().enumerate() {
+                assert_eq!(
+                    names.get(i, raw).unwrap(),
+                    HeaderName::from_bytes(raw).unwrap(),
+                    "{i} {raw:?}"
+                );
+            }
+        }
+        // After the heads above, the last one is what is remembered.
+        assert_eq!(names.names.len(), 4);
+        assert_eq!(names.raw, b"serverX-Request-IdContent-TypeVia");
+        // An invalid name is refused and does not disturb what is remembered.
+        assert!(names.get(1, b"bad name").is_err());
+        assert_eq!(names.get(0, b"server").unwrap(), header::SERVER);
+        // Bounded: a hundred long names keep at most NAMES_MAX and NAMES_RAW_MAX.
+        let mut names = Names::default();
+        for i in 0..100 {
+            let raw = format!("x-{i:0>60}");
+            assert_eq!(names.get(i, raw.as_bytes()).unwrap().as_str(), raw);
+        }
+        assert!(names.names.len() <= NAMES_MAX && names.raw.len() <= NAMES_RAW_MAX);
+        assert!(!names.names.is_empty());
+    }
+
     #[test]
     fn content_lengths() {
         assert_eq!(content_length(b"0"), Some(0));
@@ -1183,7 +1278,7 @@ mod tests {
     }
 
     fn head(bytes: &[u8]) -> Result<Option<(http::response::Parts, Shape)>, ConnError> {
-        parse_head(&mut BytesMut::from(bytes))
+        parse_head(&mut BytesMut::from(bytes), &mut Names::default())
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -91,6 +91,8 @@ struct ReadSide {
     dec: Decoder,
     /// `100 Continue` is owed before the body's first read: how much of it is written.
     expect: Option<usize>,
+    /// Header names of the previous request head.
+    names: crate::h1conn::Names,
 }
 
 impl Shared {
@@ -364,6 +366,7 @@ async fn run(io: Transport, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner
             buf: BytesMut::new(),
             dec: Decoder::done(),
             expect: None,
+            names: crate::h1conn::Names::default(),
         }),
     });
     let mut out = Vec::new();
@@ -575,7 +578,12 @@ fn poll_head(
                         return Poll::Ready(Read::Head(refused_head(Refusal::BareLf)));
                     }
                     Ok(Some(end)) => {
-                        return Poll::Ready(parse(&mut rd.buf, end + 4, s.max_headers));
+                        return Poll::Ready(parse(
+                            &mut rd.buf,
+                            &mut rd.names,
+                            end + 4,
+                            s.max_headers,
+                        ));
                     }
                     Ok(None) if rd.buf.len() > s.max_head => {
                         return Poll::Ready(Read::Refuse(Problem::HeadTooLarge));
@@ -649,7 +657,12 @@ fn refused_head(r: Refusal) -> Parsed {
 }
 
 /// Parses the head that makes up the first `len` bytes of `buf` and cuts it off.
-fn parse(buf: &mut BytesMut, len: usize, max_headers: usize) -> Read {
+fn parse(
+    buf: &mut BytesMut,
+    names: &mut crate::h1conn::Names,
+    len: usize,
+    max_headers: usize,
+) -> Read {
     let mut stack = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
     let mut heap: Vec<std::mem::MaybeUninit<httparse::Header<'_>>>;
     let slots = if max_headers <= stack.len() {
@@ -703,8 +716,8 @@ fn parse(buf: &mut BytesMut, len: usize, max_headers: usize) -> Read {
     let mut has_upgrade = false;
     let mut expect = false;
     let mut trailers = false;
-    for &(n, nl, v, vl) in spans {
-        let Ok(name) = HeaderName::from_bytes(&head[n..n + nl]) else {
+    for (i, &(n, nl, v, vl)) in spans.iter().enumerate() {
+        let Ok(name) = names.get(i, &head[n..n + nl]) else {
             return Read::Refuse(Problem::BadRequest("The request head is malformed."));
         };
         // SAFETY: httparse accepted this value, and what it accepts (HTAB, SP, visible ASCII,
