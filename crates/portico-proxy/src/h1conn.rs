@@ -288,14 +288,9 @@ impl<S> H1Conn<S> {
         let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         w.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
         w.extend_from_slice(b" HTTP/1.1\r\n");
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(a) = parts.uri.authority()
-        {
-            w.extend_from_slice(b"host: ");
-            w.extend_from_slice(a.as_str().as_bytes());
-            w.extend_from_slice(b"\r\n");
-        }
+        let headers_at = w.len();
         let mut had_length = false;
+        let mut had_host = false;
         for (name, value) in &parts.headers {
             // The framing is written from the body below, never copied.
             if name == header::CONTENT_LENGTH {
@@ -305,10 +300,18 @@ impl<S> H1Conn<S> {
             if name == header::TRANSFER_ENCODING {
                 continue;
             }
+            had_host |= name == header::HOST;
             w.extend_from_slice(name.as_str().as_bytes());
             w.extend_from_slice(b": ");
             w.extend_from_slice(value.as_bytes());
             w.extend_from_slice(b"\r\n");
+        }
+        // Without a `Host` header, one from the URI goes first (RFC 9112 §3.2). Noticed in the
+        // walk above rather than looked up by name before it; the pipeline always sets `Host`,
+        // so the insertion is for the pool's other callers.
+        if !had_host && let Some(a) = parts.uri.authority() {
+            let line = [b"host: ", a.as_str().as_bytes(), b"\r\n"].concat();
+            w.splice(headers_at..headers_at, line);
         }
         let out = if body.is_end_stream() {
             // An empty body still says so where a body is expected.
@@ -1166,6 +1169,41 @@ mod tests {
         }
         assert!(names.names.len() <= NAMES_MAX && names.raw.len() <= NAMES_RAW_MAX);
         assert!(!names.names.is_empty());
+    }
+
+    /// A request without `Host` gets one from its URI, first after the request line; one
+    /// with `Host` is written as it is, once.
+    #[tokio::test]
+    async fn host_comes_first_and_once() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let mut conn = H1Conn::new(
+            Stream::<tokio_rustls::client::TlsStream<TcpStream>>::Tcp(s),
+            (),
+        );
+        let req = Request::builder()
+            .uri("http://up.example:8080/a?b=1")
+            .header("x-one", "1")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        conn.write_head(&parts, &Body::Empty);
+        assert_eq!(
+            String::from_utf8_lossy(&conn.out),
+            "GET /a?b=1 HTTP/1.1\r\nhost: up.example:8080\r\nx-one: 1\r\n\r\n"
+        );
+        let req = Request::builder()
+            .uri("http://up.example:8080/")
+            .header("x-one", "1")
+            .header("host", "client.example")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        conn.write_head(&parts, &Body::Empty);
+        assert_eq!(
+            String::from_utf8_lossy(&conn.out),
+            "GET / HTTP/1.1\r\nx-one: 1\r\nhost: client.example\r\n\r\n"
+        );
     }
 
     #[test]

@@ -249,6 +249,7 @@ pub enum Refusal {
     RepeatedLength,
     TransferCoding,
     BareLf,
+    RepeatedHost,
 }
 
 impl Refusal {
@@ -262,6 +263,8 @@ impl Refusal {
             }
             Refusal::TransferCoding => "Transfer-Encoding must be exactly `chunked`.",
             Refusal::BareLf => "The request head has a line ending without CR (bare LF).",
+            // RFC 9112 §3.2: one Host, or the gateway and the upstream may see different ones.
+            Refusal::RepeatedHost => "The request has more than one Host header.",
         }
     }
 }
@@ -714,6 +717,7 @@ fn parse(
     let mut keep_alive = false;
     let mut upgrade_token = false;
     let mut has_upgrade = false;
+    let mut hosts = 0;
     let mut expect = false;
     let mut trailers = false;
     for (i, &(n, nl, v, vl)) in spans.iter().enumerate() {
@@ -744,6 +748,8 @@ fn parse(
                 keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
                 upgrade_token |= t.eq_ignore_ascii_case(b"upgrade");
             }
+        } else if name == header::HOST {
+            hosts += 1;
         } else if name == header::UPGRADE {
             has_upgrade = true;
         } else if name == header::EXPECT {
@@ -766,6 +772,8 @@ fn parse(
         Some(Refusal::RepeatedLength)
     } else if codings > 1 || (codings == 1 && !chunked) {
         Some(Refusal::TransferCoding)
+    } else if hosts > 1 {
+        Some(Refusal::RepeatedHost)
     } else {
         None
     };
@@ -846,17 +854,26 @@ where
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     let h = &parts.headers;
-    let mut keep = keep_alive
-        && !h
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| has_token(v.as_bytes(), b"close"));
+    // One walk over the headers instead of three lookups by name (each hashes the name).
+    let mut close = false;
+    let mut length: Option<&HeaderValue> = None;
+    let mut has_date = false;
+    for (name, value) in h {
+        if name == header::CONNECTION {
+            close |= has_token(value.as_bytes(), b"close");
+        } else if name == header::CONTENT_LENGTH {
+            length = length.or(Some(value));
+        } else if name == header::DATE {
+            has_date = true;
+        }
+    }
+    let mut keep = keep_alive && !close;
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let no_body = head_only
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let declared = h.get(header::CONTENT_LENGTH).and_then(|v| {
+    let declared = length.and_then(|v| {
         std::str::from_utf8(v.as_bytes())
             .ok()?
             .trim()
@@ -895,7 +912,7 @@ where
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !h.contains_key(header::DATE) {
+    if !has_date {
         push_date(out);
     }
     if !switching {

@@ -53,7 +53,11 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
                 {
                     continue;
                 }
-                if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
+                // `Host` is end to end whatever a client lists: removing it would let a
+                // client send the upstream a request without the host it was routed by.
+                if let Ok(n) = HeaderName::from_bytes(token.as_bytes())
+                    && n != header::HOST
+                {
                     listed.push(n);
                 }
             }
@@ -374,7 +378,8 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_listed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "close, x-secret".parse().unwrap());
+        h.insert(header::CONNECTION, "close, x-secret, Host".parse().unwrap());
+        h.insert(header::HOST, "api.example".parse().unwrap());
         h.insert("x-secret", "1".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert(header::TE, "trailers".parse().unwrap());
@@ -389,6 +394,11 @@ mod tests {
         assert!(h.get(header::CONNECTION).is_none());
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
         assert_eq!(h.get("x-keep").unwrap(), "1");
+        assert_eq!(
+            h.get(header::HOST).unwrap(),
+            "api.example",
+            "Host is end to end"
+        );
         let mut h = HeaderMap::new();
         h.insert(header::TE, "gzip".parse().unwrap());
         h.insert(header::CONNECTION, "Upgrade".parse().unwrap());

@@ -79,7 +79,12 @@ pub fn handle(
                 client_ip,
                 listener: conn.listener.clone(),
                 method: req.method().clone(),
-                host: req.headers().get(header::HOST).cloned(),
+                // Only the access log shows it.
+                host: if rt.access_log.is_some() {
+                    req.headers().get(header::HOST).cloned()
+                } else {
+                    None
+                },
                 uri: req.uri().clone(),
                 version: req.version(),
                 route: None,
@@ -99,10 +104,12 @@ pub fn handle(
             Arc::new(BodyStats::default()),
         ));
         let (rec, _, _, bytes_in) = &mut *done;
-        let is_grpc = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        // gRPC and gRPC-Web calls are POSTs: other methods skip the lookup.
+        let is_grpc = req.method() == http::Method::POST
+            && req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         let mut extra = Vec::new();
         let mut guards = Vec::new();
         let resp = match process(
@@ -384,14 +391,13 @@ fn process(
                     let target = pool.target(ti).clone();
                     rec.upstream = Some(target.display.clone());
                     // The client's side of a protocol switch: the HTTP/1.1 connection hands its
-                    // transport over once the `101` is written (HTTP/2 requests never ask).
-                    let upgrade = if is_upgrade(&req) {
-                        req.extensions_mut()
-                            .remove::<crate::h1server::OnUpgrade>()
-                            .and_then(|own| own.take())
-                    } else {
-                        None
-                    };
+                    // transport over once the `101` is written (HTTP/2 requests never ask). It
+                    // puts `OnUpgrade` on exactly the requests that ask (an HTTP/1.1 request
+                    // with `Upgrade` and `Connection: upgrade`), so no header is looked up here.
+                    let upgrade = req
+                        .extensions_mut()
+                        .remove::<crate::h1server::OnUpgrade>()
+                        .and_then(|own| own.take());
                     let grpc_web = if route.grpc_web {
                         crate::grpcweb::mode(req.headers())
                     } else {
@@ -756,17 +762,6 @@ fn check_framing(req: &Request<ClientBody>) -> Result<(), Problem> {
     }
 }
 
-fn is_upgrade(req: &Request<ClientBody>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .unwrap_or("")
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        })
-}
-
 #[allow(clippy::too_many_arguments)]
 fn build_upstream_request(
     rt: &Runtime,
@@ -852,7 +847,9 @@ fn build_upstream_request(
     };
 
     // Host: the rewrite's, else the client's (Host header, or :authority over HTTP/2).
-    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+    let host_header = parts.headers.get(header::HOST).cloned();
+    let from_header = host_header.is_some();
+    let client_host = host_header.or_else(|| {
         parts
             .uri
             .authority()
@@ -894,6 +891,10 @@ fn build_upstream_request(
         (Some(h2), _) => {
             h.insert(header::HOST, h2.clone());
         }
+        // The client's `Host` header is still there, alone (the HTTP/1.1 connection refuses
+        // a repeated one, and hop-by-hop removal never takes it): inserting it again would
+        // hash its name and replace it with itself.
+        (None, Some(_)) if from_header => {}
         (None, Some(c)) => {
             h.insert(header::HOST, c);
         }
@@ -958,11 +959,13 @@ pub(crate) fn call_upstream(
         let mut budget = route.timeout.unwrap_or(pool.spec.request_timeout);
         // A gRPC client's own deadline, when shorter, is the one that counts. (A static name:
         // looking up by `&str` parses the name again on every request.)
+        // gRPC calls (and gRPC-Web ones) are always POSTs: other methods skip the lookup.
         static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
-        if let Some(t) = req
-            .headers()
-            .get(&GRPC_TIMEOUT)
-            .and_then(|v| grpc_timeout(v.as_bytes()))
+        if req.method() == http::Method::POST
+            && let Some(t) = req
+                .headers()
+                .get(&GRPC_TIMEOUT)
+                .and_then(|v| grpc_timeout(v.as_bytes()))
         {
             budget = budget.min(t);
         }
