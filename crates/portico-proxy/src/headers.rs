@@ -261,18 +261,15 @@ fn hex16(n: u64) -> [u8; 16] {
 }
 
 /// The request's host, lower-cased, without port: from the URI (HTTP/2 `:authority`, absolute
-/// form) or the `Host` header. `buf` holds a lower-cased copy only when one is needed.
+/// form) or the `Host` header's value. `buf` holds a lower-cased copy only when one is needed.
 pub fn request_host<'a>(
     uri: &'a http::Uri,
-    h: &'a HeaderMap,
+    host: Option<&'a HeaderValue>,
     buf: &'a mut String,
 ) -> Option<&'a str> {
     let raw = match uri.host() {
-        Some(host) => host,
-        None => {
-            let v = h.get(header::HOST)?.to_str().ok()?;
-            strip_port(v)
-        }
+        Some(h) => h,
+        None => strip_port(text(host?)?),
     };
     let raw = raw.strip_suffix('.').unwrap_or(raw);
     if raw.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -555,10 +552,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "API.Example.com:8080".parse().unwrap());
         let uri: http::Uri = "/x".parse().unwrap();
-        assert_eq!(request_host(&uri, &h, &mut buf), Some("api.example.com"));
+        assert_eq!(
+            request_host(&uri, h.get(header::HOST), &mut buf),
+            Some("api.example.com")
+        );
         let mut buf = String::new();
         h.insert(header::HOST, "[::1]:80".parse().unwrap());
-        assert_eq!(request_host(&uri, &h, &mut buf), Some("[::1]"));
+        assert_eq!(
+            request_host(&uri, h.get(header::HOST), &mut buf),
+            Some("[::1]")
+        );
         for (host, want) in [
             ("example.com", "example.com"),
             ("example.com:", "example.com"),
@@ -567,10 +570,26 @@ mod tests {
             ("a:8x", "a:8x"),
             ("[::1]", "[::1]"),
             ("[::1", "[::1"),
+            ("Mixed.Case:80", "mixed.case"),
+            ("[::ABCD]:443", "[::abcd]"),
+            ("host:80:", "host:80"),
+            ("1.2.3.4:8080", "1.2.3.4"),
+            ("", ""),
         ] {
             let mut buf = String::new();
             h.insert(header::HOST, host.parse().unwrap());
-            assert_eq!(request_host(&uri, &h, &mut buf), Some(want), "{host}");
+            assert_eq!(
+                request_host(&uri, h.get(header::HOST), &mut buf),
+                Some(want),
+                "{host}"
+            );
         }
+        // Not text: no host. Without a Host header: no host either, unless the URI has one.
+        let mut buf = String::new();
+        let v = HeaderValue::from_bytes(b"caf\xc3\xa9:80").unwrap();
+        assert_eq!(request_host(&uri, Some(&v), &mut buf), None);
+        assert_eq!(request_host(&uri, None, &mut buf), None);
+        let abs: http::Uri = "http://Abs.Example:81/x".parse().unwrap();
+        assert_eq!(request_host(&abs, Some(&v), &mut buf), Some("abs.example"));
     }
 }

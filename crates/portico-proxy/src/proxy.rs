@@ -187,8 +187,10 @@ fn process(
         let preflight = crate::auth::is_preflight(&req);
         let normalized = headers::normalize_path(req.uri().path());
         let path = normalized.as_deref().unwrap_or(req.uri().path());
+        // Looked up once: routing reads it, and the upstream request keeps it.
+        let host_value = req.headers().get(header::HOST).cloned();
         let mut host_buf = String::new();
-        let host = headers::request_host(req.uri(), req.headers(), &mut host_buf);
+        let host = headers::request_host(req.uri(), host_value.as_ref(), &mut host_buf);
         let mut view = RequestView {
             host,
             path,
@@ -304,9 +306,13 @@ fn process(
             .map(|(store, policy)| {
                 let head = crate::cache::request_head(&req);
                 let mut host_buf = String::new();
-                let host = headers::request_host(req.uri(), req.headers(), &mut host_buf)
-                    .unwrap_or("")
-                    .to_owned();
+                let host = headers::request_host(
+                    req.uri(),
+                    req.headers().get(header::HOST),
+                    &mut host_buf,
+                )
+                .unwrap_or("")
+                .to_owned();
                 let mut head = head;
                 let key = crate::cache::key(&mut head, &host, policy);
                 (store, head, key)
@@ -419,6 +425,7 @@ fn process(
                         bytes_in,
                         rec.client_ip,
                         identity.claims.as_deref(),
+                        host_value.clone(),
                     )?;
                     // The route's `request_decompression` wins over a global one.
                     if let Some(max) = route.effective.request_decompression
@@ -777,6 +784,8 @@ fn build_upstream_request(
     bytes_in: &Arc<BodyStats>,
     client_ip: std::net::IpAddr,
     claims: Option<&portico_auth::jwt::Claims>,
+    // The client's `Host` header, looked up once by the caller.
+    host_header: Option<HeaderValue>,
 ) -> Result<Request<Body>, Problem> {
     let cfg = &rt.config;
     let (mut parts, body) = req.into_parts();
@@ -847,7 +856,6 @@ fn build_upstream_request(
     };
 
     // Host: the rewrite's, else the client's (Host header, or :authority over HTTP/2).
-    let host_header = parts.headers.get(header::HOST).cloned();
     let from_header = host_header.is_some();
     let client_host = host_header.or_else(|| {
         parts
