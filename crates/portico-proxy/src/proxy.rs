@@ -67,25 +67,35 @@ pub fn handle(
             headers::client_ip(conn.peer.ip(), req.headers(), &cfg.server.trusted_proxies);
         // Built in its box: the record (376 bytes) ends up boxed in the response body, and
         // moving it there at the end cost two copies.
+        // Without an access log the record only feeds the metrics (route, method, status,
+        // duration): what only the log shows is left empty rather than copied (clock read,
+        // reference counts taken and released: ~200 instructions).
+        let logged = rt.access_log.is_some();
         let mut done: Box<Finish> = Box::new((
             Record {
-                // Only the access log shows the wall-clock time; skip the clock read without it.
-                time: if rt.access_log.is_some() {
+                time: if logged {
                     SystemTime::now()
                 } else {
                     SystemTime::UNIX_EPOCH
                 },
-                request_id: request_id.clone(),
+                request_id: if logged {
+                    request_id.clone()
+                } else {
+                    HeaderValue::from_static("")
+                },
                 client_ip,
                 listener: conn.listener.clone(),
                 method: req.method().clone(),
-                // Only the access log shows it.
-                host: if rt.access_log.is_some() {
+                host: if logged {
                     req.headers().get(header::HOST).cloned()
                 } else {
                     None
                 },
-                uri: req.uri().clone(),
+                uri: if logged {
+                    req.uri().clone()
+                } else {
+                    Uri::default()
+                },
                 version: req.version(),
                 route: None,
                 route_index: None,
