@@ -8,7 +8,8 @@ One command after `cargo build --release`:
 
 Layout (2 cores): core 0 runs the origin (nginx, 1 worker) and the load generator (wrk or
 h2load, 1 thread); core 1 runs the proxy under test, alone, with one worker/thread. Every
-contestant runs once per round per scenario; the order rotates each round; a ratio "vs nginx"
+contestant runs once per round per scenario; the order rotates each round (and runs backwards every
+other round, so two builds meet in both orders); a ratio "vs nginx"
 is taken within a round and the median over rounds is reported. The derived figure to trust
 most on a shared machine is the proxy's CPU time per request.
 
@@ -279,17 +280,20 @@ def die(msg):
 
 
 def cpu_ticks(pids):
-    """utime+stime of these processes and their children, in seconds."""
-    total = 0
+    """(utime, stime) of these processes and their children, in seconds: user space and the
+    kernel apart, because on this machine the kernel is most of a proxy's CPU per request."""
+    user = system = 0
     for pid in pids:
         for p in [pid] + children(pid):
             try:
                 with open(f"/proc/{p}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
+                user += int(fields[11])
+                system += int(fields[12])
             except (OSError, IndexError):
                 pass
-    return total / os.sysconf("SC_CLK_TCK")
+    hz = os.sysconf("SC_CLK_TCK")
+    return user / hz, system / hz
 
 
 def children(pid):
@@ -531,30 +535,39 @@ def main():
             for sc in scenarios:
                 tool, path, conns, streams = SCENARIOS[sc]
                 order = contestants[r % len(contestants):] + contestants[: r % len(contestants)]
+                # Every other round runs backwards, so each pair of contestants (an A/B of two
+                # builds in particular) meets in both orders, not always A right before B.
+                if r % 2 == 1:
+                    order.reverse()
                 for name, port, h2port, logging in order:
                     # The floor speaks HTTP/1.1 only.
                     if tool == "h2load" and (logging or name == "floor"):
                         continue
                     target = h2port if tool == "h2load" else port
                     secs = max(2, args.seconds - 1) if conns == 1 or tool == "h2load" else args.seconds
-                    before = cpu_ticks([procs[name].pid])
+                    u0, s0 = cpu_ticks([procs[name].pid])
                     res = load(tool, target, path, conns, streams, secs, args.load_cpu)
-                    used = cpu_ticks([procs[name].pid]) - before
+                    u1, s1 = cpu_ticks([procs[name].pid])
                     if res is None:
                         print(f"  r{r + 1} {sc:12} {name:12} FAILED")
                         continue
+                    n = max(res["requests"], 1)
+                    used = (u1 - u0) + (s1 - s0)
                     res.update({"round": r + 1, "scenario": sc, "proxy": name, "cpu_s": used,
-                                "cpu_us_per_req": used * 1e6 / max(res["requests"], 1)})
+                                "cpu_us_per_req": used * 1e6 / n,
+                                "user_us_per_req": (u1 - u0) * 1e6 / n, "sys_us_per_req": (s1 - s0) * 1e6 / n})
                     rows.append(res)
                     print(f"  r{r + 1} {sc:12} {name:12} {res['rps']:9.0f} req/s  p50 {res['p50_us']:7.0f} us  p99 {res['p99_us']:7.0f} us  "
-                          f"err {res['errors']}  cpu {res['cpu_us_per_req']:5.1f} us/req")
+                          f"err {res['errors']}  cpu {res['cpu_us_per_req']:5.1f} us/req "
+                          f"(user {res['user_us_per_req']:4.1f}, sys {res['sys_us_per_req']:4.1f})")
                     time.sleep(0.3)
         rss = {name: peak_rss_kib(procs[name].pid) for name in names}
     finally:
         stop_all()
 
     with open(os.path.join(out_dir, "raw.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["round", "scenario", "proxy", "requests", "rps", "errors", "p50_us", "p99_us", "cpu_s", "cpu_us_per_req"])
+        w = csv.DictWriter(f, fieldnames=["round", "scenario", "proxy", "requests", "rps", "errors", "p50_us", "p99_us", "cpu_s",
+                                          "cpu_us_per_req", "user_us_per_req", "sys_us_per_req"])
         w.writeheader()
         w.writerows(rows)
     summary = summarize(rows, rss, args)
@@ -572,8 +585,10 @@ def summarize(rows, rss, args):
     lines = [f"# Portico vs nginx and HAProxy ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
              f"{args.rounds} round(s), {args.seconds} s runs; proxy on core {args.proxy_cpu}, origin and load generator on core {args.load_cpu}.",
              "Ratios are taken against nginx (same logging setting) in the same round; medians over rounds.", "",
-             "| scenario | proxy | req/s | vs nginx | p50 | p99 | CPU µs/req | vs nginx | errors |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "CPU is the proxy's user plus system time; the user/sys column splits it (the kernel's part is",
+             "much the same for every proxy: each makes four or five syscalls per request).", "",
+             "| scenario | proxy | req/s | vs nginx | p50 | p99 | CPU µs/req | vs nginx | user / sys µs/req | errors |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for sc in dict.fromkeys(r["scenario"] for r in rows):
         for proxy in dict.fromkeys(r["proxy"] for r in rows if r["scenario"] == sc):
             mine = [r for r in rows if r["scenario"] == sc and r["proxy"] == proxy]
@@ -586,7 +601,9 @@ def summarize(rows, rss, args):
                     cpu_ratios.append(r["cpu_us_per_req"] / max(ref[0]["cpu_us_per_req"], 1e-9))
             lines.append(f"| {sc} | {proxy} | {med([r['rps'] for r in mine]):.0f} | {med(ratios):.2f} | "
                          f"{med([r['p50_us'] for r in mine]):.0f} µs | {med([r['p99_us'] for r in mine]):.0f} µs | "
-                         f"{med([r['cpu_us_per_req'] for r in mine]):.1f} | {med(cpu_ratios):.2f} | {sum(r['errors'] for r in mine)} |")
+                         f"{med([r['cpu_us_per_req'] for r in mine]):.1f} | {med(cpu_ratios):.2f} | "
+                         f"{med([r['user_us_per_req'] for r in mine]):.1f} / {med([r['sys_us_per_req'] for r in mine]):.1f} | "
+                         f"{sum(r['errors'] for r in mine)} |")
     lines += ["", "Peak RSS (VmHWM, process tree) at the end of the run:", ""]
     lines += [f"- {name}: {kib / 1024:.1f} MiB" for name, kib in rss.items()]
     lines.append("")

@@ -1181,29 +1181,27 @@ mod tests {
             Stream::<tokio_rustls::client::TlsStream<TcpStream>>::Tcp(s),
             (),
         );
-        let req = Request::builder()
-            .uri("http://up.example:8080/a?b=1")
-            .header("x-one", "1")
-            .body(())
-            .unwrap();
-        let (parts, ()) = req.into_parts();
-        conn.write_head(&parts, &Body::Empty);
-        assert_eq!(
-            String::from_utf8_lossy(&conn.out),
-            "GET /a?b=1 HTTP/1.1\r\nhost: up.example:8080\r\nx-one: 1\r\n\r\n"
-        );
-        let req = Request::builder()
-            .uri("http://up.example:8080/")
-            .header("x-one", "1")
-            .header("host", "client.example")
-            .body(())
-            .unwrap();
-        let (parts, ()) = req.into_parts();
-        conn.write_head(&parts, &Body::Empty);
-        assert_eq!(
-            String::from_utf8_lossy(&conn.out),
-            "GET / HTTP/1.1\r\nx-one: 1\r\nhost: client.example\r\n\r\n"
-        );
+        let cases: [(&str, Option<&str>, &str); 2] = [
+            (
+                "http://up.example:8080/a?b=1",
+                None,
+                "GET /a?b=1 HTTP/1.1\r\nhost: up.example:8080\r\nx-one: 1\r\n\r\n",
+            ),
+            (
+                "http://up.example:8080/",
+                Some("client.example"),
+                "GET / HTTP/1.1\r\nx-one: 1\r\nhost: client.example\r\n\r\n",
+            ),
+        ];
+        for (uri, host, want) in cases {
+            let mut req = Request::builder().uri(uri).header("x-one", "1");
+            if let Some(h) = host {
+                req = req.header("host", h);
+            }
+            let (parts, ()) = req.body(()).unwrap().into_parts();
+            conn.write_head(&parts, &Body::Empty);
+            assert_eq!(String::from_utf8_lossy(&conn.out), want);
+        }
     }
 
     #[test]
