@@ -16,8 +16,10 @@ Options: `--requests N` (default 20000), `--proxies nginx,floor,portico` (add `h
 `portico-chain` for Portico with the policy chain of bench/run.py: RS256 JWT, local rate limit,
 metrics, access log; then every contestant gets the same `Authorization` and `X-API-Key`
 headers), `--h2` (HTTP/2 clients, prior knowledge: 8 connections x 8 streams, as bench/run.py's
-h2c-c8m8; the floor speaks HTTP/1.1 only and is skipped), `--keep` (keep the callgrind files, to
-read with `callgrind_annotate --inclusive=yes FILE`).
+h2c-c8m8; the floor speaks HTTP/1.1 only and is skipped), `--cache` (callgrind's cache and
+branch simulation too: instruction-cache misses, first-level data-cache misses and
+mispredicted branches per request; slower), `--keep` (keep the callgrind files, to read with
+`callgrind_annotate --inclusive=yes FILE`).
 """
 
 import argparse
@@ -38,6 +40,8 @@ HEADERS = []
 # h2load's connection options: HTTP/1.1 at 64 connections, or HTTP/2 (--h2).
 CLIENTS = ["--h1", "-c", "64"]
 ORIGIN = harness.ORIGIN_PORT
+# Extra callgrind options: `--cache` adds its cache and branch simulation.
+SIM = []
 
 
 def h2load(port, n, cpu):
@@ -52,7 +56,7 @@ def measure(name, cmd, port, n, run, cpu, listen=None):
     listen = listen or port
     out = os.path.join(run, f"callgrind.{name}")
     log = open(os.path.join(run, f"{name}.log"), "w")
-    proc = harness.start(["valgrind", "--tool=callgrind", "--compress-strings=no", "--compress-pos=no",
+    proc = harness.start(["valgrind", "--tool=callgrind", "--compress-strings=no", "--compress-pos=no", *SIM,
                                  f"--callgrind-out-file={out}.%p"] + cmd, cpu, log,
                          env=dict(os.environ, PORTICO_LOG="warn"))
     for _ in range(600):  # valgrind starts slowly
@@ -75,9 +79,19 @@ def measure(name, cmd, port, n, run, cpu, listen=None):
     parts = sorted(glob.glob(f"{out}.*.*"), key=os.path.getsize)
     if not parts:
         harness.die(f"no callgrind dump for {name}")
+    events = []
     for line in open(parts[-1]):
+        if line.startswith("events:"):
+            events = line.split()[1:]
         if line.startswith("summary:"):
-            return int(line.split()[1]) / n, parts[-1]
+            counts = dict(zip(events, (int(x) for x in line.split()[1:])))
+            if SIM:
+                # Per request: instruction-cache misses, first-level data-cache misses (reads
+                # and writes), mispredicted branches (conditional and indirect).
+                extra = (counts.get("I1mr", 0) / n, (counts.get("D1mr", 0) + counts.get("D1mw", 0)) / n,
+                         (counts.get("Bcm", 0) + counts.get("Bim", 0)) / n)
+                return counts["Ir"] / n, parts[-1], extra
+            return counts["Ir"] / n, parts[-1], None
     harness.die(f"no summary in {parts[-1]}")
 
 
@@ -88,7 +102,11 @@ def main():
     ap.add_argument("--portico", default=os.path.join(harness.ROOT, "target/release/portico"))
     ap.add_argument("--h2", action="store_true", help="HTTP/2 clients (8 connections x 8 streams)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--cache", action="store_true",
+                    help="also simulate caches and branch prediction (slower): misses per request")
     args = ap.parse_args()
+    if args.cache:
+        SIM[:] = ["--cache-sim=yes", "--branch-sim=yes"]
     if args.h2:
         CLIENTS[:] = ["-c", "8", "-m", "8"]
     for tool in ("valgrind", "callgrind_control", "nginx", "h2load"):
@@ -142,16 +160,22 @@ def main():
                         keys=harness.KEYS_DIR, key_digest="sha256:" + hashlib.sha256(harness.BENCH_KEY.encode()).hexdigest())
                 open(path, "w").write(conf)
                 cmd = [args.portico, "run", "--no-watch", "--workers", "1", "-c", path]
-            per_req, dump = measure(name, cmd, port, args.requests, run, 1, listen)
-            rows.append((name, per_req, dump))
+            per_req, dump, extra = measure(name, cmd, port, args.requests, run, 1, listen)
+            rows.append((name, per_req, dump, extra))
             print(f"  {name:13} {per_req:9.0f} instructions/request", flush=True)
     finally:
         for p in procs:
             p.terminate()
     base = next((r[1] for r in rows if r[0] == "nginx"), None)
-    print(f"\n| proxy | instructions per request | vs nginx |\n|---|---:|---:|")
-    for name, per_req, _ in rows:
-        print(f"| {name} | {per_req:,.0f} | {per_req / base:.2f} |" if base else f"| {name} | {per_req:,.0f} | |")
+    if SIM:
+        print("\n| proxy | instructions per request | vs nginx | I1 misses | D1 misses | branch mispredictions |"
+              "\n|---|---:|---:|---:|---:|---:|")
+    else:
+        print("\n| proxy | instructions per request | vs nginx |\n|---|---:|---:|")
+    for name, per_req, _, extra in rows:
+        ratio = f"{per_req / base:.2f}" if base else ""
+        cells = "".join(f" {x:,.0f} |" for x in extra) if extra else ""
+        print(f"| {name} | {per_req:,.0f} | {ratio} |{cells}")
     if args.keep:
         print(f"\ncallgrind files: {run}")
     else:
