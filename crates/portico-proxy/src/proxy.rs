@@ -866,7 +866,9 @@ fn build_upstream_request(
     };
 
     // Host: the rewrite's, else the client's (Host header, or :authority over HTTP/2).
-    let from_header = host_header.is_some();
+    // Only Portico's HTTP/1.1 connection guarantees a single `Host` (it refuses a repeated
+    // one); an HTTP/2 request's copies are collapsed by the insert below, as before.
+    let single_host = host_header.is_some() && parts.version != Version::HTTP_2;
     let client_host = host_header.or_else(|| {
         parts
             .uri
@@ -912,7 +914,7 @@ fn build_upstream_request(
         // The client's `Host` header is still there, alone (the HTTP/1.1 connection refuses
         // a repeated one, and hop-by-hop removal never takes it): inserting it again would
         // hash its name and replace it with itself.
-        (None, Some(_)) if from_header => {}
+        (None, Some(_)) if single_host => {}
         (None, Some(c)) => {
             h.insert(header::HOST, c);
         }

@@ -445,3 +445,29 @@ fn h2_get(url: &str) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
         .body(http_body_util::Empty::new())
         .unwrap()
 }
+
+/// An HTTP/2 request may carry `host` fields beside `:authority` (hyper's server does not
+/// refuse repeated ones, as Portico's HTTP/1.1 connection does): the upstream receives one.
+#[tokio::test]
+async fn http2_host_copies_reach_the_upstream_as_one() {
+    let up = portico_testkit::echo_server().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  echo: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: echo\n",
+        up.url()
+    )))
+    .await;
+    let (mut sender, _conn) = h2_connection(gw.addr).await;
+    let mut req = h2_get(&gw.url("/h"));
+    req.headers_mut()
+        .append(http::header::HOST, "a.example".parse().unwrap());
+    req.headers_mut()
+        .append(http::header::HOST, "b.example".parse().unwrap());
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen["headers"]["host"], "a.example", "{seen}");
+}
