@@ -145,8 +145,8 @@ pub fn format_record(r: &Record, out: &mut Vec<u8>, reuse: &mut Reuse) {
         .as_ref()
         .and_then(crate::headers::text)
         .or(r.uri.host());
-    // Room for the whole line up front (the fixed text is under 300 bytes), so the writes
-    // below never grow the buffer.
+    // Room for the whole line up front (keys, time, address, numbers: under 384 bytes), so
+    // the writes below grow the buffer only when a string needs escaping.
     out.reserve(
         384 + r.request_id.len()
             + r.listener.len()

@@ -620,7 +620,6 @@ fn parse_head(
     )))
 }
 
-/// Where a header's name and value are in a head: offsets from its start and lengths.
 /// The header names of the previous head read on a connection, in order, with their bytes as
 /// sent. A client or an upstream sends the same names in the same order head after head, so
 /// a name is usually found here by one byte comparison. `HeaderName::from_bytes` costs
@@ -671,6 +670,7 @@ impl Names {
     }
 }
 
+/// Where a header's name and value are in a head: offsets from its start and lengths.
 pub type Span = (usize, usize, usize, usize);
 
 /// The headers httparse found in a head starting at address `base`, as offsets, not slices:

@@ -316,13 +316,9 @@ fn process(
             .map(|(store, policy)| {
                 let head = crate::cache::request_head(&req);
                 let mut host_buf = String::new();
-                let host = headers::request_host(
-                    req.uri(),
-                    req.headers().get(header::HOST),
-                    &mut host_buf,
-                )
-                .unwrap_or("")
-                .to_owned();
+                let host = headers::request_host(req.uri(), host_value.as_ref(), &mut host_buf)
+                    .unwrap_or("")
+                    .to_owned();
                 let mut head = head;
                 let key = crate::cache::key(&mut head, &host, policy);
                 (store, head, key)
