@@ -226,7 +226,7 @@ impl Obj<'_> {
     fn uint(&mut self, key: &[u8], v: u64) {
         self.out.extend_from_slice(key);
         self.out
-            .extend_from_slice(crate::headers::decimal(v, &mut [0u8; 20]).as_bytes());
+            .extend_from_slice(crate::headers::decimal(v, &mut [0u8; 20]));
     }
 
     /// Milliseconds to the microsecond, as the shortest decimal (`12.5`, `0.0`): the text a
@@ -240,7 +240,7 @@ impl Obj<'_> {
         };
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.out
-            .extend_from_slice(crate::headers::decimal(micros / 1000, &mut [0u8; 20]).as_bytes());
+            .extend_from_slice(crate::headers::decimal(micros / 1000, &mut [0u8; 20]));
         let frac = micros % 1000;
         let digits = [
             b'0' + (frac / 100) as u8,

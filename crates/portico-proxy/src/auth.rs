@@ -139,41 +139,9 @@ async fn introspect<B>(
     let cache = rt.introspection_caches.get(m.id).filter(|c| c.capacity > 0);
     let granted = match cache.and_then(|c| c.get(token, now)) {
         Some(g) => g,
-        None => {
-            let form = format!(
-                "token={}&token_type_hint=access_token",
-                portico_auth::basic::form_encode(token)
-            );
-            let answer = crate::fetch::post_form(
-                &m.url,
-                Some(&m.authorization),
-                form,
-                m.timeout,
-                MAX_INTROSPECTION_BYTES,
-            )
-            .await
-            .and_then(|b| {
-                serde_json::from_slice::<jwt::Claims>(&b).map_err(|e| format!("not JSON: {e}"))
-            });
-            let claims = match answer {
-                Ok(c) => {
-                    metrics::counter!("portico_introspection_requests_total", "result" => "ok")
-                        .increment(1);
-                    c
-                }
-                Err(e) => {
-                    metrics::counter!("portico_introspection_requests_total", "result" => "error")
-                        .increment(1);
-                    tracing::warn!(url = %m.url, error = %e, "token introspection failed");
-                    return Err(Failure::Unavailable);
-                }
-            };
-            let g = grant(rt, m, Arc::new(claims), now);
-            if let Some(c) = cache {
-                c.put(token, g.clone(), now);
-            }
-            g
-        }
+        // Boxed: the call to the authorization server is a large future, and a cached answer
+        // (the common case) should not carry its size in every request's state.
+        None => Box::pin(ask_introspection(rt, m, token, cache, now)).await?,
     };
     if !granted.active {
         return Err(Failure::Inactive);
@@ -187,6 +155,47 @@ async fn introspect<B>(
         id.claims = granted.claims;
     }
     Ok(granted.consumer)
+}
+
+/// Asks the authorization server about `token` and caches what it answers.
+async fn ask_introspection(
+    rt: &Runtime,
+    m: &IntrospectionMethod,
+    token: &str,
+    cache: Option<&Arc<TokenCache>>,
+    now: u64,
+) -> Result<Granted, Failure> {
+    let form = format!(
+        "token={}&token_type_hint=access_token",
+        portico_auth::basic::form_encode(token)
+    );
+    let answer = crate::fetch::post_form(
+        &m.url,
+        Some(&m.authorization),
+        form,
+        m.timeout,
+        MAX_INTROSPECTION_BYTES,
+    )
+    .await
+    .and_then(|b| serde_json::from_slice::<jwt::Claims>(&b).map_err(|e| format!("not JSON: {e}")));
+    let claims = match answer {
+        Ok(c) => {
+            metrics::counter!("portico_introspection_requests_total", "result" => "ok")
+                .increment(1);
+            c
+        }
+        Err(e) => {
+            metrics::counter!("portico_introspection_requests_total", "result" => "error")
+                .increment(1);
+            tracing::warn!(url = %m.url, error = %e, "token introspection failed");
+            return Err(Failure::Unavailable);
+        }
+    };
+    let g = grant(rt, m, Arc::new(claims), now);
+    if let Some(c) = cache {
+        c.put(token, g.clone(), now);
+    }
+    Ok(g)
 }
 
 /// What an introspection answer grants (or refuses), and until when it may be reused.
@@ -326,16 +335,20 @@ async fn basic<B>(
         return Ok(Some(owner));
     }
     let consumers = rt.config.consumers.clone();
-    let _slot = HASH_SLOTS
-        .acquire()
+    // Boxed: a cached credential (the common case) should not carry this wait's state.
+    let (user, password, owner) = Box::pin(async move {
+        let _slot = HASH_SLOTS
+            .acquire()
+            .await
+            .map_err(|_| Failure::Unavailable)?;
+        tokio::task::spawn_blocking(move || {
+            let owner = consumers.users.verify_slow(&user, &password);
+            (user, password, owner)
+        })
         .await
-        .map_err(|_| Failure::Unavailable)?;
-    let (user, password, owner) = tokio::task::spawn_blocking(move || {
-        let owner = consumers.users.verify_slow(&user, &password);
-        (user, password, owner)
+        .map_err(|_| Failure::Unavailable)
     })
-    .await
-    .map_err(|_| Failure::Unavailable)?;
+    .await?;
     let owner = owner.ok_or(Failure::Unknown)?;
     if let Some(c) = cache {
         c.put(&user, &password, owner);
@@ -519,7 +532,8 @@ async fn jwt_auth<B>(
     let mut outcome = jwt::verify(token, &m.issuers, &Keys(rt), now);
     if let Outcome::UnknownKid { slot } = outcome {
         let refreshed = match rt.jwks.get(slot) {
-            Some(c) => c.refresh_on_demand().await,
+            // Boxed, as are the fetches below: rare, and large next to a cached answer.
+            Some(c) => Box::pin(c.refresh_on_demand()).await,
             None => false,
         };
         outcome = if refreshed {
@@ -539,7 +553,7 @@ async fn jwt_auth<B>(
                     && let Some(c) = rt.jwks.get(s)
                     && c.current().is_none()
                 {
-                    refreshed |= c.refresh_on_demand().await;
+                    refreshed |= Box::pin(c.refresh_on_demand()).await;
                 }
             }
             if !refreshed {

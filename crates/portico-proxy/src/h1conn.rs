@@ -321,7 +321,7 @@ impl<S> H1Conn<S> {
             Out::None
         } else if let Some(n) = body.size_hint().exact() {
             w.extend_from_slice(b"content-length: ");
-            w.extend_from_slice(crate::headers::decimal(n, &mut [0u8; 20]).as_bytes());
+            w.extend_from_slice(crate::headers::decimal(n, &mut [0u8; 20]));
             w.extend_from_slice(b"\r\n");
             if n == 0 { Out::None } else { Out::Length(n) }
         } else {
@@ -1223,10 +1223,27 @@ mod tests {
         assert_eq!(hex(255, &mut b), b"ff");
         assert_eq!(hex(4096, &mut b), b"1000");
         use crate::headers::decimal;
-        assert_eq!(decimal(0, &mut [0; 20]), "0");
-        assert_eq!(decimal(7, &mut [0; 20]), "7");
-        assert_eq!(decimal(1005, &mut [0; 20]), "1005");
-        assert_eq!(decimal(u64::MAX, &mut [0; 20]), u64::MAX.to_string());
+        for n in [
+            0,
+            7,
+            9,
+            10,
+            42,
+            99,
+            100,
+            101,
+            1005,
+            65_535,
+            1_000_000,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes(), "{n}");
+        }
+        // Every value below 100,000, so each pair of the table is read at each position.
+        for n in 0..100_000u64 {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
     }
 
     /// Hands out `pieces` one read at a time.

@@ -925,7 +925,7 @@ where
     match (framing, add_length) {
         (_, Some(n)) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(crate::headers::decimal(n, &mut [0u8; 20]).as_bytes());
+            out.extend_from_slice(crate::headers::decimal(n, &mut [0u8; 20]));
             out.extend_from_slice(b"\r\n");
         }
         (Out::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),

@@ -561,9 +561,10 @@ async fn request_policies(
         match p {
             Policy::Auth(a) => {
                 let cert = conn.client_cert.as_deref();
-                if let Err(d) =
-                    Box::pin(crate::auth::authenticate(rt, a, req, cert, identity)).await
-                {
+                // Not boxed: `authenticate` keeps its slow waits (a key-set fetch, a call to
+                // the authorization server, a password hash) behind boxes of their own, so
+                // its future is small and a box here would cost more than the copy it saves.
+                if let Err(d) = crate::auth::authenticate(rt, a, req, cert, identity).await {
                     return Err(denied(d, route, rec, extra));
                 }
                 if rec.consumer.is_none()

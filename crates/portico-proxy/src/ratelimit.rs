@@ -347,11 +347,11 @@ impl Limiters {
             };
             let mut digits = [0u8; 20];
             put(b"\"limit-");
-            put(crate::headers::decimal(i as u64, &mut digits).as_bytes());
+            put(crate::headers::decimal(i as u64, &mut digits));
             put(b"\";r=");
-            put(crate::headers::decimal(u64::from(left), &mut digits).as_bytes());
+            put(crate::headers::decimal(u64::from(left), &mut digits));
             put(b";t=");
-            put(crate::headers::decimal(reset, &mut digits).as_bytes());
+            put(crate::headers::decimal(reset, &mut digits));
             HeaderValue::from_bytes(&text[..n]).ok()
         });
         LimitHeaders {
