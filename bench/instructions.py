@@ -14,12 +14,14 @@ replace, `bench/run.py`'s CPU time per request.
 
 Options: `--requests N` (default 20000), `--proxies nginx,floor,portico` (add `haproxy`, and
 `portico-chain` for Portico with the policy chain of bench/run.py: RS256 JWT, local rate limit,
-metrics, access log; then every contestant gets the same `Authorization` and `X-API-Key`
-headers), `--h2` (HTTP/2 clients, prior knowledge: 8 connections x 8 streams, as bench/run.py's
-h2c-c8m8; the floor speaks HTTP/1.1 only and is skipped), `--cache` (callgrind's cache and
-branch simulation too: instruction-cache misses, first-level data-cache misses and
-mispredicted branches per request; slower), `--keep` (keep the callgrind files, to read with
-`callgrind_annotate --inclusive=yes FILE`).
+metrics, access log; `portico-key`, `portico-jwt`, `portico-rl-local`, `portico-gzip` for one
+policy of bench/run.py each; with any of them every contestant gets the same `Authorization`
+and `X-API-Key` headers, and `Accept-Encoding: gzip` with `portico-gzip`), `--path /json`
+(the 16 KiB answer instead of 5 bytes), `--h2` (HTTP/2 clients, prior knowledge: 8
+connections x 8 streams, as bench/run.py's h2c-c8m8; the floor speaks HTTP/1.1 only and is
+skipped), `--cache` (callgrind's cache and branch simulation too: instruction-cache misses,
+first-level data-cache misses and mispredicted branches per request; slower), `--keep` (keep
+the callgrind files, to read with `callgrind_annotate --inclusive=yes FILE`).
 """
 
 import argparse
@@ -34,9 +36,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as harness  # noqa: E402  (the templates and process helpers of bench/run.py)
 
-PORTS = {"nginx": 19181, "floor": 19182, "haproxy": 19183, "portico": 19184, "portico-chain": 19185}
+PORTS = {"nginx": 19181, "floor": 19182, "haproxy": 19183, "portico": 19184, "portico-chain": 19185,
+         "portico-key": 19186, "portico-jwt": 19187, "portico-rl-local": 19188, "portico-gzip": 19189}
 # Request headers for every contestant (set when the chain is measured).
 HEADERS = []
+# The path asked for (`--path`): /hello (5 bytes) or /json (16 KiB).
+PATH = ["/hello"]
 # h2load's connection options: HTTP/1.1 at 64 connections, or HTTP/2 (--h2).
 CLIENTS = ["--h1", "-c", "64"]
 ORIGIN = harness.ORIGIN_PORT
@@ -46,7 +51,7 @@ SIM = []
 
 def h2load(port, n, cpu):
     out = subprocess.run(["taskset", "-c", str(cpu), "h2load", *CLIENTS, "-n", str(n), "-t", "1", *HEADERS,
-                          f"http://127.0.0.1:{port}/hello"], capture_output=True, text=True, timeout=600)
+                          f"http://127.0.0.1:{port}{PATH[0]}"], capture_output=True, text=True, timeout=600)
     ok = [l for l in out.stdout.splitlines() if l.startswith("status codes:")]
     if not ok or not ok[0].startswith(f"status codes: {n} 2xx"):
         harness.die(f"h2load against port {port}: not every request answered 2xx:\n{out.stdout}")
@@ -101,6 +106,7 @@ def main():
     ap.add_argument("--proxies", default="nginx,floor,portico")
     ap.add_argument("--portico", default=os.path.join(harness.ROOT, "target/release/portico"))
     ap.add_argument("--h2", action="store_true", help="HTTP/2 clients (8 connections x 8 streams)")
+    ap.add_argument("--path", default="/hello", help="/hello (5 bytes) or /json (16 KiB of JSON)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--cache", action="store_true",
                     help="also simulate caches and branch prediction (slower): misses per request")
@@ -114,9 +120,15 @@ def main():
             harness.die(f"{tool} not found (apt-get install -y valgrind nginx-light nghttp2-client)")
     run = tempfile.mkdtemp(prefix="portico-instr-")
     os.chmod(run, 0o755)
+    with open(os.path.join(run, "doc.json"), "w") as f:
+        # The origin's /json: exactly 16,384 bytes, as in bench/run.py.
+        f.write('{"pad":"' + "x" * (16384 - 10) + '"}')
     procs = []
-    if "portico-chain" in args.proxies.split(","):
+    PATH[0] = args.path
+    if any(p in harness.POLICIES for p in args.proxies.split(",")):
         HEADERS.extend(["-H", f"authorization: Bearer {harness.bench_token()}", "-H", f"x-api-key: {harness.BENCH_KEY}"])
+    if "portico-gzip" in args.proxies.split(","):
+        HEADERS.extend(["-H", "accept-encoding: gzip"])
     try:
         with open(os.path.join(run, "origin.conf"), "w") as f:
             f.write(harness.ORIGIN_CONF.format(run=run, port=ORIGIN, port2=harness.ORIGIN_PORT2, h2port=ORIGIN + 100))
@@ -155,7 +167,7 @@ def main():
                 chain = name == "portico-chain"
                 conf = harness.PORTICO_CONF.format(port=port, origin=ORIGIN,
                                                    log=os.path.join(run, "access.log") if chain else "off")
-                if chain:
+                if name in harness.POLICIES:
                     conf += harness.POLICIES[name].format(
                         keys=harness.KEYS_DIR, key_digest="sha256:" + hashlib.sha256(harness.BENCH_KEY.encode()).hexdigest())
                 open(path, "w").write(conf)
