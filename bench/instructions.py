@@ -17,16 +17,18 @@ Options: `--requests N` (default 20000), `--proxies nginx,floor,portico` (add `h
 metrics, access log; `portico-key`, `portico-jwt`, `portico-rl-local`, `portico-gzip` for one
 policy of bench/run.py each; with any of them every contestant gets the same `Authorization`
 and `X-API-Key` headers, and `Accept-Encoding: gzip` with `portico-gzip`), `--path /json`
-(the 16 KiB answer instead of 5 bytes), `--h2` (HTTP/2 clients, prior knowledge: 8
-connections x 8 streams, as bench/run.py's h2c-c8m8; the floor speaks HTTP/1.1 only and is
-skipped), `--cache` (callgrind's cache and branch simulation too: instruction-cache misses,
-first-level data-cache misses and mispredicted branches per request; slower), `--keep` (keep
-the callgrind files, to read with `callgrind_annotate --inclusive=yes FILE`).
+(the 16 KiB answer instead of 5 bytes), `--connections N` (HTTP/1.1 clients, default 64),
+`--h2` (HTTP/2 clients, prior knowledge: 8 connections x 8 streams, as bench/run.py's
+h2c-c8m8; the floor speaks HTTP/1.1 only and is skipped), `--cache` (callgrind's cache and
+branch simulation too: instruction-cache misses, first-level data-cache misses and
+mispredicted branches per request; slower), `--keep` (keep the callgrind files, to read with
+`callgrind_annotate --inclusive=yes FILE`).
 """
 
 import argparse
 import glob
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -107,14 +109,19 @@ def main():
     ap.add_argument("--portico", default=os.path.join(harness.ROOT, "target/release/portico"))
     ap.add_argument("--h2", action="store_true", help="HTTP/2 clients (8 connections x 8 streams)")
     ap.add_argument("--path", default="/hello", help="/hello (5 bytes) or /json (16 KiB of JSON)")
+    ap.add_argument("--connections", type=int, default=64, help="HTTP/1.1 client connections")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--cache", action="store_true",
                     help="also simulate caches and branch prediction (slower): misses per request")
     args = ap.parse_args()
     if args.cache:
         SIM[:] = ["--cache-sim=yes", "--branch-sim=yes"]
+    CLIENTS[:] = ["--h1", "-c", str(args.connections)]
     if args.h2:
         CLIENTS[:] = ["-c", "8", "-m", "8"]
+    # 1,000 client plus 1,000 upstream connections need the descriptors.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     for tool in ("valgrind", "callgrind_control", "nginx", "h2load"):
         if not shutil.which(tool):
             harness.die(f"{tool} not found (apt-get install -y valgrind nginx-light nghttp2-client)")
