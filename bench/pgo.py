@@ -155,6 +155,10 @@ def main():
         harness.die(f"no profiles in {DATA}")
     merged = os.path.join(DATA, "portico.profdata")
     subprocess.run([tool, "merge", "-o", merged, *raw], check=True)
+    # What the profile holds: a handful of functions would mean the training did not run.
+    shown = subprocess.run([tool, "show", merged], capture_output=True, text=True, check=True).stdout
+    print("profile: " + "; ".join(l.strip() for l in shown.splitlines()
+                                  if l.startswith(("Total functions", "Total count"))), flush=True)
     out = build(os.path.join(ROOT, "target", "pgo"), triple, f"-Cprofile-use={merged}")
     print(f"profile-guided build: {out}")
 
