@@ -143,7 +143,7 @@ async fn call(
         req.headers_mut().insert(header::HOST, host);
     }
     let exchange = async {
-        let (_, resp) = pool.send(i, req).await.map_err(|e| {
+        let (_, resp) = pool.send(i, &mut req).await.map_err(|e| {
             if e.is_overload() {
                 fail(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -93,8 +93,9 @@ impl std::fmt::Display for CallError {
 const RETRY_TOKENS_START: u64 = 10_000;
 const RETRY_TOKENS_MAX: u64 = 100_000;
 
-/// A failed attempt, with the request back when it was never sent (so it may go elsewhere).
-type Failed = (CallError, Option<Request<Body>>);
+/// A failed attempt, and whether the request may go elsewhere: nothing of it was sent (or it
+/// can safely be sent again), and the caller's request is as it was.
+type Failed = (CallError, bool);
 
 /// Concurrent requests sent on one HTTP/2 connection before another is opened. Servers
 /// commonly allow 100 or more; when one allows fewer, extra streams wait in hyper for a free
@@ -416,14 +417,19 @@ impl UpstreamPool {
     /// Sends a request (its URI in absolute form) to target `i`. A request that could not be
     /// sent there (connection refused, or closed before the request was written) goes to
     /// another target once. Returns the target that answered.
+    ///
+    /// The request is borrowed, down to the connection that writes it: a layer that took it by
+    /// value would hold a copy of its own (360 bytes each, plus a copy kept for replaying), and
+    /// this future is boxed per request. Its body is consumed; what is left of the request
+    /// afterwards is for the caller to drop.
     #[allow(clippy::manual_async_fn)] // see the comment in the body
-    pub fn send(
-        &self,
+    pub fn send<'a>(
+        &'a self,
         mut i: usize,
-        mut req: Request<Body>,
-    ) -> impl Future<Output = Result<(usize, Response<UpstreamBody>), CallError>> {
+        req: &'a mut Request<Body>,
+    ) -> impl Future<Output = Result<(usize, Response<UpstreamBody>), CallError>> + 'a {
         // Not `async fn`: its parameters would be moved once more, into locals, before the
-        // body runs (hundreds of bytes for a request, on every layer of the request path).
+        // body runs.
         async move {
             // Circuit breaker: admit the request only while fewer than `max_requests` are in
             // flight; it stays counted until its response body is gone.
@@ -436,7 +442,6 @@ impl UpstreamPool {
                 }
                 Some(CountGuard(self.in_flight.clone()))
             };
-            // `i` and `req` are the parameters themselves (no tuple to move the request through).
             let mut failed_over = false;
             let least_request = matches!(self.balancer, Balancer::LeastRequest);
             loop {
@@ -459,12 +464,12 @@ impl UpstreamPool {
                         return Ok((i, resp));
                     }
                     Err((e, _)) if e.is_overload() => return Err(e),
-                    Err((e, unsent)) => {
+                    Err((e, again)) => {
                         self.report(i, false);
-                        match (unsent, failed_over, self.other_target(i)) {
-                            (Some(r), false, Some(j)) => {
+                        match (again, failed_over, self.other_target(i)) {
+                            (true, false, Some(j)) => {
                                 metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "other_target").increment(1);
-                                (i, req, failed_over) = (j, r, true);
+                                (i, failed_over) = (j, true);
                             }
                             _ => return Err(e),
                         }
@@ -626,7 +631,7 @@ impl UpstreamPool {
         let status = match conn {
             Conn::H1(conn) => {
                 *req.uri_mut() = Uri::from(path.clone());
-                conn.send(req).await.ok().map(|(p, _)| p.status)
+                conn.send(&mut req).await.ok().map(|(p, _)| p.status)
             }
             Conn::H2(mut tx) => {
                 *req.uri_mut() = tp.target.uri(path.clone()).unwrap_or_default();
@@ -697,55 +702,50 @@ impl UpstreamPool {
             .collect()
     }
 
-    #[allow(clippy::manual_async_fn)] // see the comment in the body
-    fn send_inner(
+    async fn send_inner(
         &self,
         i: usize,
-        req: Request<Body>,
-    ) -> impl Future<Output = Result<Response<UpstreamBody>, Failed>> {
-        // Not `async fn`: its parameters would be moved once more, into locals, before the
-        // body runs (hundreds of bytes for a request, on every layer of the request path).
-        async move {
-            let tp = &self.targets[i];
-            let shard = shard_index(tp.shards.len());
-            if tp.proto.load(Ordering::Relaxed) == PROTO_H2 {
-                return Box::pin(self.send_h2(tp, shard, req)).await;
-            }
-            let (conn, origin, reused, idle_for) = match tp.take_idle(shard) {
-                Some((conn, origin, idle_for)) => (conn, origin, true, idle_for),
-                // Connecting is the rare path: boxed, so its large future does not enlarge every
-                // request's future, which hyper moves around.
-                None => match Box::pin(self.open_h1(tp, shard)).await {
-                    Err(e) => return Err((e, Some(req))),
-                    Ok(Opened::Idle(conn, origin, idle_for)) => (conn, origin, true, idle_for),
-                    Ok(Opened::H1(conn, origin)) => (conn, origin, false, Duration::ZERO),
-                    Ok(Opened::H2) => return Box::pin(self.send_h2(tp, shard, req)).await,
-                },
-            };
-            if req.headers().contains_key(http::header::UPGRADE) {
-                return Box::pin(send_upgrade(conn, req)).await;
-            }
-            // A connection the upstream closes just as the request is written fails after the
-            // request is gone. That race needs the connection to have sat idle long enough for
-            // the upstream's keep-alive timer to fire, so only then is a copy kept to send again.
-            let replay = (idle_for >= REPLAY_AFTER_IDLE
-                && is_idempotent(req.method())
-                && matches!(req.body(), Body::Empty))
-            .then(|| clone_head(&req));
-            match conn.send(req).await {
-                Ok((parts, body)) => Ok(tp.clone().wrap_h1(parts, body, shard, origin)),
-                Err(e) if reused => {
-                    // The pooled connection was dead. Retry on a new one if nothing of the request
-                    // was written, or if it was written but may be safely repeated.
-                    let (e, unsent) = failed(e);
-                    let Some(req) = unsent.or(replay) else {
-                        return Err((e, None));
-                    };
-                    metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
-                    Box::pin(self.send_fresh(tp, shard, req)).await
+        req: &mut Request<Body>,
+    ) -> Result<Response<UpstreamBody>, Failed> {
+        let tp = &self.targets[i];
+        let shard = shard_index(tp.shards.len());
+        if tp.proto.load(Ordering::Relaxed) == PROTO_H2 {
+            return Box::pin(self.send_h2(tp, shard, req)).await;
+        }
+        let (conn, origin, reused, idle_for) = match tp.take_idle(shard) {
+            Some((conn, origin, idle_for)) => (conn, origin, true, idle_for),
+            // Connecting is the rare path: boxed, so its large future does not enlarge every
+            // request's future, which hyper moves around.
+            None => match Box::pin(self.open_h1(tp, shard)).await {
+                Err(e) => return Err((e, true)),
+                Ok(Opened::Idle(conn, origin, idle_for)) => (conn, origin, true, idle_for),
+                Ok(Opened::H1(conn, origin)) => (conn, origin, false, Duration::ZERO),
+                Ok(Opened::H2) => return Box::pin(self.send_h2(tp, shard, req)).await,
+            },
+        };
+        if req.headers().contains_key(http::header::UPGRADE) {
+            return Box::pin(send_upgrade(conn, req)).await;
+        }
+        // A connection the upstream closes just as the request is written fails after the
+        // request is gone. That race needs the connection to have sat idle long enough for
+        // the upstream's keep-alive timer to fire, so only then is the request (bodiless,
+        // so whole after sending) sent again.
+        let replay = idle_for >= REPLAY_AFTER_IDLE
+            && is_idempotent(req.method())
+            && matches!(req.body(), Body::Empty);
+        match conn.send(req).await {
+            Ok((parts, body)) => Ok(tp.clone().wrap_h1(parts, body, shard, origin)),
+            Err(e) if reused => {
+                // The pooled connection was dead. Retry on a new one if nothing of the request
+                // was written, or if it was written but may be safely repeated.
+                let (e, unsent) = failed(e);
+                if !unsent && !replay {
+                    return Err((e, false));
                 }
-                Err(e) => Err(failed(e)),
+                metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
+                Box::pin(self.send_fresh(tp, shard, req)).await
             }
+            Err(e) => Err(failed(e)),
         }
     }
 
@@ -754,18 +754,18 @@ impl UpstreamPool {
         &self,
         tp: &Arc<TargetPool>,
         shard: usize,
-        req: Request<Body>,
+        req: &mut Request<Body>,
     ) -> Result<Response<UpstreamBody>, Failed> {
         let slot = match tp.try_slot() {
             Some(s) => s,
             None => match self.wait_for_slot(tp, shard, false).await {
                 Ok(Waited::Slot(s)) => s,
                 Ok(Waited::Idle(..)) => unreachable!("not asked for"),
-                Err(e) => return Err((e, Some(req))),
+                Err(e) => return Err((e, true)),
             },
         };
         match self.connect(tp, Some(slot)).await {
-            Err(e) => Err((e, Some(req))),
+            Err(e) => Err((e, true)),
             Ok((Conn::H1(conn), origin)) => send_h1(tp, conn, origin, shard, req).await,
             Ok((Conn::H2(tx), origin)) => {
                 tp.add_h2(shard, tx, origin);
@@ -831,9 +831,8 @@ impl UpstreamPool {
         &self,
         tp: &Arc<TargetPool>,
         shard: usize,
-        mut req: Request<Body>,
+        req: &mut Request<Body>,
     ) -> Result<Response<UpstreamBody>, Failed> {
-        *req.version_mut() = Version::HTTP_2;
         let (mut tx, in_flight) = match tp.h2_with_capacity(shard) {
             Some(c) => c,
             None => {
@@ -853,18 +852,17 @@ impl UpstreamPool {
                                 None => match self.wait_for_slot(tp, shard, false).await {
                                     Ok(Waited::Slot(s)) => Ok(s),
                                     Ok(Waited::Idle(..)) => unreachable!("not asked for"),
-                                    Err(e) => return Err((e, Some(req))),
+                                    Err(e) => return Err((e, true)),
                                 },
                             },
                         };
                         match slot {
                             Err(shared) => shared,
                             Ok(slot) => match self.connect(tp, Some(slot)).await {
-                                Err(e) => return Err((e, Some(req))),
+                                Err(e) => return Err((e, true)),
                                 Ok((Conn::H2(tx), origin)) => tp.add_h2(shard, tx, origin),
                                 Ok((Conn::H1(conn), origin)) => {
                                     // ALPN fell back to HTTP/1.1.
-                                    *req.version_mut() = Version::HTTP_11;
                                     return send_h1(tp, conn, origin, shard, req).await;
                                 }
                             },
@@ -873,7 +871,10 @@ impl UpstreamPool {
                 }
             }
         };
-        match tx.try_send_request(req).await {
+        // hyper takes the request; one it gives back unsent goes back in its place.
+        let mut owned = std::mem::replace(req, Request::new(Body::Empty));
+        *owned.version_mut() = Version::HTTP_2;
+        match tx.try_send_request(owned).await {
             Ok(resp) => Ok(hyper_response(
                 resp,
                 Back::H2(in_flight),
@@ -881,7 +882,7 @@ impl UpstreamPool {
             )),
             Err(mut e) => {
                 in_flight.fetch_sub(1, Ordering::Relaxed);
-                let unsent = e.take_message();
+                let unsent = e.take_message().map(|r| *req = r).is_some();
                 Err((CallError::Request(Box::new(e.into_error())), unsent))
             }
         }
@@ -999,7 +1000,7 @@ async fn send_h1(
     conn: H1Conn,
     origin: Origin,
     shard: usize,
-    req: Request<Body>,
+    req: &mut Request<Body>,
 ) -> Result<Response<UpstreamBody>, Failed> {
     if req.headers().contains_key(http::header::UPGRADE) {
         return Box::pin(send_upgrade(conn, req)).await;
@@ -1013,14 +1014,17 @@ async fn send_h1(
 /// A failed send as the pool reports it, with the request back when none of it was written.
 fn failed(e: SendError) -> Failed {
     match e {
-        SendError::Unsent(req, e) => (CallError::Request(Box::new(e)), Some(*req)),
-        SendError::Failed(e) => (CallError::Request(Box::new(e)), None),
+        SendError::Unsent(e) => (CallError::Request(Box::new(e)), true),
+        SendError::Failed(e) => (CallError::Request(Box::new(e)), false),
     }
 }
 
 /// A request asking for a protocol switch goes over a hyper connection made from the socket,
 /// which hands the switched stream to the tunnel. The connection is not pooled afterwards.
-async fn send_upgrade(conn: H1Conn, req: Request<Body>) -> Result<Response<UpstreamBody>, Failed> {
+async fn send_upgrade(
+    conn: H1Conn,
+    req: &mut Request<Body>,
+) -> Result<Response<UpstreamBody>, Failed> {
     let (io, slot) = (*conn).into_parts();
     let mut tx = match http1::Builder::new().handshake(TokioIo::new(io)).await {
         Ok((tx, conn)) => {
@@ -1032,12 +1036,14 @@ async fn send_upgrade(conn: H1Conn, req: Request<Body>) -> Result<Response<Upstr
             });
             tx
         }
-        Err(e) => return Err((CallError::Connect(e.to_string()), Some(req))),
+        Err(e) => return Err((CallError::Connect(e.to_string()), true)),
     };
-    match tx.try_send_request(origin_form(req)).await {
+    // hyper takes the request; one it gives back unsent goes back in its place.
+    let owned = std::mem::replace(req, Request::new(Body::Empty));
+    match tx.try_send_request(origin_form(owned)).await {
         Ok(resp) => Ok(hyper_response(resp, Back::None, IdleTimer::default())),
         Err(mut e) => {
-            let unsent = e.take_message();
+            let unsent = e.take_message().map(|r| *req = r).is_some();
             Err((CallError::Request(Box::new(e.into_error())), unsent))
         }
     }

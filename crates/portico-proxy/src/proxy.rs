@@ -471,13 +471,13 @@ fn process(
                         r.headers_mut().remove(header::IF_MODIFIED_SINCE);
                         r
                     });
-                    let mut resp = call_upstream(&route, &pool, ti, upstream_req, rec).await?;
+                    let mut resp = call_upstream(&route, &pool, ti, &mut upstream_req, rec).await?;
                     if let (Some(entry), Some(plain), Some((store, head, _))) =
                         (&revalidating, plain, &cache)
                         && resp.status() == StatusCode::NOT_MODIFIED
                         && !store.confirms(entry, head, &resp)
                     {
-                        resp = call_upstream(&route, &pool, ti, plain, rec).await?;
+                        resp = call_upstream(&route, &pool, ti, &mut { plain }, rec).await?;
                         revalidating = None;
                     }
                     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -963,15 +963,17 @@ fn body_is_empty(parts: &http::request::Parts, body: &ClientBody) -> bool {
 /// Sends the request through the upstream's pool within the route's timeout (which covers
 /// connecting, waiting for the response head and any retries).
 #[allow(clippy::manual_async_fn)] // see the comment in the body
-pub(crate) fn call_upstream(
-    route: &Route,
-    pool: &UpstreamPool,
+/// The request is borrowed (see `UpstreamPool::send`): its body is consumed, and the caller
+/// drops what is left.
+pub(crate) fn call_upstream<'a>(
+    route: &'a Route,
+    pool: &'a UpstreamPool,
     target: usize,
-    mut req: Request<Body>,
-    rec: &mut Record,
-) -> impl Future<Output = Result<Response<UpstreamBody>, Problem>> {
+    req: &'a mut Request<Body>,
+    rec: &'a mut Record,
+) -> impl Future<Output = Result<Response<UpstreamBody>, Problem>> + 'a {
     // Not `async fn`: its parameters would be moved once more, into locals, before the
-    // body runs (hundreds of bytes for a request, on every layer of the request path).
+    // body runs.
     async move {
         let mut budget = route.timeout.unwrap_or(pool.spec.request_timeout);
         // A gRPC client's own deadline, when shorter, is the one that counts. (A static name:
@@ -994,11 +996,10 @@ pub(crate) fn call_upstream(
             // A decoded body keeps the client body's stats beside it.
             _ => req.extensions().get::<Arc<BodyStats>>().cloned(),
         };
-        // `req` is replaced only with a retry policy (no move of it otherwise).
         let mut template = None;
         if let Some(policy) = &pool.spec.retry {
             pool.earn_retry(policy.budget_percent);
-            (req, template) = Box::pin(replayable(req, policy.non_idempotent)).await?;
+            template = Box::pin(replayable(req, policy.non_idempotent)).await?;
         }
         let mut target = target;
         let mut attempt = 1;
@@ -1010,7 +1011,8 @@ pub(crate) fn call_upstream(
             // Boxed: the pool's future is large, and an unboxed one would be copied at every layer
             // of the request's future (measured: several KB moved per request).
             let result =
-                tokio::time::timeout_at(attempt_deadline, Box::pin(pool.send(target, req))).await;
+                tokio::time::timeout_at(attempt_deadline, Box::pin(pool.send(target, &mut *req)))
+                    .await;
             let (Some(policy), Some(t)) = (&pool.spec.retry, &template) else {
                 break result;
             };
@@ -1041,7 +1043,7 @@ pub(crate) fn call_upstream(
             tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + pause)).await;
             drop(result);
             target = pool.other_target(target).unwrap_or(target);
-            req = t.build();
+            *req = t.build();
             attempt += 1;
         };
         let elapsed = started.elapsed();
@@ -1096,9 +1098,9 @@ pub(crate) fn call_upstream(
 async fn mirror(
     rt: &Runtime,
     upstream: usize,
-    req: Request<Body>,
+    mut req: Request<Body>,
 ) -> Result<Request<Body>, Problem> {
-    let (req, template) = replayable(req, true).await?;
+    let template = replayable(&mut req, true).await?;
     let Some(template) = template else {
         return Ok(req);
     };
@@ -1133,7 +1135,7 @@ async fn mirror(
     let timeout = pool.spec.request_timeout;
     tokio::spawn(async move {
         let outcome = tokio::time::timeout(timeout, async {
-            let (_, resp) = pool.send(target, copy).await.ok()?;
+            let (_, resp) = pool.send(target, &mut copy).await.ok()?;
             use http_body_util::BodyExt;
             resp.into_body().collect().await.ok().map(|_| ())
         })
@@ -1196,9 +1198,9 @@ impl ReplayTemplate {
 /// `Content-Length` up to 64 KiB is read first and kept; larger or chunked bodies stream as usual
 /// and are not retried once sent.
 async fn replayable(
-    req: Request<Body>,
+    req: &mut Request<Body>,
     any_method: bool,
-) -> Result<(Request<Body>, Option<ReplayTemplate>), Problem> {
+) -> Result<Option<ReplayTemplate>, Problem> {
     let idempotent = matches!(
         *req.method(),
         http::Method::GET
@@ -1209,20 +1211,17 @@ async fn replayable(
             | http::Method::TRACE
     );
     if !idempotent && !any_method {
-        return Ok((req, None));
+        return Ok(None);
     }
-    let (parts, body) = req.into_parts();
-    let body = match body {
+    let body = match std::mem::replace(req.body_mut(), Body::Empty) {
         Body::Counted(incoming, stats, idle) => {
-            let len = parts
-                .headers
+            let len = req
+                .headers()
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if len.is_none_or(|l| l > REPLAY_BODY_LIMIT) {
-                return Ok((
-                    Request::from_parts(parts, Body::Counted(incoming, stats, idle)),
-                    None,
-                ));
+                *req.body_mut() = Body::Counted(incoming, stats, idle);
+                return Ok(None);
             }
             use http_body_util::BodyExt;
             let bytes = incoming
@@ -1239,17 +1238,19 @@ async fn replayable(
         Body::Empty => None,
         // Streams produced by the gateway (a decoded body) are sent once, not replayed.
         body @ (Body::Upstream(_) | Body::Stream(_)) => {
-            return Ok((Request::from_parts(parts, body), None));
+            *req.body_mut() = body;
+            return Ok(None);
         }
     };
     let template = ReplayTemplate {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        version: parts.version,
-        headers: parts.headers.clone(),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        version: req.version(),
+        headers: req.headers().clone(),
         body,
     };
-    Ok((template.build(), Some(template)))
+    *req = template.build();
+    Ok(Some(template))
 }
 
 fn response_policies<'a>(

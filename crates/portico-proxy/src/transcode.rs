@@ -210,7 +210,7 @@ pub async fn handle(
             h.insert(name.clone(), v.clone());
         }
     }
-    let resp = crate::proxy::call_upstream(route, &pool, ti, up, rec).await?;
+    let resp = crate::proxy::call_upstream(route, &pool, ti, &mut up, rec).await?;
     let (head, body) = resp.into_parts();
     if call.is_server_streaming()
         && head.status == StatusCode::OK
@@ -509,7 +509,7 @@ async fn reflection_call(
         .insert(header::TE, HeaderValue::from_static("trailers"));
     let exchange = async {
         let (_, resp) = pool
-            .send(i, req)
+            .send(i, &mut req)
             .await
             .map_err(|e| ReflectError::Failed(e.to_string()))?;
         let (head, body) = resp.into_parts();
