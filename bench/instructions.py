@@ -22,7 +22,7 @@ and `X-API-Key` headers, and `Accept-Encoding: gzip` with `portico-gzip`), `--pa
 h2c-c8m8; the floor speaks HTTP/1.1 only and is skipped), `--cache` (callgrind's cache and
 branch simulation too: instruction-cache misses, first-level data-cache misses and
 second-level misses (the simulated second level is this machine's L2, read from sysfs) and
-mispredicted branches per request; slower), `--keep` (keep the callgrind files, to read with
+mispredicted branches per request; slower), `--keep` (keep the callgrind files, with costs per instruction address, to read with
 `callgrind_annotate --inclusive=yes FILE`).
 """
 
@@ -138,6 +138,10 @@ def main():
     args = ap.parse_args()
     if args.cache:
         SIM[:] = ["--cache-sim=yes", "--branch-sim=yes", *l2_sim()]
+    if args.keep:
+        # Costs per instruction address too, so a call can be told from another call of the same
+        # function in the same caller (`callgrind_annotate --auto=yes`, or the `calls=` lines).
+        SIM.append("--dump-instr=yes")
     CLIENTS[:] = ["--h1", "-c", str(args.connections)]
     if args.h2:
         CLIENTS[:] = ["-c", "8", "-m", "8"]

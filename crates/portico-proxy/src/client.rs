@@ -702,6 +702,10 @@ impl UpstreamPool {
             .collect()
     }
 
+    // The request's path through the pool is split into small functions on purpose: this
+    // future is boxed per request, and a rare branch written inline (connecting, a stale
+    // connection's retry) would keep its temporaries in it, spreading the common case's few
+    // fields over more cache lines.
     async fn send_inner(
         &self,
         i: usize,
@@ -712,17 +716,50 @@ impl UpstreamPool {
         if tp.proto.load(Ordering::Relaxed) == PROTO_H2 {
             return Box::pin(self.send_h2(tp, shard, req)).await;
         }
-        let (conn, origin, reused, idle_for) = match tp.take_idle(shard) {
-            Some((conn, origin, idle_for)) => (conn, origin, true, idle_for),
+        let Some((conn, origin, idle_for)) = tp.take_idle(shard) else {
             // Connecting is the rare path: boxed, so its large future does not enlarge every
-            // request's future, which hyper moves around.
-            None => match Box::pin(self.open_h1(tp, shard)).await {
-                Err(e) => return Err((e, true)),
-                Ok(Opened::Idle(conn, origin, idle_for)) => (conn, origin, true, idle_for),
-                Ok(Opened::H1(conn, origin)) => (conn, origin, false, Duration::ZERO),
-                Ok(Opened::H2) => return Box::pin(self.send_h2(tp, shard, req)).await,
-            },
+            // request's.
+            return Box::pin(self.send_on_new(tp, shard, req)).await;
         };
+        self.send_on(tp, shard, conn, origin, true, idle_for, req)
+            .await
+    }
+
+    /// Sends when the shard had no idle connection: on a new one, or on one that came free
+    /// while waiting for a place.
+    async fn send_on_new(
+        &self,
+        tp: &Arc<TargetPool>,
+        shard: usize,
+        req: &mut Request<Body>,
+    ) -> Result<Response<UpstreamBody>, Failed> {
+        match self.open_h1(tp, shard).await {
+            Err(e) => Err((e, true)),
+            Ok(Opened::Idle(conn, origin, idle_for)) => {
+                self.send_on(tp, shard, conn, origin, true, idle_for, req)
+                    .await
+            }
+            Ok(Opened::H1(conn, origin)) => {
+                self.send_on(tp, shard, conn, origin, false, Duration::ZERO, req)
+                    .await
+            }
+            Ok(Opened::H2) => self.send_h2(tp, shard, req).await,
+        }
+    }
+
+    /// Sends on an HTTP/1.1 connection; `reused` when it comes from the pool (and may turn out
+    /// to have been closed by the upstream meanwhile).
+    #[allow(clippy::too_many_arguments)]
+    async fn send_on(
+        &self,
+        tp: &Arc<TargetPool>,
+        shard: usize,
+        conn: H1Conn,
+        origin: Origin,
+        reused: bool,
+        idle_for: Duration,
+        req: &mut Request<Body>,
+    ) -> Result<Response<UpstreamBody>, Failed> {
         if req.headers().contains_key(http::header::UPGRADE) {
             return Box::pin(send_upgrade(conn, req)).await;
         }
@@ -733,20 +770,30 @@ impl UpstreamPool {
         let replay = idle_for >= REPLAY_AFTER_IDLE
             && is_idempotent(req.method())
             && matches!(req.body(), Body::Empty);
-        match conn.send(req).await {
-            Ok((parts, body)) => Ok(tp.clone().wrap_h1(parts, body, shard, origin)),
-            Err(e) if reused => {
-                // The pooled connection was dead. Retry on a new one if nothing of the request
-                // was written, or if it was written but may be safely repeated.
-                let (e, unsent) = failed(e);
-                if !unsent && !replay {
-                    return Err((e, false));
-                }
-                metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
-                Box::pin(self.send_fresh(tp, shard, req)).await
-            }
-            Err(e) => Err(failed(e)),
+        let e = match conn.send(req).await {
+            Ok((parts, body)) => return Ok(tp.clone().wrap_h1(parts, body, shard, origin)),
+            Err(e) if !reused => return Err(failed(e)),
+            Err(e) => e,
+        };
+        Box::pin(self.send_again(tp, shard, req, e, replay)).await
+    }
+
+    /// A pooled connection was dead. Retries on a new one if nothing of the request was
+    /// written, or if it was written but may be safely repeated.
+    async fn send_again(
+        &self,
+        tp: &Arc<TargetPool>,
+        shard: usize,
+        req: &mut Request<Body>,
+        e: SendError,
+        replay: bool,
+    ) -> Result<Response<UpstreamBody>, Failed> {
+        let (e, unsent) = failed(e);
+        if !unsent && !replay {
+            return Err((e, false));
         }
+        metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
+        self.send_fresh(tp, shard, req).await
     }
 
     /// Sends on a new connection (after a pooled one turned out dead).
