@@ -961,10 +961,9 @@ fn body_is_empty(parts: &http::request::Parts, body: &ClientBody) -> bool {
 }
 
 /// Sends the request through the upstream's pool within the route's timeout (which covers
-/// connecting, waiting for the response head and any retries).
+/// connecting, waiting for the response head and any retries). The request is borrowed (see
+/// `UpstreamPool::send`): its body is consumed, and the caller drops what is left.
 #[allow(clippy::manual_async_fn)] // see the comment in the body
-/// The request is borrowed (see `UpstreamPool::send`): its body is consumed, and the caller
-/// drops what is left.
 pub(crate) fn call_upstream<'a>(
     route: &'a Route,
     pool: &'a UpstreamPool,
@@ -1008,8 +1007,9 @@ pub(crate) fn call_upstream<'a>(
                 Some(t) => deadline.min(tokio::time::Instant::now() + t),
                 None => deadline,
             };
-            // Boxed: the pool's future is large, and an unboxed one would be copied at every layer
-            // of the request's future (measured: several KB moved per request).
+            // Boxed: measured when the pool's future was 2.4 KB, an unboxed one was copied at
+            // every layer of the request's future (several KB moved per request). It is 416
+            // bytes now; whether the box still pays has not been measured again.
             let result =
                 tokio::time::timeout_at(attempt_deadline, Box::pin(pool.send(target, &mut *req)))
                     .await;
