@@ -748,7 +748,8 @@ impl UpstreamPool {
     }
 
     /// Sends on an HTTP/1.1 connection; `reused` when it comes from the pool (and may turn out
-    /// to have been closed by the upstream meanwhile).
+    /// to have been closed by the upstream meanwhile: then it is retried on a new one). A
+    /// connection just opened has nothing to retry on.
     #[allow(clippy::too_many_arguments)]
     async fn send_on(
         &self,
@@ -813,7 +814,10 @@ impl UpstreamPool {
         };
         match self.connect(tp, Some(slot)).await {
             Err(e) => Err((e, true)),
-            Ok((Conn::H1(conn), origin)) => send_h1(tp, conn, origin, shard, req).await,
+            Ok((Conn::H1(conn), origin)) => {
+                self.send_on(tp, shard, conn, origin, false, Duration::ZERO, req)
+                    .await
+            }
             Ok((Conn::H2(tx), origin)) => {
                 tp.add_h2(shard, tx, origin);
                 self.send_h2(tp, shard, req).await
@@ -910,7 +914,17 @@ impl UpstreamPool {
                                 Ok((Conn::H2(tx), origin)) => tp.add_h2(shard, tx, origin),
                                 Ok((Conn::H1(conn), origin)) => {
                                     // ALPN fell back to HTTP/1.1.
-                                    return send_h1(tp, conn, origin, shard, req).await;
+                                    return self
+                                        .send_on(
+                                            tp,
+                                            shard,
+                                            conn,
+                                            origin,
+                                            false,
+                                            Duration::ZERO,
+                                            req,
+                                        )
+                                        .await;
                                 }
                             },
                         }
@@ -1041,24 +1055,8 @@ enum Conn {
     H2(http2::SendRequest<Body>),
 }
 
-/// Sends on a connection just opened (nothing to retry on another).
-async fn send_h1(
-    tp: &Arc<TargetPool>,
-    conn: H1Conn,
-    origin: Origin,
-    shard: usize,
-    req: &mut Request<Body>,
-) -> Result<Response<UpstreamBody>, Failed> {
-    if req.headers().contains_key(http::header::UPGRADE) {
-        return Box::pin(send_upgrade(conn, req)).await;
-    }
-    match conn.send(req).await {
-        Ok((parts, body)) => Ok(tp.clone().wrap_h1(parts, body, shard, origin)),
-        Err(e) => Err(failed(e)),
-    }
-}
-
-/// A failed send as the pool reports it, with the request back when none of it was written.
+/// A failed send as the pool reports it: the request may go elsewhere when none of it was
+/// written.
 fn failed(e: SendError) -> Failed {
     match e {
         SendError::Unsent(e) => (CallError::Request(Box::new(e)), true),

@@ -472,12 +472,12 @@ fn process(
                         r
                     });
                     let mut resp = call_upstream(&route, &pool, ti, &mut upstream_req, rec).await?;
-                    if let (Some(entry), Some(plain), Some((store, head, _))) =
+                    if let (Some(entry), Some(mut plain), Some((store, head, _))) =
                         (&revalidating, plain, &cache)
                         && resp.status() == StatusCode::NOT_MODIFIED
                         && !store.confirms(entry, head, &resp)
                     {
-                        resp = call_upstream(&route, &pool, ti, &mut { plain }, rec).await?;
+                        resp = call_upstream(&route, &pool, ti, &mut plain, rec).await?;
                         revalidating = None;
                     }
                     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
