@@ -386,6 +386,9 @@ def main():
                     "plain config: an A/B of two builds in the same rounds")
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--proxy-cpu", type=int, default=1)
+    ap.add_argument("--hold", action="store_true",
+                    help="start the origin and the contestants, print their ports and pids, and wait "
+                    "(Ctrl-C stops them): for measuring by hand (strace -c, perf) with the harness's configs")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.seconds = 1, 2
@@ -527,6 +530,13 @@ def main():
                 h2port = port + 1000 if proxy == "nginx" else port
                 contestants.append((name, port, h2port, logging))
 
+        if args.hold:
+            for name, port, h2port, _ in contestants:
+                print(f"{name:16} pid {procs[name].pid:7}  HTTP/1.1 port {port}  HTTP/2 port {h2port}")
+            print(f"origin pid {procs['origin'].pid} port {ORIGIN_PORT}; scratch {run}; Ctrl-C stops all")
+            sys.stdout.flush()
+            while True:
+                time.sleep(3600)
         rows = []
         names = [c[0] for c in contestants]
         scenarios = args.scenarios.split(",")
