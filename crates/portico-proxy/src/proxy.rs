@@ -400,7 +400,7 @@ fn process(
                         path: normalized.as_deref().unwrap_or(req.uri().path()),
                         query: req.uri().query(),
                     });
-                    let target = pool.target(ti).clone();
+                    let target = pool.target(ti);
                     rec.upstream = Some(target.display.clone());
                     // The client's side of a protocol switch: the HTTP/1.1 connection hands its
                     // transport over once the `101` is written (HTTP/2 requests never ask). It
@@ -423,7 +423,7 @@ fn process(
                         req,
                         &route,
                         action,
-                        &target,
+                        target,
                         path,
                         &params,
                         request_id,
