@@ -242,7 +242,7 @@ pub(crate) async fn serve_io<I>(
         // Boxed: hyper spawns a task per HTTP/2 stream holding this future, and moves it
         // several times on the way into the task (~6 KB each time: 3.5k instructions of
         // `memcpy` per request, measured). A box moves as a pointer.
-        Box::pin(async move {
+        crate::box_in_place(move || async move {
             let resp = handle(rt, conn, req.map(crate::body::ClientBody::Hyper)).await;
             // The stream stays open until its body is sent, so the guard goes with the body.
             resp.map(|r| {
