@@ -251,7 +251,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Drained samples are counted in their buckets.
+        // And the sample is counted in its bucket.
         let text = handle.render();
         assert!(
             text.contains(
