@@ -191,7 +191,7 @@ pub async fn handle(
             h.insert(name.clone(), v.clone());
         }
     }
-    let resp = crate::proxy::call_upstream(route, &pool, ti, &mut up, rec).await?;
+    let resp = crate::proxy::call_upstream(route, &pool, ti, &mut up, rec, None).await?;
     let (head, body) = resp.into_parts();
     let bytes = match http_body_util::Limited::new(body, s.max_bytes as usize)
         .collect()

@@ -210,7 +210,7 @@ pub async fn handle(
             h.insert(name.clone(), v.clone());
         }
     }
-    let resp = crate::proxy::call_upstream(route, &pool, ti, &mut up, rec).await?;
+    let resp = crate::proxy::call_upstream(route, &pool, ti, &mut up, rec, None).await?;
     let (head, body) = resp.into_parts();
     if call.is_server_streaming()
         && head.status == StatusCode::OK

@@ -357,3 +357,51 @@ async fn tls_clients_get_the_same_connection() {
     assert!(!text.contains("/never"), "{text}");
     assert_eq!(up.hits(), 2);
 }
+
+/// A connection keeps its route-timeout timer from one request to the next (see `TimerSlot`):
+/// the timer must be re-armed each time, earlier or later than before, and after it fired.
+#[tokio::test]
+async fn each_request_on_a_connection_gets_its_own_route_timeout() {
+    let up = serve(|req| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        } else {
+            // Long enough that a timer left elapsed would fire before the answer comes.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        http::Response::new(full("ok"))
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"], request_timeout: 10s }}\nroutes:\n  \
+         - match: {{ path: {{ exact: /slow }} }}\n    upstream: u\n    timeout: 300ms\n  \
+         - upstream: u\n    timeout: 3s\n",
+        up.url()
+    )))
+    .await;
+    let mut s = connect(gw.addr).await;
+    // Fast (3 s, later than no timer), slow (300 ms: earlier than the kept 3 s deadline),
+    // fast again (the kept timer has fired), slow again.
+    for (path, want) in [
+        ("/fast", "HTTP/1.1 200 OK"),
+        ("/slow", "HTTP/1.1 504 "),
+        ("/fast", "HTTP/1.1 200 OK"),
+        ("/slow", "HTTP/1.1 504 "),
+    ] {
+        let started = std::time::Instant::now();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let text = read_answers(&mut s, 1).await;
+        assert!(text.starts_with(want), "{path}: {text}");
+        if path == "/slow" {
+            // The 300 ms timeout, not the 3 s one kept from the request before.
+            assert!(
+                started.elapsed() < Duration::from_millis(2500),
+                "{path} took {:?}",
+                started.elapsed()
+            );
+            assert!(text.contains("upstream_timeout"), "{text}");
+        }
+    }
+}
