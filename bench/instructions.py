@@ -31,6 +31,7 @@ import glob
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,25 +65,37 @@ def measure(name, cmd, port, n, run, cpu, listen=None):
     listen = listen or port
     out = os.path.join(run, f"callgrind.{name}")
     log = open(os.path.join(run, f"{name}.log"), "w")
+    if harness.port_open(listen):
+        harness.die(f"port {listen} is in use (a proxy left from another run?)")
     proc = harness.start(["valgrind", "--tool=callgrind", "--compress-strings=no", "--compress-pos=no", *SIM,
                                  f"--callgrind-out-file={out}.%p"] + cmd, cpu, log,
                          env=dict(os.environ, PORTICO_LOG="warn"))
-    for _ in range(600):  # valgrind starts slowly
-        if harness.port_open(listen):
-            break
-        if proc.poll() is not None:
-            harness.die(f"{name} exited at start (see {run}/{name}.log)")
-        time.sleep(0.1)
-    else:
-        harness.die(f"{name} did not open port {listen}")
-    h2load(port, 2000, 1 - cpu)
-    # The valgrind process is the proxy's own process (callgrind runs it in place).
-    subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
-    h2load(port, n, 1 - cpu)
-    subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
-    time.sleep(0.5)
-    proc.terminate()
-    proc.wait(timeout=30)
+    # Whatever happens below (a failed load dies), the proxy does not outlive the run: a
+    # leftover one kept the port, and the next run measured it instead.
+    try:
+        for _ in range(600):  # valgrind starts slowly
+            if harness.port_open(listen):
+                break
+            if proc.poll() is not None:
+                harness.die(f"{name} exited at start (see {run}/{name}.log)")
+            time.sleep(0.1)
+        else:
+            harness.die(f"{name} did not open port {listen}")
+        h2load(port, 2000, 1 - cpu)
+        # The valgrind process is the proxy's own process (callgrind runs it in place).
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
+        h2load(port, n, 1 - cpu)
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
+        time.sleep(0.5)
+        proc.terminate()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait()
     # The dump after zeroing is the largest `.N` part file; its `summary:` line is the total.
     parts = sorted(glob.glob(f"{out}.*.*"), key=os.path.getsize)
     if not parts:
