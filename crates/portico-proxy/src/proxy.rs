@@ -45,6 +45,8 @@ pub struct ConnInfo {
 /// streams of one connection find the slot empty and make their own, as before. The kept
 /// timer holds the waker of the last task that polled it: the connection's own task over
 /// HTTP/1.1 (dropped with it), a finished stream's over HTTP/2 until the slot is reused.
+/// The kept timer stays in the wheel until its last deadline: a connection left idle is
+/// woken once then, finds nothing to read and waits again.
 #[derive(Default)]
 pub(crate) struct TimerSlot(std::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>);
 
