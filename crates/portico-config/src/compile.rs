@@ -11,6 +11,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::canon::{EscapedSlashes, PathOptions, PathParameters};
 use crate::diag::{Diagnostics, Sink};
 use crate::file::*;
 use crate::ir::*;
@@ -244,7 +245,8 @@ pub fn compile(
     }
 
     // Semantic pass.
-    let listeners = compile_listeners(&mut cx, &file.listeners, &listener_nodes);
+    let mut server = compile_server(&mut cx, file.server.as_ref(), get(&root, "server"));
+    let listeners = compile_listeners(&mut cx, &file.listeners, &listener_nodes, &server.paths);
     let admin = compile_admin(
         &mut cx,
         file.admin.as_ref(),
@@ -253,7 +255,6 @@ pub fn compile(
     );
     let access_log =
         compile_access_log(&mut cx, file.access_log.as_ref(), get(&root, "access_log"));
-    let mut server = compile_server(&mut cx, file.server.as_ref(), get(&root, "server"));
     let (upstreams, upstream_index) = compile_upstreams(&mut cx, &file.upstreams, &upstream_nodes);
     let redis = compile_redis(&mut cx, file.redis.as_ref(), get(&root, "redis"));
     cx.have_redis = redis.is_some();
@@ -310,6 +311,11 @@ pub fn compile(
         }
     }
     server.identity_headers = identity;
+    let listener_paths = listeners
+        .iter()
+        .filter(|l| l.paths != server.paths)
+        .map(|l| (l.name.clone(), l.paths))
+        .collect();
     Ok(Config {
         source: source.to_owned(),
         hash: format!("{:016x}", fnv(text.as_bytes(), FNV_START)),
@@ -326,6 +332,7 @@ pub fn compile(
         consumers: Arc::new(consumers),
         jwks: cx.jwks,
         redis,
+        listener_paths,
         text: Arc::from(text),
     })
 }
@@ -383,7 +390,12 @@ fn parse_addr(cx: &mut Ctx<'_>, s: &str, at: Loc) -> Option<SocketAddr> {
     }
 }
 
-fn compile_listeners(cx: &mut Ctx<'_>, cfgs: &[ListenerConfig], nodes: &[&Node]) -> Vec<Listener> {
+fn compile_listeners(
+    cx: &mut Ctx<'_>,
+    cfgs: &[ListenerConfig],
+    nodes: &[&Node],
+    server_paths: &PathOptions,
+) -> Vec<Listener> {
     let mut out: Vec<Listener> = Vec::new();
     for (cfg, node) in cfgs.iter().zip(nodes) {
         let Some(addr) = parse_addr(cx, &cfg.address, loc(node, "address")) else {
@@ -432,6 +444,7 @@ fn compile_listeners(cx: &mut Ctx<'_>, cfgs: &[ListenerConfig], nodes: &[&Node])
             http1: protocols.contains(&Protocol::Http1),
             http2: protocols.contains(&Protocol::Http2),
             tls,
+            paths: path_options(cfg.paths.as_ref(), *server_paths),
         });
     }
     out
@@ -716,6 +729,29 @@ fn compile_server(cx: &mut Ctx<'_>, cfg: Option<&ServerConfig>, node: Option<&No
         consumer_header: identity_header(cx, node, "consumer", "x-consumer-name", cfg),
         groups_header: identity_header(cx, node, "groups", "x-consumer-groups", cfg),
         identity_headers: Vec::new(),
+        paths: path_options(cfg.paths.as_ref(), PathOptions::default()),
+    }
+}
+
+/// `paths:` keys over `base` (the defaults for `server.paths`, the server's for a listener).
+fn path_options(cfg: Option<&PathsConfig>, base: PathOptions) -> PathOptions {
+    let Some(cfg) = cfg else {
+        return base;
+    };
+    PathOptions {
+        escaped_slashes: match cfg.escaped_slashes {
+            None => base.escaped_slashes,
+            Some(EscapedSlashesConfig::Reject) => EscapedSlashes::Reject,
+            Some(EscapedSlashesConfig::Decode) => EscapedSlashes::Decode,
+            Some(EscapedSlashesConfig::Keep) => EscapedSlashes::Keep,
+        },
+        merge_slashes: cfg.merge_slashes.unwrap_or(base.merge_slashes),
+        path_parameters: match cfg.path_parameters {
+            None => base.path_parameters,
+            Some(PathParametersConfig::Reject) => PathParameters::Reject,
+            Some(PathParametersConfig::Strip) => PathParameters::Strip,
+            Some(PathParametersConfig::Keep) => PathParameters::Keep,
+        },
     }
 }
 
@@ -1555,6 +1591,7 @@ fn compile_route(
         name: name.into(),
         hosts,
         path,
+        path_any_case: cfg.matches.case_sensitive == Some(false),
         methods,
         headers,
         query,
@@ -2011,6 +2048,28 @@ pub(crate) fn compile_path(p: &PathMatchConfig) -> Result<PathPattern, (String, 
                 format!("path `{s}` contains a character not allowed in a path"),
                 "match query parameters with `query:`; percent-encode spaces".into(),
             ));
+        }
+        // Requests are matched in their canonical form (`canon`), so a pattern written any
+        // other way would never match: say which form to write.
+        let lenient = PathOptions {
+            escaped_slashes: EscapedSlashes::Keep,
+            merge_slashes: false,
+            path_parameters: PathParameters::Keep,
+        };
+        match crate::canon::canonicalize(s, &lenient) {
+            Ok(c) if c == s => {}
+            Ok(c) => {
+                return Err((
+                    format!("path `{s}` is not in canonical form; requests are matched as `{c}`"),
+                    format!("write `{c}`"),
+                ));
+            }
+            Err(e) => {
+                return Err((
+                    format!("path `{s}` cannot match a request: {}", e.detail()),
+                    "write the path as clients send it, percent-encoding only what is not a letter, digit or `-._~`".into(),
+                ));
+            }
         }
         Ok(())
     };

@@ -124,6 +124,43 @@ pub struct ListenerConfig {
     /// Serve TLS on this listener.
     #[serde(default)]
     pub tls: Option<TlsListenerConfig>,
+    /// How request paths are canonicalised on this listener; each key absent takes the value
+    /// of `server.paths`.
+    #[serde(default)]
+    pub paths: Option<PathsConfig>,
+}
+
+/// How request paths are put into their one canonical form before routing.
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    /// An encoded slash (`%2F`), a backslash or `%5C`: `reject` (400), `decode` (to `/`) or
+    /// `keep` (as `%2F`/`%5C`, inside the segment). Default `reject`.
+    #[serde(default)]
+    pub escaped_slashes: Option<EscapedSlashesConfig>,
+    /// Merge empty segments (`/a//b` is `/a/b`). Default `true`.
+    #[serde(default)]
+    pub merge_slashes: Option<bool>,
+    /// A `;` path parameter (`/admin;x`): `reject` (400), `strip` (drop `;…` from each
+    /// segment, as Tomcat and Spring do) or `keep`. Default `reject`.
+    #[serde(default)]
+    pub path_parameters: Option<PathParametersConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EscapedSlashesConfig {
+    Reject,
+    Decode,
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PathParametersConfig {
+    Reject,
+    Strip,
+    Keep,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -221,6 +258,9 @@ pub struct ServerConfig {
     /// from every request.
     #[serde(default)]
     pub identity_headers: Option<IdentityHeadersConfig>,
+    /// How request paths are canonicalised on every listener (a listener may override it).
+    #[serde(default)]
+    pub paths: Option<PathsConfig>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -707,6 +747,10 @@ pub struct MatchConfig {
     /// Cookie conditions; all must hold.
     #[serde(default)]
     pub cookies: Vec<ValueMatchConfig>,
+    /// `false`: the path's letters match in any case (`/Admin` is `/admin`). For backends that
+    /// route without regard to case (IIS, some Spring set-ups). Default `true`.
+    #[serde(default)]
+    pub case_sensitive: Option<bool>,
 }
 
 /// One of `exact`, `prefix` or `template`.

@@ -10,6 +10,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::CertificateDer;
 
+use crate::canon::PathOptions;
 use crate::router::Router;
 
 /// A validated, compiled configuration. Immutable; a reload builds a new one.
@@ -35,12 +36,26 @@ pub struct Config {
     /// JWKS URLs the `jwt` policies read, by slot.
     pub jwks: Vec<JwksSource>,
     pub redis: Option<RedisSettings>,
+    /// Listeners whose path options differ from `server.paths`, by name; usually empty, so a
+    /// request finds its options without a search.
+    pub listener_paths: Vec<(Arc<str>, PathOptions)>,
     /// The text the config was compiled from, for `redacted` (kept instead of the JSON: a
     /// 10,000-route file is ~1 MiB of text but several of JSON, and few loads are ever shown).
     pub text: Arc<str>,
 }
 
 impl Config {
+    /// How paths are canonicalised on the listener named `listener`.
+    pub fn path_options(&self, listener: &str) -> &PathOptions {
+        if self.listener_paths.is_empty() {
+            return &self.server.paths;
+        }
+        self.listener_paths
+            .iter()
+            .find(|(n, _)| &**n == listener)
+            .map_or(&self.server.paths, |(_, o)| o)
+    }
+
     /// The file as JSON, `${VAR}` references unexpanded and secret-named keys redacted, for
     /// the admin port. Made on demand from the text, which parsed when the config loaded.
     pub fn redacted(&self) -> serde_json::Value {
@@ -56,6 +71,8 @@ pub struct Listener {
     pub http1: bool,
     pub http2: bool,
     pub tls: Option<ListenerTls>,
+    /// How request paths are canonicalised (`server.paths` with this listener's keys over it).
+    pub paths: PathOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +123,8 @@ pub struct Server {
     /// Every header that carries identity upstream (consumer, groups, forwarded claims):
     /// removed from each client request before any policy runs.
     pub identity_headers: Vec<HeaderName>,
+    /// How request paths are canonicalised on listeners that do not say otherwise.
+    pub paths: PathOptions,
 }
 
 /// An IPv4 or IPv6 network. IPv4-mapped IPv6 peers are compared as IPv4.
@@ -290,6 +309,8 @@ pub struct Route {
     pub name: Arc<str>,
     pub hosts: Vec<HostPattern>,
     pub path: PathPattern,
+    /// `match.case_sensitive: false`: the path's ASCII letters match in any case.
+    pub path_any_case: bool,
     pub methods: Vec<Method>,
     pub headers: Vec<HeaderCondition>,
     pub query: Vec<QueryCondition>,

@@ -2,6 +2,7 @@
 //! compiled runtime form the proxy reads through an atomic pointer.
 
 mod auth;
+pub mod canon;
 pub mod compile;
 pub mod dates;
 pub mod diag;

@@ -50,6 +50,9 @@ struct Table {
     all: Vec<usize>,
     /// Routes whose pattern matchit could not index; always scanned.
     unindexed: Vec<usize>,
+    /// Routes that match the path in any case (`case_sensitive: false`), in precedence order:
+    /// kept out of matchit and tested beside what it finds.
+    any_case: Vec<usize>,
 }
 
 impl std::fmt::Debug for Table {
@@ -127,14 +130,28 @@ fn escape(s: &str) -> String {
 fn patterns(path: &PathPattern) -> Vec<String> {
     match path {
         PathPattern::Any => vec!["/".into(), "/{*p0}".into()],
-        PathPattern::Exact(p) => vec![escape(p)],
+        // Exact and template routes also take the path with one trailing slash: backends that
+        // route `/users/5/admin/` as `/users/5/admin` (Express, Spring, most frameworks) must
+        // not be reached through it by a request the route would not have matched.
+        PathPattern::Exact(p) if p.ends_with('/') => vec![escape(p)],
+        PathPattern::Exact(p) => vec![escape(p), format!("{}/", escape(p))],
         PathPattern::Prefix(p) if p == "/" => vec!["/".into(), "/{*p0}".into()],
         PathPattern::Prefix(p) => vec![
             escape(p),
             format!("{}/", escape(p)),
             format!("{}/{{*p0}}", escape(p)),
         ],
-        PathPattern::Template(t) => vec![normalized_template(t)],
+        PathPattern::Template(t) => {
+            let n = normalized_template(t);
+            match t.segments.last() {
+                Some(Segment::CatchAll | Segment::Literal(_)) if n.ends_with('/') => vec![n],
+                Some(Segment::CatchAll) => vec![n],
+                _ => {
+                    let slash = format!("{n}/");
+                    vec![n, slash]
+                }
+            }
+        }
     }
 }
 
@@ -182,6 +199,11 @@ fn prefix_of(p: &PathPattern) -> Option<&str> {
 impl Table {
     fn build(routes: &[Arc<Route>], ids: &[usize]) -> Table {
         let mut t = Table::default();
+        let (any_case, ids): (Vec<usize>, Vec<usize>) =
+            ids.iter().partition(|&&id| routes[id].path_any_case);
+        let ids = &ids[..];
+        t.any_case = any_case;
+        t.any_case.sort_by_key(|&id| precedence(&routes[id]));
         for &id in ids {
             let mut indexed = true;
             for pat in patterns(&routes[id].path) {
@@ -208,10 +230,19 @@ impl Table {
         }
         // Own routes of each entry: exact and template before prefix, then more conditions,
         // then declared order. Then the prefix routes that cover the entry, longest first.
-        let rank = |id: usize| {
+        // A pattern that is only a route's trailing-slash variant ranks after routes for
+        // which it is the pattern itself (`/a/` exact before `/a` exact).
+        let rank = |id: usize, pat: &str| {
             let r = &routes[id];
             let kind = u8::from(prefix_of(&r.path).is_some());
-            (kind, std::cmp::Reverse(r.condition_count()), r.index)
+            let variant = patterns(&r.path).first().is_some_and(|p| p != pat)
+                && matches!(r.path, PathPattern::Exact(_) | PathPattern::Template(_));
+            (
+                kind,
+                variant,
+                std::cmp::Reverse(r.condition_count()),
+                r.index,
+            )
         };
         // Prefix routes by their prefix, so the routes covering an entry are found by walking
         // the entry's segment boundaries instead of testing every prefix route (which made
@@ -224,7 +255,7 @@ impl Table {
         }
         for (pat, &e) in &t.patterns {
             let list = &mut t.entries[e];
-            list.sort_by_key(|&id| rank(id));
+            list.sort_by_key(|&id| rank(id, pat));
             let lead = match pat.find('{') {
                 Some(i) if pat[i..].starts_with("{{") => pat.as_str(),
                 Some(i) => &pat[..i],
@@ -260,18 +291,32 @@ impl Table {
             list.extend(covering);
         }
         t.all = ids.to_vec();
-        t.all.sort_by_key(|&id| {
-            let r = &routes[id];
-            (
-                specificity(&r.path),
-                std::cmp::Reverse(r.condition_count()),
-                r.index,
-            )
-        });
+        t.all.sort_by_key(|&id| precedence(&routes[id]));
         t
     }
 
     fn find<'r, 'p>(
+        &self,
+        routes: &'r [Arc<Route>],
+        req: &RequestView<'p>,
+    ) -> Option<Matched<'r, 'p>> {
+        let found = self.find_indexed(routes, req);
+        if self.any_case.is_empty() {
+            return found;
+        }
+        let any_case = self.any_case.iter().find_map(|&id| {
+            let r = &routes[id];
+            let params = match_path_in(&r.path, req.path, true)?;
+            accepts(r, req).then_some(Matched { route: r, params })
+        });
+        match (found, any_case) {
+            (Some(a), Some(b)) if precedence(b.route) < precedence(a.route) => Some(b),
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        }
+    }
+
+    fn find_indexed<'r, 'p>(
         &self,
         routes: &'r [Arc<Route>],
         req: &RequestView<'p>,
@@ -309,12 +354,50 @@ impl Table {
     }
 }
 
+/// The order in which routes that all match a request are preferred: more specific path,
+/// then more conditions, then declared order.
+fn precedence(
+    r: &Route,
+) -> (
+    (u8, std::cmp::Reverse<usize>),
+    std::cmp::Reverse<usize>,
+    usize,
+) {
+    (
+        specificity(&r.path),
+        std::cmp::Reverse(r.condition_count()),
+        r.index,
+    )
+}
+
 /// Matches a path against one route's pattern on its own (the fallback scan and tests).
 pub fn match_path<'p>(pattern: &PathPattern, path: &'p str) -> Option<Vec<&'p str>> {
+    match_path_in(pattern, path, false)
+}
+
+/// `match_path`, comparing ASCII letters in any case when `any_case` is set.
+pub fn match_path_in<'p>(
+    pattern: &PathPattern,
+    path: &'p str,
+    any_case: bool,
+) -> Option<Vec<&'p str>> {
+    let eq = |a: &str, b: &str| {
+        if any_case {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        }
+    };
     match pattern {
         PathPattern::Any => Some(Vec::new()),
-        PathPattern::Exact(p) => (p == path).then(Vec::new),
-        PathPattern::Prefix(p) => has_prefix(path, p).then(Vec::new),
+        PathPattern::Exact(p) => {
+            let bare = match path.strip_suffix('/') {
+                Some(b) if !p.ends_with('/') => b,
+                _ => path,
+            };
+            (eq(p, path) || eq(p, bare)).then(Vec::new)
+        }
+        PathPattern::Prefix(p) => has_prefix_in(path, p, any_case).then(Vec::new),
         PathPattern::Template(t) => {
             let mut params = Vec::new();
             let mut rest = path.strip_prefix('/')?;
@@ -328,7 +411,7 @@ pub fn match_path<'p>(pattern: &PathPattern, path: &'p str) -> Option<Vec<&'p st
                         let end = rest.find('/').unwrap_or(rest.len());
                         let part = &rest[..end];
                         match seg {
-                            Segment::Literal(l) if l == part => {}
+                            Segment::Literal(l) if eq(l, part) => {}
                             Segment::Param if !part.is_empty() => params.push(part),
                             _ => return None,
                         }
@@ -339,16 +422,30 @@ pub fn match_path<'p>(pattern: &PathPattern, path: &'p str) -> Option<Vec<&'p st
                     }
                 }
             }
-            rest.is_empty().then_some(params)
+            // One trailing slash is taken, as by the router's index.
+            (rest.is_empty() || rest == "/").then_some(params)
         }
     }
 }
 
 /// Segment-aware prefix test: `/api` covers `/api` and `/api/x`, not `/apix`.
 pub fn has_prefix(path: &str, prefix: &str) -> bool {
-    prefix == "/"
-        || path == prefix
-        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+    has_prefix_in(path, prefix, false)
+}
+
+fn has_prefix_in(path: &str, prefix: &str, any_case: bool) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    let Some(head) = path.get(..prefix.len()) else {
+        return false;
+    };
+    let same = if any_case {
+        head.eq_ignore_ascii_case(prefix)
+    } else {
+        head == prefix
+    };
+    same && matches!(path.as_bytes().get(prefix.len()), None | Some(&b'/'))
 }
 
 fn accepts(r: &Route, req: &RequestView<'_>) -> bool {

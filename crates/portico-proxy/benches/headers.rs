@@ -67,8 +67,12 @@ fn bench(c: &mut Criterion) {
             let host =
                 headers::request_host(black_box(&uri), base.get(http::header::HOST), &mut buf)
                     .map(str::len);
-            let normalized = headers::normalize_path(black_box(uri.path()));
-            black_box((host, normalized))
+            let canonical = portico_config::canon::canonicalize(
+                black_box(uri.path()),
+                &portico_config::canon::PathOptions::default(),
+            )
+            .map(|p| p.len());
+            black_box((host, canonical))
         })
     });
 }

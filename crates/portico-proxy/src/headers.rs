@@ -294,64 +294,6 @@ fn strip_port(v: &str) -> &str {
     }
 }
 
-/// Resolves `.` and `..` segments and merges `//`, so `/api/../admin` routes as `/admin`
-/// (what the upstream would see) rather than slipping past a `/api` route's policies.
-/// Returns `None` when the path needs no change (the common case, no allocation).
-pub fn normalize_path(path: &str) -> Option<String> {
-    if !may_need_normalizing(path.as_bytes()) || !needs_normalizing(path) {
-        return None;
-    }
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let last = segments.len().saturating_sub(1);
-    let mut trailing = false;
-    for (i, s) in segments.iter().enumerate() {
-        let lower = s.to_ascii_lowercase();
-        match lower.as_str() {
-            "" => trailing = i == last,
-            "." | "%2e" => trailing = i == last,
-            ".." | "%2e%2e" | ".%2e" | "%2e." => {
-                out.pop();
-                trailing = i == last;
-            }
-            _ => {
-                out.push(s);
-                trailing = false;
-            }
-        }
-    }
-    let mut p = String::with_capacity(path.len());
-    for s in &out {
-        p.push('/');
-        p.push_str(s);
-    }
-    if trailing || p.is_empty() {
-        p.push('/');
-    }
-    Some(p)
-}
-
-/// One scan that clears almost every path: only a segment that is empty or starts with `.`
-/// or `%` can need work. (The searches of `needs_normalizing` cost ~250 instructions even on
-/// `/`.)
-fn may_need_normalizing(b: &[u8]) -> bool {
-    matches!(b.first(), Some(b'.' | b'%'))
-        || memchr::memchr_iter(b'/', b).any(|i| matches!(b.get(i + 1), Some(b'/' | b'.' | b'%')))
-}
-
-/// Whether the path has an empty or a dot segment (`.`, `..`, percent-encoded or not).
-fn needs_normalizing(path: &str) -> bool {
-    path.contains("//")
-        || path.split('/').any(|s| {
-            s == "."
-                || s == ".."
-                || s.eq_ignore_ascii_case("%2e")
-                || s.eq_ignore_ascii_case("%2e%2e")
-                || s.eq_ignore_ascii_case(".%2e")
-                || s.eq_ignore_ascii_case("%2e.")
-        })
-}
-
 /// `n` in decimal, written into the end of `buf`, without the formatting machinery (which
 /// costs ~100s of instructions per number on the request path). Bytes, not `&str`: every
 /// caller appends them to a byte buffer, and a UTF-8 check per number cost more than the
@@ -520,42 +462,6 @@ mod tests {
             request_id(&h, &HeaderName::from_static("x-request-id")),
             "has space"
         );
-    }
-
-    #[test]
-    fn paths() {
-        assert_eq!(normalize_path("/a/b"), None);
-        assert_eq!(normalize_path("/api/../admin").as_deref(), Some("/admin"));
-        assert_eq!(normalize_path("/a//b/./c/").as_deref(), Some("/a/b/c/"));
-        assert_eq!(normalize_path("/../../x").as_deref(), Some("/x"));
-        assert_eq!(normalize_path("/a/%2E%2e/b").as_deref(), Some("/b"));
-        assert_eq!(normalize_path("/a/..").as_deref(), Some("/"));
-        assert_eq!(normalize_path("/.well-known/x"), None);
-        assert_eq!(normalize_path("/a/%41"), None);
-    }
-
-    /// The quick scan never clears a path the full check would change: every string of up to
-    /// six characters from the ones that matter.
-    #[test]
-    fn quick_path_scan_misses_nothing() {
-        let alphabet = b"/.%2eEa";
-        let mut checked = 0;
-        let mut path = Vec::new();
-        for len in 0..=6u32 {
-            for mut k in 0..alphabet.len().pow(len) {
-                path.clear();
-                for _ in 0..len {
-                    path.push(alphabet[k % alphabet.len()]);
-                    k /= alphabet.len();
-                }
-                let p = std::str::from_utf8(&path).unwrap();
-                if needs_normalizing(p) {
-                    assert!(may_need_normalizing(&path), "{p:?}");
-                }
-                checked += 1;
-            }
-        }
-        assert!(checked > 100_000);
     }
 
     #[test]

@@ -9,6 +9,8 @@ use crate::body::Body;
 pub enum Problem {
     NoRoute,
     BadRequest(&'static str),
+    /// The request path has no canonical form under the listener's `paths` settings.
+    BadPath(portico_config::canon::PathError),
     UpstreamConnect,
     UpstreamTimeout,
     UpstreamProtocol,
@@ -47,7 +49,7 @@ impl Problem {
         match self {
             Problem::NoRoute => StatusCode::NOT_FOUND,
             Problem::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Problem::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Problem::BadRequest(_) | Problem::BadPath(_) => StatusCode::BAD_REQUEST,
             Problem::UpstreamConnect | Problem::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Problem::UpstreamOverloaded
@@ -71,6 +73,7 @@ impl Problem {
             Problem::NoRoute => "no_route",
             Problem::RateLimited(_) => "rate_limited",
             Problem::BadRequest(_) => "bad_request",
+            Problem::BadPath(_) => "bad_path",
             Problem::UpstreamConnect => "upstream_connect_failed",
             Problem::UpstreamTimeout => "upstream_timeout",
             Problem::UpstreamProtocol => "upstream_protocol_error",
@@ -94,6 +97,7 @@ impl Problem {
             Problem::NoRoute => "No route matches this request's host, path, method and headers.",
             Problem::RateLimited(_) => "Too many requests; retry after the time in Retry-After.",
             Problem::BadRequest(why) => why,
+            Problem::BadPath(e) => e.detail(),
             Problem::UpstreamConnect => "The gateway could not connect to the upstream.",
             Problem::UpstreamTimeout => "The upstream did not answer in time.",
             Problem::UpstreamProtocol => {
@@ -133,6 +137,7 @@ impl Problem {
         match self {
             Problem::NoRoute => "12",        // UNIMPLEMENTED
             Problem::BadRequest(_) => "13",  // INTERNAL: the framing, not the message, was bad
+            Problem::BadPath(_) => "3",      // INVALID_ARGUMENT
             Problem::UpstreamTimeout => "4", // DEADLINE_EXCEEDED
             Problem::UpstreamOverloaded | Problem::RateLimited(_) | Problem::ConcurrencyLimited => {
                 "8"

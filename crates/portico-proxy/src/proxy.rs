@@ -262,8 +262,21 @@ fn process(
 
         // Route. A CORS preflight is routed as the request it asks about.
         let preflight = crate::auth::is_preflight(&req);
-        let normalized = headers::normalize_path(req.uri().path());
-        let path = normalized.as_deref().unwrap_or(req.uri().path());
+        // The one canonical path: everything after this line, and the upstream, sees it.
+        match portico_config::canon::canonicalize(
+            req.uri().path(),
+            cfg.path_options(&conn.listener),
+        ) {
+            Ok(std::borrow::Cow::Borrowed(_)) => {}
+            Ok(std::borrow::Cow::Owned(p)) => {
+                *req.uri_mut() = with_path(req.uri(), &p)?;
+                if rt.access_log.is_some() {
+                    rec.uri = req.uri().clone();
+                }
+            }
+            Err(e) => return Err(Problem::BadPath(e)),
+        }
+        let path = req.uri().path();
         // Looked up once: routing reads it, and the upstream request keeps it.
         let host_value = req.headers().get(header::HOST).cloned();
         let mut host_buf = String::new();
@@ -444,7 +457,7 @@ fn process(
                     .await?
                 }
                 Action::Proxy(action) if let Some(s) = route.soap.clone() => {
-                    let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
+                    let path = req.uri().path().to_owned();
                     Box::pin(crate::soapcall::handle(
                         rt, &route, action, &s, req, &path, request_id, bytes_in, rec,
                     ))
@@ -452,19 +465,18 @@ fn process(
                 }
                 Action::Proxy(action) if route.transcode.is_some() => {
                     let t = route.transcode.clone().expect("checked");
-                    let path = normalized.as_deref().unwrap_or(req.uri().path()).to_owned();
+                    let path = req.uri().path().to_owned();
                     Box::pin(crate::transcode::handle(
                         rt, &route, action, &t, req, &path, request_id, bytes_in, rec,
                     ))
                     .await?
                 }
                 Action::Proxy(action) => 'proxy: {
-                    let path = normalized.clone();
                     let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
                     let ti = pool.pick(&crate::balance::PickContext {
                         headers: req.headers(),
                         client_ip: rec.client_ip,
-                        path: normalized.as_deref().unwrap_or(req.uri().path()),
+                        path: req.uri().path(),
                         query: req.uri().query(),
                     });
                     let target = pool.target(ti);
@@ -491,7 +503,6 @@ fn process(
                         &route,
                         action,
                         target,
-                        path,
                         &params,
                         request_id,
                         upgrade.is_some(),
@@ -837,6 +848,20 @@ fn without_params(uri: &Uri, names: &[String]) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
+/// `uri` with its path replaced by `path` (the canonical one), query kept.
+fn with_path(uri: &Uri, path: &str) -> Result<Uri, Problem> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::try_from(pq)
+            .map_err(|_| Problem::BadRequest("The request path cannot be forwarded."))?,
+    );
+    Uri::from_parts(parts).map_err(|_| Problem::BadRequest("The request path cannot be forwarded."))
+}
+
 /// Answers a request whose head the HTTP/1.1 connection refused as ambiguous (request
 /// smuggling; see `h1server`) with 400.
 fn check_framing(req: &Request<ClientBody>) -> Result<(), Problem> {
@@ -854,7 +879,6 @@ fn build_upstream_request(
     route: &Route,
     action: &ProxyAction,
     target: &Target,
-    normalized: Option<String>,
     params: &[String],
     request_id: &HeaderValue,
     upgrade: bool,
@@ -869,7 +893,7 @@ fn build_upstream_request(
 
     // Path and query.
     let original_pq = parts.uri.path_and_query().cloned();
-    let path = normalized.as_deref().unwrap_or(parts.uri.path());
+    let path = parts.uri.path();
     let query = parts.uri.query();
     let new_path: Option<String> = if let Some(n) = action.strip_prefix {
         let rest = &path[n.min(path.len())..];
@@ -884,7 +908,7 @@ fn build_upstream_request(
         rw.render(&p, &mut s);
         Some(s)
     } else {
-        normalized.clone()
+        None
     };
     // Query parameters set or removed by the rewrite.
     let rewritten_query: Option<String> = (!action.query_remove.is_empty()).then(|| {

@@ -10,6 +10,7 @@ mod compression;
 mod failures;
 mod limits;
 mod mtls;
+mod paths;
 mod protocols;
 mod proxying;
 mod reload;
