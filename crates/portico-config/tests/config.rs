@@ -166,6 +166,58 @@ fn good_config_compiles_and_routes() {
 }
 
 #[test]
+fn trailing_slashes_case_and_listener_path_options() {
+    let c = load(
+        r#"
+listeners:
+  - { name: strict, address: "127.0.0.1:0" }
+  - { name: lax, address: "127.0.0.1:0", paths: { path_parameters: strip } }
+server: { paths: { escaped_slashes: decode } }
+routes:
+  - name: exact
+    match: { path: { exact: /a } }
+    respond: {}
+  - name: exact-slash
+    match: { path: { exact: /a/ } }
+    respond: {}
+  - name: tmpl
+    match: { path: { template: "/u/{id}/admin" } }
+    respond: {}
+  - name: any-case
+    match: { path: { prefix: /Admin }, case_sensitive: false }
+    respond: {}
+  - name: admin-exact
+    match: { path: { exact: /admin/x } }
+    respond: {}
+  - name: rest
+    respond: {}
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let h = HeaderMap::new();
+    let r = |p: &str| route(&c, None, Method::GET, p, &h).map(|(n, v)| (n.to_owned(), v));
+    assert_eq!(r("/a").unwrap().0, "exact");
+    // A pattern that is itself `/a/` beats the trailing-slash form of `/a`.
+    assert_eq!(r("/a/").unwrap().0, "exact-slash");
+    assert_eq!(r("/u/5/admin/").unwrap(), ("tmpl".into(), vec!["5".into()]));
+    assert_eq!(r("/u/5/admin//").unwrap().0, "rest");
+    assert_eq!(r("/ADMIN").unwrap().0, "any-case");
+    assert_eq!(r("/aDmIn/y").unwrap().0, "any-case");
+    // A more specific route still wins over the case-insensitive one.
+    assert_eq!(r("/admin/x").unwrap().0, "admin-exact");
+    assert_eq!(r("/ADMIN/x").unwrap().0, "any-case");
+    assert_eq!(r("/administrator").unwrap().0, "rest");
+
+    use portico_config::canon::{EscapedSlashes, PathParameters};
+    assert_eq!(c.server.paths.escaped_slashes, EscapedSlashes::Decode);
+    assert_eq!(c.path_options("strict"), &c.server.paths);
+    let lax = c.path_options("lax");
+    assert_eq!(lax.escaped_slashes, EscapedSlashes::Decode);
+    assert_eq!(lax.path_parameters, PathParameters::Strip);
+    assert_eq!(c.listener_paths.len(), 1);
+}
+
+#[test]
 fn query_and_regex_conditions() {
     let c = load(
         r#"
@@ -276,6 +328,22 @@ fn semantic_errors() {
         (
             "routes: [{ match: { path: { template: \"/a/{*r}/b\" } }, respond: {} }]",
             "must be the last segment",
+        ),
+        (
+            "routes: [{ match: { path: { prefix: /%7euser } }, respond: {} }]",
+            "is not in canonical form; requests are matched as `/~user`",
+        ),
+        (
+            "routes: [{ match: { path: { exact: /a/../b } }, respond: {} }]",
+            "write `/b`",
+        ),
+        (
+            "routes: [{ match: { path: { exact: \"/a%00\" } }, respond: {} }]",
+            "cannot match a request",
+        ),
+        (
+            "server: { paths: { escaped_slashes: drop } }",
+            "unknown value `drop` | expected one of: reject, decode, keep",
         ),
         (
             "routes: [{ match: { path: { template: \"/a/x{id}\" } }, respond: {} }]",
