@@ -60,6 +60,11 @@ pub fn digest(key: &[u8]) -> Sha256Digest {
     Sha256::digest(key).into()
 }
 
+/// Whether `key` hashes to `digest`, compared in constant time.
+pub fn matches(key: &[u8], digest: &Sha256Digest) -> bool {
+    bool::from(self::digest(key).ct_eq(digest))
+}
+
 /// `sha256:<hex>` of a key, for putting in the config.
 pub fn digest_string(key: &str) -> String {
     format!("sha256:{}", crate::hex(&digest(key.as_bytes())))

@@ -253,6 +253,7 @@ pub fn compile(
         get(&root, "admin"),
         &listeners,
     );
+    let admin_access = compile_admin_access(&mut cx, file.admin.as_ref(), get(&root, "admin"));
     let access_log =
         compile_access_log(&mut cx, file.access_log.as_ref(), get(&root, "access_log"));
     let (upstreams, upstream_index) = compile_upstreams(&mut cx, &file.upstreams, &upstream_nodes);
@@ -321,6 +322,7 @@ pub fn compile(
         hash: format!("{:016x}", fnv(text.as_bytes(), FNV_START)),
         listeners,
         admin,
+        admin_access,
         access_log,
         server,
         upstreams,
@@ -597,6 +599,46 @@ fn compile_admin(
     Some(addr)
 }
 
+fn compile_admin_access(
+    cx: &mut Ctx<'_>,
+    cfg: Option<&AdminConfig>,
+    node: Option<&Node>,
+) -> AdminAccess {
+    let (Some(cfg), Some(node)) = (cfg, node) else {
+        return AdminAccess::default();
+    };
+    let token =
+        cfg.token_hash
+            .as_deref()
+            .and_then(|t| match portico_auth::apikey::parse_digest(t) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    cx.sink.at(
+                        loc(node, "token_hash"),
+                        e,
+                        "store the digest of the token, never the token: `portico hash api-key`",
+                    );
+                    None
+                }
+            });
+    let mut allowed_hosts = Vec::new();
+    for (i, h) in cfg.allowed_hosts.iter().enumerate() {
+        if h.is_empty() || h.contains(['/', ':', ' ', '*']) {
+            cx.sink.at(
+                item_loc(node, "allowed_hosts", i),
+                format!("invalid host name `{h}`"),
+                "write a name such as `gateway-admin.internal`, without port or scheme",
+            );
+        } else {
+            allowed_hosts.push(h.to_ascii_lowercase());
+        }
+    }
+    AdminAccess {
+        token,
+        allowed_hosts,
+    }
+}
+
 fn compile_access_log(
     cx: &mut Ctx<'_>,
     cfg: Option<&AccessLogConfig>,
@@ -730,6 +772,12 @@ fn compile_server(cx: &mut Ctx<'_>, cfg: Option<&ServerConfig>, node: Option<&No
         groups_header: identity_header(cx, node, "groups", "x-consumer-groups", cfg),
         identity_headers: Vec::new(),
         paths: path_options(cfg.paths.as_ref(), PathOptions::default()),
+        reload_settle: nonzero(
+            cx,
+            cfg.reload_settle.as_ref().map(|d| d.0),
+            "reload_settle",
+            (Duration::from_secs(1), "1s"),
+        ),
     }
 }
 

@@ -209,6 +209,14 @@ pub struct CertificateConfig {
 pub struct AdminConfig {
     /// `host:port` of the admin listener, or `off`.
     pub address: String,
+    /// SHA-256 digest (`sha256:<hex>`, from `portico hash api-key`) of the bearer token that
+    /// state-changing admin requests (`POST`, `PUT`, `DELETE`) must carry. Absent: none asked.
+    #[serde(default)]
+    pub token_hash: Option<String>,
+    /// Names admin requests may give in `Host`, besides IP addresses and `localhost` (a
+    /// defence against DNS rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -261,6 +269,10 @@ pub struct ServerConfig {
     /// How request paths are canonicalised on every listener (a listener may override it).
     #[serde(default)]
     pub paths: Option<PathsConfig>,
+    /// A config file written in place is applied only after it has been closed and left
+    /// unchanged this long. Default `1s`.
+    #[serde(default)]
+    pub reload_settle: Option<DurationStr>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -22,6 +22,8 @@ pub struct Config {
     pub hash: String,
     pub listeners: Vec<Listener>,
     pub admin: Option<SocketAddr>,
+    /// Who may use the admin port, and how.
+    pub admin_access: AdminAccess,
     pub access_log: AccessLog,
     pub server: Server,
     pub upstreams: Vec<Arc<Upstream>>,
@@ -62,6 +64,15 @@ impl Config {
         crate::tree::parse_document(&self.text)
             .map_or(serde_json::Value::Null, |root| root.to_redacted_json())
     }
+}
+
+/// The admin port's checks beyond its address.
+#[derive(Debug, Clone, Default)]
+pub struct AdminAccess {
+    /// Digest of the bearer token for state-changing requests.
+    pub token: Option<[u8; 32]>,
+    /// Lower-case names accepted in `Host`, besides IP addresses and `localhost`.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +136,8 @@ pub struct Server {
     pub identity_headers: Vec<HeaderName>,
     /// How request paths are canonicalised on listeners that do not say otherwise.
     pub paths: PathOptions,
+    /// How long a config file written in place must rest before the watcher applies it.
+    pub reload_settle: Duration,
 }
 
 /// An IPv4 or IPv6 network. IPv4-mapped IPv6 peers are compared as IPv4.

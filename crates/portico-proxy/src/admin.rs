@@ -58,6 +58,9 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     const JSON: &str = "application/json";
     const TEXT: &str = "text/plain; charset=utf-8";
+    if let Some(refused) = guard(&inner.runtime.load().config.admin_access, &req) {
+        return Ok(refused);
+    }
     if let Some(name) = req
         .uri()
         .path()
@@ -200,6 +203,122 @@ fn targets_json(targets: &[portico_config::Target]) -> serde_json::Value {
 }
 
 /// An RFC 9457 problem answer.
+/// The refusal, if any, of what keeps a web page and a stranger from using the admin port:
+/// - `Host` must be an IP address, `localhost` or a name in `admin.allowed_hosts`, so a page
+///   whose name was re-bound to the admin address (DNS rebinding) is refused, reads included;
+/// - a state-changing request (anything but `GET`, `HEAD`, `OPTIONS`) is refused when it says
+///   it comes from another origin (`Origin`, `Sec-Fetch-Site`) or carries a body type that a
+///   page may send cross-origin without asking (`text/plain`, form encodings), so a page can
+///   neither `POST /reload` nor re-point an upstream;
+/// - with `admin.token_hash`, a state-changing request must carry `Authorization: Bearer
+///   <token>` whose SHA-256 digest matches.
+fn guard(
+    access: &portico_config::AdminAccess,
+    req: &Request<Incoming>,
+) -> Option<Response<Full<Bytes>>> {
+    let h = req.headers();
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(host) = host
+        && !admin_host_allowed(host, &access.allowed_hosts)
+    {
+        return Some(problem(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "`Host: {host}` is not an address of this admin port; name it by IP address or `localhost`, or list the name in `admin.allowed_hosts`"
+            ),
+        ));
+    }
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let cross_site = h
+        .get("sec-fetch-site")
+        .is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none"));
+    let foreign_origin = h.get(header::ORIGIN).is_some_and(|o| {
+        let same = host.is_some_and(|host| {
+            o.to_str().is_ok_and(|o| {
+                o.strip_prefix("http://")
+                    .or_else(|| o.strip_prefix("https://"))
+                    .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+            })
+        });
+        !same
+    });
+    if cross_site || foreign_origin {
+        return Some(problem(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "state-changing admin requests are not accepted from another origin".into(),
+        ));
+    }
+    let simple_type = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|t| {
+            matches!(
+                t.as_str(),
+                "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
+            )
+        });
+    if simple_type {
+        return Some(problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type",
+            "state-changing admin requests take `application/json` or no body".into(),
+        ));
+    }
+    if let Some(want) = &access.token {
+        let given = h
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.get(..7)
+                    .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                    .map(|_| v[7..].trim())
+            });
+        let ok = given.is_some_and(|t| portico_auth::apikey::matches(t.as_bytes(), want));
+        if !ok {
+            let mut r = problem(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "this admin request needs `Authorization: Bearer <token>` (admin.token_hash)"
+                    .into(),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"portico-admin\""),
+            );
+            return Some(r);
+        }
+    }
+    None
+}
+
+/// Whether `Host` names this admin port in a way no web page can borrow.
+fn admin_host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // `[v6]:port`
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name)
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
 fn problem(status: StatusCode, title: &str, detail: String) -> Response<Full<Bytes>> {
     reply(
         status,

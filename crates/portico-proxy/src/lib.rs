@@ -148,6 +148,14 @@ impl Gateway {
     pub async fn apply(&self, config: Config) -> Result<Vec<String>, String> {
         let mut listeners = self.inner.listeners.lock().await;
         let previous = self.inner.runtime.load_full();
+        // An empty or truncated file is valid YAML and a valid config: applied, it would stop
+        // serving every client at once. No reload does that; stopping is the process's job.
+        if config.listeners.is_empty() && !previous.config.listeners.is_empty() {
+            return Err(format!(
+                "{}: the new config has no listeners; a reload never closes every listener (is the file empty or half-written? write the new file beside it and rename it over the old one)",
+                config.source
+            ));
+        }
         let mut notes = Vec::new();
         if config.admin != self.inner.admin_configured {
             notes.push(format!(
@@ -320,6 +328,13 @@ impl Gateway {
 
     /// Reloads when the config file changes. Watches the folder, not the file: editors replace
     /// files on save and Kubernetes swaps a symlink.
+    ///
+    /// A file must never be applied half-written: a writer that rewrites the file in place
+    /// (templating, `cat >`, a network file system) makes it valid but incomplete for a while,
+    /// and a policy near its end would be missing. So a burst of events that wrote into the
+    /// file itself is applied only once the writer has closed it and nothing has changed for
+    /// `server.reload_settle`. A burst that only renamed or linked a complete file into place
+    /// (the safe way to update a config) is applied after a short pause.
     pub fn watch_file(&self) -> Result<(), String> {
         use notify::Watcher;
         let Some(path) = self.inner.config_path.clone() else {
@@ -329,10 +344,17 @@ impl Gateway {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let file_name = path.file_name().map(std::ffi::OsStr::to_os_string);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if ev.is_ok_and(|e| is_change(&e.kind)) {
-                let _ = tx.send(());
+            if let Ok(e) = ev
+                && is_change(&e.kind)
+            {
+                let ours = e
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().map(std::ffi::OsStr::to_os_string) == file_name);
+                let _ = tx.send(Burst::of(&e.kind, ours));
             }
         })
         .map_err(|e| e.to_string())?;
@@ -343,10 +365,28 @@ impl Gateway {
         tokio::spawn(async move {
             let _watcher = watcher;
             let mut last = std::fs::read(&path).ok();
-            while rx.recv().await.is_some() {
-                // Let a burst of events (write, rename, chmod) settle.
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                while rx.try_recv().is_ok() {}
+            while let Some(first) = rx.recv().await {
+                let mut burst = first;
+                let started = tokio::time::Instant::now();
+                loop {
+                    let settle = gw.inner.runtime.load().config.server.reload_settle;
+                    let quiet = if burst.wrote_in_place {
+                        settle
+                    } else {
+                        Duration::from_millis(150)
+                    };
+                    match tokio::time::timeout(quiet, rx.recv()).await {
+                        Ok(Some(next)) => burst.add(next),
+                        Ok(None) => return,
+                        // A writer still holding the file open gets more time, up to a bound:
+                        // a file kept open for writing forever must not block reloads.
+                        Err(_) if burst.open_for_write && started.elapsed() < MAX_WRITER_WAIT => {}
+                        Err(_) => break,
+                    }
+                }
+                if burst.open_for_write {
+                    tracing::warn!(file = %path.display(), "the config file has been open for writing for {}s; reading it anyway", MAX_WRITER_WAIT.as_secs());
+                }
                 let now = std::fs::read(&path).ok();
                 if now.is_some() && now != last {
                     last = now;
@@ -421,6 +461,51 @@ fn check_targets(
 
 fn record_override_metrics(o: &runtime::TargetOverrides) {
     ::metrics::gauge!("portico_admin_target_overrides").set(o.len() as f64);
+}
+
+/// How long the watcher waits for a writer that keeps the config file open.
+const MAX_WRITER_WAIT: Duration = Duration::from_secs(60);
+
+/// What a burst of file-system events did to the config file.
+#[derive(Debug, Clone, Copy, Default)]
+struct Burst {
+    /// Data was written into the file itself (not renamed into place).
+    wrote_in_place: bool,
+    /// The last write into the file has not been followed by its close.
+    open_for_write: bool,
+}
+
+impl Burst {
+    fn of(kind: &notify::EventKind, ours: bool) -> Burst {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, ModifyKind};
+        let mut b = Burst::default();
+        if !ours {
+            return b;
+        }
+        match kind {
+            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
+                b.wrote_in_place = true;
+                // Only inotify reports closes; elsewhere the settle time alone must do.
+                b.open_for_write = cfg!(target_os = "linux");
+            }
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => b.wrote_in_place = true,
+            _ => {}
+        }
+        b
+    }
+
+    fn add(&mut self, next: Burst) {
+        self.wrote_in_place |= next.wrote_in_place;
+        // A close after the writes ends them; a write after a close starts another.
+        self.open_for_write = if next.open_for_write {
+            true
+        } else if next.wrote_in_place {
+            false
+        } else {
+            self.open_for_write
+        };
+    }
 }
 
 /// Whether a file-system event in the config's folder may have changed the config. Reading

@@ -241,3 +241,141 @@ async fn file_changes_are_picked_up_by_the_watcher() {
     }
     assert_eq!(seen, "after");
 }
+
+/// A config whose only protection sits at its end, as `version` (shown at `/v`).
+fn guarded(upstream: &str, version: &str) -> String {
+    let key = portico_auth::apikey::digest_string("reload-key");
+    format!(
+        "listeners:\n  - name: main\n    address: \"127.0.0.1:0\"\nadmin: {{ address: \"127.0.0.1:0\" }}\nconsumers:\n  - name: ops\n    api_keys: [\"{key}\"]\nupstreams:\n  u: {{ targets: [\"{upstream}\"] }}\nroutes:\n  - name: static\n    match: {{ path: {{ exact: /v }} }}\n    respond: {{ body: \"{version}\" }}\n  - name: admin\n    match: {{ path: {{ prefix: /admin }} }}\n    upstream: u\n    policies:\n      - type: api_key\n"
+    )
+}
+
+/// A slow writer rewrites the config in place, in two parts 0.5 s apart (once within one
+/// open, once as two opens), while a client keeps asking for the protected route without a
+/// key. The first part alone is a valid config without the `api_key` policy: applying it would
+/// let requests through. None may pass, and the last complete file must be applied.
+#[tokio::test]
+async fn a_file_written_in_place_is_never_applied_half_way() {
+    use std::io::Write;
+    let up = echo_server().await;
+    let dir = temp_dir("slow-writer");
+    let gw = gateway_from_file(&dir, &guarded(&up.url(), "v0")).await;
+    gw.gw.watch_file().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let done = Arc::new(AtomicBool::new(false));
+    let passed = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (done, passed, refused) = (done.clone(), passed.clone(), refused.clone());
+        let url = gw.url("/admin/x");
+        tokio::spawn(async move {
+            let c = client(false, &[]);
+            while !done.load(Ordering::SeqCst) {
+                let got = send(
+                    &c,
+                    http::Request::get(&url)
+                        .body(http_body_util::Full::new(bytes::Bytes::new()))
+                        .unwrap(),
+                )
+                .await;
+                match got.status.as_u16() {
+                    401 => refused.fetch_add(1, Ordering::SeqCst),
+                    _ => passed.fetch_add(1, Ordering::SeqCst),
+                };
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    let path = gw.path.clone().unwrap();
+    let url = up.url();
+    tokio::task::spawn_blocking(move || {
+        for (i, version) in ["v1", "v2", "v3"].iter().enumerate() {
+            let text = guarded(&url, version);
+            let cut = text.find("    policies:").unwrap();
+            if i % 2 == 0 {
+                // One open, two writes.
+                let mut f = std::fs::File::create(&path).unwrap();
+                f.write_all(&text.as_bytes()[..cut]).unwrap();
+                f.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(500));
+                f.write_all(&text.as_bytes()[cut..]).unwrap();
+            } else {
+                // Two opens: truncate and write, close; append the rest.
+                std::fs::write(&path, &text.as_bytes()[..cut]).unwrap();
+                std::thread::sleep(Duration::from_millis(500));
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .unwrap();
+                f.write_all(&text.as_bytes()[cut..]).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+    })
+    .await
+    .unwrap();
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = get(&gw.url("/v")).await.text();
+        if seen == "v3" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+    assert_eq!(seen, "v3", "the last complete file is applied");
+    assert!(refused.load(Ordering::SeqCst) > 50);
+    assert_eq!(
+        passed.load(Ordering::SeqCst),
+        0,
+        "requests passed a half-written config"
+    );
+}
+
+/// Kubernetes mounts a ConfigMap as a symlink to a symlinked folder that is swapped whole.
+#[tokio::test]
+async fn a_swapped_symlink_is_followed() {
+    let up = echo_server().await;
+    let dir = temp_dir("symlink-swap");
+    let v1 = dir.join("..v1");
+    let v2 = dir.join("..v2");
+    std::fs::create_dir_all(&v1).unwrap();
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::write(v1.join("portico.yaml"), cfg(&up.url(), "first")).unwrap();
+    std::fs::write(v2.join("portico.yaml"), cfg(&up.url(), "second")).unwrap();
+    std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
+    let path = dir.join("portico.yaml");
+    std::os::unix::fs::symlink("..data/portico.yaml", &path).unwrap();
+    let cfg = portico_config::load_file(&path).unwrap();
+    let gw = Gateway::start(cfg, Some(path.clone())).await.unwrap();
+    let addr = gw.listener_addrs().await[0].1;
+    gw.watch_file().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get(&format!("http://{addr}/v")).await.text(), "first");
+    // The swap: a new link beside the old one, renamed over it.
+    std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = get(&format!("http://{addr}/v")).await.text();
+        if seen == "second" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, "second");
+}
+
+#[tokio::test]
+async fn a_reload_to_an_empty_file_is_refused() {
+    let up = echo_server().await;
+    let dir = temp_dir("empty-reload");
+    let gw = gateway_from_file(&dir, &cfg(&up.url(), "kept")).await;
+    std::fs::write(gw.path.as_ref().unwrap(), "").unwrap();
+    let err = gw.gw.reload_file().await.unwrap_err();
+    assert!(err.contains("has no listeners"), "{err}");
+    assert_eq!(get(&gw.url("/v")).await.text(), "kept");
+}

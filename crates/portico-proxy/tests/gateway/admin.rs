@@ -1,0 +1,160 @@
+//! The admin port against web pages and strangers: `Host` (DNS rebinding), cross-origin and
+//! form-typed writes, and the bearer token for state-changing requests.
+
+use http::Request;
+use portico_testkit::*;
+
+use crate::config;
+
+const TOKEN: &str = "admin-token-for-tests";
+
+async fn admin_gateway(token: bool) -> (TestGateway, Upstream) {
+    let up = echo_server().await;
+    let admin = if token {
+        format!(
+            "admin: {{ address: \"127.0.0.1:0\", token_hash: \"{}\", allowed_hosts: [gw-admin.internal] }}\n",
+            portico_auth::apikey::digest_string(TOKEN)
+        )
+    } else {
+        "admin: { address: \"127.0.0.1:0\" }\n".to_string()
+    };
+    let yaml = config(&format!(
+        "{admin}upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        up.url()
+    ));
+    (gateway(&yaml).await, up)
+}
+
+async fn admin_call(
+    gw: &TestGateway,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Got {
+    let mut b = Request::builder().method(method).uri(gw.admin_url(path));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let body = http_body_util::Full::new(bytes::Bytes::from(body.to_owned()));
+    send(&client(false, &[]), b.body(body).unwrap()).await
+}
+
+#[tokio::test]
+async fn a_rebound_host_name_is_refused_reads_included() {
+    let (gw, _up) = admin_gateway(false).await;
+    let got = admin_call(&gw, "GET", "/config", &[("host", "evil.example:9901")], "").await;
+    assert_eq!(got.status, 403, "{}", got.text());
+    assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    assert!(got.text().contains("evil.example"), "{}", got.text());
+    // IP addresses and localhost are fine.
+    for host in [
+        "127.0.0.1:9901",
+        "localhost:9901",
+        "[::1]:9901",
+        "LOCALHOST",
+    ] {
+        let got = admin_call(&gw, "GET", "/healthz", &[("host", host)], "").await;
+        assert_eq!(got.status, 200, "{host}");
+    }
+    let got = get(&gw.admin_url("/config")).await;
+    assert_eq!(got.status, 200);
+}
+
+#[tokio::test]
+async fn cross_origin_and_form_typed_writes_are_refused() {
+    let (gw, _up) = admin_gateway(false).await;
+    let put = r#"{"targets": ["http://127.0.0.1:9"]}"#;
+    // What a web page can send without a preflight.
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16);
+    let cases: &[Case] = &[
+        ("POST", "/reload", &[("origin", "http://evil.example")], 403),
+        ("POST", "/reload", &[("content-type", "text/plain")], 415),
+        (
+            "POST",
+            "/reload",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            415,
+        ),
+        ("POST", "/reload", &[("sec-fetch-site", "cross-site")], 403),
+        (
+            "PUT",
+            "/upstreams/u/targets",
+            &[("content-type", "text/plain;charset=UTF-8")],
+            415,
+        ),
+        ("DELETE", "/cache", &[("origin", "null")], 403),
+    ];
+    for (method, path, headers, want) in cases {
+        let got = admin_call(&gw, method, path, headers, put).await;
+        assert_eq!(
+            got.status.as_u16(),
+            *want,
+            "{method} {path} {headers:?}: {}",
+            got.text()
+        );
+    }
+    // Nothing changed.
+    let ups = get(&gw.admin_url("/upstreams")).await.json();
+    assert_eq!(ups["u"]["targets_from"], "config");
+    // The same origin, and tools that send no Origin, may write.
+    let host = gw.admin.to_string();
+    let origin = format!("http://{host}");
+    let got = admin_call(
+        &gw,
+        "PUT",
+        "/upstreams/u/targets",
+        &[("content-type", "application/json"), ("origin", &origin)],
+        put,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let got = admin_call(&gw, "DELETE", "/upstreams/u/targets", &[], "").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+}
+
+#[tokio::test]
+async fn writes_need_the_token_when_one_is_set() {
+    let (gw, _up) = admin_gateway(true).await;
+    let put = r#"{"targets": ["http://127.0.0.1:9"]}"#;
+    let json = ("content-type", "application/json");
+    for auth in [None, Some("Bearer wrong"), Some("Basic YWRtaW46eA==")] {
+        let mut h = vec![json];
+        if let Some(a) = auth {
+            h.push(("authorization", a));
+        }
+        let got = admin_call(&gw, "PUT", "/upstreams/u/targets", &h, put).await;
+        assert_eq!(got.status, 401, "{auth:?}");
+        assert_eq!(
+            got.header("www-authenticate"),
+            Some("Bearer realm=\"portico-admin\"")
+        );
+    }
+    let got = admin_call(&gw, "POST", "/reload", &[], "").await;
+    assert_eq!(got.status, 401);
+    assert_eq!(
+        get(&gw.admin_url("/upstreams")).await.json()["u"]["targets_from"],
+        "config"
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let got = admin_call(
+        &gw,
+        "PUT",
+        "/upstreams/u/targets",
+        &[json, ("authorization", &bearer)],
+        put,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    // Reads need no token; a listed name is accepted in Host.
+    let got = admin_call(
+        &gw,
+        "GET",
+        "/upstreams",
+        &[("host", "gw-admin.internal:9901")],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["u"]["targets_from"], "admin_api");
+}
