@@ -428,9 +428,21 @@ async fn run(io: Transport, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner
             });
         }
         let rt = inner.runtime.load_full();
-        let mut resp = match crate::proxy::handle(rt, conn.clone(), req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
+        let handled = crate::proxy::handle(rt, conn.clone(), req);
+        let mut handled = std::pin::pin!(handled);
+        // While the answer is awaited, a client that closes its connection cancels the
+        // request at once (the upstream call with it) instead of holding an upstream
+        // connection until the route's timeout.
+        let answered = std::future::poll_fn(|cx| match handled.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending if client_gone(&sh, s.max_head, cx) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        let mut resp = match answered {
+            Some(Ok(r)) => r,
+            Some(Err(never)) => match never {},
+            None => return,
         };
         // The answer goes out now: a `100 Continue` not yet sent never will be.
         let (body_left, owed) = {
@@ -487,6 +499,28 @@ async fn run(io: Transport, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner
             out = Vec::new();
         }
     }
+}
+
+/// Whether the client closed its connection (or it failed) while its request is answered.
+/// Only looked at once the request body has been read whole (until then the body's reader
+/// owns the socket and sees the close itself); what the client sends meanwhile, pipelined
+/// requests, is kept, up to `limit` bytes, after which the socket is no longer read.
+fn client_gone(sh: &Shared, limit: usize, cx: &mut Context<'_>) -> bool {
+    let Ok(mut rd) = sh.rd.try_lock() else {
+        return false;
+    };
+    let rd = &mut *rd;
+    if !rd.dec.is_over() {
+        return false;
+    }
+    while rd.buf.len() < limit {
+        match rd.io.poll_fill(&mut rd.buf, HEAD_READ, cx) {
+            Poll::Ready(Ok(0) | Err(_)) => return true,
+            Poll::Ready(Ok(_)) => {}
+            Poll::Pending => return false,
+        }
+    }
+    false
 }
 
 /// Answers a head refused before it could reach the handler (the connection closes after).

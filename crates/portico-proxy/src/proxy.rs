@@ -138,7 +138,7 @@ pub fn handle(
         // duration): what only the log shows is left empty rather than copied (clock read,
         // reference counts taken and released: ~200 instructions).
         let logged = rt.access_log.is_some();
-        let mut done: Box<Finish> = Box::new((
+        let done: Box<Finish> = Box::new((
             Record {
                 time: if logged {
                     SystemTime::now()
@@ -180,7 +180,11 @@ pub fn handle(
             rt.clone(),
             Arc::new(BodyStats::default()),
         ));
-        let (rec, _, _, bytes_in) = &mut *done;
+        // Until the answer exists, the record is held by a guard that still logs and counts
+        // the request if the client goes away first (the future is dropped: an HTTP/2 reset,
+        // an HTTP/1.1 client that closed).
+        let mut pending = Unanswered(Some(done));
+        let (rec, _, _, bytes_in) = &mut **pending.0.as_mut().expect("just set");
         // gRPC and gRPC-Web calls are POSTs: other methods skip the lookup.
         let is_grpc = req.method() == http::Method::POST
             && req
@@ -222,7 +226,7 @@ pub fn handle(
         let body = LoggedBody {
             inner: body,
             bytes: 0,
-            done: Some(done),
+            done: pending.0.take(),
             _in_flight: guards,
         };
         Ok(Response::from_parts(parts, body))
@@ -1408,22 +1412,44 @@ pub struct LoggedBody {
 
 impl LoggedBody {
     fn finish(&mut self, complete: bool) {
-        let Some(mut done) = self.done.take() else {
-            return;
-        };
-        let (rec, start, rt, bytes_in) = &mut *done;
-        rec.duration = start.elapsed();
-        rec.bytes_out = self.bytes;
-        rec.bytes_in = bytes_in.bytes.load(Ordering::Relaxed);
-        rec.complete = complete;
-        let route = rec.route_index.map(|i| (i, &rt.route_metrics[i]));
-        crate::metrics::record_request(rt.generation, route, &rec.method, rec.status, rec.duration);
-        // The record leaves its box only for the access log (a 376-byte move otherwise).
-        if rt.access_log.is_some() {
-            let (rec, _, rt, _) = *done;
-            if let Some(sink) = &rt.access_log {
-                sink.send(rec);
-            }
+        if let Some(done) = self.done.take() {
+            finish(done, self.bytes, complete);
+        }
+    }
+}
+
+/// Counts a request in the metrics and sends its access-log line.
+fn finish(mut done: Box<Finish>, bytes_out: u64, complete: bool) {
+    let (rec, start, rt, bytes_in) = &mut *done;
+    rec.duration = start.elapsed();
+    rec.bytes_out = bytes_out;
+    rec.bytes_in = bytes_in.bytes.load(Ordering::Relaxed);
+    rec.complete = complete;
+    let route = rec.route_index.map(|i| (i, &rt.route_metrics[i]));
+    crate::metrics::record_request(rt.generation, route, &rec.method, rec.status, rec.duration);
+    // The record leaves its box only for the access log (a 376-byte move otherwise).
+    if rt.access_log.is_some() {
+        let (rec, _, rt, _) = *done;
+        if let Some(sink) = &rt.access_log {
+            sink.send(rec);
+        }
+    }
+}
+
+/// The log record of a request not yet answered. Dropped with it still inside, the client
+/// went away before the answer: the request is logged and counted as status 499 (nginx's
+/// "client closed request"; never sent), `error: client_closed_request`, `complete: false`.
+struct Unanswered(Option<Box<Finish>>);
+
+/// The status logged for a request whose client left before it was answered.
+pub const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(mut done) = self.0.take() {
+            done.0.status = CLIENT_CLOSED;
+            done.0.error.get_or_insert("client_closed_request");
+            finish(done, 0, false);
         }
     }
 }

@@ -238,12 +238,13 @@ pub(crate) async fn serve_io<I>(
     let service = service_fn(move |req| {
         let rt = inner.runtime.load_full();
         let conn = conn.clone();
-        let guard = StreamGuard::new(&open);
+        let mut guard = StreamGuard::new(&open);
         // Boxed: hyper spawns a task per HTTP/2 stream holding this future, and moves it
         // several times on the way into the task (~6 KB each time: 3.5k instructions of
         // `memcpy` per request, measured). A box moves as a pointer.
         crate::box_in_place(move || async move {
             let resp = handle(rt, conn, req.map(crate::body::ClientBody::Hyper)).await;
+            guard.answered = true;
             // The stream stays open until its body is sent, so the guard goes with the body.
             resp.map(|r| {
                 r.map(|body| Tracked {
@@ -260,6 +261,10 @@ pub(crate) async fn serve_io<I>(
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => {}
             () = idle => tracing::debug!(%peer, "HTTP/2 connection idle; sending GOAWAY"),
+            () = streams.abuse.notified() => {
+                ::metrics::counter!("portico_http2_premature_reset_goaways_total").increment(1);
+                tracing::warn!(%peer, "client cancelled most of its HTTP/2 streams before their answers (rapid reset); sending GOAWAY");
+            }
         }
     };
     if let Either::Left(r) = until(c.as_mut(), stop).await {
@@ -278,6 +283,12 @@ pub(crate) async fn serve_io<I>(
 /// worker is a single-threaded runtime, but the types must be `Send`).
 struct Streams {
     open: AtomicUsize,
+    /// Streams that reached the handler, and those the client cancelled before their answer
+    /// (CVE-2023-44487, "rapid reset", paced or not).
+    started: AtomicU64,
+    cancelled: AtomicU64,
+    /// Signalled once the cancellations show abuse.
+    abuse: tokio::sync::Notify,
     /// Milliseconds from `base` to when the last stream ended.
     idle_since: AtomicU64,
     base: Instant,
@@ -287,6 +298,9 @@ impl Streams {
     fn new() -> Streams {
         Streams {
             open: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            abuse: tokio::sync::Notify::new(),
             idle_since: AtomicU64::new(0),
             base: Instant::now(),
         }
@@ -311,19 +325,41 @@ impl Streams {
     }
 }
 
+/// Once this many streams have reached the handler on one connection, a connection whose
+/// client cancelled more than half of them before their answer gets GOAWAY. Each cancelled
+/// stream may have cost an upstream request, and a reset frees the client's concurrency
+/// slot at once, so a client could otherwise keep the upstreams busy far beyond
+/// `max_concurrent_streams` (CVE-2023-44487).
+const PREMATURE_RESET_MIN_STREAMS: u64 = 100;
+
 /// One open stream: from the request's arrival until its response body is sent or dropped.
-struct StreamGuard(Arc<Streams>);
+struct StreamGuard {
+    streams: Arc<Streams>,
+    /// The handler produced the answer; dropped before, the client cancelled the stream.
+    answered: bool,
+}
 
 impl StreamGuard {
     fn new(s: &Arc<Streams>) -> StreamGuard {
         s.open.fetch_add(1, Ordering::Relaxed);
-        StreamGuard(s.clone())
+        s.started.fetch_add(1, Ordering::Relaxed);
+        StreamGuard {
+            streams: s.clone(),
+            answered: false,
+        }
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let s = &self.0;
+        let s = &self.streams;
+        if !self.answered {
+            let cancelled = s.cancelled.fetch_add(1, Ordering::Relaxed) + 1;
+            let started = s.started.load(Ordering::Relaxed);
+            if started >= PREMATURE_RESET_MIN_STREAMS && cancelled * 2 > started {
+                s.abuse.notify_one();
+            }
+        }
         // The clock is read only when the last open stream ends (busy connections rarely get
         // there). Stored before the count drops, so a count of zero never meets an old time.
         if s.open.load(Ordering::Relaxed) == 1 {

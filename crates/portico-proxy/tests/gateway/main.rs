@@ -1,5 +1,6 @@
 //! Integration tests: a real gateway in front of real servers on ephemeral ports.
 
+mod abuse;
 mod admin;
 mod aggregation;
 mod auth;

@@ -1,0 +1,160 @@
+//! Clients that go away or abuse the protocol: every cancelled request is still logged and
+//! counted, a departed HTTP/1.1 client cancels its upstream request at once, and an HTTP/2
+//! client that cancels most of its streams (rapid reset) is sent GOAWAY.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use portico_testkit::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config;
+
+/// An HTTP/1.1 upstream that reads a request head and never answers; `closed` is set when
+/// the gateway closes the connection.
+async fn silent_upstream() -> (std::net::SocketAddr, Arc<AtomicBool>, Arc<AtomicBool>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let got = Arc::new(AtomicBool::new(false));
+    let closed = Arc::new(AtomicBool::new(false));
+    let (g, c) = (got.clone(), closed.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (g, c) = (g.clone(), c.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => {
+                            c.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        Ok(_) => g.store(true, Ordering::SeqCst),
+                    }
+                }
+            });
+        }
+    });
+    (addr, got, closed)
+}
+
+async fn eventually(flag: &AtomicBool) -> bool {
+    for _ in 0..200 {
+        if flag.load(Ordering::SeqCst) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn an_http1_client_that_leaves_cancels_its_upstream_request_and_is_logged() {
+    let (up, got, closed) = silent_upstream().await;
+    let dir = temp_dir("client-leaves");
+    let log = dir.join("access.log");
+    let gw = gateway(&config(&format!(
+        "access_log: {{ target: \"{}\" }}\nupstreams:\n  u: {{ targets: [\"http://{up}\"], request_timeout: 60s }}\nroutes:\n  - name: slow\n    upstream: u\n",
+        log.display()
+    )))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /wait HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(eventually(&got).await, "the request reached the upstream");
+    drop(s);
+    assert!(
+        eventually(&closed).await,
+        "the upstream request is cancelled when the client leaves, not after request_timeout"
+    );
+    let mut line = String::new();
+    for _ in 0..100 {
+        line = std::fs::read_to_string(&log).unwrap_or_default();
+        if !line.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let rec: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(rec["status"], 499, "{line}");
+    assert_eq!(rec["complete"], false, "{line}");
+    assert_eq!(rec["error"], "client_closed_request", "{line}");
+    assert_eq!(rec["route"], "slow", "{line}");
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("portico_requests_total{") && l.contains("status=\"499\"")),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn rapid_reset_gets_goaway_and_every_stream_is_counted() {
+    let (up, _got, _closed) = silent_upstream().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"http://{up}\"] }}\nroutes:\n  - upstream: u\n"
+    )))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut h2 = h2.ready().await.unwrap();
+    let mut sent = 0;
+    let mut refused = false;
+    for _ in 0..400 {
+        let req = http::Request::get(format!("http://{}/x", gw.addr))
+            .body(())
+            .unwrap();
+        let (resp, mut stream) = match h2.send_request(req, true) {
+            Ok(r) => r,
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        };
+        sent += 1;
+        // HEADERS ending the stream, then RST_STREAM once the request has been accepted
+        // and forwarded.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        stream.send_reset(h2::Reason::CANCEL);
+        drop(resp);
+        h2 = match h2.ready().await {
+            Ok(h) => h,
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        };
+    }
+    assert!(refused, "the connection was never closed to new streams");
+    assert!(sent < 400, "{sent}");
+    assert!(
+        sent >= 100,
+        "GOAWAY only once the threshold is reached: {sent}"
+    );
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = get(&gw.admin_url("/metrics")).await.text();
+        if m.contains("portico_http2_premature_reset_goaways_total 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        m.contains("portico_http2_premature_reset_goaways_total 1"),
+        "{m}"
+    );
+    let cancelled: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("portico_requests_total{") && l.contains("status=\"499\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        cancelled >= 100.0,
+        "cancelled streams are counted: {cancelled}\n{m}"
+    );
+}
