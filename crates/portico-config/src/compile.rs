@@ -778,6 +778,10 @@ fn compile_server(cx: &mut Ctx<'_>, cfg: Option<&ServerConfig>, node: Option<&No
             "reload_settle",
             (Duration::from_secs(1), "1s"),
         ),
+        request_body_timeout: cfg
+            .request_body_timeout
+            .map_or(Duration::from_secs(30), |d| d.0),
+        request_body_min_rate: cfg.request_body_min_rate.unwrap_or(1024),
     }
 }
 

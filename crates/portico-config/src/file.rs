@@ -273,6 +273,14 @@ pub struct ServerConfig {
     /// unchanged this long. Default `1s`.
     #[serde(default)]
     pub reload_settle: Option<DurationStr>,
+    /// Grace period for a request body before `request_body_min_rate` applies. Default `30s`;
+    /// `0s` turns the floor off.
+    #[serde(default)]
+    pub request_body_timeout: Option<DurationStr>,
+    /// Slowest average rate, in bytes per second, at which a request body may arrive after
+    /// `request_body_timeout`. Default 1024; `0` turns the floor off.
+    #[serde(default)]
+    pub request_body_min_rate: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -138,6 +138,10 @@ pub struct Server {
     pub paths: PathOptions,
     /// How long a config file written in place must rest before the watcher applies it.
     pub reload_settle: Duration,
+    /// A request body must average `request_body_min_rate` bytes a second after this grace
+    /// period (zero: no floor).
+    pub request_body_timeout: Duration,
+    pub request_body_min_rate: u64,
 }
 
 /// An IPv4 or IPv6 network. IPv4-mapped IPv6 peers are compared as IPv4.

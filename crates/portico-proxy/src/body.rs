@@ -23,6 +23,8 @@ pub struct BodyStats {
     pub too_large: AtomicBool,
     /// The body did not decode with the coding its `Content-Encoding` named.
     pub undecodable: AtomicBool,
+    /// The body came slower than `server.request_body_min_rate` allows.
+    pub too_slow: AtomicBool,
 }
 
 impl Default for BodyStats {
@@ -33,6 +35,7 @@ impl Default for BodyStats {
             limit: AtomicU64::new(u64::MAX),
             too_large: AtomicBool::new(false),
             undecodable: AtomicBool::new(false),
+            too_slow: AtomicBool::new(false),
         }
     }
 }
@@ -49,6 +52,8 @@ pub enum BodyError {
     TooLarge,
     /// Nothing arrived for the upstream's `stream_idle_timeout`.
     Idle,
+    /// The request body fell behind `server.request_body_min_rate`.
+    TooSlow,
     /// The response compressor failed.
     Compress(std::io::Error),
 }
@@ -61,6 +66,7 @@ impl std::fmt::Display for BodyError {
             BodyError::Client(e) => write!(f, "request body: {e}"),
             BodyError::TooLarge => f.write_str("request body larger than the route allows"),
             BodyError::Idle => f.write_str("stream idle for longer than stream_idle_timeout"),
+            BodyError::TooSlow => f.write_str("request body slower than request_body_min_rate"),
             BodyError::Compress(e) => write!(f, "compression: {e}"),
         }
     }
@@ -82,6 +88,11 @@ impl IdleTimer {
         IdleTimer { after, sleep: None }
     }
 
+    /// Sets the idle time, keeping the timer if one was made.
+    pub fn set(&mut self, after: Option<std::time::Duration>) {
+        self.after = after;
+    }
+
     /// Called with each poll's outcome; `true` when the body has been idle too long.
     pub fn expired<T>(&mut self, cx: &mut Context<'_>, polled: &Poll<T>) -> bool {
         let Some(after) = self.after else {
@@ -101,6 +112,58 @@ impl IdleTimer {
                 std::future::Future::poll(s.as_mut(), cx).is_ready()
             }
         }
+    }
+}
+
+/// The slowest a request body may arrive (`server.request_body_timeout` and
+/// `request_body_min_rate`): after a grace period, on average at least `per_sec` bytes a
+/// second since its first byte was asked for. A body trickled a byte a second would otherwise
+/// hold a connection (and an upstream connection) for as long as it likes: a per-read idle
+/// timeout never fires on it. Checked only when the body has to wait, so a body that arrives at
+/// once costs nothing. The deadline is `start + grace + bytes / per_sec`.
+pub struct RateFloor {
+    grace: std::time::Duration,
+    per_sec: u64,
+    start: Option<tokio::time::Instant>,
+    bytes: u64,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl RateFloor {
+    /// `None` when either setting is zero (the floor is off).
+    pub fn new(grace: std::time::Duration, per_sec: u64) -> Option<Box<RateFloor>> {
+        (per_sec > 0 && !grace.is_zero()).then(|| {
+            Box::new(RateFloor {
+                grace,
+                per_sec,
+                start: None,
+                bytes: 0,
+                sleep: None,
+            })
+        })
+    }
+
+    fn deadline(&self, start: tokio::time::Instant) -> tokio::time::Instant {
+        let earned =
+            std::time::Duration::from_millis(self.bytes.saturating_mul(1000) / self.per_sec);
+        start + self.grace + earned
+    }
+
+    /// Called with each poll's outcome and the bytes it gave; `true` once the body is too slow.
+    fn expired<T>(&mut self, cx: &mut Context<'_>, polled: &Poll<T>, got: u64) -> bool {
+        let start = *self.start.get_or_insert_with(tokio::time::Instant::now);
+        self.bytes += got;
+        if polled.is_ready() {
+            return false;
+        }
+        let deadline = self.deadline(start);
+        let s = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if s.deadline() != deadline {
+            s.as_mut().reset(deadline);
+        }
+        std::future::Future::poll(s.as_mut(), cx).is_ready()
     }
 }
 
@@ -149,7 +212,12 @@ pub enum Body {
     /// An upstream's response, passed through frame by frame (trailers included).
     Upstream(UpstreamBody),
     /// A streamed request body whose bytes are counted for the access log.
-    Counted(ClientBody, Arc<BodyStats>, IdleTimer),
+    Counted(
+        ClientBody,
+        Arc<BodyStats>,
+        IdleTimer,
+        Option<Box<RateFloor>>,
+    ),
     /// A body produced by a translation (a gRPC stream written as JSON lines): the rare case
     /// that is boxed.
     Stream(http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>),
@@ -174,12 +242,23 @@ impl HttpBody for Body {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Upstream(s) => Pin::new(s).poll_frame(cx),
             Body::Stream(s) => Pin::new(s).poll_frame(cx),
-            Body::Counted(s, stats, idle) => {
+            Body::Counted(s, stats, idle, floor) => {
                 let r = Pin::new(s).poll_frame(cx);
                 if idle.expired(cx, &r) {
                     metrics::counter!("portico_stream_idle_timeouts_total", "direction" => "request").increment(1);
                     stats.failed.store(true, Ordering::Relaxed);
                     return Poll::Ready(Some(Err(BodyError::Idle)));
+                }
+                if let Some(floor) = floor {
+                    let got = match &r {
+                        Poll::Ready(Some(Ok(f))) => f.data_ref().map_or(0, |d| d.len() as u64),
+                        _ => 0,
+                    };
+                    if floor.expired(cx, &r, got) {
+                        metrics::counter!("portico_request_body_timeouts_total").increment(1);
+                        stats.too_slow.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(BodyError::TooSlow)));
+                    }
                 }
                 match &r {
                     Poll::Ready(Some(Ok(f))) => {
@@ -206,7 +285,7 @@ impl HttpBody for Body {
             Body::Full(b) => b.is_none(),
             Body::Upstream(s) => s.is_end_stream(),
             Body::Stream(s) => s.is_end_stream(),
-            Body::Counted(s, _, _) => s.is_end_stream(),
+            Body::Counted(s, ..) => s.is_end_stream(),
         }
     }
 
@@ -216,7 +295,7 @@ impl HttpBody for Body {
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Upstream(s) => s.size_hint(),
             Body::Stream(s) => s.size_hint(),
-            Body::Counted(s, _, _) => s.size_hint(),
+            Body::Counted(s, ..) => s.size_hint(),
         }
     }
 }

@@ -42,6 +42,8 @@ pub enum Problem {
     HeadTimeout,
     /// The request line names an HTTP version other than 1.0 and 1.1.
     HttpVersion,
+    /// The request body arrived slower than `server.request_body_min_rate` allows.
+    BodyTimeout,
 }
 
 impl Problem {
@@ -62,7 +64,7 @@ impl Problem {
             Problem::UriTooLong => StatusCode::URI_TOO_LONG,
             Problem::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Problem::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Problem::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
+            Problem::HeadTimeout | Problem::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Problem::HttpVersion => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
         }
     }
@@ -88,6 +90,7 @@ impl Problem {
             Problem::UnsupportedEncoding => "unsupported_content_encoding",
             Problem::HeadTooLarge => "request_head_too_large",
             Problem::HeadTimeout => "request_head_timeout",
+            Problem::BodyTimeout => "request_body_timeout",
             Problem::HttpVersion => "http_version_not_supported",
         }
     }
@@ -128,6 +131,9 @@ impl Problem {
                 "The request head is larger, or has more header fields, than this gateway accepts."
             }
             Problem::HeadTimeout => "The request head did not arrive in time.",
+            Problem::BodyTimeout => {
+                "The request body arrived too slowly; it must average the gateway's minimum rate after a grace period."
+            }
             Problem::HttpVersion => "Only HTTP/1.0, HTTP/1.1 and HTTP/2 are served.",
         }
     }
@@ -151,7 +157,7 @@ impl Problem {
             Problem::PayloadTooLarge | Problem::UriTooLong => "8", // RESOURCE_EXHAUSTED
             Problem::UnsupportedEncoding => "3", // INVALID_ARGUMENT
             Problem::HeadTooLarge => "8",    // RESOURCE_EXHAUSTED
-            Problem::HeadTimeout => "4",     // DEADLINE_EXCEEDED
+            Problem::HeadTimeout | Problem::BodyTimeout => "4", // DEADLINE_EXCEEDED
             Problem::HttpVersion => "12",    // UNIMPLEMENTED
         }
     }

@@ -537,8 +537,8 @@ fn process(
                     if let Some(m) = grpc_web {
                         upstream_req = Box::pin(crate::grpcweb::to_grpc(upstream_req, m)).await?;
                     }
-                    if let Body::Counted(_, _, idle) = upstream_req.body_mut() {
-                        *idle = crate::body::IdleTimer::new(pool.spec.stream_idle_timeout);
+                    if let Body::Counted(_, _, idle, _) = upstream_req.body_mut() {
+                        idle.set(pool.spec.stream_idle_timeout);
                     }
                     if let Some((m, percent)) = route.mirror
                         && (percent == 100 || fastrand::u32(0..100) < percent)
@@ -1044,7 +1044,25 @@ fn build_upstream_request(
     let body = if body_is_empty(&parts, &body) {
         Body::Empty
     } else {
-        Body::Counted(body, bytes_in.clone(), crate::body::IdleTimer::default())
+        // gRPC request streams are streams by design: only `stream_idle_timeout` bounds them.
+        let grpc = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let floor = if grpc {
+            None
+        } else {
+            crate::body::RateFloor::new(
+                cfg.server.request_body_timeout,
+                cfg.server.request_body_min_rate,
+            )
+        };
+        Body::Counted(
+            body,
+            bytes_in.clone(),
+            crate::body::IdleTimer::default(),
+            floor,
+        )
     };
     Ok(Request::from_parts(parts, body))
 }
@@ -1090,7 +1108,7 @@ pub(crate) fn call_upstream<'a>(
         let started = Instant::now();
         let deadline = tokio::time::Instant::from_std(started) + budget;
         let stats = match req.body() {
-            Body::Counted(_, s, _) => Some(s.clone()),
+            Body::Counted(_, s, ..) => Some(s.clone()),
             // A decoded body keeps the client body's stats beside it.
             _ => req.extensions().get::<Arc<BodyStats>>().cloned(),
         };
@@ -1176,6 +1194,12 @@ pub(crate) fn call_upstream<'a>(
                 return Err(Problem::BadRequest(
                     "The request body does not decode with the coding its Content-Encoding names.",
                 ));
+            }
+            _ if stats
+                .as_ref()
+                .is_some_and(|s| s.too_slow.load(Ordering::Relaxed)) =>
+            {
+                return Err(Problem::BodyTimeout);
             }
             // The client's body broke, not the upstream: that is the client's error.
             _ if stats.is_some_and(|s| s.failed.load(Ordering::Relaxed)) => {
@@ -1323,23 +1347,32 @@ async fn replayable(
         return Ok(None);
     }
     let body = match std::mem::replace(req.body_mut(), Body::Empty) {
-        Body::Counted(incoming, stats, idle) => {
+        Body::Counted(incoming, stats, idle, floor) => {
             let len = req
                 .headers()
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if len.is_none_or(|l| l > REPLAY_BODY_LIMIT) {
-                *req.body_mut() = Body::Counted(incoming, stats, idle);
+                *req.body_mut() = Body::Counted(incoming, stats, idle, floor);
                 return Ok(None);
             }
             use http_body_util::BodyExt;
-            let bytes = incoming
-                .collect()
-                .await
-                .map_err(|_| {
-                    Problem::BadRequest("The request body is malformed or was cut short.")
-                })?
-                .to_bytes();
+            // Read through the counting body, so its limits (size, rate) hold here too.
+            let counted = Body::Counted(incoming, stats.clone(), idle, floor);
+            let bytes = match counted.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) if stats.too_slow.load(Ordering::Relaxed) => {
+                    return Err(Problem::BodyTimeout);
+                }
+                Err(_) if stats.too_large.load(Ordering::Relaxed) => {
+                    return Err(Problem::PayloadTooLarge);
+                }
+                Err(_) => {
+                    return Err(Problem::BadRequest(
+                        "The request body is malformed or was cut short.",
+                    ));
+                }
+            };
             stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
             Some(bytes)
         }

@@ -90,7 +90,7 @@ pub async fn request(
     let (mut parts, body) = req.into_parts();
     // What the client's body stream knows when it fails: over `body_limit`, or undecodable.
     let stats = match &body {
-        Body::Counted(_, s, _) => Some(s.clone()),
+        Body::Counted(_, s, ..) => Some(s.clone()),
         _ => parts
             .extensions
             .get::<std::sync::Arc<crate::body::BodyStats>>()

@@ -158,3 +158,51 @@ async fn rapid_reset_gets_goaway_and_every_stream_is_counted() {
         "cancelled streams are counted: {cancelled}\n{m}"
     );
 }
+
+/// A body trickled below `request_body_min_rate` is cut off after the grace period with 408;
+/// one that keeps the rate passes.
+#[tokio::test]
+async fn a_trickled_request_body_is_cut_off() {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        "server: {{ request_body_timeout: 1s, request_body_min_rate: 1000 }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        up.url()
+    )))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /slow HTTP/1.1\r\nhost: a\r\ncontent-length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    // 20 bytes every 100 ms: 200 bytes a second, a fifth of the floor.
+    let writer = tokio::spawn(async move {
+        for _ in 0..100 {
+            if s.write_all(&[b'x'; 20]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let answer = writer.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_body_timeout"), "{answer}");
+
+    // A body at the rate, after a pause shorter than the grace period, is fine.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /ok HTTP/1.1\r\nhost: a\r\ncontent-length: 4000\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..4 {
+        s.write_all(&[b'y'; 1000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
