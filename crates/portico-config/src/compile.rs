@@ -782,6 +782,19 @@ fn compile_server(cx: &mut Ctx<'_>, cfg: Option<&ServerConfig>, node: Option<&No
             .request_body_timeout
             .map_or(Duration::from_secs(30), |d| d.0),
         request_body_min_rate: cfg.request_body_min_rate.unwrap_or(1024),
+        send_timeout: nonzero(
+            cx,
+            cfg.send_timeout.as_ref().map(|d| d.0),
+            "send_timeout",
+            (Duration::from_secs(60), "60s"),
+        ),
+        http2_max_concurrent_streams: positive(
+            cx,
+            cfg.http2_max_concurrent_streams.map(|n| n as usize),
+            "http2_max_concurrent_streams",
+            100,
+        ) as u32,
+        max_connections_per_ip: cfg.max_connections_per_ip.unwrap_or(0),
     }
 }
 

@@ -281,6 +281,18 @@ pub struct ServerConfig {
     /// `request_body_timeout`. Default 1024; `0` turns the floor off.
     #[serde(default)]
     pub request_body_min_rate: Option<u64>,
+    /// A client connection whose answers wait to be sent, with nothing written to it for this
+    /// long (a client that does not read, or never opens its HTTP/2 window), is closed.
+    /// Default `60s`.
+    #[serde(default)]
+    pub send_timeout: Option<DurationStr>,
+    /// Streams an HTTP/2 client may have open at once on one connection. Default 100.
+    #[serde(default)]
+    pub http2_max_concurrent_streams: Option<u32>,
+    /// Connections one client IP address may have open at once, over all listeners; more are
+    /// closed at accept. Default 0: no limit.
+    #[serde(default)]
+    pub max_connections_per_ip: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

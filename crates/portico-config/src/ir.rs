@@ -142,6 +142,10 @@ pub struct Server {
     /// period (zero: no floor).
     pub request_body_timeout: Duration,
     pub request_body_min_rate: u64,
+    pub send_timeout: Duration,
+    pub http2_max_concurrent_streams: u32,
+    /// 0: no limit.
+    pub max_connections_per_ip: u32,
 }
 
 /// An IPv4 or IPv6 network. IPv4-mapped IPv6 peers are compared as IPv4.

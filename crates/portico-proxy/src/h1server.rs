@@ -461,7 +461,14 @@ async fn run(io: Transport, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner
         }
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
         let keep = match write_response(
-            &sh, &mut out, &mut resp, version, keep_alive, head_only, trailers,
+            &sh,
+            &mut out,
+            &mut resp,
+            version,
+            keep_alive,
+            head_only,
+            trailers,
+            s.send_timeout,
         )
         .await
         {
@@ -534,7 +541,18 @@ async fn refuse(
     let cfg = &rt.config.server;
     let id = crate::headers::request_id(&HeaderMap::new(), &cfg.request_id_header);
     let mut resp = problem.response(&id, &cfg.request_id_header);
-    write_response(sh, out, &mut resp, Version::HTTP_11, false, false, false).await
+    let send_timeout = cfg.send_timeout;
+    write_response(
+        sh,
+        out,
+        &mut resp,
+        Version::HTTP_11,
+        false,
+        false,
+        false,
+        send_timeout,
+    )
+    .await
 }
 
 /// Reads the rest of an unread request body and drops it; `true` when it ended cleanly.
@@ -879,6 +897,7 @@ enum Out {
 /// in place: taken by value, it would be copied twice more (into this future, then into its
 /// parts), 288 bytes each time, into the connection's task, which is cold memory when many
 /// connections are open.
+#[allow(clippy::too_many_arguments)]
 async fn write_response<B>(
     sh: &Shared,
     out: &mut Vec<u8>,
@@ -887,6 +906,7 @@ async fn write_response<B>(
     keep_alive: bool,
     head_only: bool,
     trailers_ok: bool,
+    send_timeout: Duration,
 ) -> io::Result<bool>
 where
     B: HttpBody<Data = Bytes> + Unpin,
@@ -980,6 +1000,7 @@ where
     let mut pos = 0;
     let mut big: Option<Bytes> = None;
     let mut tail: &'static [u8] = b"";
+    let mut stall: Option<Pin<Box<tokio::time::Sleep>>> = None;
     std::future::poll_fn(|cx| {
         loop {
             while !done && big.is_none() && out.len() - pos < WRITE_BATCH {
@@ -1048,8 +1069,24 @@ where
             }
             if pos < out.len() || big.is_some() {
                 let mut parts = [&out[pos..], big.as_deref().unwrap_or(b""), tail];
+                let before: usize = parts.iter().map(|p| p.len()).sum();
                 let r = poll_write_all(&mut sh.read().io, cx, &mut parts);
                 let left = [parts[0].len(), parts[1].len(), parts[2].len()];
+                // A client that reads nothing for `send_timeout` while the answer waits is
+                // dropped (the timer is made only once a write has had to wait).
+                if r.is_pending() {
+                    let deadline = tokio::time::Instant::now() + send_timeout;
+                    let moved = left.iter().sum::<usize>() < before;
+                    let t =
+                        stall.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if moved {
+                        t.as_mut().reset(deadline);
+                    }
+                    if t.as_mut().poll(cx).is_ready() {
+                        metrics::counter!("portico_client_send_timeouts_total").increment(1);
+                        return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+                    }
+                }
                 pos = out.len() - left[0];
                 if let Some(b) = &mut big {
                     b.advance(b.len() - left[1]);

@@ -70,6 +70,9 @@ pub struct Inner {
     pub(crate) last_reload_error: Mutex<Option<String>>,
     /// Targets set through the admin API; changed only under the `listeners` lock.
     pub(crate) target_overrides: Mutex<runtime::TargetOverrides>,
+    /// Open client connections per peer address, for `server.max_connections_per_ip`; only
+    /// kept while that limit is set.
+    pub(crate) per_ip: Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
     config_path: Option<PathBuf>,
     admin: std::sync::OnceLock<SocketAddr>,
     admin_configured: Option<SocketAddr>,
@@ -104,6 +107,7 @@ impl Gateway {
             prometheus,
             last_reload_error: Mutex::new(None),
             target_overrides: Mutex::new(Default::default()),
+            per_ip: Mutex::new(Default::default()),
             config_path,
             admin: std::sync::OnceLock::new(),
             admin_configured,

@@ -31,6 +31,8 @@ pub struct Settings {
     /// How long an HTTP/1.1 client has for a request head, and may stay idle between requests.
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// A connection with answers waiting to be sent that makes no progress this long is closed.
+    pub send_timeout: Duration,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub builder: auto::Builder<TokioExecutor>,
 }
@@ -46,9 +48,14 @@ impl Settings {
         };
         // hyper serves HTTP/2 only: HTTP/1.1 clients are `h1server`'s.
         let mut b = auto::Builder::new(TokioExecutor::new());
+        // Bounded per stream and per connection: a client that never opens its flow-control
+        // window leaves at most `max_concurrent_streams` × `H2_SEND_BUFFER` of answers
+        // buffered here (6.4 MiB), until `send_timeout` closes the connection.
         b.http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(server.max_request_header_bytes as u32);
+            .max_header_list_size(server.max_request_header_bytes as u32)
+            .max_concurrent_streams(server.http2_max_concurrent_streams)
+            .max_send_buf_size(H2_SEND_BUFFER);
         let b = b.http2_only();
         Ok(Settings {
             name: l.name.clone(),
@@ -58,6 +65,7 @@ impl Settings {
             max_headers: server.max_request_headers,
             header_timeout: server.request_header_timeout,
             idle_timeout: server.client_idle_timeout,
+            send_timeout: server.send_timeout,
             tls,
             builder: b,
         })
@@ -117,9 +125,51 @@ async fn accept_loop(
                 continue;
             }
         };
+        let limit = inner.runtime.load().config.server.max_connections_per_ip;
+        let Some(slot) = IpSlot::take(&inner, peer.ip(), limit) else {
+            metrics::counter!("portico_connections_refused_total", "reason" => "per_ip_limit")
+                .increment(1);
+            tracing::debug!(%peer, limit, "connection refused: too many from this address");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let s = settings.load_full();
-        tokio::spawn(serve_connection(stream, peer, s, inner.clone()));
+        tokio::spawn(serve_connection(stream, peer, s, inner.clone(), slot));
+    }
+}
+
+/// A connection's place in `server.max_connections_per_ip`, given back when it closes. With
+/// no limit set, nothing is counted (and the map stays empty).
+struct IpSlot(Option<(Arc<Inner>, std::net::IpAddr)>);
+
+impl IpSlot {
+    fn take(inner: &Arc<Inner>, ip: std::net::IpAddr, limit: u32) -> Option<IpSlot> {
+        if limit == 0 {
+            return Some(IpSlot(None));
+        }
+        let ip = portico_config::canonical_ip(ip);
+        let mut m = inner.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(Some((inner.clone(), ip))))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Some((inner, ip)) = self.0.take() {
+            let mut m = inner.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = m.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        }
     }
 }
 
@@ -156,6 +206,7 @@ async fn serve_connection(
     peer: SocketAddr,
     s: Arc<Settings>,
     inner: Arc<Inner>,
+    _slot: IpSlot,
 ) {
     let _guard = ConnGuard::new(&inner, &s.name);
     if s.tls.is_none() {
@@ -233,6 +284,10 @@ pub(crate) async fn serve_io<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let streams = Arc::new(Streams::new());
+    let io = TokioIo::new(Progressing {
+        io: io.into_inner(),
+        streams: streams.clone(),
+    });
     let open = streams.clone();
     let peer = conn.peer;
     let service = service_fn(move |req| {
@@ -257,21 +312,36 @@ pub(crate) async fn serve_io<I>(
     let c = s.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(c);
     let idle = streams.idle_for(s.idle_timeout);
+    // `true`: close gracefully (GOAWAY, let streams finish); `false`: drop the connection.
     let stop = async {
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => {}
-            () = idle => tracing::debug!(%peer, "HTTP/2 connection idle; sending GOAWAY"),
+            _ = shutdown.wait_for(|s| *s) => true,
+            () = idle => {
+                tracing::debug!(%peer, "HTTP/2 connection idle; sending GOAWAY");
+                true
+            }
+            () = streams.stalled(s.send_timeout) => {
+                ::metrics::counter!("portico_client_send_timeouts_total").increment(1);
+                tracing::debug!(%peer, "client read nothing of its answers for send_timeout; closing");
+                // Not a GOAWAY: a client that reads nothing would not read it either.
+                false
+            }
             () = streams.abuse.notified() => {
                 ::metrics::counter!("portico_http2_premature_reset_goaways_total").increment(1);
                 tracing::warn!(%peer, "client cancelled most of its HTTP/2 streams before their answers (rapid reset); sending GOAWAY");
+                true
             }
         }
     };
-    if let Either::Left(r) = until(c.as_mut(), stop).await {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "connection ended with an error");
+    match until(c.as_mut(), stop).await {
+        Either::Left(r) => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            return;
         }
-        return;
+        Either::Right(false) => return,
+        Either::Right(true) => {}
     }
     c.as_mut().graceful_shutdown();
     let _ = c.await;
@@ -289,6 +359,11 @@ struct Streams {
     cancelled: AtomicU64,
     /// Signalled once the cancellations show abuse.
     abuse: tokio::sync::Notify,
+    /// Answer bytes handed to hyper, and bytes hyper wrote to the client (frames, headers
+    /// and control frames included): while the first runs ahead of the second, answers are
+    /// waiting for the client to read.
+    produced: AtomicU64,
+    written: AtomicU64,
     /// Milliseconds from `base` to when the last stream ended.
     idle_since: AtomicU64,
     base: Instant,
@@ -301,8 +376,32 @@ impl Streams {
             started: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             abuse: tokio::sync::Notify::new(),
+            produced: AtomicU64::new(0),
+            written: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             base: Instant::now(),
+        }
+    }
+
+    /// Returns once answers have been waiting to be sent, with nothing written, for about
+    /// `timeout` (checked four times per `timeout`: one timer per connection, not per write).
+    async fn stalled(&self, timeout: Duration) {
+        let step = timeout / 4;
+        let mut last = self.written.load(Ordering::Relaxed);
+        let mut still = 0;
+        loop {
+            tokio::time::sleep(step).await;
+            let written = self.written.load(Ordering::Relaxed);
+            let waiting = self.produced.load(Ordering::Relaxed) > written;
+            if waiting && written == last {
+                still += 1;
+                if still >= 4 {
+                    return;
+                }
+            } else {
+                still = 0;
+            }
+            last = written;
         }
     }
 
@@ -384,7 +483,17 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let r = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r
+            && let Some(d) = f.data_ref()
+        {
+            use bytes::Buf;
+            self._guard
+                .streams
+                .produced
+                .fetch_add(d.remaining() as u64, Ordering::Relaxed);
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -393,6 +502,69 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// Most answer bytes hyper holds per HTTP/2 stream while the client's window is closed.
+const H2_SEND_BUFFER: usize = 64 * 1024;
+
+/// A client connection's transport that counts what is written to it (for `Streams::stalled`).
+struct Progressing<I> {
+    io: I,
+    streams: Arc<Streams>,
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Progressing<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Progressing<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.streams.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.streams.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -11,6 +11,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config;
 
+/// The sum of a metric's samples whose line contains `with` (the recorder is shared by every
+/// test of this process, so counts are compared as at least, never exactly).
+fn metric(m: &str, name: &str, with: &str) -> f64 {
+    m.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+                && l.contains(with)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// An HTTP/1.1 upstream that reads a request head and never answers; `closed` is set when
 /// the gateway closes the connection.
 async fn silent_upstream() -> (std::net::SocketAddr, Arc<AtomicBool>, Arc<AtomicBool>) {
@@ -84,8 +97,7 @@ async fn an_http1_client_that_leaves_cancels_its_upstream_request_and_is_logged(
     assert_eq!(rec["route"], "slow", "{line}");
     let m = get(&gw.admin_url("/metrics")).await.text();
     assert!(
-        m.lines()
-            .any(|l| l.starts_with("portico_requests_total{") && l.contains("status=\"499\"")),
+        metric(&m, "portico_requests_total", "status=\"499\"") >= 1.0,
         "{m}"
     );
 }
@@ -139,20 +151,16 @@ async fn rapid_reset_gets_goaway_and_every_stream_is_counted() {
     let mut m = String::new();
     for _ in 0..100 {
         m = get(&gw.admin_url("/metrics")).await.text();
-        if m.contains("portico_http2_premature_reset_goaways_total 1") {
+        if metric(&m, "portico_http2_premature_reset_goaways_total", "") >= 1.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(
-        m.contains("portico_http2_premature_reset_goaways_total 1"),
+        metric(&m, "portico_http2_premature_reset_goaways_total", "") >= 1.0,
         "{m}"
     );
-    let cancelled: f64 = m
-        .lines()
-        .filter(|l| l.starts_with("portico_requests_total{") && l.contains("status=\"499\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let cancelled = metric(&m, "portico_requests_total", "status=\"499\"");
     assert!(
         cancelled >= 100.0,
         "cancelled streams are counted: {cancelled}\n{m}"
@@ -205,4 +213,120 @@ async fn a_trickled_request_body_is_cut_off() {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     let out = String::from_utf8_lossy(&out);
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+/// An HTTP/2 client that never opens its flow-control window: its answers wait in bounded
+/// buffers, and the connection is closed once nothing has been written for `send_timeout`.
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_after_send_timeout() {
+    let big = bytes::Bytes::from(vec![b'z'; 256 * 1024]);
+    let up = serve(move |_req| {
+        let big = big.clone();
+        async move { http::Response::new(full(big)) }
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "server: {{ send_timeout: 1s }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        up.url()
+    )))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (h2, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let ended = tokio::spawn(conn);
+    let mut h2 = h2.ready().await.unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        let req = http::Request::get(format!("http://{}/big", gw.addr))
+            .body(())
+            .unwrap();
+        let (resp, _) = h2.send_request(req, true).unwrap();
+        answers.push(resp);
+        h2 = h2.ready().await.unwrap();
+    }
+    // The heads arrive (headers are not flow-controlled); the bodies cannot.
+    for resp in answers {
+        assert_eq!(resp.await.unwrap().status(), 200);
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), ended).await;
+    assert!(closed.is_ok(), "the connection is still open");
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        metric(&m, "portico_client_send_timeouts_total", "") >= 1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn connections_per_client_address_can_be_capped() {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        "server: {{ max_connections_per_ip: 2 }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        up.url()
+    )))
+    .await;
+    let ask = |mut s: tokio::net::TcpStream| async move {
+        s.write_all(b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        (s, String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let (a, got) = ask(tokio::net::TcpStream::connect(gw.addr).await.unwrap()).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let (b, got) = ask(tokio::net::TcpStream::connect(gw.addr).await.unwrap()).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    // A third from the same address is closed at once.
+    let (_c, got) = ask(tokio::net::TcpStream::connect(gw.addr).await.unwrap()).await;
+    assert_eq!(got, "");
+    drop(a);
+    drop(b);
+    let mut again = String::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (_s, got) = ask(tokio::net::TcpStream::connect(gw.addr).await.unwrap()).await;
+        again = got;
+        if again.starts_with("HTTP/1.1 200") {
+            break;
+        }
+    }
+    assert!(
+        again.starts_with("HTTP/1.1 200"),
+        "places are given back: {again}"
+    );
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        metric(&m, "portico_connections_refused_total", "per_ip_limit") >= 1.0,
+        "{m}"
+    );
+}
+
+/// The same over HTTP/1.1: a client that stops reading a large answer is dropped.
+#[tokio::test]
+async fn an_http1_client_that_stops_reading_is_dropped() {
+    let big = bytes::Bytes::from(vec![b'z'; 16 * 1024 * 1024]);
+    let up = serve(move |_req| {
+        let big = big.clone();
+        async move { http::Response::new(full(big)) }
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "server: {{ send_timeout: 1s }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        up.url()
+    )))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // Read nothing for longer than send_timeout (the socket buffers fill up first).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The answer was cut off: the client finds the connection closed before 16 MiB.
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    assert!(got.len() < 16 * 1024 * 1024, "{}", got.len());
 }
