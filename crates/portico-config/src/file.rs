@@ -1012,6 +1012,10 @@ pub struct XmlJsonPolicyConfig {
     /// Deepest XML nesting read. Default 64.
     #[serde(default)]
     pub max_depth: Option<u32>,
+    /// Most attributes on one XML element (namespace declarations included), and most
+    /// namespace declarations in scope at once. Default 256.
+    #[serde(default)]
+    pub max_attributes: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

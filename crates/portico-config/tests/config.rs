@@ -886,6 +886,10 @@ fn semantic_errors() {
             "the limit must be at least 1",
         ),
         (
+            "policies: [{ type: xml_json, max_attributes: 0 }]",
+            "256 attributes",
+        ),
+        (
             "policies: [{ type: xml_json, request: sideways }]",
             "sideways",
         ),
