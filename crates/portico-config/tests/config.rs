@@ -1007,3 +1007,40 @@ fn json_schema_describes_the_file() {
         assert!(text.contains(key), "schema lacks {key}");
     }
 }
+
+#[test]
+fn bad_durations_are_reported_at_their_key() {
+    let e = errors(
+        "policies:\n  - type: jwt\n    issuers:\n      - algorithms: [RS256]\n        jwks_url: https://idp/jwks\n    leeway: 30\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "6:13: invalid duration `30` | a duration needs a unit: write `30s` for seconds (or `30ms`, `30m`)"
+        ]
+    );
+    // Anywhere in a policy (here inside `any_of`), an error is reported at its key.
+    let e = errors(
+        "policies:\n  - type: any_of\n    policies:\n      - type: jwt\n        issuers: [{ algorithms: [RS256], jwks_url: https://idp/jwks, jwks_refresh: 5 }]\n      - { type: basic_auth }\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "5:84: invalid duration `5` | a duration needs a unit: write `5s` for seconds (or `5ms`, `5m`)"
+        ]
+    );
+    let e = errors("policies:\n  - { type: basic_auth, cache_ttl: 1m, realmm: x }\n");
+    assert_eq!(e, ["2:40: unknown key `realmm` | did you mean `realm`?"]);
+    let e = errors(
+        "routes:\n  - { upstream: u, policies: [{ type: cors, max_age: 1 }] }\nupstreams: { u: { targets: [\"http://a:1\"] } }\n",
+    );
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("2:54: invalid duration `1`"), "{e:?}");
+    let e = errors("policies:\n  - { realm: x, type: jwtt }\n");
+    assert_eq!(e, ["2:23: unknown value `jwtt` | did you mean `jwt`?"]);
+    let e = errors("policies:\n  - { realm: x }\n");
+    assert_eq!(
+        e,
+        ["2:5: missing required key `type` | add `type:` to this mapping"]
+    );
+}
