@@ -1246,6 +1246,10 @@ pub struct JwtKeyConfig {
     /// A shared secret (HS algorithms); use `${VAR}` to keep it out of the file.
     #[serde(default)]
     pub secret: Option<String>,
+    /// A file holding the shared secret (HS algorithms), read at load, relative to the config
+    /// file; one trailing newline is ignored.
+    #[serde(default)]
+    pub secret_file: Option<String>,
 }
 
 /// One place a token may be.

@@ -1044,3 +1044,56 @@ fn bad_durations_are_reported_at_their_key() {
         ["2:5: missing required key `type` | add `type:` to this mapping"]
     );
 }
+
+#[test]
+fn jwt_secrets_from_files() {
+    let dir = std::env::temp_dir().join(format!("portico-secret-file-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(
+        dir.join("secrets/hs"),
+        "an-hmac-secret-of-more-than-32-bytes!!\n",
+    )
+    .unwrap();
+    // 32 bytes only with the newline: the newline is not part of the secret.
+    std::fs::write(
+        dir.join("secrets/short"),
+        "a-secret-of-thirty-one-bytes!!!\n",
+    )
+    .unwrap();
+    let errs = |text: &str| -> Vec<String> {
+        match load_str("test.yaml", text, &dir, &env) {
+            Ok(_) => Vec::new(),
+            Err(d) => {
+                d.0.iter()
+                    .map(|d| {
+                        let l = d.loc.unwrap();
+                        format!("{}:{}: {}", l.line, l.column, d.message)
+                    })
+                    .collect()
+            }
+        }
+    };
+    let policy = |key: &str| {
+        format!(
+            "policies:\n  - type: jwt\n    issuers:\n      - algorithms: [HS256]\n        keys: [{key}]\n"
+        )
+    };
+    // Relative to the config file's folder.
+    assert_eq!(
+        errs(&policy("{ secret_file: secrets/hs }")),
+        Vec::<String>::new()
+    );
+    let e = errs(&policy("{ secret_file: secrets/missing }"));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("5:31: cannot read"), "{e:?}");
+    assert!(e[0].contains("secrets/missing"), "{e:?}");
+    assert_eq!(
+        errs(&policy("{ secret_file: secrets/short }")),
+        ["5:31: this HMAC secret is 31 bytes; at least 32 are required"]
+    );
+    assert_eq!(
+        errs(&policy("{ secret: x, secret_file: secrets/hs }")),
+        ["5:42: a key has both `secret` and `secret_file`"]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
