@@ -472,31 +472,59 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
                 let mut set = KeySet::default();
                 for (k, kc) in ic.keys.iter().enumerate() {
                     let knode = item(inode, "keys", k);
-                    match (&kc.pem_file, &kc.secret, family) {
+                    // The secret, inline or from its file: `Some(None)` when the file could
+                    // not be read (already reported).
+                    let (secret_key, secret) = match (&kc.secret, &kc.secret_file) {
+                        (Some(_), Some(_)) => {
+                            cx.sink.at(
+                                loc(knode, "secret_file"),
+                                "a key has both `secret` and `secret_file`",
+                                "keep one of them",
+                            );
+                            continue;
+                        }
+                        (Some(s), None) => ("secret", Some(Some(s.as_bytes().to_vec()))),
+                        (None, Some(path)) => {
+                            let read =
+                                read_file(cx, path, loc(knode, "secret_file")).map(|mut b| {
+                                    if b.ends_with(b"\n") {
+                                        b.pop();
+                                        if b.ends_with(b"\r") {
+                                            b.pop();
+                                        }
+                                    }
+                                    b
+                                });
+                            ("secret_file", Some(read))
+                        }
+                        (None, None) => ("secret", None),
+                    };
+                    match (&kc.pem_file, &secret, family) {
                         (Some(_), Some(_), _) | (None, None, _) => cx.sink.at(
                             knode.loc,
-                            "a key needs exactly one of `pem_file` and `secret`",
-                            "`secret` for HS algorithms, `pem_file` for the others",
+                            "a key needs exactly one of `pem_file`, `secret` and `secret_file`",
+                            "`secret` or `secret_file` for HS algorithms, `pem_file` for the others",
                         ),
                         (None, Some(_), f) if f != Family::Hmac => cx.sink.at(
-                            loc(knode, "secret"),
+                            loc(knode, secret_key),
                             format!("{:?} algorithms verify with a public key, not a secret", f),
                             "give the issuer's public key in `pem_file`",
                         ),
                         (Some(_), None, Family::Hmac) => cx.sink.at(
                             loc(knode, "pem_file"),
                             "HS algorithms verify with a shared secret, not a PEM key",
-                            "give the secret in `secret: ${VAR}`; a public key used as an HMAC secret would let anyone sign tokens",
+                            "give the secret in `secret: ${VAR}` or `secret_file`; a public key used as an HMAC secret would let anyone sign tokens",
                         ),
-                        (None, Some(secret), _) => {
+                        (None, Some(None), _) => {}
+                        (None, Some(Some(secret)), _) => {
                             if secret.len() < 32 {
                                 cx.sink.at(
-                                    loc(knode, "secret"),
+                                    loc(knode, secret_key),
                                     format!("this HMAC secret is {} bytes; at least 32 are required", secret.len()),
                                     "use a random secret of 32 bytes or more (RFC 7518 §3.2)",
                                 );
                             }
-                            set.keys.push(Key::secret(kc.kid.clone(), secret.as_bytes()));
+                            set.keys.push(Key::secret(kc.kid.clone(), secret));
                         }
                         (Some(path), None, f) => {
                             if let Some(pem) = read_file(cx, path, loc(knode, "pem_file")) {

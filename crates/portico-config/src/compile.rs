@@ -2741,20 +2741,20 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
             }
             let max_bytes = x.max_bytes.unwrap_or(1 << 20);
             let max_depth = x.max_depth.unwrap_or(64);
-            if max_bytes == 0 || max_depth == 0 {
-                cx.sink.at(
-                    loc(
-                        node,
-                        if max_bytes == 0 {
-                            "max_bytes"
-                        } else {
-                            "max_depth"
-                        },
-                    ),
-                    "the limit must be at least 1",
-                    "leave it out for the default (1048576 bytes, 64 levels)",
-                );
-                return None;
+            let max_attributes = x.max_attributes.unwrap_or(256);
+            for (key, value) in [
+                ("max_bytes", max_bytes),
+                ("max_depth", u64::from(max_depth)),
+                ("max_attributes", u64::from(max_attributes)),
+            ] {
+                if value == 0 {
+                    cx.sink.at(
+                        loc(node, key),
+                        "the limit must be at least 1",
+                        "leave it out for the default (1048576 bytes, 64 levels, 256 attributes)",
+                    );
+                    return None;
+                }
             }
             Policy::XmlJson(Arc::new(XmlJsonPolicy {
                 request: dir(x.request, XmlDirection::JsonToXml),
@@ -2769,6 +2769,7 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                 limits: portico_translate::xml::Limits {
                     max_depth: max_depth as usize,
                     max_bytes: max_bytes as usize,
+                    max_attributes: max_attributes as usize,
                 },
             }))
         }

@@ -12,9 +12,15 @@ pub struct DurationStr(pub Duration);
 impl<'de> Deserialize<'de> for DurationStr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s)
-            .map(DurationStr)
-            .map_err(de::Error::custom)
+        parse_duration(&s).map(DurationStr).map_err(|msg| {
+            let s = s.trim();
+            let hint = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                format!("a duration needs a unit: write `{s}s` for seconds (or `{s}ms`, `{s}m`)")
+            } else {
+                "write a number with a unit, such as `500ms`, `5s`, `2m` or `1h`".into()
+            };
+            de::Error::custom(format!("{msg}{}{hint}", crate::tree::HINT))
+        })
     }
 }
 
@@ -32,11 +38,7 @@ impl JsonSchema for DurationStr {
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!(
-            "invalid duration `{s}`: write a number with a unit, such as `500ms`, `5s`, `2m` or `1h`"
-        )
-    };
+    let bad = || format!("invalid duration `{s}`");
     let s = s.trim();
     if s.is_empty() {
         return Err(bad());

@@ -905,8 +905,64 @@ pub struct QueryRewriteConfig {
     pub remove: Vec<String>,
 }
 
-/// A policy in the chain, selected by `type`.
-#[derive(Debug, Deserialize, JsonSchema)]
+/// `Deserialize` for [`PolicyConfig`]: the `type` entry is read first (the config tree hands
+/// it over first when asked for [`crate::tree::TYPE_FIRST`]), then the rest of the mapping is
+/// read straight into the variant's struct, so an error in it is reported at its key.
+macro_rules! policy_types {
+    ($($tag:literal => $variant:ident($ty:ty),)*) => {
+        /// Every policy `type`.
+        pub const POLICY_TYPES: &[&str] = &[$($tag),*];
+
+        impl<'de> Deserialize<'de> for PolicyConfig {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+
+                /// The `type` value, refused at its own position when it names no policy.
+                struct Tag;
+                impl<'de> DeserializeSeed<'de> for Tag {
+                    type Value = String;
+                    fn deserialize<D: serde::Deserializer<'de>>(
+                        self,
+                        d: D,
+                    ) -> Result<String, D::Error> {
+                        let t = String::deserialize(d)?;
+                        if POLICY_TYPES.contains(&t.as_str()) {
+                            Ok(t)
+                        } else {
+                            Err(de::Error::unknown_variant(&t, POLICY_TYPES))
+                        }
+                    }
+                }
+
+                struct Policy;
+                impl<'de> Visitor<'de> for Policy {
+                    type Value = PolicyConfig;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a policy: a mapping with `type`")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PolicyConfig, A::Error> {
+                        match map.next_key::<String>()? {
+                            Some(k) if k == "type" => {}
+                            _ => return Err(de::Error::missing_field("type")),
+                        }
+                        let tag = map.next_value_seed(Tag)?;
+                        let rest = de::value::MapAccessDeserializer::new(map);
+                        match tag.as_str() {
+                            $($tag => <$ty>::deserialize(rest).map(PolicyConfig::$variant),)*
+                            other => Err(de::Error::unknown_variant(other, POLICY_TYPES)),
+                        }
+                    }
+                }
+
+                d.deserialize_struct(crate::tree::TYPE_FIRST, &["type"], Policy)
+            }
+        }
+    };
+}
+
+/// A policy in the chain, selected by `type`. Read by hand (below), not with serde's
+/// internally tagged enums, which buffer the mapping and so lose where each key was written.
+#[derive(Debug, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PolicyConfig {
     /// Add, set or remove headers on the request and the response.
@@ -946,6 +1002,27 @@ pub enum PolicyConfig {
     XmlJson(XmlJsonPolicyConfig),
     /// Keep cacheable responses in memory and answer from there while they are fresh.
     Cache(CachePolicyConfig),
+}
+
+policy_types! {
+    "headers" => Headers(HeadersPolicyConfig),
+    "rate_limit" => RateLimit(RateLimitPolicyConfig),
+    "api_key" => ApiKey(ApiKeyPolicyConfig),
+    "basic_auth" => BasicAuth(BasicAuthPolicyConfig),
+    "jwt" => Jwt(JwtPolicyConfig),
+    "client_cert" => ClientCert(ClientCertPolicyConfig),
+    "introspection" => Introspection(IntrospectionPolicyConfig),
+    "any_of" => AnyOf(AnyOfPolicyConfig),
+    "acl" => Acl(AclPolicyConfig),
+    "ip_filter" => IpFilter(IpFilterPolicyConfig),
+    "cors" => Cors(CorsPolicyConfig),
+    "body_limit" => BodyLimit(BodyLimitPolicyConfig),
+    "concurrency_limit" => ConcurrencyLimit(ConcurrencyLimitPolicyConfig),
+    "compression" => Compression(CompressionPolicyConfig),
+    "request_decompression" => RequestDecompression(RequestDecompressionPolicyConfig),
+    "json_transform" => JsonTransform(JsonTransformPolicyConfig),
+    "xml_json" => XmlJson(XmlJsonPolicyConfig),
+    "cache" => Cache(CachePolicyConfig),
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -1044,6 +1121,10 @@ pub struct XmlJsonPolicyConfig {
     /// Deepest XML nesting read. Default 64.
     #[serde(default)]
     pub max_depth: Option<u32>,
+    /// Most attributes on one XML element (namespace declarations included), and most
+    /// namespace declarations in scope at once. Default 256.
+    #[serde(default)]
+    pub max_attributes: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -1197,6 +1278,10 @@ pub struct JwtKeyConfig {
     /// A shared secret (HS algorithms); use `${VAR}` to keep it out of the file.
     #[serde(default)]
     pub secret: Option<String>,
+    /// A file holding the shared secret (HS algorithms), read at load, relative to the config
+    /// file; one trailing newline is ignored.
+    #[serde(default)]
+    pub secret_file: Option<String>,
 }
 
 /// One place a token may be.

@@ -232,6 +232,9 @@ pub(crate) fn parse_document_reference(text: &str) -> Result<Node, DeError> {
 // ---------------------------------------------------------------------------------------------
 // Errors.
 
+/// Separates a custom error's message from its hint, for `Deserialize` impls that know one.
+pub const HINT: &str = "\n\thint: ";
+
 #[derive(Debug, Clone)]
 pub struct DeError {
     pub msg: String,
@@ -257,11 +260,17 @@ impl fmt::Display for DeError {
 impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
+    /// A message may carry its hint after [`HINT`].
     fn custom<T: fmt::Display>(msg: T) -> Self {
+        let msg = msg.to_string();
+        let (msg, hint) = match msg.split_once(HINT) {
+            Some((m, h)) => (m.to_owned(), Some(h.to_owned())),
+            None => (msg, None),
+        };
         DeError {
-            msg: msg.to_string(),
+            msg,
             loc: None,
-            hint: None,
+            hint,
         }
     }
 
@@ -481,6 +490,8 @@ impl<'de> Deserializer<'de> for NodeDe<'_, '_> {
                 env: self.env,
             }),
             NodeKind::Map(entries) => v.visit_map(MapAccess {
+                first: None,
+                skip: None,
                 entries: entries.iter(),
                 value: None,
                 env: self.env,
@@ -567,10 +578,22 @@ impl<'de> Deserializer<'de> for NodeDe<'_, '_> {
 
     fn deserialize_struct<V: Visitor<'de>>(
         self,
-        _name: &'static str,
+        name: &'static str,
         _fields: &'static [&'static str],
         v: V,
     ) -> Result<V::Value, DeError> {
+        if let (TYPE_FIRST, NodeKind::Map(entries)) = (name, &self.node.kind) {
+            let first = entries.iter().find(|(k, _)| k.as_str() == Some("type"));
+            return v
+                .visit_map(MapAccess {
+                    first,
+                    skip: first,
+                    entries: entries.iter(),
+                    value: None,
+                    env: self.env,
+                })
+                .map_err(|e| e.at(self.node.loc));
+        }
         self.deserialize_map(v)
     }
 
@@ -648,7 +671,15 @@ impl<'de> de::SeqAccess<'de> for SeqAccess<'_, '_> {
     }
 }
 
+/// The name of a struct whose mapping is handed over with its `type` entry first, wherever it
+/// was written: how `type`-tagged enums are read without buffering (see `file::PolicyConfig`).
+pub const TYPE_FIRST: &str = "$portico::type_first";
+
 struct MapAccess<'a, 'e> {
+    /// An entry handed over before the others...
+    first: Option<&'a (Node, Node)>,
+    /// ...and then skipped among them.
+    skip: Option<&'a (Node, Node)>,
     entries: std::slice::Iter<'a, (Node, Node)>,
     value: Option<&'a Node>,
     env: Env<'e>,
@@ -660,7 +691,13 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_, '_> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, DeError> {
-        match self.entries.next() {
+        let next = match self.first.take() {
+            Some(first) => Some(first),
+            None => self
+                .entries
+                .find(|e| !self.skip.is_some_and(|f| std::ptr::eq(f, *e))),
+        };
+        match next {
             Some((k, v)) => {
                 self.value = Some(v);
                 seed.deserialize(NodeDe::new(k, self.env))

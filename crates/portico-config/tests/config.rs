@@ -886,6 +886,10 @@ fn semantic_errors() {
             "the limit must be at least 1",
         ),
         (
+            "policies: [{ type: xml_json, max_attributes: 0 }]",
+            "256 attributes",
+        ),
+        (
             "policies: [{ type: xml_json, request: sideways }]",
             "sideways",
         ),
@@ -1002,4 +1006,94 @@ fn json_schema_describes_the_file() {
     ] {
         assert!(text.contains(key), "schema lacks {key}");
     }
+}
+
+#[test]
+fn bad_durations_are_reported_at_their_key() {
+    let e = errors(
+        "policies:\n  - type: jwt\n    issuers:\n      - algorithms: [RS256]\n        jwks_url: https://idp/jwks\n    leeway: 30\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "6:13: invalid duration `30` | a duration needs a unit: write `30s` for seconds (or `30ms`, `30m`)"
+        ]
+    );
+    // Anywhere in a policy (here inside `any_of`), an error is reported at its key.
+    let e = errors(
+        "policies:\n  - type: any_of\n    policies:\n      - type: jwt\n        issuers: [{ algorithms: [RS256], jwks_url: https://idp/jwks, jwks_refresh: 5 }]\n      - { type: basic_auth }\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "5:84: invalid duration `5` | a duration needs a unit: write `5s` for seconds (or `5ms`, `5m`)"
+        ]
+    );
+    let e = errors("policies:\n  - { type: basic_auth, cache_ttl: 1m, realmm: x }\n");
+    assert_eq!(e, ["2:40: unknown key `realmm` | did you mean `realm`?"]);
+    let e = errors(
+        "routes:\n  - { upstream: u, policies: [{ type: cors, max_age: 1 }] }\nupstreams: { u: { targets: [\"http://a:1\"] } }\n",
+    );
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("2:54: invalid duration `1`"), "{e:?}");
+    let e = errors("policies:\n  - { realm: x, type: jwtt }\n");
+    assert_eq!(e, ["2:23: unknown value `jwtt` | did you mean `jwt`?"]);
+    let e = errors("policies:\n  - { realm: x }\n");
+    assert_eq!(
+        e,
+        ["2:5: missing required key `type` | add `type:` to this mapping"]
+    );
+}
+
+#[test]
+fn jwt_secrets_from_files() {
+    let dir = std::env::temp_dir().join(format!("portico-secret-file-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(
+        dir.join("secrets/hs"),
+        "an-hmac-secret-of-more-than-32-bytes!!\n",
+    )
+    .unwrap();
+    // 32 bytes only with the newline: the newline is not part of the secret.
+    std::fs::write(
+        dir.join("secrets/short"),
+        "a-secret-of-thirty-one-bytes!!!\n",
+    )
+    .unwrap();
+    let errs = |text: &str| -> Vec<String> {
+        match load_str("test.yaml", text, &dir, &env) {
+            Ok(_) => Vec::new(),
+            Err(d) => {
+                d.0.iter()
+                    .map(|d| {
+                        let l = d.loc.unwrap();
+                        format!("{}:{}: {}", l.line, l.column, d.message)
+                    })
+                    .collect()
+            }
+        }
+    };
+    let policy = |key: &str| {
+        format!(
+            "policies:\n  - type: jwt\n    issuers:\n      - algorithms: [HS256]\n        keys: [{key}]\n"
+        )
+    };
+    // Relative to the config file's folder.
+    assert_eq!(
+        errs(&policy("{ secret_file: secrets/hs }")),
+        Vec::<String>::new()
+    );
+    let e = errs(&policy("{ secret_file: secrets/missing }"));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("5:31: cannot read"), "{e:?}");
+    assert!(e[0].contains("secrets/missing"), "{e:?}");
+    assert_eq!(
+        errs(&policy("{ secret_file: secrets/short }")),
+        ["5:31: this HMAC secret is 31 bytes; at least 32 are required"]
+    );
+    assert_eq!(
+        errs(&policy("{ secret: x, secret_file: secrets/hs }")),
+        ["5:42: a key has both `secret` and `secret_file`"]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

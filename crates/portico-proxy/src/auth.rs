@@ -118,7 +118,13 @@ pub async fn authenticate<B>(
             AuthMethod::Introspection(m) => m.challenge.clone(),
             AuthMethod::ClientCert(_) => HeaderValue::from_static(""),
         })
-        .collect();
+        // Methods alike (three `jwt` policies with one realm) send their challenge once.
+        .fold(Vec::new(), |mut seen: Vec<HeaderValue>, c| {
+            if !seen.contains(&c) {
+                seen.push(c);
+            }
+            seen
+        });
     Err(Denial::Unauthorized { reason, challenges })
 }
 

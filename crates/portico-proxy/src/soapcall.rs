@@ -212,16 +212,27 @@ pub async fn handle(
         }
         Err(_) => return Err(Problem::UpstreamProtocol),
     };
-    let reply = soap::response(
-        &s.wsdl.schema,
-        &s.port,
-        op,
-        &bytes,
-        &portico_translate::xml::Limits {
-            max_depth: 64,
-            max_bytes: s.max_bytes as usize,
-        },
-    );
+    let limits = portico_translate::xml::Limits {
+        max_bytes: s.max_bytes as usize,
+        ..portico_translate::xml::Limits::default()
+    };
+    // A large answer is read on a blocking thread, not on the runtime thread other requests share.
+    let reply = if bytes.len() <= crate::xmljson::BLOCKING_ABOVE {
+        soap::response(&s.wsdl.schema, &s.port, op, &bytes, &limits)
+    } else {
+        let index = s.port.operations.iter().position(|o| std::ptr::eq(o, op));
+        let s = s.clone();
+        match tokio::task::spawn_blocking(move || {
+            let op = &s.port.operations[index.expect("the operation is the port's")];
+            soap::response(&s.wsdl.schema, &s.port, op, &bytes, &limits)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err("reading the answer was cancelled".into()),
+        }
+    };
     match reply {
         Ok(Reply::Ok(v)) if head.status.is_success() => {
             metrics::counter!("portico_soap_calls_total", "result" => "ok").increment(1);

@@ -1,6 +1,10 @@
 //! `xml_json` policies: request and response bodies converted between XML and JSON with the
 //! generic mapping of `portico_translate::xml`. Bodies are read whole, up to the policy's
-//! `max_bytes`; anything that is not the expected type passes untouched.
+//! `max_bytes`; anything that is not the expected type passes untouched. Bodies larger than
+//! [`BLOCKING_ABOVE`] are converted on a blocking thread, so that converting one does not hold
+//! up the other requests served by the same runtime thread.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -49,6 +53,26 @@ fn convert(
     }
 }
 
+/// Bodies larger than this many bytes are converted on tokio's blocking threads.
+pub const BLOCKING_ABOVE: usize = 64 << 10;
+
+/// [`convert`], on a blocking thread when the body is large.
+async fn convert_large(
+    p: &Arc<XmlJsonPolicy>,
+    dir: XmlDirection,
+    body: Bytes,
+) -> Result<(Bytes, &'static str), String> {
+    if body.len() <= BLOCKING_ABOVE {
+        return convert(p, dir, &body);
+    }
+    let p = p.clone();
+    match tokio::task::spawn_blocking(move || convert(&p, dir, &body)).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err("the conversion was cancelled".into()),
+    }
+}
+
 /// The headers of a converted body.
 fn retype(h: &mut http::HeaderMap, media: &'static str, len: usize) {
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
@@ -75,7 +99,7 @@ pub enum Refusal {
 
 /// Converts the request body on its way upstream.
 pub async fn request(
-    p: &XmlJsonPolicy,
+    p: &Arc<XmlJsonPolicy>,
     req: Request<Body>,
     request_id: &HeaderValue,
 ) -> Result<Request<Body>, Refusal> {
@@ -112,7 +136,7 @@ pub async fn request(
             }));
         }
     };
-    let (out, media) = convert(p, p.request, &bytes).map_err(|why| {
+    let (out, media) = convert_large(p, p.request, bytes).await.map_err(|why| {
         let (code, what) = match p.request {
             XmlDirection::JsonToXml => ("invalid_json_body", "JSON"),
             _ => ("invalid_xml_body", "XML"),
@@ -132,7 +156,7 @@ pub async fn request(
 
 /// Converts the response body on its way to the client.
 pub async fn response(
-    p: &XmlJsonPolicy,
+    p: &Arc<XmlJsonPolicy>,
     head_request: bool,
     resp: Response<Body>,
     request_id: &HeaderValue,
@@ -184,7 +208,7 @@ pub async fn response(
             return Response::from_parts(parts, Body::Empty);
         }
     };
-    match convert(p, p.response, &bytes) {
+    match convert_large(p, p.response, bytes).await {
         Ok((out, media)) => {
             metrics::counter!("portico_xml_json_conversions_total", "direction" => "response")
                 .increment(1);

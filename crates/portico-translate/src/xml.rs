@@ -2,8 +2,11 @@
 //!
 //! Reading refuses what makes XML dangerous to a gateway: a document type declaration (so no
 //! entity is ever defined, expanded or fetched: no XXE, no "billion laughs"), references to
-//! entities other than the five predefined ones, nesting deeper than a limit, and documents
-//! larger than a limit. Only UTF-8 is read.
+//! entities other than the five predefined ones, nesting deeper than a limit, elements with more
+//! attributes than a limit (and more namespace declarations in scope), and documents larger than
+//! a limit. Only UTF-8 is read. Reading costs
+//! time in proportion to the document's size: attributes are checked for duplicates with a hash
+//! set, not by comparing each with every other.
 //!
 //! The generic JSON mapping (documented in docs/soap.md):
 //! - an element with neither attributes nor child elements is its text, as a string;
@@ -30,6 +33,9 @@ pub struct Limits {
     pub max_depth: usize,
     /// Largest document, in bytes.
     pub max_bytes: usize,
+    /// Most attributes on one element, namespace declarations included; also the most
+    /// namespace declarations in scope at once.
+    pub max_attributes: usize,
 }
 
 impl Default for Limits {
@@ -37,6 +43,7 @@ impl Default for Limits {
         Limits {
             max_depth: 64,
             max_bytes: 1 << 20,
+            max_attributes: 256,
         }
     }
 }
@@ -140,7 +147,15 @@ fn prefix_of(qname: &[u8]) -> Option<String> {
     s.split_once(':').map(|(p, _)| p.to_owned())
 }
 
-fn start(reader: &quick_xml::NsReader<&[u8]>, e: &BytesStart<'_>) -> Result<Element, String> {
+/// Below this many attributes, duplicates are found by comparing names pairwise: cheaper than
+/// hashing for the few attributes elements usually have, and bounded.
+const PAIRWISE_ATTRIBUTES: usize = 8;
+
+fn start(
+    reader: &quick_xml::NsReader<&[u8]>,
+    e: &BytesStart<'_>,
+    limits: &Limits,
+) -> Result<Element, String> {
     let (ns, _) = reader.resolve_element(e.name());
     let mut el = Element {
         ns: resolved(ns)?,
@@ -148,8 +163,35 @@ fn start(reader: &quick_xml::NsReader<&[u8]>, e: &BytesStart<'_>) -> Result<Elem
         name: String::from_utf8_lossy(e.local_name().as_ref()).into_owned(),
         ..Element::default()
     };
-    for a in e.attributes() {
+    // quick-xml's own duplicate check compares each attribute with every earlier one: quadratic
+    // in the attributes of one element. Ours is linear: a hash set past a few attributes.
+    let mut names: Vec<&[u8]> = Vec::new();
+    let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    for a in e.attributes().with_checks(false) {
         let a = a.map_err(|e| e.to_string())?;
+        if names.len() == limits.max_attributes {
+            return Err(format!(
+                "<{}> has more than {} attributes (namespace declarations included)",
+                el.name, limits.max_attributes
+            ));
+        }
+        let key = a.key.into_inner();
+        let duplicate = if names.len() < PAIRWISE_ATTRIBUTES {
+            names.contains(&key)
+        } else {
+            if seen.is_empty() {
+                seen.extend(names.iter().copied());
+            }
+            !seen.insert(key)
+        };
+        if duplicate {
+            return Err(format!(
+                "<{}> has the attribute `{}` twice",
+                el.name,
+                String::from_utf8_lossy(key)
+            ));
+        }
+        names.push(key);
         let key = a.key.as_ref();
         if key == b"xmlns" || key.starts_with(b"xmlns:") {
             let prefix = key.strip_prefix(b"xmlns:").unwrap_or(b"");
@@ -168,6 +210,13 @@ fn start(reader: &quick_xml::NsReader<&[u8]>, e: &BytesStart<'_>) -> Result<Elem
         });
     }
     Ok(el)
+}
+
+fn too_many_namespaces(limits: &Limits) -> String {
+    format!(
+        "more than {} namespace declarations are in scope at once",
+        limits.max_attributes
+    )
 }
 
 /// Reads a whole document into its root element.
@@ -192,6 +241,9 @@ pub fn parse(input: &[u8], limits: &Limits) -> Result<Element, XmlError> {
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
+    // Namespace declarations in scope: each prefixed or unprefixed name is resolved by searching
+    // them, so they are bounded like one element's attributes.
+    let mut in_scope = 0usize;
     loop {
         let pos = reader.buffer_position() as usize;
         let event = match reader.read_event() {
@@ -218,7 +270,12 @@ pub fn parse(input: &[u8], limits: &Limits) -> Result<Element, XmlError> {
                         limits.max_depth
                     )));
                 }
-                stack.push(start(&reader, &e).map_err(err)?);
+                let el = start(&reader, &e, limits).map_err(err)?;
+                in_scope += el.namespaces.len();
+                if in_scope > limits.max_attributes {
+                    return Err(err(too_many_namespaces(limits)));
+                }
+                stack.push(el);
             }
             Event::Empty(e) => {
                 if stack.len() >= limits.max_depth {
@@ -227,7 +284,10 @@ pub fn parse(input: &[u8], limits: &Limits) -> Result<Element, XmlError> {
                         limits.max_depth
                     )));
                 }
-                let el = start(&reader, &e).map_err(err)?;
+                let el = start(&reader, &e, limits).map_err(err)?;
+                if in_scope + el.namespaces.len() > limits.max_attributes {
+                    return Err(err(too_many_namespaces(limits)));
+                }
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => root = Some(el),
@@ -237,6 +297,7 @@ pub fn parse(input: &[u8], limits: &Limits) -> Result<Element, XmlError> {
                 let el = stack
                     .pop()
                     .ok_or_else(|| err("an end tag without a start".into()))?;
+                in_scope -= el.namespaces.len();
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => root = Some(el),
@@ -550,6 +611,75 @@ mod tests {
 
     fn read(s: &str) -> Result<Element, XmlError> {
         parse(s.as_bytes(), &Limits::default())
+    }
+
+    fn attributes(n: usize) -> String {
+        let mut s = String::from("<r");
+        for i in 0..n {
+            s.push_str(&format!(" a{i}=\"{i}\""));
+        }
+        s + "/>"
+    }
+
+    #[test]
+    fn attributes_past_the_limit_are_refused_and_at_it_read() {
+        let at_limit = read(&attributes(256)).unwrap();
+        assert_eq!(at_limit.attrs.len(), 256);
+        assert_eq!(at_limit.attr(None, "a255"), Some("255"));
+        let e = read(&attributes(257)).unwrap_err();
+        assert!(e.message.contains("more than 256 attributes"), "{e}");
+        assert_eq!((e.line, e.column), (1, 1));
+        // Namespace declarations count too.
+        let e = read(&format!(
+            "<x>\n{}",
+            attributes(256).replace("<r", "<r xmlns:p=\"urn:p\"")
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("more than 256"), "{e}");
+        assert_eq!((e.line, e.column), (2, 1));
+        let small = Limits {
+            max_attributes: 2,
+            ..Limits::default()
+        };
+        assert!(parse(b"<r a=\"1\" b=\"2\"/>", &small).is_ok());
+        assert!(parse(b"<r a=\"1\" b=\"2\" c=\"3\"/>", &small).is_err());
+        // Namespace declarations in scope are bounded by the same number.
+        let scoped = "<a xmlns:p=\"urn:p\"><b xmlns:q=\"urn:q\"/><c xmlns:q=\"urn:q\"/></a>";
+        assert!(parse(scoped.as_bytes(), &small).is_ok());
+        let e = parse(
+            b"<a xmlns:p=\"urn:p\"><b xmlns:q=\"urn:q\"><c xmlns:r=\"urn:r\"/></b></a>",
+            &small,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("more than 2 namespace declarations"),
+            "{e}"
+        );
+        assert_eq!((e.line, e.column), (1, 39));
+        // A raised limit: many attributes read, with the duplicate check past the pairwise range.
+        let many = Limits {
+            max_attributes: 80_000,
+            ..Limits::default()
+        };
+        let doc = attributes(20_000);
+        let r = parse(doc.as_bytes(), &many).unwrap();
+        assert_eq!(r.attrs.len(), 20_000);
+        assert_eq!(to_json(&r)["r"]["@a19999"], "19999");
+    }
+
+    #[test]
+    fn duplicate_attributes_are_refused() {
+        let e = read("<r a=\"1\" b=\"2\" a=\"3\"/>").unwrap_err();
+        assert!(e.message.contains("`a` twice"), "{e}");
+        // Past the pairwise range, with the hash set.
+        let many = attributes(40).replace("/>", " a7=\"again\"/>");
+        assert!(read(&many).unwrap_err().message.contains("`a7` twice"));
+        let many = attributes(40).replace("/>", " a39=\"again\"/>");
+        assert!(read(&many).unwrap_err().message.contains("`a39` twice"));
+        let e = read("<r xmlns:p=\"urn:a\" xmlns:p=\"urn:b\"/>").unwrap_err();
+        assert!(e.message.contains("`xmlns:p` twice"), "{e}");
+        // Different names, also in a namespace, are not duplicates.
+        assert!(read("<r xmlns:p=\"urn:a\" a=\"1\" p:a=\"2\"/>").is_ok());
     }
 
     #[test]

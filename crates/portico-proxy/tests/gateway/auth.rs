@@ -1057,3 +1057,79 @@ async fn header_policies_render_token_claims() {
     assert_eq!(h["x-missing"], "[]", "an absent claim renders empty");
     assert_eq!(got.header("x-served-for"), Some("alice"));
 }
+
+/// `any_of` offers each distinct challenge once: three `jwt` policies with one realm send one
+/// `Bearer` challenge, a fourth with its own realm another.
+#[tokio::test]
+async fn any_of_sends_each_distinct_challenge_once() {
+    let up = echo_server().await;
+    let jwt = |secret: &str, realm: &str| {
+        format!(
+            "          - type: jwt\n            issuers: [{{ algorithms: [HS256], keys: [{{ secret: \"{secret}\" }}] }}]\n{realm}"
+        )
+    };
+    let gw = gateway(&gw_config(
+        &up,
+        &format!(
+            "      - type: any_of\n        policies:\n{}{}{}{}",
+            jwt(SECRET, ""),
+            jwt("a-second-hmac-secret-of-more-than-32-bytes", ""),
+            jwt("a-third-hmac-secret-of-more-than-32-bytes!", ""),
+            jwt(
+                "a-fourth-hmac-secret-of-more-than-32-bytes",
+                "            realm: partners\n"
+            ),
+        ),
+    ))
+    .await;
+    let challenges = |got: &Got| -> Vec<String> {
+        got.headers
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    let got = call(&gw, "GET", "/", &[]).await;
+    assert_eq!(got.status, 401);
+    assert_eq!(
+        challenges(&got),
+        ["Bearer realm=\"portico\"", "Bearer realm=\"partners\""]
+    );
+    // A token none accepts: the same, each with `error="invalid_token"`.
+    let wrong = mint(
+        Algorithm::HS256,
+        "not-any-of-the-four-secrets-but-long-enough",
+        None,
+        claims(json!({})),
+    );
+    let got = call(
+        &gw,
+        "GET",
+        "/",
+        &[("authorization", &format!("Bearer {wrong}"))],
+    )
+    .await;
+    assert_eq!(got.status, 401);
+    assert_eq!(
+        challenges(&got),
+        [
+            "Bearer realm=\"portico\", error=\"invalid_token\"",
+            "Bearer realm=\"partners\", error=\"invalid_token\""
+        ]
+    );
+    // Any of the three accepts its own token.
+    let ok = mint(
+        Algorithm::HS256,
+        "a-third-hmac-secret-of-more-than-32-bytes!",
+        None,
+        claims(json!({"aud": null})),
+    );
+    let got = call(
+        &gw,
+        "GET",
+        "/",
+        &[("authorization", &format!("Bearer {ok}"))],
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+}

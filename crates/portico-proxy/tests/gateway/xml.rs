@@ -189,3 +189,77 @@ async fn xml_clients_talk_to_a_json_upstream() {
     assert!(got.json()["detail"].as_str().unwrap().contains("deeper"));
     assert_eq!(up.hits(), hits);
 }
+
+fn with_attributes(n: usize) -> String {
+    let mut s = String::from("<r");
+    for i in 0..n {
+        s.push_str(&format!(" a{i}=\"{i}\""));
+    }
+    s + "/>"
+}
+
+/// Elements with more attributes than `max_attributes` are refused both ways; bodies larger
+/// than the size converted on a blocking thread convert as small ones do.
+#[tokio::test]
+async fn attribute_limit_and_large_bodies() {
+    let up = serve(|req| async move {
+        use http_body_util::BodyExt;
+        let path = req.uri().path().to_owned();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let xml = match path.as_str() {
+            "/out/many" => with_attributes(11),
+            "/out/ten" => with_attributes(10),
+            // About 200 KiB: past the 64 KiB converted on the runtime thread.
+            "/out/large" => format!("<r>{}</r>", "<i>x</i>".repeat(25_000)),
+            _ => String::from_utf8_lossy(&body).into_owned(),
+        };
+        let mut r = http::Response::new(full(xml));
+        r.headers_mut()
+            .insert("content-type", "application/xml".parse().unwrap());
+        r
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  x: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: x\n    policies:\n      - {{ type: xml_json, request: xml_to_json, response: none, max_attributes: 10 }}\n  - match: {{ path: {{ prefix: /out }} }}\n    upstream: x\n    policies:\n      - {{ type: xml_json, request: none, max_attributes: 10 }}\n",
+        up.url()
+    )))
+    .await;
+    let hits = up.hits();
+    let got = post(&gw, "/in", "application/xml", &with_attributes(11)).await;
+    assert_eq!(got.status, 400, "{}", got.text());
+    assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    assert_eq!(got.json()["code"], "invalid_xml_body");
+    let detail = got.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("more than 10 attributes"), "{detail}");
+    assert_eq!(up.hits(), hits, "nothing went upstream");
+    let got = post(&gw, "/in", "application/xml", &with_attributes(10)).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["r"]["@a9"], "9");
+    // Duplicates are not well-formed XML.
+    let got = post(&gw, "/in", "application/xml", "<r a=\"1\" a=\"2\"/>").await;
+    assert_eq!(got.status, 400);
+    assert!(got.json()["detail"].as_str().unwrap().contains("`a` twice"));
+    // A large request body converts (the upstream echoes the JSON it got, as XML).
+    let large = format!("<r>{}</r>", "<i>x</i>".repeat(25_000));
+    let got = post(&gw, "/in", "application/xml", &large).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["r"]["i"].as_array().unwrap().len(), 25_000);
+
+    let c = client(false, &[]);
+    let get = |path: &'static str| {
+        let c = c.clone();
+        let url = gw.url(path);
+        async move { send(&c, req("GET", &url).body(crate::empty()).unwrap()).await }
+    };
+    let got = get("/out/many").await;
+    assert_eq!(got.status, 502, "{}", got.text());
+    assert_eq!(got.json()["code"], "upstream_invalid_xml");
+    let detail = got.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("more than 10 attributes"), "{detail}");
+    let got = get("/out/ten").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["r"]["@a0"], "0");
+    let got = get("/out/large").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["r"]["i"].as_array().unwrap().len(), 25_000);
+}
