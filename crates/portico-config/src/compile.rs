@@ -574,6 +574,20 @@ fn compile_listener_tls(
     })
 }
 
+/// The boolean a key's value was written as, if any. YAML reads `off`, `no` and `false`
+/// unquoted as the boolean false (and `on`, `yes`, `true` as true), which the file types then
+/// see as the text `false`; for keys whose documented value is `off`, that is what was meant.
+fn yaml_bool(node: Option<&Node>, key: &str) -> Option<bool> {
+    match node.and_then(|n| get(n, key)).map(|v| &v.kind) {
+        Some(NodeKind::Bool(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+fn not_a_switch(key: &str) -> String {
+    format!("`{key}` is the YAML boolean true here (unquoted `on`, `yes` and `true` all are)")
+}
+
 fn compile_admin(
     cx: &mut Ctx<'_>,
     cfg: Option<&AdminConfig>,
@@ -581,10 +595,17 @@ fn compile_admin(
     listeners: &[Listener],
 ) -> Option<SocketAddr> {
     let text = cfg.map_or(DEFAULT_ADMIN, |a| a.address.as_str());
-    if text == "off" {
-        return None;
-    }
     let at = node.map_or(Loc { line: 1, column: 1 }, |n| loc(n, "address"));
+    match yaml_bool(node, "address") {
+        Some(false) => return None,
+        Some(true) => {
+            cx.sink
+                .at(at, not_a_switch("address"), "give `host:port`, or `off`");
+            return None;
+        }
+        None if text == "off" => return None,
+        None => {}
+    }
     let addr = parse_addr(cx, text, at)?;
     if addr.port() != 0 && listeners.iter().any(|l| l.addr == addr) {
         cx.sink.at(
@@ -613,12 +634,25 @@ fn compile_access_log(
             "the default, 8192 lines, suits most loads",
         );
     }
+    let target = node.map_or(Loc::default(), |n| loc(n, "target"));
+    match yaml_bool(node, "target") {
+        Some(false) => return AccessLog::Off,
+        Some(true) => {
+            cx.sink.at(
+                target,
+                not_a_switch("target"),
+                "use `stdout`, `off` or a file path",
+            );
+            return AccessLog::Off;
+        }
+        None => {}
+    }
     match cfg.target.as_str() {
         "off" => AccessLog::Off,
         "stdout" => AccessLog::Stdout { buffer },
         "" => {
             cx.sink.at(
-                node.map_or(Loc::default(), |n| loc(n, "target")),
+                target,
                 "empty access-log target",
                 "use `stdout`, `off` or a file path",
             );
