@@ -250,6 +250,7 @@ pub enum Refusal {
     TransferCoding,
     BareLf,
     RepeatedHost,
+    MissingHost,
 }
 
 impl Refusal {
@@ -265,6 +266,8 @@ impl Refusal {
             Refusal::BareLf => "The request head has a line ending without CR (bare LF).",
             // RFC 9112 §3.2: one Host, or the gateway and the upstream may see different ones.
             Refusal::RepeatedHost => "The request has more than one Host header.",
+            // RFC 9112 §3.2: every HTTP/1.1 request names its host (HTTP/1.0 predates Host).
+            Refusal::MissingHost => "An HTTP/1.1 request needs a Host header.",
         }
     }
 }
@@ -778,6 +781,8 @@ fn parse(
         Some(Refusal::TransferCoding)
     } else if hosts > 1 {
         Some(Refusal::RepeatedHost)
+    } else if hosts == 0 && version == Version::HTTP_11 {
+        Some(Refusal::MissingHost)
     } else {
         None
     };
