@@ -587,6 +587,12 @@ fn poll_head(
                     Err(_) => {
                         return Poll::Ready(Read::Head(refused_head(Refusal::BareLf)));
                     }
+                    // The limit counts the whole head: request line, header lines and the
+                    // empty line that ends it. Checked on the complete head too, since one
+                    // read can bring a head larger than the limit all at once.
+                    Ok(Some(end)) if end + 4 > s.max_head => {
+                        return Poll::Ready(Read::Refuse(Problem::HeadTooLarge));
+                    }
                     Ok(Some(end)) => {
                         return Poll::Ready(parse(
                             &mut rd.buf,
