@@ -261,11 +261,16 @@ pub fn compile(
     let consumers =
         crate::auth::compile_consumers(&mut cx, &file.consumers, &consumer_nodes, &server);
     cx.global_auth = check_chain(&mut cx, &file.policies, &policy_nodes, false);
+    let mut nth = 0;
     let global_policies: Arc<[Policy]> = file
         .policies
         .iter()
         .zip(&policy_nodes)
-        .filter_map(|(p, n)| compile_policy(&mut cx, p, n))
+        .filter_map(|(p, n)| {
+            let mut p = compile_policy(&mut cx, p, n)?;
+            scope_rate_limit(&mut p, None, &mut nth);
+            Some(p)
+        })
         .collect();
     let mut routes = Vec::new();
     let mut names: HashMap<String, Loc> = HashMap::new();
@@ -1524,9 +1529,11 @@ fn compile_route(
         .collect();
     let global_auth = cx.global_auth;
     check_chain(cx, &cfg.policies, &policy_nodes, global_auth);
+    let mut nth = 0;
     for (p, pnode) in cfg.policies.iter().zip(&policy_nodes) {
         let pnode: &Node = pnode;
-        if let Some(p) = compile_policy(cx, p, pnode) {
+        if let Some(mut p) = compile_policy(cx, p, pnode) {
+            scope_rate_limit(&mut p, Some(&name), &mut nth);
             policies.push(p);
         }
     }
@@ -2994,6 +3001,22 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         }
     };
     (cx.sink.out.len() == before).then_some(policy)
+}
+
+/// A `rate_limit` policy's counters belong to where it is written: a route's to that route
+/// alone, a global one (`route: None`) to all routes together. The fingerprint names the
+/// counters (kept across reloads when it is unchanged; part of the keys in Redis), so it takes
+/// the route and the policy's place among the `rate_limit` policies there: the same limits
+/// written on two routes, or twice on one, never share a budget.
+fn scope_rate_limit(p: &mut Policy, route: Option<&str>, nth: &mut usize) {
+    if let Policy::RateLimit(rl) = p {
+        let scope = match route {
+            Some(name) => format!("route {name} #{nth}"),
+            None => format!("global #{nth}"),
+        };
+        rl.fingerprint = fnv(scope.as_bytes(), rl.fingerprint);
+        *nth += 1;
+    }
 }
 
 fn compile_aggregate(
