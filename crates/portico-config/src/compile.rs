@@ -262,11 +262,16 @@ pub fn compile(
     let consumers =
         crate::auth::compile_consumers(&mut cx, &file.consumers, &consumer_nodes, &server);
     cx.global_auth = check_chain(&mut cx, &file.policies, &policy_nodes, false);
+    let mut nth = 0;
     let global_policies: Arc<[Policy]> = file
         .policies
         .iter()
         .zip(&policy_nodes)
-        .filter_map(|(p, n)| compile_policy(&mut cx, p, n))
+        .filter_map(|(p, n)| {
+            let mut p = compile_policy(&mut cx, p, n)?;
+            scope_rate_limit(&mut p, None, &mut nth);
+            Some(p)
+        })
         .collect();
     let mut routes = Vec::new();
     let mut names: HashMap<String, Loc> = HashMap::new();
@@ -576,6 +581,20 @@ fn compile_listener_tls(
     })
 }
 
+/// The boolean a key's value was written as, if any. YAML reads `off`, `no` and `false`
+/// unquoted as the boolean false (and `on`, `yes`, `true` as true), which the file types then
+/// see as the text `false`; for keys whose documented value is `off`, that is what was meant.
+fn yaml_bool(node: Option<&Node>, key: &str) -> Option<bool> {
+    match node.and_then(|n| get(n, key)).map(|v| &v.kind) {
+        Some(NodeKind::Bool(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+fn not_a_switch(key: &str) -> String {
+    format!("`{key}` is the YAML boolean true here (unquoted `on`, `yes` and `true` all are)")
+}
+
 fn compile_admin(
     cx: &mut Ctx<'_>,
     cfg: Option<&AdminConfig>,
@@ -583,10 +602,17 @@ fn compile_admin(
     listeners: &[Listener],
 ) -> Option<SocketAddr> {
     let text = cfg.map_or(DEFAULT_ADMIN, |a| a.address.as_str());
-    if text == "off" {
-        return None;
-    }
     let at = node.map_or(Loc { line: 1, column: 1 }, |n| loc(n, "address"));
+    match yaml_bool(node, "address") {
+        Some(false) => return None,
+        Some(true) => {
+            cx.sink
+                .at(at, not_a_switch("address"), "give `host:port`, or `off`");
+            return None;
+        }
+        None if text == "off" => return None,
+        None => {}
+    }
     let addr = parse_addr(cx, text, at)?;
     if addr.port() != 0 && listeners.iter().any(|l| l.addr == addr) {
         cx.sink.at(
@@ -655,12 +681,25 @@ fn compile_access_log(
             "the default, 8192 lines, suits most loads",
         );
     }
+    let target = node.map_or(Loc::default(), |n| loc(n, "target"));
+    match yaml_bool(node, "target") {
+        Some(false) => return AccessLog::Off,
+        Some(true) => {
+            cx.sink.at(
+                target,
+                not_a_switch("target"),
+                "use `stdout`, `off` or a file path",
+            );
+            return AccessLog::Off;
+        }
+        None => {}
+    }
     match cfg.target.as_str() {
         "off" => AccessLog::Off,
         "stdout" => AccessLog::Stdout { buffer },
         "" => {
             cx.sink.at(
-                node.map_or(Loc::default(), |n| loc(n, "target")),
+                target,
                 "empty access-log target",
                 "use `stdout`, `off` or a file path",
             );
@@ -1555,9 +1594,11 @@ fn compile_route(
         .collect();
     let global_auth = cx.global_auth;
     check_chain(cx, &cfg.policies, &policy_nodes, global_auth);
+    let mut nth = 0;
     for (p, pnode) in cfg.policies.iter().zip(&policy_nodes) {
         let pnode: &Node = pnode;
-        if let Some(p) = compile_policy(cx, p, pnode) {
+        if let Some(mut p) = compile_policy(cx, p, pnode) {
+            scope_rate_limit(&mut p, Some(&name), &mut nth);
             policies.push(p);
         }
     }
@@ -3026,6 +3067,22 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         }
     };
     (cx.sink.out.len() == before).then_some(policy)
+}
+
+/// A `rate_limit` policy's counters belong to where it is written: a route's to that route
+/// alone, a global one (`route: None`) to all routes together. The fingerprint names the
+/// counters (kept across reloads when it is unchanged; part of the keys in Redis), so it takes
+/// the route and the policy's place among the `rate_limit` policies there: the same limits
+/// written on two routes, or twice on one, never share a budget.
+fn scope_rate_limit(p: &mut Policy, route: Option<&str>, nth: &mut usize) {
+    if let Policy::RateLimit(rl) = p {
+        let scope = match route {
+            Some(name) => format!("route {name} #{nth}"),
+            None => format!("global #{nth}"),
+        };
+        rl.fingerprint = fnv(scope.as_bytes(), rl.fingerprint);
+        *nth += 1;
+    }
 }
 
 fn compile_aggregate(

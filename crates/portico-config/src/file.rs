@@ -244,7 +244,9 @@ pub struct ServerConfig {
     /// Add an RFC 7239 `Forwarded` header upstream. Default `false`.
     #[serde(default)]
     pub forwarded: Option<bool>,
-    /// Largest request head accepted (request line plus headers), in bytes. Default 65536.
+    /// Largest request head accepted, in bytes: over HTTP/1.1 the request line, the header
+    /// lines and the empty line ending the head; over HTTP/2 the header list size (RFC 9113
+    /// §6.5.2). Default 65536.
     #[serde(default)]
     pub max_request_header_bytes: Option<usize>,
     /// Most header fields accepted in a request. Default 100.

@@ -960,6 +960,32 @@ fn empty_file_is_valid() {
     assert_eq!(c.admin.unwrap().to_string(), "127.0.0.1:9901");
 }
 
+/// `off` unquoted is the YAML boolean false, and so are `false` and `no`: for the keys whose
+/// documented value is `off`, each means off.
+#[test]
+fn unquoted_off_turns_the_admin_listener_and_access_log_off() {
+    for off in ["off", "false", "no", "\"off\""] {
+        let c = load(&format!(
+            "admin:\n  address: {off}\naccess_log: {{ target: {off} }}\n"
+        ))
+        .unwrap_or_else(|d| panic!("{off}: {d}"));
+        assert_eq!(c.admin, None, "{off}");
+        assert!(
+            matches!(c.access_log, portico_config::AccessLog::Off),
+            "{off}: {:?}",
+            c.access_log
+        );
+    }
+    // `on` is no address: say what YAML made of it rather than asking for a port.
+    assert_eq!(
+        errors("admin:\n  address: on\naccess_log: { target: yes }\n"),
+        [
+            "2:12: `address` is the YAML boolean true here (unquoted `on`, `yes` and `true` all are) | give `host:port`, or `off`",
+            "3:23: `target` is the YAML boolean true here (unquoted `on`, `yes` and `true` all are) | use `stdout`, `off` or a file path",
+        ]
+    );
+}
+
 #[test]
 fn many_routes_compile() {
     let mut text =

@@ -935,6 +935,7 @@ impl UpstreamPool {
         // hyper takes the request; one it gives back unsent goes back in its place.
         let mut owned = std::mem::replace(req, Request::new(Body::Empty));
         *owned.version_mut() = Version::HTTP_2;
+        let moved = host_to_authority(&mut owned);
         match tx.try_send_request(owned).await {
             Ok(resp) => Ok(hyper_response(
                 resp,
@@ -943,7 +944,17 @@ impl UpstreamPool {
             )),
             Err(mut e) => {
                 in_flight.fetch_sub(1, Ordering::Relaxed);
-                let unsent = e.take_message().map(|r| *req = r).is_some();
+                // Given back unsent, it may go out again over HTTP/1.1: as it was.
+                let unsent = e
+                    .take_message()
+                    .map(|mut r| {
+                        if let Some((host, uri)) = moved {
+                            r.headers_mut().insert(http::header::HOST, host);
+                            *r.uri_mut() = uri;
+                        }
+                        *req = r;
+                    })
+                    .is_some();
                 Err((CallError::Request(Box::new(e.into_error())), unsent))
             }
         }
@@ -1398,6 +1409,28 @@ pub(crate) fn clone_head(req: &Request<Body>) -> Request<Body> {
     *r.version_mut() = req.version();
     *r.headers_mut() = req.headers().clone();
     r
+}
+
+/// HTTP/2 names the host once, in `:authority` (RFC 9113 §8.3.1): the `Host` the request
+/// carries (the client's, or a route's `rewrite.host`) becomes the URI's authority, which hyper
+/// sends as `:authority`, and the header goes. Sent as both, with the target's address in one
+/// and the client's host in the other, strict servers (hypercorn) reset the stream. A `Host`
+/// that is no valid authority is dropped, leaving the target's. Returns the header and the
+/// URI it replaced.
+fn host_to_authority(req: &mut Request<Body>) -> Option<(http::HeaderValue, Uri)> {
+    let host = req.headers_mut().remove(http::header::HOST)?;
+    let before = req.uri().clone();
+    let authority = http::uri::Authority::try_from(host.as_bytes())
+        .ok()
+        .filter(|a| !a.as_str().contains('@'));
+    if let Some(a) = authority {
+        let mut parts = before.clone().into_parts();
+        parts.authority = Some(a);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    Some((host, before))
 }
 
 /// HTTP/1.1 sends the path and query only (`GET /x?y HTTP/1.1`); the host is in `Host`.

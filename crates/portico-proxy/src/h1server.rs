@@ -250,6 +250,7 @@ pub enum Refusal {
     TransferCoding,
     BareLf,
     RepeatedHost,
+    MissingHost,
 }
 
 impl Refusal {
@@ -265,6 +266,8 @@ impl Refusal {
             Refusal::BareLf => "The request head has a line ending without CR (bare LF).",
             // RFC 9112 §3.2: one Host, or the gateway and the upstream may see different ones.
             Refusal::RepeatedHost => "The request has more than one Host header.",
+            // RFC 9112 §3.2: every HTTP/1.1 request names its host (HTTP/1.0 predates Host).
+            Refusal::MissingHost => "An HTTP/1.1 request needs a Host header.",
         }
     }
 }
@@ -636,6 +639,12 @@ fn poll_head(
                     Err(_) => {
                         return Poll::Ready(Read::Head(refused_head(Refusal::BareLf)));
                     }
+                    // The limit counts the whole head: request line, header lines and the
+                    // empty line that ends it. Checked on the complete head too, since one
+                    // read can bring a head larger than the limit all at once.
+                    Ok(Some(end)) if end + 4 > s.max_head => {
+                        return Poll::Ready(Read::Refuse(Problem::HeadTooLarge));
+                    }
                     Ok(Some(end)) => {
                         return Poll::Ready(parse(
                             &mut rd.buf,
@@ -830,6 +839,8 @@ fn parse(
         Some(Refusal::TransferCoding)
     } else if hosts > 1 {
         Some(Refusal::RepeatedHost)
+    } else if hosts == 0 && version == Version::HTTP_11 {
+        Some(Refusal::MissingHost)
     } else {
         None
     };

@@ -61,59 +61,218 @@ fn spawn_upkeep(handle: PrometheusHandle) {
     }
 }
 
-fn describe() {
-    metrics::describe_counter!(
+/// What a family is, for its `# TYPE` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every family Portico exports, with its `# HELP` text. A family without a description is
+/// rendered with `# TYPE` only, which Prometheus text-format checkers reject; the tests below
+/// hold this table to the sources and to the list in docs/operations.md.
+const FAMILIES: &[(&str, Kind, &str)] = &[
+    (
         "portico_requests_total",
-        "Requests answered, by route, method and status."
-    );
-    metrics::describe_histogram!(
+        Kind::Counter,
+        "Requests answered, by route, method and status.",
+    ),
+    (
         "portico_request_duration_seconds",
-        "Time from request head to the end of the response body, by route."
-    );
-    metrics::describe_histogram!(
+        Kind::Histogram,
+        "Time from request head to the end of the response body, by route.",
+    ),
+    (
         "portico_upstream_duration_seconds",
-        "Time from sending a request upstream to its response head, by upstream."
-    );
-    metrics::describe_counter!(
+        Kind::Histogram,
+        "Time from sending a request upstream to its response head, by upstream.",
+    ),
+    (
         "portico_upstream_errors_total",
-        "Upstream failures, by upstream and kind."
-    );
-    metrics::describe_gauge!(
-        "portico_open_connections",
-        "Open client connections, by listener."
-    );
-    metrics::describe_counter!(
-        "portico_config_reloads_total",
-        "Config reloads, by result (success, failure)."
-    );
-    metrics::describe_gauge!(
-        "portico_config_generation",
-        "Number of configs applied since start (1 = the first)."
-    );
-    metrics::describe_gauge!(
-        "portico_config_info",
-        "Always 1; labels carry the active config's hash and source."
-    );
-    metrics::describe_counter!(
-        "portico_access_log_dropped_total",
-        "Access-log lines dropped because the writer fell behind."
-    );
-    metrics::describe_counter!(
+        Kind::Counter,
+        "Upstream failures, by upstream and kind (the problem code).",
+    ),
+    (
+        "portico_upstream_retries_total",
+        Kind::Counter,
+        "Requests sent upstream again, by upstream and reason.",
+    ),
+    (
+        "portico_upstream_retry_budget_exhausted_total",
+        Kind::Counter,
+        "Retries refused because the upstream's retry budget was spent.",
+    ),
+    (
+        "portico_mirror_requests_total",
+        Kind::Counter,
+        "Mirrored copies of requests, by upstream and result (sent, failed).",
+    ),
+    (
+        "portico_rate_limited_total",
+        Kind::Counter,
+        "Requests refused by a rate_limit policy, by route and the refusing limit's name.",
+    ),
+    (
+        "portico_concurrency_limited_total",
+        Kind::Counter,
+        "Requests refused by a concurrency_limit policy, by route.",
+    ),
+    (
+        "portico_redis_errors_total",
+        Kind::Counter,
+        "Rate-limit decisions Redis did not make (unreachable, timeout, error).",
+    ),
+    (
+        "portico_redis_up",
+        Kind::Gauge,
+        "0 after a Redis failure, 1 again after the next success.",
+    ),
+    (
+        "portico_redis_duration_seconds",
+        Kind::Histogram,
+        "Time per rate-limit script call to Redis, including timeouts.",
+    ),
+    (
         "portico_auth_failures_total",
-        "Requests refused 401 (or 503 when credentials could not be checked), by route and reason."
-    );
-    metrics::describe_counter!(
+        Kind::Counter,
+        "Requests refused 401 (or 503 when credentials could not be checked), by route and reason.",
+    ),
+    (
         "portico_access_denied_total",
-        "Requests refused 403 by acl, ip_filter or CORS, by route and reason."
-    );
-    metrics::describe_counter!(
+        Kind::Counter,
+        "Requests refused 403 by acl, ip_filter or CORS, by route and reason.",
+    ),
+    (
         "portico_jwks_fetches_total",
-        "JWKS documents fetched, by URL and result (ok, error)."
-    );
-    metrics::describe_counter!(
+        Kind::Counter,
+        "JWKS documents fetched, by URL and result (ok, error).",
+    ),
+    (
         "portico_introspection_requests_total",
-        "Token introspection calls, by result (ok, error)."
-    );
+        Kind::Counter,
+        "Token introspection calls, by result (ok, error).",
+    ),
+    (
+        "portico_upstream_ejections_total",
+        Kind::Counter,
+        "Targets taken out of rotation by passive health checking, by upstream and target.",
+    ),
+    (
+        "portico_upstream_target_healthy",
+        Kind::Gauge,
+        "1 when the target passes its active health checks, 0 when it is out.",
+    ),
+    (
+        "portico_upstream_connections",
+        Kind::Gauge,
+        "Connections open to an upstream target (health checks not counted).",
+    ),
+    (
+        "portico_upstream_dns_failures_total",
+        Kind::Counter,
+        "Failed re-resolutions of an upstream target's name.",
+    ),
+    (
+        "portico_stream_idle_timeouts_total",
+        Kind::Counter,
+        "Bodies cut off by stream_idle_timeout, by direction (request, response).",
+    ),
+    (
+        "portico_request_body_timeouts_total",
+        Kind::Counter,
+        "Requests answered 408 because their body came slower than request_body_min_rate.",
+    ),
+    (
+        "portico_client_send_timeouts_total",
+        Kind::Counter,
+        "Client connections closed because they took none of a waiting answer for send_timeout.",
+    ),
+    (
+        "portico_connections_refused_total",
+        Kind::Counter,
+        "Client connections closed at accept, by reason (per_ip_limit).",
+    ),
+    (
+        "portico_http2_premature_reset_goaways_total",
+        Kind::Counter,
+        "HTTP/2 connections sent GOAWAY because the client cancelled most of its streams before their answers.",
+    ),
+    (
+        "portico_open_connections",
+        Kind::Gauge,
+        "Open client connections, by listener.",
+    ),
+    (
+        "portico_config_reloads_total",
+        Kind::Counter,
+        "Config reloads, by result (success, failure).",
+    ),
+    (
+        "portico_config_generation",
+        Kind::Gauge,
+        "Configs applied since start (1 = the first), admin-API target changes included.",
+    ),
+    (
+        "portico_aggregate_cache_hits_total",
+        Kind::Counter,
+        "Composite-route backend answers reused by cache_ttl.",
+    ),
+    (
+        "portico_cache_requests_total",
+        Kind::Counter,
+        "Requests on routes with a cache policy, by result.",
+    ),
+    (
+        "portico_compressed_responses_total",
+        Kind::Counter,
+        "Responses compressed by a compression policy, by coding.",
+    ),
+    (
+        "portico_soap_calls_total",
+        Kind::Counter,
+        "Calls on soap routes, by result (ok, fault, error).",
+    ),
+    (
+        "portico_xml_json_conversions_total",
+        Kind::Counter,
+        "Bodies converted by an xml_json policy, by direction.",
+    ),
+    (
+        "portico_decompressed_requests_total",
+        Kind::Counter,
+        "Request bodies decoded by a request_decompression policy, by coding.",
+    ),
+    (
+        "portico_grpc_reflection_total",
+        Kind::Counter,
+        "Fetches of service definitions by gRPC reflection, by route and result.",
+    ),
+    (
+        "portico_admin_target_overrides",
+        Kind::Gauge,
+        "Upstreams whose targets were set through the admin API.",
+    ),
+    (
+        "portico_config_info",
+        Kind::Gauge,
+        "1 for the active config's hash, 0 for configs applied before it.",
+    ),
+    (
+        "portico_access_log_dropped_total",
+        Kind::Counter,
+        "Access-log lines dropped because the writer fell behind.",
+    ),
+];
+
+fn describe() {
+    for &(name, kind, help) in FAMILIES {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
 }
 
 pub fn method_label(m: &http::Method) -> &'static str {
@@ -234,6 +393,84 @@ pub fn record_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The families the code records: every `counter!`, `gauge!` or `histogram!` call on a
+    /// literal `portico_*` name in this crate's sources.
+    fn recorded_families() -> std::collections::BTreeMap<String, Kind> {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (mac, kind) in [
+                ("counter!(", Kind::Counter),
+                ("gauge!(", Kind::Gauge),
+                ("histogram!(", Kind::Histogram),
+            ] {
+                for (at, _) in text.match_indices(mac) {
+                    let rest = text[at + mac.len()..].trim_start();
+                    let Some(rest) = rest.strip_prefix("\"portico_") else {
+                        continue;
+                    };
+                    let name = &rest[..rest.find('"').unwrap()];
+                    let prev = found.insert(format!("portico_{name}"), kind);
+                    assert!(
+                        prev.is_none_or(|k| k == kind),
+                        "portico_{name} recorded as two kinds"
+                    );
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_recorded_family_is_described() {
+        let described: std::collections::BTreeMap<String, Kind> = FAMILIES
+            .iter()
+            .map(|&(n, k, _)| (n.to_owned(), k))
+            .collect();
+        assert_eq!(described.len(), FAMILIES.len(), "a family is listed twice");
+        assert_eq!(recorded_families(), described);
+        for (name, _, help) in FAMILIES {
+            assert!(!help.is_empty() && !help.contains('\n'), "{name}");
+        }
+    }
+
+    /// docs/operations.md lists each family once, with the kind it is exported as.
+    #[test]
+    fn the_operations_guide_lists_every_family() {
+        let doc = include_str!("../../../docs/operations.md");
+        let mut listed = std::collections::BTreeMap::new();
+        for line in doc.lines() {
+            let Some(row) = line.strip_prefix("| `portico_") else {
+                continue;
+            };
+            let mut cells = row.split('|');
+            let name = format!(
+                "portico_{}",
+                cells.next().unwrap().trim().trim_end_matches('`')
+            );
+            let kind = match cells.next().unwrap().trim() {
+                "counter" => Kind::Counter,
+                "gauge" => Kind::Gauge,
+                "histogram" => Kind::Histogram,
+                other => panic!("{name}: unknown kind {other}"),
+            };
+            assert!(
+                listed.insert(name.clone(), kind).is_none(),
+                "{name} listed twice"
+            );
+        }
+        let described: std::collections::BTreeMap<String, Kind> = FAMILIES
+            .iter()
+            .map(|&(n, k, _)| (n.to_owned(), k))
+            .collect();
+        assert_eq!(listed, described);
+    }
 
     /// Histogram samples pile up in the exporter until drained: the upkeep thread must run
     /// even when nothing scrapes `/metrics`. (The draining itself is the exporter's

@@ -631,7 +631,10 @@ async fn request_policies(
     extra: &mut Vec<(http::HeaderName, HeaderValue)>,
     guards: &mut Vec<crate::concurrency::Guard>,
 ) -> Result<crate::ratelimit::LimitHeaders, Problem> {
-    let mut headers = crate::ratelimit::LimitHeaders::default();
+    // The limit closest to exhaustion over all the chain's `rate_limit` policies, with its
+    // number; `first_limit` numbers each policy's limits after the policies before it.
+    let mut tightest: Option<(usize, crate::ratelimit::Tightest)> = None;
+    let mut first_limit = 0;
     let client_ip = rec.client_ip;
     let client = ClientText {
         ip: client_ip,
@@ -701,11 +704,19 @@ async fn request_policies(
                             .await
                     }
                 };
+                let first = first_limit;
+                first_limit += rl.limits.len();
                 match decision {
-                    crate::ratelimit::Decision::Allowed(allowed) => headers = allowed.headers,
+                    crate::ratelimit::Decision::Allowed(allowed) => {
+                        if let Some(t) = allowed.tightest
+                            && tightest.is_none_or(|(_, best)| t.tighter_than(&best))
+                        {
+                            tightest = Some((first + t.limit, t));
+                        }
+                    }
                     crate::ratelimit::Decision::Limited(wait, i) => {
                         // The limit's name as in the RateLimit headers.
-                        metrics::counter!("portico_rate_limited_total", "route" => route.name.to_string(), "limit" => format!("limit-{i}"))
+                        metrics::counter!("portico_rate_limited_total", "route" => route.name.to_string(), "limit" => crate::ratelimit::limit_name(first + i))
                             .increment(1);
                         return Err(Problem::RateLimited(
                             wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
@@ -725,7 +736,10 @@ async fn request_policies(
             | Policy::Cache(_) => {}
         }
     }
-    Ok(headers)
+    Ok(crate::ratelimit::LimitHeaders::new(
+        rt.rate_limit_policy[route.index].clone(),
+        tightest,
+    ))
 }
 
 /// The client's address as text, for limit keys. When the client is the peer (no trusted

@@ -52,8 +52,6 @@ enum State {
 pub struct Limiters {
     pub fingerprint: u64,
     limits: Vec<(Limit, State)>,
-    /// `RateLimit-Policy`, the same for every response: built once.
-    policy_header: Option<HeaderValue>,
     /// Shared counters, when the policy has `store: redis`; the local ones then serve only
     /// while Redis is unreachable (fail-open).
     pub shared: Option<Shared>,
@@ -93,13 +91,69 @@ pub enum Decision {
     Unavailable,
 }
 
-/// What an allowed request is told about its limits.
+/// What an allowed request is told about its limits: the one closest to exhaustion (none when
+/// the headers are not wanted).
 pub struct Allowed {
-    pub headers: LimitHeaders,
+    pub tightest: Option<Tightest>,
 }
 
-/// The `RateLimit-Policy` and `RateLimit` response headers of one policy's decision (none when
-/// the policy hides them). Two fields, not a list: a `Vec` here was an allocation per request.
+/// A limit's state after a request took its unit.
+#[derive(Clone, Copy, Debug)]
+pub struct Tightest {
+    /// The limit's index in its policy.
+    pub limit: usize,
+    /// Units left.
+    pub remaining: u32,
+    /// Seconds until the limit is full again.
+    pub reset: u64,
+}
+
+impl Tightest {
+    /// Closer to exhaustion than `other`: fewer units left, or as few and longer to refill.
+    pub fn tighter_than(&self, other: &Tightest) -> bool {
+        (self.remaining, std::cmp::Reverse(self.reset))
+            < (other.remaining, std::cmp::Reverse(other.reset))
+    }
+}
+
+/// A limit's name in the `RateLimit` headers and the metrics: `limit-N`, where N counts the
+/// limits of every `rate_limit` policy in the route's chain (global policies first, then the
+/// route's, each policy's limits in order). Distinct within a route, and the same for a
+/// request after request.
+pub fn limit_name(number: usize) -> String {
+    format!("limit-{number}")
+}
+
+/// The `RateLimit-Policy` value for a chain of `rate_limit` policies: every limit of every
+/// policy that shows its headers, named as by [`limit_name`]. Built once per route and
+/// config; `None` when nothing is shown.
+pub fn policy_header<'a>(
+    chain: impl Iterator<Item = &'a portico_config::Policy>,
+) -> Option<HeaderValue> {
+    let mut items = Vec::new();
+    let mut number = 0;
+    for p in chain {
+        if let portico_config::Policy::RateLimit(rl) = p {
+            for l in &rl.limits {
+                if !rl.hide_headers {
+                    items.push(format!(
+                        "\"{}\";q={};w={}",
+                        limit_name(number),
+                        l.requests,
+                        l.per.as_secs().max(1)
+                    ));
+                }
+                number += 1;
+            }
+        }
+    }
+    (!items.is_empty())
+        .then(|| HeaderValue::try_from(items.join(", ")).ok())
+        .flatten()
+}
+
+/// The `RateLimit-Policy` and `RateLimit` response headers of a request's rate-limit
+/// decisions. Two fields, not a list: a `Vec` here was an allocation per request.
 #[derive(Default)]
 pub struct LimitHeaders {
     policy: Option<HeaderValue>,
@@ -107,6 +161,30 @@ pub struct LimitHeaders {
 }
 
 impl LimitHeaders {
+    /// `policy`: the route's `RateLimit-Policy`; `tightest`: the limit closest to exhaustion
+    /// over all its policies, with its number (see [`limit_name`]).
+    pub fn new(policy: Option<HeaderValue>, tightest: Option<(usize, Tightest)>) -> LimitHeaders {
+        let limit = tightest.and_then(|(number, t)| {
+            // Written by hand into a buffer on the stack: `format!` here was ~1k instructions
+            // per request, and a `String` turned into a `HeaderValue` two allocations.
+            let mut text = [0u8; 80];
+            let mut n = 0;
+            let mut put = |b: &[u8]| {
+                text[n..n + b.len()].copy_from_slice(b);
+                n += b.len();
+            };
+            let mut digits = [0u8; 20];
+            put(b"\"limit-");
+            put(crate::headers::decimal(number as u64, &mut digits));
+            put(b"\";r=");
+            put(crate::headers::decimal(u64::from(t.remaining), &mut digits));
+            put(b";t=");
+            put(crate::headers::decimal(t.reset, &mut digits));
+            HeaderValue::from_bytes(&text[..n]).ok()
+        });
+        LimitHeaders { policy, limit }
+    }
+
     /// Sets them on a response.
     pub fn apply(self, to: &mut http::HeaderMap) {
         if let Some(v) = self.policy {
@@ -153,20 +231,6 @@ impl Limiters {
                 )
             })
             .collect();
-        let policy = p
-            .limits
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                format!(
-                    "\"limit-{i}\";q={};w={}",
-                    l.requests,
-                    l.per.as_secs().max(1)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let policy_header = HeaderValue::try_from(policy).ok();
         let shared = match (p.store, redis) {
             (portico_config::LimitStore::Redis { fail_open, batch }, Some(store)) => Some(Shared {
                 store: store.clone(),
@@ -191,7 +255,6 @@ impl Limiters {
         let limiters = Arc::new(Limiters {
             fingerprint: p.fingerprint,
             limits,
-            policy_header,
             shared,
         });
         // Forget keys whose buckets are full again, so memory follows the active clients.
@@ -252,7 +315,7 @@ impl Limiters {
             }
         }
         Ok(Allowed {
-            headers: self.headers(tightest, want_headers),
+            tightest: self.tightest(tightest, want_headers),
         })
     }
 
@@ -280,7 +343,7 @@ impl Limiters {
                     .min_by_key(|(_, r)| **r)
                     .map(|(i, r)| (i, *r + units));
                 return Decision::Allowed(Allowed {
-                    headers: self.headers(tightest, want_headers),
+                    tightest: self.tightest(tightest, want_headers),
                 });
             }
         }
@@ -315,7 +378,7 @@ impl Limiters {
                     .min_by_key(|(_, r)| **r)
                     .map(|(i, r)| (i, *r + leased));
                 Decision::Allowed(Allowed {
-                    headers: self.headers(tightest, want_headers),
+                    tightest: self.tightest(tightest, want_headers),
                 })
             }
             Ok(crate::redis_limit::Taken::Limited(wait, i)) => Decision::Limited(wait, i),
@@ -327,37 +390,20 @@ impl Limiters {
         }
     }
 
-    fn headers(&self, tightest: Option<(usize, u32)>, want_headers: bool) -> LimitHeaders {
+    fn tightest(&self, tightest: Option<(usize, u32)>, want_headers: bool) -> Option<Tightest> {
         if !want_headers {
-            return LimitHeaders::default();
+            return None;
         }
-        let limit = tightest.and_then(|(i, left)| {
-            let l = &self.limits[i].0;
-            // Seconds until the bucket is full again, at the limit's rate.
-            let used = l.burst.saturating_sub(left);
-            let reset =
-                (l.per.as_secs_f64() * f64::from(used) / f64::from(l.requests)).ceil() as u64;
-            // Written by hand into a buffer on the stack: `format!` here was ~1k instructions
-            // per request, and a `String` turned into a `HeaderValue` two allocations.
-            let mut text = [0u8; 80];
-            let mut n = 0;
-            let mut put = |b: &[u8]| {
-                text[n..n + b.len()].copy_from_slice(b);
-                n += b.len();
-            };
-            let mut digits = [0u8; 20];
-            put(b"\"limit-");
-            put(crate::headers::decimal(i as u64, &mut digits));
-            put(b"\";r=");
-            put(crate::headers::decimal(u64::from(left), &mut digits));
-            put(b";t=");
-            put(crate::headers::decimal(reset, &mut digits));
-            HeaderValue::from_bytes(&text[..n]).ok()
-        });
-        LimitHeaders {
-            policy: self.policy_header.clone(),
-            limit,
-        }
+        let (i, left) = tightest?;
+        let l = &self.limits[i].0;
+        // Seconds until the bucket is full again, at the limit's rate.
+        let used = l.burst.saturating_sub(left);
+        let reset = (l.per.as_secs_f64() * f64::from(used) / f64::from(l.requests)).ceil() as u64;
+        Some(Tightest {
+            limit: i,
+            remaining: left,
+            reset,
+        })
     }
 }
 

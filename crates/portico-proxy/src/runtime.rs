@@ -30,6 +30,9 @@ pub struct Runtime {
     pub route_metrics: Arc<[RouteMetrics]>,
     /// One per `rate_limit` policy, by its `id`.
     pub rate_limiters: Vec<Arc<Limiters>>,
+    /// Per route (by index): its `RateLimit-Policy` value, listing the limits of every
+    /// `rate_limit` policy in its chain.
+    pub rate_limit_policy: Arc<[Option<http::HeaderValue>]>,
     /// The shared rate-limit store, when the config has `redis`.
     pub redis: Option<Arc<crate::redis_limit::RedisStore>>,
     /// One per `concurrency_limit` policy, by its `id`.
@@ -128,6 +131,15 @@ impl Runtime {
             }
         }
         let rate_limiters: Vec<Arc<Limiters>> = rate_limiters.into_iter().flatten().collect();
+        let rate_limit_policy = config
+            .routes
+            .iter()
+            .map(|r| {
+                crate::ratelimit::policy_header(
+                    config.global_policies.iter().chain(r.policies.iter()),
+                )
+            })
+            .collect();
         // Key sets whose URL and timing did not change are kept, with their keys.
         let jwks = config
             .jwks
@@ -235,6 +247,7 @@ impl Runtime {
             access_log,
             route_metrics,
             rate_limiters,
+            rate_limit_policy,
             in_flight,
             redis,
             jwks,

@@ -29,7 +29,7 @@ pub async fn start(port: u16, admin_port: u16) -> Result<portico_proxy::Gateway,
     let admin = gw
         .admin_addr()
         .map_or("off".to_string(), |a| format!("http://{a}"));
-    println!(
+    outln!(
         "\nPortico demo is running. Try:\n\n  curl {base}/hello\n  curl {base}/api/users/42\n  curl -X POST -d '{{\"name\":\"Ada\"}}' {base}/api/users\n  curl -N {base}/events\n  curl -i {base}/old-docs\n  curl -i {base}/nowhere          (a 404 problem+json)\n  curl {admin}/metrics\n  curl {admin}/config\n\nThe demo config (save it as portico.yaml to start your own):\n\n{text}\nCtrl-C to stop.\n"
     );
     Ok(gw)

@@ -1,5 +1,19 @@
 //! The `portico` command: run, validate, print the schema, or run the built-in demo.
 
+// Output goes through `outln!`/`errln!`, which do not panic on a closed pipe.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+/// `println!` that survives a reader who left: `portico schema | head -1` closes the pipe
+/// after one line, and Rust ignores SIGPIPE, so `println!` panicked on the write after that.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `eprintln!` that ignores a closed standard error (`portico validate … 2>&1 | head -1`).
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::write_err(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 mod demo;
 
 // mimalloc: measurably cheaper than the system allocator for the many small, short-lived
@@ -114,7 +128,7 @@ fn main() -> ExitCode {
             what: SoapWhat::Inspect { wsdl },
         }) => soap_inspect(&wsdl),
         Some(Command::Schema) => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&portico_config::json_schema()).unwrap_or_default()
             );
@@ -147,11 +161,11 @@ fn soap_inspect(location: &str) -> ExitCode {
     };
     match portico_translate::wsdl::load(location, &mut fetch, Default::default()) {
         Ok(w) => {
-            print!("{}", w.describe());
+            write_out(format_args!("{}", w.describe()));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -160,7 +174,7 @@ fn soap_inspect(location: &str) -> ExitCode {
 fn validate(path: &Path) -> ExitCode {
     match portico_config::load_file(path) {
         Ok(cfg) => {
-            println!(
+            outln!(
                 "{}: valid ({} listeners, {} upstreams, {} routes)",
                 path.display(),
                 cfg.listeners.len(),
@@ -170,8 +184,8 @@ fn validate(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(d) => {
-            eprintln!("{d}");
-            eprintln!(
+            errln!("{d}");
+            errln!(
                 "{} error{} found",
                 d.len(),
                 if d.len() == 1 { "" } else { "s" }
@@ -179,6 +193,28 @@ fn validate(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes to standard output. A closed pipe means the reader has all it wants: the output
+/// stops there and the command ends as it would have (its exit status still says what it
+/// found). Any other failure (a full disk) is reported and ends the process with 1.
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            errln!("portico: cannot write to standard output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Writes to standard error; there is nowhere left to report a failure to.
+fn write_err(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_fmt(args);
 }
 
 enum Mode {
@@ -192,6 +228,9 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal; in a pipe, a file or a log collector
+        // they are noise around every field.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -213,7 +252,7 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
     let rt = match rt.build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("portico: cannot start the runtime: {e}");
+            errln!("portico: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -223,15 +262,15 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
                 let cfg = match portico_config::load_file(&path) {
                     Ok(c) => c,
                     Err(d) => {
-                        eprintln!("{d}");
-                        eprintln!("portico: not started: fix the config and try again (`portico validate -c {}`)", path.display());
+                        errln!("{d}");
+                        errln!("portico: not started: fix the config and try again (`portico validate -c {}`)", path.display());
                         return ExitCode::FAILURE;
                     }
                 };
                 match portico_proxy::Gateway::start(cfg, Some(path)).await {
                     Ok(gw) => (gw, watch),
                     Err(e) => {
-                        eprintln!("portico: {e}");
+                        errln!("portico: {e}");
                         return ExitCode::FAILURE;
                     }
                 }
@@ -239,7 +278,7 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
             Mode::Demo(port, admin_port) => match demo::start(port, admin_port).await {
                 Ok(gw) => (gw, false),
                 Err(e) => {
-                    eprintln!("portico: demo not started: {e}");
+                    errln!("portico: demo not started: {e}");
                     return ExitCode::FAILURE;
                 }
             },
@@ -282,7 +321,7 @@ async fn wait_for_signals(gw: &portico_proxy::Gateway) {
 fn read_secret_line() -> String {
     let mut line = String::new();
     if std::io::stdin().read_line(&mut line).is_err() {
-        eprintln!("portico: cannot read standard input");
+        errln!("portico: cannot read standard input");
         std::process::exit(1);
     }
     line.trim_end_matches(['\r', '\n']).to_owned()
@@ -293,7 +332,7 @@ fn hash(what: HashWhat) -> std::process::ExitCode {
         HashWhat::ApiKey { key } => {
             let key = key.unwrap_or_else(read_secret_line);
             if key.is_empty() {
-                eprintln!("portico: the key is empty");
+                errln!("portico: the key is empty");
                 return std::process::ExitCode::FAILURE;
             }
             portico_auth::apikey::digest_string(&key)
@@ -301,7 +340,7 @@ fn hash(what: HashWhat) -> std::process::ExitCode {
         HashWhat::Password => {
             let pw = read_secret_line();
             if pw.is_empty() {
-                eprintln!("portico: the password is empty");
+                errln!("portico: the password is empty");
                 return std::process::ExitCode::FAILURE;
             }
             let mut salt = [0u8; 16];
@@ -310,12 +349,12 @@ fn hash(what: HashWhat) -> std::process::ExitCode {
                 .fill(&mut salt)
                 .is_err()
             {
-                eprintln!("portico: no secure random numbers available");
+                errln!("portico: no secure random numbers available");
                 return std::process::ExitCode::FAILURE;
             }
             portico_auth::basic::hash_password(&pw, &salt, false)
         }
     };
-    println!("{out}");
+    outln!("{out}");
     std::process::ExitCode::SUCCESS
 }

@@ -139,6 +139,45 @@ fn schema_is_json_schema() {
     assert!(v["properties"]["routes"].is_object());
 }
 
+/// A pipe whose reader is already gone, as after `| head -1` has read its line.
+fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer
+}
+
+#[test]
+fn a_closed_output_pipe_ends_every_command_quietly() {
+    let dir = temp_dir("epipe");
+    let valid = dir.join("valid.yaml");
+    std::fs::write(&valid, "routes:\n  - respond: { body: hi }\n").unwrap();
+    let wsdl = workspace().join("crates/portico-testkit/soap/calculator11.wsdl");
+    let commands: [&[&std::ffi::OsStr]; 5] = [
+        &["schema".as_ref()],
+        &["validate".as_ref(), "-c".as_ref(), valid.as_os_str()],
+        &["hash".as_ref(), "api-key".as_ref(), "k".as_ref()],
+        &["soap".as_ref(), "inspect".as_ref(), wsdl.as_os_str()],
+        &["--help".as_ref()],
+    ];
+    for args in commands {
+        let out = bin().args(args).stdout(closed_pipe()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+    // Errors to a closed standard error: the exit status still says "invalid", not a panic's 101.
+    let invalid = dir.join("invalid.yaml");
+    std::fs::write(&invalid, "routes:\n  - upstream: nope\n").unwrap();
+    let status = bin()
+        .args(["validate", "-c"])
+        .arg(&invalid)
+        .stdout(closed_pipe())
+        .stderr(closed_pipe())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}
+
 #[test]
 fn run_reloads_on_sighup_and_drains_on_sigterm() {
     let dir = temp_dir("run");
@@ -189,6 +228,8 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
     assert!(err.contains("config reload rejected"), "{err}");
     assert!(err.contains("invalid YAML"), "{err}");
     assert!(err.contains("drained"), "{err}");
+    // Standard error is a pipe here, not a terminal: log lines carry no colour codes.
+    assert!(!err.contains("\x1b["), "{err:?}");
 }
 
 #[test]

@@ -465,3 +465,43 @@ async fn a_limit_shared_through_sentinel() {
     let n: usize = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
     assert!(n > 0);
 }
+
+/// With `store: redis` too, the same policy written on two routes gives each route its own
+/// budget, and a global policy is one budget across routes.
+#[tokio::test]
+async fn redis_budgets_are_per_route_unless_the_policy_is_global() {
+    if !shared_redis() {
+        return;
+    }
+    let up = echo_server().await;
+    let p = prefix();
+    let route = |name: &str| {
+        format!(
+            "  - name: {name}\n    match: {{ path: {{ prefix: /{name} }} }}\n    upstream: u\n    policies:\n      - {{ type: rate_limit, key: client_ip, store: redis, limits: [{{ requests: 2, per: 1m }}] }}\n"
+        )
+    };
+    let gw = gateway(&config(&format!(
+        "redis: {{ url: \"redis://127.0.0.1:6379\", key_prefix: \"{p}\", timeout: 200ms }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n{}{}",
+        up.url(),
+        route("a"),
+        route("b"),
+    )))
+    .await;
+    for path in ["/a", "/b"] {
+        for _ in 0..2 {
+            assert_eq!(get(&gw.url(path)).await.status, 200, "{path}");
+        }
+        assert_eq!(get(&gw.url(path)).await.status, 429, "{path}");
+    }
+    // One global policy: the two routes draw on one budget.
+    let p = prefix();
+    let gw = gateway(&config(&format!(
+        "redis: {{ url: \"redis://127.0.0.1:6379\", key_prefix: \"{p}\", timeout: 200ms }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\npolicies:\n  - {{ type: rate_limit, key: client_ip, store: redis, limits: [{{ requests: 2, per: 1m }}] }}\nroutes:\n  - {{ name: a, match: {{ path: {{ prefix: /a }} }}, upstream: u }}\n  - {{ name: b, match: {{ path: {{ prefix: /b }} }}, upstream: u }}\n",
+        up.url(),
+    )))
+    .await;
+    assert_eq!(get(&gw.url("/a")).await.status, 200);
+    assert_eq!(get(&gw.url("/b")).await.status, 200);
+    assert_eq!(get(&gw.url("/a")).await.status, 429);
+    assert_eq!(get(&gw.url("/b")).await.status, 429);
+}

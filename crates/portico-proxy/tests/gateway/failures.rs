@@ -170,6 +170,31 @@ async fn stale_pooled_connection_is_retried_for_idempotent_requests() {
     assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 5);
 }
 
+/// `max_request_header_bytes` counts the whole head, from the request line through the empty
+/// line that ends it: a head of exactly the limit passes, one byte more gets 431, also when
+/// it arrives in one piece.
+#[tokio::test]
+async fn the_request_head_limit_is_exact() {
+    let gw = gateway(&config(
+        "server: { max_request_header_bytes: 8192 }\nroutes:\n  - respond: {}\n",
+    ))
+    .await;
+    let head = |len: usize| {
+        let bare = "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Pad: \r\n\r\n";
+        let head = bare.replace(
+            "X-Pad: ",
+            &format!("X-Pad: {}", "a".repeat(len - bare.len())),
+        );
+        assert_eq!(head.len(), len);
+        head
+    };
+    let resp = raw(gw.addr, head(8192).as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let resp = raw(gw.addr, head(8193).as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    assert!(resp.contains("request_head_too_large"), "{resp}");
+}
+
 #[tokio::test]
 async fn oversized_request_head_is_rejected() {
     let gw = gateway(&config("server: { max_request_header_bytes: 8192, max_request_headers: 20 }\nroutes:\n  - respond: {}\n")).await;

@@ -235,3 +235,64 @@ async fn adaptive_concurrency_sheds_load_while_the_upstream_is_slow() {
     }
     assert_eq!(wave(20).await, 20, "recovered to max_in_flight");
 }
+
+/// Several `rate_limit` policies on a route (a global one included): every limit is listed
+/// in `RateLimit-Policy` under its own name, numbered through the chain, and `RateLimit`
+/// reports whichever is closest to exhaustion, whichever policy it is in.
+#[tokio::test]
+async fn several_policies_on_a_route_are_all_advertised() {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  u: {{ targets: ["{}"] }}
+policies:
+  - {{ type: rate_limit, key: route, limits: [{{ requests: 1000, per: 1h }}] }}
+routes:
+  - name: tight-last
+    match: {{ path: {{ prefix: /last }} }}
+    upstream: u
+    policies:
+      - {{ type: rate_limit, limits: [{{ requests: 100, per: 1m }}] }}
+      - {{ type: rate_limit, limits: [{{ requests: 3, per: 1m }}, {{ requests: 50, per: 1s }}] }}
+  - name: tight-first
+    match: {{ path: {{ prefix: /first }} }}
+    upstream: u
+    policies:
+      - {{ type: rate_limit, limits: [{{ requests: 3, per: 1m }}] }}
+      - {{ type: rate_limit, limits: [{{ requests: 100, per: 1m }}] }}
+"#,
+        up.url()
+    )))
+    .await;
+    for (path, policy, tight) in [
+        (
+            "/last",
+            "\"limit-0\";q=1000;w=3600, \"limit-1\";q=100;w=60, \"limit-2\";q=3;w=60, \"limit-3\";q=50;w=1",
+            "limit-2",
+        ),
+        (
+            "/first",
+            "\"limit-0\";q=1000;w=3600, \"limit-1\";q=3;w=60, \"limit-2\";q=100;w=60",
+            "limit-1",
+        ),
+    ] {
+        for left in [2, 1, 0] {
+            let got = get(&gw.url(path)).await;
+            assert_eq!(got.status, 200, "{path}");
+            assert_eq!(got.header("ratelimit-policy"), Some(policy), "{path}");
+            let limit = got.header("ratelimit").unwrap();
+            assert!(
+                limit.starts_with(&format!("\"{tight}\";r={left};")),
+                "{path}: {limit}"
+            );
+        }
+        assert_eq!(get(&gw.url(path)).await.status, 429, "{path}");
+    }
+    let metrics = get(&gw.admin_url("/metrics")).await.text();
+    for line in [
+        "portico_rate_limited_total{route=\"tight-last\",limit=\"limit-2\"} 1",
+        "portico_rate_limited_total{route=\"tight-first\",limit=\"limit-1\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+}

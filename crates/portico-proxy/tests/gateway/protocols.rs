@@ -46,6 +46,56 @@ async fn http2_clients_and_h2c_upstreams() {
     }
 }
 
+/// RFC 9113 §8.3.1: an HTTP/2 request names its host once. An h2c upstream gets the host an
+/// HTTP/1.1 upstream would get as `Host` (the client's, or the route's `rewrite.host`) in
+/// `:authority`, and no `host` header that says otherwise.
+#[tokio::test]
+async fn h2c_upstreams_get_one_authority() {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  h2: {{ targets: [\"h2c://{}\"] }}\nroutes:\n  - match: {{ path: {{ prefix: /rewritten }} }}\n    upstream: h2\n    rewrite: {{ host: users.internal }}\n  - upstream: h2\n",
+        up.addr
+    )))
+    .await;
+    let gw_host = gw.addr.to_string();
+    for (h2, path, host, expected) in [
+        (false, "/x", Some("client.example"), "client.example"),
+        (
+            false,
+            "/x",
+            Some("client.example:8443"),
+            "client.example:8443",
+        ),
+        (
+            false,
+            "/rewritten",
+            Some("client.example"),
+            "users.internal",
+        ),
+        // Over HTTP/2 from the client: its :authority.
+        (true, "/x", None, gw_host.as_str()),
+    ] {
+        let mut r = req("GET", &gw.url(path));
+        if let Some(h) = host {
+            r = r.header("host", h);
+        }
+        let got = send(&client(h2, &[]), r.body(empty()).unwrap()).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        let seen = got.json();
+        assert_eq!(seen["version"], "HTTP/2.0");
+        let uri: http::Uri = seen["uri"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            uri.authority().map(|a| a.as_str()),
+            Some(expected),
+            "{path} {host:?}: {seen}"
+        );
+        assert!(
+            seen["headers"]["host"].is_null() || seen["headers"]["host"] == expected,
+            "{path} {host:?}: {seen}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn tls_listener_chooses_certificate_by_sni_and_negotiates_h2() {
     let up = echo_server().await;

@@ -1,3 +1,4 @@
+use http_body_util::Full;
 use portico_testkit::*;
 
 use crate::{config, empty, proxy_to, req};
@@ -408,8 +409,9 @@ async fn http2_upstreams_get_more_connections_when_streams_run_out() {
         http::Response::new(full("slow"))
     })
     .await;
+    // The client's 150 streams share one connection to the gateway: it must take them all.
     let gw = gateway(&config(&format!(
-        "upstreams:\n  u: {{ targets: [\"h2c://{}\"] }}\nroutes:\n  - upstream: u\n",
+        "server: {{ http2_max_concurrent_streams: 200 }}\nupstreams:\n  u: {{ targets: [\"h2c://{}\"] }}\nroutes:\n  - upstream: u\n",
         up.addr
     )))
     .await;
@@ -492,4 +494,180 @@ routes:
         (seen["path"].as_str(), seen["query"].as_str()),
         (Some("/x"), None)
     );
+}
+
+/// What a Prometheus text-format checker (`promtool check metrics`) requires of each family:
+/// one `# HELP` and one `# TYPE` line, both before its first sample, and its samples in one
+/// group. Returns the families seen, or the first violation.
+fn check_exposition(text: &str) -> Result<std::collections::BTreeSet<String>, String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut help: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut kinds: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut sampled: BTreeSet<String> = BTreeSet::new();
+    let mut current: Option<String> = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, desc) = rest.split_once(' ').unwrap_or((rest, ""));
+            if desc.trim().is_empty() {
+                return Err(format!("empty HELP for {name}"));
+            }
+            if sampled.contains(name) {
+                return Err(format!("HELP for {name} after its samples"));
+            }
+            *help.entry(name).or_default() += 1;
+            if help[name] > 1 {
+                return Err(format!("second HELP for {name}"));
+            }
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest
+                .split_once(' ')
+                .ok_or(format!("bad TYPE line {line}"))?;
+            if sampled.contains(name) {
+                return Err(format!("TYPE for {name} after its samples"));
+            }
+            if kinds.insert(name, kind).is_some() {
+                return Err(format!("second TYPE for {name}"));
+            }
+        } else if line.starts_with('#') {
+            continue;
+        } else {
+            let name = &line[..line.find(['{', ' ']).ok_or(format!("bad sample {line}"))?];
+            // A histogram's samples carry suffixes on the family's name.
+            let family = if kinds.contains_key(name) {
+                name
+            } else {
+                ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|f| matches!(kinds.get(f), Some(&"histogram" | &"summary")))
+                    .ok_or(format!("sample {name} has no TYPE before it"))?
+            };
+            if help.get(family) != Some(&1) {
+                return Err(format!("sample of {family} has no HELP before it"));
+            }
+            if current.as_deref() != Some(family) {
+                if sampled.contains(family) {
+                    return Err(format!("samples of {family} are not in one group"));
+                }
+                sampled.insert(family.to_owned());
+                current = Some(family.to_owned());
+            }
+        }
+    }
+    Ok(sampled)
+}
+
+#[tokio::test]
+async fn every_metric_family_has_help_and_type() {
+    let up = echo_server().await;
+    // A port nothing listens on, for upstream errors.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let prefix = format!(
+        "portico-test-{}-{}:",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let gw = gateway(&config(&format!(
+        r#"redis: {{ url: "redis://127.0.0.1:6379", key_prefix: "{prefix}", timeout: 200ms }}
+upstreams:
+  u: {{ targets: ["{up}"] }}
+  down: {{ targets: ["http://{closed}"] }}
+routes:
+  - name: limited
+    match: {{ path: {{ prefix: /limited }} }}
+    upstream: u
+    policies:
+      - type: rate_limit
+        store: redis
+        limits: [{{ requests: 1, per: 1m }}]
+  - name: denied
+    match: {{ path: {{ prefix: /denied }} }}
+    upstream: u
+    policies: [{{ type: ip_filter, deny: ["127.0.0.1"] }}]
+  - name: cached
+    match: {{ path: {{ prefix: /cached }} }}
+    upstream: u
+    policies: [{{ type: cache }}]
+  - name: xml
+    match: {{ path: {{ prefix: /xml }} }}
+    upstream: u
+    policies: [{{ type: xml_json, request: xml_to_json, root: echo }}]
+  - name: calc
+    match: {{ path: {{ prefix: /calc }} }}
+    upstream: u
+    soap: {{ wsdl: "{wsdl}" }}
+  - name: down
+    match: {{ path: {{ prefix: /down }} }}
+    upstream: down
+  - name: r
+    upstream: u
+"#,
+        up = up.url(),
+        wsdl = soap_dir().join("calculator11.wsdl").display(),
+    )))
+    .await;
+    let c = client(false, &[]);
+    assert_eq!(get(&gw.url("/x")).await.status, 200);
+    // Two on a budget of one: at least one refused, whether Redis decides or is absent.
+    get(&gw.url("/limited")).await;
+    assert_eq!(get(&gw.url("/limited")).await.status, 429);
+    assert_eq!(get(&gw.url("/denied")).await.status, 403);
+    get(&gw.url("/cached")).await;
+    let xml = req("POST", &gw.url("/xml"))
+        .header("content-type", "text/xml")
+        .body(Full::new(bytes::Bytes::from_static(b"<a>1</a>")))
+        .unwrap();
+    assert_eq!(send(&c, xml).await.status, 200);
+    // The echo server's JSON is no SOAP envelope: a SOAP call with result `error`.
+    let soap = req("POST", &gw.url("/calc/Add"))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from_static(b"{\"a\":1,\"b\":2}")))
+        .unwrap();
+    assert_eq!(send(&c, soap).await.status, 502);
+    assert_eq!(get(&gw.url("/down")).await.status, 502);
+
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    let families = check_exposition(&m).unwrap_or_else(|e| panic!("{e}\n{m}"));
+    for f in [
+        "portico_requests_total",
+        "portico_request_duration_seconds",
+        "portico_upstream_duration_seconds",
+        "portico_upstream_errors_total",
+        "portico_upstream_connections",
+        "portico_rate_limited_total",
+        "portico_redis_duration_seconds",
+        "portico_access_denied_total",
+        "portico_cache_requests_total",
+        "portico_xml_json_conversions_total",
+        "portico_soap_calls_total",
+        "portico_open_connections",
+        "portico_config_generation",
+        "portico_config_info",
+    ] {
+        assert!(families.contains(f), "{f} not exported\n{m}");
+    }
+    assert!(
+        m.contains("# HELP portico_config_info 1 for the active config's hash, 0 for"),
+        "{m}"
+    );
+}
+
+#[test]
+fn the_exposition_check_finds_what_promtool_rejects() {
+    let good = "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n";
+    assert!(check_exposition(good).is_ok());
+    for bad in [
+        "# TYPE a_total counter\na_total 1\n",
+        "# HELP a_total A.\na_total 1\n",
+        "# HELP a_total A.\n# HELP a_total A.\n# TYPE a_total counter\na_total 1\n",
+        "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n# HELP b B.\n# TYPE b gauge\nb 1\na_total{x=\"1\"} 2\n",
+    ] {
+        assert!(check_exposition(bad).is_err(), "{bad}");
+    }
 }

@@ -123,6 +123,22 @@ async fn smuggling_shapes_are_rejected_with_400_and_close() {
     );
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400, in origin and in absolute form
+/// alike; HTTP/1.0, which predates Host, needs none.
+#[tokio::test]
+async fn an_http11_request_without_host_is_refused() {
+    let (gw, up) = setup().await;
+    for head in ["GET /x HTTP/1.1\r\n\r\n", "GET http://a/x HTTP/1.1\r\n\r\n"] {
+        let resp = raw(gw.addr, head.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{head:?}: {resp}");
+        assert!(resp.contains("needs a Host header"), "{head:?}: {resp}");
+    }
+    assert_eq!(up.hits(), 0);
+    let resp = raw(gw.addr, b"GET /x HTTP/1.0\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(up.hits(), 1);
+}
+
 #[tokio::test]
 async fn refusals_explain_themselves() {
     let (gw, up) = setup().await;
