@@ -54,6 +54,8 @@ pub enum BodyError {
     Idle,
     /// The request body fell behind `server.request_body_min_rate`.
     TooSlow,
+    /// An HTTP/2 request body went on past its `content-length`.
+    Overlong,
     /// The response compressor failed.
     Compress(std::io::Error),
 }
@@ -67,6 +69,7 @@ impl std::fmt::Display for BodyError {
             BodyError::TooLarge => f.write_str("request body larger than the route allows"),
             BodyError::Idle => f.write_str("stream idle for longer than stream_idle_timeout"),
             BodyError::TooSlow => f.write_str("request body slower than request_body_min_rate"),
+            BodyError::Overlong => f.write_str("request body longer than its content-length"),
             BodyError::Compress(e) => write!(f, "compression: {e}"),
         }
     }
@@ -167,9 +170,86 @@ impl RateFloor {
     }
 }
 
+/// An HTTP/2 request body checked against its `content-length` (RFC 9113 §8.1.1: a request
+/// whose DATA contradicts it is malformed and must not be forwarded). The h2 library refuses
+/// DATA beyond the declared length, but only when it arrives: by then the bytes that make the
+/// body complete would already be upstream, which would take the request as whole. So the
+/// frame that completes the declared length is held until the stream is seen to end; if more
+/// DATA comes instead, the body fails and the upstream never receives a complete request.
+/// The last frame usually carries END_STREAM itself, and then nothing is held.
+pub struct Declared {
+    /// Bytes still expected; `u64::MAX` when no length was declared (nothing is checked).
+    left: u64,
+    held: Option<Frame<Bytes>>,
+}
+
+impl Declared {
+    pub fn new(headers: &http::HeaderMap) -> Declared {
+        let left = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse::<u64>().ok())
+            .unwrap_or(u64::MAX);
+        Declared { left, held: None }
+    }
+
+    fn poll_frame(
+        &mut self,
+        b: &mut Incoming,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        use std::task::ready;
+        if self.left == u64::MAX {
+            return Pin::new(b)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(BodyError::Hyper)));
+        }
+        loop {
+            if self.held.is_some() {
+                if b.is_end_stream() {
+                    return Poll::Ready(self.held.take().map(Ok));
+                }
+                // Waiting for the end: only its end or trailers may follow.
+                return match ready!(Pin::new(&mut *b).poll_frame(cx)) {
+                    None => Poll::Ready(self.held.take().map(Ok)),
+                    // An empty DATA frame that only carries END_STREAM.
+                    Some(Ok(f)) if f.data_ref().is_some_and(|d| d.is_empty()) => continue,
+                    Some(Ok(f)) if f.is_trailers() => {
+                        // Sent after the held data; the trailers come next time.
+                        let data = self.held.replace(f);
+                        self.left = u64::MAX - 1;
+                        Poll::Ready(data.map(Ok))
+                    }
+                    Some(Ok(_)) => Poll::Ready(Some(Err(BodyError::Overlong))),
+                    Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Hyper(e)))),
+                };
+            }
+            if self.left == u64::MAX - 1 {
+                // Trailers held behind the last data.
+                self.left = 0;
+                return Poll::Ready(self.held.take().map(Ok));
+            }
+            let f = match ready!(Pin::new(&mut *b).poll_frame(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(e)) => return Poll::Ready(Some(Err(BodyError::Hyper(e)))),
+                Some(Ok(f)) => f,
+            };
+            let n = f.data_ref().map_or(0, |d| d.len() as u64);
+            if n > self.left {
+                return Poll::Ready(Some(Err(BodyError::Overlong)));
+            }
+            self.left -= n;
+            if self.left == 0 && f.is_data() && !b.is_end_stream() {
+                self.held = Some(f);
+                continue;
+            }
+            return Poll::Ready(Some(Ok(f)));
+        }
+    }
+}
+
 /// A client's request body: from hyper (HTTP/2) or from Portico's own HTTP/1.1 connection.
 pub enum ClientBody {
-    Hyper(Incoming),
+    Hyper(Incoming, Declared),
     H1(crate::h1server::RequestBody),
 }
 
@@ -182,9 +262,7 @@ impl HttpBody for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            ClientBody::Hyper(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|o| o.map(|r| r.map_err(BodyError::Hyper))),
+            ClientBody::Hyper(b, d) => d.poll_frame(b, cx),
             ClientBody::H1(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(BodyError::Client))),
@@ -193,14 +271,14 @@ impl HttpBody for ClientBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Hyper(b, d) => d.held.is_none() && b.is_end_stream(),
             ClientBody::H1(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Hyper(b, _) => b.size_hint(),
             ClientBody::H1(b) => b.size_hint(),
         }
     }

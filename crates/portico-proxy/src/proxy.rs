@@ -251,6 +251,18 @@ fn process(
     // body runs (hundreds of bytes for a request, on every layer of the request path).
     async move {
         check_framing(&req)?;
+        // An HTTP/2 request that declares an empty body but has not ended its stream: the
+        // head alone would be a complete request upstream, so its end is awaited first
+        // (DATA instead makes it malformed, RFC 9113 §8.1.1).
+        if let ClientBody::Hyper(b, _) = req.body()
+            && !http_body::Body::is_end_stream(b)
+            && req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v == "0")
+        {
+            Box::pin(await_empty(req.body_mut())).await?;
+        }
         let cfg = &rt.config;
         if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > cfg.server.max_uri_bytes {
             return Err(Problem::UriTooLong);
@@ -864,6 +876,27 @@ fn without_params(uri: &Uri, names: &[String]) -> Option<Uri> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(PathAndQuery::try_from(pq).ok()?);
     Uri::from_parts(parts).ok()
+}
+
+/// Reads a body declared empty to its end; any data in it is a malformed request.
+async fn await_empty(body: &mut ClientBody) -> Result<(), Problem> {
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) if f.data_ref().is_some_and(|d| !d.is_empty()) => {
+                return Err(Problem::BadRequest(
+                    "The request's DATA contradicts its content-length.",
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                return Err(Problem::BadRequest(
+                    "The request's DATA contradicts its content-length.",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `uri` with its path replaced by `path` (the canonical one), query kept.

@@ -298,7 +298,9 @@ pub(crate) async fn serve_io<I>(
         // several times on the way into the task (~6 KB each time: 3.5k instructions of
         // `memcpy` per request, measured). A box moves as a pointer.
         crate::box_in_place(move || async move {
-            let resp = handle(rt, conn, req.map(crate::body::ClientBody::Hyper)).await;
+            let declared = crate::body::Declared::new(req.headers());
+            let req = req.map(|b| crate::body::ClientBody::Hyper(b, declared));
+            let resp = handle(rt, conn, req).await;
             guard.answered = true;
             // The stream stays open until its body is sent, so the guard goes with the body.
             resp.map(|r| {

@@ -238,3 +238,71 @@ async fn a_body_too_large_to_frame_ends_the_connection() {
         up.hits()
     );
 }
+
+/// RFC 9113 §8.1.1: an HTTP/2 request whose DATA contradicts its `content-length` is
+/// malformed and never reaches the upstream as a complete request.
+#[tokio::test]
+async fn http2_data_that_contradicts_content_length_is_not_forwarded() {
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let complete = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = complete.clone();
+    let up = portico_testkit::serve(move |req: http::Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            if req.into_body().collect().await.is_ok() {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            http::Response::new(portico_testkit::full("ok"))
+        }
+    })
+    .await;
+    let gw = portico_testkit::gateway(&crate::proxy_to(&up.url())).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut h2 = h2.ready().await.unwrap();
+    let post = |len: &str| {
+        http::Request::post(format!("http://{}/x", gw.addr))
+            .header("content-length", len)
+            .body(())
+            .unwrap()
+    };
+    // `content-length: 0`, then 40 bytes.
+    let (resp, mut body) = h2.send_request(post("0"), false).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    body.send_data(bytes::Bytes::from(vec![b'a'; 40]), true)
+        .unwrap();
+    let status = resp.await.map(|r| r.status().as_u16());
+    assert!(matches!(status, Ok(400) | Err(_)), "{status:?}");
+    h2 = h2.ready().await.unwrap();
+    // `content-length: 10`, the 10 bytes in one frame, then 30 more.
+    let (resp, mut body) = h2.send_request(post("10"), false).unwrap();
+    body.send_data(bytes::Bytes::from(vec![b'b'; 10]), false)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    body.send_data(bytes::Bytes::from(vec![b'c'; 30]), true)
+        .unwrap();
+    let status = resp.await.map(|r| r.status().as_u16());
+    assert!(!matches!(status, Ok(200)), "{status:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        complete.load(Ordering::SeqCst),
+        0,
+        "a malformed request reached the upstream"
+    );
+    // A body that keeps its word goes through.
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut h2 = h2.ready().await.unwrap();
+    let (resp, mut body) = h2.send_request(post("10"), false).unwrap();
+    body.send_data(bytes::Bytes::from(vec![b'd'; 4]), false)
+        .unwrap();
+    body.send_data(bytes::Bytes::from(vec![b'e'; 6]), false)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    body.send_data(bytes::Bytes::new(), true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    assert_eq!(complete.load(Ordering::SeqCst), 1);
+}
