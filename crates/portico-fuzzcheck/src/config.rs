@@ -14,7 +14,8 @@ pub fn config_load(data: &[u8]) {
         return;
     };
     assert!(!diags.is_empty(), "an error without diagnostics");
-    let lines = text.lines().count().max(1);
+    // YAML ends lines at CR, LF or CRLF (`str::lines` knows no lone CR).
+    let lines = text.replace("\r\n", "\n").matches(['\r', '\n']).count() + 1;
     for d in &diags.0 {
         assert!(!d.message.trim().is_empty(), "{d:?}");
         match d.loc {
