@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use crate::body::{Body, BodyError};
 
 /// The largest response head (status line and headers) accepted, and the most headers.
-const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 /// The largest chunk-size line and trailer section accepted.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -504,13 +504,13 @@ impl Sending {
     }
 }
 
-struct Shape {
-    framing: BodyFraming,
-    keep_alive: bool,
+pub(crate) struct Shape {
+    pub(crate) framing: BodyFraming,
+    pub(crate) keep_alive: bool,
 }
 
 /// Parses the head at the start of `buf`, if it is all there, and cuts it off.
-fn parse_head(
+pub(crate) fn parse_head(
     buf: &mut BytesMut,
     names: &mut Names,
 ) -> Result<Option<(http::response::Parts, Shape)>, ConnError> {

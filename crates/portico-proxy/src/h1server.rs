@@ -272,12 +272,12 @@ impl Refusal {
     }
 }
 
-struct BareLf;
+pub(crate) struct BareLf;
 
 /// Where the head at the start of `buf` ends (the offset of its final CRLF CRLF), `None` when
 /// it is not complete yet, or `BareLf` when a line ends without CR. One pass over the line
 /// ends (memchr), since every request head goes through here.
-fn head_end(buf: &[u8]) -> Result<Option<usize>, BareLf> {
+pub(crate) fn head_end(buf: &[u8]) -> Result<Option<usize>, BareLf> {
     for nl in memchr::memchr_iter(b'\n', buf) {
         if nl == 0 || buf[nl - 1] != b'\r' {
             return Err(BareLf);
@@ -343,7 +343,7 @@ pub async fn serve(
 // `Head` is large, but it is moved once per request, which costs less than boxing it (an
 // allocation per request).
 #[allow(clippy::large_enum_variant)]
-enum Read {
+pub(crate) enum Read {
     Head(Parsed),
     /// The client closed, timed out while idle, or the socket failed: close quietly.
     Closed,
@@ -353,9 +353,9 @@ enum Read {
     Http2,
 }
 
-struct Parsed {
-    req: Request<ClientBody>,
-    framing: Option<BodyFraming>,
+pub(crate) struct Parsed {
+    pub(crate) req: Request<ClientBody>,
+    pub(crate) framing: Option<BodyFraming>,
     keep_alive: bool,
     expect: bool,
     /// The client accepts trailers on a chunked answer (`TE: trailers`).
@@ -709,7 +709,7 @@ fn poll_head(
 }
 
 /// A stand-in for a head refused before it could be parsed: the handler answers it with 400.
-fn refused_head(r: Refusal) -> Parsed {
+pub(crate) fn refused_head(r: Refusal) -> Parsed {
     let mut req = Request::new(ClientBody::H1(RequestBody { shared: None }));
     req.extensions_mut().insert(Refused(r));
     Parsed {
@@ -725,7 +725,7 @@ fn refused_head(r: Refusal) -> Parsed {
 }
 
 /// Parses the head that makes up the first `len` bytes of `buf` and cuts it off.
-fn parse(
+pub(crate) fn parse(
     buf: &mut BytesMut,
     names: &mut crate::h1conn::Names,
     len: usize,

@@ -13,6 +13,10 @@ mod compress;
 pub mod concurrency;
 pub mod dns;
 mod fetch;
+/// The HTTP/1.1 parsers run on plain bytes, for the fuzz targets and differential tests; the
+/// parsers themselves stay private.
+#[doc(hidden)]
+pub mod fuzzing;
 
 /// Lets configs name documents (WSDLs) by `http(s)://` URL: they are fetched while the config
 /// loads, with the gateway's HTTP client. Call once at start.
