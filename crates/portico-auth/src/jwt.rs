@@ -47,6 +47,35 @@ impl Key {
         }
     }
 
+    /// A PEM public key (or certificate) of whichever type it holds (RSA, EC or Ed25519).
+    pub fn pem_any(kid: Option<String>, pem: &[u8]) -> Result<Key, String> {
+        let (key, family) = match DecodingKey::from_rsa_pem(pem) {
+            Ok(key) => (key, AlgorithmFamily::Rsa),
+            Err(e) => match DecodingKey::from_ec_pem(pem) {
+                Ok(key) => (key, AlgorithmFamily::Ec),
+                Err(_) => match DecodingKey::from_ed_pem(pem) {
+                    Ok(key) => (key, AlgorithmFamily::Ed),
+                    Err(_) => {
+                        return Err(format!(
+                            "not an RSA, EC or Ed25519 public key in PEM form: {e}"
+                        ));
+                    }
+                },
+            },
+        };
+        Ok(Key {
+            kid,
+            key,
+            family,
+            alg: None,
+        })
+    }
+
+    /// The kind of key this is, which decides the algorithms it can verify.
+    pub fn family(&self) -> AlgorithmFamily {
+        self.family
+    }
+
     /// A PEM public key (or certificate) for `family`.
     pub fn pem(kid: Option<String>, family: AlgorithmFamily, pem: &[u8]) -> Result<Key, String> {
         let key = match family {
@@ -149,7 +178,9 @@ pub struct Issuer {
     pub iss: Option<String>,
     pub algorithms: Vec<Algorithm>,
     pub keys: IssuerKeys,
-    validation: Validation,
+    /// One validation per key family among `algorithms` (jsonwebtoken requires every algorithm
+    /// of a validation to fit the key): RS256 and ES256 from one issuer verify with one each.
+    validations: Vec<(AlgorithmFamily, Validation)>,
     leeway: u64,
 }
 
@@ -163,7 +194,6 @@ impl Issuer {
         require_exp: bool,
     ) -> Issuer {
         let mut v = Validation::new(algorithms[0]);
-        v.algorithms = algorithms.clone();
         v.leeway = leeway_secs;
         v.validate_nbf = true;
         v.validate_exp = true;
@@ -183,13 +213,31 @@ impl Issuer {
             required.push("aud");
         }
         v.set_required_spec_claims(&required);
+        let mut validations: Vec<(AlgorithmFamily, Validation)> = Vec::new();
+        for a in &algorithms {
+            match validations.iter_mut().find(|(f, _)| *f == a.family()) {
+                Some((_, fv)) => fv.algorithms.push(*a),
+                None => {
+                    let mut fv = v.clone();
+                    fv.algorithms = vec![*a];
+                    validations.push((a.family(), fv));
+                }
+            }
+        }
         Issuer {
             iss,
             algorithms,
             keys,
-            validation: v,
+            validations,
             leeway: leeway_secs,
         }
+    }
+
+    fn validation(&self, family: AlgorithmFamily) -> Option<&Validation> {
+        self.validations
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map(|(_, v)| v)
     }
 }
 
@@ -273,8 +321,12 @@ fn verify_inner(
             failure = Failure::AlgorithmNotAllowed;
             continue;
         }
+        let Some(validation) = issuer.validation(key.family) else {
+            failure = Failure::AlgorithmNotAllowed;
+            continue;
+        };
         tried = true;
-        match jsonwebtoken::decode::<Claims>(token, &key.key, &issuer.validation) {
+        match jsonwebtoken::decode::<Claims>(token, &key.key, validation) {
             Ok(data) => {
                 let claims = data.claims;
                 if let Some(iat) = claims.get("iat") {
@@ -420,3 +472,72 @@ pub fn family(alg: Algorithm) -> AlgorithmFamily {
 }
 
 pub use jsonwebtoken::AlgorithmFamily as Family;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    fn read(name: &str) -> Vec<u8> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../portico-proxy/tests/keys");
+        std::fs::read(format!("{dir}/{name}")).unwrap()
+    }
+
+    struct NoJwks;
+    impl KeySource for NoJwks {
+        fn jwks(&self, _: usize) -> Option<Arc<KeySet>> {
+            None
+        }
+    }
+
+    fn token(alg: Algorithm, key: &EncodingKey, kid: Option<&str>) -> String {
+        let mut h = Header::new(alg);
+        h.kid = kid.map(str::to_owned);
+        let claims = serde_json::json!({ "sub": "a", "exp": 4_000_000_000u64 });
+        jsonwebtoken::encode(&h, &claims, key).unwrap()
+    }
+
+    /// Static keys of two types in one issuer: each verifies its own algorithms only.
+    #[test]
+    fn static_rsa_and_ec_keys_in_one_issuer() {
+        let rsa = Key::pem_any(Some("r".into()), &read("rsa.pub")).unwrap();
+        let ec = Key::pem_any(None, &read("ec.pub")).unwrap();
+        assert_eq!(rsa.family(), AlgorithmFamily::Rsa);
+        assert_eq!(ec.family(), AlgorithmFamily::Ec);
+        let issuer = Issuer::new(
+            None,
+            vec![Algorithm::RS256, Algorithm::ES256],
+            IssuerKeys::Static(Arc::new(KeySet {
+                keys: vec![rsa, ec],
+            })),
+            &[],
+            0,
+            true,
+        );
+        let rsa_key = EncodingKey::from_rsa_pem(&read("rsa.key")).unwrap();
+        let ec_key = EncodingKey::from_ec_pem(&read("ec.key")).unwrap();
+        let check = |t: String| verify(&t, std::slice::from_ref(&issuer), &NoJwks, 1);
+        assert!(matches!(
+            check(token(Algorithm::RS256, &rsa_key, Some("r"))),
+            Outcome::Valid { .. }
+        ));
+        assert!(matches!(
+            check(token(Algorithm::RS256, &rsa_key, None)),
+            Outcome::Valid { .. }
+        ));
+        assert!(matches!(
+            check(token(Algorithm::ES256, &ec_key, None)),
+            Outcome::Valid { .. }
+        ));
+        // An ES256 token naming the RSA key.
+        assert!(matches!(
+            check(token(Algorithm::ES256, &ec_key, Some("r"))),
+            Outcome::Invalid(Failure::AlgorithmNotAllowed)
+        ));
+        // RS512 fits the RSA key but is not among the issuer's algorithms.
+        assert!(matches!(
+            check(token(Algorithm::RS512, &rsa_key, None)),
+            Outcome::Invalid(Failure::AlgorithmNotAllowed)
+        ));
+    }
+}

@@ -408,16 +408,23 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
         if algs.is_empty() {
             continue;
         }
-        let families: Vec<Family> = algs.iter().map(|a| jwt::family(*a)).collect();
-        if families.iter().any(|f| *f != families[0]) {
+        let mut families: Vec<Family> = Vec::new();
+        for a in &algs {
+            if !families.contains(&jwt::family(*a)) {
+                families.push(jwt::family(*a));
+            }
+        }
+        // Public-key algorithms of several kinds (RS256 and ES256, say) mix freely: each key's
+        // type decides which of them it verifies. A shared secret never joins public keys.
+        let hmac = families.contains(&Family::Hmac);
+        if hmac && families.len() > 1 {
             cx.sink.at(
                 loc(inode, "algorithms"),
-                "these algorithms need different kinds of key",
-                "an issuer's algorithms must share one family (all HS, all RS/PS, all ES, or EdDSA); split it into two issuers",
+                "HS algorithms (a shared secret) and public-key algorithms cannot be trusted from one issuer",
+                "keep only the algorithms this issuer signs with: the HS ones with `secret` keys, or the RS/PS/ES/EdDSA ones with `pem_file` keys or `jwks_url`",
             );
             continue;
         }
-        let family = families[0];
         let keys = match (&ic.jwks_url, ic.keys.is_empty()) {
             (Some(_), false) | (None, true) => {
                 cx.sink.at(
@@ -434,7 +441,7 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
                     cx.sink.at(loc(inode, "jwks_url"), format!("`{url}` is not an http(s) URL"), "write the full URL, such as `https://idp.example.com/.well-known/jwks.json`");
                     continue;
                 }
-                if family == Family::Hmac {
+                if hmac {
                     cx.sink.at(
                         loc(inode, "jwks_url"),
                         "HS algorithms use a shared secret, which a JWKS URL must not publish",
@@ -499,18 +506,18 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
                         }
                         (None, None) => ("secret", None),
                     };
-                    match (&kc.pem_file, &secret, family) {
+                    match (&kc.pem_file, &secret, hmac) {
                         (Some(_), Some(_), _) | (None, None, _) => cx.sink.at(
                             knode.loc,
                             "a key needs exactly one of `pem_file`, `secret` and `secret_file`",
                             "`secret` or `secret_file` for HS algorithms, `pem_file` for the others",
                         ),
-                        (None, Some(_), f) if f != Family::Hmac => cx.sink.at(
+                        (None, Some(_), false) => cx.sink.at(
                             loc(knode, secret_key),
-                            format!("{:?} algorithms verify with a public key, not a secret", f),
+                            format!("{} algorithms verify with a public key, not a secret", names(&families)),
                             "give the issuer's public key in `pem_file`",
                         ),
-                        (Some(_), None, Family::Hmac) => cx.sink.at(
+                        (Some(_), None, true) => cx.sink.at(
                             loc(knode, "pem_file"),
                             "HS algorithms verify with a shared secret, not a PEM key",
                             "give the secret in `secret: ${VAR}` or `secret_file`; a public key used as an HMAC secret would let anyone sign tokens",
@@ -526,10 +533,15 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
                             }
                             set.keys.push(Key::secret(kc.kid.clone(), secret));
                         }
-                        (Some(path), None, f) => {
+                        (Some(path), None, false) => {
                             if let Some(pem) = read_file(cx, path, loc(knode, "pem_file")) {
-                                match Key::pem(kc.kid.clone(), f, &pem) {
-                                    Ok(k) => set.keys.push(k),
+                                match Key::pem_any(kc.kid.clone(), &pem) {
+                                    Ok(k) if families.contains(&k.family()) => set.keys.push(k),
+                                    Ok(k) => cx.sink.at(
+                                        loc(knode, "pem_file"),
+                                        format!("this is {} key, but the issuer's algorithms ({}) need {}", article(k.family()), ic.algorithms.join(", "), names(&families)),
+                                        format!("give the issuer's {} key, or add the algorithm this key signs with ({}) to `algorithms`", names(&families), algs_for(k.family())),
+                                    ),
                                     Err(e) => cx.sink.at(loc(knode, "pem_file"), e, "give the issuer's public key (`-----BEGIN PUBLIC KEY-----`)"),
                                 }
                             }
@@ -566,6 +578,37 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
         forward_claims,
         challenge,
     })
+}
+
+/// The key types `families` need, for messages: `RSA`, `RSA or EC`.
+fn names(families: &[Family]) -> String {
+    let names: Vec<&str> = families.iter().map(|f| family_name(*f)).collect();
+    names.join(" or ")
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::Hmac => "HS",
+        Family::Rsa => "RSA",
+        Family::Ec => "EC",
+        Family::Ed => "Ed25519",
+    }
+}
+
+fn article(f: Family) -> String {
+    match f {
+        Family::Rsa | Family::Ec => format!("an {}", family_name(f)),
+        _ => format!("a {}", family_name(f)),
+    }
+}
+
+fn algs_for(f: Family) -> &'static str {
+    match f {
+        Family::Hmac => "HS256/384/512",
+        Family::Rsa => "RS256/384/512 or PS256/384/512",
+        Family::Ec => "ES256/384",
+        Family::Ed => "EdDSA",
+    }
 }
 
 fn claim_rules(claims: &std::collections::BTreeMap<String, Vec<String>>) -> Vec<ClaimRule> {

@@ -592,7 +592,7 @@ fn semantic_errors() {
         ),
         (
             "policies: [{ type: jwt, issuers: [{ algorithms: [HS256, RS256], keys: [{ secret: x }] }] }]",
-            "different kinds of key",
+            "cannot be trusted from one issuer",
         ),
         (
             "policies: [{ type: jwt, issuers: [{ algorithms: [HS256], keys: [{ secret: short }] }] }]",
@@ -1122,4 +1122,66 @@ fn jwt_secrets_from_files() {
         ["5:42: a key has both `secret` and `secret_file`"]
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn jwt_issuer_mixes_public_key_types() {
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../portico-proxy/tests/keys");
+    let load = |text: &str| load_str("test.yaml", text, &keys, &env);
+    let policy = |issuer: &str| format!("policies:\n  - type: jwt\n    issuers:\n{issuer}");
+    // RS256 and ES256 from one JWKS, and from static keys of both types.
+    for issuer in [
+        "      - algorithms: [RS256, ES256, PS256, EdDSA]\n        jwks_url: https://idp.example.com/jwks\n",
+        "      - algorithms: [RS256, ES256]\n        keys: [{ kid: r, pem_file: rsa.pub }, { kid: e, pem_file: ec.pub }]\n",
+    ] {
+        if let Err(e) = load(&policy(issuer)) {
+            panic!("{issuer}: {e}");
+        }
+    }
+    let errs = |text: &str| -> Vec<(String, String)> {
+        match load(text) {
+            Ok(_) => panic!("expected errors for {text}"),
+            Err(d) => {
+                d.0.iter()
+                    .map(|d| {
+                        let l = d.loc.unwrap();
+                        (
+                            format!("{}:{}: {}", l.line, l.column, d.message),
+                            d.hint.clone().unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            }
+        }
+    };
+    // A key whose type none of the algorithms uses.
+    let e = errs(&policy(
+        "      - algorithms: [RS256]\n        keys: [{ pem_file: ec.pub }]\n",
+    ));
+    assert_eq!(
+        e[0].0, "5:28: this is an EC key, but the issuer's algorithms (RS256) need RSA",
+        "{e:?}"
+    );
+    assert!(e[0].1.contains("ES256/384"), "{e:?}");
+    // A shared secret never joins public keys, and the hint does not send the user to split the
+    // issuer in two: two entries with one `issuer` are refused as a duplicate, whose hint is to
+    // merge them.
+    let e = errs(&policy(
+        "      - issuer: https://idp\n        algorithms: [HS256, RS256]\n        keys: [{ pem_file: rsa.pub }]\n",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].0
+            .starts_with("5:21: HS algorithms (a shared secret) and public-key algorithms"),
+        "{e:?}"
+    );
+    for circular in ["split", "two issuers", "another issuer"] {
+        assert!(!e[0].1.contains(circular), "{e:?}");
+    }
+    let e = errs(&policy(
+        "      - issuer: https://idp\n        algorithms: [HS256]\n        keys: [{ secret: an-hmac-secret-of-more-than-32-bytes!! }]\n      - issuer: https://idp\n        algorithms: [RS256]\n        keys: [{ pem_file: rsa.pub }]\n",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].0.contains("is listed twice"), "{e:?}");
+    assert!(e[0].1.contains("merge"), "{e:?}");
 }

@@ -307,3 +307,119 @@ routes:
     get(&gw.url("/t/1")).await;
     assert_eq!(slow_changing.hits(), 3);
 }
+
+/// A backend answering `body` exactly as written (key order included).
+async fn raw_backend(status: u16, body: &'static str) -> Upstream {
+    serve(move |_req| async move {
+        let mut r = http::Response::new(full(body));
+        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        r
+    })
+    .await
+}
+
+#[tokio::test]
+async fn answer_keys_come_out_sorted_whatever_the_backends_order() {
+    let unsorted = raw_backend(200, r#"{"zulu":1,"alpha":2}"#).await;
+    let merged = raw_backend(200, r#"{"kiwi":3,"banana":4}"#).await;
+    let clash = raw_backend(200, r#"{"zebra":"from-clash"}"#).await;
+    let broken = raw_backend(500, r#"{}"#).await;
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  ord-unsorted: {{ targets: ["{}"] }}
+  ord-merged: {{ targets: ["{}"] }}
+  ord-clash: {{ targets: ["{}"] }}
+  ord-broken: {{ targets: ["{}"] }}
+routes:
+  - match: {{ path: {{ prefix: /complete }} }}
+    aggregate:
+      backends:
+        - {{ name: zebra, upstream: ord-unsorted, path: "/" }}
+        - {{ name: mango, upstream: ord-merged, path: "/", merge: true }}
+        - {{ name: apple, upstream: ord-unsorted, path: "/" }}
+        - {{ name: clash, upstream: ord-clash, path: "/", merge: true }}
+  - match: {{ path: {{ prefix: /partial }} }}
+    aggregate:
+      backends:
+        - {{ name: zebra, upstream: ord-unsorted, path: "/" }}
+        - {{ name: broken, upstream: ord-broken, path: "/", required: false }}
+        - {{ name: Zed, upstream: ord-unsorted, path: "/" }}
+"#,
+        unsorted.url(),
+        merged.url(),
+        clash.url(),
+        broken.url()
+    )))
+    .await;
+    // Neither the list's order nor the backends' own key order shows: every object's keys are
+    // sorted. Where two results share a key, the backend listed later wins.
+    let got = get(&gw.url("/complete")).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(
+        got.text(),
+        r#"{"apple":{"alpha":2,"zulu":1},"banana":4,"kiwi":3,"zebra":"from-clash"}"#
+    );
+    // Byte order: capitals before `_errors`, lowercase after; the problem's keys sorted too.
+    let got = get(&gw.url("/partial")).await;
+    assert_eq!(got.status, 206, "{}", got.text());
+    let text = got.text();
+    assert!(
+        text.starts_with(
+            r#"{"Zed":{"alpha":2,"zulu":1},"_errors":[{"backend":"broken","code":"backend_error_status","detail":"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(r#"}],"zebra":{"alpha":2,"zulu":1}}"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn placeholders_read_the_answer_before_shaping() {
+    let user = backend(
+        200,
+        0,
+        json!({"data": {"id": "u1", "name": "Ada", "secret": "s3"}}),
+    )
+    .await;
+    let echo = backend(200, 0, json!({"path": "{path}"})).await;
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  raw-users: {{ targets: ["{}"] }}
+  raw-echo: {{ targets: ["{}"] }}
+routes:
+  - aggregate:
+      backends:
+        - name: user
+          upstream: raw-users
+          path: /me
+          extract: data
+          fields: [id, name]
+          rename: {{ name: full_name }}
+        - {{ name: raw, upstream: raw-echo, path: "/x/{{user.data.id}}/{{user.data.name}}/{{user.data.secret}}" }}
+        - {{ name: shaped-id, upstream: raw-echo, path: "/x/{{user.id}}", required: false }}
+        - {{ name: renamed, upstream: raw-echo, path: "/x/{{user.full_name}}", required: false }}
+"#,
+        user.url(),
+        echo.url()
+    )))
+    .await;
+    let got = get(&gw.url("/")).await;
+    assert_eq!(got.status, 206, "{}", got.text());
+    let v = got.json();
+    // The client sees the shaped answer…
+    assert_eq!(v["user"], json!({"id": "u1", "full_name": "Ada"}));
+    // …while the placeholders read the raw one: the path through `data`, the field `fields`
+    // dropped, the name before `rename`.
+    assert_eq!(v["raw"], json!({"path": "/x/u1/Ada/s3"}));
+    // The shaped names are not there to read.
+    let errors = v["_errors"].as_array().unwrap();
+    for name in ["shaped-id", "renamed"] {
+        let e = errors.iter().find(|e| e["backend"] == name).unwrap();
+        assert_eq!(e["code"], "backend_dependency_failed", "{e}");
+    }
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}

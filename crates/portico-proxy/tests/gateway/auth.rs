@@ -607,6 +607,80 @@ async fn jwks_rotation_is_picked_up_and_unknown_kid_floods_are_bounded() {
     assert_eq!(call_with("k3", "rsa.key").await, 401);
 }
 
+/// A JWK for `key_file` without `alg` (as many providers publish them): only the key's type
+/// limits the algorithms it verifies.
+fn jwk_any_alg(alg: Algorithm, key_file: &str, kid: &str) -> serde_json::Value {
+    let mut j = serde_json::to_value(
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding_key(alg, key_file), alg).unwrap(),
+    )
+    .unwrap();
+    j["kid"] = json!(kid);
+    j.as_object_mut().unwrap().remove("alg");
+    j
+}
+
+#[tokio::test]
+async fn one_jwks_with_rsa_and_ec_keys_verifies_rs256_and_es256() {
+    let up = echo_server().await;
+    let jwks = jwks_server(json!([
+        jwk_any_alg(Algorithm::RS256, "rsa.key", "r1"),
+        jwk_any_alg(Algorithm::ES256, "ec.key", "e1"),
+    ]))
+    .await;
+    let gw = gateway(&jwt_route(
+        &up,
+        &format!(
+            "          - issuer: https://idp.test\n            algorithms: [RS256, ES256]\n            jwks_url: \"{}/jwks.json\"\n",
+            jwks.up.url()
+        ),
+        "",
+    ))
+    .await;
+    let status = |alg: Algorithm, key: &str, kid: Option<&str>| {
+        let t = mint(alg, key, kid, claims(json!({})));
+        let gw = &gw;
+        async move {
+            let got = call(gw, "GET", "/", &[("authorization", &format!("Bearer {t}"))]).await;
+            if got.status == 401 {
+                assert_401(&got, "Bearer");
+            }
+            got.status
+        }
+    };
+    // Each key verifies the tokens of its own type, chosen by `kid`.
+    assert_eq!(status(Algorithm::RS256, "rsa.key", Some("r1")).await, 200);
+    assert_eq!(status(Algorithm::ES256, "ec.key", Some("e1")).await, 200);
+    // Without a `kid`, the keys whose type fits the token's `alg` are tried.
+    assert_eq!(status(Algorithm::RS256, "rsa.key", None).await, 200);
+    assert_eq!(status(Algorithm::ES256, "ec.key", None).await, 200);
+    // An ES256 token naming the RSA key's kid: an RSA key never verifies ES256.
+    assert_eq!(status(Algorithm::ES256, "ec.key", Some("r1")).await, 401);
+    // And an RS256 token naming the EC key's kid.
+    assert_eq!(status(Algorithm::RS256, "rsa.key", Some("e1")).await, 401);
+    // PS256 fits the RSA key but is not in the issuer's list.
+    assert_eq!(status(Algorithm::PS256, "rsa.key", Some("r1")).await, 401);
+    assert_eq!(status(Algorithm::PS256, "rsa.key", None).await, 401);
+    // The classic confusion: HS256 "signed" with the RSA public key as the secret.
+    let public = String::from_utf8(pem("rsa.pub")).unwrap();
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some("r1".into());
+    let forged = jsonwebtoken::encode(
+        &h,
+        &claims(json!({})),
+        &EncodingKey::from_secret(public.as_bytes()),
+    )
+    .unwrap();
+    let got = call(
+        &gw,
+        "GET",
+        "/",
+        &[("authorization", &format!("Bearer {forged}"))],
+    )
+    .await;
+    assert_401(&got, "Bearer");
+    assert_eq!(up.hits(), 4);
+}
+
 #[tokio::test]
 async fn unreachable_jwks_fails_closed_with_503() {
     let up = echo_server().await;
