@@ -659,9 +659,14 @@ fn compile_admin_access(
             allowed_hosts.push(h.to_ascii_lowercase());
         }
     }
+    let tls = cfg
+        .tls
+        .as_ref()
+        .and_then(|t| compile_listener_tls(cx, t, get(node, "tls").unwrap_or(node)));
     AdminAccess {
         token,
         allowed_hosts,
+        tls,
     }
 }
 

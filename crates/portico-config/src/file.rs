@@ -217,6 +217,10 @@ pub struct AdminConfig {
     /// defence against DNS rebinding).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Serve the admin port over TLS, with client certificates (mutual TLS) when
+    /// `client_certificates` is given. Same keys as a listener's `tls`.
+    #[serde(default)]
+    pub tls: Option<TlsListenerConfig>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

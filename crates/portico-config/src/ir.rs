@@ -73,6 +73,8 @@ pub struct AdminAccess {
     pub token: Option<[u8; 32]>,
     /// Lower-case names accepted in `Host`, besides IP addresses and `localhost`.
     pub allowed_hosts: Vec<String>,
+    /// TLS (and client certificates) on the admin port; read at start.
+    pub tls: Option<ListenerTls>,
 }
 
 #[derive(Debug, Clone)]

@@ -20,18 +20,43 @@ pub async fn bind(addr: SocketAddr, inner: Arc<Inner>) -> Result<SocketAddr, Str
         .await
         .map_err(|e| format!("cannot listen on admin address {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(address = %local, "admin listening");
+    // TLS, and with it client certificates, is read once: like the address, a change needs a
+    // restart (a reload says so).
+    let tls = match &inner.runtime.load().config.admin_access.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+            crate::tls::server_config(t, true, false).map_err(|e| format!("admin TLS: {e}"))?,
+        )),
+        None => None,
+    };
+    tracing::info!(address = %local, tls = tls.is_some(), "admin listening");
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 continue;
             };
             let inner = inner.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| answer(inner.clone(), req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                    Some(acceptor) => {
+                        let accepted = tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            acceptor.accept(stream),
+                        )
+                        .await;
+                        match accepted {
+                            Ok(Ok(s)) => {
+                                let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                            _ => tracing::debug!(%peer, "admin TLS handshake failed"),
+                        }
+                    }
+                }
             });
         }
     });

@@ -171,6 +171,10 @@ impl Gateway {
                 config.admin.map_or("off".to_string(), |a| a.to_string())
             ));
         }
+        let fingerprint = |c: &Config| c.admin_access.tls.as_ref().map(|t| t.fingerprint);
+        if fingerprint(&config) != fingerprint(&previous.config) {
+            notes.push("admin.tls changed; it takes effect after a restart".to_string());
+        }
         // Targets set through the admin API outlive file reloads (they are shown on `/config`
         // and `/upstreams`); those of upstreams the file no longer has are dropped.
         let mut overrides = self

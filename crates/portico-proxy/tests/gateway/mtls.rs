@@ -158,3 +158,36 @@ async fn required_client_certificates_are_enforced_in_the_handshake() {
     assert_eq!(status, 200);
     assert_eq!(up.hits(), 1);
 }
+
+/// The admin port over TLS with required client certificates: only a client with a
+/// certificate from the admin CA gets an answer.
+#[tokio::test]
+async fn the_admin_port_can_require_client_certificates() {
+    let dir = temp_dir("admin-mtls");
+    let server = cert(&["localhost"]);
+    let (c, k) = server.write(&dir, "server");
+    let ca = new_ca("Admin Client CA");
+    std::fs::write(dir.join("admin-ca.pem"), &ca.pem).unwrap();
+    let yaml = format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\nadmin:\n  address: \"127.0.0.1:0\"\n  tls:\n    certificates: [{{ cert: \"{}\", key: \"{}\" }}]\n    client_certificates: {{ ca: admin-ca.pem }}\nroutes:\n  - respond: {{ body: ok }}\n",
+        c.display(),
+        k.display(),
+    );
+    let gw = gateway_from_file(&dir, &yaml).await;
+    let operator = client_cert(&ca, "operator", None);
+    let (status, _) = get_tls(gw.admin, &server, Some(operator), "/config")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    // No certificate, or one from another CA: no answer at all.
+    assert!(get_tls(gw.admin, &server, None, "/config").await.is_err());
+    let stranger = client_cert(&new_ca("Other CA"), "operator", None);
+    assert!(
+        get_tls(gw.admin, &server, Some(stranger), "/config")
+            .await
+            .is_err()
+    );
+    // Plain HTTP gets nothing either.
+    let plain = raw(gw.admin, b"GET /config HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await;
+    assert!(!plain.contains("200 OK"), "{plain}");
+}
