@@ -431,16 +431,15 @@ async fn run(io: Transport, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner
             });
         }
         let rt = inner.runtime.load_full();
-        let handled = crate::proxy::handle(rt, conn.clone(), req);
-        let mut handled = std::pin::pin!(handled);
         // While the answer is awaited, a client that closes its connection cancels the
         // request at once (the upstream call with it) instead of holding an upstream
-        // connection until the route's timeout.
-        let answered = std::future::poll_fn(|cx| match handled.as_mut().poll(cx) {
-            Poll::Ready(r) => Poll::Ready(Some(r)),
-            Poll::Pending if client_gone(&sh, s.max_head, cx) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        })
+        // connection until the route's timeout. The handler's future is built in the
+        // watcher's place (a `let` then `pin!` copied the whole future per request).
+        let answered = WatchClient {
+            answer: crate::proxy::handle(rt, conn.clone(), req),
+            sh: &sh,
+            limit: s.max_head,
+        }
         .await;
         let mut resp = match answered {
             Some(Ok(r)) => r,
@@ -507,6 +506,29 @@ async fn run(io: Transport, s: &Settings, conn: Arc<ConnInfo>, inner: &Arc<Inner
         }
         if out.capacity() > IDLE_BUF_MAX {
             out = Vec::new();
+        }
+    }
+}
+
+/// The handler's answer, or `None` once the client has gone (see `client_gone`).
+struct WatchClient<'a, F> {
+    answer: F,
+    sh: &'a Shared,
+    limit: usize,
+}
+
+impl<F: Future> Future for WatchClient<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `answer` is never moved out of the pinned struct; the other fields are
+        // not structurally pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let answer = unsafe { Pin::new_unchecked(&mut this.answer) };
+        match answer.poll(cx) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending if client_gone(this.sh, this.limit, cx) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -119,3 +119,39 @@ mod tests {
         }
     }
 }
+
+/// Seconds since start, counted by a thread of its own (`start_ticker`).
+static TICK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    /// The tick at which this thread last gave memory back.
+    static COLLECTED: std::cell::Cell<u64> = const { std::cell::Cell::new(u64::MAX) };
+}
+
+/// Starts the clock `on_park` reads: an atomic a second, so that parking costs one load.
+pub fn start_ticker() {
+    let _ = std::thread::Builder::new()
+        .name("portico-alloc".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                TICK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+}
+
+/// Called by each runtime thread as it goes idle. mimalloc returns freed pages to the system
+/// only from the thread that owns them, while it allocates or frees: a worker that freed a
+/// spike's memory (a burst of stalled clients, closed) and then sat idle kept it all, and the
+/// process's RSS never came down. Collecting when a thread parks, at most once a second,
+/// gives it back within about a second of the thread going quiet.
+pub fn on_park() {
+    let now = TICK.load(std::sync::atomic::Ordering::Relaxed);
+    COLLECTED.with(|c| {
+        if c.get() != now {
+            c.set(now);
+            // SAFETY: no preconditions; collects this thread's heap only.
+            unsafe { mi::mi_collect(false) };
+        }
+    });
+}

@@ -246,6 +246,11 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
         tokio::runtime::Builder::new_multi_thread()
     };
     rt.enable_all();
+    #[cfg(feature = "mimalloc")]
+    {
+        alloc::start_ticker();
+        rt.on_thread_park(alloc::on_park);
+    }
     if let Some(n) = workers.filter(|n| *n > 1) {
         rt.worker_threads(n);
     }
