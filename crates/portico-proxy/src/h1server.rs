@@ -746,7 +746,10 @@ pub(crate) fn refused_head(r: Refusal) -> Parsed {
     }
 }
 
-/// Parses the head that makes up the first `len` bytes of `buf` and cuts it off.
+/// Parses the head that makes up the first `len` bytes of `buf` and cuts it off. Inlined
+/// into `poll_head`: called from a second place (the fuzzing entry), it was not, and its
+/// result was copied out per request.
+#[inline(always)]
 pub(crate) fn parse(
     buf: &mut BytesMut,
     names: &mut crate::h1conn::Names,
