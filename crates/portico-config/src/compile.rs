@@ -365,9 +365,35 @@ pub(crate) fn resolve(cx: &Ctx<'_>, p: &str) -> PathBuf {
     }
 }
 
+/// Largest file a config may name (certificates, keys, CA bundles, secrets, descriptor sets).
+pub(crate) const MAX_NAMED_FILE: u64 = 64 << 20;
+
+/// Reads a regular file of at most `MAX_NAMED_FILE` bytes: a config that names `/dev/zero`, a
+/// FIFO or a huge file must fail with an error, not hang or exhaust memory while loading.
+pub(crate) fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_NAMED_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB",
+            MAX_NAMED_FILE >> 20
+        )));
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.take(MAX_NAMED_FILE + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_NAMED_FILE {
+        return Err(std::io::Error::other("it grew while being read"));
+    }
+    Ok(buf)
+}
+
 pub(crate) fn read_file(cx: &mut Ctx<'_>, path: &str, at: Loc) -> Option<Vec<u8>> {
     let full = resolve(cx, path);
-    match std::fs::read(&full) {
+    match read_bounded(&full) {
         Ok(b) => Some(b),
         Err(e) => {
             cx.sink.at(

@@ -22,7 +22,9 @@ pub use ir::*;
 /// Loads a config file, expanding `${VAR}` from the process environment.
 pub fn load_file(path: &Path) -> Result<Config, Diagnostics> {
     let name = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
+    let text = match compile::read_bounded(path)
+        .and_then(|b| String::from_utf8(b).map_err(|_| std::io::Error::other("not UTF-8 text")))
+    {
         Ok(t) => t,
         Err(e) => {
             return Err(Diagnostics(vec![Diagnostic {

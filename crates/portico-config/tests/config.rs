@@ -342,6 +342,10 @@ fn semantic_errors() {
             "cannot match a request",
         ),
         (
+            "listeners: [{ address: \"127.0.0.1:0\", tls: { certificates: [{ cert: /dev/zero, key: /dev/zero }] } }]",
+            "cannot read `/dev/zero`: not a regular file",
+        ),
+        (
             "server: { paths: { escaped_slashes: drop } }",
             "unknown value `drop` | expected one of: reject, decode, keep",
         ),
