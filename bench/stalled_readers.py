@@ -50,7 +50,9 @@ def main():
     ap.add_argument("--portico", default=os.path.join(ROOT, "target/release/portico"))
     args = ap.parse_args()
     run = tempfile.mkdtemp(prefix="portico-stalled-")
-    os.makedirs(f"{run}/www")
+    # nginx's worker runs as another user and must read the file.
+    os.chmod(run, 0o755)
+    os.makedirs(f"{run}/www", mode=0o755)
     with open(f"{run}/www/big", "wb") as f:
         f.write(b"x" * 262144)
     with open(f"{run}/nginx.conf", "w") as f:
@@ -61,12 +63,18 @@ def main():
         f.write(f"listeners:\n  - address: 127.0.0.1:{PROXY}\nadmin: {{ address: 127.0.0.1:{ADMIN} }}\n"
                 f"server: {{ send_timeout: 10s }}\nupstreams:\n  u: {{ targets: [\"http://127.0.0.1:{ORIGIN}\"] }}\n"
                 f"routes:\n  - upstream: u\n")
-    nginx = subprocess.Popen(["nginx", "-c", f"{run}/nginx.conf", "-g", "daemon off;"])
+    # Its own output is not ours: a worker left holding our stdout would keep a pipe open.
+    nginx = subprocess.Popen(["nginx", "-c", f"{run}/nginx.conf", "-g", "daemon off;"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proxy = subprocess.Popen([args.portico, "run", "-c", f"{run}/portico.yaml", "--no-watch"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(ORIGIN)
         wait_port(PROXY)
+        probe = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                                f"http://127.0.0.1:{PROXY}/big"], capture_output=True, text=True).stdout
+        if probe != "200 262144":
+            raise SystemExit(f"the answer through Portico is not the 256 KiB file: {probe}")
         idle = rss_kib(proxy.pid)
         socks = []
         for _ in range(args.connections):
@@ -110,7 +118,9 @@ def main():
         print(f"\nconnections closed by the gateway within 30 s of the peak: {len(closed)} of {len(socks)}")
     finally:
         proxy.kill()
-        nginx.kill()
+        # SIGTERM, not SIGKILL: the master then stops its worker too.
+        nginx.terminate()
+        nginx.wait()
 
 
 if __name__ == "__main__":
