@@ -643,6 +643,10 @@ async fn request_policies(
     extra: &mut Vec<(http::HeaderName, HeaderValue)>,
     guards: &mut Vec<crate::concurrency::Guard>,
 ) -> Result<crate::ratelimit::LimitHeaders, Problem> {
+    // Most routes have no chain at all: nothing below is set up for them.
+    if route.policies.is_empty() && rt.config.global_policies.is_empty() {
+        return Ok(crate::ratelimit::LimitHeaders::default());
+    }
     // The limit closest to exhaustion over all the chain's `rate_limit` policies, with its
     // number; `first_limit` numbers each policy's limits after the policies before it.
     let mut tightest: Option<(usize, crate::ratelimit::Tightest)> = None;
