@@ -74,6 +74,26 @@ pub(crate) struct Sink<'a> {
     pub out: Vec<Diagnostic>,
 }
 
+/// The lines of a YAML text as the parser counts them: LF, CRLF and a lone CR each end one
+/// (`str::lines` knows no lone CR, and would show the wrong line for such a file).
+fn yaml_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        match t.find(['\n', '\r']) {
+            Some(i) => {
+                let skip = if t[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&t[i + skip..]);
+                Some(&t[..i])
+            }
+            None => {
+                rest = None;
+                (!t.is_empty()).then_some(t)
+            }
+        }
+    })
+}
+
 impl<'a> Sink<'a> {
     pub fn new(file: &'a str, text: &'a str) -> Self {
         Sink {
@@ -85,7 +105,7 @@ impl<'a> Sink<'a> {
 
     pub fn error(&mut self, loc: Option<Loc>, message: impl Into<String>, hint: Option<String>) {
         let source_line = loc
-            .and_then(|l| self.text.lines().nth(l.line.saturating_sub(1) as usize))
+            .and_then(|l| yaml_lines(self.text).nth(l.line.saturating_sub(1) as usize))
             .map(str::to_owned);
         self.out.push(Diagnostic {
             file: self.file.to_owned(),
@@ -108,5 +128,19 @@ impl<'a> Sink<'a> {
         self.out
             .sort_by_key(|d| d.loc.map(|l| (l.line, l.column)).unwrap_or((0, 0)));
         Diagnostics(self.out)
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    #[test]
+    fn lone_cr_lf_and_crlf_each_end_a_line() {
+        let lines: Vec<&str> = super::yaml_lines("a\rb\r\nc\nd").collect();
+        assert_eq!(lines, ["a", "b", "c", "d"]);
+        let lines: Vec<&str> = super::yaml_lines("a\n").collect();
+        assert_eq!(lines, ["a"]);
+        let mut s = super::Sink::new("f.yaml", "x: 1\ry: 2\n");
+        s.at(crate::tree::Loc { line: 2, column: 1 }, "m", "h");
+        assert_eq!(s.out[0].source_line.as_deref(), Some("y: 2"));
     }
 }
