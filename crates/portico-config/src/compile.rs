@@ -412,6 +412,8 @@ fn parse_addr(cx: &mut Ctx<'_>, s: &str, at: Loc) -> Option<SocketAddr> {
         Err(_) => {
             let hint = if s.starts_with("localhost") {
                 "use an IP address, such as `127.0.0.1:8080` (host names are not resolved for listeners)"
+            } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                "a port alone is not an address: add the IP to listen on, as in `127.0.0.1:9901` or `0.0.0.0:8080`"
             } else if !s.contains(':') {
                 "add a port, as in `0.0.0.0:8080`"
             } else {

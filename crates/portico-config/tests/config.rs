@@ -345,6 +345,7 @@ fn semantic_errors() {
             "listeners: [{ address: \"127.0.0.1:0\", tls: { certificates: [{ cert: /dev/zero, key: /dev/zero }] } }]",
             "cannot read `/dev/zero`: not a regular file",
         ),
+        ("admin: { address: 9901 }", "a port alone is not an address"),
         (
             "server: { paths: { escaped_slashes: drop } }",
             "unknown value `drop` | expected one of: reject, decode, keep",
