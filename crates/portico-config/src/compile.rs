@@ -3143,7 +3143,14 @@ fn compile_aggregate(
                 _ => None,
             })
             .unwrap_or(node);
-        if b.name.is_empty() || b.name.contains(['.', '{', '}', '/']) {
+        // Names are placeholders' prefixes (`{name.field}`) and the answer's keys: only the
+        // characters the docs promise, none that would need quoting or escaping there.
+        if b.name.is_empty()
+            || !b
+                .name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
             cx.sink.at(
                 loc(bnode, "name"),
                 format!("invalid backend name `{}`", b.name),

@@ -347,6 +347,10 @@ fn semantic_errors() {
         ),
         ("admin: { address: 9901 }", "a port alone is not an address"),
         (
+            "upstreams: { u: { targets: [\"http://a:1\"] } }\nroutes: [{ aggregate: { backends: [{ name: \"my user\", upstream: u, path: \"/\" }] } }]",
+            "invalid backend name `my user`",
+        ),
+        (
             "server: { paths: { escaped_slashes: drop } }",
             "unknown value `drop` | expected one of: reject, decode, keep",
         ),
