@@ -149,6 +149,7 @@ fn hex(b: u8) -> Option<u8> {
 
 /// The canonical form of `path` (borrowed when it already is one). A path that does not start
 /// with `/` (`*` of `OPTIONS *`) is returned unchanged.
+#[inline]
 pub fn canonicalize<'a>(path: &'a str, opts: &PathOptions) -> Result<Cow<'a, str>, PathError> {
     let b = path.as_bytes();
     if b.first() != Some(&b'/') {
@@ -168,7 +169,14 @@ pub fn canonicalize<'a>(path: &'a str, opts: &PathOptions) -> Result<Cow<'a, str
     if plain {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = decode(b, opts)?;
+    slow(path, opts)
+}
+
+/// The full work, for the few paths the scan does not clear (kept out of line, so that the
+/// scan inlines into the request path).
+#[inline(never)]
+fn slow<'a>(path: &'a str, opts: &PathOptions) -> Result<Cow<'a, str>, PathError> {
+    let decoded = decode(path.as_bytes(), opts)?;
     let out = resolve(&decoded, opts)?;
     Ok(if out == path {
         Cow::Borrowed(path)

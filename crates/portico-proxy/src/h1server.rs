@@ -545,6 +545,17 @@ fn client_gone(sh: &Shared, limit: usize, cx: &mut Context<'_>) -> bool {
     if !rd.dec.is_over() {
         return false;
     }
+    // Readiness first: it registers the wake-up without preparing a read (buffer room, the
+    // read call), which is all the common case, a client that waits quietly, needs.
+    let tcp = match &rd.io {
+        Transport::Tcp(s) => s,
+        Transport::Tls(t) => t.get_ref().0,
+    };
+    match tcp.poll_read_ready(cx) {
+        Poll::Pending => return false,
+        Poll::Ready(Err(_)) => return true,
+        Poll::Ready(Ok(())) => {}
+    }
     while rd.buf.len() < limit {
         match rd.io.poll_fill(&mut rd.buf, HEAD_READ, cx) {
             Poll::Ready(Ok(0) | Err(_)) => return true,
