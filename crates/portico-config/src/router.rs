@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 
+use crate::canon::hex;
 use crate::ir::{HostPattern, PathPattern, Route, Segment, Template};
 
 /// What the router needs to know about a request.
@@ -525,13 +526,4 @@ fn decode(s: &str) -> std::borrow::Cow<'_, str> {
         i += 1;
     }
     std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }

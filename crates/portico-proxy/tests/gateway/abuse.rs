@@ -24,6 +24,14 @@ fn metric(m: &str, name: &str, with: &str) -> f64 {
         .sum()
 }
 
+/// A gateway in front of `up` with these `server:` settings.
+async fn gateway_with(server: &str, up: &str) -> TestGateway {
+    gateway(&config(&format!(
+        "server: {{ {server} }}\nupstreams:\n  u: {{ targets: [\"{up}\"] }}\nroutes:\n  - upstream: u\n"
+    )))
+    .await
+}
+
 /// An HTTP/1.1 upstream that reads a request head and never answers; `closed` is set when
 /// the gateway closes the connection.
 async fn silent_upstream() -> (std::net::SocketAddr, Arc<AtomicBool>, Arc<AtomicBool>) {
@@ -172,10 +180,10 @@ async fn rapid_reset_gets_goaway_and_every_stream_is_counted() {
 #[tokio::test]
 async fn a_trickled_request_body_is_cut_off() {
     let up = echo_server().await;
-    let gw = gateway(&config(&format!(
-        "server: {{ request_body_timeout: 1s, request_body_min_rate: 1000 }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
-        up.url()
-    )))
+    let gw = gateway_with(
+        "request_body_timeout: 1s, request_body_min_rate: 1000",
+        &up.url(),
+    )
     .await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(b"POST /slow HTTP/1.1\r\nhost: a\r\ncontent-length: 100000\r\n\r\n")
@@ -225,11 +233,7 @@ async fn a_client_that_never_reads_is_closed_after_send_timeout() {
         async move { http::Response::new(full(big)) }
     })
     .await;
-    let gw = gateway(&config(&format!(
-        "server: {{ send_timeout: 1s }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
-        up.url()
-    )))
-    .await;
+    let gw = gateway_with("send_timeout: 1s", &up.url()).await;
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let (h2, conn) = h2::client::Builder::new()
         .initial_window_size(0)
@@ -263,11 +267,7 @@ async fn a_client_that_never_reads_is_closed_after_send_timeout() {
 #[tokio::test]
 async fn connections_per_client_address_can_be_capped() {
     let up = echo_server().await;
-    let gw = gateway(&config(&format!(
-        "server: {{ max_connections_per_ip: 2 }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
-        up.url()
-    )))
-    .await;
+    let gw = gateway_with("max_connections_per_ip: 2", &up.url()).await;
     let ask = |mut s: tokio::net::TcpStream| async move {
         s.write_all(b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n")
             .await
@@ -314,11 +314,7 @@ async fn an_http1_client_that_stops_reading_is_dropped() {
         async move { http::Response::new(full(big)) }
     })
     .await;
-    let gw = gateway(&config(&format!(
-        "server: {{ send_timeout: 1s }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
-        up.url()
-    )))
-    .await;
+    let gw = gateway_with("send_timeout: 1s", &up.url()).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n")
         .await
