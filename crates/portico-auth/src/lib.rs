@@ -4,6 +4,8 @@
 //! a config error with a location; the proxy crate calls the verifiers per request and does the
 //! I/O (JWKS fetching, running slow password hashes off the event loop).
 
+#![forbid(unsafe_code)]
+
 pub mod apikey;
 pub mod basic;
 pub mod jwt;

@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
-use portico_proxy::headers;
+use portico_proxy::base::headers;
 
 fn typical() -> HeaderMap {
     let mut h = HeaderMap::new();

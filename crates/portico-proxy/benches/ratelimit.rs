@@ -6,7 +6,7 @@ use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use portico_config::Policy;
-use portico_proxy::ratelimit::Limiters;
+use portico_proxy::policy::ratelimit::Limiters;
 
 /// A policy with one limit that never refuses in the benchmark's time.
 fn limiters(sliding: bool) -> std::sync::Arc<Limiters> {

@@ -13,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::Inner;
+use crate::gateway::{Gateway, Inner};
 
 pub async fn bind(addr: SocketAddr, inner: Arc<Inner>) -> Result<SocketAddr, String> {
     let listener = TcpListener::bind(addr)
@@ -22,9 +22,10 @@ pub async fn bind(addr: SocketAddr, inner: Arc<Inner>) -> Result<SocketAddr, Str
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     // TLS, and with it client certificates, is read once: like the address, a change needs a
     // restart (a reload says so).
-    let tls = match &inner.runtime.load().config.admin_access.tls {
+    let tls = match &inner.shared.runtime.load().config.admin_access.tls {
         Some(t) => Some(tokio_rustls::TlsAcceptor::from(
-            crate::tls::server_config(t, true, false).map_err(|e| format!("admin TLS: {e}"))?,
+            crate::listen::tls::server_config(t, true, false)
+                .map_err(|e| format!("admin TLS: {e}"))?,
         )),
         None => None,
     };
@@ -83,7 +84,7 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     const JSON: &str = "application/json";
     const TEXT: &str = "text/plain; charset=utf-8";
-    if let Some(refused) = guard(&inner.runtime.load().config.admin_access, &req) {
+    if let Some(refused) = guard(&inner.shared.runtime.load().config.admin_access, &req) {
         return Ok(refused);
     }
     if let Some(name) = req
@@ -110,7 +111,7 @@ async fn answer(
             }
         }
         (&Method::GET, "/metrics") => {
-            let rt = inner.runtime.load();
+            let rt = inner.shared.runtime.load();
             metrics::gauge!("portico_config_generation").set(rt.generation as f64);
             reply(
                 StatusCode::OK,
@@ -119,12 +120,12 @@ async fn answer(
             )
         }
         (&Method::GET, "/config") => {
-            let rt = inner.runtime.load_full();
+            let rt = inner.shared.runtime.load_full();
             let body = serde_json::json!({
                 "source": rt.config.source,
                 "hash": rt.config.hash,
                 "generation": rt.generation,
-                "loaded_at": crate::access_log::rfc3339(rt.loaded_at),
+                "loaded_at": crate::observe::access_log::rfc3339(rt.loaded_at),
                 "last_reload_error": inner.last_reload_error.lock().map(|e| e.clone()).unwrap_or(None),
                 "target_overrides": overrides_json(&inner),
                 "config": rt.config.redacted(),
@@ -136,7 +137,7 @@ async fn answer(
             )
         }
         (&Method::GET, "/upstreams") => {
-            let rt = inner.runtime.load_full();
+            let rt = inner.shared.runtime.load_full();
             let body: serde_json::Map<String, serde_json::Value> = rt
                 .pools
                 .iter()
@@ -158,27 +159,26 @@ async fn answer(
                 serde_json::to_vec_pretty(&body).unwrap_or_default(),
             )
         }
-        (&Method::POST, "/reload") => match crate::Gateway::from_inner(inner.clone())
-            .reload_file()
-            .await
-        {
-            Ok(notes) => reply(
-                StatusCode::OK,
-                JSON,
-                serde_json::json!({ "result": "applied", "notes": notes }).to_string(),
-            ),
-            Err(e) => reply(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                JSON,
-                serde_json::json!({ "result": "rejected", "errors": e }).to_string(),
-            ),
-        },
+        (&Method::POST, "/reload") => {
+            match Gateway::from_inner(inner.clone()).reload_file().await {
+                Ok(notes) => reply(
+                    StatusCode::OK,
+                    JSON,
+                    serde_json::json!({ "result": "applied", "notes": notes }).to_string(),
+                ),
+                Err(e) => reply(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    JSON,
+                    serde_json::json!({ "result": "rejected", "errors": e }).to_string(),
+                ),
+            }
+        }
         (&Method::DELETE, "/cache") => {
             let prefix = req
                 .uri()
                 .query()
                 .and_then(|q| portico_config::router::query_param(Some(q), "prefix"));
-            let rt = inner.runtime.load_full();
+            let rt = inner.shared.runtime.load_full();
             for c in &rt.response_caches {
                 c.purge(prefix.as_deref());
             }
@@ -357,9 +357,9 @@ fn problem(status: StatusCode, title: &str, detail: String) -> Response<Full<Byt
 /// them without touching the file, `DELETE` to return to the file's.
 async fn targets(inner: Arc<Inner>, req: Request<Incoming>, name: &str) -> Response<Full<Bytes>> {
     const JSON: &str = "application/json";
-    let gw = crate::Gateway::from_inner(inner.clone());
+    let gw = Gateway::from_inner(inner.clone());
     let current = |inner: &Inner| {
-        let rt = inner.runtime.load_full();
+        let rt = inner.shared.runtime.load_full();
         rt.pools.iter().find(|p| &*p.spec.name == name).map(|p| {
             serde_json::json!({
                 "upstream": name,
@@ -414,8 +414,8 @@ async fn targets(inner: Arc<Inner>, req: Request<Incoming>, name: &str) -> Respo
     };
     match result {
         Ok(()) => reply(StatusCode::OK, JSON, current(&inner).unwrap_or_default()),
-        Err(crate::TargetsError::UnknownUpstream) => unknown(),
-        Err(crate::TargetsError::Invalid(e)) => {
+        Err(crate::gateway::TargetsError::UnknownUpstream) => unknown(),
+        Err(crate::gateway::TargetsError::Invalid(e)) => {
             problem(StatusCode::UNPROCESSABLE_ENTITY, "Targets not applied", e)
         }
     }
@@ -478,7 +478,7 @@ fn parse_targets(body: &[u8]) -> Result<Vec<portico_config::Target>, String> {
 /// a `soap` route's JSON side.
 fn openapi(inner: &Inner, name: &str) -> Response<Full<Bytes>> {
     const JSON: &str = "application/json";
-    let rt = inner.runtime.load_full();
+    let rt = inner.shared.runtime.load_full();
     let soap_routes = rt.config.routes.iter().filter(|r| r.soap.is_some());
     if name.is_empty() {
         let list: serde_json::Map<String, serde_json::Value> = soap_routes

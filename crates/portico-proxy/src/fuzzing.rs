@@ -10,9 +10,10 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use http::StatusCode;
 
-pub use crate::h1conn::BodyFraming;
-use crate::h1conn::{Decoder, Fill, Names};
-use crate::h1server::{self, Read, Refused};
+pub use crate::http1::codec::BodyFraming;
+use crate::http1::codec::{Decoder, Fill, Names};
+use crate::http1::server::{Refusal, Refused, head_end};
+use crate::listen::h1::{self, Read};
 
 /// The defaults of `server.max_request_header_bytes` and `server.max_request_headers`.
 pub const MAX_HEAD: usize = 65536;
@@ -56,20 +57,16 @@ pub fn read_request_head(input: &[u8]) -> HeadRead {
         let _ = buf.split_to(2);
         skipped += 2;
     }
-    let end = match h1server::head_end(&buf) {
+    let end = match head_end(&buf) {
         Err(_) => {
-            return head_of(
-                h1server::refused_head(h1server::Refusal::BareLf).req,
-                None,
-                0,
-            );
+            return head_of(h1::refused_head(Refusal::BareLf).req, None, 0);
         }
         Ok(None) if buf.len() > MAX_HEAD => return HeadRead::Refused("request_head_too_large"),
         Ok(None) => return HeadRead::Incomplete,
         Ok(Some(end)) => end + 4,
     };
     let mut names = Names::default();
-    match h1server::parse(&mut buf, &mut names, end, MAX_HEADERS) {
+    match h1::parse(&mut buf, &mut names, end, MAX_HEADERS) {
         Read::Head(p) => head_of(p.req, p.framing, skipped + end),
         Read::Refuse(problem) => HeadRead::Refused(problem.code()),
         Read::Closed | Read::Http2 => unreachable!("parse only reads heads"),
@@ -115,9 +112,9 @@ pub fn read_response_head(input: &[u8]) -> Result<Option<ResponseHead>, String> 
     let mut names = Names::default();
     loop {
         let Some((parts, shape)) =
-            crate::h1conn::parse_head(&mut buf, &mut names).map_err(|e| e.to_string())?
+            crate::http1::codec::parse_head(&mut buf, &mut names).map_err(|e| e.to_string())?
         else {
-            if buf.len() >= crate::h1conn::MAX_HEAD {
+            if buf.len() >= crate::http1::codec::MAX_HEAD {
                 return Err("response head larger than 64 KiB".into());
             }
             return Ok(None);

@@ -1,6 +1,8 @@
 //! Real servers and clients for Portico's integration tests: HTTP/1.1, HTTP/2 (h2c and TLS),
 //! WebSocket, server-sent events and gRPC, each on an ephemeral port of 127.0.0.1.
 
+#![forbid(unsafe_code)]
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -3,6 +3,8 @@
 //! status mapping) and XML (a safe reader, the generic XML↔JSON mapping). `portico-config` builds transcoders when a config loads, so descriptor and
 //! annotation problems are config errors; `portico-proxy` calls them per request.
 
+#![forbid(unsafe_code)]
+
 pub mod grpc;
 pub mod openapi;
 pub mod reflection;

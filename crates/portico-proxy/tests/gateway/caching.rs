@@ -231,7 +231,7 @@ async fn each_vary_variant_is_kept_side_by_side() {
     }
     assert_eq!(up.hits(), 4);
     // Past the per-URL bound the oldest variant goes.
-    for i in 0..portico_proxy::cache::MAX_VARIANTS {
+    for i in 0..portico_proxy::policy::cache::MAX_VARIANTS {
         fetch(&gw, "/vary", &[("accept-language", &format!("x{i}"))]).await;
     }
     let en = fetch(&gw, "/vary", &[("accept-language", "en")]).await;

@@ -207,7 +207,7 @@ async fn targets_named_by_dns_are_re_resolved_and_old_addresses_retired() {
         named("b", Duration::ZERO).await,
     );
     // The name stands for a's address first, then for b's.
-    portico_proxy::dns::set_override("moving.portico.test", vec![a.addr]);
+    portico_proxy::upstream::dns::set_override("moving.portico.test", vec![a.addr]);
     let gw = gateway(&config(
         "upstreams:\n  moving:\n    targets: [\"http://moving.portico.test:80\"]\n    dns_refresh: 100ms\nroutes:\n  - upstream: moving\n",
     ))
@@ -215,7 +215,7 @@ async fn targets_named_by_dns_are_re_resolved_and_old_addresses_retired() {
     for _ in 0..5 {
         assert_eq!(get(&gw.url("/")).await.text(), "a");
     }
-    portico_proxy::dns::set_override("moving.portico.test", vec![b.addr]);
+    portico_proxy::upstream::dns::set_override("moving.portico.test", vec![b.addr]);
     let waited = Instant::now();
     while get(&gw.url("/")).await.text() != "b" {
         assert!(

@@ -1,0 +1,532 @@
+//! The running gateway: its listeners, the current runtime, reload (from the file, the
+//! watcher or the admin API) and drain.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::PrometheusHandle;
+use portico_config::Config;
+use tokio::sync::{Notify, watch};
+
+use crate::listen::accept::{self, ListenerHandle};
+use crate::listen::serving::Serving;
+use crate::runtime::Runtime;
+
+/// Shared by every task of one gateway.
+pub struct Inner {
+    /// What the listeners and their connections share.
+    pub(crate) shared: Arc<Serving>,
+    /// Also serialises reloads.
+    listeners: tokio::sync::Mutex<Vec<ListenerHandle>>,
+    pub(crate) draining: AtomicBool,
+    pub(crate) prometheus: PrometheusHandle,
+    pub(crate) last_reload_error: Mutex<Option<String>>,
+    /// Targets set through the admin API; changed only under the `listeners` lock.
+    pub(crate) target_overrides: Mutex<crate::runtime::TargetOverrides>,
+    config_path: Option<PathBuf>,
+    admin: std::sync::OnceLock<SocketAddr>,
+    admin_configured: Option<SocketAddr>,
+}
+
+/// A running gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+impl Gateway {
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Gateway {
+        Gateway { inner }
+    }
+
+    /// Builds the first runtime from `config`. `config_path` is the file reloads read. Nothing
+    /// is bound yet: the crate root's `Gateway::start` binds the admin port (the admin API sits
+    /// above the gateway and calls into it), then [`Gateway::bind_listeners`].
+    pub(crate) fn open(config: Config, config_path: Option<PathBuf>) -> Result<Gateway, String> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let prometheus = crate::observe::metrics::install();
+        let admin_configured = config.admin;
+        let runtime = Runtime::build(config, None, 1, &Default::default())?;
+        crate::translate::grpc::start_reflections(&runtime);
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            shared: Arc::new(Serving {
+                runtime: ArcSwap::from_pointee(runtime),
+                active_connections: AtomicUsize::new(0),
+                connections_idle: Notify::new(),
+                shutdown,
+                per_ip: Mutex::new(Default::default()),
+            }),
+            listeners: tokio::sync::Mutex::new(Vec::new()),
+            draining: AtomicBool::new(false),
+            prometheus,
+            last_reload_error: Mutex::new(None),
+            target_overrides: Mutex::new(Default::default()),
+            config_path,
+            admin: std::sync::OnceLock::new(),
+            admin_configured,
+        });
+        Ok(Gateway { inner })
+    }
+
+    /// The admin port's configured address, to bind at start.
+    pub(crate) fn admin_configured(&self) -> Option<SocketAddr> {
+        self.inner.admin_configured
+    }
+
+    /// Records where the admin port was bound.
+    pub(crate) fn set_admin_addr(&self, bound: SocketAddr) {
+        let _ = self.inner.admin.set(bound);
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// Binds every listener of the current config and starts serving.
+    pub(crate) async fn bind_listeners(&self) -> Result<(), String> {
+        let cfg = self.inner.shared.runtime.load_full().config.clone();
+        let mut handles = Vec::new();
+        for l in &cfg.listeners {
+            handles.push(accept::bind(l, &cfg.server, &self.inner.shared).await?);
+        }
+        *self.inner.listeners.lock().await = handles;
+        record_config_metrics(None, &cfg, 1);
+        Ok(())
+    }
+
+    /// The address each listener is bound to, by name (useful with port 0).
+    pub async fn listener_addrs(&self) -> Vec<(Arc<str>, SocketAddr)> {
+        self.inner
+            .listeners
+            .lock()
+            .await
+            .iter()
+            .map(|h| (h.spec.name.clone(), h.local))
+            .collect()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.inner.admin.get().copied()
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.inner.shared.runtime.load_full()
+    }
+
+    /// Applies a validated config: binds new listeners first (any failure leaves everything as
+    /// it was), then swaps the runtime atomically, then closes listeners that are gone. Returns
+    /// notes about settings that need a restart.
+    pub async fn apply(&self, config: Config) -> Result<Vec<String>, String> {
+        let mut listeners = self.inner.listeners.lock().await;
+        let previous = self.inner.shared.runtime.load_full();
+        // An empty or truncated file is valid YAML and a valid config: applied, it would stop
+        // serving every client at once. No reload does that; stopping is the process's job.
+        if config.listeners.is_empty() && !previous.config.listeners.is_empty() {
+            return Err(format!(
+                "{}: the new config has no listeners; a reload never closes every listener (is the file empty or half-written? write the new file beside it and rename it over the old one)",
+                config.source
+            ));
+        }
+        let mut notes = Vec::new();
+        if config.admin != self.inner.admin_configured {
+            notes.push(format!(
+                "admin address changed to {}; it takes effect after a restart",
+                config.admin.map_or("off".to_string(), |a| a.to_string())
+            ));
+        }
+        let fingerprint = |c: &Config| c.admin_access.tls.as_ref().map(|t| t.fingerprint);
+        if fingerprint(&config) != fingerprint(&previous.config) {
+            notes.push("admin.tls changed; it takes effect after a restart".to_string());
+        }
+        // Targets set through the admin API outlive file reloads (they are shown on `/config`
+        // and `/upstreams`); those of upstreams the file no longer has are dropped.
+        let mut overrides = self
+            .inner
+            .target_overrides
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default();
+        overrides.retain(|name, targets| {
+            match config.upstreams.iter().find(|u| &*u.name == name) {
+                None => {
+                    notes.push(format!("upstream `{name}` is gone; its targets set through the admin API are dropped"));
+                    false
+                }
+                Some(up) => match check_targets(up, targets) {
+                    Ok(()) => {
+                        notes.push(format!("upstream `{name}` keeps the targets set through the admin API, not the file's (DELETE /upstreams/{name}/targets returns to the file's)"));
+                        true
+                    }
+                    Err(e) => {
+                        notes.push(format!("upstream `{name}`: the targets set through the admin API no longer fit ({e}); the file's apply"));
+                        false
+                    }
+                },
+            }
+        });
+        let runtime = Runtime::build(config, Some(&previous), previous.generation + 1, &overrides)?;
+        crate::translate::grpc::start_reflections(&runtime);
+        let cfg = runtime.config.clone();
+
+        // New listeners and new settings for kept ones, prepared before anything changes.
+        let mut added = Vec::new();
+        let mut updates = Vec::new();
+        for l in &cfg.listeners {
+            match listeners.iter().position(|h| h.spec.addr == l.addr) {
+                Some(i) => updates.push((
+                    i,
+                    Arc::new(crate::listen::settings::Settings::new(l, &cfg.server)?),
+                    l.clone(),
+                )),
+                None => match accept::bind(l, &cfg.server, &self.inner.shared).await {
+                    Ok(h) => added.push(h),
+                    Err(e) => {
+                        for h in &added {
+                            let _ = h.stop.send(true);
+                        }
+                        return Err(e);
+                    }
+                },
+            }
+        }
+        for (i, settings, spec) in updates {
+            listeners[i].settings.store(settings);
+            listeners[i].spec = spec;
+        }
+        self.inner.shared.runtime.store(Arc::new(runtime));
+        let kept: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.addr).collect();
+        listeners.retain(|h| {
+            let keep = kept.contains(&h.spec.addr);
+            if !keep {
+                tracing::info!(listener = %h.spec.name, address = %h.local, "listener removed");
+                let _ = h.stop.send(true);
+            }
+            keep
+        });
+        listeners.extend(added);
+        record_config_metrics(Some(&previous.config), &cfg, previous.generation + 1);
+        if let Ok(mut e) = self.inner.last_reload_error.lock() {
+            *e = None;
+        }
+        if let Ok(mut o) = self.inner.target_overrides.lock() {
+            *o = overrides;
+            record_override_metrics(&o);
+        }
+        Ok(notes)
+    }
+
+    /// Replaces an upstream's targets without touching the file (`Some`), or returns it to the
+    /// file's targets (`None`). In-flight requests finish on the pool they started with; the
+    /// targets kept keep their health state. The change survives file reloads until undone.
+    pub async fn set_targets(
+        &self,
+        upstream: &str,
+        targets: Option<Vec<portico_config::Target>>,
+    ) -> Result<(), TargetsError> {
+        let _serialised = self.inner.listeners.lock().await;
+        let current = self.inner.shared.runtime.load_full();
+        let Some(up) = current
+            .config
+            .upstreams
+            .iter()
+            .find(|u| &*u.name == upstream)
+        else {
+            return Err(TargetsError::UnknownUpstream);
+        };
+        let mut overrides = self
+            .inner
+            .target_overrides
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default();
+        match targets {
+            Some(t) => {
+                check_targets(up, &t).map_err(TargetsError::Invalid)?;
+                overrides.insert(upstream.to_owned(), t);
+            }
+            None => {
+                overrides.remove(upstream);
+            }
+        }
+        let runtime = current
+            .with_overrides(&overrides)
+            .map_err(TargetsError::Invalid)?;
+        let generation = runtime.generation;
+        self.inner.shared.runtime.store(Arc::new(runtime));
+        ::metrics::gauge!("portico_config_generation").set(generation as f64);
+        if let Ok(mut o) = self.inner.target_overrides.lock() {
+            *o = overrides;
+            record_override_metrics(&o);
+        }
+        tracing::warn!(
+            upstream,
+            generation,
+            "upstream targets changed through the admin API"
+        );
+        Ok(())
+    }
+
+    /// Re-reads the config file and applies it. A file with errors is rejected whole and the
+    /// running config stays; the errors are returned, logged and shown on `/config`.
+    pub async fn reload_file(&self) -> Result<Vec<String>, String> {
+        let Some(path) = self.inner.config_path.clone() else {
+            return Err("this gateway was not started from a file; nothing to reload".into());
+        };
+        // Loading reads files (and fetches WSDLs named by URL): off the request threads.
+        let file = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || portico_config::load_file(&file))
+            .await
+            .map_err(|e| format!("loading the config failed: {e}"))?;
+        let result = match loaded {
+            Ok(cfg) => self.apply(cfg).await,
+            Err(d) => Err(d.to_string()),
+        };
+        match &result {
+            Ok(notes) => {
+                ::metrics::counter!("portico_config_reloads_total", "result" => "success")
+                    .increment(1);
+                tracing::info!(file = %path.display(), generation = self.inner.shared.runtime.load().generation, "config reloaded");
+                for n in notes {
+                    tracing::warn!("{n}");
+                }
+            }
+            Err(e) => {
+                ::metrics::counter!("portico_config_reloads_total", "result" => "failure")
+                    .increment(1);
+                tracing::error!(file = %path.display(), "config reload rejected; the running config stays:\n{e}");
+                if let Ok(mut last) = self.inner.last_reload_error.lock() {
+                    *last = Some(e.clone());
+                }
+            }
+        }
+        result
+    }
+
+    /// Reloads when the config file changes. Watches the folder, not the file: editors replace
+    /// files on save and Kubernetes swaps a symlink.
+    ///
+    /// A file must never be applied half-written: a writer that rewrites the file in place
+    /// (templating, `cat >`, a network file system) makes it valid but incomplete for a while,
+    /// and a policy near its end would be missing. So a burst of events that wrote into the
+    /// file itself is applied only once the writer has closed it and nothing has changed for
+    /// `server.reload_settle`. A burst that only renamed or linked a complete file into place
+    /// (the safe way to update a config) is applied after a short pause.
+    pub fn watch_file(&self) -> Result<(), String> {
+        use notify::Watcher;
+        let Some(path) = self.inner.config_path.clone() else {
+            return Ok(());
+        };
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let file_name = path.file_name().map(std::ffi::OsStr::to_os_string);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if let Ok(e) = ev
+                && is_change(&e.kind)
+            {
+                let ours = e
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().map(std::ffi::OsStr::to_os_string) == file_name);
+                let _ = tx.send(Burst::of(&e.kind, ours));
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        watcher
+            .watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| e.to_string())?;
+        let gw = self.clone();
+        tokio::spawn(async move {
+            let _watcher = watcher;
+            let mut last = std::fs::read(&path).ok();
+            while let Some(first) = rx.recv().await {
+                let mut burst = first;
+                let started = tokio::time::Instant::now();
+                loop {
+                    let settle = gw.inner.shared.runtime.load().config.server.reload_settle;
+                    let quiet = if burst.wrote_in_place {
+                        settle
+                    } else {
+                        Duration::from_millis(150)
+                    };
+                    match tokio::time::timeout(quiet, rx.recv()).await {
+                        Ok(Some(next)) => burst.add(next),
+                        Ok(None) => return,
+                        // A writer still holding the file open gets more time, up to a bound:
+                        // a file kept open for writing forever must not block reloads.
+                        Err(_) if burst.open_for_write && started.elapsed() < MAX_WRITER_WAIT => {}
+                        Err(_) => break,
+                    }
+                }
+                if burst.open_for_write {
+                    tracing::warn!(file = %path.display(), "the config file has been open for writing for {}s; reading it anyway", MAX_WRITER_WAIT.as_secs());
+                }
+                let now = std::fs::read(&path).ok();
+                if now.is_some() && now != last {
+                    last = now;
+                    let _ = gw.reload_file().await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops accepting, lets in-flight requests finish up to the drain timeout, then returns
+    /// the number of connections still open (0 when the drain completed).
+    pub async fn shutdown(&self) -> usize {
+        self.inner.draining.store(true, Ordering::Release);
+        let deadline = self.inner.shared.runtime.load().config.server.drain_timeout;
+        for h in self.inner.listeners.lock().await.iter() {
+            let _ = h.stop.send(true);
+        }
+        let _ = self.inner.shared.shutdown.send(true);
+        let wait = async {
+            loop {
+                let idle = self.inner.shared.connections_idle.notified();
+                if self.inner.shared.active_connections.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait).await;
+        self.inner.shared.active_connections.load(Ordering::Acquire)
+    }
+}
+
+fn record_config_metrics(previous: Option<&Config>, cfg: &Config, generation: u64) {
+    if let Some(p) = previous.filter(|p| p.hash != cfg.hash) {
+        ::metrics::gauge!("portico_config_info", "hash" => p.hash.clone()).set(0.0);
+    }
+    ::metrics::gauge!("portico_config_generation").set(generation as f64);
+    ::metrics::gauge!("portico_config_info", "hash" => cfg.hash.clone()).set(1.0);
+}
+
+/// Why the admin API refused a target change.
+#[derive(Debug)]
+pub enum TargetsError {
+    UnknownUpstream,
+    Invalid(String),
+}
+
+/// Whether `targets` can serve `up` as its settings stand.
+fn check_targets(
+    up: &portico_config::Upstream,
+    targets: &[portico_config::Target],
+) -> Result<(), String> {
+    if targets.is_empty() {
+        return Err("an upstream needs at least one target".into());
+    }
+    if up
+        .health_check
+        .as_ref()
+        .is_some_and(|h| h.grpc_service.is_some())
+        && targets
+            .iter()
+            .any(|t| t.scheme == portico_config::Scheme::Http)
+    {
+        return Err(
+            "this upstream has gRPC health checks, which need `h2c://` or `https://` targets"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn record_override_metrics(o: &crate::runtime::TargetOverrides) {
+    ::metrics::gauge!("portico_admin_target_overrides").set(o.len() as f64);
+}
+
+/// How long the watcher waits for a writer that keeps the config file open.
+const MAX_WRITER_WAIT: Duration = Duration::from_secs(60);
+
+/// What a burst of file-system events did to the config file.
+#[derive(Debug, Clone, Copy, Default)]
+struct Burst {
+    /// Data was written into the file itself (not renamed into place).
+    wrote_in_place: bool,
+    /// The last write into the file has not been followed by its close.
+    open_for_write: bool,
+}
+
+impl Burst {
+    fn of(kind: &notify::EventKind, ours: bool) -> Burst {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, ModifyKind};
+        let mut b = Burst::default();
+        if !ours {
+            return b;
+        }
+        match kind {
+            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
+                b.wrote_in_place = true;
+                // Only inotify reports closes; elsewhere the settle time alone must do.
+                b.open_for_write = cfg!(target_os = "linux");
+            }
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => b.wrote_in_place = true,
+            _ => {}
+        }
+        b
+    }
+
+    fn add(&mut self, next: Burst) {
+        self.wrote_in_place |= next.wrote_in_place;
+        // A close after the writes ends them; a write after a close starts another.
+        self.open_for_write = if next.open_for_write {
+            true
+        } else if next.wrote_in_place {
+            false
+        } else {
+            self.open_for_write
+        };
+    }
+}
+
+/// Whether a file-system event in the config's folder may have changed the config. Reading
+/// the file is itself an event (open, access, close-without-write): counting those made the
+/// watcher re-read the config every 150 ms forever.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Modify(_)
+            | EventKind::Remove(_)
+            | EventKind::Any
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
+
+    #[test]
+    fn reading_the_config_is_not_a_change() {
+        assert!(!super::is_change(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!super::is_change(&EventKind::Access(AccessKind::Read)));
+        assert!(!super::is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(super::is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(super::is_change(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(super::is_change(&EventKind::Modify(ModifyKind::Any)));
+        assert!(super::is_change(&EventKind::Create(CreateKind::File)));
+        assert!(super::is_change(&EventKind::Remove(RemoveKind::File)));
+    }
+}
