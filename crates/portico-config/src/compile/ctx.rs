@@ -37,6 +37,28 @@ pub(crate) struct Ctx<'a> {
     pub(crate) env: Env<'a>,
 }
 
+impl<'a> Ctx<'a> {
+    /// A compilation of `text` (named `source` in diagnostics), nothing compiled yet.
+    pub(crate) fn new(source: &'a str, text: &'a str, base_dir: &'a Path, env: Env<'a>) -> Self {
+        Ctx {
+            rate_limits: 0,
+            basic_policies: 0,
+            jwt_policies: 0,
+            introspection_policies: 0,
+            have_redis: false,
+            concurrency_limits: 0,
+            jwks: Vec::new(),
+            have_api_keys: false,
+            have_users: false,
+            claim_headers: Vec::new(),
+            global_auth: false,
+            sink: Sink::new(source, text),
+            base_dir,
+            env,
+        }
+    }
+}
+
 /// The value node under `key` in a mapping node.
 pub(crate) fn get<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
     match &node.kind {
@@ -134,5 +156,35 @@ pub(crate) fn read_file(cx: &mut Ctx<'_>, path: &str, at: Loc) -> Option<Vec<u8>
             );
             None
         }
+    }
+}
+
+/// What the unit tests of `compile/` share: a context over `text`, and the text parsed.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+
+    use super::Ctx;
+    use crate::diag::Diagnostic;
+    use crate::tree::{Node, parse_document};
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    /// A context over `text` with no environment and `.` as the base folder.
+    pub(crate) fn ctx(text: &str) -> Ctx<'_> {
+        Ctx::new("test.yaml", text, Path::new("."), &no_env)
+    }
+
+    pub(crate) fn doc(text: &str) -> Node {
+        parse_document(text).expect("test YAML parses")
+    }
+
+    /// The one diagnostic the context collected.
+    pub(crate) fn only_diagnostic(cx: Ctx<'_>) -> Diagnostic {
+        let mut d = cx.sink.finish().0;
+        assert_eq!(d.len(), 1, "{d:?}");
+        d.remove(0)
     }
 }

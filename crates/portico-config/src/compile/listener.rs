@@ -323,3 +323,38 @@ pub(super) fn compile_access_log(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::ctx::testing::{ctx, doc, only_diagnostic};
+    use crate::tree::from_node;
+
+    #[test]
+    fn admin_address_on_is_not_a_switch() {
+        let text = "address: on\n";
+        let node = doc(text);
+        let cfg: AdminConfig = from_node(&node, &|_: &str| None).unwrap();
+        let mut cx = ctx(text);
+        assert!(compile_admin(&mut cx, Some(&cfg), Some(&node), &[]).is_none());
+        let d = only_diagnostic(cx);
+        assert_eq!(
+            d.loc,
+            Some(Loc {
+                line: 1,
+                column: 10
+            })
+        );
+        assert_eq!(d.hint.as_deref(), Some("give `host:port`, or `off`"));
+    }
+
+    #[test]
+    fn admin_address_off_turns_it_off() {
+        let text = "address: off\n";
+        let node = doc(text);
+        let cfg: AdminConfig = from_node(&node, &|_: &str| None).unwrap();
+        let mut cx = ctx(text);
+        assert!(compile_admin(&mut cx, Some(&cfg), Some(&node), &[]).is_none());
+        assert!(cx.sink.finish().is_empty());
+    }
+}

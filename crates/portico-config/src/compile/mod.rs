@@ -76,22 +76,7 @@ pub fn compile(
     base_dir: &Path,
     env: Env<'_>,
 ) -> Result<Config, Diagnostics> {
-    let mut cx = Ctx {
-        rate_limits: 0,
-        basic_policies: 0,
-        jwt_policies: 0,
-        introspection_policies: 0,
-        have_redis: false,
-        concurrency_limits: 0,
-        jwks: Vec::new(),
-        have_api_keys: false,
-        have_users: false,
-        claim_headers: Vec::new(),
-        global_auth: false,
-        sink: Sink::new(source, text),
-        base_dir,
-        env,
-    };
+    let mut cx = Ctx::new(source, text, base_dir, env);
     let root = match parse_document(text) {
         Ok(n) => n,
         Err(e) => {

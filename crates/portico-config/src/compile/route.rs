@@ -553,3 +553,35 @@ pub(crate) fn compile_path(p: &PathMatchConfig) -> Result<PathPattern, (String, 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_must_start_with_a_slash() {
+        let Err((msg, hint)) = compile_path(&PathMatchConfig::Prefix("api".into())) else {
+            panic!("`api` compiled")
+        };
+        assert_eq!(msg, "path `api` must start with `/`");
+        assert_eq!(hint, "write `/api`");
+    }
+
+    #[test]
+    fn an_exact_path_has_no_parameters() {
+        let Err((msg, hint)) = compile_path(&PathMatchConfig::Exact("/users/{id}".into())) else {
+            panic!("`/users/{{id}}` compiled as an exact path")
+        };
+        assert_eq!(msg, "exact path `/users/{id}` contains `{`");
+        assert_eq!(hint, "use `template:` for paths with parameters");
+    }
+
+    #[test]
+    fn a_path_must_be_canonical() {
+        let Err((msg, hint)) = compile_path(&PathMatchConfig::Prefix("/a/../b".into())) else {
+            panic!("`/a/../b` compiled")
+        };
+        assert!(msg.contains("is not in canonical form"), "{msg}");
+        assert_eq!(hint, "write `/b`");
+    }
+}

@@ -444,3 +444,48 @@ fn target_from_str(t: &str) -> Result<Target, (String, String)> {
         _ => Err((format!("invalid target `{t}`"), hint())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::ctx::testing::{ctx, only_diagnostic};
+
+    #[test]
+    fn an_unknown_scheme_is_located_with_a_hint() {
+        let mut cx = ctx("upstreams:\n  a: { targets: [\"ftp://x:21\"] }\n");
+        let at = Loc {
+            line: 2,
+            column: 18,
+        };
+        assert!(parse_target(&mut cx, "ftp://x:21", at).is_none());
+        let d = only_diagnostic(cx);
+        assert_eq!(d.message, "unsupported target scheme `ftp`");
+        assert_eq!(d.loc, Some(at));
+        assert_eq!(
+            d.hint.as_deref(),
+            Some("write `http://host:port`, `https://host:port` or `h2c://host:port`")
+        );
+    }
+
+    #[test]
+    fn a_target_has_no_path() {
+        let (msg, hint) = target_from_str("http://x:80/api").unwrap_err();
+        assert_eq!(
+            msg,
+            "target `http://x:80/api` must not have a path, query or user info"
+        );
+        assert!(hint.contains("rewrite"));
+    }
+
+    #[test]
+    fn the_port_defaults_by_scheme() {
+        assert_eq!(
+            parse_target_url("https://x").unwrap().authority.port_u16(),
+            Some(443)
+        );
+        assert_eq!(
+            parse_target_url("h2c://x/").unwrap().authority.port_u16(),
+            Some(80)
+        );
+    }
+}

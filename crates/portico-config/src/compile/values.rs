@@ -166,3 +166,55 @@ pub(super) fn compile_header_ops(
         templated,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::ctx::testing::{ctx, only_diagnostic};
+
+    #[test]
+    fn a_host_name_is_not_an_address() {
+        let text = "admin:\n  address: localhost:9901\n";
+        let mut cx = ctx(text);
+        let at = Loc {
+            line: 2,
+            column: 12,
+        };
+        assert!(parse_addr(&mut cx, "localhost:9901", at).is_none());
+        let d = only_diagnostic(cx);
+        assert_eq!(d.message, "invalid address `localhost:9901`");
+        assert_eq!(d.loc, Some(at));
+        assert!(d.hint.unwrap().starts_with("use an IP address"));
+        assert_eq!(d.source_line.as_deref(), Some("  address: localhost:9901"));
+    }
+
+    #[test]
+    fn a_port_alone_is_not_an_address() {
+        let mut cx = ctx("address: 9901\n");
+        assert!(
+            parse_addr(
+                &mut cx,
+                "9901",
+                Loc {
+                    line: 1,
+                    column: 10
+                }
+            )
+            .is_none()
+        );
+        let d = only_diagnostic(cx);
+        assert!(
+            d.hint
+                .unwrap()
+                .starts_with("a port alone is not an address")
+        );
+    }
+
+    #[test]
+    fn an_address_parses() {
+        let mut cx = ctx("");
+        let a = parse_addr(&mut cx, "[::1]:8080", Loc::default()).unwrap();
+        assert_eq!(a.port(), 8080);
+        assert!(cx.sink.finish().is_empty());
+    }
+}
