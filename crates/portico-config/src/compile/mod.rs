@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::diag::{Diagnostics, Sink};
+use crate::diag::Diagnostics;
 use crate::file::*;
 use crate::ir::*;
 use crate::router::Router;
