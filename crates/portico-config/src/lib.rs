@@ -1,15 +1,17 @@
 //! Portico's configuration: the file format, its validation with precise locations, and the
 //! compiled runtime form the proxy reads through an atomic pointer.
 
-mod auth;
+#![forbid(unsafe_code)]
+
 pub mod canon;
 pub mod compile;
+mod config;
 pub mod dates;
 pub mod diag;
 pub mod duration;
+mod fetch;
 pub mod file;
 pub mod ir;
-mod plain_yaml;
 pub mod router;
 pub mod tree;
 
@@ -17,6 +19,7 @@ use std::path::Path;
 
 pub use compile::{DEFAULT_ADMIN, parse_target_url};
 pub use diag::{Diagnostic, Diagnostics};
+pub use fetch::{UrlFetcher, set_url_fetcher};
 pub use ir::*;
 
 /// Loads a config file, expanding `${VAR}` from the process environment.
@@ -41,25 +44,6 @@ pub fn load_file(path: &Path) -> Result<Config, Diagnostics> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     load_str(&name, &text, base, &|k| std::env::var(k).ok())
-}
-
-/// Reads a document named by an `http(s)://` URL while a config loads (a WSDL and its
-/// schemas). The config crate does no network I/O of its own: the gateway, which owns an HTTP
-/// client, sets this once at start.
-pub type UrlFetcher = fn(&str) -> Result<Vec<u8>, String>;
-
-static URL_FETCHER: std::sync::OnceLock<UrlFetcher> = std::sync::OnceLock::new();
-
-/// Sets the [`UrlFetcher`]; the first call wins.
-pub fn set_url_fetcher(f: UrlFetcher) {
-    let _ = URL_FETCHER.set(f);
-}
-
-pub(crate) fn fetch_url(url: &str) -> Result<Vec<u8>, String> {
-    match URL_FETCHER.get() {
-        Some(f) => f(url),
-        None => Err("URLs are not fetched here (no HTTP client is set up)".into()),
-    }
 }
 
 /// Compiles config text. `source` names it in diagnostics.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method};
 
 use crate::canon::hex;
-use crate::ir::{HostPattern, PathPattern, Route, Segment, Template};
+use crate::ir::route::{HostPattern, PathPattern, Route, Segment, Template};
 
 /// What the router needs to know about a request.
 pub struct RequestView<'a> {

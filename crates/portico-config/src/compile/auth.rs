@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use portico_auth::jwt::{self, ClaimRule, Family, Issuer, IssuerKeys, Key, KeySet};
 
-use crate::compile::{Ctx, get, item_loc, loc, read_file};
+use super::ctx::{Ctx, get, item_loc, loc, read_file};
 use crate::file::*;
 use crate::ir::*;
 use crate::tree::{Node, NodeKind};

@@ -17,7 +17,8 @@ use std::borrow::Cow;
 
 use serde_saphyr::granit_parser::{Event, Options, Parser, ScalarStyle, Span, StrInput};
 
-use crate::tree::{Loc, Node, NodeKind};
+use super::node::{Loc, Node, NodeKind};
+use super::reference::RawNode;
 
 /// Containers nested deeper than this are left to the reference reader (whose budget allows
 /// 64) rather than counted exactly the way it counts them.
@@ -144,7 +145,7 @@ fn scalar(value: Cow<'_, str>, style: ScalarStyle) -> Option<NodeKind> {
     // `1.5`, `-3`, `0x1F`, `1e3`, `~`, `.inf`, `1_000`, `1.2.3`: ask serde-saphyr, on this
     // scalar alone, as the one item of a block sequence (where a plain scalar reads the same
     // as in any block context).
-    let item = serde_saphyr::from_str::<crate::tree::RawNode>(&format!("- {s}")).ok()?;
+    let item = serde_saphyr::from_str::<RawNode>(&format!("- {s}")).ok()?;
     match item.0 {
         NodeKind::Seq(mut items) if items.len() == 1 => match items.pop()?.kind {
             NodeKind::Seq(_) | NodeKind::Map(_) => None,
@@ -224,7 +225,7 @@ fn has_duplicate_keys(entries: &[(Node, Node)]) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::parse_document_reference;
+    use crate::tree::reference::parse_document_reference;
 
     /// Same kinds, same values, same locations, all the way down.
     fn same(a: &Node, b: &Node, path: &str) {

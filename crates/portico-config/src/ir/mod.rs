@@ -1,0 +1,33 @@
+//! Runtime types: the config after validation. Nothing here is looked up by string per request;
+//! header names and values are pre-built, references are indexes, patterns are compiled.
+//!
+//! One file per part of the config, each using only those listed before it:
+//!
+//! - `server.rs` — listeners and their TLS, the admin port, the access log, `server`, Redis,
+//!   CIDR ranges.
+//! - `upstream.rs` — upstreams, targets, balancing, health checks, retries.
+//! - `auth.rs` — consumers and the identity and access policies.
+//! - `action.rs` — what a route does: proxy, respond, redirect, SOAP, gRPC transcoding,
+//!   aggregation.
+//! - `policy.rs` — the [`Policy`] chain and the policies other than identity and access.
+//! - `route.rs` — [`Route`]: its match, its action and the policies in effect.
+//!
+//! [`Config`], which holds all of these and the [`Router`](crate::router::Router) built over the
+//! routes, lives in [`crate::config`] so that the router can read the route types without a
+//! circle; it is re-exported here, where it has always been found.
+
+pub(crate) mod action;
+pub(crate) mod auth;
+pub(crate) mod policy;
+pub(crate) mod route;
+pub(crate) mod server;
+pub(crate) mod upstream;
+
+pub use action::*;
+pub use auth::*;
+pub use policy::*;
+pub use route::*;
+pub use server::*;
+pub use upstream::*;
+
+pub use crate::config::Config;
