@@ -135,7 +135,11 @@ pub(crate) fn compile_consumers(
     out
 }
 
-pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) -> Option<Policy> {
+pub(crate) fn compile_access_policy(
+    cx: &mut Ctx<'_>,
+    p: &PolicyConfig,
+    node: &Node,
+) -> Option<Policy> {
     let before = cx.sink.out.len();
     let policy = match p {
         PolicyConfig::ApiKey(_)

@@ -110,7 +110,7 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
         | PolicyConfig::Acl(_)
         | PolicyConfig::IpFilter(_)
         | PolicyConfig::Cors(_)
-        | PolicyConfig::BodyLimit(_) => super::auth::compile_policy(cx, p, node)?,
+        | PolicyConfig::BodyLimit(_) => super::auth::compile_access_policy(cx, p, node)?,
         PolicyConfig::Cache(c) => {
             let max_entries = c.max_entries.unwrap_or(10_000);
             if max_entries == 0 {

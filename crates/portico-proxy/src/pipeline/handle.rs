@@ -480,11 +480,11 @@ fn process(
                     r
                 });
                 let mut resp = crate::upstream::call::call_upstream(
-                    &route,
+                    route.timeout,
                     &pool,
                     ti,
                     &mut upstream_req,
-                    rec,
+                    Some(&mut *rec),
                     Some(&conn.timer),
                 )
                 .await?;
@@ -494,11 +494,11 @@ fn process(
                     && !store.confirms(entry, head, &resp)
                 {
                     resp = crate::upstream::call::call_upstream(
-                        &route,
+                        route.timeout,
                         &pool,
                         ti,
                         &mut plain,
-                        rec,
+                        Some(&mut *rec),
                         Some(&conn.timer),
                     )
                     .await?;

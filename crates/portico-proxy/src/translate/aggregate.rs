@@ -108,10 +108,11 @@ fn render(
 /// One backend call: the answer as JSON, or why there is none.
 async fn call(
     pool: Arc<UpstreamPool>,
+    target: usize,
     method: Method,
     path: String,
     headers: http::HeaderMap,
-    timeout: Duration,
+    timeout: Option<Duration>,
 ) -> Outcome {
     let fail = |status: StatusCode, code: &'static str, detail: String| Failure {
         status,
@@ -119,15 +120,9 @@ async fn call(
         detail,
         passed: None,
     };
-    let empty = http::HeaderMap::new();
-    let i = pool.pick(&crate::upstream::balance::PickContext {
-        headers: &empty,
-        client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        path: &path,
-        query: None,
-    });
-    let target = pool.target(i).clone();
-    let uri = target.uri(path.as_str()).map_err(|e| {
+    let budget = timeout.unwrap_or(pool.spec.request_timeout);
+    let t = pool.target(target).clone();
+    let uri = t.uri(path.as_str()).map_err(|e| {
         fail(
             StatusCode::BAD_GATEWAY,
             "upstream_protocol_error",
@@ -139,25 +134,30 @@ async fn call(
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
-    if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
+    if let Ok(host) = HeaderValue::from_str(t.authority.as_str()) {
         req.headers_mut().insert(header::HOST, host);
     }
     let exchange = async {
-        let (_, resp) = pool.send(i, &mut req).await.map_err(|e| {
-            if e.is_overload() {
-                fail(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream_overloaded",
-                    e.to_string(),
-                )
-            } else {
-                fail(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_connect_failed",
-                    e.to_string(),
-                )
-            }
-        })?;
+        // The same call as a proxied request's: the upstream's retry policy, failover,
+        // metrics and error mapping apply.
+        let resp =
+            crate::upstream::call::call_upstream(timeout, &pool, target, &mut req, None, None)
+                .await
+                .map_err(|p| Failure {
+                    status: p.status(),
+                    code: p.code(),
+                    detail: match p {
+                        Problem::UpstreamTimeout => {
+                            format!("no answer within {} ms", budget.as_millis())
+                        }
+                        Problem::UpstreamConnect => "the upstream could not be reached".into(),
+                        Problem::UpstreamOverloaded => {
+                            "the upstream's limits refused the call".into()
+                        }
+                        _ => "the upstream's answer broke off or was not valid HTTP".into(),
+                    },
+                    passed: None,
+                })?;
         let (head, body) = resp.into_parts();
         let bytes = http_body_util::Limited::new(body, MAX_BACKEND_BODY)
             .collect()
@@ -195,12 +195,13 @@ async fn call(
             )
         })
     };
-    match tokio::time::timeout(timeout, exchange).await {
+    // The call's budget covers reading the answer too, not only its head.
+    match tokio::time::timeout(budget, exchange).await {
         Ok(r) => r,
         Err(_) => Err(fail(
             StatusCode::GATEWAY_TIMEOUT,
             "upstream_timeout",
-            format!("no answer within {} ms", timeout.as_millis()),
+            format!("no answer within {} ms", budget.as_millis()),
         )),
     }
 }
@@ -270,7 +271,7 @@ pub async fn handle(
                 continue;
             }
             let pool = rt.pools[b.upstream].clone();
-            let timeout = b.timeout.unwrap_or(pool.spec.request_timeout);
+            let timeout = b.timeout;
             match render(&b.path, params, &done, &names) {
                 Ok(path) => {
                     if b.cache_ttl.is_some()
@@ -286,9 +287,19 @@ pub async fn handle(
                         done[i] = Some(Ok(v));
                         continue;
                     }
+                    // Balanced as the client's own request would be (its address and
+                    // headers), on the backend's path.
+                    let (p, q) = path.split_once('?').unwrap_or((&path, ""));
+                    let target = pool.pick(&crate::upstream::balance::PickContext {
+                        headers: req.headers(),
+                        client_ip: rec.client_ip,
+                        path: p,
+                        query: (!q.is_empty()).then_some(q),
+                    });
                     let (method, headers) = (b.method.clone(), headers.clone());
                     running.spawn(async move {
-                        let outcome = call(pool, method, path.clone(), headers, timeout).await;
+                        let outcome =
+                            call(pool, target, method, path.clone(), headers, timeout).await;
                         (i, path, outcome)
                     });
                 }

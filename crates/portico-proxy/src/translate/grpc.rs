@@ -210,7 +210,9 @@ pub async fn handle(
             h.insert(name.clone(), v.clone());
         }
     }
-    let resp = crate::upstream::call::call_upstream(route, &pool, ti, &mut up, rec, None).await?;
+    let resp =
+        crate::upstream::call::call_upstream(route.timeout, &pool, ti, &mut up, Some(rec), None)
+            .await?;
     let (head, body) = resp.into_parts();
     if call.is_server_streaming()
         && head.status == StatusCode::OK

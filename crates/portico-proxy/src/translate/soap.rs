@@ -191,7 +191,9 @@ pub async fn handle(
             h.insert(name.clone(), v.clone());
         }
     }
-    let resp = crate::upstream::call::call_upstream(route, &pool, ti, &mut up, rec, None).await?;
+    let resp =
+        crate::upstream::call::call_upstream(route.timeout, &pool, ti, &mut up, Some(rec), None)
+            .await?;
     let (head, body) = resp.into_parts();
     let bytes = match http_body_util::Limited::new(body, s.max_bytes as usize)
         .collect()

@@ -11,7 +11,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, Uri, Version};
-use portico_config::Route;
 
 use crate::base::conn::TimerSlot;
 use crate::body::problem::Problem;
@@ -38,22 +37,24 @@ async fn within<F: Future>(
 #[derive(Debug)]
 struct TimedOut;
 
-/// Sends the request through the upstream's pool within the route's timeout (which covers
-/// connecting, waiting for the response head and any retries). The request is borrowed (see
+/// Sends the request through the upstream's pool within `timeout` (the route's, or a composite
+/// route's call's; the upstream's `request_timeout` when `None`), which covers connecting,
+/// waiting for the response head and any retries. `rec`, when given, gets the target that
+/// answered and the upstream's time. The request is borrowed (see
 /// `UpstreamPool::send`): its body is consumed, and the caller drops what is left.
 #[allow(clippy::manual_async_fn)] // see the comment in the body
 pub(crate) fn call_upstream<'a>(
-    route: &'a Route,
+    timeout: Option<Duration>,
     pool: &'a UpstreamPool,
     target: usize,
     req: &'a mut Request<Body>,
-    rec: &'a mut Record,
+    mut rec: Option<&'a mut Record>,
     timers: Option<&'a TimerSlot>,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, Problem>> + 'a {
     // Not `async fn`: its parameters would be moved once more, into locals, before the
     // body runs.
     async move {
-        let mut budget = route.timeout.unwrap_or(pool.spec.request_timeout);
+        let mut budget = timeout.unwrap_or(pool.spec.request_timeout);
         // A gRPC client's own deadline, when shorter, is the one that counts. (A static name:
         // looking up by `&str` parses the name again on every request.)
         // gRPC calls (and gRPC-Web ones) are always POSTs: other methods skip the lookup.
@@ -136,11 +137,15 @@ pub(crate) fn call_upstream<'a>(
             attempt += 1;
         };
         let elapsed = started.elapsed();
-        rec.upstream_duration = Some(elapsed);
+        if let Some(rec) = rec.as_deref_mut() {
+            rec.upstream_duration = Some(elapsed);
+        }
         pool.duration.record(elapsed.as_secs_f64());
         let problem = match result {
             Ok(Ok((served_by, resp))) => {
-                rec.upstream = Some(pool.target(served_by).display.clone());
+                if let Some(rec) = rec {
+                    rec.upstream = Some(pool.target(served_by).display.clone());
+                }
                 return Ok(resp);
             }
             _ if stats

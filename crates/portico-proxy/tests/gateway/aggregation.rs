@@ -423,3 +423,55 @@ routes:
     }
     assert_eq!(errors.len(), 2, "{errors:?}");
 }
+
+/// A composite route's calls go through the same upstream call as a proxied request: the
+/// upstream's retry policy applies, and the call is balanced by the client's address and
+/// headers (a `hash` on a header keeps one client on one target).
+#[tokio::test]
+async fn calls_are_retried_and_balanced_like_proxied_requests() {
+    let failing = backend(503, 0, json!({"who": "failing"})).await;
+    let healthy = backend(200, 0, json!({"who": "healthy"})).await;
+    let one = backend(200, 0, json!({"who": "one"})).await;
+    let two = backend(200, 0, json!({"who": "two"})).await;
+    let gw = gateway(&config(&format!(
+        r#"upstreams:
+  agg-retried:
+    targets: ["{}", "{}"]
+    retries: {{ attempts: 2 }}
+  agg-sticky:
+    targets: ["{}", "{}"]
+    load_balancing: {{ algorithm: hash, hash_on: {{ header: x-user }} }}
+routes:
+  - match: {{ path: {{ exact: /both }} }}
+    aggregate:
+      backends:
+        - {{ name: retried, upstream: agg-retried, path: /r }}
+        - {{ name: sticky, upstream: agg-sticky, path: /s }}
+"#,
+        failing.url(),
+        healthy.url(),
+        one.url(),
+        two.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let mut sticky = std::collections::HashSet::new();
+    for _ in 0..8 {
+        let got = send(
+            &c,
+            http::Request::get(gw.url("/both"))
+                .header("x-user", "ada")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(got.json()["retried"]["who"], "healthy", "{}", got.text());
+        sticky.insert(got.json()["sticky"]["who"].to_string());
+    }
+    assert!(
+        failing.hits() >= 1,
+        "round robin reached the failing target"
+    );
+    assert_eq!(sticky.len(), 1, "one client, one target: {sticky:?}");
+}
