@@ -17,8 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::body::Body;
 use crate::body::problem::Problem;
-use crate::observe::access_log::Record;
-use crate::runtime::Runtime;
+use crate::runtime::ctx::RequestCtx;
 use crate::upstream::pool::UpstreamPool;
 
 /// Largest backend answer read.
@@ -227,13 +226,12 @@ fn problem_json(a: &Aggregate, i: usize, f: &Failure, request_id: &HeaderValue) 
 }
 
 pub async fn handle(
-    rt: &Runtime,
+    ctx: &mut RequestCtx<'_>,
     a: &Aggregate,
     req: &Request<ClientBody>,
     params: &[String],
-    request_id: &HeaderValue,
-    rec: &mut Record,
 ) -> Result<Response<Body>, Problem> {
+    let (rt, request_id) = (ctx.rt, ctx.request_id);
     let cfg = &rt.config;
     // What every backend receives: the request id, the identity Portico established, and the
     // headers the route forwards.
@@ -276,7 +274,7 @@ pub async fn handle(
                 Ok(path) => {
                     if b.cache_ttl.is_some()
                         && let Some((v, until)) = answer_cache().get(&answer_key(
-                            rec.route.as_deref(),
+                            ctx.rec.route.as_deref(),
                             &b.name,
                             &pool.spec.name,
                             &path,
@@ -292,7 +290,7 @@ pub async fn handle(
                     let (p, q) = path.split_once('?').unwrap_or((&path, ""));
                     let target = pool.pick(&crate::upstream::balance::PickContext {
                         headers: req.headers(),
-                        client_ip: rec.client_ip,
+                        client_ip: ctx.rec.client_ip,
                         path: p,
                         query: (!q.is_empty()).then_some(q),
                     });
@@ -320,7 +318,7 @@ pub async fn handle(
             Some(Ok((i, path, outcome))) => {
                 if let (Some(ttl), Ok(v)) = (a.backends[i].cache_ttl, &outcome) {
                     let key = answer_key(
-                        rec.route.as_deref(),
+                        ctx.rec.route.as_deref(),
                         &a.backends[i].name,
                         &rt.pools[a.backends[i].upstream].spec.name,
                         &path,
@@ -346,7 +344,7 @@ pub async fn handle(
         if let Some(Err(f)) = &done[i]
             && b.required
         {
-            rec.upstream = Some(b.name.clone());
+            ctx.rec.upstream = Some(b.name.clone());
             if a.pass_through_client_errors
                 && let Some(passed) = &f.passed
             {

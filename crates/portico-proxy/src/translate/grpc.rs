@@ -12,10 +12,9 @@ use http_body_util::BodyExt;
 use portico_config::{GrpcTranscode, ProxyAction, Route};
 use portico_translate::{RequestError, grpc};
 
+use crate::body::Body;
 use crate::body::problem::Problem;
-use crate::body::{Body, BodyStats};
-use crate::observe::access_log::Record;
-use crate::runtime::Runtime;
+use crate::runtime::ctx::RequestCtx;
 
 /// Largest JSON request body read for a transcoded call (a smaller `body_limit` wins).
 const MAX_REQUEST_BODY: u64 = 4 << 20;
@@ -52,16 +51,14 @@ pub(crate) fn problem(
 
 #[allow(clippy::too_many_arguments)]
 pub async fn handle(
-    rt: &Runtime,
+    ctx: &mut RequestCtx<'_>,
     route: &Arc<Route>,
     action: &ProxyAction,
     t: &Arc<GrpcTranscode>,
     req: Request<ClientBody>,
     path: &str,
-    request_id: &HeaderValue,
-    bytes_in: &Arc<BodyStats>,
-    rec: &mut Record,
 ) -> Result<Response<Body>, Problem> {
+    let (rt, request_id, bytes_in) = (ctx.rt, ctx.request_id, ctx.bytes_in);
     let cfg = &rt.config;
     // Definitions from a file are in the config; reflected ones arrive in the runtime.
     let tr = match &t.transcoder {
@@ -119,7 +116,7 @@ pub async fn handle(
             t.sse_by_default
         }
     };
-    rec.upstream = None;
+    ctx.rec.upstream = None;
     let (parts, body) = req.into_parts();
     let body = crate::body::read_client_body(body, bytes_in, MAX_REQUEST_BODY).await?;
     // A client stream arrives as NDJSON: one message per line, sent as one message each.
@@ -175,12 +172,12 @@ pub async fn handle(
     let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
     let ti = pool.pick(&crate::upstream::balance::PickContext {
         headers: &parts.headers,
-        client_ip: rec.client_ip,
+        client_ip: ctx.rec.client_ip,
         path,
         query: parts.uri.query(),
     });
     let target = pool.target(ti).clone();
-    rec.upstream = Some(target.display.clone());
+    ctx.rec.upstream = Some(target.display.clone());
     let uri = target
         .uri(call.method.path.clone())
         .map_err(|_| Problem::UpstreamProtocol)?;
@@ -210,9 +207,15 @@ pub async fn handle(
             h.insert(name.clone(), v.clone());
         }
     }
-    let resp =
-        crate::upstream::call::call_upstream(route.timeout, &pool, ti, &mut up, Some(rec), None)
-            .await?;
+    let resp = crate::upstream::call::call_upstream(
+        route.timeout,
+        &pool,
+        ti,
+        &mut up,
+        Some(ctx.rec),
+        None,
+    )
+    .await?;
     let (head, body) = resp.into_parts();
     if call.is_server_streaming()
         && head.status == StatusCode::OK

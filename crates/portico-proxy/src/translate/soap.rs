@@ -12,10 +12,9 @@ use portico_config::{ProxyAction, Route, SoapRoute};
 use portico_translate::soap::{self, Reply};
 use serde_json::{Map, Value};
 
+use crate::body::Body;
 use crate::body::problem::Problem;
-use crate::body::{Body, BodyStats};
-use crate::observe::access_log::Record;
-use crate::runtime::Runtime;
+use crate::runtime::ctx::RequestCtx;
 use crate::translate::grpc::problem;
 
 fn decode(v: &str) -> String {
@@ -33,16 +32,14 @@ fn operations_list(s: &SoapRoute) -> String {
 
 #[allow(clippy::too_many_arguments)]
 pub async fn handle(
-    rt: &Runtime,
+    ctx: &mut RequestCtx<'_>,
     route: &Arc<Route>,
     action: &ProxyAction,
     s: &Arc<SoapRoute>,
     req: Request<ClientBody>,
     path: &str,
-    request_id: &HeaderValue,
-    bytes_in: &Arc<BodyStats>,
-    rec: &mut Record,
 ) -> Result<Response<Body>, Problem> {
+    let (rt, request_id, bytes_in) = (ctx.rt, ctx.request_id, ctx.bytes_in);
     let cfg = &rt.config;
     let rest = path.get(s.prefix.len()..).unwrap_or("");
     // A configured method and path first, then `POST {prefix}/{Operation}`.
@@ -161,12 +158,12 @@ pub async fn handle(
     let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
     let ti = pool.pick(&crate::upstream::balance::PickContext {
         headers: &parts.headers,
-        client_ip: rec.client_ip,
+        client_ip: ctx.rec.client_ip,
         path,
         query: parts.uri.query(),
     });
     let target = pool.target(ti).clone();
-    rec.upstream = Some(target.display.clone());
+    ctx.rec.upstream = Some(target.display.clone());
     let uri = target
         .uri(s.path.clone())
         .map_err(|_| Problem::UpstreamProtocol)?;
@@ -191,9 +188,15 @@ pub async fn handle(
             h.insert(name.clone(), v.clone());
         }
     }
-    let resp =
-        crate::upstream::call::call_upstream(route.timeout, &pool, ti, &mut up, Some(rec), None)
-            .await?;
+    let resp = crate::upstream::call::call_upstream(
+        route.timeout,
+        &pool,
+        ti,
+        &mut up,
+        Some(ctx.rec),
+        None,
+    )
+    .await?;
     let (head, body) = resp.into_parts();
     let bytes = match http_body_util::Limited::new(body, s.max_bytes as usize)
         .collect()

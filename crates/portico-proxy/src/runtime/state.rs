@@ -1,0 +1,326 @@
+//! The state a request reads: the compiled config plus what was built from it (upstream pools,
+//! the access-log sink). Swapped whole on reload; a request keeps the one it started with.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use portico_config::Config;
+
+use crate::observe::access_log::Sink;
+use crate::observe::metrics::RouteMetrics;
+use crate::policy::auth::AuthState;
+use crate::policy::jwks::JwksCache;
+use crate::policy::ratelimit::Limiters;
+use crate::upstream::pool::UpstreamPool;
+use portico_auth::basic::VerifiedCache;
+
+/// Verified Basic credentials remembered per `basic_auth` policy.
+const BASIC_CACHE_ENTRIES: usize = 10_000;
+
+/// Targets set through the admin API, by upstream name; they replace the file's targets until
+/// removed.
+pub type TargetOverrides = std::collections::BTreeMap<String, Vec<portico_config::Target>>;
+
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub config: Arc<Config>,
+    /// Same order as `config.upstreams`.
+    pub pools: Vec<Arc<UpstreamPool>>,
+    pub access_log: Option<Sink>,
+    /// Same order as `config.routes`.
+    pub route_metrics: Arc<[RouteMetrics]>,
+    /// One per `rate_limit` policy, by its `id`.
+    pub rate_limiters: Vec<Arc<Limiters>>,
+    /// Per route (by index): its `RateLimit-Policy` value, listing the limits of every
+    /// `rate_limit` policy in its chain.
+    pub rate_limit_policy: Arc<[Option<http::HeaderValue>]>,
+    /// The shared rate-limit store, when the config has `redis`.
+    pub redis: Option<Arc<crate::policy::redis_limit::RedisStore>>,
+    /// One per `concurrency_limit` policy, by its `id`.
+    pub in_flight: Vec<Arc<crate::policy::concurrency::InFlight>>,
+    /// Consumers, key sets and credential caches of the identity policies.
+    pub auth: AuthState,
+    /// By route index: service definitions fetched by gRPC reflection (`grpc_transcode` with
+    /// `reflection: true`), filled in by a background task.
+    pub reflected: Arc<[arc_swap::ArcSwapOption<portico_translate::Transcoder>]>,
+    /// Response stores of `cache` policies, one per distinct setting (kept over reloads).
+    pub response_caches: Vec<Arc<crate::policy::cache::ResponseCache>>,
+    /// 1 for the config loaded at start, +1 per applied reload.
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+}
+
+impl Runtime {
+    /// Builds the runtime for `config`, reusing pools of upstreams whose settings did not change
+    /// (their open connections and health state survive the reload); a changed upstream's new
+    /// pool keeps the health state of the targets it still has.
+    pub fn build(
+        config: Config,
+        previous: Option<&Runtime>,
+        generation: u64,
+        overrides: &TargetOverrides,
+    ) -> Result<Runtime, String> {
+        let pools = build_pools(&config, previous, overrides)?;
+        let access_log = match previous.and_then(|p| p.access_log.as_ref()) {
+            Some(s) if s.target == config.access_log => Some(s.clone()),
+            _ => Sink::start(&config.access_log)
+                .map_err(|e| format!("cannot open the access log: {e}"))?,
+        };
+        // In-flight counts of unchanged concurrency policies carry over, so a reload does not
+        // briefly double the cap.
+        let mut in_flight: Vec<Option<Arc<crate::policy::concurrency::InFlight>>> =
+            vec![None; config.concurrency_policies];
+        for p in config
+            .global_policies
+            .iter()
+            .chain(config.routes.iter().flat_map(|r| r.policies.iter()))
+        {
+            if let portico_config::Policy::ConcurrencyLimit(c) = p {
+                let kept = previous.and_then(|prev| {
+                    prev.in_flight
+                        .iter()
+                        .find(|f| f.fingerprint == c.fingerprint)
+                        .cloned()
+                });
+                in_flight[c.id] =
+                    Some(kept.unwrap_or_else(|| crate::policy::concurrency::InFlight::new(c)));
+            }
+        }
+        let in_flight = in_flight.into_iter().flatten().collect();
+        // The Redis connection survives a reload that does not change its settings.
+        let redis = match &config.redis {
+            None => None,
+            Some(s) => Some(
+                match previous
+                    .and_then(|p| p.redis.as_ref())
+                    .filter(|r| r.settings == *s)
+                {
+                    Some(r) => r.clone(),
+                    None => crate::policy::redis_limit::RedisStore::new(s.clone())?,
+                },
+            ),
+        };
+        // Limiters of unchanged rate-limit policies keep their counters across the reload.
+        let mut rate_limiters: Vec<Option<Arc<Limiters>>> = vec![None; config.rate_limit_policies];
+        for p in config
+            .global_policies
+            .iter()
+            .chain(config.routes.iter().flat_map(|r| r.policies.iter()))
+        {
+            if let portico_config::Policy::RateLimit(rl) = p {
+                let kept = previous.and_then(|prev| {
+                    prev.rate_limiters
+                        .iter()
+                        .find(|l| {
+                            l.fingerprint == rl.fingerprint
+                                && match (&l.shared, &redis) {
+                                    (Some(s), Some(r)) => Arc::ptr_eq(&s.store, r),
+                                    (None, _) => true,
+                                    (Some(_), None) => false,
+                                }
+                        })
+                        .cloned()
+                });
+                rate_limiters[rl.id] =
+                    Some(kept.unwrap_or_else(|| Limiters::new(rl, redis.as_ref())));
+            }
+        }
+        let rate_limiters: Vec<Arc<Limiters>> = rate_limiters.into_iter().flatten().collect();
+        let rate_limit_policy = config
+            .routes
+            .iter()
+            .map(|r| {
+                crate::policy::ratelimit::policy_header(
+                    config.global_policies.iter().chain(r.policies.iter()),
+                )
+            })
+            .collect();
+        // Key sets whose URL and timing did not change are kept, with their keys.
+        let jwks = config
+            .jwks
+            .iter()
+            .map(|src| {
+                previous
+                    .and_then(|p| p.auth.jwks.iter().find(|c| c.source == *src).cloned())
+                    .unwrap_or_else(|| JwksCache::start(src.clone()))
+            })
+            .collect();
+        let mut secret = [0u8; 32];
+        rustls::crypto::aws_lc_rs::default_provider()
+            .secure_random
+            .fill(&mut secret)
+            .map_err(|_| "no secure random numbers available".to_string())?;
+        let mut basic: Vec<_> = basic_methods(&config).collect();
+        basic.sort_by_key(|b| b.id);
+        let basic_caches = basic
+            .iter()
+            .map(|b| Arc::new(VerifiedCache::new(secret, b.cache_ttl, BASIC_CACHE_ENTRIES)))
+            .collect();
+        let mut jwt: Vec<(usize, usize)> = auth_methods(&config)
+            .filter_map(|m| match m {
+                portico_config::AuthMethod::Jwt(j) => Some((j.id, j.token_cache_size)),
+                _ => None,
+            })
+            .collect();
+        jwt.sort_unstable();
+        let jwt_caches = jwt
+            .iter()
+            .map(|(_, size)| Arc::new(crate::policy::auth::TokenCache::new(*size)))
+            .collect();
+        let mut intro: Vec<(usize, usize)> = auth_methods(&config)
+            .filter_map(|m| match m {
+                portico_config::AuthMethod::Introspection(i) => Some((i.id, i.cache_size)),
+                _ => None,
+            })
+            .collect();
+        intro.sort_unstable();
+        let introspection_caches = intro
+            .iter()
+            .map(|(_, size)| Arc::new(crate::policy::auth::TokenCache::new(*size)))
+            .collect();
+        // Reflected definitions: the previous ones of a route with the same name serve until the
+        // new fetch (started below) succeeds.
+        let reflected: Arc<[arc_swap::ArcSwapOption<portico_translate::Transcoder>]> = config
+            .routes
+            .iter()
+            .map(|r| {
+                let carried = r
+                    .transcode
+                    .as_ref()
+                    .filter(|t| t.transcoder.is_none())
+                    .and(previous)
+                    .and_then(|p| {
+                        let i = p.config.routes.iter().position(|o| o.name == r.name)?;
+                        p.reflected.get(i)?.load_full()
+                    });
+                arc_swap::ArcSwapOption::new(carried)
+            })
+            .collect();
+        let mut response_caches: Vec<Arc<crate::policy::cache::ResponseCache>> = Vec::new();
+        for p in config
+            .global_policies
+            .iter()
+            .chain(config.routes.iter().flat_map(|r| r.policies.iter()))
+        {
+            if let portico_config::Policy::Cache(c) = p
+                && !response_caches
+                    .iter()
+                    .any(|s| s.fingerprint == c.fingerprint)
+            {
+                let kept = previous.and_then(|prev| {
+                    prev.response_caches
+                        .iter()
+                        .find(|s| s.fingerprint == c.fingerprint)
+                        .cloned()
+                });
+                response_caches.push(
+                    kept.unwrap_or_else(|| Arc::new(crate::policy::cache::ResponseCache::new(c))),
+                );
+            }
+        }
+        let route_metrics = config
+            .routes
+            .iter()
+            .map(|r| RouteMetrics::new(r.name.clone()))
+            .collect::<Vec<_>>()
+            .into();
+        let consumers = config.consumers.clone();
+        Ok(Runtime {
+            config: Arc::new(config),
+            pools,
+            access_log,
+            route_metrics,
+            rate_limiters,
+            rate_limit_policy,
+            in_flight,
+            redis,
+            auth: AuthState {
+                consumers,
+                jwks,
+                basic_caches,
+                jwt_caches,
+                introspection_caches,
+            },
+            reflected,
+            response_caches,
+            generation,
+            loaded_at: SystemTime::now(),
+        })
+    }
+
+    /// This runtime with its pools rebuilt for new target overrides (an admin-API change):
+    /// the same config, limiters and caches; unchanged upstreams keep their pools.
+    pub fn with_overrides(&self, overrides: &TargetOverrides) -> Result<Runtime, String> {
+        let mut rt = self.clone();
+        rt.pools = build_pools(&self.config, Some(self), overrides)?;
+        rt.generation += 1;
+        rt.loaded_at = SystemTime::now();
+        Ok(rt)
+    }
+}
+
+/// One pool per upstream: the previous runtime's pool when the upstream (with its effective
+/// targets) is unchanged, else a new one that keeps the health of the targets it shares with
+/// the old pool.
+fn build_pools(
+    config: &Config,
+    previous: Option<&Runtime>,
+    overrides: &TargetOverrides,
+) -> Result<Vec<Arc<UpstreamPool>>, String> {
+    let mut pools = Vec::with_capacity(config.upstreams.len());
+    for up in &config.upstreams {
+        let up = match overrides.get(&*up.name) {
+            None => up.clone(),
+            Some(targets) => {
+                let mut spec = (**up).clone();
+                spec.targets = targets.clone();
+                // Differs from the file's fingerprint and from other target lists'.
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&up.fingerprint, &mut h);
+                for t in targets {
+                    std::hash::Hash::hash(&*t.display, &mut h);
+                    std::hash::Hash::hash(&t.weight, &mut h);
+                }
+                spec.fingerprint = std::hash::Hasher::finish(&h);
+                Arc::new(spec)
+            }
+        };
+        let reused = previous.and_then(|p| {
+            p.pools
+                .iter()
+                .find(|pool| pool.spec.name == up.name && pool.spec.fingerprint == up.fingerprint)
+                .cloned()
+        });
+        pools.push(match reused {
+            Some(p) => p,
+            None => {
+                let old =
+                    previous.and_then(|p| p.pools.iter().find(|pool| pool.spec.name == up.name));
+                let pool = Arc::new(UpstreamPool::new(up, old.map(|p| &**p))?);
+                pool.start_health_checks();
+                pool.preconnect();
+                pool
+            }
+        });
+    }
+    Ok(pools)
+}
+
+fn auth_methods(config: &Config) -> impl Iterator<Item = &portico_config::AuthMethod> {
+    config
+        .global_policies
+        .iter()
+        .chain(config.routes.iter().flat_map(|r| r.policies.iter()))
+        .filter_map(|p| match p {
+            portico_config::Policy::Auth(a) => Some(a.methods.iter()),
+            _ => None,
+        })
+        .flatten()
+}
+
+fn basic_methods(config: &Config) -> impl Iterator<Item = &portico_config::BasicMethod> {
+    auth_methods(config).filter_map(|m| match m {
+        portico_config::AuthMethod::Basic(b) => Some(b),
+        _ => None,
+    })
+}
