@@ -134,6 +134,7 @@ pub fn start_ticker() {
         .name("portico-alloc".into())
         .spawn(|| {
             loop {
+                #[allow(clippy::disallowed_methods)] // this thread's own, not a tokio worker's
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 TICK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }

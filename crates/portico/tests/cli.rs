@@ -1,5 +1,8 @@
 //! The `portico` binary as a user runs it: validate, schema, run with reload and drain, demo.
 
+// The CLI runs as a child process; these tests wait for it on the test's own thread.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

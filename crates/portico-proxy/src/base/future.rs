@@ -12,6 +12,7 @@ use futures_util::task::AtomicWaker;
 /// captures are set: ~6 KB for an HTTP/2 stream's, 416 bytes for the pool's `send`, written
 /// into memory that is cold at 1,000 connections. (If `make` panics, the empty box is freed.)
 #[inline(always)]
+#[allow(unsafe_code)]
 pub fn box_in_place<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
     let mut slot = Box::<F>::new_uninit();
     slot.write(make());

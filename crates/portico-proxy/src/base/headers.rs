@@ -193,6 +193,7 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarding<'_>) {
 /// Every way of building a `HeaderValue` admits only tabs, spaces, visible ASCII and bytes
 /// above 0x7F, so text is exactly "no byte above 0x7F"; `to_str` tests each byte against the
 /// full rule one at a time (~350 instructions for a 700-byte bearer token, measured).
+#[allow(unsafe_code)]
 pub fn text(v: &HeaderValue) -> Option<&str> {
     let b = v.as_bytes();
     // SAFETY: ASCII is UTF-8.
@@ -237,10 +238,12 @@ pub fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; 32];
     buf[..16].copy_from_slice(prefix);
     buf[16..].copy_from_slice(&hex16(mixed));
-    // SAFETY: 32 lower-case hex digits, all valid in a header value (checking them again
-    // cost ~100 instructions per request).
+    // SAFETY: `from_maybe_shared_unchecked` needs bytes that `HeaderValue::from_bytes` would
+    // accept (http's invariant); 32 lower-case hex digits are (checking them again cost ~100
+    // instructions per request).
     // `from_owner`: the id is cloned into the upstream request, the response and the access
     // record, and a `Bytes` copied from a slice allocates a second time at its first clone.
+    #[allow(unsafe_code)]
     let mut id = unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::from_owner(buf)) };
     // "Never index" for HPACK: an HTTP/2 connection's encoder would otherwise add every new
     // id to its dynamic table, which then fills with ids that never match again, and each

@@ -275,24 +275,24 @@ async fn run(
     }
 }
 
-/// The handler's answer, or `None` once the client has gone (see `client_gone`).
-struct WatchClient<'a, F> {
-    answer: F,
-    sh: &'a Shared,
-    limit: usize,
+pin_project_lite::pin_project! {
+    /// The handler's answer, or `None` once the client has gone (see `client_gone`).
+    struct WatchClient<'a, F> {
+        #[pin]
+        answer: F,
+        sh: &'a Shared,
+        limit: usize,
+    }
 }
 
 impl<F: Future> Future for WatchClient<'_, F> {
     type Output = Option<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `answer` is never moved out of the pinned struct; the other fields are
-        // not structurally pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        let answer = unsafe { Pin::new_unchecked(&mut this.answer) };
-        match answer.poll(cx) {
+        let this = self.project();
+        match this.answer.poll(cx) {
             Poll::Ready(r) => Poll::Ready(Some(r)),
-            Poll::Pending if client_gone(this.sh, this.limit, cx) => Poll::Ready(None),
+            Poll::Pending if client_gone(this.sh, *this.limit, cx) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -590,8 +590,11 @@ pub(crate) fn parse(
         let Ok(name) = names.get(i, &head[n..n + nl]) else {
             return Read::Refuse(Problem::BadRequest("The request head is malformed."));
         };
-        // SAFETY: httparse accepted this value, and what it accepts (HTAB, SP, visible ASCII,
-        // obs-text) is exactly what `HeaderValue` allows.
+        // SAFETY: `from_maybe_shared_unchecked` needs bytes that `HeaderValue::from_bytes`
+        // would accept (http's invariant: no control characters but HTAB, no DEL). httparse
+        // accepted this value, and what it accepts (HTAB, SP, visible ASCII, obs-text) is
+        // exactly that set.
+        #[allow(unsafe_code)]
         let value = unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(v..v + vl)) };
         if name == header::CONTENT_LENGTH {
             lengths += 1;

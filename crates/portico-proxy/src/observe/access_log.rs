@@ -115,6 +115,7 @@ fn writer(rx: Receiver<Record>, out: Box<dyn Write + Send>) {
         if wrote {
             let _ = out.flush();
         }
+        #[allow(clippy::disallowed_methods)] // the writer's own thread, not a tokio worker
         std::thread::sleep(FLUSH_EVERY);
     }
 }

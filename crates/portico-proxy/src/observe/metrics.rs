@@ -51,6 +51,7 @@ fn spawn_upkeep(handle: PrometheusHandle) {
         .name("portico-metrics".into())
         .spawn(move || {
             loop {
+                #[allow(clippy::disallowed_methods)] // this thread's own, not a tokio worker's
                 std::thread::sleep(UPKEEP_EVERY);
                 handle.run_upkeep();
                 UPKEEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -497,6 +498,7 @@ mod tests {
                 std::time::Instant::now() < deadline,
                 "the metrics upkeep thread never ran"
             );
+            #[allow(clippy::disallowed_methods)] // a plain #[test]: no runtime to block
             std::thread::sleep(Duration::from_millis(50));
         }
         // And the sample is counted in its bucket.

@@ -448,6 +448,7 @@ mod tests {
             assert_eq!(l.keys(), wave, "wave {w}: every key has state");
             // Wait for the buckets to refill (20 ms at this rate), then sweep.
             for _ in 0..40 {
+                #[allow(clippy::disallowed_methods)] // a plain #[test]: no runtime to block
                 std::thread::sleep(Duration::from_millis(50));
                 l.sweep();
                 if l.keys() == 0 {
