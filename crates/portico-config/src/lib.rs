@@ -12,6 +12,7 @@ pub mod duration;
 mod fetch;
 pub mod file;
 pub mod ir;
+pub mod query;
 pub mod router;
 pub mod tree;
 

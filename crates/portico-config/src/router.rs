@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 
-use crate::canon::hex;
 use crate::ir::route::{HostPattern, PathPattern, Route, Segment, Template};
 
 /// What the router needs to know about a request.
@@ -466,7 +465,7 @@ fn accepts(r: &Route, req: &RequestView<'_>) -> bool {
         }
     }
     for q in &r.query {
-        let value = query_param(req.query, &q.name);
+        let value = crate::query::get(req.query, &q.name);
         if !q.test.accepts(value.as_deref()) {
             return false;
         }
@@ -490,40 +489,4 @@ pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
             let (k, v) = pair.trim().split_once('=')?;
             (k == name).then(|| v.trim_matches('"'))
         })
-}
-
-/// The first value of a query parameter, percent-decoded.
-pub fn query_param(query: Option<&str>, name: &str) -> Option<std::borrow::Cow<'static, str>> {
-    let query = query?;
-    for pair in query.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if decode(k) == name {
-            return Some(std::borrow::Cow::Owned(decode(v).into_owned()));
-        }
-    }
-    None
-}
-
-fn decode(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains(['%', '+']) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }

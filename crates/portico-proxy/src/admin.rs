@@ -177,7 +177,7 @@ async fn answer(
             let prefix = req
                 .uri()
                 .query()
-                .and_then(|q| portico_config::router::query_param(Some(q), "prefix"));
+                .and_then(|q| portico_config::query::get(Some(q), "prefix"));
             let rt = inner.shared.runtime.load_full();
             for c in &rt.response_caches {
                 c.purge(prefix.as_deref());

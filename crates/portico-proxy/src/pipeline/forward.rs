@@ -54,9 +54,8 @@ pub(crate) fn build_upstream_request(
     // Query parameters set or removed by the rewrite.
     let rewritten_query: Option<String> = (!action.query_remove.is_empty()).then(|| {
         let mut out = String::new();
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-            if action.query_remove.iter().any(|r| r == name) {
+        for (pair, name) in portico_config::query::raw_pairs(query.unwrap_or("")) {
+            if action.query_remove.iter().any(|r| *r == name) {
                 continue;
             }
             if !out.is_empty() {

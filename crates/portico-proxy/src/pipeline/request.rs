@@ -422,7 +422,7 @@ fn without_params(uri: &Uri, names: &[String]) -> Option<Uri> {
         return None;
     }
     let q = uri.query()?;
-    let stripped = crate::policy::auth::strip_query(q, names);
+    let stripped = portico_config::query::without(q, names);
     if stripped.len() == q.len() {
         return None;
     }

@@ -153,6 +153,7 @@ async fn introspect<B>(
     id: &mut Identity,
 ) -> Result<Option<usize>, Failure> {
     let (token, carrier) = token(&m.sources, req, id)?;
+    let token: &str = &token;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -277,25 +278,6 @@ fn client_cert(
     Ok(cert.names().find_map(|n| by_name.get(n).copied()))
 }
 
-fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
-    })
-}
-
-/// The query with `names` removed.
-pub fn strip_query(query: &str, names: &[String]) -> String {
-    query
-        .split('&')
-        .filter(|pair| {
-            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !pair.is_empty() && !names.iter().any(|n| n == k)
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
 fn api_key<B>(
     rt: &AuthState,
     m: &ApiKeyMethod,
@@ -305,7 +287,7 @@ fn api_key<B>(
     let consumers = &rt.consumers;
     // A key in the query never goes upstream, whether or not it is the one accepted.
     if let Some(q) = &m.query
-        && query_param(req.uri().query(), q).is_some()
+        && portico_config::query::get(req.uri().query(), q).is_some()
     {
         id.strip_query.push(q.clone());
     }
@@ -316,7 +298,7 @@ fn api_key<B>(
         None => match m
             .query
             .as_deref()
-            .and_then(|q| portico_config::router::query_param(req.uri().query(), q))
+            .and_then(|q| portico_config::query::get(req.uri().query(), q))
         {
             Some(v) => {
                 decoded = v;
@@ -403,7 +385,8 @@ fn token<'r, B>(
     sources: &[TokenSource],
     req: &'r Request<B>,
     id: &mut Identity,
-) -> Result<(&'r str, Option<HeaderName>), Failure> {
+) -> Result<(std::borrow::Cow<'r, str>, Option<HeaderName>), Failure> {
+    use std::borrow::Cow;
     for s in sources {
         let found = match s {
             TokenSource::Bearer => match req.headers().get(header::AUTHORIZATION) {
@@ -411,7 +394,7 @@ fn token<'r, B>(
                     let v = crate::base::headers::text(v).ok_or(Failure::Malformed)?;
                     match v.split_once(' ') {
                         Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => {
-                            Some(t.trim())
+                            Some(Cow::Borrowed(t.trim()))
                         }
                         // Another scheme (Basic, say) is not a token; another method may want it.
                         _ => None,
@@ -420,16 +403,17 @@ fn token<'r, B>(
                 None => None,
             },
             TokenSource::Header(h) => match req.headers().get(h) {
-                Some(v) => Some(
+                Some(v) => Some(Cow::Borrowed(
                     crate::base::headers::text(v)
                         .ok_or(Failure::Malformed)?
                         .trim(),
-                ),
+                )),
                 None => None,
             },
-            TokenSource::Cookie(c) => cookie(req.headers(), c),
+            TokenSource::Cookie(c) => cookie(req.headers(), c).map(Cow::Borrowed),
+            // Decoded as every query parameter is (`portico_config::query`).
             TokenSource::Query(q) => {
-                let t = query_param(req.uri().query(), q);
+                let t = portico_config::query::get(req.uri().query(), q);
                 if t.is_some() {
                     id.strip_query.push(q.clone());
                 }
@@ -534,6 +518,7 @@ async fn jwt_auth<B>(
     id: &mut Identity,
 ) -> Result<Option<usize>, Failure> {
     let (token, carrier) = token(&m.sources, req, id)?;
+    let token: &str = &token;
     if !m.forward_token
         && let Some(h) = carrier
     {

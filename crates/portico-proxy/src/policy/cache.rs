@@ -90,12 +90,9 @@ pub fn key(
             key.push_str(q);
         }
         (CacheKeyQuery::Only(names), Some(q)) => {
-            let mut kept: Vec<&str> = q
-                .split('&')
-                .filter(|pair| {
-                    let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
-                    names.iter().any(|n| n == name)
-                })
+            let mut kept: Vec<&str> = portico_config::query::raw_pairs(q)
+                .filter(|(_, name)| names.iter().any(|n| n == name))
+                .map(|(pair, _)| pair)
                 .collect();
             // Sorted: `?b=2&a=1` and `?a=1&b=2` are the same answer.
             kept.sort_unstable();

@@ -14,7 +14,7 @@ pub fn wanted_fields(p: &JsonTransformPolicy, query: Option<&str>) -> Option<Str
     if !p.sparse_fieldsets {
         return None;
     }
-    portico_config::router::query_param(query, "fields").map(|f| f.into_owned())
+    portico_config::query::get(query, "fields").map(|f| f.into_owned())
 }
 
 pub async fn apply(

@@ -395,7 +395,7 @@ pub async fn handle(
         && let Some(wanted) = req
             .uri()
             .query()
-            .and_then(|q| portico_config::router::query_param(Some(q), "fields"))
+            .and_then(|q| portico_config::query::get(Some(q), "fields"))
     {
         match portico_translate::shape::Fields::parse(wanted.split(',')) {
             Some(f) => f.keep(&mut out),

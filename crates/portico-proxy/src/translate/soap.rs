@@ -108,15 +108,8 @@ pub async fn handle(
     {
         // A query parameter replaces the body's field of that name; repeated, it is a list.
         let mut from_query: Vec<String> = Vec::new();
-        for pair in parts
-            .uri
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let (k, v) = (decode(&k.replace('+', " ")), decode(&v.replace('+', " ")));
+        for (k, v) in portico_config::query::pairs(parts.uri.query().unwrap_or("")) {
+            let (k, v) = (k.into_owned(), v.into_owned());
             if !from_query.contains(&k) {
                 from_query.push(k.clone());
                 m.insert(k, Value::String(v));

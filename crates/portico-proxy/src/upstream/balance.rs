@@ -201,7 +201,7 @@ fn hash_key(on: &HashOn, ctx: &PickContext<'_>) -> Option<u64> {
         HashOn::Header(name) => ctx.headers.get(name).map(|v| hash64(v.as_bytes())),
         HashOn::Cookie(name) => cookie(ctx.headers, name).map(|v| hash64(v.as_bytes())),
         HashOn::Query(name) => {
-            portico_config::router::query_param(ctx.query, name).map(|v| hash64(v.as_bytes()))
+            portico_config::query::get(ctx.query, name).map(|v| hash64(v.as_bytes()))
         }
         HashOn::ClientIp => Some(match ctx.client_ip {
             IpAddr::V4(v4) => hash64(&v4.octets()),

@@ -136,6 +136,17 @@ async fn api_keys_identify_consumers_and_never_travel_upstream() {
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["uri"], "/x?a=1&b=2");
     assert_eq!(got.json()["headers"]["x-consumer-name"], "bob");
+    // The name is read decoded, as the upstream reads it: a second spelling of the
+    // parameter (`api%5Fkey`, `api_key` to any form decoder) goes no further than the first.
+    for uri in [
+        "/x?api%5Fkey=bob-key-1&api_key=alice-key-1&b=2",
+        "/x?api_key=bob-key-1&api%5fkey=alice-key-1&b=2",
+    ] {
+        let got = call(&gw, "GET", uri, &[]).await;
+        assert_eq!(got.status, 200, "{uri}");
+        assert_eq!(got.json()["uri"], "/x?b=2", "{uri}");
+        assert_eq!(got.json()["headers"]["x-consumer-name"], "bob", "{uri}");
+    }
 
     let hits = up.hits();
     for headers in [
