@@ -480,3 +480,32 @@ fn check_framing(req: &Request<ClientBody>) -> Result<(), Problem> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_query_and_the_rest_stays_as_written() {
+        let names = ["api_key".to_owned(), "access_token".to_owned()];
+        let uri: Uri = "/a/b?x=%41&api_key=k&y=1+2&access%5Ftoken=t"
+            .parse()
+            .unwrap();
+        assert_eq!(without_params(&uri, &names).unwrap(), "/a/b?x=%41&y=1+2");
+        let uri: Uri = "http://h/p?api_key=k".parse().unwrap();
+        assert_eq!(without_params(&uri, &names).unwrap(), "http://h/p");
+        // Nothing to remove: no new URI is built.
+        assert!(without_params(&"/p?x=1".parse().unwrap(), &names).is_none());
+        assert!(without_params(&"/p".parse().unwrap(), &names).is_none());
+        assert!(without_params(&"/p?api_key=k".parse().unwrap(), &[]).is_none());
+    }
+
+    #[test]
+    fn the_canonical_path_replaces_the_path_and_keeps_the_query() {
+        let uri: Uri = "/%61dmin/./x?q=%2F".parse().unwrap();
+        assert_eq!(with_path(&uri, "/admin/x").unwrap(), "/admin/x?q=%2F");
+        let uri: Uri = "http://h:8080/a//b".parse().unwrap();
+        assert_eq!(with_path(&uri, "/a/b").unwrap(), "http://h:8080/a/b");
+        assert!(with_path(&uri, "/a b").is_err(), "a path no URI can carry");
+    }
+}

@@ -303,3 +303,68 @@ pub(crate) async fn replayable(
     *req = template.build();
     Ok(Some(template))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_read_by_unit_and_bounded() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            (&b"1H"[..], Some(Duration::from_secs(3600))),
+            (b"2M", Some(Duration::from_secs(120))),
+            (b"3S", Some(Duration::from_secs(3))),
+            (b"250m", Some(ms(250))),
+            (b"7u", Some(Duration::from_micros(7))),
+            (b"9n", Some(Duration::from_nanos(9))),
+            (b"99999999S", Some(Duration::from_secs(99_999_999))),
+            // Nine digits, no digits, no unit, an unknown unit, a sign, a space.
+            (b"123456789S", None),
+            (b"S", None),
+            (b"100", None),
+            (b"5x", None),
+            (b"-5S", None),
+            (b" 5S", None),
+            (b"", None),
+        ] {
+            assert_eq!(
+                grpc_timeout(text),
+                want,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn within_gives_the_answer_or_the_timeout_whichever_is_first() {
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let mut timer = Box::pin(tokio::time::sleep_until(far));
+        assert_eq!(within(&mut timer, async { 7 }).await.ok(), Some(7));
+        let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+        assert!(
+            within(&mut timer, std::future::pending::<()>())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replayable_request_keeps_its_small_body_and_a_post_is_not_retried() {
+        let mut req = Request::new(Body::full("abc"));
+        *req.method_mut() = http::Method::PUT;
+        let t = replayable(&mut req, false)
+            .await
+            .unwrap()
+            .expect("PUT is idempotent");
+        assert!(matches!(t.build().body(), Body::Full(Some(b)) if b == "abc"));
+        let mut post = Request::new(Body::full("abc"));
+        *post.method_mut() = http::Method::POST;
+        assert!(replayable(&mut post, false).await.unwrap().is_none());
+        assert!(
+            replayable(&mut post, true).await.unwrap().is_some(),
+            "non_idempotent: true"
+        );
+    }
+}
