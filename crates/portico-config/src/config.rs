@@ -32,10 +32,9 @@ pub struct Config {
     pub routes: Vec<Arc<Route>>,
     pub router: Router,
     pub global_policies: Arc<[Policy]>,
-    /// How many `rate_limit` policies the config has (their `id`s are `0..n`).
-    pub rate_limit_policies: usize,
-    /// How many `concurrency_limit` policies the config has (their `id`s are `0..n`).
-    pub concurrency_policies: usize,
+    /// How many policies keep state between requests (limiters, caches): their `slot`s are
+    /// `0..n`, indexes into the runtime's one list of per-policy state.
+    pub policy_slots: usize,
     pub consumers: Arc<Consumers>,
     /// JWKS URLs the `jwt` policies read, by slot.
     pub jwks: Vec<JwksSource>,

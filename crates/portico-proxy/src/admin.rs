@@ -179,13 +179,14 @@ async fn answer(
                 .query()
                 .and_then(|q| portico_config::query::get(Some(q), "prefix"));
             let rt = inner.shared.runtime.load_full();
-            for c in &rt.response_caches {
+            let stores = rt.policies.caches();
+            for c in &stores {
                 c.purge(prefix.as_deref());
             }
             reply(
                 StatusCode::OK,
                 JSON,
-                serde_json::json!({ "purged": prefix.as_deref().unwrap_or("everything"), "stores": rt.response_caches.len() }).to_string(),
+                serde_json::json!({ "purged": prefix.as_deref().unwrap_or("everything"), "stores": stores.len() }).to_string(),
             )
         }
         (

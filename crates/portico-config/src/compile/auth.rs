@@ -329,12 +329,11 @@ fn compile_method(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) -> Option<Aut
                 return None;
             }
             let challenge = realm_challenge(cx, "Basic", b.realm.as_deref(), node);
-            let id = cx.basic_policies;
-            cx.basic_policies += 1;
+            let slot = cx.next_slot();
             Some(AuthMethod::Basic(BasicMethod {
                 challenge,
                 cache_ttl: b.cache_ttl.map_or(Duration::from_secs(300), |d| d.0),
-                id,
+                slot,
             }))
         }
         PolicyConfig::Jwt(j) => compile_jwt(cx, j, node).map(|m| AuthMethod::Jwt(Box::new(m))),
@@ -568,10 +567,9 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
     let rules = claim_rules(&j.claims);
     let forward_claims = compile_forward(cx, &j.forward_claims, node);
     let challenge = realm_challenge(cx, "Bearer", j.realm.as_deref(), node);
-    let id = cx.jwt_policies;
-    cx.jwt_policies += 1;
+    let slot = cx.next_slot();
     (cx.sink.out.len() == before).then_some(JwtMethod {
-        id,
+        slot,
         token_cache_size: j.token_cache_size.unwrap_or(10_000),
         forward_token: j.forward_token,
         issuers,
@@ -707,10 +705,9 @@ fn compile_introspection(
     let forward_claims = compile_forward(cx, &c.forward_claims, node);
     let rules = claim_rules(&c.claims);
     let challenge = realm_challenge(cx, "Bearer", c.realm.as_deref(), node);
-    let id = cx.introspection_policies;
-    cx.introspection_policies += 1;
+    let slot = cx.next_slot();
     (cx.sink.out.len() == before).then_some(IntrospectionMethod {
-        id,
+        slot,
         url: c.url.clone(),
         authorization: authorization?,
         sources,

@@ -11,10 +11,8 @@ use crate::ir::*;
 use crate::tree::{Env, Loc, Node, NodeKind};
 
 pub(crate) struct Ctx<'a> {
-    /// Rate-limit policies compiled so far (the next one's id).
-    pub(crate) rate_limits: usize,
-    /// Basic-auth policies compiled so far (the next one's id).
-    pub(crate) basic_policies: usize,
+    /// Slots of per-policy state handed out so far (`Config::policy_slots`).
+    pub(crate) state_slots: usize,
     /// JWKS URLs by slot.
     pub(crate) jwks: Vec<JwksSource>,
     /// Whether any consumer has an API key / Basic credentials.
@@ -22,14 +20,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) have_users: bool,
     /// Header names `jwt` policies forward claims in.
     pub(crate) claim_headers: Vec<HeaderName>,
-    /// JWT policies compiled so far (the next one's id).
-    pub(crate) jwt_policies: usize,
-    /// Introspection policies compiled so far (the next one's id).
-    pub(crate) introspection_policies: usize,
     /// Whether the file has a `redis` section (for `store: redis`).
     pub(crate) have_redis: bool,
-    /// Concurrency policies compiled so far (the next one's id).
-    pub(crate) concurrency_limits: usize,
     /// Whether the global chain authenticates (so route `acl` policies have an identity).
     pub(crate) global_auth: bool,
     pub(crate) sink: Sink<'a>,
@@ -38,15 +30,18 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
+    /// The slot of the next policy that keeps state between requests (a limiter, a cache):
+    /// its index in the runtime's one list of per-policy state.
+    pub(crate) fn next_slot(&mut self) -> usize {
+        self.state_slots += 1;
+        self.state_slots - 1
+    }
+
     /// A compilation of `text` (named `source` in diagnostics), nothing compiled yet.
     pub(crate) fn new(source: &'a str, text: &'a str, base_dir: &'a Path, env: Env<'a>) -> Self {
         Ctx {
-            rate_limits: 0,
-            basic_policies: 0,
-            jwt_policies: 0,
-            introspection_policies: 0,
+            state_slots: 0,
             have_redis: false,
-            concurrency_limits: 0,
             jwks: Vec::new(),
             have_api_keys: false,
             have_users: false,

@@ -157,6 +157,7 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                 }
             }
             Policy::Cache(CachePolicy {
+                slot: cx.next_slot(),
                 max_entries,
                 max_object_bytes,
                 key_query,
@@ -367,14 +368,13 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                     Some((a.target_latency.0, min))
                 }
             };
-            let id = cx.concurrency_limits;
-            cx.concurrency_limits += 1;
+            let slot = cx.next_slot();
             let fingerprint = fnv(
                 format!("{key:?}{}{adaptive:?}", c.max_in_flight).as_bytes(),
                 FNV_START,
             );
             Policy::ConcurrencyLimit(ConcurrencyPolicy {
-                id,
+                slot,
                 max_in_flight: c.max_in_flight,
                 key,
                 adaptive,
@@ -468,11 +468,10 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                 }
                 LimitStore::Local
             };
-            let id = cx.rate_limits;
-            cx.rate_limits += 1;
+            let slot = cx.next_slot();
             let fingerprint = fnv(format!("{key:?}{limits:?}{store:?}").as_bytes(), FNV_START);
             Policy::RateLimit(RateLimitPolicy {
-                id,
+                slot,
                 key,
                 limits,
                 hide_headers: r.hide_headers,

@@ -83,8 +83,8 @@ pub enum AuthMethod {
 
 #[derive(Debug)]
 pub struct IntrospectionMethod {
-    /// Index among the config's introspection policies (its cache's slot).
-    pub id: usize,
+    /// Its slot in the runtime's per-policy state (its token cache).
+    pub slot: usize,
     pub url: String,
     /// `Basic …` with the client id and secret.
     pub authorization: HeaderValue,
@@ -127,14 +127,14 @@ pub struct BasicMethod {
     /// `Basic realm="…"`.
     pub challenge: HeaderValue,
     pub cache_ttl: Duration,
-    /// Index of this policy among the config's basic-auth policies (its cache's slot).
-    pub id: usize,
+    /// Its slot in the runtime's per-policy state (its cache of verified credentials).
+    pub slot: usize,
 }
 
 #[derive(Debug)]
 pub struct JwtMethod {
-    /// Index of this policy among the config's JWT policies (its token cache's slot).
-    pub id: usize,
+    /// Its slot in the runtime's per-policy state (its token cache).
+    pub slot: usize,
     pub token_cache_size: usize,
     pub forward_token: bool,
     pub issuers: Vec<portico_auth::jwt::Issuer>,

@@ -30,9 +30,12 @@ pub enum Policy {
     Cache(CachePolicy),
 }
 
-/// An in-memory response cache; the store lives in the runtime, found by `fingerprint`.
+/// An in-memory response cache; the store lives in the runtime's per-policy state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachePolicy {
+    /// Its slot in the runtime's per-policy state (its store, shared by policies with equal
+    /// settings).
+    pub slot: usize,
     pub max_entries: u64,
     pub max_object_bytes: u64,
     pub key_query: CacheKeyQuery,
@@ -149,8 +152,8 @@ impl CompressionPolicy {
 
 #[derive(Debug)]
 pub struct ConcurrencyPolicy {
-    /// Index among the config's concurrency policies (its counters' slot).
-    pub id: usize,
+    /// Its slot in the runtime's per-policy state (its counters).
+    pub slot: usize,
     pub max_in_flight: u32,
     pub key: LimitKey,
     /// (target latency, minimum cap) when the cap adapts to latency.
@@ -173,8 +176,8 @@ pub enum LimitStore {
 
 #[derive(Debug)]
 pub struct RateLimitPolicy {
-    /// Index of this policy among the config's rate-limit policies (its limiter's slot).
-    pub id: usize,
+    /// Its slot in the runtime's per-policy state (its limiters).
+    pub slot: usize,
     pub key: LimitKey,
     pub limits: Vec<Limit>,
     pub hide_headers: bool,

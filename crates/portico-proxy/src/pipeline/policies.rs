@@ -80,7 +80,7 @@ pub(crate) async fn request_policies(
             }
             Policy::ConcurrencyLimit(c) => {
                 let key = key_text(rt, &c.key, route, req, &client, identity);
-                match rt.in_flight[c.id].acquire(&key) {
+                match rt.policies.concurrency(c.slot).acquire(&key) {
                     Some(g) => ctx.guards.push(g),
                     None => {
                         metrics::counter!("portico_concurrency_limited_total", "route" => route.name.to_string())
@@ -92,7 +92,7 @@ pub(crate) async fn request_policies(
             Policy::RateLimit(rl) => {
                 let key = key_text(rt, &rl.key, route, req, &client, identity);
                 let key: &str = &key;
-                let limiters = &rt.rate_limiters[rl.id];
+                let limiters = rt.policies.rate_limit(rl.slot);
                 let decision = match &limiters.shared {
                     None => match limiters.check(key, !rl.hide_headers) {
                         Ok(a) => crate::policy::ratelimit::Decision::Allowed(a),

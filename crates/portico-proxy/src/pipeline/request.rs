@@ -169,12 +169,7 @@ pub(crate) fn process<'c>(
             .effective
             .cache
             .as_ref()
-            .and_then(|c| {
-                rt.response_caches
-                    .iter()
-                    .find(|s| s.fingerprint == c.fingerprint)
-                    .map(|s| (s.clone(), c))
-            })
+            .map(|c| (rt.policies.cache(c.slot).clone(), c))
             .map(|(store, policy)| {
                 let head = crate::policy::cache::request_head(&req);
                 let mut host_buf = String::new();

@@ -14,6 +14,7 @@ use portico_config::{
 };
 
 use crate::body::Body;
+use crate::policy::token_cache::{Granted, TOKEN_CACHE_TTL, TokenCache};
 
 /// What identity policies keep for one runtime generation: the consumers, the JWKS key sets,
 /// and the caches of verified credentials. Part of the runtime; the policies read only this.
@@ -22,12 +23,8 @@ pub struct AuthState {
     pub consumers: Arc<portico_config::Consumers>,
     /// One per JWKS URL, by slot.
     pub jwks: Vec<Arc<crate::policy::jwks::JwksCache>>,
-    /// One per `basic_auth` policy, by its `id`.
-    pub basic_caches: Vec<Arc<portico_auth::basic::VerifiedCache>>,
-    /// One per `jwt` policy, by its `id`.
-    pub jwt_caches: Vec<Arc<TokenCache>>,
-    /// One per `introspection` policy, by its `id`.
-    pub introspection_caches: Vec<Arc<TokenCache>>,
+    /// The policies' state, where the credential and token caches are (by `slot`).
+    pub states: crate::policy::state::PolicyStates,
 }
 
 /// Who the request is, as far as the chain has established.
@@ -157,7 +154,7 @@ async fn introspect<B>(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let cache = rt.introspection_caches.get(m.id).filter(|c| c.capacity > 0);
+    let cache = Some(rt.states.introspection(m.slot)).filter(|c| c.capacity > 0);
     let granted = match cache.and_then(|c| c.get(token, now)) {
         Some(g) => g,
         // Boxed: the call to the authorization server is a large future, and a cached answer
@@ -331,7 +328,7 @@ async fn basic<B>(
         return Err(Failure::Missing);
     };
     let (user, password) = portico_auth::basic::parse_authorization(value.as_bytes())?;
-    let cache = rt.basic_caches.get(m.id).filter(|_| !m.cache_ttl.is_zero());
+    let cache = Some(rt.states.basic(m.slot)).filter(|_| !m.cache_ttl.is_zero());
     if let Some(owner) = cache.and_then(|c| c.get(&user, &password)) {
         id.strip_headers.push(header::AUTHORIZATION);
         return Ok(Some(owner));
@@ -432,85 +429,6 @@ fn token<'r, B>(
     Err(Failure::Missing)
 }
 
-/// What a verified token granted, remembered so the same token is not verified again.
-#[derive(Debug, Clone)]
-struct Granted {
-    /// `false`: a refused token (introspection said inactive, or a claim rule failed).
-    active: bool,
-    claims: Option<Arc<jwt::Claims>>,
-    consumer: Option<usize>,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    scopes: Vec<String>,
-    /// Seconds since the epoch after which the entry is void: the token's `exp`, or five
-    /// minutes after verification, whichever is first (so a key withdrawn from a JWKS stops
-    /// working within five minutes).
-    until: u64,
-}
-
-/// Verified tokens of one `jwt` policy. An entry is found by a hash of the token's last 64
-/// bytes (its signature, unique per token), then compared on the whole token text: a key
-/// derived from part of it alone would let a changed payload reuse a verification. Hashing the
-/// whole 700-byte token of a typical request cost ~1.3k instructions per request. Two tokens
-/// whose tails hash alike share a slot; the later one replaces the earlier (a cache miss,
-/// never a wrong hit).
-#[derive(Debug)]
-pub struct TokenCache {
-    capacity: usize,
-    hasher: std::collections::hash_map::RandomState,
-    entries: std::sync::Mutex<Slots>,
-}
-
-/// Cached verifications by slot. The slot is already a keyed hash, so the map does not hash it
-/// again.
-type Slots = std::collections::HashMap<
-    u64,
-    (Box<str>, Granted),
-    std::hash::BuildHasherDefault<crate::observe::metrics::KeyHasher>,
->;
-
-/// Longest a verified token is trusted without verifying it again.
-const TOKEN_CACHE_TTL: u64 = 300;
-
-impl TokenCache {
-    pub fn new(capacity: usize) -> TokenCache {
-        TokenCache {
-            capacity,
-            hasher: std::collections::hash_map::RandomState::new(),
-            entries: std::sync::Mutex::new(std::collections::HashMap::default()),
-        }
-    }
-
-    fn slot(&self, token: &str) -> u64 {
-        use std::hash::BuildHasher;
-        let b = token.as_bytes();
-        self.hasher.hash_one(&b[b.len().saturating_sub(64)..])
-    }
-
-    fn get(&self, token: &str, now: u64) -> Option<Granted> {
-        let slot = self.slot(token);
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(&slot)
-            .filter(|(t, g)| **t == *token && now < g.until)
-            .map(|(_, g)| g.clone())
-    }
-
-    fn put(&self, token: &str, g: Granted, now: u64) {
-        if self.capacity == 0 {
-            return;
-        }
-        let slot = self.slot(token);
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.capacity {
-            entries.retain(|_, (_, v)| now < v.until);
-            if entries.len() >= self.capacity {
-                entries.clear();
-            }
-        }
-        entries.insert(slot, (token.into(), g));
-    }
-}
-
 async fn jwt_auth<B>(
     rt: &AuthState,
     m: &JwtMethod,
@@ -528,7 +446,7 @@ async fn jwt_auth<B>(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let cache = rt.jwt_caches.get(m.id).filter(|c| c.capacity > 0);
+    let cache = Some(rt.states.jwt(m.slot)).filter(|c| c.capacity > 0);
     if let Some(g) = cache.and_then(|c| c.get(token, now)) {
         id.strip_headers.extend(id.pending_strip.take());
         id.headers.extend(g.headers);
@@ -747,44 +665,5 @@ pub fn cors_response(c: &CorsPolicy, origin: Option<&HeaderValue>, h: &mut http:
     allow_origin(c, h, origin.clone());
     if let Some(e) = &c.expose_headers {
         h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn granted(consumer: usize, until: u64) -> Granted {
-        Granted {
-            active: true,
-            claims: None,
-            consumer: Some(consumer),
-            headers: Vec::new(),
-            scopes: Vec::new(),
-            until,
-        }
-    }
-
-    /// Tokens that share their last 64 bytes share a slot, but never each other's grant.
-    #[test]
-    fn token_cache_compares_whole_tokens() {
-        let cache = TokenCache::new(10);
-        let tail = "s".repeat(64);
-        let a = format!("header.payload-a.{tail}");
-        let b = format!("header.payload-b.{tail}");
-        cache.put(&a, granted(1, 100), 0);
-        assert_eq!(cache.get(&a, 50).and_then(|g| g.consumer), Some(1));
-        assert!(
-            cache.get(&b, 50).is_none(),
-            "a changed payload is not a hit"
-        );
-        assert!(cache.get(&a, 100).is_none(), "expired");
-        cache.put(&b, granted(2, 100), 0);
-        assert_eq!(cache.get(&b, 50).and_then(|g| g.consumer), Some(2));
-        assert!(cache.get(&a, 50).is_none(), "replaced in its slot");
-        // Short tokens hash whole.
-        cache.put("abc", granted(3, 100), 0);
-        assert_eq!(cache.get("abc", 1).and_then(|g| g.consumer), Some(3));
-        assert!(cache.get("abd", 1).is_none());
     }
 }

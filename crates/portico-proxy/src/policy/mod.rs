@@ -9,3 +9,5 @@ pub mod jwks;
 pub mod ratelimit;
 pub mod redis_limit;
 pub mod sliding;
+pub mod state;
+pub mod token_cache;

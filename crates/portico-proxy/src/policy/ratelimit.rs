@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn a_million_keys_stay_bounded() {
         let policy = RateLimitPolicy {
-            id: 0,
+            slot: 0,
             key: portico_config::LimitKey::ClientIp,
             limits: vec![Limit {
                 requests: 1,

@@ -10,12 +10,8 @@ use crate::observe::access_log::Sink;
 use crate::observe::metrics::RouteMetrics;
 use crate::policy::auth::AuthState;
 use crate::policy::jwks::JwksCache;
-use crate::policy::ratelimit::Limiters;
+use crate::policy::state::PolicyStates;
 use crate::upstream::pool::UpstreamPool;
-use portico_auth::basic::VerifiedCache;
-
-/// Verified Basic credentials remembered per `basic_auth` policy.
-const BASIC_CACHE_ENTRIES: usize = 10_000;
 
 /// Targets set through the admin API, by upstream name; they replace the file's targets until
 /// removed.
@@ -29,22 +25,18 @@ pub struct Runtime {
     pub access_log: Option<Sink>,
     /// Same order as `config.routes`.
     pub route_metrics: Arc<[RouteMetrics]>,
-    /// One per `rate_limit` policy, by its `id`.
-    pub rate_limiters: Vec<Arc<Limiters>>,
+    /// What each policy keeps between requests (limiters, caches), by its `slot`.
+    pub policies: PolicyStates,
     /// Per route (by index): its `RateLimit-Policy` value, listing the limits of every
     /// `rate_limit` policy in its chain.
     pub rate_limit_policy: Arc<[Option<http::HeaderValue>]>,
     /// The shared rate-limit store, when the config has `redis`.
     pub redis: Option<Arc<crate::policy::redis_limit::RedisStore>>,
-    /// One per `concurrency_limit` policy, by its `id`.
-    pub in_flight: Vec<Arc<crate::policy::concurrency::InFlight>>,
     /// Consumers, key sets and credential caches of the identity policies.
     pub auth: AuthState,
     /// By route index: service definitions fetched by gRPC reflection (`grpc_transcode` with
     /// `reflection: true`), filled in by a background task.
     pub reflected: Arc<[arc_swap::ArcSwapOption<portico_translate::Transcoder>]>,
-    /// Response stores of `cache` policies, one per distinct setting (kept over reloads).
-    pub response_caches: Vec<Arc<crate::policy::cache::ResponseCache>>,
     /// 1 for the config loaded at start, +1 per applied reload.
     pub generation: u64,
     pub loaded_at: SystemTime,
@@ -66,27 +58,6 @@ impl Runtime {
             _ => Sink::start(&config.access_log)
                 .map_err(|e| format!("cannot open the access log: {e}"))?,
         };
-        // In-flight counts of unchanged concurrency policies carry over, so a reload does not
-        // briefly double the cap.
-        let mut in_flight: Vec<Option<Arc<crate::policy::concurrency::InFlight>>> =
-            vec![None; config.concurrency_policies];
-        for p in config
-            .global_policies
-            .iter()
-            .chain(config.routes.iter().flat_map(|r| r.policies.iter()))
-        {
-            if let portico_config::Policy::ConcurrencyLimit(c) = p {
-                let kept = previous.and_then(|prev| {
-                    prev.in_flight
-                        .iter()
-                        .find(|f| f.fingerprint == c.fingerprint)
-                        .cloned()
-                });
-                in_flight[c.id] =
-                    Some(kept.unwrap_or_else(|| crate::policy::concurrency::InFlight::new(c)));
-            }
-        }
-        let in_flight = in_flight.into_iter().flatten().collect();
         // The Redis connection survives a reload that does not change its settings.
         let redis = match &config.redis {
             None => None,
@@ -100,32 +71,7 @@ impl Runtime {
                 },
             ),
         };
-        // Limiters of unchanged rate-limit policies keep their counters across the reload.
-        let mut rate_limiters: Vec<Option<Arc<Limiters>>> = vec![None; config.rate_limit_policies];
-        for p in config
-            .global_policies
-            .iter()
-            .chain(config.routes.iter().flat_map(|r| r.policies.iter()))
-        {
-            if let portico_config::Policy::RateLimit(rl) = p {
-                let kept = previous.and_then(|prev| {
-                    prev.rate_limiters
-                        .iter()
-                        .find(|l| {
-                            l.fingerprint == rl.fingerprint
-                                && match (&l.shared, &redis) {
-                                    (Some(s), Some(r)) => Arc::ptr_eq(&s.store, r),
-                                    (None, _) => true,
-                                    (Some(_), None) => false,
-                                }
-                        })
-                        .cloned()
-                });
-                rate_limiters[rl.id] =
-                    Some(kept.unwrap_or_else(|| Limiters::new(rl, redis.as_ref())));
-            }
-        }
-        let rate_limiters: Vec<Arc<Limiters>> = rate_limiters.into_iter().flatten().collect();
+        let policies = PolicyStates::build(&config, previous.map(|p| &p.policies), redis.as_ref())?;
         let rate_limit_policy = config
             .routes
             .iter()
@@ -145,39 +91,6 @@ impl Runtime {
                     .unwrap_or_else(|| JwksCache::start(src.clone()))
             })
             .collect();
-        let mut secret = [0u8; 32];
-        rustls::crypto::aws_lc_rs::default_provider()
-            .secure_random
-            .fill(&mut secret)
-            .map_err(|_| "no secure random numbers available".to_string())?;
-        let mut basic: Vec<_> = basic_methods(&config).collect();
-        basic.sort_by_key(|b| b.id);
-        let basic_caches = basic
-            .iter()
-            .map(|b| Arc::new(VerifiedCache::new(secret, b.cache_ttl, BASIC_CACHE_ENTRIES)))
-            .collect();
-        let mut jwt: Vec<(usize, usize)> = auth_methods(&config)
-            .filter_map(|m| match m {
-                portico_config::AuthMethod::Jwt(j) => Some((j.id, j.token_cache_size)),
-                _ => None,
-            })
-            .collect();
-        jwt.sort_unstable();
-        let jwt_caches = jwt
-            .iter()
-            .map(|(_, size)| Arc::new(crate::policy::auth::TokenCache::new(*size)))
-            .collect();
-        let mut intro: Vec<(usize, usize)> = auth_methods(&config)
-            .filter_map(|m| match m {
-                portico_config::AuthMethod::Introspection(i) => Some((i.id, i.cache_size)),
-                _ => None,
-            })
-            .collect();
-        intro.sort_unstable();
-        let introspection_caches = intro
-            .iter()
-            .map(|(_, size)| Arc::new(crate::policy::auth::TokenCache::new(*size)))
-            .collect();
         // Reflected definitions: the previous ones of a route with the same name serve until the
         // new fetch (started below) succeeds.
         let reflected: Arc<[arc_swap::ArcSwapOption<portico_translate::Transcoder>]> = config
@@ -196,28 +109,6 @@ impl Runtime {
                 arc_swap::ArcSwapOption::new(carried)
             })
             .collect();
-        let mut response_caches: Vec<Arc<crate::policy::cache::ResponseCache>> = Vec::new();
-        for p in config
-            .global_policies
-            .iter()
-            .chain(config.routes.iter().flat_map(|r| r.policies.iter()))
-        {
-            if let portico_config::Policy::Cache(c) = p
-                && !response_caches
-                    .iter()
-                    .any(|s| s.fingerprint == c.fingerprint)
-            {
-                let kept = previous.and_then(|prev| {
-                    prev.response_caches
-                        .iter()
-                        .find(|s| s.fingerprint == c.fingerprint)
-                        .cloned()
-                });
-                response_caches.push(
-                    kept.unwrap_or_else(|| Arc::new(crate::policy::cache::ResponseCache::new(c))),
-                );
-            }
-        }
         let route_metrics = config
             .routes
             .iter()
@@ -230,19 +121,15 @@ impl Runtime {
             pools,
             access_log,
             route_metrics,
-            rate_limiters,
+            policies: policies.clone(),
             rate_limit_policy,
-            in_flight,
             redis,
             auth: AuthState {
                 consumers,
                 jwks,
-                basic_caches,
-                jwt_caches,
-                introspection_caches,
+                states: policies,
             },
             reflected,
-            response_caches,
             generation,
             loaded_at: SystemTime::now(),
         })
@@ -304,23 +191,4 @@ fn build_pools(
         });
     }
     Ok(pools)
-}
-
-fn auth_methods(config: &Config) -> impl Iterator<Item = &portico_config::AuthMethod> {
-    config
-        .global_policies
-        .iter()
-        .chain(config.routes.iter().flat_map(|r| r.policies.iter()))
-        .filter_map(|p| match p {
-            portico_config::Policy::Auth(a) => Some(a.methods.iter()),
-            _ => None,
-        })
-        .flatten()
-}
-
-fn basic_methods(config: &Config) -> impl Iterator<Item = &portico_config::BasicMethod> {
-    auth_methods(config).filter_map(|m| match m {
-        portico_config::AuthMethod::Basic(b) => Some(b),
-        _ => None,
-    })
 }

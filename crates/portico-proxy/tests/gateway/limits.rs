@@ -87,6 +87,18 @@ async fn counters_of_an_unchanged_limit_survive_a_reload() {
     gw.gw.reload_file().await.unwrap();
     assert_eq!(get(&gw.url("/other")).await.text(), "x");
     assert_eq!(get(&gw.url("/")).await.status, 429);
+    // Policies that keep state added before it (a global concurrency limit, a route with a
+    // cache first in the file) move the limit to another slot of the runtime's per-policy
+    // state; its counters follow it.
+    let moved = text.replace(
+        "routes:\n",
+        "policies:\n  - type: concurrency_limit\n    max_in_flight: 100\nroutes:\n  - name: cached\n    match: { path: { exact: /cached } }\n    respond: { body: c }\n    policies:\n      - type: cache\n",
+    );
+    assert_ne!(moved, text);
+    std::fs::write(gw.path.as_ref().unwrap(), moved).unwrap();
+    gw.gw.reload_file().await.unwrap();
+    assert_eq!(get(&gw.url("/cached")).await.text(), "c");
+    assert_eq!(get(&gw.url("/")).await.status, 429);
 }
 
 #[tokio::test]

@@ -1,0 +1,215 @@
+//! What policies keep between requests, in one list: a slot per policy that keeps anything
+//! (`Config::policy_slots`; each such policy's `slot` is its index). Built with each runtime;
+//! a reload keeps the state of every policy whose settings did not change, so counters,
+//! in-flight counts and cached answers survive it.
+//!
+//! A policy kind that keeps state adds a variant here, its line in `PolicyStates::build`, and
+//! an accessor; nothing else in the runtime changes.
+
+use std::sync::Arc;
+
+use portico_auth::basic::VerifiedCache;
+use portico_config::{AuthMethod, Config, Policy};
+
+use crate::policy::cache::ResponseCache;
+use crate::policy::concurrency::InFlight;
+use crate::policy::ratelimit::Limiters;
+use crate::policy::redis_limit::RedisStore;
+use crate::policy::token_cache::TokenCache;
+
+/// Verified Basic credentials remembered per `basic_auth` policy.
+const BASIC_CACHE_ENTRIES: usize = 10_000;
+
+/// One policy's state.
+#[derive(Debug)]
+pub enum PolicyState {
+    /// The slot of a policy that keeps nothing here (never read).
+    Empty,
+    /// `rate_limit`: its limiters (local, or leases of the shared Redis budget).
+    RateLimit(Arc<Limiters>),
+    /// `concurrency_limit`: its in-flight counts.
+    Concurrency(Arc<InFlight>),
+    /// `cache`: its store, shared by the `cache` policies with the same settings.
+    Cache(Arc<ResponseCache>),
+    /// `basic_auth`: credentials verified lately (a keyed digest of them).
+    Basic(Arc<VerifiedCache>),
+    /// `jwt`: tokens verified lately.
+    Jwt(Arc<TokenCache>),
+    /// `introspection`: tokens the authorization server answered for lately.
+    Introspection(Arc<TokenCache>),
+}
+
+/// Every policy's state, by slot. Cheap to clone (one reference count).
+#[derive(Debug, Clone)]
+pub struct PolicyStates(Arc<[PolicyState]>);
+
+/// Every policy of `config`: the global chain, then each route's.
+fn policies(config: &Config) -> impl Iterator<Item = &Policy> {
+    config
+        .global_policies
+        .iter()
+        .chain(config.routes.iter().flat_map(|r| r.policies.iter()))
+}
+
+impl PolicyStates {
+    /// The state of `config`'s policies: the previous runtime's for a rate limit, concurrency
+    /// limit or cache whose settings are unchanged (same fingerprint), new otherwise. Token
+    /// and credential caches start empty: a reload may have changed what they vouch for.
+    pub fn build(
+        config: &Config,
+        previous: Option<&PolicyStates>,
+        redis: Option<&Arc<RedisStore>>,
+    ) -> Result<PolicyStates, String> {
+        let prev: &[PolicyState] = previous.map_or(&[], |p| &p.0);
+        let mut slots: Vec<PolicyState> = (0..config.policy_slots)
+            .map(|_| PolicyState::Empty)
+            .collect();
+        // One secret for the Basic caches of this runtime: a digest kept by one is no use to
+        // another runtime's.
+        let mut secret = [0u8; 32];
+        rustls::crypto::aws_lc_rs::default_provider()
+            .secure_random
+            .fill(&mut secret)
+            .map_err(|_| "no secure random numbers available".to_string())?;
+        for p in policies(config) {
+            match p {
+                Policy::RateLimit(rl) => {
+                    let kept = prev.iter().find_map(|s| match s {
+                        PolicyState::RateLimit(l) if l.fingerprint == rl.fingerprint => {
+                            Some(l.clone())
+                        }
+                        _ => None,
+                    });
+                    slots[rl.slot] =
+                        PolicyState::RateLimit(kept.unwrap_or_else(|| Limiters::new(rl, redis)));
+                }
+                // In-flight counts carry over, so a reload does not briefly double the cap.
+                Policy::ConcurrencyLimit(c) => {
+                    let kept = prev.iter().find_map(|s| match s {
+                        PolicyState::Concurrency(f) if f.fingerprint == c.fingerprint => {
+                            Some(f.clone())
+                        }
+                        _ => None,
+                    });
+                    slots[c.slot] =
+                        PolicyState::Concurrency(kept.unwrap_or_else(|| InFlight::new(c)));
+                }
+                Policy::Cache(c) => {
+                    let same = |s: &PolicyState| match s {
+                        PolicyState::Cache(store) if store.fingerprint == c.fingerprint => {
+                            Some(store.clone())
+                        }
+                        _ => None,
+                    };
+                    let store = slots
+                        .iter()
+                        .find_map(same)
+                        .or_else(|| prev.iter().find_map(same))
+                        .unwrap_or_else(|| Arc::new(ResponseCache::new(c)));
+                    slots[c.slot] = PolicyState::Cache(store);
+                }
+                Policy::Auth(a) => {
+                    for m in &a.methods {
+                        match m {
+                            AuthMethod::Basic(b) => {
+                                slots[b.slot] = PolicyState::Basic(Arc::new(VerifiedCache::new(
+                                    secret,
+                                    b.cache_ttl,
+                                    BASIC_CACHE_ENTRIES,
+                                )));
+                            }
+                            AuthMethod::Jwt(j) => {
+                                slots[j.slot] =
+                                    PolicyState::Jwt(Arc::new(TokenCache::new(j.token_cache_size)));
+                            }
+                            AuthMethod::Introspection(i) => {
+                                slots[i.slot] = PolicyState::Introspection(Arc::new(
+                                    TokenCache::new(i.cache_size),
+                                ));
+                            }
+                            AuthMethod::ApiKey(_) | AuthMethod::ClientCert(_) => {}
+                        }
+                    }
+                }
+                Policy::Headers(_)
+                | Policy::Acl(_)
+                | Policy::IpFilter(_)
+                | Policy::Cors(_)
+                | Policy::BodyLimit(_)
+                | Policy::Compression(_)
+                | Policy::RequestDecompression(_)
+                | Policy::JsonTransform(_)
+                | Policy::XmlJson(_) => {}
+            }
+        }
+        Ok(PolicyStates(slots.into()))
+    }
+
+    /// A `rate_limit` policy's limiters.
+    pub fn rate_limit(&self, slot: usize) -> &Limiters {
+        match &self.0[slot] {
+            PolicyState::RateLimit(l) => l,
+            other => mismatch(slot, "rate_limit", other),
+        }
+    }
+
+    /// A `concurrency_limit` policy's in-flight counts.
+    pub fn concurrency(&self, slot: usize) -> &Arc<InFlight> {
+        match &self.0[slot] {
+            PolicyState::Concurrency(f) => f,
+            other => mismatch(slot, "concurrency_limit", other),
+        }
+    }
+
+    /// A `cache` policy's store.
+    pub fn cache(&self, slot: usize) -> &Arc<ResponseCache> {
+        match &self.0[slot] {
+            PolicyState::Cache(c) => c,
+            other => mismatch(slot, "cache", other),
+        }
+    }
+
+    /// A `basic_auth` policy's cache of verified credentials.
+    pub fn basic(&self, slot: usize) -> &VerifiedCache {
+        match &self.0[slot] {
+            PolicyState::Basic(c) => c,
+            other => mismatch(slot, "basic_auth", other),
+        }
+    }
+
+    /// A `jwt` policy's token cache.
+    pub fn jwt(&self, slot: usize) -> &Arc<TokenCache> {
+        match &self.0[slot] {
+            PolicyState::Jwt(c) => c,
+            other => mismatch(slot, "jwt", other),
+        }
+    }
+
+    /// An `introspection` policy's token cache.
+    pub fn introspection(&self, slot: usize) -> &Arc<TokenCache> {
+        match &self.0[slot] {
+            PolicyState::Introspection(c) => c,
+            other => mismatch(slot, "introspection", other),
+        }
+    }
+
+    /// The response stores, each once (policies with equal settings share one).
+    pub fn caches(&self) -> Vec<&Arc<ResponseCache>> {
+        let mut out: Vec<&Arc<ResponseCache>> = Vec::new();
+        for s in self.0.iter() {
+            if let PolicyState::Cache(c) = s
+                && !out.iter().any(|o| Arc::ptr_eq(o, c))
+            {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+/// A slot read as another kind than it holds: the config and its runtime were built apart,
+/// which `Runtime::build` never does.
+#[cold]
+fn mismatch(slot: usize, wanted: &str, found: &PolicyState) -> ! {
+    panic!("policy slot {slot} read as `{wanted}` holds {found:?}")
+}
