@@ -62,10 +62,10 @@ pub(crate) async fn request_policies(
                     ctx.rec.consumer = Some(c.name.clone());
                 }
             }
-            Policy::Acl(a) => crate::policy::auth::acl(&rt.auth, a, req.method(), identity)
+            Policy::Acl(a) => crate::policy::access::acl(&rt.auth, a, req.method(), identity)
                 .map_err(|d| denied(d, route, ctx))?,
             Policy::IpFilter(f) => {
-                crate::policy::auth::ip_filter(f, client_ip).map_err(|d| denied(d, route, ctx))?
+                crate::policy::access::ip_filter(f, client_ip).map_err(|d| denied(d, route, ctx))?
             }
             Policy::BodyLimit(max) => {
                 let declared = req

@@ -53,7 +53,7 @@ pub(crate) fn process<'c>(
         }
 
         // Route. A CORS preflight is routed as the request it asks about.
-        let preflight = crate::policy::auth::is_preflight(&req);
+        let preflight = crate::policy::cors::is_preflight(&req);
         // The one canonical path: everything after this line, and the upstream, sees it.
         match portico_config::canon::canonicalize(
             req.uri().path(),
@@ -120,11 +120,11 @@ pub(crate) fn process<'c>(
             .and_then(|_| req.headers().get(header::ORIGIN).cloned());
         if let Some(c) = &cors {
             let mut h = http::HeaderMap::new();
-            crate::policy::auth::cors_response(c, origin.as_ref(), &mut h);
+            crate::policy::cors::cors_response(c, origin.as_ref(), &mut h);
             ctx.extra
                 .extend(h.into_iter().filter_map(|(k, v)| Some((k?, v))));
             if preflight {
-                return match crate::policy::auth::preflight(c, &req) {
+                return match crate::policy::cors::preflight(c, &req) {
                     Ok(mut resp) => {
                         resp.headers_mut()
                             .insert(cfg.server.request_id_header.clone(), request_id.clone());
@@ -403,7 +403,7 @@ pub(crate) fn process<'c>(
         }
         limit_headers.apply(resp.headers_mut());
         if let Some(c) = &cors {
-            crate::policy::auth::cors_response(c, origin.as_ref(), resp.headers_mut());
+            crate::policy::cors::cors_response(c, origin.as_ref(), resp.headers_mut());
         }
         resp.headers_mut()
             .insert(cfg.server.request_id_header.clone(), request_id.clone());

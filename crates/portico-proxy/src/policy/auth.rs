@@ -1,19 +1,17 @@
 //! The identity and access phase: authentication methods, `acl`, `ip_filter`, CORS.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use http::Request;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
 use portico_auth::Failure;
 use portico_auth::jwt::{self, KeySet, Outcome};
 use portico_config::{
-    AclPolicy, ApiKeyMethod, AuthMethod, AuthPolicy, BasicMethod, ClientCertMethod, CorsPolicy,
-    IntrospectionMethod, IpFilterPolicy, JwtMethod, TokenSource,
+    ApiKeyMethod, AuthMethod, AuthPolicy, BasicMethod, ClientCertMethod, IntrospectionMethod,
+    JwtMethod, TokenSource,
 };
 
-use crate::body::Body;
 use crate::policy::token_cache::{Granted, TOKEN_CACHE_TTL, TokenCache};
 
 /// What identity policies keep for one runtime generation: the consumers, the JWKS key sets,
@@ -537,133 +535,4 @@ async fn jwt_auth<B>(
         id.claims = Some(claims);
     }
     Ok(consumer)
-}
-
-pub fn acl(rt: &AuthState, a: &AclPolicy, method: &Method, id: &Identity) -> Result<(), Denial> {
-    if !a.methods.is_empty() && !a.methods.contains(method) {
-        return Ok(());
-    }
-    let groups: &[Arc<str>] = id
-        .consumer
-        .and_then(|c| rt.consumers.list.get(c))
-        .map_or(&[], |c| &c.groups);
-    let in_any = |list: &[String]| list.iter().any(|g| groups.iter().any(|h| **h == **g));
-    if in_any(&a.deny) {
-        return Err(Denial::Forbidden {
-            reason: "group_denied",
-            challenge: None,
-        });
-    }
-    if !a.allow.is_empty() && !in_any(&a.allow) {
-        return Err(Denial::Forbidden {
-            reason: "group_not_allowed",
-            challenge: None,
-        });
-    }
-    if let Some(missing) = a.scopes.iter().find(|s| !id.scopes.contains(s)) {
-        let _ = missing;
-        // RFC 6750 §3.1: say which scope the resource needs (not which the token lacks).
-        let challenge = HeaderValue::try_from(format!(
-            "Bearer error=\"insufficient_scope\", scope=\"{}\"",
-            a.scopes.join(" ")
-        ))
-        .ok();
-        return Err(Denial::Forbidden {
-            reason: "scope_missing",
-            challenge,
-        });
-    }
-    Ok(())
-}
-
-pub fn ip_filter(f: &IpFilterPolicy, ip: IpAddr) -> Result<(), Denial> {
-    if f.deny.iter().any(|c| c.contains(ip))
-        || (!f.allow.is_empty() && !f.allow.iter().any(|c| c.contains(ip)))
-    {
-        return Err(Denial::Forbidden {
-            reason: "ip_denied",
-            challenge: None,
-        });
-    }
-    Ok(())
-}
-
-/// Whether `origin` may make cross-origin requests under `c`.
-pub fn origin_allowed(c: &CorsPolicy, origin: &str) -> bool {
-    if c.any_origin {
-        return true;
-    }
-    let o = origin.to_ascii_lowercase();
-    c.origins.contains(&o)
-        || c.origin_suffixes.iter().any(|(scheme, suffix)| {
-            o.strip_prefix(scheme.as_str())
-                .is_some_and(|host| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
-        })
-}
-
-pub fn is_preflight<B>(req: &Request<B>) -> bool {
-    req.method() == Method::OPTIONS
-        && req.headers().contains_key(header::ORIGIN)
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-}
-
-/// The answer to a preflight: 204 with the policy's permissions, or 403 for an origin it does
-/// not allow.
-pub fn preflight<B>(c: &CorsPolicy, req: &Request<B>) -> Result<Response<Body>, Denial> {
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|s| origin_allowed(c, s))) else {
-        return Err(Denial::Forbidden {
-            reason: "cors_origin_not_allowed",
-            challenge: None,
-        });
-    };
-    let mut resp = Response::new(Body::Empty);
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    let h = resp.headers_mut();
-    allow_origin(c, h, origin);
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, c.methods.clone());
-    let asked = req
-        .headers()
-        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-        .cloned();
-    if let Some(v) = c.headers.clone().or(asked) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
-    }
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, c.max_age.clone());
-    h.append(
-        header::VARY,
-        HeaderValue::from_static("Access-Control-Request-Method, Access-Control-Request-Headers"),
-    );
-    Ok(resp)
-}
-
-fn allow_origin(c: &CorsPolicy, h: &mut http::HeaderMap, origin: HeaderValue) {
-    if c.any_origin && !c.credentials {
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-    } else {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        h.append(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    if c.credentials {
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-    }
-}
-
-/// CORS headers on an actual (non-preflight) response, for an allowed `Origin`.
-pub fn cors_response(c: &CorsPolicy, origin: Option<&HeaderValue>, h: &mut http::HeaderMap) {
-    let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|s| origin_allowed(c, s))) else {
-        return;
-    };
-    allow_origin(c, h, origin.clone());
-    if let Some(e) = &c.expose_headers {
-        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
-    }
 }
