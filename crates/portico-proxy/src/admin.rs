@@ -169,7 +169,8 @@ async fn answer(
                 Err(e) => reply(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     JSON,
-                    serde_json::json!({ "result": "rejected", "errors": e }).to_string(),
+                    serde_json::json!({ "result": "rejected", "errors": e.to_string() })
+                        .to_string(),
                 ),
             }
         }

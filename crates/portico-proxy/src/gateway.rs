@@ -16,6 +16,39 @@ use crate::listen::accept::{self, ListenerHandle};
 use crate::listen::serving::Serving;
 use crate::runtime::Runtime;
 
+/// Why the gateway could not start, or could not apply a config. A refused config leaves the
+/// running one in place.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The config file has errors, each with its location.
+    #[error("{0}")]
+    Config(#[from] portico_config::Diagnostics),
+    /// Reading the config file was cut short (its task failed).
+    #[error("loading the config failed: {0}")]
+    Load(#[from] tokio::task::JoinError),
+    /// A reload to a config without listeners: it would stop serving every client at once.
+    #[error(
+        "{source_name}: the new config has no listeners; a reload never closes every listener (is the file empty or half-written? write the new file beside it and rename it over the old one)"
+    )]
+    NoListeners { source_name: String },
+    /// A listener could not be set up or bound.
+    #[error(transparent)]
+    Listen(#[from] crate::listen::settings::ListenError),
+    /// What the runtime is built from could not be set up: the access log, Redis, an
+    /// upstream's TLS roots.
+    #[error("{0}")]
+    Runtime(String),
+    /// The admin port could not be set up or bound.
+    #[error("admin port: {0}")]
+    Admin(String),
+    /// `reload_file` or `watch_file` on a gateway started without a file.
+    #[error("this gateway was not started from a file; nothing to reload")]
+    NoFile,
+    /// The config file's folder cannot be watched.
+    #[error("cannot watch the config file: {0}")]
+    Watch(#[from] notify::Error),
+}
+
 /// Shared by every task of one gateway.
 pub struct Inner {
     /// What the listeners and their connections share.
@@ -46,11 +79,15 @@ impl Gateway {
     /// Builds the first runtime from `config`. `config_path` is the file reloads read. Nothing
     /// is bound yet: the crate root's `Gateway::start` binds the admin port (the admin API sits
     /// above the gateway and calls into it), then [`Gateway::bind_listeners`].
-    pub(crate) fn open(config: Config, config_path: Option<PathBuf>) -> Result<Gateway, String> {
+    pub(crate) fn open(
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<Gateway, GatewayError> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let prometheus = crate::observe::metrics::install();
         let admin_configured = config.admin;
-        let runtime = Runtime::build(config, None, 1, &Default::default())?;
+        let runtime =
+            Runtime::build(config, None, 1, &Default::default()).map_err(GatewayError::Runtime)?;
         crate::translate::grpc::start_reflections(&runtime);
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
@@ -88,7 +125,7 @@ impl Gateway {
     }
 
     /// Binds every listener of the current config and starts serving.
-    pub(crate) async fn bind_listeners(&self) -> Result<(), String> {
+    pub(crate) async fn bind_listeners(&self) -> Result<(), GatewayError> {
         let cfg = self.inner.shared.runtime.load_full().config.clone();
         let mut handles = Vec::new();
         for l in &cfg.listeners {
@@ -121,16 +158,15 @@ impl Gateway {
     /// Applies a validated config: binds new listeners first (any failure leaves everything as
     /// it was), then swaps the runtime atomically, then closes listeners that are gone. Returns
     /// notes about settings that need a restart.
-    pub async fn apply(&self, config: Config) -> Result<Vec<String>, String> {
+    pub async fn apply(&self, config: Config) -> Result<Vec<String>, GatewayError> {
         let mut listeners = self.inner.listeners.lock().await;
         let previous = self.inner.shared.runtime.load_full();
         // An empty or truncated file is valid YAML and a valid config: applied, it would stop
         // serving every client at once. No reload does that; stopping is the process's job.
         if config.listeners.is_empty() && !previous.config.listeners.is_empty() {
-            return Err(format!(
-                "{}: the new config has no listeners; a reload never closes every listener (is the file empty or half-written? write the new file beside it and rename it over the old one)",
-                config.source
-            ));
+            return Err(GatewayError::NoListeners {
+                source_name: config.source.to_string(),
+            });
         }
         let mut notes = Vec::new();
         if config.admin != self.inner.admin_configured {
@@ -169,7 +205,8 @@ impl Gateway {
                 },
             }
         });
-        let runtime = Runtime::build(config, Some(&previous), previous.generation + 1, &overrides)?;
+        let runtime = Runtime::build(config, Some(&previous), previous.generation + 1, &overrides)
+            .map_err(GatewayError::Runtime)?;
         crate::translate::grpc::start_reflections(&runtime);
         let cfg = runtime.config.clone();
 
@@ -189,7 +226,7 @@ impl Gateway {
                         for h in &added {
                             let _ = h.stop.send(true);
                         }
-                        return Err(e);
+                        return Err(e.into());
                     }
                 },
             }
@@ -273,18 +310,16 @@ impl Gateway {
 
     /// Re-reads the config file and applies it. A file with errors is rejected whole and the
     /// running config stays; the errors are returned, logged and shown on `/config`.
-    pub async fn reload_file(&self) -> Result<Vec<String>, String> {
+    pub async fn reload_file(&self) -> Result<Vec<String>, GatewayError> {
         let Some(path) = self.inner.config_path.clone() else {
-            return Err("this gateway was not started from a file; nothing to reload".into());
+            return Err(GatewayError::NoFile);
         };
         // Loading reads files (and fetches WSDLs named by URL): off the request threads.
         let file = path.clone();
-        let loaded = tokio::task::spawn_blocking(move || portico_config::load_file(&file))
-            .await
-            .map_err(|e| format!("loading the config failed: {e}"))?;
+        let loaded = tokio::task::spawn_blocking(move || portico_config::load_file(&file)).await?;
         let result = match loaded {
             Ok(cfg) => self.apply(cfg).await,
-            Err(d) => Err(d.to_string()),
+            Err(d) => Err(GatewayError::Config(d)),
         };
         match &result {
             Ok(notes) => {
@@ -300,7 +335,7 @@ impl Gateway {
                     .increment(1);
                 tracing::error!(file = %path.display(), "config reload rejected; the running config stays:\n{e}");
                 if let Ok(mut last) = self.inner.last_reload_error.lock() {
-                    *last = Some(e.clone());
+                    *last = Some(e.to_string());
                 }
             }
         }
@@ -316,7 +351,7 @@ impl Gateway {
     /// file itself is applied only once the writer has closed it and nothing has changed for
     /// `server.reload_settle`. A burst that only renamed or linked a complete file into place
     /// (the safe way to update a config) is applied after a short pause.
-    pub fn watch_file(&self) -> Result<(), String> {
+    pub fn watch_file(&self) -> Result<(), GatewayError> {
         use notify::Watcher;
         let Some(path) = self.inner.config_path.clone() else {
             return Ok(());
@@ -337,11 +372,8 @@ impl Gateway {
                     .any(|p| p.file_name().map(std::ffi::OsStr::to_os_string) == file_name);
                 let _ = tx.send(Burst::of(&e.kind, ours));
             }
-        })
-        .map_err(|e| e.to_string())?;
-        watcher
-            .watch(&dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|e| e.to_string())?;
+        })?;
+        watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
         let gw = self.clone();
         tokio::spawn(async move {
             let _watcher = watcher;

@@ -35,7 +35,8 @@ pub fn fetch_blocking(url: &str) -> Result<Vec<u8>, String> {
     upstream::fetch::get_blocking(url)
 }
 
-pub use gateway::{Gateway, TargetsError};
+pub use gateway::{Gateway, GatewayError, TargetsError};
+pub use listen::settings::ListenError;
 
 impl Gateway {
     /// Binds the admin port and every listener, then starts serving `config`. `config_path` is
@@ -44,10 +45,12 @@ impl Gateway {
     pub async fn start(
         config: portico_config::Config,
         config_path: Option<std::path::PathBuf>,
-    ) -> Result<Gateway, String> {
+    ) -> Result<Gateway, GatewayError> {
         let gw = Gateway::open(config, config_path)?;
         if let Some(addr) = gw.admin_configured() {
-            let bound = admin::bind(addr, gw.inner().clone()).await?;
+            let bound = admin::bind(addr, gw.inner().clone())
+                .await
+                .map_err(GatewayError::Admin)?;
             gw.set_admin_addr(bound);
         }
         gw.bind_listeners().await?;

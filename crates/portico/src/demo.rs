@@ -24,7 +24,9 @@ pub async fn start(port: u16, admin_port: u16) -> Result<portico_proxy::Gateway,
         std::env::var(k).ok()
     })
     .map_err(|d| d.to_string())?;
-    let gw = portico_proxy::Gateway::start(cfg, None).await?;
+    let gw = portico_proxy::Gateway::start(cfg, None)
+        .await
+        .map_err(|e| e.to_string())?;
     let base = format!("http://127.0.0.1:{port}");
     let admin = gw
         .admin_addr()

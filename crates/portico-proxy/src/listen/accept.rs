@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::base::conn::ConnInfo;
 use crate::listen::h2::serve_io;
 use crate::listen::serving::Serving;
-use crate::listen::settings::Settings;
+use crate::listen::settings::{ListenError, Settings};
 
 pub struct ListenerHandle {
     pub spec: Listener,
@@ -27,12 +27,14 @@ pub async fn bind(
     l: &Listener,
     server: &Server,
     inner: &Arc<Serving>,
-) -> Result<ListenerHandle, String> {
+) -> Result<ListenerHandle, ListenError> {
     let settings = Arc::new(ArcSwap::from_pointee(Settings::new(l, server)?));
-    let listener = TcpListener::bind(l.addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", l.addr))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let bind = |source| ListenError::Bind {
+        addr: l.addr,
+        source,
+    };
+    let listener = TcpListener::bind(l.addr).await.map_err(bind)?;
+    let local = listener.local_addr().map_err(bind)?;
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(accept_loop(
         listener,

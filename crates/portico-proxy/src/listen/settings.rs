@@ -7,6 +7,20 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use portico_config::{Listener, Server};
 
+/// Why a listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// Its TLS settings (certificates, keys, client CAs) are unusable.
+    #[error("listener `{listener}`: {detail}")]
+    Tls { listener: String, detail: String },
+    /// Its address cannot be listened on (in use, not this host's, not permitted).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
 /// Most answer bytes hyper holds per HTTP/2 stream while the client's window is closed.
 const H2_SEND_BUFFER: usize = 64 * 1024;
 
@@ -30,15 +44,19 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(l: &Listener, server: &Server) -> Result<Settings, String> {
+    pub fn new(l: &Listener, server: &Server) -> Result<Settings, ListenError> {
         let tls = match &l.tls {
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(
-                crate::listen::tls::server_config(t, l.http1, l.http2)
-                    .map_err(|e| format!("listener `{}`: {e}", l.name))?,
+                crate::listen::tls::server_config(t, l.http1, l.http2).map_err(|e| {
+                    ListenError::Tls {
+                        listener: l.name.to_string(),
+                        detail: e.to_string(),
+                    }
+                })?,
             )),
             None => None,
         };
-        // hyper serves HTTP/2 only: HTTP/1.1 clients are `h1server`'s.
+        // hyper serves HTTP/2 only: HTTP/1.1 clients are `listen::h1`'s.
         let mut b = auto::Builder::new(TokioExecutor::new());
         // Bounded per stream and per connection: a client that never opens its flow-control
         // window leaves at most `max_concurrent_streams` × `H2_SEND_BUFFER` of answers
