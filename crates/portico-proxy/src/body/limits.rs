@@ -214,3 +214,70 @@ impl Declared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Polls `check` once with a no-op waker, the way a body's `poll_frame` would.
+    fn poll_once(check: impl FnOnce(&mut Context<'_>) -> bool) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        check(&mut cx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_body_expires_and_each_frame_pushes_the_deadline_back() {
+        let mut t = IdleTimer::new(Some(Duration::from_secs(10)));
+        let waiting: Poll<()> = Poll::Pending;
+        let frame: Poll<()> = Poll::Ready(());
+        assert!(!poll_once(|cx| t.expired(cx, &waiting)), "the timer starts");
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(!poll_once(|cx| t.expired(cx, &frame)), "a frame resets it");
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(
+            !poll_once(|cx| t.expired(cx, &waiting)),
+            "18 s in, 9 s since the frame"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(
+            poll_once(|cx| t.expired(cx, &waiting)),
+            "11 s without a frame"
+        );
+        let mut off = IdleTimer::new(None);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(
+            !poll_once(|cx| off.expired(cx, &waiting)),
+            "no idle timeout set"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_slower_than_the_floor_expires_after_its_grace() {
+        assert!(
+            RateFloor::new(Duration::ZERO, 1024).is_none(),
+            "off without a grace"
+        );
+        assert!(
+            RateFloor::new(Duration::from_secs(1), 0).is_none(),
+            "off without a rate"
+        );
+        let mut f = RateFloor::new(Duration::from_secs(30), 1000).unwrap();
+        let waiting: Poll<()> = Poll::Pending;
+        let frame: Poll<()> = Poll::Ready(());
+        assert!(!poll_once(|cx| f.expired(cx, &waiting, 0)));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        // 5,000 bytes earn 5 s more than the grace: the deadline is 35 s after the start.
+        assert!(!poll_once(|cx| f.expired(cx, &frame, 5_000)));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(
+            !poll_once(|cx| f.expired(cx, &waiting, 0)),
+            "34 s: still within"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(
+            poll_once(|cx| f.expired(cx, &waiting, 0)),
+            "36 s: under 1,000 B/s"
+        );
+    }
+}

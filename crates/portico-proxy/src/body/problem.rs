@@ -249,3 +249,101 @@ impl From<crate::body::client::ReadError> for Problem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Problem; 20] = [
+        Problem::NoRoute,
+        Problem::BadRequest("The request is malformed."),
+        Problem::BadPath(portico_config::canon::PathError::EscapedSlash),
+        Problem::UpstreamConnect,
+        Problem::UpstreamTimeout,
+        Problem::UpstreamProtocol,
+        Problem::UpstreamOverloaded,
+        Problem::RateLimited(0),
+        Problem::Unauthorized,
+        Problem::Forbidden,
+        Problem::AuthUnavailable,
+        Problem::PayloadTooLarge,
+        Problem::UriTooLong,
+        Problem::RateLimitUnavailable,
+        Problem::ConcurrencyLimited,
+        Problem::UnsupportedEncoding,
+        Problem::HeadTooLarge,
+        Problem::HeadTimeout,
+        Problem::HttpVersion,
+        Problem::BodyTimeout,
+    ];
+
+    /// Every problem is an error status with a distinct code, and its body says the same as
+    /// its head (RFC 9457: `status` matches the response's).
+    #[test]
+    fn every_problem_answers_as_rfc_9457_says() {
+        use http_body::Body as _;
+        let id = HeaderValue::from_static("req-1");
+        let id_header = http::HeaderName::from_static("x-request-id");
+        let mut codes = std::collections::HashSet::new();
+        for p in ALL {
+            assert!(codes.insert(p.code()), "{} is used twice", p.code());
+            let status = p.status();
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{p:?}"
+            );
+            let resp = p.response(&id, &id_header);
+            assert_eq!(resp.status(), status);
+            assert_eq!(resp.headers()["content-type"], "application/problem+json");
+            assert_eq!(resp.headers()["x-request-id"], "req-1");
+            let Body::Full(Some(bytes)) = resp.body() else {
+                panic!("{p:?}: not a whole body");
+            };
+            assert_eq!(resp.body().size_hint().exact(), Some(bytes.len() as u64));
+            let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+            assert_eq!(v["status"], status.as_u16(), "{p:?}");
+            assert_eq!(v["code"], p.code());
+            assert_eq!(v["type"], format!("urn:portico:problem:{}", p.code()));
+            assert!(!v["detail"].as_str().unwrap().is_empty(), "{p:?}");
+            // gRPC clients get the same problem as a status they can read.
+            let g = p.grpc_response(&id, &id_header);
+            assert_eq!(g.status(), StatusCode::OK);
+            let grpc: u8 = g.headers()["grpc-status"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=16).contains(&grpc), "{p:?}: grpc-status {grpc}");
+            assert!(g.headers().contains_key("grpc-message"), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_that_may_pass_says_when_to_retry() {
+        let id = HeaderValue::from_static("r");
+        let h = http::HeaderName::from_static("x-request-id");
+        let retry = |p: Problem| {
+            p.response(&id, &h)
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(retry(Problem::RateLimited(0)).as_deref(), Some("1"));
+        assert_eq!(retry(Problem::RateLimited(42)).as_deref(), Some("42"));
+        assert_eq!(retry(Problem::ConcurrencyLimited).as_deref(), Some("1"));
+        assert_eq!(retry(Problem::Forbidden), None);
+        // A malformed request closes its connection: what follows it cannot be trusted.
+        let bad = Problem::BadRequest("x").response(&id, &h);
+        assert_eq!(bad.headers()[header::CONNECTION], "close");
+    }
+
+    #[test]
+    fn a_body_read_whole_fails_as_the_client_s_problem() {
+        use crate::body::client::ReadError;
+        assert_eq!(Problem::from(ReadError::TooLarge), Problem::PayloadTooLarge);
+        assert_eq!(
+            Problem::from(ReadError::Malformed).status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

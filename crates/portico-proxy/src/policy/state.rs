@@ -213,3 +213,84 @@ impl PolicyStates {
 fn mismatch(slot: usize, wanted: &str, found: &PolicyState) -> ! {
     panic!("policy slot {slot} read as `{wanted}` holds {found:?}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Config {
+        portico_config::load_str("test.yaml", text, std::path::Path::new("."), &|_| None)
+            .unwrap_or_else(|d| panic!("{d}"))
+    }
+
+    fn limiter(s: &PolicyStates, slot: usize) -> *const Limiters {
+        s.rate_limit(slot)
+    }
+
+    fn rate_limit_slot(c: &Config) -> usize {
+        policies(c)
+            .find_map(|p| match p {
+                Policy::RateLimit(rl) => Some(rl.slot),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    const BEFORE: &str = "routes:
+  - name: api
+    match: { path: { prefix: / } }
+    respond: { body: x }
+    policies:
+      - type: rate_limit
+        limits: [{ requests: 3, per: 1m }]
+      - type: cache
+";
+
+    /// State policies added in front move the rate limit to another slot; its limiters and
+    /// the cache's store follow it, and a new policy gets new state.
+    #[test]
+    fn state_follows_its_policy_across_slots() {
+        let before = load(BEFORE);
+        let first = PolicyStates::build(&before, None, None).unwrap();
+        assert_eq!(first.0.len(), before.policy_slots);
+        let after = load(&BEFORE.replace(
+            "routes:\n",
+            "policies:
+  - type: concurrency_limit
+    max_in_flight: 10
+routes:
+  - name: cached
+    match: { path: { exact: /c } }
+    respond: { body: c }
+    policies:
+      - type: cache
+",
+        ));
+        assert_ne!(rate_limit_slot(&before), rate_limit_slot(&after));
+        let second = PolicyStates::build(&after, Some(&first), None).unwrap();
+        assert_eq!(
+            limiter(&first, rate_limit_slot(&before)),
+            limiter(&second, rate_limit_slot(&after)),
+            "the unchanged rate limit keeps its limiters"
+        );
+        // One store for the three cache policies with equal settings, the first runtime's.
+        let stores = second.caches();
+        assert_eq!(stores.len(), 1);
+        assert!(Arc::ptr_eq(stores[0], first.caches()[0]));
+        // A changed limit starts afresh.
+        let changed = load(&BEFORE.replace("requests: 3", "requests: 4"));
+        let third = PolicyStates::build(&changed, Some(&second), None).unwrap();
+        assert_ne!(
+            limiter(&second, rate_limit_slot(&after)),
+            limiter(&third, rate_limit_slot(&changed))
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "read as `jwt`")]
+    fn a_slot_read_as_another_kind_is_a_bug_and_says_so() {
+        let c = load(BEFORE);
+        let s = PolicyStates::build(&c, None, None).unwrap();
+        let _ = s.jwt(rate_limit_slot(&c));
+    }
+}
