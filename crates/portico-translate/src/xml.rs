@@ -195,6 +195,15 @@ fn start(
         let key = a.key.as_ref();
         if key == b"xmlns" || key.starts_with(b"xmlns:") {
             let prefix = key.strip_prefix(b"xmlns:").unwrap_or(b"");
+            // Namespaces in XML 1.0 §3: `xmlns:` names a prefix, and `xmlns` is not one. An
+            // empty prefix would be written back as a second default namespace (`xmlns`).
+            if key.len() > 5 && (prefix.is_empty() || prefix == b"xmlns") {
+                return Err(format!(
+                    "<{}> declares the namespace prefix `{}`, which is not one",
+                    el.name,
+                    String::from_utf8_lossy(prefix)
+                ));
+            }
             let uri = a.unescape_value().map_err(|e| e.to_string())?.into_owned();
             el.namespaces
                 .push((String::from_utf8_lossy(prefix).into_owned(), uri));
@@ -722,6 +731,11 @@ mod tests {
         assert!(read(&many).unwrap_err().message.contains("`a39` twice"));
         let e = read("<r xmlns:p=\"urn:a\" xmlns:p=\"urn:b\"/>").unwrap_err();
         assert!(e.message.contains("`xmlns:p` twice"), "{e}");
+        // An empty prefix (found by the `xml` fuzz target) would be written back as a second
+        // `xmlns`; `xmlns` itself is reserved.
+        let e = read("<r xmlns:=\"urn:a\" xmlns=\"urn:b\"/>").unwrap_err();
+        assert!(e.message.contains("which is not one"), "{e}");
+        assert!(read("<r xmlns:xmlns=\"urn:a\"/>").is_err());
         // Different names, also in a namespace, are not duplicates.
         assert!(read("<r xmlns:p=\"urn:a\" a=\"1\" p:a=\"2\"/>").is_ok());
     }
