@@ -9,6 +9,7 @@ mod config;
 pub mod dates;
 pub mod diag;
 pub mod duration;
+pub mod explain;
 mod fetch;
 pub mod file;
 pub mod ir;

@@ -77,6 +77,27 @@ enum Command {
         #[arg(short, long, default_value = "portico.yaml")]
         config: PathBuf,
     },
+    /// Explain what the gateway would do with a request under a config: the canonical path,
+    /// every route and why it does or does not take it, the policies, the rewrite, the
+    /// upstream and its targets. Nothing is called.
+    Explain {
+        #[arg(short, long, default_value = "portico.yaml")]
+        config: PathBuf,
+        /// The request's method.
+        #[arg(short = 'X', long, default_value = "GET")]
+        method: String,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The listener the request arrives on (default: the first).
+        #[arg(long)]
+        listener: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// `http://host/path?query`, or `/path?query` with a `Host` header.
+        url: String,
+    },
     /// Print the JSON Schema of the config file (for editor completion and checks).
     Schema,
     /// Print the stored form of a credential, for the `consumers` section.
@@ -123,6 +144,14 @@ fn main() -> ExitCode {
     portico_proxy::install_url_fetcher();
     match cli.command {
         Some(Command::Validate { config }) => validate(&config),
+        Some(Command::Explain {
+            config,
+            method,
+            headers,
+            listener,
+            json,
+            url,
+        }) => explain(&config, &method, &headers, listener.as_deref(), json, &url),
         Some(Command::Hash { what }) => hash(what),
         Some(Command::Soap {
             what: SoapWhat::Inspect { wsdl },
@@ -169,6 +198,74 @@ fn soap_inspect(location: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn explain(
+    path: &Path,
+    method: &str,
+    headers: &[String],
+    listener: Option<&str>,
+    json: bool,
+    url: &str,
+) -> ExitCode {
+    let cfg = match portico_config::load_file(path) {
+        Ok(c) => c,
+        Err(d) => {
+            errln!("{d}");
+            errln!(
+                "portico: fix the config first (`portico validate -c {}`)",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let bad = |what: &str| {
+        errln!("portico: {what}");
+        ExitCode::from(2)
+    };
+    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
+        return bad(&format!("`{method}` is not an HTTP method"));
+    };
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return bad(&format!(
+            "`{url}` is not a URL (`http://host/path` or `/path`)"
+        ));
+    };
+    let mut map = http::HeaderMap::new();
+    for h in headers {
+        let Some((name, value)) = h.split_once(':') else {
+            return bad(&format!("`{h}` is not a header: write `Name: value`"));
+        };
+        match (
+            http::HeaderName::from_bytes(name.trim().as_bytes()),
+            http::HeaderValue::from_str(value.trim()),
+        ) {
+            (Ok(n), Ok(v)) => {
+                map.append(n, v);
+            }
+            _ => return bad(&format!("`{h}` is not a valid header")),
+        }
+    }
+    if let Some(l) = listener
+        && !cfg.listeners.iter().any(|x| &*x.name == l)
+    {
+        return bad(&format!("the config has no listener `{l}`"));
+    }
+    let v = portico_config::explain::explain(
+        &cfg,
+        &portico_config::explain::Request {
+            listener,
+            method,
+            uri,
+            headers: map,
+        },
+    );
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        write_out(format_args!("{}", portico_config::explain::text(&v)));
+    }
+    ExitCode::SUCCESS
 }
 
 fn validate(path: &Path) -> ExitCode {

@@ -318,3 +318,47 @@ fn soap_inspect_lists_operations_or_says_what_is_wrong() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.wsdl: cannot read it"));
 }
+
+#[test]
+fn explain_prints_the_route_the_chain_and_the_upstream_path() {
+    let cfg = workspace().join("examples/hardened.yaml");
+    let out = bin()
+        .args(["explain", "-c"])
+        .arg(&cfg)
+        .args(["-H", "x-api-key: k", "http://127.0.0.1/%61dmin/x"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("/%61dmin/x -> /admin/x (canonical)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route     admin                chosen"),
+        "{text}"
+    );
+    assert!(text.contains("policy    auth (route)"), "{text}");
+    // JSON for tools.
+    let out = bin()
+        .args(["explain", "--json", "-c"])
+        .arg(&cfg)
+        .arg("http://127.0.0.1/admin")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["route"]["name"], "admin");
+    // A request that cannot be read is the caller's mistake: exit 2, and why.
+    let out = bin()
+        .args(["explain", "-c"])
+        .arg(&cfg)
+        .args(["-H", "no colon", "/x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("write `Name: value`"));
+}

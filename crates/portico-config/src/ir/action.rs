@@ -165,6 +165,66 @@ impl ProxyAction {
         }
         self.upstreams[0].0
     }
+
+    /// The path and query the upstream gets, when this action changes them (`None`: the
+    /// client's, unchanged): `strip_prefix` or the `path` template (with the route's
+    /// `params`), then `query_remove` and `query_set`. The gateway and `portico explain` both
+    /// call this, so what explain shows is what is sent.
+    pub fn rewrite(&self, path: &str, query: Option<&str>, params: &[String]) -> Option<String> {
+        let new_path: Option<String> = if let Some(n) = self.strip_prefix {
+            let rest = &path[n.min(path.len())..];
+            Some(if rest.starts_with('/') {
+                rest.to_owned()
+            } else {
+                format!("/{rest}")
+            })
+        } else if let Some(rw) = &self.path {
+            let p: Vec<&str> = params.iter().map(String::as_str).collect();
+            let mut s = String::new();
+            rw.render(&p, &mut s);
+            Some(s)
+        } else {
+            None
+        };
+        // Query parameters set or removed by the rewrite.
+        let rewritten_query: Option<String> = (!self.query_remove.is_empty()).then(|| {
+            let mut out = String::new();
+            for (pair, name) in crate::query::raw_pairs(query.unwrap_or("")) {
+                if self.query_remove.iter().any(|r| *r == name) {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push('&');
+                }
+                out.push_str(pair);
+            }
+            for (k, v) in &self.query_set {
+                if !out.is_empty() {
+                    out.push('&');
+                }
+                out.push_str(k);
+                out.push('=');
+                out.push_str(v);
+            }
+            out
+        });
+        let query = match &rewritten_query {
+            Some(q) if q.is_empty() => None,
+            Some(q) => Some(q.as_str()),
+            None => query,
+        };
+        let new_path = match (new_path, &rewritten_query) {
+            (None, Some(_)) => path.to_owned(),
+            (None, None) => return None,
+            (Some(p), _) => p,
+        };
+        Some(match query {
+            // A rewrite may carry its own query; the client's is appended to it.
+            Some(q) if new_path.contains('?') => format!("{new_path}&{q}"),
+            Some(q) => format!("{new_path}?{q}"),
+            None => new_path,
+        })
+    }
 }
 
 /// Text with `{param}` placeholders, compiled to parts.

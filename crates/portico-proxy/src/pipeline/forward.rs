@@ -33,67 +33,14 @@ pub(crate) fn build_upstream_request(
     let (mut parts, body) = req.into_parts();
 
     // Path and query.
-    let original_pq = parts.uri.path_and_query().cloned();
-    let path = parts.uri.path();
-    let query = parts.uri.query();
-    let new_path: Option<String> = if let Some(n) = action.strip_prefix {
-        let rest = &path[n.min(path.len())..];
-        Some(if rest.starts_with('/') {
-            rest.to_owned()
-        } else {
-            format!("/{rest}")
-        })
-    } else if let Some(rw) = &action.path {
-        let p: Vec<&str> = params.iter().map(String::as_str).collect();
-        let mut s = String::new();
-        rw.render(&p, &mut s);
-        Some(s)
-    } else {
-        None
-    };
-    // Query parameters set or removed by the rewrite.
-    let rewritten_query: Option<String> = (!action.query_remove.is_empty()).then(|| {
-        let mut out = String::new();
-        for (pair, name) in portico_config::query::raw_pairs(query.unwrap_or("")) {
-            if action.query_remove.iter().any(|r| *r == name) {
-                continue;
-            }
-            if !out.is_empty() {
-                out.push('&');
-            }
-            out.push_str(pair);
-        }
-        for (k, v) in &action.query_set {
-            if !out.is_empty() {
-                out.push('&');
-            }
-            out.push_str(k);
-            out.push('=');
-            out.push_str(v);
-        }
-        out
-    });
-    let query = match &rewritten_query {
-        Some(q) if q.is_empty() => None,
-        Some(q) => Some(q.as_str()),
-        None => query,
-    };
-    let new_path = match (new_path, &rewritten_query) {
-        (None, Some(_)) => Some(path.to_owned()),
-        (p, _) => p,
-    };
-    let pq = match new_path {
-        None => original_pq.unwrap_or_else(|| PathAndQuery::from_static("/")),
-        Some(p) => {
-            let full = match query {
-                // A rewrite may carry its own query; the client's is appended to it.
-                Some(q) if p.contains('?') => format!("{p}&{q}"),
-                Some(q) => format!("{p}?{q}"),
-                None => p,
-            };
-            PathAndQuery::try_from(full)
-                .map_err(|_| Problem::BadRequest("The rewritten path is not a valid URI path."))?
-        }
+    let pq = match action.rewrite(parts.uri.path(), parts.uri.query(), params) {
+        None => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        Some(full) => PathAndQuery::try_from(full)
+            .map_err(|_| Problem::BadRequest("The rewritten path is not a valid URI path."))?,
     };
 
     // Host: the rewrite's, else the client's (Host header, or :authority over HTTP/2).

@@ -13,6 +13,7 @@ mod caching;
 mod client_h1;
 mod cluster;
 mod compression;
+mod explain;
 mod failures;
 mod limits;
 mod mtls;
