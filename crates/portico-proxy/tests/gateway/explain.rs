@@ -39,6 +39,15 @@ fn routes(up: &str) -> String {
     config(&text)
 }
 
+/// Method, host, path and query, headers, and the route that takes the request.
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 #[tokio::test]
 async fn explain_names_the_route_and_the_path_the_gateway_uses() {
     let up = echo_server().await;
@@ -48,7 +57,7 @@ async fn explain_names_the_route_and_the_path_the_gateway_uses() {
     let gw = gateway(&text).await;
     let c = client(false, &[]);
     // (method, host, path and query, headers, the route that takes it)
-    let table: [(&str, &str, &str, &[(&str, &str)], &str); 10] = [
+    let table: [Case; 10] = [
         ("GET", "a.test", "/healthz", &[], "health"),
         ("GET", "a.test", "/users/7?debug=1&x=%41", &[], "user"),
         ("DELETE", "a.test", "/users/7", &[], "user-write"),
