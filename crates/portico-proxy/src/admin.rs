@@ -159,6 +159,7 @@ async fn answer(
                 serde_json::to_vec_pretty(&body).unwrap_or_default(),
             )
         }
+        (&Method::POST, "/explain") => explain(&inner, req).await,
         (&Method::POST, "/reload") => {
             match Gateway::from_inner(inner.clone()).reload_file().await {
                 Ok(notes) => reply(
@@ -192,7 +193,8 @@ async fn answer(
         }
         (
             _,
-            "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" | "/reload" | "/cache",
+            "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" | "/reload" | "/cache"
+            | "/explain",
         ) => reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
         _ => reply(
             StatusCode::NOT_FOUND,
@@ -201,6 +203,82 @@ async fn answer(
         ),
     };
     Ok(r)
+}
+
+/// `POST /explain`: `portico explain` against the live config. The body is JSON:
+/// `{"url": "http://host/path?q" or "/path", "method": "GET", "headers": {"name": "value"},
+/// "listener": "name"}` (only `url` is required); the answer is explain's JSON.
+async fn explain(inner: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Body too large",
+                "send at most 64 KiB".into(),
+            );
+        }
+    };
+    let bad = |detail: String| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            "Invalid request to explain",
+            detail,
+        )
+    };
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("the body is not JSON: {e}")),
+    };
+    let Some(uri) = v["url"].as_str().and_then(|u| u.parse::<http::Uri>().ok()) else {
+        return bad("`url` must be a URL: \"http://host/path\" or \"/path\"".into());
+    };
+    let Ok(method) = Method::from_bytes(v["method"].as_str().unwrap_or("GET").as_bytes()) else {
+        return bad("`method` is not an HTTP method".into());
+    };
+    let mut headers = http::HeaderMap::new();
+    if let Some(h) = v["headers"].as_object() {
+        for (name, value) in h {
+            match (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                value.as_str().map(http::HeaderValue::from_str),
+            ) {
+                (Ok(n), Some(Ok(val))) => {
+                    headers.append(n, val);
+                }
+                _ => {
+                    return bad(format!(
+                        "header `{name}` is not a valid name and text value"
+                    ));
+                }
+            }
+        }
+    }
+    let rt = inner.shared.runtime.load_full();
+    let listener = v["listener"].as_str();
+    if let Some(l) = listener
+        && !rt.config.listeners.iter().any(|x| &*x.name == l)
+    {
+        return bad(format!("the config has no listener `{l}`"));
+    }
+    let out = portico_config::explain::explain(
+        &rt.config,
+        &portico_config::explain::Request {
+            listener,
+            method,
+            uri,
+            headers,
+        },
+    );
+    reply(
+        StatusCode::OK,
+        "application/json",
+        serde_json::to_vec_pretty(&out).unwrap_or_default(),
+    )
 }
 
 fn overridden(inner: &Inner, name: &str) -> bool {

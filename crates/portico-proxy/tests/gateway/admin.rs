@@ -158,3 +158,37 @@ async fn writes_need_the_token_when_one_is_set() {
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["u"]["targets_from"], "admin_api");
 }
+
+/// `POST /explain` explains a request against the live config, and says what is wrong with a
+/// request it cannot read.
+#[tokio::test]
+async fn explain_answers_against_the_live_config() {
+    let (gw, _up) = admin_gateway(false).await;
+    let json = [("content-type", "application/json")];
+    let body = r#"{"method": "GET", "url": "/%61ny/thing?x=1", "headers": {"x-one": "1"}}"#;
+    let got = admin_call(&gw, "POST", "/explain", &json, body).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let v = got.json();
+    assert_eq!(v["path"]["canonical"], "/any/thing");
+    assert!(v["route"]["name"].is_string(), "{v:#}");
+    assert_eq!(v["action"]["proxy"]["path"]["before"], "/any/thing?x=1");
+    for (bad, why) in [
+        ("not json", "not JSON"),
+        (r#"{"url": "::"}"#, "`url`"),
+        (r#"{"url": "/", "method": "G T"}"#, "`method`"),
+        (r#"{"url": "/", "headers": {"x": 1}}"#, "header `x`"),
+        (r#"{"url": "/", "listener": "nope"}"#, "no listener `nope`"),
+    ] {
+        let got = admin_call(&gw, "POST", "/explain", &json, bad).await;
+        assert_eq!(got.status, 400, "{bad}");
+        assert_eq!(got.header("content-type"), Some("application/problem+json"));
+        assert!(
+            got.json()["detail"].as_str().unwrap().contains(why),
+            "{bad}: {}",
+            got.text()
+        );
+    }
+    // GET is not how it is asked.
+    let got = admin_call(&gw, "GET", "/explain", &[], "").await;
+    assert_eq!(got.status, 405);
+}
