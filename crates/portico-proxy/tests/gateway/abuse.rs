@@ -322,13 +322,26 @@ async fn an_http1_client_that_stops_reading_is_dropped() {
         async move { http::Response::new(full(big)) }
     })
     .await;
-    let gw = gateway_with("send_timeout: 1s", &up.url()).await;
+    let log = temp_dir("stops-reading").join("access.log");
+    let gw = gateway(&config(&format!(
+        "server: {{ send_timeout: 1s }}\naccess_log: {{ target: \"{}\" }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        log.display(),
+        up.url()
+    )))
+    .await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n")
         .await
         .unwrap();
-    // Read nothing for longer than send_timeout (the socket buffers fill up first).
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Read nothing (the socket buffers fill up first) until the gateway has given up on the
+    // answer: its access-log line is written when the exchange ends.
+    eventually("the gateway gives up on the answer", async || {
+        !std::fs::read_to_string(&log).unwrap_or_default().is_empty()
+    })
+    .await;
+    let line = std::fs::read_to_string(&log).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(rec["complete"], false, "{line}");
     // The answer was cut off: the client finds the connection closed before 16 MiB.
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;

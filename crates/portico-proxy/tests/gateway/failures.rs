@@ -101,6 +101,9 @@ async fn upstream_reset_mid_body_aborts_the_client_response() {
     use http_body_util::BodyExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    // The reset comes once the client has the answer's head.
+    let headed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let reset = headed.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             let mut buf = [0u8; 1024];
@@ -108,7 +111,7 @@ async fn upstream_reset_mid_body_aborts_the_client_response() {
             let _ = s
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\npartial")
                 .await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            reset.notified().await;
             #[allow(deprecated)]
             let _ = s.set_linger(Some(Duration::ZERO));
             drop(s);
@@ -123,6 +126,7 @@ async fn upstream_reset_mid_body_aborts_the_client_response() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    headed.notify_one();
     // The client must see an error, never a short body passed off as complete.
     assert!(resp.into_body().collect().await.is_err());
 }

@@ -68,7 +68,8 @@ async fn max_connections_queues_requests_and_refuses_past_max_pending() {
 
 #[tokio::test]
 async fn a_request_waits_for_a_connection_at_most_connect_timeout() {
-    let slow = named("slow", Duration::from_secs(2)).await;
+    // The first request holds the only connection until the second has given up.
+    let (release, slow) = crate::held_upstream_answering("slow").await;
     let gw = Arc::new(
         gateway(&config(&format!(
             "upstreams:\n  pend-timeout:\n    targets: [\"{}\"]\n    max_connections: 1\n    connect_timeout: 200ms\nroutes:\n  - upstream: pend-timeout\n",
@@ -93,6 +94,7 @@ async fn a_request_waits_for_a_connection_at_most_connect_timeout() {
         "gave up after {:?}",
         started.elapsed()
     );
+    release.send(true).unwrap();
     assert_eq!(first.await.unwrap(), 200);
 }
 
