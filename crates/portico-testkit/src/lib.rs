@@ -73,10 +73,11 @@ impl Upstream {
 /// condition that holds returns at once, so a passing test never waits this long.
 pub const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Waits for an event: returns as soon as `cond` holds (checked every 10 ms), and panics
-/// with `what` if it still does not after [`EVENTUALLY`].
+/// Waits for an event: returns as soon as `cond` holds (checked after 1 ms, then less often,
+/// at least every 20 ms), and panics with `what` if it still does not after [`EVENTUALLY`].
 pub async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
     let deadline = std::time::Instant::now() + EVENTUALLY;
+    let mut pause = std::time::Duration::from_millis(1);
     loop {
         if cond().await {
             return;
@@ -85,7 +86,8 @@ pub async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
             std::time::Instant::now() < deadline,
             "not within {EVENTUALLY:?}: {what}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
     }
 }
 
