@@ -374,10 +374,13 @@ impl Gateway {
             }
         })?;
         watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+        // The contents a change is compared with, read before returning: a change made as
+        // soon as this returns is then seen as a change (read in the task, it could already
+        // be the new contents, and the reload would be skipped).
+        let mut last = std::fs::read(&path).ok();
         let gw = self.clone();
         tokio::spawn(async move {
             let _watcher = watcher;
-            let mut last = std::fs::read(&path).ok();
             while let Some(first) = rx.recv().await {
                 let mut burst = first;
                 let started = tokio::time::Instant::now();

@@ -42,6 +42,8 @@ pub struct Upstream {
     /// Connections accepted.
     pub conns: Arc<AtomicUsize>,
     stop: tokio::sync::watch::Sender<bool>,
+    /// Turns `true` once the listener is closed and every connection has ended.
+    down: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Upstream {
@@ -57,6 +59,35 @@ impl Upstream {
     /// Stops the server as if its process died: the listener and every open connection close.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+    /// [`Upstream::stop`], then waits until it has taken effect: the port refuses connections
+    /// and every connection the server had is closed.
+    pub async fn stop_and_wait(&self) {
+        self.stop();
+        let mut down = self.down.clone();
+        let _ = down.wait_for(|d| *d).await;
+    }
+}
+
+/// How long [`eventually`] waits for its condition: generous, for a loaded CI machine. A
+/// condition that holds returns at once, so a passing test never waits this long.
+pub const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits for an event: returns as soon as `cond` holds (checked after 1 ms, then less often,
+/// at least every 20 ms), and panics with `what` if it still does not after [`EVENTUALLY`].
+pub async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + EVENTUALLY;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {EVENTUALLY:?}: {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
     }
 }
 
@@ -89,6 +120,7 @@ where
 {
     let l = TcpListener::bind(addr).await.unwrap();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (down_tx, down) = tokio::sync::watch::channel(false);
     let addr = l.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let h2 = hits.clone();
@@ -97,17 +129,19 @@ where
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut accept_stop = stop_rx.clone();
     tokio::spawn(async move {
+        let mut open = Vec::new();
         loop {
             let s = tokio::select! {
                 r = l.accept() => match r { Ok((s, _)) => s, Err(_) => break },
                 _ = accept_stop.wait_for(|s| *s) => break,
             };
+            open.retain(|c: &tokio::task::JoinHandle<()>| !c.is_finished());
             let mut conn_stop = stop_rx.clone();
             c2.fetch_add(1, Ordering::SeqCst);
             let handler = handler.clone();
             let hits = h2.clone();
             let acceptor = acceptor.clone();
-            tokio::spawn(async move {
+            open.push(tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     hits.fetch_add(1, Ordering::SeqCst);
                     let f = handler(req);
@@ -131,14 +165,20 @@ where
                     _ = serve => {}
                     _ = conn_stop.wait_for(|s| *s) => {}
                 }
-            });
+            }));
         }
+        drop(l);
+        for c in open {
+            let _ = c.await;
+        }
+        let _ = down_tx.send(true);
     });
     Upstream {
         addr,
         hits,
         conns,
         stop,
+        down,
     }
 }
 

@@ -215,7 +215,18 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
     // A broken file is refused; the running config keeps serving.
     std::fs::write(&path, "routes: [ {").unwrap();
     signal(&child, "HUP");
-    std::thread::sleep(Duration::from_millis(300));
+    // Once the refusal is counted, the running config has had its chance to change.
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let start = Instant::now();
+    while !http_get(admin_addr, "/metrics")
+        .is_some_and(|(_, m)| m.contains("portico_config_reloads_total{result=\"failure\"} 1"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the broken file's reload was never refused"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(http_get(addr, "/").unwrap().1, "second");
 
     signal(&child, "TERM");

@@ -3,7 +3,7 @@
 //! client that cancels most of its streams (rapid reset) is sent GOAWAY.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use portico_testkit::*;
@@ -33,46 +33,49 @@ async fn gateway_with(server: &str, up: &str) -> TestGateway {
 }
 
 /// An HTTP/1.1 upstream that reads a request head and never answers; `closed` is set when
-/// the gateway closes the connection.
-async fn silent_upstream() -> (std::net::SocketAddr, Arc<AtomicBool>, Arc<AtomicBool>) {
+/// the gateway closes the connection. `arrived` counts the connections a request came in on
+/// (one a request, as none is ever answered).
+async fn silent_upstream() -> (
+    std::net::SocketAddr,
+    Arc<AtomicBool>,
+    Arc<AtomicBool>,
+    Arc<AtomicUsize>,
+) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let got = Arc::new(AtomicBool::new(false));
     let closed = Arc::new(AtomicBool::new(false));
-    let (g, c) = (got.clone(), closed.clone());
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let (g, c, a) = (got.clone(), closed.clone(), arrived.clone());
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
-            let (g, c) = (g.clone(), c.clone());
+            let (g, c, a) = (g.clone(), c.clone(), a.clone());
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
+                let mut first = true;
                 loop {
                     match s.read(&mut buf).await {
                         Ok(0) | Err(_) => {
                             c.store(true, Ordering::SeqCst);
                             return;
                         }
-                        Ok(_) => g.store(true, Ordering::SeqCst),
+                        Ok(_) => {
+                            g.store(true, Ordering::SeqCst);
+                            if std::mem::take(&mut first) {
+                                a.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
                     }
                 }
             });
         }
     });
-    (addr, got, closed)
-}
-
-async fn eventually(flag: &AtomicBool) -> bool {
-    for _ in 0..200 {
-        if flag.load(Ordering::SeqCst) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    false
+    (addr, got, closed, arrived)
 }
 
 #[tokio::test]
 async fn an_http1_client_that_leaves_cancels_its_upstream_request_and_is_logged() {
-    let (up, got, closed) = silent_upstream().await;
+    let (up, got, closed, _) = silent_upstream().await;
     let dir = temp_dir("client-leaves");
     let log = dir.join("access.log");
     let gw = gateway(&config(&format!(
@@ -84,12 +87,16 @@ async fn an_http1_client_that_leaves_cancels_its_upstream_request_and_is_logged(
     s.write_all(b"GET /wait HTTP/1.1\r\nhost: a\r\n\r\n")
         .await
         .unwrap();
-    assert!(eventually(&got).await, "the request reached the upstream");
+    eventually("the request reached the upstream", async || {
+        got.load(Ordering::SeqCst)
+    })
+    .await;
     drop(s);
-    assert!(
-        eventually(&closed).await,
-        "the upstream request is cancelled when the client leaves, not after request_timeout"
-    );
+    eventually(
+        "the upstream request is cancelled when the client leaves, not after request_timeout",
+        async || closed.load(Ordering::SeqCst),
+    )
+    .await;
     let mut line = String::new();
     for _ in 0..100 {
         line = std::fs::read_to_string(&log).unwrap_or_default();
@@ -112,7 +119,7 @@ async fn an_http1_client_that_leaves_cancels_its_upstream_request_and_is_logged(
 
 #[tokio::test]
 async fn rapid_reset_gets_goaway_and_every_stream_is_counted() {
-    let (up, _got, _closed) = silent_upstream().await;
+    let (up, _got, _closed, arrived) = silent_upstream().await;
     let gw = gateway(&config(&format!(
         "upstreams:\n  u: {{ targets: [\"http://{up}\"] }}\nroutes:\n  - upstream: u\n"
     )))
@@ -138,8 +145,9 @@ async fn rapid_reset_gets_goaway_and_every_stream_is_counted() {
         };
         sent += 1;
         // HEADERS ending the stream, then RST_STREAM once the request has been accepted
-        // and forwarded.
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        // and forwarded (it is at the upstream).
+        let reached = async || arrived.load(Ordering::SeqCst) >= sent;
+        eventually("the request reaches the upstream", reached).await;
         stream.send_reset(h2::Reason::CANCEL);
         drop(resp);
         h2 = match h2.ready().await {
@@ -314,13 +322,26 @@ async fn an_http1_client_that_stops_reading_is_dropped() {
         async move { http::Response::new(full(big)) }
     })
     .await;
-    let gw = gateway_with("send_timeout: 1s", &up.url()).await;
+    let log = temp_dir("stops-reading").join("access.log");
+    let gw = gateway(&config(&format!(
+        "server: {{ send_timeout: 1s }}\naccess_log: {{ target: \"{}\" }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        log.display(),
+        up.url()
+    )))
+    .await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n")
         .await
         .unwrap();
-    // Read nothing for longer than send_timeout (the socket buffers fill up first).
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Read nothing (the socket buffers fill up first) until the gateway has given up on the
+    // answer: its access-log line is written when the exchange ends.
+    eventually("the gateway gives up on the answer", async || {
+        !std::fs::read_to_string(&log).unwrap_or_default().is_empty()
+    })
+    .await;
+    let line = std::fs::read_to_string(&log).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(rec["complete"], false, "{line}");
     // The answer was cut off: the client finds the connection closed before 16 MiB.
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;

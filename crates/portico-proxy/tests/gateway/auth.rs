@@ -612,7 +612,8 @@ async fn jwks_rotation_is_picked_up_and_unknown_kid_floods_are_bounded() {
     assert_eq!(call_with("k2", "rsa.key").await, 401);
 
     // The provider goes down: the keys already fetched keep working.
-    jwks.up.stop();
+    jwks.up.stop_and_wait().await;
+    // Past `jwks_min_refresh`, so the unknown k3 sends the gateway to the provider again.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(call_with("k1", "rsa.key").await, 200);
     assert_eq!(call_with("k3", "rsa.key").await, 401);
@@ -697,8 +698,7 @@ async fn unreachable_jwks_fails_closed_with_503() {
     let up = echo_server().await;
     let dead = jwks_server(json!([])).await;
     let url = dead.up.url();
-    dead.up.stop();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    dead.up.stop_and_wait().await;
     let gw = gateway(&jwt_route(
         &up,
         &format!("          - algorithms: [RS256]\n            jwks_url: \"{url}/jwks\"\n"),

@@ -156,9 +156,10 @@ async fn circuit_breaker_refuses_requests_over_max_requests_at_once() {
             get(&gw.url("/")).await.status.as_u16()
         }));
     }
-    while held.hits() < 2 {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    eventually("both admitted requests reach the upstream", async || {
+        held.hits() >= 2
+    })
+    .await;
     // Both slots are taken and stay taken: the next four are refused while they wait.
     for _ in 0..4 {
         let got = get(&gw.url("/")).await;
@@ -220,8 +221,7 @@ async fn a_dead_target_is_ejected_and_requests_fail_over_without_errors() {
     }
     assert_eq!((a.hits(), b.hits()), (5, 5));
     // Target a dies mid-run: its pooled connections close and new ones are refused.
-    a.stop();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    a.stop_and_wait().await;
     for i in 0..40 {
         let got = get(&gw.url("/")).await;
         assert_eq!(
@@ -294,7 +294,14 @@ async fn active_health_checks_take_a_target_out_and_bring_it_back() {
     };
     assert!(served(10).await.contains(&"a".to_string()));
     sick.store(true, Ordering::SeqCst);
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let healthy = async |want: bool| {
+        let health = get(&gw.admin_url("/upstreams")).await.json();
+        health["u"]["targets"][0]["healthy"] == want
+    };
+    eventually("the health checks find a unhealthy", async || {
+        healthy(false).await
+    })
+    .await;
     assert!(
         served(20).await.iter().all(|s| s == "b"),
         "an unhealthy target still got traffic"
@@ -310,7 +317,10 @@ async fn active_health_checks_take_a_target_out_and_bring_it_back() {
         "{m}"
     );
     sick.store(false, Ordering::SeqCst);
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    eventually("the health checks find a healthy again", async || {
+        healthy(true).await
+    })
+    .await;
     assert!(
         served(10).await.contains(&"a".to_string()),
         "a recovered target gets traffic again"

@@ -101,6 +101,9 @@ async fn upstream_reset_mid_body_aborts_the_client_response() {
     use http_body_util::BodyExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    // The reset comes once the client has the answer's head.
+    let headed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let reset = headed.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             let mut buf = [0u8; 1024];
@@ -108,7 +111,7 @@ async fn upstream_reset_mid_body_aborts_the_client_response() {
             let _ = s
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\npartial")
                 .await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            reset.notified().await;
             #[allow(deprecated)]
             let _ = s.set_linger(Some(Duration::ZERO));
             drop(s);
@@ -123,6 +126,7 @@ async fn upstream_reset_mid_body_aborts_the_client_response() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    headed.notify_one();
     // The client must see an error, never a short body passed off as complete.
     assert!(resp.into_body().collect().await.is_err());
 }
@@ -135,26 +139,33 @@ async fn stale_pooled_connection_is_retried_for_idempotent_requests() {
     let addr = l.local_addr().unwrap();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let acc = accepted.clone();
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cl = closed.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             acc.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let cl = cl.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let Ok(n) = s.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
+                // Every connection, answered or not, counts as closed when this ends.
+                async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let Ok(n) = s.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..n]);
                     }
-                    got.extend_from_slice(&buf[..n]);
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(30)).await;
                 }
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                tokio::time::sleep(Duration::from_millis(30)).await;
-                drop(s);
+                .await;
+                cl.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             });
         }
     });
@@ -165,7 +176,13 @@ async fn stale_pooled_connection_is_retried_for_idempotent_requests() {
     for i in 0..5 {
         let got = get(&gw.url("/")).await;
         assert_eq!(got.status, 200, "request {i}: {}", got.text());
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        // The upstream has closed every connection it answered on: the pooled one is stale.
+        let answered = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        eventually(
+            "the upstream closes the connection it answered on",
+            async || closed.load(std::sync::atomic::Ordering::SeqCst) >= answered,
+        )
+        .await;
     }
     assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 5);
 }

@@ -55,12 +55,19 @@ pub fn proxy_to(url: &str) -> String {
 /// An upstream that holds every request until `release` sends `true` (then answers `held`),
 /// so "in flight at once" is set up by order rather than by timing.
 pub async fn held_upstream() -> (tokio::sync::watch::Sender<bool>, portico_testkit::Upstream) {
+    held_upstream_answering("held").await
+}
+
+/// [`held_upstream`] answering `body`.
+pub async fn held_upstream_answering(
+    body: &'static str,
+) -> (tokio::sync::watch::Sender<bool>, portico_testkit::Upstream) {
     let (release, gate) = tokio::sync::watch::channel(false);
     let held = portico_testkit::serve(move |_req| {
         let mut gate = gate.clone();
         async move {
             let _ = gate.wait_for(|open| *open).await;
-            http::Response::new(portico_testkit::full("held"))
+            http::Response::new(portico_testkit::full(body))
         }
     })
     .await;

@@ -369,7 +369,8 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let gw = gateway(&proxy_to(&up.url())).await;
     let url = gw.url("/");
     let inflight = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // In flight: the upstream has the request (and answers 300 ms later, during the drain).
+    eventually("the request reaches the upstream", async || up.hits() >= 1).await;
     let left = gw.gw.shutdown().await;
     assert_eq!(left, 0);
     let got = inflight.await.unwrap();
@@ -404,11 +405,8 @@ async fn upstream_connections_are_reused_and_expire_when_idle() {
 
 #[tokio::test]
 async fn http2_upstreams_get_more_connections_when_streams_run_out() {
-    let up = serve(|_req| async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        http::Response::new(full("slow"))
-    })
-    .await;
+    // Every request is held until all 150 are at the upstream at once.
+    let (release, up) = crate::held_upstream().await;
     // The client's 150 streams share one connection to the gateway: it must take them all.
     let gw = gateway(&config(&format!(
         "server: {{ http2_max_concurrent_streams: 200 }}\nupstreams:\n  u: {{ targets: [\"h2c://{}\"] }}\nroutes:\n  - upstream: u\n",
@@ -426,6 +424,11 @@ async fn http2_upstreams_get_more_connections_when_streams_run_out() {
                 .status
         }));
     }
+    eventually("all 150 streams reach the upstream at once", async || {
+        up.hits() >= 150
+    })
+    .await;
+    release.send(true).unwrap();
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }

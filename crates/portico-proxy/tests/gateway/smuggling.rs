@@ -246,13 +246,16 @@ async fn http2_data_that_contradicts_content_length_is_not_forwarded() {
     use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let complete = std::sync::Arc::new(AtomicUsize::new(0));
-    let seen = complete.clone();
+    // Requests whose body the upstream has finished reading, complete or not.
+    let ended = std::sync::Arc::new(AtomicUsize::new(0));
+    let (seen, end) = (complete.clone(), ended.clone());
     let up = portico_testkit::serve(move |req: http::Request<hyper::body::Incoming>| {
-        let seen = seen.clone();
+        let (seen, end) = (seen.clone(), end.clone());
         async move {
             if req.into_body().collect().await.is_ok() {
                 seen.fetch_add(1, Ordering::SeqCst);
             }
+            end.fetch_add(1, Ordering::SeqCst);
             http::Response::new(portico_testkit::full("ok"))
         }
     })
@@ -285,7 +288,11 @@ async fn http2_data_that_contradicts_content_length_is_not_forwarded() {
         .unwrap();
     let status = resp.await.map(|r| r.status().as_u16());
     assert!(!matches!(status, Ok(200)), "{status:?}");
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Whatever reached the upstream has ended there, so `complete` is final.
+    eventually("the upstream is done with what reached it", async || {
+        ended.load(Ordering::SeqCst) == up.hits()
+    })
+    .await;
     assert_eq!(
         complete.load(Ordering::SeqCst),
         0,

@@ -68,7 +68,8 @@ async fn max_connections_queues_requests_and_refuses_past_max_pending() {
 
 #[tokio::test]
 async fn a_request_waits_for_a_connection_at_most_connect_timeout() {
-    let slow = named("slow", Duration::from_secs(2)).await;
+    // The first request holds the only connection until the second has given up.
+    let (release, slow) = crate::held_upstream_answering("slow").await;
     let gw = Arc::new(
         gateway(&config(&format!(
             "upstreams:\n  pend-timeout:\n    targets: [\"{}\"]\n    max_connections: 1\n    connect_timeout: 200ms\nroutes:\n  - upstream: pend-timeout\n",
@@ -80,9 +81,10 @@ async fn a_request_waits_for_a_connection_at_most_connect_timeout() {
         let gw = gw.clone();
         tokio::spawn(async move { get(&gw.url("/")).await.status.as_u16() })
     };
-    while slow.hits() < 1 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the first request reaches the upstream", async || {
+        slow.hits() >= 1
+    })
+    .await;
     let started = Instant::now();
     let got = get(&gw.url("/")).await;
     assert_eq!(got.status, 503);
@@ -92,6 +94,7 @@ async fn a_request_waits_for_a_connection_at_most_connect_timeout() {
         "gave up after {:?}",
         started.elapsed()
     );
+    release.send(true).unwrap();
     assert_eq!(first.await.unwrap(), 200);
 }
 
@@ -251,8 +254,7 @@ async fn a_reload_that_changes_an_upstream_keeps_its_unchanged_targets_health() 
         ))
     };
     let gw = gateway_from_file(&dir, &file(&format!("\"{}\", \"{}\"", a.url(), b.url()))).await;
-    a.stop();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.stop_and_wait().await;
     for _ in 0..6 {
         assert_eq!(get(&gw.url("/")).await.text(), "b");
     }
@@ -409,7 +411,8 @@ async fn admin(gw: &TestGateway, method: &str, path: &str, body: &str) -> Got {
 
 #[tokio::test]
 async fn targets_swapped_through_the_admin_api_keep_in_flight_requests_and_outlive_reloads() {
-    let a = named("a", Duration::from_millis(400)).await;
+    // a holds its answers until the targets have been swapped.
+    let (release_a, a) = crate::held_upstream_answering("a").await;
     let b = named("b", Duration::ZERO).await;
     let dir = temp_dir("admin-targets");
     let yaml = config(&format!(
@@ -426,9 +429,7 @@ async fn targets_swapped_through_the_admin_api_keep_in_flight_requests_and_outli
             (got.status.as_u16(), got.text())
         }));
     }
-    while a.hits() < 5 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("five requests in flight to a", async || a.hits() >= 5).await;
     let put = admin(
         &gw,
         "PUT",
@@ -439,6 +440,11 @@ async fn targets_swapped_through_the_admin_api_keep_in_flight_requests_and_outli
     assert_eq!(put.status, 200, "{}", put.text());
     assert_eq!(put.json()["targets_from"], "admin_api");
     assert_eq!(put.json()["targets"][0]["weight"], 2);
+    assert!(
+        in_flight.iter().all(|t| !t.is_finished()),
+        "the requests to a are still in flight"
+    );
+    release_a.send(true).unwrap();
     for t in in_flight {
         assert_eq!(t.await.unwrap(), (200, "a".to_string()));
     }

@@ -260,8 +260,12 @@ async fn an_answer_before_the_whole_request_body_is_passed_on() {
 async fn an_upstreams_100_continue_does_not_cut_the_body_short() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    // Notified once the upstream has sent its own 100 Continue.
+    let continued = std::sync::Arc::new(tokio::sync::Notify::new());
+    let sent = continued.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
+            let sent = sent.clone();
             tokio::spawn(async move {
                 let mut got = Vec::new();
                 let Some(end) = read_head(&mut s, &mut got).await else {
@@ -276,6 +280,7 @@ async fn an_upstreams_100_continue_does_not_cut_the_body_short() {
                     .unwrap_or(0);
                 if head.contains("expect: 100-continue") {
                     let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                    sent.notify_one();
                 }
                 let mut body = got[end..].to_vec();
                 while body.len() < len {
@@ -313,8 +318,10 @@ async fn an_upstreams_100_continue_does_not_cut_the_body_short() {
         String::from_utf8_lossy(&buf[..n])
     );
     s.write_all(b"first").await.unwrap();
-    // The rest comes later: by then the upstream's 100 Continue has reached the gateway.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The rest comes once the upstream has sent its own 100 Continue to the gateway.
+    tokio::time::timeout(EVENTUALLY, continued.notified())
+        .await
+        .expect("the upstream is asked with Expect: 100-continue");
     s.write_all(b"-last").await.unwrap();
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
