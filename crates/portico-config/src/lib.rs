@@ -20,6 +20,7 @@ pub mod tree;
 use std::path::Path;
 
 pub use compile::{DEFAULT_ADMIN, parse_target_url};
+pub use config::Config;
 pub use diag::{Diagnostic, Diagnostics};
 pub use fetch::{UrlFetcher, set_url_fetcher};
 pub use ir::*;

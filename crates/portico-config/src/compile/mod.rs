@@ -38,6 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::config::Config;
 use crate::diag::Diagnostics;
 use crate::file::*;
 use crate::ir::*;

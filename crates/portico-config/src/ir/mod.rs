@@ -12,7 +12,7 @@
 //! - `policy.rs` — the [`Policy`] chain and the policies other than identity and access.
 //! - `route.rs` — [`Route`]: its match, its action and the policies in effect.
 //!
-//! [`Config`], which holds all of these and the [`Router`](crate::router::Router) built over the
+//! [`Config`](crate::Config), which holds all of these and the [`Router`](crate::router::Router) built over the
 //! routes, lives in [`crate::config`] so that the router can read the route types without a
 //! circle; it is re-exported here, where it has always been found.
 
@@ -29,5 +29,3 @@ pub use policy::*;
 pub use route::*;
 pub use server::*;
 pub use upstream::*;
-
-pub use crate::config::Config;
