@@ -63,8 +63,12 @@ pub fn explain(cfg: &Config, req: &Request<'_>) -> Value {
     };
     let found = cfg.router.find(&view);
     let chosen = found.as_ref().map(|m| m.route.index);
-    let routes: Vec<Value> = cfg
-        .routes
+    // In the order the router considers them for this request: the tables of its host (exact
+    // name, then wildcard suffixes, longest first), then the routes without hosts; within
+    // each, the most specific path first, then the most conditions, then declared order.
+    let mut order: Vec<&std::sync::Arc<Route>> = cfg.routes.iter().collect();
+    order.sort_by_key(|r| (host_tier(r, host.as_deref()), crate::router::precedence(r)));
+    let routes: Vec<Value> = order
         .iter()
         .map(|r| json!({ "route": &*r.name, "verdict": verdict(r, &view, chosen, cfg) }))
         .collect();
@@ -102,6 +106,29 @@ pub fn explain(cfg: &Config, req: &Request<'_>) -> Value {
         "set_headers": route.response_headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
     });
     out
+}
+
+/// Which of the router's tables a route is in for a request to `host`: 0 its exact name,
+/// 1 a wildcard suffix (a longer one sorting first), 2 no hosts, 3 other hosts only.
+fn host_tier(r: &Route, host: Option<&str>) -> (u8, std::cmp::Reverse<usize>) {
+    if r.hosts.is_empty() {
+        return (2, std::cmp::Reverse(0));
+    }
+    let Some(h) = host else {
+        return (3, std::cmp::Reverse(0));
+    };
+    let mut best = (3, std::cmp::Reverse(0));
+    for p in &r.hosts {
+        let tier = match p {
+            HostPattern::Exact(n) if n == h => (0, std::cmp::Reverse(0)),
+            HostPattern::Suffix(s) if h.len() > s.len() && h.ends_with(s.as_str()) => {
+                (1, std::cmp::Reverse(s.len()))
+            }
+            _ => continue,
+        };
+        best = best.min(tier);
+    }
+    best
 }
 
 fn request_json(req: &Request<'_>, host: Option<&str>) -> Value {

@@ -356,7 +356,7 @@ impl Table {
 
 /// The order in which routes that all match a request are preferred: more specific path,
 /// then more conditions, then declared order.
-fn precedence(
+pub fn precedence(
     r: &Route,
 ) -> (
     (u8, std::cmp::Reverse<usize>),
