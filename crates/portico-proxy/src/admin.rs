@@ -265,7 +265,7 @@ async fn explain(inner: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>>
     {
         return bad(format!("the config has no listener `{l}`"));
     }
-    let out = portico_config::explain::explain(
+    let mut out = portico_config::explain::explain(
         &rt.config,
         &portico_config::explain::Request {
             listener,
@@ -274,6 +274,24 @@ async fn explain(inner: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>>
             headers,
         },
     );
+    // On a running node, each upstream's targets as the pool has them now: health, ejection,
+    // load, and targets set through the admin API.
+    if let Some(ups) = out["action"]["proxy"]["upstreams"].as_array_mut() {
+        for u in ups {
+            let name = u["upstream"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(pool) = rt.pools.iter().find(|p| *p.spec.name == *name) {
+                u["upstream"]["live_targets"] = serde_json::Value::Array(pool.health());
+                u["upstream"]["targets_from"] = if overridden(inner, &name) {
+                    "admin_api".into()
+                } else {
+                    "config".into()
+                };
+            }
+        }
+    }
     reply(
         StatusCode::OK,
         "application/json",

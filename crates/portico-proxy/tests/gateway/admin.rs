@@ -172,6 +172,10 @@ async fn explain_answers_against_the_live_config() {
     assert_eq!(v["path"]["canonical"], "/any/thing");
     assert!(v["route"]["name"].is_string(), "{v:#}");
     assert_eq!(v["action"]["proxy"]["path"]["before"], "/any/thing?x=1");
+    // On a running node: the targets as the pool has them, with their health.
+    let up = &v["action"]["proxy"]["upstreams"][0]["upstream"];
+    assert_eq!(up["live_targets"][0]["healthy"], true, "{up:#}");
+    assert_eq!(up["targets_from"], "config");
     for (bad, why) in [
         ("not json", "not JSON"),
         (r#"{"url": "::"}"#, "`url`"),
