@@ -36,8 +36,8 @@ pub enum GatewayError {
     Listen(#[from] crate::listen::settings::ListenError),
     /// What the runtime is built from could not be set up: the access log, Redis, an
     /// upstream's TLS roots.
-    #[error("{0}")]
-    Runtime(String),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
     /// The admin port could not be set up or bound.
     #[error("admin port: {0}")]
     Admin(String),
@@ -86,8 +86,7 @@ impl Gateway {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let prometheus = crate::observe::metrics::install();
         let admin_configured = config.admin;
-        let runtime =
-            Runtime::build(config, None, 1, &Default::default()).map_err(GatewayError::Runtime)?;
+        let runtime = Runtime::build(config, None, 1, &Default::default())?;
         crate::translate::grpc::start_reflections(&runtime);
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
@@ -205,8 +204,7 @@ impl Gateway {
                 },
             }
         });
-        let runtime = Runtime::build(config, Some(&previous), previous.generation + 1, &overrides)
-            .map_err(GatewayError::Runtime)?;
+        let runtime = Runtime::build(config, Some(&previous), previous.generation + 1, &overrides)?;
         crate::translate::grpc::start_reflections(&runtime);
         let cfg = runtime.config.clone();
 
@@ -292,7 +290,7 @@ impl Gateway {
         }
         let runtime = current
             .with_overrides(&overrides)
-            .map_err(TargetsError::Invalid)?;
+            .map_err(|e| TargetsError::Invalid(e.to_string()))?;
         let generation = runtime.generation;
         self.inner.shared.runtime.store(Arc::new(runtime));
         ::metrics::gauge!("portico_config_generation").set(generation as f64);

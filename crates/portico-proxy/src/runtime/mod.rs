@@ -5,4 +5,4 @@ pub mod ctx;
 pub mod state;
 
 pub use ctx::RequestCtx;
-pub use state::{Runtime, TargetOverrides};
+pub use state::{Runtime, RuntimeError, TargetOverrides};

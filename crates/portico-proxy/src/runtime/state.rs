@@ -17,6 +17,24 @@ use crate::upstream::pool::UpstreamPool;
 /// removed.
 pub type TargetOverrides = std::collections::BTreeMap<String, Vec<portico_config::Target>>;
 
+/// Why a runtime could not be built from a config (the config itself was valid): what it
+/// opens or connects to at build time failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The access log's file could not be opened.
+    #[error("cannot open the access log: {0}")]
+    AccessLog(#[source] std::io::Error),
+    /// The shared rate-limit store (Redis) could not be set up.
+    #[error("{0}")]
+    Redis(String),
+    /// An upstream's pool could not be made (its TLS settings).
+    #[error("{0}")]
+    Upstream(String),
+    /// The policies' state could not be made (no secure random numbers for the Basic cache).
+    #[error("{0}")]
+    Policies(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct Runtime {
     pub config: Arc<Config>,
@@ -51,12 +69,11 @@ impl Runtime {
         previous: Option<&Runtime>,
         generation: u64,
         overrides: &TargetOverrides,
-    ) -> Result<Runtime, String> {
-        let pools = build_pools(&config, previous, overrides)?;
+    ) -> Result<Runtime, RuntimeError> {
+        let pools = build_pools(&config, previous, overrides).map_err(RuntimeError::Upstream)?;
         let access_log = match previous.and_then(|p| p.access_log.as_ref()) {
             Some(s) if s.target == config.access_log => Some(s.clone()),
-            _ => Sink::start(&config.access_log)
-                .map_err(|e| format!("cannot open the access log: {e}"))?,
+            _ => Sink::start(&config.access_log).map_err(RuntimeError::AccessLog)?,
         };
         // The Redis connection survives a reload that does not change its settings.
         let redis = match &config.redis {
@@ -67,11 +84,13 @@ impl Runtime {
                     .filter(|r| r.settings == *s)
                 {
                     Some(r) => r.clone(),
-                    None => crate::policy::redis_limit::RedisStore::new(s.clone())?,
+                    None => crate::policy::redis_limit::RedisStore::new(s.clone())
+                        .map_err(RuntimeError::Redis)?,
                 },
             ),
         };
-        let policies = PolicyStates::build(&config, previous.map(|p| &p.policies), redis.as_ref())?;
+        let policies = PolicyStates::build(&config, previous.map(|p| &p.policies), redis.as_ref())
+            .map_err(RuntimeError::Policies)?;
         let rate_limit_policy = config
             .routes
             .iter()
@@ -137,9 +156,10 @@ impl Runtime {
 
     /// This runtime with its pools rebuilt for new target overrides (an admin-API change):
     /// the same config, limiters and caches; unchanged upstreams keep their pools.
-    pub fn with_overrides(&self, overrides: &TargetOverrides) -> Result<Runtime, String> {
+    pub fn with_overrides(&self, overrides: &TargetOverrides) -> Result<Runtime, RuntimeError> {
         let mut rt = self.clone();
-        rt.pools = build_pools(&self.config, Some(self), overrides)?;
+        rt.pools =
+            build_pools(&self.config, Some(self), overrides).map_err(RuntimeError::Upstream)?;
         rt.generation += 1;
         rt.loaded_at = SystemTime::now();
         Ok(rt)
