@@ -35,6 +35,34 @@ fn routes(up: &str) -> String {
         "tenant",
         "    match: { hosts: [\"*.tenant.test\"], path: { prefix: / } }\n    upstream: echo\n",
     ));
+    // Precedence cases of docs/configuration.md ("routes"): exact over prefix, the longer
+    // prefix, a literal segment over a parameter, more conditions, declared order, any case.
+    for (name, body) in [
+        ("p-exact", "    match: { path: { exact: /p/exact } }\n"),
+        ("p-short", "    match: { path: { prefix: /p } }\n"),
+        ("p-long", "    match: { path: { prefix: /p/long } }\n"),
+        (
+            "t-param",
+            "    match: { path: { template: \"/t/{a}/x\" } }\n",
+        ),
+        (
+            "t-literal",
+            "    match: { path: { template: \"/t/y/{b}\" } }\n",
+        ),
+        ("c-plain", "    match: { path: { exact: /c } }\n"),
+        (
+            "c-header",
+            "    match: { path: { exact: /c }, headers: [{ name: x-c, present: true }] }\n",
+        ),
+        ("d-first", "    match: { path: { exact: /d } }\n"),
+        ("d-second", "    match: { path: { exact: /d } }\n"),
+        (
+            "ci",
+            "    match: { path: { prefix: /ci }, case_sensitive: false }\n",
+        ),
+    ] {
+        text.push_str(&route(name, &format!("{body}    upstream: echo\n")));
+    }
     text.push_str(&route("any", "    upstream: echo\n"));
     config(&text)
 }
@@ -57,7 +85,7 @@ async fn explain_names_the_route_and_the_path_the_gateway_uses() {
     let gw = gateway(&text).await;
     let c = client(false, &[]);
     // (method, host, path and query, headers, the route that takes it)
-    let table: [Case; 10] = [
+    let table: [Case; 18] = [
         ("GET", "a.test", "/healthz", &[], "health"),
         ("GET", "a.test", "/users/7?debug=1&x=%41", &[], "user"),
         ("DELETE", "a.test", "/users/7", &[], "user-write"),
@@ -80,6 +108,14 @@ async fn explain_names_the_route_and_the_path_the_gateway_uses() {
         ("GET", "tenant.test", "/x", &[], "any"),
         ("POST", "a.test", "/USERS/7", &[], "any"),
         ("GET", "a.test", "/users/", &[], "any"),
+        ("GET", "a.test", "/p/exact", &[], "p-exact"),
+        ("GET", "a.test", "/p/exact/more", &[], "p-short"),
+        ("GET", "a.test", "/p/long/x", &[], "p-long"),
+        ("GET", "a.test", "/t/y/x", &[], "t-literal"),
+        ("GET", "a.test", "/c", &[("x-c", "1")], "c-header"),
+        ("GET", "a.test", "/c", &[], "c-plain"),
+        ("GET", "a.test", "/d", &[], "d-first"),
+        ("GET", "a.test", "/CI/x", &[], "ci"),
     ];
     let mut rewritten = 0;
     for (method, host, pq, headers, want) in table {
