@@ -6,7 +6,7 @@
 //! below (the semantic pass) and assembles the [`Config`]. Each file compiles one part of the
 //! file; they all lean on `ctx.rs` and none reaches back into this one:
 //!
-//! - `ctx.rs` — [`Ctx`](ctx::Ctx), the state of one compilation (the diagnostics sink, counters,
+//! - `ctx.rs` — `Ctx`, the state of one compilation (the diagnostics sink, counters,
 //!   the base folder), and the helpers every part uses: node look-ups and locations, bounded
 //!   file reads.
 //! - `values.rs` — small values several sections share: addresses, `off` switches, header value

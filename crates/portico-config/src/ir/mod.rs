@@ -13,8 +13,8 @@
 //! - `route.rs` — [`Route`]: its match, its action and the policies in effect.
 //!
 //! [`Config`](crate::Config), which holds all of these and the [`Router`](crate::router::Router) built over the
-//! routes, lives in [`crate::config`] so that the router can read the route types without a
-//! circle; it is re-exported here, where it has always been found.
+//! routes, lives in `config.rs` so that the router can read the route types without a
+//! circle, and is re-exported at the crate root.
 
 pub(crate) mod action;
 pub(crate) mod auth;

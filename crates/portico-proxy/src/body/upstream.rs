@@ -1,7 +1,7 @@
 //! An upstream's response body, and what it gives back to the pool when it ends.
 //!
 //! The body sits below the pool (every body type is one enum, [`super::Body`], so no response
-//! is boxed), so it reaches the pool only through [`Home`], which the pool's targets implement:
+//! is boxed), so it reaches the pool only through `Home`, which the pool's targets implement:
 //! the body module needs none of the pool's types, and the pool depends on it, not the other
 //! way round.
 

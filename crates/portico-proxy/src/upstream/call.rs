@@ -1,7 +1,7 @@
 //! One way to call an upstream from inside the gateway: the route's timeout, a gRPC client's
 //! deadline, retries with their budget and back-off, and the failure turned into a problem.
 //! The pipeline's proxied requests and the translations' calls (gRPC, SOAP, composite
-//! routes) all go through [`call_upstream`].
+//! routes) all go through `call_upstream`.
 
 use std::future::Future;
 use std::pin::Pin;
