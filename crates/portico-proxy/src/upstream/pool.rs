@@ -1420,3 +1420,59 @@ impl Home for TargetPool {
         self.load.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, host: Option<&str>) -> Request<Body> {
+        let mut r = Request::new(Body::Empty);
+        *r.uri_mut() = uri.parse().unwrap();
+        if let Some(h) = host {
+            r.headers_mut()
+                .insert(http::header::HOST, h.parse().unwrap());
+        }
+        r
+    }
+
+    /// To an HTTP/2 upstream the host goes once, as `:authority`: the `Host` header becomes
+    /// the URI's authority and leaves the headers; one that is no authority (or carries
+    /// credentials) is dropped and the target's stays.
+    #[test]
+    fn http2_names_the_host_once_as_authority() {
+        let mut r = request("http://10.0.0.5:9000/a?b=1", Some("api.example.com"));
+        let (host, before) = host_to_authority(&mut r).unwrap();
+        assert_eq!(host, "api.example.com");
+        assert_eq!(before, "http://10.0.0.5:9000/a?b=1");
+        assert_eq!(r.uri(), "http://api.example.com/a?b=1");
+        assert!(r.headers().get(http::header::HOST).is_none());
+        for bad in ["user@evil.example", "a b"] {
+            let mut r = request("http://10.0.0.5:9000/a", None);
+            r.headers_mut().insert(
+                http::header::HOST,
+                http::HeaderValue::from_str(bad).unwrap(),
+            );
+            host_to_authority(&mut r).unwrap();
+            assert_eq!(r.uri(), "http://10.0.0.5:9000/a", "{bad}");
+            assert!(r.headers().get(http::header::HOST).is_none(), "{bad}");
+        }
+        assert!(host_to_authority(&mut request("http://10.0.0.5/", None)).is_none());
+    }
+
+    #[test]
+    fn http1_sends_the_origin_form_and_only_safe_methods_are_sent_again() {
+        let r = origin_form(request("http://10.0.0.5:9000/a/b?c=%41", Some("h")));
+        assert_eq!(r.uri(), "/a/b?c=%41");
+        assert_eq!(r.version(), Version::HTTP_11);
+        assert_eq!(r.headers()[http::header::HOST], "h");
+        for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE] {
+            assert!(is_idempotent(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&m), "{m}");
+        }
+        let head = clone_head(&request("http://10.0.0.5/x", Some("h")));
+        assert!(matches!(head.body(), Body::Empty));
+        assert_eq!(head.headers()[http::header::HOST], "h");
+    }
+}
