@@ -12,7 +12,7 @@ use crate::ir::auth::AuthMethod;
 use crate::ir::policy::{LimitKey, Policy};
 use crate::ir::route::{HostPattern, PathPattern, Route};
 use crate::ir::upstream::{Balance, HashOn, Upstream};
-use crate::router::{RequestView, match_path_in};
+use crate::router::{RequestView, Unmet, match_path_in};
 
 /// The request to explain.
 pub struct Request<'a> {
@@ -165,33 +165,21 @@ fn verdict(r: &Route, req: &RequestView<'_>, chosen: Option<usize>, cfg: &Config
     if match_path_in(&r.path, req.path, r.path_any_case).is_none() {
         return format!("path: {} does not match {}", req.path, path_text(&r.path));
     }
-    if !r.methods.is_empty() && !r.methods.iter().any(|m| m == req.method) {
-        let ms: Vec<&str> = r.methods.iter().map(Method::as_str).collect();
-        return format!("method: {} is not {}", req.method, ms.join(" or "));
-    }
-    for h in &r.headers {
-        let mut values = req.headers.get_all(&h.name).iter().peekable();
-        let ok = if values.peek().is_none() {
-            h.test.accepts(None)
-        } else {
-            values.any(|v| h.test.accepts(Some(v.to_str().unwrap_or(""))))
-        };
-        if !ok {
-            return format!("header: {} does not meet the route's condition", h.name);
+    match crate::router::unmet(r, req) {
+        Some(Unmet::Method) => {
+            let ms: Vec<&str> = r.methods.iter().map(Method::as_str).collect();
+            return format!("method: {} is not {}", req.method, ms.join(" or "));
         }
-    }
-    for q in &r.query {
-        if !q
-            .test
-            .accepts(crate::query::get(req.query, &q.name).as_deref())
-        {
-            return format!("query: {} does not meet the route's condition", q.name);
+        Some(Unmet::Header(name)) => {
+            return format!("header: {name} does not meet the route's condition");
         }
-    }
-    for c in &r.cookies {
-        if !c.test.accepts(crate::router::cookie(req.headers, &c.name)) {
-            return format!("cookie: {} does not meet the route's condition", c.name);
+        Some(Unmet::Query(name)) => {
+            return format!("query: {name} does not meet the route's condition");
         }
+        Some(Unmet::Cookie(name)) => {
+            return format!("cookie: {name} does not meet the route's condition");
+        }
+        None => {}
     }
     match chosen {
         Some(i) => format!(

@@ -205,23 +205,29 @@ async fn answer(
     Ok(r)
 }
 
+/// A write's body, at most 64 KiB (a larger one is refused with 413).
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(_) => Err(problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Body too large",
+            "send at most 64 KiB".into(),
+        )),
+    }
+}
+
 /// `POST /explain`: `portico explain` against the live config. The body is JSON:
 /// `{"url": "http://host/path?q" or "/path", "method": "GET", "headers": {"name": "value"},
 /// "listener": "name"}` (only `url` is required); the answer is explain's JSON.
 async fn explain(inner: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    use http_body_util::BodyExt;
-    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Body too large",
-                "send at most 64 KiB".into(),
-            );
-        }
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     let bad = |detail: String| {
         problem(
@@ -483,19 +489,9 @@ async fn targets(inner: Arc<Inner>, req: Request<Incoming>, name: &str) -> Respo
         }
         Method::DELETE => gw.set_targets(name, None).await,
         Method::PUT => {
-            use http_body_util::BodyExt;
-            let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return problem(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "Body too large",
-                        "send at most 64 KiB".into(),
-                    );
-                }
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(refused) => return refused,
             };
             match parse_targets(&body) {
                 Ok(t) => gw.set_targets(name, Some(t)).await,
