@@ -13,6 +13,8 @@
 //!   templates and header operations.
 //! - `server.rs` — the `server` section (path options, identity headers) and `redis`.
 //! - `listener.rs` — `listeners` and their TLS, `admin` and its access, `access_log`.
+//! - `tracing.rs` — `tracing` (OpenTelemetry), with the `OTEL_*` variables, and a route's
+//!   sampling ratio.
 //! - `upstream.rs` — `upstreams`: targets, balancing, health checks, retries, TLS.
 //! - `auth.rs` — `consumers` and the identity and access policies (`api_key`, `basic_auth`,
 //!   `jwt`, `introspection`, `any_of`, `acl`, `ip_filter`, `cors`, `body_limit`).
@@ -30,6 +32,7 @@ mod policy;
 mod route;
 mod server;
 mod soap;
+mod tracing;
 mod transcode;
 mod upstream;
 mod values;
@@ -67,6 +70,7 @@ const TOP_LEVEL: &[&str] = &[
     "policies",
     "consumers",
     "redis",
+    "tracing",
 ];
 
 /// Parses, validates and compiles a config text. `source` names it in diagnostics; relative
@@ -185,6 +189,10 @@ pub fn compile(
                 Ok(r) => file.redis = r,
                 Err(e) => cx.sink.de(e),
             },
+            "tracing" => match from_node::<Option<TracingConfig>>(v, cx.env) {
+                Ok(t) => file.tracing = t,
+                Err(e) => cx.sink.de(e),
+            },
             "server" => match from_node::<Option<ServerConfig>>(v, cx.env) {
                 Ok(s) => file.server = s,
                 Err(e) => cx.sink.de(e),
@@ -211,6 +219,8 @@ pub fn compile(
         compile_access_log(&mut cx, file.access_log.as_ref(), get(&root, "access_log"));
     let (upstreams, upstream_index) = compile_upstreams(&mut cx, &file.upstreams, &upstream_nodes);
     let redis = compile_redis(&mut cx, file.redis.as_ref(), get(&root, "redis"));
+    let tracing =
+        tracing::compile_tracing(&mut cx, file.tracing.as_ref(), get(&root, "tracing"));
     cx.have_redis = redis.is_some();
     let consumers = auth::compile_consumers(&mut cx, &file.consumers, &consumer_nodes, &server);
     cx.global_auth = check_chain(&mut cx, &file.policies, &policy_nodes, false);
@@ -290,6 +300,7 @@ pub fn compile(
         consumers: Arc::new(consumers),
         jwks: cx.jwks,
         redis,
+        tracing,
         listener_paths,
         text: Arc::from(text),
     })

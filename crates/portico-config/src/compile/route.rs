@@ -277,6 +277,8 @@ pub(super) fn compile_route(
         None => Vec::new(),
     };
 
+    let sample_ratio = super::tracing::compile_route_tracing(cx, cfg.tracing.as_ref(), node);
+
     if cx.sink.out.len() != errors_before {
         return None;
     }
@@ -297,6 +299,7 @@ pub(super) fn compile_route(
         transcode,
         grpc_web: cfg.grpc_web,
         soap,
+        sample_ratio,
         effective: Effective::resolve(&policies, global_policies),
         policies: policies.into(),
     })

@@ -10,18 +10,21 @@
 //! - `upstream.rs` — `upstreams`.
 //! - `auth.rs` — `consumers` and the identity and access policies.
 //! - `policy.rs` — [`PolicyConfig`] and the other policies.
+//! - `tracing.rs` — `tracing` (OpenTelemetry) and a route's `tracing`.
 //! - `route.rs` — `routes`.
 
 mod auth;
 mod policy;
 mod route;
 mod server;
+mod tracing;
 mod upstream;
 
 pub use auth::*;
 pub use policy::*;
 pub use route::*;
 pub use server::*;
+pub use tracing::*;
 pub use upstream::*;
 
 use std::collections::BTreeMap;
@@ -63,4 +66,7 @@ pub struct FileConfig {
     /// The Redis server that `rate_limit` policies with `store: redis` share across instances.
     #[serde(default)]
     pub redis: Option<RedisConfig>,
+    /// OpenTelemetry traces: where spans go and which requests are recorded.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
 }

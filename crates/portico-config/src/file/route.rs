@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::duration::DurationStr;
 
+use super::RouteTracingConfig;
 use super::policy::PolicyConfig;
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -59,6 +60,9 @@ pub struct RouteConfig {
     /// Expose the upstream's SOAP operations, described by its WSDL, as JSON endpoints.
     #[serde(default)]
     pub soap: Option<SoapConfig>,
+    /// This route's tracing settings (its sampling ratio).
+    #[serde(default)]
+    pub tracing: Option<RouteTracingConfig>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

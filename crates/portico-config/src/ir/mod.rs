@@ -5,6 +5,7 @@
 //!
 //! - `server.rs` — listeners and their TLS, the admin port, the access log, `server`, Redis,
 //!   CIDR ranges.
+//! - `tracing.rs` — OpenTelemetry export, sampling and propagation.
 //! - `upstream.rs` — upstreams, targets, balancing, health checks, retries.
 //! - `auth.rs` — consumers and the identity and access policies.
 //! - `action.rs` — what a route does: proxy, respond, redirect, SOAP, gRPC transcoding,
@@ -21,6 +22,7 @@ pub(crate) mod auth;
 pub(crate) mod policy;
 pub(crate) mod route;
 pub(crate) mod server;
+pub(crate) mod tracing;
 pub(crate) mod upstream;
 
 pub use action::*;
@@ -28,4 +30,5 @@ pub use auth::*;
 pub use policy::*;
 pub use route::*;
 pub use server::*;
+pub use tracing::*;
 pub use upstream::*;

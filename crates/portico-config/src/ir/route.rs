@@ -36,6 +36,8 @@ pub struct Route {
     pub grpc_web: bool,
     /// The upstream's SOAP operations as JSON endpoints.
     pub soap: Option<Arc<SoapRoute>>,
+    /// `tracing.sample_ratio`: this route's share of new traces, over the section's.
+    pub sample_ratio: Option<f64>,
     /// The body and response policies that apply, found when the config loads so requests do
     /// not search the chains.
     pub effective: Effective,
