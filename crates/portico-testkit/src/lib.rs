@@ -22,11 +22,13 @@ use tokio::net::TcpListener;
 pub use portico_proxy::Gateway;
 
 mod bookstore;
+mod otlp;
 mod soap;
 pub use bookstore::{
     Reflection, bookstore_descriptor_set, grpc_bookstore, grpc_bookstore_with, protos_dir,
     write_bookstore_descriptor_set,
 };
+pub use otlp::{Collector, Span, otlp_collector};
 pub use soap::{SoapServer, soap_dir, soap_server};
 
 pub type TestBody = Either<Full<Bytes>, ChannelBody>;

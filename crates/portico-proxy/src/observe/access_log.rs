@@ -37,6 +37,8 @@ pub struct Record {
     pub bytes_out: u64,
     pub error: Option<&'static str>,
     pub complete: bool,
+    /// The request's trace, when tracing is on (its ids go in the line).
+    pub trace: Option<Box<crate::observe::trace::Trace>>,
 }
 
 #[derive(Clone)]
@@ -146,10 +148,10 @@ pub fn format_record(r: &Record, out: &mut Vec<u8>, reuse: &mut Reuse) {
         .as_ref()
         .and_then(crate::base::headers::text)
         .or(r.uri.host());
-    // Room for the whole line up front (keys, time, address, numbers: under 384 bytes), so
-    // the writes below grow the buffer only when a string needs escaping.
+    // Room for the whole line up front (keys, time, address, numbers, trace ids: under 464
+    // bytes), so the writes below grow the buffer only when a string needs escaping.
     out.reserve(
-        384 + r.request_id.len()
+        464 + r.request_id.len()
             + r.listener.len()
             + host.map_or(0, str::len)
             + r.uri.path_and_query().map_or(0, |p| p.as_str().len())
@@ -179,6 +181,20 @@ pub fn format_record(r: &Record, out: &mut Vec<u8>, reuse: &mut Reuse) {
     o.uint(b",\"bytes_in\":", r.bytes_in);
     o.uint(b",\"bytes_out\":", r.bytes_out);
     o.str(b",\"error\":", r.error);
+    // Trace ids in lower-case hex, as OpenTelemetry shows them, to find the trace of a line.
+    match &r.trace {
+        Some(t) => {
+            let mut hex = [0u8; 32];
+            crate::observe::trace::write_hex(&t.trace_id, &mut hex);
+            o.out.extend_from_slice(b",\"trace_id\":\"");
+            o.out.extend_from_slice(&hex);
+            crate::observe::trace::write_hex(&t.span_id, &mut hex[..16]);
+            o.out.extend_from_slice(b"\",\"span_id\":\"");
+            o.out.extend_from_slice(&hex[..16]);
+            o.out.push(b'"');
+        }
+        None => o.out.extend_from_slice(b",\"trace_id\":null,\"span_id\":null"),
+    }
     o.out.extend_from_slice(if r.complete {
         b",\"complete\":true}\n"
     } else {
@@ -353,6 +369,8 @@ mod tests {
         bytes_in: u64,
         bytes_out: u64,
         error: Option<&'a str>,
+        trace_id: Option<String>,
+        span_id: Option<String>,
         complete: bool,
     }
 
@@ -398,6 +416,15 @@ mod tests {
             bytes_out: u64::MAX,
             error: Some("upstream_timeout"),
             complete: true,
+            trace: Some({
+                let mut t = crate::observe::trace::Trace::start(
+                    &http::HeaderMap::new(),
+                    &crate::observe::trace::tests::test_tracing(),
+                );
+                t.trace_id = 0x4bf92f3577b34da6a3ce929d0e0e4736u128.to_be_bytes();
+                t.span_id = 0x00f067aa0ba902b7u64.to_be_bytes();
+                t
+            }),
         };
         let mut bare = Record {
             time: base.time,
@@ -419,6 +446,7 @@ mod tests {
             bytes_out: 0,
             error: None,
             complete: false,
+            trace: None,
         };
         for r in [&base, &bare] {
             let mut got = Vec::new();
@@ -447,6 +475,13 @@ mod tests {
                 bytes_in: r.bytes_in,
                 bytes_out: r.bytes_out,
                 error: r.error,
+                trace_id: r.trace.as_ref().map(|t| {
+                    format!("{:032x}", u128::from_be_bytes(t.trace_id))
+                }),
+                span_id: r
+                    .trace
+                    .as_ref()
+                    .map(|t| format!("{:016x}", u64::from_be_bytes(t.span_id))),
                 complete: r.complete,
             };
             let mut want = serde_json::to_vec(&line).unwrap();

@@ -1,4 +1,7 @@
-//! What the gateway reports: Prometheus metrics and the access log.
+//! What the gateway reports: Prometheus metrics, the access log and OpenTelemetry traces
+//! (`trace.rs`: a request's trace context and spans; `otel.rs`: their export).
 
 pub mod access_log;
 pub mod metrics;
+pub mod otel;
+pub mod trace;

@@ -42,7 +42,9 @@ pub fn handle(
         // Without an access log the record only feeds the metrics (route, method, status,
         // duration): what only the log shows is left empty rather than copied (clock read,
         // reference counts taken and released: ~200 instructions).
-        let logged = rt.access_log.is_some();
+        // A traced request's span needs the host and path too.
+        let tracing = cfg.tracing.as_ref().filter(|_| rt.tracer.is_some());
+        let logged = rt.access_log.is_some() || tracing.is_some();
         let done: Box<Finish> = Box::new((
             Record {
                 time: if logged {
@@ -80,6 +82,7 @@ pub fn handle(
                 bytes_out: 0,
                 error: None,
                 complete: false,
+                trace: tracing.map(|t| crate::observe::trace::Trace::start(req.headers(), t)),
             },
             start,
             rt.clone(),
@@ -175,6 +178,15 @@ fn finish(mut done: Box<Finish>, bytes_out: u64, complete: bool) {
         rec.status,
         rec.duration,
     );
+    if let (Some(exporter), Some(mut trace)) = (&rt.tracer, rec.trace.take()) {
+        let route_ratio = rec
+            .route_index
+            .and_then(|i| rt.config.routes.get(i)?.sample_ratio);
+        if trace.decide(route_ratio) || (trace.keep_errors && rec.status >= 500) {
+            exporter.send(crate::observe::otel::Finished::take(rec, &mut trace));
+        }
+        rec.trace = Some(trace);
+    }
     // The record leaves its box only for the access log (a 376-byte move otherwise).
     if rt.access_log.is_some() {
         let (rec, _, rt, _) = *done;

@@ -102,6 +102,11 @@ pub(crate) fn process<'c>(
         };
         ctx.rec.route = Some(route.name.clone());
         ctx.rec.route_index = Some(route.index);
+        // Sampled now that the route (and its ratio) is known, before any upstream is called
+        // with the decision.
+        if let Some(t) = ctx.rec.trace.as_deref_mut() {
+            t.decide(route.sample_ratio);
+        }
         // Credentials in the query never reach the log, whatever happens to the request.
         if ctx.rec.uri.query().is_some() {
             for p in cfg.global_policies.iter().chain(route.policies.iter()) {

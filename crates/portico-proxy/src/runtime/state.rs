@@ -8,6 +8,7 @@ use portico_config::Config;
 
 use crate::observe::access_log::Sink;
 use crate::observe::metrics::RouteMetrics;
+use crate::observe::otel::Exporter;
 use crate::policy::auth::AuthState;
 use crate::policy::jwks::JwksCache;
 use crate::policy::state::PolicyStates;
@@ -24,6 +25,9 @@ pub enum RuntimeError {
     /// The access log's file could not be opened.
     #[error("cannot open the access log: {0}")]
     AccessLog(#[source] std::io::Error),
+    /// The trace exporter's thread could not be started.
+    #[error("cannot start the trace exporter: {0}")]
+    Tracing(#[source] std::io::Error),
     /// The shared rate-limit store (Redis) could not be set up.
     #[error("{0}")]
     Redis(String),
@@ -41,6 +45,8 @@ pub struct Runtime {
     /// Same order as `config.upstreams`.
     pub pools: Vec<Arc<UpstreamPool>>,
     pub access_log: Option<Sink>,
+    /// The OpenTelemetry exporter, when `tracing` is on.
+    pub tracer: Option<Exporter>,
     /// Same order as `config.routes`.
     pub route_metrics: Arc<[RouteMetrics]>,
     /// What each policy keeps between requests (limiters, caches), by its `slot`.
@@ -74,6 +80,13 @@ impl Runtime {
         let access_log = match previous.and_then(|p| p.access_log.as_ref()) {
             Some(s) if s.target == config.access_log => Some(s.clone()),
             _ => Sink::start(&config.access_log).map_err(RuntimeError::AccessLog)?,
+        };
+        // The exporter (its queue, its connection) is kept while its settings are; spans of
+        // requests that started before a change still go out through the old one.
+        let tracer = match (&config.tracing, previous.and_then(|p| p.tracer.as_ref())) {
+            (None, _) => None,
+            (Some(t), Some(e)) if e.export == t.export => Some(e.clone()),
+            (Some(t), _) => Some(Exporter::start(&t.export).map_err(RuntimeError::Tracing)?),
         };
         // The Redis connection survives a reload that does not change its settings.
         let redis = match &config.redis {
@@ -139,6 +152,7 @@ impl Runtime {
             config: Arc::new(config),
             pools,
             access_log,
+            tracer,
             route_metrics,
             policies: policies.clone(),
             rate_limit_policy,

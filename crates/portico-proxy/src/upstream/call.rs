@@ -95,11 +95,52 @@ pub(crate) fn call_upstream<'a>(
                 Some(t) => t.take(attempt_deadline),
                 None => Box::pin(tokio::time::sleep_until(attempt_deadline)),
             };
+            // The attempt's span: its id goes upstream as the parent of what the upstream does.
+            let span = match rec.as_deref_mut().and_then(|r| r.trace.as_deref_mut()) {
+                Some(t) => {
+                    let id = crate::observe::trace::new_span_id();
+                    let sampled = t.decide(None);
+                    crate::observe::trace::inject(
+                        req.headers_mut(),
+                        &t.propagators,
+                        &t.trace_id,
+                        &id,
+                        sampled,
+                    );
+                    t.records_children()
+                        .then(|| (id, std::time::SystemTime::now()))
+                }
+                None => None,
+            };
             let result = within(
                 &mut timer,
                 crate::base::future::box_in_place(|| pool.send(target, &mut *req)),
             )
             .await;
+            if let Some((id, start)) = span
+                && let Some(t) = rec.as_deref_mut().and_then(|r| r.trace.as_deref_mut())
+            {
+                let (status, error) = match &result {
+                    Ok(Ok((_, resp))) => (Some(resp.status().as_u16()), None),
+                    Ok(Err(e)) => (None, Some(call_error(e).code())),
+                    Err(_) => (None, Some(Problem::UpstreamTimeout.code())),
+                };
+                let t_info = pool.target(target);
+                t.children.push(crate::observe::trace::Child {
+                    span_id: id,
+                    kind: crate::observe::trace::ChildKind::Attempt {
+                        upstream: pool.spec.name.clone(),
+                        target: t_info.display.clone(),
+                        authority: t_info.authority.clone(),
+                        method: req.method().clone(),
+                        attempt,
+                        status,
+                        error,
+                    },
+                    start,
+                    end: std::time::SystemTime::now(),
+                });
+            }
             if let Some(t) = timers {
                 t.put(timer);
             }
@@ -174,21 +215,34 @@ pub(crate) fn call_upstream<'a>(
                     "The request body is malformed (invalid chunked encoding) or was cut short.",
                 ));
             }
-            Err(_) | Ok(Err(CallError::ConnectTimeout)) => Problem::UpstreamTimeout,
-            Ok(Err(CallError::Overloaded | CallError::PendingFull | CallError::PendingTimeout)) => {
-                Problem::UpstreamOverloaded
-            }
-            Ok(Err(CallError::Connect(e))) => {
-                tracing::debug!(upstream = %pool.spec.name, error = %e, "upstream connect failed");
-                Problem::UpstreamConnect
-            }
-            Ok(Err(CallError::Request(e))) => {
-                tracing::debug!(upstream = %pool.spec.name, error = %e, "upstream request failed");
-                Problem::UpstreamProtocol
+            Err(_) => Problem::UpstreamTimeout,
+            Ok(Err(e)) => {
+                match &e {
+                    CallError::Connect(e) => {
+                        tracing::debug!(upstream = %pool.spec.name, error = %e, "upstream connect failed");
+                    }
+                    CallError::Request(e) => {
+                        tracing::debug!(upstream = %pool.spec.name, error = %e, "upstream request failed");
+                    }
+                    _ => {}
+                }
+                call_error(&e)
             }
         };
         metrics::counter!("portico_upstream_errors_total", "upstream" => pool.spec.name.to_string(), "kind" => problem.code()).increment(1);
         Err(problem)
+    }
+}
+
+/// The answer a failed call gets.
+fn call_error(e: &CallError) -> Problem {
+    match e {
+        CallError::ConnectTimeout => Problem::UpstreamTimeout,
+        CallError::Overloaded | CallError::PendingFull | CallError::PendingTimeout => {
+            Problem::UpstreamOverloaded
+        }
+        CallError::Connect(_) => Problem::UpstreamConnect,
+        CallError::Request(_) => Problem::UpstreamProtocol,
     }
 }
 
