@@ -137,9 +137,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn flatten(
-    attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue],
-) -> BTreeMap<String, String> {
+fn flatten(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> BTreeMap<String, String> {
     attrs
         .iter()
         .map(|kv| {
@@ -155,10 +153,8 @@ fn flatten(
         .collect()
 }
 
-type Boxed = http_body_util::combinators::UnsyncBoxBody<
-    Bytes,
-    Box<dyn std::error::Error + Send + Sync>,
->;
+type Boxed =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Starts a collector on an ephemeral port of 127.0.0.1.
 pub async fn otlp_collector() -> Collector {
@@ -204,7 +200,7 @@ async fn http_export(rx: &Receiver, req: Request<Incoming>) -> Response<Boxed> {
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes() == b"application/x-protobuf");
     let body = req.into_body().collect().await.map(|b| b.to_bytes());
-    let status = match (ok_type, body.map(|b| ExportTraceServiceRequest::decode(b))) {
+    let status = match (ok_type, body.map(ExportTraceServiceRequest::decode)) {
         (true, Ok(Ok(msg))) => {
             rx.headers.lock().unwrap().push(headers);
             rx.keep(msg, "http");

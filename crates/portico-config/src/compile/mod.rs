@@ -219,8 +219,7 @@ pub fn compile(
         compile_access_log(&mut cx, file.access_log.as_ref(), get(&root, "access_log"));
     let (upstreams, upstream_index) = compile_upstreams(&mut cx, &file.upstreams, &upstream_nodes);
     let redis = compile_redis(&mut cx, file.redis.as_ref(), get(&root, "redis"));
-    let tracing =
-        tracing::compile_tracing(&mut cx, file.tracing.as_ref(), get(&root, "tracing"));
+    let tracing = tracing::compile_tracing(&mut cx, file.tracing.as_ref(), get(&root, "tracing"));
     cx.have_redis = redis.is_some();
     let consumers = auth::compile_consumers(&mut cx, &file.consumers, &consumer_nodes, &server);
     cx.global_auth = check_chain(&mut cx, &file.policies, &policy_nodes, false);

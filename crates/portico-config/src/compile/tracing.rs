@@ -14,9 +14,11 @@ const PROPAGATORS: &[&str] = &["tracecontext", "b3", "b3multi", "baggage", "none
 
 /// The first of the variables `names` that is set and not empty, with its name.
 fn var(cx: &Ctx<'_>, names: &[&'static str]) -> Option<(&'static str, String)> {
-    names
-        .iter()
-        .find_map(|n| (cx.env)(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)))
+    names.iter().find_map(|n| {
+        (cx.env)(n)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (*n, v))
+    })
 }
 
 /// Reports a bad environment variable at the section.
@@ -377,7 +379,9 @@ fn endpoint(
         let fix = "write `http://collector:4317` (gRPC) or `http://collector:4318/v1/traces` (HTTP); `https://` for TLS";
         match from_var {
             Some(name) => bad_var(cx, at, name, text, why, fix),
-            None => cx.sink.at(at, format!("collector endpoint `{text}`: {why}"), fix),
+            None => cx
+                .sink
+                .at(at, format!("collector endpoint `{text}`: {why}"), fix),
         }
         None
     };
@@ -404,10 +408,9 @@ fn endpoint(
             }
             Some(text.trim_end_matches('/').to_string())
         }
-        OtlpProtocol::HttpProtobuf if base || path == "/" || path.is_empty() => Some(format!(
-            "{}/v1/traces",
-            text.trim_end_matches('/')
-        )),
+        OtlpProtocol::HttpProtobuf if base || path == "/" || path.is_empty() => {
+            Some(format!("{}/v1/traces", text.trim_end_matches('/')))
+        }
         OtlpProtocol::HttpProtobuf => Some(text.to_string()),
     }
 }
@@ -513,7 +516,9 @@ fn compile_tls(
         None => None,
     };
     let identity = match (cert, key) {
-        (Some((c, cat)), Some((k, kat))) => Some((read_file(cx, &c, cat)?, read_file(cx, &k, kat)?)),
+        (Some((c, cat)), Some((k, kat))) => {
+            Some((read_file(cx, &c, cat)?, read_file(cx, &k, kat)?))
+        }
         (None, None) => None,
         _ => {
             cx.sink.at(
@@ -583,7 +588,10 @@ mod tests {
             (2048, 512),
             "the OpenTelemetry batch defaults"
         );
-        assert_eq!((t.sample_ratio, t.parent_based, t.keep_errors), (1.0, true, false));
+        assert_eq!(
+            (t.sample_ratio, t.parent_based, t.keep_errors),
+            (1.0, true, false)
+        );
         assert_eq!(
             t.propagators,
             Propagators {
@@ -609,11 +617,20 @@ mod tests {
     fn the_environment_fills_what_the_file_leaves_out_and_the_file_wins() {
         let env = [
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example:4318/"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s%3Dcret, x-team=core"),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://collector.example:4318/",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=s%3Dcret, x-team=core",
+            ),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
             ("OTEL_SERVICE_NAME", "edge"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=prod,team=a%20b"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment.name=prod,team=a%20b",
+            ),
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
             ("OTEL_PROPAGATORS", "b3multi,tracecontext,baggage"),
@@ -622,8 +639,7 @@ mod tests {
         let t = with_env("tracing: {}\n", &env).unwrap().unwrap();
         assert_eq!(t.export.protocol, OtlpProtocol::HttpProtobuf);
         assert_eq!(
-            t.export.endpoint,
-            "https://collector.example:4318/v1/traces",
+            t.export.endpoint, "https://collector.example:4318/v1/traces",
             "the generic endpoint is a base URL"
         );
         assert_eq!(
@@ -662,7 +678,10 @@ mod tests {
         // The signal's own endpoint is used as written.
         let t = with_env(
             "tracing: { protocol: http/protobuf }\n",
-            &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:9/custom/path")],
+            &[(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://c:9/custom/path",
+            )],
         )
         .unwrap()
         .unwrap();
@@ -671,8 +690,14 @@ mod tests {
 
     #[test]
     fn bad_keys_and_bad_variables_are_reported_with_their_place_and_fix() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
-            ("tracing:\n  sample_ratio: 1.5\n", &[], "2:17 `sample_ratio` is 1.5"),
+        /// A config, its environment, and a diagnostic expected among its errors.
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            (
+                "tracing:\n  sample_ratio: 1.5\n",
+                &[],
+                "2:17 `sample_ratio` is 1.5",
+            ),
             (
                 "tracing:\n  propagators: [tracecontext, b3mutli]\n",
                 &[],
@@ -684,7 +709,11 @@ mod tests {
                 "2:13 collector endpoint `http://c:4317/v1/traces`: a gRPC collector URL has no path",
             ),
             ("tracing:\n  endpoint: ftp://c\n", &[], "the scheme must be"),
-            ("tracing:\n  protocol: http/json\n", &[], "unknown OTLP protocol `http/json`"),
+            (
+                "tracing:\n  protocol: http/json\n",
+                &[],
+                "unknown OTLP protocol `http/json`",
+            ),
             (
                 "tracing:\n  max_queue: 10\n  max_batch: 20\n",
                 &[],

@@ -193,7 +193,9 @@ pub fn format_record(r: &Record, out: &mut Vec<u8>, reuse: &mut Reuse) {
             o.out.extend_from_slice(&hex[..16]);
             o.out.push(b'"');
         }
-        None => o.out.extend_from_slice(b",\"trace_id\":null,\"span_id\":null"),
+        None => o
+            .out
+            .extend_from_slice(b",\"trace_id\":null,\"span_id\":null"),
     }
     o.out.extend_from_slice(if r.complete {
         b",\"complete\":true}\n"
@@ -475,9 +477,10 @@ mod tests {
                 bytes_in: r.bytes_in,
                 bytes_out: r.bytes_out,
                 error: r.error,
-                trace_id: r.trace.as_ref().map(|t| {
-                    format!("{:032x}", u128::from_be_bytes(t.trace_id))
-                }),
+                trace_id: r
+                    .trace
+                    .as_ref()
+                    .map(|t| format!("{:032x}", u128::from_be_bytes(t.trace_id))),
                 span_id: r
                     .trace
                     .as_ref()

@@ -264,6 +264,16 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Access-log lines dropped because the writer fell behind.",
     ),
+    (
+        "portico_trace_spans_exported_total",
+        Kind::Counter,
+        "Spans the trace exporter delivered to the collector.",
+    ),
+    (
+        "portico_trace_spans_dropped_total",
+        Kind::Counter,
+        "Spans lost, by reason: the export queue was full, an export failed, or the exporter could not start.",
+    ),
 ];
 
 fn describe() {

@@ -158,7 +158,9 @@ fn run(rx: Receiver<Finished>, export: TraceExport) {
         }
         let spans = std::mem::replace(batch, Vec::with_capacity(export.max_batch));
         let n = spans.len() as u64;
-        let result = rt.block_on(tokio::time::timeout(export.timeout, exporter.export(spans)));
+        // Inside the runtime: the timer needs its clock.
+        let result = rt
+            .block_on(async { tokio::time::timeout(export.timeout, exporter.export(spans)).await });
         match result {
             Ok(Ok(())) => {
                 metrics::counter!("portico_trace_spans_exported_total").increment(n);
@@ -258,7 +260,8 @@ fn build(export: &TraceExport) -> Result<opentelemetry_otlp::SpanExporter, Strin
                 .https_or_http()
                 .enable_http1()
                 .build();
-            let client = opentelemetry_http::hyper::HyperClient::new(connector, export.timeout, None);
+            let client =
+                opentelemetry_http::hyper::HyperClient::new(connector, export.timeout, None);
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_endpoint(export.endpoint.clone())
@@ -494,7 +497,10 @@ mod tests {
     #[test]
     fn hosts_split_into_name_and_port() {
         assert_eq!(split_host("api.example.com"), ("api.example.com", None));
-        assert_eq!(split_host("api.example.com:8443"), ("api.example.com", Some(8443)));
+        assert_eq!(
+            split_host("api.example.com:8443"),
+            ("api.example.com", Some(8443))
+        );
         assert_eq!(split_host("[::1]:80"), ("::1", Some(80)));
         assert_eq!(split_host("[::1]"), ("::1", None));
         assert_eq!(split_host("::1"), ("::1", None));

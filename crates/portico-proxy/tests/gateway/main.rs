@@ -23,6 +23,7 @@ mod proxying;
 mod reload;
 mod smuggling;
 mod soap;
+mod tracing;
 mod traffic;
 mod transcoding;
 mod upstream_h1;

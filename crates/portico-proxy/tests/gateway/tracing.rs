@@ -1,0 +1,308 @@
+//! OpenTelemetry traces, end to end: a real OTLP receiver (gRPC and HTTP), real upstreams.
+
+use portico_testkit::{Span, client, echo_server, eventually, get, otlp_collector, send, serve};
+
+use super::{config, empty, req};
+
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+fn tracing_section(endpoint: &str, more: &str) -> String {
+    format!("tracing:\n  endpoint: \"{endpoint}\"\n  interval: 50ms\n  timeout: 2s\n{more}")
+}
+
+fn server_spans(spans: &[Span]) -> Vec<&Span> {
+    spans.iter().filter(|s| s.kind == 2).collect()
+}
+
+fn children_of<'a>(spans: &'a [Span], parent: &Span) -> Vec<&'a Span> {
+    let mut c: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id)
+        .collect();
+    c.sort_by_key(|s| s.start_unix_nano);
+    c
+}
+
+#[tokio::test]
+async fn a_requests_spans_continue_the_clients_trace_and_the_upstream_continues_ours() {
+    let collector = otlp_collector().await;
+    let up = echo_server().await;
+    let dir = portico_testkit::temp_dir("trace-log");
+    let log = dir.join("access.log");
+    let gw = portico_testkit::gateway(&config(&format!(
+        "{}access_log: {{ target: \"{}\" }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: orders\n    match: {{ path: {{ prefix: /orders }} }}\n    upstream: u\n",
+        tracing_section(
+            &collector.url(),
+            "  service_name: edge-gw\n  resource: { deployment.environment.name: test }\n"
+        ),
+        log.display(),
+        up.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let got = send(
+        &c,
+        req("GET", &gw.url("/orders/7?api_key=s3cret"))
+            .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+            .header("tracestate", "vendor=x")
+            .header("user-agent", "trace-test/1")
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let seen = got.json();
+    let spans = collector.wait_for(2).await;
+    let server = server_spans(&spans);
+    assert_eq!(server.len(), 1, "{spans:#?}");
+    let server = server[0];
+    assert_eq!(server.trace_id, CLIENT_TRACE);
+    assert_eq!(
+        server.parent_span_id, CLIENT_SPAN,
+        "the client's span is the parent"
+    );
+    assert_eq!(server.name, "GET orders");
+    assert_eq!(server.attr("http.request.method"), Some("GET"));
+    assert_eq!(server.attr("http.route"), Some("orders"));
+    assert_eq!(server.attr("http.response.status_code"), Some("200"));
+    assert_eq!(server.attr("url.path"), Some("/orders/7"));
+    assert_eq!(server.attr("client.address"), Some("127.0.0.1"));
+    assert_eq!(server.attr("user_agent.original"), Some("trace-test/1"));
+    assert_eq!(server.attr("network.protocol.version"), Some("1.1"));
+    assert_eq!(server.attr("portico.listener"), Some("main"));
+    assert_eq!(
+        server.resource.get("service.name").map(String::as_str),
+        Some("edge-gw")
+    );
+    assert_eq!(
+        server
+            .resource
+            .get("deployment.environment.name")
+            .map(String::as_str),
+        Some("test")
+    );
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.attributes.values().all(|v| !v.contains("s3cret"))),
+        "the query's key is in no attribute"
+    );
+    let attempts = children_of(&spans, server);
+    assert_eq!(attempts.len(), 1, "{spans:#?}");
+    let attempt = attempts[0];
+    assert_eq!(attempt.kind, 3, "a client span");
+    assert_eq!(attempt.attr("portico.upstream"), Some("u"));
+    assert_eq!(attempt.attr("server.address"), Some("127.0.0.1"));
+    assert_eq!(
+        attempt.attr("server.port"),
+        Some(up.addr.port().to_string().as_str())
+    );
+    assert_eq!(attempt.attr("http.response.status_code"), Some("200"));
+    assert!(attempt.start_unix_nano >= server.start_unix_nano);
+    assert!(attempt.end_unix_nano <= server.end_unix_nano);
+    // The upstream was called inside the attempt's span, with the trace state passed on.
+    assert_eq!(
+        seen["headers"]["traceparent"],
+        format!("00-{CLIENT_TRACE}-{}-01", attempt.span_id)
+    );
+    assert_eq!(seen["headers"]["tracestate"], "vendor=x");
+    // The access-log line names the trace and the server span.
+    eventually("the access-log line", async || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 1)
+    })
+    .await;
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&log).unwrap().trim()).unwrap();
+    assert_eq!(line["trace_id"], CLIENT_TRACE);
+    assert_eq!(line["span_id"], server.span_id.as_str());
+}
+
+#[tokio::test]
+async fn retries_are_separate_attempt_spans_sent_over_otlp_http_with_headers() {
+    let collector = otlp_collector().await;
+    let bad = serve(|_req| async {
+        let mut r = http::Response::new(portico_testkit::full("bad"));
+        *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        r
+    })
+    .await;
+    let good = serve(|_req| async { http::Response::new(portico_testkit::full("good")) }).await;
+    let gw = portico_testkit::gateway(&config(&format!(
+        "{}upstreams:\n  u:\n    targets: [\"{}\", \"{}\"]\n    passive_health: {{ consecutive_failures: 0 }}\n    retries: {{ attempts: 2, retry_on: [503], backoff: 1ms }}\nroutes:\n  - name: r\n    upstream: u\n",
+        tracing_section(
+            &collector.url(),
+            "  protocol: http/protobuf\n  headers: { x-collector-key: k-123 }\n"
+        ),
+        bad.url(),
+        good.url()
+    )))
+    .await;
+    // Round robin starts at the failing target for one of the first two requests.
+    for _ in 0..2 {
+        assert_eq!(get(&gw.url("/")).await.text(), "good");
+    }
+    let spans = collector.wait_for(5).await;
+    assert!(spans.iter().all(|s| s.transport == "http"));
+    assert!(
+        collector
+            .export_headers()
+            .iter()
+            .all(|h| h.get("x-collector-key").is_some_and(|v| v == "k-123"))
+    );
+    let retried = server_spans(&spans)
+        .into_iter()
+        .find(|s| children_of(&spans, s).len() == 2)
+        .expect("one request was tried twice");
+    let tries = children_of(&spans, retried);
+    assert_eq!(tries[0].attr("http.response.status_code"), Some("503"));
+    assert_eq!(tries[0].status_code, 2, "the failed try is an error");
+    assert_eq!(tries[0].attr("http.request.resend_count"), None);
+    assert_eq!(tries[1].attr("http.response.status_code"), Some("200"));
+    assert_eq!(tries[1].attr("http.request.resend_count"), Some("1"));
+    assert_ne!(
+        tries[0].attr("server.port"),
+        tries[1].attr("server.port"),
+        "the retry went to the other target"
+    );
+    assert_ne!(tries[0].span_id, tries[1].span_id);
+    assert_eq!(retried.attr("http.response.status_code"), Some("200"));
+    assert_eq!(retried.status_code, 0);
+}
+
+/// The upstream's view of the sampling decision (the `traceparent` flags it is sent) is exact
+/// per request, so the collector must end with exactly those requests' spans.
+#[tokio::test]
+async fn sampling_ratios_hold_over_a_thousand_requests_and_routes_and_callers_override_them() {
+    let collector = otlp_collector().await;
+    let up = echo_server().await;
+    let gw = portico_testkit::gateway(&config(&format!(
+        "{}upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: always\n    match: {{ path: {{ prefix: /always }} }}\n    upstream: u\n    tracing: {{ sample_ratio: 1 }}\n  - name: rest\n    upstream: u\n",
+        tracing_section(&collector.url(), "  sample_ratio: 0.25\n  max_queue: 4096\n  max_batch: 512\n"),
+        up.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let flag = |v: &serde_json::Value| {
+        let tp = v["headers"]["traceparent"].as_str().unwrap().to_string();
+        tp.ends_with("-01")
+    };
+    let mut sampled = 0;
+    for _ in 0..1000 {
+        let got = send(&c, req("GET", &gw.url("/x")).body(empty()).unwrap()).await;
+        if flag(&got.json()) {
+            sampled += 1;
+        }
+    }
+    // 1,000 draws at 25 %: 250 ± 5 standard deviations (13.7 each).
+    assert!((182..=318).contains(&sampled), "{sampled}");
+    for _ in 0..20 {
+        let got = send(&c, req("GET", &gw.url("/always")).body(empty()).unwrap()).await;
+        assert!(flag(&got.json()), "the route samples every new trace");
+    }
+    // Parent-based: the caller's decision wins over both ratios.
+    let unsampled = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00");
+    let got = send(
+        &c,
+        req("GET", &gw.url("/always"))
+            .header("traceparent", &unsampled)
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(!flag(&got.json()), "the caller said not sampled");
+    let total = sampled + 20;
+    let spans = collector.wait_for(2 * total).await;
+    assert_eq!(server_spans(&spans).len(), total);
+    assert_eq!(spans.len(), 2 * total, "a server span and an attempt each");
+    assert!(spans.iter().all(|s| s.trace_id != CLIENT_TRACE));
+}
+
+#[tokio::test]
+async fn a_collector_that_is_down_changes_no_answer_and_the_drops_are_counted() {
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let up = echo_server().await;
+    let gw = portico_testkit::gateway(&config(&format!(
+        "{}upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        tracing_section(&dead_url, "  max_queue: 8\n  max_batch: 4\n"),
+        up.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    for i in 0..300 {
+        let got = send(
+            &c,
+            req("GET", &gw.url(&format!("/n/{i}")))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.json()["path"], format!("/n/{i}"));
+    }
+    eventually("dropped spans counted", async || {
+        let m = get(&gw.admin_url("/metrics")).await.text();
+        m.lines().any(|l| {
+            l.starts_with("portico_trace_spans_dropped_total{reason=\"queue_full\"}")
+                || l.starts_with("portico_trace_spans_dropped_total{reason=\"export_failed\"}")
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn errors_are_kept_when_asked_and_b3_is_read_and_written() {
+    let collector = otlp_collector().await;
+    let broken = serve(|req: http::Request<hyper::body::Incoming>| async move {
+        let v = portico_testkit::echo_json(req).await;
+        let mut r = http::Response::new(portico_testkit::full(v.to_string()));
+        *r.status_mut() = http::StatusCode::BAD_GATEWAY;
+        r
+    })
+    .await;
+    let up = echo_server().await;
+    let gw = portico_testkit::gateway(&config(&format!(
+        "{}upstreams:\n  ok: {{ targets: [\"{}\"] }}\n  broken: {{ targets: [\"{}\"] }}\nroutes:\n  - name: broken\n    match: {{ path: {{ prefix: /broken }} }}\n    upstream: broken\n  - name: ok\n    upstream: ok\n",
+        tracing_section(
+            &collector.url(),
+            "  sample_ratio: 0\n  parent_based: false\n  keep_errors: true\n  propagators: [b3, b3multi]\n"
+        ),
+        up.url(),
+        broken.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let b3_trace = "80f198ee56343ba864fe8b2a57d3eff7";
+    let got = send(
+        &c,
+        req("GET", &gw.url("/fine"))
+            .header("b3", format!("{b3_trace}-e457b5a2e4d86bd1-1"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    let seen = got.json();
+    let b3 = seen["headers"]["b3"].as_str().unwrap();
+    assert!(b3.starts_with(&format!("{b3_trace}-")), "{b3}");
+    assert!(
+        b3.ends_with("-0"),
+        "not sampled (ratio 0, the caller ignored): {b3}"
+    );
+    assert_eq!(seen["headers"]["x-b3-traceid"], b3_trace);
+    assert_eq!(seen["headers"]["x-b3-sampled"], "0");
+    assert!(
+        seen["headers"].get("traceparent").is_none(),
+        "W3C not written"
+    );
+    let got = send(&c, req("GET", &gw.url("/broken")).body(empty()).unwrap()).await;
+    assert_eq!(got.status, 502);
+    let spans = collector.wait_for(2).await;
+    let server = server_spans(&spans);
+    assert_eq!(server.len(), 1, "only the failed request: {spans:#?}");
+    assert_eq!(server[0].attr("http.route"), Some("broken"));
+    assert_eq!(server[0].status_code, 2);
+    assert_eq!(children_of(&spans, server[0]).len(), 1);
+}
