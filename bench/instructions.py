@@ -18,7 +18,10 @@ metrics, access log; `portico-key`, `portico-jwt`, `portico-rl-local`, `portico-
 policy of bench/run.py each; with any of them every contestant gets the same `Authorization`
 and `X-API-Key` headers, and `Accept-Encoding: gzip` with `portico-gzip`), `--path /json`
 (the 16 KiB answer instead of 5 bytes), `--connections N` (HTTP/1.1 clients, default 64),
-`--h2` (HTTP/2 clients, prior knowledge: 8 connections x 8 streams, as bench/run.py's
+`portico-trace0`, `portico-trace1`, `portico-trace100` for Portico
+with OpenTelemetry tracing on and 0 %, 1 % or every request sampled, exporting over OTLP/HTTP to
+a sink of this script's (a separate process: the export's cost in Portico is counted, the
+collector's is not), `--h2` (HTTP/2 clients, prior knowledge: 8 connections x 8 streams, as bench/run.py's
 h2c-c8m8; the floor speaks HTTP/1.1 only and is skipped), `--cache` (callgrind's cache and
 branch simulation too: instruction-cache misses, first-level data-cache misses and
 second-level misses (the simulated second level is this machine's L2, read from sysfs) and
@@ -41,7 +44,31 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as harness  # noqa: E402  (the templates and process helpers of bench/run.py)
 
 PORTS = {"nginx": 19181, "floor": 19182, "haproxy": 19183, "portico": 19184, "portico-chain": 19185,
-         "portico-key": 19186, "portico-jwt": 19187, "portico-rl-local": 19188, "portico-gzip": 19189}
+         "portico-key": 19186, "portico-jwt": 19187, "portico-rl-local": 19188, "portico-gzip": 19189,
+         "portico-trace0": 19191, "portico-trace1": 19192, "portico-trace100": 19193}
+# The OTLP/HTTP sink the traced contestants export to.
+SINK_PORT = 19190
+# Sampling ratio of each traced contestant.
+TRACED = {"portico-trace0": 0, "portico-trace1": 0.01, "portico-trace100": 1}
+
+
+def otlp_sink(port):
+    """A collector that accepts every OTLP/HTTP export and keeps nothing: 200 with an empty
+    `ExportTraceServiceResponse` (an empty protobuf message is zero bytes). It counts the
+    exports' bytes so the run can say that spans arrived."""
+    code = (
+        "import http.server, sys\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_POST(self):\n"
+        "        n = int(self.headers.get('content-length', 0)); self.rfile.read(n)\n"
+        "        sys.stderr.write(f'export {n}\\n'); sys.stderr.flush()\n"
+        "        self.send_response(200); self.send_header('content-type', 'application/x-protobuf')\n"
+        "        self.send_header('content-length', '0'); self.end_headers()\n"
+        "    def log_message(self, *a): pass\n"
+        f"http.server.ThreadingHTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+    )
+    return code
+
 # Request headers for every contestant (set when the chain is measured).
 HEADERS = []
 # The path asked for (`--path`): /hello (5 bytes) or /json (16 KiB).
@@ -182,6 +209,11 @@ def main():
         procs.append(origin)
         harness.wait_port(ORIGIN, origin, "origin")
         rows = []
+        if any(p in TRACED for p in args.proxies.split(",")):
+            sink_log = open(os.path.join(run, "sink.log"), "w")
+            sink = harness.start([sys.executable, "-c", otlp_sink(SINK_PORT)], 0, sink_log)
+            procs.append(sink)
+            harness.wait_port(SINK_PORT, sink, "otlp sink")
         for name in args.proxies.split(","):
             if args.h2 and name == "floor":
                 continue
@@ -213,12 +245,19 @@ def main():
                 chain = name == "portico-chain"
                 conf = harness.PORTICO_CONF.format(port=port, origin=ORIGIN,
                                                    log=os.path.join(run, "access.log") if chain else "off")
+                if name in TRACED:
+                    # A queue deep enough for the whole run: a drop would hide export work.
+                    conf += (f"tracing:\n  protocol: http/protobuf\n  endpoint: http://127.0.0.1:{SINK_PORT}\n"
+                             f"  sample_ratio: {TRACED[name]}\n  max_queue: 100000\n  interval: 1s\n")
                 if name in harness.POLICIES:
                     conf += harness.POLICIES[name].format(
                         keys=harness.KEYS_DIR, key_digest="sha256:" + hashlib.sha256(harness.BENCH_KEY.encode()).hexdigest())
                 open(path, "w").write(conf)
                 cmd = [args.portico, "run", "--no-watch", "--workers", "1", "-c", path]
             per_req, dump, extra = measure(name, cmd, port, args.requests, run, 1, listen)
+            if name in TRACED:
+                exports = open(os.path.join(run, "sink.log")).read().count("export ")
+                print(f"  ({name}: {exports} exports received so far)", flush=True)
             rows.append((name, per_req, dump, extra))
             print(f"  {name:13} {per_req:9.0f} instructions/request", flush=True)
     finally:

@@ -100,6 +100,32 @@ impl Trace {
         })
     }
 
+    /// A copy for a call made apart from the request (a composite route's backend calls run
+    /// as tasks of their own): the same trace and decision, no children yet. Its children are
+    /// given back with [`Trace::adopt`].
+    pub fn fork(&mut self) -> Box<Trace> {
+        self.decide(None);
+        Box::new(Trace {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent: self.parent,
+            parent_sampled: self.parent_sampled,
+            sampled: self.sampled,
+            start: self.start,
+            user_agent: None,
+            children: Vec::new(),
+            propagators: self.propagators,
+            keep_errors: self.keep_errors,
+            ratio: self.ratio,
+            parent_based: self.parent_based,
+        })
+    }
+
+    /// Takes back the spans a fork recorded.
+    pub fn adopt(&mut self, fork: Box<Trace>) {
+        self.children.extend(fork.children);
+    }
+
     /// Whether spans inside the request are kept: when it is sampled, or may be kept at the
     /// end for its error.
     pub fn records_children(&mut self) -> bool {

@@ -338,6 +338,7 @@ pub(crate) fn process<'c>(
                     ti,
                     &mut upstream_req,
                     Some(&mut *ctx.rec),
+                    None,
                     Some(&conn.timer),
                 )
                 .await?;
@@ -352,6 +353,7 @@ pub(crate) fn process<'c>(
                         ti,
                         &mut plain,
                         Some(&mut *ctx.rec),
+                        None,
                         Some(&conn.timer),
                     )
                     .await?;

@@ -112,6 +112,7 @@ async fn call(
     path: String,
     headers: http::HeaderMap,
     timeout: Option<Duration>,
+    trace: Option<&mut crate::observe::trace::Trace>,
 ) -> Outcome {
     let fail = |status: StatusCode, code: &'static str, detail: String| Failure {
         status,
@@ -139,24 +140,23 @@ async fn call(
     let exchange = async {
         // The same call as a proxied request's: the upstream's retry policy, failover,
         // metrics and error mapping apply.
-        let resp =
-            crate::upstream::call::call_upstream(timeout, &pool, target, &mut req, None, None)
-                .await
-                .map_err(|p| Failure {
-                    status: p.status(),
-                    code: p.code(),
-                    detail: match p {
-                        Problem::UpstreamTimeout => {
-                            format!("no answer within {} ms", budget.as_millis())
-                        }
-                        Problem::UpstreamConnect => "the upstream could not be reached".into(),
-                        Problem::UpstreamOverloaded => {
-                            "the upstream's limits refused the call".into()
-                        }
-                        _ => "the upstream's answer broke off or was not valid HTTP".into(),
-                    },
-                    passed: None,
-                })?;
+        let resp = crate::upstream::call::call_upstream(
+            timeout, &pool, target, &mut req, None, trace, None,
+        )
+        .await
+        .map_err(|p| Failure {
+            status: p.status(),
+            code: p.code(),
+            detail: match p {
+                Problem::UpstreamTimeout => {
+                    format!("no answer within {} ms", budget.as_millis())
+                }
+                Problem::UpstreamConnect => "the upstream could not be reached".into(),
+                Problem::UpstreamOverloaded => "the upstream's limits refused the call".into(),
+                _ => "the upstream's answer broke off or was not valid HTTP".into(),
+            },
+            passed: None,
+        })?;
         let (head, body) = resp.into_parts();
         let bytes = http_body_util::Limited::new(body, MAX_BACKEND_BODY)
             .collect()
@@ -295,10 +295,21 @@ pub async fn handle(
                         query: (!q.is_empty()).then_some(q),
                     });
                     let (method, headers) = (b.method.clone(), headers.clone());
+                    // The call's spans are recorded in a fork of the request's trace, taken
+                    // back when it ends.
+                    let mut fork = ctx.rec.trace.as_deref_mut().map(|t| t.fork());
                     running.spawn(async move {
-                        let outcome =
-                            call(pool, target, method, path.clone(), headers, timeout).await;
-                        (i, path, outcome)
+                        let outcome = call(
+                            pool,
+                            target,
+                            method,
+                            path.clone(),
+                            headers,
+                            timeout,
+                            fork.as_deref_mut(),
+                        )
+                        .await;
+                        (i, path, outcome, fork)
                     });
                 }
                 Err(detail) => {
@@ -315,7 +326,10 @@ pub async fn handle(
             break;
         }
         match running.join_next().await {
-            Some(Ok((i, path, outcome))) => {
+            Some(Ok((i, path, outcome, fork))) => {
+                if let (Some(t), Some(f)) = (ctx.rec.trace.as_deref_mut(), fork) {
+                    t.adopt(f);
+                }
                 if let (Some(ttl), Ok(v)) = (a.backends[i].cache_ttl, &outcome) {
                     let key = answer_key(
                         ctx.rec.route.as_deref(),

@@ -188,6 +188,7 @@ pub async fn handle(
         &mut up,
         Some(ctx.rec),
         None,
+        None,
     )
     .await?;
     let (head, body) = resp.into_parts();

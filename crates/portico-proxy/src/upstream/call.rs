@@ -40,7 +40,8 @@ struct TimedOut;
 /// Sends the request through the upstream's pool within `timeout` (the route's, or a composite
 /// route's call's; the upstream's `request_timeout` when `None`), which covers connecting,
 /// waiting for the response head and any retries. `rec`, when given, gets the target that
-/// answered and the upstream's time. The request is borrowed (see
+/// answered and the upstream's time, and its trace the attempts' spans; a call made apart from
+/// the request's record gives a fork of its trace as `fork`. The request is borrowed (see
 /// `UpstreamPool::send`): its body is consumed, and the caller drops what is left.
 #[allow(clippy::manual_async_fn)] // see the comment in the body
 pub(crate) fn call_upstream<'a>(
@@ -49,6 +50,7 @@ pub(crate) fn call_upstream<'a>(
     target: usize,
     req: &'a mut Request<Body>,
     mut rec: Option<&'a mut Record>,
+    mut fork: Option<&'a mut crate::observe::trace::Trace>,
     timers: Option<&'a TimerSlot>,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, Problem>> + 'a {
     // Not `async fn`: its parameters would be moved once more, into locals, before the
@@ -96,7 +98,11 @@ pub(crate) fn call_upstream<'a>(
                 None => Box::pin(tokio::time::sleep_until(attempt_deadline)),
             };
             // The attempt's span: its id goes upstream as the parent of what the upstream does.
-            let span = match rec.as_deref_mut().and_then(|r| r.trace.as_deref_mut()) {
+            let span = match rec
+                .as_deref_mut()
+                .and_then(|r| r.trace.as_deref_mut())
+                .or(fork.as_deref_mut())
+            {
                 Some(t) => {
                     let id = crate::observe::trace::new_span_id();
                     let sampled = t.decide(None);
@@ -118,7 +124,10 @@ pub(crate) fn call_upstream<'a>(
             )
             .await;
             if let Some((id, start)) = span
-                && let Some(t) = rec.as_deref_mut().and_then(|r| r.trace.as_deref_mut())
+                && let Some(t) = rec
+                    .as_deref_mut()
+                    .and_then(|r| r.trace.as_deref_mut())
+                    .or(fork.as_deref_mut())
             {
                 let (status, error) = match &result {
                     Ok(Ok((_, resp))) => (Some(resp.status().as_u16()), None),

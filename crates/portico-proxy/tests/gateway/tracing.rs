@@ -306,3 +306,59 @@ async fn errors_are_kept_when_asked_and_b3_is_read_and_written() {
     assert_eq!(server[0].status_code, 2);
     assert_eq!(children_of(&spans, server[0]).len(), 1);
 }
+
+#[tokio::test]
+async fn each_backend_call_of_a_composite_route_is_a_span_and_carries_the_trace() {
+    let collector = otlp_collector().await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let backend = |seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>| {
+        serve(move |req: http::Request<hyper::body::Incoming>| {
+            let seen = seen.clone();
+            async move {
+                let tp = req.headers()["traceparent"].to_str().unwrap().to_string();
+                seen.lock().unwrap().push(tp);
+                let mut r = http::Response::new(portico_testkit::full("{\"ok\":true}"));
+                r.headers_mut()
+                    .insert("content-type", "application/json".parse().unwrap());
+                r
+            }
+        })
+    };
+    let (a, b) = (backend(seen.clone()).await, backend(seen.clone()).await);
+    let gw = portico_testkit::gateway(&config(&format!(
+        "{}upstreams:\n  a: {{ targets: [\"{}\"] }}\n  b: {{ targets: [\"{}\"] }}\nroutes:\n  - name: both\n    aggregate:\n      backends:\n        - {{ name: first, upstream: a, path: /one }}\n        - {{ name: second, upstream: b, path: /two }}\n",
+        tracing_section(&collector.url(), ""),
+        a.url(),
+        b.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let got = send(
+        &c,
+        req("GET", &gw.url("/"))
+            .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let spans = collector.wait_for(3).await;
+    let server = server_spans(&spans);
+    assert_eq!(server.len(), 1);
+    let calls = children_of(&spans, server[0]);
+    let mut upstreams: Vec<&str> = calls
+        .iter()
+        .map(|s| s.attr("portico.upstream").unwrap())
+        .collect();
+    upstreams.sort();
+    assert_eq!(upstreams, ["a", "b"]);
+    // Each backend was called inside its own span.
+    let mut sent: Vec<String> = seen.lock().unwrap().clone();
+    sent.sort();
+    let mut want: Vec<String> = calls
+        .iter()
+        .map(|s| format!("00-{CLIENT_TRACE}-{}-01", s.span_id))
+        .collect();
+    want.sort();
+    assert_eq!(sent, want);
+}
