@@ -219,7 +219,8 @@ pub fn compile(
         compile_access_log(&mut cx, file.access_log.as_ref(), get(&root, "access_log"));
     let (upstreams, upstream_index) = compile_upstreams(&mut cx, &file.upstreams, &upstream_nodes);
     let redis = compile_redis(&mut cx, file.redis.as_ref(), get(&root, "redis"));
-    let tracing = tracing::compile_tracing(&mut cx, file.tracing.as_ref(), get(&root, "tracing"));
+    let mut tracing =
+        tracing::compile_tracing(&mut cx, file.tracing.as_ref(), get(&root, "tracing"));
     cx.have_redis = redis.is_some();
     let consumers = auth::compile_consumers(&mut cx, &file.consumers, &consumer_nodes, &server);
     cx.global_auth = check_chain(&mut cx, &file.policies, &policy_nodes, false);
@@ -271,6 +272,9 @@ pub fn compile(
         return Err(cx.sink.finish());
     }
     let router = Router::build(&routes);
+    if let Some(t) = &mut tracing {
+        t.route_ratios = routes.iter().any(|r| r.sample_ratio.is_some());
+    }
     let mut identity = vec![server.consumer_header.clone(), server.groups_header.clone()];
     for h in std::mem::take(&mut cx.claim_headers) {
         if !identity.contains(&h) {

@@ -334,6 +334,7 @@ pub(super) fn compile_tracing(
         parent_based,
         keep_errors: cfg.keep_errors.unwrap_or(false),
         propagators,
+        route_ratios: false,
     })
 }
 

@@ -14,6 +14,9 @@ pub struct Tracing {
     /// Record requests answered with a 5xx (or not answered) even when not sampled.
     pub keep_errors: bool,
     pub propagators: Propagators,
+    /// Whether any route has its own `sample_ratio` (else a request's decision is made as it
+    /// arrives, before its route is known).
+    pub route_ratios: bool,
 }
 
 /// Where spans go and how they are batched. A reload that keeps these keeps the exporter.

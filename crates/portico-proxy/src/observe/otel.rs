@@ -43,7 +43,8 @@ pub struct Finished {
     status: u16,
     client_ip: IpAddr,
     host: Option<HeaderValue>,
-    path: http::Uri,
+    /// `None` when the request was not described (decided at its end, unrouted).
+    path: Option<http::Uri>,
     version: http::Version,
     request_id: HeaderValue,
     listener: Arc<str>,
@@ -71,7 +72,7 @@ impl Finished {
             status: rec.status,
             client_ip: rec.client_ip,
             host: rec.host.clone(),
-            path: rec.uri.clone(),
+            path: trace.described.then(|| rec.uri.clone()),
             version: rec.version,
             request_id: rec.request_id.clone(),
             listener: rec.listener.clone(),
@@ -349,7 +350,9 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
     };
     let mut attrs = Vec::with_capacity(20);
     attrs.push(KeyValue::new("http.request.method", f.method.to_string()));
-    attrs.push(KeyValue::new("url.path", f.path.path().to_string()));
+    if let Some(p) = &f.path {
+        attrs.push(KeyValue::new("url.path", p.path().to_string()));
+    }
     if let Some(r) = &f.route {
         attrs.push(KeyValue::new("http.route", r.to_string()));
     }
@@ -377,6 +380,7 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
     attrs.push(KeyValue::new("http.request.body.size", f.bytes_in as i64));
     attrs.push(KeyValue::new("http.response.body.size", f.bytes_out as i64));
     if let Ok(id) = f.request_id.to_str()
+        && f.path.is_some()
         && !id.is_empty()
     {
         attrs.push(KeyValue::new("portico.request_id", id.to_string()));

@@ -70,6 +70,9 @@ pub struct Trace {
     pub sampled: Option<bool>,
     pub start: SystemTime,
     pub user_agent: Option<HeaderValue>,
+    /// Whether the access record holds the request's host, path and id (copied only for
+    /// requests that are recorded or logged).
+    pub described: bool,
     /// Recorded only once the trace is sampled (or always, with `keep_errors`).
     pub children: Vec<Child>,
     /// The section's settings this request started with.
@@ -91,7 +94,8 @@ impl Trace {
             parent_sampled: incoming.and_then(|i| i.sampled),
             sampled: None,
             start: SystemTime::now(),
-            user_agent: headers.get(http::header::USER_AGENT).cloned(),
+            user_agent: None,
+            described: false,
             children: Vec::new(),
             propagators: cfg.propagators,
             keep_errors: cfg.keep_errors,
@@ -113,6 +117,7 @@ impl Trace {
             sampled: self.sampled,
             start: self.start,
             user_agent: None,
+            described: false,
             children: Vec::new(),
             propagators: self.propagators,
             keep_errors: self.keep_errors,
@@ -525,6 +530,7 @@ pub(crate) mod tests {
             parent_based,
             keep_errors: false,
             propagators: Propagators::default(),
+            route_ratios: false,
         };
         let mut kept = 0;
         for _ in 0..10_000 {
@@ -558,6 +564,7 @@ pub(crate) mod tests {
             parent_based: true,
             keep_errors: false,
             propagators: Propagators::default(),
+            route_ratios: false,
         }
     }
 

@@ -42,9 +42,25 @@ pub fn handle(
         // Without an access log the record only feeds the metrics (route, method, status,
         // duration): what only the log shows is left empty rather than copied (clock read,
         // reference counts taken and released: ~200 instructions).
-        // A traced request's span needs the host and path too.
-        let tracing = cfg.tracing.as_ref().filter(|_| rt.tracer.is_some());
-        let logged = rt.access_log.is_some() || tracing.is_some();
+        // A recorded request's span needs them too. Its sampling is decided now unless routes
+        // have ratios of their own (then when its route is known: `process` copies them then).
+        let mut trace = cfg
+            .tracing
+            .as_ref()
+            .filter(|_| rt.tracer.is_some())
+            .map(|t| {
+                let mut trace = crate::observe::trace::Trace::start(req.headers(), t);
+                // `keep_errors` may record any request: each is described in full.
+                if (!t.route_ratios && trace.decide(None)) || t.keep_errors {
+                    trace.user_agent = req.headers().get(header::USER_AGENT).cloned();
+                    trace.described = true;
+                }
+                trace
+            });
+        let logged = rt.access_log.is_some() || trace.as_ref().is_some_and(|t| t.described);
+        if let Some(t) = trace.as_deref_mut() {
+            t.described |= logged;
+        }
         let done: Box<Finish> = Box::new((
             Record {
                 time: if logged {
@@ -82,7 +98,7 @@ pub fn handle(
                 bytes_out: 0,
                 error: None,
                 complete: false,
-                trace: tracing.map(|t| crate::observe::trace::Trace::start(req.headers(), t)),
+                trace: trace.take(),
             },
             start,
             rt.clone(),

@@ -104,8 +104,18 @@ pub(crate) fn process<'c>(
         ctx.rec.route_index = Some(route.index);
         // Sampled now that the route (and its ratio) is known, before any upstream is called
         // with the decision.
-        if let Some(t) = ctx.rec.trace.as_deref_mut() {
-            t.decide(route.sample_ratio);
+        if let Some(t) = ctx.rec.trace.as_deref_mut()
+            && t.sampled.is_none()
+            && t.decide(route.sample_ratio)
+        {
+            // Recorded after all: what the span shows and only the access log copied.
+            t.user_agent = req.headers().get(header::USER_AGENT).cloned();
+            if !t.described {
+                t.described = true;
+                ctx.rec.request_id = request_id.clone();
+                ctx.rec.host = req.headers().get(header::HOST).cloned();
+                ctx.rec.uri = req.uri().clone();
+            }
         }
         // Credentials in the query never reach the log, whatever happens to the request.
         if ctx.rec.uri.query().is_some() {

@@ -216,6 +216,14 @@ async fn sampling_ratios_hold_over_a_thousand_requests_and_routes_and_callers_ov
     assert_eq!(server_spans(&spans).len(), total);
     assert_eq!(spans.len(), 2 * total, "a server span and an attempt each");
     assert!(spans.iter().all(|s| s.trace_id != CLIENT_TRACE));
+    // Decided when the route was known, the requests were still described in full.
+    for s in server_spans(&spans) {
+        assert!(
+            matches!(s.attr("url.path"), Some("/x" | "/always")),
+            "{s:?}"
+        );
+        assert!(s.attr("portico.request_id").is_some(), "{s:?}");
+    }
 }
 
 #[tokio::test]
