@@ -127,8 +127,8 @@ impl Trace {
     }
 
     /// Takes back the spans a fork recorded.
-    pub fn adopt(&mut self, fork: Box<Trace>) {
-        self.children.extend(fork.children);
+    pub fn adopt(&mut self, fork: &mut Trace) {
+        self.children.append(&mut fork.children);
     }
 
     /// Whether spans inside the request are kept: when it is sampled, or may be kept at the

@@ -327,8 +327,8 @@ pub async fn handle(
         }
         match running.join_next().await {
             Some(Ok((i, path, outcome, fork))) => {
-                if let (Some(t), Some(f)) = (ctx.rec.trace.as_deref_mut(), fork) {
-                    t.adopt(f);
+                if let (Some(t), Some(mut f)) = (ctx.rec.trace.as_deref_mut(), fork) {
+                    t.adopt(&mut f);
                 }
                 if let (Some(ttl), Ok(v)) = (a.backends[i].cache_ttl, &outcome) {
                     let key = answer_key(
