@@ -38,6 +38,8 @@ pub struct Span {
     /// 0 unset, 1 ok, 2 error.
     pub status_code: i32,
     pub resource: BTreeMap<String, String>,
+    /// Events: name and attributes.
+    pub events: Vec<(String, BTreeMap<String, String>)>,
     /// `grpc` or `http`.
     pub transport: &'static str,
 }
@@ -108,6 +110,11 @@ impl Receiver {
                         attributes: flatten(&s.attributes),
                         status_code: s.status.map_or(0, |st| st.code),
                         resource: resource.clone(),
+                        events: s
+                            .events
+                            .iter()
+                            .map(|e| (e.name.clone(), flatten(&e.attributes)))
+                            .collect(),
                         transport,
                     });
                 }

@@ -300,6 +300,7 @@ pub(super) fn compile_route(
         grpc_web: cfg.grpc_web,
         soap,
         sample_ratio,
+        server_timing: cfg.tracing.as_ref().is_some_and(|t| t.server_timing),
         effective: Effective::resolve(&policies, global_policies),
         policies: policies.into(),
     })

@@ -138,6 +138,33 @@ pub(super) fn compile_server(
             100,
         ) as u32,
         max_connections_per_ip: cfg.max_connections_per_ip.unwrap_or(0),
+        request_debug: cfg.request_debug.as_ref().and_then(|d| {
+            let dnode = super::ctx::get(node, "request_debug").unwrap_or(node);
+            let name = d.header.as_deref().unwrap_or("x-portico-debug");
+            let header = match HeaderName::try_from(name.to_ascii_lowercase()) {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    cx.sink.at(
+                        loc(dnode, "header"),
+                        format!("invalid header name `{name}`"),
+                        "use letters, digits and `-`, such as `x-portico-debug`",
+                    );
+                    None
+                }
+            };
+            let digest = match portico_auth::apikey::parse_digest(&d.token_hash) {
+                Ok(dg) => Some(dg),
+                Err(e) => {
+                    cx.sink.at(
+                        loc(dnode, "token_hash"),
+                        e,
+                        "store the digest of the secret, never the secret: `portico hash api-key`",
+                    );
+                    None
+                }
+            };
+            Some((header?, digest?))
+        }),
     }
 }
 

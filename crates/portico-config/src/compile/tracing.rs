@@ -736,6 +736,16 @@ mod tests {
                 "`bad name` is not a header",
             ),
             (
+                "server:\n  request_debug: { token_hash: s3cret }\n",
+                &[],
+                "2:32 `s3cr…` is not a key digest",
+            ),
+            (
+                "server:\n  request_debug: { token_hash: \"sha256:0000000000000000000000000000000000000000000000000000000000000000\", header: \"x debug\" }\n",
+                &[],
+                "invalid header name `x debug`",
+            ),
+            (
                 "tracing: {}\n",
                 &[("OTEL_TRACES_SAMPLER", "jaeger_remote")],
                 "1:10 environment variable OTEL_TRACES_SAMPLER=`jaeger_remote`: not a sampler",

@@ -160,6 +160,18 @@ pub struct AccessLogConfig {
     pub buffer: Option<usize>,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestDebugConfig {
+    /// SHA-256 digest of the secret (`sha256:<hex>`, from `portico hash api-key`): the
+    /// secret itself is never stored.
+    pub token_hash: String,
+    /// The request header that carries the secret. Default `x-portico-debug`. Never sent
+    /// upstream.
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
@@ -202,6 +214,10 @@ pub struct ServerConfig {
     /// How request paths are canonicalised on every listener (a listener may override it).
     #[serde(default)]
     pub paths: Option<PathsConfig>,
+    /// On-demand request debugging: a request carrying the secret in `header` gets a
+    /// `Server-Timing` answer header, its phase record logged, and its trace recorded.
+    #[serde(default)]
+    pub request_debug: Option<RequestDebugConfig>,
     /// A config file written in place is applied only after it has been closed and left
     /// unchanged this long. Default `1s`.
     #[serde(default)]

@@ -95,4 +95,8 @@ pub struct RouteTracingConfig {
     /// This route's share of new traces, over the section's `sample_ratio`.
     #[serde(default)]
     pub sample_ratio: Option<f64>,
+    /// Send every answer of this route a `Server-Timing` header with its phases' durations.
+    /// Default `false`.
+    #[serde(default)]
+    pub server_timing: bool,
 }

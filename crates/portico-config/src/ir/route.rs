@@ -38,6 +38,8 @@ pub struct Route {
     pub soap: Option<Arc<SoapRoute>>,
     /// `tracing.sample_ratio`: this route's share of new traces, over the section's.
     pub sample_ratio: Option<f64>,
+    /// `tracing.server_timing`: every answer gets a `Server-Timing` header.
+    pub server_timing: bool,
     /// The body and response policies that apply, found when the config loads so requests do
     /// not search the chains.
     pub effective: Effective,

@@ -94,6 +94,8 @@ pub struct Server {
     pub http2_max_concurrent_streams: u32,
     /// 0: no limit.
     pub max_connections_per_ip: u32,
+    /// On-demand request debugging: the header and the digest of its secret.
+    pub request_debug: Option<(HeaderName, [u8; 32])>,
 }
 
 /// An IPv4 or IPv6 network. IPv4-mapped IPv6 peers are compared as IPv4.

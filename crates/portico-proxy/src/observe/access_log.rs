@@ -39,6 +39,8 @@ pub struct Record {
     pub complete: bool,
     /// The request's trace, when tracing is on (its ids go in the line).
     pub trace: Option<Box<crate::observe::trace::Trace>>,
+    /// The request's phase record, when it asked for one (debug secret, `server_timing`).
+    pub phases: Option<Box<crate::observe::phases::Phases>>,
 }
 
 #[derive(Clone)]
@@ -427,6 +429,7 @@ mod tests {
                 t.span_id = 0x00f067aa0ba902b7u64.to_be_bytes();
                 t
             }),
+            phases: None,
         };
         let mut bare = Record {
             time: base.time,
@@ -449,6 +452,7 @@ mod tests {
             error: None,
             complete: false,
             trace: None,
+            phases: None,
         };
         for r in [&base, &bare] {
             let mut got = Vec::new();

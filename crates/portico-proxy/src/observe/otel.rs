@@ -54,6 +54,8 @@ pub struct Finished {
     complete: bool,
     bytes_in: u64,
     bytes_out: u64,
+    /// A debug request's phases, as span events.
+    events: Vec<crate::observe::phases::Mark>,
 }
 
 impl Finished {
@@ -82,6 +84,12 @@ impl Finished {
             complete: rec.complete,
             bytes_in: rec.bytes_in,
             bytes_out: rec.bytes_out,
+            events: rec
+                .phases
+                .as_deref()
+                .filter(|p| p.debug)
+                .map(|p| p.marks.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -414,7 +422,7 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
         end_time: f.end,
         attributes: attrs,
         dropped_attributes_count: 0,
-        events: SpanEvents::default(),
+        events: events_of(&f),
         links: SpanLinks::default(),
         status,
         instrumentation_scope: scope.clone(),
@@ -475,6 +483,26 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
             instrumentation_scope: scope.clone(),
         });
     }
+}
+
+/// A debug request's phases as the server span's events.
+fn events_of(f: &Finished) -> SpanEvents {
+    let mut events = SpanEvents::default();
+    events.events = f
+        .events
+        .iter()
+        .map(|m| {
+            let mut a = vec![KeyValue::new(
+                "portico.duration_ms",
+                m.dur.as_micros() as f64 / 1000.0,
+            )];
+            if let Some(d) = &m.desc {
+                a.push(KeyValue::new("portico.detail", d.clone()));
+            }
+            opentelemetry::trace::Event::new(m.name, f.start + m.at, a, 0)
+        })
+        .collect();
+    events
 }
 
 /// `host[:port]`, `[v6]:port`.

@@ -27,7 +27,7 @@ pub type ResponseBody = LoggedBody;
 pub fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {
     // Not `async fn`: its parameters would be moved once more, into locals, before the
     // body runs (hundreds of bytes for a request, on every layer of the request path).
@@ -37,27 +37,42 @@ pub fn handle(
         let request_id = headers::request_id(req.headers(), &cfg.server.request_id_header);
         let client_ip =
             headers::client_ip(conn.peer.ip(), req.headers(), &cfg.server.trusted_proxies);
-        // Built in its box: the record (376 bytes) ends up boxed in the response body, and
-        // moving it there at the end cost two copies.
-        // Without an access log the record only feeds the metrics (route, method, status,
-        // duration): what only the log shows is left empty rather than copied (clock read,
-        // reference counts taken and released: ~200 instructions).
-        // A recorded request's span needs them too. Its sampling is decided now unless routes
-        // have ratios of their own (then when its route is known: `process` copies them then).
+        // On-demand debugging: the secret in its header (compared in constant time; a wrong
+        // one is ignored, and reveals nothing). The header never goes upstream.
+        let debug = match &cfg.server.request_debug {
+            Some((name, digest)) => match req.headers_mut().remove(name) {
+                Some(v) => portico_auth::apikey::matches(v.as_bytes(), digest),
+                None => false,
+            },
+            None => false,
+        };
+        // The trace. Its sampling is decided now unless routes have ratios of their own (then
+        // when its route is known). A recorded request's span needs the host, path and id that
+        // otherwise only the access log copies (below; `process` copies them if it decides).
+        // A debug request is always recorded; with `keep_errors` any request may be, so each
+        // is described in full.
         let mut trace = cfg
             .tracing
             .as_ref()
             .filter(|_| rt.tracer.is_some())
             .map(|t| {
                 let mut trace = crate::observe::trace::Trace::start(req.headers(), t);
-                // `keep_errors` may record any request: each is described in full.
+                if debug {
+                    trace.sampled = Some(true);
+                }
                 if (!t.route_ratios && trace.decide(None)) || t.keep_errors {
                     trace.user_agent = req.headers().get(header::USER_AGENT).cloned();
                     trace.described = true;
                 }
                 trace
             });
-        let logged = rt.access_log.is_some() || trace.as_ref().is_some_and(|t| t.described);
+        // Built in its box: the record (376 bytes) ends up boxed in the response body, and
+        // moving it there at the end cost two copies.
+        // Without an access log the record only feeds the metrics (route, method, status,
+        // duration): what only the log shows is left empty rather than copied (clock read,
+        // reference counts taken and released: ~200 instructions).
+        let logged =
+            rt.access_log.is_some() || debug || trace.as_ref().is_some_and(|t| t.described);
         if let Some(t) = trace.as_deref_mut() {
             t.described |= logged;
         }
@@ -99,6 +114,7 @@ pub fn handle(
                 error: None,
                 complete: false,
                 trace: trace.take(),
+                phases: debug.then(|| crate::observe::phases::Phases::new(start, true)),
             },
             start,
             rt.clone(),
@@ -119,6 +135,7 @@ pub fn handle(
         let mut guards = Vec::new();
         let mut ctx = RequestCtx {
             rt: &rt,
+            start,
             conn: &conn,
             request_id: &request_id,
             rec,
@@ -143,6 +160,21 @@ pub fn handle(
                 r
             }
         };
+        let mut resp = resp;
+        if let Some(p) = ctx.rec.phases.as_deref_mut() {
+            if let Some(e) = ctx.rec.error {
+                p.marks.push(crate::observe::phases::Mark {
+                    name: "error",
+                    at: start.elapsed(),
+                    dur: Duration::ZERO,
+                    desc: Some(e.to_string()),
+                });
+            }
+            resp.headers_mut().insert(
+                http::HeaderName::from_static("server-timing"),
+                p.server_timing(start.elapsed()),
+            );
+        }
         ctx.rec.status = resp.status().as_u16();
         let (parts, body) = resp.into_parts();
         let body = LoggedBody {
@@ -194,6 +226,28 @@ fn finish(mut done: Box<Finish>, bytes_out: u64, complete: bool) {
         rec.status,
         rec.duration,
     );
+    if let Some(p) = rec.phases.as_deref()
+        && p.debug
+    {
+        // The debug record: what the secret asked for, in the gateway's log.
+        let trace_id = rec
+            .trace
+            .as_ref()
+            .map(|t| format!("{:032x}", u128::from_be_bytes(t.trace_id)));
+        tracing::info!(
+            target: "portico::request_debug",
+            request_id = crate::base::headers::text(&rec.request_id).unwrap_or(""),
+            trace_id = trace_id.as_deref().unwrap_or(""),
+            method = rec.method.as_str(),
+            path = rec.uri.path(),
+            route = rec.route.as_deref().unwrap_or(""),
+            status = rec.status,
+            error = rec.error.unwrap_or(""),
+            duration_ms = rec.duration.as_micros() as f64 / 1000.0,
+            phases = %p.to_json(),
+            "request debug record"
+        );
+    }
     if let (Some(exporter), Some(mut trace)) = (&rt.tracer, rec.trace.take()) {
         let route_ratio = rec
             .route_index

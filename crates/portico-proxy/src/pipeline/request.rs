@@ -1,6 +1,8 @@
 //! One request from its checks to its answer (`process`), with the small helpers only it uses.
 
 use crate::body::ClientBody;
+use std::time::Instant;
+
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
@@ -102,6 +104,12 @@ pub(crate) fn process<'c>(
         };
         ctx.rec.route = Some(route.name.clone());
         ctx.rec.route_index = Some(route.index);
+        if route.server_timing && ctx.rec.phases.is_none() {
+            ctx.rec.phases = Some(crate::observe::phases::Phases::new(ctx.start, false));
+        }
+        if let Some(p) = ctx.rec.phases.as_deref_mut() {
+            p.mark("route", ctx.start, Some(route.name.to_string()));
+        }
         // Sampled now that the route (and its ratio) is known, before any upstream is called
         // with the decision.
         if let Some(t) = ctx.rec.trace.as_deref_mut()
@@ -151,7 +159,12 @@ pub(crate) fn process<'c>(
         }
 
         let mut identity = crate::policy::auth::Identity::default();
-        let limit_headers = request_policies(ctx, &route, &req, &mut identity).await?;
+        let began = ctx.rec.phases.is_some().then(Instant::now);
+        let limit_headers = request_policies(ctx, &route, &req, &mut identity).await;
+        if let (Some(began), Some(p)) = (began, ctx.rec.phases.as_deref_mut()) {
+            p.mark("policies", began, None);
+        }
+        let limit_headers = limit_headers?;
         if let Some(c) = identity.consumer.and_then(|c| cfg.consumers.list.get(c)) {
             ctx.rec.consumer = Some(c.name.clone());
             req.headers_mut()
@@ -386,6 +399,7 @@ pub(crate) fn process<'c>(
                 }
             }
         };
+        let began = ctx.rec.phases.is_some().then(Instant::now);
         response_policies(
             cfg.global_policies.iter().chain(route.policies.iter()),
             &mut resp,
@@ -414,6 +428,9 @@ pub(crate) fn process<'c>(
         // Compression last: it sees the final headers.
         if let Some((c, method, accept)) = &compression {
             resp = crate::policy::compress::apply(c, method, accept, resp);
+        }
+        if let (Some(began), Some(p)) = (began, ctx.rec.phases.as_deref_mut()) {
+            p.mark("response", began, None);
         }
         for (name, value) in &route.response_headers {
             resp.headers_mut().insert(name.clone(), value.clone());

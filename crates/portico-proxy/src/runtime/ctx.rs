@@ -16,6 +16,8 @@ use crate::runtime::state::Runtime;
 /// as one pointer, so a phase's future holds one reference, not one per value.
 pub struct RequestCtx<'a> {
     pub rt: &'a Arc<Runtime>,
+    /// When the request arrived.
+    pub start: std::time::Instant,
     pub conn: &'a ConnInfo,
     pub request_id: &'a HeaderValue,
     /// The access record, filled in as the request goes (route, consumer, upstream, error).

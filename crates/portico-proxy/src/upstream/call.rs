@@ -118,11 +118,33 @@ pub(crate) fn call_upstream<'a>(
                 }
                 None => None,
             };
+            let began = rec
+                .as_deref()
+                .is_some_and(|r| r.phases.is_some())
+                .then(Instant::now);
             let result = within(
                 &mut timer,
                 crate::base::future::box_in_place(|| pool.send(target, &mut *req)),
             )
             .await;
+            if let Some(began) = began
+                && let Some(p) = rec.as_deref_mut().and_then(|r| r.phases.as_deref_mut())
+            {
+                let outcome = match &result {
+                    Ok(Ok((_, resp))) => resp.status().as_str().to_string(),
+                    Ok(Err(e)) => call_error(e).code().to_string(),
+                    Err(_) => Problem::UpstreamTimeout.code().to_string(),
+                };
+                p.mark(
+                    "upstream",
+                    began,
+                    Some(format!(
+                        "{} {} try {attempt}: {outcome}",
+                        pool.spec.name,
+                        pool.target(target).authority
+                    )),
+                );
+            }
             if let Some((id, start)) = span
                 && let Some(t) = rec
                     .as_deref_mut()

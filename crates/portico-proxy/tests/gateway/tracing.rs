@@ -370,3 +370,89 @@ async fn each_backend_call_of_a_composite_route_is_a_span_and_carries_the_trace(
     want.sort();
     assert_eq!(sent, want);
 }
+
+#[tokio::test]
+async fn the_debug_secret_gets_server_timing_a_recorded_trace_and_reaches_no_upstream() {
+    let collector = otlp_collector().await;
+    let up = echo_server().await;
+    let digest = portico_auth::apikey::digest_string("s3cret-debug");
+    let gw = portico_testkit::gateway(&config(&format!(
+        "server:\n  request_debug: {{ token_hash: \"{digest}\" }}\n{}upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: timed\n    match: {{ path: {{ prefix: /timed }} }}\n    upstream: u\n    tracing: {{ server_timing: true }}\n  - name: plain\n    match: {{ path: {{ prefix: /plain }} }}\n    upstream: u\n",
+        tracing_section(&collector.url(), "  sample_ratio: 0\n  parent_based: false\n"),
+        up.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let ask = |path: &str, secret: Option<&str>| {
+        let mut r = req("GET", &gw.url(path));
+        if let Some(s) = secret {
+            r = r.header("x-portico-debug", s);
+        }
+        r.body(empty()).unwrap()
+    };
+    // Without the secret, or with a wrong one: nothing is revealed, nothing is recorded.
+    for secret in [None, Some("wrong"), Some("")] {
+        let got = send(&c, ask("/plain", secret)).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.header("server-timing"), None, "{secret:?}");
+        assert!(
+            got.json()["headers"].get("x-portico-debug").is_none(),
+            "the debug header never goes upstream"
+        );
+    }
+    // With it: every phase, described.
+    let got = send(&c, ask("/plain", Some("s3cret-debug"))).await;
+    assert_eq!(got.status, 200);
+    assert!(got.json()["headers"].get("x-portico-debug").is_none());
+    let timing = got
+        .header("server-timing")
+        .expect("Server-Timing")
+        .to_string();
+    let names: Vec<&str> = timing
+        .split(", ")
+        .map(|m| m.split(';').next().unwrap())
+        .collect();
+    for want in ["route", "policies", "upstream", "response", "total"] {
+        assert!(names.contains(&want), "{want} in {timing}");
+    }
+    assert!(timing.contains("route;dur="), "{timing}");
+    assert!(timing.contains("desc=\"plain\""), "{timing}");
+    assert!(
+        timing.contains(&format!(
+            "desc=\"u 127.0.0.1:{} try 1: 200\"",
+            up.addr.port()
+        )),
+        "{timing}"
+    );
+    // And its trace is recorded although the ratio is 0, with the phases as events.
+    let spans = collector.wait_for(2).await;
+    let server = server_spans(&spans);
+    assert_eq!(server.len(), 1, "only the debug request: {spans:#?}");
+    let events: Vec<&str> = server[0].events.iter().map(|(n, _)| n.as_str()).collect();
+    for want in ["route", "policies", "upstream", "response"] {
+        assert!(events.contains(&want), "{want} in {events:?}");
+    }
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.attributes.values().all(|v| !v.contains("s3cret-debug"))),
+        "the secret is in no attribute"
+    );
+    // A route's own `server_timing` shows durations to everyone, and no details.
+    let got = send(&c, ask("/timed/x", None)).await;
+    let timing = got
+        .header("server-timing")
+        .expect("Server-Timing")
+        .to_string();
+    assert!(timing.starts_with("route;dur="), "{timing}");
+    assert!(timing.contains("upstream;dur="), "{timing}");
+    assert!(!timing.contains("desc="), "{timing}");
+    // A refusal with the secret says why.
+    let got = send(&c, ask("/nowhere", Some("s3cret-debug"))).await;
+    assert_eq!(got.status, 404);
+    let timing = got
+        .header("server-timing")
+        .expect("Server-Timing")
+        .to_string();
+    assert!(timing.contains("error;dur=0;desc=\"no_route\""), "{timing}");
+}
