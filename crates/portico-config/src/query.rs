@@ -42,9 +42,42 @@ pub fn without(query: &str, names: &[String]) -> String {
     out
 }
 
+/// The query with the value of every pair whose decoded name is in `names` (compared without
+/// regard to ASCII case) replaced by `REDACTED`; the names and other pairs as written.
+/// `None` when nothing was replaced (the query can be shown as it is).
+pub fn redacted(query: &str, names: &[String]) -> Option<String> {
+    let hit = |name: &str| names.iter().any(|n| n.eq_ignore_ascii_case(name));
+    if !raw_pairs(query).any(|(_, name)| hit(&name)) {
+        return None;
+    }
+    let mut out = String::with_capacity(query.len());
+    for (pair, name) in raw_pairs(query) {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        if hit(&name) {
+            out.push_str(pair.split_once('=').map_or(pair, |(n, _)| n));
+            out.push_str("=REDACTED");
+        } else {
+            out.push_str(pair);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redaction_replaces_values_of_named_pairs_in_any_spelling() {
+        let names = vec!["token".to_string(), "api_key".to_string()];
+        assert_eq!(redacted("a=1&b=2", &names), None);
+        assert_eq!(
+            redacted("a=1&TOKEN=s3&api%5Fkey=k&b=x+y&token", &names).as_deref(),
+            Some("a=1&TOKEN=REDACTED&api%5Fkey=REDACTED&b=x+y&token=REDACTED")
+        );
+    }
 
     #[test]
     fn names_and_values_are_decoded_one_way() {

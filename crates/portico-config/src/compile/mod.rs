@@ -71,6 +71,7 @@ const TOP_LEVEL: &[&str] = &[
     "consumers",
     "redis",
     "tracing",
+    "redact",
 ];
 
 /// Parses, validates and compiles a config text. `source` names it in diagnostics; relative
@@ -189,6 +190,10 @@ pub fn compile(
                 Ok(r) => file.redis = r,
                 Err(e) => cx.sink.de(e),
             },
+            "redact" => match from_node::<Option<RedactConfig>>(v, cx.env) {
+                Ok(r) => file.redact = r,
+                Err(e) => cx.sink.de(e),
+            },
             "tracing" => match from_node::<Option<TracingConfig>>(v, cx.env) {
                 Ok(t) => file.tracing = t,
                 Err(e) => cx.sink.de(e),
@@ -219,6 +224,7 @@ pub fn compile(
         compile_access_log(&mut cx, file.access_log.as_ref(), get(&root, "access_log"));
     let (upstreams, upstream_index) = compile_upstreams(&mut cx, &file.upstreams, &upstream_nodes);
     let redis = compile_redis(&mut cx, file.redis.as_ref(), get(&root, "redis"));
+    let redact = tracing::compile_redact(&mut cx, file.redact.as_ref(), get(&root, "redact"));
     let mut tracing =
         tracing::compile_tracing(&mut cx, file.tracing.as_ref(), get(&root, "tracing"));
     cx.have_redis = redis.is_some();
@@ -304,6 +310,7 @@ pub fn compile(
         jwks: cx.jwks,
         redis,
         tracing,
+        redact,
         listener_paths,
         text: Arc::from(text),
     })

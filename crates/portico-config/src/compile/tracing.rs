@@ -338,6 +338,43 @@ pub(super) fn compile_tracing(
     })
 }
 
+/// The `redact` section over the built-in list.
+pub(super) fn compile_redact(
+    cx: &mut Ctx<'_>,
+    cfg: Option<&RedactConfig>,
+    node: Option<&Node>,
+) -> Redact {
+    let mut r = Redact::default();
+    let (Some(cfg), Some(node)) = (cfg, node) else {
+        return r;
+    };
+    let mut params: Vec<String> = r.query_params.to_vec();
+    for (i, p) in cfg.query_params.iter().enumerate() {
+        if p.is_empty() {
+            cx.sink.at(
+                item_loc(node, "query_params", i),
+                "empty query parameter name",
+                "write the parameter's name as clients send it, such as `session`",
+            );
+        } else if !params.iter().any(|q| q.eq_ignore_ascii_case(p)) {
+            params.push(p.clone());
+        }
+    }
+    r.query_params = params.into();
+    for (i, h) in cfg.headers.iter().enumerate() {
+        match h.to_ascii_lowercase().as_str() {
+            "user-agent" => r.user_agent = true,
+            "host" => r.host = true,
+            other => cx.sink.at(
+                item_loc(node, "headers", i),
+                format!("`{other}` is never recorded"),
+                "only `user-agent` and `host` are recorded (no other header is ever logged or put on a span): remove it",
+            ),
+        }
+    }
+    r
+}
+
 /// A route's `tracing.sample_ratio`.
 pub(super) fn compile_route_tracing(
     cx: &mut Ctx<'_>,
@@ -734,6 +771,16 @@ mod tests {
                 "tracing:\n  headers: { \"bad name\": x }\n",
                 &[],
                 "`bad name` is not a header",
+            ),
+            (
+                "redact:\n  headers: [user-agent, Authorization]\n",
+                &[],
+                "2:25 `authorization` is never recorded",
+            ),
+            (
+                "redact:\n  query_params: [\"\"]\n",
+                &[],
+                "empty query parameter name",
             ),
             (
                 "server:\n  request_debug: { token_hash: s3cret }\n",

@@ -69,4 +69,7 @@ pub struct FileConfig {
     /// OpenTelemetry traces: where spans go and which requests are recorded.
     #[serde(default)]
     pub tracing: Option<TracingConfig>,
+    /// Values the access log and spans never show.
+    #[serde(default)]
+    pub redact: Option<RedactConfig>,
 }

@@ -100,3 +100,15 @@ pub struct RouteTracingConfig {
     #[serde(default)]
     pub server_timing: bool,
 }
+
+/// What the access log and spans never show, beyond what they never show anyway.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedactConfig {
+    /// Query parameters whose values are shown as `REDACTED`, besides the built-in list.
+    #[serde(default)]
+    pub query_params: Vec<String>,
+    /// Request headers whose values are never recorded (`user-agent`, `host`).
+    #[serde(default)]
+    pub headers: Vec<String>,
+}

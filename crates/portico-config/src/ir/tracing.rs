@@ -63,3 +63,53 @@ pub struct Propagators {
     /// Zipkin's `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-Sampled`.
     pub b3multi: bool,
 }
+
+/// What the access log and spans never show. Headers other than these are never recorded at
+/// all, nor are bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redact {
+    /// Query parameter names (matched without regard to ASCII case) whose values are replaced
+    /// by `REDACTED`: the built-in list and the file's.
+    pub query_params: std::sync::Arc<[String]>,
+    /// `User-Agent` is not recorded.
+    pub user_agent: bool,
+    /// `Host` is not recorded.
+    pub host: bool,
+}
+
+/// Query parameters that carry credentials in common APIs (OAuth 2.0, OpenID Connect, cloud
+/// storage signatures, API keys): always redacted.
+pub const REDACTED_QUERY_PARAMS: &[&str] = &[
+    "access_token",
+    "api_key",
+    "apikey",
+    "auth",
+    "client_secret",
+    "code",
+    "id_token",
+    "key",
+    "password",
+    "refresh_token",
+    "secret",
+    "sig",
+    "signature",
+    "token",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-amz-signature",
+    "x-goog-credential",
+    "x-goog-signature",
+];
+
+impl Default for Redact {
+    fn default() -> Self {
+        Redact {
+            query_params: REDACTED_QUERY_PARAMS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            user_agent: false,
+            host: false,
+        }
+    }
+}

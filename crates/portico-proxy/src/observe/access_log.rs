@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, Uri};
-use portico_config::AccessLog;
+use portico_config::{AccessLog, Redact};
 
 /// What is known about a finished request. Cheap to build: the values are reference-counted
 /// copies of what the request already holds; formatting happens on the writer thread.
@@ -47,6 +47,8 @@ pub struct Record {
 pub struct Sink {
     tx: SyncSender<Record>,
     pub target: AccessLog,
+    /// What the lines never show (applied by the writer, off the request path).
+    pub redact: Redact,
 }
 
 impl std::fmt::Debug for Sink {
@@ -57,7 +59,7 @@ impl std::fmt::Debug for Sink {
 
 impl Sink {
     /// Starts the writer for a target; `Ok(None)` for `off`.
-    pub fn start(target: &AccessLog) -> std::io::Result<Option<Sink>> {
+    pub fn start(target: &AccessLog, redact: &Redact) -> std::io::Result<Option<Sink>> {
         let (out, buffer): (Box<dyn Write + Send>, usize) = match target {
             AccessLog::Off => return Ok(None),
             AccessLog::Stdout { buffer } => (Box::new(std::io::stdout()), *buffer),
@@ -72,10 +74,14 @@ impl Sink {
         let (tx, rx) = sync_channel(buffer);
         std::thread::Builder::new()
             .name("portico-access-log".into())
-            .spawn(move || writer(rx, out))?;
+            .spawn({
+                let redact = redact.clone();
+                move || writer(rx, out, redact)
+            })?;
         Ok(Some(Sink {
             tx,
             target: target.clone(),
+            redact: redact.clone(),
         }))
     }
 
@@ -93,10 +99,13 @@ impl Sink {
 /// a wake-up per line would cost a context switch per request on a busy core.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
-fn writer(rx: Receiver<Record>, out: Box<dyn Write + Send>) {
+fn writer(rx: Receiver<Record>, out: Box<dyn Write + Send>, redact: Redact) {
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
     let mut line = Vec::with_capacity(512);
-    let mut reuse = Reuse::default();
+    let mut reuse = Reuse {
+        redact,
+        ..Reuse::default()
+    };
     loop {
         let mut wrote = false;
         loop {
@@ -131,6 +140,8 @@ fn writer(rx: Receiver<Record>, out: Box<dyn Write + Send>) {
 pub struct Reuse {
     second: Option<(u64, [u8; 19])>,
     ip: Option<(IpAddr, String)>,
+    /// The writer's settings: values never written.
+    pub redact: Redact,
 }
 
 /// Writes one JSON line. The fields are written here rather than through a derived
@@ -149,7 +160,13 @@ pub fn format_record(r: &Record, out: &mut Vec<u8>, reuse: &mut Reuse) {
         .host
         .as_ref()
         .and_then(crate::base::headers::text)
-        .or(r.uri.host());
+        .or(r.uri.host())
+        .filter(|_| !reuse.redact.host);
+    // Credentials in the query are shown as `REDACTED` (their names kept).
+    let query = r.uri.query().map(|q| {
+        portico_config::query::redacted(q, &reuse.redact.query_params)
+            .map_or(std::borrow::Cow::Borrowed(q), std::borrow::Cow::Owned)
+    });
     // Room for the whole line up front (keys, time, address, numbers, trace ids: under 464
     // bytes), so the writes below grow the buffer only when a string needs escaping.
     out.reserve(
@@ -172,7 +189,7 @@ pub fn format_record(r: &Record, out: &mut Vec<u8>, reuse: &mut Reuse) {
     o.str(b",\"method\":", Some(r.method.as_str()));
     o.str(b",\"host\":", host);
     o.str(b",\"path\":", Some(r.uri.path()));
-    o.str(b",\"query\":", r.uri.query());
+    o.str(b",\"query\":", query.as_deref());
     o.str(b",\"protocol\":", Some(protocol(r.version)));
     o.str(b",\"route\":", r.route.as_deref());
     o.str(b",\"upstream\":", r.upstream.as_deref());

@@ -60,7 +60,7 @@ pub struct Finished {
 
 impl Finished {
     /// Takes the trace's children; the ids stay for the access log.
-    pub fn take(rec: &Record, trace: &mut Trace) -> Finished {
+    pub fn take(rec: &Record, trace: &mut Trace, redact: &portico_config::Redact) -> Finished {
         Finished {
             trace_id: trace.trace_id,
             span_id: trace.span_id,
@@ -73,7 +73,7 @@ impl Finished {
             route: rec.route.clone(),
             status: rec.status,
             client_ip: rec.client_ip,
-            host: rec.host.clone(),
+            host: rec.host.clone().filter(|_| !redact.host),
             path: trace.described.then(|| rec.uri.clone()),
             version: rec.version,
             request_id: rec.request_id.clone(),

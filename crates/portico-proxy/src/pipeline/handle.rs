@@ -61,7 +61,9 @@ pub fn handle(
                     trace.sampled = Some(true);
                 }
                 if (!t.route_ratios && trace.decide(None)) || t.keep_errors {
-                    trace.user_agent = req.headers().get(header::USER_AGENT).cloned();
+                    if !cfg.redact.user_agent {
+                        trace.user_agent = req.headers().get(header::USER_AGENT).cloned();
+                    }
                     trace.described = true;
                 }
                 trace
@@ -253,7 +255,11 @@ fn finish(mut done: Box<Finish>, bytes_out: u64, complete: bool) {
             .route_index
             .and_then(|i| rt.config.routes.get(i)?.sample_ratio);
         if trace.decide(route_ratio) || (trace.keep_errors && rec.status >= 500) {
-            exporter.send(crate::observe::otel::Finished::take(rec, &mut trace));
+            exporter.send(crate::observe::otel::Finished::take(
+                rec,
+                &mut trace,
+                &rt.config.redact,
+            ));
         }
         rec.trace = Some(trace);
     }

@@ -117,7 +117,9 @@ pub(crate) fn process<'c>(
             && t.decide(route.sample_ratio)
         {
             // Recorded after all: what the span shows and only the access log copied.
-            t.user_agent = req.headers().get(header::USER_AGENT).cloned();
+            if !cfg.redact.user_agent {
+                t.user_agent = req.headers().get(header::USER_AGENT).cloned();
+            }
             if !t.described {
                 t.described = true;
                 ctx.rec.request_id = request_id.clone();

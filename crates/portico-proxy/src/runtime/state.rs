@@ -78,8 +78,12 @@ impl Runtime {
     ) -> Result<Runtime, RuntimeError> {
         let pools = build_pools(&config, previous, overrides).map_err(RuntimeError::Upstream)?;
         let access_log = match previous.and_then(|p| p.access_log.as_ref()) {
-            Some(s) if s.target == config.access_log => Some(s.clone()),
-            _ => Sink::start(&config.access_log).map_err(RuntimeError::AccessLog)?,
+            Some(s) if s.target == config.access_log && s.redact == config.redact => {
+                Some(s.clone())
+            }
+            _ => {
+                Sink::start(&config.access_log, &config.redact).map_err(RuntimeError::AccessLog)?
+            }
         };
         // The exporter (its queue, its connection) is kept while its settings are; spans of
         // requests that started before a change still go out through the old one.

@@ -456,3 +456,87 @@ async fn the_debug_secret_gets_server_timing_a_recorded_trace_and_reaches_no_ups
         .to_string();
     assert!(timing.contains("error;dur=0;desc=\"no_route\""), "{timing}");
 }
+
+/// Secrets planted in every place a request can carry them; none may reach the access log or
+/// a span (attributes, events, resource).
+#[tokio::test]
+async fn secrets_planted_everywhere_leave_the_process_in_no_log_line_and_no_span() {
+    let collector = otlp_collector().await;
+    let up = echo_server().await;
+    let dir = portico_testkit::temp_dir("redact");
+    let log = dir.join("access.log");
+    let key_digest = portico_auth::apikey::digest_string("SECRET_APIKEY");
+    let debug_digest = portico_auth::apikey::digest_string("SECRET_DEBUG");
+    let gw = portico_testkit::gateway(&config(&format!(
+        "server:\n  request_debug: {{ token_hash: \"{debug_digest}\" }}\n{}access_log: {{ target: \"{}\" }}\nredact:\n  query_params: [custom]\n  headers: [user-agent]\nconsumers:\n  - name: billing\n    api_keys: [\"{key_digest}\"]\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: r\n    upstream: u\n    policies:\n      - type: api_key\n        query: api_key\n",
+        tracing_section(&collector.url(), ""),
+        log.display(),
+        up.url()
+    )))
+    .await;
+    let c = client(false, &[]);
+    let mut sent = 0;
+    for (query, header_key, debug) in [
+        (
+            "api_key=SECRET_APIKEY&token=SECRET_TOKEN&custom=SECRET_CUSTOM&plain=visible",
+            false,
+            false,
+        ),
+        (
+            "token=SECRET_TOKEN&Custom=SECRET_CUSTOM&access_token=SECRET_AT&plain=visible",
+            true,
+            true,
+        ),
+    ] {
+        let mut r = req("POST", &gw.url(&format!("/orders?{query}")))
+            .header("authorization", "Bearer SECRET_AUTH")
+            .header("cookie", "session=SECRET_COOKIE")
+            .header("user-agent", "SECRET_UA")
+            .header("content-type", "application/json");
+        if header_key {
+            r = r.header("x-api-key", "SECRET_APIKEY");
+        }
+        if debug {
+            r = r.header("x-portico-debug", "SECRET_DEBUG");
+        }
+        let got = send(
+            &c,
+            r.body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"{\"password\":\"SECRET_BODY\"}",
+            )))
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(
+            got.json()["body"],
+            "{\"password\":\"SECRET_BODY\"}",
+            "the upstream gets the body"
+        );
+        sent += 1;
+    }
+    let spans = collector.wait_for(2 * sent).await;
+    eventually("the access-log lines", async || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == sent)
+    })
+    .await;
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let span_text = format!("{spans:?}");
+    for (place, text) in [("access log", &lines), ("spans", &span_text)] {
+        assert!(!text.contains("SECRET"), "a secret in the {place}:\n{text}");
+    }
+    for line in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let q = v["query"].as_str().unwrap();
+        assert!(q.contains("plain=visible"), "{q}");
+        assert!(q.contains("token=REDACTED"), "{q}");
+        assert!(q.contains("ustom=REDACTED"), "{q}");
+        assert_eq!(v["consumer"], "billing");
+    }
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.attr("user_agent.original").is_none()),
+        "user-agent is redacted"
+    );
+}
