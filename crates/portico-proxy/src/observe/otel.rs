@@ -61,12 +61,14 @@ pub struct Finished {
 impl Finished {
     /// Takes the trace's children; the ids stay for the access log.
     pub fn take(rec: &Record, trace: &mut Trace, redact: &portico_config::Redact) -> Finished {
+        let end = SystemTime::now();
         Finished {
             trace_id: trace.trace_id,
             span_id: trace.span_id,
             parent: trace.parent,
-            start: trace.start,
-            end: trace.start + rec.duration,
+            // The span's times from the monotonic duration: one clock read, at the end.
+            start: end.checked_sub(rec.duration).unwrap_or(end),
+            end,
             children: std::mem::take(&mut trace.children),
             user_agent: trace.user_agent.take(),
             method: rec.method.clone(),
@@ -352,17 +354,21 @@ fn network_version(v: http::Version) -> &'static str {
 /// The request's spans: the server span (HTTP semantic conventions, plus `portico.*` for what
 /// the conventions have no name for), then its children.
 fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) {
+    // Extension methods are `_OTHER`, as the conventions ask (and bounded).
+    let method = method_label(&f.method);
     let name = match &f.route {
-        Some(r) => format!("{} {r}", f.method),
-        None => f.method.to_string(),
+        Some(r) => format!("{method} {r}"),
+        None => method.to_string(),
     };
-    let mut attrs = Vec::with_capacity(20);
-    attrs.push(KeyValue::new("http.request.method", f.method.to_string()));
+    // Each attribute costs the exporter two allocations and its encoding: values the gateway
+    // already holds are shared (`Arc<str>`, static text), and sizes are left out when zero.
+    let mut attrs = Vec::with_capacity(18);
+    attrs.push(KeyValue::new("http.request.method", method));
     if let Some(p) = &f.path {
         attrs.push(KeyValue::new("url.path", p.path().to_string()));
     }
     if let Some(r) = &f.route {
-        attrs.push(KeyValue::new("http.route", r.to_string()));
+        attrs.push(KeyValue::new("http.route", r.clone()));
     }
     if f.status != 0 {
         attrs.push(KeyValue::new(
@@ -385,20 +391,24 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
         "network.protocol.version",
         network_version(f.version),
     ));
-    attrs.push(KeyValue::new("http.request.body.size", f.bytes_in as i64));
-    attrs.push(KeyValue::new("http.response.body.size", f.bytes_out as i64));
+    if f.bytes_in > 0 {
+        attrs.push(KeyValue::new("http.request.body.size", f.bytes_in as i64));
+    }
+    if f.bytes_out > 0 {
+        attrs.push(KeyValue::new("http.response.body.size", f.bytes_out as i64));
+    }
     if let Ok(id) = f.request_id.to_str()
         && f.path.is_some()
         && !id.is_empty()
     {
         attrs.push(KeyValue::new("portico.request_id", id.to_string()));
     }
-    attrs.push(KeyValue::new("portico.listener", f.listener.to_string()));
+    attrs.push(KeyValue::new("portico.listener", f.listener.clone()));
     if let Some(u) = &f.upstream {
-        attrs.push(KeyValue::new("portico.upstream.target", u.to_string()));
+        attrs.push(KeyValue::new("portico.upstream.target", u.clone()));
     }
     if let Some(c) = &f.consumer {
-        attrs.push(KeyValue::new("portico.consumer", c.to_string()));
+        attrs.push(KeyValue::new("portico.consumer", c.clone()));
     }
     if let Some(e) = f.error {
         // The access log's reason code: what refused or failed the request.
@@ -438,15 +448,16 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
                 status,
                 error,
             } => {
-                let mut a = Vec::with_capacity(9);
-                a.push(KeyValue::new("http.request.method", method.to_string()));
+                let mut a = Vec::with_capacity(8);
+                let method = method_label(&method);
+                a.push(KeyValue::new("http.request.method", method));
                 let (host, port) = split_host(authority.as_str());
                 a.push(KeyValue::new("server.address", host.to_string()));
                 if let Some(p) = port {
                     a.push(KeyValue::new("server.port", i64::from(p)));
                 }
-                a.push(KeyValue::new("portico.upstream", upstream.to_string()));
-                a.push(KeyValue::new("portico.upstream.target", target.to_string()));
+                a.push(KeyValue::new("portico.upstream", upstream));
+                a.push(KeyValue::new("portico.upstream.target", target));
                 if attempt > 1 {
                     a.push(KeyValue::new(
                         "http.request.resend_count",
@@ -464,7 +475,7 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
                     (Some(s), None) if s >= 500 => Status::error("upstream 5xx"),
                     _ => Status::Unset,
                 };
-                (method.to_string(), SpanKind::Client, a, st)
+                (method, SpanKind::Client, a, st)
             }
         };
         out.push(SpanData {
@@ -472,7 +483,7 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
             parent_span_id: SpanId::from_bytes(f.span_id),
             parent_span_is_remote: false,
             span_kind: kind,
-            name: Cow::Owned(name),
+            name: Cow::Borrowed(name),
             start_time: c.start,
             end_time: c.end,
             attributes: attrs,
@@ -482,6 +493,14 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
             status,
             instrumentation_scope: scope.clone(),
         });
+    }
+}
+
+/// The method as the conventions name it: the standard ones, else `_OTHER`.
+fn method_label(m: &Method) -> &'static str {
+    match crate::observe::metrics::method_label(m) {
+        "OTHER" => "_OTHER",
+        known => known,
     }
 }
 
