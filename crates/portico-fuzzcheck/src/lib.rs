@@ -10,6 +10,7 @@ pub mod h1;
 pub mod jwt;
 pub mod paths;
 pub mod router;
+pub mod trace;
 pub mod transcode;
 pub mod xml;
 
@@ -27,6 +28,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("xml", xml::xml),
     ("transcode", transcode::transcode),
     ("jwt", jwt::jwt),
+    ("trace_context", trace::trace_context),
 ];
 
 /// Where the committed corpora are: `fuzz/corpus/<target>/`.

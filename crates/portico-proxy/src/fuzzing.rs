@@ -15,6 +15,14 @@ use crate::http1::codec::{Decoder, Fill, Names};
 use crate::http1::server::{Refusal, Refused, head_end};
 use crate::listen::h1::{self, Read};
 
+/// The trace-context formats read from clients and written upstream.
+pub mod trace {
+    pub use crate::observe::trace::{
+        B3, B3_SAMPLED, B3_SPAN_ID, B3_TRACE_ID, Incoming, TRACEPARENT, extract, inject, parse_b3,
+        parse_b3_multi, parse_traceparent,
+    };
+}
+
 /// The defaults of `server.max_request_header_bytes` and `server.max_request_headers`.
 pub const MAX_HEAD: usize = 65536;
 pub const MAX_HEADERS: usize = 100;

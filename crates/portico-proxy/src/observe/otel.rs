@@ -477,6 +477,18 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
                 };
                 (method, SpanKind::Client, a, st)
             }
+            ChildKind::Policy { policy, refused } => {
+                let mut a = vec![KeyValue::new("portico.policy", policy)];
+                if let Some(r) = refused {
+                    a.push(KeyValue::new("error.type", r));
+                }
+                let name = match policy {
+                    "jwt" => "policy jwt",
+                    "introspection" => "policy introspection",
+                    _ => "policy rate_limit",
+                };
+                (name, SpanKind::Internal, a, Status::Unset)
+            }
         };
         out.push(SpanData {
             span_context: span_context(f.trace_id, c.span_id),

@@ -53,6 +53,13 @@ pub enum ChildKind {
         status: Option<u16>,
         error: Option<&'static str>,
     },
+    /// A policy that may wait on another service: `jwt` (its key set), `introspection` (the
+    /// authorization server), `rate_limit` with `store: redis`. `refused` is the reason code
+    /// when it refused the request.
+    Policy {
+        policy: &'static str,
+        refused: Option<&'static str>,
+    },
 }
 
 /// One request's trace.
@@ -126,6 +133,16 @@ impl Trace {
     /// Takes back the spans a fork recorded.
     pub fn adopt(&mut self, fork: &mut Trace) {
         self.children.append(&mut fork.children);
+    }
+
+    /// Records a child span that began at `start` and ends now.
+    pub fn child(&mut self, kind: ChildKind, start: SystemTime) {
+        self.children.push(Child {
+            span_id: new_span_id(),
+            kind,
+            start,
+            end: SystemTime::now(),
+        });
     }
 
     /// Whether spans inside the request are kept: when it is sampled, or may be kept at the

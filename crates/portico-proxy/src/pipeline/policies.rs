@@ -46,12 +46,32 @@ pub(crate) async fn request_policies(
         match p {
             Policy::Auth(a) => {
                 let cert = conn.client_cert.as_deref();
+                // A span for the methods that may wait on another service.
+                let span = ctx
+                    .rec
+                    .trace
+                    .as_deref_mut()
+                    .is_some_and(|t| t.records_children())
+                    .then(|| waits_on(a))
+                    .flatten()
+                    .map(|p| (p, std::time::SystemTime::now()));
                 // Not boxed: `authenticate` keeps its slow waits (a key-set fetch, a call to
                 // the authorization server, a password hash) behind boxes of their own, so
                 // its future is small and a box here would cost more than the copy it saves.
-                if let Err(d) =
-                    crate::policy::auth::authenticate(&rt.auth, a, req, cert, identity).await
-                {
+                let result =
+                    crate::policy::auth::authenticate(&rt.auth, a, req, cert, identity).await;
+                if let (Some((policy, start)), Some(t)) = (span, ctx.rec.trace.as_deref_mut()) {
+                    let refused = result.as_ref().err().map(|d| match d {
+                        crate::policy::auth::Denial::Unauthorized { reason, .. } => reason.code(),
+                        crate::policy::auth::Denial::Forbidden { reason, .. } => reason,
+                        crate::policy::auth::Denial::Unavailable => "verifier_unavailable",
+                    });
+                    t.child(
+                        crate::observe::trace::ChildKind::Policy { policy, refused },
+                        start,
+                    );
+                }
+                if let Err(d) = result {
                     return Err(denied(d, route, ctx));
                 }
                 if ctx.rec.consumer.is_none()
@@ -99,8 +119,38 @@ pub(crate) async fn request_policies(
                         Err((wait, i)) => crate::policy::ratelimit::Decision::Limited(wait, i),
                     },
                     Some(shared) => {
-                        Box::pin(limiters.check_shared(shared, &route.name, key, !rl.hide_headers))
-                            .await
+                        let start = ctx
+                            .rec
+                            .trace
+                            .as_deref_mut()
+                            .is_some_and(|t| t.records_children())
+                            .then(std::time::SystemTime::now);
+                        let d = Box::pin(limiters.check_shared(
+                            shared,
+                            &route.name,
+                            key,
+                            !rl.hide_headers,
+                        ))
+                        .await;
+                        if let (Some(start), Some(t)) = (start, ctx.rec.trace.as_deref_mut()) {
+                            let refused = match &d {
+                                crate::policy::ratelimit::Decision::Limited(..) => {
+                                    Some(Problem::RateLimited(0).code())
+                                }
+                                crate::policy::ratelimit::Decision::Unavailable => {
+                                    Some(Problem::RateLimitUnavailable.code())
+                                }
+                                _ => None,
+                            };
+                            t.child(
+                                crate::observe::trace::ChildKind::Policy {
+                                    policy: "rate_limit",
+                                    refused,
+                                },
+                                start,
+                            );
+                        }
+                        d
                     }
                 };
                 let first = first_limit;
@@ -210,6 +260,22 @@ fn key_text<'a>(
 }
 
 /// Turns a denial into its problem, counting it and queuing its response headers.
+/// The name of an authentication policy's span when one of its methods may wait on another
+/// service (a key set to fetch, an authorization server to ask).
+fn waits_on(a: &portico_config::AuthPolicy) -> Option<&'static str> {
+    a.methods.iter().find_map(|m| match m {
+        portico_config::AuthMethod::Introspection(_) => Some("introspection"),
+        portico_config::AuthMethod::Jwt(j)
+            if j.issuers
+                .iter()
+                .any(|i| matches!(i.keys, portico_auth::jwt::IssuerKeys::Jwks(_))) =>
+        {
+            Some("jwt")
+        }
+        _ => None,
+    })
+}
+
 pub(crate) fn denied(
     d: crate::policy::auth::Denial,
     route: &Route,

@@ -20,7 +20,7 @@ fn require(what: &str, available: bool) -> bool {
     available
 }
 
-fn shared_redis() -> bool {
+pub(crate) fn shared_redis() -> bool {
     let up = std::net::TcpStream::connect_timeout(
         &"127.0.0.1:6379".parse().unwrap(),
         Duration::from_millis(300),
@@ -30,7 +30,7 @@ fn shared_redis() -> bool {
 }
 
 /// A key prefix no other test (or earlier run) uses.
-fn prefix() -> String {
+pub(crate) fn prefix() -> String {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -540,3 +540,91 @@ async fn secrets_planted_everywhere_leave_the_process_in_no_log_line_and_no_span
         "user-agent is redacted"
     );
 }
+
+/// A reload that keeps the export settings keeps the exporter; one that changes them starts a
+/// new one, and a request that started before still exports through the old one.
+#[tokio::test]
+async fn spans_carry_across_reloads() {
+    let (first, second) = (otlp_collector().await, otlp_collector().await);
+    let (release, held) = super::held_upstream().await;
+    let dir = portico_testkit::temp_dir("trace-reload");
+    let text = |endpoint: &str, ratio: &str| {
+        config(&format!(
+            "{}upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: r\n    upstream: u\n",
+            tracing_section(endpoint, &format!("  sample_ratio: {ratio}\n")),
+            held.url()
+        ))
+    };
+    let gw = portico_testkit::gateway_from_file(&dir, &text(&first.url(), "1")).await;
+    let path = gw.path.clone().unwrap();
+    let url = gw.url("/before");
+    let in_flight = tokio::spawn(async move { get(&url).await.status });
+    eventually("the request reaches the upstream", async || {
+        held.hits() == 1
+    })
+    .await;
+    // Sampling changes, the export does not: same exporter.
+    std::fs::write(&path, text(&first.url(), "1.0")).unwrap();
+    gw.gw.reload_file().await.unwrap();
+    // Then the collector changes.
+    std::fs::write(&path, text(&second.url(), "1")).unwrap();
+    gw.gw.reload_file().await.unwrap();
+    release.send(true).unwrap();
+    assert_eq!(in_flight.await.unwrap(), 200);
+    assert_eq!(get(&gw.url("/after")).await.status, 200);
+    let old = first.wait_for(2).await;
+    assert_eq!(
+        server_spans(&old)
+            .iter()
+            .map(|s| s.attr("url.path").unwrap())
+            .collect::<Vec<_>>(),
+        ["/before"],
+        "the request that started before the change exports through the old exporter"
+    );
+    let new = second.wait_for(2).await;
+    assert_eq!(
+        server_spans(&new)
+            .iter()
+            .map(|s| s.attr("url.path").unwrap())
+            .collect::<Vec<_>>(),
+        ["/after"]
+    );
+}
+
+/// A policy that waits on another service (here a shared rate limit's Redis) is a span of its
+/// own, with the refusal's reason when it refuses.
+#[tokio::test]
+async fn a_shared_rate_limit_is_a_span_with_its_refusal() {
+    if !super::cluster::shared_redis() {
+        return;
+    }
+    let collector = otlp_collector().await;
+    let up = echo_server().await;
+    let gw = portico_testkit::gateway(&config(&format!(
+        "{}redis: {{ url: \"redis://127.0.0.1:6379\", key_prefix: \"{}\", timeout: 500ms }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: limited\n    upstream: u\n    policies:\n      - type: rate_limit\n        key: route\n        store: redis\n        limits: [{{ requests: 1, per: 1m }}]\n",
+        tracing_section(&collector.url(), ""),
+        super::cluster::prefix(),
+        up.url()
+    )))
+    .await;
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+    let refused = get(&gw.url("/")).await;
+    assert_eq!(refused.status, 429);
+    // Two server spans, two policy spans, one attempt.
+    let spans = collector.wait_for(5).await;
+    let mut policy: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "policy rate_limit")
+        .collect();
+    policy.sort_by_key(|s| s.start_unix_nano);
+    assert_eq!(policy.len(), 2, "{spans:#?}");
+    assert_eq!(policy[0].attr("error.type"), None);
+    assert_eq!(policy[1].attr("error.type"), Some("rate_limited"));
+    let server = server_spans(&spans);
+    let refused_span = server
+        .iter()
+        .find(|s| s.attr("http.response.status_code") == Some("429"))
+        .unwrap();
+    assert_eq!(refused_span.attr("error.type"), Some("rate_limited"));
+    assert_eq!(policy[1].parent_span_id, refused_span.span_id);
+}
