@@ -28,7 +28,7 @@ pub use bookstore::{
     Reflection, bookstore_descriptor_set, grpc_bookstore, grpc_bookstore_with, protos_dir,
     write_bookstore_descriptor_set,
 };
-pub use otlp::{Collector, Span, otlp_collector};
+pub use otlp::{Collector, Span, otlp_collector, otlp_collector_with_tls};
 pub use soap::{SoapServer, soap_dir, soap_server};
 
 pub type TestBody = Either<Full<Bytes>, ChannelBody>;

@@ -165,6 +165,11 @@ type Boxed =
 
 /// Starts a collector on an ephemeral port of 127.0.0.1.
 pub async fn otlp_collector() -> Collector {
+    otlp_collector_with_tls(None).await
+}
+
+/// Starts a collector that speaks TLS with `tls` (offer ALPN `h2` and `http/1.1`).
+pub async fn otlp_collector_with_tls(tls: Option<Arc<rustls::ServerConfig>>) -> Collector {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let rx = Receiver {
@@ -177,9 +182,11 @@ pub async fn otlp_collector() -> Collector {
         headers: rx.headers.clone(),
     };
     let grpc = hyper_util::service::TowerToHyperService::new(TraceServiceServer::new(rx.clone()));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             let (grpc, rx) = (grpc.clone(), rx.clone());
+            let acceptor = acceptor.clone();
             let svc = service_fn(move |req: Request<Incoming>| {
                 let (grpc, rx) = (grpc.clone(), rx.clone());
                 async move {
@@ -191,9 +198,17 @@ pub async fn otlp_collector() -> Collector {
                 }
             });
             tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
+                let b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match acceptor {
+                    Some(a) => {
+                        if let Ok(t) = a.accept(s).await {
+                            let _ = b.serve_connection(TokioIo::new(t), svc).await;
+                        }
+                    }
+                    None => {
+                        let _ = b.serve_connection(TokioIo::new(s), svc).await;
+                    }
+                }
             });
         }
     });

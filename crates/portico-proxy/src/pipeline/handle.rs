@@ -60,7 +60,7 @@ pub fn handle(
                 if debug {
                     trace.sampled = Some(true);
                 }
-                if (!t.route_ratios && trace.decide(None)) || t.keep_errors {
+                if debug || (!t.route_ratios && trace.decide(None)) || t.keep_errors {
                     if !cfg.redact.user_agent {
                         trace.user_agent = req.headers().get(header::USER_AGENT).cloned();
                     }

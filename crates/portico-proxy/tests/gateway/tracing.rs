@@ -628,3 +628,30 @@ async fn a_shared_rate_limit_is_a_span_with_its_refusal() {
     assert_eq!(refused_span.attr("error.type"), Some("rate_limited"));
     assert_eq!(policy[1].parent_span_id, refused_span.span_id);
 }
+
+/// A collector behind TLS with a private CA, over both transports.
+#[tokio::test]
+async fn spans_reach_a_tls_collector_over_grpc_and_http() {
+    let dir = portico_testkit::temp_dir("otlp-tls");
+    let cert = portico_testkit::cert(&["localhost"]);
+    let (ca, _) = cert.write(&dir, "collector");
+    for protocol in ["grpc", "http/protobuf"] {
+        let collector = portico_testkit::otlp_collector_with_tls(Some(
+            cert.server_config(&[b"h2", b"http/1.1"]),
+        ))
+        .await;
+        let up = echo_server().await;
+        let gw = portico_testkit::gateway(&config(&format!(
+            "tracing:\n  protocol: {protocol}\n  endpoint: \"https://localhost:{}\"\n  tls: {{ ca: \"{}\" }}\n  interval: 50ms\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+            collector.addr.port(),
+            ca.display(),
+            up.url()
+        )))
+        .await;
+        assert_eq!(get(&gw.url("/tls")).await.status, 200);
+        let spans = collector.wait_for(2).await;
+        let want = if protocol == "grpc" { "grpc" } else { "http" };
+        assert!(spans.iter().all(|s| s.transport == want), "{protocol}");
+        assert_eq!(server_spans(&spans)[0].attr("url.path"), Some("/tls"));
+    }
+}
