@@ -489,6 +489,12 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
                 };
                 (name, SpanKind::Internal, a, Status::Unset)
             }
+            ChildKind::Cache { result } => (
+                "cache lookup",
+                SpanKind::Internal,
+                vec![KeyValue::new("portico.cache.result", result)],
+                Status::Unset,
+            ),
         };
         out.push(SpanData {
             span_context: span_context(f.trace_id, c.span_id),

@@ -60,6 +60,8 @@ pub enum ChildKind {
         policy: &'static str,
         refused: Option<&'static str>,
     },
+    /// A `cache` policy's look-up: `hit`, `stale` (to revalidate) or `miss`.
+    Cache { result: &'static str },
 }
 
 /// One request's trace.

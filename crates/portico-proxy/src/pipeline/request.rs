@@ -218,15 +218,25 @@ pub(crate) fn process<'c>(
         let mut revalidating = None;
         let cached = match (&route.action, &cache) {
             (Action::Proxy(_), Some((store, head, key))) if route.transcode.is_none() => {
-                match store.lookup(key, head) {
-                    crate::policy::cache::Lookup::Hit(resp) => Some(resp),
+                let start = ctx
+                    .rec
+                    .trace
+                    .as_deref_mut()
+                    .is_some_and(|t| t.records_children())
+                    .then(std::time::SystemTime::now);
+                let (found, result) = match store.lookup(key, head) {
+                    crate::policy::cache::Lookup::Hit(resp) => (Some(resp), "hit"),
                     crate::policy::cache::Lookup::Revalidate(entry, conditional) => {
                         req.headers_mut().extend(conditional);
                         revalidating = Some(entry);
-                        None
+                        (None, "stale")
                     }
-                    crate::policy::cache::Lookup::Miss => None,
+                    crate::policy::cache::Lookup::Miss => (None, "miss"),
+                };
+                if let (Some(start), Some(t)) = (start, ctx.rec.trace.as_deref_mut()) {
+                    t.child(crate::observe::trace::ChildKind::Cache { result }, start);
                 }
+                found
             }
             _ => None,
         };

@@ -655,3 +655,42 @@ async fn spans_reach_a_tls_collector_over_grpc_and_http() {
         assert_eq!(server_spans(&spans)[0].attr("url.path"), Some("/tls"));
     }
 }
+
+#[tokio::test]
+async fn cache_lookups_are_spans_and_a_hit_calls_no_upstream() {
+    let collector = otlp_collector().await;
+    let up = serve(|_req| async {
+        let mut r = http::Response::new(portico_testkit::full("stored"));
+        r.headers_mut()
+            .insert("cache-control", "public, max-age=60".parse().unwrap());
+        r
+    })
+    .await;
+    let gw = portico_testkit::gateway(&config(&format!(
+        "{}upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n    policies:\n      - {{ type: cache }}\n",
+        tracing_section(&collector.url(), ""),
+        up.url()
+    )))
+    .await;
+    assert_eq!(get(&gw.url("/c")).await.text(), "stored");
+    assert_eq!(get(&gw.url("/c")).await.text(), "stored");
+    assert_eq!(up.hits(), 1);
+    // Miss: server, lookup, attempt. Hit: server, lookup.
+    let spans = collector.wait_for(5).await;
+    let mut lookups: Vec<&Span> = spans.iter().filter(|s| s.name == "cache lookup").collect();
+    lookups.sort_by_key(|s| s.start_unix_nano);
+    let results: Vec<&str> = lookups
+        .iter()
+        .map(|s| s.attr("portico.cache.result").unwrap())
+        .collect();
+    assert_eq!(results, ["miss", "hit"]);
+    let hit_server = server_spans(&spans)
+        .into_iter()
+        .find(|s| s.span_id == lookups[1].parent_span_id)
+        .expect("the lookup's parent is its request's server span");
+    assert_eq!(
+        children_of(&spans, hit_server).len(),
+        1,
+        "no upstream attempt on a hit"
+    );
+}
