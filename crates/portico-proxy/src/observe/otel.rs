@@ -489,6 +489,22 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
                 };
                 (name, SpanKind::Internal, a, Status::Unset)
             }
+            ChildKind::Translate { kind, failed } => {
+                let mut a = vec![KeyValue::new("portico.translation", kind)];
+                let status = match failed {
+                    Some(code) => {
+                        a.push(KeyValue::new("error.type", code));
+                        Status::error(code)
+                    }
+                    None => Status::Unset,
+                };
+                let name = if kind == "soap" {
+                    "translate soap"
+                } else {
+                    "translate grpc_transcode"
+                };
+                (name, SpanKind::Internal, a, status)
+            }
             ChildKind::Cache { result } => (
                 "cache lookup",
                 SpanKind::Internal,

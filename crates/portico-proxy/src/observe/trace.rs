@@ -62,6 +62,11 @@ pub enum ChildKind {
     },
     /// A `cache` policy's look-up: `hit`, `stale` (to revalidate) or `miss`.
     Cache { result: &'static str },
+    /// A translation: `grpc_transcode` or `soap`, and the problem code when it failed.
+    Translate {
+        kind: &'static str,
+        failed: Option<&'static str>,
+    },
 }
 
 /// One request's trace.

@@ -271,18 +271,24 @@ pub(crate) fn process<'c>(
             }
             Action::Proxy(action) if let Some(s) = route.soap.clone() => {
                 let path = req.uri().path().to_owned();
-                Box::pin(crate::translate::soap::handle(
+                let start = translation_start(ctx);
+                let r = Box::pin(crate::translate::soap::handle(
                     ctx, &route, action, &s, req, &path,
                 ))
-                .await?
+                .await;
+                translation_end(ctx, start, "soap", &r);
+                r?
             }
             Action::Proxy(action) if route.transcode.is_some() => {
                 let t = route.transcode.clone().expect("checked");
                 let path = req.uri().path().to_owned();
-                Box::pin(crate::translate::grpc::handle(
+                let start = translation_start(ctx);
+                let r = Box::pin(crate::translate::grpc::handle(
                     ctx, &route, action, &t, req, &path,
                 ))
-                .await?
+                .await;
+                translation_end(ctx, start, "grpc_transcode", &r);
+                r?
             }
             Action::Proxy(action) => 'proxy: {
                 let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
@@ -454,6 +460,32 @@ pub(crate) fn process<'c>(
         resp.headers_mut()
             .insert(cfg.server.request_id_header.clone(), request_id.clone());
         Ok(resp)
+    }
+}
+
+/// When a translation (gRPC transcoding, SOAP) starts, if its span is recorded.
+fn translation_start(ctx: &mut RequestCtx<'_>) -> Option<std::time::SystemTime> {
+    ctx.rec
+        .trace
+        .as_deref_mut()
+        .is_some_and(|t| t.records_children())
+        .then(std::time::SystemTime::now)
+}
+
+/// Records a translation's span: the whole of it (reading the JSON, the upstream call, the
+/// answer's conversion), beside the upstream attempts it made.
+fn translation_end(
+    ctx: &mut RequestCtx<'_>,
+    start: Option<std::time::SystemTime>,
+    kind: &'static str,
+    result: &Result<Response<Body>, Problem>,
+) {
+    if let (Some(start), Some(t)) = (start, ctx.rec.trace.as_deref_mut()) {
+        let failed = result.as_ref().err().map(|p| p.code());
+        t.child(
+            crate::observe::trace::ChildKind::Translate { kind, failed },
+            start,
+        );
     }
 }
 

@@ -113,8 +113,9 @@ pub(crate) fn call_upstream<'a>(
                         &id,
                         sampled,
                     );
+                    // The method now: sending takes the request's head.
                     t.records_children()
-                        .then(|| (id, std::time::SystemTime::now()))
+                        .then(|| (id, std::time::SystemTime::now(), req.method().clone()))
                 }
                 None => None,
             };
@@ -145,7 +146,7 @@ pub(crate) fn call_upstream<'a>(
                     )),
                 );
             }
-            if let Some((id, start)) = span
+            if let Some((id, start, method)) = span
                 && let Some(t) = rec
                     .as_deref_mut()
                     .and_then(|r| r.trace.as_deref_mut())
@@ -163,7 +164,7 @@ pub(crate) fn call_upstream<'a>(
                         upstream: pool.spec.name.clone(),
                         target: t_info.display.clone(),
                         authority: t_info.authority.clone(),
-                        method: req.method().clone(),
+                        method,
                         attempt,
                         status,
                         error,

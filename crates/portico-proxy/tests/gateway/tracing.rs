@@ -694,3 +694,29 @@ async fn cache_lookups_are_spans_and_a_hit_calls_no_upstream() {
         "no upstream attempt on a hit"
     );
 }
+
+#[tokio::test]
+async fn a_transcoded_call_is_a_translation_span_beside_its_grpc_attempt() {
+    let collector = otlp_collector().await;
+    let grpc = portico_testkit::grpc_bookstore().await;
+    let dir = portico_testkit::temp_dir("trace-transcode");
+    let pb = portico_testkit::write_bookstore_descriptor_set(&dir);
+    let gw = portico_testkit::gateway(&config(&format!(
+        "{}upstreams:\n  books: {{ targets: [\"h2c://{grpc}\"] }}\nroutes:\n  - name: books\n    upstream: books\n    grpc_transcode:\n      descriptor_set: \"{}\"\n",
+        tracing_section(&collector.url(), ""),
+        pb.display()
+    )))
+    .await;
+    assert_eq!(get(&gw.url("/v1/shelves")).await.status, 200);
+    let spans = collector.wait_for(3).await;
+    let server = server_spans(&spans);
+    let children = children_of(&spans, server[0]);
+    let names: Vec<&str> = children.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"translate grpc_transcode"), "{names:?}");
+    let attempt = children
+        .iter()
+        .find(|s| s.kind == 3)
+        .expect("the gRPC call");
+    assert_eq!(attempt.attr("http.request.method"), Some("POST"));
+    assert_eq!(attempt.attr("portico.upstream"), Some("books"));
+}
