@@ -13,7 +13,7 @@ use crate::ir::auth::{Consumers, JwksSource};
 use crate::ir::policy::Policy;
 use crate::ir::route::Route;
 use crate::ir::server::{AccessLog, AdminAccess, Listener, RedisSettings, Server};
-use crate::ir::tracing::{Redact, Tracing};
+use crate::ir::tracing::{Audit, Redact, Tracing};
 use crate::ir::upstream::Upstream;
 
 /// A validated, compiled configuration. Immutable; a reload builds a new one.
@@ -44,6 +44,8 @@ pub struct Config {
     pub tracing: Option<Tracing>,
     /// What the access log and spans never show.
     pub redact: Redact,
+    /// The audit trail, when configured.
+    pub audit: Option<Audit>,
     /// Listeners whose path options differ from `server.paths`, by name; usually empty, so a
     /// request finds its options without a search.
     pub listener_paths: Vec<(Arc<str>, PathOptions)>,

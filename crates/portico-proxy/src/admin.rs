@@ -38,7 +38,7 @@ pub async fn bind(addr: SocketAddr, inner: Arc<Inner>) -> Result<SocketAddr, Str
             let inner = inner.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| answer(inner.clone(), req));
+                let svc = service_fn(move |req| audited(inner.clone(), req, peer));
                 let http = hyper::server::conn::http1::Builder::new();
                 match tls {
                     None => {
@@ -76,6 +76,24 @@ fn reply(
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// [`answer`], with every request that would change state (any method but `GET` and `HEAD`,
+/// `POST /explain` aside) recorded in the audit trail with its caller and outcome, refused
+/// ones included.
+async fn audited(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let changes =
+        !matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path() != "/explain";
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let resp = answer(inner.clone(), req).await;
+    if changes && let Ok(r) = &resp {
+        Gateway::from_inner(inner).audit_admin(method.as_str(), &path, peer, r.status().as_u16());
+    }
+    resp
 }
 
 async fn answer(
@@ -161,7 +179,10 @@ async fn answer(
         }
         (&Method::POST, "/explain") => explain(&inner, req).await,
         (&Method::POST, "/reload") => {
-            match Gateway::from_inner(inner.clone()).reload_file().await {
+            match Gateway::from_inner(inner.clone())
+                .reload_file_from("admin")
+                .await
+            {
                 Ok(notes) => reply(
                     StatusCode::OK,
                     JSON,

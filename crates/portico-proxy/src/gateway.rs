@@ -88,6 +88,16 @@ impl Gateway {
         let admin_configured = config.admin;
         let runtime = Runtime::build(config, None, 1, &Default::default())?;
         crate::translate::grpc::start_reflections(&runtime);
+        if let Some(a) = &runtime.audit {
+            a.record(
+                "start",
+                &[
+                    ("version", env!("CARGO_PKG_VERSION").into()),
+                    ("config_source", runtime.config.source.as_str().into()),
+                    ("config_hash", runtime.config.hash.as_str().into()),
+                ],
+            );
+        }
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             shared: Arc::new(Serving {
@@ -158,6 +168,34 @@ impl Gateway {
     /// it was), then swaps the runtime atomically, then closes listeners that are gone. Returns
     /// notes about settings that need a restart.
     pub async fn apply(&self, config: Config) -> Result<Vec<String>, GatewayError> {
+        self.apply_from(config, "api").await
+    }
+
+    /// [`Gateway::apply`], recording in the audit trail where the config came from
+    /// (`file_watch`, `signal`, `admin`, `api`) and what it changed, or why it was refused.
+    pub async fn apply_from(
+        &self,
+        config: Config,
+        source: &str,
+    ) -> Result<Vec<String>, GatewayError> {
+        let previous = self.inner.shared.runtime.load_full();
+        let result = self.apply_inner(config).await;
+        match &result {
+            Ok(notes) => {
+                let now = self.inner.shared.runtime.load_full();
+                if let Some(a) = &now.audit {
+                    a.record(
+                        "config_applied",
+                        &applied_fields(source, &previous, &now, notes),
+                    );
+                }
+            }
+            Err(e) => refused(&previous, source, e),
+        }
+        result
+    }
+
+    async fn apply_inner(&self, config: Config) -> Result<Vec<String>, GatewayError> {
         let mut listeners = self.inner.listeners.lock().await;
         let previous = self.inner.shared.runtime.load_full();
         // An empty or truncated file is valid YAML and a valid config: applied, it would stop
@@ -309,6 +347,12 @@ impl Gateway {
     /// Re-reads the config file and applies it. A file with errors is rejected whole and the
     /// running config stays; the errors are returned, logged and shown on `/config`.
     pub async fn reload_file(&self) -> Result<Vec<String>, GatewayError> {
+        self.reload_file_from("api").await
+    }
+
+    /// [`Gateway::reload_file`], naming in the audit trail what asked for it (`file_watch`,
+    /// `signal`, `admin`).
+    pub async fn reload_file_from(&self, source: &str) -> Result<Vec<String>, GatewayError> {
         let Some(path) = self.inner.config_path.clone() else {
             return Err(GatewayError::NoFile);
         };
@@ -316,8 +360,12 @@ impl Gateway {
         let file = path.clone();
         let loaded = tokio::task::spawn_blocking(move || portico_config::load_file(&file)).await?;
         let result = match loaded {
-            Ok(cfg) => self.apply(cfg).await,
-            Err(d) => Err(GatewayError::Config(d)),
+            Ok(cfg) => self.apply_from(cfg, source).await,
+            Err(d) => {
+                let e = GatewayError::Config(d);
+                refused(&self.inner.shared.runtime.load_full(), source, &e);
+                Err(e)
+            }
         };
         match &result {
             Ok(notes) => {
@@ -404,11 +452,26 @@ impl Gateway {
                 let now = std::fs::read(&path).ok();
                 if now.is_some() && now != last {
                     last = now;
-                    let _ = gw.reload_file().await;
+                    let _ = gw.reload_file_from("file_watch").await;
                 }
             }
         });
         Ok(())
+    }
+
+    /// Records an admin request that changes state (or tried to) in the audit trail.
+    pub(crate) fn audit_admin(&self, method: &str, path: &str, peer: SocketAddr, status: u16) {
+        if let Some(a) = &self.inner.shared.runtime.load().audit {
+            a.record(
+                "admin",
+                &[
+                    ("method", method.into()),
+                    ("path", path.into()),
+                    ("client", peer.to_string().into()),
+                    ("status", status.into()),
+                ],
+            );
+        }
     }
 
     /// Stops accepting, lets in-flight requests finish up to the drain timeout, then returns
@@ -536,6 +599,72 @@ fn is_change(kind: &notify::EventKind) -> bool {
             | EventKind::Any
             | EventKind::Access(AccessKind::Close(AccessMode::Write))
     )
+}
+
+/// What a config change did, for the audit trail: its source and hashes, the generation, and
+/// the routes and upstreams added and removed (by name).
+fn applied_fields(
+    source: &str,
+    before: &Runtime,
+    after: &Runtime,
+    notes: &[String],
+) -> Vec<(&'static str, serde_json::Value)> {
+    fn names<'a>(items: impl Iterator<Item = &'a str>) -> std::collections::BTreeSet<&'a str> {
+        items.collect()
+    }
+    let diff = |old: std::collections::BTreeSet<&str>, new: std::collections::BTreeSet<&str>| {
+        (
+            new.difference(&old)
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+            old.difference(&new)
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (routes_added, routes_removed) = diff(
+        names(before.config.routes.iter().map(|r| &*r.name)),
+        names(after.config.routes.iter().map(|r| &*r.name)),
+    );
+    let (upstreams_added, upstreams_removed) = diff(
+        names(before.config.upstreams.iter().map(|u| &*u.name)),
+        names(after.config.upstreams.iter().map(|u| &*u.name)),
+    );
+    vec![
+        ("source", source.into()),
+        ("config_source", after.config.source.as_str().into()),
+        ("config_hash", after.config.hash.as_str().into()),
+        ("previous_hash", before.config.hash.as_str().into()),
+        ("generation", after.generation.into()),
+        ("routes_added", routes_added.into()),
+        ("routes_removed", routes_removed.into()),
+        ("upstreams_added", upstreams_added.into()),
+        ("upstreams_removed", upstreams_removed.into()),
+        ("notes", notes.to_vec().into()),
+    ]
+}
+
+/// Records a refused config in the running config's audit trail.
+fn refused(current: &Runtime, source: &str, e: &GatewayError) {
+    if let Some(a) = &current.audit {
+        let mut error = e.to_string();
+        if error.len() > 2000 {
+            let mut cut = 2000;
+            while !error.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            error.truncate(cut);
+            error.push('…');
+        }
+        a.record(
+            "config_refused",
+            &[
+                ("source", source.into()),
+                ("running_hash", current.config.hash.as_str().into()),
+                ("error", error.into()),
+            ],
+        );
+    }
 }
 
 #[cfg(test)]

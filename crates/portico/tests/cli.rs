@@ -373,3 +373,40 @@ fn explain_prints_the_route_the_chain_and_the_upstream_path() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("write `Name: value`"));
 }
+
+/// `portico audit verify`: a whole trail passes; an edited one fails naming the line.
+#[test]
+fn audit_verify_passes_a_whole_trail_and_names_the_edited_line() {
+    let dir = temp_dir("audit-verify");
+    let trail = dir.join("audit.jsonl");
+    {
+        let log = portico_proxy::observe::audit::AuditLog::open(&trail, None).unwrap();
+        for i in 0..3 {
+            log.record("admin", &[("status", (200 + i).into())]);
+        }
+    }
+    let out = bin()
+        .args(["audit", "verify"])
+        .arg(&trail)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 records verify"));
+    let text = std::fs::read_to_string(&trail).unwrap();
+    std::fs::write(&trail, text.replacen("\"status\":201", "\"status\":500", 1)).unwrap();
+    let out = bin()
+        .args(["audit", "verify"])
+        .arg(&trail)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("audit.jsonl:2: the record was edited"),
+        "{err}"
+    );
+}

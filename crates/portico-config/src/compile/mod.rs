@@ -72,6 +72,7 @@ const TOP_LEVEL: &[&str] = &[
     "redis",
     "tracing",
     "redact",
+    "audit",
 ];
 
 /// Parses, validates and compiles a config text. `source` names it in diagnostics; relative
@@ -190,6 +191,10 @@ pub fn compile(
                 Ok(r) => file.redis = r,
                 Err(e) => cx.sink.de(e),
             },
+            "audit" => match from_node::<Option<AuditConfig>>(v, cx.env) {
+                Ok(a) => file.audit = a,
+                Err(e) => cx.sink.de(e),
+            },
             "redact" => match from_node::<Option<RedactConfig>>(v, cx.env) {
                 Ok(r) => file.redact = r,
                 Err(e) => cx.sink.de(e),
@@ -225,6 +230,7 @@ pub fn compile(
     let (upstreams, upstream_index) = compile_upstreams(&mut cx, &file.upstreams, &upstream_nodes);
     let redis = compile_redis(&mut cx, file.redis.as_ref(), get(&root, "redis"));
     let redact = tracing::compile_redact(&mut cx, file.redact.as_ref(), get(&root, "redact"));
+    let audit = tracing::compile_audit(&mut cx, file.audit.as_ref(), get(&root, "audit"));
     let mut tracing =
         tracing::compile_tracing(&mut cx, file.tracing.as_ref(), get(&root, "tracing"));
     cx.have_redis = redis.is_some();
@@ -311,6 +317,7 @@ pub fn compile(
         redis,
         tracing,
         redact,
+        audit,
         listener_paths,
         text: Arc::from(text),
     })

@@ -375,6 +375,43 @@ pub(super) fn compile_redact(
     r
 }
 
+/// The `audit` section: the trail's path (resolved from the config's folder) and its key.
+pub(super) fn compile_audit(
+    cx: &mut Ctx<'_>,
+    cfg: Option<&AuditConfig>,
+    node: Option<&Node>,
+) -> Option<Audit> {
+    let (cfg, node) = (cfg?, node?);
+    if cfg.path.trim().is_empty() {
+        cx.sink.at(
+            loc(node, "path"),
+            "empty audit `path`",
+            "name the file records are appended to, such as `/var/log/portico/audit.jsonl`",
+        );
+        return None;
+    }
+    let hmac_key = match &cfg.hmac_key_file {
+        Some(f) => {
+            let key = read_file(cx, f, loc(node, "hmac_key_file"))?;
+            let key: Vec<u8> = key.trim_ascii().to_vec();
+            if key.len() < 16 {
+                cx.sink.at(
+                    loc(node, "hmac_key_file"),
+                    "the audit HMAC key is shorter than 16 bytes",
+                    "put at least 32 random bytes in the file, such as the output of `openssl rand -hex 32`",
+                );
+                return None;
+            }
+            Some(key)
+        }
+        None => None,
+    };
+    Some(Audit {
+        path: super::ctx::resolve(cx, &cfg.path),
+        hmac_key,
+    })
+}
+
 /// A route's `tracing.sample_ratio`.
 pub(super) fn compile_route_tracing(
     cx: &mut Ctx<'_>,
@@ -771,6 +808,12 @@ mod tests {
                 "tracing:\n  headers: { \"bad name\": x }\n",
                 &[],
                 "`bad name` is not a header",
+            ),
+            ("audit: { path: \"\" }\n", &[], "empty audit `path`"),
+            (
+                "audit: { path: a.jsonl, hmac_key_file: /nonexistent/portico-audit.key }\n",
+                &[],
+                "cannot read `/nonexistent/portico-audit.key`",
             ),
             (
                 "redact:\n  headers: [user-agent, Authorization]\n",

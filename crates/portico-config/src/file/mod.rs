@@ -72,4 +72,7 @@ pub struct FileConfig {
     /// Values the access log and spans never show.
     #[serde(default)]
     pub redact: Option<RedactConfig>,
+    /// The audit trail of config changes and admin writes.
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
 }

@@ -112,3 +112,16 @@ pub struct RedactConfig {
     #[serde(default)]
     pub headers: Vec<String>,
 }
+
+/// The audit trail: a hash-chained JSON Lines file of every config change and state-changing
+/// admin request.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The file records are appended to (created if missing; an existing trail is continued).
+    pub path: String,
+    /// A file holding a secret key: each record then carries an HMAC-SHA256, so that a
+    /// record rewritten by someone without the key is found.
+    #[serde(default)]
+    pub hmac_key_file: Option<String>,
+}

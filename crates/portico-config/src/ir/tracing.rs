@@ -113,3 +113,10 @@ impl Default for Redact {
         }
     }
 }
+
+/// The audit trail's file and HMAC key (read when the config loads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    pub path: std::path::PathBuf,
+    pub hmac_key: Option<Vec<u8>>,
+}

@@ -265,6 +265,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Access-log lines dropped because the writer fell behind.",
     ),
     (
+        "portico_audit_write_errors_total",
+        Kind::Counter,
+        "Audit records that could not be written.",
+    ),
+    (
         "portico_trace_spans_exported_total",
         Kind::Counter,
         "Spans the trace exporter delivered to the collector.",

@@ -3,6 +3,7 @@
 //! record of requests that ask for it (`phases.rs`: `Server-Timing`).
 
 pub mod access_log;
+pub mod audit;
 pub mod metrics;
 pub mod otel;
 pub mod phases;

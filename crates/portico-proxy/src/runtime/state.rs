@@ -25,6 +25,9 @@ pub enum RuntimeError {
     /// The access log's file could not be opened.
     #[error("cannot open the access log: {0}")]
     AccessLog(#[source] std::io::Error),
+    /// The audit trail could not be opened.
+    #[error("cannot open the audit trail: {0}")]
+    Audit(#[source] std::io::Error),
     /// The trace exporter's thread could not be started.
     #[error("cannot start the trace exporter: {0}")]
     Tracing(#[source] std::io::Error),
@@ -47,6 +50,8 @@ pub struct Runtime {
     pub access_log: Option<Sink>,
     /// The OpenTelemetry exporter, when `tracing` is on.
     pub tracer: Option<Exporter>,
+    /// The audit trail, when `audit` is configured.
+    pub audit: Option<Arc<crate::observe::audit::AuditLog>>,
     /// Same order as `config.routes`.
     pub route_metrics: Arc<[RouteMetrics]>,
     /// What each policy keeps between requests (limiters, caches), by its `slot`.
@@ -91,6 +96,15 @@ impl Runtime {
             (None, _) => None,
             (Some(t), Some(e)) if e.export == t.export => Some(e.clone()),
             (Some(t), _) => Some(Exporter::start(&t.export).map_err(RuntimeError::Tracing)?),
+        };
+        // The trail is kept while its file and key are: its chain goes on in one writer.
+        let audit = match (&config.audit, previous.and_then(|p| p.audit.as_ref())) {
+            (None, _) => None,
+            (Some(a), Some(log)) if log.is(&a.path, a.hmac_key.as_deref()) => Some(log.clone()),
+            (Some(a), _) => Some(Arc::new(
+                crate::observe::audit::AuditLog::open(&a.path, a.hmac_key.clone())
+                    .map_err(RuntimeError::Audit)?,
+            )),
         };
         // The Redis connection survives a reload that does not change its settings.
         let redis = match &config.redis {
@@ -157,6 +171,7 @@ impl Runtime {
             pools,
             access_log,
             tracer,
+            audit,
             route_metrics,
             policies: policies.clone(),
             rate_limit_policy,

@@ -7,6 +7,7 @@
 mod abuse;
 mod admin;
 mod aggregation;
+mod audit;
 mod auth;
 mod balancing;
 mod caching;
