@@ -178,6 +178,7 @@ async fn answer(
             )
         }
         (&Method::POST, "/explain") => explain(&inner, req).await,
+        (&Method::GET, "/cluster") => cluster(&inner).await,
         (&Method::POST, "/reload") => {
             match Gateway::from_inner(inner.clone())
                 .reload_file_from("admin")
@@ -215,7 +216,7 @@ async fn answer(
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" | "/reload" | "/cache"
-            | "/explain",
+            | "/explain" | "/cluster",
         ) => reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
         _ => reply(
             StatusCode::NOT_FOUND,
@@ -467,6 +468,36 @@ fn admin_host_allowed(host: &str, allowed: &[String]) -> bool {
     name.parse::<std::net::Ipv4Addr>().is_ok()
         || name.eq_ignore_ascii_case("localhost")
         || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
+/// `GET /cluster`: the nodes sharing this gateway's Redis, their configs, and which run
+/// another config than the fleet's newest.
+async fn cluster(inner: &Arc<Inner>) -> Response<Full<Bytes>> {
+    let rt = inner.shared.runtime.load_full();
+    let Some(store) = rt.redis.clone() else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "No fleet",
+            "this gateway has no `redis` section: nodes publish heartbeats only to a shared Redis"
+                .into(),
+        );
+    };
+    match crate::runtime::fleet::view(&store).await {
+        Ok(v) => {
+            let mut body = serde_json::to_value(&v).unwrap_or_default();
+            body["node"] = inner.node_id.clone().into();
+            reply(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_vec_pretty(&body).unwrap_or_default(),
+            )
+        }
+        Err(e) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Redis unavailable",
+            format!("the fleet's heartbeats cannot be read: {e}"),
+        ),
+    }
 }
 
 fn problem(status: StatusCode, title: &str, detail: String) -> Response<Full<Bytes>> {

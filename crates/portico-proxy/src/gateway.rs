@@ -63,6 +63,9 @@ pub struct Inner {
     config_path: Option<PathBuf>,
     admin: std::sync::OnceLock<SocketAddr>,
     admin_configured: Option<SocketAddr>,
+    /// This node's name in the fleet, and when it started.
+    pub(crate) node_id: String,
+    pub(crate) started: std::time::SystemTime,
 }
 
 /// A running gateway. Cheap to clone.
@@ -86,6 +89,12 @@ impl Gateway {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let prometheus = crate::observe::metrics::install();
         let admin_configured = config.admin;
+        let started = std::time::SystemTime::now();
+        let node_id = config
+            .server
+            .node_id
+            .clone()
+            .unwrap_or_else(|| crate::runtime::fleet::default_node_id(started));
         let runtime = Runtime::build(config, None, 1, &Default::default())?;
         crate::translate::grpc::start_reflections(&runtime);
         if let Some(a) = &runtime.audit {
@@ -115,6 +124,8 @@ impl Gateway {
             config_path,
             admin: std::sync::OnceLock::new(),
             admin_configured,
+            node_id,
+            started,
         });
         Ok(Gateway { inner })
     }
@@ -459,6 +470,74 @@ impl Gateway {
         Ok(())
     }
 
+    /// Publishes this node's heartbeat to the shared Redis every `redis.heartbeat_interval`,
+    /// and reads the fleet's to count drifted nodes (`portico_config_drift_nodes`). Follows
+    /// reloads (a config that adds or removes `redis` starts or stops it); withdraws the
+    /// heartbeat at shutdown.
+    pub(crate) fn start_heartbeats(&self) {
+        let gw = self.clone();
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                let rt = gw.inner.shared.runtime.load_full();
+                let interval = rt.config.redis.as_ref().and_then(|r| r.heartbeat_interval);
+                let (Some(store), Some(interval)) = (rt.redis.clone(), interval) else {
+                    drop(rt);
+                    if gw.inner.draining.load(Ordering::Acquire) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                if gw.inner.draining.load(Ordering::Acquire) {
+                    let _ = crate::runtime::fleet::withdraw(&store, &gw.inner.node_id).await;
+                    return;
+                }
+                let hb = gw.heartbeat(&rt);
+                drop(rt);
+                match crate::runtime::fleet::publish(&store, &hb, interval * 3).await {
+                    Ok(()) => {
+                        if std::mem::take(&mut failing) {
+                            tracing::info!("heartbeats reach redis again");
+                        }
+                        if let Ok(v) = crate::runtime::fleet::view(&store).await {
+                            ::metrics::gauge!("portico_config_drift_nodes").set(v.drifted as f64);
+                            ::metrics::gauge!("portico_fleet_nodes").set(v.nodes.len() as f64);
+                        }
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot publish the heartbeat to redis; this node is missing from GET /cluster until it can");
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+
+    /// This node's heartbeat as it stands.
+    pub(crate) fn heartbeat(&self, rt: &Runtime) -> crate::runtime::fleet::Heartbeat {
+        crate::runtime::fleet::Heartbeat {
+            id: self.inner.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            config_hash: rt.config.hash.clone(),
+            config_source: rt.config.source.clone(),
+            generation: rt.generation,
+            loaded_at: crate::observe::access_log::rfc3339(rt.loaded_at),
+            loaded_at_ms: crate::runtime::fleet::unix_ms(rt.loaded_at),
+            started_at: crate::observe::access_log::rfc3339(self.inner.started),
+            uptime_s: self.inner.started.elapsed().map_or(0, |d| d.as_secs()),
+            last_reload_error: self
+                .inner
+                .last_reload_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone()),
+            admin: self.inner.admin.get().map(|a| a.to_string()),
+        }
+    }
+
     /// Records an admin request that changes state (or tried to) in the audit trail.
     pub(crate) fn audit_admin(&self, method: &str, path: &str, peer: SocketAddr, status: u16) {
         if let Some(a) = &self.inner.shared.runtime.load().audit {
@@ -478,6 +557,15 @@ impl Gateway {
     /// the number of connections still open (0 when the drain completed).
     pub async fn shutdown(&self) -> usize {
         self.inner.draining.store(true, Ordering::Release);
+        // Out of the fleet at once, not when the heartbeat expires.
+        let store = self.inner.shared.runtime.load().redis.clone();
+        if let Some(store) = store {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                crate::runtime::fleet::withdraw(&store, &self.inner.node_id),
+            )
+            .await;
+        }
         let deadline = self.inner.shared.runtime.load().config.server.drain_timeout;
         for h in self.inner.listeners.lock().await.iter() {
             let _ = h.stop.send(true);

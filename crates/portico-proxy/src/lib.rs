@@ -54,6 +54,7 @@ impl Gateway {
             gw.set_admin_addr(bound);
         }
         gw.bind_listeners().await?;
+        gw.start_heartbeats();
         Ok(gw)
     }
 }

@@ -138,6 +138,25 @@ pub(super) fn compile_server(
             100,
         ) as u32,
         max_connections_per_ip: cfg.max_connections_per_ip.unwrap_or(0),
+        node_id: match cfg.node_id.as_deref().map(str::trim) {
+            Some("") => {
+                cx.sink.at(
+                    loc(node, "node_id"),
+                    "empty `node_id`",
+                    "remove it for the host name and start time, or name the node",
+                );
+                None
+            }
+            Some(id) if id.chars().any(|c| c.is_control() || c == ' ') => {
+                cx.sink.at(
+                    loc(node, "node_id"),
+                    format!("`node_id` {id:?} has spaces or control characters"),
+                    "use letters, digits, `-`, `.` and `_`",
+                );
+                None
+            }
+            other => other.map(str::to_owned),
+        },
         request_debug: cfg.request_debug.as_ref().and_then(|d| {
             let dnode = super::ctx::get(node, "request_debug").unwrap_or(node);
             let name = d.header.as_deref().unwrap_or("x-portico-debug");
@@ -261,6 +280,21 @@ pub(super) fn compile_redis(
             .map(|s| (s.nodes.clone(), s.master.clone())),
         timeout,
         key_prefix: cfg.key_prefix.clone().unwrap_or_else(|| "portico:".into()),
+        heartbeat_interval: match cfg.heartbeat_interval.as_deref() {
+            None => Some(Duration::from_secs(5)),
+            Some("off" | "false" | "no") => None,
+            Some(t) => match crate::duration::parse_duration(t) {
+                Ok(d) if d >= Duration::from_millis(100) => Some(d),
+                _ => {
+                    cx.sink.at(
+                        loc(node, "heartbeat_interval"),
+                        format!("`heartbeat_interval` is `{t}`"),
+                        "write a duration of at least 100ms, such as `5s`, or `off`",
+                    );
+                    None
+                }
+            },
+        },
     })
 }
 

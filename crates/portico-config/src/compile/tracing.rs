@@ -811,6 +811,16 @@ mod tests {
             ),
             ("audit: { path: \"\" }\n", &[], "empty audit `path`"),
             (
+                "redis: { url: \"redis://127.0.0.1:6379\", heartbeat_interval: 10ms }\n",
+                &[],
+                "`heartbeat_interval` is `10ms`",
+            ),
+            (
+                "server: { node_id: \"a b\" }\n",
+                &[],
+                "has spaces or control characters",
+            ),
+            (
                 "audit: { path: a.jsonl, hmac_key_file: /nonexistent/portico-audit.key }\n",
                 &[],
                 "cannot read `/nonexistent/portico-audit.key`",

@@ -35,6 +35,10 @@ pub struct RedisConfig {
     /// Prefix of every key Portico writes. Default `portico:`.
     #[serde(default)]
     pub key_prefix: Option<String>,
+    /// How often this node publishes its heartbeat (id, config hash, generation, last reload
+    /// error) for `GET /cluster`; it expires after three. Default `5s`; `off` publishes none.
+    #[serde(default)]
+    pub heartbeat_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -214,6 +218,10 @@ pub struct ServerConfig {
     /// How request paths are canonicalised on every listener (a listener may override it).
     #[serde(default)]
     pub paths: Option<PathsConfig>,
+    /// This node's name in the fleet (`GET /cluster`, heartbeats). Default: the host name and
+    /// the start time.
+    #[serde(default)]
+    pub node_id: Option<String>,
     /// On-demand request debugging: a request carrying the secret in `header` gets a
     /// `Server-Timing` answer header, its phase record logged, and its trace recorded.
     #[serde(default)]

@@ -94,6 +94,8 @@ pub struct Server {
     pub http2_max_concurrent_streams: u32,
     /// 0: no limit.
     pub max_connections_per_ip: u32,
+    /// The configured node id (`None`: host name and start time).
+    pub node_id: Option<String>,
     /// On-demand request debugging: the header and the digest of its secret.
     pub request_debug: Option<(HeaderName, [u8; 32])>,
 }
@@ -154,6 +156,8 @@ pub struct RedisSettings {
     pub sentinel: Option<(Vec<String>, String)>,
     pub timeout: Duration,
     pub key_prefix: String,
+    /// `None`: no heartbeats.
+    pub heartbeat_interval: Option<Duration>,
 }
 
 #[cfg(test)]

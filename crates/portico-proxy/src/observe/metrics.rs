@@ -265,6 +265,16 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Access-log lines dropped because the writer fell behind.",
     ),
     (
+        "portico_config_drift_nodes",
+        Kind::Gauge,
+        "Nodes of the fleet (sharing this Redis) whose config differs from the one applied last.",
+    ),
+    (
+        "portico_fleet_nodes",
+        Kind::Gauge,
+        "Nodes of the fleet with a live heartbeat.",
+    ),
+    (
         "portico_audit_write_errors_total",
         Kind::Counter,
         "Audit records that could not be written.",

@@ -296,4 +296,43 @@ impl RedisStore {
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
+
+    /// The key prefix every key of this gateway starts with.
+    pub fn key_prefix(&self) -> &str {
+        &self.settings.key_prefix
+    }
+
+    /// Runs a pipeline on the same connection as the limits, within the same timeout (for the
+    /// fleet's heartbeats, which are not rate-limit decisions: they do not flip `is_up`).
+    pub async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, String> {
+        let result = tokio::time::timeout(
+            self.settings.timeout.max(Duration::from_millis(500)),
+            async {
+                match &self.conn {
+                    Conn::Single(c) => pipe.query_async::<T>(&mut c.clone()).await,
+                    Conn::Cluster(cc) => {
+                        let c = cc
+                            .conn
+                            .get_or_try_init(|| cc.client.get_async_connection())
+                            .await?;
+                        pipe.query_async::<T>(&mut c.clone()).await
+                    }
+                    Conn::Sentinel(sc) => {
+                        let mut c = sc.get().await?;
+                        let r = pipe.query_async::<T>(&mut c).await;
+                        if r.is_err() {
+                            sc.forget();
+                        }
+                        r
+                    }
+                }
+            },
+        )
+        .await;
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer in time".into()),
+        }
+    }
 }

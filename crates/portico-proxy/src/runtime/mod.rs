@@ -1,7 +1,9 @@
 //! What a request reads: one config generation's state (`state`), and the request's own
-//! context as it goes through the pipeline (`ctx`).
+//! context as it goes through the pipeline (`ctx`); and the fleet's heartbeats in the shared
+//! Redis (`fleet`).
 
 pub mod ctx;
+pub mod fleet;
 pub mod state;
 
 pub use ctx::RequestCtx;

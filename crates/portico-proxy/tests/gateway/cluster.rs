@@ -505,3 +505,82 @@ async fn redis_budgets_are_per_route_unless_the_policy_is_global() {
     assert_eq!(get(&gw.url("/a")).await.status, 429);
     assert_eq!(get(&gw.url("/b")).await.status, 429);
 }
+
+/// Two nodes sharing a Redis see each other in `GET /cluster`; one that applies a newer
+/// config leaves the other flagged as drifted; a node that shuts down leaves at once.
+#[tokio::test]
+async fn nodes_see_each_other_and_drift_shows_within_a_heartbeat() {
+    if !shared_redis() {
+        return;
+    }
+    let up = echo_server().await;
+    let prefix = prefix();
+    let yaml = |extra: &str| {
+        config(&format!(
+            "redis: {{ url: \"redis://127.0.0.1:6379\", key_prefix: \"{prefix}\", heartbeat_interval: 100ms }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n{extra}",
+            up.url()
+        ))
+    };
+    let view = |gw: &TestGateway| {
+        let url = gw.admin_url("/cluster");
+        async move { get(&url).await.json() }
+    };
+    let a = gateway(&yaml("")).await;
+    let b = gateway(&yaml("")).await;
+    let (id_a, id_b) = (
+        view(&a).await["node"].clone(),
+        view(&b).await["node"].clone(),
+    );
+    assert_ne!(id_a, id_b, "each node has its own id");
+    eventually("both nodes in the fleet, agreeing", async || {
+        let v = view(&a).await;
+        v["nodes"].as_array().is_some_and(|n| n.len() == 2) && v["drifted"] == 0
+    })
+    .await;
+    let v = view(&a).await;
+    assert_eq!(v["nodes"][0]["config_hash"], v["nodes"][1]["config_hash"]);
+    assert_eq!(v["nodes"][0]["generation"], 1);
+    // b applies a newer config: a now runs an old one.
+    let newer = portico_config::load_str(
+        "b.yaml",
+        &format!(
+            "{}admin: {{ address: \"127.0.0.1:0\" }}\n",
+            yaml("  - match: { path: { prefix: /new } }\n    respond: { body: new }\n")
+        ),
+        std::path::Path::new("."),
+        &|_| None,
+    )
+    .unwrap();
+    let newer_hash = newer.hash.clone();
+    b.gw.apply(newer).await.unwrap();
+    eventually("a shown as drifted", async || {
+        let v = view(&a).await;
+        v["newest_hash"] == newer_hash.as_str()
+            && v["drifted"] == 1
+            && v["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["id"] == id_a && n["drift"] == true)
+    })
+    .await;
+    // b leaves: gone at once, not after its heartbeat expires.
+    b.gw.shutdown().await;
+    let v = view(&a).await;
+    let ids: Vec<&serde_json::Value> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["id"])
+        .collect();
+    assert_eq!(ids, [&id_a]);
+    // A configured id is the node's name.
+    let named =
+        gateway(&yaml("").replace("redis: {", "server: { node_id: edge-1 }\nredis: {")).await;
+    assert_eq!(view(&named).await["node"], "edge-1");
+    // Without Redis there is no fleet to show.
+    let alone = gateway(&config("routes:\n  - respond: { body: x }\n")).await;
+    let got = get(&alone.admin_url("/cluster")).await;
+    assert_eq!(got.status, 404);
+    assert_eq!(got.header("content-type"), Some("application/problem+json"));
+}
