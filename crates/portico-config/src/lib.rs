@@ -8,6 +8,7 @@ pub mod compile;
 mod config;
 pub mod dates;
 pub mod diag;
+pub mod diff;
 pub mod duration;
 pub mod explain;
 mod fetch;

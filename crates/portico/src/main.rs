@@ -124,6 +124,25 @@ enum Command {
         #[command(subcommand)]
         what: SoapWhat,
     },
+    /// What differs between a config file and the config a running node serves: routes,
+    /// upstreams, consumers and global policies added, removed or changed, other sections
+    /// changed; secrets masked. Exit 0 when they are the same config, 1 when they differ, 2 when
+    /// either cannot be read.
+    Diff {
+        #[arg(short, long, default_value = "portico.yaml")]
+        config: PathBuf,
+        /// The node's admin address, `http://host:port`.
+        #[arg(long)]
+        admin: String,
+    },
+    /// The nodes of the fleet, as a node sees them (`GET /cluster`): their config hashes and
+    /// which run another config than the newest. Exit 0 when none does, 1 when some do, 2 when
+    /// the node cannot be asked.
+    Cluster {
+        /// A node's admin address, `http://host:port`.
+        #[arg(long)]
+        admin: String,
+    },
     /// Work with the audit trail.
     Audit {
         #[command(subcommand)]
@@ -154,6 +173,143 @@ fn no_huge_pages() {
         unsafe {
             libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
         }
+    }
+}
+
+/// `GET` of an admin endpoint, its JSON answer. Plain HTTP (the admin port is usually on a
+/// private address); 10 s at most.
+fn admin_get(admin: &str, path: &str) -> Result<serde_json::Value, String> {
+    use http_body_util::BodyExt;
+    let url = format!("{}{path}", admin.trim_end_matches('/'));
+    let uri: http::Uri = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "`{admin}`: give the admin address as http://host:port"
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let resp = client.get(uri).await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((status, body))
+        })
+        .await
+        .map_err(|_| "no answer within 10s".to_string())??;
+        let (status, body) = got;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("{url}: {status}, not JSON ({e})"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "{url}: {status}: {}",
+                v["detail"].as_str().unwrap_or("")
+            ));
+        }
+        Ok(v)
+    })
+}
+
+fn diff(path: &Path, admin: &str) -> ExitCode {
+    let file = match portico_config::load_file(path) {
+        Ok(c) => c,
+        Err(d) => {
+            errln!("{d}");
+            return ExitCode::from(2);
+        }
+    };
+    let running = match admin_get(admin, "/config") {
+        Ok(v) => v,
+        Err(e) => {
+            errln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let running_hash = running["hash"].as_str().unwrap_or("");
+    if running_hash == file.hash {
+        outln!("same config ({running_hash})");
+        return ExitCode::SUCCESS;
+    }
+    let changes = portico_config::diff::diff(&running["config"], &file.redacted());
+    outln!(
+        "{admin} runs {running_hash} (generation {}); {} is {}",
+        running["generation"],
+        path.display(),
+        file.hash
+    );
+    if changes.is_empty() {
+        outln!(
+            "no difference in what they configure: they differ in masked secrets, comments or formatting"
+        );
+    }
+    for c in &changes {
+        outln!("  {c}");
+    }
+    ExitCode::FAILURE
+}
+
+fn cluster(admin: &str) -> ExitCode {
+    let v = match admin_get(admin, "/cluster") {
+        Ok(v) => v,
+        Err(e) => {
+            errln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let this = v["node"].as_str().unwrap_or("");
+    outln!(
+        "{:<32} {:<18} {:>4}  {:<24}  {}",
+        "node",
+        "config",
+        "gen",
+        "loaded",
+        ""
+    );
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        let id = n["id"].as_str().unwrap_or("");
+        let mut flags = Vec::new();
+        if id == this {
+            flags.push("this node".to_string());
+        }
+        if n["drift"] == true {
+            flags.push("DRIFT".to_string());
+        }
+        if let Some(e) = n["last_reload_error"].as_str() {
+            flags.push(format!(
+                "last reload failed: {}",
+                e.lines().next().unwrap_or("")
+            ));
+        }
+        outln!(
+            "{:<32} {:<18} {:>4}  {:<24}  {}",
+            id,
+            n["config_hash"].as_str().unwrap_or(""),
+            n["generation"],
+            n["loaded_at"].as_str().unwrap_or(""),
+            flags.join("; ")
+        );
+    }
+    let drifted = v["drifted"].as_u64().unwrap_or(0);
+    outln!(
+        "newest config {}; {drifted} of {} nodes drifted",
+        v["newest_hash"].as_str().unwrap_or("-"),
+        v["nodes"].as_array().map_or(0, Vec::len)
+    );
+    if drifted == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -212,6 +368,8 @@ fn main() -> ExitCode {
         Some(Command::Soap {
             what: SoapWhat::Inspect { wsdl },
         }) => soap_inspect(&wsdl),
+        Some(Command::Diff { config, admin }) => diff(&config, &admin),
+        Some(Command::Cluster { admin }) => cluster(&admin),
         Some(Command::Audit {
             what:
                 AuditWhat::Verify {

@@ -410,3 +410,67 @@ fn audit_verify_passes_a_whole_trail_and_names_the_edited_line() {
         "{err}"
     );
 }
+
+/// `portico diff` against a running node: the same file is the same config (exit 0); a file
+/// with a route added and an upstream changed lists both (exit 1). `portico cluster` on a node
+/// without Redis says why it cannot list a fleet (exit 2).
+#[test]
+fn diff_against_a_running_node_and_cluster_without_a_fleet() {
+    let dir = temp_dir("diff");
+    let (port, admin) = (free_port(), free_port());
+    let path = dir.join("portico.yaml");
+    let running = format!(
+        "listeners: [{{ address: \"127.0.0.1:{port}\" }}]\nadmin: {{ address: \"127.0.0.1:{admin}\" }}\nupstreams:\n  u: {{ targets: [\"http://127.0.0.1:9\"] }}\nroutes:\n  - name: main\n    upstream: u\n"
+    );
+    std::fs::write(&path, &running).unwrap();
+    let mut child = bin()
+        .args(["run", "--no-watch", "-c"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_for(admin_addr, "/healthz");
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    let same = bin()
+        .args(["diff", "--admin", &admin_url, "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    assert!(String::from_utf8_lossy(&same.stdout).starts_with("same config"));
+    let changed = dir.join("changed.yaml");
+    std::fs::write(
+        &changed,
+        running.replace("127.0.0.1:9\"", "127.0.0.1:10\"")
+            + "  - name: extra\n    match: { path: { prefix: /x } }\n    respond: { body: x }\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["diff", "--admin", &admin_url, "-c"])
+        .arg(&changed)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("routes: + extra"), "{text}");
+    assert!(text.contains("upstreams: ~ u (targets)"), "{text}");
+    let fleet = bin()
+        .args(["cluster", "--admin", &admin_url])
+        .output()
+        .unwrap();
+    assert_eq!(fleet.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&fleet.stderr).contains("no `redis` section"),
+        "{}",
+        String::from_utf8_lossy(&fleet.stderr)
+    );
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+}
