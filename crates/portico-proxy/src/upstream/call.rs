@@ -128,14 +128,22 @@ pub(crate) fn call_upstream<'a>(
                 crate::base::future::box_in_place(|| pool.send(target, &mut *req)),
             )
             .await;
+            // What the attempt ended with, for its span and the phase record: the status it
+            // answered, or the error it met.
+            let (status, error) = if span.is_some() || began.is_some() {
+                match &result {
+                    Ok(Ok((_, resp))) => (Some(resp.status().as_u16()), None),
+                    Ok(Err(e)) => (None, Some(call_error(e).code())),
+                    Err(_) => (None, Some(Problem::UpstreamTimeout.code())),
+                }
+            } else {
+                (None, None)
+            };
             if let Some(began) = began
                 && let Some(p) = rec.as_deref_mut().and_then(|r| r.phases.as_deref_mut())
             {
-                let outcome = match &result {
-                    Ok(Ok((_, resp))) => resp.status().as_str().to_string(),
-                    Ok(Err(e)) => call_error(e).code().to_string(),
-                    Err(_) => Problem::UpstreamTimeout.code().to_string(),
-                };
+                let outcome =
+                    status.map_or_else(|| error.unwrap_or("").to_string(), |s| s.to_string());
                 p.mark(
                     "upstream",
                     began,
@@ -152,11 +160,6 @@ pub(crate) fn call_upstream<'a>(
                     .and_then(|r| r.trace.as_deref_mut())
                     .or(fork.as_deref_mut())
             {
-                let (status, error) = match &result {
-                    Ok(Ok((_, resp))) => (Some(resp.status().as_u16()), None),
-                    Ok(Err(e)) => (None, Some(call_error(e).code())),
-                    Err(_) => (None, Some(Problem::UpstreamTimeout.code())),
-                };
                 let t_info = pool.target(target);
                 t.children.push(crate::observe::trace::Child {
                     span_id: id,
