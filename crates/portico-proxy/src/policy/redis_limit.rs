@@ -150,10 +150,26 @@ pub enum Taken {
     Limited(Duration, usize),
 }
 
+/// Why the Redis client could not be set up (the URLs; no connection is made yet).
+#[derive(Debug, thiserror::Error)]
+#[error("redis {kind}`{url}`: {source}")]
+pub struct RedisSetupError {
+    /// `sentinel `, `cluster ` or empty.
+    kind: &'static str,
+    /// The URL without its password.
+    url: String,
+    #[source]
+    source: redis::RedisError,
+}
+
 impl RedisStore {
     /// Builds the store; the connection is made on first use, not here, so a gateway starts
     /// (and fails open or closed) while Redis is down.
-    pub fn new(settings: RedisSettings) -> Result<Arc<RedisStore>, String> {
+    pub fn new(settings: RedisSettings) -> Result<Arc<RedisStore>, RedisSetupError> {
+        let failed = |kind: &'static str| {
+            let url = redact(&settings.url);
+            move |source| RedisSetupError { kind, url, source }
+        };
         let connect_timeout = settings.timeout.max(Duration::from_millis(200));
         let conn = if let Some((nodes, master)) = &settings.sentinel {
             let client = redis::sentinel::SentinelClient::build(
@@ -162,23 +178,19 @@ impl RedisStore {
                 None,
                 redis::sentinel::SentinelServerType::Master,
             )
-            .map_err(|e| format!("redis sentinel `{}`: {e}", redact(&settings.url)))?;
+            .map_err(failed("sentinel "))?;
             Conn::Sentinel(Box::new(SentinelConn {
                 client: tokio::sync::Mutex::new(client),
                 conn: std::sync::Mutex::new(None),
             }))
         } else if settings.cluster_nodes.is_empty() {
-            let client = redis::Client::open(settings.url.as_str())
-                .map_err(|e| format!("redis `{}`: {e}", redact(&settings.url)))?;
+            let client = redis::Client::open(settings.url.as_str()).map_err(failed(""))?;
             let cfg = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(connect_timeout))
                 .set_response_timeout(Some(settings.timeout))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_secs(1));
-            Conn::Single(
-                ConnectionManager::new_lazy_with_config(client, cfg)
-                    .map_err(|e| format!("redis `{}`: {e}", redact(&settings.url)))?,
-            )
+            Conn::Single(ConnectionManager::new_lazy_with_config(client, cfg).map_err(failed(""))?)
         } else {
             let client = redis::cluster::ClusterClient::builder(
                 settings.cluster_nodes.iter().map(String::as_str),
@@ -187,7 +199,7 @@ impl RedisStore {
             .response_timeout(settings.timeout)
             .retries(1)
             .build()
-            .map_err(|e| format!("redis cluster `{}`: {e}", redact(&settings.url)))?;
+            .map_err(failed("cluster "))?;
             Conn::Cluster(Box::new(ClusterConn {
                 client,
                 conn: tokio::sync::OnceCell::new(),
@@ -334,5 +346,33 @@ impl RedisStore {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("no answer in time".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_redis_cannot_read_is_a_typed_error_without_its_password() {
+        let settings = RedisSettings {
+            url: "redis://user:s3cret@host:notaport/0".into(),
+            cluster_nodes: Vec::new(),
+            sentinel: None,
+            timeout: Duration::from_millis(50),
+            key_prefix: "portico:".into(),
+            heartbeat_interval: None,
+        };
+        let e = RedisStore::new(settings).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("redis `redis://…@host:notaport/0`"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the redis error is kept as the source"
+        );
     }
 }

@@ -59,7 +59,7 @@ impl PolicyStates {
         config: &Config,
         previous: Option<&PolicyStates>,
         redis: Option<&Arc<RedisStore>>,
-    ) -> Result<PolicyStates, String> {
+    ) -> Result<PolicyStates, rustls::Error> {
         let prev: &[PolicyState] = previous.map_or(&[], |p| &p.0);
         let mut slots: Vec<PolicyState> = (0..config.policy_slots)
             .map(|_| PolicyState::Empty)
@@ -70,7 +70,7 @@ impl PolicyStates {
         rustls::crypto::aws_lc_rs::default_provider()
             .secure_random
             .fill(&mut secret)
-            .map_err(|_| "no secure random numbers available".to_string())?;
+            .map_err(|_| rustls::Error::FailedToGetRandomBytes)?;
         for p in policies(config) {
             match p {
                 Policy::RateLimit(rl) => {

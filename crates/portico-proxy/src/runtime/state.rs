@@ -32,14 +32,14 @@ pub enum RuntimeError {
     #[error("cannot start the trace exporter: {0}")]
     Tracing(#[source] std::io::Error),
     /// The shared rate-limit store (Redis) could not be set up.
-    #[error("{0}")]
-    Redis(String),
+    #[error(transparent)]
+    Redis(#[from] crate::policy::redis_limit::RedisSetupError),
     /// An upstream's pool could not be made (its TLS settings).
-    #[error("{0}")]
-    Upstream(String),
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::pool::PoolError),
     /// The policies' state could not be made (no secure random numbers for the Basic cache).
-    #[error("{0}")]
-    Policies(String),
+    #[error("the policies' state: {0}")]
+    Policies(#[source] rustls::Error),
 }
 
 #[derive(Debug, Clone)]
@@ -206,7 +206,7 @@ fn build_pools(
     config: &Config,
     previous: Option<&Runtime>,
     overrides: &TargetOverrides,
-) -> Result<Vec<Arc<UpstreamPool>>, String> {
+) -> Result<Vec<Arc<UpstreamPool>>, crate::upstream::pool::PoolError> {
     let mut pools = Vec::with_capacity(config.upstreams.len());
     for up in &config.upstreams {
         let up = match overrides.get(&*up.name) {

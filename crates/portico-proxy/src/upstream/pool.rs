@@ -222,25 +222,50 @@ fn shard_count() -> usize {
         .clamp(1, 64)
 }
 
+/// Why an upstream's pool could not be made: its TLS settings.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The TLS provider refused the protocol versions.
+    #[error("upstream `{upstream}`: TLS: {source}")]
+    Tls {
+        upstream: Arc<str>,
+        #[source]
+        source: rustls::Error,
+    },
+    /// A certificate of the upstream's CA bundle is not usable as a root.
+    #[error("upstream `{upstream}`: bad CA certificate: {source}")]
+    CaCertificate {
+        upstream: Arc<str>,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
 impl UpstreamPool {
     /// A pool for `spec`. When a reload changed the upstream, `previous` is its old pool:
     /// targets in both keep their health state (ejections, check results).
     pub fn new(
         spec: Arc<Upstream>,
         previous: Option<&UpstreamPool>,
-    ) -> Result<UpstreamPool, String> {
+    ) -> Result<UpstreamPool, PoolError> {
         let tls = if spec.targets.iter().any(|t| t.scheme == Scheme::Https) {
             let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
             let builder = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?;
+                .map_err(|source| PoolError::Tls {
+                    upstream: spec.name.clone(),
+                    source,
+                })?;
             let mut roots = rustls::RootCertStore::empty();
             match &spec.tls.roots {
                 Some(certs) => {
                     for c in certs {
-                        roots.add(c.clone()).map_err(|e| {
-                            format!("upstream `{}`: bad CA certificate: {e}", spec.name)
-                        })?;
+                        roots
+                            .add(c.clone())
+                            .map_err(|source| PoolError::CaCertificate {
+                                upstream: spec.name.clone(),
+                                source,
+                            })?;
                     }
                 }
                 None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
