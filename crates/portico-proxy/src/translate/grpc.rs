@@ -59,7 +59,6 @@ pub async fn handle(
     path: &str,
 ) -> Result<Response<Body>, Problem> {
     let (rt, request_id, bytes_in) = (ctx.rt, ctx.request_id, ctx.bytes_in);
-    let cfg = &rt.config;
     // Definitions from a file are in the config; reflected ones arrive in the runtime.
     let tr = match &t.transcoder {
         Some(tr) => tr.clone(),
@@ -168,45 +167,34 @@ pub async fn handle(
         Err(_) => return Err(Problem::NoRoute),
     };
 
-    // The gRPC call.
-    let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
-    let ti = pool.pick(&crate::upstream::balance::PickContext {
-        headers: &parts.headers,
-        client_ip: ctx.rec.client_ip,
+    // The gRPC call. Identity set by the policies (consumer, groups, claims) goes along as
+    // metadata too.
+    let (pool, ti, mut up) = super::upstream_call(
+        ctx,
+        action,
+        &parts,
         path,
-        query: parts.uri.query(),
-    });
-    let target = pool.target(ti).clone();
-    ctx.rec.upstream = Some(target.display.clone());
-    let uri = target
-        .uri(call.method.path.clone())
-        .map_err(|_| Problem::UpstreamProtocol)?;
-    let mut up = Request::new(Body::Full(Some(frame)));
-    *up.method_mut() = Method::POST;
-    *up.uri_mut() = uri;
-    *up.version_mut() = Version::HTTP_2;
-    let h = up.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    h.insert(header::TE, HeaderValue::from_static("trailers"));
-    let budget = route.timeout.unwrap_or(pool.spec.request_timeout);
-    if let Ok(v) = HeaderValue::try_from(grpc::timeout_header(budget)) {
-        h.insert(http::HeaderName::from_static("grpc-timeout"), v);
-    }
-    h.insert(cfg.server.request_id_header.clone(), request_id.clone());
-    for name in &t.forward_headers {
-        for v in parts.headers.get_all(name) {
-            h.append(name.clone(), v.clone());
-        }
-    }
-    // Identity set by the policies (consumer, groups, claims) goes along as metadata too.
-    for name in &cfg.server.identity_headers {
-        if let Some(v) = parts.headers.get(name) {
-            h.insert(name.clone(), v.clone());
-        }
-    }
+        call.method.path.clone(),
+        Body::Full(Some(frame)),
+        |up, pool, _| {
+            *up.version_mut() = Version::HTTP_2;
+            let h = up.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            h.insert(header::TE, HeaderValue::from_static("trailers"));
+            let budget = route.timeout.unwrap_or(pool.spec.request_timeout);
+            if let Ok(v) = HeaderValue::try_from(grpc::timeout_header(budget)) {
+                h.insert(http::HeaderName::from_static("grpc-timeout"), v);
+            }
+            for name in &t.forward_headers {
+                for v in parts.headers.get_all(name) {
+                    h.append(name.clone(), v.clone());
+                }
+            }
+        },
+    )?;
     let resp = crate::upstream::call::call_upstream(
         route.timeout,
         &pool,

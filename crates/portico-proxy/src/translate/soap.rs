@@ -39,8 +39,7 @@ pub async fn handle(
     req: Request<ClientBody>,
     path: &str,
 ) -> Result<Response<Body>, Problem> {
-    let (rt, request_id, bytes_in) = (ctx.rt, ctx.request_id, ctx.bytes_in);
-    let cfg = &rt.config;
+    let (request_id, bytes_in) = (ctx.request_id, ctx.bytes_in);
     let rest = path.get(s.prefix.len()..).unwrap_or("");
     // A configured method and path first, then `POST {prefix}/{Operation}`.
     let bound = s.bindings.iter().find_map(|b| {
@@ -148,39 +147,29 @@ pub async fn handle(
     };
 
     // The SOAP call.
-    let pool = rt.pools[action.upstream(|total| fastrand::u32(0..total))].clone();
-    let ti = pool.pick(&crate::upstream::balance::PickContext {
-        headers: &parts.headers,
-        client_ip: ctx.rec.client_ip,
+    let (content_type, soap_action) = (envelope.content_type, envelope.soap_action);
+    let (pool, ti, mut up) = super::upstream_call(
+        ctx,
+        action,
+        &parts,
         path,
-        query: parts.uri.query(),
-    });
-    let target = pool.target(ti).clone();
-    ctx.rec.upstream = Some(target.display.clone());
-    let uri = target
-        .uri(s.path.clone())
-        .map_err(|_| Problem::UpstreamProtocol)?;
-    let mut up = Request::new(Body::Full(Some(Bytes::from(envelope.body))));
-    *up.method_mut() = Method::POST;
-    *up.uri_mut() = uri;
-    let h = up.headers_mut();
-    if let Ok(v) = HeaderValue::try_from(envelope.content_type) {
-        h.insert(header::CONTENT_TYPE, v);
-    }
-    if let Some(a) = envelope.soap_action
-        && let Ok(v) = HeaderValue::try_from(a)
-    {
-        h.insert(http::HeaderName::from_static("soapaction"), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
-        h.insert(header::HOST, v);
-    }
-    h.insert(cfg.server.request_id_header.clone(), request_id.clone());
-    for name in &cfg.server.identity_headers {
-        if let Some(v) = parts.headers.get(name) {
-            h.insert(name.clone(), v.clone());
-        }
-    }
+        s.path.clone(),
+        Body::Full(Some(Bytes::from(envelope.body))),
+        |up, _, target| {
+            let h = up.headers_mut();
+            if let Ok(v) = HeaderValue::try_from(content_type) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            if let Some(a) = soap_action
+                && let Ok(v) = HeaderValue::try_from(a)
+            {
+                h.insert(http::HeaderName::from_static("soapaction"), v);
+            }
+            if let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
+                h.insert(header::HOST, v);
+            }
+        },
+    )?;
     let resp = crate::upstream::call::call_upstream(
         route.timeout,
         &pool,
