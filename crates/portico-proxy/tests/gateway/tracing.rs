@@ -720,3 +720,36 @@ async fn a_transcoded_call_is_a_translation_span_beside_its_grpc_attempt() {
     assert_eq!(attempt.attr("http.request.method"), Some("POST"));
     assert_eq!(attempt.attr("portico.upstream"), Some("books"));
 }
+
+/// HTTP/2 clients are traced the same way; the protocol is on the server span.
+#[tokio::test]
+async fn an_http2_request_is_traced_with_its_protocol() {
+    let collector = otlp_collector().await;
+    let up = echo_server().await;
+    let gw = portico_testkit::gateway(&config(&format!(
+        "{}upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        tracing_section(&collector.url(), ""),
+        up.url()
+    )))
+    .await;
+    let c = client(true, &[]);
+    let got = send(
+        &c,
+        req("GET", &gw.url("/h2"))
+            .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.version, http::Version::HTTP_2);
+    assert!(
+        got.json()["headers"]["traceparent"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("00-{CLIENT_TRACE}-"))
+    );
+    let spans = collector.wait_for(2).await;
+    let server = server_spans(&spans);
+    assert_eq!(server[0].attr("network.protocol.version"), Some("2"));
+    assert_eq!(server[0].trace_id, CLIENT_TRACE);
+}
