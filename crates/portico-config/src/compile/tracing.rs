@@ -67,6 +67,25 @@ pub(super) fn compile_tracing(
         return None;
     }
     let errors_before = cx.sink.out.len();
+    // The exporter would read this one itself, and fail at run time for want of a codec:
+    // refused here, where it can be said.
+    if let Some((name, v)) = var(
+        cx,
+        &[
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+        ],
+    ) && !v.trim().eq_ignore_ascii_case("none")
+    {
+        bad_var(
+            cx,
+            at,
+            name,
+            &v,
+            "Portico exports without compression",
+            "unset it (or set it to `none`)",
+        );
+    }
 
     // Transport and endpoint.
     let protocol = match &cfg.protocol {
@@ -849,6 +868,11 @@ mod tests {
                 "tracing: {}\n",
                 &[("OTEL_TRACES_SAMPLER", "jaeger_remote")],
                 "1:10 environment variable OTEL_TRACES_SAMPLER=`jaeger_remote`: not a sampler",
+            ),
+            (
+                "tracing: {}\n",
+                &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
+                "OTEL_EXPORTER_OTLP_COMPRESSION=`gzip`: Portico exports without compression",
             ),
             (
                 "tracing: {}\n",
