@@ -78,6 +78,29 @@ pub(crate) fn item_loc(node: &Node, key: &str, i: usize) -> Loc {
     }
 }
 
+/// A count that must be greater than 0: the value given, or `default` when absent (or 0,
+/// which is reported at `key`).
+pub(crate) fn positive(
+    cx: &mut Ctx<'_>,
+    node: &Node,
+    key: &str,
+    v: Option<usize>,
+    default: usize,
+) -> usize {
+    match v {
+        Some(0) => {
+            cx.sink.at(
+                loc(node, key),
+                format!("`{key}` must be greater than 0"),
+                format!("remove it for the default, {default}"),
+            );
+            default
+        }
+        Some(n) => n,
+        None => default,
+    }
+}
+
 pub(super) fn fnv(bytes: &[u8], mut h: u64) -> u64 {
     for b in bytes {
         h ^= u64::from(*b);

@@ -47,19 +47,8 @@ pub(super) fn compile_server(
                 HeaderName::from_static("x-request-id")
             }
         };
-    let positive = |cx: &mut Ctx<'_>, v: Option<usize>, key: &str, default: usize| -> usize {
-        match v {
-            Some(0) => {
-                cx.sink.at(
-                    loc(node, key),
-                    format!("`{key}` must be greater than 0"),
-                    format!("remove it for the default, {default}"),
-                );
-                default
-            }
-            Some(n) => n,
-            None => default,
-        }
+    let positive = |cx: &mut Ctx<'_>, v: Option<usize>, key: &str, default: usize| {
+        super::ctx::positive(cx, node, key, v, default)
     };
     // Zero would close every connection the moment it waits (idle) or refuse every request
     // head (408); neither is a way to turn the timeout off.

@@ -548,15 +548,7 @@ fn positive(
     default: usize,
 ) -> usize {
     match v {
-        Some(0) => {
-            cx.sink.at(
-                loc(node, key),
-                format!("`{key}` must be greater than 0"),
-                format!("remove it for the default, {default}"),
-            );
-            default
-        }
-        Some(n) => n,
+        Some(_) => super::ctx::positive(cx, node, key, v, default),
         None => match var(cx, names) {
             Some((name, text)) => match text.trim().parse::<usize>() {
                 Ok(n) if n > 0 => n,

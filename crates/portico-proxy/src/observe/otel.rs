@@ -378,7 +378,7 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
     }
     attrs.push(KeyValue::new("client.address", f.client_ip.to_string()));
     if let Some(host) = f.host.as_ref().and_then(|h| h.to_str().ok()) {
-        let (name, port) = split_host(host);
+        let (name, port) = address(host);
         attrs.push(KeyValue::new("server.address", name.to_string()));
         if let Some(p) = port {
             attrs.push(KeyValue::new("server.port", i64::from(p)));
@@ -451,7 +451,7 @@ fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) 
                 let mut a = Vec::with_capacity(8);
                 let method = method_label(&method);
                 a.push(KeyValue::new("http.request.method", method));
-                let (host, port) = split_host(authority.as_str());
+                let (host, port) = address(authority.as_str());
                 a.push(KeyValue::new("server.address", host.to_string()));
                 if let Some(p) = port {
                     a.push(KeyValue::new("server.port", i64::from(p)));
@@ -558,37 +558,41 @@ fn events_of(f: &Finished) -> SpanEvents {
     events
 }
 
-/// `host[:port]`, `[v6]:port`.
-fn split_host(h: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = h.strip_prefix('[') {
-        return match rest.split_once(']') {
-            Some((ip, tail)) => (ip, tail.strip_prefix(':').and_then(|p| p.parse().ok())),
-            None => (h, None),
-        };
-    }
-    match h.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') => match port.parse() {
-            Ok(p) => (name, Some(p)),
-            Err(_) => (h, None),
-        },
-        _ => (h, None),
+/// `server.address` and `server.port` of a `host[:port]` (`[v6]:port`), read by the http
+/// crate's authority parser; the address without the brackets an IPv6 literal is written in.
+/// Not an authority: the text as it is, no port.
+fn address(h: &str) -> (&str, Option<u16>) {
+    match h.parse::<http::uri::Authority>() {
+        Ok(a) => {
+            let host = a.host();
+            let host = host
+                .strip_prefix('[')
+                .and_then(|v| v.strip_suffix(']'))
+                .unwrap_or(host);
+            // Borrowed from `h`: the parsed host is a slice of the same text.
+            let start = h.find(host).unwrap_or(0);
+            (&h[start..start + host.len()], a.port_u16())
+        }
+        Err(_) => (h, None),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::split_host;
+    use super::address;
 
     #[test]
-    fn hosts_split_into_name_and_port() {
-        assert_eq!(split_host("api.example.com"), ("api.example.com", None));
+    fn hosts_split_into_address_and_port() {
+        assert_eq!(address("api.example.com"), ("api.example.com", None));
         assert_eq!(
-            split_host("api.example.com:8443"),
+            address("api.example.com:8443"),
             ("api.example.com", Some(8443))
         );
-        assert_eq!(split_host("[::1]:80"), ("::1", Some(80)));
-        assert_eq!(split_host("[::1]"), ("::1", None));
-        assert_eq!(split_host("::1"), ("::1", None));
-        assert_eq!(split_host("h:notaport"), ("h:notaport", None));
+        assert_eq!(address("[::1]:80"), ("::1", Some(80)));
+        assert_eq!(address("[::1]"), ("::1", None));
+        // As the http crate reads it: the host, and no port.
+        assert_eq!(address("h:notaport"), ("h", None));
+        // Not an authority at all: the text as it is.
+        assert_eq!(address("a b"), ("a b", None));
     }
 }

@@ -175,6 +175,14 @@ impl Trace {
     }
 }
 
+/// When a child span that starts now begins, if the request records child spans (tracing on,
+/// and the trace sampled or `keep_errors`); `None` costs nothing more.
+pub fn child_start(trace: Option<&mut Trace>) -> Option<SystemTime> {
+    trace
+        .is_some_and(|t| t.records_children())
+        .then(SystemTime::now)
+}
+
 /// `TraceIdRatioBased`: the trace id's low 63 bits below `ratio` × 2⁶³.
 fn ratio_keeps(trace_id: &[u8; 16], ratio: f64) -> bool {
     if ratio >= 1.0 {

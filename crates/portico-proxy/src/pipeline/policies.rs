@@ -47,14 +47,12 @@ pub(crate) async fn request_policies(
             Policy::Auth(a) => {
                 let cert = conn.client_cert.as_deref();
                 // A span for the methods that may wait on another service.
-                let span = ctx
-                    .rec
-                    .trace
-                    .as_deref_mut()
-                    .is_some_and(|t| t.records_children())
-                    .then(|| waits_on(a))
-                    .flatten()
-                    .map(|p| (p, std::time::SystemTime::now()));
+                let span = match ctx.rec.trace.as_deref_mut() {
+                    Some(t) => waits_on(a).and_then(|p| {
+                        crate::observe::trace::child_start(Some(t)).map(|start| (p, start))
+                    }),
+                    None => None,
+                };
                 // Not boxed: `authenticate` keeps its slow waits (a key-set fetch, a call to
                 // the authorization server, a password hash) behind boxes of their own, so
                 // its future is small and a box here would cost more than the copy it saves.
@@ -119,12 +117,8 @@ pub(crate) async fn request_policies(
                         Err((wait, i)) => crate::policy::ratelimit::Decision::Limited(wait, i),
                     },
                     Some(shared) => {
-                        let start = ctx
-                            .rec
-                            .trace
-                            .as_deref_mut()
-                            .is_some_and(|t| t.records_children())
-                            .then(std::time::SystemTime::now);
+                        let start =
+                            crate::observe::trace::child_start(ctx.rec.trace.as_deref_mut());
                         let d = Box::pin(limiters.check_shared(
                             shared,
                             &route.name,

@@ -218,12 +218,7 @@ pub(crate) fn process<'c>(
         let mut revalidating = None;
         let cached = match (&route.action, &cache) {
             (Action::Proxy(_), Some((store, head, key))) if route.transcode.is_none() => {
-                let start = ctx
-                    .rec
-                    .trace
-                    .as_deref_mut()
-                    .is_some_and(|t| t.records_children())
-                    .then(std::time::SystemTime::now);
+                let start = crate::observe::trace::child_start(ctx.rec.trace.as_deref_mut());
                 let (found, result) = match store.lookup(key, head) {
                     crate::policy::cache::Lookup::Hit(resp) => (Some(resp), "hit"),
                     crate::policy::cache::Lookup::Revalidate(entry, conditional) => {
@@ -271,7 +266,7 @@ pub(crate) fn process<'c>(
             }
             Action::Proxy(action) if let Some(s) = route.soap.clone() => {
                 let path = req.uri().path().to_owned();
-                let start = translation_start(ctx);
+                let start = crate::observe::trace::child_start(ctx.rec.trace.as_deref_mut());
                 let r = Box::pin(crate::translate::soap::handle(
                     ctx, &route, action, &s, req, &path,
                 ))
@@ -282,7 +277,7 @@ pub(crate) fn process<'c>(
             Action::Proxy(action) if route.transcode.is_some() => {
                 let t = route.transcode.clone().expect("checked");
                 let path = req.uri().path().to_owned();
-                let start = translation_start(ctx);
+                let start = crate::observe::trace::child_start(ctx.rec.trace.as_deref_mut());
                 let r = Box::pin(crate::translate::grpc::handle(
                     ctx, &route, action, &t, req, &path,
                 ))
@@ -461,15 +456,6 @@ pub(crate) fn process<'c>(
             .insert(cfg.server.request_id_header.clone(), request_id.clone());
         Ok(resp)
     }
-}
-
-/// When a translation (gRPC transcoding, SOAP) starts, if its span is recorded.
-fn translation_start(ctx: &mut RequestCtx<'_>) -> Option<std::time::SystemTime> {
-    ctx.rec
-        .trace
-        .as_deref_mut()
-        .is_some_and(|t| t.records_children())
-        .then(std::time::SystemTime::now)
 }
 
 /// Records a translation's span: the whole of it (reading the JSON, the upstream call, the
