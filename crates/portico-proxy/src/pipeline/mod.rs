@@ -4,3 +4,4 @@ pub mod forward;
 pub mod handle;
 pub mod policies;
 pub mod request;
+pub mod respond;

@@ -1,14 +1,13 @@
-//! The policy chain's phases: the request phase in chain order, the response phase in reverse.
+//! The policy chain's request phase, in chain order (the response phase is `respond.rs`).
 
 use std::sync::atomic::Ordering;
 
 use crate::body::ClientBody;
+use http::Request;
 use http::header::{self};
-use http::{Request, Response};
 use portico_config::{Policy, Route};
 
 use crate::base::conn::ConnInfo;
-use crate::body::Body;
 use crate::body::problem::Problem;
 use crate::runtime::Runtime;
 
@@ -299,18 +298,6 @@ pub(crate) fn denied(
             ctx.rec.error = Some("verifier_unavailable");
             metrics::counter!("portico_auth_failures_total", "route" => route.name.to_string(), "reason" => "verifier_unavailable").increment(1);
             Problem::AuthUnavailable
-        }
-    }
-}
-
-pub(crate) fn response_policies<'a>(
-    policies: impl DoubleEndedIterator<Item = &'a Policy>,
-    resp: &mut Response<Body>,
-    vars: &portico_config::HeaderVars<'_>,
-) {
-    for p in policies.rev() {
-        if let Policy::Headers(hp) = p {
-            hp.response.apply_with(resp.headers_mut(), vars);
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::body::Body;
 use crate::body::problem::Problem;
 
 use crate::pipeline::forward::{build_upstream_request, mirror, tunnel};
-use crate::pipeline::policies::{denied, request_policies, response_policies};
+use crate::pipeline::policies::{denied, request_policies};
 use crate::runtime::ctx::RequestCtx;
 
 /// The request from its checks to its answer: check, route, request policies, act (answer,
@@ -237,7 +237,7 @@ pub(crate) fn process<'c>(
         };
         let xml_json = route.effective.xml_json.clone();
         let is_head = req.method() == http::Method::HEAD;
-        let mut resp = match &route.action {
+        let resp = match &route.action {
             _ if let Some(hit) = cached => hit,
             Action::Respond(r) => {
                 let mut resp = Response::new(Body::full(r.body.clone()));
@@ -412,48 +412,21 @@ pub(crate) fn process<'c>(
                 }
             }
         };
-        let began = ctx.rec.phases.is_some().then(Instant::now);
-        response_policies(
-            cfg.global_policies.iter().chain(route.policies.iter()),
-            &mut resp,
-            &portico_config::HeaderVars {
-                client_ip: ctx.rec.client_ip,
-                request_id: request_id.to_str().unwrap_or(""),
-                route: &route.name,
-                consumer: ctx.rec.consumer.as_deref(),
-                claims: identity.claims.as_deref(),
-            },
-        );
-        if let Some(x) = &xml_json {
-            resp = Box::pin(crate::translate::xml_json::response(
-                x, is_head, resp, request_id,
-            ))
-            .await;
-        }
-        if let Some((j, fields)) = &json_transform {
-            resp = Box::pin(crate::policy::json_transform::apply(
-                j,
-                fields.as_deref(),
-                resp,
-            ))
-            .await;
-        }
-        // Compression last: it sees the final headers.
-        if let Some((c, method, accept)) = &compression {
-            resp = crate::policy::compress::apply(c, method, accept, resp);
-        }
-        if let (Some(began), Some(p)) = (began, ctx.rec.phases.as_deref_mut()) {
-            p.mark("response", began, None);
-        }
-        for (name, value) in &route.response_headers {
-            resp.headers_mut().insert(name.clone(), value.clone());
-        }
-        limit_headers.apply(resp.headers_mut());
-        if let Some(c) = &cors {
-            crate::policy::cors::cors_response(c, origin.as_ref(), resp.headers_mut());
-        }
-        resp.headers_mut()
-            .insert(cfg.server.request_id_header.clone(), request_id.clone());
+        let steps = crate::pipeline::respond::ResponseSteps {
+            limits: limit_headers,
+            cors: cors.map(|c| (c, origin)),
+            xml_json,
+            json_transform,
+            compression,
+            head_request: is_head,
+        };
+        // The body hooks' future is boxed: they are rare, and stored inline their future would
+        // make every request's larger.
+        let resp = if steps.rewrites_body() {
+            Box::pin(steps.run_rewriting(ctx, &route, &identity, resp)).await
+        } else {
+            steps.run(ctx, &route, &identity, resp)
+        };
         Ok(resp)
     }
 }
