@@ -60,6 +60,12 @@ pub fn load_str(
     compile::compile(source, text, base_dir, env)
 }
 
+/// The config's hash as `Config::hash` has it: of the text as written, before `${VAR}` is
+/// expanded (so every node of a fleet shows the same hash for the same file).
+pub fn text_hash(text: &str) -> String {
+    compile::text_hash(text)
+}
+
 /// The JSON Schema of the config file, for editors.
 pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(file::FileConfig)).unwrap_or_default()

@@ -124,6 +124,10 @@ async fn answer(
         (&Method::GET, "/readyz") => {
             if inner.draining.load(Ordering::Acquire) {
                 reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "draining\n")
+            } else if let Some(note) = inner.store.get().and_then(|s| s.readiness_note()) {
+                // Still ready: the node serves its last good config. The note says what it
+                // cannot do meanwhile (follow pushes).
+                reply(StatusCode::OK, TEXT, format!("ready; {note}\n"))
             } else {
                 reply(StatusCode::OK, TEXT, "ready\n")
             }
@@ -145,6 +149,7 @@ async fn answer(
                 "generation": rt.generation,
                 "loaded_at": crate::observe::access_log::rfc3339(rt.loaded_at),
                 "last_reload_error": inner.last_reload_error.lock().map(|e| e.clone()).unwrap_or(None),
+                "store": inner.store.get().map(|s| s.status()),
                 "target_overrides": overrides_json(&inner),
                 "config": rt.config.redacted(),
             });

@@ -15,6 +15,7 @@ use tokio::sync::{Notify, watch};
 use crate::listen::accept::{self, ListenerHandle};
 use crate::listen::serving::Serving;
 use crate::runtime::Runtime;
+use crate::runtime::config_store::{ConfigStore, StoreUrl, StoredConfig};
 
 /// Why the gateway could not start, or could not apply a config. A refused config leaves the
 /// running one in place.
@@ -47,6 +48,9 @@ pub enum GatewayError {
     /// The config file's folder cannot be watched.
     #[error("cannot watch the config file: {0}")]
     Watch(#[from] notify::Error),
+    /// The config store could not be read, or its current version was refused before.
+    #[error("config store: {0}")]
+    Store(String),
 }
 
 /// Shared by every task of one gateway.
@@ -61,6 +65,8 @@ pub struct Inner {
     /// Targets set through the admin API; changed only under the `listeners` lock.
     pub(crate) target_overrides: Mutex<crate::runtime::TargetOverrides>,
     config_path: Option<PathBuf>,
+    /// The config store this node follows, when it runs from one (`--config redis://…`).
+    pub(crate) store: std::sync::OnceLock<Arc<StoreSource>>,
     admin: std::sync::OnceLock<SocketAddr>,
     admin_configured: Option<SocketAddr>,
     /// This node's name in the fleet, and when it started.
@@ -122,6 +128,7 @@ impl Gateway {
             last_reload_error: Mutex::new(None),
             target_overrides: Mutex::new(Default::default()),
             config_path,
+            store: std::sync::OnceLock::new(),
             admin: std::sync::OnceLock::new(),
             admin_configured,
             node_id,
@@ -189,16 +196,26 @@ impl Gateway {
         config: Config,
         source: &str,
     ) -> Result<Vec<String>, GatewayError> {
+        self.apply_recorded(config, source, Vec::new()).await
+    }
+
+    /// [`Gateway::apply_from`] with more fields for the audit record (a stored version's
+    /// author and note).
+    async fn apply_recorded(
+        &self,
+        config: Config,
+        source: &str,
+        extra: Vec<(&'static str, serde_json::Value)>,
+    ) -> Result<Vec<String>, GatewayError> {
         let previous = self.inner.shared.runtime.load_full();
         let result = self.apply_inner(config).await;
         match &result {
             Ok(notes) => {
                 let now = self.inner.shared.runtime.load_full();
                 if let Some(a) = &now.audit {
-                    a.record(
-                        "config_applied",
-                        &applied_fields(source, &previous, &now, notes),
-                    );
+                    let mut fields = applied_fields(source, &previous, &now, notes);
+                    fields.extend(extra);
+                    a.record("config_applied", &fields);
                 }
             }
             Err(e) => refused(&previous, source, e),
@@ -364,6 +381,11 @@ impl Gateway {
     /// [`Gateway::reload_file`], naming in the audit trail what asked for it (`file_watch`,
     /// `signal`, `admin`).
     pub async fn reload_file_from(&self, source: &str) -> Result<Vec<String>, GatewayError> {
+        if let Some(store) = self.inner.store.get().cloned() {
+            return self
+                .check_store(&store, &format!("store_{source}"), true)
+                .await;
+        }
         let Some(path) = self.inner.config_path.clone() else {
             return Err(GatewayError::NoFile);
         };
@@ -378,11 +400,21 @@ impl Gateway {
                 Err(e)
             }
         };
-        match &result {
+        self.report_reload(&path.display().to_string(), &result);
+        result
+    }
+
+    /// Counts and logs a reload's outcome; a refusal becomes the last reload error.
+    fn report_reload(&self, from: &str, result: &Result<Vec<String>, GatewayError>) {
+        match result {
             Ok(notes) => {
                 ::metrics::counter!("portico_config_reloads_total", "result" => "success")
                     .increment(1);
-                tracing::info!(file = %path.display(), generation = self.inner.shared.runtime.load().generation, "config reloaded");
+                tracing::info!(
+                    from,
+                    generation = self.inner.shared.runtime.load().generation,
+                    "config reloaded"
+                );
                 for n in notes {
                     tracing::warn!("{n}");
                 }
@@ -390,12 +422,142 @@ impl Gateway {
             Err(e) => {
                 ::metrics::counter!("portico_config_reloads_total", "result" => "failure")
                     .increment(1);
-                tracing::error!(file = %path.display(), "config reload rejected; the running config stays:\n{e}");
+                tracing::error!(
+                    from,
+                    "config reload rejected; the running config stays:\n{e}"
+                );
                 if let Ok(mut last) = self.inner.last_reload_error.lock() {
                     *last = Some(e.to_string());
                 }
             }
         }
+    }
+
+    /// Follows a config store: applies each new version as it is pushed (announced on the
+    /// store's channel, and checked every `poll` whatever happens to the announcements), and
+    /// `SIGHUP` or `POST /reload` check it at once. Call once, after `start`.
+    pub fn follow_store(&self, source: StoreSource) {
+        let source = Arc::new(source);
+        if self.inner.store.set(source.clone()).is_err() {
+            return;
+        }
+        ::metrics::gauge!("portico_config_store_up").set(if source.is_up() { 1.0 } else { 0.0 });
+        ::metrics::gauge!("portico_config_store_version")
+            .set(source.applied.load(Ordering::Relaxed) as f64);
+        let gw = self.clone();
+        let mut stop = self.inner.shared.shutdown.subscribe();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut announcements = None;
+            loop {
+                if announcements.is_none() {
+                    announcements = source.store.subscribe().await.map(|p| p.into_on_message());
+                    // A push made before the subscription was in place (since the config was
+                    // loaded, or while the connection was down) was announced to nobody.
+                    if announcements.is_some() {
+                        let _ = gw.check_store(&source, "store_watch", false).await;
+                    }
+                }
+                let announced = async {
+                    match announcements.as_mut() {
+                        Some(a) => a.next().await.is_some(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    got = announced => {
+                        if !got {
+                            // The subscription's connection is gone: made again next round.
+                            announcements = None;
+                        }
+                    }
+                    () = tokio::time::sleep(source.poll) => {}
+                    _ = stop.changed() => return,
+                }
+                let _ = gw.check_store(&source, "store_watch", false).await;
+            }
+        });
+    }
+
+    /// Reads the store's current version and applies it when it is not what runs. `forced`
+    /// (a reload asked for by a signal or the admin API) tries a version refused before again.
+    async fn check_store(
+        &self,
+        source: &StoreSource,
+        asked_by: &str,
+        forced: bool,
+    ) -> Result<Vec<String>, GatewayError> {
+        let store = &source.store;
+        let head = match store.head().await {
+            Ok(h) => h,
+            Err(e) => {
+                source.mark_down(e.detail());
+                return Err(GatewayError::Store(e.to_string()));
+            }
+        };
+        source.mark_up();
+        let Some(head) = head else {
+            return Ok(Vec::new());
+        };
+        let current = head.0;
+        if source.is_applied(&head) {
+            return Ok(Vec::new());
+        }
+        if !forced
+            && source
+                .refused
+                .lock()
+                .is_ok_and(|r| r.as_ref() == Some(&head))
+        {
+            return Err(GatewayError::Store(format!(
+                "version {current} was refused; the node stays on its last good config"
+            )));
+        }
+        let doc = match store.get(Some(current)).await {
+            Ok(Some(d)) => d,
+            // Replaced between the two reads: the next check takes the newer one.
+            Ok(None) => return Ok(Vec::new()),
+            Err(e) => {
+                source.mark_down(e.detail());
+                return Err(GatewayError::Store(e.to_string()));
+            }
+        };
+        // The same text again (a push of an unchanged file, or the cached copy this node
+        // started from): nothing to apply.
+        if doc.hash == self.inner.shared.runtime.load().config.hash {
+            source.applied(current, &doc.hash, &doc.text);
+            return Ok(Vec::new());
+        }
+        let hash = doc.hash.clone();
+        let name = stored_name(store.url(), current);
+        let mut who = vec![("pushed_by", doc.author.as_str().into())];
+        if let Some(n) = &doc.note {
+            who.push(("note", n.as_str().into()));
+        }
+        let text = doc.text;
+        let base = source.base_dir.clone();
+        let (loaded, text) = tokio::task::spawn_blocking(move || {
+            let c = portico_config::load_str(&name, &text, &base, &|k| std::env::var(k).ok());
+            (c, text)
+        })
+        .await?;
+        let result = match loaded {
+            Ok(cfg) => self.apply_recorded(cfg, asked_by, who).await,
+            Err(d) => {
+                let e = GatewayError::Config(d);
+                refused(&self.inner.shared.runtime.load_full(), asked_by, &e);
+                Err(e)
+            }
+        };
+        match &result {
+            Ok(_) => source.applied(current, &hash, &text),
+            Err(_) => {
+                if let Ok(mut r) = source.refused.lock() {
+                    *r = Some((current, hash));
+                }
+            }
+        }
+        self.report_reload(&stored_name(store.url(), current), &result);
         result
     }
 
@@ -582,6 +744,251 @@ impl Gateway {
         };
         let _ = tokio::time::timeout(deadline, wait).await;
         self.inner.shared.active_connections.load(Ordering::Acquire)
+    }
+}
+
+/// How a stored version is named in diagnostics, logs and `/config`.
+fn stored_name(url: &StoreUrl, version: u64) -> String {
+    format!("{}#v{version}", url.shown())
+}
+
+/// A node's link to its config store: the version it runs, and whether the store answers.
+pub struct StoreSource {
+    store: ConfigStore,
+    /// Where each applied version is copied, to start from when the store is down.
+    cache: Option<PathBuf>,
+    poll: Duration,
+    /// What relative paths in a stored config are relative to.
+    base_dir: PathBuf,
+    /// The version running; 0 when it runs from the cached copy.
+    applied: std::sync::atomic::AtomicU64,
+    /// The hash of the version running (with `applied`, what the store's head is compared
+    /// with).
+    applied_hash: Mutex<String>,
+    /// The last version refused, with its hash: not tried again until another is pushed (or
+    /// a reload is asked for).
+    refused: Mutex<Option<(u64, String)>>,
+    /// `None` while the store answers; else since when it has not, and why.
+    down: Mutex<Option<(std::time::SystemTime, String)>>,
+}
+
+/// How the config a node starts with was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartedFrom {
+    /// The store's current version.
+    Store(u64),
+    /// The cached copy, because the store could not be read (the reason).
+    Cache(String),
+}
+
+/// Why a node could not start from its config store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreStartError {
+    #[error(transparent)]
+    Setup(#[from] crate::policy::redis_limit::RedisSetupError),
+    #[error("{0}; and there is no cached copy to start from{1}")]
+    NoCopy(String, String),
+    #[error(
+        "{url}: no config is stored at key `{key}`; push one with `portico push -c FILE --to {url}`"
+    )]
+    Empty { url: String, key: String },
+    #[error("{0}")]
+    Config(portico_config::Diagnostics),
+    #[error("loading the config failed: {0}")]
+    Load(#[from] tokio::task::JoinError),
+}
+
+impl StoreSource {
+    /// Opens the store and loads the config to start with: the current version, else (the
+    /// store cannot be read, or its version does not load) the cached copy. Each version
+    /// loaded from the store is copied to `cache`.
+    pub async fn load(
+        url: StoreUrl,
+        cache: Option<PathBuf>,
+        poll: Duration,
+        base_dir: PathBuf,
+    ) -> Result<(Config, StoreSource, StartedFrom), StoreStartError> {
+        let store = ConfigStore::open(url)?;
+        let source = StoreSource {
+            store,
+            cache,
+            poll,
+            base_dir,
+            applied: Default::default(),
+            applied_hash: Mutex::new(String::new()),
+            refused: Mutex::new(None),
+            down: Mutex::new(None),
+        };
+        let compile = |name: String, text: String, base: PathBuf| {
+            tokio::task::spawn_blocking(move || {
+                portico_config::load_str(&name, &text, &base, &|k| std::env::var(k).ok())
+            })
+        };
+        let unusable = match source.store.get(None).await {
+            Ok(Some(doc)) => {
+                let name = stored_name(source.store.url(), doc.version);
+                match compile(name, doc.text.clone(), source.base_dir.clone()).await? {
+                    Ok(cfg) => {
+                        source.applied(doc.version, &doc.hash, &doc.text);
+                        return Ok((cfg, source, StartedFrom::Store(doc.version)));
+                    }
+                    Err(d) => {
+                        if let Ok(mut r) = source.refused.lock() {
+                            *r = Some((doc.version, doc.hash.clone()));
+                        }
+                        StoreStartError::Config(d)
+                    }
+                }
+            }
+            Ok(None) => {
+                return Err(StoreStartError::Empty {
+                    url: source.store.url().shown().to_owned(),
+                    key: source.store.url().key().to_owned(),
+                });
+            }
+            Err(e) => {
+                // Down from the start: said once by the caller, with what it starts from.
+                if let Ok(mut down) = source.down.lock() {
+                    *down = Some((std::time::SystemTime::now(), e.detail().to_owned()));
+                }
+                ::metrics::gauge!("portico_config_store_up").set(0.0);
+                StoreStartError::NoCopy(e.to_string(), String::new())
+            }
+        };
+        let Some(path) = source.cache.clone() else {
+            return Err(unusable);
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(match unusable {
+                    StoreStartError::NoCopy(why, _) => {
+                        StoreStartError::NoCopy(why, format!(" (`{}`: {e})", path.display()))
+                    }
+                    other => other,
+                });
+            }
+        };
+        let name = format!(
+            "{} (cached copy of {})",
+            path.display(),
+            source.store.url().shown()
+        );
+        let reason = unusable.to_string();
+        match compile(name, text, source.base_dir.clone()).await? {
+            Ok(cfg) => Ok((cfg, source, StartedFrom::Cache(reason))),
+            Err(d) => Err(StoreStartError::Config(d)),
+        }
+    }
+
+    /// Whether the store's head (version, hash) is what runs.
+    fn is_applied(&self, head: &(u64, String)) -> bool {
+        self.applied.load(Ordering::Relaxed) == head.0
+            && self.applied_hash.lock().is_ok_and(|h| *h == head.1)
+    }
+
+    /// Whether the store answered the last time it was asked.
+    pub fn is_up(&self) -> bool {
+        self.down.lock().map(|d| d.is_none()).unwrap_or(true)
+    }
+
+    /// The store's URL (without its password), the version running (0: the cached copy), and
+    /// since when and why the store does not answer.
+    pub fn status(&self) -> serde_json::Value {
+        let down = self.down.lock().ok().and_then(|d| d.clone());
+        serde_json::json!({
+            "url": self.store.url().shown(),
+            "key": self.store.url().key(),
+            "version": self.applied.load(Ordering::Relaxed),
+            "reachable": down.is_none(),
+            "unreachable_since": down.as_ref().map(|(t, _)| crate::observe::access_log::rfc3339(*t)),
+            "error": down.map(|(_, e)| e),
+        })
+    }
+
+    /// One line for `/readyz` when the store does not answer.
+    pub(crate) fn readiness_note(&self) -> Option<String> {
+        let down = self.down.lock().ok().and_then(|d| d.clone())?;
+        Some(format!(
+            "config store {} unreachable since {} ({}); serving version {} until it answers",
+            self.store.url().shown(),
+            crate::observe::access_log::rfc3339(down.0),
+            down.1,
+            match self.applied.load(Ordering::Relaxed) {
+                0 => "from the cached copy".to_string(),
+                v => v.to_string(),
+            }
+        ))
+    }
+
+    fn mark_down(&self, error: &str) {
+        let Ok(mut down) = self.down.lock() else {
+            return;
+        };
+        if down.is_none() {
+            tracing::error!(
+                store = self.store.url().shown(),
+                error,
+                "config store unreachable; serving the last good config"
+            );
+            ::metrics::gauge!("portico_config_store_up").set(0.0);
+            *down = Some((std::time::SystemTime::now(), error.to_owned()));
+        }
+    }
+
+    fn mark_up(&self) {
+        let Ok(mut down) = self.down.lock() else {
+            return;
+        };
+        if down.take().is_some() {
+            tracing::warn!(
+                store = self.store.url().shown(),
+                "config store reachable again"
+            );
+            ::metrics::gauge!("portico_config_store_up").set(1.0);
+        }
+    }
+
+    /// Records `version` as running and copies its text to the cache (written beside it and
+    /// renamed into place, readable by the owner only: a config holds secrets).
+    fn applied(&self, version: u64, hash: &str, text: &str) {
+        self.applied.store(version, Ordering::Relaxed);
+        if let Ok(mut h) = self.applied_hash.lock() {
+            hash.clone_into(&mut h);
+        }
+        ::metrics::gauge!("portico_config_store_version").set(version as f64);
+        let Some(path) = &self.cache else {
+            return;
+        };
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut tmp = path.clone().into_os_string();
+            tmp.push(".tmp");
+            let tmp = PathBuf::from(tmp);
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(cache = %path.display(), error = %e, "cannot write the config's cached copy");
+        }
+    }
+}
+
+/// A pushed config, ready to store: its text, hash, author, time and note.
+pub fn stored_config(text: String, author: String, note: Option<String>) -> StoredConfig {
+    StoredConfig {
+        version: 0,
+        hash: portico_config::text_hash(&text),
+        author,
+        time: crate::observe::access_log::rfc3339(std::time::SystemTime::now()),
+        note,
+        text,
     }
 }
 

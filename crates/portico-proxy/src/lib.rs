@@ -35,7 +35,9 @@ pub fn fetch_blocking(url: &str) -> Result<Vec<u8>, String> {
     upstream::fetch::get_blocking(url)
 }
 
-pub use gateway::{Gateway, GatewayError, TargetsError};
+pub use gateway::{
+    Gateway, GatewayError, StartedFrom, StoreSource, StoreStartError, TargetsError, stored_config,
+};
 pub use listen::settings::ListenError;
 
 impl Gateway {

@@ -307,7 +307,8 @@ impl TestGateway {
     }
 }
 
-fn with_admin(yaml: &str) -> String {
+/// `yaml` with an admin port on an ephemeral port, unless it has one.
+pub fn with_admin(yaml: &str) -> String {
     if yaml.contains("\nadmin:") || yaml.starts_with("admin:") {
         yaml.to_string()
     } else {
@@ -333,6 +334,31 @@ pub async fn gateway_from_file(dir: &std::path::Path, yaml: &str) -> TestGateway
     let cfg =
         portico_config::load_file(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
     start(cfg, Some(path)).await
+}
+
+/// Starts a gateway from a config store (`redis://…`) and has it follow the store; also
+/// says whether it started from the store or from the cached copy.
+pub async fn gateway_from_store(
+    url: &str,
+    cache: Option<PathBuf>,
+    poll: std::time::Duration,
+) -> Result<(TestGateway, portico_proxy::StartedFrom), portico_proxy::StoreStartError> {
+    gateway_from_store_in(url, cache, poll, PathBuf::from(".")).await
+}
+
+/// [`gateway_from_store`] with relative paths in the config read from `base`.
+pub async fn gateway_from_store_in(
+    url: &str,
+    cache: Option<PathBuf>,
+    poll: std::time::Duration,
+    base: PathBuf,
+) -> Result<(TestGateway, portico_proxy::StartedFrom), portico_proxy::StoreStartError> {
+    portico_proxy::install_url_fetcher();
+    let url = portico_proxy::runtime::config_store::StoreUrl::parse(url).unwrap();
+    let (cfg, source, from) = portico_proxy::StoreSource::load(url, cache, poll, base).await?;
+    let gw = start(cfg, None).await;
+    gw.gw.follow_store(source);
+    Ok((gw, from))
 }
 
 async fn start(cfg: portico_config::Config, path: Option<PathBuf>) -> TestGateway {

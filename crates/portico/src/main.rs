@@ -15,6 +15,7 @@ macro_rules! errln {
 }
 
 mod demo;
+mod store;
 
 // mimalloc: measurably cheaper than the system allocator for the many small, short-lived
 // allocations of request handling (see docs/benchmarks.md), through our own adapter
@@ -74,11 +75,21 @@ enum AuditWhat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway with a config file.
+    /// Run the gateway with a config file, or with the config kept in Redis.
     Run {
-        /// The config file.
+        /// The config file, or a config store:
+        /// `redis://[:password@]host:port[/db]?key=portico:config` (several hosts with
+        /// `&sentinel=NAME` or `&cluster=true`).
         #[arg(short, long, default_value = "portico.yaml")]
         config: PathBuf,
+        /// With a config store: where the last config applied is copied, to start from when
+        /// the store cannot be reached; `none` for no copy.
+        #[arg(long, default_value = "portico-config.cache.yaml")]
+        config_cache: PathBuf,
+        /// With a config store: how often the store's version is checked, besides the
+        /// announcement each push publishes.
+        #[arg(long, default_value = "5s", value_parser = portico_config::duration::parse_duration)]
+        config_poll: std::time::Duration,
         /// Runtime worker threads (default: one per core, or TOKIO_WORKER_THREADS).
         #[arg(long)]
         workers: Option<usize>,
@@ -86,10 +97,53 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
-    /// Check a config file; print every error as FILE:LINE:COL with a hint. Exit 0 if valid.
+    /// Check a config file, or a config store's current version (`redis://…`); print every
+    /// error as FILE:LINE:COL with a hint. Exit 0 if valid.
     Validate {
         #[arg(short, long, default_value = "portico.yaml")]
         config: PathBuf,
+    },
+    /// Validate a config file and store it in a config store as its next version, which every
+    /// node following the store applies. Refused when another push got there first. Exit 0
+    /// when pushed (or already current), 1 when the file has errors or another push won, 2
+    /// when the store cannot be used.
+    Push {
+        #[arg(short, long, default_value = "portico.yaml")]
+        config: PathBuf,
+        /// The store: `redis://host:port[/db]?key=portico:config`.
+        #[arg(long)]
+        to: String,
+        /// Who pushes (default: user@host).
+        #[arg(long)]
+        author: Option<String>,
+        /// Push only if the store's current version is this one (what a CI job read before).
+        #[arg(long)]
+        expect_version: Option<u64>,
+        /// How many versions the store keeps for rollback.
+        #[arg(long, default_value_t = 20)]
+        keep: u32,
+    },
+    /// Store an earlier version's config again, as the next version (default: the one before
+    /// the current). Exit codes as for push.
+    Rollback {
+        /// The store: `redis://host:port[/db]?key=portico:config`.
+        #[arg(long)]
+        to: String,
+        /// The version to restore.
+        #[arg(long)]
+        version: Option<u64>,
+        #[arg(long)]
+        author: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        keep: u32,
+    },
+    /// The versions a config store keeps, newest first; `*` marks the current one.
+    History {
+        /// The store: `redis://host:port[/db]?key=portico:config`.
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Explain what the gateway would do with a request under a config: the canonical path,
     /// every route and why it does or does not take it, the policies, the rewrite, the
@@ -124,16 +178,19 @@ enum Command {
         #[command(subcommand)]
         what: SoapWhat,
     },
-    /// What differs between a config file and the config a running node serves: routes,
-    /// upstreams, consumers and global policies added, removed or changed, other sections
-    /// changed; secrets masked. Exit 0 when they are the same config, 1 when they differ, 2 when
-    /// either cannot be read.
+    /// What differs between a config file and the config a running node serves (`--admin`)
+    /// or a config store holds (`--from`): routes, upstreams, consumers and global policies
+    /// added, removed or changed, other sections changed; secrets masked. Exit 0 when they
+    /// are the same config, 1 when they differ, 2 when either cannot be read.
     Diff {
         #[arg(short, long, default_value = "portico.yaml")]
         config: PathBuf,
         /// The node's admin address, `http://host:port`.
+        #[arg(long, required_unless_present = "from", conflicts_with = "from")]
+        admin: Option<String>,
+        /// A config store, `redis://host:port[/db]?key=portico:config`: its current version.
         #[arg(long)]
-        admin: String,
+        from: Option<String>,
     },
     /// The nodes of the fleet, as a node sees them (`GET /cluster`): their config hashes and
     /// which run another config than the newest. Exit 0 when none does, 1 when some do, 2 when
@@ -221,7 +278,14 @@ fn admin_get(admin: &str, path: &str) -> Result<serde_json::Value, String> {
     })
 }
 
-fn diff(path: &Path, admin: &str) -> ExitCode {
+/// The store URL `config` names, if it names one rather than a file.
+fn store_url(config: &Path) -> Option<&str> {
+    config
+        .to_str()
+        .filter(|s| portico_proxy::runtime::config_store::StoreUrl::is_store(s))
+}
+
+fn diff(path: &Path, admin: Option<&str>, from: Option<&str>) -> ExitCode {
     let file = match portico_config::load_file(path) {
         Ok(c) => c,
         Err(d) => {
@@ -229,25 +293,37 @@ fn diff(path: &Path, admin: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let running = match admin_get(admin, "/config") {
-        Ok(v) => v,
+    // The other side: what it is called, its hash, its redacted form.
+    let other = match (admin, from) {
+        (Some(admin), _) => admin_get(admin, "/config").map(|running| {
+            (
+                format!("{admin} runs"),
+                format!(
+                    "{} (generation {})",
+                    running["hash"].as_str().unwrap_or(""),
+                    running["generation"]
+                ),
+                running["hash"].as_str().unwrap_or("").to_owned(),
+                running["config"].clone(),
+            )
+        }),
+        (None, Some(from)) => store::current_for_diff(from)
+            .map(|(name, hash, config)| (format!("{name} holds"), hash.clone(), hash, config)),
+        (None, None) => Err("give --admin URL or --from redis://…".to_string()),
+    };
+    let (who, shown, other_hash, other_config) = match other {
+        Ok(o) => o,
         Err(e) => {
             errln!("{e}");
             return ExitCode::from(2);
         }
     };
-    let running_hash = running["hash"].as_str().unwrap_or("");
-    if running_hash == file.hash {
-        outln!("same config ({running_hash})");
+    if other_hash == file.hash {
+        outln!("same config ({other_hash})");
         return ExitCode::SUCCESS;
     }
-    let changes = portico_config::diff::diff(&running["config"], &file.redacted());
-    outln!(
-        "{admin} runs {running_hash} (generation {}); {} is {}",
-        running["generation"],
-        path.display(),
-        file.hash
-    );
+    let changes = portico_config::diff::diff(&other_config, &file.redacted());
+    outln!("{who} {shown}; {} is {}", path.display(), file.hash);
     if changes.is_empty() {
         outln!(
             "no difference in what they configure: they differ in masked secrets, comments or formatting"
@@ -355,7 +431,32 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     portico_proxy::install_url_fetcher();
     match cli.command {
-        Some(Command::Validate { config }) => validate(&config),
+        Some(Command::Validate { config }) => match store_url(&config) {
+            Some(url) => store::validate(url),
+            None => validate(&config),
+        },
+        Some(Command::Push {
+            config,
+            to,
+            author,
+            expect_version,
+            keep,
+        }) => store::push(
+            &config,
+            store::Push {
+                to: &to,
+                author,
+                expect_version,
+                keep,
+            },
+        ),
+        Some(Command::Rollback {
+            to,
+            version,
+            author,
+            keep,
+        }) => store::rollback(&to, version, author, keep),
+        Some(Command::History { from, json }) => store::history(&from, json),
         Some(Command::Explain {
             config,
             method,
@@ -368,7 +469,11 @@ fn main() -> ExitCode {
         Some(Command::Soap {
             what: SoapWhat::Inspect { wsdl },
         }) => soap_inspect(&wsdl),
-        Some(Command::Diff { config, admin }) => diff(&config, &admin),
+        Some(Command::Diff {
+            config,
+            admin,
+            from,
+        }) => diff(&config, admin.as_deref(), from.as_deref()),
         Some(Command::Cluster { admin }) => cluster(&admin),
         Some(Command::Audit {
             what:
@@ -386,9 +491,21 @@ fn main() -> ExitCode {
         }
         Some(Command::Run {
             config,
+            config_cache,
+            config_poll,
             workers,
             no_watch,
-        }) => run(workers, Mode::File(config, !no_watch)),
+        }) => match store_url(&config) {
+            Some(url) => run(
+                workers,
+                Mode::Store {
+                    url: url.to_owned(),
+                    cache: (config_cache.as_os_str() != "none").then_some(config_cache),
+                    poll: config_poll,
+                },
+            ),
+            None => run(workers, Mode::File(config, !no_watch)),
+        },
         Some(Command::Demo { port, admin_port }) => run(None, Mode::Demo(port, admin_port)),
         None => {
             let default = Path::new("portico.yaml");
@@ -537,6 +654,12 @@ fn write_err(args: std::fmt::Arguments<'_>) {
 
 enum Mode {
     File(PathBuf, bool),
+    /// A config store: its URL, the cached copy's path, the poll interval.
+    Store {
+        url: String,
+        cache: Option<PathBuf>,
+        poll: std::time::Duration,
+    },
     Demo(u16, u16),
 }
 
@@ -598,6 +721,10 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
                     }
                 }
             }
+            Mode::Store { url, cache, poll } => match start_from_store(&url, cache, poll).await {
+                Some(gw) => (gw, false),
+                None => return ExitCode::FAILURE,
+            },
             Mode::Demo(port, admin_port) => match demo::start(port, admin_port).await {
                 Ok(gw) => (gw, false),
                 Err(e) => {
@@ -619,6 +746,43 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Starts from a config store's current version (or the cached copy when the store cannot
+/// be read), then follows the store. Errors are printed; `None` means not started.
+async fn start_from_store(
+    url: &str,
+    cache: Option<PathBuf>,
+    poll: std::time::Duration,
+) -> Option<portico_proxy::Gateway> {
+    let url = match portico_proxy::runtime::config_store::StoreUrl::parse(url) {
+        Ok(u) => u,
+        Err(e) => {
+            errln!("portico: --config: {e}");
+            return None;
+        }
+    };
+    let (cfg, source, from) =
+        match portico_proxy::StoreSource::load(url, cache, poll, PathBuf::from(".")).await {
+            Ok(l) => l,
+            Err(e) => {
+                errln!("portico: not started: {e}");
+                return None;
+            }
+        };
+    if let portico_proxy::StartedFrom::Cache(why) = &from {
+        tracing::error!(source = %cfg.source, reason = %why, "starting from the cached copy of the config; the store is checked every poll");
+    }
+    match portico_proxy::Gateway::start(cfg, None).await {
+        Ok(gw) => {
+            gw.follow_store(source);
+            Some(gw)
+        }
+        Err(e) => {
+            errln!("portico: {e}");
+            None
+        }
+    }
 }
 
 async fn wait_for_signals(gw: &portico_proxy::Gateway) {

@@ -474,3 +474,160 @@ fn diff_against_a_running_node_and_cluster_without_a_fleet() {
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
 }
+
+/// The shared Redis on 127.0.0.1:6379, or a skip (a failure with `PORTICO_REQUIRE_REDIS=1`).
+fn shared_redis() -> bool {
+    let up = TcpStream::connect_timeout(
+        &"127.0.0.1:6379".parse().unwrap(),
+        Duration::from_millis(300),
+    )
+    .is_ok();
+    if !up {
+        assert_ne!(
+            std::env::var("PORTICO_REQUIRE_REDIS").as_deref(),
+            Ok("1"),
+            "Redis on 127.0.0.1:6379 is required (PORTICO_REQUIRE_REDIS=1)"
+        );
+        eprintln!("SKIPPED: Redis on 127.0.0.1:6379 is not available");
+    }
+    up
+}
+
+fn run_ok(args: &[&str], file: Option<&Path>) -> (Option<i32>, String, String) {
+    let mut c = bin();
+    c.args(args);
+    if let Some(f) = file {
+        c.arg("-c").arg(f);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn push_validate_history_rollback_diff_and_run_from_a_config_store() {
+    if !shared_redis() {
+        return;
+    }
+    let dir = temp_dir("store");
+    let key = format!(
+        "portico-cli-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let url = format!("redis://127.0.0.1:6379?key={key}");
+    let (port, admin) = (free_port(), free_port());
+    let text = |body: &str| {
+        format!(
+            "listeners: [{{ address: \"127.0.0.1:{port}\" }}]\nadmin: {{ address: \"127.0.0.1:{admin}\" }}\nroutes:\n  - name: main\n    respond: {{ body: {body} }}\n"
+        )
+    };
+    let one = dir.join("one.yaml");
+    std::fs::write(&one, text("one")).unwrap();
+    let two = dir.join("two.yaml");
+    std::fs::write(&two, text("two")).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "routes:\n  - upstream: nowhere\n").unwrap();
+
+    // A file with errors is never pushed.
+    let (code, _, err) = run_ok(&["push", "--to", &url], Some(&bad));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("bad.yaml:2:") && err.contains("nothing pushed"),
+        "{err}"
+    );
+    let (_, out, _) = run_ok(&["history", "--from", &url], None);
+    assert!(out.contains("nothing stored"), "{out}");
+
+    let (code, out, err) = run_ok(&["push", "--to", &url, "--author", "ana"], Some(&one));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("pushed version 1 "), "{out}");
+    // The same file again: nothing to push.
+    let (code, out, _) = run_ok(&["push", "--to", &url], Some(&one));
+    assert_eq!(
+        (code, out.contains("already this config")),
+        (Some(0), true),
+        "{out}"
+    );
+    // A push that expected another version (a CI job that read version 0) loses.
+    let (code, _, err) = run_ok(&["push", "--to", &url, "--expect-version", "0"], Some(&two));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+
+    // A node runs from the store, and follows the next push.
+    let cache = dir.join("cache.yaml");
+    let mut child = bin()
+        .args([
+            "run",
+            "-c",
+            &url,
+            "--config-poll",
+            "200ms",
+            "--config-cache",
+        ])
+        .arg(&cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(wait_for(addr, "/"), (200, "one".to_string()));
+    let (code, out, err) = run_ok(&["push", "--to", &url, "--author", "bo"], Some(&two));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("pushed version 2 "), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(addr, "/").map(|r| r.1) != Some("two".into()) {
+        assert!(Instant::now() < deadline, "the node never took version 2");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(&cache).unwrap(), text("two"));
+
+    let (code, out, err) = run_ok(&["validate", "-c", &url], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("#v2: valid") && out.contains("pushed by bo"),
+        "{out}"
+    );
+    let (code, out, _) = run_ok(&["diff", "--from", &url], Some(&one));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("routes: ~ main"), "{out}");
+    let (code, out, _) = run_ok(&["diff", "--from", &url], Some(&two));
+    assert_eq!(code, Some(0), "{out}");
+
+    // Rollback: version 1's text comes back as version 3, and the node follows.
+    let (code, out, err) = run_ok(&["rollback", "--to", &url], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("pushed version 3 "), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(addr, "/").map(|r| r.1) != Some("one".into()) {
+        assert!(
+            Instant::now() < deadline,
+            "the node never took the rollback"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, out, _) = run_ok(&["history", "--from", &url], None);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with("*    3") && lines[0].ends_with("(rollback to version 1)"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains(" bo") && lines[2].contains(" ana"),
+        "{out}"
+    );
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+
+    // A bad URL is a clear error.
+    let (code, _, err) = run_ok(&["history", "--from", "redis://a,b?key=k"], None);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("sentinel=NAME"), "{err}");
+}

@@ -301,7 +301,7 @@ pub fn compile(
         .collect();
     Ok(Config {
         source: source.to_owned(),
-        hash: format!("{:016x}", fnv(text.as_bytes(), FNV_START)),
+        hash: text_hash(text),
         listeners,
         admin,
         admin_access,
@@ -321,4 +321,9 @@ pub fn compile(
         listener_paths,
         text: Arc::from(text),
     })
+}
+
+/// The hash of a config's text (see `crate::text_hash`).
+pub(crate) fn text_hash(text: &str) -> String {
+    format!("{:016x}", fnv(text.as_bytes(), FNV_START))
 }

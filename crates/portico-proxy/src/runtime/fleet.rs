@@ -62,17 +62,22 @@ pub fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// This machine's host name (`portico` when it has none).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "portico".into())
+}
+
 /// This node's default id: its host name and its start time (milliseconds), and a count
 /// after the first gateway of a process (tests and embedders run several).
 pub fn default_node_id(started: SystemTime) -> String {
     static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "portico".into());
+    let host = host_name();
     match n {
         0 => format!("{host}-{}", unix_ms(started)),
         n => format!("{host}-{}-{}", unix_ms(started), n + 1),

@@ -10,7 +10,7 @@ use portico_testkit::*;
 
 use crate::config;
 
-fn require(what: &str, available: bool) -> bool {
+pub(crate) fn require(what: &str, available: bool) -> bool {
     if !available {
         if std::env::var("PORTICO_REQUIRE_REDIS").as_deref() == Ok("1") {
             panic!("{what} is required (PORTICO_REQUIRE_REDIS=1) but not available");
@@ -114,12 +114,12 @@ async fn batched_leases_never_admit_more_than_the_limit() {
 }
 
 /// A private redis-server on a free port, so it can be stopped without touching other tests.
-struct OwnRedis {
+pub(crate) struct OwnRedis {
     child: std::process::Child,
 }
 
 impl OwnRedis {
-    fn start(port: u16) -> Option<OwnRedis> {
+    pub(crate) fn start(port: u16) -> Option<OwnRedis> {
         OwnRedis::start_with(port, &[])
     }
 
@@ -149,7 +149,7 @@ impl OwnRedis {
         Some(OwnRedis { child })
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -161,7 +161,7 @@ impl Drop for OwnRedis {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

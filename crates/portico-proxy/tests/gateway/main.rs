@@ -14,6 +14,7 @@ mod caching;
 mod client_h1;
 mod cluster;
 mod compression;
+mod config_store;
 mod explain;
 mod failures;
 mod limits;

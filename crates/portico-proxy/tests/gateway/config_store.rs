@@ -1,0 +1,333 @@
+//! The config kept in Redis: versions, compare-and-set pushes, nodes that follow pushes,
+//! refuse a bad version and keep serving, start from their cached copy when the store is
+//! down and catch up when it is back.
+//!
+//! Uses the shared Redis on 127.0.0.1:6379 (each test under a key of its own) and, for the
+//! outage, a redis-server of the test's own.
+
+use std::time::{Duration, Instant};
+
+use portico_proxy::runtime::config_store::{ConfigStore, PushError, StoreUrl};
+use portico_proxy::{StartedFrom, StoreStartError, stored_config};
+use portico_testkit::*;
+
+use crate::cluster::{OwnRedis, free_port, prefix, shared_redis};
+use crate::config;
+
+fn store(url: &str) -> ConfigStore {
+    ConfigStore::open(StoreUrl::parse(url).unwrap()).unwrap()
+}
+
+/// A config whose one route answers `body`.
+fn answering(body: &str) -> String {
+    with_admin(&config(&format!(
+        "routes:\n  - respond: {{ status: 200, body: {body} }}\n"
+    )))
+}
+
+/// Pushes `text` over whatever version stands.
+async fn push(s: &ConfigStore, text: &str) -> u64 {
+    s.push(&stored_config(text.into(), "test".into(), None), None, 20)
+        .await
+        .unwrap()
+}
+
+/// Waits (up to 10 s) until the gateway answers `body`.
+async fn until_answers(gw: &TestGateway, body: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = get(&gw.url("/")).await.text();
+        if got == body {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still answering {got:?}, not {body:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn pushes_are_versioned_kept_for_rollback_and_a_stale_push_loses() {
+    if !shared_redis() {
+        return;
+    }
+    let url = format!("redis://127.0.0.1:6379?key={}cfg", prefix());
+    let s = store(&url);
+    assert_eq!(s.version().await.unwrap(), 0);
+    assert!(s.get(None).await.unwrap().is_none());
+    let doc = |t: &str| stored_config(t.into(), "ana@ci".into(), None);
+    assert_eq!(s.push(&doc("a: 1\n"), Some(0), 2).await.unwrap(), 1);
+    assert_eq!(s.push(&doc("a: 2\n"), Some(1), 2).await.unwrap(), 2);
+    // A push that read version 1 before the one above: refused, nothing written.
+    match s.push(&doc("a: 9\n"), Some(1), 2).await {
+        Err(PushError::Conflict { expected, current }) => assert_eq!((expected, current), (1, 2)),
+        other => panic!("not a conflict: {other:?}"),
+    }
+    assert_eq!(s.get(None).await.unwrap().unwrap().text, "a: 2\n");
+    // Only the last `keep` (2) versions are kept.
+    assert_eq!(s.push(&doc("a: 3\n"), None, 2).await.unwrap(), 3);
+    let h = s.history().await.unwrap();
+    assert_eq!(
+        h.iter()
+            .map(|v| (v.version, v.text.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(3, "a: 3\n"), (2, "a: 2\n")]
+    );
+    assert!(s.get(Some(1)).await.unwrap().is_none());
+    let v3 = s.get(Some(3)).await.unwrap().unwrap();
+    assert_eq!(v3.author, "ana@ci");
+    assert_eq!(v3.hash, portico_config::text_hash("a: 3\n"));
+    assert!(v3.time.ends_with('Z'), "{}", v3.time);
+}
+
+#[tokio::test]
+async fn a_node_follows_pushes_and_stays_on_its_last_good_config_when_one_is_refused() {
+    if !shared_redis() {
+        return;
+    }
+    let url = format!("redis://127.0.0.1:6379?key={}cfg", prefix());
+    let s = store(&url);
+    // Nothing stored: the node does not start, and says how to store a config.
+    match gateway_from_store(&url, None, Duration::from_secs(60)).await {
+        Err(e @ StoreStartError::Empty { .. }) => {
+            assert!(e.to_string().contains("portico push -c FILE --to"), "{e}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("started with nothing stored"),
+    }
+    push(&s, &answering("one")).await;
+    // A long poll: only the push's announcement can make the node see the next versions.
+    let (gw, from) = gateway_from_store(&url, None, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(from, StartedFrom::Store(1));
+    until_answers(&gw, "one").await;
+    push(&s, &answering("two")).await;
+    until_answers(&gw, "two").await;
+
+    // A version the node cannot load (written past `portico push`'s validation): refused,
+    // the node keeps serving version 2 and says why on /config.
+    let bad = push(&s, &with_admin(&config("routes:\n  - upstream: nowhere\n"))).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cfg = loop {
+        let c = get(&gw.admin_url("/config")).await.json();
+        if !c["last_reload_error"].is_null() {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bad version was never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let error = cfg["last_reload_error"].as_str().unwrap();
+    assert!(error.contains(&format!("#v{bad}")), "{error}");
+    assert_eq!(cfg["store"]["version"], 2);
+    assert_eq!(get(&gw.url("/")).await.text(), "two");
+    // A reload asked for tries it again, and refuses it again.
+    assert!(gw.gw.reload_file().await.is_err());
+
+    // The next good version is applied, and /config names where it came from.
+    push(&s, &answering("four")).await;
+    until_answers(&gw, "four").await;
+    let cfg = get(&gw.admin_url("/config")).await.json();
+    assert_eq!(cfg["store"]["version"], 4);
+    assert_eq!(cfg["store"]["reachable"], true);
+    assert!(
+        cfg["source"].as_str().unwrap().ends_with("cfg#v4"),
+        "{}",
+        cfg["source"]
+    );
+    assert!(cfg["last_reload_error"].is_null());
+    // The same text pushed again: a new version, nothing to apply.
+    let generation = gw.gw.runtime().generation;
+    push(&s, &answering("four")).await;
+    assert!(gw.gw.reload_file().await.unwrap().is_empty());
+    assert_eq!(gw.gw.runtime().generation, generation);
+    gw.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_store_going_away_fails_no_request_and_a_node_starts_from_its_cached_copy() {
+    let port = free_port();
+    let Some(mut redis) = OwnRedis::start(port) else {
+        crate::cluster::require("redis-server (the binary)", false);
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{port}?key=cfg&timeout=300ms");
+    let dir = temp_dir("store-cache");
+    let cache = dir.join("cache.yaml");
+    push(&store(&url), &answering("stored")).await;
+    let poll = Duration::from_millis(100);
+    let (a, _) = gateway_from_store(&url, Some(cache.clone()), poll)
+        .await
+        .unwrap();
+    until_answers(&a, "stored").await;
+    // The cached copy is the stored text, readable by its owner only.
+    assert_eq!(
+        std::fs::read_to_string(&cache).unwrap(),
+        answering("stored")
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // Requests without a pause from here until the store is back and followed again.
+    let (stop_load, stopped) = tokio::sync::watch::channel(false);
+    let target = a.url("/");
+    let load = tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        while !*stopped.borrow() {
+            let got = get(&target).await;
+            match (got.status.as_u16(), got.text().as_str()) {
+                (200, "stored" | "after") => ok += 1,
+                other => failed.push(format!("{other:?}")),
+            }
+        }
+        (ok, failed)
+    });
+
+    redis.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = get(&a.admin_url("/readyz")).await;
+        assert_eq!(ready.status, 200);
+        if ready.text().contains("unreachable since") {
+            assert!(
+                ready.text().contains("serving version 1"),
+                "{}",
+                ready.text()
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the outage was never noticed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // No copy and no store: not started, and both reasons said.
+    match gateway_from_store(&url, Some(dir.join("none.yaml")), poll).await {
+        Err(e @ StoreStartError::NoCopy(..)) => {
+            let text = e.to_string();
+            assert!(text.contains("none.yaml"), "{text}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("started with no store and no copy"),
+    }
+    let (b, from) = gateway_from_store(&url, Some(cache.clone()), poll)
+        .await
+        .unwrap();
+    assert!(matches!(from, StartedFrom::Cache(_)), "{from:?}");
+    until_answers(&b, "stored").await;
+    let ready = get(&b.admin_url("/readyz")).await.text();
+    assert!(ready.contains("from the cached copy"), "{ready}");
+
+    // The store is back (empty: it keeps nothing on disk) and a config is pushed: both nodes
+    // take it within a poll, and say the store answers again.
+    let _redis = OwnRedis::start(port).expect("redis-server restarts");
+    push(&store(&url), &answering("after")).await;
+    until_answers(&a, "after").await;
+    until_answers(&b, "after").await;
+    for n in [&a, &b] {
+        assert_eq!(get(&n.admin_url("/readyz")).await.text(), "ready\n");
+    }
+    assert_eq!(std::fs::read_to_string(&cache).unwrap(), answering("after"));
+    stop_load.send(true).unwrap();
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 10, "only {ok} requests were sent");
+    a.gw.shutdown().await;
+    b.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn three_nodes_follow_one_push_and_the_one_that_cannot_apply_it_shows_as_drifted() {
+    if !shared_redis() {
+        return;
+    }
+    let p = prefix();
+    let url = format!("redis://127.0.0.1:6379?key={p}cfg");
+    let s = store(&url);
+    // Each node reads relative paths from a folder of its own; the third has no secret file.
+    let dirs: Vec<_> = (0..3)
+        .map(|i| temp_dir(&format!("fleet-node-{i}")))
+        .collect();
+    for d in &dirs[..2] {
+        std::fs::write(d.join("jwt.secret"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    }
+    let text = |body: &str, extra: &str| {
+        with_admin(&config(&format!(
+            "redis: {{ url: \"redis://127.0.0.1:6379\", key_prefix: \"{p}\", heartbeat_interval: 100ms }}\nroutes:\n  - respond: {{ status: 200, body: {body} }}\n{extra}"
+        )))
+    };
+    push(&s, &text("one", "")).await;
+    let mut nodes = Vec::new();
+    for d in &dirs {
+        let (gw, _) = gateway_from_store_in(&url, None, Duration::from_secs(60), d.clone())
+            .await
+            .unwrap();
+        until_answers(&gw, "one").await;
+        nodes.push(gw);
+    }
+    let guarded = "  - name: guarded\n    match: { path: { prefix: /guarded } }\n    respond: { body: g }\n    policies:\n      - type: jwt\n        issuers: [{ algorithms: [HS256], keys: [{ secret_file: jwt.secret }] }]\n";
+    let pushed = Instant::now();
+    push(&s, &text("two", guarded)).await;
+    until_answers(&nodes[0], "two").await;
+    until_answers(&nodes[1], "two").await;
+    eprintln!(
+        "two nodes applied the push {:?} after it was stored",
+        pushed.elapsed()
+    );
+    // The third cannot read the secret file: it stays on version 1 and says why.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        let c = get(&nodes[2].admin_url("/config")).await.json();
+        if let Some(e) = c["last_reload_error"].as_str() {
+            break e.to_string();
+        }
+        assert!(Instant::now() < deadline, "the third node never refused");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert!(error.contains("jwt.secret"), "{error}");
+    assert_eq!(get(&nodes[2].url("/")).await.text(), "one");
+    // Every node sees the third as drifted, within a few heartbeats.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let fleet = get(&nodes[0].admin_url("/cluster")).await.json();
+        let drifted: Vec<bool> = fleet["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["drift"].as_bool().unwrap())
+            .collect();
+        if fleet["drifted"] == 1 && drifted.len() == 3 {
+            let stale = fleet["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["drift"] == true)
+                .unwrap();
+            assert_eq!(stale["config_hash"], nodes[2].gw.runtime().config.hash);
+            assert!(
+                stale["last_reload_error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("jwt.secret")
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "drift never shown: {fleet}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in nodes {
+        n.gw.shutdown().await;
+    }
+}
