@@ -275,6 +275,16 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Nodes of the fleet with a live heartbeat.",
     ),
     (
+        "portico_config_store_up",
+        Kind::Gauge,
+        "With a config store: 1 while it answers, 0 while it cannot be read.",
+    ),
+    (
+        "portico_config_store_version",
+        Kind::Gauge,
+        "With a config store: the version running (0: the cached copy, not yet confirmed).",
+    ),
+    (
         "portico_audit_write_errors_total",
         Kind::Counter,
         "Audit records that could not be written.",

@@ -135,7 +135,12 @@ fn headers_first(
             consumer: ctx.rec.consumer.as_deref(),
             claims: identity.claims.as_deref(),
         };
-        for p in cfg.global_policies.iter().chain(route.policies.iter()).rev() {
+        for p in cfg
+            .global_policies
+            .iter()
+            .chain(route.policies.iter())
+            .rev()
+        {
             if let Policy::Headers(hp) = p {
                 hp.response.apply_with(resp.headers_mut(), &vars);
             }

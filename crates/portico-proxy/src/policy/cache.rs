@@ -9,7 +9,8 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+
+use crate::base::clock::Clock;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -42,6 +43,8 @@ pub enum Lookup {
 /// One store, shared by the policies with the same settings.
 pub struct ResponseCache {
     entries: moka::sync::Cache<String, Variants>,
+    /// Freshness is judged by the gateway's clock.
+    clock: Arc<Clock>,
     max_object_bytes: u64,
     pub fingerprint: u64,
 }
@@ -129,8 +132,9 @@ fn mark(resp: &mut Response<Body>, how: &'static str) {
 }
 
 impl ResponseCache {
-    pub fn new(p: &portico_config::CachePolicy) -> ResponseCache {
+    pub fn new(p: &portico_config::CachePolicy, clock: Arc<Clock>) -> ResponseCache {
         ResponseCache {
+            clock,
             entries: moka::sync::Cache::builder()
                 .max_capacity(p.max_entries)
                 .support_invalidation_closures()
@@ -149,7 +153,7 @@ impl ResponseCache {
         let Some(variants) = self.entries.get(key) else {
             return Lookup::Miss;
         };
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut stale = None;
         for entry in variants.iter() {
             match entry.policy.before_request(head, now) {
@@ -222,7 +226,7 @@ impl ResponseCache {
 
     /// Keeps `entry` as the answer for `head`'s variant of `key`.
     fn insert(&self, key: String, head: &http::request::Parts, entry: Arc<Entry>) {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         self.entries.entry(key).and_upsert_with(|old| {
             let mut list: Vec<Arc<Entry>> = old
                 .map(|o| o.into_value().as_ref().clone())
@@ -257,7 +261,7 @@ impl ResponseCache {
         *probe.status_mut() = parts.status;
         *probe.headers_mut() = parts.headers.clone();
         let (probe, ()) = probe.into_parts();
-        let now = SystemTime::now();
+        let now = self.clock.now();
         if let Some(old) = revalidated
             && parts.status == StatusCode::NOT_MODIFIED
         {
@@ -291,7 +295,7 @@ impl ResponseCache {
             .is_some_and(|n| n > self.max_object_bytes);
         let storable = head.method == Method::GET
             && policy.is_storable()
-            && !policy.time_to_live(SystemTime::now()).is_zero()
+            && !policy.time_to_live(self.clock.now()).is_zero()
             && !too_big
             && !parts.headers.contains_key(header::SET_COOKIE);
         let mut resp = if storable {
@@ -330,7 +334,7 @@ impl ResponseCache {
         *probe.headers_mut() = resp.headers().clone();
         let (probe, ()) = probe.into_parts();
         matches!(
-            entry.policy.after_response(head, &probe, SystemTime::now()),
+            entry.policy.after_response(head, &probe, self.clock.now()),
             AfterResponse::NotModified(..)
         )
     }

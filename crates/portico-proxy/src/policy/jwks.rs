@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+
+use crate::base::clock::Clock;
 use portico_auth::jwt::KeySet;
 use portico_config::JwksSource;
 
@@ -20,14 +22,16 @@ pub struct JwksCache {
     keys: ArcSwapOption<KeySet>,
     /// When the last on-demand fetch started.
     last_demand: Mutex<Option<Instant>>,
+    clock: Arc<Clock>,
     /// One fetch at a time (background and on-demand fetches queue behind each other).
     fetching: tokio::sync::Mutex<()>,
 }
 
 impl JwksCache {
-    pub fn start(source: JwksSource) -> Arc<JwksCache> {
+    pub fn start(source: JwksSource, clock: Arc<Clock>) -> Arc<JwksCache> {
         let cache = Arc::new(JwksCache {
             source,
+            clock,
             keys: ArcSwapOption::empty(),
             last_demand: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
@@ -65,10 +69,11 @@ impl JwksCache {
     pub async fn refresh_on_demand(&self) -> bool {
         {
             let mut last = self.last_demand.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| t.elapsed() < self.source.min_refresh) {
+            let now = self.clock.instant();
+            if last.is_some_and(|t| now.saturating_duration_since(t) < self.source.min_refresh) {
                 return false;
             }
-            *last = Some(Instant::now());
+            *last = Some(now);
         }
         let _one = self.fetching.lock().await;
         self.fetch().await

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use portico_auth::basic::VerifiedCache;
 use portico_config::{AuthMethod, Config, Policy};
 
+use crate::base::clock::Clock;
 use crate::policy::cache::ResponseCache;
 use crate::policy::concurrency::InFlight;
 use crate::policy::ratelimit::Limiters;
@@ -59,6 +60,7 @@ impl PolicyStates {
         config: &Config,
         previous: Option<&PolicyStates>,
         redis: Option<&Arc<RedisStore>>,
+        clock: &Arc<Clock>,
     ) -> Result<PolicyStates, rustls::Error> {
         let prev: &[PolicyState] = previous.map_or(&[], |p| &p.0);
         let mut slots: Vec<PolicyState> = (0..config.policy_slots)
@@ -105,7 +107,7 @@ impl PolicyStates {
                         .iter()
                         .find_map(same)
                         .or_else(|| prev.iter().find_map(same))
-                        .unwrap_or_else(|| Arc::new(ResponseCache::new(c)));
+                        .unwrap_or_else(|| Arc::new(ResponseCache::new(c, clock.clone())));
                     slots[c.slot] = PolicyState::Cache(store);
                 }
                 Policy::Auth(a) => {
@@ -251,7 +253,7 @@ mod tests {
     #[test]
     fn state_follows_its_policy_across_slots() {
         let before = load(BEFORE);
-        let first = PolicyStates::build(&before, None, None).unwrap();
+        let first = PolicyStates::build(&before, None, None, &Default::default()).unwrap();
         assert_eq!(first.0.len(), before.policy_slots);
         let after = load(&BEFORE.replace(
             "routes:\n",
@@ -267,7 +269,7 @@ routes:
 ",
         ));
         assert_ne!(rate_limit_slot(&before), rate_limit_slot(&after));
-        let second = PolicyStates::build(&after, Some(&first), None).unwrap();
+        let second = PolicyStates::build(&after, Some(&first), None, &Default::default()).unwrap();
         assert_eq!(
             limiter(&first, rate_limit_slot(&before)),
             limiter(&second, rate_limit_slot(&after)),
@@ -279,7 +281,8 @@ routes:
         assert!(Arc::ptr_eq(stores[0], first.caches()[0]));
         // A changed limit starts afresh.
         let changed = load(&BEFORE.replace("requests: 3", "requests: 4"));
-        let third = PolicyStates::build(&changed, Some(&second), None).unwrap();
+        let third =
+            PolicyStates::build(&changed, Some(&second), None, &Default::default()).unwrap();
         assert_ne!(
             limiter(&second, rate_limit_slot(&after)),
             limiter(&third, rate_limit_slot(&changed))
@@ -290,7 +293,7 @@ routes:
     #[should_panic(expected = "read as `jwt`")]
     fn a_slot_read_as_another_kind_is_a_bug_and_says_so() {
         let c = load(BEFORE);
-        let s = PolicyStates::build(&c, None, None).unwrap();
+        let s = PolicyStates::build(&c, None, None, &Default::default()).unwrap();
         let _ = s.jwt(rate_limit_slot(&c));
     }
 }

@@ -69,6 +69,8 @@ pub struct Runtime {
     /// 1 for the config loaded at start, +1 per applied reload.
     pub generation: u64,
     pub loaded_at: SystemTime,
+    /// The gateway's clock, for expiry decisions (the same across reloads).
+    pub clock: Arc<crate::base::clock::Clock>,
 }
 
 impl Runtime {
@@ -120,8 +122,14 @@ impl Runtime {
                 },
             ),
         };
-        let policies = PolicyStates::build(&config, previous.map(|p| &p.policies), redis.as_ref())
-            .map_err(RuntimeError::Policies)?;
+        let clock = previous.map_or_else(Default::default, |p| p.clock.clone());
+        let policies = PolicyStates::build(
+            &config,
+            previous.map(|p| &p.policies),
+            redis.as_ref(),
+            &clock,
+        )
+        .map_err(RuntimeError::Policies)?;
         let rate_limit_policy = config
             .routes
             .iter()
@@ -138,7 +146,7 @@ impl Runtime {
             .map(|src| {
                 previous
                     .and_then(|p| p.auth.jwks.iter().find(|c| c.source == *src).cloned())
-                    .unwrap_or_else(|| JwksCache::start(src.clone()))
+                    .unwrap_or_else(|| JwksCache::start(src.clone(), clock.clone()))
             })
             .collect();
         // Reflected definitions: the previous ones of a route with the same name serve until the
@@ -184,6 +192,7 @@ impl Runtime {
             reflected,
             generation,
             loaded_at: SystemTime::now(),
+            clock,
         })
     }
 

@@ -605,7 +605,11 @@ async fn jwks_rotation_is_picked_up_and_unknown_kid_floods_are_bounded() {
     // Rotation: the provider adds k2 and signs with it; the first k2 token triggers a fetch.
     *jwks.doc.lock().unwrap() =
         json!({ "keys": [jwk("rsa.key", "k1"), jwk("rsa2.key", "k2")] }).to_string();
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Past `jwks_min_refresh` on the gateway's clock.
+    gw.gw
+        .runtime()
+        .clock
+        .advance(std::time::Duration::from_millis(1100));
     assert_eq!(call_with("k2", "rsa2.key").await, 200);
     assert_eq!(call_with("k1", "rsa.key").await, 200);
     // A k2 token signed with the wrong key still fails.
@@ -614,7 +618,10 @@ async fn jwks_rotation_is_picked_up_and_unknown_kid_floods_are_bounded() {
     // The provider goes down: the keys already fetched keep working.
     jwks.up.stop_and_wait().await;
     // Past `jwks_min_refresh`, so the unknown k3 sends the gateway to the provider again.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    gw.gw
+        .runtime()
+        .clock
+        .advance(std::time::Duration::from_millis(1100));
     assert_eq!(call_with("k1", "rsa.key").await, 200);
     assert_eq!(call_with("k3", "rsa.key").await, 401);
 }

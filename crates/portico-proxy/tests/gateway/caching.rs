@@ -85,7 +85,11 @@ async fn fresh_answers_come_from_the_cache_and_the_rules_are_kept() {
     );
     // Expiry.
     fetch(&gw, "/short", &[]).await;
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // Past the answer's `max-age` on the gateway's clock, without waiting for it.
+    gw.gw
+        .runtime()
+        .clock
+        .advance(std::time::Duration::from_millis(2100));
     assert_eq!(
         fetch(&gw, "/short", &[]).await.header("portico-cache"),
         Some("miss")
@@ -178,7 +182,11 @@ async fn stale_answers_are_revalidated_with_the_origin() {
             fetch(&gw, path, &[]).await.header("portico-cache"),
             Some("hit")
         );
-        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        // Past the answer's `max-age` on the gateway's clock, without waiting for it.
+        gw.gw
+            .runtime()
+            .clock
+            .advance(std::time::Duration::from_millis(2100));
         // Stale: the origin is asked whether it changed, says 304, and the client gets the
         // whole stored answer with the origin's refreshed headers.
         let before = not_modified.load(std::sync::atomic::Ordering::SeqCst);
@@ -201,7 +209,11 @@ async fn stale_answers_are_revalidated_with_the_origin() {
         assert_eq!(up.hits(), hits);
     }
     // A client's own validator is passed through untouched (the origin's 304 is the client's).
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // Past the answer's `max-age` on the gateway's clock, without waiting for it.
+    gw.gw
+        .runtime()
+        .clock
+        .advance(std::time::Duration::from_millis(2100));
     let mine = fetch(&gw, "/etag", &[("if-none-match", "\"v7\"")]).await;
     assert_eq!(mine.status, 304);
     assert_eq!(mine.header("portico-cache"), Some("miss"));
@@ -320,7 +332,11 @@ async fn a_304_that_confirms_nothing_is_not_passed_to_the_client() {
         fetch(&gw, "/x", &[]).await.header("portico-cache"),
         Some("miss")
     );
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // Past the answer's `max-age` on the gateway's clock, without waiting for it.
+    gw.gw
+        .runtime()
+        .clock
+        .advance(std::time::Duration::from_millis(2100));
     let got = fetch(&gw, "/x", &[]).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.text(), "fresh copy");
