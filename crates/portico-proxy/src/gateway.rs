@@ -678,6 +678,57 @@ impl Gateway {
         });
     }
 
+    /// Writes the audit trail's security summary and checkpoint every `audit.summary_interval`
+    /// (following reloads; `shutdown` writes a last one).
+    pub(crate) fn start_audit_summaries(&self) {
+        let gw = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let interval = gw
+                    .inner
+                    .shared
+                    .runtime
+                    .load()
+                    .audit
+                    .as_ref()
+                    .and_then(|a| a.summary_interval());
+                tokio::time::sleep(interval.unwrap_or(Duration::from_secs(1))).await;
+                if gw.inner.draining.load(Ordering::Acquire) {
+                    return;
+                }
+                if interval.is_some() {
+                    gw.write_audit_summary();
+                }
+            }
+        });
+    }
+
+    /// Writes the security summary (refusals since the last one, key-set changes) and a
+    /// checkpoint to the audit trail now, if there is one.
+    #[doc(hidden)]
+    pub fn write_audit_summary(&self) {
+        let rt = self.inner.shared.runtime.load_full();
+        let Some(audit) = &rt.audit else {
+            return;
+        };
+        let key_sets: Vec<(String, Vec<String>)> = rt
+            .auth
+            .jwks
+            .iter()
+            .filter_map(|c| {
+                let set = c.current()?;
+                let mut kids: Vec<String> = set
+                    .keys
+                    .iter()
+                    .map(|k| k.kid.clone().unwrap_or_default())
+                    .collect();
+                kids.sort();
+                Some((c.source.url.clone(), kids))
+            })
+            .collect();
+        audit.summarize(&key_sets);
+    }
+
     /// This node's heartbeat as it stands.
     pub(crate) fn heartbeat(&self, rt: &Runtime) -> crate::runtime::fleet::Heartbeat {
         crate::runtime::fleet::Heartbeat {
@@ -743,6 +794,18 @@ impl Gateway {
             }
         };
         let _ = tokio::time::timeout(deadline, wait).await;
+        // The refusals counted since the last summary are not lost with the process.
+        if self
+            .inner
+            .shared
+            .runtime
+            .load()
+            .audit
+            .as_ref()
+            .is_some_and(|a| a.summary_interval().is_some())
+        {
+            self.write_audit_summary();
+        }
         self.inner.shared.active_connections.load(Ordering::Acquire)
     }
 }

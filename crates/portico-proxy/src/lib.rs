@@ -57,6 +57,7 @@ impl Gateway {
         }
         gw.bind_listeners().await?;
         gw.start_heartbeats();
+        gw.start_audit_summaries();
         Ok(gw)
     }
 }

@@ -65,8 +65,10 @@ enum AuditWhat {
     /// before (and, with the key, its HMAC). Exit 0 when it verifies; 1, naming the first bad
     /// line, when it does not.
     Verify {
-        /// The trail (`audit.path`).
-        file: PathBuf,
+        /// The trail (`audit.path`); for a rotated trail, its files oldest first
+        /// (`audit.jsonl.2 audit.jsonl.1 audit.jsonl`), each checked to continue the one before.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         /// The file with the trail's HMAC key (`audit.hmac_key_file`).
         #[arg(long)]
         hmac_key_file: Option<PathBuf>,
@@ -389,7 +391,7 @@ fn cluster(admin: &str) -> ExitCode {
     }
 }
 
-fn audit_verify(file: &std::path::Path, key_file: Option<&std::path::Path>) -> ExitCode {
+fn audit_verify(files: &[PathBuf], key_file: Option<&std::path::Path>) -> ExitCode {
     let key = match key_file.map(std::fs::read) {
         None => None,
         Some(Ok(k)) => Some(k.trim_ascii().to_vec()),
@@ -403,11 +405,12 @@ fn audit_verify(file: &std::path::Path, key_file: Option<&std::path::Path>) -> E
             return ExitCode::from(2);
         }
     };
-    match portico_proxy::observe::audit::verify_file(file, key.as_deref()) {
+    match portico_proxy::observe::audit::verify_files(files, key.as_deref()) {
         Ok(v) => {
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
             outln!(
                 "{}: {} records verify (seq up to {}, last hash {}){}",
-                file.display(),
+                names.join(" + "),
                 v.records,
                 v.last_seq,
                 v.last_hash,
@@ -478,10 +481,10 @@ fn main() -> ExitCode {
         Some(Command::Audit {
             what:
                 AuditWhat::Verify {
-                    file,
+                    files,
                     hmac_key_file,
                 },
-        }) => audit_verify(&file, hmac_key_file.as_deref()),
+        }) => audit_verify(&files, hmac_key_file.as_deref()),
         Some(Command::Schema) => {
             outln!(
                 "{}",

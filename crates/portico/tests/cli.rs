@@ -374,19 +374,33 @@ fn explain_prints_the_route_the_chain_and_the_upstream_path() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("write `Name: value`"));
 }
 
-/// `portico audit verify`: a whole trail passes; an edited one fails naming the line.
+/// `portico audit verify`: a whole trail passes, across its rotated files in order; files out
+/// of order fail; an edited one fails naming the line.
 #[test]
 fn audit_verify_passes_a_whole_trail_and_names_the_edited_line() {
     let dir = temp_dir("audit-verify");
     let trail = dir.join("audit.jsonl");
     {
-        let log = portico_proxy::observe::audit::AuditLog::open(&trail, None).unwrap();
-        for i in 0..3 {
-            log.record("admin", &[("status", (200 + i).into())]);
+        let log = portico_proxy::observe::audit::AuditLog::open(&portico_config::Audit {
+            path: trail.clone(),
+            hmac_key: None,
+            max_bytes: Some(4096),
+            keep: 3,
+            summary_interval: None,
+        })
+        .unwrap();
+        log.record("admin", &[("status", 200.into())]);
+        log.record("admin", &[("status", 201.into())]);
+        for i in 0..40 {
+            log.record("admin", &[("n", i.into()), ("pad", "x".repeat(150).into())]);
         }
     }
+    let rotated = |n: u32| dir.join(format!("audit.jsonl.{n}"));
+    assert!(rotated(2).exists() && !rotated(4).exists());
     let out = bin()
         .args(["audit", "verify"])
+        .arg(rotated(2))
+        .arg(rotated(1))
         .arg(&trail)
         .output()
         .unwrap();
@@ -395,7 +409,25 @@ fn audit_verify_passes_a_whole_trail_and_names_the_edited_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("3 records verify"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(" records verify (seq up to"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = bin()
+        .args(["audit", "verify"])
+        .arg(rotated(1))
+        .arg(rotated(2))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not continue the file before it"));
+    // The oldest file kept (`.3` when three rotations happened, else `.2`) holds seq 2.
+    let trail = if rotated(3).exists() {
+        rotated(3)
+    } else {
+        rotated(2)
+    };
     let text = std::fs::read_to_string(&trail).unwrap();
     std::fs::write(&trail, text.replacen("\"status\":201", "\"status\":500", 1)).unwrap();
     let out = bin()
@@ -406,7 +438,7 @@ fn audit_verify_passes_a_whole_trail_and_names_the_edited_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("audit.jsonl:2: the record was edited"),
+        err.contains(&format!("{}:2: the record was edited", trail.display())),
         "{err}"
     );
 }

@@ -425,9 +425,42 @@ pub(super) fn compile_audit(
         }
         None => None,
     };
+    if cfg.max_bytes.is_some_and(|b| b < 4096) {
+        cx.sink.at(
+            loc(node, "max_bytes"),
+            "an audit `max_bytes` under 4096 would rotate at almost every record",
+            "use a size such as 104857600 (100 MiB), or remove it to rotate from outside",
+        );
+        return None;
+    }
+    let keep = cfg.keep.unwrap_or(5);
+    if keep == 0 {
+        cx.sink.at(
+            loc(node, "keep"),
+            "`keep: 0` would delete the trail at each rotation",
+            "keep at least 1 rotated file (default 5), and archive them before they are removed",
+        );
+        return None;
+    }
+    let summary_interval = match cfg.summary_interval {
+        Some(d) if d.0.is_zero() => None,
+        Some(d) if d.0 < std::time::Duration::from_secs(1) => {
+            cx.sink.at(
+                loc(node, "summary_interval"),
+                "an audit `summary_interval` under 1s would fill the trail with summaries",
+                "use a minute or more (default 1m), or `0s` for none",
+            );
+            return None;
+        }
+        Some(d) => Some(d.0),
+        None => Some(std::time::Duration::from_secs(60)),
+    };
     Some(Audit {
         path: super::ctx::resolve(cx, &cfg.path),
         hmac_key,
+        max_bytes: cfg.max_bytes,
+        keep,
+        summary_interval,
     })
 }
 
@@ -821,6 +854,21 @@ mod tests {
                 "`bad name` is not a header",
             ),
             ("audit: { path: \"\" }\n", &[], "empty audit `path`"),
+            (
+                "audit: { path: a.jsonl, max_bytes: 100 }\n",
+                &[],
+                "1:36 an audit `max_bytes` under 4096",
+            ),
+            (
+                "audit: { path: a.jsonl, keep: 0 }\n",
+                &[],
+                "`keep: 0` would delete the trail",
+            ),
+            (
+                "audit: { path: a.jsonl, summary_interval: 10ms }\n",
+                &[],
+                "`summary_interval` under 1s",
+            ),
             (
                 "redis: { url: \"redis://127.0.0.1:6379\", heartbeat_interval: 10ms }\n",
                 &[],

@@ -124,4 +124,16 @@ pub struct AuditConfig {
     /// record rewritten by someone without the key is found.
     #[serde(default)]
     pub hmac_key_file: Option<String>,
+    /// Rotate the file when it reaches this many bytes: it is renamed to `<path>.1` (older
+    /// ones shift to `.2`, …) and a new file continues the chain. Default: never (rotate it
+    /// from outside with copy-and-truncate).
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// How many rotated files are kept (`<path>.1` … `<path>.N`).
+    #[serde(default)]
+    pub keep: Option<u32>,
+    /// How often the security summary (refusals by consumer and reason, key-set changes) and
+    /// a checkpoint are written; `0s` for never.
+    #[serde(default)]
+    pub summary_interval: Option<crate::duration::DurationStr>,
 }

@@ -119,4 +119,10 @@ impl Default for Redact {
 pub struct Audit {
     pub path: std::path::PathBuf,
     pub hmac_key: Option<Vec<u8>>,
+    /// Rotate at this size; `None`: never (rotated from outside).
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept.
+    pub keep: u32,
+    /// Security summary and checkpoint interval; `None`: never.
+    pub summary_interval: Option<std::time::Duration>,
 }

@@ -228,6 +228,16 @@ fn finish(mut done: Box<Finish>, bytes_out: u64, complete: bool) {
         rec.status,
         rec.duration,
     );
+    // Refusals feed the audit trail's security summary.
+    if matches!(rec.status, 401 | 403 | 429)
+        && let Some(audit) = &rt.audit
+    {
+        audit.count_refusal(
+            rec.consumer.as_deref(),
+            rec.error.unwrap_or("unknown"),
+            rec.status,
+        );
+    }
     if let Some(p) = rec.phases.as_deref()
         && p.debug
     {

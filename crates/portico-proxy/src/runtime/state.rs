@@ -102,10 +102,9 @@ impl Runtime {
         // The trail is kept while its file and key are: its chain goes on in one writer.
         let audit = match (&config.audit, previous.and_then(|p| p.audit.as_ref())) {
             (None, _) => None,
-            (Some(a), Some(log)) if log.is(&a.path, a.hmac_key.as_deref()) => Some(log.clone()),
+            (Some(a), Some(log)) if log.is(a) => Some(log.clone()),
             (Some(a), _) => Some(Arc::new(
-                crate::observe::audit::AuditLog::open(&a.path, a.hmac_key.clone())
-                    .map_err(RuntimeError::Audit)?,
+                crate::observe::audit::AuditLog::open(a).map_err(RuntimeError::Audit)?,
             )),
         };
         // The Redis connection survives a reload that does not change its settings.

@@ -553,13 +553,20 @@ async fn jwks_server(keys: serde_json::Value) -> Jwks {
 async fn jwks_rotation_is_picked_up_and_unknown_kid_floods_are_bounded() {
     let up = echo_server().await;
     let jwks = jwks_server(json!([jwk("rsa.key", "k1")])).await;
-    let gw = gateway(&jwt_route(
-        &up,
-        &format!(
-            "          - issuer: https://idp.test\n            algorithms: [RS256]\n            jwks_url: \"{}/jwks.json\"\n            jwks_min_refresh: 1s\n",
-            jwks.up.url()
+    // The audit trail records the key set's changes and the refusals (summaries written on
+    // demand here: `summary_interval: 0s` turns the periodic ones off).
+    let trail = temp_dir("jwks-audit").join("audit.jsonl");
+    let gw = gateway(&format!(
+        "{}audit: {{ path: \"{}\", summary_interval: 0s }}\n",
+        jwt_route(
+            &up,
+            &format!(
+                "          - issuer: https://idp.test\n            algorithms: [RS256]\n            jwks_url: \"{}/jwks.json\"\n            jwks_min_refresh: 1s\n",
+                jwks.up.url()
+            ),
+            "",
         ),
-        "",
+        trail.display()
     ))
     .await;
     let call_with = |kid: &str, key: &str| {
@@ -572,6 +579,7 @@ async fn jwks_rotation_is_picked_up_and_unknown_kid_floods_are_bounded() {
         }
     };
     assert_eq!(call_with("k1", "rsa.key").await, 200);
+    gw.gw.write_audit_summary();
 
     // A flood of made-up kids: at most one extra fetch per `jwks_min_refresh`.
     let before = jwks.fetches.load(Ordering::SeqCst);
@@ -614,6 +622,7 @@ async fn jwks_rotation_is_picked_up_and_unknown_kid_floods_are_bounded() {
     assert_eq!(call_with("k1", "rsa.key").await, 200);
     // A k2 token signed with the wrong key still fails.
     assert_eq!(call_with("k2", "rsa.key").await, 401);
+    gw.gw.write_audit_summary();
 
     // The provider goes down: the keys already fetched keep working.
     jwks.up.stop_and_wait().await;
@@ -624,6 +633,48 @@ async fn jwks_rotation_is_picked_up_and_unknown_kid_floods_are_bounded() {
         .advance(std::time::Duration::from_millis(1100));
     assert_eq!(call_with("k1", "rsa.key").await, 200);
     assert_eq!(call_with("k3", "rsa.key").await, 401);
+
+    // The trail: the key set when first seen, its rotation, and every refusal counted (a
+    // request is counted as its response ends, which can be just after the client has it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let records = loop {
+        gw.gw.write_audit_summary();
+        let records: Vec<serde_json::Value> = std::fs::read_to_string(&trail)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let refused: u64 = records
+            .iter()
+            .filter(|r| r["kind"] == "security_summary")
+            .map(|r| r["refused"].as_u64().unwrap())
+            .sum();
+        if refused >= 52 {
+            assert_eq!(refused, 52);
+            break records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{refused} refusals counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let changes: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "key_set_changed")
+        .collect();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(changes[0]["first_seen"], true);
+    assert_eq!(changes[0]["key_ids"], json!(["k1"]));
+    assert_eq!(changes[1]["added"], json!(["k2"]));
+    assert!(changes[1]["url"].as_str().unwrap().ends_with("/jwks.json"));
+    let summary = records
+        .iter()
+        .find(|r| r["kind"] == "security_summary")
+        .unwrap();
+    assert_eq!(summary["refusals"][0]["status"], 401);
+    assert!(summary["refusals"][0]["reason"].is_string());
+    assert!(portico_proxy::observe::audit::verify_file(&trail, None).is_ok());
 }
 
 /// A JWK for `key_file` without `alg` (as many providers publish them): only the key's type
