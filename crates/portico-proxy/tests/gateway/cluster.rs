@@ -313,7 +313,7 @@ async fn sliding_window_quotas_locally_and_through_redis() {
 }
 
 /// A three-node Redis Cluster on free ports (no replicas), made with `redis-cli --cluster`.
-fn start_cluster() -> Option<(Vec<OwnRedis>, Vec<u16>)> {
+pub(crate) fn start_cluster() -> Option<(Vec<OwnRedis>, Vec<u16>)> {
     let dir = temp_dir("redis-cluster");
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut nodes = Vec::new();
@@ -405,14 +405,9 @@ async fn a_limit_shared_through_redis_cluster() {
     }
 }
 
-#[tokio::test]
-async fn a_limit_shared_through_sentinel() {
-    let master_port = free_port();
-    let Some(_master) = OwnRedis::start(master_port) else {
-        require("redis-server (the binary)", false);
-        return;
-    };
-    // A sentinel watching the primary (its config file must be writable: sentinels rewrite it).
+/// A sentinel on a free port watching the primary on `master_port` as `primary` (its config
+/// file must be writable: sentinels rewrite it).
+pub(crate) fn start_sentinel(master_port: u16) -> Option<(OwnRedis, u16)> {
     let dir = temp_dir("sentinel");
     let sentinel_port = free_port();
     let conf = dir.join("sentinel.conf");
@@ -423,21 +418,32 @@ async fn a_limit_shared_through_sentinel() {
         ),
     )
     .unwrap();
-    let Ok(child) = std::process::Command::new("redis-server")
+    let child = std::process::Command::new("redis-server")
         .arg(&conf)
         .arg("--sentinel")
         .stdout(std::process::Stdio::null())
         .spawn()
-    else {
-        require("redis-server --sentinel", false);
-        return;
-    };
-    let _sentinel = OwnRedis { child };
+        .ok()?;
+    let sentinel = OwnRedis { child };
     let deadline = Instant::now() + Duration::from_secs(5);
     while std::net::TcpStream::connect(("127.0.0.1", sentinel_port)).is_err() {
         assert!(Instant::now() < deadline, "sentinel did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
+    Some((sentinel, sentinel_port))
+}
+
+#[tokio::test]
+async fn a_limit_shared_through_sentinel() {
+    let master_port = free_port();
+    let Some(_master) = OwnRedis::start(master_port) else {
+        require("redis-server (the binary)", false);
+        return;
+    };
+    let Some((_sentinel, sentinel_port)) = start_sentinel(master_port) else {
+        require("redis-server --sentinel", false);
+        return;
+    };
     let up = echo_server().await;
     let yaml = config(&format!(
         "redis: {{ sentinel: {{ nodes: [\"redis://127.0.0.1:{sentinel_port}\"], master: primary }}, key_prefix: \"{}\", timeout: 500ms }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n    policies:\n      - type: rate_limit\n        key: route\n        store: redis\n        on_store_failure: fail_closed\n        limits: [{{ requests: 6, per: 1m }}]\n",

@@ -11,7 +11,7 @@ use portico_proxy::runtime::config_store::{ConfigStore, PushError, StoreUrl};
 use portico_proxy::{StartedFrom, StoreStartError, stored_config};
 use portico_testkit::*;
 
-use crate::cluster::{OwnRedis, free_port, prefix, shared_redis};
+use crate::cluster::{OwnRedis, free_port, prefix, shared_redis, start_cluster, start_sentinel};
 use crate::config;
 
 fn store(url: &str) -> ConfigStore {
@@ -330,5 +330,79 @@ async fn three_nodes_follow_one_push_and_the_one_that_cannot_apply_it_shows_as_d
     }
     for n in nodes {
         n.gw.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn of_concurrent_pushes_over_one_version_exactly_one_is_stored() {
+    if !shared_redis() {
+        return;
+    }
+    let url = format!("redis://127.0.0.1:6379?key={}cfg", prefix());
+    let s = std::sync::Arc::new(store(&url));
+    push(&s, "a: 0\n").await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let s = s.clone();
+        set.spawn(async move {
+            s.push(
+                &stored_config(format!("a: {i}\n"), format!("p{i}"), None),
+                Some(1),
+                20,
+            )
+            .await
+        });
+    }
+    let (mut won, mut lost) = (Vec::new(), 0);
+    while let Some(r) = set.join_next().await {
+        match r.unwrap() {
+            Ok(v) => won.push(v),
+            Err(PushError::Conflict { current, .. }) => {
+                assert_eq!(current, 2);
+                lost += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((won, lost), (vec![2], 19));
+    assert_eq!(s.history().await.unwrap().len(), 2);
+}
+
+/// A node follows a store kept in a Redis Cluster, and one found through Sentinel, by polling
+/// (no subscription is made there).
+#[tokio::test]
+async fn nodes_follow_a_store_in_a_redis_cluster_and_through_sentinel() {
+    let Some((_nodes, ports)) = start_cluster() else {
+        crate::cluster::require("a Redis Cluster (redis-server and redis-cli)", false);
+        return;
+    };
+    let seeds = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let master_port = free_port();
+    let Some(_primary) = OwnRedis::start(master_port) else {
+        crate::cluster::require("redis-server (the binary)", false);
+        return;
+    };
+    let Some((_sentinel, sentinel_port)) = start_sentinel(master_port) else {
+        crate::cluster::require("redis-server --sentinel", false);
+        return;
+    };
+    for url in [
+        format!("redis://{seeds}?cluster=true&key={}cfg", prefix()),
+        format!("redis://127.0.0.1:{sentinel_port}?sentinel=primary&key=cfg"),
+    ] {
+        let s = store(&url);
+        push(&s, &answering("first")).await;
+        let (gw, from) = gateway_from_store(&url, None, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(from, StartedFrom::Store(1), "{url}");
+        until_answers(&gw, "first").await;
+        push(&s, &answering("second")).await;
+        until_answers(&gw, "second").await;
+        gw.gw.shutdown().await;
     }
 }
