@@ -114,6 +114,10 @@ async fn answer(
     {
         return Ok(targets(inner, req, &name).await);
     }
+    if let Some(rest) = req.uri().path().strip_prefix("/config/") {
+        let rest = rest.to_owned();
+        return Ok(config_versions(&inner, req, &rest).await);
+    }
     if req.method() == Method::GET
         && let Some(rest) = req.uri().path().strip_prefix("/openapi")
     {
@@ -226,7 +230,7 @@ async fn answer(
         _ => reply(
             StatusCode::NOT_FOUND,
             TEXT,
-            "not found; try /healthz, /readyz, /metrics, /config, /upstreams, /upstreams/NAME/targets, /openapi or POST /reload\n",
+            "not found; try /healthz, /readyz, /metrics, /config, /config/versions, /config/diff, /upstreams, /upstreams/NAME/targets, /openapi or POST /reload\n",
         ),
     };
     Ok(r)
@@ -512,6 +516,152 @@ fn problem(status: StatusCode, title: &str, detail: String) -> Response<Full<Byt
         serde_json::json!({ "type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail })
             .to_string(),
     )
+}
+
+/// `/config/versions` (the configs this node applied, newest first), `/config/versions/G`
+/// (one, redacted), `/config/diff?from=G&to=G` (what changed between two; `to` defaults to the
+/// current one) and `POST /config/rollback` with `{"generation": G}` (store-backed nodes).
+async fn config_versions(
+    inner: &Arc<Inner>,
+    req: Request<Incoming>,
+    rest: &str,
+) -> Response<Full<Bytes>> {
+    const JSON: &str = "application/json";
+    let versions = inner.versions();
+    let current = inner.shared.runtime.load().generation;
+    let not_found = |g: u64| {
+        problem(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            format!(
+                "generation {g} is not among the configs this node remembers (see /config/versions)"
+            ),
+        )
+    };
+    let generation = |s: Option<&str>| -> Result<Option<u64>, Response<Full<Bytes>>> {
+        match s {
+            None => Ok(None),
+            Some(t) => t.parse().map(Some).map_err(|_| {
+                problem(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request",
+                    format!("`{t}` is not a generation number (see /config/versions)"),
+                )
+            }),
+        }
+    };
+    match (req.method(), rest) {
+        (&Method::GET, "versions") => {
+            let list: Vec<serde_json::Value> =
+                versions.iter().rev().map(|v| v.summary(current)).collect();
+            reply(
+                StatusCode::OK,
+                JSON,
+                serde_json::to_vec_pretty(&serde_json::json!({ "versions": list }))
+                    .unwrap_or_default(),
+            )
+        }
+        (&Method::GET, "diff") => {
+            let q = req.uri().query();
+            let (from, to) = match (
+                generation(portico_config::query::get(q, "from").as_deref()),
+                generation(portico_config::query::get(q, "to").as_deref()),
+            ) {
+                (Ok(Some(f)), Ok(t)) => (f, t.unwrap_or(current)),
+                (Ok(None), _) => {
+                    return problem(
+                        StatusCode::BAD_REQUEST,
+                        "Bad Request",
+                        "give `from` (and optionally `to`): generations from /config/versions".into(),
+                    );
+                }
+                (Err(r), _) | (_, Err(r)) => return r,
+            };
+            let find = |g: u64| versions.iter().find(|v| v.generation == g);
+            let (Some(a), Some(b)) = (find(from), find(to)) else {
+                return not_found(if find(from).is_none() { from } else { to });
+            };
+            let changes: Vec<String> = portico_config::diff::diff(&a.redacted(), &b.redacted())
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            reply(
+                StatusCode::OK,
+                JSON,
+                serde_json::to_vec_pretty(&serde_json::json!({
+                    "from": a.summary(current),
+                    "to": b.summary(current),
+                    "same": a.hash == b.hash,
+                    "changes": changes,
+                }))
+                .unwrap_or_default(),
+            )
+        }
+        (&Method::POST, "rollback") => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(refused) => return refused,
+            };
+            let Some(g) = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["generation"].as_u64())
+            else {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request",
+                    "send `{\"generation\": G}` with a generation from /config/versions".into(),
+                );
+            };
+            let gw = Gateway::from_inner(inner.clone());
+            match gw.rollback_to(g, &format!("node {}", inner.node_id)).await {
+                Ok((version, applied)) => reply(
+                    StatusCode::OK,
+                    JSON,
+                    serde_json::json!({
+                        "result": "pushed",
+                        "store_version": version,
+                        "applied_here": applied.is_ok(),
+                        "error": applied.err().map(|e| e.to_string()),
+                    })
+                    .to_string(),
+                ),
+                Err(crate::gateway::RollbackError::Unknown(g)) => not_found(g),
+                Err(e @ crate::gateway::RollbackError::Push(_)) => {
+                    problem(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", e.to_string())
+                }
+                Err(e) => problem(StatusCode::CONFLICT, "Conflict", e.to_string()),
+            }
+        }
+        (&Method::GET, v) if v.starts_with("versions/") => {
+            let g = match generation(v.strip_prefix("versions/")) {
+                Ok(Some(g)) => g,
+                Ok(None) => return not_found(0),
+                Err(r) => return r,
+            };
+            match versions.iter().find(|x| x.generation == g) {
+                Some(x) => {
+                    let mut body = x.summary(current);
+                    body["config"] = x.redacted();
+                    reply(
+                        StatusCode::OK,
+                        JSON,
+                        serde_json::to_vec_pretty(&body).unwrap_or_default(),
+                    )
+                }
+                None => not_found(g),
+            }
+        }
+        (_, "versions" | "diff" | "rollback") => problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method Not Allowed",
+            "GET /config/versions, GET /config/versions/G, GET /config/diff?from=G&to=G, POST /config/rollback".into(),
+        ),
+        _ => problem(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            "try /config/versions, /config/versions/G, /config/diff?from=G&to=G or POST /config/rollback".into(),
+        ),
+    }
 }
 
 /// `/upstreams/NAME/targets`: `GET` the targets in use, `PUT {"targets": [...]}` to replace

@@ -69,6 +69,8 @@ pub struct Inner {
     pub(crate) store: std::sync::OnceLock<Arc<StoreSource>>,
     admin: std::sync::OnceLock<SocketAddr>,
     admin_configured: Option<SocketAddr>,
+    /// The configs this node applied, oldest first (at most `HISTORY`), for the admin API.
+    pub(crate) history: Mutex<std::collections::VecDeque<AppliedVersion>>,
     /// This node's name in the fleet, and when it started.
     pub(crate) node_id: String,
     pub(crate) started: std::time::SystemTime,
@@ -113,6 +115,7 @@ impl Gateway {
                 ],
             );
         }
+        let first = AppliedVersion::of(&runtime, "start");
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             shared: Arc::new(Serving {
@@ -129,11 +132,13 @@ impl Gateway {
             target_overrides: Mutex::new(Default::default()),
             config_path,
             store: std::sync::OnceLock::new(),
+            history: Mutex::new(std::collections::VecDeque::new()),
             admin: std::sync::OnceLock::new(),
             admin_configured,
             node_id,
             started,
         });
+        inner.remember(first);
         Ok(Gateway { inner })
     }
 
@@ -212,6 +217,7 @@ impl Gateway {
         match &result {
             Ok(notes) => {
                 let now = self.inner.shared.runtime.load_full();
+                self.inner.remember(AppliedVersion::of(&now, source));
                 if let Some(a) = &now.audit {
                     let mut fields = applied_fields(source, &previous, &now, notes);
                     fields.extend(extra);
@@ -807,6 +813,133 @@ impl Gateway {
             self.write_audit_summary();
         }
         self.inner.shared.active_connections.load(Ordering::Acquire)
+    }
+}
+
+/// How many applied configs a node remembers for `GET /config/versions`.
+const HISTORY: usize = 20;
+
+/// A config this node applied: its generation, hash, where it came from, who asked, when,
+/// and its text (shown redacted only).
+#[derive(Debug, Clone)]
+pub(crate) struct AppliedVersion {
+    pub generation: u64,
+    pub hash: String,
+    pub source: String,
+    pub applied_by: String,
+    pub time: std::time::SystemTime,
+    pub text: Arc<str>,
+    /// The config store's version, when it came from one.
+    pub store_version: Option<u64>,
+}
+
+impl AppliedVersion {
+    fn of(rt: &Runtime, applied_by: &str) -> AppliedVersion {
+        AppliedVersion {
+            generation: rt.generation,
+            hash: rt.config.hash.clone(),
+            source: rt.config.source.clone(),
+            applied_by: applied_by.to_owned(),
+            time: rt.loaded_at,
+            text: rt.config.text.clone(),
+            store_version: rt
+                .config
+                .source
+                .rsplit_once("#v")
+                .and_then(|(_, v)| v.parse().ok()),
+        }
+    }
+
+    /// What the admin API shows of it (never the text: it holds secrets).
+    pub(crate) fn summary(&self, current: u64) -> serde_json::Value {
+        serde_json::json!({
+            "generation": self.generation,
+            "current": self.generation == current,
+            "hash": self.hash,
+            "source": self.source,
+            "applied_by": self.applied_by,
+            "applied_at": crate::observe::access_log::rfc3339(self.time),
+            "store_version": self.store_version,
+        })
+    }
+
+    /// The config with its secrets masked.
+    pub(crate) fn redacted(&self) -> serde_json::Value {
+        portico_config::tree::parse_document(&self.text)
+            .map_or(serde_json::Value::Null, |root| root.to_redacted_json())
+    }
+}
+
+impl Inner {
+    fn remember(&self, v: AppliedVersion) {
+        if let Ok(mut h) = self.history.lock() {
+            if h.len() == HISTORY {
+                h.pop_front();
+            }
+            h.push_back(v);
+        }
+    }
+
+    /// The remembered configs, oldest first.
+    pub(crate) fn versions(&self) -> Vec<AppliedVersion> {
+        self.history
+            .lock()
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Why a rollback through the admin API was not made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RollbackError {
+    #[error("generation {0} is not among the configs this node remembers (GET /config/versions)")]
+    Unknown(u64),
+    #[error(
+        "this node runs from the file `{0}`: a rollback here would leave the file saying otherwise; restore the file (from version control) and reload"
+    )]
+    RunsFromFile(String),
+    #[error(
+        "this node runs from a config given by its embedder; apply the earlier config through the same API"
+    )]
+    NoSource,
+    #[error(transparent)]
+    Push(#[from] crate::runtime::config_store::PushError),
+}
+
+impl Gateway {
+    /// Stores the config of `generation` again as the config store's next version, then
+    /// applies it here at once (the other nodes follow the push). Only a node that runs from
+    /// a store can: a file or an embedder's config would then say otherwise than what runs.
+    pub(crate) async fn rollback_to(
+        &self,
+        generation: u64,
+        who: &str,
+    ) -> Result<(u64, Result<Vec<String>, GatewayError>), RollbackError> {
+        let old = self
+            .inner
+            .versions()
+            .into_iter()
+            .find(|v| v.generation == generation)
+            .ok_or(RollbackError::Unknown(generation))?;
+        let Some(source) = self.inner.store.get().cloned() else {
+            return Err(match &self.inner.config_path {
+                Some(p) => RollbackError::RunsFromFile(p.display().to_string()),
+                None => RollbackError::NoSource,
+            });
+        };
+        let current = source
+            .store
+            .version()
+            .await
+            .map_err(crate::runtime::config_store::PushError::Store)?;
+        let note = match old.store_version {
+            Some(v) => format!("rollback to version {v} (generation {generation} on {who})"),
+            None => format!("rollback to generation {generation} on {who}"),
+        };
+        let doc = stored_config(old.text.to_string(), who.to_owned(), Some(note));
+        let version = source.store.push(&doc, Some(current), 20).await?;
+        let applied = self.check_store(&source, "store_admin", true).await;
+        Ok((version, applied))
     }
 }
 

@@ -406,3 +406,84 @@ async fn nodes_follow_a_store_in_a_redis_cluster_and_through_sentinel() {
         gw.gw.shutdown().await;
     }
 }
+
+async fn post_json(url: &str, body: &str) -> Got {
+    send(
+        &client(false, &[]),
+        crate::req("POST", url)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.to_owned())))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_admin_api_lists_applied_versions_diffs_them_and_rolls_back_through_the_store() {
+    if !shared_redis() {
+        return;
+    }
+    let url = format!("redis://127.0.0.1:6379?key={}cfg", prefix());
+    let s = store(&url);
+    push(&s, &answering("one")).await;
+    let (gw, _) = gateway_from_store(&url, None, Duration::from_secs(60))
+        .await
+        .unwrap();
+    push(&s, &answering("two")).await;
+    until_answers(&gw, "two").await;
+
+    let v = get(&gw.admin_url("/config/versions")).await.json();
+    let list = v["versions"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["generation"], 2);
+    assert_eq!(list[0]["current"], true);
+    assert_eq!(list[0]["applied_by"], "store_watch");
+    assert_eq!(list[0]["store_version"], 2);
+    assert_eq!(list[1]["applied_by"], "start");
+    let one = get(&gw.admin_url("/config/versions/1")).await.json();
+    assert_eq!(one["config"]["routes"][0]["respond"]["body"], "one");
+    let d = get(&gw.admin_url("/config/diff?from=1")).await.json();
+    assert_eq!(d["same"], false);
+    assert!(
+        d["changes"][0].as_str().unwrap().starts_with("routes: ~"),
+        "{d}"
+    );
+    // Bad requests are problems that say what to send.
+    let bad = get(&gw.admin_url("/config/diff?from=x")).await;
+    assert_eq!(
+        (bad.status.as_u16(), bad.header("content-type")),
+        (400, Some("application/problem+json"))
+    );
+    assert_eq!(get(&gw.admin_url("/config/versions/99")).await.status, 404);
+    assert_eq!(
+        post_json(&gw.admin_url("/config/rollback"), "{}").await.status,
+        400
+    );
+
+    // Rollback: version 1's text is pushed as version 3 and applied here at once.
+    let r = post_json(&gw.admin_url("/config/rollback"), "{\"generation\": 1}").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["store_version"], 3);
+    assert_eq!(r.json()["applied_here"], true);
+    assert_eq!(get(&gw.url("/")).await.text(), "one");
+    let stored = s.get(Some(3)).await.unwrap().unwrap();
+    assert!(
+        stored
+            .note
+            .as_deref()
+            .unwrap()
+            .starts_with("rollback to version 1 (generation 1 on node "),
+        "{:?}",
+        stored.note
+    );
+    let v = get(&gw.admin_url("/config/versions")).await.json();
+    assert_eq!(v["versions"][0]["applied_by"], "store_admin");
+    gw.gw.shutdown().await;
+
+    // A node that runs from a file refuses: the file would say otherwise than what runs.
+    let dir = temp_dir("rollback-file");
+    let file = gateway_from_file(&dir, &answering("f")).await;
+    let r = post_json(&file.admin_url("/config/rollback"), "{\"generation\": 1}").await;
+    assert_eq!(r.status, 409);
+    assert!(r.json()["detail"].as_str().unwrap().contains("runs from the file"));
+}
