@@ -538,18 +538,17 @@ async fn config_versions(
             ),
         )
     };
-    let generation = |s: Option<&str>| -> Result<Option<u64>, Response<Full<Bytes>>> {
+    // A generation given as text; `Err` holds the problem's detail.
+    let generation = |s: Option<&str>| -> Result<Option<u64>, String> {
         match s {
             None => Ok(None),
-            Some(t) => t.parse().map(Some).map_err(|_| {
-                problem(
-                    StatusCode::BAD_REQUEST,
-                    "Bad Request",
-                    format!("`{t}` is not a generation number (see /config/versions)"),
-                )
-            }),
+            Some(t) => t
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("`{t}` is not a generation number (see /config/versions)")),
         }
     };
+    let bad = |detail: String| problem(StatusCode::BAD_REQUEST, "Bad Request", detail);
     match (req.method(), rest) {
         (&Method::GET, "versions") => {
             let list: Vec<serde_json::Value> =
@@ -575,7 +574,7 @@ async fn config_versions(
                         "give `from` (and optionally `to`): generations from /config/versions".into(),
                     );
                 }
-                (Err(r), _) | (_, Err(r)) => return r,
+                (Err(r), _) | (_, Err(r)) => return bad(r),
             };
             let find = |g: u64| versions.iter().find(|v| v.generation == g);
             let (Some(a), Some(b)) = (find(from), find(to)) else {
@@ -636,7 +635,7 @@ async fn config_versions(
             let g = match generation(v.strip_prefix("versions/")) {
                 Ok(Some(g)) => g,
                 Ok(None) => return not_found(0),
-                Err(r) => return r,
+                Err(r) => return bad(r),
             };
             match versions.iter().find(|x| x.generation == g) {
                 Some(x) => {

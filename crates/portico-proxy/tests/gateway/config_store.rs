@@ -412,7 +412,9 @@ async fn post_json(url: &str, body: &str) -> Got {
         &client(false, &[]),
         crate::req("POST", url)
             .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body.to_owned())))
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
             .unwrap(),
     )
     .await
@@ -456,7 +458,9 @@ async fn the_admin_api_lists_applied_versions_diffs_them_and_rolls_back_through_
     );
     assert_eq!(get(&gw.admin_url("/config/versions/99")).await.status, 404);
     assert_eq!(
-        post_json(&gw.admin_url("/config/rollback"), "{}").await.status,
+        post_json(&gw.admin_url("/config/rollback"), "{}")
+            .await
+            .status,
         400
     );
 
@@ -485,5 +489,10 @@ async fn the_admin_api_lists_applied_versions_diffs_them_and_rolls_back_through_
     let file = gateway_from_file(&dir, &answering("f")).await;
     let r = post_json(&file.admin_url("/config/rollback"), "{\"generation\": 1}").await;
     assert_eq!(r.status, 409);
-    assert!(r.json()["detail"].as_str().unwrap().contains("runs from the file"));
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("runs from the file")
+    );
 }
