@@ -493,6 +493,9 @@ impl Gateway {
         asked_by: &str,
         forced: bool,
     ) -> Result<Vec<String>, GatewayError> {
+        // One check at a time: the watcher and a reload (or a rollback) that see the same new
+        // version apply it once.
+        let _one = source.checking.lock().await;
         let store = &source.store;
         let head = match store.head().await {
             Ok(h) => h,
@@ -966,6 +969,8 @@ pub struct StoreSource {
     refused: Mutex<Option<(u64, String)>>,
     /// `None` while the store answers; else since when it has not, and why.
     down: Mutex<Option<(std::time::SystemTime, String)>>,
+    /// Held while the store is checked and a version applied.
+    checking: tokio::sync::Mutex<()>,
 }
 
 /// How the config a node starts with was found.
@@ -1014,6 +1019,7 @@ impl StoreSource {
             applied_hash: Mutex::new(String::new()),
             refused: Mutex::new(None),
             down: Mutex::new(None),
+            checking: tokio::sync::Mutex::new(()),
         };
         let compile = |name: String, text: String, base: PathBuf| {
             tokio::task::spawn_blocking(move || {
