@@ -371,7 +371,9 @@ fn targets_json(targets: &[portico_config::Target]) -> serde_json::Value {
 ///   page may send cross-origin without asking (`text/plain`, form encodings), so a page can
 ///   neither `POST /reload` nor re-point an upstream;
 /// - with `admin.token_hash`, a state-changing request must carry `Authorization: Bearer
-///   <token>` whose SHA-256 digest matches.
+///   <token>` whose SHA-256 digest matches (a read-only token gets 403);
+/// - with `admin.read_token_hashes`, so must a read (`GET`, `POST /explain`), with a read
+///   token or the write token; `/healthz` and `/readyz` stay open for probes.
 fn guard(
     access: &portico_config::AdminAccess,
     req: &Request<Incoming>,
@@ -389,8 +391,26 @@ fn guard(
             ),
         ));
     }
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return None;
+    // `POST /explain` reads: it takes a body only to describe the request to explain.
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || (req.method() == Method::POST && req.uri().path() == "/explain");
+    if reads {
+        let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+        if access.read_tokens.is_empty() || probe {
+            return None;
+        }
+        let ok = bearer(h).is_some_and(|t| {
+            access
+                .read_tokens
+                .iter()
+                .chain(access.token.iter())
+                .any(|want| portico_auth::apikey::matches(t.as_bytes(), want))
+        });
+        return (!ok).then(|| {
+            unauthorized(
+                "this admin request needs `Authorization: Bearer <token>` with a read token (admin.read_token_hashes) or the write token",
+            )
+        });
     }
     let cross_site = h
         .get("sec-fetch-site")
@@ -436,30 +456,47 @@ fn guard(
         ));
     }
     if let Some(want) = &access.token {
-        let given = h
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.get(..7)
-                    .filter(|s| s.eq_ignore_ascii_case("bearer "))
-                    .map(|_| v[7..].trim())
-            });
-        let ok = given.is_some_and(|t| portico_auth::apikey::matches(t.as_bytes(), want));
+        let ok = bearer(h).is_some_and(|t| portico_auth::apikey::matches(t.as_bytes(), want));
         if !ok {
-            let mut r = problem(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "this admin request needs `Authorization: Bearer <token>` (admin.token_hash)"
-                    .into(),
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"portico-admin\""),
-            );
-            return Some(r);
+            // A read token is not enough here: say so rather than "no token".
+            let read_only = bearer(h).is_some_and(|t| {
+                access
+                    .read_tokens
+                    .iter()
+                    .any(|r| portico_auth::apikey::matches(t.as_bytes(), r))
+            });
+            if read_only {
+                return Some(problem(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "this token may only read; changes need the write token (admin.token_hash)"
+                        .into(),
+                ));
+            }
+            return Some(unauthorized(
+                "this admin request needs `Authorization: Bearer <token>` (admin.token_hash)",
+            ));
         }
     }
     None
+}
+
+/// The bearer token of a request, if it sends one.
+fn bearer(h: &http::HeaderMap) -> Option<&str> {
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("bearer "))
+        .map(|_| v[7..].trim())
+}
+
+/// 401 with the admin realm's challenge.
+fn unauthorized(detail: &str) -> Response<Full<Bytes>> {
+    let mut r = problem(StatusCode::UNAUTHORIZED, "Unauthorized", detail.into());
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"portico-admin\""),
+    );
+    r
 }
 
 /// Whether `Host` names this admin port in a way no web page can borrow.

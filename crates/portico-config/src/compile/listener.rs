@@ -254,6 +254,22 @@ pub(super) fn compile_admin_access(
                     None
                 }
             });
+    let mut read_tokens = Vec::new();
+    for (i, t) in cfg.read_token_hashes.iter().enumerate() {
+        match portico_auth::apikey::parse_digest(t) {
+            Ok(d) if token == Some(d) => cx.sink.at(
+                item_loc(node, "read_token_hashes", i),
+                "a read-only token is the same as the write token (`token_hash`)",
+                "give readers a token of their own: `portico hash api-key` on a new random token",
+            ),
+            Ok(d) => read_tokens.push(d),
+            Err(e) => cx.sink.at(
+                item_loc(node, "read_token_hashes", i),
+                e,
+                "store the digest of the token, never the token: `portico hash api-key`",
+            ),
+        }
+    }
     let mut allowed_hosts = Vec::new();
     for (i, h) in cfg.allowed_hosts.iter().enumerate() {
         if h.is_empty() || h.contains(['/', ':', ' ', '*']) {
@@ -272,6 +288,7 @@ pub(super) fn compile_admin_access(
         .and_then(|t| compile_listener_tls(cx, t, get(node, "tls").unwrap_or(node)));
     AdminAccess {
         token,
+        read_tokens,
         allowed_hosts,
         tls,
     }

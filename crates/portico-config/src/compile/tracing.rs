@@ -855,6 +855,16 @@ mod tests {
             ),
             ("audit: { path: \"\" }\n", &[], "empty audit `path`"),
             (
+                "admin: { address: \"127.0.0.1:0\", token_hash: \"sha256:1111111111111111111111111111111111111111111111111111111111111111\", read_token_hashes: [\"sha256:1111111111111111111111111111111111111111111111111111111111111111\"] }\n",
+                &[],
+                "a read-only token is the same as the write token",
+            ),
+            (
+                "admin: { address: \"127.0.0.1:0\", read_token_hashes: [reader] }\n",
+                &[],
+                "store the digest of the token",
+            ),
+            (
                 "audit: { path: a.jsonl, max_bytes: 100 }\n",
                 &[],
                 "1:36 an audit `max_bytes` under 4096",

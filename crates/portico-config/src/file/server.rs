@@ -144,6 +144,10 @@ pub struct AdminConfig {
     /// state-changing admin requests (`POST`, `PUT`, `DELETE`) must carry. Absent: none asked.
     #[serde(default)]
     pub token_hash: Option<String>,
+    /// Digests of read-only tokens: when any is given, reads (`GET`, `POST /explain`) need one
+    /// of them or the write token (`/healthz` and `/readyz` stay open for probes).
+    #[serde(default)]
+    pub read_token_hashes: Vec<String>,
     /// Names admin requests may give in `Host`, besides IP addresses and `localhost` (a
     /// defence against DNS rebinding).
     #[serde(default)]

@@ -17,6 +17,8 @@ use crate::canon::PathOptions;
 pub struct AdminAccess {
     /// Digest of the bearer token for state-changing requests.
     pub token: Option<[u8; 32]>,
+    /// Digests of read-only tokens; when any, reads need one (or the write token).
+    pub read_tokens: Vec<[u8; 32]>,
     /// Lower-case names accepted in `Host`, besides IP addresses and `localhost`.
     pub allowed_hosts: Vec<String>,
     /// TLS (and client certificates) on the admin port; read at start.

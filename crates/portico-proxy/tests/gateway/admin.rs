@@ -196,3 +196,65 @@ async fn explain_answers_against_the_live_config() {
     let got = admin_call(&gw, "GET", "/explain", &[], "").await;
     assert_eq!(got.status, 405);
 }
+
+/// Roles: with read tokens, reads need a read token or the write token (probes aside); a read
+/// token cannot change anything.
+#[tokio::test]
+async fn read_tokens_guard_reads_and_cannot_write() {
+    const READER: &str = "reader-token-for-tests";
+    let up = echo_server().await;
+    let yaml = config(&format!(
+        "admin: {{ address: \"127.0.0.1:0\", token_hash: \"{}\", read_token_hashes: [\"{}\"] }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        portico_auth::apikey::digest_string(TOKEN),
+        portico_auth::apikey::digest_string(READER),
+        up.url()
+    ));
+    let gw = gateway(&yaml).await;
+    let bearer = |t: &str| format!("Bearer {t}");
+    let (reader, writer) = (bearer(READER), bearer(TOKEN));
+    // Probes need nothing.
+    for p in ["/healthz", "/readyz"] {
+        assert_eq!(admin_call(&gw, "GET", p, &[], "").await.status, 200, "{p}");
+    }
+    // Reads: no token or a wrong one is 401 with the realm; either role's token reads.
+    for p in ["/config", "/metrics", "/upstreams", "/config/versions"] {
+        let got = admin_call(&gw, "GET", p, &[], "").await;
+        assert_eq!(got.status, 401, "{p}");
+        assert_eq!(
+            got.header("www-authenticate"),
+            Some("Bearer realm=\"portico-admin\"")
+        );
+        let got = admin_call(&gw, "GET", p, &[("authorization", "Bearer nope")], "").await;
+        assert_eq!(got.status, 401, "{p}");
+        for t in [&reader, &writer] {
+            let got = admin_call(&gw, "GET", p, &[("authorization", t)], "").await;
+            assert_eq!(got.status, 200, "{p} {t}");
+        }
+    }
+    let explain = r#"{"url": "/x"}"#;
+    let json = ("content-type", "application/json");
+    assert_eq!(
+        admin_call(&gw, "POST", "/explain", &[json], explain)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        admin_call(
+            &gw,
+            "POST",
+            "/explain",
+            &[json, ("authorization", &reader)],
+            explain
+        )
+        .await
+        .status,
+        200
+    );
+    // A read token cannot write: 403, saying why.
+    let got = admin_call(&gw, "POST", "/reload", &[("authorization", &reader)], "").await;
+    assert_eq!(got.status, 403);
+    assert!(got.text().contains("may only read"), "{}", got.text());
+    let got = admin_call(&gw, "POST", "/reload", &[("authorization", &writer)], "").await;
+    assert_eq!(got.status, 422, "no file to reload: {}", got.text());
+}
