@@ -96,14 +96,39 @@ async fn audited(
     resp
 }
 
+/// The admin API's OpenAPI 3.1 document (`GET /api/openapi.json`).
+const OPENAPI: &str = include_str!("admin-openapi.json");
+
 async fn answer(
     inner: Arc<Inner>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     const JSON: &str = "application/json";
     const TEXT: &str = "text/plain; charset=utf-8";
+    // `/api/v1/…` is the versioned name of every endpoint (what tools should pin).
+    if let Some(rest) = req.uri().path().strip_prefix("/api/v1")
+        && rest.starts_with('/')
+    {
+        let target = match req.uri().query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_owned(),
+        };
+        if let Ok(u) = target.parse() {
+            *req.uri_mut() = u;
+        }
+    }
     if let Some(refused) = guard(&inner.shared.runtime.load().config.admin_access, &req) {
         return Ok(refused);
+    }
+    if req.uri().path() == "/api/openapi.json" {
+        return Ok(match *req.method() {
+            Method::GET | Method::HEAD => reply(StatusCode::OK, JSON, OPENAPI),
+            _ => problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method Not Allowed",
+                "GET /api/openapi.json".into(),
+            ),
+        });
     }
     if let Some(name) = req
         .uri()
@@ -200,9 +225,16 @@ async fn answer(
                 ),
                 Err(e) => reply(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    JSON,
-                    serde_json::json!({ "result": "rejected", "errors": e.to_string() })
-                        .to_string(),
+                    "application/problem+json",
+                    serde_json::json!({
+                        "type": "about:blank",
+                        "title": "Config refused",
+                        "status": 422,
+                        "detail": e.to_string(),
+                        "result": "rejected",
+                        "errors": e.to_string(),
+                    })
+                    .to_string(),
                 ),
             }
         }
@@ -226,11 +258,19 @@ async fn answer(
             _,
             "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" | "/reload" | "/cache"
             | "/explain" | "/cluster",
-        ) => reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
-        _ => reply(
+        ) => problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method Not Allowed",
+            format!(
+                "{} does not take {}; see /api/openapi.json",
+                req.uri().path(),
+                req.method()
+            ),
+        ),
+        _ => problem(
             StatusCode::NOT_FOUND,
-            TEXT,
-            "not found; try /healthz, /readyz, /metrics, /config, /config/versions, /config/diff, /upstreams, /upstreams/NAME/targets, /openapi or POST /reload\n",
+            "Not Found",
+            "no such admin endpoint; the API is described at /api/openapi.json".into(),
         ),
     };
     Ok(r)

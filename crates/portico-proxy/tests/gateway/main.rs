@@ -6,6 +6,7 @@
 
 mod abuse;
 mod admin;
+mod admin_api;
 mod aggregation;
 mod audit;
 mod auth;

@@ -1,0 +1,344 @@
+//! The admin API against its own OpenAPI document: every endpoint's answers (successes and
+//! refusals) validate against the schema the document gives for that path, method, status
+//! and content type, under both the plain and the `/api/v1` names.
+
+use portico_testkit::*;
+use serde_json::{Value, json};
+
+use crate::config;
+
+/// The schema the document gives for an answer, as a validator (its `$ref`s resolve in the
+/// whole document).
+fn schema_for(
+    doc: &Value,
+    path: &str,
+    method: &str,
+    status: u16,
+    ctype: &str,
+) -> jsonschema::Validator {
+    let pointer = format!(
+        "/paths/{}/{method}/responses/{status}",
+        path.replace('~', "~0").replace('/', "~1")
+    );
+    let mut response = doc
+        .pointer(&pointer)
+        .unwrap_or_else(|| panic!("the document has no {method} {path} {status}"))
+        .clone();
+    if let Some(r) = response["$ref"].as_str() {
+        response = doc.pointer(&r[1..]).unwrap().clone();
+    }
+    let media = ctype.split(';').next().unwrap().trim();
+    let schema = response["content"][media]["schema"].clone();
+    assert!(
+        !schema.is_null(),
+        "{method} {path} {status}: the document has no schema for {media}"
+    );
+    let mut root = doc.clone();
+    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    root["$defs"] = json!({ "answer": schema });
+    root["$ref"] = json!("#/$defs/answer");
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("{method} {path} {status}: schema does not compile: {e}"))
+}
+
+/// Calls the endpoint under both names and checks the answer against the document.
+async fn check(
+    gw: &TestGateway,
+    doc: &Value,
+    method: &str,
+    template: &str,
+    url_path: &str,
+    body: Option<&str>,
+    want: u16,
+) -> Value {
+    let mut last = Value::Null;
+    for prefix in ["", "/api/v1"] {
+        let mut b = crate::req(method, &gw.admin_url(&format!("{prefix}{url_path}")));
+        if body.is_some() {
+            b = b.header("content-type", "application/json");
+        }
+        let got = send(
+            &client(false, &[]),
+            b.body(http_body_util::Full::new(bytes::Bytes::from(
+                body.unwrap_or("").to_owned(),
+            )))
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            got.status,
+            want,
+            "{method} {prefix}{url_path}: {}",
+            got.text()
+        );
+        let ctype = got.header("content-type").unwrap_or("").to_owned();
+        let v = schema_for(doc, template, &method.to_ascii_lowercase(), want, &ctype);
+        let instance = if ctype.starts_with("text/plain") {
+            Value::String(got.text())
+        } else {
+            got.json()
+        };
+        let errors: Vec<String> = v
+            .iter_errors(&instance)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {prefix}{url_path} {want} does not match the document: {errors:?}\n{instance}"
+        );
+        last = instance;
+    }
+    last
+}
+
+#[tokio::test]
+async fn every_admin_endpoint_answers_as_its_openapi_document_says() {
+    let up = echo_server().await;
+    let dir = temp_dir("admin-api");
+    let gw = gateway_from_file(
+        &dir,
+        &config(&format!(
+            "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: main\n    upstream: u\n    policies:\n      - {{ type: cache }}\n",
+            up.url()
+        )),
+    )
+    .await;
+    let doc = get(&gw.admin_url("/api/openapi.json")).await.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(
+        get(&gw.admin_url("/api/v1/api/openapi.json")).await.json(),
+        doc
+    );
+    // The document is itself valid JSON Schema where it gives schemas: every one compiles.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if method == "parameters" {
+                continue;
+            }
+            for status in op["responses"].as_object().unwrap().keys() {
+                let response = &op["responses"][status];
+                let response = match response["$ref"].as_str() {
+                    Some(r) => doc.pointer(&r[1..]).unwrap(),
+                    None => response,
+                };
+                for ctype in response["content"].as_object().unwrap().keys() {
+                    schema_for(&doc, path, method, status.parse().unwrap(), ctype);
+                }
+            }
+        }
+    }
+
+    check(&gw, &doc, "GET", "/healthz", "/healthz", None, 200).await;
+    check(&gw, &doc, "GET", "/readyz", "/readyz", None, 200).await;
+    check(&gw, &doc, "GET", "/metrics", "/metrics", None, 200).await;
+    check(&gw, &doc, "GET", "/config", "/config", None, 200).await;
+    check(&gw, &doc, "GET", "/upstreams", "/upstreams", None, 200).await;
+    let targets = format!(
+        "{{\"targets\": [\"{}\", {{\"url\": \"{}\", \"weight\": 2}}]}}",
+        up.url(),
+        up.url()
+    );
+    check(
+        &gw,
+        &doc,
+        "GET",
+        "/upstreams/{name}/targets",
+        "/upstreams/u/targets",
+        None,
+        200,
+    )
+    .await;
+    let t = check(
+        &gw,
+        &doc,
+        "PUT",
+        "/upstreams/{name}/targets",
+        "/upstreams/u/targets",
+        Some(&targets),
+        200,
+    )
+    .await;
+    assert_eq!(t["targets_from"], "admin_api");
+    check(
+        &gw,
+        &doc,
+        "PUT",
+        "/upstreams/{name}/targets",
+        "/upstreams/u/targets",
+        Some("{\"targets\": []}"),
+        400,
+    )
+    .await;
+    check(
+        &gw,
+        &doc,
+        "GET",
+        "/upstreams/{name}/targets",
+        "/upstreams/nope/targets",
+        None,
+        404,
+    )
+    .await;
+    check(
+        &gw,
+        &doc,
+        "DELETE",
+        "/upstreams/{name}/targets",
+        "/upstreams/u/targets",
+        None,
+        200,
+    )
+    .await;
+    let applied = check(&gw, &doc, "POST", "/reload", "/reload", None, 200).await;
+    assert_eq!(applied["result"], "applied");
+    check(
+        &gw,
+        &doc,
+        "GET",
+        "/config/versions",
+        "/config/versions",
+        None,
+        200,
+    )
+    .await;
+    check(
+        &gw,
+        &doc,
+        "GET",
+        "/config/versions/{generation}",
+        "/config/versions/1",
+        None,
+        200,
+    )
+    .await;
+    check(
+        &gw,
+        &doc,
+        "GET",
+        "/config/versions/{generation}",
+        "/config/versions/999",
+        None,
+        404,
+    )
+    .await;
+    check(
+        &gw,
+        &doc,
+        "GET",
+        "/config/versions/{generation}",
+        "/config/versions/x",
+        None,
+        400,
+    )
+    .await;
+    check(
+        &gw,
+        &doc,
+        "GET",
+        "/config/diff",
+        "/config/diff?from=1",
+        None,
+        200,
+    )
+    .await;
+    check(
+        &gw,
+        &doc,
+        "GET",
+        "/config/diff",
+        "/config/diff?from=1&to=999",
+        None,
+        404,
+    )
+    .await;
+    check(
+        &gw,
+        &doc,
+        "GET",
+        "/config/diff",
+        "/config/diff?from=z",
+        None,
+        400,
+    )
+    .await;
+    check(
+        &gw,
+        &doc,
+        "POST",
+        "/config/rollback",
+        "/config/rollback",
+        Some("{\"generation\": 1}"),
+        409,
+    )
+    .await;
+    check(
+        &gw,
+        &doc,
+        "POST",
+        "/config/rollback",
+        "/config/rollback",
+        Some("{}"),
+        400,
+    )
+    .await;
+    check(
+        &gw,
+        &doc,
+        "POST",
+        "/explain",
+        "/explain",
+        Some("{\"url\": \"/x\"}"),
+        200,
+    )
+    .await;
+    check(
+        &gw,
+        &doc,
+        "POST",
+        "/explain",
+        "/explain",
+        Some("not json"),
+        400,
+    )
+    .await;
+    check(&gw, &doc, "GET", "/cluster", "/cluster", None, 404).await;
+    check(&gw, &doc, "DELETE", "/cache", "/cache?prefix=/a", None, 200).await;
+    check(&gw, &doc, "GET", "/openapi", "/openapi", None, 200).await;
+    check(
+        &gw,
+        &doc,
+        "GET",
+        "/openapi/{route}",
+        "/openapi/nope",
+        None,
+        404,
+    )
+    .await;
+    // A config that does not load: refused with a problem naming the error.
+    std::fs::write(
+        gw.path.as_ref().unwrap(),
+        "routes:\n  - upstream: nowhere\n",
+    )
+    .unwrap();
+    let refused = check(&gw, &doc, "POST", "/reload", "/reload", None, 422).await;
+    assert!(refused["detail"].as_str().unwrap().contains("nowhere"));
+    // Unknown endpoints and methods are problems too.
+    let got = get(&gw.admin_url("/nope")).await;
+    assert_eq!(
+        (got.status.as_u16(), got.header("content-type")),
+        (404, Some("application/problem+json"))
+    );
+    let got = send(
+        &client(false, &[]),
+        crate::req("DELETE", &gw.admin_url("/config"))
+            .body(crate::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (got.status.as_u16(), got.header("content-type")),
+        (405, Some("application/problem+json"))
+    );
+}
