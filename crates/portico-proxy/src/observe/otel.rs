@@ -61,13 +61,21 @@ pub struct Finished {
 impl Finished {
     /// Takes the trace's children; the ids stay for the access log.
     pub fn take(rec: &Record, trace: &mut Trace, redact: &portico_config::Redact) -> Finished {
+        // The span's times from the monotonic duration: one clock read, at the end. The wall
+        // clock and the monotonic one are read at different moments (a thread can be paused
+        // between them), so the span is widened to hold every child it recorded.
         let end = SystemTime::now();
+        let mut start = end.checked_sub(rec.duration).unwrap_or(end);
+        let mut end = end;
+        for c in &trace.children {
+            start = start.min(c.start);
+            end = end.max(c.end);
+        }
         Finished {
             trace_id: trace.trace_id,
             span_id: trace.span_id,
             parent: trace.parent,
-            // The span's times from the monotonic duration: one clock read, at the end.
-            start: end.checked_sub(rec.duration).unwrap_or(end),
+            start,
             end,
             children: std::mem::take(&mut trace.children),
             user_agent: trace.user_agent.take(),
