@@ -212,6 +212,29 @@ async fn answer(
             )
         }
         (&Method::POST, "/explain") => explain(&inner, req).await,
+        (&Method::GET, "/stats") => {
+            let window = match portico_config::query::get(req.uri().query(), "window") {
+                None => Ok(std::time::Duration::from_secs(900)),
+                Some(w) => portico_config::duration::parse_duration(&w),
+            };
+            match window {
+                Ok(w) if (1..=900).contains(&w.as_secs()) => {
+                    let now = crate::runtime::fleet::unix_ms(std::time::SystemTime::now()) / 1000;
+                    reply(
+                        StatusCode::OK,
+                        JSON,
+                        serde_json::to_vec(&inner.shared.live.report(w.as_secs(), now))
+                            .unwrap_or_default(),
+                    )
+                }
+                Ok(_) | Err(_) => problem(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request",
+                    "`window` is a duration from 1s to 15m, such as `60s` or `5m` (default 15m)"
+                        .into(),
+                ),
+            }
+        }
         (&Method::GET, "/cluster") => cluster(&inner).await,
         (&Method::POST, "/reload") => {
             match Gateway::from_inner(inner.clone())
@@ -257,7 +280,7 @@ async fn answer(
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" | "/reload" | "/cache"
-            | "/explain" | "/cluster",
+            | "/explain" | "/cluster" | "/stats",
         ) => problem(
             StatusCode::METHOD_NOT_ALLOWED,
             "Method Not Allowed",

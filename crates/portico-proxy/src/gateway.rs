@@ -124,6 +124,7 @@ impl Gateway {
                 connections_idle: Notify::new(),
                 shutdown,
                 per_ip: Mutex::new(Default::default()),
+                live: Default::default(),
             }),
             listeners: tokio::sync::Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
@@ -685,6 +686,35 @@ impl Gateway {
                 tokio::time::sleep(interval).await;
             }
         });
+    }
+
+    /// Drains the routes' live counters into the live view once a second.
+    pub(crate) fn start_live_sampler(&self) {
+        let gw = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                if gw.inner.draining.load(Ordering::Acquire) {
+                    return;
+                }
+                gw.sample_live();
+            }
+        });
+    }
+
+    /// Drains the current second into the live view (the sampler's step; tests call it to
+    /// close a second without waiting).
+    #[doc(hidden)]
+    pub fn sample_live(&self) {
+        let rt = self.inner.shared.runtime.load_full();
+        let now = crate::runtime::fleet::unix_ms(std::time::SystemTime::now()) / 1000;
+        self.inner.shared.live.sample(
+            now,
+            rt.route_metrics.iter().map(|m| (&m.name, &m.live)),
+            &rt.live_unrouted,
+        );
     }
 
     /// Writes the audit trail's security summary and checkpoint every `audit.summary_interval`

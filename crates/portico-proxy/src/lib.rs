@@ -58,6 +58,7 @@ impl Gateway {
         gw.bind_listeners().await?;
         gw.start_heartbeats();
         gw.start_audit_summaries();
+        gw.start_live_sampler();
         Ok(gw)
     }
 }

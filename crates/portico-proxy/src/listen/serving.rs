@@ -21,4 +21,6 @@ pub struct Serving {
     /// Open client connections per peer address, for `server.max_connections_per_ip`; only
     /// kept while that limit is set.
     pub(crate) per_ip: Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
+    /// The last 15 minutes of traffic (kept across reloads).
+    pub(crate) live: crate::observe::live::LiveStats,
 }

@@ -341,13 +341,19 @@ pub fn status_label(code: u16) -> &'static str {
 pub struct RouteMetrics {
     pub name: Arc<str>,
     pub duration: metrics::Histogram,
+    /// The second in progress, for the admin API's live view.
+    pub live: crate::observe::live::LiveCounters,
 }
 
 impl RouteMetrics {
     pub fn new(name: Arc<str>) -> RouteMetrics {
         let duration =
             metrics::histogram!("portico_request_duration_seconds", "route" => name.to_string());
-        RouteMetrics { name, duration }
+        RouteMetrics {
+            name,
+            duration,
+            live: Default::default(),
+        }
     }
 }
 

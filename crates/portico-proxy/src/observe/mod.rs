@@ -1,9 +1,11 @@
 //! What the gateway reports: Prometheus metrics, the access log and OpenTelemetry traces
 //! (`trace.rs`: a request's trace context and spans; `otel.rs`: their export), and the phase
-//! record of requests that ask for it (`phases.rs`: `Server-Timing`).
+//! record of requests that ask for it (`phases.rs`: `Server-Timing`), the audit trail
+//! (`audit.rs`), and the last 15 minutes of traffic for the admin API (`live.rs`).
 
 pub mod access_log;
 pub mod audit;
+pub mod live;
 pub mod metrics;
 pub mod otel;
 pub mod phases;

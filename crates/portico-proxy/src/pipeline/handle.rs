@@ -228,6 +228,10 @@ fn finish(mut done: Box<Finish>, bytes_out: u64, complete: bool) {
         rec.status,
         rec.duration,
     );
+    match route {
+        Some((_, m)) => m.live.record(rec.status, rec.duration),
+        None => rt.live_unrouted.record(rec.status, rec.duration),
+    }
     // Refusals feed the audit trail's security summary.
     if matches!(rec.status, 401 | 403 | 429)
         && let Some(audit) = &rt.audit

@@ -71,6 +71,8 @@ pub struct Runtime {
     pub loaded_at: SystemTime,
     /// The gateway's clock, for expiry decisions (the same across reloads).
     pub clock: Arc<crate::base::clock::Clock>,
+    /// The live view's counters for requests no route took.
+    pub live_unrouted: Arc<crate::observe::live::LiveCounters>,
 }
 
 impl Runtime {
@@ -192,6 +194,7 @@ impl Runtime {
             generation,
             loaded_at: SystemTime::now(),
             clock,
+            live_unrouted: Default::default(),
         })
     }
 

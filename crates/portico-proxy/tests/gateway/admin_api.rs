@@ -316,6 +316,49 @@ async fn every_admin_endpoint_answers_as_its_openapi_document_says() {
         404,
     )
     .await;
+    // The live view after a known load: exact per gateway, whatever else the process runs.
+    for _ in 0..20 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    // Unrouted: the only route has no match rules, so a bad path is the way to a 4xx.
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("/a%2Fb")).await.status, 400);
+    }
+    // Counted as each response ends, which can be just after the client has it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let stats = loop {
+        gw.gw.sample_live();
+        let s = check(&gw, &doc, "GET", "/stats", "/stats?window=60s", None, 200).await;
+        if s["total"]["requests"] == 23 || std::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(stats["total"]["requests"], 23, "{stats}");
+    assert_eq!(stats["total"]["client_errors"], 3);
+    assert_eq!(stats["routes"]["main"]["requests"], 20);
+    assert_eq!(stats["routes"]["main"]["server_errors"], 0);
+    assert!(stats["routes"]["main"]["p99_ms"].as_f64().unwrap() > 0.0);
+    let per_second: u64 = stats["series"]["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(per_second, 23);
+    // The same requests are in /metrics (which counts every gateway of this process).
+    let metrics = get(&gw.admin_url("/metrics")).await.text();
+    let counted: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("portico_requests_total{")
+                && l.contains("route=\"main\"")
+                && l.contains("status=\"200\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(counted >= 20.0, "{counted}");
+    check(&gw, &doc, "GET", "/stats", "/stats?window=1h", None, 400).await;
     // A config that does not load: refused with a problem naming the error.
     std::fs::write(
         gw.path.as_ref().unwrap(),
