@@ -99,6 +99,47 @@ async fn audited(
 /// The admin API's OpenAPI 3.1 document (`GET /api/openapi.json`).
 const OPENAPI: &str = include_str!("admin-openapi.json");
 
+/// The console, served at `/` from the binary: a page, a script and a style sheet that use
+/// the API (`assets/console`).
+const CONSOLE: [(&str, &str, &str); 3] = [
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../assets/console/index.html"),
+    ),
+    (
+        "/ui/console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/console/console.js"),
+    ),
+    (
+        "/ui/console.css",
+        "text/css; charset=utf-8",
+        include_str!("../assets/console/console.css"),
+    ),
+];
+
+/// A console file: no inline script or style, nothing from elsewhere, never framed.
+fn console_file(content_type: &'static str, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = reply(StatusCode::OK, content_type, body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
 async fn answer(
     inner: Arc<Inner>,
     mut req: Request<Incoming>,
@@ -119,6 +160,11 @@ async fn answer(
     }
     if let Some(refused) = guard(&inner.shared.runtime.load().config.admin_access, &req) {
         return Ok(refused);
+    }
+    if matches!(*req.method(), Method::GET | Method::HEAD)
+        && let Some((_, ctype, body)) = CONSOLE.iter().find(|(p, _, _)| *p == req.uri().path())
+    {
+        return Ok(console_file(ctype, body));
     }
     if req.uri().path() == "/api/openapi.json" {
         return Ok(match *req.method() {
@@ -458,8 +504,11 @@ fn guard(
     let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         || (req.method() == Method::POST && req.uri().path() == "/explain");
     if reads {
-        let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
-        if access.read_tokens.is_empty() || probe {
+        // Probes, and the console's page and assets (a browser cannot send a token with a
+        // page or a script it loads; they hold no data: the page asks the API, with a token).
+        let path = req.uri().path();
+        let public = matches!(path, "/healthz" | "/readyz" | "/") || path.starts_with("/ui/");
+        if access.read_tokens.is_empty() || public {
             return None;
         }
         let ok = bearer(h).is_some_and(|t| {

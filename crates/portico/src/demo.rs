@@ -16,7 +16,11 @@ use tokio::net::TcpListener;
 
 type DemoBody = Either<Full<Bytes>, ChannelBody>;
 
-pub async fn start(port: u16, admin_port: u16) -> Result<portico_proxy::Gateway, String> {
+pub async fn start(
+    port: u16,
+    admin_port: u16,
+    traffic: bool,
+) -> Result<portico_proxy::Gateway, String> {
     let users = serve(users_service).await?;
     let events = serve(events_service).await?;
     let text = config_text(port, admin_port, users, events);
@@ -31,8 +35,19 @@ pub async fn start(port: u16, admin_port: u16) -> Result<portico_proxy::Gateway,
     let admin = gw
         .admin_addr()
         .map_or("off".to_string(), |a| format!("http://{a}"));
+    if traffic {
+        tokio::spawn(demo_traffic(base.clone()));
+    }
+    let console = gw
+        .admin_addr()
+        .map_or("off".to_string(), |a| format!("http://{a}/"));
+    let traffic_note = if traffic {
+        "  (demo traffic keeps its charts moving; `portico demo --no-traffic` for none)"
+    } else {
+        ""
+    };
     outln!(
-        "\nPortico demo is running. Try:\n\n  curl {base}/hello\n  curl {base}/api/users/42\n  curl -X POST -d '{{\"name\":\"Ada\"}}' {base}/api/users\n  curl -N {base}/events\n  curl -i {base}/old-docs\n  curl -i {base}/nowhere          (a 404 problem+json)\n  curl {admin}/metrics\n  curl {admin}/config\n\nThe demo config (save it as portico.yaml to start your own):\n\n{text}\nCtrl-C to stop.\n"
+        "\nPortico demo is running.\n\n  Console: {console}{traffic_note}\n\nTry:\n\n  curl {base}/hello\n  curl {base}/api/users/42\n  curl -X POST -d '{{\"name\":\"Ada\"}}' {base}/api/users\n  curl -N {base}/events\n  curl -i {base}/old-docs\n  curl -i {base}/nowhere          (a 404 problem+json)\n  curl {admin}/metrics\n  curl {admin}/config\n\nThe demo config (save it as portico.yaml to start your own):\n\n{text}\nCtrl-C to stop.\n"
     );
     Ok(gw)
 }
@@ -164,4 +179,30 @@ async fn events_service(_req: Request<Incoming>) -> Response<DemoBody> {
         header::HeaderValue::from_static("no-cache"),
     );
     r
+}
+
+/// A few requests a second to the demo's routes (mostly answered, some 404s and redirects),
+/// so the console has something to show. Demo mode only.
+async fn demo_traffic(base: String) {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let paths = [
+        "/hello",
+        "/api/users/42",
+        "/api/users/7",
+        "/hello",
+        "/nowhere",
+        "/old-docs",
+    ];
+    let mut i = 0usize;
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let Ok(uri) = format!("{base}{}", paths[i % paths.len()]).parse::<http::Uri>() else {
+            return;
+        };
+        i += 1;
+        if let Ok(resp) = client.get(uri).await {
+            let _ = resp.into_body().collect().await;
+        }
+    }
 }

@@ -215,6 +215,10 @@ enum Command {
         /// Port of the demo's admin listener.
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
+        /// No demo traffic (by default a few requests a second keep the console's charts
+        /// moving).
+        #[arg(long)]
+        no_traffic: bool,
     },
 }
 
@@ -509,13 +513,17 @@ fn main() -> ExitCode {
             ),
             None => run(workers, Mode::File(config, !no_watch)),
         },
-        Some(Command::Demo { port, admin_port }) => run(None, Mode::Demo(port, admin_port)),
+        Some(Command::Demo {
+            port,
+            admin_port,
+            no_traffic,
+        }) => run(None, Mode::Demo(port, admin_port, !no_traffic)),
         None => {
             let default = Path::new("portico.yaml");
             if default.exists() {
                 run(None, Mode::File(default.to_path_buf(), true))
             } else {
-                run(None, Mode::Demo(8080, 9901))
+                run(None, Mode::Demo(8080, 9901, true))
             }
         }
     }
@@ -663,7 +671,8 @@ enum Mode {
         cache: Option<PathBuf>,
         poll: std::time::Duration,
     },
-    Demo(u16, u16),
+    /// The demo's port, admin port, and whether it makes traffic of its own.
+    Demo(u16, u16, bool),
 }
 
 fn init_logging() {
@@ -728,7 +737,7 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
                 Some(gw) => (gw, false),
                 None => return ExitCode::FAILURE,
             },
-            Mode::Demo(port, admin_port) => match demo::start(port, admin_port).await {
+            Mode::Demo(port, admin_port, traffic) => match demo::start(port, admin_port, traffic).await {
                 Ok(gw) => (gw, false),
                 Err(e) => {
                     errln!("portico: demo not started: {e}");

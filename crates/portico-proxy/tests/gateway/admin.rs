@@ -258,3 +258,87 @@ async fn read_tokens_guard_reads_and_cannot_write() {
     let got = admin_call(&gw, "POST", "/reload", &[("authorization", &writer)], "").await;
     assert_eq!(got.status, 422, "no file to reload: {}", got.text());
 }
+
+/// The console: a page, a script and a style sheet from the binary, public (a browser cannot
+/// send a token for them) and locked down by their headers; the data stays behind the token.
+#[tokio::test]
+async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
+    const READER: &str = "reader-token-for-tests";
+    let up = echo_server().await;
+    let yaml = config(&format!(
+        "admin: {{ address: \"127.0.0.1:0\", read_token_hashes: [\"{}\"] }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        portico_auth::apikey::digest_string(READER),
+        up.url()
+    ));
+    let gw = gateway(&yaml).await;
+    let page = admin_call(&gw, "GET", "/", &[], "").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'")
+            && csp.contains("script-src 'self'")
+            && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(
+        !page.text().contains("<script>") && !page.text().contains("style="),
+        "no inline script or style"
+    );
+    let mut assets = 0;
+    for (path, ctype) in [
+        ("/ui/console.js", "text/javascript; charset=utf-8"),
+        ("/ui/console.css", "text/css; charset=utf-8"),
+    ] {
+        assert!(page.text().contains(path), "{path} is linked");
+        let got = admin_call(&gw, "GET", path, &[], "").await;
+        assert_eq!(
+            (got.status.as_u16(), got.header("content-type")),
+            (200, Some(ctype)),
+            "{path}"
+        );
+        assert_eq!(got.header("x-content-type-options"), Some("nosniff"));
+        assets += got.body.len();
+    }
+    assert!(
+        assets + page.body.len() < 300 * 1024,
+        "the console is under 300 KB"
+    );
+    // The script only ever talks to the versioned API, and writes what it gets as text.
+    let js = admin_call(&gw, "GET", "/ui/console.js", &[], "")
+        .await
+        .text();
+    assert!(js.contains("const API = \"/api/v1\""));
+    assert!(!js.contains("innerHTML"), "no HTML is built from API data");
+    // When `node` is here, the script must at least parse.
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let file = temp_dir("console-js").join("console.js");
+        std::fs::write(&file, &js).unwrap();
+        let check = std::process::Command::new("node")
+            .arg("--check")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    // The data it shows still needs the token.
+    assert_eq!(admin_call(&gw, "GET", "/stats", &[], "").await.status, 401);
+    let auth = format!("Bearer {READER}");
+    assert_eq!(
+        admin_call(&gw, "GET", "/api/v1/stats", &[("authorization", &auth)], "")
+            .await
+            .status,
+        200
+    );
+}
