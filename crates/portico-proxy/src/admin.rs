@@ -101,7 +101,7 @@ const OPENAPI: &str = include_str!("admin-openapi.json");
 
 /// The console, served at `/` from the binary: a page, a script and a style sheet that use
 /// the API (`assets/console`).
-const CONSOLE: [(&str, &str, &str); 3] = [
+const CONSOLE: [(&str, &str, &str); 4] = [
     (
         "/",
         "text/html; charset=utf-8",
@@ -116,6 +116,11 @@ const CONSOLE: [(&str, &str, &str); 3] = [
         "/ui/console.css",
         "text/css; charset=utf-8",
         include_str!("../assets/console/console.css"),
+    ),
+    (
+        "/ui/icon.svg",
+        "image/svg+xml",
+        include_str!("../assets/console/icon.svg"),
     ),
 ];
 

@@ -5,6 +5,8 @@
 const API = "/api/v1";
 const page = document.getElementById("page");
 let refresh = null;
+// A message for the next drawing of the page (what a write did), shown once.
+let flash = null;
 
 // --- The API -------------------------------------------------------------------------------
 
@@ -143,7 +145,8 @@ async function overview() {
       card("p50", fmt(last.total.p50_ms) + " ms"),
       card("p95", fmt(last.total.p95_ms) + " ms"),
       card("p99", fmt(last.total.p99_ms) + " ms"),
-      card("4xx", fmt(last.total.client_errors))),
+      card("4xx", fmt(last.total.client_errors)),
+      card("requests, 15 min", fmt(s.total.requests))),
     el("h2", {}, "Last 15 minutes"),
     el("div", { class: "charts" },
       chart("Requests per second", t, [{ name: "requests", values: s.series.requests }], ""),
@@ -153,7 +156,7 @@ async function overview() {
         { name: "p99", values: s.series.p99_ms },
         { name: "p95", values: s.series.p95_ms },
       ], "ms")),
-    el("p", { class: "muted" }, `Percentiles are latency-bucket upper bounds; /metrics has the exact histograms. ${fmt(s.total.requests)} requests in the window.`),
+    el("p", { class: "muted" }, "Percentiles are latency-bucket upper bounds; /metrics has the exact histograms."),
   ];
 }
 
@@ -264,12 +267,16 @@ async function config() {
     }
   };
   const result = el("div", { role: "status" });
+  if (flash) {
+    result.append(flash);
+    flash = null;
+  }
   const rollback = async (g) => {
     if (!confirm(`Roll the fleet back to the config of generation ${g}? It is pushed to the config store as a new version.`)) return;
     try {
       const r = await api("/config/rollback", { method: "POST", body: JSON.stringify({ generation: g }) });
-      result.replaceChildren(el("p", { class: r.applied_here ? "ok" : "bad" },
-        `Pushed as store version ${r.store_version}` + (r.applied_here ? "; applied here." : `; not applied here: ${r.error}`)));
+      flash = el("p", { class: r.applied_here ? "ok" : "bad" },
+        `Pushed as store version ${r.store_version}` + (r.applied_here ? "; applied here." : `; not applied here: ${r.error}`));
       render();
     } catch (e) {
       result.replaceChildren(problem(e));
@@ -286,9 +293,9 @@ async function config() {
     el("h2", {}, "Running config"),
     el("div", { class: "cards" },
       card("generation", fmt(cfg.generation)),
-      card("hash", cfg.hash),
-      card("loaded", cfg.loaded_at),
-      card("source", cfg.source)),
+      card("hash", cfg.hash, "small"),
+      card("loaded", cfg.loaded_at, "small"),
+      card("source", cfg.source, "small")),
     cfg.last_reload_error ? el("div", {}, el("h2", { class: "bad" }, "The last reload was refused"), el("pre", {}, cfg.last_reload_error)) : el("p", { class: "ok" }, "The last reload was applied."),
     cfg.store ? el("p", { class: cfg.store.reachable ? "muted" : "bad" }, `Config store ${cfg.store.url}: version ${cfg.store.version}` + (cfg.store.reachable ? "" : `, unreachable since ${cfg.store.unreachable_since} (${cfg.store.error})`)) : null,
     el("h2", {}, "Versions this node applied"),
@@ -333,12 +340,17 @@ async function render() {
   } catch (e) {
     page.replaceChildren(problem(e));
   }
+  header();
   clearTimeout(refresh);
   if (draw === overview || draw === upstreams || draw === fleet) refresh = setTimeout(render, 5000);
 }
 
+// The header: which config this node runs (again after every drawing: a write changes it).
+function header() {
+  api("/config").then((c) => {
+    document.getElementById("node").textContent = `generation ${c.generation} · ${c.hash}`;
+  }).catch(() => {});
+}
+
 window.addEventListener("hashchange", () => { render(); page.focus(); });
-api("/config").then((c) => {
-  document.getElementById("node").textContent = `generation ${c.generation} · ${c.hash}`;
-}).catch(() => {});
 render();

@@ -499,3 +499,81 @@ async fn the_admin_api_lists_applied_versions_diffs_them_and_rolls_back_through_
             .contains("runs from the file")
     );
 }
+
+/// Whether Python with Playwright and Debian's Chromium are here; without them the browser
+/// test is skipped (reported), unless `PORTICO_REQUIRE_BROWSER=1`, which CI sets.
+fn browser() -> bool {
+    let here = std::path::Path::new("/usr/bin/chromium").exists()
+        && std::process::Command::new("python3")
+            .args(["-c", "import playwright.sync_api"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !here {
+        assert_ne!(
+            std::env::var("PORTICO_REQUIRE_BROWSER").as_deref(),
+            Ok("1"),
+            "Chromium (/usr/bin/chromium) and Python's playwright are required (PORTICO_REQUIRE_BROWSER=1)"
+        );
+        eprintln!(
+            "SKIPPED: the console's browser test needs /usr/bin/chromium and `pip install playwright`"
+        );
+    }
+    here
+}
+
+/// The console end to end in headless Chromium (`tests/browser/console.py`): pages load
+/// cleanly, the overview's numbers are the API's, and a rollback through the UI changes what
+/// the node runs. Screenshots go to `target/console-screenshots/` (docs/console.md links them).
+#[tokio::test]
+async fn console_in_a_browser() {
+    if !shared_redis() || !browser() {
+        return;
+    }
+    let p = prefix();
+    let url = format!("redis://127.0.0.1:6379?key={p}cfg");
+    let s = store(&url);
+    let text = |body: &str| {
+        with_admin(&config(&format!(
+            "redis: {{ url: \"redis://127.0.0.1:6379\", key_prefix: \"{p}\", heartbeat_interval: 200ms }}\nroutes:\n  - name: answer\n    respond: {{ status: 200, body: {body} }}\n"
+        )))
+    };
+    push(&s, &text("one")).await;
+    let (gw, _) = gateway_from_store(&url, None, Duration::from_secs(60))
+        .await
+        .unwrap();
+    push(&s, &text("two")).await;
+    until_answers(&gw, "two").await;
+    for _ in 0..30 {
+        get(&gw.url("/")).await;
+    }
+    gw.gw.sample_live();
+    let out =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
+    std::fs::create_dir_all(&out).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console.py");
+    let admin = gw.admin_url("");
+    // On the blocking pool: the gateway keeps answering on this test's runtime meanwhile.
+    let dir = out.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&admin)
+            .arg(&dir)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The rollback made in the browser: version 1's text is what the node serves again.
+    assert_eq!(get(&gw.url("/")).await.text(), "one");
+    for page in ["overview", "routes", "upstreams", "config", "fleet"] {
+        assert!(out.join(format!("{page}.png")).exists(), "{page}.png");
+    }
+    gw.gw.shutdown().await;
+}
