@@ -618,7 +618,15 @@ fn push_validate_history_rollback_diff_and_run_from_a_config_store() {
         assert!(Instant::now() < deadline, "the node never took version 2");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(std::fs::read_to_string(&cache).unwrap(), text("two"));
+    // The cached copy is written just after the new config takes over.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&cache).ok() != Some(text("two")) {
+        assert!(
+            Instant::now() < deadline,
+            "the cached copy is not version 2"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let (code, out, err) = run_ok(&["validate", "-c", &url], None);
     assert_eq!(code, Some(0), "{err}");

@@ -234,7 +234,15 @@ async fn the_store_going_away_fails_no_request_and_a_node_starts_from_its_cached
     for n in [&a, &b] {
         assert_eq!(get(&n.admin_url("/readyz")).await.text(), "ready\n");
     }
-    assert_eq!(std::fs::read_to_string(&cache).unwrap(), answering("after"));
+    // The cached copy is written just after the new config takes over.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&cache).ok() != Some(answering("after")) {
+        assert!(
+            Instant::now() < deadline,
+            "the cached copy is not the new version"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop_load.send(true).unwrap();
     let (ok, failed) = load.await.unwrap();
     assert!(
