@@ -723,14 +723,7 @@ impl Gateway {
         let gw = self.clone();
         tokio::spawn(async move {
             loop {
-                let interval = gw
-                    .inner
-                    .shared
-                    .runtime
-                    .load()
-                    .audit
-                    .as_ref()
-                    .and_then(|a| a.summary_interval());
+                let interval = gw.audit_summary_interval();
                 tokio::time::sleep(interval.unwrap_or(Duration::from_secs(1))).await;
                 if gw.inner.draining.load(Ordering::Acquire) {
                     return;
@@ -740,6 +733,12 @@ impl Gateway {
                 }
             }
         });
+    }
+
+    /// The running config's `audit.summary_interval` (`None`: no audit trail, or no summaries).
+    fn audit_summary_interval(&self) -> Option<Duration> {
+        let rt = self.inner.shared.runtime.load();
+        rt.audit.as_ref().and_then(|a| a.summary_interval())
     }
 
     /// Writes the security summary (refusals since the last one, key-set changes) and a
@@ -834,15 +833,7 @@ impl Gateway {
         };
         let _ = tokio::time::timeout(deadline, wait).await;
         // The refusals counted since the last summary are not lost with the process.
-        if self
-            .inner
-            .shared
-            .runtime
-            .load()
-            .audit
-            .as_ref()
-            .is_some_and(|a| a.summary_interval().is_some())
-        {
+        if self.audit_summary_interval().is_some() {
             self.write_audit_summary();
         }
         self.inner.shared.active_connections.load(Ordering::Acquire)
