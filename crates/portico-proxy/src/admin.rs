@@ -78,20 +78,40 @@ fn reply(
     r
 }
 
-/// [`answer`], with every request that would change state (any method but `GET` and `HEAD`,
-/// `POST /explain` aside) recorded in the audit trail with its caller and outcome, refused
-/// ones included.
+/// [`answer`], with every request that would change state (any method but `GET`, `HEAD` and
+/// `OPTIONS`, `POST /explain` aside) recorded in the audit trail with its caller and outcome,
+/// refused ones included. A request without a valid token (401) is counted in the trail's
+/// security summary instead of a record of its own: anyone who reaches the port can send
+/// those, and a flood of records would rotate the trail's history away.
 async fn audited(
     inner: Arc<Inner>,
     req: Request<Incoming>,
     peer: std::net::SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let changes =
-        !matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path() != "/explain";
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    // The endpoint as the guard and the router see it (`/api/v1/…` is another name for it).
+    let path = req.uri().path();
+    let path = path
+        .strip_prefix("/api/v1")
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(path)
+        .to_owned();
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && path != "/explain";
+    let method = req.method().clone();
     let resp = answer(inner.clone(), req).await;
     if changes && let Ok(r) = &resp {
-        Gateway::from_inner(inner).audit_admin(method.as_str(), &path, peer, r.status().as_u16());
+        if r.status() == StatusCode::UNAUTHORIZED {
+            if let Some(a) = &inner.shared.runtime.load().audit {
+                a.count_refusal(None, "admin_unauthorized", 401);
+            }
+        } else {
+            Gateway::from_inner(inner).audit_admin(
+                method.as_str(),
+                &path,
+                peer,
+                r.status().as_u16(),
+            );
+        }
     }
     resp
 }
@@ -779,9 +799,19 @@ async fn config_versions(
                     .to_string(),
                 ),
                 Err(crate::gateway::RollbackError::Unknown(g)) => not_found(g),
-                Err(e @ crate::gateway::RollbackError::Push(_)) => {
+                Err(
+                    e @ crate::gateway::RollbackError::Push(
+                        crate::runtime::config_store::PushError::Store(_),
+                    ),
+                )
+                | Err(e @ crate::gateway::RollbackError::Interrupted) => {
                     problem(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", e.to_string())
                 }
+                Err(e @ crate::gateway::RollbackError::DoesNotLoad(_)) => problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Unprocessable Content",
+                    e.to_string(),
+                ),
                 Err(e) => problem(StatusCode::CONFLICT, "Conflict", e.to_string()),
             }
         }

@@ -712,7 +712,7 @@ impl Gateway {
         let now = crate::runtime::fleet::unix_ms(std::time::SystemTime::now()) / 1000;
         self.inner.shared.live.sample(
             now,
-            rt.route_metrics.iter().map(|m| (&m.name, &m.live)),
+            rt.route_metrics.iter().map(|m| (&m.name, &*m.live)),
             &rt.live_unrouted,
         );
     }
@@ -926,6 +926,10 @@ pub(crate) enum RollbackError {
         "this node runs from a config given by its embedder; apply the earlier config through the same API"
     )]
     NoSource,
+    #[error("that config no longer loads here, so it was not pushed:\n{0}")]
+    DoesNotLoad(portico_config::Diagnostics),
+    #[error("loading that config was interrupted; nothing was pushed")]
+    Interrupted,
     #[error(transparent)]
     Push(#[from] crate::runtime::config_store::PushError),
 }
@@ -951,6 +955,22 @@ impl Gateway {
                 None => RollbackError::NoSource,
             });
         };
+        // Loaded again before it is stored: a config valid then may not be now (a file it
+        // names is gone, a variable it reads is unset), and every node would refuse it.
+        let (name, text, base) = (
+            old.source.clone(),
+            old.text.clone(),
+            source.base_dir.clone(),
+        );
+        let loaded = tokio::task::spawn_blocking(move || {
+            portico_config::load_str(&name, &text, &base, &|k| std::env::var(k).ok())
+        })
+        .await;
+        match loaded {
+            Ok(Ok(_)) => {}
+            Ok(Err(d)) => return Err(RollbackError::DoesNotLoad(d)),
+            Err(_) => return Err(RollbackError::Interrupted),
+        }
         let current = source
             .store
             .version()
@@ -961,7 +981,8 @@ impl Gateway {
             None => format!("rollback to generation {generation} on {who}"),
         };
         let doc = stored_config(old.text.to_string(), who.to_owned(), Some(note));
-        let version = source.store.push(&doc, Some(current), 20).await?;
+        // `keep: 0`: nothing is pruned here; the next `portico push` prunes to its `--keep`.
+        let version = source.store.push(&doc, Some(current), 0).await?;
         let applied = self.check_store(&source, "store_admin", true).await;
         Ok((version, applied))
     }
@@ -1188,8 +1209,14 @@ impl StoreSource {
             let mut tmp = path.clone().into_os_string();
             tmp.push(".tmp");
             let tmp = PathBuf::from(tmp);
+            // A new file each time, so the mode below is its mode (a left-over file keeps its
+            // own, and could be a link to somewhere else).
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
+            opts.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
             let mut f = opts.open(&tmp)?;

@@ -77,7 +77,10 @@ pub fn validate(url: &str) -> ExitCode {
 }
 
 fn url_shown(url: &str) -> String {
-    StoreUrl::parse(url).map_or_else(|_| url.to_owned(), |u| u.shown().to_owned())
+    StoreUrl::parse(url).map_or_else(
+        |_| portico_proxy::runtime::config_store::redact(url),
+        |u| u.shown().to_owned(),
+    )
 }
 
 /// The settings of a push.

@@ -270,6 +270,13 @@ pub(super) fn compile_admin_access(
             ),
         }
     }
+    if !cfg.read_token_hashes.is_empty() && cfg.token_hash.is_none() {
+        cx.sink.at(
+            loc(node, "read_token_hashes"),
+            "read tokens without a write token (`token_hash`) would guard reads and leave every write open",
+            "set `token_hash` too (`portico hash api-key` on a new random token)",
+        );
+    }
     let mut allowed_hosts = Vec::new();
     for (i, h) in cfg.allowed_hosts.iter().enumerate() {
         if h.is_empty() || h.contains(['/', ':', ' ', '*']) {

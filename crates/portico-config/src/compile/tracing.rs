@@ -865,6 +865,11 @@ mod tests {
                 "store the digest of the token",
             ),
             (
+                "admin: { address: \"127.0.0.1:0\", read_token_hashes: [\"sha256:1111111111111111111111111111111111111111111111111111111111111111\"] }\n",
+                &[],
+                "read tokens without a write token",
+            ),
+            (
                 "audit: { path: a.jsonl, max_bytes: 100 }\n",
                 &[],
                 "1:36 an audit `max_bytes` under 4096",

@@ -14,8 +14,12 @@ function token() {
   return sessionStorage.getItem("portico-admin-token");
 }
 
+// One prompt at a time: calls refused together wait for the same answer.
+let asking = null;
+
 function askToken() {
-  return new Promise((resolve) => {
+  if (asking) return asking;
+  asking = new Promise((resolve) => {
     const dialog = document.getElementById("token-dialog");
     const form = document.getElementById("token-form");
     form.onsubmit = () => {
@@ -23,7 +27,8 @@ function askToken() {
       resolve();
     };
     dialog.showModal();
-  });
+  }).finally(() => { asking = null; });
+  return asking;
 }
 
 // A JSON (or text) answer; a problem+json refusal becomes an Error with its detail.

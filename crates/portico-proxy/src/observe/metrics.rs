@@ -341,18 +341,22 @@ pub fn status_label(code: u16) -> &'static str {
 pub struct RouteMetrics {
     pub name: Arc<str>,
     pub duration: metrics::Histogram,
-    /// The second in progress, for the admin API's live view.
-    pub live: crate::observe::live::LiveCounters,
+    /// The second in progress, for the admin API's live view (shared with the runtimes
+    /// before and after a reload that keeps the route).
+    pub live: Arc<crate::observe::live::LiveCounters>,
 }
 
 impl RouteMetrics {
-    pub fn new(name: Arc<str>) -> RouteMetrics {
+    pub fn new(
+        name: Arc<str>,
+        live: Option<Arc<crate::observe::live::LiveCounters>>,
+    ) -> RouteMetrics {
         let duration =
             metrics::histogram!("portico_request_duration_seconds", "route" => name.to_string());
         RouteMetrics {
             name,
             duration,
-            live: Default::default(),
+            live: live.unwrap_or_default(),
         }
     }
 }

@@ -70,7 +70,7 @@ impl StoreUrl {
         }
         if !db.is_empty() && db.parse::<u32>().is_err() {
             return Err(format!(
-                "`{}`: the database `/{db}` is not a number",
+                "`{}`: the database after the host is not a number (percent-encode `/`, `?` and `@` in a password)",
                 redact(s)
             ));
         }
@@ -88,6 +88,8 @@ impl StoreUrl {
                         .map_err(|e| format!("`{}`: timeout: {e}", redact(s)))?;
                 }
                 other => {
+                    // A name with an `@` may be part of a password cut at a `?`: not echoed.
+                    let other = if other.contains('@') { "…" } else { other };
                     return Err(format!(
                         "`{}`: unknown or empty parameter `{other}` (known: key, sentinel, cluster, timeout)",
                         redact(s)
@@ -98,6 +100,12 @@ impl StoreUrl {
         if cluster && sentinel.is_some() {
             return Err(format!(
                 "`{}`: `cluster` and `sentinel` exclude each other",
+                redact(s)
+            ));
+        }
+        if sentinel.is_some() && (auth.is_some() || !db.is_empty()) {
+            return Err(format!(
+                "`{}`: a password or database with `sentinel` is not supported: the primary found through Sentinel is reached without them (use database 0 and a primary without a password, or a single server's URL)",
                 redact(s)
             ));
         }
@@ -145,15 +153,14 @@ impl StoreUrl {
     }
 }
 
-/// The URL without its password, for logs.
-fn redact(url: &str) -> String {
+/// The URL without its credentials, for logs and errors: everything between the scheme and
+/// the last `@` is hidden, wherever that `@` is (a password with an unencoded `/` or `?` is
+/// hidden too, and a key with an `@` is shown shortened rather than risk a password).
+pub fn redact(url: &str) -> String {
     let Some(s) = url.find("://") else {
         return url.to_owned();
     };
-    let end = url[s + 3..]
-        .find(['/', '?'])
-        .map_or(url.len(), |i| s + 3 + i);
-    match url[..end].rfind('@') {
+    match url.rfind('@') {
         Some(at) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
         _ => url.to_owned(),
     }
@@ -222,10 +229,13 @@ local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if ARGV[1] ~= '' and cur ~= tonumber(ARGV[1]) then return {0, cur} end
 local new = cur + 1
 redis.call('HSET', KEYS[1], 'version', new, 'hash', ARGV[5], 'v:' .. new, ARGV[2])
-local oldest = new - tonumber(ARGV[3])
-for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-  local n = tonumber(string.match(f, '^v:(%d+)$'))
-  if n and n <= oldest then redis.call('HDEL', KEYS[1], f) end
+local keep = tonumber(ARGV[3])
+if keep > 0 then
+  local oldest = new - keep
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    local n = tonumber(string.match(f, '^v:(%d+)$'))
+    if n and n <= oldest then redis.call('HDEL', KEYS[1], f) end
+  end
 end
 redis.call('PUBLISH', ARGV[4], new)
 return {1, new}
@@ -326,7 +336,8 @@ impl ConfigStore {
     }
 
     /// Writes `config` as the next version if the current one is still `expected` (`None`:
-    /// whatever it is), keeping the last `keep` versions. Returns the new version.
+    /// whatever it is), keeping the last `keep` versions (0: pruning nothing). Returns the
+    /// new version.
     pub async fn push(
         &self,
         config: &StoredConfig,
@@ -341,7 +352,7 @@ impl ConfigStore {
             .arg(&self.url.key)
             .arg(expected.map(|v| v.to_string()).unwrap_or_default())
             .arg(doc)
-            .arg(keep.max(1))
+            .arg(keep)
             .arg(self.channel())
             .arg(&config.hash);
         let ((ok, version),): ((i64, u64),) =
@@ -426,10 +437,16 @@ mod tests {
             ("redis://:pw@a,b", "add `&sentinel=NAME` or `&cluster=true`"),
             ("redis://:pw@a,b?cluster=1&sentinel=m", "exclude each other"),
             ("redis://:pw@h?timeout=soon", "timeout"),
+            ("redis://:pw@a,b?sentinel=m", "not supported"),
+            ("redis://a,b/3?sentinel=m", "not supported"),
+            // Malformed credentials are never echoed.
+            ("redis://:p/w@h?x=1", "not a number"),
+            ("redis://:p?w@h", "unknown or empty parameter"),
         ] {
             let e = StoreUrl::parse(url).unwrap_err();
             assert!(e.contains(says), "{url}: {e}");
             assert!(!e.contains("pw"), "{url}: {e}");
+            assert!(!e.contains("w@") && !e.contains("p/w"), "{url}: {e}");
         }
     }
 }

@@ -104,7 +104,10 @@ impl Runtime {
         // The trail is kept while its file and key are: its chain goes on in one writer.
         let audit = match (&config.audit, previous.and_then(|p| p.audit.as_ref())) {
             (None, _) => None,
-            (Some(a), Some(log)) if log.is(a) => Some(log.clone()),
+            (Some(a), Some(log)) if log.is(a) => {
+                log.update(a);
+                Some(log.clone())
+            }
             (Some(a), _) => Some(Arc::new(
                 crate::observe::audit::AuditLog::open(a).map_err(RuntimeError::Audit)?,
             )),
@@ -171,7 +174,14 @@ impl Runtime {
         let route_metrics = config
             .routes
             .iter()
-            .map(|r| RouteMetrics::new(r.name.clone()))
+            .map(|r| {
+                // A route's live counters outlive the reload: requests in flight on the old
+                // runtime, and the second in progress, are still drained.
+                let live = previous
+                    .and_then(|p| p.route_metrics.iter().find(|m| m.name == r.name))
+                    .map(|m| m.live.clone());
+                RouteMetrics::new(r.name.clone(), live)
+            })
             .collect::<Vec<_>>()
             .into();
         let consumers = config.consumers.clone();
@@ -194,7 +204,7 @@ impl Runtime {
             generation,
             loaded_at: SystemTime::now(),
             clock,
-            live_unrouted: Default::default(),
+            live_unrouted: previous.map_or_else(Default::default, |p| p.live_unrouted.clone()),
         })
     }
 

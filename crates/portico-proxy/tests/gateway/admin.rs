@@ -266,7 +266,8 @@ async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
     const READER: &str = "reader-token-for-tests";
     let up = echo_server().await;
     let yaml = config(&format!(
-        "admin: {{ address: \"127.0.0.1:0\", read_token_hashes: [\"{}\"] }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        "admin: {{ address: \"127.0.0.1:0\", token_hash: \"{}\", read_token_hashes: [\"{}\"] }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        portico_auth::apikey::digest_string(TOKEN),
         portico_auth::apikey::digest_string(READER),
         up.url()
     ));
@@ -340,5 +341,62 @@ async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
             .await
             .status,
         200
+    );
+}
+
+/// The audit trail and the admin port: a write without a valid token is counted in the
+/// security summary (a flood of them must not rotate the trail away); a write with it is a
+/// record, named by its endpoint whatever name it was sent to; explain and OPTIONS are reads.
+#[tokio::test]
+async fn unauthorised_writes_are_counted_and_authorised_ones_recorded() {
+    let up = echo_server().await;
+    let trail = temp_dir("admin-audit").join("audit.jsonl");
+    let yaml = config(&format!(
+        "admin: {{ address: \"127.0.0.1:0\", token_hash: \"{}\" }}\naudit: {{ path: \"{}\", summary_interval: 0s }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - upstream: u\n",
+        portico_auth::apikey::digest_string(TOKEN),
+        trail.display(),
+        up.url()
+    ));
+    let gw = gateway(&yaml).await;
+    for _ in 0..3 {
+        let got = admin_call(&gw, "POST", "/api/v1/reload", &[], "").await;
+        assert_eq!(got.status, 401);
+    }
+    let json = ("content-type", "application/json");
+    assert_eq!(
+        admin_call(&gw, "POST", "/api/v1/explain", &[json], r#"{"url": "/"}"#)
+            .await
+            .status,
+        200
+    );
+    admin_call(&gw, "OPTIONS", "/config", &[], "").await;
+    let auth = format!("Bearer {TOKEN}");
+    let body = format!("{{\"targets\": [\"{}\"]}}", up.url());
+    let got = admin_call(
+        &gw,
+        "PUT",
+        "/api/v1/upstreams/u/targets",
+        &[json, ("authorization", &auth)],
+        &body,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    gw.gw.write_audit_summary();
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&trail)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let admin: Vec<&serde_json::Value> = records.iter().filter(|r| r["kind"] == "admin").collect();
+    assert_eq!(admin.len(), 1, "{admin:?}");
+    assert_eq!(admin[0]["path"], "/upstreams/u/targets");
+    assert_eq!(admin[0]["method"], "PUT");
+    let summary = records
+        .iter()
+        .find(|r| r["kind"] == "security_summary")
+        .unwrap();
+    assert_eq!(
+        summary["refusals"][0],
+        serde_json::json!({"consumer": null, "reason": "admin_unauthorized", "status": 401, "count": 3})
     );
 }

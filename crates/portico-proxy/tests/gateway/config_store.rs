@@ -495,6 +495,32 @@ async fn the_admin_api_lists_applied_versions_diffs_them_and_rolls_back_through_
     assert!(by == "store_admin" || by == "store_watch", "{by}");
     gw.gw.shutdown().await;
 
+    // A config that no longer loads (a file it names is gone) is not pushed: 422.
+    let secret = temp_dir("rollback-secret").join("jwt.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let with_secret = with_admin(&config(&format!(
+        "routes:\n  - respond: {{ status: 200, body: s }}\n    policies:\n      - type: jwt\n        issuers: [{{ algorithms: [HS256], keys: [{{ secret_file: \"{}\" }}] }}]\n",
+        secret.display()
+    )));
+    let url2 = format!("redis://127.0.0.1:6379?key={}cfg", prefix());
+    let s2 = store(&url2);
+    push(&s2, &with_secret).await;
+    let (gw2, _) = gateway_from_store(&url2, None, Duration::from_secs(60))
+        .await
+        .unwrap();
+    push(&s2, &answering("plain")).await;
+    until_answers(&gw2, "plain").await;
+    std::fs::remove_file(&secret).unwrap();
+    let r = post_json(&gw2.admin_url("/config/rollback"), "{\"generation\": 1}").await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.json()["detail"].as_str().unwrap().contains("jwt.secret"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(s2.version().await.unwrap(), 2, "nothing was pushed");
+    gw2.gw.shutdown().await;
+
     // A node that runs from a file refuses: the file would say otherwise than what runs.
     let dir = temp_dir("rollback-file");
     let file = gateway_from_file(&dir, &answering("f")).await;
