@@ -121,7 +121,7 @@ enum Command {
         /// Push only if the store's current version is this one (what a CI job read before).
         #[arg(long)]
         expect_version: Option<u64>,
-        /// How many versions the store keeps for rollback.
+        /// How many versions the store keeps for rollback (0: every one).
         #[arg(long, default_value_t = 20)]
         keep: u32,
     },
