@@ -307,6 +307,14 @@ async fn answer(
             }
         }
         (&Method::GET, "/cluster") => cluster(&inner).await,
+        (&Method::GET, "/consumers") => {
+            let rt = inner.shared.runtime.load_full();
+            reply(
+                StatusCode::OK,
+                JSON,
+                serde_json::to_vec_pretty(&consumers(&rt.config)).unwrap_or_default(),
+            )
+        }
         (&Method::POST, "/reload") => {
             match Gateway::from_inner(inner.clone())
                 .reload_file_from("admin")
@@ -351,7 +359,7 @@ async fn answer(
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" | "/reload" | "/cache"
-            | "/explain" | "/cluster" | "/stats",
+            | "/explain" | "/cluster" | "/stats" | "/consumers",
         ) => problem(
             StatusCode::METHOD_NOT_ALLOWED,
             "Method Not Allowed",
@@ -845,6 +853,59 @@ async fn config_versions(
             "try /config/versions, /config/versions/G, /config/diff?from=G&to=G or POST /config/rollback".into(),
         ),
     }
+}
+
+/// `GET /consumers`: each consumer's name, groups and metadata (from the redacted config) and
+/// which kinds of credential it has and how many (counted in the config's tree: only the
+/// number of entries is read, never a secret or a digest).
+fn consumers(cfg: &portico_config::Config) -> serde_json::Value {
+    use portico_config::tree::NodeKind;
+    let redacted = cfg.redacted();
+    let tree = portico_config::tree::parse_document(&cfg.text).ok();
+    let raw: Vec<&portico_config::tree::Node> = match tree.as_ref().map(|t| &t.kind) {
+        Some(NodeKind::Map(entries)) => entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("consumers"))
+            .and_then(|(_, v)| match &v.kind {
+                NodeKind::Seq(items) => Some(items.iter().collect()),
+                _ => None,
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let list: Vec<serde_json::Value> = redacted["consumers"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut credentials = serde_json::Map::new();
+            if let Some(NodeKind::Map(fields)) = raw.get(i).map(|n| &n.kind) {
+                for (k, v) in fields {
+                    let Some(k) = k.as_str() else { continue };
+                    if matches!(k, "name" | "groups" | "metadata") {
+                        continue;
+                    }
+                    let n = match &v.kind {
+                        NodeKind::Seq(items) => items.len(),
+                        NodeKind::Null => 0,
+                        _ => 1,
+                    };
+                    if n > 0 {
+                        credentials.insert(k.to_owned(), n.into());
+                    }
+                }
+            }
+            serde_json::json!({
+                "name": c["name"],
+                "groups": c.get("groups").cloned().unwrap_or_else(|| serde_json::json!([])),
+                "metadata": c.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({})),
+                "credentials": credentials,
+            })
+        })
+        .collect();
+    serde_json::json!({ "consumers": list })
 }
 
 /// `/upstreams/NAME/targets`: `GET` the targets in use, `PUT {"targets": [...]}` to replace

@@ -100,7 +100,9 @@ async fn every_admin_endpoint_answers_as_its_openapi_document_says() {
     let gw = gateway_from_file(
         &dir,
         &config(&format!(
-            "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: main\n    upstream: u\n    policies:\n      - {{ type: cache }}\n",
+            "consumers:\n  - name: billing\n    groups: [internal]\n    api_keys: [\"{}\", \"{}\"]\n    metadata: {{ team: payments }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: main\n    upstream: u\n    policies:\n      - {{ type: cache }}\n",
+            portico_auth::apikey::digest_string("key-one"),
+            portico_auth::apikey::digest_string("key-two"),
             up.url()
         )),
     )
@@ -135,6 +137,12 @@ async fn every_admin_endpoint_answers_as_its_openapi_document_says() {
     check(&gw, &doc, "GET", "/metrics", "/metrics", None, 200).await;
     check(&gw, &doc, "GET", "/config", "/config", None, 200).await;
     check(&gw, &doc, "GET", "/upstreams", "/upstreams", None, 200).await;
+    let c = check(&gw, &doc, "GET", "/consumers", "/consumers", None, 200).await;
+    assert_eq!(
+        c["consumers"][0],
+        json!({"name": "billing", "groups": ["internal"], "metadata": {"team": "payments"}, "credentials": {"api_keys": 2}})
+    );
+    assert!(!c.to_string().contains("sha256"), "no digest is shown: {c}");
     let targets = format!(
         "{{\"targets\": [\"{}\", {{\"url\": \"{}\", \"weight\": 2}}]}}",
         up.url(),
