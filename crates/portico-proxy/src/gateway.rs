@@ -866,10 +866,14 @@ impl AppliedVersion {
             applied_by: applied_by.to_owned(),
             time: rt.loaded_at,
             text: rt.config.text.clone(),
+            // A stored version is named `redis://…#v<N>` (`stored_name`); a file path is
+            // never read as one.
             store_version: rt
                 .config
                 .source
-                .rsplit_once("#v")
+                .starts_with("redis://")
+                .then(|| rt.config.source.rsplit_once("#v"))
+                .flatten()
                 .and_then(|(_, v)| v.parse().ok()),
         }
     }

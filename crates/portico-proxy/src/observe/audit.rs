@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -32,8 +32,9 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 /// refusals beyond them are counted together (a flood of made-up consumers stays bounded).
 const MAX_REFUSAL_KEYS: usize = 1000;
 
-/// A refusal's consumer (empty: none identified), reason and status.
-type RefusalKey = (Box<str>, &'static str, u16);
+/// A refusal's consumer (`None`: none identified), reason and status. The consumer is the
+/// request's own shared name: counting a refusal clones a pointer, it allocates nothing.
+type RefusalKey = (Option<Arc<str>>, &'static str, u16);
 
 /// The open trail: the file and where its chain stands.
 #[derive(Debug)]
@@ -131,12 +132,12 @@ impl AuditLog {
     }
 
     /// Counts a refused request (401, 403, 429) for the next security summary.
-    pub fn count_refusal(&self, consumer: Option<&str>, reason: &'static str, status: u16) {
+    pub fn count_refusal(&self, consumer: Option<&Arc<str>>, reason: &'static str, status: u16) {
         let Ok(mut r) = self.refusals.lock() else {
             return;
         };
         let (counts, others) = &mut *r;
-        let key = (Box::from(consumer.unwrap_or("")), reason, status);
+        let key = (consumer.cloned(), reason, status);
         if let Some(n) = counts.get_mut(&key) {
             *n += 1;
         } else if counts.len() < MAX_REFUSAL_KEYS {
@@ -163,7 +164,7 @@ impl AuditLog {
                 .iter()
                 .map(|((consumer, reason, status), n)| {
                     serde_json::json!({
-                        "consumer": if consumer.is_empty() { Value::Null } else { Value::from(&**consumer) },
+                        "consumer": consumer.as_deref(),
                         "reason": reason,
                         "status": status,
                         "count": n,
@@ -618,7 +619,7 @@ mod tests {
         let path = fresh_path();
         let log = AuditLog::open(&settings(&path, None)).unwrap();
         for _ in 0..3 {
-            log.count_refusal(Some("acme"), "rate_limited", 429);
+            log.count_refusal(Some(&Arc::from("acme")), "rate_limited", 429);
         }
         log.count_refusal(None, "missing_credentials", 401);
         let set = |kids: &[&str]| {
@@ -669,7 +670,7 @@ mod tests {
         let path = fresh_path();
         let log = AuditLog::open(&settings(&path, None)).unwrap();
         for i in 0..(MAX_REFUSAL_KEYS + 50) {
-            log.count_refusal(Some(&format!("c{i}")), "bad_credentials", 401);
+            log.count_refusal(Some(&Arc::from(format!("c{i}"))), "bad_credentials", 401);
         }
         log.summarize(&[]);
         let text = std::fs::read_to_string(&path).unwrap();

@@ -237,7 +237,7 @@ fn finish(mut done: Box<Finish>, bytes_out: u64, complete: bool) {
         && let Some(audit) = &rt.audit
     {
         audit.count_refusal(
-            rec.consumer.as_deref(),
+            rec.consumer.as_ref(),
             rec.error.unwrap_or("unknown"),
             rec.status,
         );
