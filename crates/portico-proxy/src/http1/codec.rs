@@ -219,6 +219,7 @@ impl<S> H1Conn<S> {
     pub fn send<'a, B>(
         mut self: Box<Self>,
         req: &'a mut Request<B>,
+        trace: Option<&'a crate::observe::trace::Traceparent>,
     ) -> impl Future<Output = Result<(http::response::Parts, ResponseBody<S>), SendError>> + 'a
     where
         S: 'a,
@@ -227,7 +228,7 @@ impl<S> H1Conn<S> {
         // Not `async fn`: its parameters would be moved once more, into locals, before the
         // body runs.
         async move {
-            let out = self.write_head(req);
+            let out = self.write_head(req, trace);
             let head_only = req.method() == Method::HEAD;
             let mut sending = Sending {
                 out,
@@ -300,7 +301,13 @@ impl<S> H1Conn<S> {
     }
 
     /// Writes the request line and headers into `self.out` and says how the body goes.
-    fn write_head<B: SendBody>(&mut self, req: &Request<B>) -> Out {
+    /// `trace`, the request's trace context, is written after its headers: put in the header
+    /// map, it would cost an allocation, a validation and two hashings of its name per request.
+    fn write_head<B: SendBody>(
+        &mut self,
+        req: &Request<B>,
+        trace: Option<&crate::observe::trace::Traceparent>,
+    ) -> Out {
         let body = req.body();
         let w = &mut self.out;
         w.clear();
@@ -325,6 +332,11 @@ impl<S> H1Conn<S> {
             w.extend_from_slice(name.as_str().as_bytes());
             w.extend_from_slice(b": ");
             w.extend_from_slice(value.as_bytes());
+            w.extend_from_slice(b"\r\n");
+        }
+        if let Some(t) = trace {
+            w.extend_from_slice(b"traceparent: ");
+            w.extend_from_slice(t);
             w.extend_from_slice(b"\r\n");
         }
         // Without a `Host` header, one from the URI goes first (RFC 9112 §3.2). Noticed in the
@@ -1209,9 +1221,25 @@ mod tests {
             if let Some(h) = host {
                 req = req.header("host", h);
             }
-            conn.write_head(&req.body(http_body_util::Empty::<Bytes>::new()).unwrap());
+            conn.write_head(&req.body(http_body_util::Empty::<Bytes>::new()).unwrap(), None);
             assert_eq!(String::from_utf8_lossy(&conn.out), want);
         }
+        // The trace context follows the request's own headers.
+        let tp = crate::observe::trace::traceparent(&[0xab; 16], &[0x01; 8], true);
+        let req = Request::builder()
+            .uri("http://up.example:8080/t")
+            .header("host", "h")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        conn.write_head(&req, Some(&tp));
+        assert_eq!(
+            String::from_utf8_lossy(&conn.out),
+            format!(
+                "GET /t HTTP/1.1\r\nhost: h\r\ntraceparent: 00-{}-{}-01\r\n\r\n",
+                "ab".repeat(16),
+                "01".repeat(8)
+            )
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct Record {
     pub error: Option<&'static str>,
     pub complete: bool,
     /// The request's trace, when tracing is on (its ids go in the line).
-    pub trace: Option<Box<crate::observe::trace::Trace>>,
+    pub trace: Option<crate::observe::trace::Trace>,
     /// The request's phase record, when it asked for one (debug secret, `server_timing`).
     pub phases: Option<Box<crate::observe::phases::Phases>>,
 }

@@ -88,6 +88,9 @@ pub struct Trace {
     pub described: bool,
     /// Recorded only once the trace is sampled (or always, with `keep_errors`).
     pub children: Vec<Child>,
+    /// Whether the client sent a `traceparent` header (valid or not): it is taken out of
+    /// the request before ours is written, and only then (a look-up saved otherwise).
+    pub client_traceparent: bool,
     /// The section's settings this request started with.
     pub propagators: Propagators,
     pub keep_errors: bool,
@@ -98,9 +101,10 @@ pub struct Trace {
 impl Trace {
     /// The trace a request belongs to: the caller's when it sent a context in one of the
     /// formats read, else a new one.
-    pub fn start(headers: &HeaderMap, cfg: &Tracing) -> Box<Trace> {
-        let incoming = extract(headers, &cfg.propagators);
-        Box::new(Trace {
+    /// Not boxed: it lives in the access record, which is.
+    pub fn start(headers: &HeaderMap, cfg: &Tracing) -> Trace {
+        let (incoming, client_traceparent) = extract_noting(headers, &cfg.propagators);
+        Trace {
             trace_id: incoming.map_or_else(new_trace_id, |i| i.trace_id),
             span_id: new_span_id(),
             parent: incoming.map(|i| i.parent),
@@ -109,11 +113,12 @@ impl Trace {
             user_agent: None,
             described: false,
             children: Vec::new(),
+            client_traceparent,
             propagators: cfg.propagators,
             keep_errors: cfg.keep_errors,
             ratio: cfg.sample_ratio,
             parent_based: cfg.parent_based,
-        })
+        }
     }
 
     /// A copy for a call made apart from the request (a composite route's backend calls run
@@ -130,6 +135,7 @@ impl Trace {
             user_agent: None,
             described: false,
             children: Vec::new(),
+            client_traceparent: self.client_traceparent,
             propagators: self.propagators,
             keep_errors: self.keep_errors,
             ratio: self.ratio,
@@ -210,13 +216,25 @@ pub fn new_span_id() -> [u8; 8] {
 /// The first trace context present, in the order W3C, B3, B3 multi, among the formats read.
 /// A malformed one counts as absent (W3C Trace Context §3.2.2: start a new trace).
 pub fn extract(headers: &HeaderMap, p: &Propagators) -> Option<Incoming> {
+    extract_noting(headers, p).0
+}
+
+/// [`extract`], and whether a `traceparent` header was there (read only when the W3C format
+/// is).
+fn extract_noting(headers: &HeaderMap, p: &Propagators) -> (Option<Incoming>, bool) {
+    let mut sent = false;
     if p.tracecontext
-        && let Some(i) = headers
-            .get(&TRACEPARENT)
-            .and_then(|v| parse_traceparent(v.as_bytes()))
+        && let Some(v) = headers.get(&TRACEPARENT)
     {
-        return Some(i);
+        sent = true;
+        if let Some(i) = parse_traceparent(v.as_bytes()) {
+            return (Some(i), true);
+        }
     }
+    (extract_b3(headers, p), sent)
+}
+
+fn extract_b3(headers: &HeaderMap, p: &Propagators) -> Option<Incoming> {
     if p.b3
         && let Some(i) = headers.get(&B3).and_then(|v| parse_b3(v.as_bytes()))
     {
@@ -364,6 +382,25 @@ pub fn write_hex(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
+/// A `traceparent` value (version 00): 55 bytes of lower-case hex and dashes.
+pub type Traceparent = [u8; 55];
+
+/// The `traceparent` for a call made inside `span`.
+pub fn traceparent(trace_id: &[u8; 16], span: &[u8; 8], sampled: bool) -> Traceparent {
+    let mut v = [0u8; 55];
+    v[..3].copy_from_slice(b"00-");
+    write_hex(trace_id, &mut v[3..35]);
+    v[35] = b'-';
+    write_hex(span, &mut v[36..52]);
+    v[52..].copy_from_slice(if sampled { b"-01" } else { b"-00" });
+    v
+}
+
+/// The header value of a [`Traceparent`].
+pub fn traceparent_value(v: &Traceparent) -> HeaderValue {
+    HeaderValue::from_bytes(v).expect("hex digits and dashes")
+}
+
 /// Writes the trace context for a call made inside `span`, in every format written,
 /// replacing what the client sent in those formats.
 pub fn inject(
@@ -373,20 +410,32 @@ pub fn inject(
     span: &[u8; 8],
     sampled: bool,
 ) {
+    if p.tracecontext {
+        headers.insert(
+            TRACEPARENT.clone(),
+            traceparent_value(&traceparent(trace_id, span, sampled)),
+        );
+    }
+    inject_b3(headers, p, trace_id, span, sampled);
+}
+
+/// The B3 formats of [`inject`] (the W3C one is written by the upstream connection itself on
+/// the request path: see `upstream::call`).
+pub fn inject_b3(
+    headers: &mut HeaderMap,
+    p: &Propagators,
+    trace_id: &[u8; 16],
+    span: &[u8; 8],
+    sampled: bool,
+) {
+    if !p.b3 && !p.b3multi {
+        return;
+    }
     let mut trace = [0u8; 32];
     write_hex(trace_id, &mut trace);
     let mut span_hex = [0u8; 16];
     write_hex(span, &mut span_hex);
     let value = |b: &[u8]| HeaderValue::from_bytes(b).expect("hex digits and dashes");
-    if p.tracecontext {
-        let mut v = [0u8; 55];
-        v[..3].copy_from_slice(b"00-");
-        v[3..35].copy_from_slice(&trace);
-        v[35] = b'-';
-        v[36..52].copy_from_slice(&span_hex);
-        v[52..].copy_from_slice(if sampled { b"-01" } else { b"-00" });
-        headers.insert(TRACEPARENT.clone(), value(&v));
-    }
     if p.b3 {
         let mut v = [0u8; 51];
         v[..32].copy_from_slice(&trace);

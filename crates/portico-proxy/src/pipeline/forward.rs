@@ -202,7 +202,7 @@ pub(crate) async fn mirror(
     let timeout = pool.spec.request_timeout;
     tokio::spawn(async move {
         let outcome = tokio::time::timeout(timeout, async {
-            let (_, resp) = pool.send(target, &mut copy).await.ok()?;
+            let (_, resp) = pool.send(target, &mut copy, None).await.ok()?;
             use http_body_util::BodyExt;
             resp.into_body().collect().await.ok().map(|_| ())
         })

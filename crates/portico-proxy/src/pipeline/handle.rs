@@ -75,7 +75,7 @@ pub fn handle(
         // reference counts taken and released: ~200 instructions).
         let logged =
             rt.access_log.is_some() || debug || trace.as_ref().is_some_and(|t| t.described);
-        if let Some(t) = trace.as_deref_mut() {
+        if let Some(t) = trace.as_mut() {
             t.described |= logged;
         }
         let done: Box<Finish> = Box::new((

@@ -46,7 +46,7 @@ pub(crate) async fn request_policies(
             Policy::Auth(a) => {
                 let cert = conn.client_cert.as_deref();
                 // A span for the methods that may wait on another service.
-                let span = match ctx.rec.trace.as_deref_mut() {
+                let span = match ctx.rec.trace.as_mut() {
                     Some(t) => waits_on(a).and_then(|p| {
                         crate::observe::trace::child_start(Some(t)).map(|start| (p, start))
                     }),
@@ -57,7 +57,7 @@ pub(crate) async fn request_policies(
                 // its future is small and a box here would cost more than the copy it saves.
                 let result =
                     crate::policy::auth::authenticate(&rt.auth, a, req, cert, identity).await;
-                if let (Some((policy, start)), Some(t)) = (span, ctx.rec.trace.as_deref_mut()) {
+                if let (Some((policy, start)), Some(t)) = (span, ctx.rec.trace.as_mut()) {
                     let refused = result.as_ref().err().map(|d| match d {
                         crate::policy::auth::Denial::Unauthorized { reason, .. } => reason.code(),
                         crate::policy::auth::Denial::Forbidden { reason, .. } => reason,
@@ -117,7 +117,7 @@ pub(crate) async fn request_policies(
                     },
                     Some(shared) => {
                         let start =
-                            crate::observe::trace::child_start(ctx.rec.trace.as_deref_mut());
+                            crate::observe::trace::child_start(ctx.rec.trace.as_mut());
                         let d = Box::pin(limiters.check_shared(
                             shared,
                             &route.name,
@@ -125,7 +125,7 @@ pub(crate) async fn request_policies(
                             !rl.hide_headers,
                         ))
                         .await;
-                        if let (Some(start), Some(t)) = (start, ctx.rec.trace.as_deref_mut()) {
+                        if let (Some(start), Some(t)) = (start, ctx.rec.trace.as_mut()) {
                             let refused = match &d {
                                 crate::policy::ratelimit::Decision::Limited(..) => {
                                     Some(Problem::RateLimited(0).code())

@@ -112,7 +112,7 @@ pub(crate) fn process<'c>(
         }
         // Sampled now that the route (and its ratio) is known, before any upstream is called
         // with the decision.
-        if let Some(t) = ctx.rec.trace.as_deref_mut()
+        if let Some(t) = ctx.rec.trace.as_mut()
             && t.sampled.is_none()
             && t.decide(route.sample_ratio)
         {
@@ -218,7 +218,7 @@ pub(crate) fn process<'c>(
         let mut revalidating = None;
         let cached = match (&route.action, &cache) {
             (Action::Proxy(_), Some((store, head, key))) if route.transcode.is_none() => {
-                let start = crate::observe::trace::child_start(ctx.rec.trace.as_deref_mut());
+                let start = crate::observe::trace::child_start(ctx.rec.trace.as_mut());
                 let (found, result) = match store.lookup(key, head) {
                     crate::policy::cache::Lookup::Hit(resp) => (Some(resp), "hit"),
                     crate::policy::cache::Lookup::Revalidate(entry, conditional) => {
@@ -228,7 +228,7 @@ pub(crate) fn process<'c>(
                     }
                     crate::policy::cache::Lookup::Miss => (None, "miss"),
                 };
-                if let (Some(start), Some(t)) = (start, ctx.rec.trace.as_deref_mut()) {
+                if let (Some(start), Some(t)) = (start, ctx.rec.trace.as_mut()) {
                     t.child(crate::observe::trace::ChildKind::Cache { result }, start);
                 }
                 found
@@ -266,7 +266,7 @@ pub(crate) fn process<'c>(
             }
             Action::Proxy(action) if let Some(s) = route.soap.clone() => {
                 let path = req.uri().path().to_owned();
-                let start = crate::observe::trace::child_start(ctx.rec.trace.as_deref_mut());
+                let start = crate::observe::trace::child_start(ctx.rec.trace.as_mut());
                 let r = Box::pin(crate::translate::soap::handle(
                     ctx, &route, action, &s, req, &path,
                 ))
@@ -277,7 +277,7 @@ pub(crate) fn process<'c>(
             Action::Proxy(action) if route.transcode.is_some() => {
                 let t = route.transcode.clone().expect("checked");
                 let path = req.uri().path().to_owned();
-                let start = crate::observe::trace::child_start(ctx.rec.trace.as_deref_mut());
+                let start = crate::observe::trace::child_start(ctx.rec.trace.as_mut());
                 let r = Box::pin(crate::translate::grpc::handle(
                     ctx, &route, action, &t, req, &path,
                 ))
@@ -439,7 +439,7 @@ fn translation_end(
     kind: &'static str,
     result: &Result<Response<Body>, Problem>,
 ) {
-    if let (Some(start), Some(t)) = (start, ctx.rec.trace.as_deref_mut()) {
+    if let (Some(start), Some(t)) = (start, ctx.rec.trace.as_mut()) {
         let failed = result.as_ref().err().map(|p| p.code());
         t.child(
             crate::observe::trace::ChildKind::Translate { kind, failed },

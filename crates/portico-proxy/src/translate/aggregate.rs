@@ -297,7 +297,7 @@ pub async fn handle(
                     let (method, headers) = (b.method.clone(), headers.clone());
                     // The call's spans are recorded in a fork of the request's trace, taken
                     // back when it ends.
-                    let mut fork = ctx.rec.trace.as_deref_mut().map(|t| t.fork());
+                    let mut fork = ctx.rec.trace.as_mut().map(|t| t.fork());
                     running.spawn(async move {
                         let outcome = call(
                             pool,
@@ -327,7 +327,7 @@ pub async fn handle(
         }
         match running.join_next().await {
             Some(Ok((i, path, outcome, fork))) => {
-                if let (Some(t), Some(mut f)) = (ctx.rec.trace.as_deref_mut(), fork) {
+                if let (Some(t), Some(mut f)) = (ctx.rec.trace.as_mut(), fork) {
                     t.adopt(&mut f);
                 }
                 if let (Some(ttl), Ok(v)) = (a.backends[i].cache_ttl, &outcome) {

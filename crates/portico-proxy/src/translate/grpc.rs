@@ -503,7 +503,7 @@ async fn reflection_call(
         .insert(header::TE, HeaderValue::from_static("trailers"));
     let exchange = async {
         let (_, resp) = pool
-            .send(i, &mut req)
+            .send(i, &mut req, None)
             .await
             .map_err(|e| ReflectError::Failed(e.to_string()))?;
         let (head, body) = resp.into_parts();

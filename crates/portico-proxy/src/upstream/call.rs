@@ -98,15 +98,29 @@ pub(crate) fn call_upstream<'a>(
                 None => Box::pin(tokio::time::sleep_until(attempt_deadline)),
             };
             // The attempt's span: its id goes upstream as the parent of what the upstream does.
+            // The W3C context is written by the connection (see `UpstreamPool::send`); a
+            // `traceparent` the client sent is taken out first, once.
+            let mut traceparent = None;
             let span = match rec
                 .as_deref_mut()
-                .and_then(|r| r.trace.as_deref_mut())
+                .and_then(|r| r.trace.as_mut())
                 .or(fork.as_deref_mut())
             {
                 Some(t) => {
                     let id = crate::observe::trace::new_span_id();
                     let sampled = t.decide(None);
-                    crate::observe::trace::inject(
+                    if t.propagators.tracecontext {
+                        traceparent = Some(crate::observe::trace::traceparent(
+                            &t.trace_id,
+                            &id,
+                            sampled,
+                        ));
+                        // A retry's request may hold the one an HTTP/2 attempt put in.
+                        if std::mem::take(&mut t.client_traceparent) || attempt > 1 {
+                            req.headers_mut().remove(&crate::observe::trace::TRACEPARENT);
+                        }
+                    }
+                    crate::observe::trace::inject_b3(
                         req.headers_mut(),
                         &t.propagators,
                         &t.trace_id,
@@ -125,7 +139,7 @@ pub(crate) fn call_upstream<'a>(
                 .then(Instant::now);
             let result = within(
                 &mut timer,
-                crate::base::future::box_in_place(|| pool.send(target, &mut *req)),
+                crate::base::future::box_in_place(|| pool.send(target, &mut *req, traceparent.as_ref())),
             )
             .await;
             // What the attempt ended with, for its span and the phase record: the status it
@@ -157,7 +171,7 @@ pub(crate) fn call_upstream<'a>(
             if let Some((id, start, method)) = span
                 && let Some(t) = rec
                     .as_deref_mut()
-                    .and_then(|r| r.trace.as_deref_mut())
+                    .and_then(|r| r.trace.as_mut())
                     .or(fork.as_deref_mut())
             {
                 let t_info = pool.target(target);

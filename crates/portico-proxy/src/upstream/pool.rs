@@ -39,6 +39,7 @@ use crate::body::upstream::{
 };
 use crate::body::{Body, IdleTimer};
 use crate::http1::codec::{self, SendError, Stream};
+use crate::observe::trace::Traceparent;
 use crate::upstream::balance::{Balancer, PickContext, TargetLoad};
 
 type H1Conn = PooledConn;
@@ -416,6 +417,7 @@ impl UpstreamPool {
         &'a self,
         mut i: usize,
         req: &'a mut Request<Body>,
+        trace: Option<&'a Traceparent>,
     ) -> impl Future<Output = Result<(usize, Response<UpstreamBody>), CallError>> + 'a {
         // Not `async fn`: its parameters would be moved once more, into locals, before the
         // body runs.
@@ -442,7 +444,7 @@ impl UpstreamPool {
                     tp.load.in_flight.fetch_add(1, Ordering::Relaxed);
                     (LoadGuard(tp.clone()), Instant::now())
                 });
-                match self.send_inner(i, req).await {
+                match self.send_inner(i, req, trace).await {
                     Ok(mut resp) => {
                         if let Some((guard, started)) = load {
                             self.targets[i].load.observe(started.elapsed());
@@ -620,7 +622,7 @@ impl UpstreamPool {
         let status = match conn {
             Conn::H1(conn) => {
                 *req.uri_mut() = Uri::from(path.clone());
-                conn.send(&mut req).await.ok().map(|(p, _)| p.status)
+                conn.send(&mut req, None).await.ok().map(|(p, _)| p.status)
             }
             Conn::H2(mut tx) => {
                 *req.uri_mut() = tp.target.uri(path.clone()).unwrap_or_default();
@@ -699,18 +701,19 @@ impl UpstreamPool {
         &self,
         i: usize,
         req: &mut Request<Body>,
+        trace: Option<&Traceparent>,
     ) -> Result<Response<UpstreamBody>, Failed> {
         let tp = &self.targets[i];
         let shard = shard_index(tp.shards.len());
         if tp.proto.load(Ordering::Relaxed) == PROTO_H2 {
-            return Box::pin(self.send_h2(tp, shard, req)).await;
+            return Box::pin(self.send_h2(tp, shard, req, trace)).await;
         }
         let Some((conn, origin, idle_for)) = tp.take_idle(shard) else {
             // Connecting is the rare path: boxed, so its large future does not enlarge every
             // request's.
-            return Box::pin(self.send_on_new(tp, shard, req)).await;
+            return Box::pin(self.send_on_new(tp, shard, req, trace)).await;
         };
-        self.send_on(tp, shard, conn, origin, true, idle_for, req)
+        self.send_on(tp, shard, conn, origin, true, idle_for, req, trace)
             .await
     }
 
@@ -721,18 +724,19 @@ impl UpstreamPool {
         tp: &Arc<TargetPool>,
         shard: usize,
         req: &mut Request<Body>,
+        trace: Option<&Traceparent>,
     ) -> Result<Response<UpstreamBody>, Failed> {
         match self.open_h1(tp, shard).await {
             Err(e) => Err((e, true)),
             Ok(Opened::Idle(conn, origin, idle_for)) => {
-                self.send_on(tp, shard, conn, origin, true, idle_for, req)
+                self.send_on(tp, shard, conn, origin, true, idle_for, req, trace)
                     .await
             }
             Ok(Opened::H1(conn, origin)) => {
-                self.send_on(tp, shard, conn, origin, false, Duration::ZERO, req)
+                self.send_on(tp, shard, conn, origin, false, Duration::ZERO, req, trace)
                     .await
             }
-            Ok(Opened::H2) => self.send_h2(tp, shard, req).await,
+            Ok(Opened::H2) => self.send_h2(tp, shard, req, trace).await,
         }
     }
 
@@ -749,9 +753,10 @@ impl UpstreamPool {
         reused: bool,
         idle_for: Duration,
         req: &mut Request<Body>,
+        trace: Option<&Traceparent>,
     ) -> Result<Response<UpstreamBody>, Failed> {
         if req.headers().contains_key(http::header::UPGRADE) {
-            return Box::pin(send_upgrade(conn, req)).await;
+            return Box::pin(send_upgrade(conn, req, trace)).await;
         }
         // A connection the upstream closes just as the request is written fails after the
         // request is gone. That race needs the connection to have sat idle long enough for
@@ -760,12 +765,12 @@ impl UpstreamPool {
         let replay = idle_for >= REPLAY_AFTER_IDLE
             && is_idempotent(req.method())
             && matches!(req.body(), Body::Empty);
-        let e = match conn.send(req).await {
+        let e = match conn.send(req, trace).await {
             Ok((parts, body)) => return Ok(tp.clone().wrap_h1(parts, body, shard, origin)),
             Err(e) if !reused => return Err(failed(e)),
             Err(e) => e,
         };
-        Box::pin(self.send_again(tp, shard, req, e, replay)).await
+        Box::pin(self.send_again(tp, shard, req, trace, e, replay)).await
     }
 
     /// A pooled connection was dead. Retries on a new one if nothing of the request was
@@ -775,6 +780,7 @@ impl UpstreamPool {
         tp: &Arc<TargetPool>,
         shard: usize,
         req: &mut Request<Body>,
+        trace: Option<&Traceparent>,
         e: SendError,
         replay: bool,
     ) -> Result<Response<UpstreamBody>, Failed> {
@@ -783,7 +789,7 @@ impl UpstreamPool {
             return Err((e, false));
         }
         metrics::counter!("portico_upstream_retries_total", "upstream" => self.spec.name.to_string(), "reason" => "stale_connection").increment(1);
-        self.send_fresh(tp, shard, req).await
+        self.send_fresh(tp, shard, req, trace).await
     }
 
     /// Sends on a new connection (after a pooled one turned out dead).
@@ -792,6 +798,7 @@ impl UpstreamPool {
         tp: &Arc<TargetPool>,
         shard: usize,
         req: &mut Request<Body>,
+        trace: Option<&Traceparent>,
     ) -> Result<Response<UpstreamBody>, Failed> {
         let slot = match tp.try_slot() {
             Some(s) => s,
@@ -804,12 +811,12 @@ impl UpstreamPool {
         match self.connect(tp, Some(slot)).await {
             Err(e) => Err((e, true)),
             Ok((Conn::H1(conn), origin)) => {
-                self.send_on(tp, shard, conn, origin, false, Duration::ZERO, req)
+                self.send_on(tp, shard, conn, origin, false, Duration::ZERO, req, trace)
                     .await
             }
             Ok((Conn::H2(tx), origin)) => {
                 tp.add_h2(shard, tx, origin);
-                self.send_h2(tp, shard, req).await
+                self.send_h2(tp, shard, req, trace).await
             }
         }
     }
@@ -872,7 +879,10 @@ impl UpstreamPool {
         tp: &Arc<TargetPool>,
         shard: usize,
         req: &mut Request<Body>,
+        trace: Option<&Traceparent>,
     ) -> Result<Response<UpstreamBody>, Failed> {
+        // hyper writes the head from the header map: the trace context goes in there.
+        put_traceparent(req, trace);
         let (mut tx, in_flight) = match tp.h2_with_capacity(shard) {
             Some(c) => c,
             None => {
@@ -912,6 +922,7 @@ impl UpstreamPool {
                                             false,
                                             Duration::ZERO,
                                             req,
+                                            None,
                                         )
                                         .await;
                                 }
@@ -1069,7 +1080,9 @@ fn failed(e: SendError) -> Failed {
 async fn send_upgrade(
     conn: H1Conn,
     req: &mut Request<Body>,
+    trace: Option<&Traceparent>,
 ) -> Result<Response<UpstreamBody>, Failed> {
+    put_traceparent(req, trace);
     let (io, slot) = (*conn).into_parts();
     let mut tx = match http1::Builder::new().handshake(TokioIo::new(io)).await {
         Ok((tx, conn)) => {
@@ -1091,6 +1104,17 @@ async fn send_upgrade(
             let unsent = e.take_message().map(|r| *req = r).is_some();
             Err((CallError::Request(Box::new(e.into_error())), unsent))
         }
+    }
+}
+
+/// The trace context into the header map, for a request whose head another writer makes
+/// (hyper's HTTP/2 and upgrade clients). Portico's HTTP/1.1 connections write it themselves.
+fn put_traceparent(req: &mut Request<Body>, trace: Option<&Traceparent>) {
+    if let Some(t) = trace {
+        req.headers_mut().insert(
+            crate::observe::trace::TRACEPARENT.clone(),
+            crate::observe::trace::traceparent_value(t),
+        );
     }
 }
 

@@ -211,7 +211,21 @@ async fn sampling_ratios_hold_over_a_thousand_requests_and_routes_and_callers_ov
     )
     .await;
     assert!(!flag(&got.json()), "the caller said not sampled");
-    let total = sampled + 20;
+    // A malformed context starts a new trace and is replaced, not passed on beside ours.
+    let got = send(
+        &c,
+        req("GET", &gw.url("/always"))
+            .header("traceparent", "00-not-a-context")
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    let tp = got.json()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(tp.len() == 55 && tp.ends_with("-01"), "only ours: {tp}");
+    let total = sampled + 21;
     let spans = collector.wait_for(2 * total).await;
     assert_eq!(server_spans(&spans).len(), total);
     assert_eq!(spans.len(), 2 * total, "a server span and an attempt each");
