@@ -1221,7 +1221,10 @@ mod tests {
             if let Some(h) = host {
                 req = req.header("host", h);
             }
-            conn.write_head(&req.body(http_body_util::Empty::<Bytes>::new()).unwrap(), None);
+            conn.write_head(
+                &req.body(http_body_util::Empty::<Bytes>::new()).unwrap(),
+                None,
+            );
             assert_eq!(String::from_utf8_lossy(&conn.out), want);
         }
         // The trace context follows the request's own headers.

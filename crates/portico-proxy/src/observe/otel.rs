@@ -1,28 +1,35 @@
-//! The OpenTelemetry exporter: the one module that uses the OpenTelemetry crates (they break
-//! together between releases; see docs/decisions/0018).
+//! The OpenTelemetry exporter: the one module that speaks OTLP (see docs/decisions/0018).
 //!
 //! A request that is recorded hands its finished trace to a bounded queue ([`Exporter::send`],
 //! which never blocks: when the queue is full the spans are dropped and counted). A thread of
-//! its own drains the queue, builds the spans (`SpanData`) and sends them in batches through
-//! the OTLP exporter, on a single-threaded runtime of its own, so an export that is slow or
-//! fails (a collector down) costs requests nothing. Like the access log's writer, the thread
-//! polls the queue rather than being woken per request.
+//! its own drains the queue, turns each request into OTLP `Span` messages (opentelemetry-proto's
+//! types, encoded by prost) and sends them in batches over OTLP/gRPC or OTLP/HTTP, on a
+//! single-threaded runtime of its own, so an export that is slow or fails (a collector down)
+//! costs requests nothing. Like the access log's writer, the thread polls the queue rather
+//! than being woken per request.
+//!
+//! Each span is encoded once, as it is taken from the queue, into the batch's buffer; the
+//! three messages that wrap a batch (the request, its one `ResourceSpans`, its one
+//! `ScopeSpans`) are framed around that buffer when it is sent. Letting prost encode the whole
+//! request instead walks every attribute once more per level of nesting to size it, and that
+//! was most of an export's cost. The span messages are kept between spans and refilled, so
+//! their text reuses its allocations.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use http::{HeaderValue, Method};
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+use http_body_util::{BodyExt, Full};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, SpanKind};
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use portico_config::{OtlpProtocol, TraceExport, TraceTls};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 use crate::observe::access_log::Record;
 use crate::observe::trace::{Child, ChildKind, Trace};
@@ -160,30 +167,24 @@ fn run(rx: Receiver<Finished>, export: TraceExport) {
             return drain_forever(rx, "exporter_failed");
         }
     };
-    let exporter = match rt.block_on(async { build(&export) }) {
-        Ok(mut e) => {
-            e.set_resource(&resource(&export));
-            e
-        }
+    let sender = match Sender::new(&export) {
+        Ok(s) => s,
         Err(e) => {
             tracing::error!(endpoint = %export.endpoint, error = %e, "cannot build the trace exporter; spans are dropped");
             return drain_forever(rx, "exporter_failed");
         }
     };
-    let scope = InstrumentationScope::builder("portico")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build();
-    let mut batch: Vec<SpanData> = Vec::with_capacity(export.max_batch);
+    let mut batch = Batch::new(&export);
     let mut due = Instant::now() + export.interval;
-    let flush = |batch: &mut Vec<SpanData>| {
-        if batch.is_empty() {
+    let flush = |batch: &mut Batch| {
+        if batch.spans == 0 {
             return;
         }
-        let spans = std::mem::replace(batch, Vec::with_capacity(export.max_batch));
-        let n = spans.len() as u64;
-        // Inside the runtime: the timer needs its clock.
-        let result = rt
-            .block_on(async { tokio::time::timeout(export.timeout, exporter.export(spans)).await });
+        let n = batch.spans as u64;
+        let body = batch.take();
+        // Inside the runtime: the client and the timer need it.
+        let result =
+            rt.block_on(async { tokio::time::timeout(export.timeout, sender.send(body)).await });
         match result {
             Ok(Ok(())) => {
                 metrics::counter!("portico_trace_spans_exported_total").increment(n);
@@ -207,8 +208,8 @@ fn run(rx: Receiver<Finished>, export: TraceExport) {
             match rx.try_recv() {
                 Ok(f) => {
                     got = true;
-                    spans_of(f, &scope, &mut batch);
-                    if batch.len() >= export.max_batch {
+                    batch.add(f);
+                    if batch.spans >= export.max_batch {
                         flush(&mut batch);
                         due = Instant::now() + export.interval;
                     }
@@ -216,7 +217,6 @@ fn run(rx: Receiver<Finished>, export: TraceExport) {
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     flush(&mut batch);
-                    let _ = exporter.shutdown_with_timeout(export.timeout);
                     return;
                 }
             }
@@ -240,77 +240,239 @@ fn drain_forever(rx: Receiver<Finished>, reason: &'static str) {
     }
 }
 
-fn resource(export: &TraceExport) -> Resource {
-    Resource::builder_empty()
-        .with_service_name(export.service_name.clone())
-        .with_attributes(
-            export
-                .resource
-                .iter()
-                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-        )
-        .with_attributes([
-            KeyValue::new("telemetry.sdk.name", "portico"),
-            KeyValue::new("telemetry.sdk.language", "rust"),
-            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-        ])
-        .build()
+/// Field numbers of the messages that wrap a batch (opentelemetry-proto's
+/// `collector/trace/v1` and `trace/v1`): `ExportTraceServiceRequest.resource_spans`,
+/// `ResourceSpans.resource` and `.scope_spans`, `ScopeSpans.scope` and `.spans`.
+const REQUEST_RESOURCE_SPANS: u32 = 1;
+const RESOURCE_SPANS_RESOURCE: u32 = 1;
+const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
+const SCOPE_SPANS_SCOPE: u32 = 1;
+const SCOPE_SPANS_SPANS: u32 = 2;
+
+/// The spans waiting to be sent, encoded, and the messages reused to encode them.
+struct Batch {
+    /// `ResourceSpans.resource`, encoded with its key once.
+    resource: Vec<u8>,
+    /// `ScopeSpans.scope`, likewise.
+    scope: Vec<u8>,
+    /// The spans, each as a `ScopeSpans.spans` field.
+    encoded: Vec<u8>,
+    spans: usize,
+    server: Span,
+    child: Span,
 }
 
-/// The OTLP exporter for the settings. Inside the exporter's runtime: the gRPC channel spawns
-/// its connection task there.
-fn build(export: &TraceExport) -> Result<opentelemetry_otlp::SpanExporter, String> {
-    let https = export.endpoint.starts_with("https://");
-    match export.protocol {
-        OtlpProtocol::Grpc => {
-            let mut metadata = tonic::metadata::MetadataMap::new();
-            for (k, v) in &export.headers {
-                let key = tonic::metadata::MetadataKey::from_bytes(k.as_bytes())
-                    .map_err(|e| e.to_string())?;
-                let value = v.parse().map_err(|_| format!("header `{k}`: bad value"))?;
-                metadata.insert(key, value);
-            }
-            let mut b = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(export.endpoint.clone())
-                .with_timeout(export.timeout)
-                .with_metadata(metadata);
-            if https {
-                b = b.with_tls_config(tonic_tls(export.tls.as_ref()));
-            }
-            b.build().map_err(|e| e.to_string())
+impl Batch {
+    fn new(export: &TraceExport) -> Batch {
+        let mut resource = Vec::new();
+        prost::encoding::message::encode(
+            RESOURCE_SPANS_RESOURCE,
+            &resource_of(export),
+            &mut resource,
+        );
+        let mut scope = Vec::new();
+        let s = InstrumentationScope {
+            name: "portico".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        };
+        prost::encoding::message::encode(SCOPE_SPANS_SCOPE, &s, &mut scope);
+        Batch {
+            resource,
+            scope,
+            encoded: Vec::new(),
+            spans: 0,
+            server: Span::default(),
+            child: Span::default(),
         }
-        OtlpProtocol::HttpProtobuf => {
-            let tls = rustls_config(export.tls.as_ref())?;
-            let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls)
-                .https_or_http()
-                .enable_http1()
-                .build();
-            let client =
-                opentelemetry_http::hyper::HyperClient::new(connector, export.timeout, None);
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_endpoint(export.endpoint.clone())
-                .with_timeout(export.timeout)
-                .with_headers(export.headers.iter().cloned().collect())
-                .with_http_client(client)
-                .build()
-                .map_err(|e| e.to_string())
+    }
+
+    /// Encodes a request's spans into the batch.
+    fn add(&mut self, f: Finished) {
+        fill_server(&mut self.server, &f);
+        prost::encoding::message::encode(SCOPE_SPANS_SPANS, &self.server, &mut self.encoded);
+        self.spans += 1;
+        for c in &f.children {
+            fill_child(&mut self.child, &f, c);
+            prost::encoding::message::encode(SCOPE_SPANS_SPANS, &self.child, &mut self.encoded);
+            self.spans += 1;
         }
+    }
+
+    /// The batch as an encoded `ExportTraceServiceRequest`, leaving it empty.
+    fn take(&mut self) -> Vec<u8> {
+        let scope_spans = self.scope.len() + self.encoded.len();
+        let resource_spans =
+            self.resource.len() + field_len(RESOURCE_SPANS_SCOPE_SPANS, scope_spans);
+        let mut out = Vec::with_capacity(field_len(REQUEST_RESOURCE_SPANS, resource_spans));
+        length_delimited(REQUEST_RESOURCE_SPANS, resource_spans, &mut out);
+        out.extend_from_slice(&self.resource);
+        length_delimited(RESOURCE_SPANS_SCOPE_SPANS, scope_spans, &mut out);
+        out.extend_from_slice(&self.scope);
+        out.extend_from_slice(&self.encoded);
+        self.encoded.clear();
+        self.spans = 0;
+        out
     }
 }
 
-fn tonic_tls(tls: Option<&TraceTls>) -> tonic::transport::ClientTlsConfig {
-    let mut c = tonic::transport::ClientTlsConfig::new();
-    match tls.and_then(|t| t.ca.as_ref()) {
-        Some(ca) => c = c.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
-        None => c = c.with_webpki_roots(),
+/// A length-delimited field's key and length (its content follows).
+fn length_delimited(field: u32, len: usize, out: &mut Vec<u8>) {
+    encode_key(field, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+}
+
+/// The encoded size of a length-delimited field holding `len` bytes.
+fn field_len(field: u32, len: usize) -> usize {
+    prost::encoding::key_len(field) + encoded_len_varint(len as u64) + len
+}
+
+fn resource_of(export: &TraceExport) -> Resource {
+    let mut attributes = vec![kv_str("service.name", &export.service_name)];
+    attributes.extend(export.resource.iter().map(|(k, v)| kv_str(k, v)));
+    attributes.push(kv_str("telemetry.sdk.name", "portico"));
+    attributes.push(kv_str("telemetry.sdk.language", "rust"));
+    attributes.push(kv_str("service.version", env!("CARGO_PKG_VERSION")));
+    Resource {
+        attributes,
+        ..Default::default()
     }
-    if let Some((cert, key)) = tls.and_then(|t| t.identity.as_ref()) {
-        c = c.identity(tonic::transport::Identity::from_pem(cert, key));
+}
+
+fn kv_str(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.to_string())),
+        }),
+        ..Default::default()
     }
-    c
+}
+
+/// Sends encoded batches to the collector: OTLP/HTTP (a protobuf `POST`) or OTLP/gRPC (the
+/// `TraceService/Export` call, one length-prefixed message, its status in the trailers).
+struct Sender {
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    >,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    grpc: bool,
+}
+
+impl Sender {
+    fn new(export: &TraceExport) -> Result<Sender, String> {
+        let grpc = export.protocol == OtlpProtocol::Grpc;
+        let tls = rustls_config(export.tls.as_ref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let connector = if grpc {
+            connector.enable_http2().build()
+        } else {
+            connector.enable_http1().build()
+        };
+        let mut builder =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(30));
+        if grpc {
+            builder.http2_only(true);
+        }
+        let uri = if grpc {
+            format!(
+                "{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                export.endpoint.trim_end_matches('/')
+            )
+        } else {
+            export.endpoint.clone()
+        };
+        let mut headers = http::HeaderMap::new();
+        for (k, v) in &export.headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
+            let value = HeaderValue::from_str(v).map_err(|_| format!("header `{k}`: bad value"))?;
+            headers.append(name, value);
+        }
+        if grpc {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        } else {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-protobuf"),
+            );
+        }
+        Ok(Sender {
+            client: builder.build(connector),
+            uri: uri.parse().map_err(|e| format!("endpoint: {e}"))?,
+            headers,
+            grpc,
+        })
+    }
+
+    async fn send(&self, body: Vec<u8>) -> Result<(), String> {
+        let body = if self.grpc {
+            // gRPC's message framing: not compressed, then the length (big-endian u32).
+            let mut framed = Vec::with_capacity(5 + body.len());
+            framed.push(0);
+            framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&body);
+            framed
+        } else {
+            body
+        };
+        let mut req = http::Request::post(self.uri.clone())
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        *req.headers_mut() = self.headers.clone();
+        if self.grpc {
+            *req.version_mut() = http::Version::HTTP_2;
+        }
+        let resp = self.client.request(req).await.map_err(|e| {
+            use std::error::Error;
+            match e.source() {
+                Some(s) => format!("{e}: {s}"),
+                None => e.to_string(),
+            }
+        })?;
+        let status = resp.status();
+        let head = resp.headers().clone();
+        // Read to the end: the connection is reused, and gRPC's status is in the trailers.
+        let collected = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("the collector answered {status}"));
+        }
+        if self.grpc {
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            let code = trailers
+                .get("grpc-status")
+                .or_else(|| head.get("grpc-status"))
+                .map(|v| v.as_bytes().to_vec());
+            match code.as_deref() {
+                Some(b"0") => {}
+                Some(c) => {
+                    let message = trailers
+                        .get("grpc-message")
+                        .or_else(|| head.get("grpc-message"))
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    return Err(format!(
+                        "the collector answered gRPC status {} {message}",
+                        String::from_utf8_lossy(c)
+                    ));
+                }
+                None => return Err("the collector's answer had no gRPC status".into()),
+            }
+        }
+        Ok(())
+    }
 }
 
 fn rustls_config(tls: Option<&TraceTls>) -> Result<rustls::ClientConfig, String> {
@@ -347,16 +509,6 @@ fn rustls_config(tls: Option<&TraceTls>) -> Result<rustls::ClientConfig, String>
     }
 }
 
-fn span_context(trace_id: [u8; 16], span_id: [u8; 8]) -> SpanContext {
-    SpanContext::new(
-        TraceId::from_bytes(trace_id),
-        SpanId::from_bytes(span_id),
-        TraceFlags::SAMPLED,
-        false,
-        TraceState::NONE,
-    )
-}
-
 fn network_version(v: http::Version) -> &'static str {
     match v {
         http::Version::HTTP_10 => "1.0",
@@ -367,183 +519,269 @@ fn network_version(v: http::Version) -> &'static str {
     }
 }
 
-/// The request's spans: the server span (HTTP semantic conventions, plus `portico.*` for what
-/// the conventions have no name for), then its children.
-fn spans_of(f: Finished, scope: &InstrumentationScope, out: &mut Vec<SpanData>) {
-    // Extension methods are `_OTHER`, as the conventions ask (and bounded).
-    let method = method_label(&f.method);
-    let name = match &f.route {
-        Some(r) => format!("{method} {r}"),
-        None => method.to_string(),
-    };
-    // Each attribute costs the exporter two allocations and its encoding: values the gateway
-    // already holds are shared (`Arc<str>`, static text), and sizes are left out when zero.
-    let mut attrs = Vec::with_capacity(18);
-    attrs.push(KeyValue::new("http.request.method", method));
-    if let Some(p) = &f.path {
-        attrs.push(KeyValue::new("url.path", p.path().to_string()));
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// `Span.flags`: sampled (W3C flags), and whether the parent is remote, said (bit 8) and
+/// its value (bit 9).
+fn span_flags(remote_parent: bool) -> u32 {
+    0x01 | 0x100 | if remote_parent { 0x200 } else { 0 }
+}
+
+/// A span's attributes, refilled in place: the `n`th attribute of the span before keeps its
+/// key's and text value's allocations for this one's `n`th.
+struct Attrs<'a> {
+    list: &'a mut Vec<KeyValue>,
+    n: usize,
+}
+
+impl<'a> Attrs<'a> {
+    fn new(list: &'a mut Vec<KeyValue>) -> Self {
+        Attrs { list, n: 0 }
     }
-    if let Some(r) = &f.route {
-        attrs.push(KeyValue::new("http.route", r.clone()));
+
+    fn slot(&mut self, key: &str) -> &mut Option<any_value::Value> {
+        if self.n == self.list.len() {
+            self.list.push(KeyValue::default());
+        }
+        let kv = &mut self.list[self.n];
+        self.n += 1;
+        kv.key.clear();
+        kv.key.push_str(key);
+        &mut kv.value.get_or_insert_with(AnyValue::default).value
     }
-    if f.status != 0 {
-        attrs.push(KeyValue::new(
-            "http.response.status_code",
-            i64::from(f.status),
-        ));
-    }
-    attrs.push(KeyValue::new("client.address", f.client_ip.to_string()));
-    if let Some(host) = f.host.as_ref().and_then(|h| h.to_str().ok()) {
-        let (name, port) = address(host);
-        attrs.push(KeyValue::new("server.address", name.to_string()));
-        if let Some(p) = port {
-            attrs.push(KeyValue::new("server.port", i64::from(p)));
+
+    fn str(&mut self, key: &str, v: &str) {
+        match self.slot(key) {
+            Some(any_value::Value::StringValue(s)) => {
+                s.clear();
+                s.push_str(v);
+            }
+            other => *other = Some(any_value::Value::StringValue(v.to_string())),
         }
     }
-    if let Some(ua) = f.user_agent.as_ref().and_then(|u| u.to_str().ok()) {
-        attrs.push(KeyValue::new("user_agent.original", ua.to_string()));
+
+    /// Text written by `fmt::Display`, straight into the value's buffer.
+    fn display(&mut self, key: &str, v: impl std::fmt::Display) {
+        use std::fmt::Write;
+        let slot = self.slot(key);
+        if !matches!(slot, Some(any_value::Value::StringValue(_))) {
+            *slot = Some(any_value::Value::StringValue(String::new()));
+        }
+        if let Some(any_value::Value::StringValue(s)) = slot {
+            s.clear();
+            let _ = write!(s, "{v}");
+        }
     }
-    attrs.push(KeyValue::new(
-        "network.protocol.version",
-        network_version(f.version),
-    ));
-    if f.bytes_in > 0 {
-        attrs.push(KeyValue::new("http.request.body.size", f.bytes_in as i64));
+
+    fn int(&mut self, key: &str, v: i64) {
+        *self.slot(key) = Some(any_value::Value::IntValue(v));
     }
-    if f.bytes_out > 0 {
-        attrs.push(KeyValue::new("http.response.body.size", f.bytes_out as i64));
+
+    fn bool(&mut self, key: &str, v: bool) {
+        *self.slot(key) = Some(any_value::Value::BoolValue(v));
     }
-    if let Ok(id) = f.request_id.to_str()
-        && f.path.is_some()
-        && !id.is_empty()
+}
+
+impl Drop for Attrs<'_> {
+    fn drop(&mut self) {
+        self.list.truncate(self.n);
+    }
+}
+
+fn set_bytes(to: &mut Vec<u8>, from: &[u8]) {
+    to.clear();
+    to.extend_from_slice(from);
+}
+
+fn set_status(span: &mut Span, error: Option<&str>) {
+    match error {
+        Some(e) => {
+            let s = span.status.get_or_insert_with(Status::default);
+            s.code = StatusCode::Error as i32;
+            s.message.clear();
+            s.message.push_str(e);
+        }
+        None => span.status = None,
+    }
+}
+
+/// The request's server span (HTTP semantic conventions, plus `portico.*` for what the
+/// conventions have no name for).
+fn fill_server(span: &mut Span, f: &Finished) {
+    // Extension methods are `_OTHER`, as the conventions ask (and bounded).
+    let method = method_label(&f.method);
+    set_bytes(&mut span.trace_id, &f.trace_id);
+    set_bytes(&mut span.span_id, &f.span_id);
+    match f.parent {
+        Some(p) => set_bytes(&mut span.parent_span_id, &p),
+        None => span.parent_span_id.clear(),
+    }
+    span.flags = span_flags(f.parent.is_some());
+    span.name.clear();
+    span.name.push_str(method);
+    if let Some(r) = &f.route {
+        span.name.push(' ');
+        span.name.push_str(r);
+    }
+    span.kind = SpanKind::Server as i32;
+    span.start_time_unix_nano = nanos(f.start);
+    span.end_time_unix_nano = nanos(f.end);
     {
-        attrs.push(KeyValue::new("portico.request_id", id.to_string()));
-    }
-    attrs.push(KeyValue::new("portico.listener", f.listener.clone()));
-    if let Some(u) = &f.upstream {
-        attrs.push(KeyValue::new("portico.upstream.target", u.clone()));
-    }
-    if let Some(c) = &f.consumer {
-        attrs.push(KeyValue::new("portico.consumer", c.clone()));
-    }
-    if let Some(e) = f.error {
-        // The access log's reason code: what refused or failed the request.
-        attrs.push(KeyValue::new("error.type", e));
-    }
-    if !f.complete {
-        attrs.push(KeyValue::new("portico.complete", false));
-    }
-    let status = if f.status >= 500 || f.status == 0 {
-        Status::error(f.error.unwrap_or("server error"))
-    } else {
-        Status::Unset
-    };
-    out.push(SpanData {
-        span_context: span_context(f.trace_id, f.span_id),
-        parent_span_id: f.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
-        parent_span_is_remote: f.parent.is_some(),
-        span_kind: SpanKind::Server,
-        name: Cow::Owned(name),
-        start_time: f.start,
-        end_time: f.end,
-        attributes: attrs,
-        dropped_attributes_count: 0,
-        events: events_of(&f),
-        links: SpanLinks::default(),
-        status,
-        instrumentation_scope: scope.clone(),
-    });
-    for c in f.children {
-        let (name, kind, attrs, status) = match c.kind {
-            ChildKind::Attempt {
-                upstream,
-                target,
-                authority,
-                method,
-                attempt,
-                status,
-                error,
-            } => {
-                let mut a = Vec::with_capacity(8);
-                let method = method_label(&method);
-                a.push(KeyValue::new("http.request.method", method));
-                let (host, port) = address(authority.as_str());
-                a.push(KeyValue::new("server.address", host.to_string()));
-                if let Some(p) = port {
-                    a.push(KeyValue::new("server.port", i64::from(p)));
-                }
-                a.push(KeyValue::new("portico.upstream", upstream));
-                a.push(KeyValue::new("portico.upstream.target", target));
-                if attempt > 1 {
-                    a.push(KeyValue::new(
-                        "http.request.resend_count",
-                        i64::from(attempt - 1),
-                    ));
-                }
-                if let Some(s) = status {
-                    a.push(KeyValue::new("http.response.status_code", i64::from(s)));
-                }
-                if let Some(e) = error {
-                    a.push(KeyValue::new("error.type", e));
-                }
-                let st = match (status, error) {
-                    (_, Some(e)) => Status::error(e),
-                    (Some(s), None) if s >= 500 => Status::error("upstream 5xx"),
-                    _ => Status::Unset,
-                };
-                (method, SpanKind::Client, a, st)
+        let mut a = Attrs::new(&mut span.attributes);
+        a.str("http.request.method", method);
+        if let Some(p) = &f.path {
+            a.str("url.path", p.path());
+        }
+        if let Some(r) = &f.route {
+            a.str("http.route", r);
+        }
+        if f.status != 0 {
+            a.int("http.response.status_code", i64::from(f.status));
+        }
+        a.display("client.address", f.client_ip);
+        if let Some(host) = f.host.as_ref().and_then(|h| h.to_str().ok()) {
+            let (name, port) = address(host);
+            a.str("server.address", name);
+            if let Some(p) = port {
+                a.int("server.port", i64::from(p));
             }
-            ChildKind::Policy { policy, refused } => {
-                let mut a = vec![KeyValue::new("portico.policy", policy)];
-                if let Some(r) = refused {
-                    a.push(KeyValue::new("error.type", r));
-                }
-                let name = match policy {
-                    "jwt" => "policy jwt",
-                    "introspection" => "policy introspection",
-                    _ => "policy rate_limit",
-                };
-                (name, SpanKind::Internal, a, Status::Unset)
-            }
-            ChildKind::Translate { kind, failed } => {
-                let mut a = vec![KeyValue::new("portico.translation", kind)];
-                let status = match failed {
-                    Some(code) => {
-                        a.push(KeyValue::new("error.type", code));
-                        Status::error(code)
-                    }
-                    None => Status::Unset,
-                };
-                let name = if kind == "soap" {
-                    "translate soap"
-                } else {
-                    "translate grpc_transcode"
-                };
-                (name, SpanKind::Internal, a, status)
-            }
-            ChildKind::Cache { result } => (
-                "cache lookup",
-                SpanKind::Internal,
-                vec![KeyValue::new("portico.cache.result", result)],
-                Status::Unset,
-            ),
-        };
-        out.push(SpanData {
-            span_context: span_context(f.trace_id, c.span_id),
-            parent_span_id: SpanId::from_bytes(f.span_id),
-            parent_span_is_remote: false,
-            span_kind: kind,
-            name: Cow::Borrowed(name),
-            start_time: c.start,
-            end_time: c.end,
-            attributes: attrs,
+        }
+        if let Some(ua) = f.user_agent.as_ref().and_then(|u| u.to_str().ok()) {
+            a.str("user_agent.original", ua);
+        }
+        a.str("network.protocol.version", network_version(f.version));
+        if f.bytes_in > 0 {
+            a.int("http.request.body.size", f.bytes_in as i64);
+        }
+        if f.bytes_out > 0 {
+            a.int("http.response.body.size", f.bytes_out as i64);
+        }
+        if let Ok(id) = f.request_id.to_str()
+            && f.path.is_some()
+            && !id.is_empty()
+        {
+            a.str("portico.request_id", id);
+        }
+        a.str("portico.listener", &f.listener);
+        if let Some(u) = &f.upstream {
+            a.str("portico.upstream.target", u);
+        }
+        if let Some(c) = &f.consumer {
+            a.str("portico.consumer", c);
+        }
+        if let Some(e) = f.error {
+            // The access log's reason code: what refused or failed the request.
+            a.str("error.type", e);
+        }
+        if !f.complete {
+            a.bool("portico.complete", false);
+        }
+    }
+    let failed = f.status >= 500 || f.status == 0;
+    set_status(span, failed.then(|| f.error.unwrap_or("server error")));
+    // A debug request's phases, as events (rare: built afresh).
+    span.events.clear();
+    for m in &f.events {
+        let mut attributes = Vec::with_capacity(2);
+        let mut a = Attrs::new(&mut attributes);
+        *a.slot("portico.duration_ms") = Some(any_value::Value::DoubleValue(
+            m.dur.as_micros() as f64 / 1000.0,
+        ));
+        if let Some(d) = &m.desc {
+            a.str("portico.detail", d);
+        }
+        drop(a);
+        span.events.push(Event {
+            time_unix_nano: nanos(f.start + m.at),
+            name: m.name.to_string(),
+            attributes,
             dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: scope.clone(),
         });
     }
+}
+
+/// A span recorded inside the request's server span.
+fn fill_child(span: &mut Span, f: &Finished, c: &Child) {
+    set_bytes(&mut span.trace_id, &f.trace_id);
+    set_bytes(&mut span.span_id, &c.span_id);
+    set_bytes(&mut span.parent_span_id, &f.span_id);
+    span.flags = span_flags(false);
+    span.start_time_unix_nano = nanos(c.start);
+    span.end_time_unix_nano = nanos(c.end);
+    span.events.clear();
+    let mut a = Attrs::new(&mut span.attributes);
+    let (name, kind, error): (&str, SpanKind, Option<&str>) = match &c.kind {
+        ChildKind::Attempt {
+            upstream,
+            target,
+            authority,
+            method,
+            attempt,
+            status,
+            error,
+        } => {
+            let method = method_label(method);
+            a.str("http.request.method", method);
+            let (host, port) = address(authority.as_str());
+            a.str("server.address", host);
+            if let Some(p) = port {
+                a.int("server.port", i64::from(p));
+            }
+            a.str("portico.upstream", upstream);
+            a.str("portico.upstream.target", target);
+            if *attempt > 1 {
+                a.int("http.request.resend_count", i64::from(attempt - 1));
+            }
+            if let Some(s) = status {
+                a.int("http.response.status_code", i64::from(*s));
+            }
+            if let Some(e) = error {
+                a.str("error.type", e);
+            }
+            let failed = match (status, error) {
+                (_, Some(e)) => Some(*e),
+                (Some(s), None) if *s >= 500 => Some("upstream 5xx"),
+                _ => None,
+            };
+            (method, SpanKind::Client, failed)
+        }
+        ChildKind::Policy { policy, refused } => {
+            a.str("portico.policy", policy);
+            if let Some(r) = refused {
+                a.str("error.type", r);
+            }
+            let name = match *policy {
+                "jwt" => "policy jwt",
+                "introspection" => "policy introspection",
+                _ => "policy rate_limit",
+            };
+            (name, SpanKind::Internal, None)
+        }
+        ChildKind::Translate { kind, failed } => {
+            a.str("portico.translation", kind);
+            if let Some(code) = failed {
+                a.str("error.type", code);
+            }
+            let name = if *kind == "soap" {
+                "translate soap"
+            } else {
+                "translate grpc_transcode"
+            };
+            (name, SpanKind::Internal, *failed)
+        }
+        ChildKind::Cache { result } => {
+            a.str("portico.cache.result", result);
+            ("cache lookup", SpanKind::Internal, None)
+        }
+    };
+    drop(a);
+    span.name.clear();
+    span.name.push_str(name);
+    span.kind = kind as i32;
+    set_status(span, error);
 }
 
 /// The method as the conventions name it: the standard ones, else `_OTHER`.
@@ -552,26 +790,6 @@ fn method_label(m: &Method) -> &'static str {
         "OTHER" => "_OTHER",
         known => known,
     }
-}
-
-/// A debug request's phases as the server span's events.
-fn events_of(f: &Finished) -> SpanEvents {
-    let mut events = SpanEvents::default();
-    events.events = f
-        .events
-        .iter()
-        .map(|m| {
-            let mut a = vec![KeyValue::new(
-                "portico.duration_ms",
-                m.dur.as_micros() as f64 / 1000.0,
-            )];
-            if let Some(d) = &m.desc {
-                a.push(KeyValue::new("portico.detail", d.clone()));
-            }
-            opentelemetry::trace::Event::new(m.name, f.start + m.at, a, 0)
-        })
-        .collect();
-    events
 }
 
 /// `server.address` and `server.port` of a `host[:port]` (`[v6]:port`), read by the http
@@ -595,7 +813,150 @@ fn address(h: &str) -> (&str, Option<u16>) {
 
 #[cfg(test)]
 mod tests {
-    use super::address;
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use prost::Message;
+
+    fn finished(route: Option<&str>, children: Vec<Child>) -> Finished {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        Finished {
+            trace_id: [7; 16],
+            span_id: [8; 8],
+            parent: Some([9; 8]),
+            start: t,
+            end: t + Duration::from_millis(3),
+            children,
+            user_agent: Some(HeaderValue::from_static("curl/8")),
+            method: Method::GET,
+            route: route.map(Arc::from),
+            status: 502,
+            client_ip: "::1".parse().unwrap(),
+            host: Some(HeaderValue::from_static("api.example:8443")),
+            path: Some("/a/b?q=1".parse().unwrap()),
+            version: http::Version::HTTP_11,
+            request_id: HeaderValue::from_static("rid-1"),
+            listener: Arc::from("main"),
+            upstream: Some(Arc::from("10.0.0.1:80")),
+            consumer: None,
+            error: Some("upstream_error"),
+            complete: true,
+            bytes_in: 0,
+            bytes_out: 12,
+            events: Vec::new(),
+        }
+    }
+
+    /// The batch framed by hand is the request prost would encode from the same spans, and
+    /// reusing the span messages leaves nothing of one span in the next.
+    #[test]
+    fn a_batch_is_the_request_prost_encodes() {
+        let export = TraceExport {
+            protocol: OtlpProtocol::HttpProtobuf,
+            endpoint: "http://127.0.0.1:1/v1/traces".into(),
+            headers: Vec::new(),
+            timeout: Duration::from_secs(1),
+            tls: None,
+            service_name: "gw".into(),
+            resource: vec![("deployment.environment".into(), "test".into())],
+            max_queue: 8,
+            max_batch: 8,
+            interval: Duration::from_secs(1),
+        };
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let attempt = |n: u32, error: Option<&'static str>| Child {
+            span_id: [n as u8; 8],
+            kind: ChildKind::Attempt {
+                upstream: Arc::from("u"),
+                target: Arc::from("10.0.0.1:80"),
+                authority: "10.0.0.1:80".parse().unwrap(),
+                method: Method::GET,
+                attempt: n,
+                status: if error.is_some() { None } else { Some(502) },
+                error,
+            },
+            start: t,
+            end: t + Duration::from_millis(1),
+        };
+        let cache = Child {
+            span_id: [5; 8],
+            kind: ChildKind::Cache { result: "miss" },
+            start: t,
+            end: t,
+        };
+        let mut batch = Batch::new(&export);
+        let requests = [
+            finished(
+                Some("orders"),
+                vec![attempt(1, Some("upstream_timeout")), attempt(2, None)],
+            ),
+            finished(None, vec![cache]),
+        ];
+        // What prost makes of the same spans, built one by one without reuse.
+        let mut want = Vec::new();
+        for f in &requests {
+            let mut s = Span::default();
+            fill_server(&mut s, f);
+            want.push(s);
+            for c in &f.children {
+                let mut s = Span::default();
+                fill_child(&mut s, f, c);
+                want.push(s);
+            }
+        }
+        for f in requests {
+            batch.add(f);
+        }
+        assert_eq!(batch.spans, 5);
+        let body = batch.take();
+        assert_eq!(batch.spans, 0);
+        let got = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        let expected = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(resource_of(&export)),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "portico".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    spans: want,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        assert_eq!(got, expected);
+        assert_eq!(body, expected.encode_to_vec());
+        // Spot checks of what the spans say.
+        let spans = &got.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans[0].name, "GET orders");
+        assert_eq!(spans[0].kind, SpanKind::Server as i32);
+        assert_eq!(spans[0].parent_span_id, vec![9; 8]);
+        assert_eq!(
+            spans[0].status.as_ref().unwrap().code,
+            StatusCode::Error as i32
+        );
+        assert_eq!(spans[1].kind, SpanKind::Client as i32);
+        assert_eq!(
+            spans[1].status.as_ref().unwrap().message,
+            "upstream_timeout"
+        );
+        let resend = |s: &Span| {
+            s.attributes
+                .iter()
+                .any(|a| a.key == "http.request.resend_count")
+        };
+        assert!(!resend(&spans[1]) && resend(&spans[2]));
+        // The second request has no route: its name and attributes hold nothing of the first's.
+        assert_eq!(spans[3].name, "GET");
+        assert!(spans[3].attributes.iter().all(|a| a.key != "http.route"));
+        assert_eq!(spans[4].name, "cache lookup");
+        assert_eq!(spans[4].attributes.len(), 1);
+        assert!(spans[4].status.is_none());
+        // An empty batch after a flush starts afresh.
+        assert_eq!(batch.encoded.len(), 0);
+    }
 
     #[test]
     fn hosts_split_into_address_and_port() {

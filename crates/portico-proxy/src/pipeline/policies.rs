@@ -116,8 +116,7 @@ pub(crate) async fn request_policies(
                         Err((wait, i)) => crate::policy::ratelimit::Decision::Limited(wait, i),
                     },
                     Some(shared) => {
-                        let start =
-                            crate::observe::trace::child_start(ctx.rec.trace.as_mut());
+                        let start = crate::observe::trace::child_start(ctx.rec.trace.as_mut());
                         let d = Box::pin(limiters.check_shared(
                             shared,
                             &route.name,

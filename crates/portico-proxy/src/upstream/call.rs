@@ -117,7 +117,8 @@ pub(crate) fn call_upstream<'a>(
                         ));
                         // A retry's request may hold the one an HTTP/2 attempt put in.
                         if std::mem::take(&mut t.client_traceparent) || attempt > 1 {
-                            req.headers_mut().remove(&crate::observe::trace::TRACEPARENT);
+                            req.headers_mut()
+                                .remove(&crate::observe::trace::TRACEPARENT);
                         }
                     }
                     crate::observe::trace::inject_b3(
@@ -139,7 +140,9 @@ pub(crate) fn call_upstream<'a>(
                 .then(Instant::now);
             let result = within(
                 &mut timer,
-                crate::base::future::box_in_place(|| pool.send(target, &mut *req, traceparent.as_ref())),
+                crate::base::future::box_in_place(|| {
+                    pool.send(target, &mut *req, traceparent.as_ref())
+                }),
             )
             .await;
             // What the attempt ended with, for its span and the phase record: the status it
