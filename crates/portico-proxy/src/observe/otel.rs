@@ -725,9 +725,14 @@ fn fill_child(span: &mut Span, f: &Finished, c: &Child) {
         } => {
             let method = method_label(method);
             a.str("http.request.method", method);
-            let (host, port) = address(authority.as_str());
+            // Already parsed: its host without an IPv6 literal's brackets.
+            let host = authority.host();
+            let host = host
+                .strip_prefix('[')
+                .and_then(|v| v.strip_suffix(']'))
+                .unwrap_or(host);
             a.str("server.address", host);
-            if let Some(p) = port {
+            if let Some(p) = authority.port_u16() {
                 a.int("server.port", i64::from(p));
             }
             a.str("portico.upstream", upstream);
