@@ -315,6 +315,22 @@ async fn answer(
                 serde_json::to_vec_pretty(&consumers(&rt.config)).unwrap_or_default(),
             )
         }
+        (&Method::GET, "/caches") => {
+            let rt = inner.shared.runtime.load_full();
+            reply(
+                StatusCode::OK,
+                JSON,
+                serde_json::to_vec_pretty(&caches(&rt)).unwrap_or_default(),
+            )
+        }
+        (&Method::GET, "/rate-limits") => {
+            let rt = inner.shared.runtime.load_full();
+            reply(
+                StatusCode::OK,
+                JSON,
+                serde_json::to_vec_pretty(&rate_limits(&rt)).unwrap_or_default(),
+            )
+        }
         (&Method::POST, "/reload") => {
             match Gateway::from_inner(inner.clone())
                 .reload_file_from("admin")
@@ -359,7 +375,7 @@ async fn answer(
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" | "/reload" | "/cache"
-            | "/explain" | "/cluster" | "/stats" | "/consumers",
+            | "/explain" | "/cluster" | "/stats" | "/consumers" | "/caches" | "/rate-limits",
         ) => problem(
             StatusCode::METHOD_NOT_ALLOWED,
             "Method Not Allowed",
@@ -858,6 +874,129 @@ async fn config_versions(
 /// `GET /consumers`: each consumer's name, groups and metadata (from the redacted config) and
 /// which kinds of credential it has and how many (counted in the config's tree: only the
 /// number of entries is read, never a secret or a digest).
+/// Every policy of the config with where it applies: `None` for the global chain (every
+/// route), else the route's name.
+fn placed_policies(
+    cfg: &portico_config::Config,
+) -> impl Iterator<Item = (Option<&str>, &portico_config::Policy)> {
+    cfg.global_policies.iter().map(|p| (None, p)).chain(
+        cfg.routes
+            .iter()
+            .flat_map(|r| r.policies.iter().map(move |p| (Some(&*r.name), p))),
+    )
+}
+
+/// `GET /caches`: each response store (policies with equal settings share one), the routes
+/// that use it, and its counts.
+fn caches(rt: &crate::runtime::Runtime) -> serde_json::Value {
+    let mut out: Vec<(
+        std::sync::Arc<crate::policy::cache::ResponseCache>,
+        serde_json::Value,
+    )> = Vec::new();
+    for (route, p) in placed_policies(&rt.config) {
+        let portico_config::Policy::Cache(c) = p else {
+            continue;
+        };
+        let store = rt.policies.cache(c.slot);
+        let at = route.map_or_else(|| serde_json::json!("*"), |r| serde_json::json!(r));
+        if let Some((_, v)) = out
+            .iter_mut()
+            .find(|(s, _)| std::sync::Arc::ptr_eq(s, store))
+        {
+            if let Some(routes) = v["routes"].as_array_mut()
+                && !routes.contains(&at)
+            {
+                routes.push(at);
+            }
+            continue;
+        }
+        let mut v = store.stats();
+        v["routes"] = serde_json::json!([at]);
+        v["max_entries"] = serde_json::json!(c.max_entries);
+        out.push((store.clone(), v));
+    }
+    serde_json::json!({ "caches": out.into_iter().map(|(_, v)| v).collect::<Vec<_>>() })
+}
+
+/// How a limit key is written in the config.
+fn limit_key_name(k: &portico_config::LimitKey) -> String {
+    use portico_config::LimitKey;
+    match k {
+        LimitKey::ClientIp => "client_ip".into(),
+        LimitKey::Route => "route".into(),
+        LimitKey::Consumer => "consumer".into(),
+        LimitKey::Header(h) => format!("header:{h}"),
+        LimitKey::Claim(c) => format!("claim:{c}"),
+        LimitKey::Composite(parts) => parts
+            .iter()
+            .map(limit_key_name)
+            .collect::<Vec<_>>()
+            .join("+"),
+    }
+}
+
+/// A refused key as the API shows it. Addresses, routes and consumer names are shown; a key
+/// made from a header or a claim may be a credential (an API key, a token's subject), so it
+/// is shown as the start of its SHA-256 digest: enough to tell keys apart and to find one
+/// whose value is known, never the value.
+fn shown_key(kind: &portico_config::LimitKey, key: &str) -> String {
+    use portico_config::LimitKey;
+    match kind {
+        LimitKey::ClientIp | LimitKey::Route | LimitKey::Consumer => key.to_string(),
+        _ => {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(key.as_bytes());
+            let mut hex = [0u8; 16];
+            crate::observe::trace::write_hex(&d[..8], &mut hex);
+            format!("sha256:{}", String::from_utf8_lossy(&hex))
+        }
+    }
+}
+
+/// `GET /rate-limits`: each `rate_limit` policy, its limits, where its counters live, and
+/// the keys it refused most since its counters were made.
+fn rate_limits(rt: &crate::runtime::Runtime) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = placed_policies(&rt.config)
+        .filter_map(|(route, p)| match p {
+            portico_config::Policy::RateLimit(rl) => Some((route, rl)),
+            _ => None,
+        })
+        .map(|(route, rl)| {
+            let l = rt.policies.rate_limit(rl.slot);
+            let limits: Vec<serde_json::Value> = l
+                .limits()
+                .map(|x| {
+                    serde_json::json!({
+                        "requests": x.requests,
+                        "per_seconds": x.per.as_secs_f64(),
+                        "burst": x.burst,
+                        "algorithm": if x.sliding { "sliding_window" } else { "token_bucket" },
+                    })
+                })
+                .collect();
+            let top: Vec<serde_json::Value> = l
+                .refusals
+                .top()
+                .iter()
+                .map(|(k, n)| serde_json::json!({ "key": shown_key(&rl.key, k), "refused": n }))
+                .collect();
+            serde_json::json!({
+                "route": route.unwrap_or("*"),
+                "key": limit_key_name(&rl.key),
+                "limits": limits,
+                "store": match rl.store {
+                    portico_config::LimitStore::Local => "local",
+                    portico_config::LimitStore::Redis { .. } => "redis",
+                },
+                "local_keys": l.keys(),
+                "refused": l.refusals.total.load(std::sync::atomic::Ordering::Relaxed),
+                "top_refused": top,
+            })
+        })
+        .collect();
+    serde_json::json!({ "rate_limits": list })
+}
+
 fn consumers(cfg: &portico_config::Config) -> serde_json::Value {
     use portico_config::tree::NodeKind;
     let redacted = cfg.redacted();

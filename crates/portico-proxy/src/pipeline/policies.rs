@@ -156,6 +156,7 @@ pub(crate) async fn request_policies(
                         }
                     }
                     crate::policy::ratelimit::Decision::Limited(wait, i) => {
+                        limiters.refusals.record(key);
                         // The limit's name as in the RateLimit headers.
                         metrics::counter!("portico_rate_limited_total", "route" => route.name.to_string(), "limit" => crate::policy::ratelimit::limit_name(first + i))
                             .increment(1);

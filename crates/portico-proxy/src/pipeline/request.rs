@@ -228,6 +228,12 @@ pub(crate) fn process<'c>(
                     }
                     crate::policy::cache::Lookup::Miss => (None, "miss"),
                 };
+                let counter = match result {
+                    "hit" => &store.hits,
+                    "stale" => &store.stale,
+                    _ => &store.misses,
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let (Some(start), Some(t)) = (start, ctx.rec.trace.as_mut()) {
                     t.child(crate::observe::trace::ChildKind::Cache { result }, start);
                 }

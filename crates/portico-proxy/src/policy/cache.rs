@@ -47,6 +47,13 @@ pub struct ResponseCache {
     clock: Arc<Clock>,
     max_object_bytes: u64,
     pub fingerprint: u64,
+    /// Look-ups answered fresh, found stale (revalidated), and missed; answers stored.
+    /// Counted for the admin API's `GET /caches` (relaxed, and kept across reloads with
+    /// the store).
+    pub hits: std::sync::atomic::AtomicU64,
+    pub stale: std::sync::atomic::AtomicU64,
+    pub misses: std::sync::atomic::AtomicU64,
+    pub stored: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -141,7 +148,32 @@ impl ResponseCache {
                 .build(),
             max_object_bytes: p.max_object_bytes,
             fingerprint: p.fingerprint,
+            hits: Default::default(),
+            stale: Default::default(),
+            misses: Default::default(),
+            stored: Default::default(),
         }
+    }
+
+    /// What the admin API reports of the store.
+    pub fn stats(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (hits, stale, misses) = (
+            self.hits.load(Relaxed),
+            self.stale.load(Relaxed),
+            self.misses.load(Relaxed),
+        );
+        let looked = hits + stale + misses;
+        serde_json::json!({
+            // moka counts lazily: close to, not exactly, the entries held.
+            "entries": self.entries.entry_count(),
+            "max_object_bytes": self.max_object_bytes,
+            "hits": hits,
+            "stale": stale,
+            "misses": misses,
+            "stored": self.stored.load(Relaxed),
+            "hit_ratio": if looked == 0 { serde_json::Value::Null } else { serde_json::json!(hits as f64 / looked as f64) },
+        })
     }
 
     /// A fresh stored answer for this request, if there is one (304 when the client's
@@ -226,6 +258,8 @@ impl ResponseCache {
 
     /// Keeps `entry` as the answer for `head`'s variant of `key`.
     fn insert(&self, key: String, head: &http::request::Parts, entry: Arc<Entry>) {
+        self.stored
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let now = self.clock.now();
         self.entries.entry(key).and_upsert_with(|old| {
             let mut list: Vec<Arc<Entry>> = old

@@ -52,6 +52,9 @@ enum State {
 pub struct Limiters {
     pub fingerprint: u64,
     limits: Vec<(Limit, State)>,
+    /// Requests refused (by any of its limits), and the keys refused most (for the admin
+    /// API's `GET /rate-limits`). Kept across reloads with the counters.
+    pub refusals: Refusals,
     /// Shared counters, when the policy has `store: redis`; the local ones then serve only
     /// while Redis is unreachable (fail-open).
     pub shared: Option<Shared>,
@@ -74,6 +77,45 @@ struct Lease {
     /// What Redis said remained per limit when the lease was taken.
     remaining: Vec<u32>,
     expires: std::time::Instant,
+}
+
+/// Refused requests of one policy: a count, and the keys refused most, kept by the
+/// Space-Saving algorithm (Metwally et al.) in [`TOP_KEYS`] places: a new key takes the
+/// place of the least counted one and starts from its count, so a key refused more than
+/// `total / TOP_KEYS` times is always listed, and a count is at most that much too high.
+/// Only refusals pay for it, and under contention the list skips an update rather than
+/// wait (the count stays exact).
+#[derive(Default)]
+pub struct Refusals {
+    pub total: std::sync::atomic::AtomicU64,
+    top: std::sync::Mutex<Vec<(Box<str>, u64)>>,
+}
+
+/// Keys listed per policy.
+pub const TOP_KEYS: usize = 16;
+
+impl Refusals {
+    pub fn record(&self, key: &str) {
+        self.total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Ok(mut top) = self.top.try_lock() else {
+            return;
+        };
+        if let Some(e) = top.iter_mut().find(|(k, _)| &**k == key) {
+            e.1 += 1;
+        } else if top.len() < TOP_KEYS {
+            top.push((key.into(), 1));
+        } else if let Some(least) = top.iter_mut().min_by_key(|(_, n)| *n) {
+            *least = (key.into(), least.1 + 1);
+        }
+    }
+
+    /// The keys refused most, most first.
+    pub fn top(&self) -> Vec<(Box<str>, u64)> {
+        let mut top = self.top.lock().map(|t| t.clone()).unwrap_or_default();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top
+    }
 }
 
 /// How long leased units may be spent: past it they are dropped (the fleet under-admits by them,
@@ -260,6 +302,7 @@ impl Limiters {
         let limiters = Arc::new(Limiters {
             fingerprint: p.fingerprint,
             limits,
+            refusals: Refusals::default(),
             shared,
         });
         // Forget keys whose buckets are full again, so memory follows the active clients.
@@ -287,6 +330,11 @@ impl Limiters {
                 State::Window(w) => w.sweep(),
             }
         }
+    }
+
+    /// The limits, as configured.
+    pub fn limits(&self) -> impl Iterator<Item = &Limit> {
+        self.limits.iter().map(|(l, _)| l)
     }
 
     /// Keys with state, summed over the limits.

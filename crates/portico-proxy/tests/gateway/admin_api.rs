@@ -100,7 +100,7 @@ async fn every_admin_endpoint_answers_as_its_openapi_document_says() {
     let gw = gateway_from_file(
         &dir,
         &config(&format!(
-            "consumers:\n  - name: billing\n    groups: [internal]\n    api_keys: [\"{}\", \"{}\"]\n    metadata: {{ team: payments }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: main\n    upstream: u\n    policies:\n      - {{ type: cache }}\n",
+            "consumers:\n  - name: billing\n    groups: [internal]\n    api_keys: [\"{}\", \"{}\"]\n    metadata: {{ team: payments }}\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: quota\n    match: {{ path: {{ prefix: /quota }} }}\n    upstream: u\n    policies:\n      - type: rate_limit\n        key: {{ header: x-api-key }}\n        limits: [{{ requests: 1, per: 1h }}]\n  - name: main\n    upstream: u\n    policies:\n      - {{ type: cache }}\n      - {{ type: rate_limit, key: client_ip, limits: [{{ requests: 1000, per: 1h }}] }}\n",
             portico_auth::apikey::digest_string("key-one"),
             portico_auth::apikey::digest_string("key-two"),
             up.url()
@@ -143,6 +143,59 @@ async fn every_admin_endpoint_answers_as_its_openapi_document_says() {
         json!({"name": "billing", "groups": ["internal"], "metadata": {"team": "payments"}, "credentials": {"api_keys": 2}})
     );
     assert!(!c.to_string().contains("sha256"), "no digest is shown: {c}");
+    // Traffic for the stores and the limits to count: two look-ups of one URL, and a key
+    // refused three times after its one request.
+    let c = portico_testkit::client(false, &[]);
+    for _ in 0..2 {
+        let r = portico_testkit::send(
+            &c,
+            crate::req("GET", &gw.url("/c"))
+                .body(crate::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    for want in [200, 429, 429, 429] {
+        let r = portico_testkit::send(
+            &c,
+            crate::req("GET", &gw.url("/quota"))
+                .header("x-api-key", "secret-key-value")
+                .body(crate::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, want);
+    }
+    let caches = check(&gw, &doc, "GET", "/caches", "/caches", None, 200).await;
+    let store = &caches["caches"][0];
+    assert_eq!(store["routes"], json!(["main"]));
+    assert_eq!(
+        store["hits"].as_u64().unwrap()
+            + store["stale"].as_u64().unwrap()
+            + store["misses"].as_u64().unwrap(),
+        2,
+        "{store}"
+    );
+    let limits = check(&gw, &doc, "GET", "/rate-limits", "/rate-limits", None, 200).await;
+    let quota = &limits["rate_limits"][0];
+    assert_eq!(quota["route"], "quota");
+    assert_eq!(quota["key"], "header:x-api-key");
+    assert_eq!(quota["limits"][0]["requests"], 1);
+    assert_eq!(quota["refused"], 3);
+    let top = &quota["top_refused"][0];
+    assert_eq!(top["refused"], 3);
+    assert!(top["key"].as_str().unwrap().starts_with("sha256:"), "{top}");
+    assert!(
+        !limits.to_string().contains("secret-key-value"),
+        "a header key is never shown"
+    );
+    let main = &limits["rate_limits"][1];
+    assert_eq!(
+        (main["route"].as_str(), main["key"].as_str()),
+        (Some("main"), Some("client_ip"))
+    );
+    assert_eq!(main["refused"], 0);
     let targets = format!(
         "{{\"targets\": [\"{}\", {{\"url\": \"{}\", \"weight\": 2}}]}}",
         up.url(),
@@ -328,7 +381,7 @@ async fn every_admin_endpoint_answers_as_its_openapi_document_says() {
     for _ in 0..20 {
         assert_eq!(get(&gw.url("/")).await.status, 200);
     }
-    // Unrouted: the only route has no match rules, so a bad path is the way to a 4xx.
+    // Unrouted: `main` has no match rules, so a bad path is the way to a 4xx.
     for _ in 0..3 {
         assert_eq!(get(&gw.url("/a%2Fb")).await.status, 400);
     }
@@ -337,14 +390,16 @@ async fn every_admin_endpoint_answers_as_its_openapi_document_says() {
     let stats = loop {
         gw.gw.sample_live();
         let s = check(&gw, &doc, "GET", "/stats", "/stats?window=60s", None, 200).await;
-        if s["total"]["requests"] == 23 || std::time::Instant::now() > deadline {
+        if s["total"]["requests"] == 29 || std::time::Instant::now() > deadline {
             break s;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    assert_eq!(stats["total"]["requests"], 23, "{stats}");
-    assert_eq!(stats["total"]["client_errors"], 3);
-    assert_eq!(stats["routes"]["main"]["requests"], 20);
+    // With the six requests above for the caches and the limits (three of them refused).
+    assert_eq!(stats["total"]["requests"], 29, "{stats}");
+    assert_eq!(stats["total"]["client_errors"], 6);
+    assert_eq!(stats["routes"]["main"]["requests"], 22);
+    assert_eq!(stats["routes"]["quota"]["client_errors"], 3);
     assert_eq!(stats["routes"]["main"]["server_errors"], 0);
     assert!(stats["routes"]["main"]["p99_ms"].as_f64().unwrap() > 0.0);
     let per_second: u64 = stats["series"]["requests"]
@@ -353,7 +408,7 @@ async fn every_admin_endpoint_answers_as_its_openapi_document_says() {
         .iter()
         .map(|n| n.as_u64().unwrap())
         .sum();
-    assert_eq!(per_second, 23);
+    assert_eq!(per_second, 29);
     // The same requests are in /metrics (which counts every gateway of this process).
     let metrics = get(&gw.admin_url("/metrics")).await.text();
     let counted: f64 = metrics
