@@ -315,6 +315,7 @@ async fn answer(
                 serde_json::to_vec_pretty(&consumers(&rt.config)).unwrap_or_default(),
             )
         }
+        (&Method::PUT, "/config") => put_config(&inner, req).await,
         (&Method::GET, "/caches") => {
             let rt = inner.shared.runtime.load_full();
             reply(
@@ -396,8 +397,15 @@ async fn answer(
 
 /// A write's body, at most 64 KiB (a larger one is refused with 413).
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
+    read_body_up_to(req, 64 * 1024).await
+}
+
+async fn read_body_up_to(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<Bytes, Response<Full<Bytes>>> {
     use http_body_util::BodyExt;
-    match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+    match http_body_util::Limited::new(req.into_body(), limit)
         .collect()
         .await
     {
@@ -405,7 +413,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>
         Err(_) => Err(problem(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Body too large",
-            "send at most 64 KiB".into(),
+            format!("send at most {} KiB", limit / 1024),
         )),
     }
 }
@@ -716,6 +724,109 @@ fn problem(status: StatusCode, title: &str, detail: String) -> Response<Full<Byt
     )
 }
 
+/// The answer to a config write (`PUT /config`, `POST /config/rollback`).
+fn written(
+    r: Result<crate::gateway::Written, crate::gateway::ConfigWriteError>,
+) -> Response<Full<Bytes>> {
+    use crate::gateway::{ConfigWriteError as E, Written};
+    const JSON: &str = "application/json";
+    match r {
+        Ok(Written::Pushed { version, applied }) => reply(
+            StatusCode::OK,
+            JSON,
+            serde_json::json!({
+                "result": "pushed",
+                "store_version": version,
+                "applied_here": applied.is_ok(),
+                "error": applied.err().map(|e| e.to_string()),
+            })
+            .to_string(),
+        ),
+        Ok(Written::File { path, applied }) => reply(
+            StatusCode::OK,
+            JSON,
+            serde_json::json!({
+                "result": "written",
+                "file": path,
+                "applied_here": applied.is_ok(),
+                "error": applied.err().map(|e| e.to_string()),
+            })
+            .to_string(),
+        ),
+        Err(E::Unknown(g)) => problem(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            format!(
+                "generation {g} is not among the configs this node remembers (see /config/versions)"
+            ),
+        ),
+        Err(e @ (E::Push(crate::runtime::config_store::PushError::Store(_)) | E::Interrupted)) => {
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                e.to_string(),
+            )
+        }
+        Err(e @ E::DoesNotLoad(_)) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Unprocessable Content",
+            e.to_string(),
+        ),
+        Err(e @ E::Stale { .. }) => problem(
+            StatusCode::PRECONDITION_FAILED,
+            "Precondition Failed",
+            e.to_string(),
+        ),
+        Err(e @ E::File { .. }) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            e.to_string(),
+        ),
+        Err(e) => problem(StatusCode::CONFLICT, "Conflict", e.to_string()),
+    }
+}
+
+/// The largest config `PUT /config` takes.
+const MAX_CONFIG_BODY: usize = 4 << 20;
+
+/// `PUT /config`: the body (YAML, UTF-8) becomes the config where this node's comes from
+/// (see `Gateway::write_config`). `If-Match` (the running config's `hash`, from `GET
+/// /config`) makes it conditional; `?note=` is kept with it.
+async fn put_config(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let expect = req
+        .headers()
+        .get(http::header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_owned()
+        });
+    let note = portico_config::query::get(req.uri().query(), "note").map(|n| n.into_owned());
+    let body = match read_body_up_to(req, MAX_CONFIG_BODY).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    let Ok(text) = String::from_utf8(body.to_vec()) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "the body must be the config as UTF-8 YAML text".into(),
+        );
+    };
+    let gw = Gateway::from_inner(inner.clone());
+    written(
+        gw.write_config(
+            text,
+            &format!("node {}", inner.node_id),
+            note,
+            expect.as_deref(),
+        )
+        .await,
+    )
+}
+
 /// `/config/versions` (the configs this node applied, newest first), `/config/versions/G`
 /// (one, redacted), `/config/diff?from=G&to=G` (what changed between two; `to` defaults to the
 /// current one) and `POST /config/rollback` with `{"generation": G}` (store-backed nodes).
@@ -810,34 +921,10 @@ async fn config_versions(
                 );
             };
             let gw = Gateway::from_inner(inner.clone());
-            match gw.rollback_to(g, &format!("node {}", inner.node_id)).await {
-                Ok((version, applied)) => reply(
-                    StatusCode::OK,
-                    JSON,
-                    serde_json::json!({
-                        "result": "pushed",
-                        "store_version": version,
-                        "applied_here": applied.is_ok(),
-                        "error": applied.err().map(|e| e.to_string()),
-                    })
-                    .to_string(),
-                ),
-                Err(crate::gateway::RollbackError::Unknown(g)) => not_found(g),
-                Err(
-                    e @ crate::gateway::RollbackError::Push(
-                        crate::runtime::config_store::PushError::Store(_),
-                    ),
-                )
-                | Err(e @ crate::gateway::RollbackError::Interrupted) => {
-                    problem(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", e.to_string())
-                }
-                Err(e @ crate::gateway::RollbackError::DoesNotLoad(_)) => problem(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Unprocessable Content",
-                    e.to_string(),
-                ),
-                Err(e) => problem(StatusCode::CONFLICT, "Conflict", e.to_string()),
-            }
+            written(
+                gw.rollback_to(g, &format!("node {}", inner.node_id))
+                    .await,
+            )
         }
         (&Method::GET, v) if v.starts_with("versions/") => {
             let g = match generation(v.strip_prefix("versions/")) {

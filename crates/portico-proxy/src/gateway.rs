@@ -65,6 +65,8 @@ pub struct Inner {
     /// Targets set through the admin API; changed only under the `listeners` lock.
     pub(crate) target_overrides: Mutex<crate::runtime::TargetOverrides>,
     config_path: Option<PathBuf>,
+    /// Whether the admin API may write the config file (`--admin-writes-file`).
+    admin_writes_file: AtomicBool,
     /// The config store this node follows, when it runs from one (`--config redis://…`).
     pub(crate) store: std::sync::OnceLock<Arc<StoreSource>>,
     admin: std::sync::OnceLock<SocketAddr>,
@@ -132,6 +134,7 @@ impl Gateway {
             last_reload_error: Mutex::new(None),
             target_overrides: Mutex::new(Default::default()),
             config_path,
+            admin_writes_file: AtomicBool::new(false),
             store: std::sync::OnceLock::new(),
             history: Mutex::new(std::collections::VecDeque::new()),
             admin: std::sync::OnceLock::new(),
@@ -919,77 +922,191 @@ impl Inner {
 
 /// Why a rollback through the admin API was not made.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RollbackError {
+pub(crate) enum ConfigWriteError {
     #[error("generation {0} is not among the configs this node remembers (GET /config/versions)")]
     Unknown(u64),
     #[error(
-        "this node runs from the file `{0}`: a rollback here would leave the file saying otherwise; restore the file (from version control) and reload"
+        "this node runs from the file `{0}` and the admin API may not write it: change the file (from version control) and reload, or start the node with --admin-writes-file"
     )]
     RunsFromFile(String),
     #[error(
-        "this node runs from a config given by its embedder; apply the earlier config through the same API"
+        "this node runs from a config given by its embedder; apply the config through the same API"
     )]
     NoSource,
-    #[error("that config no longer loads here, so it was not pushed:\n{0}")]
+    #[error("the config does not load here, so it was not written:\n{0}")]
     DoesNotLoad(portico_config::Diagnostics),
-    #[error("loading that config was interrupted; nothing was pushed")]
+    #[error("loading the config was interrupted; nothing was written")]
     Interrupted,
+    #[error(
+        "the running config is {running}, not the one the write was based on (If-Match); read GET /config again"
+    )]
+    Stale { running: String },
+    #[error("writing `{path}`: {error}; the file and the running config are unchanged")]
+    File { path: String, error: std::io::Error },
     #[error(transparent)]
     Push(#[from] crate::runtime::config_store::PushError),
 }
 
+/// Where an admin write went, and whether this node applied it.
+pub(crate) enum Written {
+    /// Stored as the config store's next version (every node follows).
+    Pushed {
+        version: u64,
+        applied: Result<Vec<String>, GatewayError>,
+    },
+    /// Written to the node's config file, then applied.
+    File {
+        path: String,
+        applied: Result<Vec<String>, GatewayError>,
+    },
+}
+
 impl Gateway {
-    /// Stores the config of `generation` again as the config store's next version, then
-    /// applies it here at once (the other nodes follow the push). Only a node that runs from
-    /// a store can: a file or an embedder's config would then say otherwise than what runs.
+    /// Lets the admin API (`PUT /config`, `POST /config/rollback`) write the config file this
+    /// node runs from (`portico run --admin-writes-file`): written whole and atomically, then
+    /// applied, so the file and the running config stay the same. Without it, a node that
+    /// runs from a file refuses config writes: it would run what the file does not say.
+    pub fn allow_admin_file_writes(&self) {
+        self.inner.admin_writes_file.store(true, Ordering::Release);
+    }
+
+    /// Writes the config of `generation` again as this node's config (see
+    /// [`Gateway::write_config`]).
     pub(crate) async fn rollback_to(
         &self,
         generation: u64,
         who: &str,
-    ) -> Result<(u64, Result<Vec<String>, GatewayError>), RollbackError> {
+    ) -> Result<Written, ConfigWriteError> {
         let old = self
             .inner
             .versions()
             .into_iter()
             .find(|v| v.generation == generation)
-            .ok_or(RollbackError::Unknown(generation))?;
-        let Some(source) = self.inner.store.get().cloned() else {
-            return Err(match &self.inner.config_path {
-                Some(p) => RollbackError::RunsFromFile(p.display().to_string()),
-                None => RollbackError::NoSource,
-            });
-        };
-        // Loaded again before it is stored: a config valid then may not be now (a file it
-        // names is gone, a variable it reads is unset), and every node would refuse it.
-        let (name, text, base) = (
-            old.source.clone(),
-            old.text.clone(),
-            source.base_dir.clone(),
-        );
-        let loaded = tokio::task::spawn_blocking(move || {
-            portico_config::load_str(&name, &text, &base, &|k| std::env::var(k).ok())
-        })
-        .await;
-        match loaded {
-            Ok(Ok(_)) => {}
-            Ok(Err(d)) => return Err(RollbackError::DoesNotLoad(d)),
-            Err(_) => return Err(RollbackError::Interrupted),
-        }
-        let current = source
-            .store
-            .version()
-            .await
-            .map_err(crate::runtime::config_store::PushError::Store)?;
+            .ok_or(ConfigWriteError::Unknown(generation))?;
         let note = match old.store_version {
             Some(v) => format!("rollback to version {v} (generation {generation} on {who})"),
             None => format!("rollback to generation {generation} on {who}"),
         };
-        let doc = stored_config(old.text.to_string(), who.to_owned(), Some(note));
-        // `keep: 0`: nothing is pruned here; the next `portico push` prunes to its `--keep`.
-        let version = source.store.push(&doc, Some(current), 0).await?;
-        let applied = self.check_store(&source, "store_admin", true).await;
-        Ok((version, applied))
+        self.write_config(old.text.to_string(), who, Some(note), None)
+            .await
     }
+
+    /// Makes `text` this node's config where its config comes from: the config store's next
+    /// version (applied here at once; the other nodes follow the push), or, with
+    /// [`Gateway::allow_admin_file_writes`], the config file (then applied). It is loaded first,
+    /// exactly as a reload would load it: a config that does not load is written nowhere.
+    /// `expect_hash`, when given, must be the running config's hash (a write based on what
+    /// was read).
+    pub(crate) async fn write_config(
+        &self,
+        text: String,
+        who: &str,
+        note: Option<String>,
+        expect_hash: Option<&str>,
+    ) -> Result<Written, ConfigWriteError> {
+        if let Some(h) = expect_hash {
+            let running = self.inner.shared.runtime.load().config.hash.to_string();
+            if h != running {
+                return Err(ConfigWriteError::Stale { running });
+            }
+        }
+        let store = self.inner.store.get().cloned();
+        let (name, base) = match (&store, &self.inner.config_path) {
+            (Some(source), _) => ("admin write".to_string(), source.base_dir.clone()),
+            (None, Some(p)) if self.inner.admin_writes_file.load(Ordering::Acquire) => (
+                p.display().to_string(),
+                p.parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf(),
+            ),
+            (None, Some(p)) => {
+                return Err(ConfigWriteError::RunsFromFile(p.display().to_string()));
+            }
+            (None, None) => return Err(ConfigWriteError::NoSource),
+        };
+        // Loaded before it is written: a config that does not load here would be refused by
+        // every node (and a file that does not load stops the next start).
+        let checked = text.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            portico_config::load_str(&name, &checked, &base, &|k| std::env::var(k).ok())
+        })
+        .await;
+        let cfg = match loaded {
+            Ok(Ok(cfg)) => cfg,
+            Ok(Err(d)) => return Err(ConfigWriteError::DoesNotLoad(d)),
+            Err(_) => return Err(ConfigWriteError::Interrupted),
+        };
+        if let Some(source) = store {
+            let current = source
+                .store
+                .version()
+                .await
+                .map_err(crate::runtime::config_store::PushError::Store)?;
+            let doc = stored_config(text, who.to_owned(), note);
+            // `keep: 0`: nothing is pruned here; the next `portico push` prunes to its `--keep`.
+            let version = source.store.push(&doc, Some(current), 0).await?;
+            let applied = self.check_store(&source, "store_admin", true).await;
+            return Ok(Written::Pushed { version, applied });
+        }
+        let path = self.inner.config_path.clone().expect("checked above");
+        let target = path.clone();
+        let wrote = tokio::task::spawn_blocking(move || write_atomically(&target, text.as_bytes()))
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("interrupted")));
+        if let Err(error) = wrote {
+            return Err(ConfigWriteError::File {
+                path: path.display().to_string(),
+                error,
+            });
+        }
+        let mut extra = vec![("author", serde_json::json!(who))];
+        if let Some(n) = &note {
+            extra.push(("note", serde_json::json!(n)));
+        }
+        let applied = self.apply_recorded(cfg, "admin_write", extra).await;
+        self.report_reload(&path.display().to_string(), &applied);
+        Ok(Written::File {
+            path: path.display().to_string(),
+            applied,
+        })
+    }
+}
+
+/// Replaces `path` with `bytes` so that a reader sees the old file or the new one, never a
+/// part: written beside it, flushed to disk, given the old file's permissions, renamed over it.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file path"))?;
+    let tmp = dir.join(format!(
+        ".{}.portico-write-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            f.set_permissions(meta.permissions())?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself is made durable with the directory.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// How a stored version is named in diagnostics, logs and `/config`.

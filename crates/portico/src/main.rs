@@ -98,6 +98,11 @@ enum Command {
         /// Don't reload when the config file changes (SIGHUP and POST /reload still work).
         #[arg(long)]
         no_watch: bool,
+        /// Let the admin API's config writes (`PUT /config`, `POST /config/rollback`) replace
+        /// the config file (atomically, then applied). Without it a node that runs from a
+        /// file refuses them. A node that runs from a config store always writes there.
+        #[arg(long)]
+        admin_writes_file: bool,
     },
     /// Check a config file, or a config store's current version (`redis://…`); print every
     /// error as FILE:LINE:COL with a hint. Exit 0 if valid.
@@ -502,6 +507,7 @@ fn main() -> ExitCode {
             config_poll,
             workers,
             no_watch,
+            admin_writes_file,
         }) => match store_url(&config) {
             Some(url) => run(
                 workers,
@@ -511,7 +517,7 @@ fn main() -> ExitCode {
                     poll: config_poll,
                 },
             ),
-            None => run(workers, Mode::File(config, !no_watch)),
+            None => run(workers, Mode::File(config, !no_watch, admin_writes_file)),
         },
         Some(Command::Demo {
             port,
@@ -521,7 +527,7 @@ fn main() -> ExitCode {
         None => {
             let default = Path::new("portico.yaml");
             if default.exists() {
-                run(None, Mode::File(default.to_path_buf(), true))
+                run(None, Mode::File(default.to_path_buf(), true, false))
             } else {
                 run(None, Mode::Demo(8080, 9901, true))
             }
@@ -664,7 +670,9 @@ fn write_err(args: std::fmt::Arguments<'_>) {
 }
 
 enum Mode {
-    File(PathBuf, bool),
+    /// A config file: its path, whether changes to it are followed, whether the admin API
+    /// may write it.
+    File(PathBuf, bool, bool),
     /// A config store: its URL, the cached copy's path, the poll interval.
     Store {
         url: String,
@@ -716,7 +724,7 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
     };
     rt.block_on(async move {
         let (gw, watch) = match mode {
-            Mode::File(path, watch) => {
+            Mode::File(path, watch, writes) => {
                 let cfg = match portico_config::load_file(&path) {
                     Ok(c) => c,
                     Err(d) => {
@@ -726,7 +734,12 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
                     }
                 };
                 match portico_proxy::Gateway::start(cfg, Some(path)).await {
-                    Ok(gw) => (gw, watch),
+                    Ok(gw) => {
+                        if writes {
+                            gw.allow_admin_file_writes();
+                        }
+                        (gw, watch)
+                    }
                     Err(e) => {
                         errln!("portico: {e}");
                         return ExitCode::FAILURE;

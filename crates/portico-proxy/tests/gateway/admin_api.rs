@@ -344,6 +344,17 @@ async fn every_admin_endpoint_answers_as_its_openapi_document_says() {
         400,
     )
     .await;
+    // Config writes on a node that runs from a file: refused unless it may write the file.
+    check(
+        &gw,
+        &doc,
+        "PUT",
+        "/config",
+        "/config",
+        Some("routes: []\n"),
+        409,
+    )
+    .await;
     check(
         &gw,
         &doc,

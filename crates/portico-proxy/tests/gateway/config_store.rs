@@ -611,3 +611,132 @@ async fn console_in_a_browser() {
     }
     gw.gw.shutdown().await;
 }
+
+/// `PUT /config` with `text`; `if_match` as the header, when given.
+async fn put_config(url: &str, text: &str, if_match: Option<&str>) -> Got {
+    let mut r = crate::req("PUT", url).header("content-type", "application/yaml");
+    if let Some(h) = if_match {
+        r = r.header("if-match", format!("\"{h}\""));
+    }
+    send(
+        &client(false, &[]),
+        r.body(http_body_util::Full::new(bytes::Bytes::from(
+            text.to_owned(),
+        )))
+        .unwrap(),
+    )
+    .await
+}
+
+/// A config write goes where the node's config comes from, loaded first exactly as a reload
+/// loads it: the store (every node follows), the file (only with `--admin-writes-file`,
+/// written whole, then applied), or nowhere (refused, nothing changed).
+#[tokio::test]
+async fn config_writes_through_the_admin_api_go_where_the_config_comes_from() {
+    // From a file, by default: refused, and neither the file nor what runs changes.
+    let dir = temp_dir("admin-write-file");
+    let gw = gateway_from_file(&dir, &answering("one")).await;
+    let path = gw.path.clone().unwrap();
+    let r = put_config(&gw.admin_url("/config"), &answering("two"), None).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--admin-writes-file")
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), answering("one"));
+    assert_eq!(get(&gw.url("/")).await.text(), "one");
+
+    // With writes allowed: the file is replaced and applied; the next start reads the same.
+    gw.gw.allow_admin_file_writes();
+    let hash = get(&gw.admin_url("/config")).await.json()["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = put_config(
+        &gw.admin_url("/api/v1/config?note=from%20the%20test"),
+        &answering("two"),
+        Some(&hash),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["result"], "written");
+    assert_eq!(r.json()["applied_here"], true);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), answering("two"));
+    assert_eq!(get(&gw.url("/")).await.text(), "two");
+    // Based on a config that no longer runs: 412, nothing written.
+    let r = put_config(&gw.admin_url("/config"), &answering("three"), Some(&hash)).await;
+    assert_eq!(r.status, 412, "{}", r.text());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), answering("two"));
+    // A config that does not load: 422 naming the place, and nothing written or applied.
+    let broken = with_admin(&config("routes:\n  - upstream: nowhere\n"));
+    let r = put_config(&gw.admin_url("/config"), &broken, None).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let detail = r.json()["detail"].as_str().unwrap().to_string();
+    let line = 1 + broken.lines().position(|l| l.contains("nowhere")).unwrap();
+    assert!(
+        detail.contains(&format!(
+            "portico.yaml:{line}:15: error: unknown upstream `nowhere`"
+        )),
+        "{detail}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), answering("two"));
+    assert_eq!(get(&gw.url("/")).await.text(), "two");
+    // Not UTF-8: 400.
+    let r = send(
+        &client(false, &[]),
+        crate::req("PUT", &gw.admin_url("/config"))
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(&[
+                0xff, 0xfe,
+            ])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    // A rollback writes the earlier text back to the file.
+    let r = post_json(&gw.admin_url("/config/rollback"), "{\"generation\": 1}").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["result"], "written");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), answering("one"));
+    assert_eq!(get(&gw.url("/")).await.text(), "one");
+    let versions = get(&gw.admin_url("/config/versions")).await.json();
+    assert_eq!(
+        versions["versions"][1]["applied_by"], "admin_write",
+        "{versions}"
+    );
+    // No temporary file is left beside it.
+    let names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("portico-write")),
+        "{names:?}"
+    );
+    gw.gw.shutdown().await;
+
+    // From a store: pushed as the next version, applied here, followed by the fleet.
+    if !shared_redis() {
+        return;
+    }
+    let url = format!("redis://127.0.0.1:6379?key={}cfg", prefix());
+    let s = store(&url);
+    push(&s, &answering("one")).await;
+    let (gw, _) = gateway_from_store(&url, None, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let r = put_config(&gw.admin_url("/config"), &answering("two"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["result"], "pushed");
+    assert_eq!(r.json()["store_version"], 2);
+    assert_eq!(get(&gw.url("/")).await.text(), "two");
+    let stored = s.get(Some(2)).await.unwrap().unwrap();
+    assert!(stored.author.starts_with("node "), "{}", stored.author);
+    // Refused before the store sees it.
+    let r = put_config(&gw.admin_url("/config"), &broken, None).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(s.version().await.unwrap(), 2, "nothing was pushed");
+    gw.gw.shutdown().await;
+}
