@@ -716,6 +716,10 @@ impl Gateway {
         self.inner.shared.live.sample(
             now,
             rt.route_metrics.iter().map(|m| (&m.name, &*m.live)),
+            rt.pools.iter().flat_map(|p| {
+                p.live_counters()
+                    .map(move |(target, c)| (&p.spec.name, target, c))
+            }),
             &rt.live_unrouted,
         );
     }

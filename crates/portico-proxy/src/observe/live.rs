@@ -2,10 +2,11 @@
 //! the console built on it), so a live view needs no Prometheus.
 //!
 //! A request adds to its route's counters for the second in progress: two relaxed atomic
-//! additions (its count and status class in one word, its latency bucket in another). Once a
-//! second a sampler task drains every route's counters into rings: per second for the whole
-//! gateway (counts and latency buckets) and for each route (counts), per minute for each
-//! route's latency buckets. Latency percentiles are read from the buckets, so they are the
+//! additions (its count and status class in one word, its latency bucket in another); a call
+//! to an upstream adds the same to the counters of the target that answered it. Once a
+//! second a sampler task drains every route's and target's counters into rings: per second
+//! for the whole gateway (counts and latency buckets) and for each route and target (counts),
+//! per minute for each route's and target's latency buckets. Latency percentiles are read from the buckets, so they are the
 //! upper bound of a bucket (1-2-5 steps from 0.1 ms to 60 s), not exact values: `/metrics`
 //! has the exact histograms.
 
@@ -133,15 +134,53 @@ struct Rings {
     /// `(unix second, traffic)`, oldest first.
     seconds: VecDeque<(u64, Second)>,
     routes: HashMap<Arc<str>, RouteRing>,
+    /// Per upstream, per target (as written): the calls the target answered.
+    upstreams: HashMap<(Arc<str>, Arc<str>), RouteRing>,
+}
+
+impl RouteRing {
+    fn add(&mut self, now: u64, s: &Second) {
+        let counts = [s.requests, s.client_errors, s.server_errors];
+        match self.seconds.back_mut() {
+            // Sampled twice in one second: one slot.
+            Some((t, c)) if *t == now => {
+                for (a, b) in c.iter_mut().zip(counts.iter()) {
+                    *a += b;
+                }
+            }
+            _ => push(&mut self.seconds, (now, counts), SECONDS),
+        }
+        let minute = now / 60 * 60;
+        match self.minutes.back_mut() {
+            Some((m, acc)) if *m == minute => acc.add(s),
+            _ => push(&mut self.minutes, (minute, *s), MINUTES),
+        }
+    }
+
+    /// Counts in the window after `since`, and latency over the minutes that overlap it.
+    fn window(&self, since: u64) -> ([u64; 3], Second) {
+        let mut counts = [0u64; 3];
+        for (_, c) in self.seconds.iter().filter(|(s, _)| *s > since) {
+            for (a, b) in counts.iter_mut().zip(c.iter()) {
+                *a += u64::from(*b);
+            }
+        }
+        let mut lat = Second::default();
+        for (_, m) in self.minutes.iter().filter(|(m, _)| m + 60 > since) {
+            lat.add(m);
+        }
+        (counts, lat)
+    }
 }
 
 impl LiveStats {
-    /// Drains `routes` (name and counters) and the unrouted requests' counters into the
-    /// rings, as second `now` (Unix time).
+    /// Drains `routes` (name and counters), `targets` (upstream, target and counters) and
+    /// the unrouted requests' counters into the rings, as second `now` (Unix time).
     pub fn sample<'a>(
         &self,
         now: u64,
         routes: impl Iterator<Item = (&'a Arc<str>, &'a LiveCounters)>,
+        targets: impl Iterator<Item = (&'a Arc<str>, &'a Arc<str>, &'a LiveCounters)>,
         unrouted: &LiveCounters,
     ) {
         let Ok(mut rings) = self.inner.lock() else {
@@ -153,25 +192,18 @@ impl LiveStats {
             let s = counters.drain();
             total.add(&s);
             present.push(name.clone());
-            let ring = rings.routes.entry(name.clone()).or_default();
-            let counts = [s.requests, s.client_errors, s.server_errors];
-            match ring.seconds.back_mut() {
-                // Sampled twice in one second: one slot.
-                Some((t, c)) if *t == now => {
-                    for (a, b) in c.iter_mut().zip(counts.iter()) {
-                        *a += b;
-                    }
-                }
-                _ => push(&mut ring.seconds, (now, counts), SECONDS),
-            }
-            let minute = now / 60 * 60;
-            match ring.minutes.back_mut() {
-                Some((m, acc)) if *m == minute => acc.add(&s),
-                _ => push(&mut ring.minutes, (minute, s), MINUTES),
-            }
+            rings.routes.entry(name.clone()).or_default().add(now, &s);
         }
         // Routes the config no longer has go with their history.
         rings.routes.retain(|name, _| present.contains(name));
+        let mut present = Vec::new();
+        for (upstream, target, counters) in targets {
+            let s = counters.drain();
+            let key = (upstream.clone(), target.clone());
+            rings.upstreams.entry(key.clone()).or_default().add(now, &s);
+            present.push(key);
+        }
+        rings.upstreams.retain(|key, _| present.contains(key));
         match rings.seconds.back_mut() {
             Some((t, acc)) if *t == now => acc.add(&total),
             _ => push(&mut rings.seconds, (now, total), SECONDS),
@@ -203,18 +235,30 @@ impl LiveStats {
             .routes
             .iter()
             .map(|(name, r)| {
-                let mut counts = [0u64; 3];
-                for (_, c) in r.seconds.iter().filter(|(s, _)| *s > since) {
-                    for (a, b) in counts.iter_mut().zip(c.iter()) {
-                        *a += u64::from(*b);
-                    }
-                }
-                // Latency by whole minutes: the minutes that overlap the window.
-                let mut lat = Second::default();
-                for (_, m) in r.minutes.iter().filter(|(m, _)| m + 60 > since) {
-                    lat.add(m);
-                }
+                let (counts, lat) = r.window(since);
                 (name.to_string(), summary(counts, seconds, &lat))
+            })
+            .collect();
+        // Per upstream: its targets' calls, and their sum.
+        let mut upstreams: std::collections::BTreeMap<
+            &str,
+            ([u64; 3], Second, serde_json::Map<String, serde_json::Value>),
+        > = Default::default();
+        for ((upstream, target), r) in &rings.upstreams {
+            let (counts, lat) = r.window(since);
+            let u = upstreams.entry(upstream).or_default();
+            for (a, b) in u.0.iter_mut().zip(counts.iter()) {
+                *a += b;
+            }
+            u.1.add(&lat);
+            u.2.insert(target.to_string(), summary(counts, seconds, &lat));
+        }
+        let upstreams: serde_json::Map<String, serde_json::Value> = upstreams
+            .into_iter()
+            .map(|(name, (counts, lat, targets))| {
+                let mut v = summary(counts, seconds, &lat);
+                v["targets"] = serde_json::Value::Object(targets);
+                (name.to_string(), v)
             })
             .collect();
         serde_json::json!({
@@ -236,6 +280,7 @@ impl LiveStats {
                 "p99_ms": p99,
             },
             "routes": routes,
+            "upstreams": upstreams,
         })
     }
 }
@@ -297,7 +342,12 @@ mod tests {
         for now in 1_000..1_010 {
             ca.record(200, Duration::from_millis(1));
             cb.record(500, Duration::from_millis(30));
-            live.sample(now, [(&a, &ca), (&b, &cb)].into_iter(), &none);
+            live.sample(
+                now,
+                [(&a, &ca), (&b, &cb)].into_iter(),
+                std::iter::empty(),
+                &none,
+            );
         }
         let r = live.report(5, 1_009);
         assert_eq!(r["total"]["requests"], 10);
@@ -308,7 +358,46 @@ mod tests {
         assert_eq!(r["routes"]["b"]["p99_ms"], 50.0);
         assert_eq!(r["total"]["requests_per_second"], 2.0);
         // `b` is gone from the config: its history goes too.
-        live.sample(1_010, [(&a, &ca)].into_iter(), &none);
+        live.sample(1_010, [(&a, &ca)].into_iter(), std::iter::empty(), &none);
         assert!(live.report(900, 1_010)["routes"]["b"].is_null());
+    }
+
+    #[test]
+    fn an_upstream_is_the_sum_of_its_targets_and_targets_leave_with_the_config() {
+        let live = LiveStats::default();
+        let (u, t1, t2): (Arc<str>, Arc<str>, Arc<str>) =
+            (Arc::from("u"), Arc::from("http://a"), Arc::from("http://b"));
+        let (c1, c2, none) = (
+            LiveCounters::default(),
+            LiveCounters::default(),
+            LiveCounters::default(),
+        );
+        for now in 2_000..2_004 {
+            c1.record(200, Duration::from_millis(1));
+            c2.record(200, Duration::from_millis(1));
+            c2.record(502, Duration::from_millis(40));
+            live.sample(
+                now,
+                std::iter::empty(),
+                [(&u, &t1, &c1), (&u, &t2, &c2)].into_iter(),
+                &none,
+            );
+        }
+        let r = live.report(60, 2_003);
+        assert_eq!(r["upstreams"]["u"]["requests"], 12);
+        assert_eq!(r["upstreams"]["u"]["server_errors"], 4);
+        assert_eq!(r["upstreams"]["u"]["targets"]["http://a"]["requests"], 4);
+        assert_eq!(
+            r["upstreams"]["u"]["targets"]["http://b"]["error_rate"],
+            0.5
+        );
+        assert_eq!(r["upstreams"]["u"]["p99_ms"], 50.0);
+        live.sample(
+            2_004,
+            std::iter::empty(),
+            [(&u, &t1, &c1)].into_iter(),
+            &none,
+        );
+        assert!(live.report(60, 2_004)["upstreams"]["u"]["targets"]["http://b"].is_null());
     }
 }

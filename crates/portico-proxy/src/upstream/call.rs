@@ -234,6 +234,12 @@ pub(crate) fn call_upstream<'a>(
             rec.upstream_duration = Some(elapsed);
         }
         pool.duration.record(elapsed.as_secs_f64());
+        let (answered, status) = match &result {
+            Ok(Ok((served_by, resp))) => (*served_by, resp.status().as_u16()),
+            Ok(Err(_)) => (target, 502),
+            Err(_) => (target, 504),
+        };
+        pool.record_live(answered, status, elapsed);
         let problem = match result {
             Ok(Ok((served_by, resp))) => {
                 if let Some(rec) = rec {

@@ -134,6 +134,10 @@ impl std::fmt::Debug for UpstreamPool {
 struct TargetPool {
     target: Target,
     load: TargetLoad,
+    /// The calls it answered (or failed) in the second in progress, for the live view.
+    /// Shared, like `health`, with the pool a reload replaces: what was counted there and
+    /// not yet sampled is not lost.
+    live: Arc<crate::observe::live::LiveCounters>,
     /// Shared with the pool a reload replaces, when it had this same target.
     health: Arc<TargetHealth>,
     /// For `https://`: what ALPN chose last time, so requests go to an HTTP/2 connection
@@ -156,6 +160,15 @@ struct TargetPool {
     next_addr: AtomicUsize,
     /// The host to resolve (`None` for an IP literal).
     dns_name: Option<Box<str>>,
+}
+
+/// The target of `previous` at the same scheme and authority as `t`.
+fn same_target<'a>(previous: Option<&'a UpstreamPool>, t: &Target) -> Option<&'a Arc<TargetPool>> {
+    previous.and_then(|p| {
+        p.targets
+            .iter()
+            .find(|o| o.target.scheme == t.scheme && o.target.authority == t.authority)
+    })
 }
 
 /// One request waiting for a connection.
@@ -301,12 +314,9 @@ impl UpstreamPool {
                         .then(|| t.authority.host().to_owned().into_boxed_str()),
                     target: t.clone(),
                     load: TargetLoad::default(),
-                    health: previous
-                        .and_then(|p| {
-                            p.targets.iter().find(|o| {
-                                o.target.scheme == t.scheme && o.target.authority == t.authority
-                            })
-                        })
+                    live: same_target(previous, t)
+                        .map_or_else(Default::default, |o| o.live.clone()),
+                    health: same_target(previous, t)
                         .map_or_else(Default::default, |o| {
                             // Without active checks nothing would ever bring it back up.
                             if spec.health_check.is_none() {
@@ -402,6 +412,20 @@ impl UpstreamPool {
 
     pub fn target(&self, i: usize) -> &Target {
         &self.targets[i].target
+    }
+
+    /// Counts a call that target `i` answered with `status` (a call that failed there counts
+    /// as the 502 or 504 the client got) after `d`, for the live view.
+    #[inline]
+    pub fn record_live(&self, i: usize, status: u16, d: Duration) {
+        self.targets[i].live.record(status, d);
+    }
+
+    /// Each target (as written) with its live counters.
+    pub fn live_counters(
+        &self,
+    ) -> impl Iterator<Item = (&Arc<str>, &crate::observe::live::LiveCounters)> {
+        self.targets.iter().map(|t| (&t.target.display, &*t.live))
     }
 
     /// Sends a request (its URI in absolute form) to target `i`. A request that could not be

@@ -411,6 +411,17 @@ async fn every_admin_endpoint_answers_as_its_openapi_document_says() {
     assert_eq!(stats["total"]["client_errors"], 6);
     assert_eq!(stats["routes"]["main"]["requests"], 22);
     assert_eq!(stats["routes"]["quota"]["client_errors"], 3);
+    // The same calls by upstream and target: every proxied request but the cached answers
+    // and the refused ones (the one upstream has one target).
+    let up_stats = &stats["upstreams"]["u"];
+    let calls = up_stats["requests"].as_u64().unwrap();
+    let hits = caches["caches"][0]["hits"].as_u64().unwrap();
+    assert_eq!(calls, 20 + 2 - hits + 1, "{up_stats}");
+    assert_eq!(
+        up_stats["targets"][up.url()]["requests"],
+        calls,
+        "{up_stats}"
+    );
     assert_eq!(stats["routes"]["main"]["server_errors"], 0);
     assert!(stats["routes"]["main"]["p99_ms"].as_f64().unwrap() > 0.0);
     let per_second: u64 = stats["series"]["requests"]
