@@ -108,6 +108,60 @@ pub fn explain(cfg: &Config, req: &Request<'_>) -> Value {
     out
 }
 
+/// Every route, in declared order, as the admin API's `GET /routes` shows it: its match
+/// rules as written (secrets redacted), the policy chain that applies to it (the global
+/// policies first) with what each needs, its action, and its timeout.
+pub fn routes(cfg: &Config) -> Value {
+    let redacted = cfg.redacted();
+    let written = redacted["routes"].as_array();
+    let list: Vec<Value> = cfg
+        .routes
+        .iter()
+        .map(|r| {
+            let rules = written
+                .and_then(|w| w.get(r.index))
+                .map_or(Value::Null, |w| w["match"].clone());
+            let action = match &r.action {
+                Action::Proxy(p) => json!({
+                    "proxy": p.upstreams.iter().map(|(u, w)| json!({
+                        "upstream": &*cfg.upstreams[*u].name, "weight": w })).collect::<Vec<_>>(),
+                    "rewrites_path": p.path.is_some() || p.strip_prefix.is_some(),
+                }),
+                Action::Respond(x) => json!({ "respond": { "status": x.status.as_u16() } }),
+                Action::Redirect(x) => json!({ "redirect": { "status": x.status.as_u16() } }),
+                Action::Aggregate(ag) => json!({
+                    "aggregate": ag.backends.iter().map(|b| json!({
+                        "name": &*b.name, "upstream": &*cfg.upstreams[b.upstream].name })).collect::<Vec<_>>()
+                }),
+            };
+            let translation = if r.transcode.is_some() {
+                Some("grpc_transcode")
+            } else if r.soap.is_some() {
+                Some("soap")
+            } else if r.grpc_web {
+                Some("grpc_web")
+            } else {
+                None
+            };
+            json!({
+                "name": &*r.name,
+                "index": r.index,
+                "match": if rules.is_null() { json!({}) } else { rules },
+                "policies": cfg
+                    .global_policies
+                    .iter()
+                    .map(|p| policy_json(p, "global"))
+                    .chain(r.policies.iter().map(|p| policy_json(p, "route")))
+                    .collect::<Vec<_>>(),
+                "action": action,
+                "translation": translation,
+                "timeout_ms": r.timeout.map(|t| t.as_millis() as u64),
+            })
+        })
+        .collect();
+    json!({ "routes": list })
+}
+
 /// Which of the router's tables a route is in for a request to `host`: 0 its exact name,
 /// 1 a wildcard suffix (a longer one sorting first), 2 no hosts, 3 other hosts only.
 fn host_tier(r: &Route, host: Option<&str>) -> (u8, std::cmp::Reverse<usize>) {

@@ -316,6 +316,15 @@ async fn answer(
             )
         }
         (&Method::PUT, "/config") => put_config(&inner, req).await,
+        (&Method::GET, "/routes") => {
+            let rt = inner.shared.runtime.load_full();
+            reply(
+                StatusCode::OK,
+                JSON,
+                serde_json::to_vec_pretty(&portico_config::explain::routes(&rt.config))
+                    .unwrap_or_default(),
+            )
+        }
         (&Method::GET, "/caches") => {
             let rt = inner.shared.runtime.load_full();
             reply(
@@ -376,7 +385,8 @@ async fn answer(
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" | "/reload" | "/cache"
-            | "/explain" | "/cluster" | "/stats" | "/consumers" | "/caches" | "/rate-limits",
+            | "/explain" | "/cluster" | "/stats" | "/consumers" | "/caches" | "/rate-limits"
+            | "/routes",
         ) => problem(
             StatusCode::METHOD_NOT_ALLOWED,
             "Method Not Allowed",

@@ -161,6 +161,14 @@ async function overview() {
         { name: "p99", values: s.series.p99_ms },
         { name: "p95", values: s.series.p95_ms },
       ], "ms")),
+    el("h2", {}, "Last minute by upstream"),
+    table(["upstream", "calls/s", "5xx", "p50 ms", "p99 ms"],
+      Object.entries(last.upstreams || {}).map(([name, u]) => el("tr", {},
+        el("td", {}, name),
+        el("td", { class: "n" }, fmt(u.requests_per_second, 2)),
+        el("td", { class: "n" }, pct(u.error_rate)),
+        el("td", { class: "n" }, fmt(u.p50_ms)),
+        el("td", { class: "n" }, fmt(u.p99_ms))))),
     el("p", { class: "muted" }, "Percentiles are latency-bucket upper bounds; /metrics has the exact histograms."),
   ];
 }
@@ -177,28 +185,31 @@ function describeMatch(m) {
 }
 
 function describeAction(r) {
-  for (const k of ["upstream", "split", "respond", "redirect", "aggregate"]) {
-    if (r[k] !== undefined) return k === "upstream" ? "→ " + r[k] : k;
-  }
-  return "";
+  const a = r.action;
+  let text = "";
+  if (a.proxy) text = "→ " + a.proxy.map((u) => u.upstream + (a.proxy.length > 1 ? " (" + u.weight + ")" : "")).join(", ");
+  else if (a.respond) text = "respond " + a.respond.status;
+  else if (a.redirect) text = "redirect " + a.redirect.status;
+  else if (a.aggregate) text = "aggregate " + a.aggregate.map((b) => b.upstream).join(", ");
+  return r.translation ? text + " · " + r.translation : text;
 }
 
 async function routes() {
-  const [cfg, stats] = await Promise.all([api("/config"), api("/stats?window=5m")]);
-  const list = (cfg.config && cfg.config.routes) || [];
+  const [rl, stats] = await Promise.all([api("/routes"), api("/stats?window=5m")]);
+  const list = rl.routes;
   const search = el("input", { type: "search", placeholder: "Filter routes", "aria-label": "Filter routes" });
   const body = el("tbody");
   const draw = () => {
     const q = search.value.toLowerCase();
-    body.replaceChildren(...list.map((r, i) => {
-      const name = r.name || "route-" + (i + 1);
+    body.replaceChildren(...list.map((r) => {
+      const name = r.name;
       const st = stats.routes[name] || {};
       const text = [name, describeMatch(r.match), describeAction(r)].join(" ").toLowerCase();
       if (q && !text.includes(q)) return null;
       return el("tr", {},
         el("td", {}, name),
         el("td", {}, describeMatch(r.match)),
-        el("td", {}, (r.policies || []).map((p) => p.type).join(", ") || "–"),
+        el("td", {}, r.policies.map((p) => p.type + (p.from === "global" ? " (global)" : "")).join(", ") || "–"),
         el("td", {}, describeAction(r)),
         el("td", { class: "n" }, fmt(st.requests_per_second, 2)),
         el("td", { class: "n" }, pct(st.error_rate)),
@@ -235,10 +246,12 @@ async function routes() {
 }
 
 async function upstreams() {
-  const ups = await api("/upstreams");
+  const [ups, stats] = await Promise.all([api("/upstreams"), api("/stats?window=5m")]);
   const rows = [];
   for (const [name, u] of Object.entries(ups)) {
+    const live = (stats.upstreams || {})[name] || { targets: {} };
     for (const t of u.targets) {
+      const st = live.targets[t.target] || {};
       rows.push(el("tr", {},
         el("td", {}, name),
         el("td", {}, t.target),
@@ -247,11 +260,51 @@ async function upstreams() {
         el("td", { class: "n" }, fmt(t.in_flight)),
         el("td", { class: "n" }, fmt(t.connections)),
         el("td", { class: "n" }, fmt(t.ejections)),
+        el("td", { class: "n" }, fmt(st.requests_per_second, 2)),
+        el("td", { class: "n" }, pct(st.error_rate)),
+        el("td", { class: "n" }, fmt(st.p99_ms)),
         el("td", {}, u.targets_from === "admin_api" ? "admin API" : "config")));
     }
   }
   return [el("h2", {}, "Upstreams"),
-    table(["upstream", "target", "state", "weight", "in flight", "connections", "ejections", "targets from"], rows)];
+    el("p", { class: "muted" }, "Calls over the last 5 minutes, on the target that answered them."),
+    table(["upstream", "target", "state", "weight", "in flight", "connections", "ejections", "calls/s", "5xx", "p99 ms", "targets from"], rows)];
+}
+
+async function policies() {
+  const [consumers, caches, limits] = await Promise.all([api("/consumers"), api("/caches"), api("/rate-limits")]);
+  const creds = (c) => Object.entries(c.credentials).map(([k, n]) => k + " × " + n).join(", ") || "–";
+  return [
+    el("h2", {}, "Rate limits"),
+    table(["route", "key", "limits", "store", "keys here", "refused", "refused most"],
+      limits.rate_limits.map((l) => el("tr", {},
+        el("td", {}, l.route),
+        el("td", {}, l.key),
+        el("td", {}, l.limits.map((x) => `${x.requests} per ${fmt(x.per_seconds, 0)} s` + (x.algorithm === "sliding_window" ? " (sliding)" : "")).join(", ")),
+        el("td", {}, l.store),
+        el("td", { class: "n" }, fmt(l.local_keys)),
+        el("td", { class: "n" }, fmt(l.refused)),
+        el("td", {}, l.top_refused.slice(0, 5).map((k) => k.key + " (" + k.refused + ")").join(", ") || "–")))),
+    el("h2", {}, "Response caches"),
+    table(["routes", "entries", "max entries", "hits", "stale", "misses", "stored", "hit ratio"],
+      caches.caches.map((c) => el("tr", {},
+        el("td", {}, c.routes.join(", ")),
+        el("td", { class: "n" }, fmt(c.entries)),
+        el("td", { class: "n" }, fmt(c.max_entries)),
+        el("td", { class: "n" }, fmt(c.hits)),
+        el("td", { class: "n" }, fmt(c.stale)),
+        el("td", { class: "n" }, fmt(c.misses)),
+        el("td", { class: "n" }, fmt(c.stored)),
+        el("td", { class: "n" }, pct(c.hit_ratio))))),
+    el("h2", {}, "Consumers"),
+    table(["name", "groups", "credentials", "metadata"],
+      consumers.consumers.map((c) => el("tr", {},
+        el("td", {}, c.name),
+        el("td", {}, c.groups.join(", ") || "–"),
+        el("td", {}, creds(c)),
+        el("td", {}, Object.keys(c.metadata).length ? JSON.stringify(c.metadata) : "–")))),
+    el("p", { class: "muted" }, "Credentials are counted, never shown. Keys from headers or claims are shown as a digest prefix."),
+  ];
 }
 
 async function config() {
@@ -331,7 +384,7 @@ async function fleet() {
   }
 }
 
-const PAGES = { overview, routes, upstreams, config, fleet };
+const PAGES = { overview, routes, upstreams, policies, config, fleet };
 
 async function render() {
   const name = (location.hash || "#overview").slice(1);

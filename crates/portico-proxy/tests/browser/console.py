@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The console in a real browser (Debian's Chromium, driven by Playwright): every page loads
 with no console error and no failed request, the overview's numbers are the API's, and a
-rollback made through the Config page's button changes what the node runs.
+rollback made through the Config page's button changes what the node runs; the Upstreams
+and Policies pages show the calls and refusals the API counts.
 
     console.py ADMIN_URL OUT_DIR
 
@@ -45,7 +46,7 @@ with sync_playwright() as p:
     # Routes: the table lists the config's routes; the filter hides the others; explain.
     page.goto(admin + "/#routes")
     page.wait_for_selector("table tbody tr")
-    names = [r["name"] for r in api("/config")["config"]["routes"]]
+    names = [r["name"] for r in api("/routes")["routes"]]
     rows = page.locator("table tbody tr")
     assert rows.count() == len(names), (rows.count(), names)
     page.fill("input[type=search]", names[0])
@@ -59,9 +60,25 @@ with sync_playwright() as p:
         raise AssertionError("explain showed nothing: " + page.inner_text("main") + "\n" + "\n".join(errors))
     page.screenshot(path=f"{out}/routes.png", full_page=True)
 
+    # Upstreams: a row per target, with the calls the live view counted on it.
     page.goto(admin + "/#upstreams")
-    page.wait_for_selector("h2")
+    page.wait_for_selector("table tbody tr")
+    targets = [t["target"] for u in api("/upstreams").values() for t in u["targets"]]
+    assert page.locator("table tbody tr").count() == len(targets), targets
+    calls = api("/stats?window=5m")["upstreams"]["u"]["targets"][targets[0]]["requests"]
+    assert calls == 5, calls
     page.screenshot(path=f"{out}/upstreams.png", full_page=True)
+
+    # Policies: the rate limit's refusals and the consumers, as the API has them.
+    page.goto(admin + "/#policies")
+    page.wait_for_selector("text=Rate limits")
+    limit = api("/rate-limits")["rate_limits"][0]
+    assert limit["refused"] == 3, limit
+    row = page.locator("tr", has_text="client_ip")
+    assert "3" in row.locator("td").nth(5).inner_text(), row.inner_text()
+    assert page.locator("tr", has_text="billing").count() == 1
+    assert "api_keys × 1" in page.locator("tr", has_text="billing").inner_text()
+    page.screenshot(path=f"{out}/policies.png", full_page=True)
 
     page.goto(admin + "/#fleet")
     page.wait_for_selector("h2")

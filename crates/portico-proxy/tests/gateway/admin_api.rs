@@ -167,6 +167,20 @@ async fn every_admin_endpoint_answers_as_its_openapi_document_says() {
         .await;
         assert_eq!(r.status, want);
     }
+    let routes = check(&gw, &doc, "GET", "/routes", "/routes", None, 200).await;
+    assert_eq!(routes["routes"][0]["name"], "quota");
+    assert_eq!(routes["routes"][0]["match"]["path"]["prefix"], "/quota");
+    assert_eq!(routes["routes"][0]["policies"][0]["type"], "rate_limit");
+    assert_eq!(routes["routes"][1]["action"]["proxy"][0]["upstream"], "u");
+    assert_eq!(
+        routes["routes"][1]["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["type"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["cache", "rate_limit"]
+    );
     let caches = check(&gw, &doc, "GET", "/caches", "/caches", None, 200).await;
     let store = &caches["caches"][0];
     assert_eq!(store["routes"], json!(["main"]));

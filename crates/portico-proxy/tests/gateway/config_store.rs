@@ -566,9 +566,12 @@ async fn console_in_a_browser() {
     let p = prefix();
     let url = format!("redis://127.0.0.1:6379?key={p}cfg");
     let s = store(&url);
+    let up = echo_server().await;
     let text = |body: &str| {
         with_admin(&config(&format!(
-            "redis: {{ url: \"redis://127.0.0.1:6379\", key_prefix: \"{p}\", heartbeat_interval: 200ms }}\nroutes:\n  - name: answer\n    respond: {{ status: 200, body: {body} }}\n"
+            "redis: {{ url: \"redis://127.0.0.1:6379\", key_prefix: \"{p}\", heartbeat_interval: 200ms }}\nconsumers:\n  - name: billing\n    groups: [internal]\n    api_keys: [\"{}\"]\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: proxied\n    match: {{ path: {{ prefix: /p }} }}\n    upstream: u\n    policies:\n      - {{ type: cache }}\n      - {{ type: rate_limit, key: client_ip, limits: [{{ requests: 5, per: 1m }}] }}\n  - name: answer\n    respond: {{ status: 200, body: {body} }}\n",
+            portico_auth::apikey::digest_string("key-one"),
+            up.url()
         )))
     };
     push(&s, &text("one")).await;
@@ -579,6 +582,12 @@ async fn console_in_a_browser() {
     until_answers(&gw, "two").await;
     for _ in 0..30 {
         get(&gw.url("/")).await;
+    }
+    // Through the upstream, each URL once (so each is a cache miss): five answered, then
+    // three refused by the rate limit.
+    for i in 0..8 {
+        let want = if i < 5 { 200 } else { 429 };
+        assert_eq!(get(&gw.url(&format!("/p?n={i}"))).await.status, want);
     }
     gw.gw.sample_live();
     let out =
