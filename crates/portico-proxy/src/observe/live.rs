@@ -240,10 +240,7 @@ impl LiveStats {
             })
             .collect();
         // Per upstream: its targets' calls, and their sum.
-        let mut upstreams: std::collections::BTreeMap<
-            &str,
-            ([u64; 3], Second, serde_json::Map<String, serde_json::Value>),
-        > = Default::default();
+        let mut upstreams: std::collections::BTreeMap<&str, UpstreamWindow> = Default::default();
         for ((upstream, target), r) in &rings.upstreams {
             let (counts, lat) = r.window(since);
             let u = upstreams.entry(upstream).or_default();
@@ -284,6 +281,10 @@ impl LiveStats {
         })
     }
 }
+
+/// An upstream's window while its targets are summed: counts, latency, and each target's
+/// summary.
+type UpstreamWindow = ([u64; 3], Second, serde_json::Map<String, serde_json::Value>);
 
 fn push<T>(ring: &mut VecDeque<T>, v: T, cap: usize) {
     if ring.len() == cap {
