@@ -11,12 +11,11 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
 use crate::gateway::{Gateway, Inner};
 
 pub async fn bind(addr: SocketAddr, inner: Arc<Inner>) -> Result<SocketAddr, String> {
-    let listener = TcpListener::bind(addr)
+    let listener = crate::listen::inherited::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on admin address {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;

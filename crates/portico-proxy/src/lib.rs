@@ -38,6 +38,7 @@ pub fn fetch_blocking(url: &str) -> Result<Vec<u8>, String> {
 pub use gateway::{
     Gateway, GatewayError, StartedFrom, StoreSource, StoreStartError, TargetsError, stored_config,
 };
+pub use listen::inherited::{adopt as adopt_listeners, unused as unused_inherited_listeners};
 pub use listen::settings::ListenError;
 
 impl Gateway {

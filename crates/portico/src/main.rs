@@ -244,6 +244,42 @@ fn no_huge_pages() {
     }
 }
 
+/// Listening sockets a supervisor passed (systemd socket activation): `LISTEN_FDS` of them,
+/// from file descriptor 3 on, when `LISTEN_PID` names this process (or is unset, for
+/// supervisors that cannot know the pid before starting it). A listener or the admin port whose
+/// address is one of them accepts on it instead of binding (docs/operations.md, "Upgrades").
+fn inherited_listeners() -> Vec<std::net::TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let Some(n) = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return Vec::new();
+    };
+    if let Ok(pid) = std::env::var("LISTEN_PID")
+        && pid.parse::<u32>().ok() != Some(std::process::id())
+    {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for fd in 3..3 + n.clamp(0, 1024) {
+        // SAFETY: the supervisor hands these descriptors to this process, which has opened
+        // nothing yet (only the logger, writing to stderr), so each is owned here and by
+        // nothing else. One that is not a TCP socket is handed back unclosed below.
+        let s = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+        match s.local_addr() {
+            Ok(_) => out.push(s),
+            Err(e) => {
+                errln!(
+                    "portico: inherited file descriptor {fd} is not a TCP socket ({e}); ignored"
+                );
+                let _ = s.into_raw_fd();
+            }
+        }
+    }
+    out
+}
+
 /// `GET` of an admin endpoint, its JSON answer. Plain HTTP (the admin port is usually on a
 /// private address); 10 s at most.
 fn admin_get(admin: &str, path: &str) -> Result<serde_json::Value, String> {
@@ -697,6 +733,7 @@ fn init_logging() {
 
 fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
     init_logging();
+    portico_proxy::adopt_listeners(inherited_listeners());
     // One worker: a current-thread runtime, with no work-stealing machinery to pay for.
     let env_workers = std::env::var("TOKIO_WORKER_THREADS")
         .ok()
@@ -758,6 +795,9 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
                 }
             },
         };
+        for addr in portico_proxy::unused_inherited_listeners() {
+            tracing::warn!(address = %addr, "an inherited socket is not an address of the config's listeners or admin port; it is not served");
+        }
         if watch
             && let Err(e) = gw.watch_file() {
                 tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");

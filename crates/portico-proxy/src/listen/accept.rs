@@ -33,7 +33,7 @@ pub async fn bind(
         addr: l.addr,
         source,
     };
-    let listener = TcpListener::bind(l.addr).await.map_err(bind)?;
+    let listener = crate::listen::inherited::bind(l.addr).await.map_err(bind)?;
     let local = listener.local_addr().map_err(bind)?;
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(accept_loop(

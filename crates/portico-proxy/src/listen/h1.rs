@@ -63,6 +63,10 @@ const IDLE_BUF_MAX: usize = 16 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_MAX: usize = 256 * 1024;
 
+/// When the gateway drains, how long a connection between requests waits for one more (see
+/// `serve`).
+const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(500);
+
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// What the connection's task tells the shutdown watcher.
 struct Flags {
@@ -93,7 +97,20 @@ pub async fn serve(
     }
     flags.draining.store(true, Ordering::Relaxed);
     if flags.idle.load(Ordering::Relaxed) {
-        return;
+        // Between requests. The client may have sent its next one already (on its way, or in
+        // the socket's buffer): closing now would lose it, and the client would see the
+        // connection reset instead of an answer (an error for any client that does not resend
+        // on its own). So the connection waits a moment: a request that comes is answered,
+        // with `Connection: close`; a connection still idle after that closes.
+        let grace = tokio::time::sleep(DRAIN_IDLE_GRACE);
+        if let crate::base::future::Either::Left(()) =
+            crate::base::future::until(run.as_mut(), grace).await
+        {
+            return;
+        }
+        if flags.idle.load(Ordering::Relaxed) {
+            return;
+        }
     }
     run.await;
 }
@@ -458,11 +475,9 @@ fn poll_head(
                 }
             }
         }
+        // Between requests, also while draining: `serve` decides how long to wait then.
         let idle = rd.buf.is_empty() && !first;
         flags.idle.store(idle, Ordering::Relaxed);
-        if idle && flags.draining.load(Ordering::Relaxed) {
-            return Poll::Ready(Read::Closed);
-        }
         match rd.io.poll_fill(&mut rd.buf, HEAD_READ, cx) {
             Poll::Ready(Ok(0)) => {
                 flags.idle.store(false, Ordering::Relaxed);

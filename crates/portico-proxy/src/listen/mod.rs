@@ -3,6 +3,7 @@
 pub mod accept;
 pub mod h1;
 pub mod h2;
+pub mod inherited;
 pub mod serving;
 pub mod settings;
 pub mod tls;
