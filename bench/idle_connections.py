@@ -45,6 +45,8 @@ def main():
     ap.add_argument("--portico", default=os.path.join(ROOT, "target/release/portico"))
     ap.add_argument("--connections", type=int, default=10000)
     ap.add_argument("--after", type=int, default=60)
+    ap.add_argument("--settle", type=float, default=3, help="seconds between the last connection and the reading")
+    ap.add_argument("--no-request", action="store_true", help="connect only, send nothing")
     args = ap.parse_args()
     want = args.connections + 1000  # each process holds one end of every connection
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -53,7 +55,7 @@ def main():
     port = free_port()
     cfg = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
     cfg.write(f"listeners: [{{ address: \"127.0.0.1:{port}\" }}]\nadmin: {{ address: off }}\n"
-              "server: { client_idle_timeout: 10m }\n"
+              "server: { client_idle_timeout: 10m, request_header_timeout: 10m }\n"
               "routes:\n  - respond: { status: 200, body: ok }\n")
     cfg.close()
     proc = subprocess.Popen([args.portico, "run", "--no-watch", "--workers", "1", "-c", cfg.name],
@@ -71,6 +73,9 @@ def main():
         req = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
         for i in range(args.connections):
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if args.no_request:
+                conns.append(s)
+                continue
             s.sendall(req)
             got = b""
             while b"\r\n\r\nok" not in got:
@@ -79,7 +84,7 @@ def main():
                     sys.exit(f"connection {i} closed early")
                 got += chunk
             conns.append(s)
-        time.sleep(1)
+        time.sleep(args.settle)
         during = rss_kib(proc.pid)
         per = (during - before) * 1024 / args.connections
         print(f"RSS before: {before / 1024:.1f} MiB")

@@ -819,6 +819,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Fill for Stream<T> {
         want: usize,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
+        // A plain socket without a buffer reads into the stack first, and makes a buffer
+        // only for bytes that came: a connection whose peer sends nothing (a new client
+        // connection, or one whose buffer was given back while it sat idle) holds none
+        // meanwhile. (Waiting for readiness would not do: a new socket counts as readable
+        // until a read says otherwise.)
+        if buf.capacity() == 0
+            && let Stream::Tcp(s) = self
+        {
+            let mut stack = [0u8; 4096];
+            let mut rb = ReadBuf::new(&mut stack[..want.clamp(1, 4096)]);
+            std::task::ready!(Pin::new(s).poll_read(cx, &mut rb))?;
+            let got = rb.filled();
+            if !got.is_empty() {
+                make_room(buf, want);
+                buf.extend_from_slice(got);
+            }
+            return Poll::Ready(Ok(got.len()));
+        }
         fill_from(self, buf, want, cx)
     }
 }

@@ -164,7 +164,9 @@ async fn serve_connection(
             let io = crate::http1::server::Transport::Tcp(stream);
             return crate::listen::h1::serve(io, s.clone(), Arc::new(conn), inner, shutdown).await;
         }
-        return serve_stream(stream, &s, conn, inner).await;
+        // Boxed, like TLS below: hyper's HTTP/2 connection would otherwise set the size of
+        // every connection's task, HTTP/1.1 ones included.
+        return Box::pin(serve_stream(stream, &s, conn, inner)).await;
     }
     // Boxed: a TLS connection's handshake and stream make its future three times the size of
     // a plain one's, and every connection's task is as large as the largest branch it could

@@ -58,6 +58,8 @@ const COPY_MAX: usize = 4096;
 const WRITE_BATCH: usize = 16 * 1024;
 /// A connection keeps a read buffer at most this large between requests.
 const IDLE_BUF_MAX: usize = 16 * 1024;
+/// How long a connection waits between requests before its read buffer is given back.
+const IDLE_SHRINK_AFTER: Duration = Duration::from_secs(1);
 /// After a `Connection: close` answer, how long unread client bytes are read and dropped
 /// before the socket closes, so the client sees the answer rather than a reset.
 const LINGER: Duration = Duration::from_secs(2);
@@ -161,6 +163,7 @@ async fn run(
     let mut timer = HeadTimer {
         sleep: None,
         phase: None,
+        until: tokio::time::Instant::now(),
     };
     let mut first = true;
     loop {
@@ -215,10 +218,15 @@ async fn run(
         let rt = inner.runtime.load_full();
         // While the answer is awaited, a client that closes its connection cancels the
         // request at once (the upstream call with it) instead of holding an upstream
-        // connection until the route's timeout. The handler's future is built in the
-        // watcher's place (a `let` then `pin!` copied the whole future per request).
+        // connection until the route's timeout. The handler's future is boxed, built in its
+        // box: held in this task's state, it made every connection's task ~7 KB for as long
+        // as the connection lived, idle or not (its largest state is the pipeline's); boxed,
+        // an idle connection holds a pointer, and a request's future is made in memory that
+        // the previous request freed, warm in the cache, rather than in its connection's.
         let answered = WatchClient {
-            answer: crate::pipeline::handle::handle(rt, conn.clone(), req),
+            answer: crate::base::future::box_in_place(|| {
+                crate::pipeline::handle::handle(rt, conn.clone(), req)
+            }),
             sh: &sh,
             limit: s.max_head,
         }
@@ -420,6 +428,8 @@ struct HeadTimer {
     /// What the deadline was set for in this wait (`Some(true)`: idle, nothing of the head
     /// read yet); `None` until the wait first blocks.
     phase: Option<bool>,
+    /// The phase's deadline (the sleep may first fire earlier, to give back the buffer).
+    until: tokio::time::Instant,
 }
 
 /// Waits for a whole request head and parses it.
@@ -500,16 +510,32 @@ fn poll_head(
             } else {
                 s.header_timeout
             };
-            let deadline = tokio::time::Instant::now() + after;
+            let now = tokio::time::Instant::now();
+            timer.until = now + after;
+            // Between requests, the read buffer is given back once the wait has lasted a
+            // moment: a connection kept open by a client that is not using it then holds no
+            // buffer (a busy connection never waits that long, and keeps its buffer).
+            let first = if idle && rd.buf.capacity() > 0 {
+                (now + IDLE_SHRINK_AFTER).min(timer.until)
+            } else {
+                timer.until
+            };
             match &mut timer.sleep {
-                Some(t) => t.as_mut().reset(deadline),
-                None => timer.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                Some(t) => t.as_mut().reset(first),
+                None => timer.sleep = Some(Box::pin(tokio::time::sleep_until(first))),
             }
             timer.phase = Some(idle);
         }
         if let Some(t) = &mut timer.sleep
             && std::future::Future::poll(t.as_mut(), cx).is_ready()
         {
+            if idle && t.deadline() < timer.until {
+                rd.buf = BytesMut::new();
+                t.as_mut().reset(timer.until);
+                if std::future::Future::poll(t.as_mut(), cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
             flags.idle.store(false, Ordering::Relaxed);
             return Poll::Ready(if idle || rd.buf.is_empty() {
                 Read::Closed

@@ -200,6 +200,33 @@ async fn idle_connections_close_after_client_idle_timeout() {
     assert_eq!(more, "", "closed without an answer");
 }
 
+/// A connection idle past the moment its read buffer is given back (1 s) serves its next
+/// request as before, and still closes at `client_idle_timeout`, not earlier.
+#[tokio::test]
+async fn a_connection_idle_past_its_buffer_release_serves_on_and_closes_on_time() {
+    let gw = gateway(&config(
+        "server: { client_idle_timeout: 2500ms }\nroutes:\n  - respond: { status: 200, body: ok }\n",
+    ))
+    .await;
+    let mut s = connect(gw.addr).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_answers(&mut s, 1).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_answers(&mut s, 1).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // Idle again: open past the release point, closed once the idle timeout has passed.
+    let start = std::time::Instant::now();
+    let (more, closed) = read_for(&mut s, Duration::from_secs(10)).await;
+    assert!(closed && more.is_empty(), "{more}");
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(2400), "closed after {waited:?}");
+}
+
 #[tokio::test]
 async fn a_slow_head_gets_408() {
     let gw = gateway(&config(
