@@ -224,7 +224,10 @@ async fn a_connection_idle_past_its_buffer_release_serves_on_and_closes_on_time(
     let (more, closed) = read_for(&mut s, Duration::from_secs(10)).await;
     assert!(closed && more.is_empty(), "{more}");
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(2400), "closed after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(2400),
+        "closed after {waited:?}"
+    );
 }
 
 #[tokio::test]
