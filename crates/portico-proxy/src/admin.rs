@@ -762,13 +762,7 @@ fn written(
             })
             .to_string(),
         ),
-        Err(E::Unknown(g)) => problem(
-            StatusCode::NOT_FOUND,
-            "Not Found",
-            format!(
-                "generation {g} is not among the configs this node remembers (see /config/versions)"
-            ),
-        ),
+        Err(e @ E::Unknown(_)) => problem(StatusCode::NOT_FOUND, "Not Found", e.to_string()),
         Err(e @ (E::Push(crate::runtime::config_store::PushError::Store(_)) | E::Interrupted)) => {
             problem(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -1017,13 +1017,9 @@ impl Gateway {
         let store = self.inner.store.get().cloned();
         let (name, base) = match (&store, &self.inner.config_path) {
             (Some(source), _) => ("admin write".to_string(), source.base_dir.clone()),
-            (None, Some(p)) if self.inner.admin_writes_file.load(Ordering::Acquire) => (
-                p.display().to_string(),
-                p.parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."))
-                    .to_path_buf(),
-            ),
+            (None, Some(p)) if self.inner.admin_writes_file.load(Ordering::Acquire) => {
+                (p.display().to_string(), config_dir(p).to_path_buf())
+            }
             (None, Some(p)) => {
                 return Err(ConfigWriteError::RunsFromFile(p.display().to_string()));
             }
@@ -1055,9 +1051,10 @@ impl Gateway {
         }
         let path = self.inner.config_path.clone().expect("checked above");
         let target = path.clone();
-        let wrote = tokio::task::spawn_blocking(move || write_atomically(&target, text.as_bytes()))
-            .await
-            .unwrap_or_else(|_| Err(std::io::Error::other("interrupted")));
+        let wrote =
+            tokio::task::spawn_blocking(move || write_atomically(&target, text.as_bytes(), true))
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("interrupted")));
         if let Err(error) = wrote {
             return Err(ConfigWriteError::File {
                 path: path.display().to_string(),
@@ -1077,32 +1074,40 @@ impl Gateway {
     }
 }
 
-/// Replaces `path` with `bytes` so that a reader sees the old file or the new one, never a
-/// part: written beside it, flushed to disk, given the old file's permissions, renamed over it.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
+/// The directory a config file's relative paths are read from (and where it is replaced).
+fn config_dir(path: &Path) -> &Path {
+    path.parent()
         .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file path"))?;
-    let tmp = dir.join(format!(
-        ".{}.portico-write-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+        .unwrap_or(Path::new("."))
+}
+
+/// Replaces `path` with `bytes` so that a reader sees the old file or the new one, never a
+/// part: written to `PATH.tmp` (made anew, so a left-over file or a link there is not
+/// followed), flushed to disk, renamed over `path`, the directory flushed. The file is
+/// readable by its owner only (a config holds secrets), or, with `keep_mode`, has the mode of
+/// the file it replaces.
+fn write_atomically(path: &Path, bytes: &[u8], keep_mode: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp)?;
         f.write_all(bytes)?;
-        if let Ok(meta) = std::fs::metadata(path) {
+        if keep_mode && let Ok(meta) = std::fs::metadata(path) {
             f.set_permissions(meta.permissions())?;
         }
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        // The rename itself is made durable with the directory.
-        if let Ok(d) = std::fs::File::open(dir) {
+        if let Ok(d) = std::fs::File::open(config_dir(path)) {
             let _ = d.sync_all();
         }
         Ok(())
@@ -1318,8 +1323,8 @@ impl StoreSource {
         }
     }
 
-    /// Records `version` as running and copies its text to the cache (written beside it and
-    /// renamed into place, readable by the owner only: a config holds secrets).
+    /// Records `version` as running and copies its text to the cache (replaced whole,
+    /// readable by the owner only: a config holds secrets).
     fn applied(&self, version: u64, hash: &str, text: &str) {
         self.applied.store(version, Ordering::Relaxed);
         if let Ok(mut h) = self.applied_hash.lock() {
@@ -1329,27 +1334,7 @@ impl StoreSource {
         let Some(path) = &self.cache else {
             return;
         };
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut tmp = path.clone().into_os_string();
-            tmp.push(".tmp");
-            let tmp = PathBuf::from(tmp);
-            // A new file each time, so the mode below is its mode (a left-over file keeps its
-            // own, and could be a link to somewhere else).
-            match std::fs::remove_file(&tmp) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts.open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        if let Err(e) = write() {
+        if let Err(e) = write_atomically(path, text.as_bytes(), false) {
             tracing::warn!(cache = %path.display(), error = %e, "cannot write the config's cached copy");
         }
     }

@@ -265,3 +265,49 @@ fn a_new_binary_takes_over_the_sockets_under_load_and_no_request_fails() {
         "{new_log}"
     );
 }
+
+/// Passed descriptors that are not the config's sockets are said, not served: one that is
+/// not a TCP socket is left alone, a socket no address of the config names is logged.
+#[test]
+fn inherited_descriptors_the_config_does_not_name_are_reported() {
+    let dir = std::env::temp_dir().join(format!("portico-upgrade-odd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stray = TcpListener::bind("127.0.0.1:0").unwrap();
+    let file = std::fs::File::create(dir.join("not-a-socket")).unwrap();
+    let cfg = config(
+        &dir,
+        "c.yaml",
+        proxy.local_addr().unwrap(),
+        admin.local_addr().unwrap(),
+        "ok",
+    );
+    let log = dir.join("run.log");
+    let fds = [
+        proxy.as_raw_fd(),
+        admin.as_raw_fd(),
+        stray.as_raw_fd(),
+        file.as_raw_fd(),
+    ];
+    let mut child = start(&cfg, &fds, &log);
+    let addr = proxy.local_addr().unwrap();
+    wait_until("it never answered", || probe(addr).as_deref() == Some("ok"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("inherited file descriptor 6 is not a TCP socket"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "an inherited socket is not an address of the config's listeners or admin port; it is not served address={}",
+            stray.local_addr().unwrap()
+        )),
+        "{text}"
+    );
+}
