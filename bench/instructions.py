@@ -26,7 +26,9 @@ h2c-c8m8; the floor speaks HTTP/1.1 only and is skipped), `--cache` (callgrind's
 branch simulation too: instruction-cache misses, first-level data-cache misses and
 second-level misses (the simulated second level is this machine's L2, read from sysfs) and
 mispredicted branches per request; slower), `--keep` (keep the callgrind files, with costs per instruction address, to read with
-`callgrind_annotate --inclusive=yes FILE`).
+`callgrind_annotate --inclusive=yes FILE`), `--syscalls` (instead of instructions, system calls
+per request by name, counted by the kernel's syscall tracepoints through `perf stat -p` while the
+same load runs; the proxy runs without valgrind; needs perf from Debian's linux-perf).
 """
 
 import argparse
@@ -78,6 +80,8 @@ CLIENTS = ["--h1", "-c", "64"]
 ORIGIN = harness.ORIGIN_PORT
 # Extra callgrind options: `--cache` adds its cache and branch simulation.
 SIM = []
+# `--syscalls`: count system calls with perf instead of instructions with callgrind.
+SYSCALLS = []
 
 
 def h2load(port, n, cpu):
@@ -90,6 +94,8 @@ def h2load(port, n, cpu):
 
 def measure(name, cmd, port, n, run, cpu, listen=None):
     listen = listen or port
+    if SYSCALLS:
+        return measure_syscalls(name, cmd, port, n, run, cpu, listen)
     out = os.path.join(run, f"callgrind.{name}")
     log = open(os.path.join(run, f"{name}.log"), "w")
     if harness.port_open(listen):
@@ -145,6 +151,41 @@ def measure(name, cmd, port, n, run, cpu, listen=None):
     harness.die(f"no summary in {parts[-1]}")
 
 
+def measure_syscalls(name, cmd, port, n, run, cpu, listen):
+    """System calls per request: the proxy runs on its own (no valgrind), is warmed up, then
+    `perf stat` counts every `syscalls:sys_enter_*` tracepoint of its threads while `n`
+    requests run. Returns (total per request, the perf output, {syscall: per request})."""
+    log = open(os.path.join(run, f"{name}.log"), "w")
+    if harness.port_open(listen):
+        harness.die(f"port {listen} is in use (a proxy left from another run?)")
+    proc = harness.start(cmd, cpu, log, env=dict(os.environ, PORTICO_LOG="warn"))
+    out = os.path.join(run, f"perf.{name}")
+    try:
+        harness.wait_port(listen, proc, name)
+        h2load(port, 2000, 1 - cpu)
+        perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "syscalls:sys_enter_*", "-p", str(proc.pid),
+                                 "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # perf opens a counter per tracepoint and thread before counting
+        h2load(port, n, 1 - cpu)
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=60)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    counts = {}
+    for line in open(out):
+        f = line.strip().split(",")
+        if len(f) > 2 and f[2].startswith("syscalls:sys_enter_") and f[0].isdigit() and int(f[0]) > 0:
+            counts[f[2][len("syscalls:sys_enter_"):]] = int(f[0]) / n
+    if not counts:
+        harness.die(f"perf counted no system calls for {name} (see {out})")
+    return sum(counts.values()), out, counts
+
+
 def l2_sim():
     """callgrind simulates two cache levels, and by default takes the last one (here a 32 MiB L3
     that a proxy's working set fits in) as its second. The second level is set to this machine's
@@ -175,7 +216,11 @@ def main():
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--cache", action="store_true",
                     help="also simulate caches and branch prediction (slower): misses per request")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="count system calls per request (perf) instead of instructions")
     args = ap.parse_args()
+    if args.syscalls:
+        SYSCALLS.append(True)
     if args.cache:
         SIM[:] = ["--cache-sim=yes", "--branch-sim=yes", *l2_sim()]
     if args.keep:
@@ -188,7 +233,7 @@ def main():
     # 1,000 client plus 1,000 upstream connections need the descriptors.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
-    for tool in ("valgrind", "callgrind_control", "nginx", "h2load"):
+    for tool in (("perf",) if args.syscalls else ("valgrind", "callgrind_control")) + ("nginx", "h2load"):
         if not shutil.which(tool):
             harness.die(f"{tool} not found (apt-get install -y valgrind nginx-light nghttp2-client)")
     run = tempfile.mkdtemp(prefix="portico-instr-")
@@ -259,11 +304,25 @@ def main():
                 exports = open(os.path.join(run, "sink.log")).read().count("export ")
                 print(f"  ({name}: {exports} exports received so far)", flush=True)
             rows.append((name, per_req, dump, extra))
-            print(f"  {name:13} {per_req:9.0f} instructions/request", flush=True)
+            if SYSCALLS:
+                print(f"  {name:13} {per_req:6.2f} system calls/request", flush=True)
+            else:
+                print(f"  {name:13} {per_req:9.0f} instructions/request", flush=True)
     finally:
         for p in procs:
             p.terminate()
     base = next((r[1] for r in rows if r[0] == "nginx"), None)
+    if SYSCALLS:
+        names = sorted({k for r in rows for k in r[3]}, key=lambda k: -max(r[3].get(k, 0) for r in rows))
+        names = [k for k in names if max(r[3].get(k, 0) for r in rows) >= 0.01]
+        print("\n| proxy | system calls per request | vs nginx | " + " | ".join(names) + " |")
+        print("|---|---:|---:|" + "---:|" * len(names))
+        for name, per_req, _, counts in rows:
+            ratio = f"{per_req / base:.2f}" if base else ""
+            print(f"| {name} | {per_req:.2f} | {ratio} | " + " | ".join(f"{counts.get(k, 0):.2f}" for k in names) + " |")
+        if not args.keep:
+            shutil.rmtree(run, ignore_errors=True)
+        return
     if SIM:
         print("\n| proxy | instructions per request | vs nginx | I1 misses | D1 misses | L2 misses | branch mispredictions |"
               "\n|---|---:|---:|---:|---:|---:|---:|")
