@@ -227,6 +227,7 @@ backend be
     server origin 127.0.0.1:{origin}
 """
 
+# Portico with its default pool settings (what users run), as bench/portico.yaml.
 PORTICO_CONF = """
 listeners:
   - name: bench
@@ -236,8 +237,6 @@ access_log: {{ target: "{log}" }}
 upstreams:
   origin:
     targets: ["http://127.0.0.1:{origin}"]
-    pool_max_idle: 2048
-    idle_timeout: 110s
 routes:
   - name: all
     upstream: origin
@@ -514,7 +513,8 @@ def main():
                     if proxy == "portico-warm":
                         # Connections to the origin opened at start (`preconnect`), for the
                         # cold-pool burst at 1,000 client connections.
-                        conf = conf.replace("    pool_max_idle: 2048\n", "    pool_max_idle: 2048\n    preconnect: 1024\n")
+                        conf = conf.replace(f'    targets: ["http://127.0.0.1:{ORIGIN_PORT}"]\n',
+                                            f'    targets: ["http://127.0.0.1:{ORIGIN_PORT}"]\n    preconnect: 1024\n')
                     if proxy in BALANCED:
                         conf = conf.replace(f'targets: ["http://127.0.0.1:{ORIGIN_PORT}"]',
                                             f'targets: ["http://127.0.0.1:{ORIGIN_PORT}", "http://127.0.0.1:{ORIGIN_PORT2}"]\n'

@@ -17,6 +17,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -117,7 +118,23 @@ impl Finished {
 #[derive(Clone)]
 pub struct Exporter {
     tx: SyncSender<Finished>,
+    wake: Arc<Wake>,
     pub export: TraceExport,
+}
+
+/// How a span wakes the exporter's thread when it sleeps for want of spans.
+struct Wake {
+    /// Set by the thread before it parks until the next export is due.
+    sleeping: Arc<AtomicBool>,
+    thread: std::thread::Thread,
+}
+
+impl Drop for Wake {
+    /// The last exporter is gone (its queue with it): the thread sends what it holds and ends
+    /// now rather than when it next wakes.
+    fn drop(&mut self) {
+        self.thread.unpark();
+    }
 }
 
 impl std::fmt::Debug for Exporter {
@@ -130,11 +147,16 @@ impl Exporter {
     pub fn start(export: &TraceExport) -> std::io::Result<Exporter> {
         let (tx, rx) = sync_channel(export.max_queue);
         let settings = export.clone();
-        std::thread::Builder::new()
+        let sleeping = Arc::new(AtomicBool::new(false));
+        let asleep = sleeping.clone();
+        let thread = std::thread::Builder::new()
             .name("portico-otlp".into())
-            .spawn(move || run(rx, settings))?;
+            .spawn(move || run(rx, settings, &asleep))?
+            .thread()
+            .clone();
         Ok(Exporter {
             tx,
+            wake: Arc::new(Wake { sleeping, thread }),
             export: export.clone(),
         })
     }
@@ -142,21 +164,34 @@ impl Exporter {
     /// Queues a recorded request's spans; drops and counts them when the queue is full.
     pub fn send(&self, f: Finished) {
         let spans = 1 + f.children.len() as u64;
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(f) {
-            metrics::counter!("portico_trace_spans_dropped_total", "reason" => "queue_full")
-                .increment(spans);
+        match self.tx.try_send(f) {
+            Ok(()) => {
+                // The thread, when it found nothing at its last look, sleeps until the next
+                // export is due: the first span after a quiet spell wakes it (one system
+                // call). While spans keep coming it looks every `TICK` and nobody wakes it.
+                // The fence pairs with the thread's (see `run`): either it sees this span when
+                // it looks once more before parking, or this sees it asleep.
+                fence(Ordering::SeqCst);
+                if self.wake.sleeping.load(Ordering::Relaxed)
+                    && self.wake.sleeping.swap(false, Ordering::Relaxed)
+                {
+                    self.wake.thread.unpark();
+                }
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                metrics::counter!("portico_trace_spans_dropped_total", "reason" => "queue_full")
+                    .increment(spans);
+            }
         }
     }
 }
 
-/// How often the thread looks at the queue when spans are arriving; when a look finds none,
-/// the next waits twice as long, up to `IDLE_TICK` (an idle exporter, such as one whose
-/// ratio keeps no request, wakes ten times a second rather than fifty). A burst after a quiet
-/// spell waits at most that long: the queue (`max_queue`) holds it meanwhile.
+/// How often the thread looks at the queue while spans are arriving. A look that finds none
+/// puts it to sleep until the next export is due (`interval`), or until a span wakes it: an
+/// exporter whose ratio keeps no request wakes once an interval.
 const TICK: Duration = Duration::from_millis(20);
-const IDLE_TICK: Duration = Duration::from_millis(100);
 
-fn run(rx: Receiver<Finished>, export: TraceExport) {
+fn run(rx: Receiver<Finished>, export: TraceExport, sleeping: &AtomicBool) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -201,18 +236,22 @@ fn run(rx: Receiver<Finished>, export: TraceExport) {
             }
         }
     };
-    let mut tick = TICK;
+    // Adds a request's spans, sending the batch when it is full.
+    let add = |batch: &mut Batch, f: Finished, due: &mut Instant| {
+        batch.add(f);
+        if batch.spans >= export.max_batch {
+            flush(batch);
+            *due = Instant::now() + export.interval;
+        }
+    };
+    let mut quiet = false;
     loop {
         let mut got = false;
         loop {
             match rx.try_recv() {
                 Ok(f) => {
                     got = true;
-                    batch.add(f);
-                    if batch.spans >= export.max_batch {
-                        flush(&mut batch);
-                        due = Instant::now() + export.interval;
-                    }
+                    add(&mut batch, f, &mut due);
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -225,9 +264,34 @@ fn run(rx: Receiver<Finished>, export: TraceExport) {
             flush(&mut batch);
             due = Instant::now() + export.interval;
         }
-        tick = if got { TICK } else { (tick * 2).min(IDLE_TICK) };
-        #[allow(clippy::disallowed_methods)] // the exporter's own thread, not a tokio worker
-        std::thread::sleep(tick.min(export.interval));
+        if got || !quiet {
+            // Spans are coming (or just stopped): look again in a tick, waking nobody.
+            quiet = !got;
+            #[allow(clippy::disallowed_methods)] // the exporter's own thread, not a tokio worker
+            std::thread::sleep(TICK.min(export.interval));
+            continue;
+        }
+        // Two looks found nothing: sleep until the next export is due. Said before a last
+        // look, with a fence that pairs with the sender's, so that a span queued meanwhile
+        // is either seen by that look or wakes the thread.
+        sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        match rx.try_recv() {
+            Ok(f) => {
+                sleeping.store(false, Ordering::Relaxed);
+                quiet = false;
+                add(&mut batch, f, &mut due);
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => {
+                flush(&mut batch);
+                return;
+            }
+            Err(TryRecvError::Empty) => {}
+        }
+        std::thread::park_timeout(due.saturating_duration_since(Instant::now()));
+        sleeping.store(false, Ordering::Relaxed);
+        quiet = false;
     }
 }
 

@@ -382,23 +382,53 @@ pub fn write_hex(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
-/// A `traceparent` value (version 00): 55 bytes of lower-case hex and dashes.
-pub type Traceparent = [u8; 55];
+/// The W3C trace context of a call made inside `span`: what a `traceparent` (version 00)
+/// says, kept as bytes and written as hex only where it goes out (straight into an HTTP/1.1
+/// request head, or into a header value for the writers that need one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traceparent {
+    pub trace_id: [u8; 16],
+    pub span: [u8; 8],
+    pub sampled: bool,
+}
+
+/// Bytes of a version-00 `traceparent`: `00-` 32 hex `-` 16 hex `-01`.
+pub const TRACEPARENT_LEN: usize = 55;
 
 /// The `traceparent` for a call made inside `span`.
 pub fn traceparent(trace_id: &[u8; 16], span: &[u8; 8], sampled: bool) -> Traceparent {
-    let mut v = [0u8; 55];
-    v[..3].copy_from_slice(b"00-");
-    write_hex(trace_id, &mut v[3..35]);
-    v[35] = b'-';
-    write_hex(span, &mut v[36..52]);
-    v[52..].copy_from_slice(if sampled { b"-01" } else { b"-00" });
-    v
+    Traceparent {
+        trace_id: *trace_id,
+        span: *span,
+        sampled,
+    }
+}
+
+impl Traceparent {
+    /// The header's text into `v`.
+    pub fn write(&self, v: &mut [u8; TRACEPARENT_LEN]) {
+        v[..3].copy_from_slice(b"00-");
+        write_hex(&self.trace_id, &mut v[3..35]);
+        v[35] = b'-';
+        write_hex(&self.span, &mut v[36..52]);
+        v[52..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
+    }
+
+    /// The header's text at the end of `out`.
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.resize(at + TRACEPARENT_LEN, 0);
+        let v: &mut [u8; TRACEPARENT_LEN] =
+            (&mut out[at..]).try_into().expect("resized to the length");
+        self.write(v);
+    }
 }
 
 /// The header value of a [`Traceparent`].
-pub fn traceparent_value(v: &Traceparent) -> HeaderValue {
-    HeaderValue::from_bytes(v).expect("hex digits and dashes")
+pub fn traceparent_value(t: &Traceparent) -> HeaderValue {
+    let mut v = [0u8; TRACEPARENT_LEN];
+    t.write(&mut v);
+    HeaderValue::from_bytes(&v).expect("hex digits and dashes")
 }
 
 /// Writes the trace context for a call made inside `span`, in every format written,
@@ -421,6 +451,7 @@ pub fn inject(
 
 /// The B3 formats of [`inject`] (the W3C one is written by the upstream connection itself on
 /// the request path: see `upstream::call`).
+#[inline]
 pub fn inject_b3(
     headers: &mut HeaderMap,
     p: &Propagators,
@@ -428,9 +459,19 @@ pub fn inject_b3(
     span: &[u8; 8],
     sampled: bool,
 ) {
-    if !p.b3 && !p.b3multi {
-        return;
+    // Checked where it is called: B3 is off by default, and the call was most of its cost.
+    if p.b3 || p.b3multi {
+        write_b3(headers, p, trace_id, span, sampled);
     }
+}
+
+fn write_b3(
+    headers: &mut HeaderMap,
+    p: &Propagators,
+    trace_id: &[u8; 16],
+    span: &[u8; 8],
+    sampled: bool,
+) {
     let mut trace = [0u8; 32];
     write_hex(trace_id, &mut trace);
     let mut span_hex = [0u8; 16];

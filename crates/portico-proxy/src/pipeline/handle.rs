@@ -264,18 +264,26 @@ fn finish(mut done: Box<Finish>, bytes_out: u64, complete: bool) {
             "request debug record"
         );
     }
-    if let (Some(exporter), Some(mut trace)) = (&rt.tracer, rec.trace.take()) {
+    if let Some(exporter) = &rt.tracer {
         let route_ratio = rec
             .route_index
             .and_then(|i| rt.config.routes.get(i)?.sample_ratio);
-        if trace.decide(route_ratio) || (trace.keep_errors && rec.status >= 500) {
+        let status = rec.status;
+        // Taken out of the record (and put back for the access log) only when recorded: the
+        // move costs ~50 instructions, paid otherwise by every unsampled request.
+        if rec
+            .trace
+            .as_mut()
+            .is_some_and(|t| t.decide(route_ratio) || (t.keep_errors && status >= 500))
+            && let Some(mut trace) = rec.trace.take()
+        {
             exporter.send(crate::observe::otel::Finished::take(
                 rec,
                 &mut trace,
                 &rt.config.redact,
             ));
+            rec.trace = Some(trace);
         }
-        rec.trace = Some(trace);
     }
     // The record leaves its box only for the access log (a 376-byte move otherwise).
     if rt.access_log.is_some() {

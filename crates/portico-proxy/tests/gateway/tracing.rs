@@ -767,3 +767,30 @@ async fn an_http2_request_is_traced_with_its_protocol() {
     assert_eq!(server[0].attr("network.protocol.version"), Some("2"));
     assert_eq!(server[0].trace_id, CLIENT_TRACE);
 }
+
+/// An exporter that has seen no span for a while sleeps until its next export is due; the
+/// first span after the quiet spell wakes it. With a batch of one span and an interval of a
+/// minute, the spans arrive at once only if the request woke the thread.
+#[tokio::test]
+async fn the_first_span_after_a_quiet_spell_wakes_the_exporter() {
+    let collector = otlp_collector().await;
+    let up = echo_server().await;
+    let gw = portico_testkit::gateway(&config(&format!(
+        "tracing:\n  endpoint: \"{}\"\n  interval: 60s\n  max_batch: 1\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: r\n    upstream: u\n",
+        collector.url(),
+        up.url()
+    )))
+    .await;
+    for round in 0..2 {
+        // Long enough for the thread to look twice, find nothing and park.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(get(&gw.url("/quiet")).await.status, 200);
+        let spans = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            collector.wait_for(2 * (round + 1)),
+        )
+        .await
+        .expect("the spans arrive long before the interval");
+        assert_eq!(server_spans(&spans).len(), round + 1);
+    }
+}
