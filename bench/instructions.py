@@ -139,7 +139,7 @@ def measure(name, cmd, port, n, run, cpu, listen=None):
             events = line.split()[1:]
         if line.startswith("summary:"):
             counts = dict(zip(events, (int(x) for x in line.split()[1:])))
-            if SIM:
+            if "--cache-sim=yes" in SIM:
                 # Per request: instruction-cache misses, first-level data-cache misses (reads
                 # and writes), second-level misses (the simulation's last level is set to this
                 # machine's L2, see `l2_sim`), mispredicted branches (conditional and indirect).
@@ -323,7 +323,7 @@ def main():
         if not args.keep:
             shutil.rmtree(run, ignore_errors=True)
         return
-    if SIM:
+    if "--cache-sim=yes" in SIM:
         print("\n| proxy | instructions per request | vs nginx | I1 misses | D1 misses | L2 misses | branch mispredictions |"
               "\n|---|---:|---:|---:|---:|---:|---:|")
     else:
