@@ -34,13 +34,11 @@ const MAX_HEADERS: usize = 128;
 /// The largest chunk-size line and trailer section accepted.
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
-/// Reads of a body ask for at least this much room; a buffer is reused once the frames cut
-/// from it are gone.
+/// Reads ask for at least this much room; a buffer is reused once the frames cut from it are
+/// gone. Response heads are read with the same room: asking for 4 KiB instead (the heap's
+/// largest share at 1,000 connections is these buffers) took 4 MiB more of RSS there with
+/// mimalloc, not less (docs/benchmarks.md, "Memory").
 const READ_SIZE: usize = 8192;
-/// Reads of a response head ask for this much: a head is usually well under 1 KiB, and every
-/// connection in use holds this buffer (at 1,000 connections, 8 KiB each was the largest
-/// share of the heap). A body of known length that follows gets room of its own size.
-const HEAD_READ: usize = 4096;
 /// The most a read asks for, and the largest frame gathered from a body of known length.
 const READ_MAX: usize = 64 * 1024;
 /// An idle connection keeps a buffer at most this large.
@@ -425,7 +423,7 @@ impl<S> H1Conn<S> {
                 return Poll::Ready(Ok(false));
             }
             // Blocked on the body or the socket: an answer may already be coming.
-            match self.io.poll_fill(&mut self.buf, HEAD_READ, cx) {
+            match self.io.poll_fill(&mut self.buf, READ_SIZE, cx) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(ConnError::Io(io::ErrorKind::UnexpectedEof.into())));
                 }
@@ -459,7 +457,7 @@ impl<S> H1Conn<S> {
                 return Poll::Ready(Err(ConnError::Protocol("response head larger than 64 KiB")));
             }
             let n =
-                ready!(self.io.poll_fill(&mut self.buf, HEAD_READ, cx)).map_err(ConnError::Io)?;
+                ready!(self.io.poll_fill(&mut self.buf, READ_SIZE, cx)).map_err(ConnError::Io)?;
             if n == 0 {
                 return Poll::Ready(Err(ConnError::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
