@@ -104,11 +104,25 @@ impl<'a> Sink<'a> {
     }
 
     pub fn error(&mut self, loc: Option<Loc>, message: impl Into<String>, hint: Option<String>) {
+        let (file, text) = (self.file, self.text);
+        self.error_in(file, text, loc, message, hint);
+    }
+
+    /// An error in another file than the config (a document the config names), located in
+    /// that file's `text`.
+    pub fn error_in(
+        &mut self,
+        file: &str,
+        text: &str,
+        loc: Option<Loc>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
         let source_line = loc
-            .and_then(|l| yaml_lines(self.text).nth(l.line.saturating_sub(1) as usize))
+            .and_then(|l| yaml_lines(text).nth(l.line.saturating_sub(1) as usize))
             .map(str::to_owned);
         self.out.push(Diagnostic {
-            file: self.file.to_owned(),
+            file: file.to_owned(),
             loc,
             message: message.into(),
             hint,
@@ -124,10 +138,25 @@ impl<'a> Sink<'a> {
         self.error(e.loc, e.msg, e.hint);
     }
 
+    /// The diagnostics in reading order: the config's first, then those of each other file in
+    /// the order its first one was reported, each file by line and column.
     pub fn finish(mut self) -> Diagnostics {
-        self.out
-            .sort_by_key(|d| d.loc.map(|l| (l.line, l.column)).unwrap_or((0, 0)));
-        Diagnostics(self.out)
+        let mut files: Vec<String> = vec![self.file.to_owned()];
+        for d in &self.out {
+            if !files.contains(&d.file) {
+                files.push(d.file.clone());
+            }
+        }
+        let rank = |f: &str| files.iter().position(|x| x == f).unwrap_or(usize::MAX);
+        let mut keyed: Vec<_> = std::mem::take(&mut self.out)
+            .into_iter()
+            .map(|d| {
+                let (line, col) = d.loc.map(|l| (l.line, l.column)).unwrap_or((0, 0));
+                ((rank(&d.file), line, col), d)
+            })
+            .collect();
+        keyed.sort_by_key(|(k, _)| *k);
+        Diagnostics(keyed.into_iter().map(|(_, d)| d).collect())
     }
 }
 
@@ -142,5 +171,34 @@ mod line_tests {
         let mut s = super::Sink::new("f.yaml", "x: 1\ry: 2\n");
         s.at(crate::tree::Loc { line: 2, column: 1 }, "m", "h");
         assert_eq!(s.out[0].source_line.as_deref(), Some("y: 2"));
+    }
+
+    #[test]
+    fn other_files_come_after_the_config_in_order_of_first_report() {
+        let at = |line| Some(crate::tree::Loc { line, column: 1 });
+        let mut s = super::Sink::new("c.yaml", "a: 1\nb: 2\n");
+        s.error_in("b.yaml", "x\ny\nz\n", at(3), "b3", None);
+        s.error(at(2), "c2", None);
+        s.error_in("a.yaml", "p\nq\n", at(1), "a1", None);
+        s.error_in("b.yaml", "x\ny\nz\n", at(1), "b1", None);
+        s.error(at(1), "c1", None);
+        let d = s.finish().0;
+        let order: Vec<(&str, &str)> = d
+            .iter()
+            .map(|d| (d.file.as_str(), d.message.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("c.yaml", "c1"),
+                ("c.yaml", "c2"),
+                ("b.yaml", "b1"),
+                ("b.yaml", "b3"),
+                ("a.yaml", "a1"),
+            ]
+        );
+        // The source line comes from the file the error is in, not from the config.
+        assert_eq!(d[3].source_line.as_deref(), Some("z"));
+        assert_eq!(d[4].source_line.as_deref(), Some("p"));
     }
 }

@@ -155,6 +155,18 @@ fn patterns(path: &PathPattern) -> Vec<String> {
     }
 }
 
+/// The path a fixed or template pattern matches, with parameters renamed by position: two
+/// patterns with the same shape take the same requests (`/pets/{id}` and `/pets/{name}`).
+/// `None` for prefixes and the match-all, which overlap other patterns rather than equal them.
+// Used by the conflict check of `apis`.
+#[allow(dead_code)]
+pub(crate) fn shape(path: &PathPattern) -> Option<String> {
+    match path {
+        PathPattern::Exact(_) | PathPattern::Template(_) => patterns(path).into_iter().next(),
+        PathPattern::Prefix(_) | PathPattern::Any => None,
+    }
+}
+
 fn normalized_template(t: &Template) -> String {
     let mut out = String::new();
     let mut n = 0;
@@ -506,4 +518,28 @@ pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
             let (k, v) = pair.trim().split_once('=')?;
             (k == name).then(|| v.trim_matches('"'))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile_path;
+    use crate::file::PathMatchConfig;
+
+    fn shape_of(p: PathMatchConfig) -> Option<String> {
+        shape(&compile_path(&p).expect("test path compiles"))
+    }
+
+    #[test]
+    fn shape_ignores_parameter_names_and_keeps_literals() {
+        let t = |s: &str| shape_of(PathMatchConfig::Template(s.into()));
+        assert_eq!(t("/pets/{id}").as_deref(), Some("/pets/{p0}"));
+        assert_eq!(t("/pets/{id}"), t("/pets/{name}"));
+        assert_ne!(t("/pets/{id}"), t("/pets/{id}/toys"));
+        assert_eq!(
+            shape_of(PathMatchConfig::Exact("/pets".into())).as_deref(),
+            Some("/pets")
+        );
+        assert_eq!(shape_of(PathMatchConfig::Prefix("/pets".into())), None);
+    }
 }

@@ -50,6 +50,8 @@ use crate::tree::{Env, Loc, NodeKind, from_node, parse_document, suggest};
 
 pub(crate) use ctx::read_bounded;
 pub use listener::DEFAULT_ADMIN;
+#[cfg(test)]
+pub(crate) use route::compile_path;
 pub use upstream::parse_target_url;
 
 use ctx::{Ctx, FNV_START, each_item, fnv, get, loc};

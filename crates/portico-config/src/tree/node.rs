@@ -62,6 +62,17 @@ impl Node {
     /// The node as JSON, with strings as written (no `${VAR}` substitution) and the values of
     /// secret-looking keys replaced, for display on the admin port.
     pub fn to_redacted_json(&self) -> serde_json::Value {
+        self.json(true)
+    }
+
+    /// The node as JSON, every value as written (no `${VAR}` substitution, nothing redacted):
+    /// for data taken from a document, such as an OpenAPI example whose keys may well be
+    /// called `token`.
+    pub fn to_json(&self) -> serde_json::Value {
+        self.json(false)
+    }
+
+    fn json(&self, redact: bool) -> serde_json::Value {
         use serde_json::Value;
         match &self.kind {
             NodeKind::Null => Value::Null,
@@ -70,18 +81,17 @@ impl Node {
             NodeKind::UInt(i) => Value::from(*i),
             NodeKind::Float(f) => Value::from(*f),
             NodeKind::Str(s) => Value::String(s.clone()),
-            NodeKind::Seq(items) => {
-                Value::Array(items.iter().map(Node::to_redacted_json).collect())
-            }
+            NodeKind::Seq(items) => Value::Array(items.iter().map(|n| n.json(redact)).collect()),
             NodeKind::Map(entries) => {
                 let mut out = serde_json::Map::new();
                 for (k, v) in entries {
                     let key = k.key_text();
-                    let value = if is_secret_key(&key) && !matches!(v.kind, NodeKind::Null) {
-                        Value::String("<redacted>".into())
-                    } else {
-                        v.to_redacted_json()
-                    };
+                    let value =
+                        if redact && is_secret_key(&key) && !matches!(v.kind, NodeKind::Null) {
+                            Value::String("<redacted>".into())
+                        } else {
+                            v.json(redact)
+                        };
                     out.insert(key, value);
                 }
                 Value::Object(out)
@@ -106,4 +116,20 @@ fn is_secret_key(key: &str) -> bool {
     ]
     .iter()
     .any(|s| k.contains(s))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn to_json_keeps_what_to_redacted_json_hides() {
+        let doc = crate::tree::parse_document("token: abc\nlist: [1, 2.5, true, null]\n").unwrap();
+        assert_eq!(
+            doc.to_json(),
+            serde_json::json!({"token": "abc", "list": [1, 2.5, true, null]})
+        );
+        assert_eq!(
+            doc.to_redacted_json(),
+            serde_json::json!({"token": "<redacted>", "list": [1, 2.5, true, null]})
+        );
+    }
 }
