@@ -28,6 +28,7 @@ mod aggregate;
 mod auth;
 mod ctx;
 mod listener;
+mod openapi;
 mod policy;
 mod route;
 mod server;
