@@ -158,8 +158,6 @@ fn patterns(path: &PathPattern) -> Vec<String> {
 /// The path a fixed or template pattern matches, with parameters renamed by position: two
 /// patterns with the same shape take the same requests (`/pets/{id}` and `/pets/{name}`).
 /// `None` for prefixes and the match-all, which overlap other patterns rather than equal them.
-// Used by the conflict check of `apis`.
-#[allow(dead_code)]
 pub(crate) fn shape(path: &PathPattern) -> Option<String> {
     match path {
         PathPattern::Exact(_) | PathPattern::Template(_) => patterns(path).into_iter().next(),

@@ -1038,6 +1038,9 @@ fn json_schema_describes_the_file() {
         "routes",
         "strip_prefix",
         "trusted_proxies",
+        "apis",
+        "openapi",
+        "enforce_security",
     ] {
         assert!(text.contains(key), "schema lacks {key}");
     }

@@ -22,6 +22,8 @@
 //! - `soap.rs`, `transcode.rs`, `aggregate.rs` — the route kinds that need more than a proxy.
 //! - `action.rs` — what a route does: proxy (rewrites, splits, mirrors), respond, redirect.
 //! - `route.rs` — one route: its match, its action, its policies, and the kinds above.
+//! - `openapi/` — `apis`: the operations of OpenAPI documents, each compiled as a route
+//!   after those of `routes`.
 
 mod action;
 mod aggregate;
@@ -70,6 +72,7 @@ const TOP_LEVEL: &[&str] = &[
     "server",
     "upstreams",
     "routes",
+    "apis",
     "policies",
     "consumers",
     "redis",
@@ -111,6 +114,8 @@ pub fn compile(
     let mut policy_nodes = Vec::new();
     let mut consumer_nodes = Vec::new();
     let mut route_count = 0usize;
+    let mut api_nodes = Vec::new();
+    let mut api_count = 0usize;
     for (k, v) in entries {
         let key = k.key_text();
         match key.as_str() {
@@ -138,6 +143,16 @@ pub fn compile(
                     Ok(r) => {
                         file.routes.push(r);
                         route_nodes.push((route_count, n));
+                    }
+                    Err(e) => cx.sink.de(e),
+                }
+            }),
+            "apis" => each_item(&mut cx, v, |cx, n| {
+                api_count += 1;
+                match from_node::<ApiConfig>(n, cx.env) {
+                    Ok(a) => {
+                        file.apis.push(a);
+                        api_nodes.push((api_count, n));
                     }
                     Err(e) => cx.sink.de(e),
                 }
@@ -252,6 +267,7 @@ pub fn compile(
         .collect();
     let mut routes = Vec::new();
     let mut names: HashMap<String, Loc> = HashMap::new();
+    let mut route_locs: Vec<Loc> = Vec::new();
     for (cfg, (number, node)) in file.routes.iter().zip(&route_nodes) {
         let name = cfg
             .name
@@ -280,8 +296,22 @@ pub fn compile(
             &global_policies,
         ) {
             routes.push(Arc::new(r));
+            route_locs.push(node.loc);
         }
     }
+    openapi::compile_apis(
+        &mut cx,
+        &file.apis,
+        &api_nodes,
+        openapi::Earlier {
+            names: &names,
+            locs: &route_locs,
+        },
+        &mut routes,
+        &upstream_index,
+        &upstreams,
+        &global_policies,
+    );
 
     if !cx.sink.out.is_empty() {
         return Err(cx.sink.finish());

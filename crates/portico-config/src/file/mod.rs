@@ -12,7 +12,9 @@
 //! - `policy.rs` — [`PolicyConfig`] and the other policies.
 //! - `tracing.rs` — `tracing` (OpenTelemetry) and a route's `tracing`.
 //! - `route.rs` — `routes`.
+//! - `api.rs` — `apis` (routes from OpenAPI documents).
 
+mod api;
 mod auth;
 mod policy;
 mod route;
@@ -20,6 +22,7 @@ mod server;
 mod tracing;
 mod upstream;
 
+pub use api::*;
 pub use auth::*;
 pub use policy::*;
 pub use route::*;
@@ -57,6 +60,9 @@ pub struct FileConfig {
     /// Routes, matched by specificity then declared order.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// OpenAPI documents whose operations become routes, after those of `routes`.
+    #[serde(default)]
+    pub apis: Vec<ApiConfig>,
     /// Policies applied to every route, before the route's own.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,

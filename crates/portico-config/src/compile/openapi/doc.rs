@@ -132,6 +132,17 @@ fn pointee<'n>(root: &'n Node, segments: &[String]) -> Option<&'n Node> {
     })
 }
 
+/// The key and value nodes of `key` in a mapping.
+fn entry<'n>(node: &'n Node, key: &str) -> Option<(&'n Node, &'n Node)> {
+    match &node.kind {
+        NodeKind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(k, v)| (k, v)),
+        _ => None,
+    }
+}
+
 /// The `$ref` value node of a mapping that is a reference.
 fn ref_of(n: &Node) -> Option<&Node> {
     get(n, "$ref")
@@ -223,8 +234,8 @@ pub(crate) struct Operation<'n> {
     pub item: &'n Node,
     pub id: Option<(String, Loc)>,
     pub tags: Vec<(String, Loc)>,
-    /// The `security` that applies: the operation's, or else the document's.
-    pub security: Option<&'n Node>,
+    /// The `security` that applies, the operation's or else the document's: its key and value.
+    pub security: Option<(&'n Node, &'n Node)>,
 }
 
 fn strings(n: Option<&Node>) -> Vec<(String, Loc)> {
@@ -330,7 +341,7 @@ pub(crate) fn operations<'n>(root: &'n Node, out: &mut Vec<Problem>) -> Vec<Oper
                 item,
                 id,
                 tags: strings(get(op, "tags")),
-                security: get(op, "security").or_else(|| get(root, "security")),
+                security: entry(op, "security").or_else(|| entry(root, "security")),
             });
         }
     }
@@ -457,8 +468,13 @@ pub(crate) fn server_path(server: &Node) -> Result<String, Problem> {
 
 /// The route path for `base` + an operation's `path`: `exact` without parameters, otherwise a
 /// template with each parameter's name made of letters, digits and `_` (the router ignores
-/// the names, and `{pet-id}` is a valid OpenAPI name that a template cannot hold).
-pub(crate) fn route_path(base: &str, path: &str, at: Loc) -> Result<PathMatchConfig, Problem> {
+/// the names, and `{pet-id}` is a valid OpenAPI name that a template cannot hold). Also gives
+/// the operation's path with those names, for a rewrite without the base.
+pub(crate) fn route_path(
+    base: &str,
+    path: &str,
+    at: Loc,
+) -> Result<(PathMatchConfig, String), Problem> {
     let skip_hint = "an operation the router cannot express can be left out with `skip: true` under its `operations:` entry in the config, and written as a `routes:` entry instead";
     let mut names: Vec<String> = Vec::new();
     let mut sanitized = String::new();
@@ -489,6 +505,7 @@ pub(crate) fn route_path(base: &str, path: &str, at: Loc) -> Result<PathMatchCon
             _ => sanitized.push_str(part),
         }
     }
+    // `/` under a base is the base itself (exact routes also take it with a trailing slash).
     let full = if sanitized == "/" && !base.is_empty() {
         base.to_owned()
     } else {
@@ -500,7 +517,7 @@ pub(crate) fn route_path(base: &str, path: &str, at: Loc) -> Result<PathMatchCon
         PathMatchConfig::Template(full)
     };
     match compile_path(&cfg) {
-        Ok(_) => Ok(cfg),
+        Ok(_) => Ok((cfg, sanitized)),
         Err((msg, hint)) => Err(Problem::new(
             at,
             format!("{msg}; the path is not expressible as a route"),
@@ -652,8 +669,18 @@ mod tests {
         assert_eq!(ops[0].tags[0].0, "pets");
         assert_eq!(ops[0].method_loc, Loc { line: 7, column: 5 });
         // The operation's own `security: []` overrides the document's.
-        assert!(!requires_security(ops[0].security.unwrap()));
-        assert!(requires_security(ops[1].security.unwrap()));
+        let (key, value) = ops[0].security.unwrap();
+        assert_eq!(
+            key.loc,
+            Loc {
+                line: 7,
+                column: 49
+            }
+        );
+        assert!(!requires_security(value));
+        let (key, value) = ops[1].security.unwrap();
+        assert_eq!(key.loc, Loc { line: 2, column: 1 });
+        assert!(requires_security(value));
     }
 
     #[test]
@@ -726,7 +753,7 @@ mod tests {
     #[test]
     fn paths_become_exact_paths_or_templates_with_plain_names() {
         let at = Loc { line: 3, column: 3 };
-        let p = |base: &str, path: &str| route_path(base, path, at);
+        let p = |base: &str, path: &str| route_path(base, path, at).map(|(p, _)| p);
         assert!(matches!(p("/v1", "/pets").unwrap(), PathMatchConfig::Exact(s) if s == "/v1/pets"));
         assert!(matches!(p("/v1", "/").unwrap(), PathMatchConfig::Exact(s) if s == "/v1"));
         assert!(matches!(p("", "/").unwrap(), PathMatchConfig::Exact(s) if s == "/"));

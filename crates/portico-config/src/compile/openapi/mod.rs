@@ -1,7 +1,590 @@
-//! `apis`: routes from OpenAPI documents.
+//! `apis`: the operations of OpenAPI documents as routes.
+//!
+//! Each operation becomes a config node shaped like a `routes:` entry, read into a
+//! [`RouteConfig`] and compiled by the same `compile_route` as a hand-written route, so
+//! upstreams, timeouts and policies are checked in one place. The parts of that node taken
+//! from the config are copies of the config's nodes, so their errors point at the config; the
+//! rest is located at the config's `openapi:` value. Problems in the document are reported in
+//! the document, at the line and column where they are written.
 //!
 //! - `doc.rs` — the document: version, `$ref`s, operations, base paths, route paths.
 
-// Wired into `compile` with the `apis` section.
-#[allow(dead_code)]
-pub(super) mod doc;
+mod doc;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::file::{ApiConfig, PathMatchConfig, RouteConfig};
+use crate::ir::{HostPattern, Policy, Route, Upstream};
+use crate::router::shape;
+use crate::tree::{Loc, Node, NodeKind, from_node, suggest};
+
+use super::ctx::{Ctx, get, loc, read_file, resolve};
+use super::route::compile_route;
+use doc::{Operation, Problem};
+
+/// The routes compiled before the APIs', which their routes and names must not clash with.
+pub(super) struct Earlier<'a> {
+    pub names: &'a HashMap<String, Loc>,
+    /// The config location of each route in `routes`, by index.
+    pub locs: &'a [Loc],
+}
+
+/// A document read for one `apis` entry: its name in diagnostics, its text and its nodes.
+struct Doc {
+    file: String,
+    text: String,
+}
+
+impl Doc {
+    fn err(&self, cx: &mut Ctx<'_>, p: Problem) {
+        cx.sink
+            .error_in(&self.file, &self.text, Some(p.loc), p.msg, Some(p.hint));
+    }
+
+    fn at(&self, l: Loc) -> String {
+        format!("{}:{}:{}", self.file, l.line, l.column)
+    }
+}
+
+/// A route that a generated one must not shadow or be shadowed by: same hosts, same path shape.
+struct Taken {
+    name: Arc<str>,
+    methods: Vec<Method>,
+    /// Header, query or cookie conditions: such a route overrides on purpose.
+    conditional: bool,
+    at: String,
+}
+
+type ShapeKey = (String, bool, String);
+
+fn shape_key(r: &Route) -> Option<ShapeKey> {
+    let mut hosts: Vec<String> = r
+        .hosts
+        .iter()
+        .map(|h| match h {
+            HostPattern::Exact(h) => h.clone(),
+            HostPattern::Suffix(s) => format!("*{s}"),
+        })
+        .collect();
+    hosts.sort();
+    Some((hosts.join(","), r.path_any_case, shape(&r.path)?))
+}
+
+/// Compiles the operations of every `apis` entry into routes appended to `routes`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn compile_apis(
+    cx: &mut Ctx<'_>,
+    apis: &[ApiConfig],
+    nodes: &[(usize, &Node)],
+    earlier: Earlier<'_>,
+    routes: &mut Vec<Arc<Route>>,
+    upstreams: &HashMap<String, usize>,
+    upstream_specs: &[Arc<Upstream>],
+    global_policies: &[Policy],
+) {
+    let mut taken: HashMap<ShapeKey, Vec<Taken>> = HashMap::new();
+    for r in routes.iter() {
+        if let Some(k) = shape_key(r) {
+            let l = earlier.locs.get(r.index).copied().unwrap_or_default();
+            taken.entry(k).or_default().push(Taken {
+                name: r.name.clone(),
+                methods: r.methods.clone(),
+                conditional: !(r.headers.is_empty() && r.query.is_empty() && r.cookies.is_empty()),
+                at: format!("{}:{}:{}", cx.sink.file, l.line, l.column),
+            });
+        }
+    }
+    let mut generated: HashMap<String, String> = HashMap::new();
+    let mut state = State {
+        earlier,
+        taken,
+        generated: &mut generated,
+        upstreams,
+        upstream_specs,
+        global_policies,
+    };
+    for (cfg, (number, node)) in apis.iter().zip(nodes) {
+        compile_api(cx, &mut state, cfg, *number, node, routes);
+    }
+}
+
+struct State<'a, 'g> {
+    earlier: Earlier<'a>,
+    taken: HashMap<ShapeKey, Vec<Taken>>,
+    /// Names of the generated routes so far, with where their operation is written.
+    generated: &'g mut HashMap<String, String>,
+    upstreams: &'a HashMap<String, usize>,
+    upstream_specs: &'a [Arc<Upstream>],
+    global_policies: &'a [Policy],
+}
+
+fn compile_api(
+    cx: &mut Ctx<'_>,
+    st: &mut State<'_, '_>,
+    cfg: &ApiConfig,
+    number: usize,
+    node: &Node,
+    routes: &mut Vec<Arc<Route>>,
+) {
+    let api_name = cfg.name.clone().unwrap_or_else(|| format!("api-{number}"));
+    let doc_at = loc(node, "openapi");
+    let Some(bytes) = read_file(cx, &cfg.openapi, doc_at) else {
+        return;
+    };
+    let file = resolve(cx, &cfg.openapi).display().to_string();
+    let Ok(text) = String::from_utf8(bytes) else {
+        cx.sink.at(
+            doc_at,
+            format!("`{file}` is not UTF-8 text"),
+            "save the OpenAPI document as UTF-8",
+        );
+        return;
+    };
+    let doc = Doc { file, text };
+    let root = match doc::parse(&doc.text) {
+        Ok(r) => r,
+        Err(p) => return doc.err(cx, p),
+    };
+    if let Err(p) = doc::check_version(&root) {
+        return doc.err(cx, p);
+    }
+    let mut problems = Vec::new();
+    doc::check_refs(&root, &mut problems);
+    let ops = doc::operations(&root, &mut problems);
+    doc::check_duplicate_ids(&ops, &mut problems);
+
+    let base_override = cfg.base_path.as_deref().and_then(|b| {
+        let ok = check_base_path(b);
+        if let Err((msg, hint)) = &ok {
+            cx.sink
+                .at(loc(node, "base_path"), msg.clone(), hint.clone());
+        }
+        ok.ok()
+    });
+    check_names(cx, node, "operations", &ops, |o| {
+        o.id.iter().map(|(id, _)| id.clone()).collect()
+    });
+    let declared_tags: Vec<String> = match get(&root, "tags").map(|t| &t.kind) {
+        Some(NodeKind::Seq(items)) => items
+            .iter()
+            .filter_map(|t| get(t, "name")?.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    check_names(cx, node, "tags", &ops, |o| {
+        o.tags
+            .iter()
+            .map(|(t, _)| t.clone())
+            .chain(declared_tags.iter().cloned())
+            .collect()
+    });
+    if !problems.is_empty() {
+        for p in problems {
+            doc.err(cx, p);
+        }
+        return;
+    }
+    if cfg.base_path.is_some() && base_override.is_none() {
+        return;
+    }
+
+    let mut tag_clashes = HashSet::new();
+    for op in &ops {
+        let levels = Levels::of(node, op);
+        let scalar = |cx: &mut Ctx<'_>, clashes: &mut HashSet<_>, keys: &[&'static str]| {
+            levels.pick(cx, clashes, &doc, op, keys)
+        };
+        let skip = scalar(cx, &mut tag_clashes, &["skip"]);
+        if flag(cx, skip.as_ref()) == Some(true) {
+            continue;
+        }
+        let enforce = scalar(cx, &mut tag_clashes, &["enforce_security"]);
+        let enforce = flag(cx, enforce.as_ref());
+        if let Some((key, value)) = op.security
+            && doc::requires_security(value)
+            && enforce != Some(false)
+        {
+            doc.err(
+                cx,
+                Problem {
+                    loc: key.loc,
+                    msg: format!(
+                        "{} has security requirements, and security schemes are not mapped to policies yet",
+                        describe(op)
+                    ),
+                    hint: format!(
+                        "to serve it anyway, set `enforce_security: false` for it in the config (under `apis` → `operations: {{ {} }}` or its tag) and authenticate with the operation's own `policies`",
+                        op.id.as_ref().map_or("…", |(id, _)| id.as_str())
+                    ),
+                },
+            );
+            continue;
+        }
+        let base = match &base_override {
+            Some(b) => b.clone(),
+            None => match doc::server_base(&root, op) {
+                Ok(b) => b,
+                Err(p) => {
+                    doc.err(cx, p);
+                    continue;
+                }
+            },
+        };
+        let (path, op_path) = match doc::route_path(&base, &op.path, op.path_loc) {
+            Ok(p) => p,
+            Err(p) => {
+                doc.err(cx, p);
+                continue;
+            }
+        };
+        let target = scalar(cx, &mut tag_clashes, &["upstream", "split"]);
+        let Some(target) = target else {
+            cx.sink.at(
+                node.loc,
+                format!(
+                    "{} of API `{api_name}` ({}) has no upstream",
+                    describe(op),
+                    doc.at(op.method_loc)
+                ),
+                "set `upstream` (or `split`) for the API, or for the operation under `operations:` or its tag under `tags:`",
+            );
+            continue;
+        };
+        let timeout = scalar(cx, &mut tag_clashes, &["timeout"]);
+
+        let name_prefix = cfg.name_prefix.as_deref().unwrap_or("");
+        let name = match &op.id {
+            Some((id, _)) => format!("{name_prefix}{id}"),
+            None => format!("{name_prefix}{} {}", op.method, path_text(&path)),
+        };
+        let name_at = op.id.as_ref().map_or(op.method_loc, |(_, l)| *l);
+        let other = st
+            .earlier
+            .names
+            .get(&name)
+            .map(|l| format!("{}:{}:{}", cx.sink.file, l.line, l.column))
+            .or_else(|| st.generated.get(&name).cloned());
+        if let Some(other) = other {
+            doc.err(
+                cx,
+                Problem {
+                    loc: name_at,
+                    msg: format!("route name `{name}` is already taken, by the route at {other}"),
+                    hint: format!(
+                        "set `name_prefix` for API `{api_name}` in the config to keep its route names apart"
+                    ),
+                },
+            );
+            continue;
+        }
+
+        let synth = Synth { at: doc_at };
+        let mut route_node = vec![(
+            "match",
+            synth.map([
+                get(node, "hosts").map(|h| ("hosts", h.clone())),
+                Some((
+                    "path",
+                    synth.map([Some(match &path {
+                        PathMatchConfig::Exact(p) => ("exact", synth.str(p)),
+                        PathMatchConfig::Template(p) | PathMatchConfig::Prefix(p) => {
+                            ("template", synth.str(p))
+                        }
+                    })]),
+                )),
+                Some((
+                    "methods",
+                    Node {
+                        kind: NodeKind::Seq(vec![synth.str(&op.method)]),
+                        loc: doc_at,
+                    },
+                )),
+            ]),
+        )];
+        route_node.push(target.clone());
+        if let Some(t) = timeout {
+            route_node.push(t.clone());
+        }
+        if cfg.strip_base_path && !base.is_empty() {
+            route_node.push(("rewrite", synth.map([Some(("path", synth.str(&op_path)))])));
+        }
+        let policies: Vec<Node> = levels.policies().cloned().collect();
+        if !policies.is_empty() {
+            route_node.push((
+                "policies",
+                Node {
+                    kind: NodeKind::Seq(policies),
+                    loc: doc_at,
+                },
+            ));
+        }
+        let route_node = synth.map(route_node.into_iter().map(Some));
+        let route_cfg = match from_node::<RouteConfig>(&route_node, cx.env) {
+            Ok(r) => r,
+            Err(e) => {
+                cx.sink.de(e);
+                continue;
+            }
+        };
+        let Some(route) = compile_route(
+            cx,
+            routes.len(),
+            name.clone(),
+            &route_cfg,
+            &route_node,
+            st.upstreams,
+            st.upstream_specs,
+            st.global_policies,
+        ) else {
+            continue;
+        };
+        let here = doc.at(op.method_loc);
+        if let Some(key) = shape_key(&route) {
+            let same = st.taken.entry(key).or_default();
+            let method = &route.methods[0];
+            if let Some(t) = same
+                .iter()
+                .find(|t| !t.conditional && (t.methods.is_empty() || t.methods.contains(method)))
+            {
+                doc.err(
+                    cx,
+                    Problem {
+                        loc: op.method_loc,
+                        msg: format!(
+                            "{} takes the same requests as route `{}` at {}",
+                            describe(op),
+                            t.name,
+                            t.at
+                        ),
+                        hint: "one of the two would never be reached: remove one, `skip: true` the operation in the config, or give the `routes:` entry a header or query condition".into(),
+                    },
+                );
+                continue;
+            }
+            same.push(Taken {
+                name: route.name.clone(),
+                methods: route.methods.clone(),
+                conditional: false,
+                at: here.clone(),
+            });
+        }
+        st.generated.insert(name, here);
+        routes.push(Arc::new(route));
+    }
+}
+
+/// How an operation is named in messages.
+fn describe(op: &Operation<'_>) -> String {
+    match &op.id {
+        Some((id, _)) => format!("operation `{id}`"),
+        None => format!("operation `{} {}`", op.method, op.path),
+    }
+}
+
+fn path_text(p: &PathMatchConfig) -> &str {
+    match p {
+        PathMatchConfig::Exact(s) | PathMatchConfig::Template(s) | PathMatchConfig::Prefix(s) => s,
+    }
+}
+
+/// A `base_path` from the config: `""`, or a canonical path without parameters or a final `/`.
+fn check_base_path(b: &str) -> Result<String, (String, String)> {
+    if b.is_empty() {
+        return Ok(String::new());
+    }
+    if b.contains(['{', '}']) {
+        return Err((
+            format!("`base_path` `{b}` contains `{{`"),
+            "a base path is fixed text; write the value the clients use".into(),
+        ));
+    }
+    if b.len() > 1 && b.ends_with('/') {
+        return Err((
+            format!("`base_path` `{b}` ends with `/`"),
+            format!("write `{}`", b.trim_end_matches('/')),
+        ));
+    }
+    if b == "/" {
+        return Err((
+            "`base_path` `/` would double the first slash of every path".into(),
+            "write `base_path: \"\"` for no base path".into(),
+        ));
+    }
+    super::route::compile_path(&PathMatchConfig::Exact(b.to_owned()))?;
+    Ok(b.to_owned())
+}
+
+/// Keys of the config's `operations:` or `tags:` that name nothing in the document.
+fn check_names(
+    cx: &mut Ctx<'_>,
+    node: &Node,
+    key: &str,
+    ops: &[Operation<'_>],
+    names: impl Fn(&Operation<'_>) -> Vec<String>,
+) {
+    let Some(NodeKind::Map(entries)) = get(node, key).map(|n| &n.kind) else {
+        return;
+    };
+    let known: Vec<String> = ops.iter().flat_map(&names).collect();
+    let known_refs: Vec<&str> = known.iter().map(String::as_str).collect();
+    for (k, _) in entries {
+        let name = k.key_text();
+        if !known.contains(&name) {
+            let what = if key == "tags" { "tag" } else { "operationId" };
+            cx.sink.at(
+                k.loc,
+                format!("the document has no {what} `{name}`"),
+                suggest(&name, &known_refs),
+            );
+        }
+    }
+}
+
+/// A boolean setting read from the level that sets it.
+fn flag(cx: &mut Ctx<'_>, set: Option<&(&str, Node)>) -> Option<bool> {
+    let (_, value) = set?;
+    match from_node::<bool>(value, cx.env) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            cx.sink.de(e);
+            None
+        }
+    }
+}
+
+/// Where an operation's settings come from, most specific first: its `operations:` entry, the
+/// `tags:` entries of its tags in its order, the API.
+struct Levels<'n> {
+    op: Option<&'n Node>,
+    tags: Vec<(String, &'n Node)>,
+    api: &'n Node,
+}
+
+impl<'n> Levels<'n> {
+    fn of(api: &'n Node, op: &Operation<'_>) -> Self {
+        let op_node = op
+            .id
+            .as_ref()
+            .and_then(|(id, _)| get(api, "operations").and_then(|o| get(o, id)));
+        let tags = op
+            .tags
+            .iter()
+            .filter_map(|(t, _)| Some((t.clone(), get(get(api, "tags")?, t)?)))
+            .collect();
+        Levels {
+            op: op_node,
+            tags,
+            api,
+        }
+    }
+
+    /// The first of `keys` set at the most specific level, as a copy of its config node. Two
+    /// tags that set it differently, with nothing more specific deciding, are an error at both.
+    fn pick(
+        &self,
+        cx: &mut Ctx<'_>,
+        clashes: &mut HashSet<(String, String, String)>,
+        doc: &Doc,
+        op: &Operation<'_>,
+        keys: &[&'static str],
+    ) -> Option<(&'static str, Node)> {
+        let set_in = |n: &'n Node| {
+            keys.iter()
+                .find_map(|k| get(n, k).filter(|v| !is_empty(v)).map(|v| (*k, v)))
+        };
+        let owned = |(k, v): (&'static str, &Node)| (k, v.clone());
+        if let Some(found) = self.op.and_then(set_in) {
+            return Some(owned(found));
+        }
+        let mut chosen: Option<(&str, &'static str, &Node, &Node)> = None;
+        for (tag, tnode) in &self.tags {
+            let Some((k, v)) = set_in(tnode) else {
+                continue;
+            };
+            match chosen {
+                None => chosen = Some((tag, k, v, tnode)),
+                Some((first, fk, fv, fnode)) => {
+                    if fk != k || fv.to_json() != v.to_json() {
+                        let clash = (first.to_owned(), tag.clone(), keys[0].to_owned());
+                        if clashes.insert(clash) {
+                            let msg = format!(
+                                "tags `{first}` and `{tag}` of {} ({}) set `{}` differently",
+                                describe(op),
+                                doc.at(op.method_loc),
+                                keys.join("`/`")
+                            );
+                            let hint = "set it for the operation under `operations:`, or in only one of the tags".to_owned();
+                            cx.sink.at(fnode.loc, msg.clone(), hint.clone());
+                            cx.sink.at(tnode.loc, msg, hint);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((_, k, v, _)) = chosen {
+            return Some(owned((k, v)));
+        }
+        set_in(self.api).map(owned)
+    }
+
+    /// The policy nodes in chain order: the API's, the tags', the operation's.
+    fn policies(&self) -> impl Iterator<Item = &'n Node> + '_ {
+        std::iter::once(self.api)
+            .chain(self.tags.iter().map(|(_, n)| *n))
+            .chain(self.op)
+            .filter_map(|n| match get(n, "policies").map(|p| &p.kind) {
+                Some(NodeKind::Seq(items)) => Some(items.iter()),
+                _ => None,
+            })
+            .flatten()
+    }
+}
+
+/// A value that sets nothing: `null` or an empty list (`split: []`).
+fn is_empty(n: &Node) -> bool {
+    match &n.kind {
+        NodeKind::Null => true,
+        NodeKind::Seq(items) => items.is_empty(),
+        _ => false,
+    }
+}
+
+/// Builds the nodes of a synthesized route, located at the config's `openapi:` value.
+struct Synth {
+    at: Loc,
+}
+
+impl Synth {
+    /// A string from the document, kept as written: `${` would otherwise be read as a
+    /// variable when the node is deserialized.
+    fn str(&self, s: &str) -> Node {
+        Node {
+            kind: NodeKind::Str(s.replace("${", "$${")),
+            loc: self.at,
+        }
+    }
+
+    fn map<'k>(&self, entries: impl IntoIterator<Item = Option<(&'k str, Node)>>) -> Node {
+        Node {
+            kind: NodeKind::Map(
+                entries
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| {
+                        (
+                            Node {
+                                kind: NodeKind::Str(k.to_owned()),
+                                loc: v.loc,
+                            },
+                            v,
+                        )
+                    })
+                    .collect(),
+            ),
+            loc: self.at,
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! `apis` as written: an OpenAPI document whose operations become routes, and the settings
+//! that go with them for the whole API, per tag and per operation.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::duration::DurationStr;
+
+use super::policy::PolicyConfig;
+use super::route::SplitConfig;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Names the API in messages. Default `api-N` (N counts from 1).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The OpenAPI 3.0 or 3.1 document, YAML or JSON, relative to the config file.
+    pub openapi: String,
+    /// The path in front of every operation's path. Default: the path of the document's first
+    /// server URL (variables take their defaults); `""` for none.
+    #[serde(default)]
+    pub base_path: Option<String>,
+    /// Send the operation's path upstream without the base path. Default `false`.
+    #[serde(default)]
+    pub strip_base_path: bool,
+    /// Host names the routes match, as a route's `match.hosts`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// The upstream that serves the operations (unless a tag or operation names another).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Spread requests over several upstreams by weight, instead of `upstream`.
+    #[serde(default)]
+    pub split: Vec<SplitConfig>,
+    /// Overrides the upstream's `request_timeout` for every operation.
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+    /// Put in front of each operationId to make the route's name. Default `""`.
+    #[serde(default)]
+    pub name_prefix: Option<String>,
+    /// Policies for every operation, after the global ones.
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+    /// Settings for the operations with a tag, by tag name.
+    #[serde(default)]
+    pub tags: BTreeMap<String, ApiOperationConfig>,
+    /// Settings for one operation, by operationId.
+    #[serde(default)]
+    pub operations: BTreeMap<String, ApiOperationConfig>,
+}
+
+/// Settings of the operations with a tag, or of one operation. An operation's own win over its
+/// tags', which win over the API's.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiOperationConfig {
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub split: Vec<SplitConfig>,
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+    /// Appended after the API's policies (tags' in the operation's tag order, then the
+    /// operation's).
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+    /// Make no route for the operation.
+    #[serde(default)]
+    pub skip: Option<bool>,
+    /// `false` accepts an operation whose `security` requirements the gateway does not
+    /// enforce; its `policies` must then do the authentication.
+    #[serde(default)]
+    pub enforce_security: Option<bool>,
+}

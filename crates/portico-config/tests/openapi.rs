@@ -1,0 +1,606 @@
+//! `apis`: routes from OpenAPI documents, and every way a document or its config can be wrong.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::{HeaderMap, HeaderValue, Method};
+use portico_config::router::RequestView;
+use portico_config::{Action, Config, Diagnostics, load_str};
+
+fn env(k: &str) -> Option<String> {
+    (k == "PETS").then(|| "http://127.0.0.1:9000".into())
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../portico-testkit/openapi")
+}
+
+/// A fresh folder holding `files`, for configs that name documents written in the test.
+fn folder(files: &[(&str, &str)]) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "portico-openapi-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    dir
+}
+
+const UPSTREAMS: &str = "upstreams:\n  pets: { targets: [\"${PETS}\"] }\n  admin: { targets: [\"http://127.0.0.1:9001\"] }\n";
+
+fn load_in(dir: &Path, config: &str) -> Result<Config, Diagnostics> {
+    load_str("portico.yaml", config, dir, &env)
+}
+
+fn load(config: &str) -> Config {
+    load_in(&fixtures(), config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Every diagnostic as `file:line:col: message`, files by their name only.
+fn located(r: Result<Config, Diagnostics>) -> Vec<String> {
+    let d = match r {
+        Ok(_) => panic!("expected errors"),
+        Err(d) => d,
+    };
+    d.0.iter()
+        .map(|d| {
+            let file = Path::new(&d.file).file_name().unwrap().to_string_lossy();
+            let l = d.loc.unwrap_or_default();
+            format!("{file}:{}:{}: {}", l.line, l.column, d.message)
+        })
+        .collect()
+}
+
+/// The errors of a config naming one document, `doc.yaml`, with `extra` config after it.
+fn doc_errors(doc: &str, extra: &str) -> Vec<String> {
+    let dir = folder(&[("doc.yaml", doc)]);
+    let config = format!("{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n{extra}");
+    located(load_in(&dir, &config))
+}
+
+fn hints(r: Result<Config, Diagnostics>) -> Vec<String> {
+    let Err(d) = r else { panic!("expected errors") };
+    d.0.into_iter()
+        .map(|d| d.hint.unwrap_or_default())
+        .collect()
+}
+
+fn route<'a>(
+    c: &'a Config,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Option<(&'a str, Vec<String>)> {
+    let view = RequestView {
+        host: None,
+        path,
+        method: &method,
+        headers,
+        query: None,
+    };
+    c.router.find(&view).map(|m| {
+        (
+            &*m.route.name,
+            m.params.iter().map(|s| s.to_string()).collect(),
+        )
+    })
+}
+
+fn get(c: &Config, path: &str) -> Option<String> {
+    route(c, Method::GET, path, &HeaderMap::new()).map(|(n, _)| n.to_owned())
+}
+
+fn by_name<'a>(c: &'a Config, name: &str) -> &'a portico_config::Route {
+    c.routes
+        .iter()
+        .find(|r| &*r.name == name)
+        .unwrap_or_else(|| panic!("no route `{name}`"))
+}
+
+fn proxy(r: &portico_config::Route) -> &portico_config::ProxyAction {
+    match &r.action {
+        Action::Proxy(p) => p,
+        other => panic!("not a proxy: {other:?}"),
+    }
+}
+
+fn rendered_rewrite(r: &portico_config::Route, params: &[&str]) -> Option<String> {
+    proxy(r).path.as_ref().map(|p| {
+        let mut out = String::new();
+        p.render(params, &mut out);
+        out
+    })
+}
+
+fn upstream_name<'a>(c: &'a Config, r: &portico_config::Route) -> &'a str {
+    &c.upstreams[proxy(r).upstreams[0].0].name
+}
+
+#[test]
+fn operations_become_routes_under_the_server_path() {
+    let c = load(&format!(
+        "{UPSTREAMS}apis:\n  - openapi: petstore.yaml\n    upstream: pets\n"
+    ));
+    let names: Vec<&str> = c.routes.iter().map(|r| &*r.name).collect();
+    assert_eq!(
+        names,
+        [
+            "listPets",
+            "createPets",
+            "showPetById",
+            "deletePet",
+            "GET /v1/health"
+        ]
+    );
+    let none = HeaderMap::new();
+    assert_eq!(get(&c, "/v1/pets").as_deref(), Some("listPets"));
+    assert_eq!(
+        route(&c, Method::POST, "/v1/pets", &none),
+        Some(("createPets", vec![]))
+    );
+    assert_eq!(
+        route(&c, Method::GET, "/v1/pets/42", &none),
+        Some(("showPetById", vec!["42".to_owned()]))
+    );
+    assert_eq!(
+        route(&c, Method::DELETE, "/v1/pets/42", &none),
+        Some(("deletePet", vec!["42".to_owned()]))
+    );
+    assert_eq!(route(&c, Method::PUT, "/v1/pets/42", &none), None);
+    assert_eq!(get(&c, "/pets"), None);
+    assert_eq!(get(&c, "/v1/pets/42/toys"), None);
+    assert_eq!(get(&c, "/v1/health").as_deref(), Some("GET /v1/health"));
+    let list = by_name(&c, "listPets");
+    assert_eq!(upstream_name(&c, list), "pets");
+    assert_eq!(rendered_rewrite(list, &[]), None);
+}
+
+#[test]
+fn json_and_yaml_documents_give_the_same_routes() {
+    let summary = |doc: &str| {
+        let c = load(&format!(
+            "{UPSTREAMS}apis:\n  - openapi: {doc}\n    upstream: pets\n"
+        ));
+        c.routes
+            .iter()
+            .map(|r| format!("{} {:?} {:?}", r.name, r.methods, r.path))
+            .collect::<Vec<_>>()
+    };
+    let yaml = summary("petstore.yaml");
+    assert_eq!(yaml.len(), 5);
+    assert_eq!(yaml, summary("petstore.json"));
+}
+
+#[test]
+fn the_config_base_path_wins_and_can_be_stripped() {
+    let c = load(&format!(
+        "{UPSTREAMS}apis:\n  - openapi: petstore.yaml\n    upstream: pets\n    base_path: /store\n    strip_base_path: true\n"
+    ));
+    assert_eq!(get(&c, "/store/pets").as_deref(), Some("listPets"));
+    assert_eq!(get(&c, "/v1/pets"), None);
+    let show = by_name(&c, "showPetById");
+    assert_eq!(rendered_rewrite(show, &["7"]).as_deref(), Some("/pets/7"));
+    // No base path at all: the document's paths as they are, nothing to strip.
+    let c = load(&format!(
+        "{UPSTREAMS}apis:\n  - openapi: petstore.yaml\n    upstream: pets\n    base_path: \"\"\n    strip_base_path: true\n"
+    ));
+    assert_eq!(get(&c, "/pets/3").as_deref(), Some("showPetById"));
+    assert_eq!(rendered_rewrite(by_name(&c, "showPetById"), &["3"]), None);
+}
+
+#[test]
+fn settings_resolve_operation_then_tag_then_api() {
+    let c = load(&format!(
+        "{UPSTREAMS}apis:
+  - openapi: petstore.yaml
+    upstream: pets
+    timeout: 5s
+    name_prefix: store.
+    policies: [{{ type: headers, request: {{ set: {{ x-api: pets }} }} }}]
+    tags:
+      admin: {{ upstream: admin, policies: [{{ type: headers, request: {{ set: {{ x-tag: admin }} }} }}] }}
+    operations:
+      showPetById: {{ timeout: 2s }}
+      deletePet: {{ policies: [{{ type: headers, request: {{ set: {{ x-op: delete }} }} }}] }}
+      createPets: {{ skip: true }}
+"
+    ));
+    let names: Vec<&str> = c.routes.iter().map(|r| &*r.name).collect();
+    assert_eq!(
+        names,
+        [
+            "store.listPets",
+            "store.showPetById",
+            "store.deletePet",
+            "store.GET /v1/health"
+        ]
+    );
+    let list = by_name(&c, "store.listPets");
+    assert_eq!(list.timeout, Some(std::time::Duration::from_secs(5)));
+    assert_eq!(upstream_name(&c, list), "pets");
+    let show = by_name(&c, "store.showPetById");
+    assert_eq!(show.timeout, Some(std::time::Duration::from_secs(2)));
+    let delete = by_name(&c, "store.deletePet");
+    assert_eq!(upstream_name(&c, delete), "admin");
+    // The API's policy, then the tag's, then the operation's.
+    assert_eq!(delete.policies.len(), 3, "{:?}", delete.policies);
+    let order: Vec<String> = delete
+        .policies
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .map(|p| {
+            ["x-api", "x-tag", "x-op"]
+                .into_iter()
+                .find(|h| p.contains(h))
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(order, ["x-api", "x-tag", "x-op"]);
+    assert_eq!(by_name(&c, "store.listPets").policies.len(), 1);
+    assert_eq!(get(&c, "/v1/pets").as_deref(), Some("store.listPets"));
+    assert_eq!(
+        route(&c, Method::POST, "/v1/pets", &HeaderMap::new()),
+        None,
+        "createPets is skipped"
+    );
+}
+
+#[test]
+fn hand_written_routes_win_where_they_are_more_specific() {
+    let c = load(&format!(
+        "{UPSTREAMS}routes:
+  - name: mine
+    match: {{ path: {{ exact: /v1/pets/mine }} }}
+    upstream: admin
+  - name: beta
+    match:
+      path: {{ template: \"/v1/pets/{{id}}\" }}
+      methods: [GET]
+      headers: [{{ name: x-beta, exact: \"1\" }}]
+    upstream: admin
+apis:
+  - openapi: petstore.yaml
+    upstream: pets
+"
+    ));
+    assert_eq!(get(&c, "/v1/pets/mine").as_deref(), Some("mine"));
+    assert_eq!(get(&c, "/v1/pets/5").as_deref(), Some("showPetById"));
+    let mut beta = HeaderMap::new();
+    beta.insert("x-beta", HeaderValue::from_static("1"));
+    assert_eq!(
+        route(&c, Method::GET, "/v1/pets/5", &beta).map(|(n, _)| n),
+        Some("beta")
+    );
+    // Generated routes come after every hand-written one.
+    assert!(by_name(&c, "listPets").index > by_name(&c, "beta").index);
+}
+
+const MINI: &str = "openapi: 3.1.0
+paths:
+  /pets:
+    get:
+      operationId: listPets
+      tags: [pets]
+";
+
+#[test]
+fn document_errors_are_located_in_the_document() {
+    // A `$ref` that points nowhere, and one to another file.
+    assert_eq!(
+        doc_errors(
+            "openapi: 3.1.0
+paths:
+  /pets:
+    get:
+      operationId: listPets
+      parameters:
+        - $ref: '#/components/parameters/limt'
+        - $ref: 'common.yaml#/limit'
+components:
+  parameters:
+    limit: { name: limit, in: query }
+",
+            ""
+        ),
+        [
+            "doc.yaml:7:17: unresolved $ref `#/components/parameters/limt`",
+            "doc.yaml:8:17: external `$ref` `common.yaml#/limit` is not supported yet",
+        ]
+    );
+    // The same operationId twice.
+    assert_eq!(
+        doc_errors(
+            "openapi: 3.1.0
+paths:
+  /pets:
+    get: { operationId: pets }
+  /dogs:
+    get: { operationId: pets }
+",
+            ""
+        ),
+        ["doc.yaml:6:25: duplicate operationId `pets`"]
+    );
+    // Two templates that take the same requests.
+    let e = doc_errors(
+        "openapi: 3.1.0
+paths:
+  /pets/{id}:
+    get: { operationId: byId }
+  /pets/{name}:
+    get: { operationId: byName }
+    put: { operationId: rename }
+",
+        "",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "doc.yaml:6:5: operation `byName` takes the same requests as route `byId` at /"
+        ) && e[0].ends_with("/doc.yaml:4:5"),
+        "{e:?}"
+    );
+    // A parameter inside a segment.
+    let e = doc_errors(
+        "openapi: 3.0.0\npaths:\n  /report.{fmt}:\n    get: { operationId: report }\n",
+        "",
+    );
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with(
+            "doc.yaml:3:3: `report.{fmt}` in `/report.{fmt}` mixes text and a parameter"
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        doc_errors("swagger: \"2.0\"\npaths: {}\n", ""),
+        ["doc.yaml:1:10: Swagger 2.0 documents are not read; Portico reads OpenAPI 3.0 and 3.1"]
+    );
+    let e = doc_errors("openapi: 3.1.0\npaths:\n  /pets: {get: {}\n", "");
+    assert_eq!(e.len(), 1);
+    assert_eq!(
+        e,
+        ["doc.yaml:3:10: invalid YAML: unclosed bracket '{' at line 3, column 10"]
+    );
+}
+
+#[test]
+fn a_partial_segment_can_be_skipped() {
+    let dir = folder(&[(
+        "doc.yaml",
+        "openapi: 3.0.0\npaths:\n  /report.{fmt}:\n    get: { operationId: report }\n  /pets:\n    get: { operationId: listPets }\n",
+    )]);
+    let c = load_in(
+        &dir,
+        &format!(
+            "{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n    operations: {{ report: {{ skip: true }} }}\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(get(&c, "/pets").as_deref(), Some("listPets"));
+}
+
+#[test]
+fn security_requirements_need_an_explicit_way_out() {
+    let doc = "openapi: 3.1.0
+security:
+  - key: []
+paths:
+  /pets:
+    get:
+      operationId: listPets
+  /public:
+    get:
+      operationId: ping
+      security: []
+components:
+  securitySchemes:
+    key: { type: apiKey, in: header, name: x-api-key }
+";
+    assert_eq!(
+        doc_errors(doc, ""),
+        [
+            "doc.yaml:2:1: operation `listPets` has security requirements, and security schemes are not mapped to policies yet"
+        ]
+    );
+    let dir = folder(&[("doc.yaml", doc)]);
+    let config = format!("{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n");
+    assert!(hints(load_in(&dir, &config))[0].contains("`enforce_security: false`"));
+    let c = load_in(
+        &dir,
+        &format!(
+            "{config}    operations:\n      listPets:\n        enforce_security: false\n        policies: [{{ type: api_key }}]\nconsumers:\n  - {{ name: ann, api_keys: [\"sha256:abababababababababababababababababababababababababababababababab\"] }}\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(by_name(&c, "listPets").policies.len(), 1);
+    // An operation's own requirement is reported at its own `security` key.
+    let e = doc_errors(
+        "openapi: 3.1.0\npaths:\n  /a:\n    get:\n      operationId: a\n      security: [{ key: [] }]\n",
+        "",
+    );
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("doc.yaml:6:7: operation `a` has security"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn config_errors_are_located_in_the_config() {
+    // Names under `operations:` and `tags:` that the document does not have.
+    let dir = folder(&[("doc.yaml", MINI)]);
+    let config = format!(
+        "{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n    operations: {{ listPet: {{ timeout: 1s }} }}\n    tags: {{ pet: {{ timeout: 1s }} }}\n"
+    );
+    assert_eq!(
+        located(load_in(&dir, &config)),
+        [
+            "portico.yaml:7:19: the document has no operationId `listPet`",
+            "portico.yaml:8:13: the document has no tag `pet`",
+        ]
+    );
+    assert_eq!(
+        hints(load_in(&dir, &config)),
+        ["did you mean `listPets`?", "did you mean `pets`?"]
+    );
+    // A document that is not there.
+    let e = located(load_in(
+        &dir,
+        &format!("{UPSTREAMS}apis:\n  - openapi: nope.yaml\n    upstream: pets\n"),
+    ));
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("portico.yaml:5:14: cannot read `") && e[0].contains("nope.yaml"),
+        "{e:?}"
+    );
+    // No upstream for an operation.
+    let e = located(load_in(
+        &dir,
+        &format!("{UPSTREAMS}apis:\n  - openapi: doc.yaml\n"),
+    ));
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("portico.yaml:5:5: operation `listPets` of API `api-1` (")
+            && e[0].ends_with("doc.yaml:4:5) has no upstream"),
+        "{e:?}"
+    );
+    // An upstream that does not exist, reported where the config names it.
+    assert_eq!(
+        located(load_in(
+            &dir,
+            &format!("{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pet\n")
+        )),
+        ["portico.yaml:6:15: unknown upstream `pet`"]
+    );
+    // A policy of the API, reported at its key in the config.
+    assert_eq!(
+        located(load_in(
+            &dir,
+            &format!(
+                "{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n    policies: [{{ type: cors, max_age: 1 }}]\n"
+            )
+        )),
+        ["portico.yaml:7:39: invalid duration `1`"]
+    );
+    assert_eq!(
+        located(load_in(
+            &dir,
+            &format!(
+                "{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n    base_path: /v1/\n"
+            )
+        )),
+        ["portico.yaml:7:16: `base_path` `/v1/` ends with `/`"]
+    );
+    assert_eq!(
+        located(load_in(
+            &dir,
+            &format!(
+                "{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n    security: {{}}\n"
+            )
+        )),
+        ["portico.yaml:7:5: unknown key `security`"]
+    );
+}
+
+#[test]
+fn tags_that_disagree_are_reported_at_both() {
+    let dir = folder(&[(
+        "doc.yaml",
+        "openapi: 3.1.0\npaths:\n  /a:\n    get: { operationId: a, tags: [one, two] }\n    put: { operationId: b, tags: [one, two] }\n",
+    )]);
+    let config = format!(
+        "{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n    tags:\n      one: {{ timeout: 1s }}\n      two: {{ timeout: 2s }}\n"
+    );
+    let e = located(load_in(&dir, &config));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("portico.yaml:8:12: tags `one` and `two` of operation `a`"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("portico.yaml:9:12: tags `one` and `two` of operation `a`"),
+        "{e:?}"
+    );
+    // The operation's own setting decides.
+    let c = load_in(
+        &dir,
+        &format!("{config}    operations: {{ a: {{ timeout: 3s }}, b: {{ timeout: 3s }} }}\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        by_name(&c, "a").timeout,
+        Some(std::time::Duration::from_secs(3))
+    );
+}
+
+#[test]
+fn route_names_must_not_clash() {
+    let dir = folder(&[("doc.yaml", MINI), ("other.yaml", MINI)]);
+    let e = located(load_in(
+        &dir,
+        &format!(
+            "{UPSTREAMS}routes:\n  - {{ name: listPets, upstream: pets, match: {{ path: {{ exact: /x }} }} }}\napis:\n  - openapi: doc.yaml\n    upstream: pets\n"
+        ),
+    ));
+    assert_eq!(
+        e,
+        [
+            "doc.yaml:5:20: route name `listPets` is already taken, by the route at portico.yaml:5:13"
+        ]
+    );
+    let e = located(load_in(
+        &dir,
+        &format!(
+            "{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n  - openapi: other.yaml\n    upstream: pets\n    name_prefix: other.\n    base_path: /other\n  - openapi: other.yaml\n    upstream: pets\n    base_path: /third\n"
+        ),
+    ));
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with(
+            "other.yaml:5:20: route name `listPets` is already taken, by the route at "
+        ) && e[0].ends_with("doc.yaml:4:5"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_conflict_with_a_hand_written_route_is_reported_in_the_document() {
+    let dir = folder(&[("doc.yaml", MINI)]);
+    let e = located(load_in(
+        &dir,
+        &format!(
+            "{UPSTREAMS}routes:\n  - name: old\n    match: {{ path: {{ exact: /pets }}, methods: [GET, POST] }}\n    upstream: pets\napis:\n  - openapi: doc.yaml\n    upstream: pets\n"
+        ),
+    ));
+    assert_eq!(
+        e,
+        [
+            "doc.yaml:4:5: operation `listPets` takes the same requests as route `old` at portico.yaml:5:5"
+        ]
+    );
+}
+
+#[test]
+fn config_errors_come_before_document_errors() {
+    let dir = folder(&[(
+        "doc.yaml",
+        "openapi: 3.1.0\npaths:\n  /a:\n    get: { operationId: a }\n    put: { operationId: a }\n",
+    )]);
+    let e = located(load_in(
+        &dir,
+        &format!(
+            "apis:\n  - openapi: doc.yaml\n    upstream: pets\n{UPSTREAMS}  bad: {{ targets: [nope] }}\n"
+        ),
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].starts_with("portico.yaml:7:"), "{e:?}");
+    assert_eq!(e[1], "doc.yaml:5:25: duplicate operationId `a`");
+}
