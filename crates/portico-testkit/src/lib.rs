@@ -275,6 +275,11 @@ impl TestCert {
     }
 }
 
+/// The directory of the OpenAPI documents the `apis` tests read.
+pub fn openapi_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openapi")
+}
+
 /// A fresh, empty folder under the system temp folder.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);

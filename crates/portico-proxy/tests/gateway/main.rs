@@ -20,6 +20,7 @@ mod explain;
 mod failures;
 mod limits;
 mod mtls;
+mod openapi;
 mod paths;
 mod protocols;
 mod proxying;

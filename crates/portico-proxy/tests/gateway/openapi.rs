@@ -1,0 +1,109 @@
+//! `apis`: a gateway serving the operations of an OpenAPI document.
+
+use portico_testkit::*;
+
+use crate::{config, empty, req};
+
+fn petstore() -> String {
+    openapi_dir().join("petstore.yaml").display().to_string()
+}
+
+#[tokio::test]
+async fn openapi_operations_proxy_and_others_get_404() {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  pets: {{ targets: [\"{}\"] }}\napis:\n  - openapi: \"{}\"\n    upstream: pets\n",
+        up.url(),
+        petstore()
+    )))
+    .await;
+    let got = get(&gw.url("/v1/pets?limit=2")).await;
+    assert_eq!(got.status, 200);
+    let seen = got.json();
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["uri"], "/v1/pets?limit=2");
+
+    let got = send(
+        &client(false, &[]),
+        req("DELETE", &gw.url("/v1/pets/7")).body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["path"], "/v1/pets/7");
+
+    // A method the document has no operation for, a path it does not have, and a path
+    // outside the base path: no route.
+    let got = send(
+        &client(false, &[]),
+        req("PUT", &gw.url("/v1/pets/7")).body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 404);
+    assert_eq!(get(&gw.url("/v1/owners")).await.status, 404);
+    assert_eq!(get(&gw.url("/pets")).await.status, 404);
+}
+
+#[tokio::test]
+async fn openapi_base_path_is_stripped_on_the_way_up() {
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  pets: {{ targets: [\"{}\"] }}\napis:\n  - openapi: \"{}\"\n    upstream: pets\n    strip_base_path: true\n",
+        up.url(),
+        openapi_dir().join("petstore.json").display()
+    )))
+    .await;
+    let got = get(&gw.url("/v1/pets/12")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["path"], "/pets/12");
+}
+
+const DOC: &str = "openapi: 3.1.0
+paths:
+  /pets:
+    get: { operationId: listPets }
+";
+
+#[tokio::test]
+async fn openapi_reload_rejects_a_broken_document_and_keeps_serving() {
+    let up = echo_server().await;
+    let dir = temp_dir("openapi-reload");
+    std::fs::write(dir.join("pets.yaml"), DOC).unwrap();
+    let gw = gateway_from_file(
+        &dir,
+        &config(&format!(
+            "upstreams:\n  pets: {{ targets: [\"{}\"] }}\napis:\n  - openapi: pets.yaml\n    upstream: pets\n",
+            up.url()
+        )),
+    )
+    .await;
+    assert_eq!(get(&gw.url("/pets")).await.status, 200);
+    assert_eq!(get(&gw.url("/toys")).await.status, 404);
+
+    // Only the document changes; a reload reads it again.
+    std::fs::write(
+        dir.join("pets.yaml"),
+        format!("{DOC}  /toys:\n    get: {{ operationId: listToys }}\n"),
+    )
+    .unwrap();
+    gw.gw.reload_file().await.unwrap();
+    assert_eq!(get(&gw.url("/toys")).await.status, 200);
+
+    // A reference to nothing: the reload fails with the document's line and column.
+    std::fs::write(
+        dir.join("pets.yaml"),
+        format!("{DOC}  /toys:\n    get: {{ $ref: '#/components/nothing' }}\n"),
+    )
+    .unwrap();
+    let err = gw.gw.reload_file().await.unwrap_err();
+    assert!(
+        matches!(err, portico_proxy::GatewayError::Config(_)),
+        "{err:?}"
+    );
+    let err = err.to_string();
+    assert!(
+        err.contains("pets.yaml:6:18: error: unresolved $ref `#/components/nothing`"),
+        "{err}"
+    );
+    assert_eq!(get(&gw.url("/pets")).await.status, 200);
+    assert_eq!(get(&gw.url("/toys")).await.status, 200);
+}
