@@ -604,3 +604,148 @@ fn config_errors_come_before_document_errors() {
     assert!(e[0].starts_with("portico.yaml:7:"), "{e:?}");
     assert_eq!(e[1], "doc.yaml:5:25: duplicate operationId `a`");
 }
+
+fn respond(r: &portico_config::Route) -> (u16, String, String) {
+    match &r.action {
+        Action::Respond(s) => (
+            s.status.as_u16(),
+            String::from_utf8(s.body.to_vec()).unwrap(),
+            s.headers
+                .iter()
+                .find(|(k, _)| k == http::header::CONTENT_TYPE)
+                .map(|(_, v)| v.to_str().unwrap().to_owned())
+                .unwrap_or_default(),
+        ),
+        other => panic!("not a mock: {other:?}"),
+    }
+}
+
+#[test]
+fn mocks_answer_with_the_documents_examples() {
+    let c = load("apis:\n  - openapi: petstore.yaml\n    mock: true\n");
+    let pet = r#"{"id":1,"name":"Rex","tag":"dog"}"#;
+    assert_eq!(
+        respond(by_name(&c, "listPets")),
+        (200, format!("[{pet}]"), "application/json".into())
+    );
+    assert_eq!(
+        respond(by_name(&c, "createPets")),
+        (
+            201,
+            r#"{"id":2,"name":"Tom"}"#.into(),
+            "application/json".into()
+        )
+    );
+    // Through the response's `$ref`.
+    assert_eq!(
+        respond(by_name(&c, "showPetById")),
+        (200, pet.into(), "application/json".into())
+    );
+    assert_eq!(respond(by_name(&c, "deletePet")).0, 204);
+    assert_eq!(respond(by_name(&c, "deletePet")).1, "");
+    assert_eq!(
+        respond(by_name(&c, "GET /v1/health")),
+        (200, "ok".into(), "text/plain".into())
+    );
+    // Per operation: one mocked, the others proxied; `mock: false` turns the API's off.
+    let c = load(&format!(
+        "{UPSTREAMS}apis:\n  - openapi: petstore.yaml\n    upstream: pets\n    operations:\n      createPets: {{ mock: {{ status: 201, example: created, media_type: application/json }} }}\n"
+    ));
+    assert_eq!(respond(by_name(&c, "createPets")).0, 201);
+    assert_eq!(upstream_name(&c, by_name(&c, "listPets")), "pets");
+    let c = load(&format!(
+        "{UPSTREAMS}apis:\n  - openapi: petstore.yaml\n    upstream: pets\n    mock: true\n    operations: {{ listPets: {{ mock: false }} }}\n"
+    ));
+    assert_eq!(upstream_name(&c, by_name(&c, "listPets")), "pets");
+    assert_eq!(respond(by_name(&c, "showPetById")).0, 200);
+}
+
+#[test]
+fn mock_settings_that_the_document_lacks_are_config_errors() {
+    let r = |ops: &str| {
+        load_in(
+            &fixtures(),
+            &format!(
+                "apis:\n  - openapi: petstore.yaml\n    mock: true\n    operations:\n      {ops}\n"
+            ),
+        )
+    };
+    assert_eq!(
+        located(r("createPets: { mock: { status: 200 } }")),
+        [
+            "portico.yaml:5:37: mock: the operation's `responses` have no `200` (operation `createPets`)"
+        ]
+    );
+    assert_eq!(
+        hints(r("createPets: { mock: { status: 200 } }")),
+        ["it has: 201"]
+    );
+    assert_eq!(
+        located(r("createPets: { mock: { example: craeted } }")),
+        [
+            "portico.yaml:5:38: mock: `application/json` of the `201` response has no example `craeted` (operation `createPets`)"
+        ]
+    );
+    assert_eq!(
+        hints(r("createPets: { mock: { example: craeted } }")),
+        ["did you mean `created`?"]
+    );
+    assert_eq!(
+        located(r("createPets: { mock: { media_type: text/xml } }")),
+        [
+            "portico.yaml:5:41: mock: the `201` response has no `text/xml` content (operation `createPets`)"
+        ]
+    );
+}
+
+#[test]
+fn mocks_without_an_example_are_document_errors() {
+    let e = doc_errors(
+        "openapi: 3.1.0
+paths:
+  /a:
+    get:
+      operationId: a
+      responses:
+        '200':
+          description: no example
+          content:
+            application/json:
+              schema: { type: object }
+  /b:
+    get:
+      operationId: b
+      responses:
+        '200':
+          description: only a URL
+          content:
+            application/json:
+              examples:
+                far: { externalValue: 'https://example.com/b.json' }
+  /c:
+    get:
+      operationId: c
+      responses:
+        '200':
+          description: text
+          content:
+            text/plain:
+              example: { not: text }
+  /d:
+    get:
+      operationId: d
+      responses:
+        '404': { description: missing }
+",
+        "    mock: true\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "doc.yaml:10:13: mock: no example for 200 application/json",
+            "doc.yaml:21:17: mock: the example `far` has only an `externalValue`, which is not fetched",
+            "doc.yaml:30:24: mock: the example for 200 text/plain is a mapping, and only JSON media types take structured examples",
+            "doc.yaml:35:9: mock: the operation has no 2xx, `2XX` or `default` response to answer with",
+        ]
+    );
+}

@@ -44,6 +44,10 @@ pub struct ApiConfig {
     /// Policies for every operation, after the global ones.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
+    /// Answer every operation with an example from the document instead of calling an
+    /// upstream. Default `false`.
+    #[serde(default)]
+    pub mock: Option<MockConfig>,
     /// Settings for the operations with a tag, by tag name.
     #[serde(default)]
     pub tags: BTreeMap<String, ApiOperationConfig>,
@@ -67,6 +71,8 @@ pub struct ApiOperationConfig {
     /// operation's).
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
+    #[serde(default)]
+    pub mock: Option<MockConfig>,
     /// Make no route for the operation.
     #[serde(default)]
     pub skip: Option<bool>,
@@ -74,4 +80,27 @@ pub struct ApiOperationConfig {
     /// enforce; its `policies` must then do the authentication.
     #[serde(default)]
     pub enforce_security: Option<bool>,
+}
+
+/// `true`, `false`, or which response, example and media type to answer with.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum MockConfig {
+    On(bool),
+    With(MockSettings),
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MockSettings {
+    /// A key of the operation's `responses`. Default: the lowest 2xx with an example.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// A name under the media type's `examples`. Default: its `example`, else the first of its
+    /// `examples`, else the schema's example.
+    #[serde(default)]
+    pub example: Option<String>,
+    /// A key of the response's `content`. Default: a JSON one, else the first.
+    #[serde(default)]
+    pub media_type: Option<String>,
 }

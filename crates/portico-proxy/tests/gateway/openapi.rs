@@ -107,3 +107,28 @@ async fn openapi_reload_rejects_a_broken_document_and_keeps_serving() {
     assert_eq!(get(&gw.url("/pets")).await.status, 200);
     assert_eq!(get(&gw.url("/toys")).await.status, 200);
 }
+
+#[tokio::test]
+async fn openapi_mocks_answer_without_an_upstream() {
+    // The upstream is a closed port: only the mocked operations can answer.
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  dead: {{ targets: [\"http://127.0.0.1:9\"] }}\napis:\n  - openapi: \"{}\"\n    upstream: dead\n    operations:\n      showPetById: {{ mock: true }}\n      createPets: {{ mock: {{ status: 201, example: created }} }}\n",
+        petstore()
+    )))
+    .await;
+    let got = get(&gw.url("/v1/pets/1")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.headers["content-type"], "application/json");
+    assert_eq!(
+        got.json(),
+        serde_json::json!({"id": 1, "name": "Rex", "tag": "dog"})
+    );
+    let got = send(
+        &client(false, &[]),
+        req("POST", &gw.url("/v1/pets")).body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 201);
+    assert_eq!(got.json(), serde_json::json!({"id": 2, "name": "Tom"}));
+    assert_eq!(get(&gw.url("/v1/pets")).await.status, 502);
+}

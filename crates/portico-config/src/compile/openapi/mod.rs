@@ -8,15 +8,17 @@
 //! the document, at the line and column where they are written.
 //!
 //! - `doc.rs` — the document: version, `$ref`s, operations, base paths, route paths.
+//! - `mock.rs` — the answer of a mocked operation, from the examples of its responses.
 
 mod doc;
+mod mock;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use http::Method;
 
-use crate::file::{ApiConfig, PathMatchConfig, RouteConfig};
+use crate::file::{ApiConfig, MockConfig, PathMatchConfig, RouteConfig};
 use crate::ir::{HostPattern, Policy, Route, Upstream};
 use crate::router::shape;
 use crate::tree::{Loc, Node, NodeKind, from_node, suggest};
@@ -240,18 +242,27 @@ fn compile_api(
                 continue;
             }
         };
+        let mock_set = scalar(cx, &mut tag_clashes, &["mock"]);
+        let answer = match mock_answer(cx, &doc, &root, op, mock_set.as_ref()) {
+            Ok(a) => a,
+            Err(()) => continue,
+        };
         let target = scalar(cx, &mut tag_clashes, &["upstream", "split"]);
-        let Some(target) = target else {
-            cx.sink.at(
+        let target = match (answer, target) {
+            (Some(a), _) => Serve::Mock(a),
+            (None, Some(t)) => Serve::Proxy(t),
+            (None, None) => {
+                cx.sink.at(
                 node.loc,
                 format!(
                     "{} of API `{api_name}` ({}) has no upstream",
                     describe(op),
                     doc.at(op.method_loc)
                 ),
-                "set `upstream` (or `split`) for the API, or for the operation under `operations:` or its tag under `tags:`",
+                "set `upstream` (or `split`) for the API, or for the operation under `operations:` or its tag under `tags:`; or `mock: true`",
             );
-            continue;
+                continue;
+            }
         };
         let timeout = scalar(cx, &mut tag_clashes, &["timeout"]);
 
@@ -304,11 +315,31 @@ fn compile_api(
                 )),
             ]),
         )];
-        route_node.push(target.clone());
-        if let Some(t) = timeout {
-            route_node.push(t.clone());
+        match &target {
+            Serve::Proxy(t) => {
+                route_node.push(t.clone());
+                if let Some(t) = timeout {
+                    route_node.push(t);
+                }
+            }
+            Serve::Mock(a) => {
+                let status = Node {
+                    kind: NodeKind::Int(i64::from(a.status)),
+                    loc: doc_at,
+                };
+                route_node.push((
+                    "respond",
+                    synth.map([
+                        Some(("status", status)),
+                        Some(("body", synth.str(&a.body))),
+                        a.content_type
+                            .as_deref()
+                            .map(|c| ("content_type", synth.str(c))),
+                    ]),
+                ));
+            }
         }
-        if cfg.strip_base_path && !base.is_empty() {
+        if matches!(target, Serve::Proxy(_)) && cfg.strip_base_path && !base.is_empty() {
             route_node.push(("rewrite", synth.map([Some(("path", synth.str(&op_path)))])));
         }
         let policies: Vec<Node> = levels.policies().cloned().collect();
@@ -373,6 +404,55 @@ fn compile_api(
         }
         st.generated.insert(name, here);
         routes.push(Arc::new(route));
+    }
+}
+
+/// What an operation's route does: proxy to its upstream, or answer with its mock.
+enum Serve {
+    Proxy((&'static str, Node)),
+    Mock(mock::Answer),
+}
+
+/// The answer of an operation whose `mock` is on; `Err` when that failed (reported).
+fn mock_answer(
+    cx: &mut Ctx<'_>,
+    doc: &Doc,
+    root: &Node,
+    op: &Operation<'_>,
+    set: Option<&(&str, Node)>,
+) -> Result<Option<mock::Answer>, ()> {
+    let Some((_, node)) = set else {
+        return Ok(None);
+    };
+    let cfg = match from_node::<MockConfig>(node, cx.env) {
+        Ok(c) => c,
+        Err(e) => {
+            cx.sink.de(e);
+            return Err(());
+        }
+    };
+    let want = match &cfg {
+        MockConfig::On(false) => return Ok(None),
+        MockConfig::On(true) => mock::Want::default(),
+        MockConfig::With(m) => mock::Want {
+            status: m.status.map(|s| (s, loc(node, "status"))),
+            example: m.example.as_deref().map(|e| (e, loc(node, "example"))),
+            media_type: m
+                .media_type
+                .as_deref()
+                .map(|t| (t, loc(node, "media_type"))),
+        },
+    };
+    match mock::answer(root, op, &want) {
+        Ok(a) => Ok(Some(a)),
+        Err(mock::Fault::Config(at, msg, hint)) => {
+            cx.sink.at(at, format!("{msg} ({})", describe(op)), hint);
+            Err(())
+        }
+        Err(mock::Fault::Doc(p)) => {
+            doc.err(cx, p);
+            Err(())
+        }
     }
 }
 

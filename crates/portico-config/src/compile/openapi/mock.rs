@@ -1,0 +1,255 @@
+//! Mocks: the fixed answer an operation's route gives instead of calling an upstream, taken from
+//! the examples of the operation's responses.
+
+use crate::tree::{Loc, Node, NodeKind, suggest};
+
+use super::super::ctx::get;
+use super::doc::{Operation, Problem, resolve};
+
+/// What the config asks of a mock: each `None` is chosen from the document.
+#[derive(Default)]
+pub(super) struct Want<'c> {
+    pub status: Option<(u16, Loc)>,
+    pub example: Option<(&'c str, Loc)>,
+    pub media_type: Option<(&'c str, Loc)>,
+}
+
+/// The answer of a mocked operation.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub content_type: Option<String>,
+}
+
+/// A problem, in the config (what it asks for is not in the document) or in the document.
+pub(super) enum Fault {
+    Config(Loc, String, String),
+    Doc(Problem),
+}
+
+fn doc(loc: Loc, msg: impl Into<String>, hint: impl Into<String>) -> Fault {
+    Fault::Doc(Problem {
+        loc,
+        msg: msg.into(),
+        hint: hint.into(),
+    })
+}
+
+fn entries(n: &Node) -> &[(Node, Node)] {
+    match &n.kind {
+        NodeKind::Map(e) => e,
+        _ => &[],
+    }
+}
+
+fn is_json(media_type: &str) -> bool {
+    let essence = media_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence.to_ascii_lowercase().ends_with("+json")
+}
+
+/// The media type a mock answers with when the config names none: JSON if there is one, else
+/// the first.
+fn default_media(content: &Node) -> Option<&(Node, Node)> {
+    let e = entries(content);
+    e.iter().find(|(k, _)| is_json(&k.key_text())).or(e.first())
+}
+
+/// The example of a media type object: `example`, else the first of `examples`, else the
+/// schema's `example` (3.0) or first `examples` item (3.1).
+fn first_example<'n>(root: &'n Node, media: &'n Node) -> Result<Option<&'n Node>, Fault> {
+    if let Some(e) = get(media, "example") {
+        return Ok(Some(e));
+    }
+    if let Some((name, e)) = get(media, "examples").and_then(|e| entries(e).first()) {
+        return example_value(root, &name.key_text(), name.loc, e).map(Some);
+    }
+    let Some(schema) = get(media, "schema") else {
+        return Ok(None);
+    };
+    let schema = resolve(root, schema).map_err(Fault::Doc)?;
+    if let Some(e) = get(schema, "example") {
+        return Ok(Some(e));
+    }
+    Ok(match get(schema, "examples").map(|e| &e.kind) {
+        Some(NodeKind::Seq(items)) => items.first(),
+        _ => None,
+    })
+}
+
+/// The `value` of an Example Object.
+fn example_value<'n>(
+    root: &'n Node,
+    name: &str,
+    at: Loc,
+    example: &'n Node,
+) -> Result<&'n Node, Fault> {
+    let example = resolve(root, example).map_err(Fault::Doc)?;
+    match get(example, "value") {
+        Some(v) => Ok(v),
+        None if get(example, "externalValue").is_some() => Err(doc(
+            at,
+            format!("mock: the example `{name}` has only an `externalValue`, which is not fetched"),
+            "write the example under `value`",
+        )),
+        None => Err(doc(
+            at,
+            format!("mock: the example `{name}` has no `value`"),
+            "write the example under `value`",
+        )),
+    }
+}
+
+/// Whether a response has an example to answer with.
+fn has_example(root: &Node, response: &Node) -> bool {
+    let Ok(response) = resolve(root, response) else {
+        return false;
+    };
+    get(response, "content")
+        .and_then(default_media)
+        .and_then(|(_, m)| resolve(root, m).ok())
+        .is_some_and(|m| matches!(first_example(root, m), Ok(Some(_))))
+}
+
+/// The status a mock answers with when the config names none: the lowest 2xx with an example,
+/// else the lowest 2xx, else `2XX` or `default` (as 200).
+fn default_status<'n>(root: &Node, responses: &'n Node) -> Option<(u16, &'n Node)> {
+    let mut ok: Vec<(u16, &Node)> = entries(responses)
+        .iter()
+        .filter_map(|(k, v)| {
+            let code = k.key_text().parse::<u16>().ok()?;
+            (200..300).contains(&code).then_some((code, v))
+        })
+        .collect();
+    ok.sort_by_key(|(c, _)| *c);
+    ok.iter()
+        .find(|(_, v)| has_example(root, v))
+        .or(ok.first())
+        .copied()
+        .or_else(|| {
+            ["2XX", "default"]
+                .iter()
+                .find_map(|k| get(responses, k).map(|v| (200, v)))
+        })
+}
+
+/// The answer of a mocked operation.
+pub(super) fn answer(root: &Node, op: &Operation<'_>, want: &Want<'_>) -> Result<Answer, Fault> {
+    let Some(responses) = get(op.node, "responses") else {
+        return Err(doc(
+            op.method_loc,
+            "mock: the operation has no `responses`",
+            "add `responses:` with an example, or route the operation to an upstream",
+        ));
+    };
+    let responses = resolve(root, responses).map_err(Fault::Doc)?;
+    let (status, response) = match want.status {
+        Some((code, at)) => {
+            let Some((_, r)) = entries(responses)
+                .iter()
+                .find(|(k, _)| k.key_text() == code.to_string())
+            else {
+                let codes: Vec<String> = entries(responses)
+                    .iter()
+                    .map(|(k, _)| k.key_text())
+                    .collect();
+                return Err(Fault::Config(
+                    at,
+                    format!("mock: the operation's `responses` have no `{code}`"),
+                    format!("it has: {}", codes.join(", ")),
+                ));
+            };
+            (code, r)
+        }
+        None => default_status(root, responses).ok_or_else(|| {
+            doc(
+                responses.loc,
+                "mock: the operation has no 2xx, `2XX` or `default` response to answer with",
+                "add one, or set `mock: { status: … }` in the config",
+            )
+        })?,
+    };
+    let response = resolve(root, response).map_err(Fault::Doc)?;
+    let content = get(response, "content").filter(|c| !entries(c).is_empty());
+    let Some(content) = content else {
+        if let Some((_, at)) = want.media_type.or(want.example) {
+            return Err(Fault::Config(
+                at,
+                format!("mock: the `{status}` response has no content"),
+                "remove `media_type` and `example`; the mock answers with an empty body".into(),
+            ));
+        }
+        return Ok(Answer {
+            status,
+            body: String::new(),
+            content_type: None,
+        });
+    };
+    let (mt_key, media) = match want.media_type {
+        Some((mt, at)) => {
+            let found = entries(content).iter().find(|(k, _)| k.key_text() == mt);
+            let Some((k, m)) = found else {
+                let known: Vec<String> =
+                    entries(content).iter().map(|(k, _)| k.key_text()).collect();
+                let refs: Vec<&str> = known.iter().map(String::as_str).collect();
+                return Err(Fault::Config(
+                    at,
+                    format!("mock: the `{status}` response has no `{mt}` content"),
+                    suggest(mt, &refs),
+                ));
+            };
+            (k, m)
+        }
+        None => {
+            let (k, m) = default_media(content).expect("content is not empty");
+            (k, m)
+        }
+    };
+    let mt = mt_key.key_text();
+    let media = resolve(root, media).map_err(Fault::Doc)?;
+    let example = match want.example {
+        Some((name, at)) => {
+            let examples = get(media, "examples").map(entries).unwrap_or_default();
+            let Some((k, e)) = examples.iter().find(|(k, _)| k.key_text() == name) else {
+                let known: Vec<String> = examples.iter().map(|(k, _)| k.key_text()).collect();
+                let refs: Vec<&str> = known.iter().map(String::as_str).collect();
+                return Err(Fault::Config(
+                    at,
+                    format!("mock: `{mt}` of the `{status}` response has no example `{name}`"),
+                    suggest(name, &refs),
+                ));
+            };
+            example_value(root, name, k.loc, e)?
+        }
+        None => first_example(root, media)?.ok_or_else(|| {
+            doc(
+                mt_key.loc,
+                format!("mock: no example for {status} {mt}"),
+                "add `example:` (or `examples:`) under it, or set `mock: { status: … }` in the config to a response that has one",
+            )
+        })?,
+    };
+    let body = if is_json(&mt) {
+        serde_json::to_string(&example.to_json()).expect("JSON values serialize")
+    } else {
+        match &example.kind {
+            NodeKind::Str(s) => s.clone(),
+            _ => {
+                return Err(doc(
+                    example.loc,
+                    format!(
+                        "mock: the example for {status} {mt} is {}, and only JSON media types take structured examples",
+                        example.type_name()
+                    ),
+                    "write the example as the text of the body",
+                ));
+            }
+        }
+    };
+    Ok(Answer {
+        status,
+        body,
+        content_type: Some(mt),
+    })
+}
