@@ -134,6 +134,46 @@ fn validate_reports_every_error_with_location_and_exit_1() {
 }
 
 #[test]
+fn validate_reports_openapi_document_errors_in_the_document() {
+    let dir = temp_dir("validate-openapi");
+    let doc = dir.join("pets.yaml");
+    std::fs::write(
+        &doc,
+        "openapi: 3.1.0\npaths:\n  /pets:\n    get: { $ref: '#/components/nope' }\n",
+    )
+    .unwrap();
+    let path = dir.join("portico.yaml");
+    std::fs::write(
+        &path,
+        "upstreams: { pets: { targets: [\"http://127.0.0.1:9000\"] } }\napis:\n  - { openapi: pets.yaml, upstream: pets, tags: { nope: {} } }\n",
+    )
+    .unwrap();
+    let out = bin().arg("validate").arg("-c").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let (file, doc) = (path.display().to_string(), doc.display().to_string());
+    assert!(
+        err.contains(&format!(
+            "{file}:3:51: error: the document has no tag `nope`"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{doc}:4:18: error: unresolved $ref `#/components/nope`"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: the document's operations have no tags; remove `nope`"),
+        "{err}"
+    );
+    // The config's errors first, then the document's.
+    assert!(err.find(&file).unwrap() < err.find(&doc).unwrap(), "{err}");
+    assert!(err.contains("2 errors found"), "{err}");
+}
+
+#[test]
 fn schema_is_json_schema() {
     let out = bin().arg("schema").output().unwrap();
     assert!(out.status.success());

@@ -508,17 +508,21 @@ fn check_names(
     let Some(NodeKind::Map(entries)) = get(node, key).map(|n| &n.kind) else {
         return;
     };
-    let known: Vec<String> = ops.iter().flat_map(&names).collect();
+    let mut known: Vec<String> = ops.iter().flat_map(&names).collect();
+    known.sort();
+    known.dedup();
     let known_refs: Vec<&str> = known.iter().map(String::as_str).collect();
+    let what = if key == "tags" { "tag" } else { "operationId" };
     for (k, _) in entries {
         let name = k.key_text();
         if !known.contains(&name) {
-            let what = if key == "tags" { "tag" } else { "operationId" };
-            cx.sink.at(
-                k.loc,
-                format!("the document has no {what} `{name}`"),
-                suggest(&name, &known_refs),
-            );
+            let hint = if known.is_empty() {
+                format!("the document's operations have no {what}s; remove `{name}`")
+            } else {
+                suggest(&name, &known_refs)
+            };
+            cx.sink
+                .at(k.loc, format!("the document has no {what} `{name}`"), hint);
         }
     }
 }
