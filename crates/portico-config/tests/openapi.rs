@@ -361,6 +361,14 @@ paths:
         doc_errors("swagger: \"2.0\"\npaths: {}\n", ""),
         ["doc.yaml:1:10: Swagger 2.0 documents are not read; Portico reads OpenAPI 3.0 and 3.1"]
     );
+    // A server variable without a default, reported once for all the operations under it.
+    assert_eq!(
+        doc_errors(
+            "openapi: 3.1.0\nservers: [{ url: 'https://x/{v}' }]\npaths:\n  /a: { get: {}, put: {} }\n",
+            ""
+        ),
+        ["doc.yaml:2:18: server URL `https://x/{v}` uses `{v}`, which has no default"]
+    );
     let e = doc_errors("openapi: 3.1.0\npaths:\n  /pets: {get: {}\n", "");
     assert_eq!(e.len(), 1);
     assert_eq!(

@@ -194,6 +194,7 @@ fn compile_api(
     }
 
     let mut tag_clashes = HashSet::new();
+    let mut server_problems = HashSet::new();
     for op in &ops {
         let levels = Levels::of(node, op);
         let scalar = |cx: &mut Ctx<'_>, clashes: &mut HashSet<_>, keys: &[&'static str]| {
@@ -217,10 +218,12 @@ fn compile_api(
                         "{} has security requirements, and security schemes are not mapped to policies yet",
                         describe(op)
                     ),
-                    hint: format!(
-                        "to serve it anyway, set `enforce_security: false` for it in the config (under `apis` → `operations: {{ {} }}` or its tag) and authenticate with the operation's own `policies`",
-                        op.id.as_ref().map_or("…", |(id, _)| id.as_str())
-                    ),
+                    hint: match &op.id {
+                        Some((id, _)) => format!(
+                            "to serve it anyway, set `enforce_security: false` for it in the config (`operations: {{ {id}: {{ enforce_security: false, policies: [...] }} }}` under the API, or on its tag) and authenticate with the operation's own `policies`"
+                        ),
+                        None => "to serve it anyway, give it an operationId (or a tag) and set `enforce_security: false` for it under the API's `operations:` (or `tags:`) in the config, authenticating with the operation's own `policies`".into(),
+                    },
                 },
             );
             continue;
@@ -230,7 +233,10 @@ fn compile_api(
             None => match doc::server_base(&root, op) {
                 Ok(b) => b,
                 Err(p) => {
-                    doc.err(cx, p);
+                    // Operations share servers: their URL's problem is reported once.
+                    if server_problems.insert((p.loc.line, p.loc.column)) {
+                        doc.err(cx, p);
+                    }
                     continue;
                 }
             },
@@ -252,15 +258,12 @@ fn compile_api(
             (Some(a), _) => Serve::Mock(a),
             (None, Some(t)) => Serve::Proxy(t),
             (None, None) => {
-                cx.sink.at(
-                node.loc,
-                format!(
+                let msg = format!(
                     "{} of API `{api_name}` ({}) has no upstream",
                     describe(op),
                     doc.at(op.method_loc)
-                ),
-                "set `upstream` (or `split`) for the API, or for the operation under `operations:` or its tag under `tags:`; or `mock: true`",
-            );
+                );
+                cx.sink.at(node.loc, msg, NO_UPSTREAM_HINT);
                 continue;
             }
         };
@@ -455,6 +458,8 @@ fn mock_answer(
         }
     }
 }
+
+const NO_UPSTREAM_HINT: &str = "set `upstream` (or `split`) for the API, or for the operation under `operations:` or its tag under `tags:`; or `mock: true`";
 
 /// How an operation is named in messages.
 fn describe(op: &Operation<'_>) -> String {
