@@ -757,3 +757,21 @@ paths:
         ]
     );
 }
+
+#[test]
+fn a_misspelt_mock_key_is_a_config_error() {
+    let r = || {
+        load_in(
+            &fixtures(),
+            "apis:\n  - openapi: petstore.yaml\n    mock: { statu: 201 }\n",
+        )
+    };
+    assert_eq!(located(r()), ["portico.yaml:3:13: unknown key `statu`"]);
+    assert_eq!(hints(r()), ["did you mean `status`?"]);
+    let e = located(load_in(
+        &fixtures(),
+        "apis:\n  - openapi: petstore.yaml\n    mock: yes please\n",
+    ));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("portico.yaml:3:11: "), "{e:?}");
+}

@@ -83,11 +83,33 @@ pub struct ApiOperationConfig {
 }
 
 /// `true`, `false`, or which response, example and media type to answer with.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, JsonSchema)]
 #[serde(untagged)]
 pub enum MockConfig {
     On(bool),
     With(MockSettings),
+}
+
+// By hand rather than `untagged`: a misspelt key inside the mapping is then reported as that
+// key, with a did-you-mean, instead of "did not match any variant".
+impl<'de> Deserialize<'de> for MockConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = MockConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`true`, `false` or `{ status, example, media_type }`")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<MockConfig, E> {
+                Ok(MockConfig::On(b))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<MockConfig, A::Error> {
+                MockSettings::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(MockConfig::With)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
