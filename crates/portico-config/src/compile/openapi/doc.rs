@@ -197,9 +197,22 @@ fn follow<'n>(root: &'n Node, r: &'n Node) -> Result<&'n Node, Problem> {
     })
 }
 
-/// Every `$ref` in the document that does not resolve, or that starts a loop.
+/// Every `$ref` in the document that does not resolve, or that starts a loop. Literal values
+/// are not searched: an example, a default, a `const` or an `enum` is data, and a `$ref` key
+/// inside it (a stored JSON Schema, say) is the data's, not a reference of the document's.
 pub(crate) fn check_refs(root: &Node, out: &mut Vec<Problem>) {
-    fn walk(root: &Node, n: &Node, out: &mut Vec<Problem>) {
+    /// What the entries of a mapping are.
+    #[derive(Clone, Copy, PartialEq)]
+    enum In {
+        /// An object of the specification (or a schema): its keys are keywords.
+        Object,
+        /// A map whose keys are names (`properties`, `paths`, `components.schemas`...):
+        /// its values are objects, whatever they are called.
+        Names,
+        /// `examples` of a parameter or media type: Example Objects, whose `value` is data.
+        Examples,
+    }
+    fn walk(root: &Node, n: &Node, within: In, out: &mut Vec<Problem>) {
         match &n.kind {
             NodeKind::Map(entries) => {
                 if ref_of(n).is_some()
@@ -207,15 +220,54 @@ pub(crate) fn check_refs(root: &Node, out: &mut Vec<Problem>) {
                 {
                     out.push(p);
                 }
-                for (_, v) in entries {
-                    walk(root, v, out);
+                for (k, v) in entries {
+                    let key = k.as_str().unwrap_or("");
+                    let next = match within {
+                        In::Names => In::Object,
+                        In::Examples => {
+                            // Each Example Object: everything but its `value`.
+                            if let NodeKind::Map(fields) = &v.kind {
+                                if ref_of(v).is_some()
+                                    && let Err(p) = resolve(root, v)
+                                {
+                                    out.push(p);
+                                }
+                                for (fk, fv) in fields {
+                                    if fk.as_str() != Some("value") && fk.as_str() != Some("$ref") {
+                                        walk(root, fv, In::Object, out);
+                                    }
+                                }
+                            }
+                            continue;
+                        }
+                        In::Object => match key {
+                            "example" | "default" | "const" | "enum" => continue,
+                            // A schema's `examples` (3.1) is a list of values; a parameter's
+                            // or a media type's is a map of Example Objects.
+                            "examples" if matches!(v.kind, NodeKind::Seq(_)) => continue,
+                            "examples" => In::Examples,
+                            "properties" | "patternProperties" | "$defs" | "definitions"
+                            | "paths" | "webhooks" | "callbacks" | "responses" | "headers"
+                            | "content" | "encoding" | "links" | "variables" | "schemas"
+                            | "parameters" | "requestBodies" | "securitySchemes" | "pathItems"
+                            | "dependentSchemas" => {
+                                if matches!(v.kind, NodeKind::Map(_)) {
+                                    In::Names
+                                } else {
+                                    In::Object
+                                }
+                            }
+                            _ => In::Object,
+                        },
+                    };
+                    walk(root, v, next, out);
                 }
             }
-            NodeKind::Seq(items) => items.iter().for_each(|i| walk(root, i, out)),
+            NodeKind::Seq(items) => items.iter().for_each(|i| walk(root, i, In::Object, out)),
             _ => {}
         }
     }
-    walk(root, root, out);
+    walk(root, root, In::Object, out);
 }
 
 /// One operation of the document: a method of a path item.
@@ -543,6 +595,35 @@ mod tests {
         out.iter()
             .map(|p| format!("{}:{}: {}", p.loc.line, p.loc.column, p.msg))
             .collect()
+    }
+
+    #[test]
+    fn a_ref_inside_data_is_the_datas_and_a_property_named_like_a_keyword_is_a_schema() {
+        let text = concat!(
+            "openapi: 3.1.0\n",
+            "components:\n",
+            "  schemas:\n",
+            "    Stored:\n",
+            "      type: object\n",
+            "      example: { $ref: '#/not/a/reference' }\n",
+            "      default: { $ref: '#/nor/this' }\n",
+            "      examples: [{ $ref: '#/nor/these' }]\n",
+            "      properties:\n",
+            "        value: { $ref: '#/components/schemas/Missing' }\n",
+            "        example: { $ref: '#/components/schemas/AlsoMissing' }\n",
+            "  examples:\n",
+            "    One: { summary: s, value: { $ref: '#/data' } }\n",
+            "    Two: { $ref: '#/components/examples/Gone' }\n",
+            "paths: {}\n",
+        );
+        assert_eq!(
+            problems(text),
+            [
+                "10:24: unresolved $ref `#/components/schemas/Missing`",
+                "11:26: unresolved $ref `#/components/schemas/AlsoMissing`",
+                "14:18: unresolved $ref `#/components/examples/Gone`",
+            ]
+        );
     }
 
     #[test]
