@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("path_canon", paths::path_canon),
     ("router", router::router),
     ("config_load", config::config_load),
+    ("openapi_load", config::openapi_load),
     ("xml", xml::xml),
     ("transcode", transcode::transcode),
     ("jwt", jwt::jwt),
