@@ -394,51 +394,294 @@ fn a_partial_segment_can_be_skipped() {
     assert_eq!(get(&c, "/pets").as_deref(), Some("listPets"));
 }
 
-#[test]
-fn security_requirements_need_an_explicit_way_out() {
-    let doc = "openapi: 3.1.0
-security:
-  - key: []
-paths:
-  /pets:
-    get:
-      operationId: listPets
-  /public:
-    get:
-      operationId: ping
-      security: []
-components:
+const KEY_HASH: &str = "sha256:abababababababababababababababababababababababababababababababab";
+
+/// A consumer with an API key and Basic credentials, for the chains that need one.
+fn consumers() -> String {
+    format!(
+        "consumers:\n  - {{ name: ann, api_keys: [\"{KEY_HASH}\"], basic_auth: {{ password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$0BNiK9JqRCRymRkdpQ5Ldw$ElDBZrbJxTNJIKlZu/VlldW6mAuAuoIk15BEuPiXGt8\" }} }}\n"
+    )
+}
+
+const JWT: &str = "{ type: jwt, issuers: [{ issuer: https://idp.test, algorithms: [HS256], keys: [{ secret: an-hmac-secret-of-more-than-32-bytes!! }] }] }";
+
+/// The document's schemes, for the security tests; `paths` follows.
+const SCHEMES: &str = "components:
   securitySchemes:
-    key: { type: apiKey, in: header, name: x-api-key }
+    key: { type: apiKey, in: header, name: X-Key }
+    qkey: { type: apiKey, in: query, name: token }
+    basic: { type: http, scheme: basic }
+    bearer: { type: http, scheme: Bearer }
+    oauth:
+      type: oauth2
+      flows: { clientCredentials: { tokenUrl: https://idp.test/token, scopes: { read: r, write: w } } }
+    oidc: { type: openIdConnect, openIdConnectUrl: https://idp.test/.well-known/openid-configuration }
+    mtls: { type: mutualTLS }
 ";
+
+/// A document with one operation `op` requiring `security`, its config with `extra` under
+/// the API, and the consumers the key and Basic policies need.
+fn secured(security: &str, extra: &str) -> (PathBuf, String) {
+    let doc = format!(
+        "openapi: 3.1.0\n{SCHEMES}paths:\n  /a:\n    get:\n      operationId: op\n      security: {security}\n"
+    );
+    let dir = folder(&[("doc.yaml", &doc)]);
+    let config = format!(
+        "{UPSTREAMS}{}apis:\n  - openapi: doc.yaml\n    upstream: pets\n{extra}",
+        consumers()
+    );
+    (dir, config)
+}
+
+fn secured_ok(security: &str, extra: &str) -> Vec<String> {
+    let (dir, config) = secured(security, extra);
+    let c = load_in(&dir, &config).unwrap_or_else(|e| panic!("{e}"));
+    chain(by_name(&c, "op"))
+}
+
+fn secured_errors(security: &str, extra: &str) -> Vec<String> {
+    let (dir, config) = secured(security, extra);
+    located(load_in(&dir, &config))
+}
+
+fn secured_hints(security: &str, extra: &str) -> Vec<String> {
+    let (dir, config) = secured(security, extra);
+    hints(load_in(&dir, &config))
+}
+
+/// A route's policies in words: each authentication method with its settings, `acl` scopes.
+fn chain(r: &portico_config::Route) -> Vec<String> {
+    use portico_config::{AuthMethod, Policy};
+    r.policies
+        .iter()
+        .map(|p| match p {
+            Policy::Auth(a) => {
+                let methods: Vec<String> = a
+                    .methods
+                    .iter()
+                    .map(|m| match m {
+                        AuthMethod::ApiKey(k) => {
+                            format!("api_key({}, {:?})", k.header, k.query)
+                        }
+                        AuthMethod::Basic(_) => "basic".into(),
+                        AuthMethod::Jwt(j) => format!("jwt({})", j.issuers.len()),
+                        AuthMethod::ClientCert(_) => "client_cert".into(),
+                        AuthMethod::Introspection(i) => format!("introspection({})", i.url),
+                    })
+                    .collect();
+                methods.join(" | ")
+            }
+            Policy::Acl(a) => format!("acl{:?}", a.scopes),
+            Policy::RateLimit(_) => "rate_limit".into(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn api_keys_and_basic_come_from_the_document() {
+    assert_eq!(secured_ok("[{ key: [] }]", ""), ["api_key(x-key, None)"]);
     assert_eq!(
-        doc_errors(doc, ""),
+        secured_ok("[{ qkey: [] }]", ""),
+        ["api_key(x-api-key, Some(\"token\"))"]
+    );
+    // A config entry refines the derived policy; the document's name fills what it leaves out.
+    assert_eq!(
+        secured_ok(
+            "[{ key: [] }]",
+            "    security:\n      key: { type: api_key, query: k }\n"
+        ),
+        ["api_key(x-key, Some(\"k\"))"]
+    );
+    assert_eq!(secured_ok("[{ basic: [] }]", ""), ["basic"]);
+    assert_eq!(secured_ok("[{ mtls: [] }]", ""), ["client_cert"]);
+    // The security-derived policies come before the API's own.
+    assert_eq!(
+        secured_ok(
+            "[{ basic: [] }]",
+            "    policies: [{ type: rate_limit, key: consumer, limits: [{ requests: 5, per: 1s }] }]\n"
+        ),
+        ["basic", "rate_limit"]
+    );
+}
+
+#[test]
+fn tokens_are_checked_by_the_configs_policy_and_scopes_by_an_acl() {
+    let jwt = format!("    security:\n      bearer: {JWT}\n      oauth: {JWT}\n");
+    assert_eq!(secured_ok("[{ bearer: [] }]", &jwt), ["jwt(1)"]);
+    assert_eq!(
+        secured_ok("[{ oauth: [read, write] }]", &jwt),
+        ["jwt(1)", "acl[\"read\", \"write\"]"]
+    );
+    assert_eq!(
+        secured_ok(
+            "[{ oidc: [read] }]",
+            "    security:\n      oidc: { type: introspection, url: https://idp.test/introspect, client_id: gw, client_secret: s }\n"
+        ),
         [
-            "doc.yaml:2:1: operation `listPets` has security requirements, and security schemes are not mapped to policies yet"
+            "introspection(https://idp.test/introspect)",
+            "acl[\"read\"]"
         ]
     );
-    let dir = folder(&[("doc.yaml", doc)]);
-    let config = format!("{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n");
-    assert!(hints(load_in(&dir, &config))[0].contains("`enforce_security: false`"));
-    let c = load_in(
-        &dir,
-        &format!(
-            "{config}    operations:\n      listPets:\n        enforce_security: false\n        policies: [{{ type: api_key }}]\nconsumers:\n  - {{ name: ann, api_keys: [\"sha256:abababababababababababababababababababababababababababababababab\"] }}\n"
+}
+
+#[test]
+fn requirements_combine_with_and_and_or() {
+    let jwt = format!("    security:\n      bearer: {JWT}\n      oauth: {JWT}\n");
+    // One requirement of several schemes: all of them, and one acl with every scope.
+    assert_eq!(
+        secured_ok("[{ key: [], oauth: [read], bearer: [write, read] }]", &jwt),
+        [
+            "api_key(x-key, None)",
+            "jwt(1)",
+            "jwt(1)",
+            "acl[\"read\", \"write\"]"
+        ]
+    );
+    // Several requirements: any one of them, then the scopes they share.
+    assert_eq!(
+        secured_ok("[{ key: [] }, { basic: [] }]", &jwt),
+        ["api_key(x-key, None) | basic"]
+    );
+    assert_eq!(
+        secured_ok("[{ oauth: [read] }, { bearer: [read] }]", &jwt),
+        ["jwt(1) | jwt(1)", "acl[\"read\"]"]
+    );
+    // `security: []` asks for nothing, and `enforce_security: false` opts out.
+    assert_eq!(secured_ok("[]", ""), Vec::<String>::new());
+    assert_eq!(
+        secured_ok(
+            "[{ oauth: [read] }]",
+            "    operations: { op: { enforce_security: false, policies: [{ type: api_key }] } }\n"
         ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.routes.len(), 2);
-    assert_eq!(by_name(&c, "listPets").policies.len(), 1);
-    // An operation's own requirement is reported at its own `security` key.
+        ["api_key(x-api-key, None)"]
+    );
+}
+
+#[test]
+fn unenforceable_requirements_are_located_in_the_document() {
+    let doc_with = |scheme: &str, security: &str| {
+        doc_errors(
+            &format!(
+                "openapi: 3.1.0\ncomponents:\n  securitySchemes:\n    s:\n{scheme}paths:\n  /a:\n    get:\n      operationId: op\n      security: {security}\n"
+            ),
+            "",
+        )
+    };
+    assert_eq!(
+        doc_with(
+            "      type: apiKey\n      in: cookie\n      name: sid\n",
+            "[{ s: [] }]"
+        ),
+        ["doc.yaml:6:11: API keys in a cookie are not enforced by the gateway"]
+    );
+    assert_eq!(
+        doc_with("      type: http\n      scheme: digest\n", "[{ s: [] }]"),
+        ["doc.yaml:6:15: HTTP authentication scheme `digest` is not enforced by the gateway"]
+    );
+    // The problem of a scheme shared through the document's `security` is told once.
     let e = doc_errors(
-        "openapi: 3.1.0\npaths:\n  /a:\n    get:\n      operationId: a\n      security: [{ key: [] }]\n",
+        "openapi: 3.1.0\nsecurity: [{ s: [] }]\ncomponents:\n  securitySchemes:\n    s: { type: http, scheme: hoba }\npaths:\n  /a:\n    get: { operationId: a }\n  /b:\n    get: { operationId: b }\n",
         "",
     );
-    assert_eq!(e.len(), 1);
-    assert!(
-        e[0].starts_with("doc.yaml:6:7: operation `a` has security"),
-        "{e:?}"
+    assert_eq!(
+        e,
+        ["doc.yaml:5:30: HTTP authentication scheme `hoba` is not enforced by the gateway"]
     );
+
+    let jwt = format!("    security:\n      oauth: {JWT}\n      bearer: {JWT}\n");
+    // The operation's `security` is on line 17, its value from column 17.
+    assert_eq!(
+        secured_errors("[{ oauth: [] }, {}]", &jwt),
+        [
+            "doc.yaml:17:33: an empty requirement `{}` makes authentication optional, which the gateway does not enforce"
+        ]
+    );
+    assert!(secured_hints("[{ oauth: [] }, {}]", &jwt)[0].contains("`enforce_security: false`"));
+    assert_eq!(
+        secured_errors("[{ oauth: [read] }, { bearer: [write] }]", &jwt),
+        ["doc.yaml:17:37: the alternatives ask for different scopes ([read] and [write])"]
+    );
+    assert_eq!(
+        secured_errors("[{ key: [admin] }]", ""),
+        ["doc.yaml:17:25: security scheme `key` is given scopes, and its credentials carry none"]
+    );
+    assert_eq!(
+        secured_errors("[{ kye: [] }]", ""),
+        [
+            "doc.yaml:17:20: security scheme `kye` is not declared under `components.securitySchemes`"
+        ]
+    );
+    assert_eq!(secured_hints("[{ kye: [] }]", ""), ["did you mean `key`?"]);
+    assert_eq!(
+        secured_errors("[{ key: [], basic: [] }, { oauth: [] }]", &jwt),
+        [
+            "doc.yaml:17:18: an alternative that requires several schemes at once cannot be one of several alternatives"
+        ]
+    );
+    // A token scheme without its policy in the config: the hint gives the YAML to add.
+    assert_eq!(
+        secured_errors("[{ oauth: [read] }]", ""),
+        [
+            "doc.yaml:17:20: security scheme `oauth` (oauth2) needs a `jwt` or `introspection` policy under `security:` of API `api-1` in the config"
+        ]
+    );
+    let hint = &secured_hints("[{ oauth: [read] }]", "")[0];
+    assert!(
+        hint.contains("`security: { oauth: { type: jwt, issuers: [")
+            && hint.contains("https://idp.test/token"),
+        "{hint}"
+    );
+    assert!(
+        secured_hints("[{ oidc: [] }]", "")[0]
+            .contains("https://idp.test/.well-known/openid-configuration")
+    );
+    assert_eq!(
+        secured_errors("[{ bearer: [] }]", "").len(),
+        1,
+        "http bearer needs an entry too"
+    );
+}
+
+#[test]
+fn security_entries_of_the_config_are_checked_at_their_key() {
+    // The config's `security:` entries are on line 10 (after the upstreams, the consumer and
+    // the API's first keys).
+    assert_eq!(
+        secured_errors(
+            "[{ key: [] }]",
+            "    security:\n      bearr: { type: api_key }\n"
+        ),
+        ["portico.yaml:10:7: the document has no security scheme `bearr`"]
+    );
+    assert_eq!(
+        secured_hints(
+            "[{ key: [] }]",
+            "    security:\n      bearr: { type: api_key }\n"
+        ),
+        ["did you mean `bearer`?"]
+    );
+    assert_eq!(
+        secured_errors(
+            "[{ bearer: [] }]",
+            "    security:\n      bearer: { type: api_key }\n"
+        ),
+        ["portico.yaml:10:7: security scheme `bearer` cannot be enforced by a `api_key` policy"]
+    );
+    assert_eq!(
+        secured_hints(
+            "[{ bearer: [] }]",
+            "    security:\n      bearer: { type: api_key }\n"
+        ),
+        ["give it a policy of type `jwt` or `introspection`"]
+    );
+    // An error inside the entry is located in the config too.
+    let e = secured_errors(
+        "[{ bearer: [] }]",
+        "    security:\n      bearer: { type: jwt, issuers: [] }\n",
+    );
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("portico.yaml:10:"), "{e:?}");
 }
 
 #[test]
@@ -511,10 +754,10 @@ fn config_errors_are_located_in_the_config() {
         located(load_in(
             &dir,
             &format!(
-                "{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n    security: {{}}\n"
+                "{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n    securty: {{}}\n"
             )
         )),
-        ["portico.yaml:7:5: unknown key `security`"]
+        ["portico.yaml:7:5: unknown key `securty`"]
     );
 }
 

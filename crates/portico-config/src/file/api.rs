@@ -44,6 +44,12 @@ pub struct ApiConfig {
     /// Policies for every operation, after the global ones.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
+    /// The policy that enforces a security scheme of the document, by scheme name: `jwt` or
+    /// `introspection` for `http bearer`, `oauth2` and `openIdConnect` schemes (required for
+    /// those); `api_key`, `basic_auth` or `client_cert` to refine the policy derived from the
+    /// document.
+    #[serde(default)]
+    pub security: BTreeMap<String, PolicyConfig>,
     /// Answer every operation with an example from the document instead of calling an
     /// upstream. Default `false`.
     #[serde(default)]

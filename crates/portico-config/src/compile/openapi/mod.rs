@@ -9,9 +9,11 @@
 //!
 //! - `doc.rs` — the document: version, `$ref`s, operations, base paths, route paths.
 //! - `mock.rs` — the answer of a mocked operation, from the examples of its responses.
+//! - `security.rs` — an operation's `security` requirements as the policies that enforce them.
 
 mod doc;
 mod mock;
+mod security;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -183,6 +185,7 @@ fn compile_api(
             .chain(declared_tags.iter().cloned())
             .collect()
     });
+    let schemes = security::Schemes::read(cx, &root, node);
     if !problems.is_empty() {
         for p in problems {
             doc.err(cx, p);
@@ -195,6 +198,7 @@ fn compile_api(
 
     let mut tag_clashes = HashSet::new();
     let mut server_problems = HashSet::new();
+    let mut security_problems = HashSet::new();
     for op in &ops {
         let levels = Levels::of(node, op);
         let scalar = |cx: &mut Ctx<'_>, clashes: &mut HashSet<_>, keys: &[&'static str]| {
@@ -206,27 +210,25 @@ fn compile_api(
         }
         let enforce = scalar(cx, &mut tag_clashes, &["enforce_security"]);
         let enforce = flag(cx, enforce.as_ref());
-        if let Some((key, value)) = op.security
+        // Security-derived policies come first: the API's, tags' and operation's own policies
+        // (a `rate_limit` keyed by consumer, an `acl` by group) may rely on the identity.
+        let mut secured: Vec<Node> = Vec::new();
+        if let Some((_, value)) = op.security
             && doc::requires_security(value)
             && enforce != Some(false)
         {
-            doc.err(
-                cx,
-                Problem {
-                    loc: key.loc,
-                    msg: format!(
-                        "{} has security requirements, and security schemes are not mapped to policies yet",
-                        describe(op)
-                    ),
-                    hint: match &op.id {
-                        Some((id, _)) => format!(
-                            "to serve it anyway, set `enforce_security: false` for it in the config (`operations: {{ {id}: {{ enforce_security: false, policies: [...] }} }}` under the API, or on its tag) and authenticate with the operation's own `policies`"
-                        ),
-                        None => "to serve it anyway, give it an operationId (or a tag) and set `enforce_security: false` for it under the API's `operations:` (or `tags:`) in the config, authenticating with the operation's own `policies`".into(),
-                    },
-                },
-            );
-            continue;
+            match schemes.policies(&api_name, value, doc_at) {
+                Ok(nodes) => secured = nodes,
+                Err(found) => {
+                    // Operations share the document's `security`: each problem is told once.
+                    for p in found {
+                        if security_problems.insert((p.loc.line, p.loc.column, p.msg.clone())) {
+                            doc.err(cx, p);
+                        }
+                    }
+                    continue;
+                }
+            }
         }
         let base = match &base_override {
             Some(b) => b.clone(),
@@ -345,7 +347,10 @@ fn compile_api(
         if matches!(target, Serve::Proxy(_)) && cfg.strip_base_path && !base.is_empty() {
             route_node.push(("rewrite", synth.map([Some(("path", synth.str(&op_path)))])));
         }
-        let policies: Vec<Node> = levels.policies().cloned().collect();
+        let policies: Vec<Node> = secured
+            .into_iter()
+            .chain(levels.policies().cloned())
+            .collect();
         if !policies.is_empty() {
             route_node.push((
                 "policies",
