@@ -11,53 +11,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portico_testkit::*;
 use serde_json::json;
 
-use crate::{config, empty, req};
-
-const SECRET: &str = "an-hmac-secret-of-more-than-32-bytes!!";
-
-fn keys() -> String {
-    format!("{}/tests/keys", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn pem(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/{name}", keys())).unwrap()
-}
-
-fn encoding_key(alg: Algorithm, key: &str) -> EncodingKey {
-    match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            EncodingKey::from_secret(key.as_bytes())
-        }
-        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem(key)).unwrap(),
-        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem(key)).unwrap(),
-        _ => EncodingKey::from_rsa_pem(&pem(key)).unwrap(),
-    }
-}
-
-fn mint(alg: Algorithm, key: &str, kid: Option<&str>, claims: serde_json::Value) -> String {
-    let mut h = Header::new(alg);
-    h.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&h, &claims, &encoding_key(alg, key)).unwrap()
-}
-
-fn claims(extra: serde_json::Value) -> serde_json::Value {
-    let mut c = json!({"iss": "https://idp.test", "aud": "api", "sub": "alice", "exp": now() + 300, "iat": now()});
-    for (k, v) in extra.as_object().unwrap() {
-        if v.is_null() {
-            c.as_object_mut().unwrap().remove(k);
-        } else {
-            c[k] = v.clone();
-        }
-    }
-    c
-}
+use crate::{SECRET, claims, config, empty, encoding_key, keys, mint, now, pem, req};
 
 async fn call(gw: &TestGateway, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
     let mut b = req(method, &gw.url(path));

@@ -36,6 +36,8 @@ mod xml;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
 
 pub fn req(method: &str, url: &str) -> http::request::Builder {
     Request::builder().method(method).uri(url)
@@ -77,4 +79,58 @@ pub async fn held_upstream_answering(
     })
     .await;
     (release, held)
+}
+
+/// The HMAC secret the tests' `jwt` policies trust for HS256 tokens.
+pub(crate) const SECRET: &str = "an-hmac-secret-of-more-than-32-bytes!!";
+
+pub(crate) fn keys() -> String {
+    format!("{}/tests/keys", env!("CARGO_MANIFEST_DIR"))
+}
+
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub(crate) fn pem(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/{name}", keys())).unwrap()
+}
+
+pub(crate) fn encoding_key(alg: Algorithm, key: &str) -> EncodingKey {
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            EncodingKey::from_secret(key.as_bytes())
+        }
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem(key)).unwrap(),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem(key)).unwrap(),
+        _ => EncodingKey::from_rsa_pem(&pem(key)).unwrap(),
+    }
+}
+
+/// A token signed with `key` (a secret for HS*, else a PEM file under `keys()`).
+pub(crate) fn mint(
+    alg: Algorithm,
+    key: &str,
+    kid: Option<&str>,
+    claims: serde_json::Value,
+) -> String {
+    let mut h = Header::new(alg);
+    h.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&h, &claims, &encoding_key(alg, key)).unwrap()
+}
+
+/// Claims of a valid token from `https://idp.test` for `alice`, with `extra` set (`null` removes).
+pub(crate) fn claims(extra: serde_json::Value) -> serde_json::Value {
+    let mut c = json!({"iss": "https://idp.test", "aud": "api", "sub": "alice", "exp": now() + 300, "iat": now()});
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c
 }

@@ -2,7 +2,10 @@
 
 use portico_testkit::*;
 
-use crate::{config, empty, req};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+
+use crate::{SECRET, claims, config, empty, mint, req};
 
 fn petstore() -> String {
     openapi_dir().join("petstore.yaml").display().to_string()
@@ -131,4 +134,85 @@ async fn openapi_mocks_answer_without_an_upstream() {
     assert_eq!(got.status, 201);
     assert_eq!(got.json(), serde_json::json!({"id": 2, "name": "Tom"}));
     assert_eq!(get(&gw.url("/v1/pets")).await.status, 502);
+}
+
+/// A gateway serving `secured.yaml`, whose OAuth2 scheme is checked as HS256 JWTs from
+/// `https://idp.test`, with one consumer holding an API key.
+async fn secured_gateway(up: &Upstream) -> TestGateway {
+    let key = portico_auth::apikey::digest_string("ann-key-1");
+    gateway(&config(&format!(
+        "upstreams:\n  pets: {{ targets: [\"{}\"] }}\nconsumers:\n  - {{ name: ann, api_keys: [\"{key}\"] }}\napis:\n  - openapi: \"{}\"\n    upstream: pets\n    security:\n      petsAuth:\n        type: jwt\n        issuers: [{{ issuer: https://idp.test, algorithms: [HS256], keys: [{{ secret: \"{SECRET}\" }}] }}]\n",
+        up.url(),
+        openapi_dir().join("secured.yaml").display()
+    )))
+    .await
+}
+
+async fn call(gw: &TestGateway, method: &str, path: &str, header: Option<(&str, &str)>) -> Got {
+    let mut b = req(method, &gw.url(path));
+    if let Some((k, v)) = header {
+        b = b.header(k, v);
+    }
+    send(&client(false, &[]), b.body(empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn openapi_api_key_scheme_needs_a_consumers_key() {
+    let up = echo_server().await;
+    let gw = secured_gateway(&up).await;
+    let got = call(&gw, "GET", "/v1/pets", None).await;
+    assert_eq!(got.status, 401, "{}", got.text());
+    let got = call(&gw, "GET", "/v1/pets", Some(("x-pets-key", "wrong-key"))).await;
+    assert_eq!(got.status, 401);
+    // The header named by the document, not the policy's default `X-API-Key`.
+    let got = call(&gw, "GET", "/v1/pets", Some(("x-api-key", "ann-key-1"))).await;
+    assert_eq!(got.status, 401);
+    let got = call(&gw, "GET", "/v1/pets", Some(("x-pets-key", "ann-key-1"))).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["headers"]["x-consumer-name"], "ann");
+    // `security: []` asks for nothing.
+    assert_eq!(call(&gw, "GET", "/v1/health", None).await.status, 200);
+}
+
+#[tokio::test]
+async fn openapi_oauth2_scheme_needs_a_token_with_its_scope() {
+    let up = echo_server().await;
+    let gw = secured_gateway(&up).await;
+    let token = |scope: &str| {
+        let t = mint(
+            Algorithm::HS256,
+            SECRET,
+            None,
+            claims(json!({ "scope": scope })),
+        );
+        format!("Bearer {t}")
+    };
+    let got = call(&gw, "DELETE", "/v1/pets/7", None).await;
+    assert_eq!(got.status, 401, "{}", got.text());
+    // The operation's own `security` replaces the document's: an API key is not enough.
+    let got = call(
+        &gw,
+        "DELETE",
+        "/v1/pets/7",
+        Some(("x-pets-key", "ann-key-1")),
+    )
+    .await;
+    assert_eq!(got.status, 401);
+    let got = call(
+        &gw,
+        "DELETE",
+        "/v1/pets/7",
+        Some(("authorization", &token("pets:read"))),
+    )
+    .await;
+    assert_eq!(got.status, 403, "{}", got.text());
+    let got = call(
+        &gw,
+        "DELETE",
+        "/v1/pets/7",
+        Some(("authorization", &token("pets:read pets:write"))),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["path"], "/v1/pets/7");
 }
