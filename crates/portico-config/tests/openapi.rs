@@ -666,7 +666,9 @@ fn security_entries_of_the_config_are_checked_at_their_key() {
             "[{ bearer: [] }]",
             "    security:\n      bearer: { type: api_key }\n"
         ),
-        ["portico.yaml:10:7: security scheme `bearer` cannot be enforced by a `api_key` policy"]
+        [
+            "portico.yaml:10:7: security scheme `bearer` cannot be enforced by a policy of type `api_key`"
+        ]
     );
     assert_eq!(
         secured_hints(

@@ -113,7 +113,9 @@ impl<'n> Schemes<'n> {
                 if !ok {
                     cx.sink.at(
                         k.loc,
-                        format!("security scheme `{name}` cannot be enforced by a `{ty}` policy"),
+                        format!(
+                            "security scheme `{name}` cannot be enforced by a policy of type `{ty}`"
+                        ),
                         format!(
                             "give it a policy of type {}",
                             allowed
