@@ -760,6 +760,10 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        // Before the gateway serves: a SIGTERM that comes once the listeners answer (a
+        // supervisor stopping a node it just started) is then a drain, never the default
+        // action's abrupt exit.
+        let signals = Signals::install();
         let (gw, watch) = match mode {
             Mode::File(path, watch, writes) => {
                 let cfg = match portico_config::load_file(&path) {
@@ -802,7 +806,7 @@ fn run(workers: Option<usize>, mode: Mode) -> ExitCode {
             && let Err(e) = gw.watch_file() {
                 tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
             }
-        wait_for_signals(&gw).await;
+        signals.wait(&gw).await;
         let left = gw.shutdown().await;
         if left > 0 {
             tracing::warn!(connections = left, "drain timeout reached; closing the remaining connections");
@@ -850,22 +854,43 @@ async fn start_from_store(
     }
 }
 
-async fn wait_for_signals(gw: &portico_proxy::Gateway) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = hup.recv() => { let _ = gw.reload_file_from("signal").await; }
-            _ = term.recv() => { tracing::info!("SIGTERM: draining"); return; }
-            _ = int.recv() => { tracing::info!("SIGINT: draining"); return; }
+/// SIGHUP (reload), SIGTERM and SIGINT (drain), caught from the moment they are installed:
+/// one that arrives before [`Signals::wait`] is kept for it.
+struct Signals(
+    Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
+);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(hup), Ok(term), Ok(int)) => Signals(Some((hup, term, int))),
+            _ => {
+                tracing::error!("cannot install signal handlers");
+                Signals(None)
+            }
+        }
+    }
+
+    async fn wait(self, gw: &portico_proxy::Gateway) {
+        let Some((mut hup, mut term, mut int)) = self.0 else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => { let _ = gw.reload_file_from("signal").await; }
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); return; }
+                _ = int.recv() => { tracing::info!("SIGINT: draining"); return; }
+            }
         }
     }
 }
