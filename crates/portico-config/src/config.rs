@@ -52,6 +52,9 @@ pub struct Config {
     /// The text the config was compiled from, for `redacted` (kept instead of the JSON: a
     /// 10,000-route file is ~1 MiB of text but several of JSON, and few loads are ever shown).
     pub text: Arc<str>,
+    /// Files read besides the config itself (OpenAPI documents): the file watcher follows
+    /// them too, since a reload reads them again.
+    pub documents: Vec<std::path::PathBuf>,
 }
 
 impl Config {

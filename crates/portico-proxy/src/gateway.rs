@@ -1,6 +1,7 @@
 //! The running gateway: its listeners, the current runtime, reload (from the file, the
 //! watcher or the admin API) and drain.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -588,31 +589,74 @@ impl Gateway {
         let Some(path) = self.inner.config_path.clone() else {
             return Ok(());
         };
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let file_name = path.file_name().map(std::ffi::OsStr::to_os_string);
+        fn folder(p: &Path) -> PathBuf {
+            p.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        }
+        // The files whose change reloads: the config and the documents it read (its OpenAPI
+        // documents), which a reload reads again. The documents are the running config's,
+        // so they are looked up again after each reload.
+        fn followed(path: &Path, gw: &Gateway) -> Vec<PathBuf> {
+            let mut files = vec![path.to_path_buf()];
+            files.extend(
+                gw.inner
+                    .shared
+                    .runtime
+                    .load()
+                    .config
+                    .documents
+                    .iter()
+                    .cloned(),
+            );
+            files
+        }
+        fn names(files: &[PathBuf]) -> HashSet<std::ffi::OsString> {
+            files
+                .iter()
+                .filter_map(|f| f.file_name().map(std::ffi::OsStr::to_os_string))
+                .collect()
+        }
+        fn read_all(files: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
+            files.iter().map(|f| std::fs::read(f).ok()).collect()
+        }
+        let mut files = followed(&path, self);
+        let ours = Arc::new(Mutex::new(names(&files)));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watched_names = ours.clone();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             if let Ok(e) = ev
                 && is_change(&e.kind)
             {
+                let names = watched_names.lock().unwrap_or_else(|e| e.into_inner());
                 let ours = e
                     .paths
                     .iter()
-                    .any(|p| p.file_name().map(std::ffi::OsStr::to_os_string) == file_name);
+                    .any(|p| p.file_name().is_some_and(|n| names.contains(n)));
                 let _ = tx.send(Burst::of(&e.kind, ours));
             }
         })?;
-        watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+        let mut folders: HashSet<PathBuf> = HashSet::new();
+        for f in &files {
+            let dir = folder(f);
+            if !folders.contains(&dir) {
+                // The config's own folder must be watched; a document's is watched if it can be.
+                match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                    Ok(()) => {}
+                    Err(e) if *f == path => return Err(e.into()),
+                    Err(e) => {
+                        tracing::warn!(file = %f.display(), error = %e, "cannot watch a document's folder; reload with SIGHUP or POST /reload after changing it")
+                    }
+                }
+                folders.insert(dir);
+            }
+        }
         // The contents a change is compared with, read before returning: a change made as
         // soon as this returns is then seen as a change (read in the task, it could already
         // be the new contents, and the reload would be skipped).
-        let mut last = std::fs::read(&path).ok();
+        let mut last = read_all(&files);
         let gw = self.clone();
         tokio::spawn(async move {
-            let _watcher = watcher;
             while let Some(first) = rx.recv().await {
                 let mut burst = first;
                 let started = tokio::time::Instant::now();
@@ -633,12 +677,29 @@ impl Gateway {
                     }
                 }
                 if burst.open_for_write {
-                    tracing::warn!(file = %path.display(), "the config file has been open for writing for {}s; reading it anyway", MAX_WRITER_WAIT.as_secs());
+                    tracing::warn!(file = %path.display(), "a followed file has been open for writing for {}s; reading it anyway", MAX_WRITER_WAIT.as_secs());
                 }
-                let now = std::fs::read(&path).ok();
-                if now.is_some() && now != last {
-                    last = now;
+                let now = read_all(&files);
+                if now[0].is_some() && now != last {
                     let _ = gw.reload_file_from("file_watch").await;
+                    // The documents of the config now running (a reload may name others).
+                    let before = std::mem::replace(&mut files, followed(&path, &gw));
+                    *ours.lock().unwrap_or_else(|e| e.into_inner()) = names(&files);
+                    for f in &files[1..] {
+                        let dir = folder(f);
+                        if folders.insert(dir.clone())
+                            && let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive)
+                        {
+                            tracing::warn!(file = %f.display(), error = %e, "cannot watch a document's folder; reload with SIGHUP or POST /reload after changing it");
+                        }
+                    }
+                    // What the reload read, when it follows the same files (a change since
+                    // then is a change still to see).
+                    last = if files == before {
+                        now
+                    } else {
+                        read_all(&files)
+                    };
                 }
             }
         });

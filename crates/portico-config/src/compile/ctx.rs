@@ -27,6 +27,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) sink: Sink<'a>,
     pub(crate) base_dir: &'a Path,
     pub(crate) env: Env<'a>,
+    /// OpenAPI documents read (`Config::documents`).
+    pub(crate) documents: Vec<std::path::PathBuf>,
 }
 
 impl<'a> Ctx<'a> {
@@ -50,6 +52,7 @@ impl<'a> Ctx<'a> {
             sink: Sink::new(source, text),
             base_dir,
             env,
+            documents: Vec::new(),
         }
     }
 }

@@ -353,6 +353,7 @@ pub fn compile(
         audit,
         listener_paths,
         text: Arc::from(text),
+        documents: cx.documents,
     })
 }
 

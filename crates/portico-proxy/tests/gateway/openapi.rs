@@ -216,3 +216,67 @@ async fn openapi_oauth2_scheme_needs_a_token_with_its_scope() {
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["path"], "/v1/pets/7");
 }
+
+/// The file watcher follows the documents a config reads, in their own folders too: changing
+/// only a document reloads, and a document a reload adds is followed from then on.
+#[tokio::test]
+async fn openapi_a_changed_document_alone_reloads() {
+    use std::time::Duration;
+    async fn answers(url: &str, want: u16) -> bool {
+        for _ in 0..100 {
+            if get(url).await.status == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+    let up = echo_server().await;
+    let dir = temp_dir("openapi-watch");
+    std::fs::create_dir_all(dir.join("specs")).unwrap();
+    std::fs::write(dir.join("specs/pets.yaml"), DOC).unwrap();
+    let text = |docs: &[&str]| {
+        let mut apis = String::new();
+        for d in docs {
+            apis.push_str(&format!("  - openapi: {d}\n    upstream: pets\n"));
+        }
+        config(&format!(
+            "upstreams:\n  pets: {{ targets: [\"{}\"] }}\napis:\n{apis}",
+            up.url()
+        ))
+    };
+    let gw = gateway_from_file(&dir, &text(&["specs/pets.yaml"])).await;
+    gw.gw.watch_file().unwrap();
+    assert_eq!(get(&gw.url("/toys")).await.status, 404);
+
+    // Only the document, in a folder of its own, changes.
+    std::fs::write(
+        dir.join("specs/pets.yaml"),
+        format!("{DOC}  /toys:\n    get: {{ operationId: listToys }}\n"),
+    )
+    .unwrap();
+    assert!(
+        answers(&gw.url("/toys"), 200).await,
+        "the document's change was not followed"
+    );
+
+    // The config names a second document; then only that one changes.
+    std::fs::write(
+        dir.join("more.yaml"),
+        "openapi: 3.0.3\npaths:\n  /owners:\n    get: { operationId: listOwners }\n",
+    )
+    .unwrap();
+    let tmp = dir.join(".portico.yaml.tmp");
+    std::fs::write(&tmp, text(&["specs/pets.yaml", "more.yaml"])).unwrap();
+    std::fs::rename(&tmp, gw.path.as_ref().unwrap()).unwrap();
+    assert!(answers(&gw.url("/owners"), 200).await);
+    std::fs::write(
+        dir.join("more.yaml"),
+        "openapi: 3.0.3\npaths:\n  /owners:\n    get: { operationId: listOwners }\n  /vets:\n    get: { operationId: listVets }\n",
+    )
+    .unwrap();
+    assert!(
+        answers(&gw.url("/vets"), 200).await,
+        "the added document was not followed"
+    );
+}

@@ -138,7 +138,12 @@ fn compile_api(
     let Some(bytes) = read_file(cx, &cfg.openapi, doc_at) else {
         return;
     };
-    let file = resolve(cx, &cfg.openapi).display().to_string();
+    let full = resolve(cx, &cfg.openapi);
+    let file = full.display().to_string();
+    // Followed by the file watcher with the config: a reload reads the document again.
+    if !cx.documents.contains(&full) {
+        cx.documents.push(full);
+    }
     let Ok(text) = String::from_utf8(bytes) else {
         cx.sink.at(
             doc_at,
