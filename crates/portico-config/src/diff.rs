@@ -1,4 +1,4 @@
-//! What differs between two configs, by what an operator thinks in: routes (by name),
+//! What differs between two configs, by what an operator thinks in: routes and APIs (by name),
 //! upstreams, consumers, global policies, and the other sections. It compares the redacted
 //! trees ([`Config::redacted`](crate::Config::redacted)): secrets are masked on both sides, so a
 //! change of a secret alone is not shown (the config hashes still differ).
@@ -8,7 +8,7 @@ use serde_json::Value;
 /// One difference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    /// `routes`, `upstreams`, `consumers`, `policies`, or another top-level key.
+    /// `routes`, `apis`, `upstreams`, `consumers`, `policies`, or another top-level key.
     pub section: String,
     /// The item (a route's or upstream's name, `#2` for a global policy); empty for a whole
     /// section.
@@ -69,6 +69,9 @@ pub fn diff(from: &Value, to: &Value) -> Vec<Change> {
                 named_list(x, "consumer"),
                 named_list(y, "consumer"),
             ),
+            // An OpenAPI document's routes are named in the document; in the config an API is
+            // an item of its own (`api-N` when unnamed, as the gateway calls it).
+            "apis" => items(&mut out, key, named_list(x, "api"), named_list(y, "api")),
             "upstreams" => items(&mut out, key, object(x), object(y)),
             "policies" => items(&mut out, key, numbered(x), numbered(y)),
             _ if x == y => {}
@@ -244,6 +247,16 @@ mod tests {
                 base,
                 &base.replace("{ name: app,", "{ name: web,"),
                 &["consumers: - app", "consumers: + web"],
+            ),
+            // APIs by name, unnamed ones by position (`api-2`).
+            (
+                &format!(
+                    "{base}apis:\n  - {{ name: pets, openapi: pets.yaml, upstream: users }}\n  - {{ openapi: toys.yaml, upstream: users }}\n"
+                ),
+                &format!(
+                    "{base}apis:\n  - {{ name: pets, openapi: pets.yaml, upstream: orders }}\n"
+                ),
+                &["apis: ~ pets (upstream)", "apis: - api-2"],
             ),
         ];
         for (from, to, want) in cases {
