@@ -77,6 +77,8 @@ pub struct Inner {
     /// This node's name in the fleet, and when it started.
     pub(crate) node_id: String,
     pub(crate) started: std::time::SystemTime,
+    /// The generation of each config applied by a reload, for the file watcher.
+    reloads: watch::Sender<u64>,
 }
 
 /// A running gateway. Cheap to clone.
@@ -141,6 +143,7 @@ impl Gateway {
             admin: std::sync::OnceLock::new(),
             admin_configured,
             node_id,
+            reloads: watch::channel(0).0,
             started,
         });
         inner.remember(first);
@@ -311,6 +314,7 @@ impl Gateway {
             listeners[i].spec = spec;
         }
         self.inner.shared.runtime.store(Arc::new(runtime));
+        self.inner.reloads.send_replace(previous.generation + 1);
         let kept: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.addr).collect();
         listeners.retain(|h| {
             let keep = kept.contains(&h.spec.addr);
@@ -656,8 +660,39 @@ impl Gateway {
         // be the new contents, and the reload would be skipped).
         let mut last = read_all(&files);
         let gw = self.clone();
+        // Any reload (this watcher's, SIGHUP, the admin API, a config write) may name other
+        // documents: the followed files and folders are brought up to date after each.
+        let mut reloads = self.inner.reloads.subscribe();
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
+            loop {
+                let first = tokio::select! {
+                    first = rx.recv() => match first {
+                        Some(b) => b,
+                        None => return,
+                    },
+                    changed = reloads.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let current = followed(&path, &gw);
+                        if current != files {
+                            for f in &current[1..] {
+                                let dir = folder(f);
+                                if folders.insert(dir.clone())
+                                    && let Err(e) =
+                                        watcher.watch(&dir, notify::RecursiveMode::NonRecursive)
+                                {
+                                    tracing::warn!(file = %f.display(), error = %e, "cannot watch a document's folder; reload with SIGHUP or POST /reload after changing it");
+                                }
+                            }
+                            *ours.lock().unwrap_or_else(|e| e.into_inner()) = names(&current);
+                            files = current;
+                            // What the reload read, as near as can be told.
+                            last = read_all(&files);
+                        }
+                        continue;
+                    }
+                };
                 let mut burst = first;
                 let started = tokio::time::Instant::now();
                 loop {
@@ -681,25 +716,8 @@ impl Gateway {
                 }
                 let now = read_all(&files);
                 if now[0].is_some() && now != last {
+                    last = now;
                     let _ = gw.reload_file_from("file_watch").await;
-                    // The documents of the config now running (a reload may name others).
-                    let before = std::mem::replace(&mut files, followed(&path, &gw));
-                    *ours.lock().unwrap_or_else(|e| e.into_inner()) = names(&files);
-                    for f in &files[1..] {
-                        let dir = folder(f);
-                        if folders.insert(dir.clone())
-                            && let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive)
-                        {
-                            tracing::warn!(file = %f.display(), error = %e, "cannot watch a document's folder; reload with SIGHUP or POST /reload after changing it");
-                        }
-                    }
-                    // What the reload read, when it follows the same files (a change since
-                    // then is a change still to see).
-                    last = if files == before {
-                        now
-                    } else {
-                        read_all(&files)
-                    };
                 }
             }
         });

@@ -279,4 +279,31 @@ async fn openapi_a_changed_document_alone_reloads() {
         answers(&gw.url("/vets"), 200).await,
         "the added document was not followed"
     );
+
+    // A document in a folder not yet followed, added by a reload the watcher did not start
+    // (SIGHUP, the admin API): followed from that reload on.
+    std::fs::create_dir_all(dir.join("extra")).unwrap();
+    std::fs::write(
+        dir.join("extra/zoo.yaml"),
+        "openapi: 3.0.3\npaths:\n  /zoo:\n    get: { operationId: listZoo }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        gw.path.as_ref().unwrap(),
+        text(&["specs/pets.yaml", "more.yaml", "extra/zoo.yaml"]),
+    )
+    .unwrap();
+    gw.gw.reload_file().await.unwrap();
+    assert_eq!(get(&gw.url("/zoo")).await.status, 200);
+    // Let the watcher take in the reload (and the config's own write) before the change.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::write(
+        dir.join("extra/zoo.yaml"),
+        "openapi: 3.0.3\npaths:\n  /zoo:\n    get: { operationId: listZoo }\n  /keepers:\n    get: { operationId: listKeepers }\n",
+    )
+    .unwrap();
+    assert!(
+        answers(&gw.url("/keepers"), 200).await,
+        "a document added by another reload was not followed"
+    );
 }
