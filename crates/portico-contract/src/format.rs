@@ -1,0 +1,157 @@
+//! The string formats that are checked. Each follows its RFC's grammar; none allocates.
+
+use crate::schema::Format;
+
+pub(crate) fn string_matches(f: Format, s: &str) -> bool {
+    match f {
+        // Integer formats constrain numbers, not strings.
+        Format::Int32 | Format::Int64 => true,
+        Format::Date => date(s.as_bytes()),
+        Format::Time => time(s.as_bytes()),
+        Format::DateTime => match s.as_bytes().iter().position(|b| *b == b'T' || *b == b't') {
+            Some(i) => date(&s.as_bytes()[..i]) && time(&s.as_bytes()[i + 1..]),
+            None => false,
+        },
+        Format::Uuid => uuid(s.as_bytes()),
+        Format::Ipv4 => ipv4(s),
+        Format::Ipv6 => s.parse::<std::net::Ipv6Addr>().is_ok(),
+        Format::Email => email(s),
+    }
+}
+
+fn digits(b: &[u8]) -> Option<u32> {
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(b.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
+}
+
+/// RFC 3339 `full-date`: `YYYY-MM-DD`, a day that exists.
+fn date(b: &[u8]) -> bool {
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let (Some(y), Some(m), Some(d)) = (digits(&b[..4]), digits(&b[5..7]), digits(&b[8..])) else {
+        return false;
+    };
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&d)
+}
+
+/// RFC 3339 `full-time`: `HH:MM:SS[.frac](Z|±HH:MM)`.
+fn time(b: &[u8]) -> bool {
+    if b.len() < 9 || b[2] != b':' || b[5] != b':' {
+        return false;
+    }
+    let (Some(h), Some(m), Some(s)) = (digits(&b[..2]), digits(&b[3..5]), digits(&b[6..8])) else {
+        return false;
+    };
+    // 60 for a leap second.
+    if h > 23 || m > 59 || s > 60 {
+        return false;
+    }
+    let mut rest = &b[8..];
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &frac[n..];
+    }
+    match rest {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => {
+            matches!((digits(&[*h1, *h2]), digits(&[*m1, *m2])), (Some(h), Some(m)) if h <= 23 && m <= 59)
+        }
+        _ => false,
+    }
+}
+
+/// RFC 4122's text form: 8-4-4-4-12 hex digits.
+fn uuid(b: &[u8]) -> bool {
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// Dotted quad without leading zeros (which some readers take for octal).
+fn ipv4(s: &str) -> bool {
+    s.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+/// `local@domain`: a non-empty local part of printable characters without spaces, and a
+/// domain of dot-separated labels. The full RFC 5321 grammar (quoted local parts, address
+/// literals) is not accepted.
+fn email(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&c));
+    let domain_ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        });
+    local_ok && domain_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_accept_their_grammar_and_nothing_near_it() {
+        let yes = [
+            (Format::Date, "2024-02-29"),
+            (Format::DateTime, "2026-12-06T18:32:28Z"),
+            (Format::DateTime, "2026-12-06t18:32:28.123+01:00"),
+            (Format::Time, "23:59:60Z"),
+            (Format::Uuid, "123e4567-e89b-12d3-a456-426614174000"),
+            (Format::Ipv4, "192.0.2.1"),
+            (Format::Ipv6, "2001:db8::1"),
+            (Format::Email, "ada.lovelace+x@example.com"),
+        ];
+        for (f, s) in yes {
+            assert!(string_matches(f, s), "{f:?} should accept {s}");
+        }
+        let no = [
+            (Format::Date, "2023-02-29"),
+            (Format::Date, "2024-13-01"),
+            (Format::Date, "2024-1-01"),
+            (Format::DateTime, "2026-12-06 18:32:28Z"),
+            (Format::DateTime, "2026-12-06T18:32:28"),
+            (Format::DateTime, "2026-12-06T24:00:00Z"),
+            (Format::Time, "12:00:00.Z"),
+            (Format::Uuid, "123e4567e89b12d3a456426614174000"),
+            (Format::Ipv4, "192.0.2.01"),
+            (Format::Ipv4, "256.0.0.1"),
+            (Format::Ipv6, "2001:db8::g"),
+            (Format::Email, "no-at.example.com"),
+            (Format::Email, "a..b@example.com"),
+            (Format::Email, "a@-example.com"),
+        ];
+        for (f, s) in no {
+            assert!(!string_matches(f, s), "{f:?} should refuse {s}");
+        }
+    }
+}

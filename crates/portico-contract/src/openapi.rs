@@ -1,0 +1,198 @@
+//! An OpenAPI operation's parameters and request body compiled into a [`RequestContract`].
+//! The schemas go through the document's one [`Compiler`], so components shared by many
+//! operations are compiled once.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::request::{BodyRule, In, Limits, MediaRange, Param, RequestContract, Style};
+use crate::schema::{CompileError, Compiler, Schemas, escape};
+
+/// Where an operation is in its document: JSON pointers to its path item and to itself.
+pub struct OperationRef<'a> {
+    pub path_item: &'a str,
+    pub operation: &'a str,
+}
+
+/// The parameters OpenAPI says are not described by a parameter object.
+const IGNORED_HEADERS: &[&str] = &["accept", "content-type", "authorization"];
+
+/// Reads the operation's parameters and request body. Its schemas are compiled into
+/// `compiler`; the contract is finished by [`finish`] once every operation of the document is.
+pub fn compile_operation(
+    compiler: &mut Compiler<'_>,
+    root: &Value,
+    op: &OperationRef<'_>,
+) -> (Vec<Param>, Option<BodyRule>) {
+    let mut params: Vec<Param> = Vec::new();
+    // Path-level parameters first; the operation's replace those with the same name and place.
+    for base in [op.path_item, op.operation] {
+        let list_ptr = format!("{base}/parameters");
+        let Some(list) = root.pointer(&list_ptr).and_then(Value::as_array) else {
+            continue;
+        };
+        for i in 0..list.len() {
+            let at = format!("{list_ptr}/{i}");
+            let Some((ptr, p)) = follow(compiler, root, &at) else {
+                continue;
+            };
+            if let Some(param) = param(compiler, root, &ptr, p) {
+                params.retain(|q| !(q.name == param.name && q.location == param.location));
+                params.push(param);
+            }
+        }
+    }
+    let body = root
+        .pointer(&format!("{}/requestBody", op.operation))
+        .map(|_| format!("{}/requestBody", op.operation))
+        .and_then(|at| follow(compiler, root, &at))
+        .and_then(|(ptr, b)| body(compiler, &ptr, b));
+    (params, body)
+}
+
+/// The contract of an operation, once the document's schemas are compiled.
+pub fn finish(
+    schemas: &Arc<Schemas>,
+    params: Vec<Param>,
+    body: Option<BodyRule>,
+    limits: Limits,
+) -> RequestContract {
+    RequestContract {
+        schemas: schemas.clone(),
+        params: params.into_boxed_slice(),
+        body,
+        limits,
+    }
+}
+
+/// Follows `$ref`s from the object at `at` to the object itself.
+fn follow<'v>(compiler: &mut Compiler<'_>, root: &'v Value, at: &str) -> Option<(String, &'v Value)> {
+    let mut ptr = at.to_owned();
+    for _ in 0..32 {
+        let v = root.pointer(&ptr)?;
+        match v.get("$ref").and_then(Value::as_str) {
+            Some(r) => match r.strip_prefix('#') {
+                Some(frag) => {
+                    ptr = percent_encoding::percent_decode_str(frag)
+                        .decode_utf8_lossy()
+                        .into_owned();
+                }
+                None => {
+                    compiler.push_error(CompileError {
+                        pointer: format!("{ptr}/$ref"),
+                        message: format!("`{r}` refers outside the document, which is not supported"),
+                        hint: "copy the object into the document's `components`".into(),
+                    });
+                    return None;
+                }
+            },
+            None => return Some((ptr, v)),
+        }
+    }
+    None
+}
+
+fn param(compiler: &mut Compiler<'_>, root: &Value, ptr: &str, p: &Value) -> Option<Param> {
+    let _ = root;
+    let name = p.get("name").and_then(Value::as_str)?;
+    let location = match p.get("in").and_then(Value::as_str)? {
+        "path" => In::Path,
+        "query" => In::Query,
+        "header" => In::Header,
+        "cookie" => In::Cookie,
+        other => {
+            compiler.push_error(CompileError {
+                pointer: format!("{ptr}/in"),
+                message: format!("`{other}` is not a parameter location"),
+                hint: "use path, query, header or cookie".into(),
+            });
+            return None;
+        }
+    };
+    if location == In::Header && IGNORED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return None;
+    }
+    let default_style = match location {
+        In::Query | In::Cookie => Style::Form,
+        In::Path | In::Header => Style::Simple,
+    };
+    let style = match p.get("style").and_then(Value::as_str) {
+        None => default_style,
+        Some(s) => {
+            let allowed: &[&str] = match location {
+                In::Path => &["simple", "label", "matrix"],
+                In::Query => &["form", "spaceDelimited", "pipeDelimited", "deepObject"],
+                In::Header => &["simple"],
+                In::Cookie => &["form"],
+            };
+            match Style::of(s).filter(|_| allowed.contains(&s)) {
+                Some(st) => st,
+                None => {
+                    compiler.push_error(CompileError {
+                        pointer: format!("{ptr}/style"),
+                        message: format!(
+                            "`{s}` is not a style of {} parameters",
+                            location.name()
+                        ),
+                        hint: format!("use one of {}", allowed.join(", ")),
+                    });
+                    return None;
+                }
+            }
+        }
+    };
+    let explode = p
+        .get("explode")
+        .and_then(Value::as_bool)
+        .unwrap_or(style == Style::Form);
+    let required = location == In::Path || p.get("required") == Some(&Value::Bool(true));
+    let allow_empty = p.get("allowEmptyValue") == Some(&Value::Bool(true));
+    let (schema, json) = if p.get("schema").is_some() {
+        (Some(compiler.schema(&format!("{ptr}/schema"))), false)
+    } else if let Some(Value::Object(content)) = p.get("content") {
+        match content.iter().next() {
+            Some((media, m)) if m.get("schema").is_some() => {
+                let essence = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let json = essence == "application/json" || essence.ends_with("+json");
+                let s = compiler.schema(&format!("{ptr}/content/{}/schema", escape(media)));
+                // A non-JSON content type: the value is taken as a string.
+                (Some(s), json)
+            }
+            _ => (None, false),
+        }
+    } else {
+        (None, false)
+    };
+    Some(Param {
+        name: name.into(),
+        location,
+        required,
+        style,
+        explode,
+        allow_empty,
+        schema,
+        json,
+    })
+}
+
+fn body(compiler: &mut Compiler<'_>, ptr: &str, b: &Value) -> Option<BodyRule> {
+    let content = b.get("content")?.as_object()?;
+    let media = content
+        .iter()
+        .map(|(m, v)| {
+            let range = m.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let schema = v
+                .get("schema")
+                .map(|_| compiler.schema(&format!("{ptr}/content/{}/schema", escape(m))));
+            (MediaRange(range.into()), schema)
+        })
+        .collect::<Vec<_>>();
+    if media.is_empty() {
+        return None;
+    }
+    Some(BodyRule {
+        required: b.get("required") == Some(&Value::Bool(true)),
+        media: media.into_boxed_slice(),
+    })
+}

@@ -1,0 +1,692 @@
+//! A request checked against an operation's contract: its parameters, read with their
+//! `style` and `explode` rules and given the types their schemas ask for, its content type, and
+//! its JSON body.
+
+use std::sync::Arc;
+
+use crate::json::{self, Scratch, Span, Tree, V};
+use crate::schema::{SchemaId, Schemas, ty};
+use crate::validate::{Direction, Run, Violation};
+
+/// Where a parameter is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum In {
+    Path,
+    Query,
+    Header,
+    Cookie,
+}
+
+impl In {
+    pub fn name(self) -> &'static str {
+        match self {
+            In::Path => "path",
+            In::Query => "query",
+            In::Header => "header",
+            In::Cookie => "cookie",
+        }
+    }
+}
+
+/// How a parameter's array or object is written (OpenAPI's `style`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    Simple,
+    Label,
+    Matrix,
+    Form,
+    SpaceDelimited,
+    PipeDelimited,
+    DeepObject,
+}
+
+impl Style {
+    pub fn of(name: &str) -> Option<Style> {
+        Some(match name {
+            "simple" => Style::Simple,
+            "label" => Style::Label,
+            "matrix" => Style::Matrix,
+            "form" => Style::Form,
+            "spaceDelimited" => Style::SpaceDelimited,
+            "pipeDelimited" => Style::PipeDelimited,
+            "deepObject" => Style::DeepObject,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Param {
+    pub name: Box<str>,
+    pub location: In,
+    pub required: bool,
+    pub style: Style,
+    pub explode: bool,
+    /// `allowEmptyValue`: an empty query value passes.
+    pub allow_empty: bool,
+    pub schema: Option<SchemaId>,
+    /// The value is a JSON text (`content: {application/json: …}`) rather than a styled one.
+    pub json: bool,
+}
+
+/// A media type of `requestBody.content`: `type/subtype`, `type/*` or `*/*`, lower case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRange(pub Box<str>);
+
+impl MediaRange {
+    /// How well `essence` matches: 3 exactly, 2 by `type/*`, 1 by `*/*`, 0 not at all.
+    fn fit(&self, essence: &str) -> u8 {
+        let r = &*self.0;
+        if r == essence {
+            3
+        } else if r == "*/*" {
+            1
+        } else if let Some(t) = r.strip_suffix("/*")
+            && essence.split_once('/').is_some_and(|(et, _)| et == t)
+        {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct BodyRule {
+    pub required: bool,
+    /// Media ranges and their schemas (a JSON one's body is checked against it).
+    pub media: Box<[(MediaRange, Option<SchemaId>)]>,
+}
+
+/// Bounds on the work of one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest body read for checking; a larger one is refused with 413.
+    pub max_body: u64,
+    pub max_depth: u32,
+    pub max_errors: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: 1 << 20,
+            max_depth: 64,
+            max_errors: 20,
+        }
+    }
+}
+
+/// What an operation accepts.
+#[derive(Debug)]
+pub struct RequestContract {
+    pub schemas: Arc<Schemas>,
+    pub params: Box<[Param]>,
+    pub body: Option<BodyRule>,
+    pub limits: Limits,
+}
+
+/// The parts of a request the contract looks at.
+pub struct RequestParts<'a> {
+    /// The path's template parameters by name, as they appear in the path (percent-encoded).
+    pub path: &'a [(&'a str, &'a str)],
+    pub query: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+}
+
+/// One failure: where in the request (`body`, `path`, `query`, `header`, `cookie`), the
+/// parameter's name, the JSON pointer within the value, and the rule broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub location: &'static str,
+    pub name: Option<Box<str>>,
+    pub pointer: String,
+    pub keyword: &'static str,
+    pub message: String,
+}
+
+/// Why a request was refused: 400, 413 or 415, and every failure found (up to the bound).
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub failures: Vec<Failure>,
+}
+
+/// What to do with the body, from the request's head.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// Nothing to check in the body.
+    Pass,
+    /// Read it (up to `Limits::max_body`) and check it against this schema.
+    Check(SchemaId),
+}
+
+impl RequestContract {
+    /// Checks the head: parameters, and the body's presence and content type. Returns what to
+    /// do with the body. `has_body` says whether the request has (or may have) a body.
+    pub fn check_head(
+        &self,
+        parts: &RequestParts<'_>,
+        has_body: bool,
+        scratch: &mut Scratch,
+        failures: &mut Vec<Failure>,
+    ) -> Result<BodyPlan, u16> {
+        for p in self.params.iter() {
+            if failures.len() >= self.limits.max_errors {
+                break;
+            }
+            self.check_param(p, parts, scratch, failures);
+        }
+        let plan = match &self.body {
+            None => BodyPlan::Pass,
+            Some(rule) => {
+                let content_type = parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                match (has_body, content_type) {
+                    (false, _) if rule.required => {
+                        failures.push(Failure {
+                            location: "body",
+                            name: None,
+                            pointer: String::new(),
+                            keyword: "required",
+                            message: "a request body is required".into(),
+                        });
+                        BodyPlan::Pass
+                    }
+                    (false, _) => BodyPlan::Pass,
+                    (true, ct) => {
+                        let essence = ct
+                            .and_then(|c| c.split(';').next())
+                            .unwrap_or("")
+                            .trim()
+                            .to_ascii_lowercase();
+                        let best = rule
+                            .media
+                            .iter()
+                            .map(|(m, s)| (m.fit(&essence), s))
+                            .filter(|(f, _)| *f > 0)
+                            .max_by_key(|(f, _)| *f);
+                        match best {
+                            None => {
+                                let allowed: Vec<&str> =
+                                    rule.media.iter().map(|(m, _)| &*m.0).collect();
+                                failures.clear();
+                                failures.push(Failure {
+                                    location: "header",
+                                    name: Some("content-type".into()),
+                                    pointer: String::new(),
+                                    keyword: "content",
+                                    message: if essence.is_empty() {
+                                        format!(
+                                            "the body has no Content-Type; send one of {}",
+                                            allowed.join(", ")
+                                        )
+                                    } else {
+                                        format!(
+                                            "`{essence}` is not accepted; send one of {}",
+                                            allowed.join(", ")
+                                        )
+                                    },
+                                });
+                                return Err(415);
+                            }
+                            Some((_, Some(s))) if is_json(&essence) => BodyPlan::Check(*s),
+                            Some(_) => BodyPlan::Pass,
+                        }
+                    }
+                }
+            }
+        };
+        if failures.is_empty() { Ok(plan) } else { Err(400) }
+    }
+
+    /// Checks a JSON body against the schema [`check_head`](Self::check_head) chose. `Err`
+    /// carries the status: 400 with the failures, or 413 when the body is nested deeper than
+    /// the limit.
+    pub fn check_body(
+        &self,
+        schema: SchemaId,
+        body: &[u8],
+        scratch: &mut Scratch,
+        failures: &mut Vec<Failure>,
+    ) -> Result<(), u16> {
+        if let Err(e) = json::read(body, scratch, self.limits.max_depth) {
+            let (keyword, message) = match e {
+                json::ReadError::Syntax(m) => ("json", format!("the body is not JSON: {m}")),
+                json::ReadError::TooDeep(d) => (
+                    "maxDepth",
+                    format!("the body nests arrays and objects deeper than {d} levels"),
+                ),
+            };
+            failures.push(Failure {
+                location: "body",
+                name: None,
+                pointer: String::new(),
+                keyword,
+                message,
+            });
+            return Err(400);
+        }
+        let tree = Tree { body, s: scratch };
+        let mut out = Vec::new();
+        let mut run = Run::new(
+            tree,
+            &self.schemas,
+            &mut out,
+            self.limits.max_errors,
+            Direction::Request,
+        );
+        let ok = run.check(schema, tree.root());
+        let exhausted = run.exhausted;
+        if ok && !exhausted {
+            return Ok(());
+        }
+        failures.extend(out.into_iter().map(|v| Failure {
+            location: "body",
+            name: None,
+            pointer: v.pointer,
+            keyword: v.keyword,
+            message: v.message,
+        }));
+        if exhausted {
+            failures.push(Failure {
+                location: "body",
+                name: None,
+                pointer: String::new(),
+                keyword: "cost",
+                message: "checking the body took more work than allowed".into(),
+            });
+        }
+        Err(400)
+    }
+
+    fn check_param(
+        &self,
+        p: &Param,
+        parts: &RequestParts<'_>,
+        scratch: &mut Scratch,
+        failures: &mut Vec<Failure>,
+    ) {
+        scratch.clear();
+        let fail = |failures: &mut Vec<Failure>, keyword: &'static str, message: String| {
+            failures.push(Failure {
+                location: p.location.name(),
+                name: Some(p.name.clone()),
+                pointer: String::new(),
+                keyword,
+                message,
+            })
+        };
+        let schemas = &*self.schemas;
+        let types = p.schema.map_or(0, |s| schemas.types(s));
+        let built = match p.location {
+            In::Query => query_value(p, parts.query, schemas, types, scratch),
+            In::Path => parts
+                .path
+                .iter()
+                .find(|(n, _)| *n == &*p.name)
+                .map(|(_, raw)| {
+                    let text = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+                    styled(p, &text, schemas, types, scratch)
+                }),
+            In::Header => {
+                let mut all = parts
+                    .headers
+                    .get_all(&*p.name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .peekable();
+                if all.peek().is_none() {
+                    None
+                } else {
+                    let joined: Vec<&str> = all.collect();
+                    let text = joined.join(", ");
+                    Some(styled(p, &text, schemas, types, scratch))
+                }
+            }
+            In::Cookie => cookie(parts.headers, &p.name)
+                .map(|text| styled(p, &text, schemas, types, scratch)),
+        };
+        let id = match built {
+            None => {
+                if p.required {
+                    fail(
+                        failures,
+                        "required",
+                        format!("the {} parameter `{}` is required", p.location.name(), p.name),
+                    );
+                }
+                return;
+            }
+            Some(Err(message)) => {
+                fail(failures, "style", message);
+                return;
+            }
+            Some(Ok(Built::Empty)) => return,
+            Some(Ok(Built::Value(id))) => id,
+        };
+        let Some(schema) = p.schema else { return };
+        let tree = Tree {
+            body: &[],
+            s: scratch,
+        };
+        let mut out: Vec<Violation> = Vec::new();
+        let max = self.limits.max_errors.saturating_sub(failures.len()).max(1);
+        let mut run = Run::new(tree, schemas, &mut out, max, Direction::Request);
+        if !run.check(schema, id) {
+            failures.extend(out.into_iter().map(|v| Failure {
+                location: p.location.name(),
+                name: Some(p.name.clone()),
+                pointer: v.pointer,
+                keyword: v.keyword,
+                message: v.message,
+            }));
+        }
+    }
+}
+
+fn is_json(essence: &str) -> bool {
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+enum Built {
+    /// An empty value that `allowEmptyValue` lets pass.
+    Empty,
+    Value(u32),
+}
+
+/// The query parameter's value as a tree node, or `None` when it is absent.
+fn query_value(
+    p: &Param,
+    query: Option<&str>,
+    schemas: &Schemas,
+    types: u8,
+    scratch: &mut Scratch,
+) -> Option<Result<Built, String>> {
+    let query = query?;
+    let pairs = form_urlencoded::parse(query.as_bytes());
+    let name = &*p.name;
+    if p.json {
+        let (_, v) = pairs.into_iter().find(|(k, _)| k == name)?;
+        return Some(json_value(&v, scratch));
+    }
+    let object = types & ty::OBJECT != 0 && types & (ty::ARRAY | ty::STRING) == 0;
+    let array = types & ty::ARRAY != 0;
+    if object && p.style == Style::DeepObject {
+        // `name[key]=value`.
+        let mut entries = Vec::new();
+        for (k, v) in pairs {
+            if let Some(key) = k.strip_prefix(name).and_then(|r| r.strip_prefix('[')).and_then(|r| r.strip_suffix(']')) {
+                let prop = p.schema.and_then(|s| schemas.property(s, key));
+                let key = scratch.own(key.as_bytes());
+                let id = scalar(&v, prop.map_or(0, |s| schemas.types(s)), scratch);
+                entries.push((key, id));
+            }
+        }
+        if entries.is_empty() {
+            return None;
+        }
+        return Some(Ok(Built::Value(scratch.object(&entries))));
+    }
+    if object && p.style == Style::Form && p.explode {
+        // Each property is a query parameter of its own: take those the schema names.
+        let schema = p.schema?;
+        let mut entries = Vec::new();
+        for (k, v) in pairs {
+            if let Some(prop) = schemas.property(schema, &k) {
+                let key = scratch.own(k.as_bytes());
+                let id = scalar(&v, schemas.types(prop), scratch);
+                entries.push((key, id));
+            }
+        }
+        if entries.is_empty() {
+            return None;
+        }
+        return Some(Ok(Built::Value(scratch.object(&entries))));
+    }
+    if array && p.style == Style::Form && p.explode {
+        let item_types = item_types(p, schemas);
+        let mut ids = Vec::new();
+        for (k, v) in pairs {
+            if k == name {
+                ids.push(scalar(&v, item_types, scratch));
+            }
+        }
+        if ids.is_empty() {
+            return None;
+        }
+        return Some(Ok(Built::Value(scratch.array(&ids))));
+    }
+    let (_, v) = pairs.into_iter().find(|(k, _)| k == name)?;
+    if v.is_empty() && p.allow_empty {
+        return Some(Ok(Built::Empty));
+    }
+    Some(styled(p, &v, schemas, types, scratch))
+}
+
+/// A parameter written in its style (anything but exploded form and deepObject in a query).
+fn styled(
+    p: &Param,
+    text: &str,
+    schemas: &Schemas,
+    types: u8,
+    scratch: &mut Scratch,
+) -> Result<Built, String> {
+    if p.json {
+        return json_value(text, scratch);
+    }
+    let name = &*p.name;
+    // Take off the style's prefix: `.` for label, `;name=` (or `;name`) for matrix.
+    let body: std::borrow::Cow<'_, str> = match p.style {
+        Style::Label => text
+            .strip_prefix('.')
+            .ok_or_else(|| format!("`{text}` does not start with `.` (label style)"))?
+            .into(),
+        Style::Matrix => {
+            let rest = text
+                .strip_prefix(';')
+                .ok_or_else(|| format!("`{text}` does not start with `;` (matrix style)"))?;
+            if p.explode && types & (ty::ARRAY | ty::OBJECT) != 0 {
+                rest.into()
+            } else {
+                match rest.strip_prefix(name) {
+                    Some(v) => v.strip_prefix('=').unwrap_or(v).into(),
+                    None => return Err(format!("`{text}` does not start with `;{name}=` (matrix style)")),
+                }
+            }
+        }
+        _ => text.into(),
+    };
+    let array = types & ty::ARRAY != 0;
+    let object = types & ty::OBJECT != 0 && !array && types & ty::STRING == 0;
+    let sep = match (p.style, p.explode) {
+        (Style::SpaceDelimited, _) => ' ',
+        (Style::PipeDelimited, _) => '|',
+        (Style::Label, true) => '.',
+        (Style::Matrix, true) => ';',
+        _ => ',',
+    };
+    if array {
+        let item_types = item_types(p, schemas);
+        let ids: Vec<u32> = if body.is_empty() {
+            Vec::new()
+        } else {
+            body.split(sep)
+                .map(|part| {
+                    // Exploded matrix arrays repeat the name: `;id=3;id=4`.
+                    let part = if p.style == Style::Matrix && p.explode {
+                        part.strip_prefix(name)
+                            .and_then(|v| v.strip_prefix('='))
+                            .unwrap_or(part)
+                    } else {
+                        part
+                    };
+                    let part = if p.location == In::Header { part.trim() } else { part };
+                    scalar(part, item_types, scratch)
+                })
+                .collect()
+        };
+        return Ok(Built::Value(scratch.array(&ids)));
+    }
+    if object {
+        let schema = p.schema;
+        let mut entries = Vec::new();
+        if p.explode && p.style != Style::Form {
+            // `k=v` pairs.
+            for part in body.split(sep).filter(|s| !s.is_empty()) {
+                let (k, v) = part
+                    .split_once('=')
+                    .ok_or_else(|| format!("`{part}` is not `key=value`"))?;
+                let k = if p.location == In::Header { k.trim() } else { k };
+                let prop = schema.and_then(|s| schemas.property(s, k));
+                let key = scratch.own(k.as_bytes());
+                let id = scalar(v, prop.map_or(0, |s| schemas.types(s)), scratch);
+                entries.push((key, id));
+            }
+        } else {
+            // `k,v,k,v`.
+            let parts: Vec<&str> = body.split(',').collect();
+            if !parts.len().is_multiple_of(2) {
+                return Err(format!("`{body}` does not pair keys with values"));
+            }
+            for kv in parts.chunks(2) {
+                let k = if p.location == In::Header { kv[0].trim() } else { kv[0] };
+                let prop = schema.and_then(|s| schemas.property(s, k));
+                let key = scratch.own(k.as_bytes());
+                let id = scalar(kv[1], prop.map_or(0, |s| schemas.types(s)), scratch);
+                entries.push((key, id));
+            }
+        }
+        return Ok(Built::Value(scratch.object(&entries)));
+    }
+    Ok(Built::Value(scalar(&body, types, scratch)))
+}
+
+fn item_types(p: &Param, schemas: &Schemas) -> u8 {
+    let mut id = match p.schema {
+        Some(s) => s,
+        None => return 0,
+    };
+    for _ in 0..32 {
+        let n = schemas.node(id);
+        if let Some(i) = n.items {
+            return schemas.types(i);
+        }
+        match n.reference {
+            Some(r) => id = r,
+            None => return 0,
+        }
+    }
+    0
+}
+
+/// A JSON-text parameter (`content: application/json`), read like a body.
+fn json_value(text: &str, scratch: &mut Scratch) -> Result<Built, String> {
+    // The tree's strings must point into the scratch, not into `text`: copy the text in first
+    // and read it from there.
+    let mut tmp = Scratch::default();
+    json::read(text.as_bytes(), &mut tmp, 32).map_err(|e| match e {
+        json::ReadError::Syntax(m) => format!("the value is not JSON: {m}"),
+        json::ReadError::TooDeep(d) => format!("the value nests deeper than {d} levels"),
+    })?;
+    let tree = Tree {
+        body: text.as_bytes(),
+        s: &tmp,
+    };
+    Ok(Built::Value(copy(tree, tree.root(), scratch)))
+}
+
+fn copy(t: Tree<'_>, id: u32, s: &mut Scratch) -> u32 {
+    match t.node(id) {
+        V::Str(sp) => {
+            let sp = s.own(t.bytes(sp));
+            s.push(V::Str(sp))
+        }
+        V::Arr(from, len) => {
+            let ids: Vec<u32> = t.items(from, len).iter().map(|i| copy(t, *i, s)).collect();
+            s.array(&ids)
+        }
+        V::Obj(from, len) => {
+            let es: Vec<(Span, u32)> = t
+                .entries(from, len)
+                .iter()
+                .map(|(k, v)| {
+                    let k = s.own(t.bytes(*k));
+                    (k, copy(t, *v, s))
+                })
+                .collect();
+            s.object(&es)
+        }
+        v => s.push(v),
+    }
+}
+
+/// A scalar parameter value, given the type its schema asks for when the text reads as one.
+fn scalar(text: &str, types: u8, s: &mut Scratch) -> u32 {
+    if types & (ty::INTEGER | ty::NUMBER) != 0 && is_json_number(text) {
+        if let Ok(u) = text.parse::<u64>() {
+            return s.push(V::U(u));
+        }
+        if let Ok(i) = text.parse::<i64>() {
+            return s.push(V::I(i));
+        }
+        if types & ty::NUMBER != 0
+            && let Ok(f) = text.parse::<f64>()
+            && f.is_finite()
+        {
+            return s.push(V::F(f));
+        }
+    }
+    if types & ty::BOOLEAN != 0 {
+        match text {
+            "true" => return s.push(V::Bool(true)),
+            "false" => return s.push(V::Bool(false)),
+            _ => {}
+        }
+    }
+    if types & ty::NULL != 0 && text == "null" && types & ty::STRING == 0 {
+        return s.push(V::Null);
+    }
+    let sp = s.own(text.as_bytes());
+    s.push(V::Str(sp))
+}
+
+/// JSON's number grammar: no `+`, no leading zeros, no `inf` or `NaN`.
+fn is_json_number(t: &str) -> bool {
+    let b = t.strip_prefix('-').unwrap_or(t).as_bytes();
+    let int = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    if int == 0 || (int > 1 && b[0] == b'0') {
+        return false;
+    }
+    let mut rest = &b[int..];
+    if let Some(r) = rest.strip_prefix(b".") {
+        let n = r.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &r[n..];
+    }
+    if let Some(r) = rest.strip_prefix(b"e").or_else(|| rest.strip_prefix(b"E")) {
+        let r = r.strip_prefix(b"+").or_else(|| r.strip_prefix(b"-")).unwrap_or(r);
+        let n = r.iter().take_while(|c| c.is_ascii_digit()).count();
+        return n > 0 && n == r.len();
+    }
+    rest.is_empty()
+}
+
+/// The value of a cookie, from every `Cookie` header.
+fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    for v in headers.get_all(http::header::COOKIE) {
+        let Ok(v) = v.to_str() else { continue };
+        for pair in v.split(';') {
+            if let Some((k, val)) = pair.trim().split_once('=')
+                && k.trim() == name
+            {
+                return Some(val.trim().to_owned());
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,721 @@
+//! A read document checked against a compiled schema, every failure recorded with the JSON
+//! pointer of the value and the keyword it breaks, up to a bound.
+
+use serde_json::Value;
+
+use crate::json::{Span, Tree, V};
+use crate::schema::{Format, Node, SchemaId, Schemas, ty};
+
+/// One broken rule: where (a JSON pointer into the value), which keyword, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub pointer: String,
+    pub keyword: &'static str,
+    pub message: String,
+}
+
+/// Which side of an exchange a value comes from: `readOnly` properties are not required of
+/// requests, `writeOnly` ones not of responses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+/// How much one validation may do: schemas with nested `anyOf`/`oneOf` check the same values
+/// again per alternative, so the work is bounded as well as the document.
+pub(crate) const MAX_STEPS: u32 = 200_000;
+
+#[derive(Clone, Copy)]
+enum Seg {
+    Key(Span),
+    Index(u32),
+}
+
+pub(crate) struct Run<'t, 'o> {
+    pub tree: Tree<'t>,
+    pub schemas: &'t Schemas,
+    pub out: &'o mut Vec<Violation>,
+    pub max_errors: usize,
+    pub direction: Direction,
+    /// The pointer of the value being checked.
+    path: Vec<Seg>,
+    /// When above 0, failures are not recorded (an alternative of `anyOf` being tried).
+    quiet: u32,
+    steps: u32,
+    /// Set when the step budget ran out.
+    pub exhausted: bool,
+    /// The prefix of every pointer recorded (a parameter's own pointer).
+    pub prefix: &'t str,
+    /// Values made during the check (an object's keys, for `propertyNames`), numbered after
+    /// the tree's.
+    extra: Vec<V>,
+}
+
+impl<'t, 'o> Run<'t, 'o> {
+    pub fn new(
+        tree: Tree<'t>,
+        schemas: &'t Schemas,
+        out: &'o mut Vec<Violation>,
+        max_errors: usize,
+        direction: Direction,
+    ) -> Self {
+        Run {
+            tree,
+            schemas,
+            out,
+            max_errors,
+            direction,
+            path: Vec::new(),
+            quiet: 0,
+            steps: 0,
+            exhausted: false,
+            prefix: "",
+            extra: Vec::new(),
+        }
+    }
+
+    fn value(&self, id: u32) -> V {
+        let n = self.tree.s.nodes.len() as u32;
+        if id < n {
+            self.tree.node(id)
+        } else {
+            self.extra[(id - n) as usize]
+        }
+    }
+
+    /// Checks an object's key as a string value of its own.
+    fn check_key(&mut self, s: SchemaId, k: Span) -> bool {
+        let id = (self.tree.s.nodes.len() + self.extra.len()) as u32;
+        self.extra.push(V::Str(k));
+        let ok = self.check(s, id);
+        self.extra.pop();
+        ok
+    }
+
+    fn full(&self) -> bool {
+        self.out.len() >= self.max_errors
+    }
+
+    fn pointer(&self) -> String {
+        let mut p = String::from(self.prefix);
+        for s in &self.path {
+            p.push('/');
+            match *s {
+                Seg::Index(i) => p.push_str(&i.to_string()),
+                Seg::Key(k) => {
+                    let text = String::from_utf8_lossy(self.tree.bytes(k));
+                    p.push_str(&crate::schema::escape(&text));
+                }
+            }
+        }
+        p
+    }
+
+    /// Records a failure unless an alternative is being tried. Returns `false` for the caller
+    /// to pass on.
+    fn fail(&mut self, keyword: &'static str, message: impl FnOnce() -> String) -> bool {
+        if self.quiet == 0 && !self.full() {
+            let v = Violation {
+                pointer: self.pointer(),
+                keyword,
+                message: message(),
+            };
+            self.out.push(v);
+        }
+        false
+    }
+
+    /// Whether the value `v` is valid against `s`, recording every failure (when not quiet).
+    pub fn check(&mut self, s: SchemaId, v: u32) -> bool {
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            self.exhausted = true;
+            return false;
+        }
+        let schemas = self.schemas;
+        let n = schemas.node(s);
+        if n.never {
+            return self.fail("false", || "no value is allowed here".into());
+        }
+        let value = self.value(v);
+        if n.nullable && matches!(value, V::Null) {
+            return true;
+        }
+        let mut ok = true;
+        // Stop early when nothing more can be recorded.
+        macro_rules! done {
+            () => {
+                if !ok && (self.quiet > 0 || self.full() || self.exhausted) {
+                    return false;
+                }
+            };
+        }
+        if let Some(r) = n.reference {
+            ok &= self.check(r, v);
+            done!();
+        }
+        let t = type_of(value);
+        if n.types != 0 && n.types & t == 0 {
+            // The value's kind is wrong: its other keywords say nothing useful.
+            return self.fail("type", || {
+                format!("expected {}, got {}", types_text(n.types), kind_name(t))
+            });
+        }
+        if let Some(list) = &n.enumeration
+            && !list.iter().any(|e| self.equals(v, e))
+        {
+            ok = self.fail("enum", || {
+                format!("must be one of {}", short_list(list))
+            });
+            done!();
+        }
+        if let Some(c) = &n.constant
+            && !self.equals(v, c)
+        {
+            ok = self.fail("const", || format!("must be {}", short(c)));
+            done!();
+        }
+        match value {
+            V::Str(sp) => ok &= self.string(n, sp),
+            V::U(_) | V::I(_) | V::F(_) => ok &= self.number(n, value),
+            V::Obj(from, len) => ok &= self.object(n, v, from, len),
+            V::Arr(from, len) => ok &= self.array(n, from, len),
+            V::Null | V::Bool(_) => {}
+        }
+        done!();
+        ok &= self.applicators(n, v);
+        ok
+    }
+
+    fn applicators(&mut self, n: &'t Node, v: u32) -> bool {
+        let mut ok = true;
+        for s in n.all_of.iter() {
+            ok &= self.check(*s, v);
+            if !ok && (self.quiet > 0 || self.full()) {
+                return false;
+            }
+        }
+        if !n.any_of.is_empty() {
+            self.quiet += 1;
+            let any = n.any_of.iter().any(|s| self.check(*s, v));
+            self.quiet -= 1;
+            if !any {
+                // The best report of which alternative was meant: the errors of the one
+                // that got furthest is guesswork; name the rule instead.
+                ok = self.fail("anyOf", || {
+                    format!("matches none of the {} alternatives", n.any_of.len())
+                });
+            }
+        }
+        if !n.one_of.is_empty() {
+            self.quiet += 1;
+            let mut matched = 0;
+            for s in n.one_of.iter() {
+                if self.check(*s, v) {
+                    matched += 1;
+                    if matched > 1 {
+                        break;
+                    }
+                }
+            }
+            self.quiet -= 1;
+            if matched == 0 {
+                ok = self.fail("oneOf", || {
+                    format!("matches none of the {} alternatives", n.one_of.len())
+                });
+            } else if matched > 1 {
+                ok = self.fail("oneOf", || {
+                    "matches more than one alternative; exactly one is allowed".into()
+                });
+            }
+        }
+        if let Some(not) = n.not {
+            self.quiet += 1;
+            let matched = self.check(not, v);
+            self.quiet -= 1;
+            if matched {
+                ok = self.fail("not", || "matches a schema it must not match".into());
+            }
+        }
+        if let Some((cond, then, otherwise)) = n.condition {
+            self.quiet += 1;
+            let holds = self.check(cond, v);
+            self.quiet -= 1;
+            let next = if holds { then } else { otherwise };
+            if let Some(next) = next {
+                ok &= self.check(next, v);
+            }
+        }
+        ok && !self.exhausted
+    }
+
+    fn string(&mut self, n: &'t Node, sp: Span) -> bool {
+        let bytes = self.tree.bytes(sp);
+        let mut ok = true;
+        if n.min_length.is_some() || n.max_length.is_some() {
+            // Characters, counted as code points: every byte that does not continue one.
+            let chars = bytes.iter().filter(|b| (**b as i8) >= -0x40).count() as u64;
+            if let Some(min) = n.min_length
+                && chars < min
+            {
+                ok = self.fail("minLength", || {
+                    format!("must be at least {min} characters long, is {chars}")
+                });
+            }
+            if let Some(max) = n.max_length
+                && chars > max
+            {
+                ok = self.fail("maxLength", || {
+                    format!("must be at most {max} characters long, is {chars}")
+                });
+            }
+        }
+        if n.pattern.is_some() || n.format.is_some() {
+            // The tree's strings come from `&str`s, so they are UTF-8.
+            let text = std::str::from_utf8(bytes).unwrap_or("");
+            if let Some(p) = &n.pattern
+                && !p.re.is_match(text)
+            {
+                ok = self.fail("pattern", || format!("does not match the pattern `{}`", p.source));
+            }
+            if let Some(f) = n.format
+                && !crate::format::string_matches(f, text)
+            {
+                ok = self.fail("format", || format!("is not a valid {}", f.name()));
+            }
+        }
+        ok
+    }
+
+    fn number(&mut self, n: &'t Node, value: V) -> bool {
+        let x = match value {
+            V::U(u) => u as f64,
+            V::I(i) => i as f64,
+            V::F(f) => f,
+            _ => return true,
+        };
+        let mut ok = true;
+        if let Some(b) = n.minimum {
+            let below = match value {
+                // Exact for integers that f64 rounds.
+                V::U(u) if b.value.fract() == 0.0 && b.value.abs() < 9e15 => {
+                    let m = b.value as i128;
+                    if b.exclusive { (u as i128) <= m } else { (u as i128) < m }
+                }
+                V::I(i) if b.value.fract() == 0.0 && b.value.abs() < 9e15 => {
+                    let m = b.value as i128;
+                    if b.exclusive { (i as i128) <= m } else { (i as i128) < m }
+                }
+                _ => {
+                    if b.exclusive { x <= b.value } else { x < b.value }
+                }
+            };
+            if below {
+                ok = self.fail(
+                    if b.exclusive && self.schemas.dialect == crate::Dialect::Oas31 {
+                        "exclusiveMinimum"
+                    } else {
+                        "minimum"
+                    },
+                    || {
+                        format!(
+                            "must be {} {}",
+                            if b.exclusive { "greater than" } else { "at least" },
+                            num_text(b.value)
+                        )
+                    },
+                );
+            }
+        }
+        if let Some(b) = n.maximum {
+            let above = match value {
+                V::U(u) if b.value.fract() == 0.0 && b.value.abs() < 9e15 => {
+                    let m = b.value as i128;
+                    if b.exclusive { (u as i128) >= m } else { (u as i128) > m }
+                }
+                V::I(i) if b.value.fract() == 0.0 && b.value.abs() < 9e15 => {
+                    let m = b.value as i128;
+                    if b.exclusive { (i as i128) >= m } else { (i as i128) > m }
+                }
+                _ => {
+                    if b.exclusive { x >= b.value } else { x > b.value }
+                }
+            };
+            if above {
+                ok = self.fail(
+                    if b.exclusive && self.schemas.dialect == crate::Dialect::Oas31 {
+                        "exclusiveMaximum"
+                    } else {
+                        "maximum"
+                    },
+                    || {
+                        format!(
+                            "must be {} {}",
+                            if b.exclusive { "less than" } else { "at most" },
+                            num_text(b.value)
+                        )
+                    },
+                );
+            }
+        }
+        if let Some(m) = n.multiple_of
+            && !multiple_of(value, x, m)
+        {
+            ok = self.fail("multipleOf", || format!("must be a multiple of {}", num_text(m)));
+        }
+        if let Some(f) = n.format {
+            let range = match f {
+                Format::Int32 => Some((i32::MIN as i128, i32::MAX as i128)),
+                Format::Int64 => Some((i64::MIN as i128, i64::MAX as i128)),
+                _ => None,
+            };
+            if let Some((lo, hi)) = range {
+                let inside = match value {
+                    V::U(u) => (u as i128) <= hi,
+                    V::I(i) => (i as i128) >= lo,
+                    _ => x >= lo as f64 && x <= hi as f64,
+                };
+                if !inside {
+                    ok = self.fail("format", || {
+                        format!("is out of the range of {}", f.name())
+                    });
+                }
+            }
+        }
+        ok
+    }
+
+    fn object(&mut self, n: &'t Node, v: u32, from: u32, len: u32) -> bool {
+        let mut ok = true;
+        let entries = self.tree.entries(from, len);
+        let count = u64::from(len);
+        if let Some(min) = n.min_properties
+            && count < min
+        {
+            ok = self.fail("minProperties", || format!("must have at least {min} properties"));
+        }
+        if let Some(max) = n.max_properties
+            && count > max
+        {
+            ok = self.fail("maxProperties", || format!("must have at most {max} properties"));
+        }
+        for r in n.required.iter() {
+            if !entries.iter().any(|(k, _)| self.tree.bytes(*k) == r.as_bytes()) {
+                // `readOnly` properties are answered, not sent: not required of requests.
+                let skip = match (self.direction, n.properties.iter().find(|(k, _)| **k == *r.as_bytes())) {
+                    (Direction::Request, Some((_, s))) => self.schemas.node(*s).read_only,
+                    (Direction::Response, Some((_, s))) => self.schemas.node(*s).write_only,
+                    _ => false,
+                };
+                if !skip {
+                    ok = self.fail("required", || format!("the property `{r}` is missing"));
+                    if self.quiet > 0 {
+                        return false;
+                    }
+                }
+            }
+        }
+        for (name, deps) in n.dependent_required.iter() {
+            if entries.iter().any(|(k, _)| self.tree.bytes(*k) == name.as_bytes()) {
+                for d in deps.iter() {
+                    if !entries.iter().any(|(k, _)| self.tree.bytes(*k) == d.as_bytes()) {
+                        ok = self.fail("dependentRequired", || {
+                            format!("the property `{d}` is required with `{name}`")
+                        });
+                    }
+                }
+            }
+        }
+        let plain = n.pattern_properties.is_empty();
+        for &(k, child) in entries {
+            if !ok && (self.quiet > 0 || self.full()) {
+                return false;
+            }
+            let key = self.tree.bytes(k);
+            self.path.push(Seg::Key(k));
+            if let Some(names) = n.property_names {
+                // The key is checked as a string value of its own.
+                ok &= self.check_key(names, k);
+            }
+            let mut known = false;
+            if let Some((_, s)) = n.properties.iter().find(|(name, _)| **name == *key) {
+                known = true;
+                ok &= self.check(*s, child);
+            }
+            if !plain {
+                let text = std::str::from_utf8(key).unwrap_or("");
+                for (p, s) in n.pattern_properties.iter() {
+                    if p.re.is_match(text) {
+                        known = true;
+                        ok &= self.check(*s, child);
+                    }
+                }
+            }
+            if !known && let Some(extra) = n.additional {
+                if self.schemas.node(extra).never {
+                    ok = self.fail("additionalProperties", || {
+                        format!(
+                            "the property `{}` is not allowed",
+                            String::from_utf8_lossy(key)
+                        )
+                    });
+                } else {
+                    ok &= self.check(extra, child);
+                }
+            }
+            self.path.pop();
+        }
+        for (name, s) in n.dependent_schemas.iter() {
+            if entries.iter().any(|(k, _)| self.tree.bytes(*k) == name.as_bytes()) {
+                ok &= self.check(*s, v);
+            }
+        }
+        ok
+    }
+
+    fn array(&mut self, n: &'t Node, from: u32, len: u32) -> bool {
+        let mut ok = true;
+        let items = self.tree.items(from, len);
+        let count = u64::from(len);
+        if let Some(min) = n.min_items
+            && count < min
+        {
+            ok = self.fail("minItems", || format!("must have at least {min} items, has {count}"));
+        }
+        if let Some(max) = n.max_items
+            && count > max
+        {
+            ok = self.fail("maxItems", || format!("must have at most {max} items, has {count}"));
+        }
+        if n.unique_items {
+            'outer: for i in 0..items.len() {
+                for j in i + 1..items.len() {
+                    if self.same(items[i], items[j]) {
+                        ok = self.fail("uniqueItems", || {
+                            format!("items {i} and {j} are equal; items must be unique")
+                        });
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        for (i, &item) in items.iter().enumerate() {
+            if !ok && (self.quiet > 0 || self.full()) {
+                return false;
+            }
+            let s = match n.prefix_items.get(i) {
+                Some(s) => *s,
+                None => match n.items {
+                    Some(s) => s,
+                    None => continue,
+                },
+            };
+            self.path.push(Seg::Index(i as u32));
+            ok &= self.check(s, item);
+            self.path.pop();
+        }
+        if let Some(c) = n.contains {
+            self.quiet += 1;
+            let mut found = 0u64;
+            for &item in items {
+                if self.check(c, item) {
+                    found += 1;
+                }
+            }
+            self.quiet -= 1;
+            if found < n.min_contains {
+                ok = self.fail(if n.min_contains == 1 { "contains" } else { "minContains" }, || {
+                    format!(
+                        "must contain at least {} matching item{}, has {found}",
+                        n.min_contains,
+                        if n.min_contains == 1 { "" } else { "s" }
+                    )
+                });
+            }
+            if let Some(max) = n.max_contains
+                && found > max
+            {
+                ok = self.fail("maxContains", || {
+                    format!("must contain at most {max} matching items, has {found}")
+                });
+            }
+        }
+        ok
+    }
+}
+
+impl Run<'_, '_> {
+    /// JSON equality of a tree value and a schema's value (numbers by value: `1` equals `1.0`).
+    fn equals(&self, v: u32, e: &Value) -> bool {
+        match (self.value(v), e) {
+            (V::Null, Value::Null) => true,
+            (V::Bool(a), Value::Bool(b)) => a == *b,
+            (a @ (V::U(_) | V::I(_) | V::F(_)), Value::Number(b)) => num_eq(a, b),
+            (V::Str(sp), Value::String(b)) => self.tree.bytes(sp) == b.as_bytes(),
+            (V::Arr(from, len), Value::Array(b)) => {
+                let items = self.tree.items(from, len);
+                items.len() == b.len() && items.iter().zip(b).all(|(i, e)| self.equals(*i, e))
+            }
+            (V::Obj(from, len), Value::Object(b)) => {
+                let es = self.tree.entries(from, len);
+                es.len() == b.len()
+                    && es.iter().all(|(k, id)| {
+                        std::str::from_utf8(self.tree.bytes(*k))
+                            .ok()
+                            .and_then(|k| b.get(k))
+                            .is_some_and(|e| self.equals(*id, e))
+                    })
+            }
+            _ => false,
+        }
+    }
+
+    /// JSON equality of two tree values.
+    fn same(&self, a: u32, b: u32) -> bool {
+        match (self.value(a), self.value(b)) {
+            (V::Null, V::Null) => true,
+            (V::Bool(x), V::Bool(y)) => x == y,
+            (x @ (V::U(_) | V::I(_) | V::F(_)), y @ (V::U(_) | V::I(_) | V::F(_))) => {
+                as_f64(x) == as_f64(y)
+                    && match (x, y) {
+                        (V::U(p), V::U(q)) => p == q,
+                        (V::I(p), V::I(q)) => p == q,
+                        _ => true,
+                    }
+            }
+            (V::Str(x), V::Str(y)) => self.tree.bytes(x) == self.tree.bytes(y),
+            (V::Arr(f1, l1), V::Arr(f2, l2)) => {
+                l1 == l2
+                    && self
+                        .tree
+                        .items(f1, l1)
+                        .iter()
+                        .zip(self.tree.items(f2, l2))
+                        .all(|(p, q)| self.same(*p, *q))
+            }
+            (V::Obj(f1, l1), V::Obj(f2, l2)) => {
+                let (x, y) = (self.tree.entries(f1, l1), self.tree.entries(f2, l2));
+                l1 == l2
+                    && x.iter().all(|(k, id)| {
+                        let k = self.tree.bytes(*k);
+                        y.iter()
+                            .find(|(k2, _)| self.tree.bytes(*k2) == k)
+                            .is_some_and(|(_, id2)| self.same(*id, *id2))
+                    })
+            }
+            _ => false,
+        }
+    }
+}
+
+fn as_f64(v: V) -> f64 {
+    match v {
+        V::U(u) => u as f64,
+        V::I(i) => i as f64,
+        V::F(f) => f,
+        _ => f64::NAN,
+    }
+}
+
+fn num_eq(a: V, b: &serde_json::Number) -> bool {
+    match (a, b.as_u64(), b.as_i64()) {
+        (V::U(x), Some(y), _) => x == y,
+        (V::I(x), _, Some(y)) => x == y,
+        _ => b.as_f64().is_some_and(|y| as_f64(a) == y),
+    }
+}
+
+fn type_of(v: V) -> u8 {
+    match v {
+        V::Null => ty::NULL,
+        V::Bool(_) => ty::BOOLEAN,
+        V::Obj(..) => ty::OBJECT,
+        V::Arr(..) => ty::ARRAY,
+        V::Str(_) => ty::STRING,
+        V::U(_) | V::I(_) => ty::INTEGER | ty::NUMBER,
+        // 2020-12 (and the test suite for draft 4 alike): `1.0` is an integer.
+        V::F(f) if f.fract() == 0.0 && f.is_finite() => ty::INTEGER | ty::NUMBER,
+        V::F(_) => ty::NUMBER,
+    }
+}
+
+/// The name of the value's type for messages: its most specific kind.
+fn kind_name(t: u8) -> &'static str {
+    if t & ty::INTEGER != 0 {
+        "integer"
+    } else {
+        ty::name(t)
+    }
+}
+
+fn types_text(types: u8) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for t in [
+        ty::OBJECT,
+        ty::ARRAY,
+        ty::STRING,
+        ty::INTEGER,
+        ty::NUMBER,
+        ty::BOOLEAN,
+        ty::NULL,
+    ] {
+        // `number` already takes in the integers.
+        if types & t != 0 && !(t == ty::INTEGER && types & ty::NUMBER != 0) {
+            names.push(ty::name(t));
+        }
+    }
+    match names.len() {
+        1 => names[0].to_owned(),
+        _ => {
+            let last = names.pop().unwrap_or("");
+            format!("{} or {last}", names.join(", "))
+        }
+    }
+}
+
+fn multiple_of(value: V, x: f64, m: f64) -> bool {
+    if m.fract() == 0.0 && m < 9e15 {
+        let m = m as u64;
+        match value {
+            V::U(u) => return u % m == 0,
+            V::I(i) => return i.unsigned_abs() % m == 0,
+            _ => {}
+        }
+    }
+    let q = x / m;
+    if !q.is_finite() {
+        return false;
+    }
+    // Decimal multiples such as 0.1 are not exact in binary: compare within a few ulps of the
+    // quotient.
+    (q - q.round()).abs() <= q.abs().max(1.0) * 4.0 * f64::EPSILON
+}
+
+fn num_text(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 60 {
+        let cut = (0..=60).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+        format!("{}…", &s[..cut])
+    } else {
+        s
+    }
+}
+
+fn short_list(list: &[Value]) -> String {
+    let shown: Vec<String> = list.iter().take(8).map(short).collect();
+    let more = if list.len() > 8 {
+        format!(" and {} more", list.len() - 8)
+    } else {
+        String::new()
+    };
+    format!("{}{more}", shown.join(", "))
+}
