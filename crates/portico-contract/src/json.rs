@@ -326,9 +326,13 @@ mod tests {
         assert!(!es[0].0.own);
         assert_eq!(t.bytes(es[1].0), b"b\n");
         assert!(es[1].0.own);
-        let V::Str(sp) = t.node(es[0].1) else { panic!() };
+        let V::Str(sp) = t.node(es[0].1) else {
+            panic!()
+        };
         assert_eq!(t.bytes(sp), b"plain");
-        let V::Arr(f, n) = t.node(es[1].1) else { panic!() };
+        let V::Arr(f, n) = t.node(es[1].1) else {
+            panic!()
+        };
         let ids = t.items(f, n);
         assert_eq!(ids.len(), 7);
         let V::Str(sp) = t.node(ids[0]) else { panic!() };
@@ -343,14 +347,20 @@ mod tests {
     fn depth_over_the_limit_and_trailing_text_are_refused() {
         let mut s = Scratch::default();
         assert!(read(b"[[[1]]]", &mut s, 3).is_ok());
-        assert!(matches!(read(b"[[[[1]]]]", &mut s, 3), Err(ReadError::TooDeep(3))));
+        assert!(matches!(
+            read(b"[[[[1]]]]", &mut s, 3),
+            Err(ReadError::TooDeep(3))
+        ));
         assert!(read(b"[[[[]]]]", &mut s, 3).is_ok());
         assert!(read(br#"{"a":{"b":{"c":{}}}}"#, &mut s, 3).is_ok());
         assert!(matches!(
             read(br#"{"a":{"b":{"c":{"d":1}}}}"#, &mut s, 3),
             Err(ReadError::TooDeep(3))
         ));
-        assert!(matches!(read(b"{} x", &mut s, 3), Err(ReadError::Syntax(_))));
+        assert!(matches!(
+            read(b"{} x", &mut s, 3),
+            Err(ReadError::Syntax(_))
+        ));
         assert!(matches!(read(b"", &mut s, 3), Err(ReadError::Syntax(_))));
     }
 }

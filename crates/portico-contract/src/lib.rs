@@ -24,8 +24,8 @@ mod validate;
 pub use json::{ReadError, Scratch};
 pub use openapi::{OperationRef, compile_operation, finish};
 pub use request::{
-    BodyPlan, BodyRule, Failure, In, Limits, MediaRange, Param, Refusal, RequestContract, RequestParts,
-    Style,
+    BodyPlan, BodyRule, Failure, In, Limits, MediaRange, Param, Refusal, RequestContract,
+    RequestParts, Style,
 };
 pub use schema::{CompileError, Compiler, Dialect, SchemaId, Schemas, escape};
 pub use validate::{Direction, Violation};

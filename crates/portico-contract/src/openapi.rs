@@ -67,7 +67,11 @@ pub fn finish(
 }
 
 /// Follows `$ref`s from the object at `at` to the object itself.
-fn follow<'v>(compiler: &mut Compiler<'_>, root: &'v Value, at: &str) -> Option<(String, &'v Value)> {
+fn follow<'v>(
+    compiler: &mut Compiler<'_>,
+    root: &'v Value,
+    at: &str,
+) -> Option<(String, &'v Value)> {
     let mut ptr = at.to_owned();
     for _ in 0..32 {
         let v = root.pointer(&ptr)?;
@@ -81,7 +85,9 @@ fn follow<'v>(compiler: &mut Compiler<'_>, root: &'v Value, at: &str) -> Option<
                 None => {
                     compiler.push_error(CompileError {
                         pointer: format!("{ptr}/$ref"),
-                        message: format!("`{r}` refers outside the document, which is not supported"),
+                        message: format!(
+                            "`{r}` refers outside the document, which is not supported"
+                        ),
                         hint: "copy the object into the document's `components`".into(),
                     });
                     return None;
@@ -131,10 +137,7 @@ fn param(compiler: &mut Compiler<'_>, root: &Value, ptr: &str, p: &Value) -> Opt
                 None => {
                     compiler.push_error(CompileError {
                         pointer: format!("{ptr}/style"),
-                        message: format!(
-                            "`{s}` is not a style of {} parameters",
-                            location.name()
-                        ),
+                        message: format!("`{s}` is not a style of {} parameters", location.name()),
                         hint: format!("use one of {}", allowed.join(", ")),
                     });
                     return None;
@@ -153,7 +156,12 @@ fn param(compiler: &mut Compiler<'_>, root: &Value, ptr: &str, p: &Value) -> Opt
     } else if let Some(Value::Object(content)) = p.get("content") {
         match content.iter().next() {
             Some((media, m)) if m.get("schema").is_some() => {
-                let essence = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let essence = media
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 let json = essence == "application/json" || essence.ends_with("+json");
                 let s = compiler.schema(&format!("{ptr}/content/{}/schema", escape(media)));
                 // A non-JSON content type: the value is taken as a string.
@@ -181,7 +189,12 @@ fn body(compiler: &mut Compiler<'_>, ptr: &str, b: &Value) -> Option<BodyRule> {
     let media = content
         .iter()
         .map(|(m, v)| {
-            let range = m.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let range = m
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             let schema = v
                 .get("schema")
                 .map(|_| compiler.schema(&format!("{ptr}/content/{}/schema", escape(m))));

@@ -239,7 +239,11 @@ impl RequestContract {
                 }
             }
         };
-        if failures.is_empty() { Ok(plan) } else { Err(400) }
+        if failures.is_empty() {
+            Ok(plan)
+        } else {
+            Err(400)
+        }
     }
 
     /// Checks a JSON body against the schema [`check_head`](Self::check_head) chose. `Err`
@@ -346,8 +350,9 @@ impl RequestContract {
                     Some(styled(p, &text, schemas, types, scratch))
                 }
             }
-            In::Cookie => cookie(parts.headers, &p.name)
-                .map(|text| styled(p, &text, schemas, types, scratch)),
+            In::Cookie => {
+                cookie(parts.headers, &p.name).map(|text| styled(p, &text, schemas, types, scratch))
+            }
         };
         let id = match built {
             None => {
@@ -355,7 +360,11 @@ impl RequestContract {
                     fail(
                         failures,
                         "required",
-                        format!("the {} parameter `{}` is required", p.location.name(), p.name),
+                        format!(
+                            "the {} parameter `{}` is required",
+                            p.location.name(),
+                            p.name
+                        ),
                     );
                 }
                 return;
@@ -418,7 +427,11 @@ fn query_value(
         // `name[key]=value`.
         let mut entries = Vec::new();
         for (k, v) in pairs {
-            if let Some(key) = k.strip_prefix(name).and_then(|r| r.strip_prefix('[')).and_then(|r| r.strip_suffix(']')) {
+            if let Some(key) = k
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix('['))
+                .and_then(|r| r.strip_suffix(']'))
+            {
                 let prop = p.schema.and_then(|s| schemas.property(s, key));
                 let key = scratch.own(key.as_bytes());
                 let id = scalar(&v, prop.map_or(0, |s| schemas.types(s)), scratch);
@@ -493,7 +506,11 @@ fn styled(
             } else {
                 match rest.strip_prefix(name) {
                     Some(v) => v.strip_prefix('=').unwrap_or(v).into(),
-                    None => return Err(format!("`{text}` does not start with `;{name}=` (matrix style)")),
+                    None => {
+                        return Err(format!(
+                            "`{text}` does not start with `;{name}=` (matrix style)"
+                        ));
+                    }
                 }
             }
         }
@@ -523,7 +540,11 @@ fn styled(
                     } else {
                         part
                     };
-                    let part = if p.location == In::Header { part.trim() } else { part };
+                    let part = if p.location == In::Header {
+                        part.trim()
+                    } else {
+                        part
+                    };
                     scalar(part, item_types, scratch)
                 })
                 .collect()
@@ -539,7 +560,11 @@ fn styled(
                 let (k, v) = part
                     .split_once('=')
                     .ok_or_else(|| format!("`{part}` is not `key=value`"))?;
-                let k = if p.location == In::Header { k.trim() } else { k };
+                let k = if p.location == In::Header {
+                    k.trim()
+                } else {
+                    k
+                };
                 let prop = schema.and_then(|s| schemas.property(s, k));
                 let key = scratch.own(k.as_bytes());
                 let id = scalar(v, prop.map_or(0, |s| schemas.types(s)), scratch);
@@ -552,7 +577,11 @@ fn styled(
                 return Err(format!("`{body}` does not pair keys with values"));
             }
             for kv in parts.chunks(2) {
-                let k = if p.location == In::Header { kv[0].trim() } else { kv[0] };
+                let k = if p.location == In::Header {
+                    kv[0].trim()
+                } else {
+                    kv[0]
+                };
                 let prop = schema.and_then(|s| schemas.property(s, k));
                 let key = scratch.own(k.as_bytes());
                 let id = scalar(kv[1], prop.map_or(0, |s| schemas.types(s)), scratch);
@@ -669,7 +698,10 @@ fn is_json_number(t: &str) -> bool {
         rest = &r[n..];
     }
     if let Some(r) = rest.strip_prefix(b"e").or_else(|| rest.strip_prefix(b"E")) {
-        let r = r.strip_prefix(b"+").or_else(|| r.strip_prefix(b"-")).unwrap_or(r);
+        let r = r
+            .strip_prefix(b"+")
+            .or_else(|| r.strip_prefix(b"-"))
+            .unwrap_or(r);
         let n = r.iter().take_while(|c| c.is_ascii_digit()).count();
         return n > 0 && n == r.len();
     }

@@ -373,10 +373,7 @@ impl<'a> Compiler<'a> {
                 source: source.into(),
             });
         }
-        match regex::RegexBuilder::new(source)
-            .size_limit(1 << 20)
-            .build()
-        {
+        match regex::RegexBuilder::new(source).size_limit(1 << 20).build() {
             Ok(re) => {
                 self.patterns.insert(source.to_owned(), re.clone());
                 Some(Pattern {
@@ -411,10 +408,13 @@ impl<'a> Compiler<'a> {
             _ => {
                 self.error(
                     pointer,
-                    format!("a schema must be an object{}", match self.dialect {
-                        Dialect::Oas31 => " or a boolean",
-                        Dialect::Oas30 => "",
-                    }),
+                    format!(
+                        "a schema must be an object{}",
+                        match self.dialect {
+                            Dialect::Oas31 => " or a boolean",
+                            Dialect::Oas30 => "",
+                        }
+                    ),
                     "write the schema as a mapping",
                 );
                 return Node::default();
@@ -515,7 +515,10 @@ impl<'a> Compiler<'a> {
                 ),
             }
         }
-        n.format = map.get("format").and_then(Value::as_str).and_then(Format::of);
+        n.format = map
+            .get("format")
+            .and_then(Value::as_str)
+            .and_then(Format::of);
         // Numbers: draft 4 (OpenAPI 3.0) makes `exclusiveMinimum` a flag on `minimum`;
         // 2020-12 makes it a bound of its own.
         let (min, max) = (
@@ -676,7 +679,11 @@ impl<'a> Compiler<'a> {
 }
 
 /// The tighter of an inclusive and an exclusive bound.
-fn tighter(inclusive: Option<f64>, exclusive: Option<f64>, beyond: fn(f64, f64) -> bool) -> Option<Bound> {
+fn tighter(
+    inclusive: Option<f64>,
+    exclusive: Option<f64>,
+    beyond: fn(f64, f64) -> bool,
+) -> Option<Bound> {
     match (inclusive, exclusive) {
         (None, None) => None,
         (Some(v), None) => Some(Bound {

@@ -165,9 +165,7 @@ impl<'t, 'o> Run<'t, 'o> {
         if let Some(list) = &n.enumeration
             && !list.iter().any(|e| self.equals(v, e))
         {
-            ok = self.fail("enum", || {
-                format!("must be one of {}", short_list(list))
-            });
+            ok = self.fail("enum", || format!("must be one of {}", short_list(list)));
             done!();
         }
         if let Some(c) = &n.constant
@@ -277,7 +275,9 @@ impl<'t, 'o> Run<'t, 'o> {
             if let Some(p) = &n.pattern
                 && !p.re.is_match(text)
             {
-                ok = self.fail("pattern", || format!("does not match the pattern `{}`", p.source));
+                ok = self.fail("pattern", || {
+                    format!("does not match the pattern `{}`", p.source)
+                });
             }
             if let Some(f) = n.format
                 && !crate::format::string_matches(f, text)
@@ -301,14 +301,26 @@ impl<'t, 'o> Run<'t, 'o> {
                 // Exact for integers that f64 rounds.
                 V::U(u) if b.value.fract() == 0.0 && b.value.abs() < 9e15 => {
                     let m = b.value as i128;
-                    if b.exclusive { (u as i128) <= m } else { (u as i128) < m }
+                    if b.exclusive {
+                        (u as i128) <= m
+                    } else {
+                        (u as i128) < m
+                    }
                 }
                 V::I(i) if b.value.fract() == 0.0 && b.value.abs() < 9e15 => {
                     let m = b.value as i128;
-                    if b.exclusive { (i as i128) <= m } else { (i as i128) < m }
+                    if b.exclusive {
+                        (i as i128) <= m
+                    } else {
+                        (i as i128) < m
+                    }
                 }
                 _ => {
-                    if b.exclusive { x <= b.value } else { x < b.value }
+                    if b.exclusive {
+                        x <= b.value
+                    } else {
+                        x < b.value
+                    }
                 }
             };
             if below {
@@ -321,7 +333,11 @@ impl<'t, 'o> Run<'t, 'o> {
                     || {
                         format!(
                             "must be {} {}",
-                            if b.exclusive { "greater than" } else { "at least" },
+                            if b.exclusive {
+                                "greater than"
+                            } else {
+                                "at least"
+                            },
                             num_text(b.value)
                         )
                     },
@@ -332,14 +348,26 @@ impl<'t, 'o> Run<'t, 'o> {
             let above = match value {
                 V::U(u) if b.value.fract() == 0.0 && b.value.abs() < 9e15 => {
                     let m = b.value as i128;
-                    if b.exclusive { (u as i128) >= m } else { (u as i128) > m }
+                    if b.exclusive {
+                        (u as i128) >= m
+                    } else {
+                        (u as i128) > m
+                    }
                 }
                 V::I(i) if b.value.fract() == 0.0 && b.value.abs() < 9e15 => {
                     let m = b.value as i128;
-                    if b.exclusive { (i as i128) >= m } else { (i as i128) > m }
+                    if b.exclusive {
+                        (i as i128) >= m
+                    } else {
+                        (i as i128) > m
+                    }
                 }
                 _ => {
-                    if b.exclusive { x >= b.value } else { x > b.value }
+                    if b.exclusive {
+                        x >= b.value
+                    } else {
+                        x > b.value
+                    }
                 }
             };
             if above {
@@ -362,7 +390,9 @@ impl<'t, 'o> Run<'t, 'o> {
         if let Some(m) = n.multiple_of
             && !multiple_of(value, x, m)
         {
-            ok = self.fail("multipleOf", || format!("must be a multiple of {}", num_text(m)));
+            ok = self.fail("multipleOf", || {
+                format!("must be a multiple of {}", num_text(m))
+            });
         }
         if let Some(f) = n.format {
             let range = match f {
@@ -377,9 +407,7 @@ impl<'t, 'o> Run<'t, 'o> {
                     _ => x >= lo as f64 && x <= hi as f64,
                 };
                 if !inside {
-                    ok = self.fail("format", || {
-                        format!("is out of the range of {}", f.name())
-                    });
+                    ok = self.fail("format", || format!("is out of the range of {}", f.name()));
                 }
             }
         }
@@ -393,17 +421,27 @@ impl<'t, 'o> Run<'t, 'o> {
         if let Some(min) = n.min_properties
             && count < min
         {
-            ok = self.fail("minProperties", || format!("must have at least {min} properties"));
+            ok = self.fail("minProperties", || {
+                format!("must have at least {min} properties")
+            });
         }
         if let Some(max) = n.max_properties
             && count > max
         {
-            ok = self.fail("maxProperties", || format!("must have at most {max} properties"));
+            ok = self.fail("maxProperties", || {
+                format!("must have at most {max} properties")
+            });
         }
         for r in n.required.iter() {
-            if !entries.iter().any(|(k, _)| self.tree.bytes(*k) == r.as_bytes()) {
+            if !entries
+                .iter()
+                .any(|(k, _)| self.tree.bytes(*k) == r.as_bytes())
+            {
                 // `readOnly` properties are answered, not sent: not required of requests.
-                let skip = match (self.direction, n.properties.iter().find(|(k, _)| **k == *r.as_bytes())) {
+                let skip = match (
+                    self.direction,
+                    n.properties.iter().find(|(k, _)| **k == *r.as_bytes()),
+                ) {
                     (Direction::Request, Some((_, s))) => self.schemas.node(*s).read_only,
                     (Direction::Response, Some((_, s))) => self.schemas.node(*s).write_only,
                     _ => false,
@@ -417,9 +455,15 @@ impl<'t, 'o> Run<'t, 'o> {
             }
         }
         for (name, deps) in n.dependent_required.iter() {
-            if entries.iter().any(|(k, _)| self.tree.bytes(*k) == name.as_bytes()) {
+            if entries
+                .iter()
+                .any(|(k, _)| self.tree.bytes(*k) == name.as_bytes())
+            {
                 for d in deps.iter() {
-                    if !entries.iter().any(|(k, _)| self.tree.bytes(*k) == d.as_bytes()) {
+                    if !entries
+                        .iter()
+                        .any(|(k, _)| self.tree.bytes(*k) == d.as_bytes())
+                    {
                         ok = self.fail("dependentRequired", || {
                             format!("the property `{d}` is required with `{name}`")
                         });
@@ -467,7 +511,10 @@ impl<'t, 'o> Run<'t, 'o> {
             self.path.pop();
         }
         for (name, s) in n.dependent_schemas.iter() {
-            if entries.iter().any(|(k, _)| self.tree.bytes(*k) == name.as_bytes()) {
+            if entries
+                .iter()
+                .any(|(k, _)| self.tree.bytes(*k) == name.as_bytes())
+            {
                 ok &= self.check(*s, v);
             }
         }
@@ -481,12 +528,16 @@ impl<'t, 'o> Run<'t, 'o> {
         if let Some(min) = n.min_items
             && count < min
         {
-            ok = self.fail("minItems", || format!("must have at least {min} items, has {count}"));
+            ok = self.fail("minItems", || {
+                format!("must have at least {min} items, has {count}")
+            });
         }
         if let Some(max) = n.max_items
             && count > max
         {
-            ok = self.fail("maxItems", || format!("must have at most {max} items, has {count}"));
+            ok = self.fail("maxItems", || {
+                format!("must have at most {max} items, has {count}")
+            });
         }
         if n.unique_items {
             'outer: for i in 0..items.len() {
@@ -525,13 +576,20 @@ impl<'t, 'o> Run<'t, 'o> {
             }
             self.quiet -= 1;
             if found < n.min_contains {
-                ok = self.fail(if n.min_contains == 1 { "contains" } else { "minContains" }, || {
-                    format!(
-                        "must contain at least {} matching item{}, has {found}",
-                        n.min_contains,
-                        if n.min_contains == 1 { "" } else { "s" }
-                    )
-                });
+                ok = self.fail(
+                    if n.min_contains == 1 {
+                        "contains"
+                    } else {
+                        "minContains"
+                    },
+                    || {
+                        format!(
+                            "must contain at least {} matching item{}, has {found}",
+                            n.min_contains,
+                            if n.min_contains == 1 { "" } else { "s" }
+                        )
+                    },
+                );
             }
             if let Some(max) = n.max_contains
                 && found > max

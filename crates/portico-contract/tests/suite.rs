@@ -14,7 +14,10 @@ const OUT_OF_SCOPE: &[(&str, &str)] = &[
     ("\"id\"", "identifiers and references by URI (draft 4)"),
     ("\"$anchor\"", "references by anchor"),
     ("json-schema.org", "the meta-schema"),
-    ("unevaluated", "unevaluatedProperties/Items (refused when compiling)"),
+    (
+        "unevaluated",
+        "unevaluatedProperties/Items (refused when compiling)",
+    ),
     ("\"$defs\": {\"\": ", "empty-named definitions"),
 ];
 
@@ -59,9 +62,16 @@ fn run(dir: &str, dialect: Dialect, expect_skipped: usize) {
             for t in tests {
                 let data = serde_json::to_vec(&t["data"]).unwrap();
                 let want = t["valid"].as_bool().unwrap();
-                let got =
-                    validate_json(&schemas, id, &data, &mut scratch, 64, 100, Direction::Request)
-                        .unwrap();
+                let got = validate_json(
+                    &schemas,
+                    id,
+                    &data,
+                    &mut scratch,
+                    64,
+                    100,
+                    Direction::Request,
+                )
+                .unwrap();
                 if got.is_empty() == want {
                     passed += 1;
                 } else {

@@ -302,6 +302,7 @@ pub(super) fn compile_route(
         sample_ratio,
         server_timing: cfg.tracing.as_ref().is_some_and(|t| t.server_timing),
         effective: Effective::resolve(&policies, global_policies),
+        contract: None,
         policies: policies.into(),
     })
 }

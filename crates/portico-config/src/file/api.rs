@@ -54,6 +54,14 @@ pub struct ApiConfig {
     /// upstream. Default `false`.
     #[serde(default)]
     pub mock: Option<MockConfig>,
+    /// Check each request against its operation's parameters, content types and body schema,
+    /// after authentication, and refuse what breaks the contract (400, or 415 for the content
+    /// type). Default `true`; a tag or operation may turn it off.
+    #[serde(default)]
+    pub validate_requests: Option<bool>,
+    /// Bounds on request validation.
+    #[serde(default)]
+    pub validation_limits: Option<ValidationLimits>,
     /// Settings for the operations with a tag, by tag name.
     #[serde(default)]
     pub tags: BTreeMap<String, ApiOperationConfig>,
@@ -86,6 +94,25 @@ pub struct ApiOperationConfig {
     /// enforce; its `policies` must then do the authentication.
     #[serde(default)]
     pub enforce_security: Option<bool>,
+    /// Check requests against the operation's contract. Default: the API's.
+    #[serde(default)]
+    pub validate_requests: Option<bool>,
+}
+
+/// Bounds on the work of checking one request.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationLimits {
+    /// The largest JSON body read for checking, in bytes; a larger one is refused with 413.
+    /// Default 1048576 (1 MiB).
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// How deep arrays and objects may nest in a body, 1 to 100. Default 64.
+    #[serde(default)]
+    pub max_depth: Option<u32>,
+    /// How many failures one refusal lists, 1 to 100. Default 20.
+    #[serde(default)]
+    pub max_errors: Option<u32>,
 }
 
 /// `true`, `false`, or which response, example and media type to answer with.

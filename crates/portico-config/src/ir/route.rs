@@ -43,6 +43,17 @@ pub struct Route {
     /// The body and response policies that apply, found when the config loads so requests do
     /// not search the chains.
     pub effective: Effective,
+    /// What the route's requests must look like (an OpenAPI operation's parameters and body),
+    /// checked after authentication; with the path's parameter names in template order.
+    pub contract: Option<Arc<Contract>>,
+}
+
+/// An OpenAPI operation's request contract, as the route serves it.
+#[derive(Debug)]
+pub struct Contract {
+    pub request: portico_contract::RequestContract,
+    /// The document's names of the path template's parameters, in order.
+    pub path_names: Box<[Box<str>]>,
 }
 
 /// One of each kind of body and response policy a route's requests use: the route's own, else

@@ -185,6 +185,21 @@ pub(crate) fn process<'c>(
         if let Some(u) = without_params(req.uri(), &identity.strip_query) {
             *req.uri_mut() = u;
         }
+        // The operation's contract, after authentication: a client without credentials learns
+        // nothing of the schema. The body, when it is to be checked, is read below.
+        let body_schema = match &route.contract {
+            None => None,
+            Some(c) => {
+                match crate::policy::contract::check_head(c, &route.name, &req, &params, request_id)
+                {
+                    Ok(s) => s,
+                    Err(resp) => {
+                        ctx.rec.error = Some("request_invalid");
+                        return Ok(resp);
+                    }
+                }
+            }
+        };
         // What compression needs from the request, kept only when a policy asks for it. The
         // route's policy wins over a global one.
         let compression = route.effective.compression.clone().map(|c| {
@@ -245,7 +260,15 @@ pub(crate) fn process<'c>(
         let is_head = req.method() == http::Method::HEAD;
         let resp = match &route.action {
             _ if let Some(hit) = cached => hit,
-            Action::Respond(r) => {
+            Action::Respond(r) => 'respond: {
+                // A mocked operation checks the body as the real one would.
+                if let (Some(schema), Some(c)) = (body_schema, &route.contract) {
+                    let refused =
+                        Box::pin(check_mocked_body(ctx, c, &route.name, schema, req)).await?;
+                    if let Some(resp) = refused {
+                        break 'respond resp;
+                    }
+                }
                 let mut resp = Response::new(Body::full(r.body.clone()));
                 *resp.status_mut() = r.status;
                 for (k, v) in &r.headers {
@@ -336,6 +359,26 @@ pub(crate) fn process<'c>(
                         max,
                         bytes_in.clone(),
                     )?;
+                }
+                if let (Some(schema), Some(c)) = (body_schema, &route.contract)
+                    && upgrade.is_none()
+                {
+                    upstream_req = match Box::pin(crate::policy::contract::read_and_check(
+                        c,
+                        &route.name,
+                        schema,
+                        upstream_req,
+                        request_id,
+                    ))
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(crate::translate::xml_json::Refusal::Problem(p)) => return Err(p),
+                        Err(crate::translate::xml_json::Refusal::Answer(resp)) => {
+                            ctx.rec.error = Some("request_invalid");
+                            break 'proxy *resp;
+                        }
+                    };
                 }
                 if let Some(x) = &xml_json
                     && upgrade.is_none()
@@ -434,6 +477,33 @@ pub(crate) fn process<'c>(
             steps.run(ctx, &route, &identity, resp)
         };
         Ok(resp)
+    }
+}
+
+/// Reads and checks the body of a request to a mocked operation: `Some` is the refusal.
+async fn check_mocked_body(
+    ctx: &mut RequestCtx<'_>,
+    c: &portico_config::Contract,
+    route: &str,
+    schema: portico_contract::SchemaId,
+    req: Request<ClientBody>,
+) -> Result<Option<Response<Body>>, Problem> {
+    let max = c.request.limits.max_body;
+    let bytes = match crate::body::read_client_body(req.into_body(), ctx.bytes_in, max).await {
+        Ok(b) => b,
+        Err(crate::body::ReadError::TooLarge) => return Err(Problem::PayloadTooLarge),
+        Err(crate::body::ReadError::Malformed) => {
+            return Err(Problem::BadRequest(
+                "The request body is malformed or was cut short.",
+            ));
+        }
+    };
+    match crate::policy::contract::check_body(c, route, schema, &bytes, ctx.request_id) {
+        Ok(()) => Ok(None),
+        Err(resp) => {
+            ctx.rec.error = Some("request_invalid");
+            Ok(Some(resp))
+        }
     }
 }
 

@@ -97,6 +97,43 @@ pub enum Refusal {
     Answer(Box<Response<Body>>),
 }
 
+/// Reads a request body whole, at most `max` bytes, telling why it could not be: too large
+/// (for `max` or the route's `body_limit`), undecodable, or malformed.
+pub(crate) async fn read_request_body(
+    parts: &http::request::Parts,
+    body: Body,
+    max: u64,
+) -> Result<Bytes, crate::body::problem::Problem> {
+    // What the client's body stream knows when it fails: over `body_limit`, or undecodable.
+    let stats = match &body {
+        Body::Counted(_, s, ..) => Some(s.clone()),
+        _ => parts
+            .extensions
+            .get::<std::sync::Arc<crate::body::BodyStats>>()
+            .cloned(),
+    };
+    match read(body, max).await {
+        Ok(b) => Ok(b),
+        Err(Some(())) => Err(crate::body::problem::Problem::PayloadTooLarge),
+        Err(None) => {
+            use std::sync::atomic::Ordering::Relaxed;
+            Err(match stats {
+                Some(s) if s.too_large.load(Relaxed) => {
+                    crate::body::problem::Problem::PayloadTooLarge
+                }
+                Some(s) if s.undecodable.load(Relaxed) => {
+                    crate::body::problem::Problem::BadRequest(
+                        "The request body does not decode with the coding its Content-Encoding names.",
+                    )
+                }
+                _ => crate::body::problem::Problem::BadRequest(
+                    "The request body is malformed or was cut short.",
+                ),
+            })
+        }
+    }
+}
+
 /// Converts the request body on its way upstream.
 pub async fn request(
     p: &Arc<XmlJsonPolicy>,
@@ -112,38 +149,9 @@ pub async fn request(
         return Ok(req);
     }
     let (mut parts, body) = req.into_parts();
-    // What the client's body stream knows when it fails: over `body_limit`, or undecodable.
-    let stats = match &body {
-        Body::Counted(_, s, ..) => Some(s.clone()),
-        _ => parts
-            .extensions
-            .get::<std::sync::Arc<crate::body::BodyStats>>()
-            .cloned(),
-    };
-    let bytes = match read(body, p.max_bytes).await {
-        Ok(b) => b,
-        Err(Some(())) => {
-            return Err(Refusal::Problem(
-                crate::body::problem::Problem::PayloadTooLarge,
-            ));
-        }
-        Err(None) => {
-            use std::sync::atomic::Ordering::Relaxed;
-            return Err(Refusal::Problem(match stats {
-                Some(s) if s.too_large.load(Relaxed) => {
-                    crate::body::problem::Problem::PayloadTooLarge
-                }
-                Some(s) if s.undecodable.load(Relaxed) => {
-                    crate::body::problem::Problem::BadRequest(
-                        "The request body does not decode with the coding its Content-Encoding names.",
-                    )
-                }
-                _ => crate::body::problem::Problem::BadRequest(
-                    "The request body is malformed or was cut short.",
-                ),
-            }));
-        }
-    };
+    let bytes = read_request_body(&parts, body, p.max_bytes)
+        .await
+        .map_err(Refusal::Problem)?;
     let (out, media) = convert_large(p, p.request, bytes).await.map_err(|why| {
         let (code, what) = match p.request {
             XmlDirection::JsonToXml => ("invalid_json_body", "JSON"),

@@ -97,6 +97,39 @@ pub(crate) fn check_version(root: &Node) -> Result<(), Problem> {
     Ok(())
 }
 
+/// Which JSON Schema the document's schemas are written in (its version is checked).
+pub(crate) fn dialect(root: &Node) -> portico_contract::Dialect {
+    let text = get(root, "openapi")
+        .and_then(scalar_text)
+        .unwrap_or_default();
+    if text.starts_with("3.0") {
+        portico_contract::Dialect::Oas30
+    } else {
+        portico_contract::Dialect::Oas31
+    }
+}
+
+/// Where the value at a JSON pointer (`/paths/~1pets/get`, not percent-encoded) is written:
+/// the deepest node on the way that exists.
+pub(crate) fn locate(root: &Node, pointer: &str) -> Loc {
+    let mut n = root;
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        match pointee(n, std::slice::from_ref(&seg)) {
+            Some(next) => n = next,
+            None => break,
+        }
+    }
+    n.loc
+}
+
+/// The JSON pointer of an operation and of its path item.
+pub(crate) fn operation_pointers(op: &Operation<'_>) -> (String, String) {
+    let item = format!("/paths/{}", portico_contract::escape(&op.path));
+    let operation = format!("{item}/{}", op.method.to_ascii_lowercase());
+    (item, operation)
+}
+
 /// The segments of a local JSON pointer (`#/components/schemas/Pet`), decoded: percent-escapes
 /// first (it is a URI fragment), then `~1` → `/` and `~0` → `~`.
 fn pointer_segments(reference: &str) -> Result<Vec<String>, String> {

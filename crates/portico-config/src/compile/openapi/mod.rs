@@ -115,6 +115,63 @@ pub(super) fn compile_apis(
     }
 }
 
+/// An operation's contract, finished once the document's schemas are all compiled.
+struct Pending {
+    route: usize,
+    params: Vec<portico_contract::Param>,
+    body: Option<portico_contract::BodyRule>,
+    path_names: Box<[Box<str>]>,
+}
+
+/// The names of a path's `{parameters}`, in order, as the document writes them.
+fn template_names(path: &str) -> Box<[Box<str>]> {
+    path.split('/')
+        .filter_map(|p| p.strip_prefix('{')?.strip_suffix('}'))
+        .map(Into::into)
+        .collect()
+}
+
+/// The API's `validation_limits`, checked, with their defaults.
+fn validation_limits(cx: &mut Ctx<'_>, cfg: &ApiConfig, node: &Node) -> portico_contract::Limits {
+    let mut l = portico_contract::Limits::default();
+    let Some(v) = &cfg.validation_limits else {
+        return l;
+    };
+    let at = get(node, "validation_limits");
+    let key_at = |k: &str| at.and_then(|a| get(a, k)).map_or(node.loc, |n| n.loc);
+    if let Some(b) = v.max_body_bytes {
+        if b == 0 {
+            cx.sink.at(
+                key_at("max_body_bytes"),
+                "`max_body_bytes` must be at least 1",
+                "write the largest body to check, in bytes (default 1048576)",
+            );
+        }
+        l.max_body = b;
+    }
+    if let Some(d) = v.max_depth {
+        if !(1..=100).contains(&d) {
+            cx.sink.at(
+                key_at("max_depth"),
+                format!("`max_depth` must be from 1 to 100, not {d}"),
+                "the default is 64",
+            );
+        }
+        l.max_depth = d;
+    }
+    if let Some(e) = v.max_errors {
+        if !(1..=100).contains(&e) {
+            cx.sink.at(
+                key_at("max_errors"),
+                format!("`max_errors` must be from 1 to 100, not {e}"),
+                "the default is 20",
+            );
+        }
+        l.max_errors = e as usize;
+    }
+    l
+}
+
 struct State<'a, 'g> {
     earlier: Earlier<'a>,
     taken: HashMap<ShapeKey, Vec<Taken>>,
@@ -200,6 +257,12 @@ fn compile_api(
     if cfg.base_path.is_some() && base_override.is_none() {
         return;
     }
+
+    let limits = validation_limits(cx, cfg, node);
+    // Every operation's schemas go through one compiler, so shared components compile once.
+    let json = root.to_json();
+    let mut compiler = portico_contract::Compiler::new(&json, doc::dialect(&root));
+    let mut contracts: Vec<Pending> = Vec::new();
 
     let mut tag_clashes = HashSet::new();
     let mut server_problems = HashSet::new();
@@ -416,7 +479,56 @@ fn compile_api(
             });
         }
         st.generated.insert(name, here);
+        let validate = scalar(cx, &mut tag_clashes, &["validate_requests"]);
+        if flag(cx, validate.as_ref()) != Some(false) {
+            let (item, operation) = doc::operation_pointers(op);
+            let (params, body) = portico_contract::compile_operation(
+                &mut compiler,
+                &json,
+                &portico_contract::OperationRef {
+                    path_item: &item,
+                    operation: &operation,
+                },
+            );
+            contracts.push(Pending {
+                route: routes.len(),
+                params,
+                body,
+                path_names: template_names(&op.path),
+            });
+        }
         routes.push(Arc::new(route));
+    }
+    let (schemas, errors) = compiler.finish();
+    if !errors.is_empty() {
+        let mut seen = HashSet::new();
+        for e in errors {
+            // Operations share components: each problem is told once.
+            if seen.insert((e.pointer.clone(), e.message.clone())) {
+                doc.err(
+                    cx,
+                    Problem {
+                        loc: doc::locate(&root, &e.pointer),
+                        msg: format!("{} (at #{})", e.message, e.pointer),
+                        hint: format!(
+                            "{}; or set `validate_requests: false` for the operations that use it",
+                            e.hint
+                        ),
+                    },
+                );
+            }
+        }
+        return;
+    }
+    let schemas = Arc::new(schemas);
+    for p in contracts {
+        let contract = crate::ir::Contract {
+            request: portico_contract::finish(&schemas, p.params, p.body, limits),
+            path_names: p.path_names,
+        };
+        if let Some(r) = routes.get_mut(p.route).and_then(Arc::get_mut) {
+            r.contract = Some(Arc::new(contract));
+        }
     }
 }
 
