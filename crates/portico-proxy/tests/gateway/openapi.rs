@@ -307,3 +307,213 @@ async fn openapi_a_changed_document_alone_reloads() {
         "a document added by another reload was not followed"
     );
 }
+
+fn orders(up: &str, extra: &str) -> String {
+    let key = portico_auth::apikey::digest_string("k-ann");
+    config(&format!(
+        "upstreams:\n  orders: {{ targets: [\"{up}\"] }}\nconsumers:\n  - {{ name: ann, api_keys: [\"{key}\"] }}\napis:\n  - openapi: \"{}\"\n    upstream: orders\n{extra}",
+        openapi_dir().join("orders.yaml").display()
+    ))
+}
+
+fn post_json(url: &str, body: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    req("POST", url)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_owned(),
+        )))
+        .unwrap()
+}
+
+/// The `(in, pointer, keyword)` of each failure a refusal lists.
+fn failures(got: &Got) -> Vec<(String, String, String)> {
+    assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    got.json()["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors: {}", got.text()))
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+            (s("in"), s("pointer"), s("keyword"))
+        })
+        .collect()
+}
+
+fn f(i: &str, p: &str, k: &str) -> (String, String, String) {
+    (i.into(), p.into(), k.into())
+}
+
+const GOOD: &str =
+    r#"{"customer": "ada@example.com", "note": null, "items": [{"sku": "ABC-12", "qty": 2}]}"#;
+
+#[tokio::test]
+async fn openapi_requests_that_break_the_contract_never_reach_the_upstream() {
+    let up = echo_server().await;
+    let gw = gateway(&orders(&up.url(), "")).await;
+    for h2 in [false, true] {
+        let c = client(h2, &[]);
+        // A valid body goes up as sent.
+        let got = send(&c, post_json(&gw.url("/orders"), GOOD)).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(got.json()["body"], GOOD);
+        let before = up.hits();
+
+        // Every failure at once, each with its pointer and rule.
+        let got = send(
+            &c,
+            post_json(
+                &gw.url("/orders"),
+                r#"{"customer": "not-an-address", "items": [{"sku": "abc", "qty": 0}, {"qty": 1}], "extra": true}"#,
+            ),
+        )
+        .await;
+        assert_eq!(got.status, 400, "{}", got.text());
+        assert_eq!(got.json()["code"], "request_invalid");
+        assert_eq!(
+            failures(&got),
+            [
+                f("body", "/customer", "format"),
+                f("body", "/items/0/sku", "pattern"),
+                f("body", "/items/0/qty", "minimum"),
+                f("body", "/items/1", "required"),
+                f("body", "/extra", "additionalProperties"),
+            ]
+        );
+        // Not JSON; no body though one is required; a media type the operation does not take.
+        let got = send(&c, post_json(&gw.url("/orders"), "{\"customer\": ")).await;
+        assert_eq!(failures(&got), [f("body", "", "json")]);
+        let got = send(&c, req("POST", &gw.url("/orders")).body(empty()).unwrap()).await;
+        assert_eq!(got.status, 400);
+        assert_eq!(failures(&got), [f("body", "", "required")]);
+        let got = send(
+            &c,
+            req("POST", &gw.url("/orders"))
+                .header("content-type", "text/plain")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    b"hello",
+                )))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got.status, 415);
+        assert_eq!(got.json()["code"], "unsupported_media_type");
+        // Parameters: the path, the query (an array not exploded) and a header.
+        let got = send(
+            &c,
+            req("POST", &gw.url("/orders"))
+                .header("content-type", "application/json")
+                .header("x-request-priority", "12")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    GOOD.as_bytes(),
+                )))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(failures(&got), [f("header", "", "maximum")]);
+        assert_eq!(got.json()["errors"][0]["name"], "X-Request-Priority");
+        assert_eq!(get(&gw.url("/orders/3000000000")).await.status, 400);
+        assert_eq!(get(&gw.url("/orders/7")).await.status, 200);
+        let got = get(&gw.url("/orders?limit=0&status=open,lost")).await;
+        assert_eq!(
+            failures(&got),
+            [f("query", "", "minimum"), f("query", "/1", "enum")]
+        );
+        assert_eq!(
+            get(&gw.url("/orders?limit=5&status=open,shipped"))
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            up.hits(),
+            before + 2,
+            "a refused request reached the upstream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn openapi_authentication_comes_before_validation() {
+    let up = echo_server().await;
+    let gw = gateway(&orders(&up.url(), "")).await;
+    let c = client(false, &[]);
+    let put = |key: Option<&str>, body: &str| {
+        let mut r = req("PUT", &gw.url("/orders/7")).header("content-type", "application/json");
+        if let Some(k) = key {
+            r = r.header("x-orders-key", k);
+        }
+        r.body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_owned(),
+        )))
+        .unwrap()
+    };
+    // Without credentials a broken body is not even looked at: the schema stays private.
+    let got = send(&c, put(None, "{}")).await;
+    assert_eq!(got.status, 401, "{}", got.text());
+    assert!(got.json().get("errors").is_none());
+    let got = send(&c, put(Some("k-ann"), "{}")).await;
+    assert_eq!(got.status, 400);
+    assert_eq!(
+        failures(&got),
+        [f("body", "", "required"), f("body", "", "required")]
+    );
+    assert_eq!(send(&c, put(Some("k-ann"), GOOD)).await.status, 200);
+}
+
+#[tokio::test]
+async fn openapi_validation_can_be_turned_off_and_bounded() {
+    let up = echo_server().await;
+    let gw = gateway(&orders(
+        &up.url(),
+        "    validation_limits: { max_body_bytes: 300, max_errors: 2 }\n    operations:\n      listOrders: { validate_requests: false }\n",
+    ))
+    .await;
+    let c = client(false, &[]);
+    // Off for one operation only.
+    assert_eq!(get(&gw.url("/orders?limit=0")).await.status, 200);
+    assert_eq!(get(&gw.url("/orders/x")).await.status, 400);
+    // At most two failures listed.
+    let got = send(
+        &c,
+        post_json(
+            &gw.url("/imports"),
+            r#"[{"customer": 1}, {"customer": 2}, {"customer": 3}]"#,
+        ),
+    )
+    .await;
+    assert_eq!(got.status, 400);
+    assert_eq!(failures(&got).len(), 2);
+    // A body over the limit is refused whole.
+    let big = format!(
+        r#"[{{"customer": "a@b.c", "note": "{}", "items": [{{"sku": "ABC-1", "qty": 1}}]}}]"#,
+        "x".repeat(400)
+    );
+    let got = send(&c, post_json(&gw.url("/imports"), &big)).await;
+    assert_eq!(got.status, 413, "{}", got.text());
+    // Not required and not sent: nothing to check.
+    assert_eq!(
+        send(&c, req("POST", &gw.url("/imports")).body(empty()).unwrap())
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn openapi_mocked_operations_check_requests_too() {
+    let gw = gateway(&orders(
+        "http://127.0.0.1:9",
+        "    operations:\n      createOrder: { mock: true }\n",
+    ))
+    .await;
+    let c = client(false, &[]);
+    let got = send(&c, post_json(&gw.url("/orders"), r#"{"items": []}"#)).await;
+    assert_eq!(got.status, 400, "{}", got.text());
+    assert_eq!(
+        failures(&got),
+        [f("body", "", "required"), f("body", "/items", "minItems")]
+    );
+    let got = send(&c, post_json(&gw.url("/orders"), GOOD)).await;
+    assert_eq!(got.status, 201, "{}", got.text());
+    assert_eq!(got.json()["id"], 1);
+}
