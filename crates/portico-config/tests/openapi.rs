@@ -1020,3 +1020,90 @@ fn a_misspelt_mock_key_is_a_config_error() {
     assert_eq!(e.len(), 1);
     assert!(e[0].starts_with("portico.yaml:3:11: "), "{e:?}");
 }
+
+#[test]
+fn schemas_the_validator_cannot_enforce_are_located_in_the_document() {
+    let doc = "openapi: 3.1.0
+paths:
+  /pets:
+    post:
+      operationId: addPet
+      requestBody:
+        content:
+          application/json:
+            schema: { $ref: '#/components/schemas/Pet' }
+    put:
+      operationId: putPet
+      requestBody:
+        content:
+          application/json:
+            schema: { $ref: '#/components/schemas/Pet' }
+components:
+  schemas:
+    Pet:
+      type: object
+      unevaluatedProperties: false
+      properties:
+        name: { type: string, pattern: '^(?!admin)' }
+        age: { type: integr, minimum: 0 }
+        tags: { type: array, minItems: -1 }
+";
+    let errors = doc_errors(doc, "");
+    // Each problem once, though two operations use the schema.
+    assert_eq!(
+        errors,
+        [
+            "doc.yaml:20:30: `unevaluatedProperties` is not supported by the request validator (at #/components/schemas/Pet/unevaluatedProperties)",
+            "doc.yaml:22:40: the pattern `^(?!admin)` cannot be compiled: error: look-around, including look-ahead and look-behind, is not supported (at #/components/schemas/Pet/properties/name/pattern)",
+            "doc.yaml:23:22: `integr` is not a JSON Schema type (at #/components/schemas/Pet/properties/age/type)",
+            "doc.yaml:24:40: `minItems` must be a non-negative integer (at #/components/schemas/Pet/properties/tags/minItems)",
+        ],
+        "{errors:#?}"
+    );
+    // The way out: no validation for the operations that use it.
+    let dir = folder(&[("doc.yaml", doc)]);
+    let config = format!(
+        "{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n    validate_requests: false\n"
+    );
+    let c = load_in(&dir, &config).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.routes.iter().all(|r| r.contract.is_none()));
+}
+
+#[test]
+fn validation_settings_are_checked_and_apply_per_operation() {
+    let doc = "openapi: 3.0.3
+paths:
+  /pets:
+    get:
+      operationId: listPets
+      tags: [read]
+      parameters:
+        - { name: limit, in: query, style: matrix, schema: { type: integer } }
+    post:
+      operationId: addPet
+";
+    let errors = doc_errors(
+        doc,
+        "    validation_limits: { max_depth: 0, max_errors: 101, max_body_bytes: 0 }\n",
+    );
+    assert_eq!(
+        errors,
+        [
+            "portico.yaml:7:37: `max_depth` must be from 1 to 100, not 0",
+            "portico.yaml:7:52: `max_errors` must be from 1 to 100, not 101",
+            "portico.yaml:7:73: `max_body_bytes` must be at least 1",
+            "doc.yaml:8:44: `matrix` is not a style of query parameters (at #/paths/~1pets/get/parameters/0/style)",
+        ],
+        "{errors:#?}"
+    );
+    // Off by tag, on for the rest.
+    let fixed = doc.replace("style: matrix, ", "");
+    let dir = folder(&[("doc.yaml", &fixed)]);
+    let config = format!(
+        "{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n    tags:\n      read: {{ validate_requests: false }}\n"
+    );
+    let c = load_in(&dir, &config).unwrap_or_else(|e| panic!("{e}"));
+    let by = |n: &str| c.routes.iter().find(|r| &*r.name == n).unwrap();
+    assert!(by("listPets").contract.is_none());
+    assert!(by("addPet").contract.is_some());
+}
