@@ -1107,3 +1107,26 @@ paths:
     assert!(by("listPets").contract.is_none());
     assert!(by("addPet").contract.is_some());
 }
+
+/// Documents published in packages (portico-testkit/openapi/real, with their sources and
+/// licences): every operation becomes a route whose requests are checked.
+#[test]
+fn published_documents_load_with_every_operation_checked() {
+    let real = fixtures().join("real");
+    for (file, operations) in [
+        ("openapi-core-petstore-3.0.0.yaml", 8),
+        ("scalar-galaxy-3.1.1.json", 10),
+        ("readme-api-v1-legacy-3.0.2.json", 36),
+        ("readme-api-v2-3.1.0.json", 54),
+    ] {
+        let config = format!(
+            "{UPSTREAMS}apis:\n  - openapi: \"{file}\"\n    upstream: pets\n    enforce_security: false\n"
+        );
+        let c = match load_in(&real, &config) {
+            Ok(c) => c,
+            Err(e) => panic!("{file}: {e}"),
+        };
+        let checked = c.routes.iter().filter(|r| r.contract.is_some()).count();
+        assert_eq!(checked, operations, "{file}");
+    }
+}

@@ -488,7 +488,9 @@ impl<'a> Compiler<'a> {
             // Every integer is a number.
             n.types |= ty::INTEGER;
         }
-        if self.dialect == Dialect::Oas30 && map.get("nullable") == Some(&Value::Bool(true)) {
+        // OpenAPI 3.0's `nullable`, honoured in 3.1 documents too: many were converted from 3.0
+        // and keep it, and ignoring it would refuse the nulls their authors allow.
+        if map.get("nullable") == Some(&Value::Bool(true)) {
             n.nullable = true;
         }
         n.read_only = map.get("readOnly") == Some(&Value::Bool(true));

@@ -54,6 +54,11 @@ pub struct ApiConfig {
     /// upstream. Default `false`.
     #[serde(default)]
     pub mock: Option<MockConfig>,
+    /// `false`: the document's `security` requirements are not turned into policies for any
+    /// operation (unless a tag or operation sets `true`); the API's `policies` must then do
+    /// the authentication. Default `true`.
+    #[serde(default)]
+    pub enforce_security: Option<bool>,
     /// Check each request against its operation's parameters, content types and body schema,
     /// after authentication, and refuse what breaks the contract (400, or 415 for the content
     /// type). Default `true`; a tag or operation may turn it off.
