@@ -18,7 +18,9 @@ metrics, access log; `portico-key`, `portico-jwt`, `portico-rl-local`, `portico-
 policy of bench/run.py each; with any of them every contestant gets the same `Authorization`
 and `X-API-Key` headers, and `Accept-Encoding: gzip` with `portico-gzip`), `--path /json`
 (the 16 KiB answer instead of 5 bytes), `--connections N` (HTTP/1.1 clients, default 64),
-`portico-trace0`, `portico-trace1`, `portico-trace100` for Portico
+`portico-oas` and `portico-oas-check` for the operation of bench/contract.yaml with request validation
+off and on, every contestant then posting bench/order-1k.json (1,007 bytes; `--body FILE` posts
+another), `portico-trace0`, `portico-trace1`, `portico-trace100` for Portico
 with OpenTelemetry tracing on and 0 %, 1 % or every request sampled, exporting over OTLP/HTTP to
 a sink of this script's (a separate process: the export's cost in Portico is counted, the
 collector's is not), `--h2` (HTTP/2 clients, prior knowledge: 8 connections x 8 streams, as bench/run.py's
@@ -47,7 +49,11 @@ import run as harness  # noqa: E402  (the templates and process helpers of bench
 
 PORTS = {"nginx": 19181, "floor": 19182, "haproxy": 19183, "portico": 19184, "portico-chain": 19185,
          "portico-key": 19186, "portico-jwt": 19187, "portico-rl-local": 19188, "portico-gzip": 19189,
-         "portico-trace0": 19191, "portico-trace1": 19192, "portico-trace100": 19193}
+         "portico-trace0": 19191, "portico-trace1": 19192, "portico-trace100": 19193,
+         "portico-oas": 19194, "portico-oas-check": 19195}
+# The contestants serving bench/contract.yaml's operation, with request validation off and on.
+CONTRACT = {"portico-oas": False, "portico-oas-check": True}
+HERE = os.path.dirname(os.path.abspath(__file__))
 # The OTLP/HTTP sink the traced contestants export to.
 SINK_PORT = 19190
 # Sampling ratio of each traced contestant.
@@ -82,10 +88,12 @@ ORIGIN = harness.ORIGIN_PORT
 SIM = []
 # `--syscalls`: count system calls with perf instead of instructions with callgrind.
 SYSCALLS = []
+# `-d FILE` when every request posts a body (`--body`).
+DATA = []
 
 
 def h2load(port, n, cpu):
-    out = subprocess.run(["taskset", "-c", str(cpu), "h2load", *CLIENTS, "-n", str(n), "-t", "1", *HEADERS,
+    out = subprocess.run(["taskset", "-c", str(cpu), "h2load", *CLIENTS, "-n", str(n), "-t", "1", *HEADERS, *DATA,
                           f"http://127.0.0.1:{port}{PATH[0]}"], capture_output=True, text=True, timeout=600)
     ok = [l for l in out.stdout.splitlines() if l.startswith("status codes:")]
     if not ok or not ok[0].startswith(f"status codes: {n} 2xx"):
@@ -214,6 +222,8 @@ def main():
     ap.add_argument("--path", default="/hello", help="/hello (5 bytes) or /json (16 KiB of JSON)")
     ap.add_argument("--connections", type=int, default=64, help="HTTP/1.1 client connections")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--body", help="POST this file as a JSON body with every request (the origin's /hello answers "
+                                   "POST too); implied by the portico-oas contestants, with bench/order-1k.json")
     ap.add_argument("--cache", action="store_true",
                     help="also simulate caches and branch prediction (slower): misses per request")
     ap.add_argument("--syscalls", action="store_true",
@@ -243,6 +253,11 @@ def main():
         f.write('{"pad":"' + "x" * (16384 - 10) + '"}')
     procs = []
     PATH[0] = args.path
+    if args.body is None and any(p in CONTRACT for p in args.proxies.split(",")):
+        args.body = os.path.join(HERE, "order-1k.json")
+    if args.body:
+        DATA.extend(["-d", args.body])
+        HEADERS.extend(["-H", "content-type: application/json"])
     if any(p in harness.POLICIES for p in args.proxies.split(",")):
         HEADERS.extend(["-H", f"authorization: Bearer {harness.bench_token()}", "-H", f"x-api-key: {harness.BENCH_KEY}"])
     if "portico-gzip" in args.proxies.split(","):
@@ -294,6 +309,11 @@ def main():
                     # A queue deep enough for the whole run: a drop would hide export work.
                     conf += (f"tracing:\n  protocol: http/protobuf\n  endpoint: http://127.0.0.1:{SINK_PORT}\n"
                              f"  sample_ratio: {TRACED[name]}\n  max_queue: 100000\n  interval: 1s\n")
+                if name in CONTRACT:
+                    # The route comes from the document: no catch-all in front of it.
+                    conf = conf[:conf.index("routes:")] + (
+                        f"apis:\n  - openapi: {os.path.join(HERE, 'contract.yaml')}\n    upstream: origin\n"
+                        f"    validate_requests: {'true' if CONTRACT[name] else 'false'}\n")
                 if name in harness.POLICIES:
                     conf += harness.POLICIES[name].format(
                         keys=harness.KEYS_DIR, key_digest="sha256:" + hashlib.sha256(harness.BENCH_KEY.encode()).hexdigest())

@@ -1,1 +1,106 @@
-fn main() {}
+//! Checking bench/order-1k.json (1,007 bytes) against bench/contract.yaml's `Order` schema:
+//! Portico's validator, and for comparison serde_json alone (skipping the values, and building
+//! a `serde_json::Value`) and the `jsonschema` crate on a `Value` (docs/decisions/0021).
+//!
+//!     cargo bench -p portico-contract --bench validate
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use portico_contract::{Compiler, Dialect, Direction, Scratch, validate_json};
+use serde_json::{Value, json};
+
+/// bench/contract.yaml's schemas, as JSON.
+fn document() -> Value {
+    json!({ "components": { "schemas": {
+        "Order": {
+            "type": "object", "additionalProperties": false,
+            "required": ["id", "name", "email", "items"],
+            "properties": {
+                "id": { "type": "integer", "minimum": 1 },
+                "name": { "type": "string", "maxLength": 100 },
+                "email": { "type": "string", "format": "email" },
+                "tags": { "type": "array", "items": { "type": "string" }, "maxItems": 20 },
+                "address": { "type": "object", "properties": {
+                    "street": { "type": "string" }, "city": { "type": "string" },
+                    "zip": { "type": "string", "pattern": "^[0-9]{5}$" } } },
+                "items": { "type": "array", "items": { "$ref": "#/components/schemas/Item" } },
+                "note": { "type": "string" }
+            }
+        },
+        "Item": {
+            "type": "object", "required": ["sku", "qty"],
+            "properties": {
+                "sku": { "type": "string" },
+                "qty": { "type": "integer", "minimum": 1 },
+                "price": { "type": "number" }
+            }
+        }
+    } } })
+}
+
+fn bench(c: &mut Criterion) {
+    let body = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/order-1k.json"),
+    )
+    .expect("bench/order-1k.json");
+    let doc = document();
+    let mut compiler = Compiler::new(&doc, Dialect::Oas31);
+    let id = compiler.schema("/components/schemas/Order");
+    let (schemas, errors) = compiler.finish();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut scratch = Scratch::default();
+    assert!(
+        validate_json(
+            &schemas,
+            id,
+            &body,
+            &mut scratch,
+            64,
+            20,
+            Direction::Request
+        )
+        .unwrap()
+        .is_empty()
+    );
+
+    let mut wrapped = doc.clone();
+    wrapped["$ref"] = json!("#/components/schemas/Order");
+    let reference = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&wrapped)
+        .expect("jsonschema compiles the schema");
+
+    let mut g = c.benchmark_group("order-1k");
+    g.bench_function("portico", |b| {
+        b.iter(|| {
+            validate_json(
+                &schemas,
+                id,
+                std::hint::black_box(&body),
+                &mut scratch,
+                64,
+                20,
+                Direction::Request,
+            )
+            .unwrap()
+        })
+    });
+    g.bench_function("serde_json skip", |b| {
+        b.iter(|| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(std::hint::black_box(&body)).unwrap()
+        })
+    });
+    g.bench_function("serde_json Value", |b| {
+        b.iter(|| serde_json::from_slice::<Value>(std::hint::black_box(&body)).unwrap())
+    });
+    g.bench_function("serde_json Value + jsonschema", |b| {
+        b.iter(|| {
+            let v: Value = serde_json::from_slice(std::hint::black_box(&body)).unwrap();
+            reference.is_valid(&v)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

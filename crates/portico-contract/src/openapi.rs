@@ -164,7 +164,7 @@ fn param(compiler: &mut Compiler<'_>, root: &Value, ptr: &str, p: &Value) -> Opt
                     .to_ascii_lowercase();
                 let json = essence == "application/json" || essence.ends_with("+json");
                 let s = compiler.schema(&format!("{ptr}/content/{}/schema", escape(media)));
-                // A non-JSON content type: the value is taken as a string.
+                // A non-JSON content type: the value is read like a styled one.
                 (Some(s), json)
             }
             _ => (None, false),

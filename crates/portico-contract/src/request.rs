@@ -247,8 +247,8 @@ impl RequestContract {
     }
 
     /// Checks a JSON body against the schema [`check_head`](Self::check_head) chose. `Err`
-    /// carries the status: 400 with the failures, or 413 when the body is nested deeper than
-    /// the limit.
+    /// carries the status, 400, with the failures (a body nested deeper than the limit is one,
+    /// `maxDepth`).
     pub fn check_body(
         &self,
         schema: SchemaId,
@@ -384,7 +384,9 @@ impl RequestContract {
         let mut out: Vec<Violation> = Vec::new();
         let max = self.limits.max_errors.saturating_sub(failures.len()).max(1);
         let mut run = Run::new(tree, schemas, &mut out, max, Direction::Request);
-        if !run.check(schema, id) {
+        let ok = run.check(schema, id);
+        let exhausted = run.exhausted;
+        if !ok {
             failures.extend(out.into_iter().map(|v| Failure {
                 location: p.location.name(),
                 name: Some(p.name.clone()),
@@ -392,6 +394,13 @@ impl RequestContract {
                 keyword: v.keyword,
                 message: v.message,
             }));
+        }
+        if exhausted {
+            fail(
+                failures,
+                "cost",
+                "checking the parameter took more work than allowed".into(),
+            );
         }
     }
 }
@@ -571,8 +580,8 @@ fn styled(
                 entries.push((key, id));
             }
         } else {
-            // `k,v,k,v`.
-            let parts: Vec<&str> = body.split(',').collect();
+            // `k,v,k,v` (with the style's separator).
+            let parts: Vec<&str> = body.split(sep).collect();
             if !parts.len().is_multiple_of(2) {
                 return Err(format!("`{body}` does not pair keys with values"));
             }

@@ -580,6 +580,31 @@ impl<'a> Compiler<'a> {
                 ),
             }
         }
+        for (k, what) in [
+            ("patternProperties", "a mapping of patterns to schemas"),
+            (
+                "dependentRequired",
+                "a mapping of property names to lists of names",
+            ),
+            ("dependentSchemas", "a mapping of property names to schemas"),
+        ] {
+            if map.get(k).is_some_and(|v| !v.is_object()) {
+                self.error(
+                    &format!("{pointer}/{k}"),
+                    format!("`{k}` must be {what}"),
+                    "write a mapping",
+                );
+            }
+        }
+        if let Some(f) = map.get("format")
+            && !f.is_string()
+        {
+            self.error(
+                &format!("{pointer}/format"),
+                "`format` must be a string",
+                "write a format name such as `date-time`",
+            );
+        }
         if let Some(Value::Object(m)) = map.get("patternProperties") {
             let keys: Vec<String> = m.keys().cloned().collect();
             let base = format!("{pointer}/patternProperties");
@@ -620,10 +645,19 @@ impl<'a> Compiler<'a> {
             n.dependent_required = m
                 .iter()
                 .map(|(k, v)| {
-                    let list: Box<[Box<str>]> = v
-                        .as_array()
-                        .map(|l| l.iter().filter_map(Value::as_str).map(Into::into).collect())
-                        .unwrap_or_default();
+                    let list: Names = match v.as_array() {
+                        Some(l) if l.iter().all(Value::is_string) => {
+                            l.iter().filter_map(Value::as_str).map(Into::into).collect()
+                        }
+                        _ => {
+                            self.error(
+                                &format!("{pointer}/dependentRequired/{}", escape(k)),
+                                format!("`dependentRequired.{k}` must be a list of property names"),
+                                "write a list of strings",
+                            );
+                            Box::default()
+                        }
+                    };
                     (k.as_str().into(), list)
                 })
                 .collect();

@@ -235,6 +235,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Calls on soap routes, by result (ok, fault, error).",
     ),
     (
+        "portico_request_validation_failures_total",
+        Kind::Counter,
+        "Requests refused for breaking their OpenAPI operation's contract, by route and where the first failure was.",
+    ),
+    (
         "portico_xml_json_conversions_total",
         Kind::Counter,
         "Bodies converted by an xml_json policy, by direction.",

@@ -194,7 +194,12 @@ pub(crate) fn process<'c>(
                 {
                     Ok(s) => s,
                     Err(resp) => {
-                        ctx.rec.error = Some("request_invalid");
+                        ctx.rec.error =
+                            Some(if resp.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                                "unsupported_media_type"
+                            } else {
+                                "request_invalid"
+                            });
                         return Ok(resp);
                     }
                 }
@@ -491,7 +496,11 @@ async fn check_mocked_body(
     let max = c.request.limits.max_body;
     let bytes = match crate::body::read_client_body(req.into_body(), ctx.bytes_in, max).await {
         Ok(b) => b,
-        Err(crate::body::ReadError::TooLarge) => return Err(Problem::PayloadTooLarge),
+        Err(crate::body::ReadError::TooLarge) => {
+            metrics::counter!("portico_request_validation_failures_total", "route" => route.to_owned(), "location" => "body")
+                .increment(1);
+            return Err(Problem::PayloadTooLarge);
+        }
         Err(crate::body::ReadError::Malformed) => {
             return Err(Problem::BadRequest(
                 "The request body is malformed or was cut short.",
