@@ -58,6 +58,7 @@ fn time(b: &[u8]) -> bool {
         return false;
     }
     let mut rest = &b[8..];
+    let local = (h * 60 + m) as i32;
     if let Some(frac) = rest.strip_prefix(b".") {
         let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
         if n == 0 {
@@ -65,13 +66,22 @@ fn time(b: &[u8]) -> bool {
         }
         rest = &frac[n..];
     }
-    match rest {
-        [b'Z' | b'z'] => true,
-        [b'+' | b'-', h1, h2, b':', m1, m2] => {
-            matches!((digits(&[*h1, *h2]), digits(&[*m1, *m2])), (Some(h), Some(m)) if h <= 23 && m <= 59)
+    // The offset, in minutes east of UTC.
+    let offset = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            match (digits(&[*h1, *h2]), digits(&[*m1, *m2])) {
+                (Some(oh), Some(om)) if oh <= 23 && om <= 59 => {
+                    let o = (oh * 60 + om) as i32;
+                    if *sign == b'-' { -o } else { o }
+                }
+                _ => return false,
+            }
         }
-        _ => false,
-    }
+        _ => return false,
+    };
+    // A leap second is inserted at the end of a UTC day only: 23:59:60Z.
+    s < 60 || (local - offset).rem_euclid(1440) == 1439
 }
 
 /// RFC 4122's text form: 8-4-4-4-12 hex digits.
@@ -126,6 +136,7 @@ mod tests {
             (Format::DateTime, "2026-12-06T18:32:28Z"),
             (Format::DateTime, "2026-12-06t18:32:28.123+01:00"),
             (Format::Time, "23:59:60Z"),
+            (Format::Time, "00:59:60+01:00"),
             (Format::Uuid, "123e4567-e89b-12d3-a456-426614174000"),
             (Format::Ipv4, "192.0.2.1"),
             (Format::Ipv6, "2001:db8::1"),
@@ -142,6 +153,8 @@ mod tests {
             (Format::DateTime, "2026-12-06T18:32:28"),
             (Format::DateTime, "2026-12-06T24:00:00Z"),
             (Format::Time, "12:00:00.Z"),
+            (Format::Time, "12:00:60Z"),
+            (Format::DateTime, "2016-12-31T23:59:60+01:00"),
             (Format::Uuid, "123e4567e89b12d3a456426614174000"),
             (Format::Ipv4, "192.0.2.01"),
             (Format::Ipv4, "256.0.0.1"),

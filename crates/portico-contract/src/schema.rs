@@ -105,6 +105,9 @@ impl Format {
 pub(crate) struct Bound {
     pub value: f64,
     pub exclusive: bool,
+    /// The bound exactly, when it is written as an integer: integers beyond 2^53 are compared
+    /// with it rather than with the rounded `value`.
+    pub int: Option<i128>,
 }
 
 #[derive(Debug)]
@@ -194,6 +197,20 @@ impl Schemas {
             }
         }
         0
+    }
+
+    /// Whether a schema, through its `$ref`s and `allOf`s, says `readOnly` (`write` false) or
+    /// `writeOnly` (`write` true).
+    pub(crate) fn says_only(&self, id: SchemaId, write: bool, depth: u32) -> bool {
+        let n = self.node(id);
+        if (write && n.write_only) || (!write && n.read_only) {
+            return true;
+        }
+        depth < 16
+            && n.reference
+                .iter()
+                .chain(n.all_of.iter())
+                .any(|s| self.says_only(*s, write, depth + 1))
     }
 
     /// Whether `id` is an object schema with this property, and the property's schema.
@@ -352,9 +369,18 @@ impl<'a> Compiler<'a> {
     }
 
     fn number(&mut self, v: &Value, pointer: &str, key: &str) -> Option<f64> {
+        self.exact(v, pointer, key).map(|(f, _)| f)
+    }
+
+    /// A number keyword, and its exact value when it is an integer.
+    fn exact(&mut self, v: &Value, pointer: &str, key: &str) -> Option<(f64, Option<i128>)> {
         let x = v.get(key)?;
+        let int = x
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| x.as_u64().map(i128::from));
         match x.as_f64() {
-            Some(n) => Some(n),
+            Some(n) => Some((n, int)),
             None => {
                 self.error(
                     &format!("{pointer}/{key}"),
@@ -373,7 +399,10 @@ impl<'a> Compiler<'a> {
                 source: source.into(),
             });
         }
-        match regex::RegexBuilder::new(source).size_limit(1 << 20).build() {
+        match regex::RegexBuilder::new(&ascii_classes(source))
+            .size_limit(1 << 20)
+            .build()
+        {
             Ok(re) => {
                 self.patterns.insert(source.to_owned(), re.clone());
                 Some(Pattern {
@@ -524,25 +553,27 @@ impl<'a> Compiler<'a> {
         // Numbers: draft 4 (OpenAPI 3.0) makes `exclusiveMinimum` a flag on `minimum`;
         // 2020-12 makes it a bound of its own.
         let (min, max) = (
-            self.number(v, pointer, "minimum"),
-            self.number(v, pointer, "maximum"),
+            self.exact(v, pointer, "minimum"),
+            self.exact(v, pointer, "maximum"),
         );
         match self.dialect {
             Dialect::Oas30 => {
                 let flag = |k: &str| map.get(k) == Some(&Value::Bool(true));
-                n.minimum = min.map(|value| Bound {
+                n.minimum = min.map(|(value, int)| Bound {
                     value,
                     exclusive: flag("exclusiveMinimum"),
+                    int,
                 });
-                n.maximum = max.map(|value| Bound {
+                n.maximum = max.map(|(value, int)| Bound {
                     value,
                     exclusive: flag("exclusiveMaximum"),
+                    int,
                 });
             }
             Dialect::Oas31 => {
                 let (emin, emax) = (
-                    self.number(v, pointer, "exclusiveMinimum"),
-                    self.number(v, pointer, "exclusiveMaximum"),
+                    self.exact(v, pointer, "exclusiveMinimum"),
+                    self.exact(v, pointer, "exclusiveMaximum"),
                 );
                 n.minimum = tighter(min, emin, |a, b| a > b);
                 n.maximum = tighter(max, emax, |a, b| a < b);
@@ -714,34 +745,88 @@ impl<'a> Compiler<'a> {
     }
 }
 
+type Exact = (f64, Option<i128>);
+
 /// The tighter of an inclusive and an exclusive bound.
 fn tighter(
-    inclusive: Option<f64>,
-    exclusive: Option<f64>,
+    inclusive: Option<Exact>,
+    exclusive: Option<Exact>,
     beyond: fn(f64, f64) -> bool,
 ) -> Option<Bound> {
+    let bound = |(value, int): Exact, exclusive| Bound {
+        value,
+        exclusive,
+        int,
+    };
     match (inclusive, exclusive) {
         (None, None) => None,
-        (Some(v), None) => Some(Bound {
-            value: v,
-            exclusive: false,
-        }),
-        (None, Some(v)) => Some(Bound {
-            value: v,
-            exclusive: true,
-        }),
-        (Some(i), Some(e)) => Some(if beyond(i, e) {
-            Bound {
-                value: i,
-                exclusive: false,
-            }
+        (Some(i), None) => Some(bound(i, false)),
+        (None, Some(e)) => Some(bound(e, true)),
+        (Some(i), Some(e)) => Some(if beyond(i.0, e.0) {
+            bound(i, false)
         } else {
-            Bound {
-                value: e,
-                exclusive: true,
-            }
+            bound(e, true)
         }),
     }
+}
+
+/// A pattern with ECMA-262's ASCII meaning of `\d`, `\w` and `\b`, which JSON Schema
+/// specifies, where Rust's regex crate would take every Unicode digit and letter: `^\d+$`
+/// must not let Arabic-Indic digits through to an upstream that parses ASCII.
+fn ascii_classes(source: &str) -> String {
+    let mut out = String::with_capacity(source.len() + 8);
+    let mut in_class = false;
+    let mut chars = source.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e @ ('d' | 'D' | 'w' | 'W' | 'b' | 'B')) => {
+                    let text = match (in_class, e) {
+                        (false, 'd') => "[0-9]",
+                        (false, 'D') => "[^0-9]",
+                        (false, 'w') => "[0-9A-Za-z_]",
+                        (false, 'W') => "[^0-9A-Za-z_]",
+                        (false, 'b') => "(?-u:\\b)",
+                        (false, _) => "(?-u:\\B)",
+                        (true, 'd') => "0-9",
+                        (true, 'w') => "0-9A-Za-z_",
+                        // `[\D]`, `[\W]` and `[\b]` keep the regex crate's meaning.
+                        (true, _) => {
+                            out.push('\\');
+                            out.push(e);
+                            continue;
+                        }
+                    };
+                    out.push_str(text);
+                }
+                Some(e) => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                None => out.push('\\'),
+            },
+            '[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                // A `]` right after `[` or `[^` is a literal.
+                let rest = chars.as_str();
+                if let Some(r) = rest.strip_prefix('^') {
+                    out.push('^');
+                    chars = r.chars();
+                }
+                if chars.as_str().starts_with(']') {
+                    out.push(']');
+                    chars.next();
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(']');
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A key as a JSON pointer segment.
@@ -761,4 +846,21 @@ fn decode_fragment(r: &str) -> Option<String> {
         .ok()?
         .into_owned();
     (decoded.is_empty() || decoded.starts_with('/')).then_some(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ascii_classes;
+
+    #[test]
+    fn perl_classes_take_their_ascii_meaning() {
+        assert_eq!(ascii_classes(r"^\d+$"), "^[0-9]+$");
+        assert_eq!(ascii_classes(r"[\d.]+\w"), "[0-9.]+[0-9A-Za-z_]");
+        assert_eq!(ascii_classes(r"\\d\bx"), r"\\d(?-u:\b)x");
+        assert_eq!(ascii_classes(r"[]\d][^]\w]"), "[]0-9][^]0-9A-Za-z_]");
+        assert_eq!(ascii_classes(r"[\D]é\.\s"), r"[\D]é\.\s");
+        let re = regex::Regex::new(&ascii_classes(r"^\d+$")).unwrap();
+        assert!(re.is_match("123"));
+        assert!(!re.is_match("\u{661}\u{662}"));
+    }
 }

@@ -297,31 +297,9 @@ impl<'t, 'o> Run<'t, 'o> {
         };
         let mut ok = true;
         if let Some(b) = n.minimum {
-            let below = match value {
-                // Exact for integers that f64 rounds.
-                V::U(u) if b.value.fract() == 0.0 && b.value.abs() < 9e15 => {
-                    let m = b.value as i128;
-                    if b.exclusive {
-                        (u as i128) <= m
-                    } else {
-                        (u as i128) < m
-                    }
-                }
-                V::I(i) if b.value.fract() == 0.0 && b.value.abs() < 9e15 => {
-                    let m = b.value as i128;
-                    if b.exclusive {
-                        (i as i128) <= m
-                    } else {
-                        (i as i128) < m
-                    }
-                }
-                _ => {
-                    if b.exclusive {
-                        x <= b.value
-                    } else {
-                        x < b.value
-                    }
-                }
+            let below = match beyond(value, x, b) {
+                Some(o) => o.is_lt() || (b.exclusive && o.is_eq()),
+                None => false,
             };
             if below {
                 ok = self.fail(
@@ -338,37 +316,16 @@ impl<'t, 'o> Run<'t, 'o> {
                             } else {
                                 "at least"
                             },
-                            num_text(b.value)
+                            bound_text(b)
                         )
                     },
                 );
             }
         }
         if let Some(b) = n.maximum {
-            let above = match value {
-                V::U(u) if b.value.fract() == 0.0 && b.value.abs() < 9e15 => {
-                    let m = b.value as i128;
-                    if b.exclusive {
-                        (u as i128) >= m
-                    } else {
-                        (u as i128) > m
-                    }
-                }
-                V::I(i) if b.value.fract() == 0.0 && b.value.abs() < 9e15 => {
-                    let m = b.value as i128;
-                    if b.exclusive {
-                        (i as i128) >= m
-                    } else {
-                        (i as i128) > m
-                    }
-                }
-                _ => {
-                    if b.exclusive {
-                        x >= b.value
-                    } else {
-                        x > b.value
-                    }
-                }
+            let above = match beyond(value, x, b) {
+                Some(o) => o.is_gt() || (b.exclusive && o.is_eq()),
+                None => false,
             };
             if above {
                 ok = self.fail(
@@ -381,7 +338,7 @@ impl<'t, 'o> Run<'t, 'o> {
                         format!(
                             "must be {} {}",
                             if b.exclusive { "less than" } else { "at most" },
-                            num_text(b.value)
+                            bound_text(b)
                         )
                     },
                 );
@@ -438,14 +395,14 @@ impl<'t, 'o> Run<'t, 'o> {
                 .any(|(k, _)| self.tree.bytes(*k) == r.as_bytes())
             {
                 // `readOnly` properties are answered, not sent: not required of requests.
-                let skip = match (
-                    self.direction,
-                    n.properties.iter().find(|(k, _)| **k == *r.as_bytes()),
-                ) {
-                    (Direction::Request, Some((_, s))) => self.schemas.node(*s).read_only,
-                    (Direction::Response, Some((_, s))) => self.schemas.node(*s).write_only,
-                    _ => false,
-                };
+                let skip = n
+                    .properties
+                    .iter()
+                    .find(|(k, _)| **k == *r.as_bytes())
+                    .is_some_and(|(_, s)| {
+                        self.schemas
+                            .says_only(*s, self.direction == Direction::Response, 0)
+                    });
                 if !skip {
                     ok = self.fail("required", || format!("the property `{r}` is missing"));
                     if self.quiet > 0 {
@@ -748,6 +705,22 @@ fn multiple_of(value: V, x: f64, m: f64) -> bool {
     // Decimal multiples such as 0.1 are not exact in binary: compare within a few ulps of the
     // quotient.
     (q - q.round()).abs() <= q.abs().max(1.0) * 4.0 * f64::EPSILON
+}
+
+/// How a number compares with a bound: exactly when both are integers, else as floats.
+fn beyond(value: V, x: f64, b: crate::schema::Bound) -> Option<std::cmp::Ordering> {
+    match (value, b.int) {
+        (V::U(u), Some(m)) => Some(i128::from(u).cmp(&m)),
+        (V::I(i), Some(m)) => Some(i128::from(i).cmp(&m)),
+        _ => x.partial_cmp(&b.value),
+    }
+}
+
+fn bound_text(b: crate::schema::Bound) -> String {
+    match b.int {
+        Some(i) => i.to_string(),
+        None => num_text(b.value),
+    }
 }
 
 fn num_text(v: f64) -> String {

@@ -200,7 +200,7 @@ pub(crate) fn process<'c>(
                             } else {
                                 "request_invalid"
                             });
-                        return Ok(resp);
+                        return Ok(*resp);
                     }
                 }
             }
@@ -511,7 +511,7 @@ async fn check_mocked_body(
         Ok(()) => Ok(None),
         Err(resp) => {
             ctx.rec.error = Some("request_invalid");
-            Ok(Some(resp))
+            Ok(Some(*resp))
         }
     }
 }

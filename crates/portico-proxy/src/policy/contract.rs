@@ -25,7 +25,7 @@ pub(crate) fn check_head<B: http_body::Body>(
     req: &Request<B>,
     params: &[String],
     request_id: &HeaderValue,
-) -> Result<Option<SchemaId>, Response<Body>> {
+) -> Result<Option<SchemaId>, Box<Response<Body>>> {
     let path: Vec<(&str, &str)> = c
         .path_names
         .iter()
@@ -44,7 +44,7 @@ pub(crate) fn check_head<B: http_body::Body>(
     match r {
         Ok(BodyPlan::Pass) => Ok(None),
         Ok(BodyPlan::Check(s)) => Ok(Some(s)),
-        Err(status) => Err(refusal(route, status, failures, request_id)),
+        Err(status) => Err(Box::new(refusal(route, status, failures, request_id))),
     }
 }
 
@@ -55,10 +55,10 @@ pub(crate) fn check_body(
     schema: SchemaId,
     body: &Bytes,
     request_id: &HeaderValue,
-) -> Result<(), Response<Body>> {
+) -> Result<(), Box<Response<Body>>> {
     let mut failures = Vec::new();
     let r = SCRATCH.with_borrow_mut(|s| c.request.check_body(schema, body, s, &mut failures));
-    r.map_err(|status| refusal(route, status, failures, request_id))
+    r.map_err(|status| Box::new(refusal(route, status, failures, request_id)))
 }
 
 /// The problem document of a refused request.
@@ -132,6 +132,6 @@ pub(crate) async fn read_and_check(
                 }
                 Refusal::Problem(p)
             })?;
-    check_body(c, route, schema, &bytes, request_id).map_err(|r| Refusal::Answer(Box::new(r)))?;
+    check_body(c, route, schema, &bytes, request_id).map_err(Refusal::Answer)?;
     Ok(Request::from_parts(parts, Body::full(bytes)))
 }
