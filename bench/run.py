@@ -40,7 +40,12 @@ PORTS = {"nginx": 19081, "haproxy": 19082, "portico": 19084, "nginx-log": 19091,
          "portico-rl-local": 19088, "portico-rl-redis": 19089, "portico-rl-batch": 19090,
          "portico-rr2": 19095, "portico-lr2": 19096, "portico-grpc": 19097,
          "portico-agg": 19098, "portico-gzip": 19099, "portico-soap": 19100,
-         "portico-warm": 19101, "floor": 19102, "portico-b": 19103}
+         "portico-warm": 19101, "floor": 19102, "portico-b": 19103,
+         "portico-oas": 19104, "portico-oas-check": 19105}
+
+# The operation of bench/contract.yaml with request validation off and on, for the
+# contract-c64 scenario (`--proxies portico-oas,portico-oas-check --scenarios contract-c64`).
+CONTRACT = {"portico-oas": False, "portico-oas-check": True}
 
 # Two targets (the origin on two ports) balanced round robin or by least request, to measure
 # what the least-request pick costs: `--proxies portico-rr2,portico-lr2`.
@@ -259,6 +264,9 @@ SCENARIOS = {
     # except portico-soap, which turns it into a SOAP 1.1 call (the calculator WSDL's Echo) and
     # reads a 4 KiB envelope back into JSON.
     "soap-c64": ("wrk-soap", "/soap/Echo", 64, 1),
+    # bench/order-1k.json (1,007 bytes) posted to /hello, answered with 5 bytes: proxied as is,
+    # and by portico-oas-check checked against bench/contract.yaml's schema on the way.
+    "contract-c64": ("wrk-contract", "/hello", 64, 1),
 }
 
 SOAP_TEXT = "s" * 4000
@@ -351,8 +359,8 @@ def wait_port(port, proc, what):
 
 def load(tool, port, path, conns, streams, seconds, cpu):
     pre = lambda: os.setpriority(os.PRIO_PROCESS, 0, -20) if os.geteuid() == 0 else None
-    if tool in ("wrk", "wrk-soap"):
-        script = SOAP_LUA if tool == "wrk-soap" else LUA
+    if tool in ("wrk", "wrk-soap", "wrk-contract"):
+        script = {"wrk-soap": SOAP_LUA, "wrk-contract": CONTRACT_LUA}.get(tool, LUA)
         cmd = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", script, f"http://127.0.0.1:{port}{path}"]
         out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pre, timeout=seconds + 30).stdout
         m = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
@@ -419,6 +427,12 @@ def main():
         body = '{"text":"' + SOAP_TEXT + '","count":1,"color":"red"}'
         f.write(f'wrk.method = "POST"\nwrk.body = \'{body}\'\nwrk.headers["Content-Type"] = "application/json"\n')
         f.write(WRK_LUA)
+    global CONTRACT_LUA
+    CONTRACT_LUA = os.path.join(run, "contract.lua")
+    with open(CONTRACT_LUA, "w") as f:
+        body = open(os.path.join(HERE, "order-1k.json")).read().replace("\\", "\\\\").replace("'", "\\'")
+        f.write(f'wrk.method = "POST"\nwrk.body = \'{body}\'\nwrk.headers["Content-Type"] = "application/json"\n')
+        f.write(WRK_LUA)
     with open(os.path.join(run, "soap4k.json"), "w") as f:
         f.write('{"EchoResult":"' + SOAP_TEXT + '"}')
     with open(os.path.join(run, "soap4k.xml"), "w") as f:
@@ -467,7 +481,7 @@ def main():
 
         contestants = []
         for proxy in args.proxies.split(","):
-            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED or proxy in ("portico-grpc", "portico-agg", "portico-soap", "portico-warm", "floor", "portico-b") else [False, True]):
+            for logging in ([False] if args.no_log or proxy in POLICIES or proxy in BALANCED or proxy in ("portico-grpc", "portico-agg", "portico-soap", "portico-warm", "floor", "portico-b", *CONTRACT) else [False, True]):
                 name = proxy + ("-log" if logging else "")
                 port = PORTS[name]
                 log = os.path.join(run, f"{name}.access.log")
@@ -515,6 +529,11 @@ def main():
                         # cold-pool burst at 1,000 client connections.
                         conf = conf.replace(f'    targets: ["http://127.0.0.1:{ORIGIN_PORT}"]\n',
                                             f'    targets: ["http://127.0.0.1:{ORIGIN_PORT}"]\n    preconnect: 1024\n')
+                    if proxy in CONTRACT:
+                        # The route comes from the document: no catch-all in front of it.
+                        conf = conf[:conf.index("routes:")] + (
+                            f"apis:\n  - openapi: {os.path.join(HERE, 'contract.yaml')}\n    upstream: origin\n"
+                            f"    validate_requests: {'true' if CONTRACT[proxy] else 'false'}\n") + chain
                     if proxy in BALANCED:
                         conf = conf.replace(f'targets: ["http://127.0.0.1:{ORIGIN_PORT}"]',
                                             f'targets: ["http://127.0.0.1:{ORIGIN_PORT}", "http://127.0.0.1:{ORIGIN_PORT2}"]\n'

@@ -166,6 +166,23 @@ pub(crate) struct Node {
     pub one_of: Box<[SchemaId]>,
     pub not: Option<SchemaId>,
     pub condition: Option<(SchemaId, Option<SchemaId>, Option<SchemaId>)>,
+    /// Which groups of keywords the node has (`has::*`), so a check skips the others at once.
+    pub has: u8,
+    /// For each entry of `required` that is also in `properties`, the bit of its index there
+    /// (when there are at most 64 properties): an object's keys mark the properties they match,
+    /// and one comparison finds what is missing.
+    pub required_bits: u64,
+    /// Whether `required` is covered by `required_bits` alone.
+    pub required_by_bits: bool,
+}
+
+pub(crate) mod has {
+    pub const APPLICATORS: u8 = 1;
+    pub const ENUM_CONST: u8 = 2;
+    pub const STRING: u8 = 4;
+    pub const NUMBER: u8 = 8;
+    pub const OBJECT: u8 = 16;
+    pub const ARRAY: u8 = 32;
 }
 
 /// Every schema compiled from one document, which `$ref`s link by index.
@@ -304,7 +321,8 @@ impl<'a> Compiler<'a> {
     }
 
     /// Every schema compiled, and every problem found.
-    pub fn finish(self) -> (Schemas, Vec<CompileError>) {
+    pub fn finish(mut self) -> (Schemas, Vec<CompileError>) {
+        link(&mut self.nodes);
         (
             Schemas {
                 nodes: self.nodes,
@@ -742,6 +760,158 @@ impl<'a> Compiler<'a> {
             n.condition = Some((i, t, e));
         }
         n
+    }
+}
+
+/// Whether a node is a `$ref` and nothing else.
+fn pure_ref(n: &Node) -> Option<SchemaId> {
+    let r = n.reference?;
+    let alone = !n.never
+        && n.types == 0
+        && !n.nullable
+        && !n.read_only
+        && !n.write_only
+        && n.enumeration.is_none()
+        && n.constant.is_none()
+        && n.min_length.is_none()
+        && n.max_length.is_none()
+        && n.pattern.is_none()
+        && n.format.is_none()
+        && n.minimum.is_none()
+        && n.maximum.is_none()
+        && n.multiple_of.is_none()
+        && n.properties.is_empty()
+        && n.pattern_properties.is_empty()
+        && n.additional.is_none()
+        && n.required.is_empty()
+        && n.min_properties.is_none()
+        && n.max_properties.is_none()
+        && n.property_names.is_none()
+        && n.dependent_required.is_empty()
+        && n.dependent_schemas.is_empty()
+        && n.prefix_items.is_empty()
+        && n.items.is_none()
+        && n.min_items.is_none()
+        && n.max_items.is_none()
+        && !n.unique_items
+        && n.contains.is_none()
+        && n.all_of.is_empty()
+        && n.any_of.is_empty()
+        && n.one_of.is_empty()
+        && n.not.is_none()
+        && n.condition.is_none();
+    alone.then_some(r)
+}
+
+/// Makes the compiled nodes quick to check: links that go through a node that is only a
+/// `$ref` go to its target instead (a chain of them too, a loop of them is left as it is),
+/// and each node learns which groups of keywords it has and which of its properties are
+/// required.
+fn link(nodes: &mut [Node]) {
+    let targets: Vec<Option<SchemaId>> = nodes.iter().map(pure_ref).collect();
+    let end = |mut id: SchemaId| {
+        for _ in 0..32 {
+            match targets[id.0 as usize] {
+                Some(next) if next != id => id = next,
+                _ => return id,
+            }
+        }
+        id
+    };
+    let fix = |id: &mut SchemaId| *id = end(*id);
+    for n in nodes.iter_mut() {
+        // A node's own `$ref` is kept: it is what makes a pure-reference node check anything.
+        if let Some(r) = n.reference.as_mut() {
+            fix(r);
+        }
+        n.properties.iter_mut().for_each(|(_, s)| fix(s));
+        n.pattern_properties.iter_mut().for_each(|(_, s)| fix(s));
+        n.dependent_schemas.iter_mut().for_each(|(_, s)| fix(s));
+        n.prefix_items.iter_mut().for_each(fix);
+        n.all_of.iter_mut().for_each(fix);
+        n.any_of.iter_mut().for_each(fix);
+        n.one_of.iter_mut().for_each(fix);
+        for s in [
+            &mut n.additional,
+            &mut n.property_names,
+            &mut n.items,
+            &mut n.contains,
+            &mut n.not,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(s);
+        }
+        if let Some((i, t, e)) = n.condition.as_mut() {
+            fix(i);
+            if let Some(t) = t {
+                fix(t);
+            }
+            if let Some(e) = e {
+                fix(e);
+            }
+        }
+        let mut h = 0;
+        if !n.all_of.is_empty()
+            || !n.any_of.is_empty()
+            || !n.one_of.is_empty()
+            || n.not.is_some()
+            || n.condition.is_some()
+        {
+            h |= has::APPLICATORS;
+        }
+        if n.enumeration.is_some() || n.constant.is_some() {
+            h |= has::ENUM_CONST;
+        }
+        if n.min_length.is_some()
+            || n.max_length.is_some()
+            || n.pattern.is_some()
+            || n.format.is_some()
+        {
+            h |= has::STRING;
+        }
+        if n.minimum.is_some()
+            || n.maximum.is_some()
+            || n.multiple_of.is_some()
+            || n.format.is_some()
+        {
+            h |= has::NUMBER;
+        }
+        if !n.properties.is_empty()
+            || !n.pattern_properties.is_empty()
+            || n.additional.is_some()
+            || !n.required.is_empty()
+            || n.min_properties.is_some()
+            || n.max_properties.is_some()
+            || n.property_names.is_some()
+            || !n.dependent_required.is_empty()
+            || !n.dependent_schemas.is_empty()
+        {
+            h |= has::OBJECT;
+        }
+        if !n.prefix_items.is_empty()
+            || n.items.is_some()
+            || n.min_items.is_some()
+            || n.max_items.is_some()
+            || n.unique_items
+            || n.contains.is_some()
+        {
+            h |= has::ARRAY;
+        }
+        n.has = h;
+        if n.properties.len() <= 64 {
+            let mut bits = 0u64;
+            let mut all = true;
+            for r in n.required.iter() {
+                match n.properties.iter().position(|(k, _)| **k == *r.as_bytes()) {
+                    Some(i) => bits |= 1 << i,
+                    None => all = false,
+                }
+            }
+            n.required_bits = bits;
+            n.required_by_bits = all;
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::json::{Span, Tree, V};
-use crate::schema::{Format, Node, SchemaId, Schemas, ty};
+use crate::schema::{Format, Node, SchemaId, Schemas, has, ty};
 
 /// One broken rule: where (a JSON pointer into the value), which keyword, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +162,8 @@ impl<'t, 'o> Run<'t, 'o> {
                 format!("expected {}, got {}", types_text(n.types), kind_name(t))
             });
         }
-        if let Some(list) = &n.enumeration
+        if n.has & has::ENUM_CONST != 0
+            && let Some(list) = &n.enumeration
             && !list.iter().any(|e| self.equals(v, e))
         {
             ok = self.fail("enum", || format!("must be one of {}", short_list(list)));
@@ -175,14 +176,16 @@ impl<'t, 'o> Run<'t, 'o> {
             done!();
         }
         match value {
-            V::Str(sp) => ok &= self.string(n, sp),
-            V::U(_) | V::I(_) | V::F(_) => ok &= self.number(n, value),
-            V::Obj(from, len) => ok &= self.object(n, v, from, len),
-            V::Arr(from, len) => ok &= self.array(n, from, len),
-            V::Null | V::Bool(_) => {}
+            V::Str(sp) if n.has & has::STRING != 0 => ok &= self.string(n, sp),
+            V::U(_) | V::I(_) | V::F(_) if n.has & has::NUMBER != 0 => ok &= self.number(n, value),
+            V::Obj(from, len) if n.has & has::OBJECT != 0 => ok &= self.object(n, v, from, len),
+            V::Arr(from, len) if n.has & has::ARRAY != 0 => ok &= self.array(n, from, len),
+            _ => {}
         }
-        done!();
-        ok &= self.applicators(n, v);
+        if n.has & has::APPLICATORS != 0 {
+            done!();
+            ok &= self.applicators(n, v);
+        }
         ok
     }
 
@@ -389,28 +392,8 @@ impl<'t, 'o> Run<'t, 'o> {
                 format!("must have at most {max} properties")
             });
         }
-        for r in n.required.iter() {
-            if !entries
-                .iter()
-                .any(|(k, _)| self.tree.bytes(*k) == r.as_bytes())
-            {
-                // `readOnly` properties are answered, not sent: not required of requests.
-                let skip = n
-                    .properties
-                    .iter()
-                    .find(|(k, _)| **k == *r.as_bytes())
-                    .is_some_and(|(_, s)| {
-                        self.schemas
-                            .says_only(*s, self.direction == Direction::Response, 0)
-                    });
-                if !skip {
-                    ok = self.fail("required", || format!("the property `{r}` is missing"));
-                    if self.quiet > 0 {
-                        return false;
-                    }
-                }
-            }
-        }
+        let mark = self.out.len();
+        let mut seen = 0u64;
         for (name, deps) in n.dependent_required.iter() {
             if entries
                 .iter()
@@ -440,9 +423,12 @@ impl<'t, 'o> Run<'t, 'o> {
                 ok &= self.check_key(names, k);
             }
             let mut known = false;
-            if let Some((_, s)) = n.properties.iter().find(|(name, _)| **name == *key) {
+            if let Some(i) = n.properties.iter().position(|(name, _)| **name == *key) {
                 known = true;
-                ok &= self.check(*s, child);
+                if i < 64 {
+                    seen |= 1 << i;
+                }
+                ok &= self.check(n.properties[i].1, child);
             }
             if !plain {
                 let text = std::str::from_utf8(key).unwrap_or("");
@@ -467,12 +453,48 @@ impl<'t, 'o> Run<'t, 'o> {
             }
             self.path.pop();
         }
+        if !n.required.is_empty() && (!n.required_by_bits || n.required_bits & !seen != 0) {
+            // Told before the failures of the properties, as the object reads.
+            let before = self.out.len();
+            ok &= self.required(n, entries, seen);
+            let added = self.out.len() - before;
+            self.out[mark..].rotate_right(added);
+        }
         for (name, s) in n.dependent_schemas.iter() {
             if entries
                 .iter()
                 .any(|(k, _)| self.tree.bytes(*k) == name.as_bytes())
             {
                 ok &= self.check(*s, v);
+            }
+        }
+        ok
+    }
+
+    /// Reports the required properties an object lacks (`seen`: the properties it has, as bits).
+    fn required(&mut self, n: &'t Node, entries: &[(Span, u32)], seen: u64) -> bool {
+        let mut ok = true;
+        for r in n.required.iter() {
+            let index = n.properties.iter().position(|(k, _)| **k == *r.as_bytes());
+            let present = match index {
+                Some(i) if i < 64 => seen & (1 << i) != 0,
+                _ => entries
+                    .iter()
+                    .any(|(k, _)| self.tree.bytes(*k) == r.as_bytes()),
+            };
+            if present {
+                continue;
+            }
+            // `readOnly` properties are answered, not sent: not required of requests.
+            let skip = index.is_some_and(|i| {
+                self.schemas
+                    .says_only(n.properties[i].1, self.direction == Direction::Response, 0)
+            });
+            if !skip {
+                ok = self.fail("required", || format!("the property `{r}` is missing"));
+                if self.quiet > 0 {
+                    return false;
+                }
             }
         }
         ok
