@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 pub mod config;
+pub mod contract;
 pub mod h1;
 pub mod jwt;
 pub mod paths;
@@ -30,6 +31,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("transcode", transcode::transcode),
     ("jwt", jwt::jwt),
     ("trace_context", trace::trace_context),
+    ("contract_body", contract::contract_body),
 ];
 
 /// Where the committed corpora are: `fuzz/corpus/<target>/`.

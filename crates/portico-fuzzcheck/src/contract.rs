@@ -1,0 +1,138 @@
+//! Request validation: a hostile body against schemas that use every kind of keyword, and the
+//! same bytes as a query string against parameters of every style.
+
+use std::sync::{Arc, OnceLock};
+
+use portico_contract::{
+    Compiler, Dialect, Direction, Limits, OperationRef, RequestContract, RequestParts, SchemaId,
+    Schemas, Scratch, compile_operation, finish, validate_json,
+};
+use serde_json::{Value, json};
+
+const MAX_DEPTH: u32 = 16;
+const MAX_ERRORS: usize = 8;
+
+struct Fixture {
+    schemas: Arc<Schemas>,
+    roots: Vec<SchemaId>,
+    query: RequestContract,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let doc = json!({
+            "openapi": "3.1.0",
+            "paths": { "/q": { "get": { "parameters": [
+                { "name": "n", "in": "query", "schema": { "type": "integer", "maximum": 9 } },
+                { "name": "a", "in": "query", "explode": false, "schema": { "type": "array", "items": { "type": "number" } } },
+                { "name": "p", "in": "query", "style": "pipeDelimited", "schema": { "type": "array", "items": { "type": "boolean" } } },
+                { "name": "d", "in": "query", "style": "deepObject", "schema": { "$ref": "#/components/schemas/Item" } },
+                { "name": "o", "in": "query", "explode": false, "schema": { "type": "object", "additionalProperties": { "type": "integer" } } },
+                { "name": "j", "in": "query", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Tree" } } } }
+            ] } } },
+            "components": { "schemas": {
+                "Item": { "type": "object", "required": ["sku"], "additionalProperties": false,
+                          "properties": { "sku": { "type": "string", "pattern": "^[A-Z]{3}-\\d+$" },
+                                          "qty": { "type": "integer", "minimum": 1, "format": "int32" },
+                                          "at": { "type": "string", "format": "date-time" } } },
+                "Tree": { "type": ["object", "null"], "properties": {
+                            "value": { "oneOf": [{ "type": "string", "maxLength": 4 }, { "type": "number", "multipleOf": 0.5 }] },
+                            "kids": { "type": "array", "items": { "$ref": "#/components/schemas/Tree" }, "uniqueItems": true } } },
+                "Mixed": { "anyOf": [
+                    { "type": "array", "prefixItems": [{ "const": 1 }], "items": { "enum": ["x", 2, null] }, "contains": { "type": "null" } },
+                    { "type": "object", "patternProperties": { "^[a-z]+$": { "type": "boolean" } },
+                      "propertyNames": { "maxLength": 8 }, "dependentRequired": { "a": ["b"] }, "minProperties": 1 },
+                    { "not": { "type": ["object", "array"] }, "if": { "type": "string" }, "then": { "format": "email" } }
+                ] }
+            } }
+        });
+        let mut c = Compiler::new(&doc, Dialect::Oas31);
+        let roots = ["Item", "Tree", "Mixed"]
+            .iter()
+            .map(|n| c.schema(&format!("/components/schemas/{n}")))
+            .collect();
+        let (params, body) = compile_operation(
+            &mut c,
+            &doc,
+            &OperationRef {
+                path_item: "/paths/~1q",
+                operation: "/paths/~1q/get",
+            },
+        );
+        let (schemas, errors) = c.finish();
+        assert!(errors.is_empty(), "{errors:?}");
+        let limits = Limits {
+            max_body: 1 << 20,
+            max_depth: MAX_DEPTH,
+            max_errors: MAX_ERRORS,
+        };
+        let schemas = Arc::new(schemas);
+        Fixture {
+            query: finish(&schemas, params, body, limits),
+            schemas,
+            roots,
+        }
+    })
+}
+
+/// How deep a JSON value nests (a scalar is 0).
+fn depth(v: &Value) -> u32 {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Checking never panics. A body is read exactly when serde_json reads it (within the depth
+/// limit); the failures are at most the bound, and each one's pointer names a value of the
+/// body. The same bytes as a query string are checked without panicking either.
+pub fn contract_body(data: &[u8]) {
+    let f = fixture();
+    let mut scratch = Scratch::default();
+    let parsed = serde_json::from_slice::<Value>(data).ok();
+    for root in &f.roots {
+        let got = validate_json(
+            &f.schemas,
+            *root,
+            data,
+            &mut scratch,
+            MAX_DEPTH,
+            MAX_ERRORS,
+            Direction::Request,
+        );
+        match (&parsed, got) {
+            (Some(v), Ok(violations)) => {
+                assert!(violations.len() <= MAX_ERRORS + 1, "{violations:?}");
+                for x in &violations {
+                    assert!(
+                        v.pointer(&x.pointer).is_some(),
+                        "pointer {} names no value of {v}",
+                        x.pointer
+                    );
+                }
+            }
+            (Some(v), Err(e)) => assert!(
+                depth(v) > MAX_DEPTH,
+                "serde_json reads {v} (depth {}) but the validator does not: {e:?}",
+                depth(v)
+            ),
+            (None, Ok(_)) => panic!("the validator reads what serde_json refuses"),
+            (None, Err(_)) => {}
+        }
+    }
+    if let Ok(q) = std::str::from_utf8(data) {
+        let headers = http::HeaderMap::new();
+        let parts = RequestParts {
+            path: &[],
+            query: Some(q),
+            headers: &headers,
+        };
+        let mut failures = Vec::new();
+        let _ = f
+            .query
+            .check_head(&parts, false, &mut scratch, &mut failures);
+        assert!(failures.len() <= MAX_ERRORS + 1, "{failures:?}");
+    }
+}
