@@ -1130,3 +1130,42 @@ fn published_documents_load_with_every_operation_checked() {
         assert_eq!(checked, operations, "{file}");
     }
 }
+
+#[test]
+fn response_checks_are_checked_when_the_config_loads() {
+    let doc = "openapi: 3.1.0
+paths:
+  /pets:
+    get:
+      operationId: listPets
+      responses:
+        '2XY': { description: nothing }
+        '200':
+          description: the pets
+          content:
+            application/json:
+              schema: { type: array, items: { type: strin } }
+";
+    let errors = doc_errors(doc, "    check_responses: { sample: 2, enforce: true }\n");
+    assert_eq!(
+        errors,
+        ["portico.yaml:7:32: `sample` must be from 0 to 1, not 2"],
+        "{errors:#?}"
+    );
+    let errors = doc_errors(doc, "    check_responses: { enforce: true, sampel: 1 }\n");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].contains("unknown key `sampel`"), "{errors:#?}");
+    // The document's problems, once the settings are right.
+    let errors = doc_errors(
+        doc,
+        "    validate_requests: false\n    check_responses: true\n",
+    );
+    assert_eq!(
+        errors,
+        [
+            "doc.yaml:7:16: `2XY` is not a response status (at #/paths/~1pets/get/responses/2XY)",
+            "doc.yaml:12:53: `strin` is not a JSON Schema type (at #/paths/~1pets/get/responses/200/content/application~1json/schema/items/type)",
+        ],
+        "{errors:#?}"
+    );
+}

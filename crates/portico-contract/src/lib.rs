@@ -10,7 +10,8 @@
 //! - `validate.rs` — a tree checked against a schema: every failure, with its JSON pointer.
 //! - `format.rs` — the string formats that are checked.
 //! - `request.rs` — parameters (every `style`/`explode`), content types and bodies.
-//! - `openapi.rs` — an operation of an OpenAPI document compiled into a [`RequestContract`].
+//! - `response.rs` — an upstream's answer checked against its operation's `responses`.
+//! - `openapi.rs` — an operation of an OpenAPI document compiled into its contracts.
 
 #![forbid(unsafe_code)]
 
@@ -18,15 +19,17 @@ mod format;
 mod json;
 mod openapi;
 mod request;
+mod response;
 mod schema;
 mod validate;
 
 pub use json::{ReadError, Scratch};
-pub use openapi::{OperationRef, compile_operation, finish};
+pub use openapi::{OperationRef, compile_operation, compile_responses, finish};
 pub use request::{
     BodyPlan, BodyRule, Failure, In, Limits, MediaRange, Param, Refusal, RequestContract,
     RequestParts, Style,
 };
+pub use response::{ResponseContract, ResponsePlan, ResponseRule, StatusSel};
 pub use schema::{CompileError, Compiler, Dialect, SchemaId, Schemas, escape};
 pub use validate::{Direction, Violation};
 

@@ -51,6 +51,55 @@ pub fn compile_operation(
     (params, body)
 }
 
+/// Reads the operation's `responses`: each status (or range, or `default`) with its media
+/// types and their schemas.
+pub fn compile_responses(
+    compiler: &mut Compiler<'_>,
+    root: &Value,
+    op: &OperationRef<'_>,
+) -> Vec<crate::response::ResponseRule> {
+    use crate::response::{ResponseRule, StatusSel};
+    let base = format!("{}/responses", op.operation);
+    let Some(map) = root.pointer(&base).and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for key in map.keys() {
+        let at = format!("{base}/{}", escape(key));
+        let Some(status) = StatusSel::of(key) else {
+            compiler.push_error(CompileError {
+                pointer: at,
+                message: format!("`{key}` is not a response status"),
+                hint: "use a status code (`200`), a range (`2XX`) or `default`".into(),
+            });
+            continue;
+        };
+        let Some((ptr, r)) = follow(compiler, root, &at) else {
+            continue;
+        };
+        let media = match r.get("content").and_then(Value::as_object) {
+            None => Box::default(),
+            Some(content) => content
+                .iter()
+                .map(|(m, v)| {
+                    let range = m
+                        .split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase();
+                    let schema = v
+                        .get("schema")
+                        .map(|_| compiler.schema(&format!("{ptr}/content/{}/schema", escape(m))));
+                    (MediaRange(range.into()), schema)
+                })
+                .collect(),
+        };
+        out.push(ResponseRule { status, media });
+    }
+    out
+}
+
 /// The contract of an operation, once the document's schemas are compiled.
 pub fn finish(
     schemas: &Arc<Schemas>,

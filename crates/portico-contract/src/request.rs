@@ -75,7 +75,7 @@ pub struct MediaRange(pub Box<str>);
 
 impl MediaRange {
     /// How well `essence` matches: 3 exactly, 2 by `type/*`, 1 by `*/*`, 0 not at all.
-    fn fit(&self, essence: &str) -> u8 {
+    pub(crate) fn fit(&self, essence: &str) -> u8 {
         let r = &*self.0;
         if r == essence {
             3

@@ -67,6 +67,11 @@ pub struct ApiConfig {
     /// Bounds on request validation.
     #[serde(default)]
     pub validation_limits: Option<ValidationLimits>,
+    /// Check the upstream's answers against the operation's `responses` (status, media type,
+    /// JSON body): `true`, or `{ sample, enforce }`. Default `false`; a tag or operation may
+    /// set its own.
+    #[serde(default)]
+    pub check_responses: Option<ResponseChecks>,
     /// Settings for the operations with a tag, by tag name.
     #[serde(default)]
     pub tags: BTreeMap<String, ApiOperationConfig>,
@@ -102,6 +107,54 @@ pub struct ApiOperationConfig {
     /// Check requests against the operation's contract. Default: the API's.
     #[serde(default)]
     pub validate_requests: Option<bool>,
+    /// Check answers against the operation's `responses`. Default: the API's.
+    #[serde(default)]
+    pub check_responses: Option<ResponseChecks>,
+}
+
+/// `true`, `false`, or how many answers to check and what to do with one that breaks the
+/// contract.
+#[derive(Debug, JsonSchema)]
+#[serde(untagged)]
+pub enum ResponseChecks {
+    On(bool),
+    With(ResponseCheckSettings),
+}
+
+// By hand, as `MockConfig`: a misspelt key is reported as that key.
+impl<'de> Deserialize<'de> for ResponseChecks {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ResponseChecks;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`true`, `false` or `{ sample, enforce }`")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<ResponseChecks, E> {
+                Ok(ResponseChecks::On(b))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<ResponseChecks, A::Error> {
+                ResponseCheckSettings::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(ResponseChecks::With)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseCheckSettings {
+    /// The share of answers checked, from 0 to 1. Default 1 (every answer).
+    #[serde(default)]
+    pub sample: Option<f64>,
+    /// `true`: an answer that breaks the contract is replaced by a 502
+    /// `upstream_contract_violation`. Default `false`: it is counted and logged, and passes.
+    #[serde(default)]
+    pub enforce: Option<bool>,
 }
 
 /// Bounds on the work of checking one request.

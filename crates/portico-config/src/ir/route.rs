@@ -48,12 +48,25 @@ pub struct Route {
     pub contract: Option<Arc<Contract>>,
 }
 
-/// An OpenAPI operation's request contract, as the route serves it.
+/// An OpenAPI operation's contract, as the route serves it: what its requests must be (unless
+/// `validate_requests: false`), and what its answers are checked against (with
+/// `check_responses`).
 #[derive(Debug)]
 pub struct Contract {
-    pub request: portico_contract::RequestContract,
+    pub request: Option<portico_contract::RequestContract>,
+    pub response: Option<ResponseCheck>,
     /// The document's names of the path template's parameters, in order.
     pub path_names: Box<[Box<str>]>,
+}
+
+/// Which answers are checked, and what a violation does.
+#[derive(Debug)]
+pub struct ResponseCheck {
+    pub contract: portico_contract::ResponseContract,
+    /// The share of answers checked, 0 to 1.
+    pub sample: f64,
+    /// Replace a violating answer with a 502, rather than only count and log it.
+    pub enforce: bool,
 }
 
 /// One of each kind of body and response policy a route's requests use: the route's own, else

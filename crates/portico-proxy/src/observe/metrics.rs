@@ -235,6 +235,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Calls on soap routes, by result (ok, fault, error).",
     ),
     (
+        "portico_contract_violations_total",
+        Kind::Counter,
+        "Upstream answers that break their OpenAPI operation's contract, by route and kind (status, content_type, body).",
+    ),
+    (
         "portico_request_validation_failures_total",
         Kind::Counter,
         "Requests refused for breaking their OpenAPI operation's contract, by route and where the first failure was.",

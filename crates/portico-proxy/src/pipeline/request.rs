@@ -263,11 +263,16 @@ pub(crate) fn process<'c>(
         };
         let xml_json = route.effective.xml_json.clone();
         let is_head = req.method() == http::Method::HEAD;
+        // Set when the answer is the upstream's, the only kind checked against `responses`.
+        let mut upstream_answered = false;
         let resp = match &route.action {
             _ if let Some(hit) = cached => hit,
             Action::Respond(r) => 'respond: {
                 // A mocked operation checks the body as the real one would.
-                if let (Some(schema), Some(c)) = (body_schema, &route.contract) {
+                if let (Some(schema), Some(c)) = (
+                    body_schema,
+                    route.contract.as_ref().and_then(|c| c.request.as_ref()),
+                ) {
                     let refused =
                         Box::pin(check_mocked_body(ctx, c, &route.name, schema, req)).await?;
                     if let Some(resp) = refused {
@@ -365,8 +370,10 @@ pub(crate) fn process<'c>(
                         bytes_in.clone(),
                     )?;
                 }
-                if let (Some(schema), Some(c)) = (body_schema, &route.contract)
-                    && upgrade.is_none()
+                if let (Some(schema), Some(c)) = (
+                    body_schema,
+                    route.contract.as_ref().and_then(|c| c.request.as_ref()),
+                ) && upgrade.is_none()
                 {
                     upstream_req = match Box::pin(crate::policy::contract::read_and_check(
                         c,
@@ -449,6 +456,7 @@ pub(crate) fn process<'c>(
                     .await?;
                     revalidating = None;
                 }
+                upstream_answered = true;
                 let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
                 headers::remove_hop_by_hop(resp.headers_mut(), switching);
                 if let Some(client_side) = upgrade
@@ -465,6 +473,19 @@ pub(crate) fn process<'c>(
                     (None, _) => resp.map(Body::Upstream),
                 }
             }
+        };
+        let resp = match route.contract.as_ref().and_then(|c| c.response.as_ref()) {
+            Some(rc) if upstream_answered => {
+                Box::pin(crate::policy::contract::check_response(
+                    rc,
+                    &route.name,
+                    is_head,
+                    resp,
+                    request_id,
+                ))
+                .await
+            }
+            _ => resp,
         };
         let steps = crate::pipeline::respond::ResponseSteps {
             limits: limit_headers,
@@ -488,12 +509,12 @@ pub(crate) fn process<'c>(
 /// Reads and checks the body of a request to a mocked operation: `Some` is the refusal.
 async fn check_mocked_body(
     ctx: &mut RequestCtx<'_>,
-    c: &portico_config::Contract,
+    c: &portico_contract::RequestContract,
     route: &str,
     schema: portico_contract::SchemaId,
     req: Request<ClientBody>,
 ) -> Result<Option<Response<Body>>, Problem> {
-    let max = c.request.limits.max_body;
+    let max = c.limits.max_body;
     let bytes = match crate::body::read_client_body(req.into_body(), ctx.bytes_in, max).await {
         Ok(b) => b,
         Err(crate::body::ReadError::TooLarge) => {

@@ -7,8 +7,8 @@ use std::cell::RefCell;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use portico_config::Contract;
-use portico_contract::{BodyPlan, Failure, RequestParts, SchemaId, Scratch};
+use portico_config::{Contract, ResponseCheck};
+use portico_contract::{BodyPlan, Failure, RequestContract, RequestParts, SchemaId, Scratch};
 
 use crate::body::Body;
 
@@ -26,6 +26,9 @@ pub(crate) fn check_head<B: http_body::Body>(
     params: &[String],
     request_id: &HeaderValue,
 ) -> Result<Option<SchemaId>, Box<Response<Body>>> {
+    let Some(rc) = &c.request else {
+        return Ok(None);
+    };
     let path: Vec<(&str, &str)> = c
         .path_names
         .iter()
@@ -40,7 +43,7 @@ pub(crate) fn check_head<B: http_body::Body>(
     let body = req.body();
     let has_body = !body.is_end_stream() && body.size_hint().upper() != Some(0);
     let mut failures = Vec::new();
-    let r = SCRATCH.with_borrow_mut(|s| c.request.check_head(&parts, has_body, s, &mut failures));
+    let r = SCRATCH.with_borrow_mut(|s| rc.check_head(&parts, has_body, s, &mut failures));
     match r {
         Ok(BodyPlan::Pass) => Ok(None),
         Ok(BodyPlan::Check(s)) => Ok(Some(s)),
@@ -50,15 +53,36 @@ pub(crate) fn check_head<B: http_body::Body>(
 
 /// Checks a body read whole.
 pub(crate) fn check_body(
-    c: &Contract,
+    c: &RequestContract,
     route: &str,
     schema: SchemaId,
     body: &Bytes,
     request_id: &HeaderValue,
 ) -> Result<(), Box<Response<Body>>> {
     let mut failures = Vec::new();
-    let r = SCRATCH.with_borrow_mut(|s| c.request.check_body(schema, body, s, &mut failures));
+    let r = SCRATCH.with_borrow_mut(|s| c.check_body(schema, body, s, &mut failures));
     r.map_err(|status| Box::new(refusal(route, status, failures, request_id)))
+}
+
+/// The failures as the `errors` member of a problem document.
+fn errors(failures: Vec<Failure>) -> serde_json::Map<String, serde_json::Value> {
+    let errors: Vec<serde_json::Value> = failures
+        .into_iter()
+        .map(|f| {
+            let mut o = serde_json::Map::new();
+            o.insert("in".into(), f.location.into());
+            if let Some(n) = f.name {
+                o.insert("name".into(), String::from(n).into());
+            }
+            o.insert("pointer".into(), f.pointer.into());
+            o.insert("keyword".into(), f.keyword.into());
+            o.insert("detail".into(), f.message.into());
+            serde_json::Value::Object(o)
+        })
+        .collect();
+    let mut extra = serde_json::Map::new();
+    extra.insert("errors".into(), errors.into());
+    extra
 }
 
 /// The problem document of a refused request.
@@ -93,28 +117,13 @@ fn refusal(
             ),
         )
     };
-    let errors: Vec<serde_json::Value> = failures
-        .into_iter()
-        .map(|f| {
-            let mut o = serde_json::Map::new();
-            o.insert("in".into(), f.location.into());
-            if let Some(n) = f.name {
-                o.insert("name".into(), String::from(n).into());
-            }
-            o.insert("pointer".into(), f.pointer.into());
-            o.insert("keyword".into(), f.keyword.into());
-            o.insert("detail".into(), f.message.into());
-            serde_json::Value::Object(o)
-        })
-        .collect();
-    let mut extra = serde_json::Map::new();
-    extra.insert("errors".into(), errors.into());
+    let extra = errors(failures);
     crate::translate::grpc::problem(status, code, detail, extra, request_id)
 }
 
 /// Reads the body of a request on its way upstream and checks it; the body goes on as read.
 pub(crate) async fn read_and_check(
-    c: &Contract,
+    c: &RequestContract,
     route: &str,
     schema: SchemaId,
     req: Request<Body>,
@@ -123,7 +132,7 @@ pub(crate) async fn read_and_check(
     use crate::translate::xml_json::Refusal;
     let (parts, body) = req.into_parts();
     let bytes =
-        crate::translate::xml_json::read_request_body(&parts, body, c.request.limits.max_body)
+        crate::translate::xml_json::read_request_body(&parts, body, c.limits.max_body)
             .await
             .map_err(|p| {
                 if matches!(p, crate::body::problem::Problem::PayloadTooLarge) {
@@ -134,4 +143,101 @@ pub(crate) async fn read_and_check(
             })?;
     check_body(c, route, schema, &bytes, request_id).map_err(Refusal::Answer)?;
     Ok(Request::from_parts(parts, Body::full(bytes)))
+}
+
+/// Checks an upstream's answer against the operation's `responses`, when it is one of the
+/// sample. A violation is counted and logged; with `enforce`, the answer is replaced by a 502.
+pub(crate) async fn check_response(
+    c: &ResponseCheck,
+    route: &str,
+    head_request: bool,
+    resp: Response<Body>,
+    request_id: &HeaderValue,
+) -> Response<Body> {
+    use http_body_util::BodyExt;
+    if c.sample < 1.0 && fastrand::f64() >= c.sample {
+        return resp;
+    }
+    let status = resp.status();
+    let length = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let has_body = !head_request
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
+        && !status.is_informational()
+        && length != Some(0);
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let mut failures = Vec::new();
+    let plan = c
+        .contract
+        .check_head(status.as_u16(), content_type, has_body);
+    let (resp, kind) = match plan {
+        Err(f) => {
+            let kind = if f.keyword == "status" {
+                "status"
+            } else {
+                "content_type"
+            };
+            failures.push(f);
+            (resp, kind)
+        }
+        Ok(portico_contract::ResponsePlan::Pass) => return resp,
+        // Only an answer whose length is declared and within the bound is read: one that is
+        // streamed, or larger, passes unchecked rather than held back.
+        Ok(portico_contract::ResponsePlan::Check(schema))
+            if length.is_some_and(|l| l <= c.contract.max_body) =>
+        {
+            let (parts, body) = resp.into_parts();
+            let bytes = match body.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return crate::translate::grpc::problem(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_protocol_error",
+                        "The upstream's answer was cut short.".into(),
+                        serde_json::Map::new(),
+                        request_id,
+                    );
+                }
+            };
+            SCRATCH.with_borrow_mut(|s| c.contract.check_body(schema, &bytes, s, &mut failures));
+            (Response::from_parts(parts, Body::full(bytes)), "body")
+        }
+        Ok(portico_contract::ResponsePlan::Check(_)) => return resp,
+    };
+    if failures.is_empty() {
+        return resp;
+    }
+    metrics::counter!("portico_contract_violations_total", "route" => route.to_owned(), "kind" => kind)
+        .increment(1);
+    let first = &failures[0];
+    tracing::warn!(
+        route,
+        status = status.as_u16(),
+        kind,
+        pointer = %first.pointer,
+        keyword = first.keyword,
+        detail = %first.message,
+        failures = failures.len(),
+        "an upstream answer breaks its operation's contract"
+    );
+    if !c.enforce {
+        return resp;
+    }
+    crate::translate::grpc::problem(
+        StatusCode::BAD_GATEWAY,
+        "upstream_contract_violation",
+        format!(
+            "The upstream's answer does not match the API's contract: {} problem{}.",
+            failures.len(),
+            if failures.len() == 1 { "" } else { "s" }
+        ),
+        errors(failures),
+        request_id,
+    )
 }

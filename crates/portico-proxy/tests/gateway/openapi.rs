@@ -517,3 +517,68 @@ async fn openapi_mocked_operations_check_requests_too() {
     assert_eq!(got.status, 201, "{}", got.text());
     assert_eq!(got.json()["id"], 1);
 }
+
+fn counted(m: &str, route: &str, kind: &str) -> f64 {
+    m.lines()
+        .filter(|l| {
+            l.starts_with("portico_contract_violations_total{")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains(&format!("kind=\"{kind}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn openapi_answers_that_drift_from_the_contract_are_counted_or_refused() {
+    let up = echo_server().await;
+    let doc = openapi_dir().join("drift.yaml").display().to_string();
+    // Counted and logged, passed on.
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  echo: {{ targets: [\"{}\"] }}\napis:\n  - openapi: \"{doc}\"\n    upstream: echo\n    name_prefix: watch_\n    check_responses: true\n",
+        up.url()
+    )))
+    .await;
+    for path in [
+        "/echo/good",
+        "/echo/bad-body",
+        "/echo/bad-status",
+        "/echo/bad-type",
+    ] {
+        let got = get(&gw.url(path)).await;
+        assert_eq!(got.status, 200, "{path}: {}", got.text());
+        assert_eq!(got.json()["path"], path);
+    }
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    assert_eq!(counted(&m, "watch_good", "body"), 0.0, "{m}");
+    assert_eq!(counted(&m, "watch_badBody", "body"), 1.0, "{m}");
+    assert_eq!(counted(&m, "watch_badStatus", "status"), 1.0, "{m}");
+    assert_eq!(counted(&m, "watch_badType", "content_type"), 1.0, "{m}");
+
+    // Enforced for one operation: its broken answer becomes a 502 naming each failure.
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  echo: {{ targets: [\"{}\"] }}\napis:\n  - openapi: \"{doc}\"\n    upstream: echo\n    name_prefix: enforce_\n    check_responses: {{ enforce: true }}\n    operations:\n      badStatus: {{ check_responses: false }}\n",
+        up.url()
+    )))
+    .await;
+    assert_eq!(get(&gw.url("/echo/good")).await.status, 200);
+    let got = get(&gw.url("/echo/bad-body")).await;
+    assert_eq!(got.status, 502, "{}", got.text());
+    assert_eq!(got.json()["code"], "upstream_contract_violation");
+    assert_eq!(
+        failures(&got),
+        [
+            f("response", "", "required"),
+            f("response", "/method", "type")
+        ]
+    );
+    // Not checked for that operation.
+    assert_eq!(get(&gw.url("/echo/bad-status")).await.status, 200);
+    // A sample of none checks nothing.
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  echo: {{ targets: [\"{}\"] }}\napis:\n  - openapi: \"{doc}\"\n    upstream: echo\n    name_prefix: none_\n    check_responses: {{ enforce: true, sample: 0 }}\n",
+        up.url()
+    )))
+    .await;
+    assert_eq!(get(&gw.url("/echo/bad-body")).await.status, 200);
+}

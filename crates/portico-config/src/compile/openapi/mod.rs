@@ -118,9 +118,39 @@ pub(super) fn compile_apis(
 /// An operation's contract, finished once the document's schemas are all compiled.
 struct Pending {
     route: usize,
-    params: Vec<portico_contract::Param>,
-    body: Option<portico_contract::BodyRule>,
+    request: Option<(
+        Vec<portico_contract::Param>,
+        Option<portico_contract::BodyRule>,
+    )>,
+    /// The documented responses, the share of answers checked, and whether to enforce.
+    responses: Option<(Vec<portico_contract::ResponseRule>, f64, bool)>,
     path_names: Box<[Box<str>]>,
+}
+
+/// The `check_responses` chosen for an operation: `Some((sample, enforce))` when on.
+fn response_checks(cx: &mut Ctx<'_>, set: Option<&(&str, Node)>) -> Option<(f64, bool)> {
+    let (_, value) = set?;
+    match from_node::<crate::file::ResponseChecks>(value, cx.env) {
+        Ok(crate::file::ResponseChecks::On(false)) => None,
+        Ok(crate::file::ResponseChecks::On(true)) => Some((1.0, false)),
+        Ok(crate::file::ResponseChecks::With(w)) => {
+            let sample = w.sample.unwrap_or(1.0);
+            if !(0.0..=1.0).contains(&sample) {
+                let at = get(value, "sample").map_or(value.loc, |n| n.loc);
+                cx.sink.at(
+                    at,
+                    format!("`sample` must be from 0 to 1, not {sample}"),
+                    "write the share of answers to check: 1 for all, 0.01 for one in a hundred",
+                );
+                return None;
+            }
+            Some((sample, w.enforce.unwrap_or(false)))
+        }
+        Err(e) => {
+            cx.sink.de(e);
+            None
+        }
+    }
 }
 
 /// The names of a path's `{parameters}`, in order, as the document writes them.
@@ -480,20 +510,28 @@ fn compile_api(
         }
         st.generated.insert(name, here);
         let validate = scalar(cx, &mut tag_clashes, &["validate_requests"]);
-        if flag(cx, validate.as_ref()) != Some(false) {
+        let validate = flag(cx, validate.as_ref()) != Some(false);
+        let responses = scalar(cx, &mut tag_clashes, &["check_responses"]);
+        let responses = response_checks(cx, responses.as_ref());
+        if validate || responses.is_some() {
             let (item, operation) = doc::operation_pointers(op);
-            let (params, body) = portico_contract::compile_operation(
-                &mut compiler,
-                &json,
-                &portico_contract::OperationRef {
-                    path_item: &item,
-                    operation: &operation,
-                },
-            );
+            let at = portico_contract::OperationRef {
+                path_item: &item,
+                operation: &operation,
+            };
+            let request =
+                validate.then(|| portico_contract::compile_operation(&mut compiler, &json, &at));
+            let responses = responses.map(|(sample, enforce)| {
+                (
+                    portico_contract::compile_responses(&mut compiler, &json, &at),
+                    sample,
+                    enforce,
+                )
+            });
             contracts.push(Pending {
                 route: routes.len(),
-                params,
-                body,
+                request,
+                responses,
                 path_names: template_names(&op.path),
             });
         }
@@ -523,7 +561,22 @@ fn compile_api(
     let schemas = Arc::new(schemas);
     for p in contracts {
         let contract = crate::ir::Contract {
-            request: portico_contract::finish(&schemas, p.params, p.body, limits),
+            request: p
+                .request
+                .map(|(params, body)| portico_contract::finish(&schemas, params, body, limits)),
+            response: p
+                .responses
+                .map(|(rules, sample, enforce)| crate::ir::ResponseCheck {
+                    contract: portico_contract::ResponseContract {
+                        schemas: schemas.clone(),
+                        responses: rules.into_boxed_slice(),
+                        max_body: limits.max_body,
+                        max_depth: limits.max_depth,
+                        max_errors: limits.max_errors,
+                    },
+                    sample,
+                    enforce,
+                }),
             path_names: p.path_names,
         };
         if let Some(r) = routes.get_mut(p.route).and_then(Arc::get_mut) {
