@@ -190,8 +190,13 @@ pub(crate) fn process<'c>(
         let body_schema = match &route.contract {
             None => None,
             Some(c) => {
-                match crate::policy::contract::check_head(c, &route.name, &req, &params, request_id)
-                {
+                match crate::translate::contract::check_head(
+                    c,
+                    &route.name,
+                    &req,
+                    &params,
+                    request_id,
+                ) {
                     Ok(s) => s,
                     Err(resp) => {
                         ctx.rec.error =
@@ -375,7 +380,7 @@ pub(crate) fn process<'c>(
                     route.contract.as_ref().and_then(|c| c.request.as_ref()),
                 ) && upgrade.is_none()
                 {
-                    upstream_req = match Box::pin(crate::policy::contract::read_and_check(
+                    upstream_req = match Box::pin(crate::translate::contract::read_and_check(
                         c,
                         &route.name,
                         schema,
@@ -476,7 +481,7 @@ pub(crate) fn process<'c>(
         };
         let resp = match route.contract.as_ref().and_then(|c| c.response.as_ref()) {
             Some(rc) if upstream_answered => {
-                Box::pin(crate::policy::contract::check_response(
+                Box::pin(crate::translate::contract::check_response(
                     rc,
                     &route.name,
                     is_head,
@@ -528,7 +533,7 @@ async fn check_mocked_body(
             ));
         }
     };
-    match crate::policy::contract::check_body(c, route, schema, &bytes, ctx.request_id) {
+    match crate::translate::contract::check_body(c, route, schema, &bytes, ctx.request_id) {
         Ok(()) => Ok(None),
         Err(resp) => {
             ctx.rec.error = Some("request_invalid");

@@ -5,7 +5,6 @@ pub mod auth;
 pub mod cache;
 pub(crate) mod compress;
 pub mod concurrency;
-pub(crate) mod contract;
 pub mod cors;
 pub(crate) mod json_transform;
 pub mod jwks;

@@ -1,6 +1,8 @@
-//! Protocol translation with I/O: REST/JSON to gRPC, gRPC-Web, SOAP, XML and JSON, composite routes.
+//! Protocol translation with I/O: REST/JSON to gRPC, gRPC-Web, SOAP, XML and JSON, composite routes;
+//! and the bodies read whole to check them against an OpenAPI operation's contract.
 
 pub mod aggregate;
+pub(crate) mod contract;
 pub mod grpc;
 pub mod grpc_web;
 pub mod soap;
