@@ -79,21 +79,7 @@ pub fn compile_responses(
         };
         let media = match r.get("content").and_then(Value::as_object) {
             None => Box::default(),
-            Some(content) => content
-                .iter()
-                .map(|(m, v)| {
-                    let range = m
-                        .split(';')
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .to_ascii_lowercase();
-                    let schema = v
-                        .get("schema")
-                        .map(|_| compiler.schema(&format!("{ptr}/content/{}/schema", escape(m))));
-                    (MediaRange(range.into()), schema)
-                })
-                .collect(),
+            Some(content) => media(compiler, &ptr, content),
         };
         out.push(ResponseRule { status, media });
     }
@@ -235,26 +221,30 @@ fn param(compiler: &mut Compiler<'_>, root: &Value, ptr: &str, p: &Value) -> Opt
 
 fn body(compiler: &mut Compiler<'_>, ptr: &str, b: &Value) -> Option<BodyRule> {
     let content = b.get("content")?.as_object()?;
-    let media = content
-        .iter()
-        .map(|(m, v)| {
-            let range = m
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            let schema = v
-                .get("schema")
-                .map(|_| compiler.schema(&format!("{ptr}/content/{}/schema", escape(m))));
-            (MediaRange(range.into()), schema)
-        })
-        .collect::<Vec<_>>();
+    let media = media(compiler, ptr, content);
     if media.is_empty() {
         return None;
     }
     Some(BodyRule {
         required: b.get("required") == Some(&Value::Bool(true)),
-        media: media.into_boxed_slice(),
+        media,
     })
+}
+
+/// The media ranges of a `content` map, with their schemas compiled.
+fn media(
+    compiler: &mut Compiler<'_>,
+    ptr: &str,
+    content: &serde_json::Map<String, Value>,
+) -> Box<[(MediaRange, Option<crate::schema::SchemaId>)]> {
+    content
+        .iter()
+        .map(|(m, v)| {
+            let range = crate::request::essence(Some(m));
+            let schema = v
+                .get("schema")
+                .map(|_| compiler.schema(&format!("{ptr}/content/{}/schema", escape(m))));
+            (MediaRange(range.into()), schema)
+        })
+        .collect()
 }

@@ -69,6 +69,28 @@ pub struct Param {
     pub json: bool,
 }
 
+/// A `Content-Type`'s type and subtype, lower case, without parameters (`""` when absent).
+pub(crate) fn essence(content_type: Option<&str>) -> String {
+    content_type
+        .and_then(|c| c.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The schema slot of the media range that fits `essence` best, if any fits.
+pub(crate) fn best_media<'m>(
+    media: &'m [(MediaRange, Option<SchemaId>)],
+    essence: &str,
+) -> Option<&'m Option<SchemaId>> {
+    media
+        .iter()
+        .map(|(m, s)| (m.fit(essence), s))
+        .filter(|(f, _)| *f > 0)
+        .max_by_key(|(f, _)| *f)
+        .map(|(_, s)| s)
+}
+
 /// A media type of `requestBody.content`: `type/subtype`, `type/*` or `*/*`, lower case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaRange(pub Box<str>);
@@ -197,18 +219,8 @@ impl RequestContract {
                     }
                     (false, _) => BodyPlan::Pass,
                     (true, ct) => {
-                        let essence = ct
-                            .and_then(|c| c.split(';').next())
-                            .unwrap_or("")
-                            .trim()
-                            .to_ascii_lowercase();
-                        let best = rule
-                            .media
-                            .iter()
-                            .map(|(m, s)| (m.fit(&essence), s))
-                            .filter(|(f, _)| *f > 0)
-                            .max_by_key(|(f, _)| *f);
-                        match best {
+                        let essence = essence(ct);
+                        match best_media(&rule.media, &essence) {
                             None => {
                                 let allowed: Vec<&str> =
                                     rule.media.iter().map(|(m, _)| &*m.0).collect();
@@ -232,7 +244,7 @@ impl RequestContract {
                                 });
                                 return Err(415);
                             }
-                            Some((_, Some(s))) if is_json(&essence) => BodyPlan::Check(*s),
+                            Some(Some(s)) if is_json(&essence) => BodyPlan::Check(*s),
                             Some(_) => BodyPlan::Pass,
                         }
                     }
@@ -405,7 +417,7 @@ impl RequestContract {
     }
 }
 
-fn is_json(essence: &str) -> bool {
+pub(crate) fn is_json(essence: &str) -> bool {
     essence == "application/json" || essence.ends_with("+json")
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::json::{self, Scratch, Tree};
-use crate::request::{Failure, MediaRange};
+use crate::request::{Failure, MediaRange, best_media, essence, is_json};
 use crate::schema::{SchemaId, Schemas};
 use crate::validate::{Direction, Run};
 
@@ -105,18 +105,8 @@ impl ResponseContract {
         if !has_body || rule.media.is_empty() {
             return Ok(ResponsePlan::Pass);
         }
-        let essence = content_type
-            .and_then(|c| c.split(';').next())
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let best = rule
-            .media
-            .iter()
-            .map(|(m, s)| (m.fit(&essence), s))
-            .filter(|(f, _)| *f > 0)
-            .max_by_key(|(f, _)| *f);
-        match best {
+        let essence = essence(content_type);
+        match best_media(&rule.media, &essence) {
             None => Err(failure(
                 "content",
                 String::new(),
@@ -124,9 +114,7 @@ impl ResponseContract {
                     "the media type `{essence}` is not one the operation documents for {status}"
                 ),
             )),
-            Some((_, Some(s))) if essence == "application/json" || essence.ends_with("+json") => {
-                Ok(ResponsePlan::Check(*s))
-            }
+            Some(Some(s)) if is_json(&essence) => Ok(ResponsePlan::Check(*s)),
             Some(_) => Ok(ResponsePlan::Pass),
         }
     }
