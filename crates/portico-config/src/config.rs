@@ -55,6 +55,17 @@ pub struct Config {
     /// Files read besides the config itself (OpenAPI documents): the file watcher follows
     /// them too, since a reload reads them again.
     pub documents: Vec<std::path::PathBuf>,
+    /// The OpenAPI documents of `apis`, as read, for the gateway's own description
+    /// (`crate::describe`).
+    pub apis: Vec<ApiDocument>,
+}
+
+/// An `apis` entry's document.
+#[derive(Debug)]
+pub struct ApiDocument {
+    /// The API's name (`api-N` when unnamed).
+    pub name: String,
+    pub root: Arc<serde_json::Value>,
 }
 
 impl Config {

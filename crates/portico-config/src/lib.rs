@@ -7,6 +7,7 @@ pub mod canon;
 pub mod compile;
 mod config;
 pub mod dates;
+pub mod describe;
 pub mod diag;
 pub mod diff;
 pub mod duration;
@@ -21,7 +22,7 @@ pub mod tree;
 use std::path::Path;
 
 pub use compile::{DEFAULT_ADMIN, parse_target_url};
-pub use config::Config;
+pub use config::{ApiDocument, Config};
 pub use diag::{Diagnostic, Diagnostics};
 pub use fetch::{UrlFetcher, set_url_fetcher};
 pub use ir::*;

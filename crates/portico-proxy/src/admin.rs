@@ -213,6 +213,15 @@ async fn answer(
         let rest = rest.to_owned();
         return Ok(config_versions(&inner, req, &rest).await);
     }
+    if req.method() == Method::GET && req.uri().path() == "/openapi.json" {
+        let rt = inner.shared.runtime.load_full();
+        let doc = portico_config::describe::openapi(&rt.config);
+        return Ok(reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+        ));
+    }
     if req.method() == Method::GET
         && let Some(rest) = req.uri().path().strip_prefix("/openapi")
     {

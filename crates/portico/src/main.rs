@@ -110,6 +110,14 @@ enum Command {
         #[arg(short, long, default_value = "portico.yaml")]
         config: PathBuf,
     },
+    /// Print the OpenAPI 3.1 description of every route a config file exposes (the admin
+    /// port's `GET /openapi.json`): imported operations, SOAP operations, plain routes, with
+    /// the gateway's security, rate-limit headers and problem answers. Exit 1 if the config
+    /// has errors.
+    Openapi {
+        #[arg(short, long, default_value = "portico.yaml")]
+        config: PathBuf,
+    },
     /// Validate a config file and store it in a config store as its next version, which every
     /// node following the store applies. Refused when another push got there first. Exit 0
     /// when pushed (or already current), 1 when the file has errors or another push won, 2
@@ -479,6 +487,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     portico_proxy::install_url_fetcher();
     match cli.command {
+        Some(Command::Openapi { config }) => match portico_config::load_file(&config) {
+            Ok(cfg) => {
+                let doc = portico_config::describe::openapi(&cfg);
+                outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(d) => {
+                errln!("{d}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Validate { config }) => match store_url(&config) {
             Some(url) => store::validate(url),
             None => validate(&config),

@@ -29,6 +29,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) env: Env<'a>,
     /// OpenAPI documents read (`Config::documents`).
     pub(crate) documents: Vec<std::path::PathBuf>,
+    /// The `apis` documents read (`Config::apis`).
+    pub(crate) apis: Vec<crate::config::ApiDocument>,
 }
 
 impl<'a> Ctx<'a> {
@@ -53,6 +55,7 @@ impl<'a> Ctx<'a> {
             base_dir,
             env,
             documents: Vec::new(),
+            apis: Vec::new(),
         }
     }
 }

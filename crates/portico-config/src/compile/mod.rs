@@ -354,6 +354,7 @@ pub fn compile(
         listener_paths,
         text: Arc::from(text),
         documents: cx.documents,
+        apis: cx.apis,
     })
 }
 

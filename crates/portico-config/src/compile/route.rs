@@ -303,6 +303,7 @@ pub(super) fn compile_route(
         server_timing: cfg.tracing.as_ref().is_some_and(|t| t.server_timing),
         effective: Effective::resolve(&policies, global_policies),
         contract: None,
+        operation: None,
         policies: policies.into(),
     })
 }

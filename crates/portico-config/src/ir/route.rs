@@ -46,6 +46,9 @@ pub struct Route {
     /// What the route's requests must look like (an OpenAPI operation's parameters and body),
     /// checked after authentication; with the path's parameter names in template order.
     pub contract: Option<Arc<Contract>>,
+    /// For a route made from an `apis` operation: the index of its document in
+    /// `Config::apis`, and the operation's JSON pointer there.
+    pub operation: Option<(usize, Box<str>)>,
 }
 
 /// An OpenAPI operation's contract, as the route serves it: what its requests must be (unless

@@ -392,6 +392,23 @@ async fn every_admin_endpoint_answers_as_its_openapi_document_says() {
     check(&gw, &doc, "GET", "/cluster", "/cluster", None, 404).await;
     check(&gw, &doc, "DELETE", "/cache", "/cache?prefix=/a", None, 200).await;
     check(&gw, &doc, "GET", "/openapi", "/openapi", None, 200).await;
+    let described = check(
+        &gw,
+        &doc,
+        "GET",
+        "/openapi.json",
+        "/openapi.json",
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(described["openapi"], "3.1.0");
+    assert!(
+        described["paths"]
+            .as_object()
+            .is_some_and(|p| !p.is_empty()),
+        "{described}"
+    );
     check(
         &gw,
         &doc,

@@ -290,7 +290,12 @@ fn compile_api(
 
     let limits = validation_limits(cx, cfg, node);
     // Every operation's schemas go through one compiler, so shared components compile once.
-    let json = root.to_json();
+    let json = Arc::new(root.to_json());
+    let api_index = cx.apis.len();
+    cx.apis.push(crate::config::ApiDocument {
+        name: api_name.clone(),
+        root: json.clone(),
+    });
     let mut compiler = portico_contract::Compiler::new(&json, doc::dialect(&root));
     let mut contracts: Vec<Pending> = Vec::new();
 
@@ -509,6 +514,8 @@ fn compile_api(
             });
         }
         st.generated.insert(name, here);
+        let mut route = route;
+        route.operation = Some((api_index, doc::operation_pointers(op).1.into()));
         let validate = scalar(cx, &mut tag_clashes, &["validate_requests"]);
         let validate = flag(cx, validate.as_ref()) != Some(false);
         let responses = scalar(cx, &mut tag_clashes, &["check_responses"]);
