@@ -961,10 +961,10 @@ paths:
       operationId: a
       responses:
         '200':
-          description: no example
+          description: no example, and a schema no value can be made for
           content:
             application/json:
-              schema: { type: object }
+              schema: { type: string, pattern: '^x' }
   /b:
     get:
       operationId: b
@@ -995,7 +995,7 @@ paths:
     assert_eq!(
         e,
         [
-            "doc.yaml:10:13: mock: no example for 200 application/json",
+            "doc.yaml:11:23: mock: no example for 200 application/json, and no value can be made from its schema: it has a `pattern`",
             "doc.yaml:21:17: mock: the example `far` has only an `externalValue`, which is not fetched",
             "doc.yaml:30:24: mock: the example for 200 text/plain is a mapping, and only JSON media types take structured examples",
             "doc.yaml:35:9: mock: the operation has no 2xx, `2XX` or `default` response to answer with",
@@ -1168,4 +1168,81 @@ paths:
         ],
         "{errors:#?}"
     );
+}
+
+#[test]
+fn mocks_without_an_example_answer_the_smallest_value_of_their_schema() {
+    let doc = "openapi: 3.1.0
+paths:
+  /order:
+    get:
+      operationId: order
+      responses:
+        '200':
+          description: an order, made from its schema
+          content:
+            application/json:
+              schema: { $ref: '#/components/schemas/Order' }
+components:
+  schemas:
+    Order:
+      type: object
+      required: [id, placed, state, lines, customer, total, note]
+      properties:
+        id: { type: integer, exclusiveMinimum: 10 }
+        placed: { type: string, format: date-time }
+        state: { enum: [open, shipped] }
+        lines: { type: array, minItems: 2, items: { $ref: '#/components/schemas/Line' } }
+        customer: { allOf: [{ $ref: '#/components/schemas/Named' }, { required: [email], properties: { email: { type: string, format: email } } }] }
+        total: { type: number, minimum: 0.5, multipleOf: 0.25 }
+        note: { type: [string, 'null'], minLength: 3 }
+        ignored: { type: string }
+    Line:
+      type: object
+      required: [sku, qty]
+      properties:
+        sku: { type: string, default: ABC-1 }
+        qty: { type: integer, minimum: 1 }
+    Named:
+      type: object
+      required: [name]
+      properties: { name: { type: string, minLength: 1 } }
+";
+    let dir = folder(&[("doc.yaml", doc)]);
+    let c = load_in(
+        &dir,
+        &format!("{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    mock: true\n    validate_requests: false\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let route = c.routes.iter().find(|r| &*r.name == "order").unwrap();
+    let (status, body, ct) = respond(route);
+    assert_eq!((status, ct.as_str()), (200, "application/json"));
+    let got: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "id": 11, "placed": "2024-01-01T00:00:00Z", "state": "open",
+            "lines": [{"sku": "ABC-1", "qty": 1}, {"sku": "ABC-1", "qty": 1}],
+            "customer": {"name": "x", "email": "user@example.com"},
+            "total": 0.5, "note": "xxx"
+        })
+    );
+    // What was made is what the schema takes.
+    let root: serde_json::Value =
+        serde_json::to_value(serde_saphyr::from_str::<serde_json::Value>(doc).unwrap()).unwrap();
+    let mut compiler = portico_contract::Compiler::new(&root, portico_contract::Dialect::Oas31);
+    let id = compiler.schema("/components/schemas/Order");
+    let (schemas, errors) = compiler.finish();
+    assert!(errors.is_empty(), "{errors:?}");
+    let failures = portico_contract::validate_json(
+        &schemas,
+        id,
+        body.as_bytes(),
+        &mut portico_contract::Scratch::default(),
+        64,
+        20,
+        portico_contract::Direction::Response,
+    )
+    .unwrap();
+    assert_eq!(failures, []);
 }

@@ -222,13 +222,32 @@ pub(super) fn answer(root: &Node, op: &Operation<'_>, want: &Want<'_>) -> Result
             };
             example_value(root, name, k.loc, e)?
         }
-        None => first_example(root, media)?.ok_or_else(|| {
-            doc(
-                mt_key.loc,
-                format!("mock: no example for {status} {mt}"),
-                "add `example:` (or `examples:`) under it, or set `mock: { status: … }` in the config to a response that has one",
-            )
-        })?,
+        None => match first_example(root, media)? {
+            Some(e) => e,
+            // No example: a JSON answer is made from the schema, the smallest value it takes.
+            None if is_json(&mt) && get(media, "schema").is_some() => {
+                let schema = get(media, "schema").expect("checked");
+                let value = minimal(root, schema, 0).map_err(|(loc, why)| {
+                    doc(
+                        loc,
+                        format!("mock: no example for {status} {mt}, and no value can be made from its schema: {why}"),
+                        "add `example:` (or `examples:`) under the media type",
+                    )
+                })?;
+                return Ok(Answer {
+                    status,
+                    body: serde_json::to_string(&value).expect("JSON values serialize"),
+                    content_type: Some(mt),
+                });
+            }
+            None => {
+                return Err(doc(
+                    mt_key.loc,
+                    format!("mock: no example for {status} {mt}"),
+                    "add `example:` (or `examples:`) under it, or set `mock: { status: … }` in the config to a response that has one",
+                ));
+            }
+        },
     };
     let body = if is_json(&mt) {
         serde_json::to_string(&example.to_json()).expect("JSON values serialize")
@@ -251,5 +270,181 @@ pub(super) fn answer(root: &Node, op: &Operation<'_>, want: &Want<'_>) -> Result
         status,
         body,
         content_type: Some(mt),
+    })
+}
+
+/// How deep a made value may nest: a schema whose required properties lead back to itself has
+/// no finite value.
+const MAX_MADE_DEPTH: u32 = 16;
+
+/// The smallest value a schema takes, for a mock without an example: its `const`, `enum`,
+/// `default` or example when it has one; else the required properties of an object, `minItems`
+/// items of an array, a string of `minLength` (a sample of its `format`), the least number
+/// within the bounds, `false`, `null`. A `pattern` without an example is refused: no value
+/// can be promised to match it.
+fn minimal(root: &Node, schema: &Node, depth: u32) -> Result<serde_json::Value, (Loc, String)> {
+    use serde_json::{Value, json};
+    if depth > MAX_MADE_DEPTH {
+        return Err((
+            schema.loc,
+            "its required properties nest without end".into(),
+        ));
+    }
+    let s = resolve(root, schema).map_err(|p| (p.loc, p.msg))?;
+    match &s.kind {
+        NodeKind::Bool(true) => return Ok(Value::Null),
+        NodeKind::Bool(false) => return Err((s.loc, "the schema `false` takes no value".into())),
+        NodeKind::Map(_) => {}
+        _ => return Err((s.loc, "the schema is not a mapping".into())),
+    }
+    for key in ["const", "default", "example"] {
+        if let Some(v) = get(s, key) {
+            return Ok(v.to_json());
+        }
+    }
+    for key in ["enum", "examples"] {
+        if let Some(NodeKind::Seq(items)) = get(s, key).map(|n| &n.kind)
+            && let Some(first) = items.first()
+        {
+            return Ok(first.to_json());
+        }
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(NodeKind::Seq(items)) = get(s, key).map(|n| &n.kind)
+            && let Some(first) = items.first()
+        {
+            return minimal(root, first, depth + 1);
+        }
+    }
+    // `allOf`: the parts' objects merged (a part that is not an object decides alone).
+    let mut merged = serde_json::Map::new();
+    if let Some(NodeKind::Seq(parts)) = get(s, "allOf").map(|n| &n.kind) {
+        for part in parts {
+            match minimal(root, part, depth + 1)? {
+                Value::Object(o) => merged.extend(o),
+                other if parts.len() == 1 => return Ok(other),
+                _ => {}
+            }
+        }
+    }
+    let ty = match get(s, "type").map(|t| &t.kind) {
+        Some(NodeKind::Str(t)) => t.clone(),
+        Some(NodeKind::Seq(ts)) => ts
+            .iter()
+            .filter_map(Node::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null")
+            .to_owned(),
+        _ if get(s, "properties").is_some()
+            || get(s, "required").is_some()
+            || !merged.is_empty() =>
+        {
+            "object".into()
+        }
+        _ if get(s, "items").is_some() => "array".into(),
+        _ => {
+            return Ok(if get(s, "allOf").is_some() {
+                Value::Object(merged)
+            } else {
+                Value::Null
+            });
+        }
+    };
+    let number = |k: &str| match get(s, k).map(|n| &n.kind) {
+        Some(NodeKind::Int(i)) => Some(*i as f64),
+        Some(NodeKind::UInt(u)) => Some(*u as f64),
+        Some(NodeKind::Float(f)) => Some(*f),
+        _ => None,
+    };
+    let count = |k: &str| number(k).map_or(0, |n| n.max(0.0) as usize);
+    Ok(match ty.as_str() {
+        "object" => {
+            let mut out = merged;
+            if let Some(NodeKind::Seq(required)) = get(s, "required").map(|n| &n.kind) {
+                for name in required.iter().filter_map(Node::as_str) {
+                    if out.contains_key(name) {
+                        continue;
+                    }
+                    let prop = get(s, "properties").and_then(|p| get(p, name));
+                    let v = match prop {
+                        Some(p) => minimal(root, p, depth + 1)?,
+                        None => Value::Null,
+                    };
+                    out.insert(name.to_owned(), v);
+                }
+            }
+            Value::Object(out)
+        }
+        "array" => {
+            let n = count("minItems").min(64);
+            let item = match get(s, "items") {
+                Some(i) if n > 0 => minimal(root, i, depth + 1)?,
+                _ => Value::Null,
+            };
+            Value::Array(vec![item; n])
+        }
+        "string" => {
+            if get(s, "pattern").is_some() {
+                return Err((s.loc, "it has a `pattern`".into()));
+            }
+            let sample = match get(s, "format").and_then(Node::as_str) {
+                Some("date") => "2024-01-01",
+                Some("date-time") => "2024-01-01T00:00:00Z",
+                Some("time") => "00:00:00Z",
+                Some("uuid") => "00000000-0000-4000-8000-000000000000",
+                Some("email") => "user@example.com",
+                Some("ipv4") => "192.0.2.1",
+                Some("ipv6") => "2001:db8::1",
+                Some("uri" | "url") => "https://example.com/",
+                Some("hostname") => "example.com",
+                _ => "",
+            };
+            let min = count("minLength").min(4096);
+            let mut text = sample.to_owned();
+            while text.chars().count() < min {
+                text.push('x');
+            }
+            Value::String(text)
+        }
+        "integer" | "number" => {
+            let integer = ty == "integer";
+            let step = number("multipleOf").filter(|m| *m > 0.0);
+            let (mut lo, mut lo_open) = (
+                number("minimum"),
+                get(s, "exclusiveMinimum").is_some_and(|e| matches!(e.kind, NodeKind::Bool(true))),
+            );
+            if let Some(e) = number("exclusiveMinimum")
+                && lo.is_none_or(|l| e >= l)
+            {
+                (lo, lo_open) = (Some(e), true);
+            }
+            let mut v = lo.unwrap_or(0.0_f64.min(number("maximum").unwrap_or(0.0)));
+            if let Some(m) = step {
+                v = (v / m).ceil() * m;
+                if lo_open && lo == Some(v) {
+                    v += m;
+                }
+            } else if lo_open && lo == Some(v) {
+                v += if integer {
+                    1.0
+                } else {
+                    1e-6_f64.max(v.abs() * 1e-9)
+                };
+            }
+            if integer {
+                let v = v.ceil();
+                if v.abs() < 9e15 {
+                    json!(v as i64)
+                } else {
+                    json!(v)
+                }
+            } else if v.fract() == 0.0 && v.abs() < 9e15 {
+                json!(v as i64)
+            } else {
+                json!(v)
+            }
+        }
+        "boolean" => Value::Bool(false),
+        _ => Value::Null,
     })
 }
