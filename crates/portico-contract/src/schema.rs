@@ -206,7 +206,8 @@ impl Schemas {
         for _ in 0..32 {
             let n = self.node(id);
             if n.types != 0 {
-                return n.types;
+                // `nullable: true` lets `null` through too: a parameter reading `null` is one.
+                return n.types | if n.nullable { ty::NULL } else { 0 };
             }
             match n.reference {
                 Some(r) => id = r,

@@ -247,6 +247,17 @@ fn query_objects_exploded_and_deep() {
 }
 
 #[test]
+fn a_nullable_parameter_takes_null() {
+    let c = contract(
+        json!({ "parameters": [param("n", "query", json!({"type": "integer", "nullable": true}), json!({}))] }),
+        Dialect::Oas30,
+    );
+    ok(&c, req().query("n=null"));
+    ok(&c, req().query("n=4"));
+    refused(&c, req().query("n=nil"), 400, &[("query", "", "type")]);
+}
+
+#[test]
 fn empty_values_pass_only_when_allowed() {
     let c = contract(
         json!({ "parameters": [
