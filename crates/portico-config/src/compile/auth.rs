@@ -329,7 +329,7 @@ fn compile_method(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) -> Option<Aut
                 return None;
             }
             let challenge = realm_challenge(cx, "Basic", b.realm.as_deref(), node);
-            let slot = cx.next_slot();
+            let slot = cx.slot_for(node);
             Some(AuthMethod::Basic(BasicMethod {
                 challenge,
                 cache_ttl: b.cache_ttl.map_or(Duration::from_secs(300), |d| d.0),
@@ -567,7 +567,7 @@ fn compile_jwt(cx: &mut Ctx<'_>, j: &JwtPolicyConfig, node: &Node) -> Option<Jwt
     let rules = claim_rules(&j.claims);
     let forward_claims = compile_forward(cx, &j.forward_claims, node);
     let challenge = realm_challenge(cx, "Bearer", j.realm.as_deref(), node);
-    let slot = cx.next_slot();
+    let slot = cx.slot_for(node);
     (cx.sink.out.len() == before).then_some(JwtMethod {
         slot,
         token_cache_size: j.token_cache_size.unwrap_or(10_000),
@@ -705,7 +705,7 @@ fn compile_introspection(
     let forward_claims = compile_forward(cx, &c.forward_claims, node);
     let rules = claim_rules(&c.claims);
     let challenge = realm_challenge(cx, "Bearer", c.realm.as_deref(), node);
-    let slot = cx.next_slot();
+    let slot = cx.slot_for(node);
     (cx.sink.out.len() == before).then_some(IntrospectionMethod {
         slot,
         url: c.url.clone(),

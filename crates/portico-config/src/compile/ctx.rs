@@ -31,6 +31,14 @@ pub(crate) struct Ctx<'a> {
     pub(crate) documents: Vec<std::path::PathBuf>,
     /// The `apis` documents read (`Config::apis`).
     pub(crate) apis: Vec<crate::config::ApiDocument>,
+    /// While `apis` compile: the slot given to each policy config node, by where it is written
+    /// and what it says. An API's or a tag's policy is copied into every operation's route;
+    /// its copies share one slot, so one `rate_limit` is one budget for them all and one
+    /// `jwt` one token cache, as the config reads.
+    pub(crate) shared_slots: Option<std::collections::HashMap<(u32, u32, u64), usize>>,
+    /// The scope of each shared slot's `rate_limit` (its counters' identity across reloads
+    /// and in Redis), in place of a route's name.
+    pub(crate) shared_scopes: std::collections::HashMap<usize, String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -56,7 +64,32 @@ impl<'a> Ctx<'a> {
             env,
             documents: Vec::new(),
             apis: Vec::new(),
+            shared_slots: None,
+            shared_scopes: std::collections::HashMap::new(),
         }
+    }
+
+    /// The slot of the policy written at `node`: a new one, or, while `apis` compile, the one
+    /// already given to a copy of the same node.
+    pub(crate) fn slot_for(&mut self, node: &Node) -> usize {
+        let Some(map) = self.shared_slots.as_mut() else {
+            return self.next_slot();
+        };
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        node.to_json().to_string().hash(&mut h);
+        let key = (node.loc.line, node.loc.column, h.finish());
+        if let Some(slot) = map.get(&key) {
+            return *slot;
+        }
+        self.state_slots += 1;
+        let slot = self.state_slots - 1;
+        if let Some(map) = self.shared_slots.as_mut() {
+            map.insert(key, slot);
+        }
+        self.shared_scopes
+            .insert(slot, format!("shared {}:{} {:x}", key.0, key.1, key.2));
+        slot
     }
 }
 

@@ -261,7 +261,7 @@ pub fn compile(
         .zip(&policy_nodes)
         .filter_map(|(p, n)| {
             let mut p = compile_policy(&mut cx, p, n)?;
-            scope_rate_limit(&mut p, None, &mut nth);
+            scope_rate_limit(&mut p, None, &mut nth, &cx.shared_scopes);
             Some(p)
         })
         .collect();

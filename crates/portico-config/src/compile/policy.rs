@@ -157,7 +157,7 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                 }
             }
             Policy::Cache(CachePolicy {
-                slot: cx.next_slot(),
+                slot: cx.slot_for(node),
                 max_entries,
                 max_object_bytes,
                 key_query,
@@ -368,7 +368,7 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                     Some((a.target_latency.0, min))
                 }
             };
-            let slot = cx.next_slot();
+            let slot = cx.slot_for(node);
             let fingerprint = fnv(
                 format!("{key:?}{}{adaptive:?}", c.max_in_flight).as_bytes(),
                 FNV_START,
@@ -468,7 +468,7 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
                 }
                 LimitStore::Local
             };
-            let slot = cx.next_slot();
+            let slot = cx.slot_for(node);
             let fingerprint = fnv(format!("{key:?}{limits:?}{store:?}").as_bytes(), FNV_START);
             Policy::RateLimit(RateLimitPolicy {
                 slot,
@@ -488,11 +488,18 @@ pub(crate) fn compile_policy(cx: &mut Ctx<'_>, p: &PolicyConfig, node: &Node) ->
 /// counters (kept across reloads when it is unchanged; part of the keys in Redis), so it takes
 /// the route and the policy's place among the `rate_limit` policies there: the same limits
 /// written on two routes, or twice on one, never share a budget.
-pub(super) fn scope_rate_limit(p: &mut Policy, route: Option<&str>, nth: &mut usize) {
+pub(super) fn scope_rate_limit(
+    p: &mut Policy,
+    route: Option<&str>,
+    nth: &mut usize,
+    shared: &std::collections::HashMap<usize, String>,
+) {
     if let Policy::RateLimit(rl) = p {
-        let scope = match route {
-            Some(name) => format!("route {name} #{nth}"),
-            None => format!("global #{nth}"),
+        let scope = match (shared.get(&rl.slot), route) {
+            // One policy node copied into several routes: one scope for all its copies.
+            (Some(s), _) => s.clone(),
+            (None, Some(name)) => format!("route {name} #{nth}"),
+            (None, None) => format!("global #{nth}"),
         };
         rl.fingerprint = fnv(scope.as_bytes(), rl.fingerprint);
         *nth += 1;

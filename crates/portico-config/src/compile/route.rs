@@ -186,7 +186,7 @@ pub(super) fn compile_route(
     for (p, pnode) in cfg.policies.iter().zip(&policy_nodes) {
         let pnode: &Node = pnode;
         if let Some(mut p) = compile_policy(cx, p, pnode) {
-            scope_rate_limit(&mut p, Some(&name), &mut nth);
+            scope_rate_limit(&mut p, Some(&name), &mut nth, &cx.shared_scopes);
             policies.push(p);
         }
     }

@@ -582,3 +582,22 @@ async fn openapi_answers_that_drift_from_the_contract_are_counted_or_refused() {
     .await;
     assert_eq!(get(&gw.url("/echo/bad-body")).await.status, 200);
 }
+
+#[tokio::test]
+async fn openapi_an_apis_rate_limit_is_one_budget_for_all_its_operations() {
+    let up = echo_server().await;
+    let gw = gateway(&orders(
+        &up.url(),
+        "    policies:\n      - { type: rate_limit, key: client_ip, limits: [{ requests: 3, per: 60s }] }\n    operations:\n      listOrders:\n        policies:\n          - { type: rate_limit, key: client_ip, limits: [{ requests: 1, per: 60s }] }\n",
+    ))
+    .await;
+    // The API's budget of 3 is spent across operations, not 3 for each.
+    assert_eq!(get(&gw.url("/orders/1")).await.status, 200);
+    assert_eq!(get(&gw.url("/orders/2")).await.status, 200);
+    // The operation's own limit is its own: one for listOrders.
+    assert_eq!(get(&gw.url("/orders")).await.status, 200);
+    let got = get(&gw.url("/orders/3")).await;
+    assert_eq!(got.status, 429, "{}", got.text());
+    let got = get(&gw.url("/orders")).await;
+    assert_eq!(got.status, 429, "{}", got.text());
+}

@@ -110,9 +110,12 @@ pub(super) fn compile_apis(
         upstream_specs,
         global_policies,
     };
+    // Policies copied from one config node into several operations share their state.
+    cx.shared_slots = Some(HashMap::new());
     for (cfg, (number, node)) in apis.iter().zip(nodes) {
         compile_api(cx, &mut state, cfg, *number, node, routes);
     }
+    cx.shared_slots = None;
 }
 
 /// An operation's contract, finished once the document's schemas are all compiled.
