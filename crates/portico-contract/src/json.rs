@@ -111,6 +111,19 @@ pub enum ReadError {
     TooDeep(u32),
 }
 
+impl ReadError {
+    /// The keyword and message of a failure for a body that could not be read.
+    pub(crate) fn failure(self) -> (&'static str, String) {
+        match self {
+            ReadError::Syntax(m) => ("json", format!("the body is not JSON: {m}")),
+            ReadError::TooDeep(d) => (
+                "maxDepth",
+                format!("the body nests arrays and objects deeper than {d} levels"),
+            ),
+        }
+    }
+}
+
 /// A read document: the body, and the scratch holding its tree.
 #[derive(Clone, Copy)]
 pub(crate) struct Tree<'a> {

@@ -269,13 +269,7 @@ impl RequestContract {
         failures: &mut Vec<Failure>,
     ) -> Result<(), u16> {
         if let Err(e) = json::read(body, scratch, self.limits.max_depth) {
-            let (keyword, message) = match e {
-                json::ReadError::Syntax(m) => ("json", format!("the body is not JSON: {m}")),
-                json::ReadError::TooDeep(d) => (
-                    "maxDepth",
-                    format!("the body nests arrays and objects deeper than {d} levels"),
-                ),
-            };
+            let (keyword, message) = e.failure();
             failures.push(Failure {
                 location: "body",
                 name: None,

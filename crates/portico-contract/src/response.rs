@@ -128,11 +128,8 @@ impl ResponseContract {
         failures: &mut Vec<Failure>,
     ) {
         if let Err(e) = json::read(body, scratch, self.max_depth) {
-            let message = match e {
-                json::ReadError::Syntax(m) => format!("the body is not JSON: {m}"),
-                json::ReadError::TooDeep(d) => format!("the body nests deeper than {d} levels"),
-            };
-            failures.push(failure("json", String::new(), message));
+            let (keyword, message) = e.failure();
+            failures.push(failure(keyword, String::new(), message));
             return;
         }
         let tree = Tree { body, s: scratch };

@@ -113,37 +113,8 @@ pub struct ApiOperationConfig {
 }
 
 /// `true`, `false`, or how many answers to check and what to do with one that breaks the
-/// contract.
-#[derive(Debug, JsonSchema)]
-#[serde(untagged)]
-pub enum ResponseChecks {
-    On(bool),
-    With(ResponseCheckSettings),
-}
-
-// By hand, as `MockConfig`: a misspelt key is reported as that key.
-impl<'de> Deserialize<'de> for ResponseChecks {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = ResponseChecks;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("`true`, `false` or `{ sample, enforce }`")
-            }
-            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<ResponseChecks, E> {
-                Ok(ResponseChecks::On(b))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                m: A,
-            ) -> Result<ResponseChecks, A::Error> {
-                ResponseCheckSettings::deserialize(serde::de::value::MapAccessDeserializer::new(m))
-                    .map(ResponseChecks::With)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+/// contract (`{ sample, enforce }`).
+pub type ResponseChecks = BoolOr<ResponseCheckSettings>;
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -173,35 +144,37 @@ pub struct ValidationLimits {
     pub max_errors: Option<u32>,
 }
 
-/// `true`, `false`, or which response, example and media type to answer with.
+/// `true`, `false`, or a mapping of settings: the shape of `mock` and `check_responses`.
 #[derive(Debug, JsonSchema)]
 #[serde(untagged)]
-pub enum MockConfig {
+pub enum BoolOr<T> {
     On(bool),
-    With(MockSettings),
+    With(T),
 }
 
 // By hand rather than `untagged`: a misspelt key inside the mapping is then reported as that
 // key, with a did-you-mean, instead of "did not match any variant".
-impl<'de> Deserialize<'de> for MockConfig {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for BoolOr<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = MockConfig;
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = BoolOr<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("`true`, `false` or `{ status, example, media_type }`")
+                f.write_str("`true`, `false` or a mapping of settings")
             }
-            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<MockConfig, E> {
-                Ok(MockConfig::On(b))
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<BoolOr<T>, E> {
+                Ok(BoolOr::On(b))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<MockConfig, A::Error> {
-                MockSettings::deserialize(serde::de::value::MapAccessDeserializer::new(m))
-                    .map(MockConfig::With)
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<BoolOr<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(m)).map(BoolOr::With)
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
+
+/// `true`, `false`, or which response, example and media type to answer with.
+pub type MockConfig = BoolOr<MockSettings>;
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
