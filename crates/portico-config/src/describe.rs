@@ -35,9 +35,14 @@ pub fn openapi(cfg: &Config) -> Value {
         }),
     );
     let mut schemes = Map::new();
+    // What the documents' `$ref`s to other files read, under each API's name.
+    let mut bundled = Map::new();
     // The imported documents' components, each under its API's name.
     for api in &cfg.apis {
         let prefix = format!("{}.", component_name(&api.name));
+        if let Some(b) = api.root.get(BUNDLED) {
+            bundled.insert(component_name(&api.name), renamed(b, &prefix));
+        }
         let Some(comps) = api.root.get("components").and_then(Value::as_object) else {
             continue;
         };
@@ -158,7 +163,7 @@ pub fn openapi(cfg: &Config) -> Value {
             json!({ "url": format!("{scheme}://{}", l.addr), "description": format!("listener `{}`", l.name) })
         })
         .collect();
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Portico gateway",
@@ -168,7 +173,11 @@ pub fn openapi(cfg: &Config) -> Value {
         "servers": servers,
         "paths": paths,
         "components": components,
-    })
+    });
+    if !bundled.is_empty() {
+        doc[BUNDLED] = Value::Object(bundled);
+    }
+    doc
 }
 
 /// The path item pointer of an operation pointer (`/paths/~1pets/get` → `/paths/~1pets`).
@@ -208,8 +217,19 @@ fn renamed(v: &Value, prefix: &str) -> Value {
     }
 }
 
-/// `#/components/schemas/Order` → `#/components/schemas/orders.Order`.
+/// The key of an imported document under which the files its `$ref`s name are grafted.
+const BUNDLED: &str = "x-portico-bundled";
+
+/// `#/components/schemas/Order` → `#/components/schemas/orders.Order`, and
+/// `#/x-portico-bundled/1/…` → `#/x-portico-bundled/orders/1/…`.
 fn rename_ref(r: &str, prefix: &str) -> String {
+    if let Some(rest) = r
+        .strip_prefix("#/")
+        .and_then(|r| r.strip_prefix(BUNDLED))
+        .and_then(|r| r.strip_prefix('/'))
+    {
+        return format!("#/{BUNDLED}/{}/{rest}", prefix.trim_end_matches('.'));
+    }
     let Some(rest) = r.strip_prefix("#/components/") else {
         return r.to_owned();
     };

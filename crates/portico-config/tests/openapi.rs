@@ -291,9 +291,8 @@ paths:
 #[test]
 fn document_errors_are_located_in_the_document() {
     // A `$ref` that points nowhere, and one to another file.
-    assert_eq!(
-        doc_errors(
-            "openapi: 3.1.0
+    let errors = doc_errors(
+        "openapi: 3.1.0
 paths:
   /pets:
     get:
@@ -305,12 +304,17 @@ components:
   parameters:
     limit: { name: limit, in: query }
 ",
-            ""
-        ),
-        [
-            "doc.yaml:7:17: unresolved $ref `#/components/parameters/limt`",
-            "doc.yaml:8:17: external `$ref` `common.yaml#/limit` is not supported yet",
-        ]
+        "",
+    );
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(
+        errors[0],
+        "doc.yaml:7:17: unresolved $ref `#/components/parameters/limt`"
+    );
+    assert!(
+        errors[1].starts_with("doc.yaml:8:17: `$ref` `common.yaml#/limit`: cannot read `")
+            && errors[1].ends_with("/common.yaml`: No such file or directory (os error 2)"),
+        "{errors:#?}"
     );
     // The same operationId twice.
     assert_eq!(
@@ -1245,4 +1249,154 @@ components:
     )
     .unwrap();
     assert_eq!(failures, []);
+}
+
+/// `portico-testkit/openapi/split`: path items, parameters, responses and schemas in other
+/// files, referring back to the root and to each other, and to themselves.
+#[test]
+fn a_document_split_across_files_loads_as_one() {
+    let split = fixtures().join("split");
+    let c = load_in(
+        &split,
+        &format!("{UPSTREAMS}apis:\n  - {{ name: shop, openapi: openapi.yaml, upstream: pets }}\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let place = by_name(&c, "placeOrder");
+    let get_order = by_name(&c, "getOrder");
+    assert!(place.contract.as_ref().unwrap().request.is_some());
+    assert!(get_order.contract.as_ref().unwrap().request.is_some());
+    assert_eq!(get(&c, "/shop/orders/o-1").as_deref(), Some("getOrder"));
+    // Every file is followed for reloads, each once (`order.yaml` is named three ways).
+    let mut names: Vec<String> = c
+        .documents
+        .iter()
+        .map(|p| {
+            let p = p.canonicalize().unwrap();
+            p.strip_prefix(split.canonicalize().unwrap())
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "openapi.yaml",
+            "parameters.yaml",
+            "paths/orders.yaml",
+            "schemas/customer.yaml",
+            "schemas/order.yaml",
+            "schemas/problem.json"
+        ],
+        "{:?}",
+        c.documents
+    );
+    // The operation is described from the file that holds it; the description's references
+    // all resolve.
+    let doc = portico_config::describe::openapi(&c);
+    let post = &doc["paths"]["/shop/orders"]["post"];
+    assert_eq!(post["operationId"], "placeOrder");
+    let schema_ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        .as_str()
+        .unwrap();
+    assert!(
+        schema_ref.starts_with("#/x-portico-bundled/shop/"),
+        "{schema_ref}"
+    );
+    let order = doc.pointer(&schema_ref[1..]).unwrap();
+    assert_eq!(order["required"], serde_json::json!(["id", "lines"]));
+    let mut dangling = Vec::new();
+    fn walk(root: &serde_json::Value, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => m.iter().for_each(|(k, v)| match (k.as_str(), v) {
+                ("$ref", serde_json::Value::String(r))
+                    if !r.starts_with('#') || root.pointer(&r[1..]).is_none() =>
+                {
+                    out.push(r.clone())
+                }
+                _ => walk(root, v, out),
+            }),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(root, v, out)),
+            _ => {}
+        }
+    }
+    walk(&doc, &doc, &mut dangling);
+    assert_eq!(dangling, Vec::<String>::new());
+}
+
+#[test]
+fn problems_in_referred_files_are_located_in_those_files() {
+    let root = "openapi: 3.1.0
+paths:
+  /a:
+    $ref: a.yaml
+  /b:
+    post:
+      operationId: b
+      requestBody:
+        content:
+          application/json:
+            schema: { $ref: 'schemas.yaml#/Thing' }
+";
+    let a = "get:
+  operationId: a
+  parameters:
+    - $ref: missing.yaml#/P
+    - $ref: 'schemas.yaml#Anchor'
+    - $ref: 'file:///etc/passwd'
+";
+    let schemas = "Thing:
+  type: object
+  properties:
+    n: { type: integr }
+    m: { $ref: '#/Nowhere' }
+    k: { $ref: broken.yaml }
+";
+    let broken = "type: [object\n";
+    let dir = folder(&[
+        ("doc.yaml", root),
+        ("a.yaml", a),
+        ("schemas.yaml", schemas),
+        ("broken.yaml", broken),
+    ]);
+    let config = format!("{UPSTREAMS}apis:\n  - openapi: doc.yaml\n    upstream: pets\n");
+    let errors = located(load_in(&dir, &config));
+    let missing = dir.join("missing.yaml");
+    assert_eq!(
+        errors,
+        [
+            "broken.yaml:1:7: invalid YAML: unclosed bracket '[' at line 1, column 7".to_owned(),
+            format!(
+                "a.yaml:4:13: `$ref` `missing.yaml#/P`: cannot read `{}`: No such file or directory (os error 2)",
+                missing.display()
+            ),
+            "a.yaml:5:13: `$ref` `schemas.yaml#Anchor` names an anchor; only JSON pointers are followed".into(),
+            "a.yaml:6:13: `$ref` `file:///etc/passwd`: only relative paths, absolute paths and http(s) URLs are read".into(),
+            // What did read is checked all the same.
+            "schemas.yaml:5:16: unresolved $ref `#/Nowhere`".into(),
+            "schemas.yaml:6:16: `$ref` `broken.yaml` names another document, which was not read".into(),
+        ],
+        "{errors:#?}"
+    );
+    // Once every file reads, what is wrong inside them is found, each in its own file.
+    std::fs::write(dir.join("a.yaml"), "get: { operationId: a }\n").unwrap();
+    std::fs::write(dir.join("broken.yaml"), "type: object\n").unwrap();
+    let errors = located(load_in(&dir, &config));
+    assert_eq!(
+        errors,
+        ["schemas.yaml:5:16: unresolved $ref `#/Nowhere`"],
+        "{errors:#?}"
+    );
+    std::fs::write(
+        dir.join("schemas.yaml"),
+        schemas.replace("#/Nowhere", "#/Thing"),
+    )
+    .unwrap();
+    let errors = located(load_in(&dir, &config));
+    assert_eq!(
+        errors,
+        ["schemas.yaml:4:16: `integr` is not a JSON Schema type (at #/Thing/properties/n/type)"],
+        "{errors:#?}"
+    );
 }

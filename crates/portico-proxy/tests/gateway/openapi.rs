@@ -601,3 +601,121 @@ async fn openapi_an_apis_rate_limit_is_one_budget_for_all_its_operations() {
     let got = get(&gw.url("/orders")).await;
     assert_eq!(got.status, 429, "{}", got.text());
 }
+
+/// `portico-testkit/openapi/split`, served over HTTP: the document and every file its `$ref`s
+/// name are fetched when the config loads, and bodies are checked against schemas from them.
+/// (Loading blocks its thread, so the file server needs another one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_a_document_by_url_brings_the_files_it_refers_to() {
+    let files = serve(|req| async move {
+        let name = req.uri().path().trim_start_matches('/').to_owned();
+        match std::fs::read(openapi_dir().join("split").join(&name)) {
+            Ok(b) if !name.contains("..") => http::Response::new(full(b)),
+            _ => {
+                let mut r = http::Response::new(full("no such file"));
+                *r.status_mut() = http::StatusCode::NOT_FOUND;
+                r
+            }
+        }
+    })
+    .await;
+    let up = echo_server().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  shop: {{ targets: [\"{}\"] }}\napis:\n  - {{ name: shop, openapi: \"{}/openapi.yaml\", upstream: shop }}\n",
+        up.url(),
+        files.url()
+    )))
+    .await;
+    assert_eq!(
+        files.hits(),
+        6,
+        "the document and the five files it names, once each"
+    );
+    let c = client(false, &[]);
+    let good = r#"{"id": "o-1", "lines": [{"sku": "a", "qty": 1}], "customer": {"name": "ann", "referredBy": {"name": "bo"}}}"#;
+    let got = send(&c, post_json(&gw.url("/shop/orders"), good)).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    // Rules from order.yaml, its `$defs`, and customer.yaml reached through itself.
+    let bad = r#"{"id": "x", "lines": [{"sku": "a", "qty": 0}], "customer": {"name": "ann", "referredBy": {"name": ""}}}"#;
+    let got = send(&c, post_json(&gw.url("/shop/orders"), bad)).await;
+    assert_eq!(got.status, 400, "{}", got.text());
+    assert_eq!(
+        failures(&got),
+        [
+            f("body", "/id", "pattern"),
+            f("body", "/lines/0/qty", "minimum"),
+            f("body", "/customer/referredBy/name", "minLength"),
+        ]
+    );
+    // The path parameter from parameters.yaml, its schema a pointer into order.yaml.
+    assert_eq!(get(&gw.url("/shop/orders/o-7")).await.status, 200);
+    let got = get(&gw.url("/shop/orders/7")).await;
+    assert_eq!(failures(&got), [f("path", "", "pattern")]);
+    assert_eq!(got.json()["errors"][0]["name"], "id");
+
+    // A file a reference names that the server does not have: a config error at the reference.
+    let text = format!(
+        "upstreams:\n  u: {{ targets: [\"http://127.0.0.1:9\"] }}\napis:\n  - {{ openapi: \"{}/paths/orders.yaml\", upstream: u }}\n",
+        files.url()
+    );
+    let err = portico_config::load_str("t.yaml", &text, std::path::Path::new("."), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has no `openapi` version"), "{err}");
+}
+
+/// A file that a document's `$ref` names is followed like the document: changing it alone
+/// reloads the routes' checks.
+#[tokio::test]
+async fn openapi_a_changed_referred_file_alone_reloads() {
+    use std::time::Duration;
+    let up = echo_server().await;
+    let dir = temp_dir("openapi-split-watch");
+    std::fs::create_dir_all(dir.join("schemas")).unwrap();
+    std::fs::write(
+        dir.join("api.yaml"),
+        "openapi: 3.1.0\npaths:\n  /notes:\n    post:\n      operationId: addNote\n      requestBody:\n        content:\n          application/json:\n            schema: { $ref: schemas/note.yaml }\n",
+    )
+    .unwrap();
+    let note = |max: u32| {
+        format!("type: object\nproperties:\n  text: {{ type: string, maxLength: {max} }}\n")
+    };
+    std::fs::write(dir.join("schemas/note.yaml"), note(3)).unwrap();
+    let gw = gateway_from_file(
+        &dir,
+        &config(&format!(
+            "upstreams:\n  u: {{ targets: [\"{}\"] }}\napis:\n  - {{ openapi: api.yaml, upstream: u }}\n",
+            up.url()
+        )),
+    )
+    .await;
+    gw.gw.watch_file().unwrap();
+    let c = client(false, &[]);
+    let body = r#"{"text": "hello"}"#;
+    assert_eq!(
+        send(&c, post_json(&gw.url("/notes"), body)).await.status,
+        400
+    );
+    std::fs::write(dir.join("schemas/note.yaml"), note(10)).unwrap();
+    let mut status = http::StatusCode::OK;
+    for _ in 0..100 {
+        status = send(&c, post_json(&gw.url("/notes"), body)).await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "the schema file's change was not followed");
+    // A broken schema file is refused and the running config keeps serving.
+    std::fs::write(dir.join("schemas/note.yaml"), "type: [object\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        send(&c, post_json(&gw.url("/notes"), body)).await.status,
+        200
+    );
+    let long = r#"{"text": "far too long a note"}"#;
+    assert_eq!(
+        send(&c, post_json(&gw.url("/notes"), long)).await.status,
+        400
+    );
+}

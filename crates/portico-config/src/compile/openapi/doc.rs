@@ -19,7 +19,7 @@ pub(crate) struct Problem {
 }
 
 impl Problem {
-    fn new(loc: Loc, msg: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub(crate) fn new(loc: Loc, msg: impl Into<String>, hint: impl Into<String>) -> Self {
         Problem {
             loc,
             msg: msg.into(),
@@ -38,13 +38,45 @@ const MAX_REF_HOPS: usize = 32;
 
 /// Parses YAML or JSON text (JSON is YAML's flow syntax, so one reader serves both).
 pub(crate) fn parse(text: &str) -> Result<Node, Problem> {
-    parse_document(text).map_err(|e| Problem {
+    let mut root = parse_document(text).map_err(|e| Problem {
         loc: e.loc.unwrap_or(Loc { line: 1, column: 1 }),
         msg: e.msg,
         hint: e
             .hint
             .unwrap_or_else(|| "fix the document's YAML or JSON syntax".into()),
-    })
+    })?;
+    let lines: Vec<&str> = text.lines().collect();
+    yaml12_booleans(&mut root, &lines);
+    Ok(root)
+}
+
+/// OpenAPI documents are YAML 1.2, where only `true` and `false` are booleans; the config
+/// reader also takes YAML 1.1's `y`, `n`, `yes`, `no`, `on` and `off`. Read as written, a
+/// property called `y` or an `enum: [yes, no]` stays text.
+fn yaml12_booleans(n: &mut Node, lines: &[&str]) {
+    match &mut n.kind {
+        NodeKind::Bool(_) => {
+            let word: String = lines
+                .get(n.loc.line.saturating_sub(1) as usize)
+                .map(|l| {
+                    l.chars()
+                        .skip(n.loc.column.saturating_sub(1) as usize)
+                        .take_while(char::is_ascii_alphabetic)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let lower = word.to_ascii_lowercase();
+            if matches!(lower.as_str(), "y" | "n" | "yes" | "no" | "on" | "off") {
+                n.kind = NodeKind::Str(word);
+            }
+        }
+        NodeKind::Seq(items) => items.iter_mut().for_each(|i| yaml12_booleans(i, lines)),
+        NodeKind::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            yaml12_booleans(k, lines);
+            yaml12_booleans(v, lines);
+        }),
+        _ => {}
+    }
 }
 
 /// The text of a scalar as written: `openapi: 3.1` reads as a number.
@@ -125,9 +157,31 @@ pub(crate) fn locate(root: &Node, pointer: &str) -> Loc {
 
 /// The JSON pointer of an operation and of its path item.
 pub(crate) fn operation_pointers(op: &Operation<'_>) -> (String, String) {
-    let item = format!("/paths/{}", portico_contract::escape(&op.path));
-    let operation = format!("{item}/{}", op.method.to_ascii_lowercase());
-    (item, operation)
+    (op.item_ptr.clone(), op.op_ptr.clone())
+}
+
+/// The JSON pointer of the value `node` (written at `pointer`) resolves to: the target of its
+/// last `$ref`, or `pointer` itself. Only called on nodes [`resolve`] has followed.
+fn resolved_pointer(root: &Node, node: &Node, pointer: String) -> String {
+    let mut n = node;
+    let mut at = pointer;
+    for _ in 0..MAX_REF_HOPS {
+        let Some(text) = ref_of(n).and_then(Node::as_str) else {
+            break;
+        };
+        let Ok(segments) = pointer_segments(text) else {
+            break;
+        };
+        let Some(next) = pointee(root, &segments) else {
+            break;
+        };
+        at = segments
+            .iter()
+            .map(|s| format!("/{}", portico_contract::escape(s)))
+            .collect();
+        n = next;
+    }
+    at
 }
 
 /// The segments of a local JSON pointer (`#/components/schemas/Pet`), decoded: percent-escapes
@@ -210,8 +264,8 @@ fn follow<'n>(root: &'n Node, r: &'n Node) -> Result<&'n Node, Problem> {
     if !text.starts_with('#') {
         return Err(Problem::new(
             r.loc,
-            format!("external `$ref` `{text}` is not supported yet"),
-            "move what it points at into this document (under `components`) and refer to it as `#/components/…`",
+            format!("`$ref` `{text}` names another document, which was not read"),
+            "check the name; it is relative to the document that refers to it",
         ));
     }
     let segments = pointer_segments(text).map_err(|m| {
@@ -230,77 +284,122 @@ fn follow<'n>(root: &'n Node, r: &'n Node) -> Result<&'n Node, Problem> {
     })
 }
 
-/// Every `$ref` in the document that does not resolve, or that starts a loop. Literal values
-/// are not searched: an example, a default, a `const` or an `enum` is data, and a `$ref` key
-/// inside it (a stored JSON Schema, say) is the data's, not a reference of the document's.
-pub(crate) fn check_refs(root: &Node, out: &mut Vec<Problem>) {
-    /// What the entries of a mapping are.
-    #[derive(Clone, Copy, PartialEq)]
-    enum In {
-        /// An object of the specification (or a schema): its keys are keywords.
-        Object,
-        /// A map whose keys are names (`properties`, `paths`, `components.schemas`...):
-        /// its values are objects, whatever they are called.
-        Names,
-        /// `examples` of a parameter or media type: Example Objects, whose `value` is data.
-        Examples,
+/// What the entries of a mapping are, for finding the document's `$ref`s.
+#[derive(Clone, Copy, PartialEq)]
+enum In {
+    /// An object of the specification (or a schema): its keys are keywords.
+    Object,
+    /// A map whose keys are names (`properties`, `paths`, `components.schemas`...):
+    /// its values are objects, whatever they are called.
+    Names,
+    /// `examples` of a parameter or media type: Example Objects, whose `value` is data.
+    Examples,
+}
+
+/// What the value under `key` of a mapping of kind `within` is. `None`: literal data (an
+/// example, a default, a `const` or an `enum`), where a `$ref` key is the data's own (a stored
+/// JSON Schema, say), not a reference of the document's.
+fn child(within: In, key: &str, value: &Node) -> Option<In> {
+    match within {
+        In::Names => Some(In::Object),
+        // Each Example Object: everything but its `value`.
+        In::Examples => Some(In::Examples),
+        In::Object => match key {
+            "example" | "default" | "const" | "enum" => None,
+            // A schema's `examples` (3.1) is a list of values; a parameter's or a media
+            // type's is a map of Example Objects.
+            "examples" if matches!(value.kind, NodeKind::Seq(_)) => None,
+            "examples" => Some(In::Examples),
+            "properties" | "patternProperties" | "$defs" | "definitions" | "paths" | "webhooks"
+            | "callbacks" | "responses" | "headers" | "content" | "encoding" | "links"
+            | "variables" | "schemas" | "parameters" | "requestBodies" | "securitySchemes"
+            | "pathItems" | "dependentSchemas" => Some(if matches!(value.kind, NodeKind::Map(_)) {
+                In::Names
+            } else {
+                In::Object
+            }),
+            _ => Some(In::Object),
+        },
     }
-    fn walk(root: &Node, n: &Node, within: In, out: &mut Vec<Problem>) {
-        match &n.kind {
-            NodeKind::Map(entries) => {
-                if ref_of(n).is_some()
-                    && let Err(p) = resolve(root, n)
-                {
-                    out.push(p);
-                }
-                for (k, v) in entries {
-                    let key = k.as_str().unwrap_or("");
-                    let next = match within {
-                        In::Names => In::Object,
-                        In::Examples => {
-                            // Each Example Object: everything but its `value`.
-                            if let NodeKind::Map(fields) = &v.kind {
-                                if ref_of(v).is_some()
-                                    && let Err(p) = resolve(root, v)
-                                {
-                                    out.push(p);
-                                }
-                                for (fk, fv) in fields {
-                                    if fk.as_str() != Some("value") && fk.as_str() != Some("$ref") {
-                                        walk(root, fv, In::Object, out);
-                                    }
-                                }
-                            }
-                            continue;
+}
+
+/// Calls `f` with every mapping of the document that is a reference (has a `$ref`), outside
+/// literal data.
+fn visit_refs<'n>(n: &'n Node, within: In, f: &mut impl FnMut(&'n Node)) {
+    match &n.kind {
+        NodeKind::Map(entries) => {
+            // In a map of names, `$ref` is a name (a property called `$ref`).
+            if within != In::Names && ref_of(n).is_some() {
+                f(n);
+            }
+            for (k, v) in entries {
+                if within == In::Examples {
+                    // An Example Object: a reference itself, or fields besides its `value`.
+                    if let NodeKind::Map(fields) = &v.kind {
+                        if ref_of(v).is_some() {
+                            f(v);
                         }
-                        In::Object => match key {
-                            "example" | "default" | "const" | "enum" => continue,
-                            // A schema's `examples` (3.1) is a list of values; a parameter's
-                            // or a media type's is a map of Example Objects.
-                            "examples" if matches!(v.kind, NodeKind::Seq(_)) => continue,
-                            "examples" => In::Examples,
-                            "properties" | "patternProperties" | "$defs" | "definitions"
-                            | "paths" | "webhooks" | "callbacks" | "responses" | "headers"
-                            | "content" | "encoding" | "links" | "variables" | "schemas"
-                            | "parameters" | "requestBodies" | "securitySchemes" | "pathItems"
-                            | "dependentSchemas" => {
-                                if matches!(v.kind, NodeKind::Map(_)) {
-                                    In::Names
-                                } else {
-                                    In::Object
-                                }
+                        for (fk, fv) in fields {
+                            if fk.as_str() != Some("value") && fk.as_str() != Some("$ref") {
+                                visit_refs(fv, In::Object, f);
                             }
-                            _ => In::Object,
-                        },
-                    };
-                    walk(root, v, next, out);
+                        }
+                    }
+                    continue;
+                }
+                if let Some(next) = child(within, k.as_str().unwrap_or(""), v) {
+                    visit_refs(v, next, f);
                 }
             }
-            NodeKind::Seq(items) => items.iter().for_each(|i| walk(root, i, In::Object, out)),
+        }
+        NodeKind::Seq(items) => items.iter().for_each(|i| visit_refs(i, In::Object, f)),
+        _ => {}
+    }
+}
+
+/// Calls `f` with every `$ref` value node of the document (the same ones [`visit_refs`]
+/// finds), which it may rewrite.
+pub(crate) fn visit_refs_mut(n: &mut Node, f: &mut impl FnMut(&mut Node)) {
+    fn walk(n: &mut Node, within: In, f: &mut impl FnMut(&mut Node)) {
+        match &mut n.kind {
+            NodeKind::Map(entries) => {
+                for (k, v) in entries {
+                    let key = k.as_str().unwrap_or("");
+                    if key == "$ref" && within != In::Names {
+                        f(v);
+                        continue;
+                    }
+                    if within == In::Examples {
+                        if let NodeKind::Map(fields) = &mut v.kind {
+                            for (fk, fv) in fields {
+                                match fk.as_str() {
+                                    Some("$ref") => f(fv),
+                                    Some("value") => {}
+                                    _ => walk(fv, In::Object, f),
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    if let Some(next) = child(within, key, v) {
+                        walk(v, next, f);
+                    }
+                }
+            }
+            NodeKind::Seq(items) => items.iter_mut().for_each(|i| walk(i, In::Object, f)),
             _ => {}
         }
     }
-    walk(root, root, In::Object, out);
+    walk(n, In::Object, f)
+}
+
+/// Every `$ref` in the document that does not resolve, or that starts a loop.
+pub(crate) fn check_refs(root: &Node, out: &mut Vec<Problem>) {
+    visit_refs(root, In::Object, &mut |n| {
+        if let Err(p) = resolve(root, n) {
+            out.push(p);
+        }
+    });
 }
 
 /// One operation of the document: a method of a path item.
@@ -317,6 +416,9 @@ pub(crate) struct Operation<'n> {
     pub node: &'n Node,
     /// The path item (its `servers`).
     pub item: &'n Node,
+    /// The JSON pointers of the path item and of the operation, `$ref`s followed.
+    pub item_ptr: String,
+    pub op_ptr: String,
     pub id: Option<(String, Loc)>,
     pub tags: Vec<(String, Loc)>,
     /// The `security` that applies, the operation's or else the document's: its key and value.
@@ -370,7 +472,7 @@ pub(crate) fn operations<'n>(root: &'n Node, out: &mut Vec<Problem>) -> Vec<Oper
             ));
             continue;
         };
-        for (mk, op) in fields {
+        for (mk, op_raw) in fields {
             let key = mk.key_text();
             if !METHODS.contains(&key.as_str()) {
                 if METHODS.contains(&key.to_ascii_lowercase().as_str()) {
@@ -385,7 +487,7 @@ pub(crate) fn operations<'n>(root: &'n Node, out: &mut Vec<Problem>) -> Vec<Oper
                 }
                 continue;
             }
-            let op = match resolve(root, op) {
+            let op = match resolve(root, op_raw) {
                 Ok(o) => o,
                 Err(_) => continue,
             };
@@ -417,7 +519,15 @@ pub(crate) fn operations<'n>(root: &'n Node, out: &mut Vec<Problem>) -> Vec<Oper
                     }
                 },
             };
+            let item_ptr = resolved_pointer(
+                root,
+                raw_item,
+                format!("/paths/{}", portico_contract::escape(&path)),
+            );
+            let op_ptr = resolved_pointer(root, op_raw, format!("{item_ptr}/{key}"));
             ops.push(Operation {
+                item_ptr,
+                op_ptr,
                 method: key.to_ascii_uppercase(),
                 method_loc: mk.loc,
                 path: path.clone(),
@@ -438,14 +548,22 @@ pub(crate) fn check_duplicate_ids(ops: &[Operation<'_>], out: &mut Vec<Problem>)
     let mut seen: HashMap<&str, Loc> = HashMap::new();
     for (id, at) in ops.iter().filter_map(|o| o.id.as_ref()) {
         match seen.get(id.as_str()) {
-            Some(first) => out.push(Problem::new(
-                *at,
-                format!("duplicate operationId `{id}`"),
-                format!(
-                    "operationIds must be unique in a document; the first `{id}` is on line {}",
-                    first.line
-                ),
-            )),
+            Some(first) => {
+                let (file, first) = super::bundle::split(*first);
+                let whose = if file == 0 {
+                    ""
+                } else {
+                    " of a document this one refers to"
+                };
+                out.push(Problem::new(
+                    *at,
+                    format!("duplicate operationId `{id}`"),
+                    format!(
+                        "operationIds must be unique in a document; the first `{id}` is on line {}{whose}",
+                        first.line
+                    ),
+                ))
+            }
             None => {
                 seen.insert(id, *at);
             }
@@ -612,6 +730,23 @@ pub(crate) fn route_path(
 }
 
 #[cfg(test)]
+mod yaml12 {
+    use super::*;
+
+    #[test]
+    fn only_true_and_false_are_booleans() {
+        let root =
+            parse("properties:\n  y: { enum: [yes, No, on, OFF, n, true, False] }\n  n: {}\n")
+                .unwrap();
+        let json = root.to_json();
+        assert_eq!(
+            json,
+            serde_json::json!({"properties": {"y": {"enum": ["yes", "No", "on", "OFF", "n", true, false]}, "n": {}}})
+        );
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::compile::ctx::testing::doc;
@@ -714,7 +849,7 @@ mod tests {
             [
                 "4:19: more than 32 `$ref`s in a row (a reference loop?)",
                 "5:19: unresolved $ref `#/components/schemas/Nope`",
-                "6:18: external `$ref` `common.yaml#/Pet` is not supported yet",
+                "6:18: `$ref` `common.yaml#/Pet` names another document, which was not read",
             ]
         );
     }

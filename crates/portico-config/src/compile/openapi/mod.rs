@@ -11,6 +11,7 @@
 //! - `mock.rs` — the answer of a mocked operation, from the examples of its responses.
 //! - `security.rs` — an operation's `security` requirements as the policies that enforce them.
 
+mod bundle;
 mod doc;
 mod mock;
 mod security;
@@ -36,20 +37,25 @@ pub(super) struct Earlier<'a> {
     pub locs: &'a [Loc],
 }
 
-/// A document read for one `apis` entry: its name in diagnostics, its text and its nodes.
+/// The documents read for one `apis` entry (its own first, then those its `$ref`s name), by
+/// the names they are reported under.
 struct Doc {
-    file: String,
-    text: String,
+    sources: Vec<bundle::Source>,
 }
 
 impl Doc {
     fn err(&self, cx: &mut Ctx<'_>, p: Problem) {
+        let (i, at) = bundle::split(p.loc);
+        let s = self.sources.get(i).unwrap_or(&self.sources[0]);
+        let msg = bundle::as_written(&p.msg, i, &self.sources);
         cx.sink
-            .error_in(&self.file, &self.text, Some(p.loc), p.msg, Some(p.hint));
+            .error_in(&s.name, &s.text, Some(at), msg, Some(p.hint));
     }
 
     fn at(&self, l: Loc) -> String {
-        format!("{}:{}:{}", self.file, l.line, l.column)
+        let (i, at) = bundle::split(l);
+        let s = self.sources.get(i).unwrap_or(&self.sources[0]);
+        format!("{}:{}:{}", s.name, at.line, at.column)
     }
 }
 
@@ -225,15 +231,36 @@ fn compile_api(
 ) {
     let api_name = cfg.name.clone().unwrap_or_else(|| format!("api-{number}"));
     let doc_at = loc(node, "openapi");
-    let Some(bytes) = read_file(cx, &cfg.openapi, doc_at) else {
-        return;
+    let remote = bundle::is_url(&cfg.openapi);
+    let (location, bytes) = if remote {
+        match crate::fetch::fetch_url(&cfg.openapi) {
+            Ok(b) => (cfg.openapi.clone(), b),
+            Err(e) => {
+                cx.sink.at(
+                    doc_at,
+                    format!("cannot fetch `{}`: {e}", cfg.openapi),
+                    "check the URL; the document is fetched when the config loads and on every reload",
+                );
+                return;
+            }
+        }
+    } else {
+        let Some(bytes) = read_file(cx, &cfg.openapi, doc_at) else {
+            return;
+        };
+        let full = resolve(cx, &cfg.openapi);
+        // Followed by the file watcher with the config: a reload reads the document again.
+        if !cx.documents.contains(&full) {
+            cx.documents.push(full.clone());
+        }
+        let canonical = std::fs::canonicalize(&full).unwrap_or(full);
+        (canonical.display().to_string(), bytes)
     };
-    let full = resolve(cx, &cfg.openapi);
-    let file = full.display().to_string();
-    // Followed by the file watcher with the config: a reload reads the document again.
-    if !cx.documents.contains(&full) {
-        cx.documents.push(full);
-    }
+    let file = if remote {
+        location.clone()
+    } else {
+        resolve(cx, &cfg.openapi).display().to_string()
+    };
     let Ok(text) = String::from_utf8(bytes) else {
         cx.sink.at(
             doc_at,
@@ -242,11 +269,42 @@ fn compile_api(
         );
         return;
     };
-    let doc = Doc { file, text };
-    let root = match doc::parse(&doc.text) {
+    let mut doc = Doc {
+        sources: vec![bundle::Source { name: file, text }],
+    };
+    let mut root = match doc::parse(&doc.sources[0].text) {
         Ok(r) => r,
         Err(p) => return doc.err(cx, p),
     };
+    // The files and URLs its `$ref`s name, grafted in; files are followed by the watcher too.
+    let mut read = |at: &str| -> Result<Vec<u8>, String> {
+        if bundle::is_url(at) {
+            crate::fetch::fetch_url(at)
+        } else {
+            super::ctx::read_bounded(std::path::Path::new(at)).map_err(|e| e.to_string())
+        }
+    };
+    match bundle::bundle(&mut root, &location, &mut doc.sources, &mut read) {
+        Ok(read) => {
+            for r in read.into_iter().filter(|r| !bundle::is_url(r)) {
+                let p = std::path::PathBuf::from(r);
+                if !cx.documents.contains(&p) {
+                    cx.documents.push(p);
+                }
+            }
+        }
+        Err(mut problems) => {
+            // Local references are checked too; a reference that was not read is told once.
+            let mut local = Vec::new();
+            doc::check_refs(&root, &mut local);
+            local.retain(|p| !problems.iter().any(|q| q.loc == p.loc));
+            problems.extend(local);
+            for p in problems {
+                doc.err(cx, p);
+            }
+            return;
+        }
+    }
     if let Err(p) = doc::check_version(&root) {
         return doc.err(cx, p);
     }

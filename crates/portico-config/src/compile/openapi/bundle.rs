@@ -1,0 +1,400 @@
+//! External `$ref`s: the files and URLs an OpenAPI document refers to (`schemas/pet.yaml`,
+//! `common.yaml#/components/schemas/Error`, `https://…/problem.json`) are read and grafted
+//! into the document under [`BUNDLED`], and every reference is rewritten to a local JSON
+//! pointer. What comes after (operations, schemas, mocks, the gateway's description) sees one
+//! document with local references only.
+//!
+//! A grafted document keeps its own lines: the index of the document it was read from is kept
+//! in the high bits of each node's line ([`split`] takes it apart), so a problem anywhere is
+//! reported in the file that has it.
+
+use std::collections::HashMap;
+
+use crate::tree::{Loc, Node, NodeKind};
+
+use super::doc::{self, Problem};
+
+/// The root key the read documents are grafted under, each under its index (`"1"`, `"2"`…).
+pub(crate) const BUNDLED: &str = "x-portico-bundled";
+
+/// Lines of a read document are `line | index << SHIFT`: 255 documents of 16 million lines.
+const SHIFT: u32 = 24;
+
+/// How many documents one API may be made of, the first included.
+pub(crate) const MAX_DOCUMENTS: usize = 64;
+
+/// One document of an API: the name problems are reported under (a path or a URL) and its text.
+pub(crate) struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+/// Which document a location is in, and where in it.
+pub(crate) fn split(loc: Loc) -> (usize, Loc) {
+    let index = (loc.line >> SHIFT) as usize;
+    let line = loc.line & ((1 << SHIFT) - 1);
+    (
+        index,
+        Loc {
+            line,
+            column: loc.column,
+        },
+    )
+}
+
+/// `text` (a message) with each grafted pointer `#/x-portico-bundled/N/…` written as its
+/// document writes it: `#/…` in document `here`, `NAME#/…` elsewhere.
+pub(crate) fn as_written(text: &str, here: usize, sources: &[Source]) -> String {
+    let marker = format!("#/{BUNDLED}/");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&marker) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + marker.len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        let n: usize = after[..digits].parse().unwrap_or(usize::MAX);
+        match sources.get(n) {
+            Some(s) if digits > 0 => {
+                if n != here {
+                    out.push_str(&s.name);
+                }
+                out.push('#');
+                rest = &after[digits..];
+            }
+            _ => {
+                out.push_str(&marker);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Reads a document named by a path or an `http(s)://` URL.
+pub(crate) type Read<'a> = dyn FnMut(&str) -> Result<Vec<u8>, String> + 'a;
+
+pub(crate) fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// Where a reference's document part points, relative to the document `base` it is written
+/// in: a canonical path (so one file reached by two spellings is read once), or a URL with its
+/// `.` and `..` segments removed. A document read from a URL refers to that server only.
+fn target(base: &str, part: &str) -> Result<String, String> {
+    if is_url(base) {
+        if part.contains("://") && !is_url(part) {
+            return Err("a document read from a URL can only refer to http(s) URLs".into());
+        }
+        return Ok(normalize_url(&portico_translate::wsdl::resolve_location(
+            base, part,
+        )));
+    }
+    if is_url(part) {
+        return Ok(normalize_url(part));
+    }
+    if part.contains("://") {
+        return Err("only relative paths, absolute paths and http(s) URLs are read".into());
+    }
+    // A reference is a URI: `my%20pet.yaml` is the file `my pet.yaml`.
+    let decoded = percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .map_err(|_| "its percent-escapes are not UTF-8".to_owned())?;
+    let path = portico_translate::wsdl::resolve_location(base, &decoded);
+    std::fs::canonicalize(&path)
+        .map(|p| p.to_string_lossy().into_owned())
+        .map_err(|e| format!("cannot read `{path}`: {e}"))
+}
+
+/// `http://h/a/./b/../c.yaml` → `http://h/a/c.yaml`; the query is kept as written.
+fn normalize_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (host, tail) = rest.split_at(host_end);
+    let (path, query) = match tail.find('?') {
+        Some(q) => tail.split_at(q),
+        None => (tail, ""),
+    };
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *seg {
+            "." => {
+                if last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let path = if path.is_empty() {
+        String::new()
+    } else {
+        format!("/{}", out.join("/"))
+    };
+    format!("{scheme}://{host}{path}{query}")
+}
+
+/// Adds `shift` to the line of every node of a tree.
+fn shift(n: &mut Node, add: u32) {
+    n.loc.line |= add;
+    match &mut n.kind {
+        NodeKind::Seq(items) => items.iter_mut().for_each(|i| shift(i, add)),
+        NodeKind::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            shift(k, add);
+            shift(v, add);
+        }),
+        _ => {}
+    }
+}
+
+/// The documents of one API while they are read.
+struct Bundler<'r, 'a> {
+    read: &'r mut Read<'a>,
+    /// Index of each document by where it was read from; `None` once reading it failed.
+    index: HashMap<String, Option<usize>>,
+    /// Where each document was read from, the root first.
+    locations: Vec<String>,
+    /// The documents read and not yet walked.
+    pending: Vec<(usize, Node)>,
+    sources: Vec<Source>,
+    problems: Vec<Problem>,
+}
+
+impl Bundler<'_, '_> {
+    /// The index of the document at `location`, reading it the first time.
+    fn document(&mut self, location: String, at: Loc, written: &str) -> Option<usize> {
+        if let Some(known) = self.index.get(&location) {
+            return *known;
+        }
+        let read = self.load(&location, at, written);
+        self.index.insert(location, read);
+        read
+    }
+
+    fn load(&mut self, location: &str, at: Loc, written: &str) -> Option<usize> {
+        let i = self.locations.len();
+        if i >= MAX_DOCUMENTS {
+            self.problems.push(Problem::new(
+                at,
+                format!("`{written}` would be document number {} of this API, more than {MAX_DOCUMENTS}", i + 1),
+                "bundle the schemas into fewer files",
+            ));
+            return None;
+        }
+        let bytes = match (self.read)(location) {
+            Ok(b) => b,
+            Err(e) => {
+                self.problems.push(Problem::new(
+                    at,
+                    format!("cannot read `{written}` (`{location}`): {e}"),
+                    "check the name; it is relative to the document that refers to it",
+                ));
+                return None;
+            }
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            self.problems.push(Problem::new(
+                at,
+                format!("`{location}` is not UTF-8 text"),
+                "save the document as UTF-8",
+            ));
+            return None;
+        };
+        let tag = (i as u32) << SHIFT;
+        let parsed = doc::parse(&text);
+        self.sources.push(Source {
+            name: location.to_owned(),
+            text,
+        });
+        self.locations.push(location.to_owned());
+        match parsed {
+            Ok(mut tree) => {
+                shift(&mut tree, tag);
+                self.pending.push((i, tree));
+                Some(i)
+            }
+            Err(mut p) => {
+                p.loc.line |= tag;
+                self.problems.push(p);
+                None
+            }
+        }
+    }
+
+    /// Rewrites the references of document `i` to local pointers, reading what they name.
+    fn walk(&mut self, i: usize, tree: &mut Node) {
+        doc::visit_refs_mut(tree, &mut |v: &mut Node| {
+            let Some(text) = v.as_str() else {
+                return; // Reported by `check_refs`.
+            };
+            let (part, fragment) = text.split_once('#').unwrap_or((text, ""));
+            if !fragment.is_empty() && !fragment.starts_with('/') {
+                if !part.is_empty() {
+                    self.problems.push(Problem::new(
+                        v.loc,
+                        format!("`$ref` `{text}` names an anchor; only JSON pointers are followed"),
+                        "write a pointer such as `schemas.yaml#/components/schemas/Pet`",
+                    ));
+                }
+                return; // A local one is reported by `check_refs`.
+            }
+            let j = if part.is_empty() {
+                i
+            } else {
+                let location = match target(&self.locations[i], part) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        self.problems.push(Problem::new(
+                            v.loc,
+                            format!("`$ref` `{text}`: {e}"),
+                            "check the name; it is relative to the document that refers to it",
+                        ));
+                        return;
+                    }
+                };
+                let written = part.to_owned();
+                match self.document(location, v.loc, &written) {
+                    Some(j) => j,
+                    None => return,
+                }
+            };
+            let local = if j == 0 {
+                format!("#{fragment}")
+            } else {
+                format!("#/{BUNDLED}/{j}{fragment}")
+            };
+            v.kind = NodeKind::Str(local);
+        });
+    }
+}
+
+/// Reads every document `root` refers to, from `location` (a canonical path or a URL), and
+/// grafts them in. `sources` holds the root's source and gets one per document read; the
+/// returned locations are those read besides the root.
+pub(crate) fn bundle(
+    root: &mut Node,
+    location: &str,
+    sources: &mut Vec<Source>,
+    read: &mut Read<'_>,
+) -> Result<Vec<String>, Vec<Problem>> {
+    if let Some(taken) = super::super::ctx::get(root, BUNDLED) {
+        return Err(vec![Problem::new(
+            taken.loc,
+            format!("`{BUNDLED}` is where Portico grafts the documents this one refers to"),
+            "rename the key",
+        )]);
+    }
+    let mut b = Bundler {
+        read,
+        index: HashMap::from([(location.to_owned(), Some(0))]),
+        locations: vec![location.to_owned()],
+        pending: Vec::new(),
+        sources: std::mem::take(sources),
+        problems: Vec::new(),
+    };
+    b.walk(0, root);
+    let mut grafted = Vec::new();
+    while let Some((i, mut tree)) = b.pending.pop() {
+        b.walk(i, &mut tree);
+        grafted.push((i, tree));
+    }
+    *sources = b.sources;
+    // Grafted even when some document could not be read, so that the references to those
+    // that were are checked like the rest.
+    graft(root, grafted);
+    if b.problems.is_empty() {
+        Ok(b.locations.split_off(1))
+    } else {
+        Err(b.problems)
+    }
+}
+
+fn graft(root: &mut Node, mut grafted: Vec<(usize, Node)>) {
+    if grafted.is_empty() {
+        return;
+    }
+    grafted.sort_by_key(|(i, _)| *i);
+    let at = root.loc;
+    let key = |s: String| Node {
+        kind: NodeKind::Str(s),
+        loc: at,
+    };
+    let map = grafted
+        .into_iter()
+        .map(|(i, tree)| (key(i.to_string()), tree))
+        .collect();
+    if let NodeKind::Map(entries) = &mut root.kind {
+        entries.push((
+            key(BUNDLED.to_owned()),
+            Node {
+                kind: NodeKind::Map(map),
+                loc: at,
+            },
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_dot_segments_and_keep_their_query() {
+        assert_eq!(
+            normalize_url("http://h/a/./b/../c.yaml"),
+            "http://h/a/c.yaml"
+        );
+        assert_eq!(normalize_url("http://h/../../x"), "http://h/x");
+        assert_eq!(normalize_url("http://h/a/b/.."), "http://h/a/");
+        assert_eq!(normalize_url("http://h"), "http://h");
+        assert_eq!(
+            normalize_url("https://h:8080/a/../s.json?v=../1"),
+            "https://h:8080/s.json?v=../1"
+        );
+    }
+
+    #[test]
+    fn a_document_read_from_a_url_refers_only_to_urls() {
+        let base = "http://127.0.0.1:9/api/openapi.yaml";
+        assert_eq!(
+            target(base, "schemas/../pet.yaml").unwrap(),
+            "http://127.0.0.1:9/api/pet.yaml"
+        );
+        assert_eq!(
+            target(base, "/etc/passwd").unwrap(),
+            "http://127.0.0.1:9/etc/passwd"
+        );
+        assert!(target(base, "file:///etc/passwd").is_err());
+        assert!(target("/tmp/x.yaml", "file:///etc/passwd").is_err());
+    }
+
+    #[test]
+    fn a_location_carries_its_document() {
+        let mut n = Node {
+            kind: NodeKind::Seq(vec![Node {
+                kind: NodeKind::Null,
+                loc: Loc { line: 7, column: 3 },
+            }]),
+            loc: Loc { line: 6, column: 1 },
+        };
+        shift(&mut n, 5 << SHIFT);
+        let NodeKind::Seq(items) = &n.kind else {
+            unreachable!()
+        };
+        assert_eq!(split(items[0].loc), (5, Loc { line: 7, column: 3 }));
+        assert_eq!(
+            split(Loc { line: 9, column: 2 }),
+            (0, Loc { line: 9, column: 2 })
+        );
+    }
+}
