@@ -8,6 +8,8 @@
 //! - `json.rs` — a JSON body read once, by serde_json, into a flat tree borrowing its strings.
 //! - `schema.rs` — JSON Schema (OpenAPI 3.0's dialect and 2020-12) compiled to linked nodes.
 //! - `validate.rs` — a tree checked against a schema: every failure, with its JSON pointer.
+//! - `stream.rs` — the fast path: a body checked while it is read, with no tree, when the
+//!   schema allows; it only says "valid", and anything else goes to `validate.rs`.
 //! - `format.rs` — the string formats that are checked.
 //! - `request.rs` — parameters (every `style`/`explode`), content types and bodies.
 //! - `response.rs` — an upstream's answer checked against its operation's `responses`.
@@ -21,6 +23,7 @@ mod openapi;
 mod request;
 mod response;
 mod schema;
+mod stream;
 mod validate;
 
 pub use json::{ReadError, Scratch};
@@ -32,6 +35,22 @@ pub use request::{
 pub use response::{ResponseContract, ResponsePlan, ResponseRule, StatusSel};
 pub use schema::{CompileError, Compiler, Dialect, SchemaId, Schemas, escape};
 pub use validate::{Direction, Violation};
+
+/// The verdict of the checker that reads as it goes, for schemas it takes (`None` for the
+/// others): `Some(true)` only when the document is valid. For tests and fuzzing, which hold it
+/// to [`validate_json`]'s verdict.
+pub fn validate_streaming(
+    schemas: &Schemas,
+    schema: SchemaId,
+    body: &[u8],
+    max_depth: u32,
+    direction: Direction,
+) -> Option<bool> {
+    schemas
+        .plan
+        .streams(schema)
+        .then(|| stream::valid_bytes(schemas, schema, body, max_depth, direction))
+}
 
 /// Checks a JSON document against one schema: every failure up to `max_errors`, in document
 /// order. For tests, fuzzing and tools; requests go through [`RequestContract::check`].

@@ -268,6 +268,17 @@ impl RequestContract {
         scratch: &mut Scratch,
         failures: &mut Vec<Failure>,
     ) -> Result<(), u16> {
+        // Most bodies keep their contract: checked as they are read, when the schema allows,
+        // with no tree. Anything else is read into one, which says what is wrong.
+        if crate::stream::valid_bytes(
+            &self.schemas,
+            schema,
+            body,
+            self.limits.max_depth,
+            Direction::Request,
+        ) {
+            return Ok(());
+        }
         if let Err(e) = json::read(body, scratch, self.limits.max_depth) {
             let (keyword, message) = e.failure();
             failures.push(Failure {

@@ -190,6 +190,8 @@ pub(crate) mod has {
 pub struct Schemas {
     pub(crate) nodes: Vec<Node>,
     pub(crate) dialect: Dialect,
+    /// Which schemas the checker that reads as it goes can take.
+    pub(crate) plan: crate::stream::Plan,
 }
 
 impl Schemas {
@@ -326,6 +328,7 @@ impl<'a> Compiler<'a> {
         link(&mut self.nodes);
         (
             Schemas {
+                plan: crate::stream::Plan::new(&self.nodes),
                 nodes: self.nodes,
                 dialect: self.dialect,
             },

@@ -255,8 +255,7 @@ impl<'t, 'o> Run<'t, 'o> {
         let bytes = self.tree.bytes(sp);
         let mut ok = true;
         if n.min_length.is_some() || n.max_length.is_some() {
-            // Characters, counted as code points: every byte that does not continue one.
-            let chars = bytes.iter().filter(|b| (**b as i8) >= -0x40).count() as u64;
+            let chars = chars(bytes);
             if let Some(min) = n.min_length
                 && chars < min
             {
@@ -299,53 +298,45 @@ impl<'t, 'o> Run<'t, 'o> {
             _ => return true,
         };
         let mut ok = true;
-        if let Some(b) = n.minimum {
-            let below = match beyond(value, x, b) {
-                Some(o) => o.is_lt() || (b.exclusive && o.is_eq()),
-                None => false,
-            };
-            if below {
-                ok = self.fail(
-                    if b.exclusive && self.schemas.dialect == crate::Dialect::Oas31 {
-                        "exclusiveMinimum"
-                    } else {
-                        "minimum"
-                    },
-                    || {
-                        format!(
-                            "must be {} {}",
-                            if b.exclusive {
-                                "greater than"
-                            } else {
-                                "at least"
-                            },
-                            bound_text(b)
-                        )
-                    },
-                );
-            }
+        if let Some(b) = n.minimum
+            && below(value, x, b)
+        {
+            ok = self.fail(
+                if b.exclusive && self.schemas.dialect == crate::Dialect::Oas31 {
+                    "exclusiveMinimum"
+                } else {
+                    "minimum"
+                },
+                || {
+                    format!(
+                        "must be {} {}",
+                        if b.exclusive {
+                            "greater than"
+                        } else {
+                            "at least"
+                        },
+                        bound_text(b)
+                    )
+                },
+            );
         }
-        if let Some(b) = n.maximum {
-            let above = match beyond(value, x, b) {
-                Some(o) => o.is_gt() || (b.exclusive && o.is_eq()),
-                None => false,
-            };
-            if above {
-                ok = self.fail(
-                    if b.exclusive && self.schemas.dialect == crate::Dialect::Oas31 {
-                        "exclusiveMaximum"
-                    } else {
-                        "maximum"
-                    },
-                    || {
-                        format!(
-                            "must be {} {}",
-                            if b.exclusive { "less than" } else { "at most" },
-                            bound_text(b)
-                        )
-                    },
-                );
-            }
+        if let Some(b) = n.maximum
+            && above(value, x, b)
+        {
+            ok = self.fail(
+                if b.exclusive && self.schemas.dialect == crate::Dialect::Oas31 {
+                    "exclusiveMaximum"
+                } else {
+                    "maximum"
+                },
+                || {
+                    format!(
+                        "must be {} {}",
+                        if b.exclusive { "less than" } else { "at most" },
+                        bound_text(b)
+                    )
+                },
+            );
         }
         if let Some(m) = n.multiple_of
             && !multiple_of(value, x, m)
@@ -354,22 +345,10 @@ impl<'t, 'o> Run<'t, 'o> {
                 format!("must be a multiple of {}", num_text(m))
             });
         }
-        if let Some(f) = n.format {
-            let range = match f {
-                Format::Int32 => Some((i32::MIN as i128, i32::MAX as i128)),
-                Format::Int64 => Some((i64::MIN as i128, i64::MAX as i128)),
-                _ => None,
-            };
-            if let Some((lo, hi)) = range {
-                let inside = match value {
-                    V::U(u) => (u as i128) <= hi,
-                    V::I(i) => (i as i128) >= lo,
-                    _ => x >= lo as f64 && x <= hi as f64,
-                };
-                if !inside {
-                    ok = self.fail("format", || format!("is out of the range of {}", f.name()));
-                }
-            }
+        if let Some(f) = n.format
+            && !in_format_range(f, value, x)
+        {
+            ok = self.fail("format", || format!("is out of the range of {}", f.name()));
         }
         ok
     }
@@ -655,7 +634,7 @@ fn as_f64(v: V) -> f64 {
     }
 }
 
-fn num_eq(a: V, b: &serde_json::Number) -> bool {
+pub(crate) fn num_eq(a: V, b: &serde_json::Number) -> bool {
     match (a, b.as_u64(), b.as_i64()) {
         (V::U(x), Some(y), _) => x == y,
         (V::I(x), _, Some(y)) => x == y,
@@ -663,7 +642,7 @@ fn num_eq(a: V, b: &serde_json::Number) -> bool {
     }
 }
 
-fn type_of(v: V) -> u8 {
+pub(crate) fn type_of(v: V) -> u8 {
     match v {
         V::Null => ty::NULL,
         V::Bool(_) => ty::BOOLEAN,
@@ -727,6 +706,70 @@ fn multiple_of(value: V, x: f64, m: f64) -> bool {
     // Decimal multiples such as 0.1 are not exact in binary: compare within a few ulps of the
     // quotient.
     (q - q.round()).abs() <= q.abs().max(1.0) * 4.0 * f64::EPSILON
+}
+
+/// Characters, counted as code points: every byte that does not continue one.
+fn chars(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|b| (**b as i8) >= -0x40).count() as u64
+}
+
+/// Whether a string (of a schema with string keywords) keeps them all; the verdict of
+/// [`Run::string`] without its messages, for the checker that reads as it goes.
+pub(crate) fn string_ok(n: &Node, bytes: &[u8]) -> bool {
+    if n.min_length.is_some() || n.max_length.is_some() {
+        let c = chars(bytes);
+        if n.min_length.is_some_and(|m| c < m) || n.max_length.is_some_and(|m| c > m) {
+            return false;
+        }
+    }
+    if n.pattern.is_some() || n.format.is_some() {
+        let text = std::str::from_utf8(bytes).unwrap_or("");
+        if n.pattern.as_ref().is_some_and(|p| !p.re.is_match(text))
+            || n.format
+                .is_some_and(|f| !crate::format::string_matches(f, text))
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether a number (of a schema with number keywords) keeps them all; the verdict of
+/// [`Run::number`] without its messages.
+pub(crate) fn number_ok(n: &Node, value: V) -> bool {
+    let x = as_f64(value);
+    !(n.minimum.is_some_and(|b| below(value, x, b))
+        || n.maximum.is_some_and(|b| above(value, x, b))
+        || n.multiple_of.is_some_and(|m| !multiple_of(value, x, m))
+        || n.format.is_some_and(|f| !in_format_range(f, value, x)))
+}
+
+fn below(value: V, x: f64, b: crate::schema::Bound) -> bool {
+    match beyond(value, x, b) {
+        Some(o) => o.is_lt() || (b.exclusive && o.is_eq()),
+        None => false,
+    }
+}
+
+fn above(value: V, x: f64, b: crate::schema::Bound) -> bool {
+    match beyond(value, x, b) {
+        Some(o) => o.is_gt() || (b.exclusive && o.is_eq()),
+        None => false,
+    }
+}
+
+/// Whether a number is within the range its integer `format` (`int32`, `int64`) names.
+fn in_format_range(f: Format, value: V, x: f64) -> bool {
+    let (lo, hi) = match f {
+        Format::Int32 => (i32::MIN as i128, i32::MAX as i128),
+        Format::Int64 => (i64::MIN as i128, i64::MAX as i128),
+        _ => return true,
+    };
+    match value {
+        V::U(u) => (u as i128) <= hi,
+        V::I(i) => (i as i128) >= lo,
+        _ => x >= lo as f64 && x <= hi as f64,
+    }
 }
 
 /// How a number compares with a bound: exactly when both are integers, else as floats.

@@ -23,7 +23,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use portico_contract::{Compiler, Dialect, Direction, SchemaId, Schemas, Scratch, validate_json};
+use portico_contract::{
+    Compiler, Dialect, Direction, SchemaId, Schemas, Scratch, validate_json, validate_streaming,
+};
 use serde_json::{Map, Value, json};
 
 const READ_ONLY: &str = "OpenAPI: a `readOnly` property is answered, not sent, so Portico \
@@ -92,6 +94,8 @@ struct Disagreement {
 #[derive(Default)]
 struct Tally {
     cases: usize,
+    /// Cases the checker that reads as it goes took, and agreed on with the tree checker.
+    streamed: usize,
     agreed: usize,
     ids: HashSet<String>,
     disagreements: Vec<Disagreement>,
@@ -123,6 +127,15 @@ impl Tally {
             Direction::Request,
         )
         .unwrap_or_else(|e| panic!("{id}: {e:?}"));
+        // The checker that reads as it goes, where it takes the schema, agrees with the tree.
+        if let Some(fast) = validate_streaming(s.schemas, s.schema, &body, 64, Direction::Request) {
+            self.streamed += 1;
+            assert_eq!(
+                fast,
+                ours.is_empty(),
+                "{id}: streaming and tree checks disagree: {ours:?}"
+            );
+        }
         let theirs: Vec<String> = s
             .reference
             .iter_errors(instance)
@@ -214,11 +227,12 @@ impl Tally {
             );
         }
         println!(
-            "{corpus}: {} cases, {} agree, {} disagree ({} explained)",
+            "{corpus}: {} cases, {} agree, {} disagree ({} explained); {} also streamed",
             self.cases,
             self.agreed,
             self.disagreements.len(),
-            explained.len()
+            explained.len(),
+            self.streamed
         );
         assert!(
             problems.is_empty(),

@@ -5,7 +5,7 @@
 //! references by URI, the meta-schema, `unevaluated*`) are left out by the reason listed in
 //! `OUT_OF_SCOPE`, and the number left out is pinned, so a change that drops more is noticed.
 
-use portico_contract::{Compiler, Dialect, Direction, Scratch, validate_json};
+use portico_contract::{Compiler, Dialect, Direction, Scratch, validate_json, validate_streaming};
 use serde_json::Value;
 
 /// What a group's schema uses that puts it outside the validator, by the text that shows it.
@@ -30,7 +30,7 @@ fn run(dir: &str, dialect: Dialect, expect_skipped: usize) {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    let (mut passed, mut skipped) = (0, 0);
+    let (mut passed, mut skipped, mut streamed) = (0, 0, 0);
     let mut failures = Vec::new();
     let mut scratch = Scratch::default();
     for f in files {
@@ -72,6 +72,17 @@ fn run(dir: &str, dialect: Dialect, expect_skipped: usize) {
                     Direction::Request,
                 )
                 .unwrap();
+                // The checker that reads as it goes, where it takes the schema, agrees.
+                if let Some(fast) = validate_streaming(&schemas, id, &data, 64, Direction::Request)
+                {
+                    streamed += 1;
+                    if fast != got.is_empty() {
+                        failures.push(format!(
+                            "{file}: {} / {}: the streaming check says valid={fast}, the tree {got:?}",
+                            g["description"], t["description"]
+                        ));
+                    }
+                }
                 if got.is_empty() == want {
                     passed += 1;
                 } else {
@@ -91,6 +102,10 @@ fn run(dir: &str, dialect: Dialect, expect_skipped: usize) {
         failures.join("\n")
     );
     assert!(passed > 300, "only {passed} cases ran");
+    assert!(
+        streamed > 150,
+        "only {streamed} cases went through the streaming check"
+    );
     assert_eq!(
         skipped, expect_skipped,
         "cases left out by OUT_OF_SCOPE changed ({passed} passed)"

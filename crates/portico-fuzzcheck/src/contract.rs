@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use portico_contract::{
     Compiler, Dialect, Direction, Limits, OperationRef, RequestContract, RequestParts, SchemaId,
-    Schemas, Scratch, compile_operation, finish, validate_json,
+    Schemas, Scratch, compile_operation, finish, validate_json, validate_streaming,
 };
 use serde_json::{Value, json};
 
@@ -39,6 +39,16 @@ fn fixture() -> &'static Fixture {
                 "Tree": { "type": ["object", "null"], "properties": {
                             "value": { "oneOf": [{ "type": "string", "maxLength": 4 }, { "type": "number", "multipleOf": 0.5 }] },
                             "kids": { "type": "array", "items": { "$ref": "#/components/schemas/Tree" }, "uniqueItems": true } } },
+                "Stream": { "type": "object", "required": ["id", "lines"], "maxProperties": 6,
+                    "properties": {
+                        "id": { "type": "integer", "readOnly": true },
+                        "lines": { "type": "array", "minItems": 1, "maxItems": 4, "items": { "$ref": "#/components/schemas/Item" } },
+                        "tag": { "enum": ["a", "b", 3, null, true] },
+                        "ratio": { "type": "number", "exclusiveMinimum": 0, "maximum": 1.5, "multipleOf": 0.25 },
+                        "pair": { "type": "array", "prefixItems": [{ "const": "x" }, { "type": "boolean" }], "items": false },
+                        "next": { "$ref": "#/components/schemas/Stream" },
+                        "name": { "type": ["string", "null"], "minLength": 2, "format": "uuid" } },
+                    "additionalProperties": { "type": "string", "maxLength": 3 } },
                 "Mixed": { "anyOf": [
                     { "type": "array", "prefixItems": [{ "const": 1 }], "items": { "enum": ["x", 2, null] }, "contains": { "type": "null" } },
                     { "type": "object", "patternProperties": { "^[a-z]+$": { "type": "boolean" } },
@@ -48,7 +58,7 @@ fn fixture() -> &'static Fixture {
             } }
         });
         let mut c = Compiler::new(&doc, Dialect::Oas31);
-        let roots = ["Item", "Tree", "Mixed"]
+        let roots = ["Item", "Tree", "Mixed", "Stream"]
             .iter()
             .map(|n| c.schema(&format!("/components/schemas/{n}")))
             .collect();
@@ -86,7 +96,7 @@ fn depth(v: &Value) -> u32 {
 }
 
 /// Checking never panics. A body is read exactly when serde_json reads it (within the depth
-/// limit); the failures are at most the bound, and each one's pointer names a value of the
+/// limit), and the checker that reads as it goes agrees with the tree checker; the failures are at most the bound, and each one's pointer names a value of the
 /// body. The same bytes as a query string are checked without panicking either.
 pub fn contract_body(data: &[u8]) {
     let f = fixture();
@@ -102,6 +112,13 @@ pub fn contract_body(data: &[u8]) {
             MAX_ERRORS,
             Direction::Request,
         );
+        // The checker that reads as it goes says "valid" exactly when the tree checker does.
+        if let Some(fast) =
+            validate_streaming(&f.schemas, *root, data, MAX_DEPTH, Direction::Request)
+        {
+            let tree = matches!(&got, Ok(v) if v.is_empty());
+            assert_eq!(fast, tree, "streaming and tree checks disagree: {got:?}");
+        }
         match (&parsed, got) {
             (Some(v), Ok(violations)) => {
                 assert!(violations.len() <= MAX_ERRORS + 1, "{violations:?}");
