@@ -105,24 +105,66 @@ fn email(s: &str) -> bool {
     let Some((local, domain)) = s.rsplit_once('@') else {
         return false;
     };
-    let local_ok = !local.is_empty()
-        && local.len() <= 64
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..")
-        && local
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&c));
-    let domain_ok = !domain.is_empty()
-        && domain.len() <= 253
-        && domain.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
-        });
-    local_ok && domain_ok
+    // One pass over each part: a body's addresses are checked on every request.
+    let local = local.as_bytes();
+    let mut prev = b'.';
+    for &c in local {
+        let ok = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'/'
+                    | b'='
+                    | b'?'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'{'
+                    | b'|'
+                    | b'}'
+                    | b'~'
+                    | b'.'
+            );
+        // No dot first, and no two in a row.
+        if !ok || (c == b'.' && prev == b'.') {
+            return false;
+        }
+        prev = c;
+    }
+    if local.is_empty() || local.len() > 64 || prev == b'.' {
+        return false;
+    }
+    let domain = domain.as_bytes();
+    if domain.is_empty() || domain.len() > 253 {
+        return false;
+    }
+    // Labels of letters, digits and inner hyphens, 1 to 63 long.
+    let mut label = 0usize;
+    let mut prev = b'.';
+    for &c in domain {
+        if c == b'.' {
+            if label == 0 || prev == b'-' {
+                return false;
+            }
+            label = 0;
+        } else if c.is_ascii_alphanumeric() || (c == b'-' && label > 0) {
+            label += 1;
+            if label > 63 {
+                return false;
+            }
+        } else {
+            return false;
+        }
+        prev = c;
+    }
+    label > 0 && prev != b'-'
 }
 
 #[cfg(test)]

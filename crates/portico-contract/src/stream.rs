@@ -89,17 +89,28 @@ pub(crate) fn valid(
     if !schemas.plan.streams(schema) {
         return false;
     }
-    let mut steps = 0u32;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let seed = Check {
+    let cx = Cx {
         schemas,
-        schema: Some(schema),
-        depth: 0,
         max_depth,
         direction,
-        steps: &mut steps,
+        steps: std::cell::Cell::new(0),
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let seed = Check {
+        cx: &cx,
+        schema: Some(schema),
+        depth: 0,
     };
     seed.deserialize(&mut de).is_ok() && de.end().is_ok()
+}
+
+/// What every value's check shares.
+struct Cx<'a> {
+    schemas: &'a Schemas,
+    max_depth: u32,
+    direction: Direction,
+    /// The tree checker's count of schema visits, kept the same way.
+    steps: std::cell::Cell<u32>,
 }
 
 /// [`valid`] for a body of bytes, which must be UTF-8 to be.
@@ -115,15 +126,13 @@ pub(crate) fn valid_bytes(
             .is_ok_and(|text| valid(schemas, schema, text, max_depth, direction))
 }
 
+/// The seed of one value: small, as serde passes it by value at every level.
+#[derive(Clone, Copy)]
 struct Check<'a> {
-    schemas: &'a Schemas,
+    cx: &'a Cx<'a>,
     /// `None`: any value (still read, and held to the depth limit).
     schema: Option<SchemaId>,
     depth: u32,
-    max_depth: u32,
-    direction: Direction,
-    /// The tree checker's count of schema visits, kept the same way.
-    steps: &'a mut u32,
 }
 
 fn no<E: de::Error>() -> E {
@@ -138,11 +147,12 @@ impl<'a> Check<'a> {
             return Ok(None);
         };
         loop {
-            *self.steps += 1;
-            if *self.steps > MAX_STEPS {
+            let steps = self.cx.steps.get() + 1;
+            self.cx.steps.set(steps);
+            if steps > MAX_STEPS {
                 return Err(no());
             }
-            let n = self.schemas.node(id);
+            let n = self.cx.schemas.node(id);
             match n.reference {
                 Some(r) if n.has == 0 && n.types == 0 && !n.nullable && !n.never => id = r,
                 _ => return Ok(Some(n)),
@@ -151,14 +161,11 @@ impl<'a> Check<'a> {
     }
 
     /// A member's seed: one level deeper.
-    fn member(&mut self, schema: Option<SchemaId>) -> Check<'_> {
+    fn member(&self, schema: Option<SchemaId>) -> Check<'a> {
         Check {
-            schemas: self.schemas,
+            cx: self.cx,
             schema,
             depth: self.depth + 1,
-            max_depth: self.max_depth,
-            direction: self.direction,
-            steps: self.steps,
         }
     }
 
@@ -241,7 +248,7 @@ impl<'a> Check<'a> {
 impl<'de> DeserializeSeed<'de> for Check<'_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        if self.depth > self.max_depth {
+        if self.depth > self.cx.max_depth {
             return Err(no());
         }
         d.deserialize_any(self)
@@ -319,7 +326,7 @@ impl<'de> Visitor<'de> for Check<'_> {
                     Some(n.properties[i].1)
                 }
                 (Some(Known::Other), Some(n)) => match n.additional {
-                    Some(extra) if self.schemas.node(extra).never => return Err(no()),
+                    Some(extra) if self.cx.schemas.node(extra).never => return Err(no()),
                     extra => extra,
                 },
             };
@@ -338,8 +345,8 @@ impl<'de> Visitor<'de> for Check<'_> {
                 missing &= missing - 1;
                 // `readOnly` properties are not required of requests, `writeOnly` ones not of
                 // answers.
-                let write = self.direction == Direction::Response;
-                if !self.schemas.says_only(n.properties[i].1, write, 0) {
+                let write = self.cx.direction == Direction::Response;
+                if !self.cx.schemas.says_only(n.properties[i].1, write, 0) {
                     return Err(no());
                 }
             }
@@ -359,6 +366,7 @@ struct Key<'a>(&'a Node);
 
 impl<'de> DeserializeSeed<'de> for Key<'_> {
     type Value = Known;
+    #[inline]
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Known, D::Error> {
         d.deserialize_str(self)
     }
@@ -370,17 +378,14 @@ impl<'de> Visitor<'de> for Key<'_> {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a key")
     }
+    #[inline]
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Known, E> {
-        Ok(
-            match self
-                .0
-                .properties
-                .iter()
-                .position(|(k, _)| **k == *v.as_bytes())
-            {
-                Some(i) => Known::Property(i),
-                None => Known::Other,
-            },
-        )
+        let v = v.as_bytes();
+        // Names are short: compared byte by byte, after the length, with no call.
+        let same = |k: &[u8]| k.len() == v.len() && k.iter().zip(v).all(|(a, b)| a == b);
+        Ok(match self.0.properties.iter().position(|(k, _)| same(k)) {
+            Some(i) => Known::Property(i),
+            None => Known::Other,
+        })
     }
 }
