@@ -70,6 +70,10 @@ pub fn openapi(cfg: &Config) -> Value {
             soap(r, s, &mut paths, &mut components);
             continue;
         }
+        if let Some(tr) = r.transcode.as_ref().and_then(|t| t.transcoder.as_ref()) {
+            grpc(r, tr, cfg, &mut paths, &mut components, &mut schemes);
+            continue;
+        }
         let (path, catch_all) = match openapi_path(&r.path) {
             Some(p) => p,
             None => continue,
@@ -407,6 +411,49 @@ fn soap(
                     target.insert(format!("{prefix}{name}"), renamed(v, &prefix));
                 }
             }
+        }
+    }
+}
+
+/// A `grpc_transcode` route with a descriptor set: its methods, as their `google.api.http`
+/// bindings (and calls by name) expose them, with the gateway's additions. (With
+/// `reflection`, the methods are known only once the gateway has asked the service: the route
+/// is described as a plain one.)
+fn grpc(
+    r: &Route,
+    tr: &portico_translate::Transcoder,
+    cfg: &Config,
+    paths: &mut Map<String, Value>,
+    components: &mut Map<String, Value>,
+    schemes: &mut Map<String, Value>,
+) {
+    let prefix = format!("{}.", component_name(&r.name));
+    let doc = tr.openapi(&|method| format!("{}.{method}", r.name));
+    if let Some(Value::Object(ps)) = doc.get("paths") {
+        for (p, item) in ps {
+            let Some(ops) = item.as_object() else {
+                continue;
+            };
+            for (m, op) in ops {
+                let mut op = renamed(op, &prefix);
+                add_gateway(&mut op, r, cfg, schemes);
+                let item = paths
+                    .entry(p.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if item.get(m).is_none() {
+                    item[m.as_str()] = op;
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(ss)) = doc.pointer("/components/schemas") {
+        let target = components
+            .entry("schemas")
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .expect("a map");
+        for (name, v) in ss {
+            target.insert(format!("{prefix}{name}"), renamed(v, &prefix));
         }
     }
 }

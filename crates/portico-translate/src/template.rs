@@ -6,6 +6,9 @@
 //! `FieldPath = IDENT { "." IDENT }`, `Verb = ":" LITERAL`. A variable without `=` matches one
 //! segment. `**` matches the rest of the path and must come last.
 
+/// A variable of a template: its field path and the segments `[start, end)` it takes.
+pub type Var = (Vec<String>, usize, usize);
+
 /// One parsed template, matched against request paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -13,7 +16,7 @@ pub struct Template {
     verb: Option<String>,
     /// Field path and the segments `[start, end)` it captures (`end == usize::MAX`: to the
     /// end of the path, for `**`).
-    vars: Vec<(Vec<String>, usize, usize)>,
+    vars: Vec<Var>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +112,21 @@ impl Template {
             lit => Segment::Literal(lit.to_owned()),
         });
         Ok(())
+    }
+
+    /// The segments as written (`*`, `**` or a literal), the verb, and each variable's field
+    /// path with the segments `[start, end)` it takes: what describing the template needs.
+    pub fn parts(&self) -> (Vec<String>, Option<&str>, &[Var]) {
+        let segments = self
+            .segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => l.clone(),
+                Segment::Any => "*".to_owned(),
+                Segment::Rest => "**".to_owned(),
+            })
+            .collect();
+        (segments, self.verb.as_deref(), &self.vars)
     }
 
     /// The field paths this template binds, in order.

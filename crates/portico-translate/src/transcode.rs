@@ -17,6 +17,8 @@ use prost_reflect::{
 };
 use serde_json::{Map, Value};
 
+mod describe;
+
 use crate::grpc;
 use crate::template::{Template, percent_decode};
 

@@ -819,6 +819,86 @@ apis:
 
     openapi_validator_accepts(&dir.join("gateway.json"), &out.stdout);
 
+    // A transcoded gRPC service: its `google.api.http` bindings and its calls by name.
+    let pb = portico_testkit::write_bookstore_descriptor_set(&dir);
+    std::fs::write(
+        &path,
+        format!(
+            "upstreams: {{ g: {{ targets: [\"h2c://127.0.0.1:9000\"] }} }}
+routes:
+  - name: books
+    match: {{ path: {{ prefix: / }} }}
+    upstream: g
+    grpc_transcode: {{ descriptor_set: \"{}\" }}
+    policies: [{{ type: rate_limit, key: client_ip, limits: [{{ requests: 10, per: 1s }}] }}]
+",
+            pb.display()
+        ),
+    )
+    .unwrap();
+    let out = bin().arg("openapi").arg("-c").arg(&path).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths = &doc["paths"];
+    let get_book = &paths["/v1/shelves/{shelf}/books/{book}"]["get"];
+    assert!(
+        get_book["operationId"]
+            .as_str()
+            .unwrap()
+            .starts_with("books.bookstore.Bookstore.GetBook"),
+        "{get_book}"
+    );
+    assert_eq!(get_book["parameters"][0]["in"], "path");
+    assert_eq!(
+        get_book["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/books.bookstore.Book"
+    );
+    // The gateway's own answers are added, as to any route.
+    assert_eq!(
+        get_book["responses"]["429"]["$ref"],
+        "#/components/responses/RateLimited"
+    );
+    // A variable over several segments; a body that is one field; an answer that is one field.
+    let by_name = &paths["/v1/{name}"]["get"]["parameters"][0];
+    assert_eq!(by_name["name"], "name");
+    assert!(
+        by_name["description"]
+            .as_str()
+            .unwrap()
+            .contains("shelves/*/books/*")
+    );
+    assert_eq!(
+        paths["/v1/shelves"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/books.bookstore.Shelf"
+    );
+    assert_eq!(
+        paths["/v1/shelves/{shelf}/books/{book}/title"]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"]["type"],
+        "string"
+    );
+    // Fields not in the path come from the query; streams are NDJSON.
+    assert!(
+        paths["/v1/books:search"]["get"]["parameters"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    );
+    assert!(paths["/v1/shelves/{shelf}/books"]["get"]["responses"]["200"]["content"]["application/x-ndjson"].is_object());
+    assert!(
+        paths["/v1/books:count"]["post"]["requestBody"]["content"]["application/x-ndjson"]
+            .is_object()
+    );
+    // Calls by name, for methods with no binding too.
+    assert!(paths["/bookstore.Bookstore/Unannotated"]["post"].is_object());
+    let everything = &doc["components"]["schemas"]["books.bookstore.Everything"]["properties"];
+    assert_eq!(everything["i64"]["type"], "string");
+    assert_eq!(dangling_refs(&doc), Vec::<String>::new());
+    openapi_validator_accepts(&dir.join("grpc.json"), &out.stdout);
+
     // The published documents (portico-testkit/openapi/real), each merged into a description.
     let real = workspace().join("crates/portico-testkit/openapi/real");
     for f in [
