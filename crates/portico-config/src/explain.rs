@@ -96,6 +96,9 @@ pub fn explain(cfg: &Config, req: &Request<'_>) -> Value {
         .chain(route.policies.iter().map(|p| policy_json(p, "route")))
         .collect();
     out["action"] = action_json(cfg, route, &canonical, query, &params);
+    if route.contract.is_some() || route.operation.is_some() {
+        out["contract"] = contract_json(cfg, route, &params, query, &req.headers);
+    }
     let e = &route.effective;
     out["response"] = json!({
         "xml_json": e.xml_json.is_some(),
@@ -106,6 +109,77 @@ pub fn explain(cfg: &Config, req: &Request<'_>) -> Value {
         "set_headers": route.response_headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
     });
     out
+}
+
+/// The operation a route serves and how its contract is held: the checks of requests, with
+/// what this request's head (parameters, media type) gets from them, and of answers.
+fn contract_json(
+    cfg: &Config,
+    route: &Route,
+    params: &[String],
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Value {
+    let operation = route.operation.as_ref().map(|(api, pointer)| {
+        json!({
+            "api": cfg.apis.get(*api).map(|a| a.name.as_str()),
+            "pointer": format!("#{pointer}"),
+        })
+    });
+    let c = route.contract.as_deref();
+    let requests = match c.and_then(|c| c.request.as_ref().map(|r| (c, r))) {
+        None => json!(false),
+        Some((c, rc)) => {
+            let path: Vec<(&str, &str)> = c
+                .path_names
+                .iter()
+                .zip(params)
+                .map(|(n, v)| (&**n, v.as_str()))
+                .collect();
+            let parts = portico_contract::RequestParts {
+                path: &path,
+                query,
+                headers,
+            };
+            // The body is not known here: a body is taken to be there when the request
+            // says it has one.
+            let has_body = headers.contains_key(http::header::CONTENT_TYPE)
+                || headers.contains_key(http::header::CONTENT_LENGTH);
+            let mut failures = Vec::new();
+            let mut scratch = portico_contract::Scratch::default();
+            let head = match rc.check_head(&parts, has_body, &mut scratch, &mut failures) {
+                Ok(portico_contract::BodyPlan::Pass) => json!("passes; no body is checked"),
+                Ok(portico_contract::BodyPlan::Check(_)) => {
+                    json!("passes; the JSON body is checked against its schema")
+                }
+                Err(status) => json!({
+                    "refused": status,
+                    "failures": failures.iter().map(|f| json!({
+                        "in": f.location,
+                        "name": f.name.as_deref(),
+                        "pointer": &f.pointer,
+                        "keyword": f.keyword,
+                        "detail": &f.message,
+                    })).collect::<Vec<_>>(),
+                }),
+            };
+            json!({
+                "max_body_bytes": rc.limits.max_body,
+                "max_depth": rc.limits.max_depth,
+                "max_errors": rc.limits.max_errors,
+                "this_request": head,
+            })
+        }
+    };
+    let answers = match c.and_then(|c| c.response.as_ref()) {
+        None => json!(false),
+        Some(r) => json!({ "sample": r.sample, "enforce": r.enforce }),
+    };
+    json!({
+        "operation": operation,
+        "validate_requests": requests,
+        "check_responses": answers,
+    })
 }
 
 /// Every route, in declared order, as the admin API's `GET /routes` shows it: its match
@@ -505,6 +579,64 @@ pub fn text(v: &Value) -> String {
     }
     if let Some(t) = a.get("translation") {
         out.push_str(&format!("translate {}\n", s(t)));
+    }
+    let c = &v["contract"];
+    if c.is_object() {
+        if let Some(op) = c["operation"].as_object() {
+            out.push_str(&format!(
+                "contract  operation {} of API {}\n",
+                s(&op["pointer"]),
+                s(&op["api"])
+            ));
+        }
+        let r = &c["validate_requests"];
+        match r["this_request"].as_str() {
+            Some(verdict) => out.push_str(&format!(
+                "contract  requests checked; this head {verdict}\n"
+            )),
+            None if r.is_object() => {
+                out.push_str(&format!(
+                    "contract  requests checked; this head is refused with {}\n",
+                    s(&r["this_request"]["refused"])
+                ));
+                for f in r["this_request"]["failures"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    out.push_str(&format!(
+                        "contract    {} {}{}: {} ({})\n",
+                        s(&f["in"]),
+                        f["name"].as_str().unwrap_or(""),
+                        s(&f["pointer"]),
+                        s(&f["detail"]),
+                        s(&f["keyword"])
+                    ));
+                }
+            }
+            None => out.push_str("contract  requests not checked\n"),
+        }
+        match c["check_responses"].as_object() {
+            Some(a) => out.push_str(&format!(
+                "contract  answers checked (sample {}, {})\n",
+                s(&a["sample"]),
+                if a["enforce"] == json!(true) {
+                    "enforced"
+                } else {
+                    "counted and logged"
+                }
+            )),
+            None => out.push_str("contract  answers not checked\n"),
+        }
+        for x in c["recent_violations"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "violation {} status {} {}: {}\n",
+                s(&x["at"]),
+                s(&x["status"]),
+                s(&x["kind"]),
+                s(&x["failures"][0]["detail"])
+            ));
+        }
     }
     out.push_str(&format!("response  {}\n", s(&v["response"])));
     out

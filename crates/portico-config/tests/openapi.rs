@@ -1400,3 +1400,51 @@ paths:
         "{errors:#?}"
     );
 }
+
+/// `explain` names a route's operation, how its contract is held, and what this request's
+/// head gets from it.
+#[test]
+fn explain_shows_the_contract_and_checks_the_head() {
+    let c = load(&format!(
+        "{UPSTREAMS}apis:\n  - {{ name: orders, openapi: orders.yaml, upstream: pets, enforce_security: false, check_responses: {{ sample: 0.5 }} }}\n"
+    ));
+    let explain = |uri: &str| {
+        portico_config::explain::explain(
+            &c,
+            &portico_config::explain::Request {
+                listener: None,
+                method: Method::GET,
+                uri: uri.parse().unwrap(),
+                headers: HeaderMap::new(),
+            },
+        )
+    };
+    let v = explain("/orders?limit=0&status=open,lost");
+    let contract = &v["contract"];
+    assert_eq!(contract["operation"]["api"], "orders");
+    assert_eq!(contract["operation"]["pointer"], "#/paths/~1orders/get");
+    assert_eq!(contract["check_responses"]["sample"], 0.5);
+    let head = &contract["validate_requests"]["this_request"];
+    assert_eq!(head["refused"], 400, "{v:#}");
+    let failures: Vec<(&str, &str)> = head["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["in"].as_str().unwrap(), f["keyword"].as_str().unwrap()))
+        .collect();
+    assert_eq!(failures, [("query", "minimum"), ("query", "enum")]);
+    let text = portico_config::explain::text(&v);
+    assert!(
+        text.contains("contract  requests checked; this head is refused with 400"),
+        "{text}"
+    );
+    assert!(
+        text.contains("contract  answers checked (sample 0.5, counted and logged)"),
+        "{text}"
+    );
+    let ok = explain("/orders?limit=5");
+    assert_eq!(
+        ok["contract"]["validate_requests"]["this_request"],
+        "passes; no body is checked"
+    );
+}

@@ -333,6 +333,35 @@ async fn answer(
                     .unwrap_or_default(),
             )
         }
+        (&Method::GET, "/contract/violations") => {
+            let q = req.uri().query();
+            let route = portico_config::query::get(q, "route");
+            let limit = match portico_config::query::get(q, "limit").map(|l| l.parse::<usize>()) {
+                None => Ok(crate::observe::violations::KEPT),
+                Some(Ok(n)) if (1..=crate::observe::violations::KEPT).contains(&n) => Ok(n),
+                Some(_) => Err(()),
+            };
+            match limit {
+                Ok(limit) => {
+                    let rt = inner.shared.runtime.load_full();
+                    let list = rt.violations.report(route.as_deref(), limit);
+                    reply(
+                        StatusCode::OK,
+                        JSON,
+                        serde_json::to_vec_pretty(&serde_json::json!({ "violations": list }))
+                            .unwrap_or_default(),
+                    )
+                }
+                Err(()) => problem(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request",
+                    format!(
+                        "`limit` is a number from 1 to {}",
+                        crate::observe::violations::KEPT
+                    ),
+                ),
+            }
+        }
         (&Method::GET, "/caches") => {
             let rt = inner.shared.runtime.load_full();
             reply(
@@ -392,9 +421,21 @@ async fn answer(
         }
         (
             _,
-            "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" | "/reload" | "/cache"
-            | "/explain" | "/cluster" | "/stats" | "/consumers" | "/caches" | "/rate-limits"
-            | "/routes",
+            "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/config"
+            | "/upstreams"
+            | "/reload"
+            | "/cache"
+            | "/explain"
+            | "/cluster"
+            | "/stats"
+            | "/consumers"
+            | "/caches"
+            | "/rate-limits"
+            | "/routes"
+            | "/contract/violations",
         ) => problem(
             StatusCode::METHOD_NOT_ALLOWED,
             "Method Not Allowed",
@@ -512,6 +553,13 @@ async fn explain(inner: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>>
                 };
             }
         }
+    }
+    // On a running node, the route's last answers that broke its contract.
+    if out["contract"].is_object()
+        && let Some(route) = out["route"]["name"].as_str()
+    {
+        let recent = rt.violations.report(Some(route), 10);
+        out["contract"]["recent_violations"] = serde_json::Value::Array(recent);
     }
     reply(
         StatusCode::OK,

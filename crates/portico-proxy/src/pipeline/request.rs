@@ -268,6 +268,12 @@ pub(crate) fn process<'c>(
         };
         let xml_json = route.effective.xml_json.clone();
         let is_head = req.method() == http::Method::HEAD;
+        // What a contract violation is recorded with, kept only where answers are checked.
+        let asked_for = route
+            .contract
+            .as_ref()
+            .and_then(|c| c.response.as_ref())
+            .map(|_| (req.method().clone(), req.uri().path().to_owned()));
         // Set when the answer is the upstream's, the only kind checked against `responses`.
         let mut upstream_answered = false;
         let resp = match &route.action {
@@ -479,16 +485,19 @@ pub(crate) fn process<'c>(
                 }
             }
         };
-        let resp = match route.contract.as_ref().and_then(|c| c.response.as_ref()) {
-            Some(rc) if upstream_answered => {
-                Box::pin(crate::translate::contract::check_response(
-                    rc,
-                    &route.name,
-                    is_head,
-                    resp,
+        let resp = match (
+            route.contract.as_ref().and_then(|c| c.response.as_ref()),
+            &asked_for,
+        ) {
+            (Some(rc), Some((method, path))) if upstream_answered => {
+                let asked = crate::translate::contract::Asked {
+                    route: &route.name,
+                    method,
+                    path,
                     request_id,
-                ))
-                .await
+                    recent: &rt.violations,
+                };
+                Box::pin(crate::translate::contract::check_response(rc, asked, resp)).await
             }
             _ => resp,
         };

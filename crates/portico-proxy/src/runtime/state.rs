@@ -73,6 +73,8 @@ pub struct Runtime {
     pub clock: Arc<crate::base::clock::Clock>,
     /// The live view's counters for requests no route took.
     pub live_unrouted: Arc<crate::observe::live::LiveCounters>,
+    /// The last answers that broke their contract (kept across reloads).
+    pub violations: Arc<crate::observe::violations::Recent>,
 }
 
 impl Runtime {
@@ -205,6 +207,7 @@ impl Runtime {
             loaded_at: SystemTime::now(),
             clock,
             live_unrouted: previous.map_or_else(Default::default, |p| p.live_unrouted.clone()),
+            violations: previous.map_or_else(Default::default, |p| p.violations.clone()),
         })
     }
 

@@ -147,13 +147,24 @@ pub(crate) async fn read_and_check(
 
 /// Checks an upstream's answer against the operation's `responses`, when it is one of the
 /// sample. A violation is counted and logged; with `enforce`, the answer is replaced by a 502.
+/// The request an answer is checked for, as the violation record names it.
+pub(crate) struct Asked<'a> {
+    pub route: &'a str,
+    pub method: &'a http::Method,
+    pub path: &'a str,
+    pub request_id: &'a HeaderValue,
+    pub recent: &'a crate::observe::violations::Recent,
+}
+
 pub(crate) async fn check_response(
     c: &ResponseCheck,
-    route: &str,
-    head_request: bool,
+    asked: Asked<'_>,
     resp: Response<Body>,
-    request_id: &HeaderValue,
 ) -> Response<Body> {
+    let Asked {
+        route, request_id, ..
+    } = asked;
+    let head_request = asked.method == http::Method::HEAD;
     use http_body_util::BodyExt;
     if c.sample < 1.0 && fastrand::f64() >= c.sample {
         return resp;
@@ -226,6 +237,22 @@ pub(crate) async fn check_response(
         failures = failures.len(),
         "an upstream answer breaks its operation's contract"
     );
+    asked.recent.record(crate::observe::violations::Violation {
+        at: std::time::SystemTime::now(),
+        route: route.to_owned(),
+        method: asked.method.to_string(),
+        path: asked.path.to_owned(),
+        status: status.as_u16(),
+        kind,
+        enforced: c.enforce,
+        request_id: request_id.to_str().unwrap_or_default().to_owned(),
+        failures: failures
+            .iter()
+            .take(5)
+            .map(|f| (f.pointer.clone(), f.keyword, f.message.clone()))
+            .collect(),
+        failures_total: failures.len(),
+    });
     if !c.enforce {
         return resp;
     }

@@ -554,6 +554,56 @@ async fn openapi_answers_that_drift_from_the_contract_are_counted_or_refused() {
     assert_eq!(counted(&m, "watch_badBody", "body"), 1.0, "{m}");
     assert_eq!(counted(&m, "watch_badStatus", "status"), 1.0, "{m}");
     assert_eq!(counted(&m, "watch_badType", "content_type"), 1.0, "{m}");
+    // The last violations, newest first, on the admin API, and one route's in `explain`.
+    let v = get(&gw.admin_url("/contract/violations")).await.json();
+    let list = v["violations"].as_array().unwrap();
+    let seen: Vec<(&str, &str)> = list
+        .iter()
+        .map(|x| (x["route"].as_str().unwrap(), x["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("watch_badType", "content_type"),
+            ("watch_badStatus", "status"),
+            ("watch_badBody", "body")
+        ]
+    );
+    let body = &list[2];
+    assert_eq!(body["path"], "/echo/bad-body");
+    assert_eq!(body["method"], "GET");
+    assert_eq!(body["enforced"], false);
+    assert_eq!(body["failures"][0]["keyword"], "required");
+    assert!(body["request_id"].as_str().is_some_and(|r| !r.is_empty()));
+    let one = get(&gw.admin_url("/contract/violations?route=watch_badStatus&limit=5"))
+        .await
+        .json();
+    assert_eq!(one["violations"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        get(&gw.admin_url("/contract/violations?limit=0"))
+            .await
+            .status,
+        400
+    );
+    let c = client(false, &[]);
+    let explained = send(
+        &c,
+        req("POST", &gw.admin_url("/explain"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                br#"{"url": "/echo/bad-body"}"#,
+            )))
+            .unwrap(),
+    )
+    .await
+    .json();
+    let contract = &explained["contract"];
+    assert_eq!(
+        contract["operation"]["pointer"],
+        "#/paths/~1echo~1bad-body/get"
+    );
+    assert_eq!(contract["check_responses"]["enforce"], false);
+    assert_eq!(contract["recent_violations"][0]["kind"], "body");
 
     // Enforced for one operation: its broken answer becomes a 502 naming each failure.
     let gw = gateway(&config(&format!(
