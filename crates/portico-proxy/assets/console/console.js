@@ -195,7 +195,7 @@ function describeAction(r) {
 }
 
 async function routes() {
-  const [rl, stats] = await Promise.all([api("/routes"), api("/stats?window=5m")]);
+  const [rl, stats, drift] = await Promise.all([api("/routes"), api("/stats?window=5m"), api("/contract/violations?limit=20")]);
   const list = rl.routes;
   const search = el("input", { type: "search", placeholder: "Filter routes", "aria-label": "Filter routes" });
   const body = el("tbody");
@@ -239,6 +239,18 @@ async function routes() {
     el("div", { class: "scroll" }, el("table", {},
       el("thead", {}, el("tr", {}, ["name", "match", "policies", "action", "req/s", "5xx", "p99 ms"].map((h) => el("th", { scope: "col" }, h)))),
       body)),
+    el("h2", {}, "Contract violations"),
+    drift.violations.length === 0
+      ? el("p", { class: "muted" }, "No upstream answer has broken its OpenAPI contract (routes of apis with check_responses).")
+      : el("div", { class: "scroll" }, table(["when", "route", "request", "status", "kind", "first failure", "answer"],
+        drift.violations.map((v) => el("tr", {},
+          el("td", {}, v.at),
+          el("td", {}, v.route),
+          el("td", {}, v.method + " " + v.path),
+          el("td", { class: "n" }, String(v.status)),
+          el("td", {}, v.kind),
+          el("td", {}, (v.failures[0] ? (v.failures[0].pointer || "/") + ": " + v.failures[0].detail : "") + (v.failures_total > 1 ? " (+" + (v.failures_total - 1) + " more)" : "")),
+          el("td", { class: v.enforced ? "bad" : "muted" }, v.enforced ? "replaced by 502" : "passed on"))))),
     el("h2", {}, "Explain a request"),
     el("form", { class: "row", onsubmit: explain }, method, url, el("button", { type: "submit" }, "Explain")),
     out,
