@@ -192,9 +192,23 @@ pub fn routes(cfg: &Config) -> Value {
         .routes
         .iter()
         .map(|r| {
-            let rules = written
-                .and_then(|w| w.get(r.index))
-                .map_or(Value::Null, |w| w["match"].clone());
+            let rules = match &r.operation {
+                // An operation of an `apis` document has no `match` written: its method and
+                // path, as the route takes them.
+                Some(_) => {
+                    let path = match &r.path {
+                        PathPattern::Any => json!({ "prefix": "/" }),
+                        PathPattern::Exact(e) => json!({ "exact": e }),
+                        PathPattern::Prefix(p) => json!({ "prefix": p }),
+                        PathPattern::Template(t) => json!({ "template": t.source }),
+                    };
+                    let methods: Vec<&str> = r.methods.iter().map(|m| m.as_str()).collect();
+                    json!({ "path": path, "methods": methods })
+                }
+                None => written
+                    .and_then(|w| w.get(r.index))
+                    .map_or(Value::Null, |w| w["match"].clone()),
+            };
             let action = match &r.action {
                 Action::Proxy(p) => json!({
                     "proxy": p.upstreams.iter().map(|(u, w)| json!({

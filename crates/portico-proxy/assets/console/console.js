@@ -198,7 +198,7 @@ async function routes() {
   const [rl, stats, drift] = await Promise.all([api("/routes"), api("/stats?window=5m"), api("/contract/violations?limit=20")]);
   const list = rl.routes;
   const search = el("input", { type: "search", placeholder: "Filter routes", "aria-label": "Filter routes" });
-  const body = el("tbody");
+  const body = el("tbody", { id: "route-rows" });
   const draw = () => {
     const q = search.value.toLowerCase();
     body.replaceChildren(...list.map((r) => {
@@ -242,7 +242,7 @@ async function routes() {
     el("h2", {}, "Contract violations"),
     drift.violations.length === 0
       ? el("p", { class: "muted" }, "No upstream answer has broken its OpenAPI contract (routes of apis with check_responses).")
-      : el("div", { class: "scroll" }, table(["when", "route", "request", "status", "kind", "first failure", "answer"],
+      : el("div", { class: "scroll", id: "violations" }, table(["when", "route", "request", "status", "kind", "first failure", "answer"],
         drift.violations.map((v) => el("tr", {},
           el("td", {}, v.at),
           el("td", {}, v.route),

@@ -45,13 +45,18 @@ with sync_playwright() as p:
 
     # Routes: the table lists the config's routes; the filter hides the others; explain.
     page.goto(admin + "/#routes")
-    page.wait_for_selector("table tbody tr")
+    page.wait_for_selector("#route-rows tr")
     names = [r["name"] for r in api("/routes")["routes"]]
-    rows = page.locator("table tbody tr")
+    rows = page.locator("#route-rows tr")
     assert rows.count() == len(names), (rows.count(), names)
     page.fill("input[type=search]", names[0])
-    assert page.locator("table tbody tr").count() == 1
+    assert page.locator("#route-rows tr").count() == 1
     page.fill("input[type=search]", "")
+    # The upstream answers that broke their contract, as the API lists them.
+    drift = api("/contract/violations?limit=20")["violations"]
+    assert len(drift) > 0
+    assert page.locator("#violations tbody tr").count() == len(drift), page.inner_text("main")
+    assert drift[0]["route"] in page.inner_text("#violations")
     page.fill("input[aria-label='URL to explain']", "/anything")
     page.click("button:has-text('Explain')")
     try:
@@ -65,7 +70,8 @@ with sync_playwright() as p:
     page.wait_for_selector("table tbody tr")
     targets = [t["target"] for u in api("/upstreams").values() for t in u["targets"]]
     assert page.locator("table tbody tr").count() == len(targets), targets
-    calls = api("/stats?window=5m")["upstreams"]["u"]["targets"][targets[0]]["requests"]
+    u_target = api("/upstreams")["u"]["targets"][0]["target"]
+    calls = api("/stats?window=5m")["upstreams"]["u"]["targets"][u_target]["requests"]
     assert calls == 5, calls
     page.screenshot(path=f"{out}/upstreams.png", full_page=True)
 

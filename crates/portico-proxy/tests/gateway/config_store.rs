@@ -567,11 +567,15 @@ async fn console_in_a_browser() {
     let url = format!("redis://127.0.0.1:6379?key={p}cfg");
     let s = store(&url);
     let up = echo_server().await;
+    // The upstream of an API whose answers break its contract.
+    let drifting = echo_server().await;
     let text = |body: &str| {
         with_admin(&config(&format!(
-            "redis: {{ url: \"redis://127.0.0.1:6379\", key_prefix: \"{p}\", heartbeat_interval: 200ms }}\nconsumers:\n  - name: billing\n    groups: [internal]\n    api_keys: [\"{}\"]\nupstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - name: proxied\n    match: {{ path: {{ prefix: /p }} }}\n    upstream: u\n    policies:\n      - {{ type: cache }}\n      - {{ type: rate_limit, key: client_ip, limits: [{{ requests: 5, per: 1m }}] }}\n  - name: answer\n    respond: {{ status: 200, body: {body} }}\n",
+            "redis: {{ url: \"redis://127.0.0.1:6379\", key_prefix: \"{p}\", heartbeat_interval: 200ms }}\nconsumers:\n  - name: billing\n    groups: [internal]\n    api_keys: [\"{}\"]\nupstreams:\n  u: {{ targets: [\"{}\"] }}\n  d: {{ targets: [\"{}\"] }}\nroutes:\n  - name: proxied\n    match: {{ path: {{ prefix: /p }} }}\n    upstream: u\n    policies:\n      - {{ type: cache }}\n      - {{ type: rate_limit, key: client_ip, limits: [{{ requests: 5, per: 1m }}] }}\n  - name: answer\n    respond: {{ status: 200, body: {body} }}\napis:\n  - {{ openapi: \"{}\", upstream: d, name_prefix: drift_, check_responses: true }}\n",
             portico_auth::apikey::digest_string("key-one"),
-            up.url()
+            up.url(),
+            drifting.url(),
+            openapi_dir().join("drift.yaml").display()
         )))
     };
     push(&s, &text("one")).await;
@@ -589,6 +593,8 @@ async fn console_in_a_browser() {
         let want = if i < 5 { 200 } else { 429 };
         assert_eq!(get(&gw.url(&format!("/p?n={i}"))).await.status, want);
     }
+    // An upstream answer that breaks its contract, for the Routes page to list.
+    assert_eq!(get(&gw.url("/echo/bad-body")).await.status, 200);
     gw.gw.sample_live();
     let out =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
