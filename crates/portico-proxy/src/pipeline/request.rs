@@ -284,8 +284,16 @@ pub(crate) fn process<'c>(
                     body_schema,
                     route.contract.as_ref().and_then(|c| c.request.as_ref()),
                 ) {
-                    let refused =
-                        Box::pin(check_mocked_body(ctx, c, &route.name, schema, req)).await?;
+                    let decompress = route.effective.request_decompression;
+                    let refused = Box::pin(check_mocked_body(
+                        ctx,
+                        c,
+                        &route.name,
+                        schema,
+                        decompress,
+                        req,
+                    ))
+                    .await?;
                     if let Some(resp) = refused {
                         break 'respond resp;
                     }
@@ -526,10 +534,12 @@ async fn check_mocked_body(
     c: &portico_contract::RequestContract,
     route: &str,
     schema: portico_contract::SchemaId,
+    decompress: Option<u64>,
     req: Request<ClientBody>,
 ) -> Result<Option<Response<Body>>, Problem> {
     let max = c.limits.max_body;
-    let bytes = match crate::body::read_client_body(req.into_body(), ctx.bytes_in, max).await {
+    let (parts, body) = req.into_parts();
+    let bytes = match crate::body::read_client_body(body, ctx.bytes_in, max).await {
         Ok(b) => b,
         Err(crate::body::ReadError::TooLarge) => {
             metrics::counter!("portico_request_validation_failures_total", "route" => route.to_owned(), "location" => "body")
@@ -541,6 +551,17 @@ async fn check_mocked_body(
                 "The request body is malformed or was cut short.",
             ));
         }
+    };
+    // Checked as the upstream would get it: decoded, where the route decodes request bodies.
+    let bytes = match decompress {
+        Some(limit) if parts.headers.contains_key(http::header::CONTENT_ENCODING) => {
+            let coded = Request::from_parts(parts, Body::full(bytes));
+            let decoded =
+                crate::policy::compress::decode_request(coded, limit, ctx.bytes_in.clone())?;
+            let (parts, body) = decoded.into_parts();
+            crate::translate::xml_json::read_request_body(&parts, body, max).await?
+        }
+        _ => bytes,
     };
     match crate::translate::contract::check_body(c, route, schema, &bytes, ctx.request_id) {
         Ok(()) => Ok(None),

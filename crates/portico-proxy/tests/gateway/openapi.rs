@@ -516,6 +516,34 @@ async fn openapi_mocked_operations_check_requests_too() {
     let got = send(&c, post_json(&gw.url("/orders"), GOOD)).await;
     assert_eq!(got.status, 201, "{}", got.text());
     assert_eq!(got.json()["id"], 1);
+
+    // With `request_decompression`, a compressed body is checked as the upstream would get it.
+    let gw = gateway(&orders(
+        "http://127.0.0.1:9",
+        "    policies: [{ type: request_decompression }]\n    operations:\n      createOrder: { mock: true }\n",
+    ))
+    .await;
+    let gzip = |text: &str| {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let post_gzip = |text: &str| {
+        req("POST", &gw.url("/orders"))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(http_body_util::Full::new(bytes::Bytes::from(gzip(text))))
+            .unwrap()
+    };
+    let got = send(&c, post_gzip(GOOD)).await;
+    assert_eq!(got.status, 201, "{}", got.text());
+    let got = send(&c, post_gzip(r#"{"items": []}"#)).await;
+    assert_eq!(got.status, 400, "{}", got.text());
+    assert_eq!(
+        failures(&got),
+        [f("body", "", "required"), f("body", "/items", "minItems")]
+    );
 }
 
 fn counted(m: &str, route: &str, kind: &str) -> f64 {
