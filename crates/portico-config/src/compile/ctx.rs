@@ -39,6 +39,10 @@ pub(crate) struct Ctx<'a> {
     /// The scope of each shared slot's `rate_limit` (its counters' identity across reloads
     /// and in Redis), in place of a route's name.
     pub(crate) shared_scopes: std::collections::HashMap<usize, String>,
+    /// While `apis` compile: what names a policy node written at a place, by what it belongs
+    /// to (`api orders policies[0]`, `api orders tag admin policies[1]`), so that its scope
+    /// stays the same when lines above it move.
+    pub(crate) shared_labels: std::collections::HashMap<(u32, u32), String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -66,6 +70,7 @@ impl<'a> Ctx<'a> {
             apis: Vec::new(),
             shared_slots: None,
             shared_scopes: std::collections::HashMap::new(),
+            shared_labels: std::collections::HashMap::new(),
         }
     }
 
@@ -87,8 +92,13 @@ impl<'a> Ctx<'a> {
         if let Some(map) = self.shared_slots.as_mut() {
             map.insert(key, slot);
         }
-        self.shared_scopes
-            .insert(slot, format!("shared {}:{} {:x}", key.0, key.1, key.2));
+        // Named by what the policy belongs to where that is known (its settings are in the
+        // fingerprint already); else by where it is written and what it says.
+        let scope = match self.shared_labels.get(&(key.0, key.1)) {
+            Some(label) => label.clone(),
+            None => format!("shared {}:{} {:x}", key.0, key.1, key.2),
+        };
+        self.shared_scopes.insert(slot, scope);
         slot
     }
 }

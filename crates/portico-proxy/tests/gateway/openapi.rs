@@ -680,6 +680,31 @@ async fn openapi_an_apis_rate_limit_is_one_budget_for_all_its_operations() {
     assert_eq!(got.status, 429, "{}", got.text());
 }
 
+/// An API's budget is named by the API, not by where its policy is written: a reload that
+/// moves the lines keeps what was spent.
+#[tokio::test]
+async fn openapi_an_apis_budget_outlives_a_reload_that_moves_it() {
+    let up = echo_server().await;
+    let dir = temp_dir("openapi-budget");
+    let text = orders(
+        &up.url(),
+        "    policies:\n      - { type: rate_limit, key: client_ip, limits: [{ requests: 3, per: 60s }] }\n",
+    );
+    let gw = gateway_from_file(&dir, &text).await;
+    assert_eq!(get(&gw.url("/orders/1")).await.status, 200);
+    assert_eq!(get(&gw.url("/orders/2")).await.status, 200);
+    // Three lines more above it, and a key written in another order.
+    let moved = format!("# budgets\n#\n#\n{text}").replace(
+        "{ type: rate_limit, key: client_ip,",
+        "{ key: client_ip, type: rate_limit,",
+    );
+    std::fs::write(gw.path.as_ref().unwrap(), moved).unwrap();
+    gw.gw.reload_file().await.unwrap();
+    assert_eq!(get(&gw.url("/orders/3")).await.status, 200);
+    let got = get(&gw.url("/orders/4")).await;
+    assert_eq!(got.status, 429, "the budget started again: {}", got.text());
+}
+
 /// `portico-testkit/openapi/split`, served over HTTP: the document and every file its `$ref`s
 /// name are fetched when the config loads, and bodies are checked against schemas from them.
 /// (Loading blocks its thread, so the file server needs another one.)

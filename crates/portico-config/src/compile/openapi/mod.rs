@@ -119,9 +119,35 @@ pub(super) fn compile_apis(
     // Policies copied from one config node into several operations share their state.
     cx.shared_slots = Some(HashMap::new());
     for (cfg, (number, node)) in apis.iter().zip(nodes) {
+        label_policies(cx, cfg, *number, node);
         compile_api(cx, &mut state, cfg, *number, node, routes);
     }
     cx.shared_slots = None;
+    cx.shared_labels.clear();
+}
+
+/// Names each policy of an API, its tags and its operations by what it belongs to, for the
+/// scope of a shared `rate_limit` (its counters' identity across reloads and in Redis).
+fn label_policies(cx: &mut Ctx<'_>, cfg: &ApiConfig, number: usize, node: &Node) {
+    let api = cfg.name.clone().unwrap_or_else(|| format!("api-{number}"));
+    let mut label = |owner: String, n: &Node| {
+        if let Some(NodeKind::Seq(items)) = get(n, "policies").map(|p| &p.kind) {
+            for (i, item) in items.iter().enumerate() {
+                cx.shared_labels.insert(
+                    (item.loc.line, item.loc.column),
+                    format!("{owner} policies[{i}]"),
+                );
+            }
+        }
+    };
+    label(format!("api {api}"), node);
+    for (group, what) in [("tags", "tag"), ("operations", "operation")] {
+        if let Some(NodeKind::Map(entries)) = get(node, group).map(|g| &g.kind) {
+            for (k, v) in entries {
+                label(format!("api {api} {what} {}", k.key_text()), v);
+            }
+        }
+    }
 }
 
 /// An operation's contract, finished once the document's schemas are all compiled.
