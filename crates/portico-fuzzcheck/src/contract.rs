@@ -7,7 +7,7 @@ use portico_contract::{
     Compiler, Dialect, Direction, Limits, OperationRef, RequestContract, RequestParts, SchemaId,
     Schemas, Scratch, compile_operation, finish, validate_json, validate_streaming,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 const MAX_DEPTH: u32 = 16;
 const MAX_ERRORS: usize = 8;
