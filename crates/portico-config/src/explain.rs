@@ -130,12 +130,7 @@ fn contract_json(
     let requests = match c.and_then(|c| c.request.as_ref().map(|r| (c, r))) {
         None => json!(false),
         Some((c, rc)) => {
-            let path: Vec<(&str, &str)> = c
-                .path_names
-                .iter()
-                .zip(params)
-                .map(|(n, v)| (&**n, v.as_str()))
-                .collect();
+            let path = c.path_params(params);
             let parts = portico_contract::RequestParts {
                 path: &path,
                 query,

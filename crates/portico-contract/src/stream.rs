@@ -23,11 +23,16 @@ pub(crate) struct Plan {
     streams: Vec<bool>,
 }
 
+/// Whether a node checks a value only through its `$ref` (what else it says, `readOnly`
+/// say, is about the property, not the value).
+fn passes_through(n: &Node) -> bool {
+    n.reference.is_some() && n.has == 0 && n.types == 0 && !n.nullable && !n.never
+}
+
 /// Whether a node, taken alone, can be checked value by value.
 fn local(n: &Node) -> bool {
     let scalar = |v: &serde_json::Value| !v.is_array() && !v.is_object();
-    let pure_ref = n.reference.is_some() && n.has == 0 && n.types == 0 && !n.nullable && !n.never;
-    (n.reference.is_none() || pure_ref)
+    (n.reference.is_none() || passes_through(n))
         && n.has & has::APPLICATORS == 0
         && n.pattern_properties.is_empty()
         && n.property_names.is_none()
@@ -154,7 +159,7 @@ impl<'a> Check<'a> {
             }
             let n = self.cx.schemas.node(id);
             match n.reference {
-                Some(r) if n.has == 0 && n.types == 0 && !n.nullable && !n.never => id = r,
+                Some(r) if passes_through(n) => id = r,
                 _ => return Ok(Some(n)),
             }
         }

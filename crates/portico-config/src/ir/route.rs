@@ -62,6 +62,17 @@ pub struct Contract {
     pub path_names: Box<[Box<str>]>,
 }
 
+impl Contract {
+    /// A request's path parameters (the router's, in template order) by the document's names.
+    pub fn path_params<'a>(&'a self, values: &'a [String]) -> Vec<(&'a str, &'a str)> {
+        self.path_names
+            .iter()
+            .zip(values)
+            .map(|(n, v)| (&**n, v.as_str()))
+            .collect()
+    }
+}
+
 /// Which answers are checked, and what a violation does.
 #[derive(Debug)]
 pub struct ResponseCheck {

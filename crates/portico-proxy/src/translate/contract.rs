@@ -29,12 +29,7 @@ pub(crate) fn check_head<B: http_body::Body>(
     let Some(rc) = &c.request else {
         return Ok(None);
     };
-    let path: Vec<(&str, &str)> = c
-        .path_names
-        .iter()
-        .zip(params)
-        .map(|(n, v)| (&**n, v.as_str()))
-        .collect();
+    let path = c.path_params(params);
     let parts = RequestParts {
         path: &path,
         query: req.uri().query(),
