@@ -23,6 +23,15 @@ const METHODS: &[&str] = &[
 
 /// The description of every route of `cfg`.
 pub fn openapi(cfg: &Config) -> Value {
+    openapi_with(cfg, &|_| None)
+}
+
+/// [`openapi`] on a running gateway, which also knows the methods of `grpc_transcode` routes
+/// that learn them by server reflection: `reflected` gives a route's, once fetched.
+pub fn openapi_with(
+    cfg: &Config,
+    reflected: &dyn Fn(&Route) -> Option<std::sync::Arc<portico_translate::Transcoder>>,
+) -> Value {
     let mut components = Map::new();
     components.insert("schemas".into(), json!({ "Problem": problem_schema() }));
     components.insert("responses".into(), gateway_responses());
@@ -70,8 +79,12 @@ pub fn openapi(cfg: &Config) -> Value {
             soap(r, s, &mut paths, &mut components);
             continue;
         }
-        if let Some(tr) = r.transcode.as_ref().and_then(|t| t.transcoder.as_ref()) {
-            grpc(r, tr, cfg, &mut paths, &mut components, &mut schemes);
+        if let Some(tr) = r
+            .transcode
+            .as_ref()
+            .and_then(|t| t.transcoder.clone().or_else(|| reflected(r)))
+        {
+            grpc(r, &tr, cfg, &mut paths, &mut components, &mut schemes);
             continue;
         }
         let (path, catch_all) = match openapi_path(&r.path) {
@@ -415,10 +428,10 @@ fn soap(
     }
 }
 
-/// A `grpc_transcode` route with a descriptor set: its methods, as their `google.api.http`
-/// bindings (and calls by name) expose them, with the gateway's additions. (With
-/// `reflection`, the methods are known only once the gateway has asked the service: the route
-/// is described as a plain one.)
+/// A `grpc_transcode` route whose methods are known (from its descriptor set, or fetched by
+/// reflection on a running gateway): its methods, as their `google.api.http` bindings (and
+/// calls by name) expose them, with the gateway's additions. (Before reflection has answered,
+/// and in `portico openapi -c`, a route with `reflection` is described as a plain one.)
 fn grpc(
     r: &Route,
     tr: &portico_translate::Transcoder,

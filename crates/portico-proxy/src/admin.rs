@@ -215,7 +215,10 @@ async fn answer(
     }
     if req.method() == Method::GET && req.uri().path() == "/openapi.json" {
         let rt = inner.shared.runtime.load_full();
-        let doc = portico_config::describe::openapi(&rt.config);
+        // With the methods of routes that learnt them by reflection.
+        let doc = portico_config::describe::openapi_with(&rt.config, &|r| {
+            rt.reflected.get(r.index).and_then(|s| s.load_full())
+        });
         return Ok(reply(
             StatusCode::OK,
             "application/json",

@@ -544,6 +544,26 @@ async fn definitions_from_server_reflection_answer_like_the_descriptor_file() {
                 "{version:?}: {method} {path}"
             );
         }
+        // The gateway's description has the methods reflection brought, as from the file.
+        let described = get(&gw.admin_url("/openapi.json")).await.json();
+        let from_file = get(&file_gw.admin_url("/openapi.json")).await.json();
+        let ops = |d: &serde_json::Value| {
+            let mut ids: Vec<String> = d["paths"]
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(|item| item.as_object().unwrap().values())
+                .filter_map(|op| op["summary"].as_str().map(str::to_owned))
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert!(
+            ops(&described).contains(&"gRPC `bookstore.Bookstore.GetBook`".to_owned()),
+            "{version:?}: {:?}",
+            ops(&described)
+        );
+        assert_eq!(ops(&described), ops(&from_file), "{version:?}");
     }
 }
 
