@@ -107,7 +107,7 @@ fn target(base: &str, part: &str) -> Result<String, String> {
 }
 
 /// `http://h/a/./b/../c.yaml` → `http://h/a/c.yaml`; the query is kept as written.
-fn normalize_url(url: &str) -> String {
+pub(crate) fn normalize_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -260,7 +260,8 @@ fn compile_api(
     let remote = bundle::is_url(&cfg.openapi);
     let (location, bytes) = if remote {
         match crate::fetch::fetch_url(&cfg.openapi) {
-            Ok(b) => (cfg.openapi.clone(), b),
+            // Named as its references would name it, so one back to it reads nothing again.
+            Ok(b) => (bundle::normalize_url(&cfg.openapi), b),
             Err(e) => {
                 cx.sink.at(
                     doc_at,
