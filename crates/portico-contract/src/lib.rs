@@ -29,8 +29,8 @@ mod validate;
 pub use json::{ReadError, Scratch};
 pub use openapi::{OperationRef, compile_operation, compile_responses, finish};
 pub use request::{
-    BodyPlan, BodyRule, Failure, In, Limits, MediaRange, Param, Refusal, RequestContract,
-    RequestParts, Style,
+    BodyCheck, BodyPlan, BodyRule, Failure, In, Limits, MediaRange, Param, Refusal,
+    RequestContract, RequestParts, Style,
 };
 pub use response::{ResponseContract, ResponsePlan, ResponseRule, StatusSel};
 pub use schema::{CompileError, Compiler, Dialect, SchemaId, Schemas, escape};

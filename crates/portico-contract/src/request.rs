@@ -179,8 +179,17 @@ pub struct Refusal {
 pub enum BodyPlan {
     /// Nothing to check in the body.
     Pass,
-    /// Read it (up to `Limits::max_body`) and check it against this schema.
-    Check(SchemaId),
+    /// Read it (up to `Limits::max_body`) and check it.
+    Check(BodyCheck),
+}
+
+/// A body to check: against which schema, and how it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyCheck {
+    pub schema: SchemaId,
+    /// `application/x-www-form-urlencoded`: its fields are the properties of an object, a
+    /// field written several times an array's items where the property is an array.
+    pub form: bool,
 }
 
 impl RequestContract {
@@ -244,7 +253,16 @@ impl RequestContract {
                                 });
                                 return Err(415);
                             }
-                            Some(Some(s)) if is_json(&essence) => BodyPlan::Check(*s),
+                            Some(Some(s)) if is_json(&essence) => BodyPlan::Check(BodyCheck {
+                                schema: *s,
+                                form: false,
+                            }),
+                            Some(Some(s)) if essence == "application/x-www-form-urlencoded" => {
+                                BodyPlan::Check(BodyCheck {
+                                    schema: *s,
+                                    form: true,
+                                })
+                            }
                             Some(_) => BodyPlan::Pass,
                         }
                     }
@@ -263,11 +281,15 @@ impl RequestContract {
     /// `maxDepth`).
     pub fn check_body(
         &self,
-        schema: SchemaId,
+        check: BodyCheck,
         body: &[u8],
         scratch: &mut Scratch,
         failures: &mut Vec<Failure>,
     ) -> Result<(), u16> {
+        let schema = check.schema;
+        if check.form {
+            return self.check_form(schema, body, scratch, failures);
+        }
         // Most bodies keep their contract: checked as they are read, when the schema allows,
         // with no tree. Anything else is read into one, which says what is wrong.
         if crate::stream::valid_bytes(
@@ -291,6 +313,17 @@ impl RequestContract {
             return Err(400);
         }
         let tree = Tree { body, s: scratch };
+        self.check_tree(tree, schema, tree.root(), failures)
+    }
+
+    /// Checks a body read into a tree; every failure goes into `failures`.
+    fn check_tree(
+        &self,
+        tree: Tree<'_>,
+        schema: SchemaId,
+        root: u32,
+        failures: &mut Vec<Failure>,
+    ) -> Result<(), u16> {
         let mut out = Vec::new();
         let mut run = Run::new(
             tree,
@@ -299,7 +332,7 @@ impl RequestContract {
             self.limits.max_errors,
             Direction::Request,
         );
-        let ok = run.check(schema, tree.root());
+        let ok = run.check(schema, root);
         let exhausted = run.exhausted;
         if ok && !exhausted {
             return Ok(());
@@ -321,6 +354,44 @@ impl RequestContract {
             });
         }
         Err(400)
+    }
+
+    /// A form body: each field a property, typed by its schema as a query parameter is; the
+    /// object checked like a JSON body.
+    fn check_form(
+        &self,
+        schema: SchemaId,
+        body: &[u8],
+        scratch: &mut Scratch,
+        failures: &mut Vec<Failure>,
+    ) -> Result<(), u16> {
+        scratch.clear();
+        let schemas = &*self.schemas;
+        let mut entries: Vec<(Span, u32)> = Vec::new();
+        let mut arrays: Vec<(String, Vec<u32>)> = Vec::new();
+        for (k, v) in form_urlencoded::parse(body) {
+            let prop = schemas.property(schema, &k);
+            let types = prop.map_or(0, |p| schemas.types(p));
+            if types & ty::ARRAY != 0 {
+                let items = prop.map_or(0, |p| items_of(p, schemas));
+                let id = scalar(&v, items, scratch);
+                match arrays.iter_mut().find(|(name, _)| *name == *k) {
+                    Some((_, ids)) => ids.push(id),
+                    None => arrays.push((k.into_owned(), vec![id])),
+                }
+            } else {
+                let key = scratch.own(k.as_bytes());
+                let id = scalar(&v, types, scratch);
+                entries.push((key, id));
+            }
+        }
+        for (name, ids) in arrays {
+            let key = scratch.own(name.as_bytes());
+            let id = scratch.array(&ids);
+            entries.push((key, id));
+        }
+        let root = scratch.object(&entries);
+        self.check_tree(Tree { body, s: scratch }, schema, root, failures)
     }
 
     fn check_param(
@@ -620,10 +691,11 @@ fn styled(
 }
 
 fn item_types(p: &Param, schemas: &Schemas) -> u8 {
-    let mut id = match p.schema {
-        Some(s) => s,
-        None => return 0,
-    };
+    p.schema.map_or(0, |s| items_of(s, schemas))
+}
+
+/// The types an array schema's items allow (0 for any), through plain `$ref`s.
+fn items_of(mut id: SchemaId, schemas: &Schemas) -> u8 {
     for _ in 0..32 {
         let n = schemas.node(id);
         if let Some(i) = n.items {

@@ -533,7 +533,7 @@ async fn check_mocked_body(
     ctx: &mut RequestCtx<'_>,
     c: &portico_contract::RequestContract,
     route: &str,
-    schema: portico_contract::SchemaId,
+    schema: portico_contract::BodyCheck,
     decompress: Option<u64>,
     req: Request<ClientBody>,
 ) -> Result<Option<Response<Body>>, Problem> {

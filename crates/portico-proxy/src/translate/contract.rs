@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use portico_config::{Contract, ResponseCheck};
-use portico_contract::{BodyPlan, Failure, RequestContract, RequestParts, SchemaId, Scratch};
+use portico_contract::{BodyCheck, BodyPlan, Failure, RequestContract, RequestParts, Scratch};
 
 use crate::body::Body;
 
@@ -25,7 +25,7 @@ pub(crate) fn check_head<B: http_body::Body>(
     req: &Request<B>,
     params: &[String],
     request_id: &HeaderValue,
-) -> Result<Option<SchemaId>, Box<Response<Body>>> {
+) -> Result<Option<BodyCheck>, Box<Response<Body>>> {
     let Some(rc) = &c.request else {
         return Ok(None);
     };
@@ -50,7 +50,7 @@ pub(crate) fn check_head<B: http_body::Body>(
 pub(crate) fn check_body(
     c: &RequestContract,
     route: &str,
-    schema: SchemaId,
+    schema: BodyCheck,
     body: &Bytes,
     request_id: &HeaderValue,
 ) -> Result<(), Box<Response<Body>>> {
@@ -120,7 +120,7 @@ fn refusal(
 pub(crate) async fn read_and_check(
     c: &RequestContract,
     route: &str,
-    schema: SchemaId,
+    schema: BodyCheck,
     req: Request<Body>,
     request_id: &HeaderValue,
 ) -> Result<Request<Body>, crate::translate::xml_json::Refusal> {
@@ -140,8 +140,6 @@ pub(crate) async fn read_and_check(
     Ok(Request::from_parts(parts, Body::full(bytes)))
 }
 
-/// Checks an upstream's answer against the operation's `responses`, when it is one of the
-/// sample. A violation is counted and logged; with `enforce`, the answer is replaced by a 502.
 /// The request an answer is checked for, as the violation record names it.
 pub(crate) struct Asked<'a> {
     pub route: &'a str,
@@ -151,6 +149,9 @@ pub(crate) struct Asked<'a> {
     pub recent: &'a crate::observe::violations::Recent,
 }
 
+/// Checks an upstream's answer against the operation's `responses`, when it is one of the
+/// sample. A violation is counted, logged and kept; with `enforce`, the answer is replaced by
+/// a 502.
 pub(crate) async fn check_response(
     c: &ResponseCheck,
     asked: Asked<'_>,
