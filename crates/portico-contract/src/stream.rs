@@ -12,78 +12,11 @@
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use crate::json::V;
-use crate::schema::{Node, SchemaId, Schemas, has, ty};
+use crate::schema::{Node, SchemaId, Schemas, has, passes_through, ty};
 use crate::validate::{self, Direction, MAX_STEPS};
 
-/// What the fast path knows of each schema, computed once when the schemas are finished.
-#[derive(Debug, Default)]
-pub(crate) struct Plan {
-    /// Whether values can be checked against the schema, and everything it leads to, as they
-    /// are read.
-    streams: Vec<bool>,
-}
-
-/// Whether a node checks a value only through its `$ref` (what else it says, `readOnly`
-/// say, is about the property, not the value).
-fn passes_through(n: &Node) -> bool {
-    n.reference.is_some() && n.has == 0 && n.types == 0 && !n.nullable && !n.never
-}
-
-/// Whether a node, taken alone, can be checked value by value.
-fn local(n: &Node) -> bool {
-    let scalar = |v: &serde_json::Value| !v.is_array() && !v.is_object();
-    (n.reference.is_none() || passes_through(n))
-        && n.has & has::APPLICATORS == 0
-        && n.pattern_properties.is_empty()
-        && n.property_names.is_none()
-        && n.dependent_required.is_empty()
-        && n.dependent_schemas.is_empty()
-        && !n.unique_items
-        && n.contains.is_none()
-        && (n.required.is_empty() || n.required_by_bits)
-        && n.enumeration
-            .as_ref()
-            .is_none_or(|list| list.iter().all(scalar))
-        && n.constant.as_ref().is_none_or(scalar)
-}
-
-/// The schemas a node checks values against (its members' and its reference's).
-fn children(n: &Node) -> impl Iterator<Item = SchemaId> + '_ {
-    n.reference
-        .into_iter()
-        .chain(n.properties.iter().map(|(_, s)| *s))
-        .chain(n.additional)
-        .chain(n.items)
-        .chain(n.prefix_items.iter().copied())
-}
-
-impl Plan {
-    pub(crate) fn new(nodes: &[Node]) -> Plan {
-        let mut streams: Vec<bool> = nodes.iter().map(local).collect();
-        // A schema streams when all it leads to does: take away, until nothing changes, every
-        // schema with a child that does not.
-        loop {
-            let mut changed = false;
-            for (i, n) in nodes.iter().enumerate() {
-                if streams[i] && children(n).any(|c| !streams[c.0 as usize]) {
-                    streams[i] = false;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
-        Plan { streams }
-    }
-
-    pub(crate) fn streams(&self, id: SchemaId) -> bool {
-        self.streams.get(id.0 as usize).copied().unwrap_or(false)
-    }
-}
-
 /// Whether `text` is valid against `schema`, checked as it is read, when the schema
-/// [`streams`](Plan::streams). `false` means "not known to be valid": read it into a tree.
+/// [`streams`](crate::schema::Plan::streams). `false` means "not known to be valid": read it into a tree.
 pub(crate) fn valid(
     schemas: &Schemas,
     schema: SchemaId,

@@ -5,20 +5,17 @@
 //! document with local references only.
 //!
 //! A grafted document keeps its own lines: the index of the document it was read from is kept
-//! in the high bits of each node's line ([`split`] takes it apart), so a problem anywhere is
+//! in the high bits of each node's line (`doc::split` takes it apart), so a problem anywhere is
 //! reported in the file that has it.
 
 use std::collections::HashMap;
 
 use crate::tree::{Loc, Node, NodeKind};
 
-use super::doc::{self, Problem};
+use super::doc::{self, Problem, SHIFT};
 
 /// The root key the read documents are grafted under, each under its index (`"1"`, `"2"`…).
 pub(crate) const BUNDLED: &str = "x-portico-bundled";
-
-/// Lines of a read document are `line | index << SHIFT`: 255 documents of 16 million lines.
-const SHIFT: u32 = 24;
 
 /// How many documents one API may be made of, the first included.
 pub(crate) const MAX_DOCUMENTS: usize = 64;
@@ -27,19 +24,6 @@ pub(crate) const MAX_DOCUMENTS: usize = 64;
 pub(crate) struct Source {
     pub name: String,
     pub text: String,
-}
-
-/// Which document a location is in, and where in it.
-pub(crate) fn split(loc: Loc) -> (usize, Loc) {
-    let index = (loc.line >> SHIFT) as usize;
-    let line = loc.line & ((1 << SHIFT) - 1);
-    (
-        index,
-        Loc {
-            line,
-            column: loc.column,
-        },
-    )
 }
 
 /// `text` (a message) with each grafted pointer `#/x-portico-bundled/N/…` written as its
@@ -347,6 +331,7 @@ fn graft(root: &mut Node, mut grafted: Vec<(usize, Node)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compile::openapi::doc::split;
 
     #[test]
     fn urls_lose_dot_segments_and_keep_their_query() {

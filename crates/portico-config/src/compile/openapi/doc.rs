@@ -33,6 +33,24 @@ const METHODS: &[&str] = &[
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
 
+/// A document an API is made of besides its first (a file a `$ref` names) keeps its own lines:
+/// its index rides in a node's line as `line | index << SHIFT` (255 documents of 16 million
+/// lines), so a problem anywhere is reported in the file that has it.
+pub(crate) const SHIFT: u32 = 24;
+
+/// Which document a location is in, and where in it.
+pub(crate) fn split(loc: Loc) -> (usize, Loc) {
+    let index = (loc.line >> SHIFT) as usize;
+    let line = loc.line & ((1 << SHIFT) - 1);
+    (
+        index,
+        Loc {
+            line,
+            column: loc.column,
+        },
+    )
+}
+
 /// How many `$ref`s in a row are followed before the chain is taken for a loop.
 const MAX_REF_HOPS: usize = 32;
 
@@ -549,7 +567,7 @@ pub(crate) fn check_duplicate_ids(ops: &[Operation<'_>], out: &mut Vec<Problem>)
     for (id, at) in ops.iter().filter_map(|o| o.id.as_ref()) {
         match seen.get(id.as_str()) {
             Some(first) => {
-                let (file, first) = super::bundle::split(*first);
+                let (file, first) = split(*first);
                 let whose = if file == 0 {
                     ""
                 } else {

@@ -45,7 +45,7 @@ struct Doc {
 
 impl Doc {
     fn err(&self, cx: &mut Ctx<'_>, p: Problem) {
-        let (i, at) = bundle::split(p.loc);
+        let (i, at) = doc::split(p.loc);
         let s = self.sources.get(i).unwrap_or(&self.sources[0]);
         let msg = bundle::as_written(&p.msg, i, &self.sources);
         cx.sink
@@ -53,7 +53,7 @@ impl Doc {
     }
 
     fn at(&self, l: Loc) -> String {
-        let (i, at) = bundle::split(l);
+        let (i, at) = doc::split(l);
         let s = self.sources.get(i).unwrap_or(&self.sources[0]);
         format!("{}:{}:{}", s.name, at.line, at.column)
     }
