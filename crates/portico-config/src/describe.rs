@@ -411,18 +411,25 @@ fn soap(
                 .or_insert_with(|| renamed(item, &prefix));
         }
     }
-    if let Some(Value::Object(comps)) = doc.get("components") {
-        for (kind, entries) in comps {
-            if let (Some(target), Some(entries)) = (
-                components
-                    .entry(kind.clone())
-                    .or_insert_with(|| Value::Object(Map::new()))
-                    .as_object_mut(),
-                entries.as_object(),
-            ) {
-                for (name, v) in entries {
-                    target.insert(format!("{prefix}{name}"), renamed(v, &prefix));
-                }
+    add_components(&doc, &prefix, components);
+}
+
+/// A generated document's components, each under `prefix` (a route's name), with their
+/// references renamed to match.
+fn add_components(doc: &Value, prefix: &str, components: &mut Map<String, Value>) {
+    let Some(Value::Object(comps)) = doc.get("components") else {
+        return;
+    };
+    for (kind, entries) in comps {
+        if let (Some(target), Some(entries)) = (
+            components
+                .entry(kind.clone())
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut(),
+            entries.as_object(),
+        ) {
+            for (name, v) in entries {
+                target.insert(format!("{prefix}{name}"), renamed(v, prefix));
             }
         }
     }
@@ -459,16 +466,7 @@ fn grpc(
             }
         }
     }
-    if let Some(Value::Object(ss)) = doc.pointer("/components/schemas") {
-        let target = components
-            .entry("schemas")
-            .or_insert_with(|| Value::Object(Map::new()))
-            .as_object_mut()
-            .expect("a map");
-        for (name, v) in ss {
-            target.insert(format!("{prefix}{name}"), renamed(v, &prefix));
-        }
-    }
+    add_components(&doc, &prefix, components);
 }
 
 fn problem_schema() -> Value {

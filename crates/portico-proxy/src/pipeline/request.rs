@@ -268,11 +268,13 @@ pub(crate) fn process<'c>(
         };
         let xml_json = route.effective.xml_json.clone();
         let is_head = req.method() == http::Method::HEAD;
-        // What a contract violation is recorded with, kept only where answers are checked.
+        // Whether this answer is one of the sample checked against `responses`, drawn now, and
+        // what a violation is recorded with: kept only for the answers that are checked.
         let asked_for = route
             .contract
             .as_ref()
             .and_then(|c| c.response.as_ref())
+            .filter(|rc| rc.sample >= 1.0 || fastrand::f64() < rc.sample)
             .map(|_| (req.method().clone(), req.uri().path().to_owned()));
         // Set when the answer is the upstream's, the only kind checked against `responses`.
         let mut upstream_answered = false;

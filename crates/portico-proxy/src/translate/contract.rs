@@ -149,9 +149,9 @@ pub(crate) struct Asked<'a> {
     pub recent: &'a crate::observe::violations::Recent,
 }
 
-/// Checks an upstream's answer against the operation's `responses`, when it is one of the
-/// sample. A violation is counted, logged and kept; with `enforce`, the answer is replaced by
-/// a 502.
+/// Checks an upstream's answer (one of the sample: the caller draws it) against the
+/// operation's `responses`. A violation is counted, logged and kept; with `enforce`, the
+/// answer is replaced by a 502.
 pub(crate) async fn check_response(
     c: &ResponseCheck,
     asked: Asked<'_>,
@@ -162,9 +162,6 @@ pub(crate) async fn check_response(
     } = asked;
     let head_request = asked.method == http::Method::HEAD;
     use http_body_util::BodyExt;
-    if c.sample < 1.0 && fastrand::f64() >= c.sample {
-        return resp;
-    }
     let status = resp.status();
     let length = resp
         .headers()
