@@ -144,12 +144,17 @@ fn contract_json(
             let mut scratch = portico_contract::Scratch::default();
             let head = match rc.check_head(&parts, has_body, &mut scratch, &mut failures) {
                 Ok(portico_contract::BodyPlan::Pass) => json!("passes; no body is checked"),
-                Ok(portico_contract::BodyPlan::Check(b)) if b.form => {
-                    json!("passes; the form body is checked against its schema")
-                }
-                Ok(portico_contract::BodyPlan::Check(_)) => {
-                    json!("passes; the JSON body is checked against its schema")
-                }
+                Ok(portico_contract::BodyPlan::Check(b)) => json!(match b.kind {
+                    portico_contract::BodyKind::Json => {
+                        "passes; the JSON body is checked against its schema"
+                    }
+                    portico_contract::BodyKind::Form => {
+                        "passes; the form body is checked against its schema"
+                    }
+                    portico_contract::BodyKind::Multipart(_) => {
+                        "passes; the multipart body's parts are checked against its schema"
+                    }
+                }),
                 Err(status) => json!({
                     "refused": status,
                     "failures": failures.iter().map(|f| json!({

@@ -1448,3 +1448,48 @@ fn explain_shows_the_contract_and_checks_the_head() {
         "passes; no body is checked"
     );
 }
+
+/// `explain` says how the body a request announces will be checked: JSON, form or
+/// multipart, and a multipart type without its boundary is refused at the head.
+#[test]
+fn explain_says_how_each_kind_of_body_is_checked() {
+    let doc = "openapi: 3.1.0\npaths:\n  /things:\n    post:\n      requestBody:\n        content:\n          application/json: { schema: { type: object } }\n          application/x-www-form-urlencoded: { schema: { type: object } }\n          multipart/form-data: { schema: { type: object } }\n      responses: { '200': { description: ok } }\n";
+    let dir = folder(&[("doc.yaml", doc)]);
+    let c = load_in(
+        &dir,
+        &format!("{UPSTREAMS}apis:\n  - {{ openapi: doc.yaml, upstream: pets }}\n"),
+    )
+    .expect("the config loads");
+    let head = |content_type: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", content_type.parse().unwrap());
+        let v = portico_config::explain::explain(
+            &c,
+            &portico_config::explain::Request {
+                listener: None,
+                method: Method::POST,
+                uri: "/things".parse().unwrap(),
+                headers,
+            },
+        );
+        v["contract"]["validate_requests"]["this_request"].clone()
+    };
+    assert_eq!(
+        head("application/json"),
+        "passes; the JSON body is checked against its schema"
+    );
+    assert_eq!(
+        head("application/x-www-form-urlencoded"),
+        "passes; the form body is checked against its schema"
+    );
+    assert_eq!(
+        head("multipart/form-data; boundary=x"),
+        "passes; the multipart body's parts are checked against its schema"
+    );
+    let refused = head("multipart/form-data");
+    assert_eq!(refused["refused"], 400, "{refused:#}");
+    assert_eq!(
+        refused["failures"][0]["keyword"], "multipart",
+        "{refused:#}"
+    );
+}

@@ -108,6 +108,14 @@ fn bench(c: &mut Criterion) {
             serde_json::from_slice::<serde::de::IgnoredAny>(std::hint::black_box(&body)).unwrap()
         })
     });
+    // The floor of any check through serde: every value handed to a visitor that does nothing.
+    g.bench_function("serde_json visit", |b| {
+        b.iter(|| {
+            let mut de = serde_json::Deserializer::from_slice(std::hint::black_box(&body));
+            serde::de::DeserializeSeed::deserialize(Visit, &mut de).unwrap();
+            de.end().unwrap()
+        })
+    });
     g.bench_function("serde_json Value", |b| {
         b.iter(|| serde_json::from_slice::<Value>(std::hint::black_box(&body)).unwrap())
     });
@@ -118,6 +126,62 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// A seed that reads every value through `deserialize_any` and keeps nothing.
+#[derive(Clone, Copy)]
+struct Visit;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Visit {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Visit {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        while a.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        while a.next_key_seed(KeyOnly)?.is_some() {
+            a.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+}
+
+/// A key read as a string (as the checker reads it), not skipped.
+struct KeyOnly;
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyOnly {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(Visit)
+    }
 }
 
 criterion_group!(benches, bench);

@@ -19,6 +19,7 @@
 
 mod format;
 mod json;
+mod multipart;
 mod openapi;
 mod request;
 mod response;
@@ -27,9 +28,10 @@ mod stream;
 mod validate;
 
 pub use json::{ReadError, Scratch};
+pub use multipart::MAX_PARTS;
 pub use openapi::{OperationRef, compile_operation, compile_responses, finish};
 pub use request::{
-    BodyCheck, BodyPlan, BodyRule, Failure, In, Limits, MediaRange, Param, Refusal,
+    BodyCheck, BodyKind, BodyPlan, BodyRule, Failure, In, Limits, MediaRange, Param, Refusal,
     RequestContract, RequestParts, Style,
 };
 pub use response::{ResponseContract, ResponsePlan, ResponseRule, StatusSel};

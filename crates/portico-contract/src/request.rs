@@ -184,12 +184,23 @@ pub enum BodyPlan {
 }
 
 /// A body to check: against which schema, and how it is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyCheck {
     pub schema: SchemaId,
+    pub kind: BodyKind,
+}
+
+/// How a checked body is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyKind {
+    /// JSON (`application/json`, `…+json`).
+    Json,
     /// `application/x-www-form-urlencoded`: its fields are the properties of an object, a
     /// field written several times an array's items where the property is an array.
-    pub form: bool,
+    Form,
+    /// `multipart/form-data` with this boundary: its parts are the properties of an object,
+    /// as a form's fields are; a JSON part (or a part for an object property) is read as JSON.
+    Multipart(Box<str>),
 }
 
 impl RequestContract {
@@ -255,13 +266,33 @@ impl RequestContract {
                             }
                             Some(Some(s)) if is_json(&essence) => BodyPlan::Check(BodyCheck {
                                 schema: *s,
-                                form: false,
+                                kind: BodyKind::Json,
                             }),
                             Some(Some(s)) if essence == "application/x-www-form-urlencoded" => {
                                 BodyPlan::Check(BodyCheck {
                                     schema: *s,
-                                    form: true,
+                                    kind: BodyKind::Form,
                                 })
+                            }
+                            Some(Some(s)) if essence == "multipart/form-data" => {
+                                match ct.and_then(crate::multipart::boundary) {
+                                    Some(b) => BodyPlan::Check(BodyCheck {
+                                        schema: *s,
+                                        kind: BodyKind::Multipart(b.into()),
+                                    }),
+                                    None => {
+                                        failures.push(Failure {
+                                            location: "header",
+                                            name: Some("content-type".into()),
+                                            pointer: String::new(),
+                                            keyword: "multipart",
+                                            message: "`multipart/form-data` needs a `boundary` \
+                                                      parameter"
+                                                .into(),
+                                        });
+                                        BodyPlan::Pass
+                                    }
+                                }
                             }
                             Some(_) => BodyPlan::Pass,
                         }
@@ -287,8 +318,12 @@ impl RequestContract {
         failures: &mut Vec<Failure>,
     ) -> Result<(), u16> {
         let schema = check.schema;
-        if check.form {
-            return self.check_form(schema, body, scratch, failures);
+        match &check.kind {
+            BodyKind::Json => {}
+            BodyKind::Form => return self.check_form(schema, body, scratch, failures),
+            BodyKind::Multipart(boundary) => {
+                return self.check_multipart(schema, boundary, body, scratch, failures);
+            }
         }
         // Most bodies keep their contract: checked as they are read, when the schema allows,
         // with no tree. Anything else is read into one, which says what is wrong.
@@ -367,30 +402,92 @@ impl RequestContract {
     ) -> Result<(), u16> {
         scratch.clear();
         let schemas = &*self.schemas;
-        let mut entries: Vec<(Span, u32)> = Vec::new();
-        let mut arrays: Vec<(String, Vec<u32>)> = Vec::new();
+        let mut fields = Fields::default();
         for (k, v) in form_urlencoded::parse(body) {
             let prop = schemas.property(schema, &k);
             let types = prop.map_or(0, |p| schemas.types(p));
-            if types & ty::ARRAY != 0 {
-                let items = prop.map_or(0, |p| items_of(p, schemas));
-                let id = scalar(&v, items, scratch);
-                match arrays.iter_mut().find(|(name, _)| *name == *k) {
-                    Some((_, ids)) => ids.push(id),
-                    None => arrays.push((k.into_owned(), vec![id])),
+            let item = types & ty::ARRAY != 0;
+            let id = if item {
+                scalar(&v, prop.map_or(0, |p| items_of(p, schemas)), scratch)
+            } else {
+                scalar(&v, types, scratch)
+            };
+            fields.add(&k, id, item, scratch);
+        }
+        let root = fields.finish(scratch);
+        self.check_tree(Tree { body, s: scratch }, schema, root, failures)
+    }
+
+    /// A multipart body: each part a property, as a form's fields are. A part is read as
+    /// JSON when it says it is JSON, or has no `Content-Type` and its property takes only
+    /// objects (OpenAPI's default for such a property); else as text typed by the property's
+    /// schema. A file's bytes are a string (invalid UTF-8 replaced).
+    fn check_multipart(
+        &self,
+        schema: SchemaId,
+        boundary: &str,
+        body: &[u8],
+        scratch: &mut Scratch,
+        failures: &mut Vec<Failure>,
+    ) -> Result<(), u16> {
+        scratch.clear();
+        let parts = match crate::multipart::parts(body, boundary) {
+            Ok(p) => p,
+            Err(m) => {
+                failures.push(Failure {
+                    location: "body",
+                    name: None,
+                    pointer: String::new(),
+                    keyword: "multipart",
+                    message: format!("the body is not multipart/form-data: {m}"),
+                });
+                return Err(400);
+            }
+        };
+        let schemas = &*self.schemas;
+        let mut fields = Fields::default();
+        for part in &parts {
+            let prop = schemas.property(schema, &part.name);
+            let types = prop.map_or(0, |p| schemas.types(p));
+            let array = types & ty::ARRAY != 0;
+            let item_types = if array {
+                prop.map_or(0, |p| items_of(p, schemas))
+            } else {
+                types
+            };
+            let only_objects = |t: u8| t & ty::OBJECT != 0 && t & !(ty::OBJECT | ty::NULL) == 0;
+            let json = is_json(&part.content_type)
+                || (part.content_type.is_empty() && !part.file && only_objects(item_types));
+            let (id, item) = if json {
+                let text = String::from_utf8_lossy(&part.data);
+                match json_into(&text, scratch, self.limits.max_depth) {
+                    // A JSON array is the property's value; anything else one of its items.
+                    Ok(id) => (
+                        id,
+                        array && !matches!(scratch.nodes[id as usize], V::Arr(..)),
+                    ),
+                    Err(m) => {
+                        failures.push(Failure {
+                            location: "body",
+                            name: None,
+                            pointer: format!("/{}", crate::schema::escape(&part.name)),
+                            keyword: "json",
+                            message: format!("the part `{}` is {m}", part.name),
+                        });
+                        return Err(400);
+                    }
                 }
             } else {
-                let key = scratch.own(k.as_bytes());
-                let id = scalar(&v, types, scratch);
-                entries.push((key, id));
-            }
+                let text = String::from_utf8_lossy(&part.data);
+                let textual = !part.file
+                    && (part.content_type.is_empty() || part.content_type.starts_with("text/"));
+                // A file, or bytes of another kind, is a string whatever the schema says.
+                let t = if textual { item_types } else { ty::STRING };
+                (scalar(&text, t, scratch), array)
+            };
+            fields.add(&part.name, id, item, scratch);
         }
-        for (name, ids) in arrays {
-            let key = scratch.own(name.as_bytes());
-            let id = scratch.array(&ids);
-            entries.push((key, id));
-        }
-        let root = scratch.object(&entries);
+        let root = fields.finish(scratch);
         self.check_tree(Tree { body, s: scratch }, schema, root, failures)
     }
 
@@ -711,18 +808,58 @@ fn items_of(mut id: SchemaId, schemas: &Schemas) -> u8 {
 
 /// A JSON-text parameter (`content: application/json`), read like a body.
 fn json_value(text: &str, scratch: &mut Scratch) -> Result<Built, String> {
-    // The tree's strings must point into the scratch, not into `text`: copy the text in first
-    // and read it from there.
+    json_into(text, scratch, 32)
+        .map(Built::Value)
+        .map_err(|m| format!("the value is {m}"))
+}
+
+/// JSON text read into `scratch` beside what it holds; the id of its root, or why it is not
+/// JSON ("not JSON: …").
+fn json_into(text: &str, scratch: &mut Scratch, max_depth: u32) -> Result<u32, String> {
+    // The tree's strings must point into the scratch, not into `text`: read it on its own,
+    // then copy it in.
     let mut tmp = Scratch::default();
-    json::read(text.as_bytes(), &mut tmp, 32).map_err(|e| match e {
-        json::ReadError::Syntax(m) => format!("the value is not JSON: {m}"),
-        json::ReadError::TooDeep(d) => format!("the value nests deeper than {d} levels"),
+    json::read(text.as_bytes(), &mut tmp, max_depth).map_err(|e| match e {
+        json::ReadError::Syntax(m) => format!("not JSON: {m}"),
+        json::ReadError::TooDeep(d) => format!("nested deeper than {d} levels"),
     })?;
     let tree = Tree {
         body: text.as_bytes(),
         s: &tmp,
     };
-    Ok(Built::Value(copy(tree, tree.root(), scratch)))
+    Ok(copy(tree, tree.root(), scratch))
+}
+
+/// An object built from named fields (a form's, a multipart body's): a field of an array
+/// property is an item of that array however often it is written, others are entries.
+#[derive(Default)]
+struct Fields {
+    entries: Vec<(Span, u32)>,
+    arrays: Vec<(String, Vec<u32>)>,
+}
+
+impl Fields {
+    fn add(&mut self, name: &str, id: u32, item: bool, scratch: &mut Scratch) {
+        if item {
+            match self.arrays.iter_mut().find(|(n, _)| n == name) {
+                Some((_, ids)) => ids.push(id),
+                None => self.arrays.push((name.to_owned(), vec![id])),
+            }
+        } else {
+            let key = scratch.own(name.as_bytes());
+            self.entries.push((key, id));
+        }
+    }
+
+    /// The object, last in `scratch`.
+    fn finish(mut self, scratch: &mut Scratch) -> u32 {
+        for (name, ids) in self.arrays {
+            let key = scratch.own(name.as_bytes());
+            let id = scratch.array(&ids);
+            self.entries.push((key, id));
+        }
+        scratch.object(&self.entries)
+    }
 }
 
 fn copy(t: Tree<'_>, id: u32, s: &mut Scratch) -> u32 {

@@ -142,6 +142,8 @@ pub(crate) struct Node {
     pub multiple_of: Option<f64>,
     // Objects.
     pub properties: Box<[(Box<[u8]>, SchemaId)]>,
+    /// The [`Name`] of each of `properties`, in the same order.
+    pub names: Box<[Name]>,
     pub pattern_properties: Box<[(Pattern, SchemaId)]>,
     pub additional: Option<SchemaId>,
     pub required: Box<[Box<str>]>,
@@ -183,6 +185,52 @@ pub(crate) mod has {
     pub const NUMBER: u8 = 8;
     pub const OBJECT: u8 = 16;
     pub const ARRAY: u8 = 32;
+}
+
+/// A property name reduced to its length and two words of its bytes, so that an object's
+/// key is matched against a schema's few names by comparing integers, without a branch per
+/// byte or per name. Every byte of a name up to 16 bytes long is in the words (the words of
+/// longer names hold only its ends, so those are compared in full too).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Name {
+    len: u64,
+    head: u64,
+    tail: u64,
+}
+
+impl Name {
+    /// Names longer than this are compared byte by byte after their `Name`s agree.
+    pub const WHOLE: usize = 16;
+
+    pub fn of(b: &[u8]) -> Name {
+        let n = b.len();
+        let w8 = |s: &[u8]| u64::from_le_bytes(s[..8].try_into().unwrap_or_default());
+        let w4 = |s: &[u8]| u64::from(u32::from_le_bytes(s[..4].try_into().unwrap_or_default()));
+        // Overlapping loads of the first and last bytes cover the name whichever its length.
+        let (head, tail) = if n >= 8 {
+            (w8(b), w8(&b[n - 8..]))
+        } else if n >= 4 {
+            (w4(b), w4(&b[n - 4..]))
+        } else if n > 0 {
+            (
+                u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16,
+                0,
+            )
+        } else {
+            (0, 0)
+        };
+        Name {
+            len: n as u64,
+            head,
+            tail,
+        }
+    }
+
+    /// Equal, as far as the words go: the same name when it is at most [`Self::WHOLE`] long.
+    #[inline]
+    pub fn like(self, other: Name) -> bool {
+        (self.len ^ other.len) | (self.head ^ other.head) | (self.tail ^ other.tail) == 0
+    }
 }
 
 /// Every schema compiled from one document, which `$ref`s link by index.
@@ -693,6 +741,7 @@ impl<'a> Compiler<'a> {
                             (k.as_bytes().into(), id)
                         })
                         .collect();
+                    n.names = keys.iter().map(|k| Name::of(k.as_bytes())).collect();
                 }
                 _ => self.error(
                     &format!("{pointer}/properties"),

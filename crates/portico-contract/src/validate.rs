@@ -656,6 +656,18 @@ pub(crate) fn type_of(v: V) -> u8 {
     }
 }
 
+/// Whether a value is of one of `types` (`0`: any), without working out whether a float
+/// is whole unless only `integer` could take it.
+#[inline]
+pub(crate) fn type_ok(types: u8, v: V) -> bool {
+    types == 0
+        || match v {
+            V::U(_) | V::I(_) => types & (ty::INTEGER | ty::NUMBER) != 0,
+            V::F(_) if types & ty::NUMBER != 0 => true,
+            v => types & type_of(v) != 0,
+        }
+}
+
 /// The name of the value's type for messages: its most specific kind.
 fn kind_name(t: u8) -> &'static str {
     if t & ty::INTEGER != 0 {

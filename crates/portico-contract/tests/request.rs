@@ -628,3 +628,153 @@ fn form_bodies_are_objects_of_their_fields() {
         &[("body", "", "required"), ("body", "", "required")],
     );
 }
+
+/// A `multipart/form-data` body of (name, part headers, content) parts.
+fn multipart(parts: &[(&str, &str, &str)]) -> String {
+    let mut b = String::new();
+    for (name, headers, content) in parts {
+        b.push_str(&format!(
+            "--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"{headers}\r\n\r\n{content}\r\n"
+        ));
+    }
+    b.push_str("--XyZ--\r\n");
+    b
+}
+
+#[test]
+fn multipart_bodies_are_objects_of_their_parts() {
+    let c = contract(
+        json!({ "requestBody": { "required": true, "content": {
+            "multipart/form-data": { "schema": {
+                "type": "object",
+                "required": ["name", "photo"],
+                "additionalProperties": false,
+                "properties": {
+                    "name": { "type": "string", "minLength": 2 },
+                    "age": { "type": "integer", "minimum": 0 },
+                    "tags": { "type": "array", "items": { "type": "integer" }, "maxItems": 2 },
+                    "address": { "type": "object", "required": ["city"],
+                                 "properties": { "city": { "type": "string" } } },
+                    "items": { "type": "array", "items": { "$ref": "#/components/schemas/Item" } },
+                    "photo": { "type": "string", "format": "binary", "maxLength": 64 }
+                }
+            } }
+        } } }),
+        Dialect::Oas31,
+    );
+    let send = |body: String, content_type: &str| {
+        let mut r = req();
+        r.headers
+            .insert("content-type", content_type.parse().unwrap());
+        r.body = Some(Box::leak(body.into_boxed_str()));
+        r
+    };
+    let form =
+        |parts: &[(&str, &str, &str)]| send(multipart(parts), "multipart/form-data; boundary=XyZ");
+    let file = "; filename=\"a.png\"\r\nContent-Type: image/png";
+    // Text parts typed by their schema, a repeated part an array's items, an object
+    // property's part read as JSON (no Content-Type needed), a JSON part as JSON, a file a
+    // string.
+    ok(
+        &c,
+        form(&[
+            ("name", "", "Ada"),
+            ("age", "", "36"),
+            ("tags", "", "1"),
+            ("tags", "", "2"),
+            ("address", "", r#"{"city":"London"}"#),
+            (
+                "items",
+                "\r\nContent-Type: application/json",
+                r#"[{"sku":"ABC-1","qty":2}]"#,
+            ),
+            ("photo", file, "\u{89}PNG not really"),
+        ]),
+    );
+    // A JSON part that is one item of an array property.
+    ok(
+        &c,
+        form(&[
+            ("name", "", "Ada"),
+            (
+                "items",
+                "\r\nContent-Type: application/json",
+                r#"{"sku":"ABC-1","qty":2}"#,
+            ),
+            ("photo", file, "x"),
+        ]),
+    );
+    refused(
+        &c,
+        form(&[
+            ("name", "", "A"),
+            ("age", "", "-1"),
+            ("tags", "", "1"),
+            ("tags", "", "x"),
+            ("tags", "", "3"),
+            ("address", "", r#"{"town":"London"}"#),
+            (
+                "items",
+                "\r\nContent-Type: application/json",
+                r#"[{"sku":"abc","qty":0}]"#,
+            ),
+            ("extra", "", "1"),
+            ("photo", file, &"x".repeat(65)),
+        ]),
+        400,
+        &[
+            ("body", "/name", "minLength"),
+            ("body", "/age", "minimum"),
+            ("body", "/address", "required"),
+            ("body", "/items/0/sku", "pattern"),
+            ("body", "/items/0/qty", "minimum"),
+            ("body", "/extra", "additionalProperties"),
+            ("body", "/photo", "maxLength"),
+            ("body", "/tags", "maxItems"),
+            ("body", "/tags/1", "type"),
+        ],
+    );
+    refused(
+        &c,
+        form(&[("age", "", "1")]),
+        400,
+        &[("body", "", "required"), ("body", "", "required")],
+    );
+    // A JSON part that is not JSON is named by its pointer.
+    refused(
+        &c,
+        form(&[("name", "", "Ada"), ("address", "", "{city")]),
+        400,
+        &[("body", "/address", "json")],
+    );
+    // Parts are bounded.
+    let many: Vec<(&str, &str, &str)> = std::iter::once(("name", "", "Ada"))
+        .chain(std::iter::repeat_n(
+            ("tags", "", "1"),
+            portico_contract::MAX_PARTS,
+        ))
+        .collect();
+    refused(&c, form(&many), 400, &[("body", "", "multipart")]);
+    // Not multipart with this boundary, no boundary at all, a part without a name.
+    refused(
+        &c,
+        send("no parts here".into(), "multipart/form-data; boundary=XyZ"),
+        400,
+        &[("body", "", "multipart")],
+    );
+    refused(
+        &c,
+        send(multipart(&[("name", "", "Ada")]), "multipart/form-data"),
+        400,
+        &[("header", "", "multipart")],
+    );
+    refused(
+        &c,
+        send(
+            "--XyZ\r\nContent-Disposition: form-data\r\n\r\nx\r\n--XyZ--\r\n".into(),
+            "multipart/form-data; boundary=XyZ",
+        ),
+        400,
+        &[("body", "", "multipart")],
+    );
+}

@@ -860,3 +860,58 @@ async fn openapi_form_bodies_are_checked_against_their_schema() {
     );
     assert_eq!(up.hits(), before, "a refused form reached the upstream");
 }
+
+/// A multipart body is checked part by part against its schema and goes upstream as sent.
+#[tokio::test]
+async fn openapi_multipart_bodies_are_checked_against_their_schema() {
+    let up = echo_server().await;
+    let dir = temp_dir("openapi-multipart");
+    std::fs::write(
+        dir.join("upload.yaml"),
+        "openapi: 3.1.0\npaths:\n  /upload:\n    post:\n      operationId: upload\n      requestBody:\n        content:\n          multipart/form-data:\n            schema:\n              type: object\n              required: [title, file]\n              properties:\n                title: { type: string, maxLength: 20 }\n                meta:\n                  type: object\n                  required: [owner]\n                  properties: { owner: { type: string } }\n                file: { type: string, contentMediaType: image/png }\n",
+    )
+    .unwrap();
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"] }}\napis:\n  - openapi: \"{}\"\n    upstream: u\n",
+        up.url(),
+        dir.join("upload.yaml").display()
+    )))
+    .await;
+    let body = |title: &str, meta: &str| {
+        format!(
+            "--b0undary\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\n{title}\r\n\
+             --b0undary\r\nContent-Disposition: form-data; name=\"meta\"\r\n\r\n{meta}\r\n\
+             --b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\
+             Content-Type: image/png\r\n\r\nPNG\r\n--b0undary--\r\n"
+        )
+    };
+    let post = |body: String| {
+        req("POST", &gw.url("/upload"))
+            .header("content-type", "multipart/form-data; boundary=b0undary")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap()
+    };
+    let c = client(false, &[]);
+    let good = body("holiday", r#"{"owner":"ada"}"#);
+    let got = send(&c, post(good.clone())).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(
+        got.json()["body"],
+        good.as_str(),
+        "the body was not sent as it came"
+    );
+    let before = up.hits();
+    let got = send(&c, post(body("a title far longer than twenty", "{}"))).await;
+    assert_eq!(got.status, 400, "{}", got.text());
+    assert_eq!(
+        failures(&got),
+        [
+            f("body", "/title", "maxLength"),
+            f("body", "/meta", "required")
+        ]
+    );
+    let got = send(&c, post("not multipart".into())).await;
+    assert_eq!(got.status, 400, "{}", got.text());
+    assert_eq!(failures(&got), [f("body", "", "multipart")]);
+    assert_eq!(up.hits(), before, "a refused upload reached the upstream");
+}
