@@ -16,6 +16,8 @@ struct Fixture {
     schemas: Arc<Schemas>,
     roots: Vec<SchemaId>,
     query: RequestContract,
+    /// `POST /m`, whose body is `multipart/form-data`.
+    upload: RequestContract,
 }
 
 fn fixture() -> &'static Fixture {
@@ -30,7 +32,15 @@ fn fixture() -> &'static Fixture {
                 { "name": "d", "in": "query", "style": "deepObject", "schema": { "$ref": "#/components/schemas/Item" } },
                 { "name": "o", "in": "query", "explode": false, "schema": { "type": "object", "additionalProperties": { "type": "integer" } } },
                 { "name": "j", "in": "query", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Tree" } } } }
-            ] } } },
+            ] } },
+            "/m": { "post": { "requestBody": { "content": { "multipart/form-data": { "schema": {
+                "type": "object", "required": ["name"], "properties": {
+                    "name": { "type": "string", "maxLength": 8 },
+                    "n": { "type": "integer" },
+                    "tags": { "type": "array", "items": { "type": "boolean" }, "maxItems": 3 },
+                    "item": { "$ref": "#/components/schemas/Item" },
+                    "trees": { "type": "array", "items": { "$ref": "#/components/schemas/Tree" } },
+                    "file": { "type": "string", "format": "binary", "maxLength": 16 } } } } } } } } },
             "components": { "schemas": {
                 "Item": { "type": "object", "required": ["sku"], "additionalProperties": false,
                           "properties": { "sku": { "type": "string", "pattern": "^[A-Z]{3}-\\d+$" },
@@ -70,6 +80,14 @@ fn fixture() -> &'static Fixture {
                 operation: "/paths/~1q/get",
             },
         );
+        let (upload_params, upload_body) = compile_operation(
+            &mut c,
+            &doc,
+            &OperationRef {
+                path_item: "/paths/~1m",
+                operation: "/paths/~1m/post",
+            },
+        );
         let (schemas, errors) = c.finish();
         assert!(errors.is_empty(), "{errors:?}");
         let limits = Limits {
@@ -80,6 +98,7 @@ fn fixture() -> &'static Fixture {
         let schemas = Arc::new(schemas);
         Fixture {
             query: finish(&schemas, params, body, limits),
+            upload: finish(&schemas, upload_params, upload_body, limits),
             schemas,
             roots,
         }
@@ -175,8 +194,8 @@ impl Doc {
 /// Checking never panics. A body is read exactly when serde_json reads it (within the depth
 /// limit), and the checker that reads as it goes agrees with the tree checker; the failures
 /// are at most the bound, and each one's pointer names a value of the body (a key written
-/// twice names both of its values). The same bytes as a query string are checked without
-/// panicking either.
+/// twice names both of its values). The same bytes as a query string, and as a multipart
+/// body, are checked without panicking either, their failures bounded too.
 pub fn contract_body(data: &[u8]) {
     let f = fixture();
     let mut scratch = Scratch::default();
@@ -231,4 +250,26 @@ pub fn contract_body(data: &[u8]) {
             .check_head(&parts, false, &mut scratch, &mut failures);
         assert!(failures.len() <= MAX_ERRORS + 1, "{failures:?}");
     }
+    // The same bytes as a multipart body with the boundary `B`.
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("multipart/form-data; boundary=B"),
+    );
+    let parts = RequestParts {
+        path: &[],
+        query: None,
+        headers: &headers,
+    };
+    let mut failures = Vec::new();
+    let plan = f
+        .upload
+        .check_head(&parts, true, &mut scratch, &mut failures);
+    let Ok(portico_contract::BodyPlan::Check(check)) = plan else {
+        panic!("a multipart body with a boundary is checked: {plan:?} {failures:?}");
+    };
+    let _ = f
+        .upload
+        .check_body(check, data, &mut scratch, &mut failures);
+    assert!(failures.len() <= MAX_ERRORS + 1, "{failures:?}");
 }
