@@ -70,12 +70,17 @@ pub struct Param {
 }
 
 /// A `Content-Type`'s type and subtype, lower case, without parameters (`""` when absent).
-pub(crate) fn essence(content_type: Option<&str>) -> String {
-    content_type
+pub(crate) fn essence(content_type: Option<&str>) -> std::borrow::Cow<'_, str> {
+    let e = content_type
         .and_then(|c| c.split(';').next())
         .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+        .trim();
+    // Nearly every client writes it in lower case already: no copy then.
+    if e.bytes().any(|b| b.is_ascii_uppercase()) {
+        e.to_ascii_lowercase().into()
+    } else {
+        e.into()
+    }
 }
 
 /// The schema slot of the media range that fits `essence` best, if any fits.
