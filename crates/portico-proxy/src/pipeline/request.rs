@@ -501,7 +501,7 @@ pub(crate) fn process<'c>(
         ) {
             (Some(rc), Some((method, path))) if upstream_answered => {
                 let asked = crate::translate::contract::Asked {
-                    route: &route.name,
+                    route: &route,
                     method,
                     path,
                     request_id,

@@ -915,3 +915,95 @@ async fn openapi_multipart_bodies_are_checked_against_their_schema() {
     assert_eq!(failures(&got), [f("body", "", "multipart")]);
     assert_eq!(up.hits(), before, "a refused upload reached the upstream");
 }
+
+/// An upstream answering every request with the JSON text of its path (after the first `/`),
+/// streamed in two chunks without a length: `/echo/good` answers `{"method":"GET","path":…}`
+/// split in the middle.
+async fn streaming_json_upstream() -> Upstream {
+    serve(|req| async move {
+        let path = req.uri().path().to_owned();
+        let text = match path.as_str() {
+            "/echo/good" | "/echo/huge" => {
+                let pad = if path == "/echo/huge" {
+                    "x".repeat(3000)
+                } else {
+                    String::new()
+                };
+                format!(r#"{{"method":"GET","path":"{path}","pad":"{pad}"}}"#)
+            }
+            _ => r#"{"method":"GET","path":"/echo/bad-body"}"#.to_owned(),
+        };
+        let (tx, body) = portico_proxy::body::ChannelBody::new(2);
+        tokio::spawn(async move {
+            let (a, b) = text.split_at(text.len() / 2);
+            tx.send(bytes::Bytes::from(a.to_owned())).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tx.send(bytes::Bytes::from(b.to_owned())).await.unwrap();
+        });
+        let mut r = http::Response::new(http_body_util::Either::Right(body));
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        r
+    })
+    .await
+}
+
+/// Answers streamed without a length are checked too: log-only as they pass, enforcing by
+/// holding them to their end (a larger one than the bound passes unchecked).
+#[tokio::test]
+async fn openapi_streamed_answers_are_checked_against_the_contract() {
+    let up = streaming_json_upstream().await;
+    let doc = openapi_dir().join("drift.yaml").display().to_string();
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  s: {{ targets: [\"{}\"] }}\napis:\n  - openapi: \"{doc}\"\n    upstream: s\n    name_prefix: watch_\n    check_responses: true\n",
+        up.url()
+    )))
+    .await;
+    let got = get(&gw.url("/echo/good")).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert!(
+        got.headers.get("content-length").is_none(),
+        "the answer was not streamed"
+    );
+    assert_eq!(got.json()["path"], "/echo/good");
+    let got = get(&gw.url("/echo/bad-body")).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(
+        got.json()["path"],
+        "/echo/bad-body",
+        "a log-only check changed the answer"
+    );
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    assert_eq!(counted(&m, "watch_good", "body"), 0.0, "{m}");
+    assert_eq!(counted(&m, "watch_badBody", "body"), 1.0, "{m}");
+    let v = get(&gw.admin_url("/contract/violations")).await.json();
+    assert_eq!(v["violations"][0]["path"], "/echo/bad-body", "{v:#}");
+    assert_eq!(
+        v["violations"][0]["failures"][0]["keyword"], "required",
+        "{v:#}"
+    );
+
+    // Enforcing: the streamed answer is held, checked, and sent whole or refused.
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  s: {{ targets: [\"{}\"] }}\napis:\n  - openapi: \"{doc}\"\n    upstream: s\n    name_prefix: enforce_\n    check_responses: {{ enforce: true }}\n    validation_limits: {{ max_body_bytes: 2048 }}\n",
+        up.url()
+    )))
+    .await;
+    let got = get(&gw.url("/echo/good")).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["path"], "/echo/good");
+    let got = get(&gw.url("/echo/bad-body")).await;
+    assert_eq!(got.status, 502, "{}", got.text());
+    assert_eq!(got.json()["code"], "upstream_contract_violation");
+    assert_eq!(
+        failures(&got),
+        [
+            f("response", "", "required"),
+            f("response", "/method", "type")
+        ]
+    );
+    // Larger than the bound: sent on whole, unchecked (its first part was held).
+    let huge = get(&gw.url("/echo/huge")).await;
+    assert_eq!(huge.status, 200, "{}", huge.text());
+    assert_eq!(huge.json()["pad"].as_str().map(str::len), Some(3000));
+}
