@@ -1371,7 +1371,10 @@ paths:
                 "a.yaml:4:13: `$ref` `missing.yaml#/P`: cannot read `{}`: No such file or directory (os error 2)",
                 missing.display()
             ),
-            "a.yaml:5:13: `$ref` `schemas.yaml#Anchor` names an anchor; only JSON pointers are followed".into(),
+            format!(
+                "a.yaml:5:13: `$ref` `schemas.yaml#Anchor`: no schema of `{}` has `$anchor: Anchor`",
+                std::fs::canonicalize(dir.join("schemas.yaml")).unwrap().display()
+            ),
             "a.yaml:6:13: `$ref` `file:///etc/passwd`: only relative paths, absolute paths and http(s) URLs are read".into(),
             // What did read is checked all the same.
             "schemas.yaml:5:16: unresolved $ref `#/Nowhere`".into(),
@@ -1491,5 +1494,141 @@ fn explain_says_how_each_kind_of_body_is_checked() {
     assert_eq!(
         refused["failures"][0]["keyword"], "multipart",
         "{refused:#}"
+    );
+}
+
+/// The failures (pointer, keyword) of a JSON body sent to the route's operation.
+fn body_failures(c: &Config, route: &str, body: &str) -> Vec<(String, &'static str)> {
+    let rc = by_name(c, route)
+        .contract
+        .as_ref()
+        .and_then(|c| c.request.as_ref())
+        .expect("the route checks requests");
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let parts = portico_contract::RequestParts {
+        path: &[],
+        query: None,
+        headers: &headers,
+    };
+    let mut s = portico_contract::Scratch::default();
+    let mut f = Vec::new();
+    match rc.check_head(&parts, true, &mut s, &mut f) {
+        Ok(portico_contract::BodyPlan::Check(b)) => {
+            let _ = rc.check_body(b, body.as_bytes(), &mut s, &mut f);
+        }
+        other => panic!("{other:?} {f:?}"),
+    }
+    f.into_iter().map(|f| (f.pointer, f.keyword)).collect()
+}
+
+/// In OpenAPI 3.1, schemas are found by `$id` (absolute, or relative to the document or the
+/// schema around it) and by `$anchor` within their resource, as JSON Schema 2020-12 says.
+#[test]
+fn references_by_id_and_anchor_find_their_schemas() {
+    let doc = "openapi: 3.1.0
+paths:
+  /orders:
+    post:
+      operationId: create
+      requestBody: { content: { application/json: { schema: { $ref: 'https://example.com/schemas/order' } } } }
+  /lines:
+    post:
+      operationId: line
+      requestBody: { content: { application/json: { schema: { $ref: 'https://example.com/schemas/order#line' } } } }
+  /notes:
+    post:
+      operationId: note
+      requestBody: { content: { application/json: { schema: { $ref: '#note' } } } }
+  /money:
+    post:
+      operationId: money
+      requestBody: { content: { application/json: { schema: { $ref: 'types/money' } } } }
+  /pets:
+    post:
+      operationId: pet
+      requestBody: { content: { application/json: { schema: { $ref: 'pet.yaml#petName' } } } }
+components:
+  schemas:
+    Order:
+      $id: https://example.com/schemas/order
+      type: object
+      required: [lines]
+      properties:
+        lines: { type: array, items: { $ref: '#line' } }
+        total: { $ref: money }
+      $defs:
+        line:
+          $anchor: line
+          type: object
+          required: [sku]
+          properties: { sku: { type: string, minLength: 3 } }
+        money: { $id: money, type: integer, minimum: 0 }
+    Note: { $anchor: note, type: string, maxLength: 5 }
+    Money: { $id: types/money, type: number, maximum: 10 }
+";
+    let pet = "Pet:\n  type: object\n  properties:\n    name: { $anchor: petName, type: string, pattern: '^[A-Z]' }\n";
+    let dir = folder(&[("doc.yaml", doc), ("pet.yaml", pet)]);
+    let c = load_in(
+        &dir,
+        &format!("{UPSTREAMS}apis:\n  - {{ openapi: doc.yaml, upstream: pets }}\n"),
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let f = |route: &str, body: &str| body_failures(&c, route, body);
+    assert_eq!(f("create", r#"{"lines":[{"sku":"ABC"}],"total":5}"#), []);
+    assert_eq!(
+        f("create", r#"{"lines":[{"sku":"ab"}],"total":-1}"#),
+        [
+            ("/lines/0/sku".to_owned(), "minLength"),
+            ("/total".to_owned(), "minimum")
+        ]
+    );
+    assert_eq!(
+        f("line", r#"{"sku":"x"}"#),
+        [("/sku".to_owned(), "minLength")]
+    );
+    assert_eq!(
+        f("note", r#""far too long""#),
+        [(String::new(), "maxLength")]
+    );
+    assert_eq!(f("money", "11"), [(String::new(), "maximum")]);
+    assert_eq!(f("pet", r#""rex""#), [(String::new(), "pattern")]);
+    assert_eq!(f("pet", r#""Rex""#), []);
+}
+
+/// An anchor or `$id` that names nothing, or names two schemas, is a located error; in
+/// OpenAPI 3.0, whose schemas have neither, an anchor is refused.
+#[test]
+fn references_by_id_and_anchor_that_cannot_be_followed_are_located() {
+    let doc = "openapi: 3.1.0
+paths:
+  /a:
+    post:
+      operationId: a
+      requestBody: { content: { application/json: { schema: { $ref: '#nowhere' } } } }
+components:
+  schemas:
+    One: { $id: 'urn:x:thing', type: string }
+    Two: { $id: 'urn:x:thing', type: string }
+    Three: { $anchor: twice, type: string }
+    Four: { $anchor: twice, type: string }
+";
+    let errors = located(load_in(
+        &folder(&[("doc.yaml", doc)]),
+        &format!("{UPSTREAMS}apis:\n  - {{ openapi: doc.yaml, upstream: pets }}\n"),
+    ));
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("doc.yaml:6:69: `$ref` `#nowhere`: no schema of `")
+            && errors[0].ends_with("doc.yaml` has `$anchor: nowhere`"),
+        "{errors:#?}"
+    );
+    assert_eq!(
+        errors[1],
+        "doc.yaml:10:17: `$id` `urn:x:thing` names two schemas"
+    );
+    assert!(
+        errors[2].starts_with("doc.yaml:12:22: `$anchor` `twice` names two schemas of `"),
+        "{errors:#?}"
     );
 }

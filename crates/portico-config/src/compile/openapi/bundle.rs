@@ -152,6 +152,12 @@ struct Bundler<'r, 'a> {
     pending: Vec<(usize, Node)>,
     sources: Vec<Source>,
     problems: Vec<Problem>,
+    /// Whether schemas name themselves (`$id`, `$anchor`: OpenAPI 3.1's JSON Schema).
+    scoped: bool,
+    /// Each `$id` (resolved) of the documents read: the document and the schema's pointer.
+    ids: HashMap<String, (usize, String)>,
+    /// Each `$anchor` by its resource (a document's location, or an `$id`) and name.
+    anchors: HashMap<(String, String), (usize, String)>,
 }
 
 impl Bundler<'_, '_> {
@@ -204,6 +210,7 @@ impl Bundler<'_, '_> {
         match parsed {
             Ok(mut tree) => {
                 shift(&mut tree, tag);
+                self.index_names(i, &mut tree);
                 self.pending.push((i, tree));
                 Some(i)
             }
@@ -215,26 +222,88 @@ impl Bundler<'_, '_> {
         }
     }
 
+    /// Records the `$id`s and `$anchor`s of document `i`.
+    fn index_names(&mut self, i: usize, tree: &mut Node) {
+        let base = self.locations[i].clone();
+        let (ids, anchors, problems) = (&mut self.ids, &mut self.anchors, &mut self.problems);
+        doc::visit_scoped_mut(tree, &base, self.scoped, &join, &mut |e| match e {
+            doc::Scoped::Id { id, pointer, loc } => {
+                if ids.contains_key(id) {
+                    problems.push(Problem::new(
+                        loc,
+                        format!("`$id` `{id}` names two schemas"),
+                        "give each schema its own `$id`",
+                    ));
+                } else {
+                    ids.insert(id.to_owned(), (i, pointer.to_owned()));
+                }
+            }
+            doc::Scoped::Anchor {
+                base,
+                name,
+                pointer,
+                loc,
+            } => {
+                let key = (base.to_owned(), name.to_owned());
+                if anchors.contains_key(&key) {
+                    problems.push(Problem::new(
+                        loc,
+                        format!("`$anchor` `{name}` names two schemas of `{base}`"),
+                        "give each schema its own anchor",
+                    ));
+                } else {
+                    anchors.insert(key, (i, pointer.to_owned()));
+                }
+            }
+            doc::Scoped::Ref(..) => {}
+        });
+    }
+
     /// Rewrites the references of document `i` to local pointers, reading what they name.
     fn walk(&mut self, i: usize, tree: &mut Node) {
-        doc::visit_refs_mut(tree, &mut |v: &mut Node| {
-            let Some(text) = v.as_str() else {
-                return; // Reported by `check_refs`.
-            };
-            let (part, fragment) = text.split_once('#').unwrap_or((text, ""));
-            if !fragment.is_empty() && !fragment.starts_with('/') {
-                if !part.is_empty() {
-                    self.problems.push(Problem::new(
-                        v.loc,
-                        format!("`$ref` `{text}` names an anchor; only JSON pointers are followed"),
-                        "write a pointer such as `schemas.yaml#/components/schemas/Pet`",
-                    ));
-                }
-                return; // A local one is reported by `check_refs`.
+        let base = self.locations[i].clone();
+        let scoped = self.scoped;
+        doc::visit_scoped_mut(tree, &base, scoped, &join, &mut |e| {
+            if let doc::Scoped::Ref(v, base) = e {
+                self.rewrite(i, v, base);
             }
-            let j = if part.is_empty() {
-                i
-            } else {
+        });
+    }
+
+    /// One reference of document `i`, whose base URI is `base`, rewritten to a local pointer.
+    fn rewrite(&mut self, i: usize, v: &mut Node, base: &str) {
+        let Some(text) = v.as_str().map(str::to_owned) else {
+            return; // Reported by `check_refs`.
+        };
+        let (part, fragment) = text.split_once('#').unwrap_or((&text, ""));
+        let anchor = !fragment.is_empty() && !fragment.starts_with('/');
+        if anchor && !self.scoped {
+            if !part.is_empty() {
+                self.problems.push(Problem::new(
+                    v.loc,
+                    format!(
+                        "`$ref` `{text}` names an anchor, which OpenAPI 3.0 schemas do not have"
+                    ),
+                    "write a pointer such as `schemas.yaml#/components/schemas/Pet`",
+                ));
+            }
+            return; // A local one is reported by `check_refs`.
+        }
+        // The resource it names: a schema by its `$id`, else a document by where it is. A
+        // bare pointer (`#/components/schemas/Pet`) starts at its document's root even inside
+        // a schema with an `$id`: OpenAPI documents are written so (JSON Schema alone would
+        // start it at that schema).
+        let uri = join(base, part);
+        let found = match self.ids.get(&uri) {
+            _ if part.is_empty() && !anchor => None,
+            Some((j, pointer)) => Some((*j, pointer.clone(), uri)),
+            None if part.is_empty() => Some((i, String::new(), self.locations[i].clone())),
+            None => None,
+        };
+        let (mut j, root, resource) = match found {
+            Some(f) => f,
+            None if part.is_empty() => (i, String::new(), self.locations[i].clone()),
+            None => {
                 let location = match target(&self.locations[i], part) {
                     Ok(l) => l,
                     Err(e) => {
@@ -248,17 +317,82 @@ impl Bundler<'_, '_> {
                 };
                 let written = part.to_owned();
                 match self.document(location, v.loc, &written) {
-                    Some(j) => j,
+                    Some(j) => (j, String::new(), self.locations[j].clone()),
                     None => return,
                 }
-            };
-            let local = if j == 0 {
-                format!("#{fragment}")
-            } else {
-                format!("#/{BUNDLED}/{j}{fragment}")
-            };
-            v.kind = NodeKind::Str(local);
-        });
+            }
+        };
+        let pointer = if anchor {
+            let name = percent_encoding::percent_decode_str(fragment).decode_utf8_lossy();
+            match self
+                .anchors
+                .get(&(resource.clone(), name.clone().into_owned()))
+            {
+                Some((k, pointer)) => {
+                    j = *k;
+                    pointer.clone()
+                }
+                None => {
+                    self.problems.push(Problem::new(
+                        v.loc,
+                        format!("`$ref` `{text}`: no schema of `{resource}` has `$anchor: {name}`"),
+                        "check the anchor's name, and that the schema with it is inside that resource (its `$id`, or its document)",
+                    ));
+                    return;
+                }
+            }
+        } else {
+            format!("{root}{fragment}")
+        };
+        let local = if j == 0 {
+            format!("#{pointer}")
+        } else {
+            format!("#/{BUNDLED}/{j}{pointer}")
+        };
+        v.kind = NodeKind::Str(local);
+    }
+}
+
+/// `reference` resolved against `base` as a URI reference is (RFC 3986), without reading
+/// anything, fragment dropped: how `$id`s name schemas and references find them. Bases are
+/// documents' locations (canonical paths, URLs) and `$id`s (which may be any absolute URI,
+/// `urn:` ones too).
+fn join(base: &str, reference: &str) -> String {
+    let reference = reference.split('#').next().unwrap_or("");
+    if reference.is_empty() {
+        return base.to_owned();
+    }
+    if has_scheme(reference) {
+        return if is_url(reference) {
+            normalize_url(reference)
+        } else {
+            reference.to_owned()
+        };
+    }
+    if is_url(base) {
+        return normalize_url(&portico_translate::wsdl::resolve_location(base, reference));
+    }
+    if has_scheme(base) {
+        // A relative reference against a `urn:` (say) has no hierarchy to resolve in.
+        return reference.to_owned();
+    }
+    let decoded = percent_encoding::percent_decode_str(reference).decode_utf8_lossy();
+    let path = portico_translate::wsdl::resolve_location(base, &decoded);
+    let normal = normalize_url(&format!("file://{path}"));
+    normal.strip_prefix("file://").unwrap_or(&normal).to_owned()
+}
+
+/// Whether a URI reference starts with a scheme (`https:`, `urn:`).
+fn has_scheme(r: &str) -> bool {
+    match r.split_once(':') {
+        Some((scheme, _)) => {
+            scheme.len() > 1
+                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        }
+        None => false,
     }
 }
 
@@ -285,7 +419,13 @@ pub(crate) fn bundle(
         pending: Vec::new(),
         sources: std::mem::take(sources),
         problems: Vec::new(),
+        scoped: super::super::ctx::get(root, "openapi")
+            .and_then(Node::as_str)
+            .is_some_and(|v| v.starts_with("3.1")),
+        ids: HashMap::new(),
+        anchors: HashMap::new(),
     };
+    b.index_names(0, root);
     b.walk(0, root);
     let mut grafted = Vec::new();
     while let Some((i, mut tree)) = b.pending.pop() {

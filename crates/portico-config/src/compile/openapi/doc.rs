@@ -375,40 +375,131 @@ fn visit_refs<'n>(n: &'n Node, within: In, f: &mut impl FnMut(&'n Node)) {
     }
 }
 
-/// Calls `f` with every `$ref` value node of the document (the same ones [`visit_refs`]
-/// finds), which it may rewrite.
-pub(crate) fn visit_refs_mut(n: &mut Node, f: &mut impl FnMut(&mut Node)) {
-    fn walk(n: &mut Node, within: In, f: &mut impl FnMut(&mut Node)) {
-        match &mut n.kind {
-            NodeKind::Map(entries) => {
-                for (k, v) in entries {
-                    let key = k.as_str().unwrap_or("");
-                    if key == "$ref" && within != In::Names {
-                        f(v);
-                        continue;
+/// What [`visit_scoped_mut`] meets, in document order.
+pub(crate) enum Scoped<'a> {
+    /// A `$ref`'s value, and the base URI it is resolved against: the document's location,
+    /// or the `$id` of the innermost schema around it.
+    Ref(&'a mut Node, &'a str),
+    /// A schema with an `$id`, resolved against the base around it, at `pointer` (`""`: the
+    /// document itself).
+    Id {
+        id: &'a str,
+        pointer: &'a str,
+        loc: Loc,
+    },
+    /// A schema with an `$anchor`, `name`, in the resource `base`.
+    Anchor {
+        base: &'a str,
+        name: &'a str,
+        pointer: &'a str,
+        loc: Loc,
+    },
+}
+
+/// Walks every reference of the document outside literal data, as [`visit_refs`] finds them,
+/// knowing the base URI of each. With `ids` (JSON Schema 2020-12, OpenAPI 3.1), a schema's
+/// `$id` opens a new base (resolved by `join(base, id)`) and it and `$anchor`s are reported;
+/// without, the base is the document's throughout.
+pub(crate) fn visit_scoped_mut(
+    n: &mut Node,
+    base: &str,
+    ids: bool,
+    join: &impl Fn(&str, &str) -> String,
+    f: &mut impl FnMut(Scoped<'_>),
+) {
+    struct Walk<'j, J, F> {
+        ids: bool,
+        join: &'j J,
+        f: F,
+        /// The pointer to the node being walked, as segments.
+        path: Vec<String>,
+    }
+    impl<J: Fn(&str, &str) -> String, F: FnMut(Scoped<'_>)> Walk<'_, J, F> {
+        fn pointer(&self) -> String {
+            self.path
+                .iter()
+                .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
+                .collect()
+        }
+
+        fn walk(&mut self, n: &mut Node, within: In, base: &str) {
+            match &mut n.kind {
+                NodeKind::Map(entries) => {
+                    let mut own = None;
+                    if self.ids && within == In::Object {
+                        let text = |k: &str| {
+                            entries
+                                .iter()
+                                .find(|(key, _)| key.as_str() == Some(k))
+                                .and_then(|(_, v)| Some((v.as_str()?.to_owned(), v.loc)))
+                        };
+                        let (id, anchor) = (text("$id"), text("$anchor"));
+                        let pointer = self.pointer();
+                        if let Some((id, loc)) = id {
+                            let id = (self.join)(base, &id);
+                            (self.f)(Scoped::Id {
+                                id: &id,
+                                pointer: &pointer,
+                                loc,
+                            });
+                            own = Some(id);
+                        }
+                        if let Some((name, loc)) = anchor {
+                            (self.f)(Scoped::Anchor {
+                                base: own.as_deref().unwrap_or(base),
+                                name: &name,
+                                pointer: &pointer,
+                                loc,
+                            });
+                        }
                     }
-                    if within == In::Examples {
-                        if let NodeKind::Map(fields) = &mut v.kind {
-                            for (fk, fv) in fields {
-                                match fk.as_str() {
-                                    Some("$ref") => f(fv),
-                                    Some("value") => {}
-                                    _ => walk(fv, In::Object, f),
+                    let base = own.as_deref().unwrap_or(base);
+                    for (k, v) in entries {
+                        let key = k.as_str().unwrap_or("").to_owned();
+                        if key == "$ref" && within != In::Names {
+                            (self.f)(Scoped::Ref(v, base));
+                            continue;
+                        }
+                        self.path.push(key.clone());
+                        if within == In::Examples {
+                            if let NodeKind::Map(fields) = &mut v.kind {
+                                for (fk, fv) in fields {
+                                    match fk.as_str() {
+                                        Some("$ref") => (self.f)(Scoped::Ref(fv, base)),
+                                        Some("value") => {}
+                                        Some(name) => {
+                                            self.path.push(name.to_owned());
+                                            self.walk(fv, In::Object, base);
+                                            self.path.pop();
+                                        }
+                                        None => {}
+                                    }
                                 }
                             }
+                        } else if let Some(next) = child(within, &key, v) {
+                            self.walk(v, next, base);
                         }
-                        continue;
-                    }
-                    if let Some(next) = child(within, key, v) {
-                        walk(v, next, f);
+                        self.path.pop();
                     }
                 }
+                NodeKind::Seq(items) => {
+                    for (i, item) in items.iter_mut().enumerate() {
+                        self.path.push(i.to_string());
+                        self.walk(item, In::Object, base);
+                        self.path.pop();
+                    }
+                }
+                _ => {}
             }
-            NodeKind::Seq(items) => items.iter_mut().for_each(|i| walk(i, In::Object, f)),
-            _ => {}
         }
     }
-    walk(n, In::Object, f)
+    Walk {
+        ids,
+        join,
+        f,
+        path: Vec::new(),
+    }
+    .walk(n, In::Object, base)
 }
 
 /// Every `$ref` in the document that does not resolve, or that starts a loop.
