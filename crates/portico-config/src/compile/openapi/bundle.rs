@@ -9,6 +9,7 @@
 //! reported in the file that has it.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use crate::tree::{Loc, Node, NodeKind};
 
@@ -227,34 +228,31 @@ impl Bundler<'_, '_> {
         let base = self.locations[i].clone();
         let (ids, anchors, problems) = (&mut self.ids, &mut self.anchors, &mut self.problems);
         doc::visit_scoped_mut(tree, &base, self.scoped, &join, &mut |e| match e {
-            doc::Scoped::Id { id, pointer, loc } => {
-                if ids.contains_key(id) {
-                    problems.push(Problem::new(
-                        loc,
-                        format!("`$id` `{id}` names two schemas"),
-                        "give each schema its own `$id`",
-                    ));
-                } else {
-                    ids.insert(id.to_owned(), (i, pointer.to_owned()));
+            doc::Scoped::Id { id, pointer, loc } => match ids.entry(id.to_owned()) {
+                Entry::Occupied(_) => problems.push(Problem::new(
+                    loc,
+                    format!("`$id` `{id}` names two schemas"),
+                    "give each schema its own `$id`",
+                )),
+                Entry::Vacant(v) => {
+                    v.insert((i, pointer.to_owned()));
                 }
-            }
+            },
             doc::Scoped::Anchor {
                 base,
                 name,
                 pointer,
                 loc,
-            } => {
-                let key = (base.to_owned(), name.to_owned());
-                if anchors.contains_key(&key) {
-                    problems.push(Problem::new(
-                        loc,
-                        format!("`$anchor` `{name}` names two schemas of `{base}`"),
-                        "give each schema its own anchor",
-                    ));
-                } else {
-                    anchors.insert(key, (i, pointer.to_owned()));
+            } => match anchors.entry((base.to_owned(), name.to_owned())) {
+                Entry::Occupied(_) => problems.push(Problem::new(
+                    loc,
+                    format!("`$anchor` `{name}` names two schemas of `{base}`"),
+                    "give each schema its own anchor",
+                )),
+                Entry::Vacant(v) => {
+                    v.insert((i, pointer.to_owned()));
                 }
-            }
+            },
             doc::Scoped::Ref(..) => {}
         });
     }
