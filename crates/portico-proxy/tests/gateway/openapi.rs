@@ -955,7 +955,7 @@ async fn openapi_streamed_answers_are_checked_against_the_contract() {
     let up = streaming_json_upstream().await;
     let doc = openapi_dir().join("drift.yaml").display().to_string();
     let gw = gateway(&config(&format!(
-        "upstreams:\n  s: {{ targets: [\"{}\"] }}\napis:\n  - openapi: \"{doc}\"\n    upstream: s\n    name_prefix: watch_\n    check_responses: true\n",
+        "upstreams:\n  s: {{ targets: [\"{}\"] }}\napis:\n  - openapi: \"{doc}\"\n    upstream: s\n    name_prefix: streamed_\n    check_responses: true\n",
         up.url()
     )))
     .await;
@@ -974,8 +974,8 @@ async fn openapi_streamed_answers_are_checked_against_the_contract() {
         "a log-only check changed the answer"
     );
     let m = get(&gw.admin_url("/metrics")).await.text();
-    assert_eq!(counted(&m, "watch_good", "body"), 0.0, "{m}");
-    assert_eq!(counted(&m, "watch_badBody", "body"), 1.0, "{m}");
+    assert_eq!(counted(&m, "streamed_good", "body"), 0.0, "{m}");
+    assert_eq!(counted(&m, "streamed_badBody", "body"), 1.0, "{m}");
     let v = get(&gw.admin_url("/contract/violations")).await.json();
     assert_eq!(v["violations"][0]["path"], "/echo/bad-body", "{v:#}");
     assert_eq!(
@@ -985,7 +985,7 @@ async fn openapi_streamed_answers_are_checked_against_the_contract() {
 
     // Enforcing: the streamed answer is held, checked, and sent whole or refused.
     let gw = gateway(&config(&format!(
-        "upstreams:\n  s: {{ targets: [\"{}\"] }}\napis:\n  - openapi: \"{doc}\"\n    upstream: s\n    name_prefix: enforce_\n    check_responses: {{ enforce: true }}\n    validation_limits: {{ max_body_bytes: 2048 }}\n",
+        "upstreams:\n  s: {{ targets: [\"{}\"] }}\napis:\n  - openapi: \"{doc}\"\n    upstream: s\n    name_prefix: held_\n    check_responses: {{ enforce: true }}\n    validation_limits: {{ max_body_bytes: 2048 }}\n",
         up.url()
     )))
     .await;
