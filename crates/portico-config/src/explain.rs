@@ -151,7 +151,7 @@ fn contract_json(
                     portico_contract::BodyKind::Form => {
                         "passes; the form body is checked against its schema"
                     }
-                    portico_contract::BodyKind::Multipart(_) => {
+                    portico_contract::BodyKind::Multipart { .. } => {
                         "passes; the multipart body's parts are checked against its schema"
                     }
                 }),

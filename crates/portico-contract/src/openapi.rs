@@ -225,9 +225,35 @@ fn body(compiler: &mut Compiler<'_>, ptr: &str, b: &Value) -> Option<BodyRule> {
     if media.is_empty() {
         return None;
     }
+    // `encoding` of a multipart entry: the media types each part may have.
+    let part_types = content
+        .iter()
+        .map(|(m, v)| {
+            if crate::request::essence(Some(m)) != "multipart/form-data" {
+                return Box::default();
+            }
+            v.get("encoding")
+                .and_then(Value::as_object)
+                .map(|e| {
+                    e.iter()
+                        .filter_map(|(name, enc)| {
+                            let list = enc.get("contentType")?.as_str()?;
+                            let ranges: Box<[MediaRange]> = list
+                                .split(',')
+                                .map(|t| MediaRange(crate::request::essence(Some(t)).into()))
+                                .filter(|r| !r.0.is_empty())
+                                .collect();
+                            Some((Box::<str>::from(name.as_str()), ranges))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
     Some(BodyRule {
         required: b.get("required") == Some(&Value::Bool(true)),
         media,
+        part_types,
     })
 }
 

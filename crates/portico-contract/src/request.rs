@@ -88,12 +88,18 @@ pub(crate) fn best_media<'m>(
     media: &'m [(MediaRange, Option<SchemaId>)],
     essence: &str,
 ) -> Option<&'m Option<SchemaId>> {
+    best_entry(media, essence).map(|i| &media[i].1)
+}
+
+/// The index of the media range that fits `essence` best, if any fits (the last of equals).
+pub(crate) fn best_entry(media: &[(MediaRange, Option<SchemaId>)], essence: &str) -> Option<usize> {
     media
         .iter()
-        .map(|(m, s)| (m.fit(essence), s))
+        .enumerate()
+        .map(|(i, (m, _))| (m.fit(essence), i))
         .filter(|(f, _)| *f > 0)
         .max_by_key(|(f, _)| *f)
-        .map(|(_, s)| s)
+        .map(|(_, i)| i)
 }
 
 /// A media type of `requestBody.content`: `type/subtype`, `type/*` or `*/*`, lower case.
@@ -123,7 +129,13 @@ pub struct BodyRule {
     pub required: bool,
     /// Media ranges and their schemas (a JSON one's body is checked against it).
     pub media: Box<[(MediaRange, Option<SchemaId>)]>,
+    /// For each of `media`, in order: the media types a multipart body's parts may have, by
+    /// part name (the entry's `encoding.<name>.contentType`); empty for other entries.
+    pub part_types: Box<[PartTypes]>,
 }
+
+/// The media types the parts of a multipart body may have, by part name.
+pub type PartTypes = Box<[(Box<str>, Box<[MediaRange]>)]>;
 
 /// Bounds on the work of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,9 +215,13 @@ pub enum BodyKind {
     /// `application/x-www-form-urlencoded`: its fields are the properties of an object, a
     /// field written several times an array's items where the property is an array.
     Form,
-    /// `multipart/form-data` with this boundary: its parts are the properties of an object,
-    /// as a form's fields are; a JSON part (or a part for an object property) is read as JSON.
-    Multipart(Box<str>),
+    /// `multipart/form-data`: its parts are the properties of an object, as a form's fields
+    /// are; a JSON part (or a part for an object property) is read as JSON.
+    Multipart {
+        boundary: Box<str>,
+        /// The index in `BodyRule::media` of the entry chosen, whose `encoding` applies.
+        entry: usize,
+    },
 }
 
 impl RequestContract {
@@ -283,7 +299,10 @@ impl RequestContract {
                                 match ct.and_then(crate::multipart::boundary) {
                                     Some(b) => BodyPlan::Check(BodyCheck {
                                         schema: *s,
-                                        kind: BodyKind::Multipart(b.into()),
+                                        kind: BodyKind::Multipart {
+                                            boundary: b.into(),
+                                            entry: best_entry(&rule.media, &essence).unwrap_or(0),
+                                        },
                                     }),
                                     None => {
                                         failures.push(Failure {
@@ -326,8 +345,13 @@ impl RequestContract {
         match &check.kind {
             BodyKind::Json => {}
             BodyKind::Form => return self.check_form(schema, body, scratch, failures),
-            BodyKind::Multipart(boundary) => {
-                return self.check_multipart(schema, boundary, body, scratch, failures);
+            BodyKind::Multipart { boundary, entry } => {
+                let types = self
+                    .body
+                    .as_ref()
+                    .and_then(|r| r.part_types.get(*entry))
+                    .map_or(&[][..], |t| &t[..]);
+                return self.check_multipart(schema, boundary, types, body, scratch, failures);
             }
         }
         // Most bodies keep their contract: checked as they are read, when the schema allows,
@@ -365,13 +389,9 @@ impl RequestContract {
         failures: &mut Vec<Failure>,
     ) -> Result<(), u16> {
         let mut out = Vec::new();
-        let mut run = Run::new(
-            tree,
-            &self.schemas,
-            &mut out,
-            self.limits.max_errors,
-            Direction::Request,
-        );
+        // What is left of the bound after failures already found (a multipart part's type).
+        let room = self.limits.max_errors.saturating_sub(failures.len()).max(1);
+        let mut run = Run::new(tree, &self.schemas, &mut out, room, Direction::Request);
         let ok = run.check(schema, root);
         let exhausted = run.exhausted;
         if ok && !exhausted {
@@ -431,6 +451,7 @@ impl RequestContract {
         &self,
         schema: SchemaId,
         boundary: &str,
+        part_types: &[(Box<str>, Box<[MediaRange]>)],
         body: &[u8],
         scratch: &mut Scratch,
         failures: &mut Vec<Failure>,
@@ -451,7 +472,42 @@ impl RequestContract {
         };
         let schemas = &*self.schemas;
         let mut fields = Fields::default();
+        let mut wrong_type = false;
         for part in &parts {
+            // The types `encoding` allows this part; one listed alone is what a part without
+            // a `Content-Type` is taken to be.
+            let allowed = part_types
+                .iter()
+                .find(|(n, _)| **n == *part.name)
+                .map(|(_, t)| &t[..]);
+            let sent = match (part.content_type.as_str(), allowed) {
+                ("", Some([only])) => &*only.0,
+                (t, _) => t,
+            };
+            if let Some(allowed) = allowed
+                && !allowed
+                    .iter()
+                    .any(|r| r.fit(if sent.is_empty() { "text/plain" } else { sent }) > 0)
+            {
+                let list: Vec<&str> = allowed.iter().map(|r| &*r.0).collect();
+                failures.push(Failure {
+                    location: "body",
+                    name: None,
+                    pointer: format!("/{}", crate::schema::escape(&part.name)),
+                    keyword: "content",
+                    message: format!(
+                        "the part `{}` is `{}`; send one of {}",
+                        part.name,
+                        if sent.is_empty() { "text/plain" } else { sent },
+                        list.join(", ")
+                    ),
+                });
+                wrong_type = true;
+                if failures.len() >= self.limits.max_errors {
+                    return Err(400);
+                }
+                continue;
+            }
             let prop = schemas.property(schema, &part.name);
             let types = prop.map_or(0, |p| schemas.types(p));
             let array = types & ty::ARRAY != 0;
@@ -461,8 +517,7 @@ impl RequestContract {
                 types
             };
             let only_objects = |t: u8| t & ty::OBJECT != 0 && t & !(ty::OBJECT | ty::NULL) == 0;
-            let json = is_json(&part.content_type)
-                || (part.content_type.is_empty() && !part.file && only_objects(item_types));
+            let json = is_json(sent) || (sent.is_empty() && !part.file && only_objects(item_types));
             let (id, item) = if json {
                 let text = String::from_utf8_lossy(&part.data);
                 match json_into(&text, scratch, self.limits.max_depth) {
@@ -484,8 +539,7 @@ impl RequestContract {
                 }
             } else {
                 let text = String::from_utf8_lossy(&part.data);
-                let textual = !part.file
-                    && (part.content_type.is_empty() || part.content_type.starts_with("text/"));
+                let textual = !part.file && (sent.is_empty() || sent.starts_with("text/"));
                 // A file, or bytes of another kind, is a string whatever the schema says.
                 let t = if textual { item_types } else { ty::STRING };
                 (scalar(&text, t, scratch), array)
@@ -493,7 +547,8 @@ impl RequestContract {
             fields.add(&part.name, id, item, scratch);
         }
         let root = fields.finish(scratch);
-        self.check_tree(Tree { body, s: scratch }, schema, root, failures)
+        let checked = self.check_tree(Tree { body, s: scratch }, schema, root, failures);
+        if wrong_type { Err(400) } else { checked }
     }
 
     fn check_param(

@@ -778,3 +778,69 @@ fn multipart_bodies_are_objects_of_their_parts() {
         &[("body", "", "multipart")],
     );
 }
+
+/// `encoding.<part>.contentType` lists the types a part may have; a part without a
+/// `Content-Type` is taken to be the one type listed alone, or `text/plain`.
+#[test]
+fn multipart_encoding_names_the_types_of_parts() {
+    let c = contract(
+        json!({ "requestBody": { "content": {
+            "multipart/form-data": {
+                "schema": { "type": "object", "properties": {
+                    "photo": { "type": "string", "format": "binary" },
+                    "meta": { "type": "array", "items": { "type": "integer" } },
+                    "note": { "type": "string", "maxLength": 3 }
+                } },
+                "encoding": {
+                    "photo": { "contentType": "image/png, image/jpeg" },
+                    "meta": { "contentType": "application/json" }
+                }
+            }
+        } } }),
+        Dialect::Oas31,
+    );
+    let send = |parts: &[(&str, &str, &str)]| {
+        let mut r = req();
+        r.headers.insert(
+            "content-type",
+            "multipart/form-data; boundary=XyZ".parse().unwrap(),
+        );
+        r.body = Some(Box::leak(multipart(parts).into_boxed_str()));
+        r
+    };
+    let png = "; filename=\"a.png\"\r\nContent-Type: image/png";
+    // `meta` has no Content-Type: it is JSON, the one type its encoding lists.
+    ok(
+        &c,
+        send(&[
+            ("photo", png, "PNG"),
+            ("meta", "", "[1,2]"),
+            ("note", "", "ok"),
+        ]),
+    );
+    refused(
+        &c,
+        send(&[
+            (
+                "photo",
+                "; filename=\"a.gif\"\r\nContent-Type: image/gif",
+                "GIF",
+            ),
+            ("meta", "", "[1,\"x\"]"),
+            ("note", "", "long"),
+        ]),
+        400,
+        &[
+            ("body", "/photo", "content"),
+            ("body", "/meta/1", "type"),
+            ("body", "/note", "maxLength"),
+        ],
+    );
+    // A part with no type where the encoding lists several is text/plain, which is not one.
+    refused(
+        &c,
+        send(&[("photo", "", "PNG")]),
+        400,
+        &[("body", "/photo", "content")],
+    );
+}

@@ -40,7 +40,9 @@ fn fixture() -> &'static Fixture {
                     "tags": { "type": "array", "items": { "type": "boolean" }, "maxItems": 3 },
                     "item": { "$ref": "#/components/schemas/Item" },
                     "trees": { "type": "array", "items": { "$ref": "#/components/schemas/Tree" } },
-                    "file": { "type": "string", "format": "binary", "maxLength": 16 } } } } } } } } },
+                    "file": { "type": "string", "format": "binary", "maxLength": 16 } } },
+                "encoding": { "file": { "contentType": "application/octet-stream, image/*" },
+                              "item": { "contentType": "application/json" } } } } } } } },
             "components": { "schemas": {
                 "Item": { "type": "object", "required": ["sku"], "additionalProperties": false,
                           "properties": { "sku": { "type": "string", "pattern": "^[A-Z]{3}-\\d+$" },
