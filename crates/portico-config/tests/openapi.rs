@@ -1526,7 +1526,8 @@ fn body_failures(c: &Config, route: &str, body: &str) -> Vec<(String, &'static s
 /// schema around it) and by `$anchor` within their resource, as JSON Schema 2020-12 says.
 #[test]
 fn references_by_id_and_anchor_find_their_schemas() {
-    let doc = "openapi: 3.1.0
+    // `3.1` unquoted, a number to YAML, is OpenAPI 3.1 all the same.
+    let doc = "openapi: 3.1
 paths:
   /orders:
     post:
@@ -1548,6 +1549,10 @@ paths:
     post:
       operationId: pet
       requestBody: { content: { application/json: { schema: { $ref: 'pet.yaml#petName' } } } }
+  /dogs:
+    post:
+      operationId: dog
+      requestBody: { content: { application/json: { schema: { $ref: 'dog.yaml#Dog' } } } }
 components:
   schemas:
     Order:
@@ -1568,7 +1573,10 @@ components:
     Money: { $id: types/money, type: number, maximum: 10 }
 ";
     let pet = "Pet:\n  type: object\n  properties:\n    name: { $anchor: petName, type: string, pattern: '^[A-Z]' }\n";
-    let dir = folder(&[("doc.yaml", doc), ("pet.yaml", pet)]);
+    // A document whose root has an `$id`: its anchors are in that resource, and its file
+    // name still reaches them.
+    let dog = "$id: https://example.com/dogs\n$defs:\n  dog: { $anchor: Dog, type: string, minLength: 2 }\n";
+    let dir = folder(&[("doc.yaml", doc), ("pet.yaml", pet), ("dog.yaml", dog)]);
     let c = load_in(
         &dir,
         &format!("{UPSTREAMS}apis:\n  - {{ openapi: doc.yaml, upstream: pets }}\n"),
@@ -1594,6 +1602,7 @@ components:
     assert_eq!(f("money", "11"), [(String::new(), "maximum")]);
     assert_eq!(f("pet", r#""rex""#), [(String::new(), "pattern")]);
     assert_eq!(f("pet", r#""Rex""#), []);
+    assert_eq!(f("dog", r#""x""#), [(String::new(), "minLength")]);
 }
 
 /// An anchor or `$id` that names nothing, or names two schemas, is a located error; in

@@ -12,6 +12,10 @@ use std::task::{Context, Poll, Waker};
 /// fields is not one a person filled in).
 pub const MAX_PARTS: usize = 1000;
 
+/// The type given to a part whose `Content-Type` is empty or not text: none that an
+/// `encoding` can list, and neither text nor JSON, so the part is a file.
+pub(crate) const UNREADABLE: &str = "(unreadable)";
+
 /// One part of the body.
 #[derive(Debug)]
 pub(crate) struct Part {
@@ -52,10 +56,17 @@ pub(crate) fn parts(body: &[u8], boundary: &str) -> Result<Vec<Part>, String> {
             ));
         };
         let file = field.file_name().is_some();
-        let content_type = field
-            .content_type()
-            .map(|m| m.essence_str().to_ascii_lowercase())
-            .unwrap_or_default();
+        // Read from the header itself: multer drops a type it cannot parse, which would
+        // make the part untyped (and so take the type its `encoding` lists).
+        let content_type = match field.headers().get(http::header::CONTENT_TYPE) {
+            None => String::new(),
+            Some(v) => match v.to_str() {
+                Ok(t) if !crate::request::essence(Some(t)).is_empty() => {
+                    crate::request::essence(Some(t)).into_owned()
+                }
+                _ => UNREADABLE.to_owned(),
+            },
+        };
         let data = ready(field.bytes())?;
         out.push(Part {
             name,

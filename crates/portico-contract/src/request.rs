@@ -508,6 +508,11 @@ impl RequestContract {
                 }
                 continue;
             }
+            if wrong_type {
+                // Parts of the wrong type are refused alone, as a body of the wrong type is:
+                // what the others hold is not read.
+                continue;
+            }
             let prop = schemas.property(schema, &part.name);
             let types = prop.map_or(0, |p| schemas.types(p));
             let array = types & ty::ARRAY != 0;
@@ -546,9 +551,11 @@ impl RequestContract {
             };
             fields.add(&part.name, id, item, scratch);
         }
+        if wrong_type {
+            return Err(400);
+        }
         let root = fields.finish(scratch);
-        let checked = self.check_tree(Tree { body, s: scratch }, schema, root, failures);
-        if wrong_type { Err(400) } else { checked }
+        self.check_tree(Tree { body, s: scratch }, schema, root, failures)
     }
 
     fn check_param(

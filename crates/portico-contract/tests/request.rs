@@ -830,11 +830,25 @@ fn multipart_encoding_names_the_types_of_parts() {
             ("note", "", "long"),
         ]),
         400,
-        &[
-            ("body", "/photo", "content"),
-            ("body", "/meta/1", "type"),
-            ("body", "/note", "maxLength"),
-        ],
+        &[("body", "/photo", "content")],
+    );
+    // The contents of parts of the right type are checked once every type is right.
+    refused(
+        &c,
+        send(&[
+            ("photo", png, "PNG"),
+            ("meta", "", "[1,\"x\"]"),
+            ("note", "", "long"),
+        ]),
+        400,
+        &[("body", "/meta/1", "type"), ("body", "/note", "maxLength")],
+    );
+    // A type multer cannot parse is still the type written, not an untyped part.
+    refused(
+        &c,
+        send(&[("photo", "\r\nContent-Type: text/html;x", "<b>")]),
+        400,
+        &[("body", "/photo", "content")],
     );
     // A part with no type where the encoding lists several is text/plain, which is not one.
     refused(

@@ -159,6 +159,8 @@ struct Bundler<'r, 'a> {
     ids: HashMap<String, (usize, String)>,
     /// Each `$anchor` by its resource (a document's location, or an `$id`) and name.
     anchors: HashMap<(String, String), (usize, String)>,
+    /// The `$id` of each document's root, where it has one: the resource its anchors are in.
+    root_ids: HashMap<usize, String>,
 }
 
 impl Bundler<'_, '_> {
@@ -226,7 +228,12 @@ impl Bundler<'_, '_> {
     /// Records the `$id`s and `$anchor`s of document `i`.
     fn index_names(&mut self, i: usize, tree: &mut Node) {
         let base = self.locations[i].clone();
-        let (ids, anchors, problems) = (&mut self.ids, &mut self.anchors, &mut self.problems);
+        let (ids, anchors, problems, root_ids) = (
+            &mut self.ids,
+            &mut self.anchors,
+            &mut self.problems,
+            &mut self.root_ids,
+        );
         doc::visit_scoped_mut(tree, &base, self.scoped, &join, &mut |e| match e {
             doc::Scoped::Id { id, pointer, loc } => match ids.entry(id.to_owned()) {
                 Entry::Occupied(_) => problems.push(Problem::new(
@@ -235,6 +242,9 @@ impl Bundler<'_, '_> {
                     "give each schema its own `$id`",
                 )),
                 Entry::Vacant(v) => {
+                    if pointer.is_empty() {
+                        root_ids.insert(i, id.to_owned());
+                    }
                     v.insert((i, pointer.to_owned()));
                 }
             },
@@ -268,6 +278,14 @@ impl Bundler<'_, '_> {
         });
     }
 
+    /// The resource document `i` is: its root's `$id`, else where it was read from.
+    fn resource(&self, i: usize) -> String {
+        self.root_ids
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| self.locations[i].clone())
+    }
+
     /// One reference of document `i`, whose base URI is `base`, rewritten to a local pointer.
     fn rewrite(&mut self, i: usize, v: &mut Node, base: &str) {
         let Some(text) = v.as_str().map(str::to_owned) else {
@@ -295,12 +313,12 @@ impl Bundler<'_, '_> {
         let found = match self.ids.get(&uri) {
             _ if part.is_empty() && !anchor => None,
             Some((j, pointer)) => Some((*j, pointer.clone(), uri)),
-            None if part.is_empty() => Some((i, String::new(), self.locations[i].clone())),
+            None if part.is_empty() => Some((i, String::new(), self.resource(i))),
             None => None,
         };
         let (mut j, root, resource) = match found {
             Some(f) => f,
-            None if part.is_empty() => (i, String::new(), self.locations[i].clone()),
+            None if part.is_empty() => (i, String::new(), self.resource(i)),
             None => {
                 let location = match target(&self.locations[i], part) {
                     Ok(l) => l,
@@ -315,7 +333,7 @@ impl Bundler<'_, '_> {
                 };
                 let written = part.to_owned();
                 match self.document(location, v.loc, &written) {
-                    Some(j) => (j, String::new(), self.locations[j].clone()),
+                    Some(j) => (j, String::new(), self.resource(j)),
                     None => return,
                 }
             }
@@ -417,11 +435,11 @@ pub(crate) fn bundle(
         pending: Vec::new(),
         sources: std::mem::take(sources),
         problems: Vec::new(),
-        scoped: super::super::ctx::get(root, "openapi")
-            .and_then(Node::as_str)
-            .is_some_and(|v| v.starts_with("3.1")),
+        // `openapi: 3.1` unquoted is a number to YAML: the dialect reads it as written.
+        scoped: doc::dialect(root) == portico_contract::Dialect::Oas31,
         ids: HashMap::new(),
         anchors: HashMap::new(),
+        root_ids: HashMap::new(),
     };
     b.index_names(0, root);
     b.walk(0, root);

@@ -418,7 +418,13 @@ pub(crate) fn visit_scoped_mut(
         fn pointer(&self) -> String {
             self.path
                 .iter()
-                .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
+                // `%` too: pointers in fragments are percent-decoded when followed.
+                .map(|s| {
+                    format!(
+                        "/{}",
+                        s.replace('~', "~0").replace('/', "~1").replace('%', "%25")
+                    )
+                })
                 .collect()
         }
 
@@ -455,7 +461,8 @@ pub(crate) fn visit_scoped_mut(
                     }
                     let base = own.as_deref().unwrap_or(base);
                     for (k, v) in entries {
-                        let key = k.as_str().unwrap_or("").to_owned();
+                        // A key as its document names it (`200:` is the key "200").
+                        let key = k.key_text();
                         if key == "$ref" && within != In::Names {
                             (self.f)(Scoped::Ref(v, base));
                             continue;
@@ -467,12 +474,11 @@ pub(crate) fn visit_scoped_mut(
                                     match fk.as_str() {
                                         Some("$ref") => (self.f)(Scoped::Ref(fv, base)),
                                         Some("value") => {}
-                                        Some(name) => {
-                                            self.path.push(name.to_owned());
+                                        _ => {
+                                            self.path.push(fk.key_text());
                                             self.walk(fv, In::Object, base);
                                             self.path.pop();
                                         }
-                                        None => {}
                                     }
                                 }
                             }
