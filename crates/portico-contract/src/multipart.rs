@@ -21,7 +21,8 @@ pub(crate) const UNREADABLE: &str = "(unreadable)";
 pub(crate) struct Part {
     /// The `name` of its `Content-Disposition`.
     pub name: String,
-    /// Its `Content-Type`, lower case without parameters (`""` when it has none).
+    /// Its `Content-Type` as written (`""` when it has none, [`UNREADABLE`] when it is
+    /// empty or not text).
     pub content_type: String,
     /// Whether it names a `filename`: an uploaded file.
     pub file: bool,
@@ -61,9 +62,7 @@ pub(crate) fn parts(body: &[u8], boundary: &str) -> Result<Vec<Part>, String> {
         let content_type = match field.headers().get(http::header::CONTENT_TYPE) {
             None => String::new(),
             Some(v) => match v.to_str() {
-                Ok(t) if !crate::request::essence(Some(t)).is_empty() => {
-                    crate::request::essence(Some(t)).into_owned()
-                }
+                Ok(t) if !t.split(';').next().unwrap_or("").trim().is_empty() => t.to_owned(),
                 _ => UNREADABLE.to_owned(),
             },
         };

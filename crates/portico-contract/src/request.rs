@@ -480,7 +480,8 @@ impl RequestContract {
                 .iter()
                 .find(|(n, _)| **n == *part.name)
                 .map(|(_, t)| &t[..]);
-            let sent = match (part.content_type.as_str(), allowed) {
+            let written = essence(Some(&part.content_type));
+            let sent = match (&*written, allowed) {
                 ("", Some([only])) => &*only.0,
                 (t, _) => t,
             };
