@@ -1366,7 +1366,6 @@ paths:
     assert_eq!(
         errors,
         [
-            "broken.yaml:1:7: invalid YAML: unclosed bracket '[' at line 1, column 7".to_owned(),
             format!(
                 "a.yaml:4:13: `$ref` `missing.yaml#/P`: cannot read `{}`: No such file or directory (os error 2)",
                 missing.display()
@@ -1376,6 +1375,8 @@ paths:
                 std::fs::canonicalize(dir.join("schemas.yaml")).unwrap().display()
             ),
             "a.yaml:6:13: `$ref` `file:///etc/passwd`: only relative paths, absolute paths and http(s) URLs are read".into(),
+            // Reported once every document is read: the name might have been an `$id`.
+            "broken.yaml:1:7: invalid YAML: unclosed bracket '[' at line 1, column 7".into(),
             // What did read is checked all the same.
             "schemas.yaml:5:16: unresolved $ref `#/Nowhere`".into(),
             "schemas.yaml:6:16: `$ref` `broken.yaml` names another document, which was not read".into(),
@@ -1638,6 +1639,47 @@ components:
     );
     assert!(
         errors[2].starts_with("doc.yaml:12:22: `$anchor` `twice` names two schemas of `"),
+        "{errors:#?}"
+    );
+}
+
+/// A `$ref` by the `$id` of a schema in a document read only by a later reference finds it
+/// once every document is read; one that names nothing still reports what reading it gave.
+#[test]
+fn references_by_id_find_schemas_of_documents_read_after_them() {
+    let doc = "openapi: 3.1.0
+paths:
+  /money:
+    post:
+      operationId: money
+      requestBody: { content: { application/json: { schema: { $ref: 'types/money' } } } }
+  /other:
+    post:
+      operationId: other
+      requestBody: { content: { application/json: { schema: { $ref: 'money.yaml' } } } }
+";
+    let money = "$id: types/money\ntype: integer\nmaximum: 10\n";
+    let dir = folder(&[("doc.yaml", doc), ("money.yaml", money)]);
+    let config = format!("{UPSTREAMS}apis:\n  - {{ openapi: doc.yaml, upstream: pets }}\n");
+    let c = load_in(&dir, &config).unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(
+        body_failures(&c, "money", "11"),
+        [(String::new(), "maximum")]
+    );
+    assert_eq!(
+        body_failures(&c, "other", "11"),
+        [(String::new(), "maximum")]
+    );
+    // Without the document that has the `$id`, the reference is a file that cannot be read.
+    std::fs::write(
+        dir.join("doc.yaml"),
+        doc.replace("$ref: 'money.yaml'", "type: object"),
+    )
+    .unwrap();
+    let errors = located(load_in(&dir, &config));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("doc.yaml:6:69: `$ref` `types/money`: cannot read"),
         "{errors:#?}"
     );
 }

@@ -161,6 +161,12 @@ struct Bundler<'r, 'a> {
     anchors: HashMap<(String, String), (usize, String)>,
     /// The `$id` of each document's root, where it has one: the resource its anchors are in.
     root_ids: HashMap<usize, String>,
+    /// References that named neither a known `$id` nor a document that could be read, by
+    /// document and place, with the problems reading gave: tried again as `$id`s once every
+    /// document is read (an `$id` may be in a document read after the reference).
+    deferred: Vec<(usize, Loc, Vec<Problem>)>,
+    /// The second pass, over the deferred references only.
+    second: bool,
 }
 
 impl Bundler<'_, '_> {
@@ -288,6 +294,14 @@ impl Bundler<'_, '_> {
 
     /// One reference of document `i`, whose base URI is `base`, rewritten to a local pointer.
     fn rewrite(&mut self, i: usize, v: &mut Node, base: &str) {
+        if self.second
+            && !self
+                .deferred
+                .iter()
+                .any(|(d, at, _)| *d == i && *at == v.loc)
+        {
+            return;
+        }
         let Some(text) = v.as_str().map(str::to_owned) else {
             return; // Reported by `check_refs`.
         };
@@ -319,25 +333,48 @@ impl Bundler<'_, '_> {
         let (mut j, root, resource) = match found {
             Some(f) => f,
             None if part.is_empty() => (i, String::new(), self.resource(i)),
+            None if self.second => {
+                // Still no `$id` of that name: what reading it gave is the answer.
+                if let Some(k) = self
+                    .deferred
+                    .iter()
+                    .position(|(d, at, _)| *d == i && *at == v.loc)
+                {
+                    let (_, _, problems) = self.deferred.swap_remove(k);
+                    self.problems.extend(problems);
+                }
+                return;
+            }
             None => {
-                let location = match target(&self.locations[i], part) {
-                    Ok(l) => l,
+                let before = self.problems.len();
+                let read = match target(&self.locations[i], part) {
+                    Ok(location) => {
+                        let written = part.to_owned();
+                        self.document(location, v.loc, &written)
+                    }
                     Err(e) => {
                         self.problems.push(Problem::new(
                             v.loc,
                             format!("`$ref` `{text}`: {e}"),
                             "check the name; it is relative to the document that refers to it",
                         ));
-                        return;
+                        None
                     }
                 };
-                let written = part.to_owned();
-                match self.document(location, v.loc, &written) {
+                match read {
                     Some(j) => (j, String::new(), self.resource(j)),
-                    None => return,
+                    None => {
+                        let problems = self.problems.split_off(before);
+                        self.deferred.push((i, v.loc, problems));
+                        return;
+                    }
                 }
             }
         };
+        if self.second {
+            self.deferred
+                .retain(|(d, at, _)| !(*d == i && *at == v.loc));
+        }
         let pointer = if anchor {
             let name = percent_encoding::percent_decode_str(fragment).decode_utf8_lossy();
             match self
@@ -440,6 +477,8 @@ pub(crate) fn bundle(
         ids: HashMap::new(),
         anchors: HashMap::new(),
         root_ids: HashMap::new(),
+        deferred: Vec::new(),
+        second: false,
     };
     b.index_names(0, root);
     b.walk(0, root);
@@ -447,6 +486,22 @@ pub(crate) fn bundle(
     while let Some((i, mut tree)) = b.pending.pop() {
         b.walk(i, &mut tree);
         grafted.push((i, tree));
+    }
+    // References that named nothing read: `$id`s of documents read after them, or problems.
+    if !b.deferred.is_empty() {
+        b.second = true;
+        let mut docs: Vec<usize> = b.deferred.iter().map(|(d, ..)| *d).collect();
+        docs.sort_unstable();
+        docs.dedup();
+        for d in docs {
+            if d == 0 {
+                b.walk(0, root);
+            } else if let Some((_, tree)) = grafted.iter_mut().find(|(k, _)| *k == d) {
+                b.walk(d, tree);
+            }
+        }
+        let left: Vec<Problem> = b.deferred.drain(..).flat_map(|(.., p)| p).collect();
+        b.problems.extend(left);
     }
     *sources = b.sources;
     // Grafted even when some document could not be read, so that the references to those
