@@ -485,10 +485,10 @@ impl RequestContract {
                 ("", Some([only])) => &*only.0,
                 (t, _) => t,
             };
+            // RFC 7578: a part without a type is text.
+            let typed = if sent.is_empty() { "text/plain" } else { sent };
             if let Some(allowed) = allowed
-                && !allowed
-                    .iter()
-                    .any(|r| r.fit(if sent.is_empty() { "text/plain" } else { sent }) > 0)
+                && !allowed.iter().any(|r| r.fit(typed) > 0)
             {
                 let list: Vec<&str> = allowed.iter().map(|r| &*r.0).collect();
                 failures.push(Failure {
@@ -497,9 +497,8 @@ impl RequestContract {
                     pointer: format!("/{}", crate::schema::escape(&part.name)),
                     keyword: "content",
                     message: format!(
-                        "the part `{}` is `{}`; send one of {}",
+                        "the part `{}` is `{typed}`; send one of {}",
                         part.name,
-                        if sent.is_empty() { "text/plain" } else { sent },
                         list.join(", ")
                     ),
                 });
@@ -525,8 +524,7 @@ impl RequestContract {
             let only_objects = |t: u8| t & ty::OBJECT != 0 && t & !(ty::OBJECT | ty::NULL) == 0;
             let json = is_json(sent) || (sent.is_empty() && !part.file && only_objects(item_types));
             let (id, item) = if json {
-                let text = String::from_utf8_lossy(&part.data);
-                match json_into(&text, scratch, self.limits.max_depth) {
+                match json_into(&part.data, scratch, self.limits.max_depth) {
                     // A JSON array is the property's value; anything else one of its items.
                     Ok(id) => (
                         id,
@@ -876,23 +874,23 @@ fn items_of(mut id: SchemaId, schemas: &Schemas) -> u8 {
 
 /// A JSON-text parameter (`content: application/json`), read like a body.
 fn json_value(text: &str, scratch: &mut Scratch) -> Result<Built, String> {
-    json_into(text, scratch, 32)
+    json_into(text.as_bytes(), scratch, 32)
         .map(Built::Value)
         .map_err(|m| format!("the value is {m}"))
 }
 
 /// JSON text read into `scratch` beside what it holds; the id of its root, or why it is not
 /// JSON ("not JSON: …").
-fn json_into(text: &str, scratch: &mut Scratch, max_depth: u32) -> Result<u32, String> {
+fn json_into(text: &[u8], scratch: &mut Scratch, max_depth: u32) -> Result<u32, String> {
     // The tree's strings must point into the scratch, not into `text`: read it on its own,
     // then copy it in.
     let mut tmp = Scratch::default();
-    json::read(text.as_bytes(), &mut tmp, max_depth).map_err(|e| match e {
+    json::read(text, &mut tmp, max_depth).map_err(|e| match e {
         json::ReadError::Syntax(m) => format!("not JSON: {m}"),
         json::ReadError::TooDeep(d) => format!("nested deeper than {d} levels"),
     })?;
     let tree = Tree {
-        body: text.as_bytes(),
+        body: text,
         s: &tmp,
     };
     Ok(copy(tree, tree.root(), scratch))

@@ -294,13 +294,18 @@ impl Bundler<'_, '_> {
 
     /// One reference of document `i`, whose base URI is `base`, rewritten to a local pointer.
     fn rewrite(&mut self, i: usize, v: &mut Node, base: &str) {
-        if self.second
-            && !self
+        // The second pass takes only the references the first deferred, with what reading
+        // them gave.
+        let mut deferred = None;
+        if self.second {
+            match self
                 .deferred
                 .iter()
-                .any(|(d, at, _)| *d == i && *at == v.loc)
-        {
-            return;
+                .position(|(d, at, _)| *d == i && *at == v.loc)
+            {
+                Some(k) => deferred = Some(self.deferred.swap_remove(k).2),
+                None => return,
+            }
         }
         let Some(text) = v.as_str().map(str::to_owned) else {
             return; // Reported by `check_refs`.
@@ -324,25 +329,17 @@ impl Bundler<'_, '_> {
         // a schema with an `$id`: OpenAPI documents are written so (JSON Schema alone would
         // start it at that schema).
         let uri = join(base, part);
-        let found = match self.ids.get(&uri) {
-            _ if part.is_empty() && !anchor => None,
-            Some((j, pointer)) => Some((*j, pointer.clone(), uri)),
-            None if part.is_empty() => Some((i, String::new(), self.resource(i))),
-            None => None,
+        let known = if part.is_empty() && !anchor {
+            None
+        } else {
+            self.ids.get(&uri).cloned()
         };
-        let (mut j, root, resource) = match found {
-            Some(f) => f,
+        let (mut j, root, resource) = match known {
+            Some((j, pointer)) => (j, pointer, uri),
             None if part.is_empty() => (i, String::new(), self.resource(i)),
             None if self.second => {
                 // Still no `$id` of that name: what reading it gave is the answer.
-                if let Some(k) = self
-                    .deferred
-                    .iter()
-                    .position(|(d, at, _)| *d == i && *at == v.loc)
-                {
-                    let (_, _, problems) = self.deferred.swap_remove(k);
-                    self.problems.extend(problems);
-                }
+                self.problems.extend(deferred.unwrap_or_default());
                 return;
             }
             None => {
@@ -371,10 +368,6 @@ impl Bundler<'_, '_> {
                 }
             }
         };
-        if self.second {
-            self.deferred
-                .retain(|(d, at, _)| !(*d == i && *at == v.loc));
-        }
         let pointer = if anchor {
             let name = percent_encoding::percent_decode_str(fragment).decode_utf8_lossy();
             match self
