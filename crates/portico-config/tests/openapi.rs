@@ -1643,6 +1643,47 @@ components:
     );
 }
 
+/// A URL that is the `$id` of a schema in a document read after the reference names that
+/// schema, and is not fetched; a URL that no document declares is fetched.
+#[test]
+fn urls_declared_as_ids_are_not_fetched() {
+    static FETCHED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    fn fetch(url: &str) -> Result<Vec<u8>, String> {
+        FETCHED.lock().unwrap().push(url.to_owned());
+        // Were the `$id` fetched, its reference would take short strings.
+        Ok(b"type: string\nmaxLength: 2\n".to_vec())
+    }
+    portico_config::set_url_fetcher(fetch);
+    let doc = "openapi: 3.1.0
+paths:
+  /money:
+    post:
+      operationId: money
+      requestBody: { content: { application/json: { schema: { $ref: 'http://127.0.0.1:9/t/money' } } } }
+  /other:
+    post:
+      operationId: other
+      requestBody: { content: { application/json: { schema: { $ref: 'money.yaml' } } } }
+  /name:
+    post:
+      operationId: name
+      requestBody: { content: { application/json: { schema: { $ref: 'http://127.0.0.1:9/t/name' } } } }
+";
+    let money = "$id: http://127.0.0.1:9/t/money\ntype: integer\nmaximum: 10\n";
+    let dir = folder(&[("doc.yaml", doc), ("money.yaml", money)]);
+    let config = format!("{UPSTREAMS}apis:\n  - {{ openapi: doc.yaml, upstream: pets }}\n");
+    let c = load_in(&dir, &config).unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(
+        body_failures(&c, "money", "11"),
+        [(String::new(), "maximum")]
+    );
+    assert_eq!(
+        body_failures(&c, "name", "\"abc\""),
+        [(String::new(), "maxLength")]
+    );
+    assert_eq!(*FETCHED.lock().unwrap(), ["http://127.0.0.1:9/t/name"]);
+}
+
 /// A `$ref` by the `$id` of a schema in a document read only by a later reference finds it
 /// once every document is read; one that names nothing still reports what reading it gave.
 #[test]

@@ -26,6 +26,8 @@ pub(crate) struct Part {
     pub content_type: String,
     /// Whether it names a `filename`: an uploaded file.
     pub file: bool,
+    /// Its headers, for those its `encoding` describes.
+    pub headers: http::HeaderMap,
     pub data: bytes::Bytes,
 }
 
@@ -66,11 +68,13 @@ pub(crate) fn parts(body: &[u8], boundary: &str) -> Result<Vec<Part>, String> {
                 _ => UNREADABLE.to_owned(),
             },
         };
+        let headers = field.headers().clone();
         let data = ready(field.bytes())?;
         out.push(Part {
             name,
             content_type,
             file,
+            headers,
             data,
         });
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::request::{BodyRule, In, Limits, MediaRange, Param, RequestContract, Style};
+use crate::request::{BodyRule, In, Limits, MediaRange, Param, PartRule, RequestContract, Style};
 use crate::schema::{CompileError, Compiler, Schemas, escape};
 
 /// Where an operation is in its document: JSON pointers to its path item and to itself.
@@ -37,7 +37,7 @@ pub fn compile_operation(
             let Some((ptr, p)) = follow(compiler, root, &at) else {
                 continue;
             };
-            if let Some(param) = param(compiler, root, &ptr, p) {
+            if let Some(param) = param(compiler, root, &ptr, p, IGNORED_HEADERS) {
                 params.retain(|q| !(q.name == param.name && q.location == param.location));
                 params.push(param);
             }
@@ -47,7 +47,7 @@ pub fn compile_operation(
         .pointer(&format!("{}/requestBody", op.operation))
         .map(|_| format!("{}/requestBody", op.operation))
         .and_then(|at| follow(compiler, root, &at))
-        .and_then(|(ptr, b)| body(compiler, &ptr, b));
+        .and_then(|(ptr, b)| body(compiler, root, &ptr, b));
     (params, body)
 }
 
@@ -134,7 +134,15 @@ fn follow<'v>(
     None
 }
 
-fn param(compiler: &mut Compiler<'_>, root: &Value, ptr: &str, p: &Value) -> Option<Param> {
+/// A parameter object (or a header object with its `name` and `in` added); a header named in
+/// `ignored` is not described by it and gives no parameter.
+fn param(
+    compiler: &mut Compiler<'_>,
+    root: &Value,
+    ptr: &str,
+    p: &Value,
+    ignored: &[&str],
+) -> Option<Param> {
     let _ = root;
     let name = p.get("name").and_then(Value::as_str)?;
     let location = match p.get("in").and_then(Value::as_str)? {
@@ -151,7 +159,7 @@ fn param(compiler: &mut Compiler<'_>, root: &Value, ptr: &str, p: &Value) -> Opt
             return None;
         }
     };
-    if location == In::Header && IGNORED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+    if location == In::Header && ignored.contains(&name.to_ascii_lowercase().as_str()) {
         return None;
     }
     let default_style = match location {
@@ -219,42 +227,82 @@ fn param(compiler: &mut Compiler<'_>, root: &Value, ptr: &str, p: &Value) -> Opt
     })
 }
 
-fn body(compiler: &mut Compiler<'_>, ptr: &str, b: &Value) -> Option<BodyRule> {
+fn body(compiler: &mut Compiler<'_>, root: &Value, ptr: &str, b: &Value) -> Option<BodyRule> {
     let content = b.get("content")?.as_object()?;
     let media = media(compiler, ptr, content);
     if media.is_empty() {
         return None;
     }
-    // `encoding` of a multipart entry: the media types each part may have.
-    let part_types = content
+    // The `encoding` of a multipart entry: what each part may be.
+    let parts = content
         .iter()
         .map(|(m, v)| {
             if crate::request::essence(Some(m)) != "multipart/form-data" {
                 return Box::default();
             }
-            v.get("encoding")
-                .and_then(Value::as_object)
-                .map(|e| {
-                    e.iter()
-                        .filter_map(|(name, enc)| {
-                            let list = enc.get("contentType")?.as_str()?;
-                            let ranges: Box<[MediaRange]> = list
-                                .split(',')
-                                .map(|t| MediaRange(crate::request::essence(Some(t)).into()))
-                                .filter(|r| !r.0.is_empty())
-                                .collect();
-                            Some((Box::<str>::from(name.as_str()), ranges))
-                        })
-                        .collect()
+            let Some(encoding) = v.get("encoding").and_then(Value::as_object) else {
+                return Box::default();
+            };
+            let at = format!("{ptr}/content/{}/encoding", escape(m));
+            encoding
+                .iter()
+                .map(|(name, enc)| {
+                    part_rule(compiler, root, &format!("{at}/{}", escape(name)), name, enc)
                 })
-                .unwrap_or_default()
+                .collect()
         })
         .collect();
     Some(BodyRule {
         required: b.get("required") == Some(&Value::Bool(true)),
         media,
-        part_types,
+        parts,
     })
+}
+
+/// One part's encoding object: the media types it may have (`contentType`) and its own
+/// headers (`headers`, header objects, checked as header parameters are).
+fn part_rule(
+    compiler: &mut Compiler<'_>,
+    root: &Value,
+    ptr: &str,
+    name: &str,
+    enc: &Value,
+) -> PartRule {
+    let types = enc
+        .get("contentType")
+        .and_then(Value::as_str)
+        .map(|list| {
+            list.split(',')
+                .map(|t| MediaRange(crate::request::essence(Some(t)).into()))
+                .filter(|r| !r.0.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut headers = Vec::new();
+    if let Some(map) = enc.get("headers").and_then(Value::as_object) {
+        for header in map.keys() {
+            let Some((hptr, h)) =
+                follow(compiler, root, &format!("{ptr}/headers/{}", escape(header)))
+            else {
+                continue;
+            };
+            // A header object is a parameter object without its `name` and `in`.
+            let mut p = h.clone();
+            if let Value::Object(o) = &mut p {
+                o.insert("name".into(), header.as_str().into());
+                o.insert("in".into(), "header".into());
+            }
+            // OpenAPI: a part's `Content-Type` is `contentType`'s, not a header object's.
+            if let Some(param) = param(compiler, root, &hptr, &p, &["content-type"]) {
+                headers.push(param);
+            }
+        }
+    }
+    PartRule {
+        name: name.into(),
+        types,
+        headers: headers.into(),
+    }
 }
 
 /// The media ranges of a `content` map, with their schemas compiled.

@@ -129,13 +129,20 @@ pub struct BodyRule {
     pub required: bool,
     /// Media ranges and their schemas (a JSON one's body is checked against it).
     pub media: Box<[(MediaRange, Option<SchemaId>)]>,
-    /// For each of `media`, in order: the media types a multipart body's parts may have, by
-    /// part name (the entry's `encoding.<name>.contentType`); empty for other entries.
-    pub part_types: Box<[PartTypes]>,
+    /// For each of `media`, in order: what the entry's `encoding` says of a multipart body's
+    /// parts; empty for other entries.
+    pub parts: Box<[Box<[PartRule]>]>,
 }
 
-/// The media types the parts of a multipart body may have, by part name.
-pub type PartTypes = Box<[(Box<str>, Box<[MediaRange]>)]>;
+/// What a multipart body's `encoding` says of the part it names.
+#[derive(Debug)]
+pub struct PartRule {
+    pub name: Box<str>,
+    /// `contentType`: the media types the part may have (empty: any).
+    pub types: Box<[MediaRange]>,
+    /// `headers`: the part's own headers, each checked as a header parameter is.
+    pub headers: Box<[Param]>,
+}
 
 /// Bounds on the work of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,12 +353,12 @@ impl RequestContract {
             BodyKind::Json => {}
             BodyKind::Form => return self.check_form(schema, body, scratch, failures),
             BodyKind::Multipart { boundary, entry } => {
-                let types = self
+                let rules = self
                     .body
                     .as_ref()
-                    .and_then(|r| r.part_types.get(*entry))
+                    .and_then(|r| r.parts.get(*entry))
                     .map_or(&[][..], |t| &t[..]);
-                return self.check_multipart(schema, boundary, types, body, scratch, failures);
+                return self.check_multipart(schema, boundary, rules, body, scratch, failures);
             }
         }
         // Most bodies keep their contract: checked as they are read, when the schema allows,
@@ -446,17 +453,17 @@ impl RequestContract {
     /// A multipart body: each part a property, as a form's fields are. A part is read as
     /// JSON when it says it is JSON, or has no `Content-Type` and its property takes only
     /// objects (OpenAPI's default for such a property); else as text typed by the property's
-    /// schema. A file's bytes are a string (invalid UTF-8 replaced).
+    /// schema. A file's bytes are a string (invalid UTF-8 replaced). The part's type and its
+    /// headers are held to its `encoding`.
     fn check_multipart(
         &self,
         schema: SchemaId,
         boundary: &str,
-        part_types: &[(Box<str>, Box<[MediaRange]>)],
+        rules: &[PartRule],
         body: &[u8],
         scratch: &mut Scratch,
         failures: &mut Vec<Failure>,
     ) -> Result<(), u16> {
-        scratch.clear();
         let parts = match crate::multipart::parts(body, boundary) {
             Ok(p) => p,
             Err(m) => {
@@ -470,23 +477,24 @@ impl RequestContract {
                 return Err(400);
             }
         };
-        let schemas = &*self.schemas;
-        let mut fields = Fields::default();
+        let rule_of = |name: &str| rules.iter().find(|r| *r.name == *name);
+        let max = self.limits.max_errors;
+        // Each part's type against its encoding's list. Parts of the wrong type are refused
+        // alone, as a body of the wrong type is: what the others hold is not read.
+        let mut sent = Vec::with_capacity(parts.len());
         let mut wrong_type = false;
         for part in &parts {
-            // The types `encoding` allows this part; one listed alone is what a part without
-            // a `Content-Type` is taken to be.
-            let allowed = part_types
-                .iter()
-                .find(|(n, _)| **n == *part.name)
-                .map(|(_, t)| &t[..]);
+            let allowed = rule_of(&part.name)
+                .map(|r| &r.types[..])
+                .filter(|t| !t.is_empty());
             let written = essence(Some(&part.content_type));
-            let sent = match (&*written, allowed) {
-                ("", Some([only])) => &*only.0,
-                (t, _) => t,
+            // One type listed alone is what a part without a `Content-Type` is taken to be.
+            let s = match (&*written, allowed) {
+                ("", Some([only])) => std::borrow::Cow::Borrowed(&*only.0),
+                _ => written,
             };
             // RFC 7578: a part without a type is text.
-            let typed = if sent.is_empty() { "text/plain" } else { sent };
+            let typed = if s.is_empty() { "text/plain" } else { &s };
             if let Some(allowed) = allowed
                 && !allowed.iter().any(|r| r.fit(typed) > 0)
             {
@@ -503,16 +511,51 @@ impl RequestContract {
                     ),
                 });
                 wrong_type = true;
-                if failures.len() >= self.limits.max_errors {
+                if failures.len() >= max {
                     return Err(400);
                 }
-                continue;
             }
-            if wrong_type {
-                // Parts of the wrong type are refused alone, as a body of the wrong type is:
-                // what the others hold is not read.
+            sent.push(s);
+        }
+        if wrong_type {
+            return Err(400);
+        }
+        // Each part's headers that its encoding describes, as header parameters.
+        for part in &parts {
+            let Some(rule) = rule_of(&part.name) else {
                 continue;
+            };
+            let head = RequestParts {
+                path: &[],
+                query: None,
+                headers: &part.headers,
+            };
+            for p in rule.headers.iter() {
+                if failures.len() >= max {
+                    return Err(400);
+                }
+                let before = failures.len();
+                self.check_param(p, &head, scratch, failures);
+                for f in &mut failures[before..] {
+                    f.location = "body";
+                    let within = if f.pointer.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (at `{}` in its value)", f.pointer)
+                    };
+                    f.pointer = format!("/{}", crate::schema::escape(&part.name));
+                    f.message = format!("in the part `{}`: {}{within}", part.name, f.message);
+                }
             }
+        }
+        if failures.len() >= max {
+            return Err(400);
+        }
+        scratch.clear();
+        let schemas = &*self.schemas;
+        let mut fields = Fields::default();
+        for (part, sent) in parts.iter().zip(&sent) {
+            let sent = &**sent;
             let prop = schemas.property(schema, &part.name);
             let types = prop.map_or(0, |p| schemas.types(p));
             let array = types & ty::ARRAY != 0;
@@ -550,11 +593,13 @@ impl RequestContract {
             };
             fields.add(&part.name, id, item, scratch);
         }
-        if wrong_type {
-            return Err(400);
-        }
         let root = fields.finish(scratch);
-        self.check_tree(Tree { body, s: scratch }, schema, root, failures)
+        let checked = self.check_tree(Tree { body, s: scratch }, schema, root, failures);
+        if failures.is_empty() {
+            checked
+        } else {
+            Err(400)
+        }
     }
 
     fn check_param(

@@ -20,6 +20,10 @@ fn contract(op: Value, dialect: Dialect) -> RequestContract {
                       "properties": { "sku": { "type": "string", "pattern": "^[A-Z]{3}-[0-9]+$" },
                                       "qty": { "$ref": "#/components/schemas/Qty" },
                                       "id": { "type": "integer", "readOnly": true } } }
+        },
+        "headers": {
+            "Checksum": { "required": true,
+                          "schema": { "type": "string", "pattern": "^[0-9a-f]{8}$" } }
         } }
     });
     let mut c = Compiler::new(&doc, dialect);
@@ -776,6 +780,91 @@ fn multipart_bodies_are_objects_of_their_parts() {
         ),
         400,
         &[("body", "", "multipart")],
+    );
+}
+
+/// `encoding.<part>.headers` describes a part's own headers, each checked as a header
+/// parameter is (a header object may be a `$ref`); a part's `Content-Type` there is ignored.
+#[test]
+fn multipart_encoding_headers_are_checked() {
+    let c = contract(
+        json!({ "requestBody": { "content": {
+            "multipart/form-data": {
+                "schema": { "type": "object", "properties": {
+                    "photo": { "type": "string", "format": "binary" },
+                    "note": { "type": "string", "maxLength": 3 }
+                } },
+                "encoding": {
+                    "photo": { "headers": {
+                        "X-Checksum": { "$ref": "#/components/headers/Checksum" },
+                        "X-Parts": { "schema": { "type": "array",
+                                                 "items": { "type": "integer", "maximum": 9 } } },
+                        "Content-Type": { "required": true, "schema": { "const": "never" } }
+                    } }
+                }
+            }
+        } } }),
+        Dialect::Oas31,
+    );
+    let send = |parts: &[(&str, &str, &str)]| {
+        let mut r = req();
+        r.headers.insert(
+            "content-type",
+            "multipart/form-data; boundary=XyZ".parse().unwrap(),
+        );
+        r.body = Some(Box::leak(multipart(parts).into_boxed_str()));
+        r
+    };
+    let png = "; filename=\"a.png\"\r\nContent-Type: image/png";
+    ok(
+        &c,
+        send(&[
+            (
+                "photo",
+                &format!("{png}\r\nX-Checksum: 0badf00d\r\nX-Parts: 1,2"),
+                "PNG",
+            ),
+            ("note", "", "ok"),
+        ]),
+    );
+    // A part that is absent has no headers to check.
+    ok(&c, send(&[("note", "", "ok")]));
+    // The required header missing, an array header's item too large, and the body's own
+    // failures after them.
+    let (status, f) = send(&[
+        ("photo", &format!("{png}\r\nX-Parts: 1,12"), "PNG"),
+        ("note", "", "long"),
+    ])
+    .check(&c);
+    assert_eq!(status, 400, "{f:#?}");
+    let seen: Vec<(&str, Option<&str>, &str, &str)> = f
+        .iter()
+        .map(|f| (f.location, f.name.as_deref(), f.pointer.as_str(), f.keyword))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("body", Some("X-Checksum"), "/photo", "required"),
+            ("body", Some("X-Parts"), "/photo", "maximum"),
+            ("body", None, "/note", "maxLength"),
+        ],
+        "{f:#?}"
+    );
+    assert!(
+        f[0].message.starts_with("in the part `photo`: "),
+        "{}",
+        f[0].message
+    );
+    assert!(
+        f[1].message.ends_with("(at `/1` in its value)"),
+        "{}",
+        f[1].message
+    );
+    refused(
+        &c,
+        send(&[("photo", &format!("{png}\r\nX-Checksum: nothex!!"), "PNG")]),
+        400,
+        &[("body", "/photo", "pattern")],
     );
 }
 

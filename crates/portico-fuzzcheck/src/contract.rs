@@ -41,7 +41,9 @@ fn fixture() -> &'static Fixture {
                     "item": { "$ref": "#/components/schemas/Item" },
                     "trees": { "type": "array", "items": { "$ref": "#/components/schemas/Tree" } },
                     "file": { "type": "string", "format": "binary", "maxLength": 16 } } },
-                "encoding": { "file": { "contentType": "application/octet-stream, image/*" },
+                "encoding": { "file": { "contentType": "application/octet-stream, image/*",
+                                        "headers": { "X-Size": { "required": true,
+                                            "schema": { "type": "array", "items": { "type": "integer", "minimum": 0 } } } } },
                               "item": { "contentType": "application/json" } } } } } } } },
             "components": { "schemas": {
                 "Item": { "type": "object", "required": ["sku"], "additionalProperties": false,

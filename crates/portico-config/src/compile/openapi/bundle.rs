@@ -161,11 +161,12 @@ struct Bundler<'r, 'a> {
     anchors: HashMap<(String, String), (usize, String)>,
     /// The `$id` of each document's root, where it has one: the resource its anchors are in.
     root_ids: HashMap<usize, String>,
-    /// References that named neither a known `$id` nor a document that could be read, by
-    /// document and place, with the problems reading gave: tried again as `$id`s once every
-    /// document is read (an `$id` may be in a document read after the reference).
-    deferred: Vec<(usize, Loc, Vec<Problem>)>,
-    /// The second pass, over the deferred references only.
+    /// References not yet followed, by document and place: those that named neither a known
+    /// `$id` nor a document that could be read, with the problems reading gave (`Some`), and
+    /// URLs not yet fetched (`None`). Each is tried again as an `$id` once every document the
+    /// others name is read, as an `$id` may be in a document read after the reference.
+    deferred: Vec<(usize, Loc, Option<Vec<Problem>>)>,
+    /// A pass over the deferred references only.
     second: bool,
 }
 
@@ -294,8 +295,7 @@ impl Bundler<'_, '_> {
 
     /// One reference of document `i`, whose base URI is `base`, rewritten to a local pointer.
     fn rewrite(&mut self, i: usize, v: &mut Node, base: &str) {
-        // The second pass takes only the references the first deferred, with what reading
-        // them gave.
+        // A pass over the deferred references takes only them, with what reading them gave.
         let mut deferred = None;
         if self.second {
             match self
@@ -337,9 +337,16 @@ impl Bundler<'_, '_> {
         let (mut j, root, resource) = match known {
             Some((j, pointer)) => (j, pointer, uri),
             None if part.is_empty() => (i, String::new(), self.resource(i)),
-            None if self.second => {
-                // Still no `$id` of that name: what reading it gave is the answer.
-                self.problems.extend(deferred.unwrap_or_default());
+            None if self.scoped && !self.second && is_url(&uri) => {
+                // A URL may be the `$id` of a schema in a document not read yet: fetched
+                // only once every document the other references name is read and it is not.
+                self.deferred.push((i, v.loc, None));
+                return;
+            }
+            None if matches!(deferred, Some(Some(_))) => {
+                // Read before, and still no `$id` of that name: kept for the next pass, or
+                // for the end, where what reading it gave is the answer.
+                self.deferred.push((i, v.loc, deferred.flatten()));
                 return;
             }
             None => {
@@ -362,7 +369,7 @@ impl Bundler<'_, '_> {
                     Some(j) => (j, String::new(), self.resource(j)),
                     None => {
                         let problems = self.problems.split_off(before);
-                        self.deferred.push((i, v.loc, problems));
+                        self.deferred.push((i, v.loc, Some(problems)));
                         return;
                     }
                 }
@@ -476,12 +483,17 @@ pub(crate) fn bundle(
     b.index_names(0, root);
     b.walk(0, root);
     let mut grafted = Vec::new();
-    while let Some((i, mut tree)) = b.pending.pop() {
-        b.walk(i, &mut tree);
-        grafted.push((i, tree));
-    }
-    // References that named nothing read: `$id`s of documents read after them, or problems.
-    if !b.deferred.is_empty() {
+    loop {
+        while let Some((i, mut tree)) = b.pending.pop() {
+            b.walk(i, &mut tree);
+            grafted.push((i, tree));
+        }
+        // The references deferred: `$id`s of documents read after them, URLs to fetch now
+        // that no document read declares them, or problems. A URL fetched may name more
+        // documents: then they are read, and what is still deferred is tried again.
+        if b.deferred.is_empty() {
+            break;
+        }
         b.second = true;
         let mut docs: Vec<usize> = b.deferred.iter().map(|(d, ..)| *d).collect();
         docs.sort_unstable();
@@ -493,9 +505,17 @@ pub(crate) fn bundle(
                 b.walk(d, tree);
             }
         }
-        let left: Vec<Problem> = b.deferred.drain(..).flat_map(|(.., p)| p).collect();
-        b.problems.extend(left);
+        b.second = false;
+        if b.pending.is_empty() {
+            break;
+        }
     }
+    let left: Vec<Problem> = b
+        .deferred
+        .drain(..)
+        .flat_map(|(.., p)| p.unwrap_or_default())
+        .collect();
+    b.problems.extend(left);
     *sources = b.sources;
     // Grafted even when some document could not be read, so that the references to those
     // that were are checked like the rest.
