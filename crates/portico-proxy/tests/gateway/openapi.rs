@@ -1007,3 +1007,51 @@ async fn openapi_streamed_answers_are_checked_against_the_contract() {
     assert_eq!(huge.status, 200, "{}", huge.text());
     assert_eq!(huge.json()["pad"].as_str().map(str::len), Some(3000));
 }
+
+/// An HTTP/2 upstream (h2c) that answers every request with a JSON head and no body: its
+/// HEADERS frame ends the stream, with no `content-length`.
+async fn headers_only_h2_upstream() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(s).await else {
+                    return;
+                };
+                while let Some(Ok((_, mut respond))) = conn.accept().await {
+                    let mut r = http::Response::new(());
+                    r.headers_mut()
+                        .insert("content-type", "application/json".parse().unwrap());
+                    let _ = respond.send_response(r, true);
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An answer whose head ends its stream has an empty body, which a JSON schema does not
+/// take: counted log-only (the answer passing as it came), refused enforcing.
+#[tokio::test]
+async fn openapi_answers_ended_by_their_head_are_checked() {
+    let up = headers_only_h2_upstream().await;
+    let doc = openapi_dir().join("drift.yaml").display().to_string();
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  s: {{ targets: [\"h2c://{up}\"] }}\napis:\n  - openapi: \"{doc}\"\n    upstream: s\n    name_prefix: headonly_\n    check_responses: true\n"
+    )))
+    .await;
+    let got = get(&gw.url("/echo/good")).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.text(), "", "a log-only check changed the answer");
+    let m = get(&gw.admin_url("/metrics")).await.text();
+    assert_eq!(counted(&m, "headonly_good", "body"), 1.0, "{m}");
+
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  s: {{ targets: [\"h2c://{up}\"] }}\napis:\n  - openapi: \"{doc}\"\n    upstream: s\n    name_prefix: headonlyheld_\n    check_responses: {{ enforce: true }}\n"
+    )))
+    .await;
+    let got = get(&gw.url("/echo/good")).await;
+    assert_eq!(got.status, 502, "{}", got.text());
+    assert_eq!(got.json()["code"], "upstream_contract_violation");
+}
