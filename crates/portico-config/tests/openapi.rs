@@ -1554,8 +1554,19 @@ paths:
     post:
       operationId: dog
       requestBody: { content: { application/json: { schema: { $ref: 'dog.yaml#Dog' } } } }
+  /codes:
+    post:
+      operationId: code
+      requestBody: { content: { application/json: { schema: { $ref: '#code' } } } }
+  /offers:
+    post:
+      operationId: offer
+      requestBody: { content: { application/json: { schema: { $ref: 'urn:example:offer' } } } }
 components:
   schemas:
+    # Names that are not plain in a pointer: an integer to YAML, and one with `%` and `/`.
+    200: { $anchor: code, type: integer, maximum: 299 }
+    50%/off: { $id: 'urn:example:offer', type: string, maxLength: 2 }
     Order:
       $id: https://example.com/schemas/order
       type: object
@@ -1604,6 +1615,9 @@ components:
     assert_eq!(f("pet", r#""rex""#), [(String::new(), "pattern")]);
     assert_eq!(f("pet", r#""Rex""#), []);
     assert_eq!(f("dog", r#""x""#), [(String::new(), "minLength")]);
+    assert_eq!(f("code", "300"), [(String::new(), "maximum")]);
+    assert_eq!(f("code", "200"), []);
+    assert_eq!(f("offer", r#""abc""#), [(String::new(), "maxLength")]);
 }
 
 /// An anchor or `$id` that names nothing, or names two schemas, is a located error; in
