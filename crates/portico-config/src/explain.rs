@@ -148,7 +148,7 @@ fn contract_json(
                     portico_contract::BodyKind::Json => {
                         "passes; the JSON body is checked against its schema"
                     }
-                    portico_contract::BodyKind::Form => {
+                    portico_contract::BodyKind::Form { .. } => {
                         "passes; the form body is checked against its schema"
                     }
                     portico_contract::BodyKind::Multipart { .. } => {

@@ -1085,6 +1085,7 @@ paths:
         - { name: limit, in: query, style: matrix, schema: { type: integer } }
     post:
       operationId: addPet
+      requestBody: { content: { application/x-www-form-urlencoded: { encoding: { ids: { style: matrix, explode: false } } } } }
 ";
     let errors = doc_errors(
         doc,
@@ -1097,6 +1098,7 @@ paths:
             "portico.yaml:7:52: `max_errors` must be from 1 to 100, not 101",
             "portico.yaml:7:73: `max_body_bytes` must be at least 1",
             "doc.yaml:8:44: `matrix` is not a style of query parameters (at #/paths/~1pets/get/parameters/0/style)",
+            "doc.yaml:11:96: `matrix` is not a style of a form body's fields (at #/paths/~1pets/post/requestBody/content/application~1x-www-form-urlencoded/encoding/ids/style)",
         ],
         "{errors:#?}"
     );

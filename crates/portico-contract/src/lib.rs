@@ -31,8 +31,8 @@ pub use json::{ReadError, Scratch};
 pub use multipart::MAX_PARTS;
 pub use openapi::{OperationRef, compile_operation, compile_responses, finish};
 pub use request::{
-    BodyCheck, BodyKind, BodyPlan, BodyRule, Failure, In, Limits, MediaRange, Param, Refusal,
-    RequestContract, RequestParts, Style,
+    BodyCheck, BodyKind, BodyPlan, BodyRule, Failure, FieldStyle, In, Limits, MediaRange, Param,
+    PartRule, Refusal, RequestContract, RequestParts, Style,
 };
 pub use response::{ResponseContract, ResponsePlan, ResponseRule, StatusSel};
 pub use schema::{CompileError, Compiler, Dialect, SchemaId, Schemas, escape};

@@ -233,13 +233,16 @@ fn body(compiler: &mut Compiler<'_>, root: &Value, ptr: &str, b: &Value) -> Opti
     if media.is_empty() {
         return None;
     }
-    // The `encoding` of a multipart entry: what each part may be.
+    // The `encoding` of a multipart or form entry: what each part or field may be.
     let parts = content
         .iter()
         .map(|(m, v)| {
-            if crate::request::essence(Some(m)) != "multipart/form-data" {
-                return Box::default();
-            }
+            let essence = crate::request::essence(Some(m));
+            let form = match &*essence {
+                "multipart/form-data" => false,
+                "application/x-www-form-urlencoded" => true,
+                _ => return Box::default(),
+            };
             let Some(encoding) = v.get("encoding").and_then(Value::as_object) else {
                 return Box::default();
             };
@@ -247,7 +250,12 @@ fn body(compiler: &mut Compiler<'_>, root: &Value, ptr: &str, b: &Value) -> Opti
             encoding
                 .iter()
                 .map(|(name, enc)| {
-                    part_rule(compiler, root, &format!("{at}/{}", escape(name)), name, enc)
+                    let at = format!("{at}/{}", escape(name));
+                    if form {
+                        field_rule(compiler, &at, name, enc)
+                    } else {
+                        part_rule(compiler, root, &at, name, enc)
+                    }
                 })
                 .collect()
         })
@@ -302,6 +310,57 @@ fn part_rule(
         name: name.into(),
         types,
         headers: headers.into(),
+        form: None,
+    }
+}
+
+/// One field's encoding object in a form body: how its value is written (`style`, `explode`,
+/// as a query parameter's), or that it is JSON text (`contentType`). `form` is `None` when
+/// it says neither, and the field is read as every other is.
+fn field_rule(compiler: &mut Compiler<'_>, ptr: &str, name: &str, enc: &Value) -> PartRule {
+    let json = enc
+        .get("contentType")
+        .and_then(Value::as_str)
+        .is_some_and(|t| crate::request::is_json(&crate::request::essence(Some(t))));
+    const STYLES: &[&str] = &["form", "spaceDelimited", "pipeDelimited", "deepObject"];
+    let style = match enc.get("style") {
+        None => None,
+        Some(v) => match v
+            .as_str()
+            .and_then(|s| Style::of(s).filter(|_| STYLES.contains(&s)))
+        {
+            Some(st) => Some(st),
+            None => {
+                compiler.push_error(CompileError {
+                    pointer: format!("{ptr}/style"),
+                    message: format!(
+                        "`{}` is not a style of a form body's fields",
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                    ),
+                    hint: format!("use one of {}", STYLES.join(", ")),
+                });
+                None
+            }
+        },
+    };
+    let explode = enc.get("explode").and_then(Value::as_bool);
+    let form = (json || style.is_some() || explode.is_some())
+        .then(|| {
+            let style = style.unwrap_or(Style::Form);
+            crate::request::FieldStyle {
+                style,
+                explode: explode.unwrap_or(style == Style::Form),
+                json,
+            }
+        })
+        // Exploded `form` is how every field is read already: an array's items repeat the
+        // field; an object's properties would be the body's own fields, so it is not one.
+        .filter(|f| f.json || !(f.style == Style::Form && f.explode));
+    PartRule {
+        name: name.into(),
+        types: Box::default(),
+        headers: Box::default(),
+        form,
     }
 }
 

@@ -134,14 +134,25 @@ pub struct BodyRule {
     pub parts: Box<[Box<[PartRule]>]>,
 }
 
-/// What a multipart body's `encoding` says of the part it names.
+/// What a multipart or form body's `encoding` says of the part or field it names.
 #[derive(Debug)]
 pub struct PartRule {
     pub name: Box<str>,
-    /// `contentType`: the media types the part may have (empty: any).
+    /// `contentType` of a multipart part: the media types the part may have (empty: any).
     pub types: Box<[MediaRange]>,
-    /// `headers`: the part's own headers, each checked as a header parameter is.
+    /// `headers` of a multipart part: its own headers, each checked as a header parameter is.
     pub headers: Box<[Param]>,
+    /// How a form body's field is written, when its encoding says.
+    pub form: Option<FieldStyle>,
+}
+
+/// How a form body's field is written: in a query parameter's `style` and `explode`, or as
+/// JSON text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldStyle {
+    pub style: Style,
+    pub explode: bool,
+    pub json: bool,
 }
 
 /// Bounds on the work of one check.
@@ -221,7 +232,10 @@ pub enum BodyKind {
     Json,
     /// `application/x-www-form-urlencoded`: its fields are the properties of an object, a
     /// field written several times an array's items where the property is an array.
-    Form,
+    Form {
+        /// The index in `BodyRule::media` of the entry chosen, whose `encoding` applies.
+        entry: usize,
+    },
     /// `multipart/form-data`: its parts are the properties of an object, as a form's fields
     /// are; a JSON part (or a part for an object property) is read as JSON.
     Multipart {
@@ -299,7 +313,9 @@ impl RequestContract {
                             Some(Some(s)) if essence == "application/x-www-form-urlencoded" => {
                                 BodyPlan::Check(BodyCheck {
                                     schema: *s,
-                                    kind: BodyKind::Form,
+                                    kind: BodyKind::Form {
+                                        entry: best_entry(&rule.media, &essence).unwrap_or(0),
+                                    },
                                 })
                             }
                             Some(Some(s)) if essence == "multipart/form-data" => {
@@ -349,15 +365,19 @@ impl RequestContract {
         failures: &mut Vec<Failure>,
     ) -> Result<(), u16> {
         let schema = check.schema;
+        let rules = |entry: usize| {
+            self.body
+                .as_ref()
+                .and_then(|r| r.parts.get(entry))
+                .map_or(&[][..], |t| &t[..])
+        };
         match &check.kind {
             BodyKind::Json => {}
-            BodyKind::Form => return self.check_form(schema, body, scratch, failures),
+            BodyKind::Form { entry } => {
+                return self.check_form(schema, rules(*entry), body, scratch, failures);
+            }
             BodyKind::Multipart { boundary, entry } => {
-                let rules = self
-                    .body
-                    .as_ref()
-                    .and_then(|r| r.parts.get(*entry))
-                    .map_or(&[][..], |t| &t[..]);
+                let rules = rules(*entry);
                 return self.check_multipart(schema, boundary, rules, body, scratch, failures);
             }
         }
@@ -424,10 +444,12 @@ impl RequestContract {
     }
 
     /// A form body: each field a property, typed by its schema as a query parameter is; the
-    /// object checked like a JSON body.
+    /// object checked like a JSON body. A property whose `encoding` gives a style (or says
+    /// it is JSON) is read as a query parameter written so.
     fn check_form(
         &self,
         schema: SchemaId,
+        rules: &[PartRule],
         body: &[u8],
         scratch: &mut Scratch,
         failures: &mut Vec<Failure>,
@@ -435,7 +457,54 @@ impl RequestContract {
         scratch.clear();
         let schemas = &*self.schemas;
         let mut fields = Fields::default();
+        // The properties read in their style, as query parameters of the body.
+        let styled: Vec<(&str, FieldStyle)> = rules
+            .iter()
+            .filter_map(|r| Some((&*r.name, r.form?)))
+            .collect();
+        // A deepObject property's fields are `name[key]`.
+        let taken = |k: &str| {
+            styled.iter().any(|(n, f)| {
+                k == *n
+                    || (f.style == Style::DeepObject
+                        && k.strip_prefix(n).is_some_and(|r| r.starts_with('[')))
+            })
+        };
+        if !styled.is_empty() {
+            let text = String::from_utf8_lossy(body);
+            for (name, f) in &styled {
+                if failures.len() >= self.limits.max_errors {
+                    return Err(400);
+                }
+                let prop = schemas.property(schema, name);
+                let p = Param {
+                    name: (*name).into(),
+                    location: In::Query,
+                    required: false,
+                    style: f.style,
+                    explode: f.explode,
+                    allow_empty: false,
+                    schema: prop,
+                    json: f.json,
+                };
+                let types = prop.map_or(0, |s| schemas.types(s));
+                match query_value(&p, Some(&text), schemas, types, scratch) {
+                    None | Some(Ok(Built::Empty)) => {}
+                    Some(Ok(Built::Value(id))) => fields.add(name, id, false, scratch),
+                    Some(Err(message)) => failures.push(Failure {
+                        location: "body",
+                        name: None,
+                        pointer: format!("/{}", crate::schema::escape(name)),
+                        keyword: if f.json { "json" } else { "style" },
+                        message: format!("the field `{name}`: {message}"),
+                    }),
+                }
+            }
+        }
         for (k, v) in form_urlencoded::parse(body) {
+            if !styled.is_empty() && taken(&k) {
+                continue;
+            }
             let prop = schemas.property(schema, &k);
             let types = prop.map_or(0, |p| schemas.types(p));
             let item = types & ty::ARRAY != 0;
@@ -447,7 +516,12 @@ impl RequestContract {
             fields.add(&k, id, item, scratch);
         }
         let root = fields.finish(scratch);
-        self.check_tree(Tree { body, s: scratch }, schema, root, failures)
+        let checked = self.check_tree(Tree { body, s: scratch }, schema, root, failures);
+        if failures.is_empty() {
+            checked
+        } else {
+            Err(400)
+        }
     }
 
     /// A multipart body: each part a property, as a form's fields are. A part is read as

@@ -637,6 +637,66 @@ fn form_bodies_are_objects_of_their_fields() {
     );
 }
 
+/// A form body's `encoding` says how a field is written: in a query parameter's `style` and
+/// `explode`, or as JSON (`contentType`); fields without one are read as before.
+#[test]
+fn form_encoding_styles_are_read() {
+    let c = contract(
+        json!({ "requestBody": { "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": { "type": "object", "additionalProperties": false, "properties": {
+                    "ids": { "type": "array", "items": { "type": "integer" }, "maxItems": 3 },
+                    "tags": { "type": "array", "items": { "type": "string", "minLength": 2 } },
+                    "filter": { "type": "object", "additionalProperties": false,
+                                "properties": { "min": { "type": "integer" },
+                                                "max": { "type": "integer", "maximum": 9 } } },
+                    "meta": { "type": "object", "required": ["v"] },
+                    "plain": { "type": "array", "items": { "type": "integer" } }
+                } },
+                "encoding": {
+                    "ids": { "style": "form", "explode": false },
+                    "tags": { "style": "pipeDelimited" },
+                    "filter": { "style": "deepObject", "explode": true },
+                    "meta": { "contentType": "application/json" }
+                }
+            }
+        } } }),
+        Dialect::Oas31,
+    );
+    let form = |body: &'static str| {
+        let mut r = req();
+        r.headers.insert(
+            "content-type",
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        r.body = Some(body);
+        r
+    };
+    ok(
+        &c,
+        form(
+            "ids=1,2,3&tags=ab|cd&filter[min]=1&filter[max]=5&meta=%7B%22v%22%3A1%7D&plain=1&plain=2",
+        ),
+    );
+    refused(
+        &c,
+        form("ids=1,x,3,4&tags=ab|c&filter[max]=10&filter[other]=1&meta=%7B%7D&plain=y"),
+        400,
+        // The fields an encoding describes come first, in the encoding's order of names.
+        &[
+            ("body", "/filter/max", "maximum"),
+            ("body", "/filter/other", "additionalProperties"),
+            ("body", "/ids", "maxItems"),
+            ("body", "/ids/1", "type"),
+            ("body", "/meta", "required"),
+            ("body", "/tags/1", "minLength"),
+            ("body", "/plain/0", "type"),
+        ],
+    );
+    // A JSON field that is not JSON is named by its pointer.
+    refused(&c, form("meta=%7Bv"), 400, &[("body", "/meta", "json")]);
+}
+
 /// A `multipart/form-data` body of (name, part headers, content) parts.
 fn multipart(parts: &[(&str, &str, &str)]) -> String {
     let mut b = String::new();

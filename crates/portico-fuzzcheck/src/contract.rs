@@ -16,7 +16,7 @@ struct Fixture {
     schemas: Arc<Schemas>,
     roots: Vec<SchemaId>,
     query: RequestContract,
-    /// `POST /m`, whose body is `multipart/form-data`.
+    /// `POST /m`, whose body is `multipart/form-data` or a form.
     upload: RequestContract,
 }
 
@@ -44,7 +44,16 @@ fn fixture() -> &'static Fixture {
                 "encoding": { "file": { "contentType": "application/octet-stream, image/*",
                                         "headers": { "X-Size": { "required": true,
                                             "schema": { "type": "array", "items": { "type": "integer", "minimum": 0 } } } } },
-                              "item": { "contentType": "application/json" } } } } } } } },
+                              "item": { "contentType": "application/json" } } },
+                "application/x-www-form-urlencoded": { "schema": { "type": "object", "properties": {
+                    "a": { "type": "array", "items": { "type": "integer" }, "maxItems": 4 },
+                    "p": { "type": "array", "items": { "type": "boolean" } },
+                    "d": { "$ref": "#/components/schemas/Item" },
+                    "o": { "type": "object", "additionalProperties": { "type": "integer" } },
+                    "j": { "$ref": "#/components/schemas/Tree" } } },
+                  "encoding": { "a": { "explode": false }, "p": { "style": "pipeDelimited" },
+                                "d": { "style": "deepObject" }, "o": { "explode": false },
+                                "j": { "contentType": "application/json" } } } } } } } },
             "components": { "schemas": {
                 "Item": { "type": "object", "required": ["sku"], "additionalProperties": false,
                           "properties": { "sku": { "type": "string", "pattern": "^[A-Z]{3}-\\d+$" },
@@ -198,8 +207,8 @@ impl Doc {
 /// Checking never panics. A body is read exactly when serde_json reads it (within the depth
 /// limit), and the checker that reads as it goes agrees with the tree checker; the failures
 /// are at most the bound, and each one's pointer names a value of the body (a key written
-/// twice names both of its values). The same bytes as a query string, and as a multipart
-/// body, are checked without panicking either, their failures bounded too.
+/// twice names both of its values). The same bytes as a query string, as a multipart body and
+/// as a form body, are checked without panicking either, their failures bounded too.
 pub fn contract_body(data: &[u8]) {
     let f = fixture();
     let mut scratch = Scratch::default();
@@ -271,6 +280,27 @@ pub fn contract_body(data: &[u8]) {
         .check_head(&parts, true, &mut scratch, &mut failures);
     let Ok(portico_contract::BodyPlan::Check(check)) = plan else {
         panic!("a multipart body with a boundary is checked: {plan:?} {failures:?}");
+    };
+    let _ = f
+        .upload
+        .check_body(check, data, &mut scratch, &mut failures);
+    assert!(failures.len() <= MAX_ERRORS + 1, "{failures:?}");
+    // The same bytes as a form body, some of its fields in their encoding's style.
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    let parts = RequestParts {
+        path: &[],
+        query: None,
+        headers: &headers,
+    };
+    let mut failures = Vec::new();
+    let plan = f
+        .upload
+        .check_head(&parts, true, &mut scratch, &mut failures);
+    let Ok(portico_contract::BodyPlan::Check(check)) = plan else {
+        panic!("a form body is checked: {plan:?} {failures:?}");
     };
     let _ = f
         .upload
