@@ -321,7 +321,10 @@ fn field_rule(compiler: &mut Compiler<'_>, ptr: &str, name: &str, enc: &Value) -
     let json = enc
         .get("contentType")
         .and_then(Value::as_str)
-        .is_some_and(|t| crate::request::is_json(&crate::request::essence(Some(t))));
+        .is_some_and(|list| {
+            list.split(',')
+                .any(|t| crate::request::is_json(&crate::request::essence(Some(t))))
+        });
     const STYLES: &[&str] = &["form", "spaceDelimited", "pipeDelimited", "deepObject"];
     let style = match enc.get("style") {
         None => None,

@@ -457,24 +457,59 @@ impl RequestContract {
         scratch.clear();
         let schemas = &*self.schemas;
         let mut fields = Fields::default();
-        // The properties read in their style, as query parameters of the body.
+        // The properties read in their style, as query parameters of the body: those the
+        // schema has, and a deepObject one only where the property is an object, which is
+        // what that style can read. Every other field is read as a field.
         let styled: Vec<(&str, FieldStyle)> = rules
             .iter()
-            .filter_map(|r| Some((&*r.name, r.form?)))
-            .collect();
-        // A deepObject property's fields are `name[key]`.
-        let taken = |k: &str| {
-            styled.iter().any(|(n, f)| {
-                k == *n
-                    || (f.style == Style::DeepObject
-                        && k.strip_prefix(n).is_some_and(|r| r.starts_with('[')))
+            .filter_map(|r| {
+                let f = r.form?;
+                let types = schemas.types(schemas.property(schema, &r.name)?);
+                let object = types & ty::OBJECT != 0 && types & (ty::ARRAY | ty::STRING) == 0;
+                (f.json || f.style != Style::DeepObject || object).then_some((&*r.name, f))
             })
+            .collect();
+        // Whether a field is one a styled property reads: `name`, or a deepObject's
+        // `name[key]`.
+        let deep = |f: &FieldStyle| f.style == Style::DeepObject && !f.json;
+        let reads = |k: &str, n: &str, f: &FieldStyle| {
+            if deep(f) {
+                k.strip_prefix(n)
+                    .and_then(|r| r.strip_prefix('['))
+                    .is_some_and(|r| r.ends_with(']'))
+            } else {
+                k == n
+            }
         };
+        let taken = |k: &str| styled.iter().any(|(n, f)| reads(k, n, f));
         if !styled.is_empty() {
+            // A styled value is written once: a second copy would go upstream unread.
+            let mut copies = vec![0usize; styled.len()];
+            for (k, _) in form_urlencoded::parse(body) {
+                for (c, (n, f)) in copies.iter_mut().zip(&styled) {
+                    if !deep(f) && k == *n {
+                        *c += 1;
+                    }
+                }
+            }
             let text = String::from_utf8_lossy(body);
-            for (name, f) in &styled {
+            for ((name, f), copies) in styled.iter().zip(copies) {
                 if failures.len() >= self.limits.max_errors {
                     return Err(400);
+                }
+                let fail = |keyword, message: String| Failure {
+                    location: "body",
+                    name: None,
+                    pointer: format!("/{}", crate::schema::escape(name)),
+                    keyword,
+                    message: format!("the field `{name}` {message}"),
+                };
+                if copies > 1 {
+                    failures.push(fail(
+                        "style",
+                        format!("is written {copies} times; its encoding writes it once"),
+                    ));
+                    continue;
                 }
                 let prop = schemas.property(schema, name);
                 let p = Param {
@@ -491,14 +526,16 @@ impl RequestContract {
                 match query_value(&p, Some(&text), schemas, types, scratch) {
                     None | Some(Ok(Built::Empty)) => {}
                     Some(Ok(Built::Value(id))) => fields.add(name, id, false, scratch),
-                    Some(Err(message)) => failures.push(Failure {
-                        location: "body",
-                        name: None,
-                        pointer: format!("/{}", crate::schema::escape(name)),
-                        keyword: if f.json { "json" } else { "style" },
-                        message: format!("the field `{name}`: {message}"),
-                    }),
+                    Some(Err(message)) => failures.push(fail(
+                        if f.json { "json" } else { "style" },
+                        format!("cannot be read: {message}"),
+                    )),
                 }
+            }
+            // Values their style cannot read are refused alone, as a JSON part that is not
+            // JSON is: the schema's verdict on the rest would repeat them (`required`).
+            if !failures.is_empty() {
+                return Err(400);
             }
         }
         for (k, v) in form_urlencoded::parse(body) {

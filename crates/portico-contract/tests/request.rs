@@ -657,7 +657,8 @@ fn form_encoding_styles_are_read() {
                     "ids": { "style": "form", "explode": false },
                     "tags": { "style": "pipeDelimited" },
                     "filter": { "style": "deepObject", "explode": true },
-                    "meta": { "contentType": "application/json" }
+                    "meta": { "contentType": "text/plain, application/json" },
+                    "ghost": { "style": "pipeDelimited" }
                 }
             }
         } } }),
@@ -682,7 +683,7 @@ fn form_encoding_styles_are_read() {
         &c,
         form("ids=1,x,3,4&tags=ab|c&filter[max]=10&filter[other]=1&meta=%7B%7D&plain=y"),
         400,
-        // The fields an encoding describes come first, in the encoding's order of names.
+        // The fields an encoding describes come first, sorted by name.
         &[
             ("body", "/filter/max", "maximum"),
             ("body", "/filter/other", "additionalProperties"),
@@ -693,8 +694,26 @@ fn form_encoding_styles_are_read() {
             ("body", "/plain/0", "type"),
         ],
     );
-    // A JSON field that is not JSON is named by its pointer.
-    refused(&c, form("meta=%7Bv"), 400, &[("body", "/meta", "json")]);
+    // A JSON field that is not JSON is named by its pointer; such failures, and a styled
+    // field written twice, are listed alone.
+    refused(&c, form("meta=%7Bv&plain=y"), 400, &[("body", "/meta", "json")]);
+    refused(
+        &c,
+        form("ids=1,2&ids=3&tags=ab&tags=cd"),
+        400,
+        &[("body", "/ids", "style"), ("body", "/tags", "style")],
+    );
+    // Fields a style does not read are read as fields: a deepObject property written
+    // plainly, and a name the schema does not have.
+    refused(
+        &c,
+        form("filter=junk&ghost=a|b"),
+        400,
+        &[
+            ("body", "/filter", "type"),
+            ("body", "/ghost", "additionalProperties"),
+        ],
+    );
 }
 
 /// A `multipart/form-data` body of (name, part headers, content) parts.
