@@ -1659,16 +1659,37 @@ components:
     );
 }
 
+/// The documents "fetched" from `http://127.0.0.1:9/…` by this binary's tests, and the URLs
+/// asked for. The fetcher is set once a process, so every test shares it, each under its
+/// own path.
+static FETCHED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    FETCHED.lock().unwrap().push(url.to_owned());
+    let doc = match url.strip_prefix("http://127.0.0.1:9") {
+        // Had the `$id`s been fetched, their references would take short strings.
+        Some("/t/name" | "/t/money" | "/u/b") => "type: string\nmaxLength: 2\n",
+        Some("/u/a") => "type: object\nproperties:\n  x: { $ref: more }\n",
+        Some("/u/more") => "$id: http://127.0.0.1:9/u/b\ntype: integer\nmaximum: 10\n",
+        Some("/v/n") => "type: integer\nmaximum: 10\n",
+        _ => return Err("not found".into()),
+    };
+    Ok(doc.as_bytes().to_vec())
+}
+
+/// The URLs fetched so far under `prefix`.
+fn fetched(prefix: &str) -> Vec<String> {
+    let all = FETCHED.lock().unwrap();
+    all.iter()
+        .filter(|u| u.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
 /// A URL that is the `$id` of a schema in a document read after the reference names that
 /// schema, and is not fetched; a URL that no document declares is fetched.
 #[test]
 fn urls_declared_as_ids_are_not_fetched() {
-    static FETCHED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    fn fetch(url: &str) -> Result<Vec<u8>, String> {
-        FETCHED.lock().unwrap().push(url.to_owned());
-        // Were the `$id` fetched, its reference would take short strings.
-        Ok(b"type: string\nmaxLength: 2\n".to_vec())
-    }
     portico_config::set_url_fetcher(fetch);
     let doc = "openapi: 3.1.0
 paths:
@@ -1697,7 +1718,69 @@ paths:
         body_failures(&c, "name", "\"abc\""),
         [(String::new(), "maxLength")]
     );
-    assert_eq!(*FETCHED.lock().unwrap(), ["http://127.0.0.1:9/t/name"]);
+    assert_eq!(
+        fetched("http://127.0.0.1:9/t/"),
+        ["http://127.0.0.1:9/t/name"]
+    );
+}
+
+/// URLs are fetched one at a time, the documents fetched last first: a document fetched for
+/// one reference may name the one that declares another reference's URL as an `$id`.
+#[test]
+fn urls_are_fetched_depth_first() {
+    portico_config::set_url_fetcher(fetch);
+    let doc = "openapi: 3.1.0
+paths:
+  /a:
+    post:
+      operationId: a
+      requestBody: { content: { application/json: { schema: { $ref: 'http://127.0.0.1:9/u/a' } } } }
+  /b:
+    post:
+      operationId: b
+      requestBody: { content: { application/json: { schema: { $ref: 'http://127.0.0.1:9/u/b' } } } }
+";
+    let dir = folder(&[("doc.yaml", doc)]);
+    let config = format!("{UPSTREAMS}apis:\n  - {{ openapi: doc.yaml, upstream: pets }}\n");
+    let c = load_in(&dir, &config).unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(body_failures(&c, "b", "11"), [(String::new(), "maximum")]);
+    assert_eq!(
+        fetched("http://127.0.0.1:9/u/"),
+        ["http://127.0.0.1:9/u/a", "http://127.0.0.1:9/u/more"]
+    );
+}
+
+/// A YAML alias repeats its nodes' places in the file, so two references in one aliased
+/// block share a place: each is still followed once, the local one and the URL.
+#[test]
+fn references_in_a_yaml_alias_are_each_followed() {
+    portico_config::set_url_fetcher(fetch);
+    let doc = "openapi: 3.1.0
+paths:
+  /b:
+    post:
+      operationId: b
+      requestBody: { content: { application/json: { schema: { $ref: 'types.yaml#/$defs/pair' } } } }
+  /c:
+    post:
+      operationId: c
+      requestBody: { content: { application/json: { schema: { $ref: 'types.yaml#/$defs/again' } } } }
+";
+    let types = "$defs:
+  S: { type: string, minLength: 3 }
+  pair: &p { type: array, prefixItems: [{ $ref: '#/$defs/S' }, { $ref: 'http://127.0.0.1:9/v/n' }] }
+  again: *p
+";
+    let dir = folder(&[("doc.yaml", doc), ("types.yaml", types)]);
+    let config = format!("{UPSTREAMS}apis:\n  - {{ openapi: doc.yaml, upstream: pets }}\n");
+    let c = load_in(&dir, &config).unwrap_or_else(|d| panic!("{d:?}"));
+    for op in ["b", "c"] {
+        assert_eq!(
+            body_failures(&c, op, r#"["x", 11]"#),
+            [("/0".to_owned(), "minLength"), ("/1".to_owned(), "maximum")],
+            "{op}"
+        );
+    }
 }
 
 /// A `$ref` by the `$id` of a schema in a document read only by a later reference finds it

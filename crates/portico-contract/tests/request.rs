@@ -696,7 +696,12 @@ fn form_encoding_styles_are_read() {
     );
     // A JSON field that is not JSON is named by its pointer; such failures, and a styled
     // field written twice, are listed alone.
-    refused(&c, form("meta=%7Bv&plain=y"), 400, &[("body", "/meta", "json")]);
+    refused(
+        &c,
+        form("meta=%7Bv&plain=y"),
+        400,
+        &[("body", "/meta", "json")],
+    );
     refused(
         &c,
         form("ids=1,2&ids=3&tags=ab&tags=cd"),

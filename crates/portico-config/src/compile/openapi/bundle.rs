@@ -161,16 +161,57 @@ struct Bundler<'r, 'a> {
     anchors: HashMap<(String, String), (usize, String)>,
     /// The `$id` of each document's root, where it has one: the resource its anchors are in.
     root_ids: HashMap<usize, String>,
-    /// References not yet followed, by document and place: those that named neither a known
-    /// `$id` nor a document that could be read, with the problems reading gave (`Some`), and
-    /// URLs not yet fetched (`None`). Each is tried again as an `$id` once every document the
-    /// others name is read, as an `$id` may be in a document read after the reference.
-    deferred: Vec<(usize, Loc, Option<Vec<Problem>>)>,
-    /// A pass over the deferred references only.
-    second: bool,
+    /// References not yet followed, by the number their `$ref` is marked with (see
+    /// [`DEFERRED`]). Each is tried again as an `$id` once every document the others name is
+    /// read, as an `$id` may be in a document read after the reference.
+    deferred: HashMap<usize, Deferred>,
+    /// The number the next deferred reference is marked with.
+    next_mark: usize,
+    pass: Pass,
+    /// Whether this retrying pass has fetched a URL: one a pass, so that the document
+    /// fetched first can declare the `$id` a later URL is.
+    fetched: bool,
 }
 
+/// A reference put off: its text, where it is, and what reading it gave.
+struct Deferred {
+    doc: usize,
+    text: String,
+    /// The problems reading it gave (`None`: a URL not fetched yet).
+    problems: Option<Vec<Problem>>,
+}
+
+/// What a walk over a document's references does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Rewrites each, reading the documents they name, or puts it off.
+    First,
+    /// Tries the deferred ones again, and no other.
+    Retry,
+    /// Gives the deferred ones left their text back, and reports them.
+    Restore,
+}
+
+/// What a deferred reference's `$ref` holds until it is tried again: this, then its number.
+/// A YAML alias repeats its nodes' places, so a place does not name a reference; this does.
+const DEFERRED: &str = "\u{0}portico-deferred:";
+
 impl Bundler<'_, '_> {
+    /// Puts off the reference `v` of document `i`, written `text`.
+    fn defer(&mut self, i: usize, v: &mut Node, text: String, problems: Option<Vec<Problem>>) {
+        let k = self.next_mark;
+        self.next_mark += 1;
+        self.deferred.insert(
+            k,
+            Deferred {
+                doc: i,
+                text,
+                problems,
+            },
+        );
+        v.kind = NodeKind::Str(format!("{DEFERRED}{k}"));
+    }
+
     /// The index of the document at `location`, reading it the first time.
     fn document(&mut self, location: String, at: Loc, written: &str) -> Option<usize> {
         if let Some(known) = self.index.get(&location) {
@@ -285,6 +326,25 @@ impl Bundler<'_, '_> {
         });
     }
 
+    /// Walks the documents that hold deferred references, in the current pass: retrying, the
+    /// last read first, so that URLs are fetched depth first, as files are read (a document
+    /// fetched may name the one that declares a URL the root names as an `$id`).
+    fn walk_deferred(&mut self, root: &mut Node, grafted: &mut [(usize, Node)]) {
+        let mut docs: Vec<usize> = self.deferred.values().map(|d| d.doc).collect();
+        docs.sort_unstable();
+        docs.dedup();
+        if self.pass == Pass::Retry {
+            docs.reverse();
+        }
+        for d in docs {
+            if d == 0 {
+                self.walk(0, root);
+            } else if let Some((_, tree)) = grafted.iter_mut().find(|(k, _)| *k == d) {
+                self.walk(d, tree);
+            }
+        }
+    }
+
     /// The resource document `i` is: its root's `$id`, else where it was read from.
     fn resource(&self, i: usize) -> String {
         self.root_ids
@@ -295,21 +355,31 @@ impl Bundler<'_, '_> {
 
     /// One reference of document `i`, whose base URI is `base`, rewritten to a local pointer.
     fn rewrite(&mut self, i: usize, v: &mut Node, base: &str) {
-        // A pass over the deferred references takes only them, with what reading them gave.
+        // A later pass takes only the deferred references, with what reading them gave.
         let mut deferred = None;
-        if self.second {
-            match self
-                .deferred
-                .iter()
-                .position(|(d, at, _)| *d == i && *at == v.loc)
-            {
-                Some(k) => deferred = Some(self.deferred.swap_remove(k).2),
-                None => return,
+        if self.pass != Pass::First {
+            let Some(d) = v
+                .as_str()
+                .and_then(|t| t.strip_prefix(DEFERRED)?.parse::<usize>().ok())
+                .and_then(|k| self.deferred.remove(&k))
+            else {
+                return;
+            };
+            if self.pass == Pass::Restore {
+                v.kind = NodeKind::Str(d.text);
+                self.problems.extend(d.problems.unwrap_or_default());
+                return;
             }
+            deferred = Some(d);
         }
-        let Some(text) = v.as_str().map(str::to_owned) else {
+        let Some(text) = deferred
+            .as_ref()
+            .map(|d| d.text.clone())
+            .or_else(|| v.as_str().map(str::to_owned))
+        else {
             return; // Reported by `check_refs`.
         };
+        let tried = deferred.and_then(|d| d.problems);
         let (part, fragment) = text.split_once('#').unwrap_or((&text, ""));
         let anchor = !fragment.is_empty() && !fragment.starts_with('/');
         if anchor && !self.scoped {
@@ -337,22 +407,30 @@ impl Bundler<'_, '_> {
         let (mut j, root, resource) = match known {
             Some((j, pointer)) => (j, pointer, uri),
             None if part.is_empty() => (i, String::new(), self.resource(i)),
-            None if self.scoped && !self.second && is_url(&uri) => {
+            None if self.scoped && self.pass == Pass::First && is_url(&uri) => {
                 // A URL may be the `$id` of a schema in a document not read yet: fetched
                 // only once every document the other references name is read and it is not.
-                self.deferred.push((i, v.loc, None));
+                self.defer(i, v, text, None);
                 return;
             }
-            None if matches!(deferred, Some(Some(_))) => {
+            None if tried.is_some() => {
                 // Read before, and still no `$id` of that name: kept for the next pass, or
                 // for the end, where what reading it gave is the answer.
-                self.deferred.push((i, v.loc, deferred.flatten()));
+                self.defer(i, v, text, tried);
                 return;
             }
             None => {
                 let before = self.problems.len();
                 let read = match target(&self.locations[i], part) {
                     Ok(location) => {
+                        if self.pass == Pass::Retry && !self.index.contains_key(&location) {
+                            if self.fetched {
+                                // One fetch a pass: the next pass tries it again.
+                                self.defer(i, v, text, None);
+                                return;
+                            }
+                            self.fetched = true;
+                        }
                         let written = part.to_owned();
                         self.document(location, v.loc, &written)
                     }
@@ -369,7 +447,7 @@ impl Bundler<'_, '_> {
                     Some(j) => (j, String::new(), self.resource(j)),
                     None => {
                         let problems = self.problems.split_off(before);
-                        self.deferred.push((i, v.loc, Some(problems)));
+                        self.defer(i, v, text, Some(problems));
                         return;
                     }
                 }
@@ -477,8 +555,10 @@ pub(crate) fn bundle(
         ids: HashMap::new(),
         anchors: HashMap::new(),
         root_ids: HashMap::new(),
-        deferred: Vec::new(),
-        second: false,
+        deferred: HashMap::new(),
+        next_mark: 0,
+        pass: Pass::First,
+        fetched: false,
     };
     b.index_names(0, root);
     b.walk(0, root);
@@ -488,34 +568,32 @@ pub(crate) fn bundle(
             b.walk(i, &mut tree);
             grafted.push((i, tree));
         }
-        // The references deferred: `$id`s of documents read after them, URLs to fetch now
-        // that no document read declares them, or problems. A URL fetched may name more
+        // The references deferred: `$id`s of documents read after them, a URL to fetch now
+        // that no document read declares it, or problems. A URL fetched may name more
         // documents: then they are read, and what is still deferred is tried again.
         if b.deferred.is_empty() {
             break;
         }
-        b.second = true;
-        let mut docs: Vec<usize> = b.deferred.iter().map(|(d, ..)| *d).collect();
-        docs.sort_unstable();
-        docs.dedup();
-        for d in docs {
-            if d == 0 {
-                b.walk(0, root);
-            } else if let Some((_, tree)) = grafted.iter_mut().find(|(k, _)| *k == d) {
-                b.walk(d, tree);
-            }
-        }
-        b.second = false;
-        if b.pending.is_empty() {
+        b.pass = Pass::Retry;
+        b.fetched = false;
+        b.walk_deferred(root, &mut grafted);
+        b.pass = Pass::First;
+        let unfetched = b.deferred.values().any(|d| d.problems.is_none());
+        if b.pending.is_empty() && !unfetched {
             break;
         }
     }
-    let left: Vec<Problem> = b
-        .deferred
-        .drain(..)
-        .flat_map(|(.., p)| p.unwrap_or_default())
-        .collect();
-    b.problems.extend(left);
+    // What is left is reported, each `$ref` given its text back for the checks after this.
+    if !b.deferred.is_empty() {
+        b.pass = Pass::Restore;
+        b.walk_deferred(root, &mut grafted);
+        let left: Vec<Problem> = b
+            .deferred
+            .drain()
+            .flat_map(|(_, d)| d.problems.unwrap_or_default())
+            .collect();
+        b.problems.extend(left);
+    }
     *sources = b.sources;
     // Grafted even when some document could not be read, so that the references to those
     // that were are checked like the rest.
