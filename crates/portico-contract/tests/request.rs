@@ -604,15 +604,6 @@ fn form_bodies_are_objects_of_their_fields() {
         } } }),
         Dialect::Oas31,
     );
-    let form = |body: &'static str| {
-        let mut r = req();
-        r.headers.insert(
-            "content-type",
-            "application/x-www-form-urlencoded".parse().unwrap(),
-        );
-        r.body = Some(body);
-        r
-    };
     // Fields typed by their schema; a repeated field is an array's items.
     ok(&c, form("name=Ada+L&age=36&vip=true&tags=1&tags=2"));
     ok(&c, form("age=0&name=%C3%A9t%C3%A9"));
@@ -635,6 +626,17 @@ fn form_bodies_are_objects_of_their_fields() {
         400,
         &[("body", "", "required"), ("body", "", "required")],
     );
+}
+
+/// A request with a form body.
+fn form(body: &'static str) -> Req<'static> {
+    let mut r = req();
+    r.headers.insert(
+        "content-type",
+        "application/x-www-form-urlencoded".parse().unwrap(),
+    );
+    r.body = Some(body);
+    r
 }
 
 /// A form body's `encoding` says how a field is written: in a query parameter's `style` and
@@ -664,15 +666,6 @@ fn form_encoding_styles_are_read() {
         } } }),
         Dialect::Oas31,
     );
-    let form = |body: &'static str| {
-        let mut r = req();
-        r.headers.insert(
-            "content-type",
-            "application/x-www-form-urlencoded".parse().unwrap(),
-        );
-        r.body = Some(body);
-        r
-    };
     ok(
         &c,
         form(
