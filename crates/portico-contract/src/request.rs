@@ -259,7 +259,7 @@ impl RequestContract {
             if failures.len() >= self.limits.max_errors {
                 break;
             }
-            self.check_param(p, parts, scratch, failures);
+            self.check_param(p, parts, scratch, failures, &mut 0);
         }
         let plan = match &self.body {
             None => BodyPlan::Pass,
@@ -632,6 +632,7 @@ impl RequestContract {
             return Err(400);
         }
         // Each part's headers that its encoding describes, as header parameters.
+        let mut spent = 0;
         for part in &parts {
             let Some(rule) = rule_of(&part.name) else {
                 continue;
@@ -641,12 +642,17 @@ impl RequestContract {
                 query: None,
                 headers: &part.headers,
             };
+            if spent > crate::validate::MAX_STEPS {
+                break;
+            }
             for p in rule.headers.iter() {
                 if failures.len() >= max {
                     return Err(400);
                 }
                 let before = failures.len();
-                self.check_param(p, &head, scratch, failures);
+                // One budget for every part's headers: a thousand parts do not get a
+                // thousand budgets.
+                self.check_param(p, &head, scratch, failures, &mut spent);
                 for f in &mut failures[before..] {
                     f.location = "body";
                     let within = if f.pointer.is_empty() {
@@ -713,12 +719,14 @@ impl RequestContract {
         }
     }
 
+    /// Checks one parameter; `spent` is the step budget already used, and is updated.
     fn check_param(
         &self,
         p: &Param,
         parts: &RequestParts<'_>,
         scratch: &mut Scratch,
         failures: &mut Vec<Failure>,
+        spent: &mut u32,
     ) {
         scratch.clear();
         let fail = |failures: &mut Vec<Failure>, keyword: &'static str, message: String| {
@@ -790,9 +798,10 @@ impl RequestContract {
         };
         let mut out: Vec<Violation> = Vec::new();
         let max = self.limits.max_errors.saturating_sub(failures.len()).max(1);
-        let mut run = Run::new(tree, schemas, &mut out, max, Direction::Request);
+        let mut run = Run::new(tree, schemas, &mut out, max, Direction::Request).after(*spent);
         let ok = run.check(schema, id);
         let exhausted = run.exhausted;
+        *spent = run.spent();
         if !ok {
             failures.extend(out.into_iter().map(|v| Failure {
                 location: p.location.name(),
@@ -842,12 +851,22 @@ fn query_value(
     if object && p.style == Style::DeepObject {
         // `name[key]=value`.
         let mut entries = Vec::new();
+        let mut keys = std::collections::HashSet::new();
         for (k, v) in pairs {
             if let Some(key) = k
                 .strip_prefix(name)
                 .and_then(|r| r.strip_prefix('['))
                 .and_then(|r| r.strip_suffix(']'))
             {
+                // What OpenAPI's deepObject does not define, and upstreams read each their
+                // own way (`a[x][y]` an object under `x`, `a[x]` twice an array), is
+                // refused: checked one way, it would be read upstream another.
+                if key.contains(['[', ']']) {
+                    return Some(Err(format!("`{k}` nests keys, which deepObject does not")));
+                }
+                if !keys.insert(key.to_owned()) {
+                    return Some(Err(format!("`{k}` is written more than once")));
+                }
                 let prop = p.schema.and_then(|s| schemas.property(s, key));
                 let key = scratch.own(key.as_bytes());
                 let id = scalar(&v, prop.map_or(0, |s| schemas.types(s)), scratch);

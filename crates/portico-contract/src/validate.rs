@@ -53,6 +53,17 @@ pub(crate) struct Run<'t, 'o> {
 }
 
 impl<'t, 'o> Run<'t, 'o> {
+    /// The run, with `steps` of the budget already spent (by earlier runs of one request).
+    pub fn after(mut self, steps: u32) -> Self {
+        self.steps = steps;
+        self
+    }
+
+    /// The steps of the budget spent so far.
+    pub fn spent(&self) -> u32 {
+        self.steps
+    }
+
     pub fn new(
         tree: Tree<'t>,
         schemas: &'t Schemas,

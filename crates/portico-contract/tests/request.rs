@@ -252,6 +252,19 @@ fn query_objects_exploded_and_deep() {
         400,
         &[("query", "/z", "additionalProperties")],
     );
+    // A key written twice, or nested, would be read upstream another way: refused.
+    refused(
+        &c,
+        req().query("p[x]=1&p[y]=2&p[x]=9"),
+        400,
+        &[("query", "", "style")],
+    );
+    refused(
+        &c,
+        req().query("p[x][0]=1&p[y]=2"),
+        400,
+        &[("query", "", "style")],
+    );
 }
 
 #[test]
@@ -700,6 +713,20 @@ fn form_encoding_styles_are_read() {
         form("ids=1,2&ids=3&tags=ab&tags=cd"),
         400,
         &[("body", "/ids", "style"), ("body", "/tags", "style")],
+    );
+    // What deepObject does not define, and upstreams read their own ways, is refused: a key
+    // written twice, a key nested in another.
+    refused(
+        &c,
+        form("filter[min]=1&filter[min]=2"),
+        400,
+        &[("body", "/filter", "style")],
+    );
+    refused(
+        &c,
+        form("filter[min][x]=1"),
+        400,
+        &[("body", "/filter", "style")],
     );
     // Fields a style does not read are read as fields: a deepObject property written
     // plainly, and a name the schema does not have.

@@ -365,8 +365,9 @@ impl Bundler<'_, '_> {
             else {
                 return;
             };
+            // Its text back at once: whatever this pass does with it, no marker stays.
+            v.kind = NodeKind::Str(d.text.clone());
             if self.pass == Pass::Restore {
-                v.kind = NodeKind::Str(d.text);
                 self.problems.extend(d.problems.unwrap_or_default());
                 return;
             }
@@ -423,16 +424,19 @@ impl Bundler<'_, '_> {
                 let before = self.problems.len();
                 let read = match target(&self.locations[i], part) {
                     Ok(location) => {
-                        if self.pass == Pass::Retry && !self.index.contains_key(&location) {
-                            if self.fetched {
-                                // One fetch a pass: the next pass tries it again.
-                                self.defer(i, v, text, None);
-                                return;
-                            }
-                            self.fetched = true;
+                        // Retrying, one URL a pass is fetched (a failed fetch, which declares
+                        // no `$id`, does not count): the next pass tries the rest again.
+                        let fetch = self.pass == Pass::Retry
+                            && is_url(&location)
+                            && !self.index.contains_key(&location);
+                        if fetch && self.fetched {
+                            self.defer(i, v, text, None);
+                            return;
                         }
                         let written = part.to_owned();
-                        self.document(location, v.loc, &written)
+                        let read = self.document(location, v.loc, &written);
+                        self.fetched |= fetch && read.is_some();
+                        read
                     }
                     Err(e) => {
                         self.problems.push(Problem::new(
