@@ -993,6 +993,47 @@ fn multipart_encoding_headers_are_checked() {
     );
 }
 
+/// The headers of all parts share one work budget: a body of many parts, each with a long
+/// list in a described header, runs out of it and is refused with `cost`, where each part
+/// alone would be cheap.
+#[test]
+fn multipart_part_headers_share_one_budget() {
+    let c = contract(
+        json!({ "requestBody": { "content": {
+            "multipart/form-data": {
+                "schema": { "type": "object", "properties": {
+                    "n": { "type": "array", "items": { "type": "string" } }
+                } },
+                "encoding": { "n": { "headers": { "X-Sizes": { "schema": {
+                    "type": "array", "items": { "type": "integer", "minimum": 0 } } } } } }
+            }
+        } } }),
+        Dialect::Oas31,
+    );
+    let send = |parts: usize, items: usize| {
+        let header = format!("\r\nX-Sizes: {}", vec!["1"; items].join(","));
+        let all: Vec<(&str, &str, &str)> =
+            std::iter::repeat_n(("n", header.as_str(), "x"), parts).collect();
+        let mut r = req();
+        r.headers.insert(
+            "content-type",
+            "multipart/form-data; boundary=XyZ".parse().unwrap(),
+        );
+        r.body = Some(Box::leak(multipart(&all).into_boxed_str()));
+        r
+    };
+    ok(&c, send(10, 300));
+    let (status, f) = send(portico_contract::MAX_PARTS, 300).check(&c);
+    assert_eq!(status, 400, "{f:#?}");
+    assert_eq!(
+        f.iter()
+            .map(|f| (f.pointer.as_str(), f.keyword))
+            .collect::<Vec<_>>(),
+        [("/n", "cost")],
+        "{f:#?}"
+    );
+}
+
 /// `encoding.<part>.contentType` lists the types a part may have; a part without a
 /// `Content-Type` is taken to be the one type listed alone, or `text/plain`.
 #[test]
