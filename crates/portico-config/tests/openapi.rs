@@ -1659,6 +1659,13 @@ components:
     );
 }
 
+/// The config of one API, `doc.yaml`, among `files` written to a fresh folder.
+fn api(files: &[(&str, &str)]) -> Config {
+    let dir = folder(files);
+    let config = format!("{UPSTREAMS}apis:\n  - {{ openapi: doc.yaml, upstream: pets }}\n");
+    load_in(&dir, &config).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
 /// The documents "fetched" from `http://127.0.0.1:9/…` by this binary's tests, and the URLs
 /// asked for. The fetcher is set once a process, so every test shares it, each under its
 /// own path.
@@ -1707,9 +1714,7 @@ paths:
       requestBody: { content: { application/json: { schema: { $ref: 'http://127.0.0.1:9/t/name' } } } }
 ";
     let money = "$id: http://127.0.0.1:9/t/money\ntype: integer\nmaximum: 10\n";
-    let dir = folder(&[("doc.yaml", doc), ("money.yaml", money)]);
-    let config = format!("{UPSTREAMS}apis:\n  - {{ openapi: doc.yaml, upstream: pets }}\n");
-    let c = load_in(&dir, &config).unwrap_or_else(|d| panic!("{d:?}"));
+    let c = api(&[("doc.yaml", doc), ("money.yaml", money)]);
     assert_eq!(
         body_failures(&c, "money", "11"),
         [(String::new(), "maximum")]
@@ -1740,9 +1745,7 @@ paths:
       operationId: b
       requestBody: { content: { application/json: { schema: { $ref: 'http://127.0.0.1:9/u/b' } } } }
 ";
-    let dir = folder(&[("doc.yaml", doc)]);
-    let config = format!("{UPSTREAMS}apis:\n  - {{ openapi: doc.yaml, upstream: pets }}\n");
-    let c = load_in(&dir, &config).unwrap_or_else(|d| panic!("{d:?}"));
+    let c = api(&[("doc.yaml", doc)]);
     assert_eq!(body_failures(&c, "b", "11"), [(String::new(), "maximum")]);
     assert_eq!(
         fetched("http://127.0.0.1:9/u/"),
@@ -1771,9 +1774,7 @@ paths:
   pair: &p { type: array, prefixItems: [{ $ref: '#/$defs/S' }, { $ref: 'http://127.0.0.1:9/v/n' }] }
   again: *p
 ";
-    let dir = folder(&[("doc.yaml", doc), ("types.yaml", types)]);
-    let config = format!("{UPSTREAMS}apis:\n  - {{ openapi: doc.yaml, upstream: pets }}\n");
-    let c = load_in(&dir, &config).unwrap_or_else(|d| panic!("{d:?}"));
+    let c = api(&[("doc.yaml", doc), ("types.yaml", types)]);
     for op in ["b", "c"] {
         assert_eq!(
             body_failures(&c, op, r#"["x", 11]"#),

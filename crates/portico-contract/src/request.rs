@@ -130,7 +130,7 @@ pub struct BodyRule {
     /// Media ranges and their schemas (a JSON one's body is checked against it).
     pub media: Box<[(MediaRange, Option<SchemaId>)]>,
     /// For each of `media`, in order: what the entry's `encoding` says of a multipart body's
-    /// parts; empty for other entries.
+    /// parts or a form body's fields; empty for other entries.
     pub parts: Box<[Box<[PartRule]>]>,
 }
 

@@ -366,21 +366,17 @@ impl Bundler<'_, '_> {
                 return;
             };
             // Its text back at once: whatever this pass does with it, no marker stays.
-            v.kind = NodeKind::Str(d.text.clone());
+            v.kind = NodeKind::Str(d.text);
             if self.pass == Pass::Restore {
                 self.problems.extend(d.problems.unwrap_or_default());
                 return;
             }
-            deferred = Some(d);
+            deferred = Some(d.problems);
         }
-        let Some(text) = deferred
-            .as_ref()
-            .map(|d| d.text.clone())
-            .or_else(|| v.as_str().map(str::to_owned))
-        else {
+        let Some(text) = v.as_str().map(str::to_owned) else {
             return; // Reported by `check_refs`.
         };
-        let tried = deferred.and_then(|d| d.problems);
+        let tried = deferred.flatten();
         let (part, fragment) = text.split_once('#').unwrap_or((&text, ""));
         let anchor = !fragment.is_empty() && !fragment.starts_with('/');
         if anchor && !self.scoped {
