@@ -90,15 +90,44 @@ pub fn compile_responses(
 pub fn finish(
     schemas: &Arc<Schemas>,
     params: Vec<Param>,
-    body: Option<BodyRule>,
+    mut body: Option<BodyRule>,
     limits: Limits,
 ) -> RequestContract {
+    // A form field's style, read as a query parameter's: resolved against its property's
+    // schema once, here, rather than per request.
+    if let Some(b) = &mut body {
+        for ((_, schema), rules) in b.media.iter().zip(b.parts.iter_mut()) {
+            for r in rules.iter_mut() {
+                r.field = field(schemas, *schema, r);
+            }
+        }
+    }
     RequestContract {
         schemas: schemas.clone(),
         params: params.into_boxed_slice(),
         body,
         limits,
     }
+}
+
+/// The query parameter a styled form field is read as: where the body's schema has the
+/// property, and, for `deepObject`, where that property is an object (what the style reads).
+fn field(schemas: &Schemas, body: Option<crate::schema::SchemaId>, r: &PartRule) -> Option<Param> {
+    let f = r.form?;
+    let prop = schemas.property(body?, &r.name)?;
+    let types = schemas.types(prop);
+    let object = types & crate::schema::ty::OBJECT != 0
+        && types & (crate::schema::ty::ARRAY | crate::schema::ty::STRING) == 0;
+    (f.json || f.style != Style::DeepObject || object).then(|| Param {
+        name: r.name.clone(),
+        location: In::Query,
+        required: false,
+        style: f.style,
+        explode: f.explode,
+        allow_empty: false,
+        schema: Some(prop),
+        json: f.json,
+    })
 }
 
 /// Follows `$ref`s from the object at `at` to the object itself.
@@ -311,6 +340,7 @@ fn part_rule(
         types,
         headers: headers.into(),
         form: None,
+        field: None,
     }
 }
 
@@ -364,6 +394,7 @@ fn field_rule(compiler: &mut Compiler<'_>, ptr: &str, name: &str, enc: &Value) -
         types: Box::default(),
         headers: Box::default(),
         form,
+        field: None,
     }
 }
 

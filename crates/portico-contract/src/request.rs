@@ -144,6 +144,9 @@ pub struct PartRule {
     pub headers: Box<[Param]>,
     /// How a form body's field is written, when its encoding says.
     pub form: Option<FieldStyle>,
+    /// That field as the query parameter it is read as, once resolved against the body's
+    /// schema ([`finish`](crate::finish)): `None` where the field is read as every other.
+    pub field: Option<Param>,
 }
 
 /// How a form body's field is written: in a query parameter's `style` and `explode`, or as
@@ -457,46 +460,38 @@ impl RequestContract {
         scratch.clear();
         let schemas = &*self.schemas;
         let mut fields = Fields::default();
-        // The properties read in their style, as query parameters of the body: those the
-        // schema has, and a deepObject one only where the property is an object, which is
-        // what that style can read. Every other field is read as a field.
-        let styled: Vec<(&str, FieldStyle)> = rules
-            .iter()
-            .filter_map(|r| {
-                let f = r.form?;
-                let types = schemas.types(schemas.property(schema, &r.name)?);
-                let object = types & ty::OBJECT != 0 && types & (ty::ARRAY | ty::STRING) == 0;
-                (f.json || f.style != Style::DeepObject || object).then_some((&*r.name, f))
-            })
-            .collect();
+        // The properties read in their style, as query parameters of the body.
+        let styled: Vec<&Param> = rules.iter().filter_map(|r| r.field.as_ref()).collect();
         // Whether a field is one a styled property reads: `name`, or a deepObject's
         // `name[key]`.
-        let deep = |f: &FieldStyle| f.style == Style::DeepObject && !f.json;
-        let reads = |k: &str, n: &str, f: &FieldStyle| {
-            if deep(f) {
-                k.strip_prefix(n)
-                    .and_then(|r| r.strip_prefix('['))
-                    .is_some_and(|r| r.ends_with(']'))
-            } else {
-                k == n
-            }
+        let deep = |p: &Param| p.style == Style::DeepObject && !p.json;
+        let taken = |k: &str| {
+            styled.iter().any(|p| {
+                if deep(p) {
+                    k.strip_prefix(&*p.name)
+                        .and_then(|r| r.strip_prefix('['))
+                        .is_some_and(|r| r.ends_with(']'))
+                } else {
+                    k == &*p.name
+                }
+            })
         };
-        let taken = |k: &str| styled.iter().any(|(n, f)| reads(k, n, f));
         if !styled.is_empty() {
             // A styled value is written once: a second copy would go upstream unread.
             let mut copies = vec![0usize; styled.len()];
             for (k, _) in form_urlencoded::parse(body) {
-                for (c, (n, f)) in copies.iter_mut().zip(&styled) {
-                    if !deep(f) && k == *n {
+                for (c, p) in copies.iter_mut().zip(&styled) {
+                    if !deep(p) && k == *p.name {
                         *c += 1;
                     }
                 }
             }
             let text = String::from_utf8_lossy(body);
-            for ((name, f), copies) in styled.iter().zip(copies) {
+            for (p, copies) in styled.iter().zip(copies) {
                 if failures.len() >= self.limits.max_errors {
                     return Err(400);
                 }
+                let name = &*p.name;
                 let fail = |keyword, message: String| Failure {
                     location: "body",
                     name: None,
@@ -511,23 +506,12 @@ impl RequestContract {
                     ));
                     continue;
                 }
-                let prop = schemas.property(schema, name);
-                let p = Param {
-                    name: (*name).into(),
-                    location: In::Query,
-                    required: false,
-                    style: f.style,
-                    explode: f.explode,
-                    allow_empty: false,
-                    schema: prop,
-                    json: f.json,
-                };
-                let types = prop.map_or(0, |s| schemas.types(s));
-                match query_value(&p, Some(&text), schemas, types, scratch) {
+                let types = p.schema.map_or(0, |s| schemas.types(s));
+                match query_value(p, Some(&text), schemas, types, scratch) {
                     None | Some(Ok(Built::Empty)) => {}
                     Some(Ok(Built::Value(id))) => fields.add(name, id, false, scratch),
                     Some(Err(message)) => failures.push(fail(
-                        if f.json { "json" } else { "style" },
+                        if p.json { "json" } else { "style" },
                         format!("cannot be read: {message}"),
                     )),
                 }
