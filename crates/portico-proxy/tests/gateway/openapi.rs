@@ -830,7 +830,7 @@ async fn openapi_form_bodies_are_checked_against_their_schema() {
     let dir = temp_dir("openapi-form");
     std::fs::write(
         dir.join("form.yaml"),
-        "openapi: 3.1.0\npaths:\n  /signup:\n    post:\n      operationId: signUp\n      requestBody:\n        content:\n          application/x-www-form-urlencoded:\n            schema:\n              type: object\n              required: [email]\n              properties:\n                email: { type: string, format: email }\n                age: { type: integer, minimum: 18 }\n",
+        "openapi: 3.1.0\npaths:\n  /signup:\n    post:\n      operationId: signUp\n      requestBody:\n        content:\n          application/x-www-form-urlencoded:\n            schema:\n              type: object\n              required: [email]\n              properties:\n                email: { type: string, format: email }\n                age: { type: integer, minimum: 18 }\n                tags: { type: array, items: { type: string, maxLength: 3 } }\n            encoding:\n              tags: { style: pipeDelimited }\n",
     )
     .unwrap();
     let gw = gateway(&config(&format!(
@@ -848,16 +848,27 @@ async fn openapi_form_bodies_are_checked_against_their_schema() {
             .unwrap()
     };
     let c = client(false, &[]);
-    let got = send(&c, post("email=ada%40example.com&age=36")).await;
+    let got = send(&c, post("email=ada%40example.com&age=36&tags=a|bb")).await;
     assert_eq!(got.status, 200, "{}", got.text());
-    assert_eq!(got.json()["body"], "email=ada%40example.com&age=36");
+    assert_eq!(
+        got.json()["body"],
+        "email=ada%40example.com&age=36&tags=a|bb"
+    );
     let before = up.hits();
-    let got = send(&c, post("email=nobody&age=12")).await;
+    let got = send(&c, post("email=nobody&age=12&tags=a|long")).await;
     assert_eq!(got.status, 400, "{}", got.text());
     assert_eq!(
         failures(&got),
-        [f("body", "/email", "format"), f("body", "/age", "minimum")]
+        [
+            f("body", "/tags/1", "maxLength"),
+            f("body", "/email", "format"),
+            f("body", "/age", "minimum")
+        ]
     );
+    // A styled field written twice: its second copy would reach the upstream unread.
+    let got = send(&c, post("email=ada%40example.com&tags=a&tags=b")).await;
+    assert_eq!(got.status, 400, "{}", got.text());
+    assert_eq!(failures(&got), [f("body", "/tags", "style")]);
     assert_eq!(up.hits(), before, "a refused form reached the upstream");
 }
 
@@ -868,7 +879,7 @@ async fn openapi_multipart_bodies_are_checked_against_their_schema() {
     let dir = temp_dir("openapi-multipart");
     std::fs::write(
         dir.join("upload.yaml"),
-        "openapi: 3.1.0\npaths:\n  /upload:\n    post:\n      operationId: upload\n      requestBody:\n        content:\n          multipart/form-data:\n            schema:\n              type: object\n              required: [title, file]\n              properties:\n                title: { type: string, maxLength: 20 }\n                meta:\n                  type: object\n                  required: [owner]\n                  properties: { owner: { type: string } }\n                file: { type: string, contentMediaType: image/png }\n",
+        "openapi: 3.1.0\npaths:\n  /upload:\n    post:\n      operationId: upload\n      requestBody:\n        content:\n          multipart/form-data:\n            schema:\n              type: object\n              required: [title, file]\n              properties:\n                title: { type: string, maxLength: 20 }\n                meta:\n                  type: object\n                  required: [owner]\n                  properties: { owner: { type: string } }\n                file: { type: string, contentMediaType: image/png }\n            encoding:\n              file:\n                headers:\n                  X-Checksum: { required: true, schema: { type: string, pattern: '^[0-9a-f]{4}$' } }\n",
     )
     .unwrap();
     let gw = gateway(&config(&format!(
@@ -877,14 +888,15 @@ async fn openapi_multipart_bodies_are_checked_against_their_schema() {
         dir.join("upload.yaml").display()
     )))
     .await;
-    let body = |title: &str, meta: &str| {
+    let with = |title: &str, meta: &str, checksum: &str| {
         format!(
             "--b0undary\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\n{title}\r\n\
              --b0undary\r\nContent-Disposition: form-data; name=\"meta\"\r\n\r\n{meta}\r\n\
              --b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\
-             Content-Type: image/png\r\n\r\nPNG\r\n--b0undary--\r\n"
+             Content-Type: image/png{checksum}\r\n\r\nPNG\r\n--b0undary--\r\n"
         )
     };
+    let body = |title: &str, meta: &str| with(title, meta, "\r\nX-Checksum: 00ff");
     let post = |body: String| {
         req("POST", &gw.url("/upload"))
             .header("content-type", "multipart/form-data; boundary=b0undary")
@@ -910,6 +922,17 @@ async fn openapi_multipart_bodies_are_checked_against_their_schema() {
             f("body", "/meta", "required")
         ]
     );
+    // The file part's own header, as its encoding describes it: missing, then malformed.
+    let got = send(&c, post(with("holiday", "{\"owner\":\"ada\"}", ""))).await;
+    assert_eq!(got.status, 400, "{}", got.text());
+    assert_eq!(failures(&got), [f("body", "/file", "required")]);
+    let got = send(
+        &c,
+        post(with("holiday", "{\"owner\":\"ada\"}", "\r\nX-Checksum: zz")),
+    )
+    .await;
+    assert_eq!(got.status, 400, "{}", got.text());
+    assert_eq!(failures(&got), [f("body", "/file", "pattern")]);
     let got = send(&c, post("not multipart".into())).await;
     assert_eq!(got.status, 400, "{}", got.text());
     assert_eq!(failures(&got), [f("body", "", "multipart")]);
